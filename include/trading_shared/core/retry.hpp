@@ -1,0 +1,162 @@
+#pragma once
+/// @file
+/// Retry policy and the one retry helper of the library (ARCHITECTURE.md section 4).
+///
+/// Retries happen in exactly one layer: the clients' resilient entry points call `retry()`.
+/// The decision is a pure function (`decide_retry`) of the error kind, the caller's stated
+/// idempotency, the attempts made and the time left, so that every row is unit-tested.
+
+#include <trading_shared/core/backoff.hpp>
+#include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/core/metrics.hpp>
+#include <trading_shared/core/timeout.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace trading_shared::core {
+
+/// Whether running an operation twice has the same effect as running it once. Only the
+/// caller knows: reads are idempotent by default, writes are not.
+enum class Idempotent : bool { no = false, yes = true };
+
+inline constexpr std::uint32_t kDefaultMaxAttempts = 3;
+inline constexpr std::chrono::milliseconds kDefaultRetryDeadline{10000};
+
+/// How an operation is retried.
+struct RetryPolicy {
+  /// Attempts in all, the first included (1 = never retry).
+  std::uint32_t max_attempts = kDefaultMaxAttempts;
+  /// Delay between attempts: capped exponential with full jitter.
+  BackoffConfig backoff{std::chrono::milliseconds(50), std::chrono::milliseconds(2000), 2.0};
+  /// Total time for all attempts and delays together; zero = no total deadline.
+  std::chrono::milliseconds total_deadline = kDefaultRetryDeadline;
+  /// When true (the default), each attempt gets at most its share of the time left
+  /// (time left / attempts left), so that one hung attempt cannot use up the whole
+  /// deadline and leave no room to retry. When false, an attempt may use all the time left.
+  bool split_deadline = true;
+};
+
+/// Why `decide_retry` said what it said.
+enum class RetryReason : std::uint8_t {
+  retry,                  ///< retry after `delay`.
+  permanent,              ///< the error can never succeed on retry.
+  cancelled,              ///< the caller cancelled: never retried.
+  not_idempotent,         ///< outcome unknown and the operation is not idempotent.
+  attempts_exhausted,     ///< `max_attempts` reached.
+  deadline_exhausted,     ///< the next delay would pass the total deadline.
+};
+std::string_view to_string(RetryReason reason) noexcept;
+
+struct RetryDecision {
+  bool retry = false;
+  std::chrono::milliseconds delay{0};
+  RetryReason reason = RetryReason::permanent;
+};
+
+/// Pure retry decision after a failed attempt.
+/// @param attempts_made attempts so far, the failed one included (>= 1).
+/// @param remaining time left before the total deadline (ignored when the policy has none).
+/// @param jittered_delay the backoff delay proposed for this retry.
+RetryDecision decide_retry(ErrorKind kind, Idempotent idempotent, std::uint32_t attempts_made,
+                           const RetryPolicy& policy, std::chrono::milliseconds remaining,
+                           std::chrono::milliseconds jittered_delay) noexcept;
+
+/// What one attempt gets to know.
+struct AttemptContext {
+  std::uint32_t attempt = 1;  ///< 1-based.
+  /// This attempt's time budget (its share of the total deadline); zero = unbounded.
+  std::chrono::milliseconds budget{0};
+};
+
+/// Counters and names for one retried operation (log and metric labels).
+struct RetryObserver {
+  std::string_view operation = "operation";  ///< e.g. "pg.execute_resiliently"
+  MetricsRegistry* metrics = &MetricsRegistry::global();
+};
+
+namespace detail {
+void record_retry(const RetryObserver& observer, std::uint32_t attempt, ErrorKind kind,
+                  std::chrono::milliseconds delay, std::string_view what);
+void record_give_up(const RetryObserver& observer, std::uint32_t attempt, ErrorKind kind,
+                    RetryReason reason, std::string_view what);
+std::string describe(const std::exception_ptr& error);
+}  // namespace detail
+
+/// Runs `fn(AttemptContext)` (returning `awaitable<T>`) until it succeeds or `decide_retry`
+/// says stop; then rethrows the last error unchanged. Each attempt runs under its budget
+/// (`with_timeout`, `errc::request_timeout`, counted as `outcome_unknown`). Every retry and
+/// every give-up is logged once with its reason and counted.
+///
+/// @par Per-operation cancellation
+/// terminal: the running attempt or the backoff wait is cancelled; nothing is retried.
+template <class F>
+auto retry(F fn, Idempotent idempotent, RetryPolicy policy, RandomSource& random,
+           RetryObserver observer = {}, const Clock& clock = SteadyClock::instance())
+    -> std::invoke_result_t<F, const AttemptContext&> {
+  using Awaitable = std::invoke_result_t<F, const AttemptContext&>;
+  using T = typename Awaitable::value_type;
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+
+  const auto start = clock.now();
+  const bool has_deadline = policy.total_deadline > milliseconds::zero();
+  const std::uint32_t max_attempts = std::max<std::uint32_t>(policy.max_attempts, 1);
+  auto remaining = [&] {
+    if (!has_deadline) return milliseconds::max();
+    const auto left = policy.total_deadline - duration_cast<milliseconds>(clock.now() - start);
+    return std::max(left, milliseconds::zero());
+  };
+
+  for (std::uint32_t attempt = 1;; ++attempt) {
+    AttemptContext context{attempt, milliseconds::zero()};
+    if (has_deadline) {
+      const auto left = remaining();
+      context.budget = policy.split_deadline
+                           ? std::max(left / static_cast<int>(max_attempts - attempt + 1),
+                                      milliseconds(1))
+                           : std::max(left, milliseconds(1));
+    }
+    std::exception_ptr failure;
+    try {
+      if constexpr (std::is_void_v<T>) {
+        co_await with_timeout(fn(std::as_const(context)), context.budget,
+                              errc::request_timeout, std::string(observer.operation));
+        co_return;
+      } else {
+        co_return co_await with_timeout(fn(std::as_const(context)), context.budget,
+                                        errc::request_timeout, std::string(observer.operation));
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    const ErrorKind kind = classify(failure);
+    const auto proposed = backoff_delay(policy.backoff, attempt - 1, random);
+    const auto decision = decide_retry(kind, idempotent, attempt, policy, remaining(), proposed);
+    if (!decision.retry) {
+      if (kind != ErrorKind::cancelled) {
+        detail::record_give_up(observer, attempt, kind, decision.reason, detail::describe(failure));
+      }
+      std::rethrow_exception(failure);
+    }
+    detail::record_retry(observer, attempt, kind, decision.delay, detail::describe(failure));
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, decision.delay);
+    co_await timer.async_wait(boost::asio::use_awaitable);
+  }
+}
+
+}  // namespace trading_shared::core

@@ -1,0 +1,159 @@
+#pragma once
+/// @file
+/// Real-server test harness: throwaway PostgreSQL 15, Redis 7 and PgBouncer (transaction
+/// pooling, in front of that PostgreSQL) on free loopback ports, in temporary directories,
+/// one set per test binary.
+///
+/// - When run as root, servers run as an unprivileged system user (`postgres`), since
+///   PostgreSQL and PgBouncer refuse to run as root.
+/// - No server outlives its test binary: each server is started with PR_SET_PDEATHSIG
+///   (SIGKILL) in its own process group, and is stopped by `~Servers()` / at exit. Servers
+///   must therefore be started from the main thread (pdeathsig follows the forking thread).
+/// - `TS_TEST_POSTGRES_DSN`, `TS_TEST_REDIS_URL`, `TS_TEST_PGBOUNCER_DSN` point the tests at
+///   existing servers instead; then no process handle is available (`external() == true`)
+///   and fault tests skip themselves.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace trading_shared::testing {
+
+/// Handle to one server process that the harness started. All operations are synchronous
+/// and bounded in time; they throw std::runtime_error on failure.
+class ServerProcess {
+ public:
+  virtual ~ServerProcess() = default;
+
+  /// Starts the server (same port, same data directory) and waits until it accepts work.
+  virtual void start() = 0;
+  /// Graceful stop (SIGTERM / PostgreSQL fast shutdown); SIGKILL after a deadline.
+  virtual void stop() = 0;
+  /// stop() then start().
+  void restart() {
+    stop();
+    start();
+  }
+  /// SIGKILL to the whole process group (server and its children), then reaps it.
+  virtual void kill() = 0;
+  /// SIGSTOP to the whole process group: the server freezes, its sockets stay open.
+  virtual void pause() = 0;
+  /// SIGCONT to the whole process group.
+  virtual void resume() = 0;
+
+  virtual bool running() const = 0;
+  /// PID of the main server process, or -1 when not running.
+  virtual pid_t pid() const = 0;
+  virtual std::uint16_t port() const = 0;
+  virtual const std::string& host() const = 0;
+  /// The directory the server runs in (data, config, logs).
+  virtual const std::string& directory() const = 0;
+};
+
+/// Options for the servers of one test binary.
+struct ServerOptions {
+  /// fsync=off etc. for speed in tests; benchmarks set durable = true.
+  bool durable = false;
+  /// Extra lines for postgresql.conf / redis.conf / pgbouncer.ini ([pgbouncer] section).
+  std::vector<std::string> postgres_conf;
+  std::vector<std::string> redis_conf;
+  std::vector<std::string> pgbouncer_conf;
+  std::chrono::milliseconds start_timeout{30000};
+};
+
+class PostgresServer;
+class RedisServer;
+class PgBouncerServer;
+
+/// The servers of one test binary. Servers start lazily on first access.
+class Servers {
+ public:
+  /// The process-wide instance (created on first use, destroyed at exit, stopping servers).
+  static Servers& instance();
+  /// Configure before first access to instance(); ignored afterwards.
+  static void set_options(ServerOptions options);
+
+  /// libpq keyword DSN of PostgreSQL, direct (superuser `postgres`, trust auth on loopback).
+  std::string postgres_dsn(const std::string& database = "postgres");
+  /// Direct libpq keyword DSN for another role (e.g. kSecureRole, whose pg_hba line requires
+  /// SCRAM on 127.0.0.1), for authentication tests.
+  std::string postgres_dsn_for(const std::string& user, const std::string& password,
+                               const std::string& database = "postgres");
+  /// libpq keyword DSN of the same PostgreSQL through PgBouncer (transaction pooling).
+  std::string pgbouncer_dsn(const std::string& database = "postgres");
+  /// DSN of PgBouncer's admin console (database `pgbouncer`), for PAUSE/RESUME/SHOW.
+  std::string pgbouncer_admin_dsn();
+  /// redis://127.0.0.1:PORT
+  std::string redis_url();
+  std::string redis_host();
+  std::uint16_t redis_port();
+
+  /// Creates a database (if it does not exist) for test isolation; returns its name.
+  std::string create_database(const std::string& name);
+
+  /// Process handles (throw when external()).
+  ServerProcess& postgres();
+  ServerProcess& redis();
+  ServerProcess& pgbouncer();
+
+  /// The temporary directory of this binary's servers (temp_root()/ts-test-PID-XXXXXX),
+  /// created on first use.
+  std::string directory();
+
+  /// True when the environment points the tests at existing servers.
+  bool external() const;
+  /// Stops every server this harness started (also done at exit).
+  void shutdown();
+
+  /// Root under which every harness temporary directory is created (TMPDIR or /tmp).
+  static std::string temp_root();
+  /// Prefix of every harness temporary directory name ("ts-test-").
+  static constexpr const char* kDirPrefix = "ts-test-";
+
+  ~Servers();
+  Servers(const Servers&) = delete;
+  Servers& operator=(const Servers&) = delete;
+
+ private:
+  Servers();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Role with a password whose pg_hba line requires scram-sha-256 on 127.0.0.1 (created in the
+/// harness's PostgreSQL; not in external servers unless created there).
+inline constexpr const char* kSecureRole = "ts_secure";
+inline constexpr const char* kSecurePassword = "ts_secure_pw";
+
+/// A free TCP port on 127.0.0.1 (checked by binding it, then released). Chosen below the
+/// kernel's ephemeral range (net.ipv4.ip_local_port_range) when there is room, so that a
+/// server restarted on its port cannot find it taken by an outgoing connection (or a client
+/// connected to itself while the server was down); else a kernel-chosen port (bind to 0).
+std::uint16_t free_loopback_port();
+
+/// PIDs of live processes whose working directory lies under a harness temporary directory
+/// (temp_root()/ts-test-*). Used to prove that no server outlives its test binary.
+std::vector<pid_t> harness_server_processes();
+
+/// The subset of harness_server_processes() whose test binary (the PID in the directory
+/// name, checked against its start time) is gone: servers that outlived their binary.
+std::vector<pid_t> orphaned_harness_server_processes();
+
+/// Working directory of a process (without a " (deleted)" suffix); empty when unreadable.
+std::string process_working_directory(pid_t pid);
+
+/// "PID cwd=... cmd=..." for diagnostics.
+std::string describe_process(pid_t pid);
+
+/// Removes harness directories (temp_root()/ts-test-PID-*) whose test binary is gone and in
+/// which no process runs any more (left by crashed binaries), releasing the shared memory of
+/// a killed PostgreSQL in them. Never touches the directory of a live binary. Returns how
+/// many were removed. Also done when Servers is constructed.
+std::size_t remove_stale_harness_directories();
+
+}  // namespace trading_shared::testing
