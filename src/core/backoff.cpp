@@ -7,11 +7,16 @@ namespace trading_shared::core {
 
 std::chrono::milliseconds backoff_ceiling(const BackoffConfig& config,
                                           std::uint32_t attempt) noexcept {
-  const double base = static_cast<double>(std::max<std::int64_t>(config.base.count(), 0));
-  const double cap = static_cast<double>(std::max<std::int64_t>(config.cap.count(), 0));
-  const double multiplier = std::max(config.multiplier, 1.0);
-  // pow may overflow to inf for large attempts; min() with cap keeps the result finite.
-  const double ceiling = std::min(cap, base * std::pow(multiplier, static_cast<double>(attempt)));
+  const auto base_ms = std::max<std::int64_t>(config.base.count(), 0);
+  const auto cap_ms = std::max<std::int64_t>(config.cap.count(), 0);
+  if (base_ms == 0 || cap_ms == 0) return std::chrono::milliseconds(0);
+  const double multiplier =
+      std::isfinite(config.multiplier) ? std::max(config.multiplier, 1.0) : 1.0;
+  // pow may overflow to inf for large attempts; comparing in double before converting keeps
+  // the conversion to an integer in range (a double >= 2^63 converted is undefined).
+  const double ceiling =
+      static_cast<double>(base_ms) * std::pow(multiplier, static_cast<double>(attempt));
+  if (!(ceiling < static_cast<double>(cap_ms))) return std::chrono::milliseconds(cap_ms);
   return std::chrono::milliseconds(static_cast<std::int64_t>(ceiling));
 }
 

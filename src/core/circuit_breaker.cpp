@@ -1,5 +1,7 @@
 #include <trading_shared/core/circuit_breaker.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,7 +22,9 @@ constexpr std::chrono::milliseconds kMaxOpenCap = std::chrono::hours(24);
 }
 
 void validate(const CircuitBreakerConfig& config) {
-  if (config.window_size < 1) throw_invalid(config.name, "window_size must be >= 1");
+  if (config.window_size < 1) {
+    throw_invalid(config.name, "window_size must be >= 1");
+  }
   if (config.min_calls < 1 || config.min_calls > config.window_size) {
     throw_invalid(config.name, "min_calls must be in [1, window_size]");
   }
@@ -28,7 +32,9 @@ void validate(const CircuitBreakerConfig& config) {
   if (!(config.failure_rate_threshold > 0.0 && config.failure_rate_threshold <= 1.0)) {
     throw_invalid(config.name, "failure_rate_threshold must be in (0, 1]");
   }
-  if (config.half_open_probes < 1) throw_invalid(config.name, "half_open_probes must be >= 1");
+  if (config.half_open_probes < 1) {
+    throw_invalid(config.name, "half_open_probes must be >= 1");
+  }
   const BackoffConfig& open = config.open_backoff;
   if (open.base < std::chrono::milliseconds(1)) {
     throw_invalid(config.name, "open_backoff.base must be >= 1 ms");
@@ -84,7 +90,9 @@ void CircuitBreakerPermit::record(std::error_code ec, RequestState state) noexce
 }
 
 void CircuitBreakerPermit::report(CallOutcome outcome) noexcept {
-  if (breaker_ == nullptr) return;
+  if (breaker_ == nullptr) {
+    return;
+  }
   // Empty the permit first so that a listener reacting to the result cannot report twice.
   CircuitBreaker* breaker = std::exchange(breaker_, nullptr);
   breaker->on_result(generation_, outcome);
@@ -124,15 +132,17 @@ CircuitBreaker::Admission CircuitBreaker::try_acquire() {
 
 CircuitBreaker::Permit CircuitBreaker::acquire_or_throw() {
   Admission admission = try_acquire();
-  if (!admission.admitted()) throw make_error(*admission.rejection());
+  if (!admission.admitted()) {
+    throw make_error(*admission.rejection());
+  }
   return std::move(admission).permit();
 }
 
 Error CircuitBreaker::make_error(const Rejection& rejection) const {
   std::string context = "circuit breaker '" + config_.name + "' is ";
   if (rejection.state == State::half_open) {
-    context += "half-open and all " + std::to_string(config_.half_open_probes) +
-               " probe slot(s) are busy";
+    context +=
+        "half-open and all " + std::to_string(config_.half_open_probes) + " probe slot(s) are busy";
   } else {
     context += "open; retry in " + std::to_string(rejection.retry_after.count()) + " ms";
   }
@@ -155,6 +165,7 @@ CircuitBreaker::Stats CircuitBreaker::stats() const noexcept {
   stats.ignored = ignored_;
   stats.stale = stale_;
   stats.trips = trips_;
+  stats.listener_errors = listener_errors_;
   stats.window_calls = window_count_;
   stats.window_failures = window_failures_;
   stats.probes_in_flight = probes_in_flight_;
@@ -163,7 +174,9 @@ CircuitBreaker::Stats CircuitBreaker::stats() const noexcept {
 }
 
 Clock::duration CircuitBreaker::remaining_open_time() const noexcept {
-  if (state_ != State::open) return Clock::duration::zero();
+  if (state_ != State::open) {
+    return Clock::duration::zero();
+  }
   return std::max(open_until_ - clock_->now(), Clock::duration::zero());
 }
 
@@ -191,14 +204,20 @@ void CircuitBreaker::on_result(std::uint64_t generation, CallOutcome outcome) no
       }
       // Checked after successes too: the call that brings the window up to min_calls may
       // be a success while the rate is still above the threshold.
-      if (window_should_trip()) trip();
+      if (window_should_trip()) {
+        trip();
+      }
       return;
     case State::half_open:
-      if (probes_in_flight_ > 0) --probes_in_flight_;
+      if (probes_in_flight_ > 0) {
+        --probes_in_flight_;
+      }
       switch (outcome) {
         case CallOutcome::success:
           ++successes_;
-          if (++probe_successes_ >= config_.half_open_probes) transition(State::closed);
+          if (++probe_successes_ >= config_.half_open_probes) {
+            transition(State::closed);
+          }
           return;
         case CallOutcome::failure:
           ++failures_;
@@ -220,12 +239,16 @@ void CircuitBreaker::on_result(std::uint64_t generation, CallOutcome outcome) no
 void CircuitBreaker::record_in_window(bool failed) noexcept {
   if (window_count_ == window_.size()) {
     // Full: the slot about to be overwritten holds the oldest result.
-    if (window_[window_next_]) --window_failures_;
+    if (window_[window_next_]) {
+      --window_failures_;
+    }
   } else {
     ++window_count_;
   }
   window_[window_next_] = failed;
-  if (failed) ++window_failures_;
+  if (failed) {
+    ++window_failures_;
+  }
   window_next_ = (window_next_ + 1) % window_.size();
 }
 
@@ -237,7 +260,9 @@ void CircuitBreaker::clear_window() noexcept {
 }
 
 bool CircuitBreaker::window_should_trip() const noexcept {
-  if (window_count_ < config_.min_calls || window_count_ == 0) return false;
+  if (window_count_ < config_.min_calls || window_count_ == 0) {
+    return false;
+  }
   // IEEE division is correctly rounded, so e.g. 3/10 equals the literal 0.3: "reaches the
   // threshold" is exact at the boundary.
   const double rate = static_cast<double>(window_failures_) / static_cast<double>(window_count_);
@@ -245,13 +270,17 @@ bool CircuitBreaker::window_should_trip() const noexcept {
 }
 
 void CircuitBreaker::maybe_half_open() noexcept {
-  if (state_ == State::open && clock_->now() >= open_until_) transition(State::half_open);
+  if (state_ == State::open && clock_->now() >= open_until_) {
+    transition(State::half_open);
+  }
 }
 
 void CircuitBreaker::trip() noexcept {
   open_period_ = next_open_period();
   open_until_ = clock_->now() + open_period_;
-  if (consecutive_trips_ < std::numeric_limits<std::uint32_t>::max()) ++consecutive_trips_;
+  if (consecutive_trips_ < std::numeric_limits<std::uint32_t>::max()) {
+    ++consecutive_trips_;
+  }
   ++trips_;
   transition(State::open);
 }
@@ -275,14 +304,31 @@ void CircuitBreaker::transition(State to) noexcept {
   clear_window();
   probes_in_flight_ = 0;
   probe_successes_ = 0;
-  if (to == State::closed) consecutive_trips_ = 0;
-  if (!listener_) return;
+  if (to == State::closed) {
+    consecutive_trips_ = 0;
+  }
+  // State changes are always logged: a tripped breaker is the first thing to look for
+  // when calls fail fast.
+  spdlog::log(to == State::open ? spdlog::level::warn : spdlog::level::info,
+              "circuit breaker {}: {} -> {} (trips in a row: {}, open period: {} ms)", config_.name,
+              to_string(from), to_string(to), consecutive_trips_,
+              std::chrono::duration_cast<std::chrono::milliseconds>(open_period_).count());
+  if (!listener_) {
+    return;
+  }
   try {
     // A copy, so that a listener replacing itself does not destroy the running callable.
     const Listener listener = listener_;
     listener(from, to);
+  } catch (const std::exception& e) {
+    // Transitions happen inside permit destructors, which cannot throw: handled here by
+    // logging with context and counting, never silently.
+    ++listener_errors_;
+    spdlog::error("circuit breaker {}: transition listener threw: {}", config_.name, e.what());
   } catch (...) {
-    // Deliberately dropped: see Listener.
+    ++listener_errors_;
+    spdlog::error("circuit breaker {}: transition listener threw a non-standard exception",
+                  config_.name);
   }
 }
 

@@ -36,24 +36,34 @@ constexpr std::string_view kSecretShown = "***";
 constexpr std::string_view kHiddenValue = "(secret, not shown)";
 constexpr std::size_t kMaxShownValue = 80;
 
-[[noreturn]] void fail_expected(std::string_view what) { throw std::invalid_argument(std::string(what)); }
+[[noreturn]] void fail_expected(std::string_view what) {
+  throw std::invalid_argument(std::string(what));
+}
 
 bool is_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+bool is_digit(char c) noexcept {
+  return c >= '0' && c <= '9';
+}
 
 std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  while (!s.empty() && is_space(s.front())) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && is_space(s.back())) {
+    s.remove_suffix(1);
+  }
   return s;
 }
 
 std::string ascii_lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c - 'A' + 'a');
+    }
   }
   return out;
 }
@@ -70,10 +80,12 @@ std::string quoted(std::string_view value) {
 
 /// Whether a rendered value needs quotes to stay one unambiguous `key=value` token.
 bool needs_quotes(std::string_view value) noexcept {
-  if (value.empty()) return true;
+  if (value.empty()) {
+    return true;
+  }
   return std::any_of(value.begin(), value.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || c == ' ' || c == '"' || c == '\\' ||
-           c == '\'' || c == 0x7f;
+    return static_cast<unsigned char>(c) < 0x20 || c == ' ' || c == '"' || c == '\\' || c == '\'' ||
+           c == 0x7f;
   });
 }
 
@@ -84,7 +96,9 @@ std::string display(std::string_view value) {
 /// Edit distance, for "did you mean" hints.
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t j = 0; j <= b.size(); ++j) {
+    row[j] = j;
+  }
   for (std::size_t i = 1; i <= a.size(); ++i) {
     std::size_t diagonal = row[0];
     row[0] = i;
@@ -98,7 +112,8 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 }
 
 /// The closest candidate within a distance that still looks like a typo, if any.
-std::optional<std::string> closest(std::string_view wrong, const std::vector<std::string>& candidates) {
+std::optional<std::string> closest(std::string_view wrong,
+                                   const std::vector<std::string>& candidates) {
   std::optional<std::string> best;
   std::size_t best_distance = std::max<std::size_t>(2, wrong.size() / 4) + 1;
   for (const auto& candidate : candidates) {
@@ -121,7 +136,9 @@ template <class T>
 
 template <class T, class Wide>
 T checked_integer(Wide value) {
-  if (!std::in_range<T>(value)) fail_range<T>();
+  if (!std::in_range<T>(value)) {
+    fail_range<T>();
+  }
   return static_cast<T>(value);
 }
 
@@ -132,18 +149,29 @@ bool all_digits(std::string_view s) noexcept {
 template <class T>
 T integer_from_text(std::string_view text) {
   std::string_view digits = text;
-  if (!digits.empty() && digits.front() == '+') digits.remove_prefix(1);
-  const bool negative = !digits.empty() && digits.front() == '-';
-  if (!all_digits(negative ? digits.substr(1) : digits)) fail_expected("expected an integer");
+  const bool positive = !digits.empty() && digits.front() == '+';
+  if (positive) {
+    digits.remove_prefix(1);
+  }
+  const bool negative = !positive && !digits.empty() && digits.front() == '-';
+  if (!all_digits(negative ? digits.substr(1) : digits)) {
+    fail_expected("expected an integer");
+  }
   if constexpr (std::is_unsigned_v<T>) {
-    if (negative) fail_range<T>();
+    if (negative) {
+      fail_range<T>();
+    }
   }
   using Wide = std::conditional_t<std::is_signed_v<T>, std::int64_t, std::uint64_t>;
   Wide wide{};
   const char* end = digits.data() + digits.size();
   auto [ptr, ec] = std::from_chars(digits.data(), end, wide);
-  if (ec == std::errc::result_out_of_range) fail_range<T>();
-  if (ec != std::errc{} || ptr != end) fail_expected("expected an integer");
+  if (ec == std::errc::result_out_of_range) {
+    fail_range<T>();
+  }
+  if (ec != std::errc{} || ptr != end) {
+    fail_expected("expected an integer");
+  }
   return checked_integer<T>(wide);
 }
 
@@ -159,15 +187,23 @@ double double_from_text(std::string_view text) {
 
 bool bool_from_text(std::string_view text) {
   const std::string v = ascii_lower(text);
-  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
-  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
+  if (v == "true" || v == "1" || v == "yes" || v == "on") {
+    return true;
+  }
+  if (v == "false" || v == "0" || v == "no" || v == "off") {
+    return false;
+  }
   fail_expected(kBoolExpected);
 }
 
 std::chrono::milliseconds duration_from_text(std::string_view text) {
   std::size_t digits = 0;
-  while (digits < text.size() && is_digit(text[digits])) ++digits;
-  if (digits == 0) fail_expected(kDurationExpected);
+  while (digits < text.size() && is_digit(text[digits])) {
+    ++digits;
+  }
+  if (digits == 0) {
+    fail_expected(kDurationExpected);
+  }
   const std::string_view unit = text.substr(digits);
   std::int64_t factor = 0;
   if (unit.empty() || unit == "ms") {
@@ -195,8 +231,12 @@ std::vector<std::string> list_from_text(std::string_view text) {
   while (true) {
     const std::size_t comma = text.find(',');
     const std::string_view item = trim(text.substr(0, comma));
-    if (!item.empty()) items.emplace_back(item);
-    if (comma == std::string_view::npos) break;
+    if (!item.empty()) {
+      items.emplace_back(item);
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
     text.remove_prefix(comma + 1);
   }
   return items;
@@ -204,9 +244,7 @@ std::vector<std::string> list_from_text(std::string_view text) {
 
 template <class T>
 T value_from_text(std::string_view text) {
-  if constexpr (std::is_same_v<T, std::string>) {
-    return std::string(text);
-  } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
+  if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, std::optional<std::string>>) {
     return std::string(text);
   } else if constexpr (std::is_same_v<T, bool>) {
     return bool_from_text(text);
@@ -225,7 +263,9 @@ T value_from_text(std::string_view text) {
 // ---- typed conversion from TOML ---------------------------------------------------------------
 
 std::string string_from_toml(const toml::node& node) {
-  if (const auto* s = node.as_string()) return s->get();
+  if (const auto* s = node.as_string()) {
+    return s->get();
+  }
   fail_expected("expected a string");
 }
 
@@ -234,13 +274,19 @@ T value_from_toml(const toml::node& node) {
   if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, std::optional<std::string>>) {
     return string_from_toml(node);
   } else if constexpr (std::is_same_v<T, bool>) {
-    if (const auto* b = node.as_boolean()) return b->get();
+    if (const auto* b = node.as_boolean()) {
+      return b->get();
+    }
     fail_expected("expected a boolean (true or false)");
   } else if constexpr (std::is_integral_v<T>) {
-    if (const auto* i = node.as_integer()) return checked_integer<T>(i->get());
+    if (const auto* i = node.as_integer()) {
+      return checked_integer<T>(i->get());
+    }
     fail_expected("expected an integer");
   } else if constexpr (std::is_same_v<T, double>) {
-    if (const auto* i = node.as_integer()) return static_cast<double>(i->get());
+    if (const auto* i = node.as_integer()) {
+      return static_cast<double>(i->get());
+    }
     if (const auto* f = node.as_floating_point(); f != nullptr && std::isfinite(f->get())) {
       return f->get();
     }
@@ -249,17 +295,23 @@ T value_from_toml(const toml::node& node) {
     if (const auto* i = node.as_integer(); i != nullptr && i->get() >= 0) {
       return std::chrono::milliseconds(i->get());
     }
-    if (const auto* s = node.as_string()) return duration_from_text(s->get());
+    if (const auto* s = node.as_string()) {
+      return duration_from_text(s->get());
+    }
     fail_expected(kDurationExpected);
   } else {
     static_assert(std::is_same_v<T, std::vector<std::string>>);
     const auto* array = node.as_array();
-    if (array == nullptr) fail_expected("expected an array of strings");
+    if (array == nullptr) {
+      fail_expected("expected an array of strings");
+    }
     std::vector<std::string> items;
     items.reserve(array->size());
     for (const auto& element : *array) {
       const auto* s = element.as_string();
-      if (s == nullptr) fail_expected("expected an array of strings");
+      if (s == nullptr) {
+        fail_expected("expected an array of strings");
+      }
       items.push_back(s->get());
     }
     return items;
@@ -268,7 +320,9 @@ T value_from_toml(const toml::node& node) {
 
 /// A TOML value as shown in messages (strings quoted, other values in TOML syntax).
 std::string render_toml(const toml::node& node) {
-  if (const auto* s = node.as_string()) return quoted(s->get());
+  if (const auto* s = node.as_string()) {
+    return quoted(s->get());
+  }
   std::ostringstream os;
   node.visit([&os](const auto& n) { os << n; });
   std::string text = os.str();
@@ -283,27 +337,39 @@ std::string render_toml(const toml::node& node) {
 
 std::string format_duration(std::chrono::milliseconds d) {
   const std::int64_t ms = d.count();
-  if (ms != 0 && ms % 3'600'000 == 0) return fmt::format("{}h", ms / 3'600'000);
-  if (ms != 0 && ms % 60'000 == 0) return fmt::format("{}m", ms / 60'000);
-  if (ms != 0 && ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+  if (ms != 0 && ms % 3'600'000 == 0) {
+    return fmt::format("{}h", ms / 3'600'000);
+  }
+  if (ms != 0 && ms % 60'000 == 0) {
+    return fmt::format("{}m", ms / 60'000);
+  }
+  if (ms != 0 && ms % 1000 == 0) {
+    return fmt::format("{}s", ms / 1000);
+  }
   return fmt::format("{}ms", ms);
 }
 
 std::string join(const std::vector<std::string>& items, std::string_view separator) {
   std::string out;
   for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i != 0) out += separator;
+    if (i != 0) {
+      out += separator;
+    }
     out += items[i];
   }
   return out;
 }
 
 bool valid_key(std::string_view key) noexcept {
-  if (key.empty() || key.front() == '.' || key.back() == '.') return false;
+  if (key.empty() || key.front() == '.' || key.back() == '.') {
+    return false;
+  }
   char previous = '\0';
   for (const char c : key) {
     const bool ok = (c >= 'a' && c <= 'z') || is_digit(c) || c == '_' || c == '-' || c == '.';
-    if (!ok || (c == '.' && previous == '.')) return false;
+    if (!ok || (c == '.' && previous == '.')) {
+      return false;
+    }
     previous = c;
   }
   return true;
@@ -312,7 +378,8 @@ bool valid_key(std::string_view key) noexcept {
 /// Keys that derive the same flag or environment variable are the same setting.
 std::string normalized_key(std::string_view key) {
   std::string out(key);
-  std::replace_if(out.begin(), out.end(), [](char c) { return c == '.' || c == '-'; }, '_');
+  std::replace_if(
+      out.begin(), out.end(), [](char c) { return c == '.' || c == '-'; }, '_');
   return out;
 }
 
@@ -335,7 +402,9 @@ std::string read_file(const std::string& path) {
   std::string content;
   char buffer[8192];
   std::size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) content.append(buffer, n);
+  while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) {
+    content.append(buffer, n);
+  }
   const bool failed = std::ferror(file) != 0;
   const int error = errno;
   std::fclose(file);
@@ -349,31 +418,38 @@ std::string read_file(const std::string& path) {
 void collect_file_values(const toml::table& table, const std::string& prefix,
                          const std::set<std::string>& known, const std::set<std::string>& tables,
                          std::map<std::string, const toml::node*>& found,
-                         std::vector<std::pair<std::string, const toml::node*>>& unknown) {
+                         std::vector<std::pair<std::string, toml::source_position>>& unknown) {
   for (const auto& [k, node] : table) {
     const std::string segment(k.str());
-    const std::string path = prefix.empty() ? segment : prefix + "." + segment;
+    std::string path = prefix;
+    if (!path.empty()) {
+      path += '.';
+    }
+    path += segment;
     const bool plain_segment = segment.find('.') == std::string::npos;
     if (plain_segment && known.count(path) != 0) {
       found.emplace(path, &node);
-    } else if (const auto* sub = node.as_table(); sub != nullptr && plain_segment &&
-                                                   tables.count(path) != 0) {
+    } else if (const auto* sub = node.as_table();
+               sub != nullptr && plain_segment && tables.count(path) != 0) {
       collect_file_values(*sub, path, known, tables, found, unknown);
     } else {
-      unknown.emplace_back(path, &node);
+      unknown.emplace_back(path, k.source().begin);
     }
   }
 }
 
 }  // namespace
 
-// ---- ConfigError ---------------------------------------------------------------------------------
+// ---- ConfigError
+// ---------------------------------------------------------------------------------
 
 namespace {
 std::string one_line(std::string_view message) {
   std::string out(message);
   for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      c = ' ';
+    }
   }
   return out;
 }
@@ -399,12 +475,15 @@ EnvLookup process_env() {
   return [](const std::string& name) -> std::optional<std::string> {
     // NOLINTNEXTLINE(concurrency-mt-unsafe): startup only, documented.
     const char* value = std::getenv(name.c_str());
-    if (value == nullptr) return std::nullopt;
+    if (value == nullptr) {
+      return std::nullopt;
+    }
     return std::string(value);
   };
 }
 
-// ---- ConfigLoader ----------------------------------------------------------------------------------
+// ---- ConfigLoader
+// ----------------------------------------------------------------------------------
 
 ConfigLoader::ConfigLoader(std::string program, std::string description)
     : program_(std::move(program)), description_(std::move(description)) {}
@@ -421,14 +500,17 @@ ConfigLoader& ConfigLoader::allow_positional(std::string name) {
 
 std::string ConfigLoader::flag_for(std::string_view key) {
   std::string flag(key);
-  std::replace_if(flag.begin(), flag.end(), [](char c) { return c == '.' || c == '_'; }, '-');
+  std::replace_if(
+      flag.begin(), flag.end(), [](char c) { return c == '.' || c == '_'; }, '-');
   return "--" + flag;
 }
 
 std::string ConfigLoader::env_var_for(std::string_view key) const {
   std::string name = normalized_key(key);
   for (char& c : name) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    if (c >= 'a' && c <= 'z') {
+      c = static_cast<char>(c - 'a' + 'A');
+    }
   }
   return env_prefix_ + name;
 }
@@ -476,7 +558,9 @@ std::string ConfigLoader::render(const Setting& setting) const {
   // Non-secret text still goes through the redaction safety net: a URL setting may embed a
   // password even though the setting as a whole is not a secret.
   const auto text = [secret](std::string_view value) {
-    if (secret && !value.empty()) return std::string(kSecretShown);
+    if (secret && !value.empty()) {
+      return std::string(kSecretShown);
+    }
     return display(redact_secrets(value));
   };
   return std::visit(
@@ -504,7 +588,6 @@ std::string ConfigLoader::render(const Setting& setting) const {
       },
       setting.target);
 }
-
 
 namespace {
 
@@ -544,9 +627,13 @@ std::string_view type_name_of(const Variant& variant) {
 
 std::string ConfigLoader::help_text() const {
   std::string out = fmt::format("Usage: {} [OPTIONS]", program_);
-  if (positional_name_) out += fmt::format(" [--] {}...", *positional_name_);
+  if (positional_name_) {
+    out += fmt::format(" [--] {}...", *positional_name_);
+  }
   out += "\n\n";
-  if (!description_.empty()) out += description_ + "\n\n";
+  if (!description_.empty()) {
+    out += description_ + "\n\n";
+  }
   out += fmt::format(
       "Each setting is taken from, in decreasing precedence: its command-line flag, its\n"
       "environment variable, the TOML file named by --config (or {0}CONFIG), its default.\n"
@@ -564,8 +651,12 @@ std::string ConfigLoader::help_text() const {
     const bool bool_flag = type == "[=BOOL]";
     out += fmt::format("  --{}{}{}\n", setting.flag, bool_flag ? "" : " ", type);
     std::string help = setting.spec.help;
-    if (setting.spec.secret) help += help.empty() ? "(secret)" : " (secret)";
-    if (!help.empty()) out += fmt::format("      {}\n", help);
+    if (setting.spec.secret) {
+      help += help.empty() ? "(secret)" : " (secret)";
+    }
+    if (!help.empty()) {
+      out += fmt::format("      {}\n", help);
+    }
     out += fmt::format("      env: {} | file: {} | default: {}\n", env_var_for(setting.spec.key),
                        setting.spec.key, setting.default_text);
   }
@@ -584,7 +675,9 @@ std::vector<EffectiveSetting> ConfigLoader::effective_config() const {
 std::string ConfigLoader::effective_config_summary() const {
   std::string out;
   for (const auto& setting : settings_) {
-    if (!out.empty()) out += ' ';
+    if (!out.empty()) {
+      out += ' ';
+    }
     out += setting.spec.key;
     out += '=';
     out += render(setting);
@@ -610,12 +703,14 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
   std::string previous_bare_bool;  // a bool flag given without '=', for a hint.
 
   const auto error = [&first_error](std::string message) {
-    if (!first_error) first_error = std::move(message);
+    if (!first_error) {
+      first_error = std::move(message);
+    }
   };
   for (int i = 1; i < argc && argv != nullptr; ++i) {
     const std::string_view arg = argv[i] != nullptr ? argv[i] : "";
     const std::string bare_bool = std::exchange(previous_bare_bool, {});
-    if (options_ended || arg == "-" || (arg.size() >= 1 && arg.front() != '-')) {
+    if (options_ended || arg.empty() || arg == "-" || arg.front() != '-') {
       if (positional_name_) {
         result.positional.emplace_back(arg);
       } else if (!bare_bool.empty()) {
@@ -641,7 +736,9 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
     const std::size_t eq = arg.find('=');
     const std::string_view name = arg.substr(2, eq == std::string_view::npos ? eq : eq - 2);
     std::optional<std::string_view> inline_value;
-    if (eq != std::string_view::npos) inline_value = arg.substr(eq + 1);
+    if (eq != std::string_view::npos) {
+      inline_value = arg.substr(eq + 1);
+    }
 
     if (name == "help") {
       help = true;
@@ -650,7 +747,9 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
     const auto setting_it = by_flag.find(name);
     if (name != "config" && setting_it == by_flag.end()) {
       std::string message = fmt::format("unknown option --{}", name);
-      if (auto hint = closest(name, flag_names)) message += fmt::format("; did you mean --{}?", *hint);
+      if (auto hint = closest(name, flag_names)) {
+        message += fmt::format("; did you mean --{}?", *hint);
+      }
       error(std::move(message));
       continue;
     }
@@ -681,12 +780,16 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
     result.positional.clear();
     return result;
   }
-  if (first_error) throw ConfigError(*first_error);
+  if (first_error) {
+    throw ConfigError(*first_error);
+  }
 
   // ---- 2. environment ---------------------------------------------------------------------------
   const auto lookup = [&env](const std::string& name) -> std::optional<std::string> {
     auto value = env ? env(name) : std::nullopt;
-    if (value && value->empty()) return std::nullopt;  // empty counts as unset (documented)
+    if (value && value->empty()) {
+      return std::nullopt;  // empty counts as unset (documented)
+    }
     return value;
   };
   std::vector<std::optional<std::string>> from_env(settings_.size());
@@ -722,17 +825,22 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
         tables.insert(setting.spec.key.substr(0, dot));
       }
     }
-    std::vector<std::pair<std::string, const toml::node*>> unknown;
+    std::vector<std::pair<std::string, toml::source_position>> unknown;
     collect_file_values(file_table, "", known, tables, from_file, unknown);
     if (!unknown.empty()) {
       // Report the first one in the file, not the first in key order.
-      const auto first = std::min_element(unknown.begin(), unknown.end(), [](const auto& a, const auto& b) {
-        return a.second->source().begin < b.second->source().begin;
-      });
-      std::string message = fmt::format("unknown key {} in config file {} ({})",
-                                        quoted(first->first), path, toml_position(*first->second));
-      if (auto hint = closest(first->first, keys)) message += fmt::format("; did you mean \"{}\"?", *hint);
-      if (unknown.size() > 1) message += fmt::format(" (and {} more unknown keys)", unknown.size() - 1);
+      const auto first =
+          std::min_element(unknown.begin(), unknown.end(),
+                           [](const auto& a, const auto& b) { return a.second < b.second; });
+      std::string message =
+          fmt::format("unknown key {} in config file {} ({})", quoted(first->first), path,
+                      fmt::format("line {}, column {}", first->second.line, first->second.column));
+      if (auto hint = closest(first->first, keys)) {
+        message += fmt::format("; did you mean \"{}\"?", *hint);
+      }
+      if (unknown.size() > 1) {
+        message += fmt::format(" (and {} more unknown keys)", unknown.size() - 1);
+      }
       throw ConfigError(message);
     }
   }
@@ -757,8 +865,9 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
             setting.target);
       } catch (const std::invalid_argument& e) {
         throw ConfigError(fmt::format("invalid value {} for {} (from config file {}, {}): {}",
-                                      secret ? std::string(kHiddenValue) : render_toml(node), setting.spec.key,
-                                      *result.config_file, toml_position(node), e.what()));
+                                      secret ? std::string(kHiddenValue) : render_toml(node),
+                                      setting.spec.key, *result.config_file, toml_position(node),
+                                      e.what()));
       }
       setting.source = ConfigSource::config_file;
     }
@@ -778,9 +887,10 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
       try {
         apply_text(*from_env[i]);
       } catch (const std::invalid_argument& e) {
-        throw ConfigError(fmt::format("invalid value {} for --{} (from environment variable {}): {}",
-                                      secret ? std::string(kHiddenValue) : quoted(*from_env[i]),
-                                      setting.flag, env_var_for(setting.spec.key), e.what()));
+        throw ConfigError(
+            fmt::format("invalid value {} for --{} (from environment variable {}): {}",
+                        secret ? std::string(kHiddenValue) : quoted(*from_env[i]), setting.flag,
+                        env_var_for(setting.spec.key), e.what()));
       }
       setting.source = ConfigSource::environment;
     }

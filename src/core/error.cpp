@@ -16,23 +16,42 @@ class ClientCategory final : public std::error_category {
   const char* name() const noexcept override { return "trading_shared"; }
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
-      case errc::connect_failed: return "connect failed";
-      case errc::connect_timeout: return "connect timed out";
-      case errc::startup_timeout: return "client start-up timed out";
-      case errc::acquire_timeout: return "timed out waiting for a pooled connection";
-      case errc::circuit_open: return "circuit breaker open";
-      case errc::queue_full: return "request queue full";
-      case errc::write_timeout: return "write timed out";
-      case errc::request_timeout: return "request timed out";
-      case errc::connection_lost: return "connection lost";
-      case errc::commit_outcome_unknown: return "connection lost during COMMIT: outcome unknown";
-      case errc::server_error: return "server error";
-      case errc::protocol_error: return "protocol error";
-      case errc::client_closed: return "client closed";
-      case errc::not_started: return "client not started";
-      case errc::cancelled: return "operation cancelled";
-      case errc::invalid_argument: return "invalid argument";
-      case errc::timeout: return "timed out";
+      case errc::connect_failed:
+        return "connect failed";
+      case errc::connect_timeout:
+        return "connect timed out";
+      case errc::startup_timeout:
+        return "client start-up timed out";
+      case errc::acquire_timeout:
+        return "timed out waiting for a pooled connection";
+      case errc::circuit_open:
+        return "circuit breaker open";
+      case errc::queue_full:
+        return "request queue full";
+      case errc::write_timeout:
+        return "write timed out";
+      case errc::request_timeout:
+        return "request timed out";
+      case errc::connection_lost:
+        return "connection lost";
+      case errc::commit_outcome_unknown:
+        return "connection lost during COMMIT: outcome unknown";
+      case errc::server_error:
+        return "server error";
+      case errc::protocol_error:
+        return "protocol error";
+      case errc::client_closed:
+        return "client closed";
+      case errc::not_started:
+        return "client not started";
+      case errc::cancelled:
+        return "operation cancelled";
+      case errc::invalid_argument:
+        return "invalid argument";
+      case errc::timeout:
+        return "timed out";
+      case errc::type_mismatch:
+        return "type mismatch";
     }
     return "unknown trading_shared error";
   }
@@ -85,8 +104,7 @@ constexpr std::array kPgBouncerMessages = {
     // The query waited in PgBouncer's queue and was never sent to a server (F13).
     PgBouncerMessage{"query_wait_timeout", ErrorKind::transient_unavailable, false},
     PgBouncerMessage{"no more connections allowed", ErrorKind::transient_unavailable, false},
-    PgBouncerMessage{"pgbouncer cannot connect to server", ErrorKind::transient_unavailable,
-                     false},
+    PgBouncerMessage{"pgbouncer cannot connect to server", ErrorKind::transient_unavailable, false},
     PgBouncerMessage{"server login has been failing", ErrorKind::transient_unavailable, false},
     PgBouncerMessage{"pgbouncer is shutting down", ErrorKind::transient_unavailable, false},
     PgBouncerMessage{"database shutting down", ErrorKind::transient_unavailable, false},
@@ -106,12 +124,18 @@ const std::error_category& client_category() noexcept {
 
 std::string_view to_string(ErrorKind kind) noexcept {
   switch (kind) {
-    case ErrorKind::transient_not_sent: return "transient_not_sent";
-    case ErrorKind::transient_conflict: return "transient_conflict";
-    case ErrorKind::transient_unavailable: return "transient_unavailable";
-    case ErrorKind::outcome_unknown: return "outcome_unknown";
-    case ErrorKind::permanent: return "permanent";
-    case ErrorKind::cancelled: return "cancelled";
+    case ErrorKind::transient_not_sent:
+      return "transient_not_sent";
+    case ErrorKind::transient_conflict:
+      return "transient_conflict";
+    case ErrorKind::transient_unavailable:
+      return "transient_unavailable";
+    case ErrorKind::outcome_unknown:
+      return "outcome_unknown";
+    case ErrorKind::permanent:
+      return "permanent";
+    case ErrorKind::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -136,23 +160,31 @@ ErrorKind classify(std::error_code ec, RequestState state) noexcept {
       case errc::startup_timeout:
       case errc::acquire_timeout:
       case errc::circuit_open:
-      case errc::queue_full: return ErrorKind::transient_not_sent;
+      case errc::queue_full:
+        return ErrorKind::transient_not_sent;
       case errc::write_timeout:
       case errc::request_timeout:
       case errc::connection_lost:
       case errc::protocol_error:
-      case errc::timeout: return by_state(state);
-      case errc::commit_outcome_unknown: return ErrorKind::outcome_unknown;
-      case errc::server_error: return ErrorKind::permanent;  // without data: cannot judge
+      case errc::timeout:
+        return by_state(state);
+      case errc::commit_outcome_unknown:
+        return ErrorKind::outcome_unknown;
+      case errc::server_error:
+        return ErrorKind::permanent;  // without data: cannot judge
       case errc::client_closed:
-      case errc::cancelled: return ErrorKind::cancelled;
+      case errc::cancelled:
+        return ErrorKind::cancelled;
       case errc::not_started:
-      case errc::invalid_argument: return ErrorKind::permanent;
+      case errc::invalid_argument:
+      case errc::type_mismatch:
+        return ErrorKind::permanent;
     }
     return ErrorKind::permanent;
   }
   // Asio's and the OS's codes (boost::system codes convert to std::error_code).
-  if (ec == std::errc::operation_canceled || ec == asio_code(boost::asio::error::operation_aborted)) {
+  if (ec == std::errc::operation_canceled ||
+      ec == asio_code(boost::asio::error::operation_aborted)) {
     return ErrorKind::cancelled;
   }
   if (ec == std::errc::connection_refused || ec == std::errc::host_unreachable ||
@@ -192,21 +224,21 @@ ErrorKind classify_sqlstate(std::string_view sqlstate, std::string_view message,
     if (sqlstate == "25P03") return ErrorKind::transient_conflict;
     return ErrorKind::permanent;
   }
-  if (cls == "28") return ErrorKind::permanent;  // invalid authorization
-  if (cls == "40") {                             // transaction rollback
+  if (cls == "28") return ErrorKind::permanent;                  // invalid authorization
+  if (cls == "40") {                                             // transaction rollback
     if (sqlstate == "40003") return ErrorKind::outcome_unknown;  // statement completion unknown
-    if (sqlstate == "40002") return ErrorKind::permanent;  // integrity violation at commit
-    return ErrorKind::transient_conflict;                  // 40000, 40001, 40P01
+    if (sqlstate == "40002") return ErrorKind::permanent;        // integrity violation at commit
+    return ErrorKind::transient_conflict;                        // 40000, 40001, 40P01
   }
-  if (cls == "42") return ErrorKind::permanent;  // syntax error or access rule violation
-  if (cls == "53") {                             // insufficient resources
+  if (cls == "42") return ErrorKind::permanent;            // syntax error or access rule violation
+  if (cls == "53") {                                       // insufficient resources
     if (sqlstate == "53400") return ErrorKind::permanent;  // configuration limit exceeded
     return ErrorKind::transient_unavailable;  // 53000, 53100 disk full, 53200 OOM, 53300
   }
   if (cls == "55") {  // object not in prerequisite state
     if (sqlstate == "55P03") return ErrorKind::transient_conflict;     // lock not available
     if (sqlstate == "55006") return ErrorKind::transient_unavailable;  // object in use
-    return ErrorKind::permanent;  // 55000, 55P02, 55P04
+    return ErrorKind::permanent;                                       // 55000, 55P02, 55P04
   }
   if (cls == "57") {  // operator intervention
     // statement_timeout or cancel request: the statement was rolled back, nothing kept.
@@ -247,23 +279,25 @@ ErrorKind classify_redis_error(std::string_view prefix) noexcept {
   switch (redis_error_class(prefix)) {
     case RedisErrorClass::loading:
     case RedisErrorClass::busy:
-    case RedisErrorClass::unavailable: return ErrorKind::transient_unavailable;
-    case RedisErrorClass::try_again: return ErrorKind::transient_conflict;
+    case RedisErrorClass::unavailable:
+      return ErrorKind::transient_unavailable;
+    case RedisErrorClass::try_again:
+      return ErrorKind::transient_conflict;
     // Redirects need cluster routing (a later issue); until then a redirect cannot succeed.
     case RedisErrorClass::redirect:
     case RedisErrorClass::generic:
     case RedisErrorClass::wrong_type:
     case RedisErrorClass::auth:
     case RedisErrorClass::out_of_memory:
-    case RedisErrorClass::read_only: return ErrorKind::permanent;
+    case RedisErrorClass::read_only:
+      return ErrorKind::permanent;
   }
   return ErrorKind::permanent;
 }
 
 ErrorKind classify(const ServerError& error, RequestState state) noexcept {
-  return error.server == ServerKind::postgres
-             ? classify_sqlstate(error.code, error.message, state)
-             : classify_redis_error(error.code);
+  return error.server == ServerKind::postgres ? classify_sqlstate(error.code, error.message, state)
+                                              : classify_redis_error(error.code);
 }
 
 ErrorKind classify(const std::exception_ptr& error) noexcept {

@@ -24,7 +24,8 @@ std::vector<std::pair<std::string, std::int64_t>> MetricsRegistry::snapshot() co
   std::lock_guard lock(mutex_);
   std::vector<std::pair<std::string, std::int64_t>> out;
   out.reserve(counters_.size() + gauges_.size());
-  for (const auto& [name, c] : counters_) out.emplace_back(name, static_cast<std::int64_t>(c->value()));
+  for (const auto& [name, c] : counters_)
+    out.emplace_back(name, static_cast<std::int64_t>(c->value()));
   for (const auto& [name, g] : gauges_) out.emplace_back(name, g->value());
   std::sort(out.begin(), out.end());
   return out;

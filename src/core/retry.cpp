@@ -6,12 +6,18 @@ namespace trading_shared::core {
 
 std::string_view to_string(RetryReason reason) noexcept {
   switch (reason) {
-    case RetryReason::retry: return "retry";
-    case RetryReason::permanent: return "permanent";
-    case RetryReason::cancelled: return "cancelled";
-    case RetryReason::not_idempotent: return "not_idempotent";
-    case RetryReason::attempts_exhausted: return "attempts_exhausted";
-    case RetryReason::deadline_exhausted: return "deadline_exhausted";
+    case RetryReason::retry:
+      return "retry";
+    case RetryReason::permanent:
+      return "permanent";
+    case RetryReason::cancelled:
+      return "cancelled";
+    case RetryReason::not_idempotent:
+      return "not_idempotent";
+    case RetryReason::attempts_exhausted:
+      return "attempts_exhausted";
+    case RetryReason::deadline_exhausted:
+      return "deadline_exhausted";
   }
   return "unknown";
 }
@@ -20,8 +26,10 @@ RetryDecision decide_retry(ErrorKind kind, Idempotent idempotent, std::uint32_t 
                            const RetryPolicy& policy, std::chrono::milliseconds remaining,
                            std::chrono::milliseconds jittered_delay) noexcept {
   switch (kind) {
-    case ErrorKind::cancelled: return {false, {}, RetryReason::cancelled};
-    case ErrorKind::permanent: return {false, {}, RetryReason::permanent};
+    case ErrorKind::cancelled:
+      return {false, {}, RetryReason::cancelled};
+    case ErrorKind::permanent:
+      return {false, {}, RetryReason::permanent};
     case ErrorKind::outcome_unknown:
       // The server may have acted on the request: only a repeatable operation may run again.
       if (idempotent == Idempotent::no) return {false, {}, RetryReason::not_idempotent};
@@ -67,10 +75,10 @@ void record_give_up(const RetryObserver& observer, std::uint32_t attempt, ErrorK
                     RetryReason reason, std::string_view what) {
   // A permanent error on the first attempt is the caller's to report (it is rethrown
   // unchanged); it is still counted. Every other give-up is worth an error line.
-  const auto level = reason == RetryReason::permanent && attempt == 1 ? spdlog::level::debug
-                                                                      : spdlog::level::err;
-  spdlog::log(level, "{}: giving up after {} attempt(s) ({}; {}: {})", observer.operation,
-              attempt, to_string(reason), to_string(kind), what);
+  const auto level =
+      reason == RetryReason::permanent && attempt == 1 ? spdlog::level::debug : spdlog::level::err;
+  spdlog::log(level, "{}: giving up after {} attempt(s) ({}; {}: {})", observer.operation, attempt,
+              to_string(reason), to_string(kind), what);
   if (observer.metrics != nullptr) {
     observer.metrics
         ->counter(fmt::format("ts_retry_give_ups_total{{op=\"{}\",reason=\"{}\"}}",

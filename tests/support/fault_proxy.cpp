@@ -40,8 +40,6 @@ namespace {
 /// Only the first errors are logged: a fault test that resets a hundred clients on purpose
 /// must not bury the one line that explains a real failure.
 constexpr std::uint64_t kMaxLoggedErrors = 20;
-/// Size of one read; also the largest chunk a latency queue holds.
-constexpr std::size_t kReadBufferSize = 64 * 1024;
 /// Pause after a failed accept (EMFILE and friends), so that the loop does not spin.
 constexpr std::chrono::milliseconds kAcceptRetryDelay{10};
 /// Poll interval of the drain wait before a byte-exact cut.
@@ -72,7 +70,9 @@ int unsent_bytes(tcp::socket& socket) {
   return pending;
 }
 
-bool applies(Direction fault, Direction pipe) { return fault == Direction::both || fault == pipe; }
+bool applies(Direction fault, Direction pipe) {
+  return fault == Direction::both || fault == pipe;
+}
 
 /// One read-ahead unit of a direction: what one read returned, and when to deliver it.
 struct Chunk {
@@ -126,8 +126,8 @@ struct FaultProxy::Impl {
   explicit Impl(FaultProxy& owner) : proxy(owner) {}
 
   FaultProxy& proxy;
-  /// Declared before the io_context: connection coroutines that the io_context destroys
-  /// (only when stop() had to abandon them) unregister themselves from it.
+  /// Weak: each connection is owned by its own coroutine; this index only lets control calls
+  /// reach the live ones. Touched on the proxy thread only.
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
@@ -243,8 +243,8 @@ struct FaultProxy::Connection : std::enable_shared_from_this<Connection> {
     if (proxy.logged_errors_++ >= kMaxLoggedErrors) return;
     std::fprintf(stderr, "[fault_proxy 127.0.0.1:%u -> %s:%u] connection %llu: %s: %s\n",
                  static_cast<unsigned>(proxy.port_), proxy.upstream_host_.c_str(),
-                 static_cast<unsigned>(proxy.upstream_port_),
-                 static_cast<unsigned long long>(id), phase, ec.message().c_str());
+                 static_cast<unsigned>(proxy.upstream_port_), static_cast<unsigned long long>(id),
+                 phase, ec.message().c_str());
   }
 };
 
@@ -299,19 +299,21 @@ asio::awaitable<void> FaultProxy::Connection::pipe_loop(Pipe& pipe) {
 }
 
 asio::awaitable<void> FaultProxy::Connection::read_loop(Pipe& pipe) {
-  std::array<char, kReadBufferSize> buffer{};
+  std::array<char, kReadChunkBytes> buffer{};
   const bool c2s_pipe = pipe.dir == Direction::client_to_server;
   for (;;) {
     while (!closed && pipe.queued_bytes > kMaxQueuedBytes) co_await wait_signal(pipe.space_signal);
     if (closed) break;
-    auto [ec, n] =
-        co_await pipe.from.async_read_some(asio::buffer(buffer), asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await pipe.from.async_read_some(asio::buffer(buffer),
+                                                      asio::as_tuple(asio::use_awaitable));
     if (closed) break;
     if (ec == asio::error::eof) {
-      pipe.queue.push_back(Chunk{{}, Clock::now() + std::chrono::milliseconds{c2s_pipe
-                                                                              ? proxy.latency_c2s_ms_.load()
-                                                                              : proxy.latency_s2c_ms_.load()},
-                                 true, false});
+      pipe.queue.push_back(
+          Chunk{{},
+                Clock::now() + std::chrono::milliseconds{c2s_pipe ? proxy.latency_c2s_ms_.load()
+                                                                  : proxy.latency_s2c_ms_.load()},
+                true,
+                false});
       break;
     }
     if (ec) {
@@ -333,8 +335,10 @@ asio::awaitable<void> FaultProxy::Connection::read_loop(Pipe& pipe) {
     pipe.read_total += take;
     const std::chrono::milliseconds latency{c2s_pipe ? proxy.latency_c2s_ms_.load()
                                                      : proxy.latency_s2c_ms_.load()};
-    pipe.queue.push_back(Chunk{std::string(buffer.data(), take), Clock::now() + latency, false, cut});
+    pipe.queue.push_back(
+        Chunk{std::string(buffer.data(), take), Clock::now() + latency, false, cut});
     pipe.queued_bytes += take;
+    if (pipe.queued_bytes > proxy.peak_queued_.load()) proxy.peak_queued_ = pipe.queued_bytes;
     pipe.data_signal.cancel();
     if (cut) break;  // nothing after the cut point is ever forwarded
   }
@@ -345,7 +349,8 @@ asio::awaitable<void> FaultProxy::Connection::read_loop(Pipe& pipe) {
 asio::awaitable<void> FaultProxy::Connection::write_loop(Pipe& pipe) {
   const bool c2s_pipe = pipe.dir == Direction::client_to_server;
   for (;;) {
-    while (!closed && pipe.queue.empty() && !pipe.reader_done) co_await wait_signal(pipe.data_signal);
+    while (!closed && pipe.queue.empty() && !pipe.reader_done)
+      co_await wait_signal(pipe.data_signal);
     if (closed || pipe.queue.empty()) co_return;
     const auto due = pipe.queue.front().deliver_at;
     if (due > Clock::now()) {
@@ -365,8 +370,8 @@ asio::awaitable<void> FaultProxy::Connection::write_loop(Pipe& pipe) {
       continue;
     }
     if (!chunk.data.empty()) {
-      auto [ec, written] =
-          co_await asio::async_write(pipe.to, asio::buffer(chunk.data), asio::as_tuple(asio::use_awaitable));
+      auto [ec, written] = co_await asio::async_write(pipe.to, asio::buffer(chunk.data),
+                                                      asio::as_tuple(asio::use_awaitable));
       if (closed) co_return;
       if (ec) {
         report(c2s_pipe ? "write to server" : "write to client", ec);
@@ -423,21 +428,22 @@ asio::awaitable<void> FaultProxy::Impl::accept_loop() {
     if (faults.cut_bytes) conn->limit(*faults.cut_bytes, faults.cut_direction);
     connections.emplace(conn->id, conn);
     ++proxy.active_;
-    asio::co_spawn(io, Connection::run(conn), [this, id = conn->id](const std::exception_ptr& error) {
-      if (!error) return;
-      // Only bad_alloc and the like get here; the loops report socket errors themselves.
-      ++proxy.errors_;
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "[fault_proxy 127.0.0.1:%u] connection %llu: %s\n",
-                     static_cast<unsigned>(proxy.port_), static_cast<unsigned long long>(id),
-                     e.what());
-      } catch (...) {
-        std::fprintf(stderr, "[fault_proxy 127.0.0.1:%u] connection %llu: unknown exception\n",
-                     static_cast<unsigned>(proxy.port_), static_cast<unsigned long long>(id));
-      }
-    });
+    asio::co_spawn(
+        io, Connection::run(conn), [this, id = conn->id](const std::exception_ptr& error) {
+          if (!error) return;
+          // Only bad_alloc and the like get here; the loops report socket errors themselves.
+          ++proxy.errors_;
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "[fault_proxy 127.0.0.1:%u] connection %llu: %s\n",
+                         static_cast<unsigned>(proxy.port_), static_cast<unsigned long long>(id),
+                         e.what());
+          } catch (...) {
+            std::fprintf(stderr, "[fault_proxy 127.0.0.1:%u] connection %llu: unknown exception\n",
+                         static_cast<unsigned>(proxy.port_), static_cast<unsigned long long>(id));
+          }
+        });
   }
 }
 
@@ -466,7 +472,9 @@ FaultProxy::~FaultProxy() {
   }
 }
 
-std::string FaultProxy::endpoint() const { return host() + ":" + std::to_string(port_); }
+std::string FaultProxy::endpoint() const {
+  return host() + ":" + std::to_string(port_);
+}
 
 void FaultProxy::start() {
   std::lock_guard lock(lifecycle_mutex_);
@@ -521,7 +529,8 @@ void FaultProxy::stop() {
   if (done.wait_for(kStopTimeout) != std::future_status::ready) {
     // Some coroutine did not end after its sockets were closed (a bug): abandon it rather
     // than hang the test; destroying the io_context below destroys it.
-    std::fprintf(stderr, "[fault_proxy 127.0.0.1:%u] stop: connections did not wind down in %llds\n",
+    std::fprintf(stderr,
+                 "[fault_proxy 127.0.0.1:%u] stop: connections did not wind down in %llds\n",
                  static_cast<unsigned>(port_), static_cast<long long>(kStopTimeout.count()));
     impl_->io.stop();
   }

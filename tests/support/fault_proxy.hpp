@@ -69,6 +69,9 @@ class FaultProxy {
   /// latency and a fast sender the queue would otherwise grow without bound. The sender then
   /// sees TCP back-pressure, as it would behind a slow link.
   static constexpr std::size_t kMaxQueuedBytes = 4 * 1024 * 1024;
+  /// Size of one read, hence of the largest chunk: a queue never holds more than
+  /// kMaxQueuedBytes + kReadChunkBytes.
+  static constexpr std::size_t kReadChunkBytes = 64 * 1024;
   /// Upper bound of a connect to the upstream server; on timeout the client is reset.
   static constexpr std::chrono::seconds kUpstreamConnectTimeout{10};
   /// Upper bound of the wait, before a byte-exact cut, for the last bytes to leave the
@@ -121,6 +124,8 @@ class FaultProxy {
   /// stops forwarding in both directions, including bytes already queued. Data that arrives
   /// on either side is read and discarded, FINs are not passed on, and every socket stays
   /// open: to each peer, the other end looks alive but silent (half-open TCP, frozen peer).
+  /// Such a connection ends only when both peers have closed their side, or at cut_all() or
+  /// stop().
   /// Off: new connections are forwarded again. A connection that was blackholed stays a
   /// black hole until it is closed (cut_all() or stop() close it): resuming it would splice
   /// two halves of a byte stream with a gap in the middle, which no real network produces.
@@ -161,6 +166,8 @@ class FaultProxy {
   /// Unexpected errors on connections (resets by a peer, upstream connect failures, ...).
   /// Each is counted; the first few are logged to stderr with the connection id and phase.
   std::uint64_t connection_errors() const { return errors_.load(); }
+  /// The most bytes ever queued in one direction of one connection (proves the cap holds).
+  std::uint64_t peak_queued_bytes() const { return peak_queued_.load(); }
 
  private:
   struct Faults {
@@ -200,6 +207,7 @@ class FaultProxy {
   std::atomic<std::uint64_t> bytes_s2c_{0};
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint64_t> logged_errors_{0};
+  std::atomic<std::uint64_t> peak_queued_{0};
 
   /// The io_context, acceptor and live connections; destroyed and rebuilt around each
   /// stop()/start(), which is what guarantees that nothing of a stopped proxy survives.

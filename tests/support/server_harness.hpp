@@ -13,6 +13,8 @@
 ///   existing servers instead; then no process handle is available (`external() == true`)
 ///   and fault tests skip themselves.
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -20,32 +22,42 @@
 #include <string>
 #include <vector>
 
-#include <sys/types.h>
-
 namespace trading_shared::testing {
 
 /// Handle to one server process that the harness started. All operations are synchronous
-/// and bounded in time; they throw std::runtime_error on failure.
+/// and bounded in time; they throw std::runtime_error on failure. Not thread-safe: drive it
+/// from the main thread.
+///
+/// "The whole process group" below means the server's process group plus every process
+/// working in its directory(): PostgreSQL backends call setsid() and so leave the
+/// postmaster's group, but keep its working directory.
 class ServerProcess {
  public:
   virtual ~ServerProcess() = default;
 
   /// Starts the server (same port, same data directory) and waits until it accepts work.
+  /// No-op when it runs (a paused server is resumed). What is left of a server whose main
+  /// process died by itself is killed first.
   virtual void start() = 0;
-  /// Graceful stop (SIGTERM / PostgreSQL fast shutdown); SIGKILL after a deadline.
+  /// Graceful stop (SIGTERM / PostgreSQL fast shutdown; a paused server is resumed first);
+  /// SIGKILL after a deadline (10 s). Waits until no process of the server is left. No-op
+  /// when not running.
   virtual void stop() = 0;
   /// stop() then start().
   void restart() {
     stop();
     start();
   }
-  /// SIGKILL to the whole process group (server and its children), then reaps it.
+  /// SIGKILL to the whole process group (server and its children), then reaps it and waits
+  /// until none of its processes is left. No-op when not running.
   virtual void kill() = 0;
-  /// SIGSTOP to the whole process group: the server freezes, its sockets stay open.
+  /// SIGSTOP to the whole process group: the server freezes, its sockets stay open. Returns
+  /// once every process is stopped; throws when the server is not running.
   virtual void pause() = 0;
-  /// SIGCONT to the whole process group.
+  /// SIGCONT to the whole process group; returns once every process runs again.
   virtual void resume() = 0;
 
+  /// False once the main process exited, whoever caused it (it is then reaped).
   virtual bool running() const = 0;
   /// PID of the main server process, or -1 when not running.
   virtual pid_t pid() const = 0;
@@ -70,12 +82,16 @@ class PostgresServer;
 class RedisServer;
 class PgBouncerServer;
 
-/// The servers of one test binary. Servers start lazily on first access.
+/// The servers of one test binary. Servers start lazily on first access (postgres_dsn() and
+/// postgres() start PostgreSQL; the PgBouncer accessors start PostgreSQL and PgBouncer; the
+/// Redis accessors start Redis), later accesses never restart a stopped server. A failed
+/// first start is not retried: later accesses rethrow its error at once. Thread-safe, but
+/// servers must be started from the main thread.
 class Servers {
  public:
   /// The process-wide instance (created on first use, destroyed at exit, stopping servers).
   static Servers& instance();
-  /// Configure before first access to instance(); ignored afterwards.
+  /// Configure before first access to instance(); ignored (with a warning) afterwards.
   static void set_options(ServerOptions options);
 
   /// libpq keyword DSN of PostgreSQL, direct (superuser `postgres`, trust auth on loopback).
@@ -96,7 +112,7 @@ class Servers {
   /// Creates a database (if it does not exist) for test isolation; returns its name.
   std::string create_database(const std::string& name);
 
-  /// Process handles (throw when external()).
+  /// Process handles; each throws when its server is external (its variable is set).
   ServerProcess& postgres();
   ServerProcess& redis();
   ServerProcess& pgbouncer();
@@ -107,10 +123,13 @@ class Servers {
 
   /// True when the environment points the tests at existing servers.
   bool external() const;
-  /// Stops every server this harness started (also done at exit).
+  /// Stops every server this harness started and removes its directory (also done at exit,
+  /// but not in a child forked from a test). Handles obtained before become invalid; a later
+  /// access starts new servers. Throws, after doing all it can, when something failed.
   void shutdown();
 
-  /// Root under which every harness temporary directory is created (TMPDIR or /tmp).
+  /// Root under which every harness temporary directory is created (TMPDIR or /tmp,
+  /// canonical, as /proc/PID/cwd shows it).
   static std::string temp_root();
   /// Prefix of every harness temporary directory name ("ts-test-").
   static constexpr const char* kDirPrefix = "ts-test-";

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace trading_shared::testing::detail {
@@ -40,14 +41,34 @@ void chown_to(const ServerUser& user, const std::string& path);
 struct SpawnRequest {
   std::vector<std::string> argv;  ///< argv[0] is the absolute path of the program
   std::string directory;          ///< working directory of the child
-  std::string log_file;           ///< stdout and stderr are appended here
+  std::string log_file;           ///< stdout and stderr are appended here; empty: inherited
   ServerUser user;
+  /// PR_SET_PDEATHSIG(SIGKILL); only the guardian, which must outlive us, goes without.
+  bool parent_death_signal = true;
+  /// Becomes the child's stdin; -1: /dev/null.
+  int stdin_fd = -1;
+  /// Executed instead of argv[0] when not empty (argv[0] then only names the process).
+  std::string executable;
+  /// "NAME=value" entries added to (or replacing in) the inherited environment.
+  std::vector<std::string> extra_env;
 };
+
+/// A server's request: pdeathsig, /dev/null as stdin, the log as stdout/stderr.
+inline SpawnRequest server_spawn_request(std::vector<std::string> argv, std::string directory,
+                                         std::string log_file, ServerUser user) {
+  SpawnRequest request;
+  request.argv = std::move(argv);
+  request.directory = std::move(directory);
+  request.log_file = std::move(log_file);
+  request.user = std::move(user);
+  return request;
+}
 
 /// fork + exec: the child gets its own process group, the working directory, the server
 /// user, PR_SET_PDEATHSIG(SIGKILL), /dev/null as stdin and the log as stdout/stderr, and no
 /// other inherited file descriptor. Returns once exec succeeded; throws (with the failing
-/// step and errno) when it did not. Must be called from the main thread.
+/// step and errno) when it did not. With parent_death_signal, must be called from the main
+/// thread.
 pid_t spawn_process(const SpawnRequest& request);
 
 /// How a child ended (waitpid status) in words: "exit status 1", "signal 9 (Killed)".
@@ -57,6 +78,9 @@ std::string describe_wait_status(int status);
 /// status, or nullopt at the deadline. A child that somebody else reaped counts as exited
 /// (status 0).
 std::optional<int> wait_child(pid_t pid, Clock::time_point deadline);
+
+/// True when `text` is a plausible PID: 1 to 9 decimal digits.
+bool is_pid_text(const std::string& text);
 
 /// True when a process with this PID exists and is not a zombie.
 bool process_alive(pid_t pid);
@@ -75,6 +99,13 @@ std::optional<std::uint64_t> process_start_time(pid_t pid);
 /// Sends SIGKILL to the whole group and waits until none of its members is alive; throws at
 /// the deadline.
 void kill_process_group(pid_t pgid, Clock::time_point deadline, const std::string& what);
+
+/// Live processes (other than this one) whose working directory is `directory` or below.
+std::vector<pid_t> processes_in_directory(const std::string& directory);
+
+/// Sends a signal to `pid` if it is alive and works in `directory` or below. Safe against PID
+/// reuse: the check and the signal go through one pidfd. Returns whether it was sent.
+bool signal_process_in_directory(pid_t pid, const std::string& directory, int signal_number);
 
 /// Waits until no member of the group is alive; false at the deadline.
 bool wait_group_gone(pid_t pgid, Clock::time_point deadline);
@@ -95,12 +126,21 @@ void write_text_file(const std::string& path, const std::string& text);
 /// up in PATH; throws when not found.
 std::string find_program(const std::string& name, const std::vector<std::string>& candidates);
 
+/// Releases the System V shared memory segment that a PostgreSQL killed with SIGKILL left
+/// behind in `data_directory` (a new postmaster there would reuse and release it): only when
+/// its key matches postmaster.pid and nothing is attached. Call only when no process of that
+/// server is left.
+void release_stale_postgres_shared_memory(const std::string& data_directory);
+
 /// Sleeps for a polling step that grows from 2 ms to 50 ms with `attempt`.
 void poll_pause(int attempt);
 
 /// Generic server process: start with readiness polling (and a new port when the first start
-/// lost a port race), graceful stop with a SIGKILL fallback, kill, pause and resume of the
-/// whole process group.
+/// lost a port race), graceful stop with a SIGKILL fallback, kill, pause and resume.
+///
+/// "The server" is every process of its process group plus every process working in its
+/// directory: PostgreSQL backends call setsid() and so leave the postmaster's group, but
+/// they keep its working directory (the data directory), also after the postmaster died.
 class ManagedServer : public ServerProcess {
  public:
   ManagedServer(std::string name, std::string directory, ServerUser user,
@@ -158,10 +198,19 @@ class ManagedServer : public ServerProcess {
   /// Reaps the server when it exited by itself (mutable state: also from const getters).
   void refresh() const;
   /// Clears the handle after the main process was reaped; remembers its group, whose
-  /// remaining members (e.g. PostgreSQL backends) are cleaned up before the next start.
+  /// remaining members are cleaned up by end_remaining().
   void forget_process() const;
-  /// SIGKILLs and waits out what is left of the previous process group, if anything.
-  void clear_leftover_group();
+  /// The live processes of the server (see the class comment).
+  std::vector<pid_t> server_processes() const;
+  /// Sends a signal to every process of the server; returns the processes it found.
+  std::vector<pid_t> signal_all(int signal_number) const;
+  /// Waits up to `grace` for what is left of the server (once its main process is gone) to
+  /// exit, then SIGKILLs it and waits until every process is gone (including `known` ones,
+  /// seen earlier); throws when something survives.
+  void end_remaining(Clock::duration grace, const std::vector<pid_t>& known = {});
+  /// Repeats `signal_number` to all server processes until all satisfy `done(state)`.
+  template <typename Done>
+  void signal_until(int signal_number, Done done, const char* what);
 
   std::string name_;
   std::string directory_;

@@ -14,6 +14,8 @@
 #include <vector>
 
 namespace ts = trading_shared;
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
 using ts::ErrorKind;
 using ts::RequestState;
 using ts::core::CallOutcome;
@@ -21,8 +23,6 @@ using ts::core::CircuitBreaker;
 using ts::core::CircuitState;
 using ts::core::FakeClock;
 using ts::core::FixedRandom;
-using std::chrono::milliseconds;
-using std::chrono::nanoseconds;
 
 namespace {
 
@@ -43,7 +43,9 @@ Config small_config() {
 }
 
 void record_n(CircuitBreaker& breaker, int n, CallOutcome outcome) {
-  for (int i = 0; i < n; ++i) breaker.acquire_or_throw().report(outcome);
+  for (int i = 0; i < n; ++i) {
+    breaker.acquire_or_throw().report(outcome);
+  }
 }
 
 /// Fails calls until the breaker opens (from closed).
@@ -51,7 +53,9 @@ void trip_from_closed(CircuitBreaker& breaker) {
   ASSERT_EQ(breaker.state(), CircuitState::closed);
   for (std::size_t i = 0; i <= breaker.config().window_size; ++i) {
     breaker.acquire_or_throw().failure();
-    if (breaker.state() != CircuitState::closed) break;
+    if (breaker.state() != CircuitState::closed) {
+      break;
+    }
   }
   ASSERT_EQ(breaker.state(), CircuitState::open);
 }
@@ -213,8 +217,12 @@ TEST_F(CircuitBreakerTest, ASuccessThatReachesMinCallsCanTrip) {
 
 TEST_F(CircuitBreakerTest, IgnoresPermanentAndCancelled_F31_F33) {
   CircuitBreaker breaker(Config{}, clock_, random_);
-  for (int i = 0; i < 100; ++i) breaker.acquire_or_throw().record(ErrorKind::permanent);
-  for (int i = 0; i < 100; ++i) breaker.acquire_or_throw().record(ErrorKind::cancelled);
+  for (int i = 0; i < 100; ++i) {
+    breaker.acquire_or_throw().record(ErrorKind::permanent);
+  }
+  for (int i = 0; i < 100; ++i) {
+    breaker.acquire_or_throw().record(ErrorKind::cancelled);
+  }
   for (int i = 0; i < 100; ++i) {
     Permit dropped = breaker.acquire_or_throw();  // destroyed without a result
   }
@@ -262,7 +270,9 @@ TEST_F(CircuitBreakerTest, TimeoutsCountAsFailures_F31) {
   }
   {
     CircuitBreaker breaker(Config{}, clock_, random_);
-    for (int i = 0; i < 10; ++i) breaker.acquire_or_throw().record(ErrorKind::outcome_unknown);
+    for (int i = 0; i < 10; ++i) {
+      breaker.acquire_or_throw().record(ErrorKind::outcome_unknown);
+    }
     EXPECT_EQ(breaker.state(), CircuitState::open);
   }
 }
@@ -427,7 +437,7 @@ TEST_F(CircuitBreakerTest, ProbeSuccessesCloseWithEmptyWindowAndResetTrips) {
   Permit b = breaker.acquire_or_throw();
   a.success();
   EXPECT_EQ(breaker.state(), CircuitState::half_open);  // needs 2 successes
-  Permit c = breaker.acquire_or_throw();  // a's slot is free again
+  Permit c = breaker.acquire_or_throw();                // a's slot is free again
   b.success();
   EXPECT_EQ(breaker.state(), CircuitState::closed);
   const auto stats = breaker.stats();
@@ -503,7 +513,10 @@ TEST_F(CircuitBreakerTest, PermitMoveSemantics) {
 TEST_F(CircuitBreakerTest, LateResultsOfOldGenerationNeitherCloseNorReopenNorCount_F32) {
   CircuitBreaker breaker(small_config(), clock_, random_);
   std::vector<Permit> slow;  // admitted while closed; their replies come late
-  for (int i = 0; i < 6; ++i) slow.push_back(breaker.acquire_or_throw());
+  slow.reserve(6);
+  for (int i = 0; i < 6; ++i) {
+    slow.push_back(breaker.acquire_or_throw());
+  }
   const auto gen_closed = breaker.generation();
   trip_from_closed(breaker);
   const auto before = breaker.stats();
@@ -569,12 +582,17 @@ TEST_F(CircuitBreakerTest, LateProbeResultAfterAnotherProbeReopenedIsStale) {
 TEST_F(CircuitBreakerTest, LateResultsInANewClosedPeriodDoNotCount) {
   CircuitBreaker breaker(small_config(), clock_, random_);
   std::vector<Permit> slow;
-  for (int i = 0; i < 5; ++i) slow.push_back(breaker.acquire_or_throw());
+  slow.reserve(5);
+  for (int i = 0; i < 5; ++i) {
+    slow.push_back(breaker.acquire_or_throw());
+  }
   trip_from_closed(breaker);
   wait_open_period(breaker, clock_);
   breaker.acquire_or_throw().success();
   ASSERT_EQ(breaker.state(), CircuitState::closed);
-  for (auto& permit : slow) permit.failure();  // 5 failures >= min_calls, but stale
+  for (auto& permit : slow) {
+    permit.failure();  // 5 failures >= min_calls, but stale
+  }
   EXPECT_EQ(breaker.state(), CircuitState::closed);
   EXPECT_EQ(breaker.stats().window_calls, 0u);
 }
@@ -603,8 +621,8 @@ TEST_F(CircuitBreakerTest, OpenPeriodGrowsAndIsCappedWithEqualJitterBounds) {
         EXPECT_EQ(period, ceiling / 2);
       }
       if (u > 0.5) {
-        EXPECT_GE(period, milliseconds(static_cast<std::int64_t>(0.999 * ceilings[i])) -
-                              milliseconds(1));
+        EXPECT_GE(period,
+                  milliseconds(static_cast<std::int64_t>(0.999 * ceilings[i])) - milliseconds(1));
       }
     }
   }
@@ -661,6 +679,7 @@ TEST_F(CircuitBreakerTest, ThrowingListenerDoesNotBreakTheBreaker) {
   EXPECT_EQ(breaker.state(), CircuitState::open);
   wait_open_period(breaker, clock_);
   EXPECT_EQ(calls, 2);
+  EXPECT_EQ(breaker.stats().listener_errors, 2u);  // counted (and logged), not lost
   breaker.set_listener({});
   breaker.acquire_or_throw().success();
   EXPECT_EQ(breaker.state(), CircuitState::closed);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -48,8 +49,7 @@ const SqlStateRow kSqlStateRows[] = {
     {"08P01", "database shutting down", ErrorKind::transient_unavailable,
      ErrorKind::transient_unavailable},
     {"08P01", "client_idle_timeout", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"08P01", "client_login_timeout", ErrorKind::transient_not_sent,
-     ErrorKind::transient_not_sent},
+    {"08P01", "client_login_timeout", ErrorKind::transient_not_sent, ErrorKind::transient_not_sent},
     {"08P01", "query_timeout", ErrorKind::outcome_unknown, ErrorKind::outcome_unknown},
     {"08P01", "server conn crashed?", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
     // 23 integrity constraint violation
@@ -123,8 +123,7 @@ class SqlStateTable : public ::testing::TestWithParam<SqlStateRow> {};
 
 TEST_P(SqlStateTable, ClassifiesBeforeAndAfterSending) {
   const auto& row = GetParam();
-  EXPECT_EQ(ts::classify_sqlstate(row.sqlstate, row.message, RequestState::not_sent),
-            row.not_sent)
+  EXPECT_EQ(ts::classify_sqlstate(row.sqlstate, row.message, RequestState::not_sent), row.not_sent)
       << row.sqlstate << " " << row.message;
   EXPECT_EQ(ts::classify_sqlstate(row.sqlstate, row.message, RequestState::sent), row.sent)
       << row.sqlstate << " " << row.message;
@@ -133,7 +132,20 @@ TEST_P(SqlStateTable, ClassifiesBeforeAndAfterSending) {
   EXPECT_EQ(ts::Error(server, "query", RequestState::sent).kind(), row.sent);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllRows, SqlStateTable, ::testing::ValuesIn(kSqlStateRows));
+std::string sanitize_name(std::string text) {
+  for (auto& c : text) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return text;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllRows, SqlStateTable, ::testing::ValuesIn(kSqlStateRows),
+                         [](const auto& p) {
+                           return sanitize_name(
+                               std::to_string(p.index) + "_" +
+                               (p.param.sqlstate[0] != '\0' ? p.param.sqlstate : "none") +
+                               "_" + std::string(p.param.message).substr(0, 20));
+                         });
 
 struct RedisRow {
   const char* prefix;
@@ -178,7 +190,8 @@ TEST_P(RedisTable, ClassifiesPrefix) {
   EXPECT_EQ(ts::classify(server, RequestState::not_sent), row.kind);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllRows, RedisTable, ::testing::ValuesIn(kRedisRows));
+INSTANTIATE_TEST_SUITE_P(AllRows, RedisTable, ::testing::ValuesIn(kRedisRows),
+                         [](const auto& p) { return std::string(p.param.prefix); });
 
 struct ClientRow {
   ts::errc code;
@@ -204,6 +217,7 @@ const ClientRow kClientRows[] = {
     {ts::errc::cancelled, ErrorKind::cancelled, ErrorKind::cancelled},
     {ts::errc::not_started, ErrorKind::permanent, ErrorKind::permanent},
     {ts::errc::invalid_argument, ErrorKind::permanent, ErrorKind::permanent},
+    {ts::errc::type_mismatch, ErrorKind::permanent, ErrorKind::permanent},
 };
 
 class ClientTable : public ::testing::TestWithParam<ClientRow> {};
@@ -219,7 +233,10 @@ TEST_P(ClientTable, ClassifiesOwnCodes) {
   EXPECT_EQ(ts::classify(std::make_exception_ptr(error)), row.sent);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllRows, ClientTable, ::testing::ValuesIn(kClientRows));
+INSTANTIATE_TEST_SUITE_P(AllRows, ClientTable, ::testing::ValuesIn(kClientRows),
+                         [](const auto& p) {
+                           return sanitize_name(make_error_code(p.param.code).message());
+                         });
 
 TEST(ErrorCategory, EveryCodeHasItsOwnMessage) {
   std::set<std::string> messages;

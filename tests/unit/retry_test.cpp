@@ -67,38 +67,43 @@ TEST_P(RetryDecisionTable, KindTimesIdempotency) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllRows, RetryDecisionTable, ::testing::ValuesIn(kDecisionRows));
+INSTANTIATE_TEST_SUITE_P(AllRows, RetryDecisionTable, ::testing::ValuesIn(kDecisionRows),
+                         [](const auto& p) {
+                           return std::string(ts::to_string(p.param.kind)) +
+                                  (p.param.idempotent == Idempotent::yes ? "_idempotent"
+                                                                            : "_not_idempotent");
+                         });
 
 TEST(RetryDecision, AttemptsAreCapped) {
   const auto p = policy(3);
-  EXPECT_TRUE(ts::core::decide_retry(ErrorKind::transient_unavailable, Idempotent::yes, 2, p, 5s,
-                                     1ms)
-                  .retry);
+  EXPECT_TRUE(
+      ts::core::decide_retry(ErrorKind::transient_unavailable, Idempotent::yes, 2, p, 5s, 1ms)
+          .retry);
   const auto d =
       ts::core::decide_retry(ErrorKind::transient_unavailable, Idempotent::yes, 3, p, 5s, 1ms);
   EXPECT_FALSE(d.retry);
   EXPECT_EQ(d.reason, RetryReason::attempts_exhausted);
   // max_attempts = 1 never retries; 0 is treated as 1.
-  EXPECT_FALSE(ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1,
-                                      policy(1), 5s, 1ms)
-                   .retry);
-  EXPECT_FALSE(ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1,
-                                      policy(0), 5s, 1ms)
-                   .retry);
+  EXPECT_FALSE(
+      ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1, policy(1), 5s, 1ms)
+          .retry);
+  EXPECT_FALSE(
+      ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1, policy(0), 5s, 1ms)
+          .retry);
 }
 
 TEST(RetryDecision, DelayMustFitTheDeadline) {
-  const auto d =
-      ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1, policy(), 10ms, 10ms);
+  const auto d = ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1, policy(),
+                                        10ms, 10ms);
   EXPECT_FALSE(d.retry);
   EXPECT_EQ(d.reason, RetryReason::deadline_exhausted);
-  EXPECT_TRUE(
-      ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1, policy(), 11ms, 10ms)
-          .retry);
+  EXPECT_TRUE(ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1, policy(),
+                                     11ms, 10ms)
+                  .retry);
   auto no_deadline = policy();
   no_deadline.total_deadline = 0ms;
-  EXPECT_TRUE(ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1,
-                                     no_deadline, 0ms, 10ms)
+  EXPECT_TRUE(ts::core::decide_retry(ErrorKind::transient_not_sent, Idempotent::yes, 1, no_deadline,
+                                     0ms, 10ms)
                   .retry);
 }
 
@@ -130,9 +135,9 @@ TEST(RetryHelper, PermanentErrorIsTriedExactlyOnce) {
       co_await ts::core::retry(
           [&](const ts::core::AttemptContext&) -> asio::awaitable<void> {
             ++calls;
-            throw ts::Error(ts::ServerError{ts::ServerKind::postgres, "42601", "syntax error", "",
-                                            ""},
-                            "query");
+            throw ts::Error(
+                ts::ServerError{ts::ServerKind::postgres, "42601", "syntax error", "", ""},
+                "query");
             co_return;
           },
           Idempotent::yes, policy(5), random, {"test.permanent", &metrics});
@@ -142,10 +147,9 @@ TEST(RetryHelper, PermanentErrorIsTriedExactlyOnce) {
       EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42601");  // rethrown unchanged
     }
     EXPECT_EQ(calls, 1);
-    EXPECT_EQ(
-        metrics.counter("ts_retry_give_ups_total{op=\"test.permanent\",reason=\"permanent\"}")
-            .value(),
-        1u);
+    EXPECT_EQ(metrics.counter("ts_retry_give_ups_total{op=\"test.permanent\",reason=\"permanent\"}")
+                  .value(),
+              1u);
     EXPECT_EQ(metrics.counter("ts_retries_total{op=\"test.permanent\"}").value(), 0u);
   });
 }
@@ -260,7 +264,8 @@ TEST(RetryHelper, CancellationStopsRetrying) {
                    done = true;
                  }));
   asio::steady_timer timer(io, 50ms);
-  timer.async_wait([&](boost::system::error_code) { cancel.emit(asio::cancellation_type::terminal); });
+  timer.async_wait(
+      [&](boost::system::error_code) { cancel.emit(asio::cancellation_type::terminal); });
   io.run_for(5s);
   ASSERT_TRUE(done);
   ASSERT_TRUE(result);
@@ -324,7 +329,8 @@ TEST(WithTimeout, OuterCancellationReachesTheOperation) {
                    done = true;
                  }));
   asio::steady_timer timer(io, 20ms);
-  timer.async_wait([&](boost::system::error_code) { cancel.emit(asio::cancellation_type::terminal); });
+  timer.async_wait(
+      [&](boost::system::error_code) { cancel.emit(asio::cancellation_type::terminal); });
   io.run_for(5s);
   ASSERT_TRUE(done) << "cancellation did not reach the wrapped operation";
   EXPECT_EQ(ts::classify(result), ErrorKind::cancelled);

@@ -110,7 +110,7 @@ struct CircuitBreakerConfig {
   /// in [c/2, c]. Unlike the full jitter of retries, the period never drops near zero, so a
   /// dead endpoint is not re-probed at once, while breakers of many clients that tripped
   /// together still spread their probes over half the ceiling (F34).
-  /// Defaults: base 1 s, cap 30 s, multiplier 2. Requires base >= 1 ms, cap >= base,
+  /// Defaults: base 1 s, cap 30 s, multiplier 2. Requires base >= 1 ms, base <= cap <= 24 h,
   /// multiplier >= 1.
   BackoffConfig open_backoff{kDefaultOpenBase, kDefaultOpenCap, kDefaultOpenMultiplier};
 
@@ -123,18 +123,19 @@ struct CircuitBreakerConfig {
 
 /// Counters (monotonic since construction) and gauges of one breaker.
 struct CircuitBreakerStats {
-  std::uint64_t admitted = 0;   ///< permits issued (closed calls and half-open probes).
-  std::uint64_t rejected = 0;   ///< calls rejected with `circuit_open`.
-  std::uint64_t successes = 0;  ///< successes applied (current-generation permits only).
-  std::uint64_t failures = 0;   ///< failures applied (current-generation permits only).
-  std::uint64_t ignored = 0;    ///< current-generation results that were ignored (permanent,
-                                ///< cancelled, or a permit dropped without a result).
-  std::uint64_t stale = 0;      ///< results of permits from an older generation (F32).
-  std::uint64_t trips = 0;      ///< transitions to open (from closed or half_open).
+  std::uint64_t admitted = 0;         ///< permits issued (closed calls and half-open probes).
+  std::uint64_t rejected = 0;         ///< calls rejected with `circuit_open`.
+  std::uint64_t successes = 0;        ///< successes applied (current-generation permits only).
+  std::uint64_t failures = 0;         ///< failures applied (current-generation permits only).
+  std::uint64_t ignored = 0;          ///< current-generation results that were ignored (permanent,
+                                      ///< cancelled, or a permit dropped without a result).
+  std::uint64_t stale = 0;            ///< results of permits from an older generation (F32).
+  std::uint64_t trips = 0;            ///< transitions to open (from closed or half_open).
+  std::uint64_t listener_errors = 0;  ///< exceptions thrown by the transition listener (logged).
   // Gauges.
-  std::size_t window_calls = 0;        ///< recorded calls in the sliding window.
-  std::size_t window_failures = 0;     ///< failures among them.
-  std::size_t probes_in_flight = 0;    ///< half-open probes admitted and not yet finished.
+  std::size_t window_calls = 0;         ///< recorded calls in the sliding window.
+  std::size_t window_failures = 0;      ///< failures among them.
+  std::size_t probes_in_flight = 0;     ///< half-open probes admitted and not yet finished.
   std::uint32_t consecutive_trips = 0;  ///< trips since the last close (drives the open period).
 };
 
@@ -245,8 +246,9 @@ class CircuitBreaker {
   using Rejection = CircuitBreakerRejection;
   using Admission = CircuitBreakerAdmission;
   /// Called after every transition, once the new state is in place (so it may read `stats()`).
-  /// Exceptions it throws are swallowed: logging must not break the call path, which reports
-  /// results from noexcept code (permit destructors).
+  /// Exceptions it throws are logged with the breaker's name and counted in
+  /// `Stats::listener_errors`, not propagated: the call path reports results from noexcept
+  /// code (permit destructors).
   using Listener = std::function<void(State from, State to)>;
 
   /// @throws Error(errc::invalid_argument) if `config` violates the documented ranges.
@@ -335,6 +337,7 @@ class CircuitBreaker {
   std::uint64_t ignored_ = 0;
   std::uint64_t stale_ = 0;
   std::uint64_t trips_ = 0;
+  std::uint64_t listener_errors_ = 0;
 };
 
 }  // namespace trading_shared::core

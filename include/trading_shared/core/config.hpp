@@ -165,11 +165,10 @@ class ConfigLoader {
   ConfigLoader& add(T& target, SettingSpec spec) {
     static_assert(std::is_same_v<std::size_t, std::uint64_t>,
                   "size_t settings are bound as uint64_t on this platform");
-    static_assert(
-        detail::kIsOneOf<T, std::string, bool, int, std::int64_t, std::uint16_t, std::uint32_t,
-                         std::uint64_t, double, std::chrono::milliseconds,
-                         std::vector<std::string>, std::optional<std::string>>,
-        "unsupported setting type (use add_custom)");
+    static_assert(detail::kIsOneOf<T, std::string, bool, int, std::int64_t, std::uint16_t,
+                                   std::uint32_t, std::uint64_t, double, std::chrono::milliseconds,
+                                   std::vector<std::string>, std::optional<std::string>>,
+                  "unsupported setting type (use add_custom)");
     return add_target(Target{std::in_place_type<T*>, &target}, std::move(spec));
   }
 
@@ -201,10 +200,10 @@ class ConfigLoader {
   std::string env_var_for(std::string_view key) const;
 
  private:
-  using Target = std::variant<std::string*, bool*, int*, std::int64_t*, std::uint16_t*,
-                              std::uint32_t*, std::uint64_t*, double*, std::chrono::milliseconds*,
-                              std::vector<std::string>*, std::optional<std::string>*,
-                              CustomSetting>;
+  using Target =
+      std::variant<std::string*, bool*, int*, std::int64_t*, std::uint16_t*, std::uint32_t*,
+                   std::uint64_t*, double*, std::chrono::milliseconds*, std::vector<std::string>*,
+                   std::optional<std::string>*, CustomSetting>;
   struct Setting {
     SettingSpec spec;
     std::string flag;  ///< without the leading dashes.

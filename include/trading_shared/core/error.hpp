@@ -21,23 +21,24 @@ namespace trading_shared {
 /// One code per failed phase, so that logs and metrics say where it failed.
 enum class errc : int {
   // 0 is reserved for "no error".
-  connect_failed = 1,   ///< TCP connect or TLS/protocol handshake failed (refused, reset, ...).
-  connect_timeout,      ///< connecting took longer than the connect timeout.
-  startup_timeout,      ///< `start()` kept failing until its startup deadline.
-  acquire_timeout,      ///< no pooled connection became free within the acquire timeout.
-  circuit_open,         ///< the endpoint's circuit breaker rejected the call (fail fast).
-  queue_full,           ///< the bounded request queue is full (backpressure).
-  write_timeout,        ///< the request could not be written within its timeout.
-  request_timeout,      ///< no reply within the request timeout (the request may have run).
-  connection_lost,      ///< the connection broke (EOF, reset, broken pipe).
+  connect_failed = 1,      ///< TCP connect or TLS/protocol handshake failed (refused, reset, ...).
+  connect_timeout,         ///< connecting took longer than the connect timeout.
+  startup_timeout,         ///< `start()` kept failing until its startup deadline.
+  acquire_timeout,         ///< no pooled connection became free within the acquire timeout.
+  circuit_open,            ///< the endpoint's circuit breaker rejected the call (fail fast).
+  queue_full,              ///< the bounded request queue is full (backpressure).
+  write_timeout,           ///< the request could not be written within its timeout.
+  request_timeout,         ///< no reply within the request timeout (the request may have run).
+  connection_lost,         ///< the connection broke (EOF, reset, broken pipe).
   commit_outcome_unknown,  ///< the connection was lost while COMMIT was in flight.
-  server_error,         ///< the server answered with an error: see `Error::server()`.
-  protocol_error,       ///< the peer sent something we cannot parse; the connection is closed.
-  client_closed,        ///< the client is closing or closed; the request was not run.
-  not_started,          ///< the client was used before `start()` completed.
-  cancelled,            ///< the caller cancelled the operation.
-  invalid_argument,     ///< the request itself is malformed (caller's bug).
-  timeout,              ///< a generic deadline passed (see the context for which one).
+  server_error,            ///< the server answered with an error: see `Error::server()`.
+  protocol_error,          ///< the peer sent something we cannot parse; the connection is closed.
+  client_closed,           ///< the client is closing or closed; the request was not run.
+  not_started,             ///< the client was used before `start()` completed.
+  cancelled,               ///< the caller cancelled the operation.
+  invalid_argument,        ///< the request itself is malformed (caller's bug).
+  timeout,                 ///< a generic deadline passed (see the context for which one).
+  type_mismatch,           ///< a value cannot be converted to or from the requested type.
 };
 
 /// The category of `errc` codes.
@@ -52,9 +53,9 @@ enum class ErrorKind : std::uint8_t {
   transient_not_sent,     ///< failed before the request left us: retry is always safe.
   transient_conflict,     ///< the server rolled the work back: retry the whole transaction.
   transient_unavailable,  ///< the server cannot serve now and did nothing: retry after backoff.
-  outcome_unknown,        ///< sent, then the connection died or timed out: retry only if idempotent.
-  permanent,              ///< retrying cannot help (caller's bug, bad credentials, constraint).
-  cancelled,              ///< the caller cancelled or the client shut down: never retried or counted.
+  outcome_unknown,  ///< sent, then the connection died or timed out: retry only if idempotent.
+  permanent,        ///< retrying cannot help (caller's bug, bad credentials, constraint).
+  cancelled,        ///< the caller cancelled or the client shut down: never retried or counted.
 };
 
 std::string_view to_string(ErrorKind kind) noexcept;

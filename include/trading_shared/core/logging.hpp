@@ -93,7 +93,9 @@ std::string redact_secrets(std::string_view text);
 void redact_secrets_to(std::string_view text, spdlog::memory_buf_t& out);
 
 /// A DSN or URL made safe to show (alias of `redact_secrets`, named for intent).
-inline std::string redact_dsn(std::string_view dsn) { return redact_secrets(dsn); }
+inline std::string redact_dsn(std::string_view dsn) {
+  return redact_secrets(dsn);
+}
 
 /// Escapes `text` as the contents of a JSON string (without the quotes): `"` and `\`,
 /// control characters (`\n`, `\t`, `\u0001`, ...), and invalid UTF-8 as `\ufffd`.

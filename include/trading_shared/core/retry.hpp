@@ -53,12 +53,12 @@ struct RetryPolicy {
 
 /// Why `decide_retry` said what it said.
 enum class RetryReason : std::uint8_t {
-  retry,                  ///< retry after `delay`.
-  permanent,              ///< the error can never succeed on retry.
-  cancelled,              ///< the caller cancelled: never retried.
-  not_idempotent,         ///< outcome unknown and the operation is not idempotent.
-  attempts_exhausted,     ///< `max_attempts` reached.
-  deadline_exhausted,     ///< the next delay would pass the total deadline.
+  retry,               ///< retry after `delay`.
+  permanent,           ///< the error can never succeed on retry.
+  cancelled,           ///< the caller cancelled: never retried.
+  not_idempotent,      ///< outcome unknown and the operation is not idempotent.
+  attempts_exhausted,  ///< `max_attempts` reached.
+  deadline_exhausted,  ///< the next delay would pass the total deadline.
 };
 std::string_view to_string(RetryReason reason) noexcept;
 
@@ -126,16 +126,16 @@ auto retry(F fn, Idempotent idempotent, RetryPolicy policy, RandomSource& random
     AttemptContext context{attempt, milliseconds::zero()};
     if (has_deadline) {
       const auto left = remaining();
-      context.budget = policy.split_deadline
-                           ? std::max(left / static_cast<int>(max_attempts - attempt + 1),
-                                      milliseconds(1))
-                           : std::max(left, milliseconds(1));
+      context.budget =
+          policy.split_deadline
+              ? std::max(left / static_cast<int>(max_attempts - attempt + 1), milliseconds(1))
+              : std::max(left, milliseconds(1));
     }
     std::exception_ptr failure;
     try {
       if constexpr (std::is_void_v<T>) {
-        co_await with_timeout(fn(std::as_const(context)), context.budget,
-                              errc::request_timeout, std::string(observer.operation));
+        co_await with_timeout(fn(std::as_const(context)), context.budget, errc::request_timeout,
+                              std::string(observer.operation));
         co_return;
       } else {
         co_return co_await with_timeout(fn(std::as_const(context)), context.budget,
