@@ -104,8 +104,7 @@ const char* const* ParamBuffer::values() const noexcept {
   return values_.data();
 }
 
-void ParamBuffer::append_raw(Oid type, int format, const char* bytes, std::size_t size,
-                             bool text) {
+void ParamBuffer::append_raw(Oid type, int format, const char* bytes, std::size_t size, bool text) {
   if (size > static_cast<std::size_t>(INT_MAX)) {
     throw Error(errc::invalid_argument, "pg parameter $" + std::to_string(offsets_.size() + 1) +
                                             ": value of " + std::to_string(size) +
@@ -117,7 +116,9 @@ void ParamBuffer::append_raw(Oid type, int format, const char* bytes, std::size_
   formats_.push_back(format);
   data_.insert(data_.end(), bytes, bytes + size);
   // libpq takes the length of a text value from strlen(), ignoring `lengths`.
-  if (text) data_.push_back('\0');
+  if (text) {
+    data_.push_back('\0');
+  }
   values_stale_ = true;
 }
 

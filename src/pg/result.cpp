@@ -78,9 +78,9 @@ std::string describe(const FieldRef& ref) {
 void expect_length(const FieldRef& ref, std::string_view cpp_type, const Field& field,
                    std::size_t expected) {
   if (field.bytes.size() != expected) {
-    throw_malformed(ref, cpp_type,
-                    std::to_string(field.bytes.size()) + " bytes, expected " +
-                        std::to_string(expected));
+    throw_malformed(
+        ref, cpp_type,
+        std::to_string(field.bytes.size()) + " bytes, expected " + std::to_string(expected));
   }
 }
 
@@ -93,8 +93,10 @@ bool is_string_type(Oid type) noexcept {
     case oid::kJson:
     case oid::kJsonb:
     case oid::kUnknown:
-    case oid::kChar: return true;
-    default: return false;
+    case oid::kChar:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -139,7 +141,9 @@ void append_base10000_digit(std::string& out, int digit, int count) {
 /// at least one integer digit, then exactly `dscale` fraction digits.
 std::string numeric_to_string(const FieldRef& ref, std::string_view cpp_type, const Field& field) {
   const std::string_view bytes = field.bytes;
-  if (bytes.size() < 8) throw_malformed(ref, cpp_type, "numeric header too short");
+  if (bytes.size() < 8) {
+    throw_malformed(ref, cpp_type, "numeric header too short");
+  }
   const auto ndigits = static_cast<std::int16_t>(load_be<std::uint16_t>(bytes.data()));
   const auto weight = static_cast<std::int16_t>(load_be<std::uint16_t>(bytes.data() + 2));
   const std::uint16_t sign = load_be<std::uint16_t>(bytes.data() + 4);
@@ -148,20 +152,31 @@ std::string numeric_to_string(const FieldRef& ref, std::string_view cpp_type, co
     throw_malformed(ref, cpp_type, "numeric digit count does not match its length");
   }
   switch (sign) {
-    case kNumericNaN: return "NaN";
-    case kNumericPlusInfinity: return "Infinity";
-    case kNumericMinusInfinity: return "-Infinity";
+    case kNumericNaN:
+      return "NaN";
+    case kNumericPlusInfinity:
+      return "Infinity";
+    case kNumericMinusInfinity:
+      return "-Infinity";
     case kNumericPositive:
-    case kNumericNegative: break;
-    default: throw_malformed(ref, cpp_type, "numeric sign word");
+    case kNumericNegative:
+      break;
+    default:
+      throw_malformed(ref, cpp_type, "numeric sign word");
   }
-  if ((dscale & ~kNumericDscaleMask) != 0) throw_malformed(ref, cpp_type, "numeric scale");
+  if ((dscale & ~kNumericDscaleMask) != 0) {
+    throw_malformed(ref, cpp_type, "numeric scale");
+  }
 
   auto digit_at = [&](int index) -> int {
-    if (index < 0 || index >= ndigits) return 0;
+    if (index < 0 || index >= ndigits) {
+      return 0;
+    }
     const int digit =
         load_be<std::uint16_t>(bytes.data() + 8 + 2 * static_cast<std::size_t>(index));
-    if (digit >= kNumericBase) throw_malformed(ref, cpp_type, "numeric digit over 9999");
+    if (digit >= kNumericBase) {
+      throw_malformed(ref, cpp_type, "numeric digit over 9999");
+    }
     return digit;
   };
 
@@ -169,7 +184,9 @@ std::string numeric_to_string(const FieldRef& ref, std::string_view cpp_type, co
   out.reserve(static_cast<std::size_t>(std::max(0, static_cast<int>(weight)) + 1) *
                   kNumericDigitsPerWord +
               dscale + 2);
-  if (sign == kNumericNegative) out += '-';
+  if (sign == kNumericNegative) {
+    out += '-';
+  }
   int index = 0;
   if (weight < 0) {
     out += '0';
@@ -234,7 +251,9 @@ std::string uuid_to_string(const FieldRef& ref, std::string_view cpp_type, const
   std::string out;
   out.reserve(36);
   for (std::size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    if (i == 4 || i == 6 || i == 8 || i == 10) {
+      out += '-';
+    }
     const auto byte = static_cast<unsigned char>(field.bytes[i]);
     out += kHexDigits[byte >> 4];
     out += kHexDigits[byte & 0x0F];
@@ -243,9 +262,15 @@ std::string uuid_to_string(const FieldRef& ref, std::string_view cpp_type, const
 }
 
 int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
   return -1;
 }
 
@@ -262,7 +287,9 @@ std::vector<std::byte> decode_hex_bytea(const FieldRef& ref, std::string_view cp
   for (std::size_t i = 2; i < text.size(); i += 2) {
     const int high = hex_value(text[i]);
     const int low = hex_value(text[i + 1]);
-    if (high < 0 || low < 0) throw_malformed(ref, cpp_type, "bad hex digit in bytea");
+    if (high < 0 || low < 0) {
+      throw_malformed(ref, cpp_type, "bad hex digit in bytea");
+    }
     out.push_back(static_cast<std::byte>((high << 4) | low));
   }
   return out;
@@ -286,7 +313,9 @@ std::string_view string_view_of(const FieldRef& ref, std::string_view cpp_type,
     return field.bytes;
   }
   if (field.type == oid::kNumeric || field.type == oid::kUuid) {
-    if (!field.binary) return field.bytes;
+    if (!field.binary) {
+      return field.bytes;
+    }
     throw_mismatch(ref, cpp_type,
                    "a binary numeric or uuid has no text to point into; read it as "
                    "std::string (or pg::Numeric)");
@@ -302,23 +331,33 @@ std::int64_t decode_integer(const FieldRef& ref, std::string_view cpp_type) {
   const Field field = load(ref);
   switch (field.type) {
     case oid::kInt2:
-      if (!field.binary) return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      if (!field.binary) {
+        return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      }
       expect_length(ref, cpp_type, field, 2);
       return static_cast<std::int16_t>(load_be<std::uint16_t>(field.bytes.data()));
     case oid::kInt4:
-      if (!field.binary) return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      if (!field.binary) {
+        return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      }
       expect_length(ref, cpp_type, field, 4);
       return static_cast<std::int32_t>(load_be<std::uint32_t>(field.bytes.data()));
     case oid::kInt8:
-      if (!field.binary) return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      if (!field.binary) {
+        return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      }
       expect_length(ref, cpp_type, field, 8);
       return static_cast<std::int64_t>(load_be<std::uint64_t>(field.bytes.data()));
     case oid::kOid:
-      if (!field.binary) return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      if (!field.binary) {
+        return parse_text_number<std::int64_t>(ref, cpp_type, field.bytes);
+      }
       expect_length(ref, cpp_type, field, 4);
       return load_be<std::uint32_t>(field.bytes.data());
-    case oid::kNumeric: return numeric_to_integer(ref, cpp_type, field);
-    default: throw_no_conversion(ref, cpp_type);
+    case oid::kNumeric:
+      return numeric_to_integer(ref, cpp_type, field);
+    default:
+      throw_no_conversion(ref, cpp_type);
   }
 }
 
@@ -327,17 +366,22 @@ double decode_double(const FieldRef& ref) {
   const Field field = load(ref);
   switch (field.type) {
     case oid::kFloat8:
-      if (!field.binary) return parse_text_number<double>(ref, kType, field.bytes);
+      if (!field.binary) {
+        return parse_text_number<double>(ref, kType, field.bytes);
+      }
       expect_length(ref, kType, field, 8);
       return std::bit_cast<double>(load_be<std::uint64_t>(field.bytes.data()));
     case oid::kFloat4:
       // Through float in both formats, so that text and binary results agree.
-      if (!field.binary) return parse_text_number<float>(ref, kType, field.bytes);
+      if (!field.binary) {
+        return parse_text_number<float>(ref, kType, field.bytes);
+      }
       expect_length(ref, kType, field, 4);
       return std::bit_cast<float>(load_be<std::uint32_t>(field.bytes.data()));
     case oid::kNumeric:
       return parse_text_number<double>(ref, kType, numeric_text(ref, kType, field));
-    default: throw_no_conversion(ref, kType);
+    default:
+      throw_no_conversion(ref, kType);
   }
 }
 
@@ -346,7 +390,9 @@ float decode_float(const FieldRef& ref) {
   const Field field = load(ref);
   switch (field.type) {
     case oid::kFloat4:
-      if (!field.binary) return parse_text_number<float>(ref, kType, field.bytes);
+      if (!field.binary) {
+        return parse_text_number<float>(ref, kType, field.bytes);
+      }
       expect_length(ref, kType, field, 4);
       return std::bit_cast<float>(load_be<std::uint32_t>(field.bytes.data()));
     case oid::kFloat8: {
@@ -360,20 +406,27 @@ float decode_float(const FieldRef& ref) {
       // IEEE 754 rounding to nearest: beyond float's range gives +-infinity, not an error.
       return static_cast<float>(value);
     }
-    default: throw_no_conversion(ref, kType);
+    default:
+      throw_no_conversion(ref, kType);
   }
 }
 
 bool decode_bool(const FieldRef& ref) {
   constexpr std::string_view kType = "bool";
   const Field field = load(ref);
-  if (field.type != oid::kBool) throw_no_conversion(ref, kType);
+  if (field.type != oid::kBool) {
+    throw_no_conversion(ref, kType);
+  }
   if (field.binary) {
     expect_length(ref, kType, field, 1);
     return field.bytes[0] != 0;
   }
-  if (field.bytes == "t") return true;
-  if (field.bytes == "f") return false;
+  if (field.bytes == "t") {
+    return true;
+  }
+  if (field.bytes == "f") {
+    return false;
+  }
   throw_malformed(ref, kType, "boolean text is not t or f");
 }
 
@@ -384,15 +437,21 @@ std::string_view decode_string_view(const FieldRef& ref) {
 std::string decode_string(const FieldRef& ref) {
   constexpr std::string_view kType = "std::string";
   const Field field = load(ref);
-  if (field.binary && field.type == oid::kNumeric) return numeric_to_string(ref, kType, field);
-  if (field.binary && field.type == oid::kUuid) return uuid_to_string(ref, kType, field);
+  if (field.binary && field.type == oid::kNumeric) {
+    return numeric_to_string(ref, kType, field);
+  }
+  if (field.binary && field.type == oid::kUuid) {
+    return uuid_to_string(ref, kType, field);
+  }
   return std::string(string_view_of(ref, kType, field));
 }
 
 Bytea decode_bytea(const FieldRef& ref) {
   constexpr std::string_view kType = "pg::Bytea";
   const Field field = load(ref);
-  if (field.type != oid::kBytea) throw_no_conversion(ref, kType);
+  if (field.type != oid::kBytea) {
+    throw_no_conversion(ref, kType);
+  }
   if (!field.binary) {
     throw_mismatch(ref, kType,
                    "text-format bytea must be decoded into new memory: read it as "
@@ -404,8 +463,12 @@ Bytea decode_bytea(const FieldRef& ref) {
 std::vector<std::byte> decode_byte_vector(const FieldRef& ref) {
   constexpr std::string_view kType = "std::vector<std::byte>";
   const Field field = load(ref);
-  if (field.type != oid::kBytea) throw_no_conversion(ref, kType);
-  if (!field.binary) return decode_hex_bytea(ref, kType, field.bytes);
+  if (field.type != oid::kBytea) {
+    throw_no_conversion(ref, kType);
+  }
+  if (!field.binary) {
+    return decode_hex_bytea(ref, kType, field.bytes);
+  }
   const auto* first = reinterpret_cast<const std::byte*>(field.bytes.data());
   return {first, first + field.bytes.size()};
 }
@@ -413,7 +476,9 @@ std::vector<std::byte> decode_byte_vector(const FieldRef& ref) {
 Numeric decode_numeric(const FieldRef& ref) {
   constexpr std::string_view kType = "pg::Numeric";
   const Field field = load(ref);
-  if (field.type != oid::kNumeric) throw_no_conversion(ref, kType);
+  if (field.type != oid::kNumeric) {
+    throw_no_conversion(ref, kType);
+  }
   return Numeric(numeric_text(ref, kType, field));
 }
 
@@ -453,11 +518,15 @@ void throw_timestamp_out_of_range(const FieldRef& ref, std::string_view cpp_type
 }
 
 std::int64_t parse_affected_rows(const char* cmd_tuples) noexcept {
-  if (cmd_tuples == nullptr || *cmd_tuples == '\0') return -1;
+  if (cmd_tuples == nullptr || *cmd_tuples == '\0') {
+    return -1;
+  }
   const std::string_view text(cmd_tuples);
   std::int64_t value = 0;
   const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || ptr != text.data() + text.size()) return -1;
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    return -1;
+  }
   return value;
 }
 
@@ -479,7 +548,9 @@ std::size_t Row::column_by_name(std::string_view name) const {
   const std::size_t columns = size();
   for (std::size_t i = 0; i < columns; ++i) {
     const char* candidate = PQfname(result_, static_cast<int>(i));
-    if (candidate != nullptr && name == candidate) return i;
+    if (candidate != nullptr && name == candidate) {
+      return i;
+    }
   }
   std::string text = "pg result: no column named \"";
   text += name;
@@ -514,14 +585,18 @@ bool Row::is_null(std::string_view column_name) const {
 
 Result& Result::operator=(Result&& other) noexcept {
   if (this != &other) {
-    if (result_ != nullptr) PQclear(result_);
+    if (result_ != nullptr) {
+      PQclear(result_);
+    }
     result_ = std::exchange(other.result_, nullptr);
   }
   return *this;
 }
 
 Result::~Result() {
-  if (result_ != nullptr) PQclear(result_);
+  if (result_ != nullptr) {
+    PQclear(result_);
+  }
 }
 
 std::string_view Result::column_name(std::size_t column) const {
@@ -539,18 +614,24 @@ std::optional<std::size_t> Result::column_index(std::string_view name) const noe
   const std::size_t count = columns();
   for (std::size_t i = 0; i < count; ++i) {
     const char* candidate = PQfname(result_, static_cast<int>(i));
-    if (candidate != nullptr && name == candidate) return i;
+    if (candidate != nullptr && name == candidate) {
+      return i;
+    }
   }
   return std::nullopt;
 }
 
 Oid Result::column_type(std::size_t column) const noexcept {
-  if (column >= columns()) return oid::kUnspecified;
+  if (column >= columns()) {
+    return oid::kUnspecified;
+  }
   return PQftype(result_, static_cast<int>(column));
 }
 
 std::int64_t Result::affected_rows() const noexcept {
-  if (result_ == nullptr) return -1;
+  if (result_ == nullptr) {
+    return -1;
+  }
   return detail::parse_affected_rows(PQcmdTuples(result_));
 }
 
@@ -564,7 +645,9 @@ Row Result::operator[](std::size_t row) const {
 }
 
 Row Result::front() const {
-  if (empty()) throw Error(errc::invalid_argument, "pg result: front() of a result with no rows");
+  if (empty()) {
+    throw Error(errc::invalid_argument, "pg result: front() of a result with no rows");
+  }
   return {result_, 0};
 }
 

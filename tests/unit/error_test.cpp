@@ -143,8 +143,8 @@ INSTANTIATE_TEST_SUITE_P(AllRows, SqlStateTable, ::testing::ValuesIn(kSqlStateRo
                          [](const auto& p) {
                            return sanitize_name(
                                std::to_string(p.index) + "_" +
-                               (p.param.sqlstate[0] != '\0' ? p.param.sqlstate : "none") +
-                               "_" + std::string(p.param.message).substr(0, 20));
+                               (p.param.sqlstate[0] != '\0' ? p.param.sqlstate : "none") + "_" +
+                               std::string(p.param.message).substr(0, 20));
                          });
 
 struct RedisRow {
@@ -233,10 +233,9 @@ TEST_P(ClientTable, ClassifiesOwnCodes) {
   EXPECT_EQ(ts::classify(std::make_exception_ptr(error)), row.sent);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllRows, ClientTable, ::testing::ValuesIn(kClientRows),
-                         [](const auto& p) {
-                           return sanitize_name(make_error_code(p.param.code).message());
-                         });
+INSTANTIATE_TEST_SUITE_P(AllRows, ClientTable, ::testing::ValuesIn(kClientRows), [](const auto& p) {
+  return sanitize_name(make_error_code(p.param.code).message());
+});
 
 TEST(ErrorCategory, EveryCodeHasItsOwnMessage) {
   std::set<std::string> messages;

@@ -71,7 +71,7 @@ INSTANTIATE_TEST_SUITE_P(AllRows, RetryDecisionTable, ::testing::ValuesIn(kDecis
                          [](const auto& p) {
                            return std::string(ts::to_string(p.param.kind)) +
                                   (p.param.idempotent == Idempotent::yes ? "_idempotent"
-                                                                            : "_not_idempotent");
+                                                                         : "_not_idempotent");
                          });
 
 TEST(RetryDecision, AttemptsAreCapped) {

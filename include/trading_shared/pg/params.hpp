@@ -44,8 +44,8 @@ namespace detail {
 
 template <class T>
 concept TextLike = std::same_as<T, std::string> || std::same_as<T, std::string_view> ||
-                   std::same_as<T, const char*> || std::same_as<T, char*> ||
-                   (std::is_array_v<T> && std::same_as<std::remove_cv_t<std::remove_extent_t<T>>, char>);
+    std::same_as<T, const char*> || std::same_as<T, char*> ||
+    (std::is_array_v<T>&& std::same_as<std::remove_cv_t<std::remove_extent_t<T>>, char>);
 
 [[noreturn]] void throw_uint64_out_of_range(std::uint64_t value);
 [[noreturn]] void throw_timestamp_out_of_range();
@@ -59,8 +59,6 @@ constexpr Oid param_type_oid() noexcept {
   using V = std::remove_cvref_t<T>;
   if constexpr (detail::IsOptional<V>::value) {
     return param_type_oid<typename V::value_type>();
-  } else if constexpr (std::same_as<V, std::nullopt_t> || std::same_as<V, std::nullptr_t>) {
-    return oid::kUnspecified;
   } else if constexpr (std::same_as<V, bool>) {
     return oid::kBool;
   } else if constexpr (detail::CharacterType<V>) {
@@ -69,8 +67,9 @@ constexpr Oid param_type_oid() noexcept {
                   "string?): pass an integer type or a std::string_view");
     return oid::kUnspecified;
   } else if constexpr (std::integral<V>) {
-    static_assert(sizeof(V) <= 8, "trading_shared::pg: integers wider than 64 bits are not "
-                                  "supported: pass a pg::Numeric");
+    static_assert(sizeof(V) <= 8,
+                  "trading_shared::pg: integers wider than 64 bits are not "
+                  "supported: pass a pg::Numeric");
     if constexpr (std::is_signed_v<V>) {
       return sizeof(V) <= 2 ? oid::kInt2 : sizeof(V) == 4 ? oid::kInt4 : oid::kInt8;
     } else {
@@ -81,7 +80,9 @@ constexpr Oid param_type_oid() noexcept {
     return oid::kFloat4;
   } else if constexpr (std::same_as<V, double>) {
     return oid::kFloat8;
-  } else if constexpr (detail::TextLike<V>) {
+  } else if constexpr (detail::TextLike<V> || std::same_as<V, std::nullopt_t> ||
+                       std::same_as<V, std::nullptr_t>) {
+    // Untyped: the server infers the type from the context, as for a literal.
     return oid::kUnspecified;
   } else if constexpr (std::same_as<V, Bytea> || std::same_as<V, std::vector<std::byte>>) {
     return oid::kBytea;
@@ -264,7 +265,9 @@ void ParamBuffer::append(const T& value) {
     append_text(value.view(), oid::kNumeric);
   } else if constexpr (detail::IsSysTime<V>::value) {
     const std::optional<std::int64_t> micros = to_postgres_timestamp(value);
-    if (!micros) detail::throw_timestamp_out_of_range();
+    if (!micros) {
+      detail::throw_timestamp_out_of_range();
+    }
     append_timestamptz(*micros);
   }
 }

@@ -126,7 +126,9 @@ T decode_field(const FieldRef& field) {
     return decode_bool(field);
   } else if constexpr (IntegerType<T>) {
     const std::int64_t value = decode_integer(field, cpp_type_name<T>());
-    if (!std::in_range<T>(value)) throw_integer_out_of_range(field, cpp_type_name<T>(), value);
+    if (!std::in_range<T>(value)) {
+      throw_integer_out_of_range(field, cpp_type_name<T>(), value);
+    }
     return static_cast<T>(value);
   } else if constexpr (std::same_as<T, double>) {
     return decode_double(field);
@@ -145,7 +147,9 @@ T decode_field(const FieldRef& field) {
   } else if constexpr (IsSysTime<T>::value) {
     const std::int64_t micros = decode_timestamp(field, cpp_type_name<T>());
     const auto tp = from_postgres_timestamp<typename T::duration>(micros);
-    if (!tp) throw_timestamp_out_of_range(field, cpp_type_name<T>(), micros);
+    if (!tp) {
+      throw_timestamp_out_of_range(field, cpp_type_name<T>(), micros);
+    }
     return *tp;
   } else {
     static_assert(kDependentFalse<T>,
@@ -320,9 +324,7 @@ class Result {
   Row front() const;
 
   iterator begin() const noexcept { return {result_, 0}; }
-  iterator end() const noexcept {
-    return {result_, static_cast<std::ptrdiff_t>(size())};
-  }
+  iterator end() const noexcept { return {result_, static_cast<std::ptrdiff_t>(size())}; }
 
   PGresult* native() const noexcept { return result_; }
   /// Gives up ownership: the caller must PQclear the returned result.
@@ -338,7 +340,9 @@ template <class T>
 T Row::get(std::size_t column) const {
   const int col = checked_column(column);
   if constexpr (detail::IsOptional<T>::value) {
-    if (PQgetisnull(result_, row_, col) != 0) return std::nullopt;
+    if (PQgetisnull(result_, row_, col) != 0) {
+      return std::nullopt;
+    }
     return T(get<typename T::value_type>(column));
   } else {
     const detail::FieldRef field{result_, row_, col};
@@ -357,10 +361,11 @@ T Row::get(std::string_view column_name) const {
 template <class... T>
 std::tuple<T...> Row::as() const {
   check_arity(sizeof...(T));
-  return [this]<std::size_t... I>(std::index_sequence<I...>) {
+  return [&]<std::size_t... I>(std::index_sequence<I...>) {
     // Braces: left-to-right evaluation, so the first bad column is the one reported.
     return std::tuple<T...>{get<T>(I)...};
-  }(std::index_sequence_for<T...>{});
+  }
+  (std::index_sequence_for<T...>{});
 }
 
 }  // namespace trading_shared::pg

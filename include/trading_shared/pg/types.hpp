@@ -61,29 +61,52 @@ inline constexpr Oid kJsonb = 3802;
 /// (user-defined types have OIDs assigned at CREATE TYPE time).
 constexpr std::string_view oid_name(Oid type) noexcept {
   switch (type) {
-    case oid::kUnspecified: return "unspecified";
-    case oid::kBool: return "boolean";
-    case oid::kBytea: return "bytea";
-    case oid::kChar: return "\"char\"";
-    case oid::kName: return "name";
-    case oid::kInt8: return "bigint";
-    case oid::kInt2: return "smallint";
-    case oid::kInt4: return "integer";
-    case oid::kText: return "text";
-    case oid::kOid: return "oid";
-    case oid::kJson: return "json";
-    case oid::kFloat4: return "real";
-    case oid::kFloat8: return "double precision";
-    case oid::kUnknown: return "unknown";
-    case oid::kBpchar: return "character";
-    case oid::kVarchar: return "character varying";
-    case oid::kDate: return "date";
-    case oid::kTimestamp: return "timestamp without time zone";
-    case oid::kTimestamptz: return "timestamp with time zone";
-    case oid::kNumeric: return "numeric";
-    case oid::kUuid: return "uuid";
-    case oid::kJsonb: return "jsonb";
-    default: return "unknown type";
+    case oid::kUnspecified:
+      return "unspecified";
+    case oid::kBool:
+      return "boolean";
+    case oid::kBytea:
+      return "bytea";
+    case oid::kChar:
+      return "\"char\"";
+    case oid::kName:
+      return "name";
+    case oid::kInt8:
+      return "bigint";
+    case oid::kInt2:
+      return "smallint";
+    case oid::kInt4:
+      return "integer";
+    case oid::kText:
+      return "text";
+    case oid::kOid:
+      return "oid";
+    case oid::kJson:
+      return "json";
+    case oid::kFloat4:
+      return "real";
+    case oid::kFloat8:
+      return "double precision";
+    case oid::kUnknown:
+      return "unknown";
+    case oid::kBpchar:
+      return "character";
+    case oid::kVarchar:
+      return "character varying";
+    case oid::kDate:
+      return "date";
+    case oid::kTimestamp:
+      return "timestamp without time zone";
+    case oid::kTimestamptz:
+      return "timestamp with time zone";
+    case oid::kNumeric:
+      return "numeric";
+    case oid::kUuid:
+      return "uuid";
+    case oid::kJsonb:
+      return "jsonb";
+    default:
+      return "unknown type";
   }
 }
 
@@ -157,73 +180,143 @@ inline constexpr std::int64_t kTimestampMinusInfinity = std::numeric_limits<std:
 template <class Duration>
 using SysTime = std::chrono::time_point<std::chrono::system_clock, Duration>;
 
+namespace detail {
+
+/// How many microseconds one tick of `Period` lasts, when that is a whole number (seconds,
+/// milliseconds, days, ...); 0 otherwise (finer or odd periods).
+template <class Period>
+constexpr std::int64_t whole_micros_per_tick() noexcept {
+  using Ratio = std::ratio_divide<Period, std::micro>;
+  return Ratio::den == 1 ? static_cast<std::int64_t>(Ratio::num) : 0;
+}
+
+/// How many ticks of `Period` one microsecond holds, when that is a whole number
+/// (microseconds, nanoseconds, ...); 0 otherwise.
+template <class Period>
+constexpr std::int64_t whole_ticks_per_micro() noexcept {
+  using Ratio = std::ratio_divide<std::micro, Period>;
+  return Ratio::den == 1 ? static_cast<std::int64_t>(Ratio::num) : 0;
+}
+
+constexpr std::int64_t floor_div(std::int64_t a, std::int64_t b) noexcept {
+  const std::int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+}  // namespace detail
+
 /// Converts a time point to PostgreSQL's binary timestamp (microseconds since 2000-01-01 UTC).
 /// Finer durations are rounded down (towards the past, also before 1970) to whole
 /// microseconds; `max()` and `min()` become `infinity` and `-infinity`. Returns nullopt when
-/// the value does not fit in 64-bit microseconds (only possible for coarse durations).
+/// the value does not fit in 64-bit microseconds (only possible for coarse durations) or
+/// would collide with the infinity encodings.
 template <class Duration>
 std::optional<std::int64_t> to_postgres_timestamp(SysTime<Duration> tp) noexcept {
   using Rep = typename Duration::rep;
-  if (tp == SysTime<Duration>::max()) return kTimestampInfinity;
-  if (tp == SysTime<Duration>::min()) return kTimestampMinusInfinity;
-  std::int64_t unix_us = 0;
+  if (tp == SysTime<Duration>::max()) {
+    return kTimestampInfinity;
+  }
+  if (tp == SysTime<Duration>::min()) {
+    return kTimestampMinusInfinity;
+  }
+  std::int64_t pg_us = 0;
   if constexpr (std::is_floating_point_v<Rep>) {
-    const long double us = std::floor(
-        std::chrono::duration_cast<std::chrono::duration<long double, std::micro>>(
-            tp.time_since_epoch())
-            .count());
+    const long double us =
+        std::floor(std::chrono::duration_cast<std::chrono::duration<long double, std::micro>>(
+                       tp.time_since_epoch())
+                       .count());
+    const long double pg = us - static_cast<long double>(kPostgresEpochUnixMicros);
     // 2^63 is exactly representable: reject anything not strictly inside int64's range.
     constexpr long double kLimit = 9223372036854775808.0L;
-    if (!(us > -kLimit && us < kLimit)) return std::nullopt;
-    unix_us = static_cast<std::int64_t>(us);
-  } else {
-    using Ratio = std::ratio_divide<typename Duration::period, std::micro>;
-    if constexpr (Ratio::den == 1) {
-      // Coarser than (or equal to) microseconds: multiply, checking for overflow.
-      if (!std::in_range<std::int64_t>(tp.time_since_epoch().count())) return std::nullopt;
-      if (__builtin_mul_overflow(static_cast<std::int64_t>(tp.time_since_epoch().count()),
-                                 static_cast<std::int64_t>(Ratio::num), &unix_us)) {
+    if (!(pg > -kLimit && pg < kLimit)) {
+      return std::nullopt;
+    }
+    pg_us = static_cast<std::int64_t>(pg);
+  } else if constexpr (constexpr std::int64_t kMicrosPerTick =
+                           detail::whole_micros_per_tick<typename Duration::period>();
+                       kMicrosPerTick != 0) {
+    // Coarser than (or equal to) microseconds. Move the epoch in ticks first when the
+    // offset is a whole number of ticks (seconds, days, ...), so that only values outside
+    // PostgreSQL's range can overflow.
+    const auto count = tp.time_since_epoch().count();
+    if (!std::in_range<std::int64_t>(count)) {
+      return std::nullopt;
+    }
+    if constexpr (kPostgresEpochUnixMicros % kMicrosPerTick == 0) {
+      std::int64_t pg_ticks = 0;
+      if (__builtin_sub_overflow(static_cast<std::int64_t>(count),
+                                 kPostgresEpochUnixMicros / kMicrosPerTick, &pg_ticks) ||
+          __builtin_mul_overflow(pg_ticks, kMicrosPerTick, &pg_us)) {
         return std::nullopt;
       }
     } else {
-      const auto us = std::chrono::floor<std::chrono::microseconds>(tp.time_since_epoch());
-      unix_us = us.count();
+      std::int64_t unix_us = 0;
+      if (__builtin_mul_overflow(static_cast<std::int64_t>(count), kMicrosPerTick, &unix_us) ||
+          __builtin_sub_overflow(unix_us, kPostgresEpochUnixMicros, &pg_us)) {
+        return std::nullopt;
+      }
+    }
+  } else {
+    // Finer than microseconds: dividing cannot overflow.
+    const auto unix_us =
+        std::chrono::floor<std::chrono::microseconds>(tp.time_since_epoch()).count();
+    if (__builtin_sub_overflow(unix_us, kPostgresEpochUnixMicros, &pg_us)) {
+      return std::nullopt;
     }
   }
-  std::int64_t pg_us = 0;
-  if (__builtin_sub_overflow(unix_us, kPostgresEpochUnixMicros, &pg_us)) return std::nullopt;
   // A finite time that collides with the infinity encodings would silently change meaning.
-  if (pg_us == kTimestampInfinity || pg_us == kTimestampMinusInfinity) return std::nullopt;
+  if (pg_us == kTimestampInfinity || pg_us == kTimestampMinusInfinity) {
+    return std::nullopt;
+  }
   return pg_us;
 }
 
 /// Converts PostgreSQL's binary timestamp to a time point. `infinity` and `-infinity` become
-/// `max()` and `min()`. Coarser durations round down; returns nullopt when the value does not
-/// fit in `Duration` (e.g. year 2263 and later for nanosecond time points).
+/// `max()` and `min()`. Coarser durations round down (towards the past); returns nullopt
+/// when the value does not fit in `Duration` (e.g. year 2263 and later for the nanosecond
+/// `system_clock::time_point` of libstdc++).
 template <class Duration>
 std::optional<SysTime<Duration>> from_postgres_timestamp(std::int64_t pg_us) noexcept {
   using Rep = typename Duration::rep;
   using Tp = SysTime<Duration>;
-  if (pg_us == kTimestampInfinity) return Tp::max();
-  if (pg_us == kTimestampMinusInfinity) return Tp::min();
-  std::int64_t unix_us = 0;
-  if (__builtin_add_overflow(pg_us, kPostgresEpochUnixMicros, &unix_us)) return std::nullopt;
+  if (pg_us == kTimestampInfinity) {
+    return Tp::max();
+  }
+  if (pg_us == kTimestampMinusInfinity) {
+    return Tp::min();
+  }
   if constexpr (std::is_floating_point_v<Rep>) {
-    return Tp(std::chrono::duration_cast<Duration>(std::chrono::microseconds(unix_us)));
+    const long double unix_us = static_cast<long double>(pg_us) + kPostgresEpochUnixMicros;
+    return Tp(std::chrono::duration_cast<Duration>(
+        std::chrono::duration<long double, std::micro>(unix_us)));
   } else {
-    using Ratio = std::ratio_divide<std::micro, typename Duration::period>;
-    if constexpr (Ratio::den == 1) {
+    std::int64_t ticks = 0;
+    if constexpr (constexpr std::int64_t kTicksPerMicro =
+                      detail::whole_ticks_per_micro<typename Duration::period>();
+                  kTicksPerMicro != 0) {
       // Finer than (or equal to) microseconds: multiply, checking for overflow.
-      std::int64_t ticks = 0;
-      if (__builtin_mul_overflow(unix_us, static_cast<std::int64_t>(Ratio::num), &ticks)) {
+      std::int64_t unix_us = 0;
+      if (__builtin_add_overflow(pg_us, kPostgresEpochUnixMicros, &unix_us) ||
+          __builtin_mul_overflow(unix_us, kTicksPerMicro, &ticks)) {
         return std::nullopt;
       }
-      if (!std::in_range<Rep>(ticks)) return std::nullopt;
-      return Tp(Duration(static_cast<Rep>(ticks)));
+    } else if constexpr (constexpr std::int64_t kMicrosPerTick =
+                             detail::whole_micros_per_tick<typename Duration::period>();
+                         kMicrosPerTick != 0 && kPostgresEpochUnixMicros % kMicrosPerTick == 0) {
+      // Coarser, with the epoch offset a whole number of ticks: cannot overflow.
+      ticks = detail::floor_div(pg_us, kMicrosPerTick) + kPostgresEpochUnixMicros / kMicrosPerTick;
     } else {
-      const auto d = std::chrono::floor<Duration>(std::chrono::microseconds(unix_us));
-      return Tp(d);
+      std::int64_t unix_us = 0;
+      if (__builtin_add_overflow(pg_us, kPostgresEpochUnixMicros, &unix_us)) {
+        return std::nullopt;
+      }
+      using Wide = std::chrono::duration<std::int64_t, typename Duration::period>;
+      ticks = std::chrono::floor<Wide>(std::chrono::microseconds(unix_us)).count();
     }
+    if (!std::in_range<Rep>(ticks)) {
+      return std::nullopt;
+    }
+    return Tp(Duration(static_cast<Rep>(ticks)));
   }
 }
 
@@ -245,8 +338,7 @@ struct IsSysTime<SysTime<Duration>> : std::true_type {};
 /// Character types: refused as integers, because `'7'` could mean 7, 55 or "7".
 template <class T>
 concept CharacterType = std::same_as<T, char> || std::same_as<T, wchar_t> ||
-                        std::same_as<T, char8_t> || std::same_as<T, char16_t> ||
-                        std::same_as<T, char32_t>;
+    std::same_as<T, char8_t> || std::same_as<T, char16_t> || std::same_as<T, char32_t>;
 
 /// Integer types that the codec treats as numbers.
 template <class T>

@@ -1,0 +1,424 @@
+#pragma once
+/// @file
+/// `PostgresClient`: asynchronous, PgBouncer-safe, resilient PostgreSQL client over libpq
+/// in non-blocking pipeline mode (ARCHITECTURE.md section 6).
+///
+/// Bound to one executor and not thread-safe: a multi-threaded service uses one client per
+/// thread (or a strand). Every operation is an `awaitable`, has a timeout (defaulted from
+/// the config, overridable per call with `QueryOptions`) and honours terminal cancellation.
+///
+/// Lifecycle is explicit and symmetric: `start()` (idempotent, single-flight, retries until
+/// `startup_timeout`) and `close()` (idempotent: refuses new work at once, fails waiters, lets
+/// in-flight work finish within `close_timeout`, then cancels it and closes every socket).
+/// Services do not call them directly: `lifecycle::ResourceScope` does.
+
+#include <trading_shared/core/circuit_breaker.hpp>
+#include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/core/retry.hpp>
+#include <trading_shared/pg/config.hpp>
+#include <trading_shared/pg/params.hpp>
+#include <trading_shared/pg/result.hpp>
+#include <trading_shared/pg/sql.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace trading_shared::pg {
+
+template <class T>
+struct IsOptionalValue : std::false_type {};
+template <class T>
+struct IsOptionalValue<std::optional<T>> : std::true_type {};
+
+namespace detail {
+class Connection;
+struct Request;
+struct Statement;
+}  // namespace detail
+
+/// Per-call overrides.
+struct QueryOptions {
+  /// Statement timeout for this call; zero = the config's `statement_timeout`. The client
+  /// gives up after this plus `network_timeout_margin`.
+  std::chrono::milliseconds timeout{0};
+};
+
+enum class IsolationLevel : std::uint8_t { read_committed, repeatable_read, serializable };
+
+struct TransactionOptions {
+  IsolationLevel isolation = IsolationLevel::read_committed;
+  bool read_only = false;
+  /// Whether running the body twice is harmless. Conflicts (40001, 40P01) and failures
+  /// before anything was sent are retried either way; a lost connection (outcome unknown,
+  /// including during COMMIT) only when idempotent.
+  core::Idempotent idempotent = core::Idempotent::no;
+  /// Retry policy of the whole transaction; empty = the config's `retry`.
+  std::optional<core::RetryPolicy> retry;
+  /// Server-side statement timeout (`SET LOCAL statement_timeout`) and client deadline per
+  /// statement; zero = the config's.
+  std::chrono::milliseconds statement_timeout{0};
+};
+
+/// A row that owns its result (what `query_one` returns).
+class OwnedRow {
+ public:
+  explicit OwnedRow(Result result) noexcept : result_(std::move(result)) {}
+  Row row() const { return result_.front(); }
+  template <class T>
+  T get(std::size_t column) const {
+    return row().get<T>(column);
+  }
+  template <class T>
+  T get(std::string_view column) const {
+    return row().get<T>(column);
+  }
+  template <class... T>
+  std::tuple<T...> as() const {
+    return row().as<T...>();
+  }
+  const Result& result() const noexcept { return result_; }
+
+ private:
+  Result result_;
+};
+
+/// How the statements of a `pipeline` relate.
+enum class PipelineMode : std::uint8_t {
+  /// Each statement has its own Sync: its own implicit transaction and its own outcome;
+  /// a failure stays with its statement.
+  independent,
+  /// One Sync at the end: one implicit transaction. A failure rolls back the statements
+  /// before it and aborts those after it.
+  atomic,
+};
+
+/// A batch of statements sent in one round trip (libpq pipeline mode).
+class Pipeline {
+ public:
+  template <class... Args>
+  Pipeline& add(Sql sql, const Args&... args) {
+    auto& entry = entries_.emplace_back(sql, ParamBuffer{});
+    entry.second.set(args...);
+    return *this;
+  }
+  std::size_t size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+  void clear() noexcept { entries_.clear(); }
+
+ private:
+  friend class PostgresClient;
+  std::vector<std::pair<Sql, ParamBuffer>> entries_;
+};
+
+/// The outcome of one statement of a pipeline: a result or an error.
+struct PipelineResult {
+  Result result;
+  std::exception_ptr error;
+  bool ok() const noexcept { return !error; }
+};
+
+struct PostgresStats {
+  std::size_t connections = 0;       ///< open connections in the pool.
+  std::size_t exclusive = 0;         ///< connections leased to a transaction.
+  std::size_t waiters = 0;           ///< callers waiting for a connection.
+  std::size_t in_flight = 0;         ///< requests sent and not yet answered.
+  std::uint64_t connects = 0;        ///< connections opened since start.
+  std::uint64_t connect_failures = 0;
+  std::uint64_t discarded = 0;       ///< connections discarded as broken or poisoned.
+  std::uint64_t queries = 0;         ///< requests completed successfully.
+  std::uint64_t failures = 0;        ///< requests that failed (any kind but cancelled).
+  std::uint64_t timeouts = 0;        ///< requests that hit their client-side deadline.
+  std::uint64_t cancellations = 0;   ///< requests cancelled by their caller.
+  core::CircuitState breaker = core::CircuitState::closed;
+};
+
+class PostgresClient;
+
+/// The handle a `transaction` body gets: statements on the transaction's own connection.
+class Transaction {
+ public:
+  template <class... Args>
+  boost::asio::awaitable<Result> query(Sql sql, const Args&... args) {
+    params_.set(args...);
+    co_return co_await run(sql);
+  }
+  template <class... Args>
+  boost::asio::awaitable<std::int64_t> execute(Sql sql, const Args&... args) {
+    params_.set(args...);
+    const Result result = co_await run(sql);
+    co_return result.affected_rows();
+  }
+  template <class... Args>
+  boost::asio::awaitable<std::optional<OwnedRow>> query_one(Sql sql, const Args&... args) {
+    params_.set(args...);
+    Result result = co_await run(sql);
+    if (result.empty()) co_return std::nullopt;
+    co_return OwnedRow(std::move(result));
+  }
+  template <class T, class... Args>
+  boost::asio::awaitable<T> query_value(Sql sql, const Args&... args);
+
+ private:
+  friend class PostgresClient;
+  Transaction(PostgresClient& client, detail::Connection& connection,
+              std::chrono::milliseconds timeout) noexcept
+      : client_(&client), connection_(&connection), timeout_(timeout) {}
+  boost::asio::awaitable<Result> run(Sql sql);
+
+  PostgresClient* client_;
+  detail::Connection* connection_;
+  std::chrono::milliseconds timeout_;
+  ParamBuffer params_;
+};
+
+class PostgresClient {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  PostgresClient(executor_type executor, PostgresConfig config);
+  /// A client still open here closes its sockets synchronously and logs a warning: call
+  /// `close()` (or let a `ResourceScope` do it).
+  ~PostgresClient();
+  PostgresClient(const PostgresClient&) = delete;
+  PostgresClient& operator=(const PostgresClient&) = delete;
+
+  /// Opens `min_size` connections (at least one), retrying with backoff until
+  /// `startup_timeout`; then throws `Error(startup_timeout)` naming host, port and the last
+  /// cause (never the password). Bad credentials or a missing database fail at once
+  /// (`permanent`). Idempotent; concurrent callers share one start-up.
+  /// @par Per-operation cancellation
+  /// terminal.
+  boost::asio::awaitable<void> start();
+
+  /// Refuses new work at once, fails waiters (`client_closed`), lets in-flight work finish
+  /// within `close_timeout`, then fails what is left and closes every socket. Idempotent;
+  /// nothing of the client runs after it returns.
+  boost::asio::awaitable<void> close();
+
+  /// Runs one statement (pipelined with other callers' statements on a shared connection).
+  /// @par Per-operation cancellation
+  /// terminal: the caller returns at once with `cancelled`; the statement keeps its place
+  /// in the pipeline and its result is dropped.
+  template <class... Args>
+  boost::asio::awaitable<Result> query(Sql sql, const Args&... args) {
+    co_return co_await query(QueryOptions{}, sql, args...);
+  }
+  template <class... Args>
+  boost::asio::awaitable<Result> query(QueryOptions options, Sql sql, const Args&... args) {
+    ParamBuffer params;
+    params.set(args...);
+    co_return co_await run_single(options, sql, params);
+  }
+  /// Runs one statement; returns the number of rows affected.
+  template <class... Args>
+  boost::asio::awaitable<std::int64_t> execute(Sql sql, const Args&... args) {
+    const Result result = co_await query(QueryOptions{}, sql, args...);
+    co_return result.affected_rows();
+  }
+  template <class... Args>
+  boost::asio::awaitable<std::int64_t> execute(QueryOptions options, Sql sql,
+                                               const Args&... args) {
+    const Result result = co_await query(options, sql, args...);
+    co_return result.affected_rows();
+  }
+  /// The first row, or nothing when the query returned no rows.
+  template <class... Args>
+  boost::asio::awaitable<std::optional<OwnedRow>> query_one(Sql sql, const Args&... args) {
+    Result result = co_await query(QueryOptions{}, sql, args...);
+    if (result.empty()) co_return std::nullopt;
+    co_return OwnedRow(std::move(result));
+  }
+  /// The first column of the first row. With `T = std::optional<U>`, no row or NULL gives
+  /// nullopt; otherwise they throw `Error(type_mismatch)`.
+  template <class T, class... Args>
+  boost::asio::awaitable<T> query_value(Sql sql, const Args&... args) {
+    const Result result = co_await query(QueryOptions{}, sql, args...);
+    co_return first_value<T>(result);
+  }
+
+  /// Runs `fn(Transaction&)` between BEGIN and COMMIT on a connection of its own. Rolls
+  /// back on any exception; on cancellation the connection is discarded (the server rolls
+  /// back). Retries the whole body on `transient_conflict` (40001, 40P01) and on failures
+  /// before anything was sent; a connection lost while COMMIT was in flight raises
+  /// `commit_outcome_unknown` (`outcome_unknown`), retried only when `idempotent`.
+  template <class F>
+  auto transaction(F fn, TransactionOptions options = {})
+      -> std::invoke_result_t<F, Transaction&>;
+
+  /// Runs `fn(PostgresClient&)` under the retry policy: the only place (with `transaction`)
+  /// where the client retries. Idempotency is the caller's statement.
+  template <class F>
+  auto execute_resiliently(F fn, core::Idempotent idempotent,
+                           std::optional<core::RetryPolicy> policy = std::nullopt)
+      -> std::invoke_result_t<F, PostgresClient&> {
+    co_return co_await core::retry([&](const core::AttemptContext&) { return fn(*this); },
+                                   idempotent, policy.value_or(config_.retry), random_,
+                                   {"pg.execute_resiliently"});
+  }
+
+  /// Sends every statement of `pipeline` in one round trip on one connection.
+  /// Per-statement errors are returned, not thrown (connection-level failures throw).
+  boost::asio::awaitable<std::vector<PipelineResult>> pipeline(
+      const Pipeline& pipeline, PipelineMode mode = PipelineMode::independent,
+      QueryOptions options = {});
+
+  PostgresStats stats() const;
+  const PostgresConfig& config() const noexcept { return config_; }
+  executor_type get_executor() const noexcept { return executor_; }
+  /// Backend PIDs of the pool's connections (tests use them with pg_terminate_backend).
+  std::vector<int> backend_pids() const;
+
+ private:
+  friend class Transaction;
+  struct Slot;
+  struct Waiter;
+  enum class State : std::uint8_t { created, starting, running, closing, closed };
+
+  template <class T>
+  static T first_value(const Result& result);
+
+  boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql,
+                                            const ParamBuffer& params);
+  boost::asio::awaitable<Slot*> acquire(bool exclusive, std::chrono::steady_clock::time_point deadline);
+  void release_exclusive(Slot* slot) noexcept;
+  Slot* pick(bool exclusive) noexcept;
+  void dispatch() noexcept;
+  void on_broken(detail::Connection* connection) noexcept;
+  boost::asio::awaitable<std::shared_ptr<detail::Connection>> open_connection();
+  boost::asio::awaitable<void> maintain();
+  boost::asio::awaitable<void> start_once();
+  void check_running() const;
+  void check_session_state(Sql sql) const;
+  std::chrono::steady_clock::time_point deadline_for(std::chrono::milliseconds timeout) const;
+  void record(core::CircuitBreakerPermit& permit, const std::exception_ptr& error) noexcept;
+  void close_sync() noexcept;
+
+  /// One transaction attempt.
+  template <class F>
+  auto transaction_attempt(F& fn, const TransactionOptions& options)
+      -> std::invoke_result_t<F, Transaction&>;
+  boost::asio::awaitable<Slot*> begin_transaction(const TransactionOptions& options,
+                                                 core::CircuitBreakerPermit& permit);
+  boost::asio::awaitable<void> commit_transaction(Slot* slot, const TransactionOptions& options);
+  boost::asio::awaitable<void> rollback_transaction(Slot* slot);
+  void discard(Slot* slot, std::string_view why) noexcept;
+  static detail::Connection* slot_connection(Slot* slot) noexcept;
+  void enter() noexcept;  // an operation enters the client (close() waits for it to leave)
+  void leave() noexcept;
+  std::chrono::milliseconds statement_timeout(std::chrono::milliseconds requested) const noexcept {
+    return requested.count() > 0 ? requested : config_.statement_timeout;
+  }
+
+  executor_type executor_;
+  PostgresConfig config_;
+  core::DefaultRandom random_;
+  core::CircuitBreaker breaker_;
+  State state_ = State::created;
+  std::exception_ptr start_error_;
+  boost::asio::steady_timer state_changed_;  // cancelled on every state change
+  boost::asio::steady_timer maintain_wake_;
+  boost::asio::steady_timer idle_changed_;  // cancelled when active work drops
+  bool maintain_running_ = false;
+  std::size_t opening_ = 0;
+  std::size_t active_ = 0;  // operations inside the client (close waits for them)
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<std::shared_ptr<detail::Connection>> retired_;
+  std::deque<Waiter*> waiters_;
+  PostgresStats counters_;
+  std::string description_;
+};
+
+// ---- templates -----------------------------------------------------------------------------
+
+template <class T>
+T PostgresClient::first_value(const Result& result) {
+  if (result.empty() || result.columns() == 0) {
+    if constexpr (IsOptionalValue<T>::value) {
+      return std::nullopt;
+    } else {
+      throw Error(make_error_code(errc::type_mismatch), "query_value: the query returned no rows",
+                  RequestState::sent);
+    }
+  }
+  return result.front().template get<T>(std::size_t{0});
+}
+
+template <class T, class... Args>
+boost::asio::awaitable<T> Transaction::query_value(Sql sql, const Args&... args) {
+  params_.set(args...);
+  const Result result = co_await run(sql);
+  co_return PostgresClient::first_value<T>(result);
+}
+
+template <class F>
+auto PostgresClient::transaction(F fn, TransactionOptions options)
+    -> std::invoke_result_t<F, Transaction&> {
+  co_return co_await core::retry(
+      [&](const core::AttemptContext&) { return transaction_attempt(fn, options); },
+      options.idempotent, options.retry.value_or(config_.retry), random_, {"pg.transaction"});
+}
+
+template <class F>
+auto PostgresClient::transaction_attempt(F& fn, const TransactionOptions& options)
+    -> std::invoke_result_t<F, Transaction&> {
+  using R = typename std::invoke_result_t<F, Transaction&>::value_type;
+  check_running();
+  core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
+  enter();
+  Slot* slot = nullptr;
+  try {
+    slot = co_await begin_transaction(options, permit);
+  } catch (...) {
+    record(permit, std::current_exception());
+    leave();
+    throw;
+  }
+  std::exception_ptr failure;
+  bool committed = false;
+  std::optional<std::conditional_t<std::is_void_v<R>, int, R>> value;
+  try {
+    Transaction tx(*this, *slot_connection(slot), statement_timeout(options.statement_timeout));
+    if constexpr (std::is_void_v<R>) {
+      co_await fn(tx);
+    } else {
+      value.emplace(co_await fn(tx));
+    }
+    co_await commit_transaction(slot, options);
+    committed = true;
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (!committed) {
+    if (classify(failure) == ErrorKind::cancelled) {
+      // The coroutine is cancelled: nothing more can be awaited. Closing the connection
+      // makes the server roll back.
+      discard(slot, "transaction cancelled");
+    } else {
+      try {
+        co_await rollback_transaction(slot);
+      } catch (const std::exception& e) {
+        discard(slot, e.what());  // logged there; the body's error is what the caller gets
+      }
+    }
+  }
+  release_exclusive(slot);
+  record(permit, failure);
+  leave();
+  if (failure) std::rethrow_exception(failure);
+  if constexpr (!std::is_void_v<R>) co_return std::move(*value);
+}
+
+}  // namespace trading_shared::pg

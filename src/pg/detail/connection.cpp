@@ -1,0 +1,498 @@
+#include "detail/connection.hpp"
+
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/timeout.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <utility>
+
+namespace trading_shared::pg::detail {
+namespace asio = boost::asio;
+using wait_type = asio::posix::stream_descriptor::wait_type;
+
+namespace {
+
+struct ConninfoDeleter {
+  void operator()(PQconninfoOption* o) const noexcept { PQconninfoFree(o); }
+};
+
+std::string trim_message(const char* message) {
+  std::string text = message != nullptr ? message : "";
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (auto& c : text) {
+    if (c == '\n') c = ' ';
+  }
+  return text;
+}
+
+// libpq reports connection-time server errors only as text; map the ones whose kind matters
+// (authentication must be permanent, "starting up" transient) to their SQLSTATE.
+struct ConnectMessage {
+  std::string_view text;
+  std::string_view sqlstate;
+};
+constexpr std::array kConnectMessages = {
+    ConnectMessage{"password authentication failed", "28P01"},
+    ConnectMessage{"no pg_hba.conf entry", "28000"},
+    ConnectMessage{"role \"", "28000"},  // role "x" does not exist
+    ConnectMessage{"SCRAM authentication", "28P01"},
+    ConnectMessage{"database \"", "3D000"},  // database "x" does not exist
+    ConnectMessage{"no such database", "3D000"},  // PgBouncer
+    ConnectMessage{"the database system is starting up", "57P03"},
+    ConnectMessage{"the database system is shutting down", "57P03"},
+    ConnectMessage{"the database system is in recovery mode", "57P03"},
+    ConnectMessage{"the database system is not yet accepting connections", "57P03"},
+    ConnectMessage{"too many clients already", "53300"},
+    ConnectMessage{"remaining connection slots are reserved", "53300"},
+    ConnectMessage{"pgbouncer cannot connect to server", "08P01"},
+    ConnectMessage{"server login has been failing", "08P01"},
+    ConnectMessage{"no more connections allowed", "08P01"},
+};
+
+[[noreturn]] void throw_connect_error(const std::string& message, const std::string& what) {
+  for (const auto& entry : kConnectMessages) {
+    if (message.find(entry.text) != std::string::npos &&
+        (entry.text.back() != '"' || message.find("does not exist") != std::string::npos)) {
+      throw Error(ServerError{ServerKind::postgres, std::string(entry.sqlstate), message, {}, {}},
+                  what, RequestState::not_sent);
+    }
+  }
+  throw Error(make_error_code(errc::connect_failed), what + ": " + message,
+              RequestState::not_sent);
+}
+
+void notice_processor(void* arg, const char* message) {
+  auto* self = static_cast<Connection*>(arg);
+  core::logger("pg")->info("{}: server notice: {}", self->description(), trim_message(message));
+}
+
+std::exception_ptr server_error(const PGresult* result, RequestState state) {
+  auto field = [&](int code) {
+    const char* v = PQresultErrorField(result, code);
+    return std::string(v != nullptr ? v : "");
+  };
+  ServerError error{ServerKind::postgres, field(PG_DIAG_SQLSTATE), field(PG_DIAG_MESSAGE_PRIMARY),
+                    field(PG_DIAG_MESSAGE_DETAIL), field(PG_DIAG_MESSAGE_HINT)};
+  if (error.message.empty()) error.message = trim_message(PQresultErrorMessage(result));
+  return std::make_exception_ptr(Error(std::move(error), "query", state));
+}
+
+}  // namespace
+
+std::string describe_dsn(const std::string& dsn) {
+  char* err = nullptr;
+  std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(PQconninfoParse(dsn.c_str(), &err));
+  if (!options) {
+    if (err != nullptr) PQfreemem(err);
+    return "<malformed dsn>";
+  }
+  std::string host = "localhost", port = "5432", dbname, user;
+  for (auto* o = options.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    const std::string_view key = o->keyword;
+    if (key == "host") host = o->val;
+    if (key == "port") port = o->val;
+    if (key == "dbname") dbname = o->val;
+    if (key == "user") user = o->val;
+  }
+  return host + ":" + port + "/" + dbname + (user.empty() ? "" : " as " + user);
+}
+
+asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
+                                           const std::string& application_name,
+                                           std::chrono::milliseconds timeout) {
+  char* err = nullptr;
+  std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(PQconninfoParse(dsn.c_str(), &err));
+  if (!options) {
+    std::string message = trim_message(err);
+    if (err != nullptr) PQfreemem(err);
+    throw Error(make_error_code(errc::invalid_argument), "invalid PostgreSQL DSN: " + message,
+                RequestState::not_sent);
+  }
+  ConnectParams params;
+  params.description = describe_dsn(dsn);
+  std::string host, hostaddr, port = "5432";
+  bool has_app_name = false;
+  for (auto* o = options.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    const std::string_view key = o->keyword;
+    if (key == "host") {
+      host = o->val;
+      continue;  // passed below, after resolution
+    }
+    if (key == "hostaddr") {
+      hostaddr = o->val;
+      continue;
+    }
+    if (key == "port") port = o->val;
+    if (key == "application_name") has_app_name = true;
+    params.keywords.emplace_back(o->keyword);
+    params.values.emplace_back(o->val);
+  }
+  if (host.find(',') != std::string::npos) {
+    throw Error(make_error_code(errc::invalid_argument),
+                "multiple hosts in a DSN are not supported: " + params.description,
+                RequestState::not_sent);
+  }
+  if (!host.empty() && host.front() == '/') {
+    params.keywords.emplace_back("host");  // a Unix socket directory: nothing to resolve
+    params.values.push_back(host);
+  } else if (hostaddr.empty()) {
+    if (host.empty()) host = "localhost";
+    asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
+    auto results = co_await core::with_timeout(
+        resolver.async_resolve(host, port, asio::use_awaitable), timeout, errc::connect_timeout,
+        "resolving " + host, RequestState::not_sent);
+    if (results.empty()) {
+      throw Error(make_error_code(errc::connect_failed), "cannot resolve " + host,
+                  RequestState::not_sent);
+    }
+    hostaddr = results.begin()->endpoint().address().to_string();
+    params.keywords.emplace_back("host");  // kept for TLS verification and messages
+    params.values.push_back(host);
+    params.keywords.emplace_back("hostaddr");
+    params.values.push_back(hostaddr);
+  } else {
+    if (!host.empty()) {
+      params.keywords.emplace_back("host");
+      params.values.push_back(host);
+    }
+    params.keywords.emplace_back("hostaddr");
+    params.values.push_back(hostaddr);
+  }
+  if (!has_app_name && !application_name.empty()) {
+    params.keywords.emplace_back("application_name");
+    params.values.push_back(application_name);
+  }
+  co_return params;
+}
+
+Connection::Connection(Executor executor)
+    : executor_(std::move(executor)),
+      writer_wake_(executor_, Clock::time_point::max()),
+      io_done_(executor_, Clock::time_point::max()) {}
+
+Connection::~Connection() {
+  if (conn_ != nullptr) {
+    // Only reached when the owner never closed us: close the socket synchronously.
+    if (socket_) socket_->release();
+    PQfinish(conn_);
+  }
+}
+
+asio::awaitable<void> Connection::wait(wait_type type, Clock::time_point deadline) {
+  const auto left = deadline - Clock::now();
+  if (left <= Clock::duration::zero()) {
+    throw Error(make_error_code(errc::connect_timeout), "connecting to " + description_,
+                RequestState::not_sent);
+  }
+  co_await core::with_timeout(socket_->async_wait(type, asio::use_awaitable), left,
+                              errc::connect_timeout, "connecting to " + description_,
+                              RequestState::not_sent);
+}
+
+asio::awaitable<void> Connection::connect(const ConnectParams& params,
+                                          std::chrono::milliseconds timeout) {
+  description_ = params.description;
+  const auto deadline = Clock::now() + timeout;
+  std::vector<const char*> keywords, values;
+  for (std::size_t i = 0; i < params.keywords.size(); ++i) {
+    keywords.push_back(params.keywords[i].c_str());
+    values.push_back(params.values[i].c_str());
+  }
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  conn_ = PQconnectStartParams(keywords.data(), values.data(), 0);
+  const std::string what = "connecting to " + description_;
+  if (conn_ == nullptr) throw std::bad_alloc();
+  if (PQstatus(conn_) == CONNECTION_BAD) throw_connect_error(trim_message(PQerrorMessage(conn_)), what);
+  PQsetNoticeProcessor(conn_, &notice_processor, this);
+
+  PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+  while (status != PGRES_POLLING_OK) {
+    if (status == PGRES_POLLING_FAILED) {
+      throw_connect_error(trim_message(PQerrorMessage(conn_)), what);
+    }
+    // The socket may change between steps (another address, SSL retry): register anew.
+    if (socket_) socket_->release();
+    socket_.emplace(executor_, PQsocket(conn_));
+    co_await wait(status == PGRES_POLLING_READING ? wait_type::wait_read : wait_type::wait_write,
+                  deadline);
+    status = PQconnectPoll(conn_);
+  }
+  if (socket_) socket_->release();
+  socket_.emplace(executor_, PQsocket(conn_));
+  if (PQsetnonblocking(conn_, 1) != 0 || PQenterPipelineMode(conn_) != 1) {
+    throw Error(make_error_code(errc::connect_failed),
+                what + ": cannot enter pipeline mode: " + trim_message(PQerrorMessage(conn_)),
+                RequestState::not_sent);
+  }
+  backend_pid_ = PQbackendPID(conn_);
+  start_io();
+}
+
+void Connection::start_io() {
+  auto self = shared_from_this();
+  auto finished = [self](std::exception_ptr error) {
+    if (error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        core::logger("pg")->error("{}: I/O coroutine failed: {}", self->description_, e.what());
+      }
+      self->fail(make_error_code(errc::connection_lost), RequestState::sent, "I/O failure");
+    }
+    if (--self->io_running_ == 0) self->io_done_.cancel();
+  };
+  io_running_ = 2;
+  asio::co_spawn(executor_, reader(), finished);
+  asio::co_spawn(executor_, writer(), finished);
+}
+
+void Connection::wake_writer() noexcept {
+  flush_needed_ = true;
+  writer_wake_.cancel();
+}
+
+asio::awaitable<void> Connection::writer() {
+  auto self = shared_from_this();
+  boost::system::error_code ec;
+  while (!broken_) {
+    if (!flush_needed_) {
+      co_await writer_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;  // woken (operation_aborted) or closing: re-check state
+    }
+    flush_needed_ = false;
+    for (;;) {
+      const int r = PQflush(conn_);
+      if (r == 0) break;
+      if (r < 0) {
+        fail(make_error_code(errc::connection_lost), RequestState::sent, "write");
+        co_return;
+      }
+      // The reader keeps consuming input meanwhile, so the server never blocks on us.
+      co_await socket_->async_wait(wait_type::wait_write,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+      if (broken_) co_return;
+    }
+  }
+}
+
+asio::awaitable<void> Connection::reader() {
+  auto self = shared_from_this();
+  boost::system::error_code ec;
+  while (!broken_) {
+    if (!drain_results()) co_return;
+    co_await socket_->async_wait(wait_type::wait_read,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    if (broken_) co_return;
+    if (PQconsumeInput(conn_) == 0) {
+      fail(make_error_code(errc::connection_lost), RequestState::sent,
+           trim_message(PQerrorMessage(conn_)));
+      co_return;
+    }
+  }
+}
+
+bool Connection::drain_results() noexcept {
+  while (!inflight_.empty()) {
+    if (broken_) return false;
+    if (PQisBusy(conn_) != 0) return true;
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) {
+      // End of one statement's results; a second NULL in a row: nothing more is buffered.
+      if (last_was_null_) {
+        last_was_null_ = false;
+        return true;
+      }
+      last_was_null_ = true;
+      continue;
+    }
+    last_was_null_ = false;
+    Result result(raw);
+    Request* front = inflight_.front();
+    switch (PQresultStatus(raw)) {
+      case PGRES_PIPELINE_SYNC: complete_front(); break;
+      case PGRES_PIPELINE_ABORTED:
+        if (front != nullptr) ++front->received;
+        break;
+      case PGRES_FATAL_ERROR:
+        if (front != nullptr) {
+          if (!front->error) front->error = server_error(raw, RequestState::sent);
+          ++front->received;
+        }
+        break;
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+      case PGRES_EMPTY_QUERY:
+      case PGRES_SINGLE_TUPLE:
+        if (front != nullptr) {
+          if (front->received < front->results.size()) {
+            front->results[front->received] = std::move(result);
+          }
+          ++front->received;
+        }
+        break;
+      case PGRES_NONFATAL_ERROR:  // notices arrive through the notice processor
+        break;
+      default:
+        // COPY states cannot occur in pipeline mode; anything else means we lost track.
+        fail(make_error_code(errc::protocol_error), RequestState::sent,
+             std::string("unexpected result status ") + PQresStatus(PQresultStatus(raw)));
+        return false;
+    }
+  }
+  return true;
+}
+
+void Connection::complete_front() noexcept {
+  Request* front = inflight_.front();
+  inflight_.pop_front();
+  ++completed_;
+  if (front == nullptr) return;  // abandoned by its caller: results dropped
+  front->done = true;
+  if (front->notifier != nullptr) front->notifier->cancel();
+}
+
+std::exception_ptr Connection::connection_error(std::error_code code, RequestState state,
+                                                std::string_view what) const {
+  return std::make_exception_ptr(Error(code, description_ + ": " + std::string(what), state));
+}
+
+void Connection::fail(std::error_code error, RequestState state, std::string_view what) noexcept {
+  if (broken_) return;
+  broken_ = true;
+  if (!inflight_.empty() && error != errc::client_closed) {
+    core::logger("pg")->warn("{}: connection failed with {} request(s) in flight: {}",
+                             description_, inflight_.size(), what);
+  }
+  try {
+    auto eptr = connection_error(error, state, what);
+    while (!inflight_.empty()) {
+      Request* r = inflight_.front();
+      inflight_.pop_front();
+      if (r == nullptr) continue;
+      // Its Sync never came: whatever the server said before, the outcome is unknown.
+      r->error = eptr;
+      r->done = true;
+      if (r->notifier != nullptr) r->notifier->cancel();
+    }
+  } catch (const std::exception& e) {  // allocation failure while building the error
+    core::logger("pg")->critical("{}: cannot report connection failure: {}", description_,
+                                 e.what());
+  }
+  if (socket_) {
+    boost::system::error_code ignored;
+    socket_->cancel(ignored);
+  }
+  writer_wake_.cancel();
+  if (on_broken_) {
+    auto callback = std::move(on_broken_);
+    on_broken_ = nullptr;
+    callback();
+  }
+}
+
+void Connection::send_cancel_request() noexcept {
+  if (conn_ == nullptr || !cancel_sink_) return;
+  if (PGcancel* cancel = PQgetCancel(conn_)) cancel_sink_(cancel);
+}
+
+void Connection::close(std::error_code error) noexcept {
+  if (conn_ == nullptr) return;
+  fail(error, RequestState::sent, error == errc::client_closed ? "closed" : error.message());
+  if (socket_) {
+    socket_->release();  // libpq owns the descriptor
+    socket_.reset();
+  }
+  PQfinish(conn_);
+  conn_ = nullptr;
+}
+
+asio::awaitable<void> Connection::wait_closed() {
+  boost::system::error_code ec;
+  while (io_running_ > 0) {
+    co_await io_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+void Connection::send(Request& request) {
+  if (!open()) {
+    throw Error(make_error_code(errc::connection_lost), description_ + ": connection not open",
+                RequestState::not_sent);
+  }
+  request.results.resize(request.count);
+  request.received = 0;
+  request.done = false;
+  request.error = nullptr;
+  for (std::size_t i = 0; i < request.count; ++i) {
+    const Statement& s = request.statements[i];
+    const ParamBuffer* p = s.params;
+    const int sent = PQsendQueryParams(conn_, s.sql,
+                                       p != nullptr ? p->count() : 0,
+                                       p != nullptr ? p->types() : nullptr,
+                                       p != nullptr ? p->values() : nullptr,
+                                       p != nullptr ? p->lengths() : nullptr,
+                                       p != nullptr ? p->formats() : nullptr, 1);
+    if (sent != 1) {
+      // Statements before this one may be queued in libpq without their Sync: the pipeline
+      // is no longer in a known state, so the connection goes.
+      const std::string message = trim_message(PQerrorMessage(conn_));
+      fail(make_error_code(errc::connection_lost), RequestState::not_sent, message);
+      throw Error(make_error_code(errc::connection_lost), description_ + ": " + message,
+                  i == 0 ? RequestState::not_sent : RequestState::sent);
+    }
+  }
+  if (PQpipelineSync(conn_) != 1) {
+    const std::string message = trim_message(PQerrorMessage(conn_));
+    fail(make_error_code(errc::connection_lost), RequestState::not_sent, message);
+    throw Error(make_error_code(errc::connection_lost), description_ + ": " + message,
+                RequestState::sent);
+  }
+  inflight_.push_back(&request);
+  wake_writer();
+}
+
+void Connection::abandon(Request& request) noexcept {
+  request.notifier = nullptr;
+  auto it = std::find(inflight_.begin(), inflight_.end(), &request);
+  if (it != inflight_.end()) *it = nullptr;
+}
+
+asio::awaitable<void> Connection::await(Request& request, Clock::time_point deadline) {
+  if (request.done) {
+    if (request.error) std::rethrow_exception(request.error);
+    co_return;
+  }
+  asio::steady_timer notifier(executor_, deadline);
+  request.notifier = &notifier;
+  boost::system::error_code ec;
+  co_await notifier.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  request.notifier = nullptr;
+  if (request.done) {
+    if (request.error) std::rethrow_exception(request.error);
+    co_return;
+  }
+  // Not answered: give up our slot (the reader drops the results when they come).
+  abandon(request);
+  if (ec == asio::error::operation_aborted) {
+    throw Error(make_error_code(errc::cancelled), description_ + ": query cancelled by caller",
+                RequestState::sent);
+  }
+  // Deadline: the query may still run on the server. Ask the server to cancel it (off the
+  // loop) and discard the connection, so that no later request reads a stale result.
+  send_cancel_request();
+  close(make_error_code(errc::connection_lost));
+  throw Error(make_error_code(errc::request_timeout), description_ + ": query timed out",
+              RequestState::sent);
+}
+
+}  // namespace trading_shared::pg::detail

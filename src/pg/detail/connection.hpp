@@ -1,0 +1,165 @@
+#pragma once
+/// @file
+/// One libpq connection in non-blocking pipeline mode, driven on an Asio executor.
+///
+/// The connection is an actor with two coroutines of its own: a writer that flushes libpq's
+/// output buffer (so that the requests of many callers go out in one write) and a reader that
+/// consumes input and hands each request its results, in FIFO order. Every request is sent as
+/// its statements followed by one Sync, so that a failure stays with its request.
+///
+/// A caller that is cancelled after its request was written keeps its FIFO slot; the reader
+/// drops that request's results when they come. A caller whose deadline passes poisons the
+/// connection: it is closed (with a cancel request sent to the server off the loop), every
+/// other request in flight fails with `connection_lost` (`outcome_unknown`), and the pool
+/// replaces it. A connection with a result still pending is never reused.
+
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/pg/params.hpp>
+#include <trading_shared/pg/result.hpp>
+#include <trading_shared/pg/sql.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trading_shared::pg::detail {
+
+using Executor = boost::asio::any_io_executor;
+using Clock = std::chrono::steady_clock;
+
+/// Connection parameters after DSN parsing and host name resolution.
+struct ConnectParams {
+  std::vector<std::string> keywords;
+  std::vector<std::string> values;
+  /// "host:port/dbname as user" — for messages; never contains the password.
+  std::string description;
+};
+
+/// Parses `dsn` (keyword or URI form) and resolves its host with Asio (libpq would block the
+/// loop in getaddrinfo); the resolved address is passed as `hostaddr`. Throws
+/// `Error(invalid_argument)` for a malformed DSN, `Error(connect_failed)` when the host
+/// cannot be resolved.
+boost::asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
+                                                  const std::string& application_name,
+                                                  std::chrono::milliseconds timeout);
+
+/// Removes the password from a DSN for messages.
+std::string describe_dsn(const std::string& dsn);
+
+/// One statement of a request.
+struct Statement {
+  const char* sql = nullptr;
+  const ParamBuffer* params = nullptr;  // null: no parameters
+};
+
+/// A request waiting for its results. Lives on the caller's coroutine frame.
+struct Request {
+  const Statement* statements = nullptr;
+  std::size_t count = 0;
+  /// Results, one per statement (for a single statement, `results[0]`).
+  std::vector<Result> results;
+  /// First error of the request (a server error, or the connection's failure).
+  std::exception_ptr error;
+  std::size_t received = 0;  // statements whose results have been read
+  bool done = false;
+  boost::asio::steady_timer* notifier = nullptr;
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  explicit Connection(Executor executor);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  /// Connects, authenticates and enters pipeline mode; then starts the reader and writer.
+  boost::asio::awaitable<void> connect(const ConnectParams& params,
+                                       std::chrono::milliseconds timeout);
+
+  /// Sends the request's statements and one Sync, then waits for the results until
+  /// `deadline`. On deadline the connection is poisoned (see the file comment) and
+  /// `Error(request_timeout)` is thrown. On cancellation the request keeps its slot and
+  /// `Error(cancelled)` is thrown.
+  boost::asio::awaitable<void> run(Request& request, Clock::time_point deadline) {
+    send(request);
+    co_await await(request, deadline);
+  }
+  /// Queues the request's statements and its Sync (written by the writer, coalesced with
+  /// other callers' requests). Throws when the connection is not open.
+  void send(Request& request);
+  /// Waits for a request queued with `send`; see `run`.
+  boost::asio::awaitable<void> await(Request& request, Clock::time_point deadline);
+  /// Asks the server (off the loop) to cancel what this connection is running.
+  void send_cancel_request() noexcept;
+  /// Gives up a request's slot: its results will be read and dropped.
+  void abandon(Request& request) noexcept;
+
+  /// Closes the socket at once: fails every request in flight with `error`, stops the reader
+  /// and writer. Idempotent.
+  void close(std::error_code error = make_error_code(errc::client_closed)) noexcept;
+  /// Awaits the end of the reader and writer after close().
+  boost::asio::awaitable<void> wait_closed();
+
+  bool open() const noexcept { return conn_ != nullptr && !broken_; }
+  bool broken() const noexcept { return broken_; }
+  std::size_t in_flight() const noexcept { return inflight_.size(); }
+  /// Backend PID (for pg_terminate_backend in tests and cancel requests).
+  int backend_pid() const noexcept { return backend_pid_; }
+  const std::string& description() const noexcept { return description_; }
+  /// Bumped on every completed request: lets the pool tell a busy connection from a stuck one.
+  std::uint64_t completed() const noexcept { return completed_; }
+
+ private:
+  boost::asio::awaitable<void> wait(boost::asio::posix::stream_descriptor::wait_type type,
+                                    Clock::time_point deadline);
+  boost::asio::awaitable<void> reader();
+  boost::asio::awaitable<void> writer();
+  void start_io();
+  void wake_writer() noexcept;
+  /// Reads every result available without blocking; false when the connection broke.
+  bool drain_results() noexcept;
+  void complete_front() noexcept;
+  void fail(std::error_code error, RequestState state, std::string_view what) noexcept;
+  std::exception_ptr connection_error(std::error_code code, RequestState state,
+                                      std::string_view what) const;
+
+  Executor executor_;
+  PGconn* conn_ = nullptr;
+  std::optional<boost::asio::posix::stream_descriptor> socket_;
+  boost::asio::steady_timer writer_wake_;
+  boost::asio::steady_timer io_done_;
+  int io_running_ = 0;
+  bool flush_needed_ = false;
+  bool broken_ = false;
+  int backend_pid_ = 0;
+  std::uint64_t completed_ = 0;
+  std::string description_;
+  /// Requests sent and not yet answered, in order; null = abandoned by its caller.
+  std::deque<Request*> inflight_;
+  /// Consecutive NULLs from PQgetResult: a second one means "nothing more buffered".
+  bool last_was_null_ = false;
+  std::function<void()> on_broken_;
+  std::function<void(PGcancel*)> cancel_sink_;
+
+ public:
+  /// Called once when the connection breaks or is poisoned (the pool replaces it).
+  void set_on_broken(std::function<void()> f) { on_broken_ = std::move(f); }
+  /// Receives cancel requests to send off the loop (PQcancel blocks); takes ownership.
+  void set_cancel_sink(std::function<void(PGcancel*)> f) { cancel_sink_ = std::move(f); }
+};
+
+}  // namespace trading_shared::pg::detail

@@ -1,0 +1,726 @@
+#include <trading_shared/pg/postgres_client.hpp>
+
+#include <trading_shared/core/backoff.hpp>
+#include <trading_shared/core/logging.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "detail/cancel_sender.hpp"
+#include "detail/connection.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+namespace trading_shared::pg {
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+using detail::Connection;
+
+struct PostgresClient::Slot {
+  std::shared_ptr<Connection> connection;
+  bool exclusive = false;
+  bool draining = false;  // reserved for a waiting transaction: no new shared statements
+};
+
+struct PostgresClient::Waiter {
+  bool exclusive = false;
+  Slot* granted = nullptr;
+  bool closed = false;
+  asio::steady_timer* notifier = nullptr;
+};
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() { return core::logger("pg"); }
+
+bool starts_with_word(std::string_view sql, std::string_view word) {
+  std::size_t i = 0;
+  while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i])) != 0) ++i;
+  if (sql.size() - i < word.size()) return false;
+  for (std::size_t k = 0; k < word.size(); ++k) {
+    if (std::toupper(static_cast<unsigned char>(sql[i + k])) != word[k]) return false;
+  }
+  const std::size_t end = i + word.size();
+  return end == sql.size() || std::isspace(static_cast<unsigned char>(sql[end])) != 0;
+}
+
+std::string_view after_word(std::string_view sql, std::string_view word) {
+  std::size_t i = 0;
+  while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i])) != 0) ++i;
+  return sql.substr(std::min(sql.size(), i + word.size()));
+}
+
+}  // namespace
+
+PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
+    : executor_(std::move(executor)),
+      config_(std::move(config)),
+      breaker_([&] {
+        auto b = config_.breaker;
+        if (b.name.empty() || b.name == core::CircuitBreakerConfig{}.name) {
+          b.name = "pg " + detail::describe_dsn(config_.dsn);
+        }
+        return b;
+      }(),
+               core::SteadyClock::instance(), random_),
+      state_changed_(executor_, Clock::time_point::max()),
+      maintain_wake_(executor_, Clock::time_point::max()),
+      idle_changed_(executor_, Clock::time_point::max()),
+      description_(detail::describe_dsn(config_.dsn)) {
+  if (config_.max_size == 0) {
+    throw Error(make_error_code(errc::invalid_argument), "PostgresConfig.max_size must be > 0",
+                RequestState::not_sent);
+  }
+  config_.min_size = std::min(config_.min_size, config_.max_size);
+  config_.max_pipeline_depth = std::max<std::size_t>(config_.max_pipeline_depth, 1);
+}
+
+PostgresClient::~PostgresClient() {
+  if (state_ != State::closed && state_ != State::created) {
+    log()->warn("PostgresClient {} destroyed without close(): closing its sockets now",
+                description_);
+  }
+  close_sync();
+}
+
+void PostgresClient::close_sync() noexcept {
+  for (auto& slot : slots_) slot->connection->close();
+  for (auto& c : retired_) c->close();
+  slots_.clear();
+  retired_.clear();
+}
+
+std::vector<int> PostgresClient::backend_pids() const {
+  std::vector<int> pids;
+  for (const auto& slot : slots_) {
+    if (slot->connection->open()) pids.push_back(slot->connection->backend_pid());
+  }
+  return pids;
+}
+
+PostgresStats PostgresClient::stats() const {
+  PostgresStats s = counters_;
+  s.connections = 0;
+  s.exclusive = 0;
+  s.in_flight = 0;
+  for (const auto& slot : slots_) {
+    if (!slot->connection->open()) continue;
+    ++s.connections;
+    if (slot->exclusive) ++s.exclusive;
+    s.in_flight += slot->connection->in_flight();
+  }
+  s.waiters = waiters_.size();
+  s.breaker = breaker_.stats().trips > 0 ? const_cast<core::CircuitBreaker&>(breaker_).state()
+                                          : core::CircuitState::closed;
+  return s;
+}
+
+void PostgresClient::check_running() const {
+  switch (state_) {
+    case State::running: return;
+    case State::created:
+    case State::starting:
+      throw Error(make_error_code(errc::not_started), "PostgresClient " + description_,
+                  RequestState::not_sent);
+    case State::closing:
+    case State::closed:
+      throw Error(make_error_code(errc::client_closed), "PostgresClient " + description_,
+                  RequestState::not_sent);
+  }
+}
+
+void PostgresClient::check_session_state(Sql sql) const {
+  if (!config_.pgbouncer_transaction_mode) return;
+  const std::string_view text = sql.c_str();
+  // Session state would stay on a server connection that PgBouncer then hands to other
+  // clients (F12): only transaction-scoped SET is allowed.
+  if (starts_with_word(text, "SET")) {
+    const auto rest = after_word(text, "SET");
+    if (!starts_with_word(rest, "LOCAL") && !starts_with_word(rest, "TRANSACTION") &&
+        !starts_with_word(rest, "CONSTRAINTS")) {
+      throw Error(make_error_code(errc::invalid_argument),
+                  "session-level SET is not allowed with pgbouncer_transaction_mode: use SET "
+                  "LOCAL inside transaction()",
+                  RequestState::not_sent);
+    }
+  }
+  if (starts_with_word(text, "LISTEN") || starts_with_word(text, "PREPARE")) {
+    throw Error(make_error_code(errc::invalid_argument),
+                "LISTEN and PREPARE need a session: not allowed with pgbouncer_transaction_mode",
+                RequestState::not_sent);
+  }
+}
+
+Clock::time_point PostgresClient::deadline_for(std::chrono::milliseconds timeout) const {
+  return Clock::now() + statement_timeout(timeout) + config_.network_timeout_margin;
+}
+
+void PostgresClient::record(core::CircuitBreakerPermit& permit,
+                            const std::exception_ptr& error) noexcept {
+  if (!error) {
+    ++counters_.queries;
+    permit.success();
+    return;
+  }
+  const ErrorKind kind = classify(error);
+  if (kind == ErrorKind::cancelled) {
+    ++counters_.cancellations;
+  } else {
+    ++counters_.failures;
+  }
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    if (e.code() == errc::request_timeout) ++counters_.timeouts;
+  } catch (...) {  // not ours: classified above, nothing more to count
+  }
+  permit.record(kind);
+}
+
+// ---- lifecycle -------------------------------------------------------------------------------
+
+asio::awaitable<void> PostgresClient::start() {
+  for (;;) {
+    switch (state_) {
+      case State::running: co_return;
+      case State::closing:
+      case State::closed:
+        throw Error(make_error_code(errc::client_closed), "PostgresClient " + description_,
+                    RequestState::not_sent);
+      case State::starting: {
+        // Single flight: wait for the start-up in progress and share its outcome.
+        boost::system::error_code ec;
+        co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (state_ == State::created && start_error_) std::rethrow_exception(start_error_);
+        continue;
+      }
+      case State::created: break;
+    }
+    break;
+  }
+  state_ = State::starting;
+  start_error_ = nullptr;
+  std::exception_ptr failure;
+  try {
+    co_await start_once();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    close_sync();
+    state_ = State::created;  // a later start() may try again
+    start_error_ = failure;
+    state_changed_.cancel();
+    std::rethrow_exception(failure);
+  }
+  state_ = State::running;
+  state_changed_.cancel();
+  maintain_running_ = true;
+  asio::co_spawn(executor_, maintain(), [this](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log()->error("{}: pool maintenance stopped: {}", description_, ex.what());
+      }
+    }
+    maintain_running_ = false;
+    state_changed_.cancel();
+  });
+}
+
+asio::awaitable<void> PostgresClient::start_once() {
+  const auto deadline = Clock::now() + config_.startup_timeout;
+  core::Backoff backoff(config_.reconnect_backoff, random_);
+  std::string last_cause;
+  const std::size_t wanted = std::max<std::size_t>(config_.min_size, 1);
+  for (std::uint32_t attempt = 1;; ++attempt) {
+    std::exception_ptr failure;
+    try {
+      while (slots_.size() < wanted) {
+        auto connection = co_await open_connection();
+        auto slot = std::make_unique<Slot>();
+        slot->connection = std::move(connection);
+        slots_.push_back(std::move(slot));
+      }
+      co_return;
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    const ErrorKind kind = classify(failure);
+    if (kind == ErrorKind::permanent || kind == ErrorKind::cancelled) {
+      std::rethrow_exception(failure);  // bad credentials, missing database: no retry (F16)
+    }
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      last_cause = e.what();
+    }
+    const auto delay = backoff.next();
+    if (Clock::now() + delay >= deadline) {
+      throw Error(make_error_code(errc::startup_timeout),
+                  "PostgreSQL " + description_ + " not reachable within " +
+                      std::to_string(config_.startup_timeout.count()) + " ms after " +
+                      std::to_string(attempt) + " attempt(s); last error: " + last_cause,
+                  RequestState::not_sent);
+    }
+    log()->warn("{}: start-up attempt {} failed ({}); retrying in {} ms", description_, attempt,
+                last_cause, delay.count());
+    asio::steady_timer timer(executor_, delay);
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection() {
+  auto params = co_await detail::resolve_dsn(config_.dsn, config_.application_name,
+                                             config_.connect_timeout);
+  auto connection = std::make_shared<Connection>(executor_);
+  try {
+    co_await connection->connect(params, config_.connect_timeout);
+  } catch (...) {
+    ++counters_.connect_failures;
+    connection->close();
+    throw;
+  }
+  ++counters_.connects;
+  Connection* raw = connection.get();
+  connection->set_on_broken([this, raw] { on_broken(raw); });
+  connection->set_cancel_sink([](PGcancel* cancel) { detail::CancelSender::instance().send(cancel); });
+  co_return connection;
+}
+
+void PostgresClient::on_broken(Connection* connection) noexcept {
+  auto it = std::find_if(slots_.begin(), slots_.end(),
+                         [&](const auto& s) { return s->connection.get() == connection; });
+  if (it == slots_.end()) return;
+  if (state_ == State::running) {
+    ++counters_.discarded;
+    log()->warn("{}: connection (backend {}) discarded; the pool will replace it", description_,
+                connection->backend_pid());
+  }
+  if ((*it)->exclusive) return;  // its lease holder discards it on release
+  retired_.push_back((*it)->connection);
+  slots_.erase(it);
+  maintain_wake_.cancel();
+}
+
+void PostgresClient::discard(Slot* slot, std::string_view why) noexcept {
+  log()->warn("{}: discarding connection (backend {}): {}", description_,
+              slot->connection->backend_pid(), why);
+  if (slot->connection->in_flight() > 0) slot->connection->send_cancel_request();
+  slot->connection->close(make_error_code(errc::connection_lost));
+}
+
+Connection* PostgresClient::slot_connection(Slot* slot) noexcept { return slot->connection.get(); }
+
+asio::awaitable<void> PostgresClient::maintain() {
+  core::Backoff backoff(config_.reconnect_backoff, random_);
+  while (state_ == State::running) {
+    // Retired connections: close them and wait for their I/O to end.
+    while (!retired_.empty()) {
+      auto connection = std::move(retired_.back());
+      retired_.pop_back();
+      connection->close();
+      co_await connection->wait_closed();
+    }
+    const std::size_t live = slots_.size();
+    const bool below_min = live + opening_ < std::max<std::size_t>(config_.min_size, 1);
+    const bool wanted = !waiters_.empty() && live + opening_ < config_.max_size;
+    if (below_min || wanted) {
+      ++opening_;
+      std::exception_ptr failure;
+      try {
+        auto connection = co_await open_connection();
+        if (state_ != State::running) {
+          connection->close();
+          co_await connection->wait_closed();
+        } else {
+          auto slot = std::make_unique<Slot>();
+          slot->connection = std::move(connection);
+          slots_.push_back(std::move(slot));
+          backoff.reset();
+        }
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      --opening_;
+      dispatch();
+      if (failure && state_ == State::running) {
+        const auto delay = backoff.next();
+        try {
+          std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+          log()->warn("{}: reconnect failed ({}); next attempt in {} ms", description_, e.what(),
+                      delay.count());
+        }
+        maintain_wake_.expires_after(delay);
+        boost::system::error_code ec;
+        co_await maintain_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        maintain_wake_.expires_at(Clock::time_point::max());
+      }
+      continue;
+    }
+    boost::system::error_code ec;
+    co_await maintain_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+asio::awaitable<void> PostgresClient::close() {
+  if (state_ == State::closed || state_ == State::created) {
+    state_ = State::closed;
+    close_sync();
+    co_return;
+  }
+  if (state_ == State::starting) {
+    boost::system::error_code ec;
+    while (state_ == State::starting) {
+      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (state_ != State::running) {
+      state_ = State::closed;
+      co_return;
+    }
+  }
+  if (state_ == State::closing) {
+    boost::system::error_code ec;
+    while (state_ != State::closed) {
+      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    co_return;
+  }
+  state_ = State::closing;
+  state_changed_.cancel();
+  // Waiters fail at once: the client takes no new work.
+  for (Waiter* w : waiters_) {
+    w->closed = true;
+    if (w->notifier != nullptr) w->notifier->cancel();
+  }
+  waiters_.clear();
+  // In-flight work may finish within close_timeout.
+  const auto deadline = Clock::now() + config_.close_timeout;
+  boost::system::error_code ec;
+  while (active_ > 0 && Clock::now() < deadline) {
+    idle_changed_.expires_at(deadline);
+    co_await idle_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (active_ > 0) {
+    log()->warn("{}: close: {} operation(s) still running after {} ms; cancelling them",
+                description_, active_, config_.close_timeout.count());
+  }
+  // Close every socket; what is left in flight fails with client_closed.
+  std::vector<std::shared_ptr<Connection>> all;
+  for (auto& slot : slots_) all.push_back(slot->connection);
+  for (auto& c : retired_) all.push_back(c);
+  for (auto& c : all) {
+    // Work still running on the server is cancelled there, not left to run to its end.
+    if (c->in_flight() > 0) c->send_cancel_request();
+    c->close();
+  }
+  maintain_wake_.cancel();
+  for (auto& c : all) co_await c->wait_closed();
+  while (maintain_running_) {
+    co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  // Operations that were still running have now failed; let them leave the client.
+  while (active_ > 0) {
+    idle_changed_.expires_at(Clock::time_point::max());
+    co_await idle_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  slots_.clear();
+  retired_.clear();
+  state_ = State::closed;
+  state_changed_.cancel();
+}
+
+// ---- pool --------------------------------------------------------------------------------
+
+PostgresClient::Slot* PostgresClient::pick(bool exclusive) noexcept {
+  Slot* best = nullptr;
+  for (auto& slot : slots_) {
+    Connection& c = *slot->connection;
+    if (!c.open() || slot->exclusive) continue;
+    if (exclusive) {
+      if (c.in_flight() == 0) return slot.get();
+      continue;
+    }
+    if (slot->draining || c.in_flight() >= config_.max_pipeline_depth) continue;
+    if (best == nullptr || c.in_flight() < best->connection->in_flight()) best = slot.get();
+  }
+  return best;
+}
+
+void PostgresClient::dispatch() noexcept {
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    Waiter* w = *it;
+    Slot* slot = pick(w->exclusive);
+    if (slot == nullptr) {
+      ++it;
+      continue;
+    }
+    if (w->exclusive) {
+      slot->exclusive = true;
+      slot->draining = false;
+    }
+    w->granted = slot;
+    it = waiters_.erase(it);
+    if (w->notifier != nullptr) w->notifier->cancel();
+  }
+}
+
+asio::awaitable<PostgresClient::Slot*> PostgresClient::acquire(bool exclusive,
+                                                               Clock::time_point deadline) {
+  if (Slot* slot = waiters_.empty() ? pick(exclusive) : nullptr) {
+    if (exclusive) slot->exclusive = true;
+    co_return slot;
+  }
+  if (waiters_.size() >= config_.max_waiters) {
+    throw Error(make_error_code(errc::queue_full),
+                description_ + ": " + std::to_string(waiters_.size()) + " callers already wait",
+                RequestState::not_sent);
+  }
+  if (exclusive) {
+    // Keep shared statements off one connection so that it drains for this transaction.
+    bool any_draining = std::any_of(slots_.begin(), slots_.end(),
+                                    [](const auto& s) { return s->draining; });
+    if (!any_draining) {
+      Slot* candidate = nullptr;
+      for (auto& s : slots_) {
+        if (s->exclusive || !s->connection->open()) continue;
+        if (candidate == nullptr ||
+            s->connection->in_flight() < candidate->connection->in_flight()) {
+          candidate = s.get();
+        }
+      }
+      if (candidate != nullptr) candidate->draining = true;
+    }
+  }
+  Waiter waiter;
+  waiter.exclusive = exclusive;
+  asio::steady_timer notifier(executor_, deadline);
+  waiter.notifier = &notifier;
+  waiters_.push_back(&waiter);
+  maintain_wake_.cancel();  // the pool may grow for us
+  boost::system::error_code ec;
+  co_await notifier.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  waiter.notifier = nullptr;
+  if (waiter.granted != nullptr) co_return waiter.granted;  // granted wins over a late cancel
+  // Not granted: leave the queue (a cancelled waiter leaks nothing, F08).
+  waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), &waiter), waiters_.end());
+  if (exclusive) {
+    for (auto& s : slots_) s->draining = false;
+  }
+  if (waiter.closed) {
+    throw Error(make_error_code(errc::client_closed), description_ + ": client closing",
+                RequestState::not_sent);
+  }
+  if (ec == asio::error::operation_aborted) {
+    throw Error(make_error_code(errc::cancelled), description_ + ": acquire cancelled",
+                RequestState::not_sent);
+  }
+  throw Error(make_error_code(errc::acquire_timeout),
+              description_ + ": no connection within " +
+                  std::to_string(config_.acquire_timeout.count()) + " ms",
+              RequestState::not_sent);
+}
+
+void PostgresClient::release_exclusive(Slot* slot) noexcept {
+  slot->exclusive = false;
+  if (!slot->connection->open()) {
+    auto it = std::find_if(slots_.begin(), slots_.end(),
+                           [&](const auto& s) { return s.get() == slot; });
+    if (it != slots_.end()) {
+      retired_.push_back((*it)->connection);
+      slots_.erase(it);
+    }
+    maintain_wake_.cancel();
+  }
+  dispatch();
+}
+
+// ---- statements --------------------------------------------------------------------------
+
+namespace {
+/// Counts an operation inside the client, so that close() can wait for it.
+class ActiveGuard {
+ public:
+  ActiveGuard(std::size_t& active, asio::steady_timer& idle_changed) noexcept
+      : active_(active), idle_changed_(idle_changed) {
+    ++active_;
+  }
+  ~ActiveGuard() {
+    if (--active_ == 0) idle_changed_.cancel();
+  }
+  ActiveGuard(const ActiveGuard&) = delete;
+  ActiveGuard& operator=(const ActiveGuard&) = delete;
+
+ private:
+  std::size_t& active_;
+  asio::steady_timer& idle_changed_;
+};
+}  // namespace
+
+asio::awaitable<Result> PostgresClient::run_single(QueryOptions options, Sql sql,
+                                                   const ParamBuffer& params) {
+  check_running();
+  check_session_state(sql);
+  ActiveGuard guard(active_, idle_changed_);
+  core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
+  const auto deadline = deadline_for(options.timeout);
+  detail::Statement statement{sql.c_str(), &params};
+  detail::Request request;
+  request.statements = &statement;
+  request.count = 1;
+  std::exception_ptr failure;
+  try {
+    Slot* slot = co_await acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
+    std::shared_ptr<Connection> connection = slot->connection;  // may leave the pool meanwhile
+    co_await connection->run(request, deadline);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  record(permit, failure);
+  dispatch();
+  if (failure) std::rethrow_exception(failure);
+  co_return std::move(request.results[0]);
+}
+
+asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipeline& batch,
+                                                                      PipelineMode mode,
+                                                                      QueryOptions options) {
+  check_running();
+  for (const auto& [sql, params] : batch.entries_) check_session_state(sql);
+  std::vector<PipelineResult> out(batch.size());
+  if (batch.empty()) co_return out;
+  ActiveGuard guard(active_, idle_changed_);
+  core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
+  const auto deadline = deadline_for(options.timeout);
+  std::vector<detail::Statement> statements;
+  statements.reserve(batch.size());
+  for (const auto& [sql, params] : batch.entries_) statements.push_back({sql.c_str(), &params});
+  // independent: one request (one Sync) per statement; atomic: one request for all.
+  std::vector<detail::Request> requests(mode == PipelineMode::atomic ? 1 : batch.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    requests[i].statements = mode == PipelineMode::atomic ? statements.data() : &statements[i];
+    requests[i].count = mode == PipelineMode::atomic ? statements.size() : 1;
+  }
+  std::exception_ptr failure;
+  std::shared_ptr<Connection> connection;
+  try {
+    Slot* slot = co_await acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
+    connection = slot->connection;
+    for (auto& r : requests) connection->send(r);
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      try {
+        co_await connection->await(requests[i], deadline);
+      } catch (const Error& e) {
+        if (e.code() != errc::server_error) throw;  // connection-level: the batch fails
+      }
+    }
+  } catch (...) {
+    failure = std::current_exception();
+    for (auto& r : requests) {
+      if (!r.done && r.notifier == nullptr && connection) connection->abandon(r);
+    }
+  }
+  record(permit, failure);
+  dispatch();
+  if (failure) std::rethrow_exception(failure);
+  if (mode == PipelineMode::atomic) {
+    auto& r = requests[0];
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      out[i].result = std::move(r.results[i]);
+      if (r.error && r.results[i].native() == nullptr) out[i].error = r.error;
+    }
+  } else {
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      out[i].result = std::move(requests[i].results[0]);
+      out[i].error = requests[i].error;
+    }
+  }
+  co_return out;
+}
+
+// ---- transactions ------------------------------------------------------------------------
+
+void PostgresClient::enter() noexcept { ++active_; }
+
+void PostgresClient::leave() noexcept {
+  if (--active_ == 0) idle_changed_.cancel();
+}
+
+asio::awaitable<PostgresClient::Slot*> PostgresClient::begin_transaction(
+    const TransactionOptions& options, core::CircuitBreakerPermit&) {
+  check_running();
+  Slot* slot = co_await acquire(true, Clock::now() + config_.acquire_timeout);
+  std::string begin = "BEGIN ISOLATION LEVEL ";
+  switch (options.isolation) {
+    case IsolationLevel::read_committed: begin += "READ COMMITTED"; break;
+    case IsolationLevel::repeatable_read: begin += "REPEATABLE READ"; break;
+    case IsolationLevel::serializable: begin += "SERIALIZABLE"; break;
+  }
+  if (options.read_only) begin += " READ ONLY";
+  const std::string timeout =
+      "SET LOCAL statement_timeout = " +
+      std::to_string(statement_timeout(options.statement_timeout).count());
+  // BEGIN and the server-side statement timeout in one round trip.
+  detail::Statement statements[2] = {{begin.c_str(), nullptr}, {timeout.c_str(), nullptr}};
+  detail::Request request;
+  request.statements = statements;
+  request.count = 2;
+  std::exception_ptr failure;
+  try {
+    co_await slot->connection->run(request, deadline_for(options.statement_timeout));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    if (classify(failure) == ErrorKind::cancelled) {
+      discard(slot, "cancelled during BEGIN");
+    }
+    release_exclusive(slot);
+    std::rethrow_exception(failure);
+  }
+  co_return slot;
+}
+
+asio::awaitable<void> PostgresClient::commit_transaction(Slot* slot,
+                                                         const TransactionOptions& options) {
+  detail::Statement statement{"COMMIT", nullptr};
+  detail::Request request;
+  request.statements = &statement;
+  request.count = 1;
+  std::exception_ptr failure;
+  try {
+    co_await slot->connection->run(request, deadline_for(options.statement_timeout));
+  } catch (const Error& e) {
+    if (e.code() == errc::server_error) throw;  // e.g. 40001 at commit: rolled back
+    if (e.code() == errc::cancelled) throw;
+    // Sent, and then the connection died or timed out: committed or not, nobody knows.
+    throw Error(make_error_code(errc::commit_outcome_unknown),
+                description_ + ": " + e.what(), RequestState::sent);
+  }
+}
+
+asio::awaitable<void> PostgresClient::rollback_transaction(Slot* slot) {
+  if (!slot->connection->open()) co_return;
+  detail::Statement statement{"ROLLBACK", nullptr};
+  detail::Request request;
+  request.statements = &statement;
+  request.count = 1;
+  co_await slot->connection->run(request, Clock::now() + config_.close_timeout);
+}
+
+asio::awaitable<Result> Transaction::run(Sql sql) {
+  client_->check_session_state(sql);
+  detail::Statement statement{sql.c_str(), &params_};
+  detail::Request request;
+  request.statements = &statement;
+  request.count = 1;
+  co_await connection_->run(request, Clock::now() + timeout_ + client_->config_.network_timeout_margin);
+  co_return std::move(request.results[0]);
+}
+
+}  // namespace trading_shared::pg

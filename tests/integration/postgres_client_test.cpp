@@ -1,0 +1,329 @@
+// PostgresClient against a real PostgreSQL 15, directly and through PgBouncer in transaction
+// pooling mode (every test runs on both).
+#include <trading_shared/pg/postgres_client.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "support/async_test.hpp"
+#include "support/server_harness.hpp"
+
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ts = trading_shared;
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using ts::pg::PostgresClient;
+
+namespace {
+
+enum class Route { direct, pgbouncer };
+
+std::string route_name(Route r) { return r == Route::direct ? "direct" : "pgbouncer"; }
+
+int open_descriptors() {
+  int count = 0;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (readdir(dir) != nullptr) ++count;
+    closedir(dir);
+  }
+  return count;
+}
+
+class PostgresClientTest : public ::testing::TestWithParam<Route> {
+ protected:
+  static void SetUpTestSuite() {
+    auto& servers = ts::testing::Servers::instance();
+    servers.create_database("pg_client_test");
+  }
+
+  ts::pg::PostgresConfig config(const std::string& app = "pg_client_test") const {
+    auto& servers = ts::testing::Servers::instance();
+    ts::pg::PostgresConfig c;
+    c.dsn = GetParam() == Route::direct ? servers.postgres_dsn("pg_client_test")
+                                        : servers.pgbouncer_dsn("pg_client_test");
+    c.application_name = app;
+    c.statement_timeout = 10s;
+    c.startup_timeout = 10s;
+    return c;
+  }
+
+  /// Connections with this application_name seen by the server (direct connection).
+  static long server_connections(const std::string& app) {
+    auto& servers = ts::testing::Servers::instance();
+    PGconn* c = PQconnectdb(servers.postgres_dsn("postgres").c_str());
+    const std::string sql =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app + "'";
+    PGresult* r = PQexec(c, sql.c_str());
+    long n = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) n = std::stol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+  }
+
+  static bool wait_server_connections(const std::string& app, long expected,
+                                      std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (server_connections(app) == expected) return true;
+      std::this_thread::sleep_for(20ms);  // polling a condition with a deadline
+    }
+    return server_connections(app) == expected;
+  }
+};
+
+TEST_P(PostgresClientTest, StartQueryClose) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    co_await client.start();  // idempotent
+    EXPECT_EQ(co_await client.query_value<std::int64_t>("SELECT $1::int8 + 1", std::int64_t{41}),
+              42);
+    auto row = co_await client.query_one("SELECT 'a'::text AS x, 2::int4 AS y");
+    EXPECT_TRUE(row.has_value());
+    if (row) {
+      EXPECT_EQ(row->get<std::string>("x"), "a");
+      EXPECT_EQ(row->get<std::int32_t>(1), 2);
+    }
+    EXPECT_FALSE((co_await client.query_one("SELECT 1 WHERE false")).has_value());
+    co_await client.close();
+    co_await client.close();  // idempotent
+    EXPECT_THROW(co_await client.query("SELECT 1"), ts::Error);
+  });
+}
+
+TEST_P(PostgresClientTest, EveryParameterTypeRoundTrips) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    const std::string table = "types_" + route_name(GetParam());
+    co_await client.execute(ts::pg::Sql(("DROP TABLE IF EXISTS " + table).c_str()));
+    const std::string create = "CREATE TABLE " + table +
+                               " (i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, b bool, t "
+                               "text, n numeric, by bytea, ts timestamptz)";
+    co_await client.execute(create);
+    const auto now = std::chrono::time_point_cast<std::chrono::microseconds>(
+        std::chrono::system_clock::now());
+    const std::string bytes("a\0b\r\n\xff", 6);
+    const std::string insert = "INSERT INTO " + table + " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)";
+    EXPECT_EQ(co_await client.execute(insert, std::int16_t{-7}, std::int32_t{123456},
+                                      std::int64_t{-9000000000LL}, 1.5f, 2.25, true,
+                                      std::string("héllo"), ts::pg::Numeric{"12345.6789"},
+                                      ts::pg::Bytea{bytes}, now),
+              1);
+    const std::string select = "SELECT * FROM " + table;
+    auto row = co_await client.query_one(select);
+    EXPECT_TRUE(row.has_value());
+    if (row) {
+      EXPECT_EQ(row->get<std::int16_t>("i2"), -7);
+      EXPECT_EQ(row->get<std::int32_t>("i4"), 123456);
+      EXPECT_EQ(row->get<std::int64_t>("i8"), -9000000000LL);
+      EXPECT_EQ(row->get<float>("f4"), 1.5f);
+      EXPECT_EQ(row->get<double>("f8"), 2.25);
+      EXPECT_EQ(row->get<bool>("b"), true);
+      EXPECT_EQ(row->get<std::string>("t"), "héllo");
+      EXPECT_EQ(row->get<std::string>("n"), "12345.6789");
+      EXPECT_EQ(row->get<ts::pg::Bytea>("by").as_string_view(), bytes);
+      EXPECT_EQ(row->get<std::chrono::system_clock::time_point>("ts"), now);
+    }
+    // NULLs: optional parameters and results.
+    const std::string insert_nulls = "INSERT INTO " + table + " (i4, t) VALUES ($1, $2)";
+    co_await client.execute(insert_nulls, std::optional<std::int32_t>{},
+                            std::optional<std::string>{});
+    const std::string select_nulls = "SELECT i4, t FROM " + table + " WHERE i4 IS NULL";
+    auto nulls = co_await client.query_one(select_nulls);
+    EXPECT_TRUE(nulls.has_value());
+    if (nulls) {
+      EXPECT_FALSE(nulls->get<std::optional<std::int32_t>>(0).has_value());
+      EXPECT_FALSE(nulls->get<std::optional<std::string>>(1).has_value());
+      EXPECT_THROW((void)nulls->get<std::int32_t>(0), ts::Error);
+    }
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, EmptyAndLargeResults) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    auto empty = co_await client.query("SELECT 1 WHERE false");
+    EXPECT_TRUE(empty.empty());
+    auto large = co_await client.query(
+        "SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g");
+    EXPECT_EQ(large.size(), 200000u);
+    std::int64_t sum = 0;
+    for (auto r : large) sum += r.get<std::int32_t>(0);
+    EXPECT_EQ(sum, 200000LL * 200001LL / 2);
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, ErrorsArePermanentAndCarryServerData) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    try {
+      co_await client.query("SELEC 1");
+      ADD_FAILURE() << "expected a syntax error";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.kind(), ts::ErrorKind::permanent);
+      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42601");
+    }
+    // The connection is still usable afterwards.
+    EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 7"), 7);
+    // Session state is refused under transaction pooling (F12).
+    EXPECT_THROW(co_await client.execute("SET search_path = public"), ts::Error);
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, ConcurrentCallersGetTheirOwnResults) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    int done = 0, wrong = 0;
+    asio::steady_timer all_done(io, std::chrono::steady_clock::time_point::max());
+    constexpr int kCallers = 50, kPerCaller = 40;
+    for (int c = 0; c < kCallers; ++c) {
+      asio::co_spawn(
+          io,
+          [&, c]() -> asio::awaitable<void> {
+            for (int i = 0; i < kPerCaller; ++i) {
+              const std::int64_t v = c * 1000 + i;
+              if (co_await client.query_value<std::int64_t>("SELECT $1::int8", v) != v) ++wrong;
+            }
+          },
+          [&](std::exception_ptr e) {
+            if (e) ++wrong;
+            if (++done == kCallers) all_done.cancel();
+          });
+    }
+    boost::system::error_code ec;
+    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    EXPECT_EQ(wrong, 0);
+    EXPECT_EQ(client.stats().queries, static_cast<std::uint64_t>(kCallers * kPerCaller));
+    EXPECT_LE(client.stats().connections, 2u);
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, TransactionCommitsAndRollsBack) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    const std::string table = "tx_" + route_name(GetParam());
+    const std::string drop = "DROP TABLE IF EXISTS " + table;
+    const std::string create = "CREATE TABLE " + table + " (id int primary key)";
+    const std::string insert = "INSERT INTO " + table + " VALUES ($1)";
+    const std::string count = "SELECT count(*) FROM " + table;
+    co_await client.execute(drop);
+    co_await client.execute(create);
+    const int committed = co_await client.transaction(
+        [&](ts::pg::Transaction& tx) -> asio::awaitable<int> {
+          co_await tx.execute(insert, 1);
+          co_await tx.execute(insert, 2);
+          co_await tx.execute("SET LOCAL lock_timeout = 1000");  // transaction-scoped: allowed
+          co_return 2;
+        });
+    EXPECT_EQ(committed, 2);
+    EXPECT_THROW(co_await client.transaction([&](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+      co_await tx.execute(insert, 3);
+      co_await tx.execute(insert, 1);  // duplicate key: the whole transaction rolls back
+    }),
+                 ts::Error);
+    EXPECT_THROW(co_await client.transaction([&](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+      co_await tx.execute(insert, 4);
+      throw std::runtime_error("business rule failed");
+    }),
+                 std::runtime_error);
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(count), 2);
+    EXPECT_EQ(client.stats().exclusive, 0u);
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, PipelineWithFailingMiddleStatement) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    const std::string table = "pipe_" + route_name(GetParam());
+    co_await client.execute(ts::pg::Sql(("DROP TABLE IF EXISTS " + table).c_str()));
+    const std::string create = "CREATE TABLE " + table + " (id int primary key)";
+    co_await client.execute(create);
+    const std::string insert = "INSERT INTO " + table + " VALUES ($1)";
+    const std::string count = "SELECT count(*) FROM " + table;
+
+    ts::pg::Pipeline independent;
+    independent.add(insert, 1).add("SELECT 1/0").add(insert, 2);
+    auto results = co_await client.pipeline(independent);
+    EXPECT_EQ(results.size(), 3u);
+    EXPECT_TRUE(results[0].ok());
+    EXPECT_FALSE(results[1].ok());
+    EXPECT_TRUE(results[2].ok());
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(count), 2);
+
+    ts::pg::Pipeline atomic;
+    atomic.add(insert, 10).add("SELECT 1/0").add(insert, 11);
+    auto atomic_results = co_await client.pipeline(atomic, ts::pg::PipelineMode::atomic);
+    EXPECT_EQ(atomic_results.size(), 3u);
+    EXPECT_FALSE(atomic_results[1].ok());
+    EXPECT_FALSE(atomic_results[2].ok());
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(count), 2);  // 10 rolled back
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, CloseLeavesNoSocketEvenWithWorkInFlight) {
+  const int fds_before = open_descriptors();
+  const std::string app = "pg_close_" + route_name(GetParam());
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto c = config(app);
+    c.close_timeout = 300ms;
+    c.acquire_timeout = 5s;
+    PostgresClient client(io.get_executor(), c);
+    co_await client.start();
+    int finished = 0;
+    // Long queries in flight, a transaction holding a connection, and waiters queued.
+    for (int i = 0; i < 4; ++i) {
+      asio::co_spawn(io, client.query("SELECT pg_sleep(5)"),
+                     [&](std::exception_ptr, ts::pg::Result) { ++finished; });
+    }
+    for (int i = 0; i < 3; ++i) {
+      asio::co_spawn(io,
+                     client.transaction([](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+                       co_await tx.execute("SELECT pg_sleep(5)");
+                     }),
+                     [&](std::exception_ptr) { ++finished; });
+    }
+    asio::steady_timer settle(io, 200ms);
+    co_await settle.async_wait(asio::use_awaitable);
+    const auto start = std::chrono::steady_clock::now();
+    co_await client.close();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    asio::steady_timer drain(io, 50ms);
+    co_await drain.async_wait(asio::use_awaitable);
+    EXPECT_EQ(finished, 7);
+  });
+  EXPECT_EQ(open_descriptors(), fds_before);
+  if (GetParam() == Route::direct) {
+    EXPECT_TRUE(wait_server_connections(app, 0, 10s));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Routes, PostgresClientTest,
+                         ::testing::Values(Route::direct, Route::pgbouncer),
+                         [](const auto& p) { return route_name(p.param); });
+
+}  // namespace
