@@ -23,6 +23,7 @@ struct PostgresClient::Slot {
   std::shared_ptr<Connection> connection;
   bool exclusive = false;
   bool draining = false;  // reserved for a waiting transaction: no new shared statements
+  std::optional<core::CircuitBreakerPermit> copy_permit;  // held while a COPY runs
 };
 
 struct PostgresClient::Waiter {
@@ -641,6 +642,93 @@ asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipe
     }
   }
   co_return out;
+}
+
+// ---- COPY ---------------------------------------------------------------------------------
+
+std::string PostgresClient::copy_statement(std::string_view table,
+                                           const std::vector<std::string_view>& columns) {
+  auto quote = [](std::string_view name) {
+    std::string out = "\"";
+    for (char c : name) {
+      if (c == '"') out += '"';
+      out += c;
+    }
+    return out + '"';
+  };
+  std::string sql = "COPY ";
+  // "schema.table" is quoted part by part.
+  const auto dot = table.find('.');
+  sql += dot == std::string_view::npos
+             ? quote(table)
+             : quote(table.substr(0, dot)) + "." + quote(table.substr(dot + 1));
+  sql += " (";
+  bool first = true;
+  for (auto column : columns) {
+    if (!first) sql += ", ";
+    sql += quote(column);
+    first = false;
+  }
+  sql += ") FROM STDIN (FORMAT binary)";
+  return sql;
+}
+
+asio::awaitable<PostgresClient::Slot*> PostgresClient::begin_copy(const std::string& sql,
+                                                                  QueryOptions options) {
+  check_running();
+  core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
+  enter();
+  Slot* slot = nullptr;
+  std::exception_ptr failure;
+  try {
+    slot = co_await acquire(true, Clock::now() + config_.acquire_timeout);
+    slot->copy_permit.emplace(std::move(permit));
+    co_await slot->connection->copy_start(sql.c_str(), deadline_for(options.timeout));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    if (slot == nullptr) {
+      record(permit, failure);
+      leave();
+    } else {
+      finish_copy(slot, failure);
+    }
+    std::rethrow_exception(failure);
+  }
+  co_return slot;
+}
+
+asio::awaitable<void> PostgresClient::copy_chunk(Slot* slot, const CopyBuffer& buffer,
+                                                 QueryOptions options) {
+  co_await slot->connection->copy_send(buffer.data(), deadline_for(options.timeout));
+}
+
+asio::awaitable<std::int64_t> PostgresClient::end_copy(Slot* slot, QueryOptions options) {
+  co_return co_await slot->connection->copy_end(deadline_for(options.timeout));
+}
+
+void PostgresClient::finish_copy(Slot* slot, const std::exception_ptr& failure) noexcept {
+  if (slot != nullptr) {
+    if (failure && slot->connection->open()) {
+      // Mid-COPY the connection cannot be reused; a server error after COPY ended leaves
+      // it usable (copy_end re-entered pipeline mode), anything else does not.
+      bool usable = false;
+      try {
+        std::rethrow_exception(failure);
+      } catch (const Error& e) {
+        usable = e.code() == errc::server_error;
+      } catch (...) {  // any other failure: discard below
+      }
+      if (!usable) discard(slot, "COPY failed");
+    }
+    if (slot->copy_permit) {
+      record(*slot->copy_permit, failure);
+      slot->copy_permit.reset();
+    }
+    release_exclusive(slot);
+  }
+  leave();
 }
 
 // ---- transactions ------------------------------------------------------------------------

@@ -322,6 +322,56 @@ TEST_P(PostgresClientTest, CloseLeavesNoSocketEvenWithWorkInFlight) {
   }
 }
 
+TEST_P(PostgresClientTest, CopyInManyRowsWithEveryType) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    const std::string table = "copy_" + route_name(GetParam());
+    co_await client.execute(ts::pg::Sql(("DROP TABLE IF EXISTS " + table).c_str()));
+    const std::string create = "CREATE TABLE " + table +
+                               " (ts timestamptz, symbol text, price float8, qty float8, id int8,"
+                               " flag bool, note text)";
+    co_await client.execute(create);
+    using Row = std::tuple<std::chrono::system_clock::time_point, std::string, double, double,
+                           std::int64_t, bool, std::optional<std::string>>;
+    std::vector<Row> rows;
+    const auto t0 = std::chrono::time_point_cast<std::chrono::microseconds>(
+        std::chrono::system_clock::now());
+    constexpr int kRows = 300000;  // several 1 MiB chunks
+    rows.reserve(kRows);
+    for (int i = 0; i < kRows; ++i) {
+      rows.emplace_back(t0 + std::chrono::microseconds(i), std::string(i % 2 ? "BTCUSDT" : "ETHUSDT"),
+                        100.0 + i * 0.01, 0.5, std::int64_t{i}, i % 3 == 0,
+                        i % 5 == 0 ? std::optional<std::string>{} : std::optional<std::string>{"n"});
+    }
+    // Column lists are locals: GCC 12 cannot put a braced list inside a co_await expression.
+    const std::vector<std::string_view> columns{"ts", "symbol", "price", "qty",
+                                                "id", "flag", "note"};
+    EXPECT_EQ(co_await client.copy_in(table, columns, rows), kRows);
+    const std::string check = "SELECT count(*), sum(id), count(note), min(ts) FROM " + table;
+    auto row = co_await client.query_one(check);
+    EXPECT_TRUE(row.has_value());
+    if (row) {
+      EXPECT_EQ(row->get<std::int64_t>(0), kRows);
+      EXPECT_EQ(row->get<std::int64_t>(1), std::int64_t{kRows} * (kRows - 1) / 2);
+      EXPECT_EQ(row->get<std::int64_t>(2), kRows - kRows / 5);
+      EXPECT_EQ(row->get<std::chrono::system_clock::time_point>(3), t0);
+    }
+    // A COPY into a missing table fails permanently and leaves the client usable.
+    try {
+      const std::vector<std::tuple<std::int32_t>> one_row{std::tuple<std::int32_t>{1}};
+      const std::vector<std::string_view> one_column{"a"};
+      co_await client.copy_in("no_such_table", one_column, one_row);
+      ADD_FAILURE() << "expected an error";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.kind(), ts::ErrorKind::permanent);
+      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42P01");
+    }
+    EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 5"), 5);
+    co_await client.close();
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Routes, PostgresClientTest,
                          ::testing::Values(Route::direct, Route::pgbouncer),
                          [](const auto& p) { return route_name(p.param); });

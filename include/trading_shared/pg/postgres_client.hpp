@@ -17,6 +17,7 @@
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/retry.hpp>
 #include <trading_shared/pg/config.hpp>
+#include <trading_shared/pg/copy.hpp>
 #include <trading_shared/pg/params.hpp>
 #include <trading_shared/pg/result.hpp>
 #include <trading_shared/pg/sql.hpp>
@@ -28,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <string_view>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -269,6 +271,53 @@ class PostgresClient {
                                    {"pg.execute_resiliently"});
   }
 
+  /// Bulk load with COPY ... FROM STDIN (BINARY) on a connection of its own; works through
+  /// PgBouncer in transaction mode (COPY is one statement). Each element of `rows` is a
+  /// `std::tuple` of supported values (bool, int16/32/64, float, double, strings, Bytea,
+  /// system_clock time points, std::optional of those). Rows are encoded and sent in chunks
+  /// of about 1 MiB. Returns the number of rows copied. Not retried (not idempotent).
+  /// `table` and `columns` are identifiers: quoted here, never taken from untrusted input
+  /// without care.
+  /// Not a coroutine itself: the statement is built before the first suspension, so that
+  /// `table` and `columns` need not outlive the call; `rows` must (await the result at
+  /// once). GCC 12 cannot keep a braced list inside a `co_await` expression: build `columns`
+  /// as a local first.
+  template <class Range>
+  boost::asio::awaitable<std::int64_t> copy_in(std::string_view table,
+                                               const std::vector<std::string_view>& columns,
+                                               const Range& rows, QueryOptions options = {}) {
+    return copy_rows(copy_statement(table, columns), rows, options);
+  }
+
+ private:
+  template <class Range>
+  boost::asio::awaitable<std::int64_t> copy_rows(std::string sql, const Range& rows,
+                                                 QueryOptions options) {
+    Slot* slot = co_await begin_copy(sql, options);
+    std::exception_ptr failure;
+    std::int64_t copied = 0;
+    try {
+      CopyBuffer buffer;
+      buffer.append_header();
+      for (const auto& row : rows) {
+        buffer.append_row(row);
+        if (buffer.size() >= kCopyChunkBytes) {
+          co_await copy_chunk(slot, buffer, options);
+          buffer.clear();
+        }
+      }
+      buffer.append_trailer();
+      co_await copy_chunk(slot, buffer, options);
+      copied = co_await end_copy(slot, options);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    finish_copy(slot, failure);
+    if (failure) std::rethrow_exception(failure);
+    co_return copied;
+  }
+
+ public:
   /// Sends every statement of `pipeline` in one round trip on one connection.
   /// Per-statement errors are returned, not thrown (connection-level failures throw).
   boost::asio::awaitable<std::vector<PipelineResult>> pipeline(
@@ -289,6 +338,15 @@ class PostgresClient {
 
   template <class T>
   static T first_value(const Result& result);
+
+  static constexpr std::size_t kCopyChunkBytes = 1 << 20;
+  static std::string copy_statement(std::string_view table,
+                                    const std::vector<std::string_view>& columns);
+  boost::asio::awaitable<Slot*> begin_copy(const std::string& sql, QueryOptions options);
+  boost::asio::awaitable<void> copy_chunk(Slot* slot, const CopyBuffer& buffer,
+                                          QueryOptions options);
+  boost::asio::awaitable<std::int64_t> end_copy(Slot* slot, QueryOptions options);
+  void finish_copy(Slot* slot, const std::exception_ptr& failure) noexcept;
 
   boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql,
                                             const ParamBuffer& params);

@@ -103,6 +103,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void send(Request& request);
   /// Waits for a request queued with `send`; see `run`.
   boost::asio::awaitable<void> await(Request& request, Clock::time_point deadline);
+  /// COPY ... FROM STDIN on this connection (which must have nothing in flight): leaves
+  /// pipeline mode and waits for the server to accept data. On any failure the connection
+  /// is closed (it would be left in COPY state).
+  boost::asio::awaitable<void> copy_start(const char* copy_sql, Clock::time_point deadline);
+  /// Sends one chunk of COPY data (flow-controlled by the socket).
+  boost::asio::awaitable<void> copy_send(std::string_view data, Clock::time_point deadline);
+  /// Ends the COPY, reads its result, re-enters pipeline mode; returns the rows copied.
+  boost::asio::awaitable<std::int64_t> copy_end(Clock::time_point deadline);
+
   /// Asks the server (off the loop) to cancel what this connection is running.
   void send_cancel_request() noexcept;
   /// Gives up a request's slot: its results will be read and dropped.
@@ -126,6 +135,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   boost::asio::awaitable<void> wait(boost::asio::posix::stream_descriptor::wait_type type,
                                     Clock::time_point deadline);
+  /// Waits for readiness until `deadline` (Error(request_timeout) after it).
+  boost::asio::awaitable<void> wait_io(boost::asio::posix::stream_descriptor::wait_type type,
+                                       Clock::time_point deadline);
+  boost::asio::awaitable<void> flush_all(Clock::time_point deadline);
   boost::asio::awaitable<void> reader();
   boost::asio::awaitable<void> writer();
   void start_io();
@@ -144,6 +157,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::steady_timer io_done_;
   int io_running_ = 0;
   bool flush_needed_ = false;
+  bool copying_ = false;
   bool broken_ = false;
   int backend_pid_ = 0;
   std::uint64_t completed_ = 0;
