@@ -1,7 +1,6 @@
-#include <trading_shared/pg/postgres_client.hpp>
-
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/pg/postgres_client.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -35,7 +34,9 @@ struct PostgresClient::Waiter {
 
 namespace {
 
-std::shared_ptr<spdlog::logger> log() { return core::logger("pg"); }
+std::shared_ptr<spdlog::logger> log() {
+  return core::logger("pg");
+}
 
 bool starts_with_word(std::string_view sql, std::string_view word) {
   std::size_t i = 0;
@@ -59,14 +60,15 @@ std::string_view after_word(std::string_view sql, std::string_view word) {
 PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
     : executor_(std::move(executor)),
       config_(std::move(config)),
-      breaker_([&] {
-        auto b = config_.breaker;
-        if (b.name.empty() || b.name == core::CircuitBreakerConfig{}.name) {
-          b.name = "pg " + detail::describe_dsn(config_.dsn);
-        }
-        return b;
-      }(),
-               core::SteadyClock::instance(), random_),
+      breaker_(
+          [&] {
+            auto b = config_.breaker;
+            if (b.name.empty() || b.name == core::CircuitBreakerConfig{}.name) {
+              b.name = "pg " + detail::describe_dsn(config_.dsn);
+            }
+            return b;
+          }(),
+          core::SteadyClock::instance(), random_),
       state_changed_(executor_, Clock::time_point::max()),
       maintain_wake_(executor_, Clock::time_point::max()),
       idle_changed_(executor_, Clock::time_point::max()),
@@ -115,13 +117,14 @@ PostgresStats PostgresClient::stats() const {
   }
   s.waiters = waiters_.size();
   s.breaker = breaker_.stats().trips > 0 ? const_cast<core::CircuitBreaker&>(breaker_).state()
-                                          : core::CircuitState::closed;
+                                         : core::CircuitState::closed;
   return s;
 }
 
 void PostgresClient::check_running() const {
   switch (state_) {
-    case State::running: return;
+    case State::running:
+      return;
     case State::created:
     case State::starting:
       throw Error(make_error_code(errc::not_started), "PostgresClient " + description_,
@@ -186,7 +189,8 @@ void PostgresClient::record(core::CircuitBreakerPermit& permit,
 asio::awaitable<void> PostgresClient::start() {
   for (;;) {
     switch (state_) {
-      case State::running: co_return;
+      case State::running:
+        co_return;
       case State::closing:
       case State::closed:
         throw Error(make_error_code(errc::client_closed), "PostgresClient " + description_,
@@ -198,7 +202,8 @@ asio::awaitable<void> PostgresClient::start() {
         if (state_ == State::created && start_error_) std::rethrow_exception(start_error_);
         continue;
       }
-      case State::created: break;
+      case State::created:
+        break;
     }
     break;
   }
@@ -276,8 +281,8 @@ asio::awaitable<void> PostgresClient::start_once() {
 }
 
 asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection() {
-  auto params = co_await detail::resolve_dsn(config_.dsn, config_.application_name,
-                                             config_.connect_timeout);
+  auto params =
+      co_await detail::resolve_dsn(config_.dsn, config_.application_name, config_.connect_timeout);
   auto connection = std::make_shared<Connection>(executor_);
   try {
     co_await connection->connect(params, config_.connect_timeout);
@@ -289,7 +294,8 @@ asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection() {
   ++counters_.connects;
   Connection* raw = connection.get();
   connection->set_on_broken([this, raw] { on_broken(raw); });
-  connection->set_cancel_sink([](PGcancel* cancel) { detail::CancelSender::instance().send(cancel); });
+  connection->set_cancel_sink(
+      [](PGcancel* cancel) { detail::CancelSender::instance().send(cancel); });
   co_return connection;
 }
 
@@ -315,7 +321,9 @@ void PostgresClient::discard(Slot* slot, std::string_view why) noexcept {
   slot->connection->close(make_error_code(errc::connection_lost));
 }
 
-Connection* PostgresClient::slot_connection(Slot* slot) noexcept { return slot->connection.get(); }
+Connection* PostgresClient::slot_connection(Slot* slot) noexcept {
+  return slot->connection.get();
+}
 
 asio::awaitable<void> PostgresClient::maintain() {
   core::Backoff backoff(config_.reconnect_backoff, random_);
@@ -422,6 +430,14 @@ asio::awaitable<void> PostgresClient::close() {
   }
   maintain_wake_.cancel();
   for (auto& c : all) co_await c->wait_closed();
+  // Cancel requests open short-lived sockets of their own, on the sender's thread: give them
+  // a bounded time to finish, so that no socket to the server outlives close().
+  const auto cancel_deadline =
+      Clock::now() + std::min<Clock::duration>(config_.close_timeout, std::chrono::seconds(1));
+  while (detail::CancelSender::instance().pending() > 0 && Clock::now() < cancel_deadline) {
+    asio::steady_timer poll(executor_, std::chrono::milliseconds(5));
+    co_await poll.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
   while (maintain_running_) {
     co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
@@ -484,8 +500,8 @@ asio::awaitable<PostgresClient::Slot*> PostgresClient::acquire(bool exclusive,
   }
   if (exclusive) {
     // Keep shared statements off one connection so that it drains for this transaction.
-    bool any_draining = std::any_of(slots_.begin(), slots_.end(),
-                                    [](const auto& s) { return s->draining; });
+    bool any_draining =
+        std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->draining; });
     if (!any_draining) {
       Slot* candidate = nullptr;
       for (auto& s : slots_) {
@@ -530,8 +546,8 @@ asio::awaitable<PostgresClient::Slot*> PostgresClient::acquire(bool exclusive,
 void PostgresClient::release_exclusive(Slot* slot) noexcept {
   slot->exclusive = false;
   if (!slot->connection->open()) {
-    auto it = std::find_if(slots_.begin(), slots_.end(),
-                           [&](const auto& s) { return s.get() == slot; });
+    auto it =
+        std::find_if(slots_.begin(), slots_.end(), [&](const auto& s) { return s.get() == slot; });
     if (it != slots_.end()) {
       retired_.push_back((*it)->connection);
       slots_.erase(it);
@@ -576,7 +592,8 @@ asio::awaitable<Result> PostgresClient::run_single(QueryOptions options, Sql sql
   request.count = 1;
   std::exception_ptr failure;
   try {
-    Slot* slot = co_await acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
+    Slot* slot =
+        co_await acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
     std::shared_ptr<Connection> connection = slot->connection;  // may leave the pool meanwhile
     co_await connection->run(request, deadline);
   } catch (...) {
@@ -610,7 +627,8 @@ asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipe
   std::exception_ptr failure;
   std::shared_ptr<Connection> connection;
   try {
-    Slot* slot = co_await acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
+    Slot* slot =
+        co_await acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
     connection = slot->connection;
     for (auto& r : requests) connection->send(r);
     for (std::size_t i = 0; i < requests.size(); ++i) {
@@ -733,7 +751,9 @@ void PostgresClient::finish_copy(Slot* slot, const std::exception_ptr& failure) 
 
 // ---- transactions ------------------------------------------------------------------------
 
-void PostgresClient::enter() noexcept { ++active_; }
+void PostgresClient::enter() noexcept {
+  ++active_;
+}
 
 void PostgresClient::leave() noexcept {
   if (--active_ == 0) idle_changed_.cancel();
@@ -745,14 +765,19 @@ asio::awaitable<PostgresClient::Slot*> PostgresClient::begin_transaction(
   Slot* slot = co_await acquire(true, Clock::now() + config_.acquire_timeout);
   std::string begin = "BEGIN ISOLATION LEVEL ";
   switch (options.isolation) {
-    case IsolationLevel::read_committed: begin += "READ COMMITTED"; break;
-    case IsolationLevel::repeatable_read: begin += "REPEATABLE READ"; break;
-    case IsolationLevel::serializable: begin += "SERIALIZABLE"; break;
+    case IsolationLevel::read_committed:
+      begin += "READ COMMITTED";
+      break;
+    case IsolationLevel::repeatable_read:
+      begin += "REPEATABLE READ";
+      break;
+    case IsolationLevel::serializable:
+      begin += "SERIALIZABLE";
+      break;
   }
   if (options.read_only) begin += " READ ONLY";
-  const std::string timeout =
-      "SET LOCAL statement_timeout = " +
-      std::to_string(statement_timeout(options.statement_timeout).count());
+  const std::string timeout = "SET LOCAL statement_timeout = " +
+                              std::to_string(statement_timeout(options.statement_timeout).count());
   // BEGIN and the server-side statement timeout in one round trip.
   detail::Statement statements[2] = {{begin.c_str(), nullptr}, {timeout.c_str(), nullptr}};
   detail::Request request;
@@ -787,8 +812,8 @@ asio::awaitable<void> PostgresClient::commit_transaction(Slot* slot,
     if (e.code() == errc::server_error) throw;  // e.g. 40001 at commit: rolled back
     if (e.code() == errc::cancelled) throw;
     // Sent, and then the connection died or timed out: committed or not, nobody knows.
-    throw Error(make_error_code(errc::commit_outcome_unknown),
-                description_ + ": " + e.what(), RequestState::sent);
+    throw Error(make_error_code(errc::commit_outcome_unknown), description_ + ": " + e.what(),
+                RequestState::sent);
   }
 }
 
@@ -807,7 +832,8 @@ asio::awaitable<Result> Transaction::run(Sql sql) {
   detail::Request request;
   request.statements = &statement;
   request.count = 1;
-  co_await connection_->run(request, Clock::now() + timeout_ + client_->config_.network_timeout_margin);
+  co_await connection_->run(request,
+                            Clock::now() + timeout_ + client_->config_.network_timeout_margin);
   co_return std::move(request.results[0]);
 }
 

@@ -29,10 +29,10 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
-#include <string_view>
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -133,17 +133,17 @@ struct PipelineResult {
 };
 
 struct PostgresStats {
-  std::size_t connections = 0;       ///< open connections in the pool.
-  std::size_t exclusive = 0;         ///< connections leased to a transaction.
-  std::size_t waiters = 0;           ///< callers waiting for a connection.
-  std::size_t in_flight = 0;         ///< requests sent and not yet answered.
-  std::uint64_t connects = 0;        ///< connections opened since start.
+  std::size_t connections = 0;  ///< open connections in the pool.
+  std::size_t exclusive = 0;    ///< connections leased to a transaction.
+  std::size_t waiters = 0;      ///< callers waiting for a connection.
+  std::size_t in_flight = 0;    ///< requests sent and not yet answered.
+  std::uint64_t connects = 0;   ///< connections opened since start.
   std::uint64_t connect_failures = 0;
-  std::uint64_t discarded = 0;       ///< connections discarded as broken or poisoned.
-  std::uint64_t queries = 0;         ///< requests completed successfully.
-  std::uint64_t failures = 0;        ///< requests that failed (any kind but cancelled).
-  std::uint64_t timeouts = 0;        ///< requests that hit their client-side deadline.
-  std::uint64_t cancellations = 0;   ///< requests cancelled by their caller.
+  std::uint64_t discarded = 0;      ///< connections discarded as broken or poisoned.
+  std::uint64_t queries = 0;        ///< requests completed successfully.
+  std::uint64_t failures = 0;       ///< requests that failed (any kind but cancelled).
+  std::uint64_t timeouts = 0;       ///< requests that hit their client-side deadline.
+  std::uint64_t cancellations = 0;  ///< requests cancelled by their caller.
   core::CircuitState breaker = core::CircuitState::closed;
 };
 
@@ -231,8 +231,7 @@ class PostgresClient {
     co_return result.affected_rows();
   }
   template <class... Args>
-  boost::asio::awaitable<std::int64_t> execute(QueryOptions options, Sql sql,
-                                               const Args&... args) {
+  boost::asio::awaitable<std::int64_t> execute(QueryOptions options, Sql sql, const Args&... args) {
     const Result result = co_await query(options, sql, args...);
     co_return result.affected_rows();
   }
@@ -257,8 +256,7 @@ class PostgresClient {
   /// before anything was sent; a connection lost while COMMIT was in flight raises
   /// `commit_outcome_unknown` (`outcome_unknown`), retried only when `idempotent`.
   template <class F>
-  auto transaction(F fn, TransactionOptions options = {})
-      -> std::invoke_result_t<F, Transaction&>;
+  auto transaction(F fn, TransactionOptions options = {}) -> std::invoke_result_t<F, Transaction&>;
 
   /// Runs `fn(PostgresClient&)` under the retry policy: the only place (with `transaction`)
   /// where the client retries. Idempotency is the caller's statement.
@@ -350,7 +348,8 @@ class PostgresClient {
 
   boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql,
                                             const ParamBuffer& params);
-  boost::asio::awaitable<Slot*> acquire(bool exclusive, std::chrono::steady_clock::time_point deadline);
+  boost::asio::awaitable<Slot*> acquire(bool exclusive,
+                                        std::chrono::steady_clock::time_point deadline);
   void release_exclusive(Slot* slot) noexcept;
   Slot* pick(bool exclusive) noexcept;
   void dispatch() noexcept;
@@ -369,7 +368,7 @@ class PostgresClient {
   auto transaction_attempt(F& fn, const TransactionOptions& options)
       -> std::invoke_result_t<F, Transaction&>;
   boost::asio::awaitable<Slot*> begin_transaction(const TransactionOptions& options,
-                                                 core::CircuitBreakerPermit& permit);
+                                                  core::CircuitBreakerPermit& permit);
   boost::asio::awaitable<void> commit_transaction(Slot* slot, const TransactionOptions& options);
   boost::asio::awaitable<void> rollback_transaction(Slot* slot);
   void discard(Slot* slot, std::string_view why) noexcept;

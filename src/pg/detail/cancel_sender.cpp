@@ -53,6 +53,11 @@ std::size_t CancelSender::sent() const {
   return sent_;
 }
 
+std::size_t CancelSender::pending() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size() + (busy_ ? 1 : 0);
+}
+
 std::size_t CancelSender::dropped() const {
   std::lock_guard lock(mutex_);
   return dropped_;

@@ -26,6 +26,8 @@ class CancelSender {
   void send(PGcancel* cancel) noexcept;
 
   std::size_t sent() const;
+  /// Cancel requests queued or being sent.
+  std::size_t pending() const;
   std::size_t dropped() const;
 
   ~CancelSender();

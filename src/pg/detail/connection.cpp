@@ -44,7 +44,7 @@ constexpr std::array kConnectMessages = {
     ConnectMessage{"no pg_hba.conf entry", "28000"},
     ConnectMessage{"role \"", "28000"},  // role "x" does not exist
     ConnectMessage{"SCRAM authentication", "28P01"},
-    ConnectMessage{"database \"", "3D000"},  // database "x" does not exist
+    ConnectMessage{"database \"", "3D000"},       // database "x" does not exist
     ConnectMessage{"no such database", "3D000"},  // PgBouncer
     ConnectMessage{"the database system is starting up", "57P03"},
     ConnectMessage{"the database system is shutting down", "57P03"},
@@ -65,8 +65,7 @@ constexpr std::array kConnectMessages = {
                   what, RequestState::not_sent);
     }
   }
-  throw Error(make_error_code(errc::connect_failed), what + ": " + message,
-              RequestState::not_sent);
+  throw Error(make_error_code(errc::connect_failed), what + ": " + message, RequestState::not_sent);
 }
 
 void notice_processor(void* arg, const char* message) {
@@ -213,7 +212,8 @@ asio::awaitable<void> Connection::connect(const ConnectParams& params,
   conn_ = PQconnectStartParams(keywords.data(), values.data(), 0);
   const std::string what = "connecting to " + description_;
   if (conn_ == nullptr) throw std::bad_alloc();
-  if (PQstatus(conn_) == CONNECTION_BAD) throw_connect_error(trim_message(PQerrorMessage(conn_)), what);
+  if (PQstatus(conn_) == CONNECTION_BAD)
+    throw_connect_error(trim_message(PQerrorMessage(conn_)), what);
   PQsetNoticeProcessor(conn_, &notice_processor, this);
 
   PostgresPollingStatusType status = PGRES_POLLING_WRITING;
@@ -320,7 +320,9 @@ bool Connection::drain_results() noexcept {
     Result result(raw);
     Request* front = inflight_.front();
     switch (PQresultStatus(raw)) {
-      case PGRES_PIPELINE_SYNC: complete_front(); break;
+      case PGRES_PIPELINE_SYNC:
+        complete_front();
+        break;
       case PGRES_PIPELINE_ABORTED:
         if (front != nullptr) ++front->received;
         break;
@@ -371,8 +373,8 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
   if (broken_) return;
   broken_ = true;
   if (!inflight_.empty() && error != errc::client_closed) {
-    core::logger("pg")->warn("{}: connection failed with {} request(s) in flight: {}",
-                             description_, inflight_.size(), what);
+    core::logger("pg")->warn("{}: connection failed with {} request(s) in flight: {}", description_,
+                             inflight_.size(), what);
   }
   try {
     auto eptr = connection_error(error, state, what);
@@ -436,12 +438,10 @@ void Connection::send(Request& request) {
   for (std::size_t i = 0; i < request.count; ++i) {
     const Statement& s = request.statements[i];
     const ParamBuffer* p = s.params;
-    const int sent = PQsendQueryParams(conn_, s.sql,
-                                       p != nullptr ? p->count() : 0,
-                                       p != nullptr ? p->types() : nullptr,
-                                       p != nullptr ? p->values() : nullptr,
-                                       p != nullptr ? p->lengths() : nullptr,
-                                       p != nullptr ? p->formats() : nullptr, 1);
+    const int sent = PQsendQueryParams(
+        conn_, s.sql, p != nullptr ? p->count() : 0, p != nullptr ? p->types() : nullptr,
+        p != nullptr ? p->values() : nullptr, p != nullptr ? p->lengths() : nullptr,
+        p != nullptr ? p->formats() : nullptr, 1);
     if (sent != 1) {
       // Statements before this one may be queued in libpq without their Sync: the pipeline
       // is no longer in a known state, so the connection goes.
@@ -504,8 +504,7 @@ asio::awaitable<void> Connection::wait_io(wait_type type, Clock::time_point dead
                 RequestState::sent);
   }
   co_await core::with_timeout(socket_->async_wait(type, asio::use_awaitable), left,
-                              errc::request_timeout, description_ + ": COPY",
-                              RequestState::sent);
+                              errc::request_timeout, description_ + ": COPY", RequestState::sent);
   if (broken_) {
     throw Error(make_error_code(errc::connection_lost), description_ + ": connection lost",
                 RequestState::sent);
@@ -575,8 +574,7 @@ asio::awaitable<void> Connection::copy_send(std::string_view data, Clock::time_p
       co_await wait_io(wait_type::wait_write, deadline);
       if (PQflush(conn_) < 0) {
         throw Error(make_error_code(errc::connection_lost),
-                    description_ + ": " + trim_message(PQerrorMessage(conn_)),
-                    RequestState::sent);
+                    description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
       }
       continue;
     }
