@@ -4,16 +4,15 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "support/async_test.hpp"
 #include "support/server_harness.hpp"
 
-#include <gtest/gtest.h>
-
 #include <dirent.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstring>
@@ -30,7 +29,9 @@ namespace {
 
 enum class Route { direct, pgbouncer };
 
-std::string route_name(Route r) { return r == Route::direct ? "direct" : "pgbouncer"; }
+std::string route_name(Route r) {
+  return r == Route::direct ? "direct" : "pgbouncer";
+}
 
 int open_descriptors() {
   int count = 0;
@@ -114,15 +115,15 @@ TEST_P(PostgresClientTest, EveryParameterTypeRoundTrips) {
                                " (i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, b bool, t "
                                "text, n numeric, by bytea, ts timestamptz)";
     co_await client.execute(create);
-    const auto now = std::chrono::time_point_cast<std::chrono::microseconds>(
-        std::chrono::system_clock::now());
+    const auto now =
+        std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
     const std::string bytes("a\0b\r\n\xff", 6);
     const std::string insert = "INSERT INTO " + table + " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)";
-    EXPECT_EQ(co_await client.execute(insert, std::int16_t{-7}, std::int32_t{123456},
-                                      std::int64_t{-9000000000LL}, 1.5f, 2.25, true,
-                                      std::string("héllo"), ts::pg::Numeric{"12345.6789"},
-                                      ts::pg::Bytea{bytes}, now),
-              1);
+    EXPECT_EQ(
+        co_await client.execute(insert, std::int16_t{-7}, std::int32_t{123456},
+                                std::int64_t{-9000000000LL}, 1.5f, 2.25, true, std::string("héllo"),
+                                ts::pg::Numeric{"12345.6789"}, ts::pg::Bytea{bytes}, now),
+        1);
     const std::string select = "SELECT * FROM " + table;
     auto row = co_await client.query_one(select);
     EXPECT_TRUE(row.has_value());
@@ -160,8 +161,8 @@ TEST_P(PostgresClientTest, EmptyAndLargeResults) {
     co_await client.start();
     auto empty = co_await client.query("SELECT 1 WHERE false");
     EXPECT_TRUE(empty.empty());
-    auto large = co_await client.query(
-        "SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g");
+    auto large =
+        co_await client.query("SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g");
     EXPECT_EQ(large.size(), 200000u);
     std::int64_t sum = 0;
     for (auto r : large) sum += r.get<std::int32_t>(0);
@@ -230,8 +231,8 @@ TEST_P(PostgresClientTest, TransactionCommitsAndRollsBack) {
     const std::string count = "SELECT count(*) FROM " + table;
     co_await client.execute(drop);
     co_await client.execute(create);
-    const int committed = co_await client.transaction(
-        [&](ts::pg::Transaction& tx) -> asio::awaitable<int> {
+    const int committed =
+        co_await client.transaction([&](ts::pg::Transaction& tx) -> asio::awaitable<int> {
           co_await tx.execute(insert, 1);
           co_await tx.execute(insert, 2);
           co_await tx.execute("SET LOCAL lock_timeout = 1000");  // transaction-scoped: allowed
@@ -301,10 +302,9 @@ TEST_P(PostgresClientTest, CloseLeavesNoSocketEvenWithWorkInFlight) {
                      [&](std::exception_ptr, ts::pg::Result) { ++finished; });
     }
     for (int i = 0; i < 3; ++i) {
-      asio::co_spawn(io,
-                     client.transaction([](ts::pg::Transaction& tx) -> asio::awaitable<void> {
-                       co_await tx.execute("SELECT pg_sleep(5)");
-                     }),
+      asio::co_spawn(io, client.transaction([](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+        co_await tx.execute("SELECT pg_sleep(5)");
+      }),
                      [&](std::exception_ptr) { ++finished; });
     }
     asio::steady_timer settle(io, 200ms);
@@ -335,18 +335,19 @@ TEST_P(PostgresClientTest, CopyInManyRowsWithEveryType) {
     using Row = std::tuple<std::chrono::system_clock::time_point, std::string, double, double,
                            std::int64_t, bool, std::optional<std::string>>;
     std::vector<Row> rows;
-    const auto t0 = std::chrono::time_point_cast<std::chrono::microseconds>(
-        std::chrono::system_clock::now());
+    const auto t0 =
+        std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
     constexpr int kRows = 300000;  // several 1 MiB chunks
     rows.reserve(kRows);
     for (int i = 0; i < kRows; ++i) {
-      rows.emplace_back(t0 + std::chrono::microseconds(i), std::string(i % 2 ? "BTCUSDT" : "ETHUSDT"),
-                        100.0 + i * 0.01, 0.5, std::int64_t{i}, i % 3 == 0,
-                        i % 5 == 0 ? std::optional<std::string>{} : std::optional<std::string>{"n"});
+      rows.emplace_back(
+          t0 + std::chrono::microseconds(i), std::string(i % 2 ? "BTCUSDT" : "ETHUSDT"),
+          100.0 + i * 0.01, 0.5, std::int64_t{i}, i % 3 == 0,
+          i % 5 == 0 ? std::optional<std::string>{} : std::optional<std::string>{"n"});
     }
     // Column lists are locals: GCC 12 cannot put a braced list inside a co_await expression.
     const std::vector<std::string_view> columns{"ts", "symbol", "price", "qty",
-                                                "id", "flag", "note"};
+                                                "id", "flag",   "note"};
     EXPECT_EQ(co_await client.copy_in(table, columns, rows), kRows);
     const std::string check = "SELECT count(*), sum(id), count(note), min(ts) FROM " + table;
     auto row = co_await client.query_one(check);
