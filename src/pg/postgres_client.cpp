@@ -38,21 +38,49 @@ std::shared_ptr<spdlog::logger> log() {
   return core::logger("pg");
 }
 
-bool starts_with_word(std::string_view sql, std::string_view word) {
+/// Skips white space and SQL comments (`-- ...` to end of line, nested `/* ... */`), so that
+/// a comment cannot hide a statement's first keyword from the session-state check.
+std::string_view skip_space_and_comments(std::string_view sql) {
   std::size_t i = 0;
-  while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i])) != 0) ++i;
-  if (sql.size() - i < word.size()) return false;
-  for (std::size_t k = 0; k < word.size(); ++k) {
-    if (std::toupper(static_cast<unsigned char>(sql[i + k])) != word[k]) return false;
+  for (;;) {
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i])) != 0) ++i;
+    if (sql.substr(i, 2) == "--") {
+      while (i < sql.size() && sql[i] != '\n') ++i;
+      continue;
+    }
+    if (sql.substr(i, 2) == "/*") {
+      int depth = 0;
+      while (i < sql.size()) {
+        if (sql.substr(i, 2) == "/*") {
+          ++depth;
+          i += 2;
+        } else if (sql.substr(i, 2) == "*/") {
+          i += 2;
+          if (--depth == 0) break;
+        } else {
+          ++i;
+        }
+      }
+      continue;
+    }
+    return sql.substr(std::min(i, sql.size()));
   }
-  const std::size_t end = i + word.size();
-  return end == sql.size() || std::isspace(static_cast<unsigned char>(sql[end])) != 0;
+}
+
+bool starts_with_word(std::string_view sql, std::string_view word) {
+  sql = skip_space_and_comments(sql);
+  if (sql.size() < word.size()) return false;
+  for (std::size_t k = 0; k < word.size(); ++k) {
+    if (std::toupper(static_cast<unsigned char>(sql[k])) != word[k]) return false;
+  }
+  return sql.size() == word.size() ||
+         !(std::isalnum(static_cast<unsigned char>(sql[word.size()])) != 0 ||
+           sql[word.size()] == '_');
 }
 
 std::string_view after_word(std::string_view sql, std::string_view word) {
-  std::size_t i = 0;
-  while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i])) != 0) ++i;
-  return sql.substr(std::min(sql.size(), i + word.size()));
+  sql = skip_space_and_comments(sql);
+  return sql.substr(std::min(sql.size(), word.size()));
 }
 
 }  // namespace
@@ -71,6 +99,8 @@ PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
           core::SteadyClock::instance(), random_),
       state_changed_(executor_, Clock::time_point::max()),
       maintain_wake_(executor_, Clock::time_point::max()),
+      maintain_backoff_(executor_, Clock::time_point::max()),
+      hard_stop_(executor_, Clock::time_point::max()),
       idle_changed_(executor_, Clock::time_point::max()),
       description_(detail::describe_dsn(config_.dsn)) {
   if (config_.max_size == 0) {
@@ -136,6 +166,12 @@ void PostgresClient::check_running() const {
   }
 }
 
+void PostgresClient::throw_closed_during_body() const {
+  throw Error(make_error_code(errc::client_closed),
+              description_ + ": client closed while a transaction body was running",
+              RequestState::sent);
+}
+
 void PostgresClient::check_session_state(Sql sql) const {
   if (!config_.pgbouncer_transaction_mode) return;
   const std::string_view text = sql.c_str();
@@ -179,6 +215,12 @@ void PostgresClient::record(core::CircuitBreakerPermit& permit,
     std::rethrow_exception(error);
   } catch (const Error& e) {
     if (e.code() == errc::request_timeout) ++counters_.timeouts;
+    // A full pool or wait queue is this process's saturation, not the server's health:
+    // it must not open the breaker against a healthy server.
+    if (e.code() == errc::acquire_timeout || e.code() == errc::queue_full) {
+      permit.ignore();
+      return;
+    }
   } catch (...) {  // not ours: classified above, nothing more to count
   }
   permit.record(kind);
@@ -247,7 +289,11 @@ asio::awaitable<void> PostgresClient::start_once() {
     std::exception_ptr failure;
     try {
       while (slots_.size() < wanted) {
-        auto connection = co_await open_connection();
+        // One attempt never runs past the start-up deadline (a hanging server, F01).
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        auto connection = co_await open_connection(
+            std::max(std::min(config_.connect_timeout, left), std::chrono::milliseconds(1)));
         auto slot = std::make_unique<Slot>();
         slot->connection = std::move(connection);
         slots_.push_back(std::move(slot));
@@ -265,27 +311,33 @@ asio::awaitable<void> PostgresClient::start_once() {
     } catch (const std::exception& e) {
       last_cause = e.what();
     }
-    const auto delay = backoff.next();
-    if (Clock::now() + delay >= deadline) {
+    const auto now = Clock::now();
+    if (now >= deadline) {
       throw Error(make_error_code(errc::startup_timeout),
                   "PostgreSQL " + description_ + " not reachable within " +
                       std::to_string(config_.startup_timeout.count()) + " ms after " +
                       std::to_string(attempt) + " attempt(s); last error: " + last_cause,
                   RequestState::not_sent);
     }
+    // The last wait is cut to the time left, and one more attempt is made at the deadline.
+    const auto delay = std::min<Clock::duration>(backoff.next(), deadline - now);
     log()->warn("{}: start-up attempt {} failed ({}); retrying in {} ms", description_, attempt,
-                last_cause, delay.count());
+                last_cause, std::chrono::duration_cast<std::chrono::milliseconds>(delay).count());
     asio::steady_timer timer(executor_, delay);
     co_await timer.async_wait(asio::use_awaitable);
   }
 }
 
-asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection() {
-  auto params =
-      co_await detail::resolve_dsn(config_.dsn, config_.application_name, config_.connect_timeout);
+asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection(
+    std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto params = co_await detail::resolve_dsn(config_.dsn, config_.application_name, timeout);
   auto connection = std::make_shared<Connection>(executor_);
   try {
-    co_await connection->connect(params, config_.connect_timeout);
+    co_await connection->connect(
+        params,
+        std::max(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
+                 std::chrono::milliseconds(1)));
   } catch (...) {
     ++counters_.connect_failures;
     connection->close();
@@ -294,8 +346,6 @@ asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection() {
   ++counters_.connects;
   Connection* raw = connection.get();
   connection->set_on_broken([this, raw] { on_broken(raw); });
-  connection->set_cancel_sink(
-      [](PGcancel* cancel) { detail::CancelSender::instance().send(cancel); });
   co_return connection;
 }
 
@@ -342,7 +392,7 @@ asio::awaitable<void> PostgresClient::maintain() {
       ++opening_;
       std::exception_ptr failure;
       try {
-        auto connection = co_await open_connection();
+        auto connection = co_await open_connection(config_.connect_timeout);
         if (state_ != State::running) {
           connection->close();
           co_await connection->wait_closed();
@@ -365,10 +415,11 @@ asio::awaitable<void> PostgresClient::maintain() {
           log()->warn("{}: reconnect failed ({}); next attempt in {} ms", description_, e.what(),
                       delay.count());
         }
-        maintain_wake_.expires_after(delay);
+        // Only close() cuts this wait short: waiters arriving during an outage must not
+        // turn the backoff into a reconnect storm (F34).
+        maintain_backoff_.expires_after(delay);
         boost::system::error_code ec;
-        co_await maintain_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-        maintain_wake_.expires_at(Clock::time_point::max());
+        co_await maintain_backoff_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       }
       continue;
     }
@@ -423,6 +474,8 @@ asio::awaitable<void> PostgresClient::close() {
   std::vector<std::shared_ptr<Connection>> all;
   for (auto& slot : slots_) all.push_back(slot->connection);
   for (auto& c : retired_) all.push_back(c);
+  hard_stop_.cancel();  // transaction bodies still running are cancelled
+  maintain_backoff_.cancel();
   for (auto& c : all) {
     // Work still running on the server is cancelled there, not left to run to its end.
     if (c->in_flight() > 0) c->send_cancel_request();
@@ -460,10 +513,10 @@ PostgresClient::Slot* PostgresClient::pick(bool exclusive) noexcept {
     Connection& c = *slot->connection;
     if (!c.open() || slot->exclusive) continue;
     if (exclusive) {
-      if (c.in_flight() == 0) return slot.get();
+      if (c.in_flight() == 0 && c.accepting()) return slot.get();
       continue;
     }
-    if (slot->draining || c.in_flight() >= config_.max_pipeline_depth) continue;
+    if (slot->draining || !c.accepting() || c.in_flight() >= config_.max_pipeline_depth) continue;
     if (best == nullptr || c.in_flight() < best->connection->in_flight()) best = slot.get();
   }
   return best;
@@ -832,8 +885,18 @@ asio::awaitable<Result> Transaction::run(Sql sql) {
   detail::Request request;
   request.statements = &statement;
   request.count = 1;
-  co_await connection_->run(request,
-                            Clock::now() + timeout_ + client_->config_.network_timeout_margin);
+  try {
+    co_await connection_->run(request,
+                              Clock::now() + timeout_ + client_->config_.network_timeout_margin);
+  } catch (const Error& e) {
+    // BEGIN and earlier statements went out: whatever this statement's own state, the
+    // transaction's outcome is unknown to a caller that may have side effects elsewhere
+    // (F04: retried only when declared idempotent).
+    if (e.code() == errc::connection_lost && e.request_state() == RequestState::not_sent) {
+      throw Error(e.code(), e.what(), RequestState::sent);
+    }
+    throw;
+  }
   co_return std::move(request.results[0]);
 }
 

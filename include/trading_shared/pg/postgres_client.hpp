@@ -24,7 +24,11 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -337,6 +341,30 @@ class PostgresClient {
   template <class T>
   static T first_value(const Result& result);
 
+  [[noreturn]] void throw_closed_during_body() const;
+  /// Awaits `op`, cancelling it when close() gives up waiting (close_timeout passed).
+  template <class T>
+  boost::asio::awaitable<T> until_hard_stop(boost::asio::awaitable<T> op) {
+    namespace asio = boost::asio;
+    auto group = asio::experimental::make_parallel_group(
+        asio::co_spawn(executor_, std::move(op), asio::deferred),
+        hard_stop_.async_wait(asio::deferred));
+    if constexpr (std::is_void_v<T>) {
+      auto [order, error, stop_error] =
+          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      if (order[0] == 1 && state_ == State::closing) throw_closed_during_body();
+      (void)stop_error;
+      if (error) std::rethrow_exception(error);
+    } else {
+      auto [order, error, value, stop_error] =
+          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      if (order[0] == 1 && state_ == State::closing) throw_closed_during_body();
+      (void)stop_error;
+      if (error) std::rethrow_exception(error);
+      co_return std::move(value);
+    }
+  }
+
   static constexpr std::size_t kCopyChunkBytes = 1 << 20;
   static std::string copy_statement(std::string_view table,
                                     const std::vector<std::string_view>& columns);
@@ -354,7 +382,8 @@ class PostgresClient {
   Slot* pick(bool exclusive) noexcept;
   void dispatch() noexcept;
   void on_broken(detail::Connection* connection) noexcept;
-  boost::asio::awaitable<std::shared_ptr<detail::Connection>> open_connection();
+  boost::asio::awaitable<std::shared_ptr<detail::Connection>> open_connection(
+      std::chrono::milliseconds timeout);
   boost::asio::awaitable<void> maintain();
   boost::asio::awaitable<void> start_once();
   void check_running() const;
@@ -387,6 +416,10 @@ class PostgresClient {
   std::exception_ptr start_error_;
   boost::asio::steady_timer state_changed_;  // cancelled on every state change
   boost::asio::steady_timer maintain_wake_;
+  boost::asio::steady_timer maintain_backoff_;
+  /// Cancelled by close() when close_timeout has passed: ends transaction bodies that are
+  /// still running (they may wait on anything, not only on the database).
+  boost::asio::steady_timer hard_stop_;
   boost::asio::steady_timer idle_changed_;  // cancelled when active work drops
   bool maintain_running_ = false;
   std::size_t opening_ = 0;
@@ -449,9 +482,9 @@ auto PostgresClient::transaction_attempt(F& fn, const TransactionOptions& option
   try {
     Transaction tx(*this, *slot_connection(slot), statement_timeout(options.statement_timeout));
     if constexpr (std::is_void_v<R>) {
-      co_await fn(tx);
+      co_await until_hard_stop(fn(tx));
     } else {
-      value.emplace(co_await fn(tx));
+      value.emplace(co_await until_hard_stop(fn(tx)));
     }
     co_await commit_transaction(slot, options);
     committed = true;

@@ -12,17 +12,18 @@ CancelSender& CancelSender::instance() {
   return sender;
 }
 
-void CancelSender::send(PGcancel* cancel) noexcept {
+void CancelSender::send(PGcancel* cancel, std::shared_ptr<std::atomic<bool>> done) noexcept {
   if (cancel == nullptr) return;
   std::unique_lock lock(mutex_);
   if (queue_.size() >= kMaxQueued || stop_) {
     ++dropped_;
     lock.unlock();
     PQfreeCancel(cancel);
+    if (done) done->store(true);
     core::logger("pg")->warn("cancel request dropped: {} already queued", kMaxQueued);
     return;
   }
-  queue_.push_back(cancel);
+  queue_.emplace_back(cancel, std::move(done));
   if (!worker_.joinable()) worker_ = std::thread([this] { run(); });
   wake_.notify_one();
 }
@@ -32,7 +33,7 @@ void CancelSender::run() {
   for (;;) {
     wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping and nothing left
-    PGcancel* cancel = queue_.front();
+    auto [cancel, done] = std::move(queue_.front());
     queue_.pop_front();
     busy_ = true;
     lock.unlock();
@@ -41,6 +42,7 @@ void CancelSender::run() {
       core::logger("pg")->warn("cancel request failed: {}", error.data());
     }
     PQfreeCancel(cancel);
+    if (done) done->store(true);
     lock.lock();
     busy_ = false;
     ++sent_;
@@ -66,7 +68,10 @@ std::size_t CancelSender::dropped() const {
 CancelSender::~CancelSender() {
   std::unique_lock lock(mutex_);
   stop_ = true;
-  for (PGcancel* c : queue_) PQfreeCancel(c);
+  for (auto& [c, done] : queue_) {
+    PQfreeCancel(c);
+    if (done) done->store(true);
+  }
   queue_.clear();
   wake_.notify_all();
   // A PQcancel to a frozen server blocks until the server answers or dies; at process exit

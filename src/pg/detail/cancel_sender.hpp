@@ -6,9 +6,11 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -23,7 +25,10 @@ class CancelSender {
 
   /// Takes ownership of `cancel` (PQfreeCancel is called). When the queue is full the
   /// request is dropped, logged and counted: the connection is discarded anyway.
-  void send(PGcancel* cancel) noexcept;
+  void send(PGcancel* cancel) noexcept { send(cancel, nullptr); }
+  /// As above; `done` (if any) is set once the server has taken the request (or it failed
+  /// or was dropped), from the sender's thread.
+  void send(PGcancel* cancel, std::shared_ptr<std::atomic<bool>> done) noexcept;
 
   std::size_t sent() const;
   /// Cancel requests queued or being sent.
@@ -38,7 +43,7 @@ class CancelSender {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<PGcancel*> queue_;
+  std::deque<std::pair<PGcancel*, std::shared_ptr<std::atomic<bool>>>> queue_;
   std::thread worker_;
   bool stop_ = false;
   bool busy_ = false;

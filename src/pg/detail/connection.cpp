@@ -9,6 +9,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "detail/cancel_sender.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cstdlib>
@@ -359,7 +361,11 @@ void Connection::complete_front() noexcept {
   Request* front = inflight_.front();
   inflight_.pop_front();
   ++completed_;
-  if (front == nullptr) return;  // abandoned by its caller: results dropped
+  if (front == nullptr) {  // abandoned by its caller: results dropped
+    --abandoned_;
+    cancel_if_only_abandoned();
+    return;
+  }
   front->done = true;
   if (front->notifier != nullptr) front->notifier->cancel();
 }
@@ -378,12 +384,15 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
   }
   try {
     auto eptr = connection_error(error, state, what);
+    abandoned_ = 0;
     while (!inflight_.empty()) {
       Request* r = inflight_.front();
       inflight_.pop_front();
       if (r == nullptr) continue;
-      // Its Sync never came: whatever the server said before, the outcome is unknown.
-      r->error = eptr;
+      // A request that already got a server error cannot have committed (its implicit or
+      // explicit transaction is aborted), and that error says more (e.g. PgBouncer's
+      // query_wait_timeout, F13): keep it. Otherwise its Sync never came: outcome unknown.
+      if (!r->error) r->error = eptr;
       r->done = true;
       if (r->notifier != nullptr) r->notifier->cancel();
     }
@@ -404,8 +413,17 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
 }
 
 void Connection::send_cancel_request() noexcept {
-  if (conn_ == nullptr || !cancel_sink_) return;
-  if (PGcancel* cancel = PQgetCancel(conn_)) cancel_sink_(cancel);
+  if (conn_ == nullptr) return;
+  if (PGcancel* cancel = PQgetCancel(conn_)) {
+    cancel_done_ = std::make_shared<std::atomic<bool>>(false);
+    CancelSender::instance().send(cancel, cancel_done_);
+  }
+}
+
+void Connection::cancel_if_only_abandoned() noexcept {
+  if (abandoned_ == 0 || abandoned_ != inflight_.size() || broken_) return;
+  if (cancel_done_ && !cancel_done_->load()) return;  // one already on its way
+  send_cancel_request();
 }
 
 void Connection::close(std::error_code error) noexcept {
@@ -464,7 +482,11 @@ void Connection::send(Request& request) {
 void Connection::abandon(Request& request) noexcept {
   request.notifier = nullptr;
   auto it = std::find(inflight_.begin(), inflight_.end(), &request);
-  if (it != inflight_.end()) *it = nullptr;
+  if (it != inflight_.end()) {
+    *it = nullptr;
+    ++abandoned_;
+    cancel_if_only_abandoned();
+  }
 }
 
 asio::awaitable<void> Connection::await(Request& request, Clock::time_point deadline) {

@@ -25,6 +25,7 @@
 
 #include <libpq-fe.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -146,6 +147,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Reads every result available without blocking; false when the connection broke.
   bool drain_results() noexcept;
   void complete_front() noexcept;
+  /// When every request in flight was abandoned, the server is running one of them: cancel
+  /// it (once), so that it does not run to its end for nobody (F09).
+  void cancel_if_only_abandoned() noexcept;
   void fail(std::error_code error, RequestState state, std::string_view what) noexcept;
   std::exception_ptr connection_error(std::error_code code, RequestState state,
                                       std::string_view what) const;
@@ -157,6 +161,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::steady_timer io_done_;
   int io_running_ = 0;
   bool flush_needed_ = false;
+  std::size_t abandoned_ = 0;                       // null entries in inflight_
+  std::shared_ptr<std::atomic<bool>> cancel_done_;  // set when the last cancel was delivered
   bool copying_ = false;
   bool broken_ = false;
   int backend_pid_ = 0;
@@ -167,13 +173,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Consecutive NULLs from PQgetResult: a second one means "nothing more buffered".
   bool last_was_null_ = false;
   std::function<void()> on_broken_;
-  std::function<void(PGcancel*)> cancel_sink_;
 
  public:
   /// Called once when the connection breaks or is poisoned (the pool replaces it).
   void set_on_broken(std::function<void()> f) { on_broken_ = std::move(f); }
-  /// Receives cancel requests to send off the loop (PQcancel blocks); takes ownership.
-  void set_cancel_sink(std::function<void(PGcancel*)> f) { cancel_sink_ = std::move(f); }
+  /// Whether new statements may be routed here: open, and no abandoned request is still
+  /// running (a caller that gave up on a slow statement must not hold up the next ones),
+  /// and no cancel request is still on its way (it could hit the next statement).
+  bool accepting() const noexcept {
+    return open() && abandoned_ == 0 && (!cancel_done_ || cancel_done_->load());
+  }
 };
 
 }  // namespace trading_shared::pg::detail

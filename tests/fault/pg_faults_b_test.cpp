@@ -1,0 +1,1135 @@
+// Fault tests F09-F16 of FAILURE_MODES.md for PostgresClient, injected for real against the
+// harness's PostgreSQL 15 and PgBouncer (transaction pooling): caller cancellation and
+// client-side timeouts mid-query, close() with a connection checked out, PgBouncer transaction
+// pooling (unnamed statements, session state), query_wait_timeout, PAUSE/RESUME and restart,
+// the server's idle_session_timeout, and permanent errors.
+//
+// Tests share one set of servers (one binary) and run one after the other: each isolates
+// itself by database name, and RAII guards at test scope put every server back (running,
+// unpaused, default settings) even when an expectation fails or the body throws.
+#include <trading_shared/pg/postgres_client.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "support/async_test.hpp"
+#include "support/fault_proxy.hpp"
+#include "support/server_harness.hpp"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace {
+
+namespace ts = trading_shared;
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using ts::pg::PostgresClient;
+using ts::testing::Servers;
+
+#define TS_SKIP_IF_EXTERNAL()                                                   \
+  if (Servers::instance().external()) {                                         \
+    GTEST_SKIP() << "servers are external: no process handles for fault tests"; \
+  }
+
+std::chrono::milliseconds elapsed_ms(Clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since);
+}
+
+int open_descriptors() {
+  int count = 0;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (readdir(dir) != nullptr) ++count;
+    closedir(dir);
+  }
+  return count;
+}
+
+// ---- synchronous libpq helpers (inspection and fault injection from the test) -------------
+
+using Rows = std::vector<std::vector<std::string>>;
+
+/// One blocking libpq connection; closed on destruction.
+class PgConn {
+ public:
+  explicit PgConn(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {}
+  ~PgConn() {
+    if (conn_ != nullptr) PQfinish(conn_);
+  }
+  PgConn(const PgConn&) = delete;
+  PgConn& operator=(const PgConn&) = delete;
+
+  bool ok() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
+  PGconn* get() const { return conn_; }
+  std::string error() const { return conn_ != nullptr ? PQerrorMessage(conn_) : "out of memory"; }
+
+  /// Runs `sql` with the simple protocol (the PgBouncer console accepts nothing else).
+  /// Returns its rows (text), or nullopt with `last_error()` set.
+  std::optional<Rows> exec(const std::string& sql) {
+    last_error_.clear();
+    columns_.clear();
+    if (!ok()) {
+      last_error_ = "not connected: " + error();
+      return std::nullopt;
+    }
+    PGresult* result = PQexec(conn_, sql.c_str());
+    std::optional<Rows> rows;
+    const auto status = PQresultStatus(result);
+    if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+      rows.emplace();
+      for (int c = 0; c < PQnfields(result); ++c) columns_.emplace_back(PQfname(result, c));
+      for (int r = 0; r < PQntuples(result); ++r) {
+        auto& row = rows->emplace_back();
+        for (int c = 0; c < PQnfields(result); ++c) row.emplace_back(PQgetvalue(result, r, c));
+      }
+    } else {
+      last_error_ = PQresultErrorMessage(result);
+    }
+    PQclear(result);
+    return rows;
+  }
+  /// Column names of the last successful exec.
+  const std::vector<std::string>& columns() const { return columns_; }
+  const std::string& last_error() const { return last_error_; }
+
+ private:
+  PGconn* conn_;
+  std::string last_error_;
+  std::vector<std::string> columns_;
+};
+
+/// First value of the first row of `sql`, or nullopt.
+std::optional<std::string> scalar(const std::string& dsn, const std::string& sql) {
+  PgConn conn(dsn);
+  auto rows = conn.exec(sql);
+  if (!rows || rows->empty() || rows->front().empty()) return std::nullopt;
+  return rows->front().front();
+}
+
+/// Runs one statement through a fresh connection; returns the error text ("" on success).
+std::string run_sql(const std::string& dsn, const std::string& sql) {
+  PgConn conn(dsn);
+  if (!conn.ok()) return "connect: " + conn.error();
+  return conn.exec(sql) ? std::string() : conn.last_error();
+}
+
+/// Backends of `app` on the server (direct connection, never counting itself); with `like`,
+/// only those running a statement whose text contains it.
+long backends(const std::string& app, const std::string& like = {}) {
+  std::string sql =
+      "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+      "application_name = '" +
+      app + "'";
+  if (!like.empty()) sql += " AND state = 'active' AND query LIKE '%" + like + "%'";
+  const auto value = scalar(Servers::instance().postgres_dsn("postgres"), sql);
+  return value ? std::stol(*value) : -1;
+}
+
+bool wait_backends(const std::string& app, long expected, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (backends(app) == expected) return true;
+    std::this_thread::sleep_for(20ms);  // polling a condition with a deadline
+  }
+  return backends(app) == expected;
+}
+
+/// A PgBouncer admin console command; returns the error text ("" on success).
+std::string pgbouncer_admin(const std::string& command) {
+  return run_sql(Servers::instance().pgbouncer_admin_dsn(), command);
+}
+
+/// `SHOW CONFIG` value of a PgBouncer setting.
+std::optional<std::string> pgbouncer_setting(const std::string& key) {
+  PgConn admin(Servers::instance().pgbouncer_admin_dsn());
+  const auto rows = admin.exec("SHOW CONFIG");
+  if (!rows) return std::nullopt;
+  for (const auto& row : *rows) {
+    if (row.size() >= 2 && row[0] == key) return row[1];
+  }
+  return std::nullopt;
+}
+
+/// `SHOW POOLS` row of `database` (user postgres) as column -> value.
+std::map<std::string, std::string> pgbouncer_pool(const std::string& database) {
+  PgConn admin(Servers::instance().pgbouncer_admin_dsn());
+  const auto rows = admin.exec("SHOW POOLS");
+  std::map<std::string, std::string> out;
+  if (!rows) return out;
+  for (const auto& row : *rows) {
+    if (row.empty() || row[0] != database) continue;
+    for (std::size_t c = 0; c < row.size() && c < admin.columns().size(); ++c) {
+      out[admin.columns()[c]] = row[c];
+    }
+  }
+  return out;
+}
+
+long pool_value(const std::map<std::string, std::string>& pool, const std::string& column) {
+  const auto it = pool.find(column);
+  return it == pool.end() ? -1 : std::stol(it->second);
+}
+
+// ---- guards: every server running, unpaused, with default settings at test end -----------
+
+/// Runs `fn` at scope exit; failures are reported, never thrown (it runs in a destructor).
+class ScopeExit {
+ public:
+  explicit ScopeExit(std::function<void()> fn) : fn_(std::move(fn)) {}
+  ~ScopeExit() {
+    try {
+      fn_();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "restoring the servers failed: " << e.what();
+    }
+  }
+  ScopeExit(const ScopeExit&) = delete;
+  ScopeExit& operator=(const ScopeExit&) = delete;
+
+ private:
+  std::function<void()> fn_;
+};
+
+/// PostgreSQL and PgBouncer running and not paused (start() is a no-op when running and
+/// resumes a stopped process group).
+void ensure_servers_running() {
+  auto& servers = Servers::instance();
+  servers.postgres().start();
+  servers.pgbouncer().start();
+}
+
+// ---- asynchronous helpers ------------------------------------------------------------------
+
+asio::awaitable<void> sleep_for(Clock::duration d) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, d);
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
+/// Polls `condition` (without blocking the loop between polls) until it holds or `timeout`
+/// passes; returns its last value.
+asio::awaitable<bool> eventually(std::function<bool()> condition, Clock::duration timeout,
+                                 Clock::duration step = 10ms) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (condition()) co_return true;
+    if (Clock::now() >= deadline) co_return condition();
+    co_await sleep_for(step);
+  }
+}
+
+/// Waits until the pool has `size` open connections.
+asio::awaitable<bool> pool_full(const PostgresClient& client, std::size_t size,
+                                Clock::duration timeout) {
+  co_return co_await eventually([&] { return client.stats().connections == size; }, timeout);
+}
+
+/// The library error `op` fails with, or nullopt when it succeeds. Any other exception
+/// fails the test and is returned as nullopt.
+template <class T>
+asio::awaitable<std::optional<ts::Error>> error_of(asio::awaitable<T> op) {
+  try {
+    co_await std::move(op);
+  } catch (const ts::Error& e) {
+    co_return e;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "unexpected exception type: " << e.what();
+  }
+  co_return std::nullopt;
+}
+
+std::string sqlstate(const std::optional<ts::Error>& e) {
+  return e && e->server() ? e->server()->code : std::string();
+}
+
+std::string describe(const std::optional<ts::Error>& e) {
+  if (!e) return "no error";
+  return std::string(ts::to_string(e->kind())) + " / " + e->code().message() + " / " + e->what();
+}
+
+/// A config for one test: small timeouts, its own application_name, a full pool of two.
+ts::pg::PostgresConfig config_for(std::string dsn, std::string app) {
+  ts::pg::PostgresConfig c;
+  c.dsn = std::move(dsn);
+  c.application_name = std::move(app);
+  c.min_size = 2;
+  c.max_size = 2;
+  c.statement_timeout = 10s;
+  c.network_timeout_margin = 1s;
+  c.connect_timeout = 2s;
+  c.startup_timeout = 10s;
+  c.acquire_timeout = 2s;
+  c.close_timeout = 1s;
+  c.reconnect_backoff = {50ms, 1000ms, 2.0};
+  return c;
+}
+
+// ---- F09 query cancelled by the caller mid-flight ---------------------------------------------
+
+// A caller cancels (terminal) a long query: it returns at once with `cancelled`; many other
+// callers then each get their own result, never the cancelled query's (-1); and the cancelled
+// statement must not keep running on the server (FAILURE_MODES F09: a server-side cancel is
+// sent or the connection discarded), else every statement pipelined behind it waits for it.
+TEST(PgFault, F09_cancelled_query_no_stale_result) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f09");
+  const std::string app = "ts_f09_cancel";
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config_for(servers.postgres_dsn(db), app));
+        co_await client.start();
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+
+        asio::cancellation_signal signal;
+        bool finished = false;
+        std::optional<ts::Error> cancel_error;
+        bool got_result = false;
+        Clock::time_point finished_at{};
+        asio::co_spawn(
+            io, client.query("SELECT -1::int4 FROM pg_sleep(2)"),
+            asio::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e, ts::pg::Result) {
+              finished = true;
+              finished_at = Clock::now();
+              got_result = !e;
+              try {
+                if (e) std::rethrow_exception(e);
+              } catch (const ts::Error& error) {
+                cancel_error = error;
+              } catch (...) {
+                ADD_FAILURE() << "unexpected exception type";
+              }
+            }));
+        // The statement runs on the server before the caller gives up.
+        EXPECT_TRUE(co_await eventually([&] { return backends(app, "pg_sleep(2)") == 1; }, 3s));
+        co_await sleep_for(100ms);
+        const auto cancelled_at = Clock::now();
+        signal.emit(asio::cancellation_type::terminal);
+        EXPECT_TRUE(co_await eventually([&] { return finished; }, 1s, 1ms));
+        EXPECT_FALSE(got_result);
+        EXPECT_LT(finished_at - cancelled_at, 500ms);
+        EXPECT_TRUE(cancel_error.has_value());
+        if (cancel_error) {
+          EXPECT_EQ(cancel_error->kind(), ts::ErrorKind::cancelled) << describe(cancel_error);
+        }
+        EXPECT_EQ(client.stats().cancellations, 1u);
+
+        // Many other callers, each checking its own value, right after the cancellation.
+        constexpr int kCallers = 100;
+        constexpr int kPerCaller = 5;
+        int done = 0, wrong = 0, errors = 0;
+        Clock::duration slowest{};
+        for (int c = 0; c < kCallers; ++c) {
+          asio::co_spawn(
+              io,
+              [&, c]() -> asio::awaitable<void> {
+                for (int i = 0; i < kPerCaller; ++i) {
+                  const std::int32_t value = c * 100 + i;
+                  const auto start = Clock::now();
+                  const auto got =
+                      co_await client.query_value<std::int32_t>("SELECT $1::int4", value);
+                  slowest = std::max(slowest, Clock::now() - start);
+                  if (got != value) ++wrong;
+                }
+              },
+              [&](std::exception_ptr e) {
+                if (e) ++errors;
+                ++done;
+              });
+        }
+        // FAILURE_MODES F09: the cancelled statement is cancelled on the server (or its
+        // connection closed), well before its 2 s would be up.
+        const bool stopped_on_server =
+            co_await eventually([&] { return backends(app, "pg_sleep(2)") == 0; }, 1s, 20ms);
+        EXPECT_TRUE(stopped_on_server)
+            << "the cancelled statement still runs on the server "
+            << elapsed_ms(cancelled_at).count() << " ms after the caller cancelled it";
+        EXPECT_TRUE(co_await eventually([&] { return done == kCallers; }, 5s));
+        EXPECT_EQ(wrong, 0);
+        EXPECT_EQ(errors, 0);
+        // Nobody waits for the abandoned statement (it would take up to 2 s).
+        EXPECT_LT(slowest, 1s)
+            << "slowest caller after the cancellation: "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count() << " ms";
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 5"), 5);
+        co_await client.close();
+      },
+      30s);
+}
+
+// A client-side timeout (QueryOptions::timeout + network margin): the caller gets
+// request_timeout within bound, the connection is discarded and replaced, and the statement
+// is cancelled on the server (no backend still runs it), later queries get their own results.
+TEST(PgFault, F09_timed_out_query_cancelled_on_server) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f09");
+  const std::string app = "ts_f09_timeout";
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto config = config_for(servers.postgres_dsn(db), app);
+        config.network_timeout_margin = 100ms;
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        const auto before = client.stats();
+
+        const auto start = Clock::now();
+        const auto error = co_await error_of(
+            client.query(ts::pg::QueryOptions{200ms}, "SELECT -1::int4 FROM pg_sleep(5)"));
+        const auto took = elapsed_ms(start);
+        EXPECT_TRUE(error.has_value());
+        if (error) {
+          EXPECT_EQ(error->code(), ts::make_error_code(ts::errc::request_timeout))
+              << describe(error);
+          EXPECT_EQ(error->kind(), ts::ErrorKind::outcome_unknown) << describe(error);
+        }
+        EXPECT_GE(took, 250ms);
+        EXPECT_LT(took, 1000ms);
+        const auto after = client.stats();
+        EXPECT_EQ(after.timeouts, before.timeouts + 1);
+        EXPECT_EQ(after.failures, before.failures + 1);
+        EXPECT_GE(after.discarded, before.discarded + 1);
+
+        // The server-side statement was cancelled: no backend of ours runs it any more.
+        EXPECT_TRUE(
+            co_await eventually([&] { return backends(app, "pg_sleep(5)") == 0; }, 2s, 20ms))
+            << "pg_sleep(5) still running on the server";
+        // The pool replaced the discarded connection; the server sees exactly the pool.
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        EXPECT_TRUE(co_await eventually([&] { return backends(app) == 2; }, 3s, 20ms))
+            << "backends of the client: " << backends(app);
+
+        int wrong = 0;
+        for (std::int32_t v = 0; v < 50; ++v) {
+          if (co_await client.query_value<std::int32_t>("SELECT $1::int4", v) != v) ++wrong;
+        }
+        EXPECT_EQ(wrong, 0);
+        co_await client.close();
+      },
+      30s);
+}
+
+// ---- F10 shutdown while a connection is checked out ---------------------------------------
+
+struct F10Outcome {
+  bool done = false;
+  std::optional<ts::Error> error;
+  bool other_exception = false;
+};
+
+/// Starts a transaction whose body runs `body`, waits until the connection is checked out,
+/// closes the client (close_timeout 300 ms) and checks that close() returns within ~1 s, the
+/// transaction caller gets a cancellation error, and nothing is left (descriptors, server
+/// connections).
+void run_f10(const std::string& app,
+             std::function<asio::awaitable<void>(ts::pg::Transaction&)> body,
+             const std::string& running_like) {
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f10");
+  const std::string dsn = servers.postgres_dsn(db);
+  // Nothing of an earlier run is left; the descriptor baseline is taken before the client.
+  EXPECT_TRUE(wait_backends(app, 0, 5s));
+  const int fds_before = open_descriptors();
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto config = config_for(dsn, app);
+        config.close_timeout = 300ms;
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+
+        auto outcome = std::make_shared<F10Outcome>();
+        asio::co_spawn(io, client.transaction(body), [outcome](std::exception_ptr e) {
+          outcome->done = true;
+          try {
+            if (e) std::rethrow_exception(e);
+          } catch (const ts::Error& error) {
+            outcome->error = error;
+          } catch (...) {
+            outcome->other_exception = true;
+          }
+        });
+        EXPECT_TRUE(co_await eventually([&] { return client.stats().exclusive == 1; }, 3s));
+        if (!running_like.empty()) {
+          EXPECT_TRUE(
+              co_await eventually([&] { return backends(app, running_like) == 1; }, 3s, 20ms));
+        }
+        co_await sleep_for(100ms);
+
+        const auto start = Clock::now();
+        co_await client.close();
+        const auto took = elapsed_ms(start);
+        EXPECT_LT(took, 1000ms) << "close() took " << took.count() << " ms (close_timeout 300)";
+        EXPECT_TRUE(co_await eventually([&] { return outcome->done; }, 5s));
+        EXPECT_FALSE(outcome->other_exception);
+        EXPECT_TRUE(outcome->error.has_value()) << "the transaction did not fail";
+        if (outcome->error) {
+          EXPECT_EQ(outcome->error->kind(), ts::ErrorKind::cancelled) << describe(outcome->error);
+          const auto code = outcome->error->code();
+          EXPECT_TRUE(code == ts::make_error_code(ts::errc::client_closed) ||
+                      code == ts::make_error_code(ts::errc::cancelled))
+              << describe(outcome->error);
+        }
+        EXPECT_EQ(client.stats().connections, 0u);
+        EXPECT_EQ(client.stats().exclusive, 0u);
+      },
+      30s);
+  EXPECT_EQ(open_descriptors(), fds_before);
+  // No server connection is left, and the statement in flight was cancelled on the server
+  // (a backend in pg_sleep would outlive its closed socket until the sleep ends).
+  EXPECT_TRUE(wait_backends(app, 0, 2s)) << "backends left: " << backends(app);
+}
+
+TEST(PgFault, F10_close_cancels_checked_out_statement) {
+  TS_SKIP_IF_EXTERNAL();
+  run_f10(
+      "ts_f10_statement",
+      [](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+        co_await tx.execute("SELECT pg_sleep(10)");
+      },
+      "pg_sleep(10)");
+}
+
+// The body awaits something that is not the client's (an Asio timer of 3 s): close() must
+// still return within its timeout, the body's caller failing with a cancellation error.
+TEST(PgFault, F10_close_cancels_transaction_body_awaiting_timer) {
+  TS_SKIP_IF_EXTERNAL();
+  run_f10(
+      "ts_f10_timer",
+      [](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+        co_await tx.execute("SELECT 1");
+        co_await sleep_for(3s);
+        co_await tx.execute("SELECT 2");
+      },
+      "");
+}
+
+// ---- F11 PgBouncer transaction mode: repeated identical statements ------------------------
+
+TEST(PgFault, F11_pgbouncer_repeated_identical_statements) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f11");
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        const std::string dsn = servers.pgbouncer_dsn(db);
+        PostgresClient a(io.get_executor(), config_for(dsn, "ts_f11_a"));
+        PostgresClient b(io.get_executor(), config_for(dsn, "ts_f11_b"));
+        co_await a.start();
+        co_await b.start();
+
+        constexpr int kCallersPerClient = 50;
+        constexpr int kRounds = 20;
+        int done = 0, wrong = 0, transactions = 0;
+        std::vector<std::string> errors;
+        const auto start = Clock::now();
+        for (PostgresClient* client : {&a, &b}) {
+          for (int c = 0; c < kCallersPerClient; ++c) {
+            asio::co_spawn(
+                io,
+                [&, client, c]() -> asio::awaitable<void> {
+                  for (int i = 0; i < kRounds; ++i) {
+                    const std::int64_t v = c * 1000 + i;
+                    try {
+                      // The same three statement texts from every caller of both clients.
+                      if (co_await client->query_value<std::int64_t>("SELECT $1::int8 * 2", v) !=
+                          v * 2) {
+                        ++wrong;
+                      }
+                      const std::string text = "v" + std::to_string(v);
+                      if (co_await client->query_value<std::string>("SELECT $1::text", text) !=
+                          text) {
+                        ++wrong;
+                      }
+                      auto row = co_await client->query_one("SELECT $1::int8 + 1, $2::text || 'x'",
+                                                            v, text);
+                      if (!row || row->get<std::int64_t>(0) != v + 1 ||
+                          row->get<std::string>(1) != text + "x") {
+                        ++wrong;
+                      }
+                      if (i % 5 == 0) {
+                        const auto in_tx = co_await client->transaction(
+                            [&](ts::pg::Transaction& tx) -> asio::awaitable<std::int64_t> {
+                              co_return co_await tx.query_value<std::int64_t>("SELECT $1::int8 * 2",
+                                                                              v);
+                            });
+                        if (in_tx != v * 2) ++wrong;
+                        ++transactions;
+                      }
+                    } catch (const ts::Error& e) {
+                      errors.push_back(describe(e));
+                    }
+                  }
+                },
+                [&](std::exception_ptr e) {
+                  if (e) errors.emplace_back("caller failed");
+                  ++done;
+                });
+          }
+        }
+        EXPECT_TRUE(co_await eventually([&] { return done == 2 * kCallersPerClient; }, 20s));
+        const auto took = elapsed_ms(start);
+        EXPECT_LT(took, 15s);
+        EXPECT_EQ(wrong, 0);
+        EXPECT_TRUE(errors.empty()) << errors.size() << " errors, first: " << errors.front();
+        EXPECT_EQ(transactions, 2 * kCallersPerClient * (kRounds / 5));
+        for (PostgresClient* client : {&a, &b}) {
+          const auto s = client->stats();
+          EXPECT_EQ(s.failures, 0u);
+          EXPECT_EQ(s.discarded, 0u);
+          EXPECT_EQ(s.queries, static_cast<std::uint64_t>(kCallersPerClient * kRounds * 3 +
+                                                          kCallersPerClient * (kRounds / 5)));
+          EXPECT_TRUE(co_await pool_full(*client, 2, 5s));
+        }
+        co_await a.close();
+        co_await b.close();
+      },
+      40s);
+}
+
+// ---- F12 session state under transaction pooling -------------------------------------------
+
+// Session-level SET is refused before anything is sent (a proxy in front of PgBouncer counts
+// the bytes); SET LOCAL inside transaction() works and does not leak to other clients.
+TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f12");
+  const auto default_timeout = scalar(servers.postgres_dsn(db), "SHOW statement_timeout");
+  const auto default_path = scalar(servers.postgres_dsn(db), "SHOW search_path");
+  ASSERT_TRUE(default_timeout && default_path);
+  auto& bouncer = servers.pgbouncer();
+  ts::testing::FaultProxy proxy(bouncer.host(), bouncer.port());
+  proxy.start();
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        // libpq: the last `port` wins.
+        PostgresClient a(io.get_executor(), config_for(servers.pgbouncer_dsn(db) +
+                                                           " port=" + std::to_string(proxy.port()),
+                                                       "ts_f12_a"));
+        PostgresClient b(io.get_executor(), config_for(servers.pgbouncer_dsn(db), "ts_f12_b"));
+        co_await a.start();
+        co_await b.start();
+        EXPECT_TRUE(co_await pool_full(a, 2, 5s));
+        co_await sleep_for(50ms);  // the proxy's counters settle
+
+        const auto stats_before = a.stats();
+        const auto bytes_before = proxy.bytes_client_to_server();
+        for (const char* sql :
+             {"SET search_path = x", "set search_path to x", "  SET\tstatement_timeout = 4321",
+              "SET SESSION statement_timeout = 1", "SET\nwork_mem = '1MB'"}) {
+          const auto error = co_await error_of(a.execute(sql));
+          EXPECT_TRUE(error.has_value()) << sql << " was accepted";
+          if (!error) continue;
+          EXPECT_EQ(error->code(), ts::make_error_code(ts::errc::invalid_argument))
+              << sql << ": " << describe(error);
+          EXPECT_EQ(error->kind(), ts::ErrorKind::permanent) << sql;
+          EXPECT_EQ(error->request_state(), ts::RequestState::not_sent) << sql;
+        }
+        co_await sleep_for(100ms);
+        EXPECT_EQ(proxy.bytes_client_to_server(), bytes_before) << "a refused SET was sent";
+        EXPECT_EQ(a.stats().queries, stats_before.queries);
+        EXPECT_EQ(a.stats().failures, stats_before.failures);
+        EXPECT_EQ(a.stats().breaker, ts::core::CircuitState::closed);
+
+        // SET LOCAL inside a transaction works for that transaction...
+        const auto inside = co_await a.transaction(
+            [&](ts::pg::Transaction& tx) -> asio::awaitable<std::pair<std::string, std::string>> {
+              co_await tx.execute("SET LOCAL statement_timeout = 4321");
+              co_await tx.execute("SET LOCAL search_path = f12_private, public");
+              auto timeout = co_await tx.query_value<std::string>("SHOW statement_timeout");
+              auto path =
+                  co_await tx.query_value<std::string>("SELECT current_setting('search_path')");
+              co_return std::make_pair(std::move(timeout), std::move(path));
+            });
+        EXPECT_EQ(inside.first, "4321ms");
+        EXPECT_EQ(inside.second, "f12_private, public");
+
+        // ... and nothing of it is left on any server connection: the other client (and this
+        // one) see the defaults, from many concurrent callers spread over PgBouncer's pool.
+        int done = 0, leaked = 0, failed = 0;
+        for (PostgresClient* client : {&a, &b}) {
+          for (int c = 0; c < 20; ++c) {
+            asio::co_spawn(
+                io,
+                [&, client]() -> asio::awaitable<void> {
+                  for (int i = 0; i < 5; ++i) {
+                    auto row = co_await client->query_one(
+                        "SELECT current_setting('statement_timeout'), "
+                        "current_setting('search_path')");
+                    if (!row || row->get<std::string>(0) != *default_timeout ||
+                        row->get<std::string>(1) != *default_path) {
+                      ++leaked;
+                    }
+                  }
+                },
+                [&](std::exception_ptr e) {
+                  if (e) ++failed;
+                  ++done;
+                });
+          }
+        }
+        EXPECT_TRUE(co_await eventually([&] { return done == 40; }, 10s));
+        EXPECT_EQ(leaked, 0);
+        EXPECT_EQ(failed, 0);
+        co_await a.close();
+        co_await b.close();
+      },
+      30s);
+  proxy.stop();
+}
+
+// Session-level SET hidden behind a leading SQL comment (query tags, ORMs) must be refused
+// just the same: sent to PgBouncer it would stay on a shared server connection.
+TEST(PgFault, F12_session_set_behind_comment_refused) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f12c");
+  // Whatever this test leaks stays on this database's server connections: drop them at the
+  // end (KILL closes them, RESUME lets clients in again).
+  ScopeExit cleanup([&] {
+    ensure_servers_running();
+    for (const std::string& command : {"KILL " + db, "RESUME " + db}) {
+      const auto error = pgbouncer_admin(command);
+      if (!error.empty()) ADD_FAILURE() << command << ": " << error;
+    }
+  });
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config_for(servers.pgbouncer_dsn(db), "ts_f12c"));
+        co_await client.start();
+        for (const char* sql : {"-- tag: job=42\nSET statement_timeout = 4321",
+                                "/* tag */ SET statement_timeout = 4321"}) {
+          const auto error = co_await error_of(client.execute(sql));
+          EXPECT_TRUE(error.has_value()) << "session-level SET accepted: " << sql;
+          if (!error) continue;
+          EXPECT_EQ(error->code(), ts::make_error_code(ts::errc::invalid_argument))
+              << describe(error);
+          EXPECT_EQ(error->request_state(), ts::RequestState::not_sent);
+        }
+        co_await client.close();
+      },
+      20s);
+}
+
+// ---- F13 PgBouncer query_wait_timeout / pool saturation -----------------------------------
+
+TEST(PgFault, F13_pgbouncer_query_wait_timeout_is_transient) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f13");
+  const auto original = pgbouncer_setting("query_wait_timeout");
+  ASSERT_TRUE(original.has_value()) << "SHOW CONFIG has no query_wait_timeout";
+  const auto pool_size = pgbouncer_setting("default_pool_size");
+  ASSERT_TRUE(pool_size.has_value());
+  const int sleepers_needed = std::stoi(*pool_size);
+  std::vector<std::unique_ptr<PgConn>> sleepers;
+  ScopeExit restore([&] {
+    sleepers.clear();  // their statements end on the server by themselves (3 s)
+    ensure_servers_running();
+    const auto error = pgbouncer_admin("SET query_wait_timeout = " + *original);
+    if (!error.empty()) ADD_FAILURE() << "cannot restore query_wait_timeout: " << error;
+    EXPECT_EQ(pgbouncer_setting("query_wait_timeout"), original);
+  });
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        const std::string dsn = servers.pgbouncer_dsn(db);
+        PostgresClient client(io.get_executor(), config_for(dsn, "ts_f13"));
+        co_await client.start();
+        EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 1"), 1);
+
+        const auto set_error = pgbouncer_admin("SET query_wait_timeout = 1");
+        EXPECT_EQ(set_error, "");
+        EXPECT_EQ(pgbouncer_setting("query_wait_timeout"), std::optional<std::string>("1"));
+
+        // Saturate the database's pool: every server connection busy for 3 s.
+        const auto sleep_start = Clock::now();
+        for (int i = 0; i < sleepers_needed; ++i) {
+          auto conn = std::make_unique<PgConn>(dsn);
+          EXPECT_TRUE(conn->ok()) << conn->error();
+          if (!conn->ok()) co_return;
+          EXPECT_EQ(PQsendQuery(conn->get(), "SELECT pg_sleep(3)"), 1);
+          sleepers.push_back(std::move(conn));
+        }
+        const bool saturated = co_await eventually(
+            [&] { return pool_value(pgbouncer_pool(db), "sv_active") >= sleepers_needed; }, 2s,
+            20ms);
+        EXPECT_TRUE(saturated) << "sv_active = " << pool_value(pgbouncer_pool(db), "sv_active");
+        if (!saturated) co_return;
+
+        const auto before = client.stats();
+        const auto start = Clock::now();
+        const auto error = co_await error_of(client.query("SELECT 1"));
+        const auto took = elapsed_ms(start);
+        EXPECT_TRUE(error.has_value()) << "the query did not wait for a server connection";
+        if (error) {
+          EXPECT_EQ(error->kind(), ts::ErrorKind::transient_unavailable) << describe(error);
+          EXPECT_EQ(sqlstate(error), "08P01") << describe(error);
+          EXPECT_NE(std::string(error->what()).find("query_wait_timeout"), std::string::npos)
+              << describe(error);
+        }
+        EXPECT_GE(took, 800ms);
+        EXPECT_LT(took, 2500ms);
+        EXPECT_LT(Clock::now() - sleep_start, 3s) << "measured after the sleepers finished";
+        const auto after = client.stats();
+        EXPECT_EQ(after.failures, before.failures + 1);
+        EXPECT_EQ(after.timeouts, before.timeouts);  // PgBouncer's timeout, not ours
+
+        // The sleepers finish; then queries succeed again and the pool is back to full size.
+        const bool sleepers_done = co_await eventually(
+            [&] {
+              for (auto& s : sleepers) {
+                PQconsumeInput(s->get());
+                if (PQisBusy(s->get()) != 0) return false;
+              }
+              return true;
+            },
+            5s, 20ms);
+        EXPECT_TRUE(sleepers_done);
+        sleepers.clear();
+        int attempts = 0;
+        const auto value = co_await client.execute_resiliently(
+            [&](PostgresClient& c) {
+              ++attempts;
+              return c.query_value<std::int32_t>("SELECT 2");
+            },
+            ts::core::Idempotent::yes);
+        EXPECT_EQ(value, 2);
+        EXPECT_EQ(attempts, 1);
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        co_await client.close();
+      },
+      30s);
+}
+
+// ---- F14 PgBouncer PAUSE/RESUME and restart -----------------------------------------------
+
+TEST(PgFault, F14_pgbouncer_pause_resume_deadline_holds) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f14");
+  bool paused = false;
+  ScopeExit restore([&] {
+    ensure_servers_running();
+    if (paused) {
+      const auto error = pgbouncer_admin("RESUME " + db);
+      if (!error.empty()) ADD_FAILURE() << "RESUME " << db << ": " << error;
+    }
+  });
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto config = config_for(servers.pgbouncer_dsn(db), "ts_f14_pause");
+        config.network_timeout_margin = 200ms;
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 1"), 1);
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+
+        const auto pause_error = pgbouncer_admin("PAUSE " + db);
+        EXPECT_EQ(pause_error, "");
+        paused = pause_error.empty();
+        const auto before = client.stats();
+        const auto start = Clock::now();
+        const auto error = co_await error_of(client.query(ts::pg::QueryOptions{300ms}, "SELECT 1"));
+        const auto took = elapsed_ms(start);
+        EXPECT_TRUE(error.has_value()) << "a query went through a paused PgBouncer";
+        if (error) {
+          EXPECT_EQ(error->code(), ts::make_error_code(ts::errc::request_timeout))
+              << describe(error);
+          EXPECT_EQ(error->kind(), ts::ErrorKind::outcome_unknown);
+        }
+        EXPECT_GE(took, 450ms);
+        EXPECT_LT(took, 1500ms) << "300 ms + 200 ms margin";
+        EXPECT_EQ(client.stats().timeouts, before.timeouts + 1);
+
+        const auto resume_error = pgbouncer_admin("RESUME " + db);
+        EXPECT_EQ(resume_error, "");
+        paused = !resume_error.empty();
+        const auto resumed = Clock::now();
+        EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 2"), 2);
+        EXPECT_LT(elapsed_ms(resumed), 2000ms);
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        co_await client.close();
+      },
+      30s);
+}
+
+TEST(PgFault, F14_pgbouncer_restart_reconnects_with_backoff) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f14");
+  ScopeExit restore([] { ensure_servers_running(); });
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto config = config_for(servers.pgbouncer_dsn(db), "ts_f14_restart");
+        config.acquire_timeout = 1s;
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        ts::core::RetryPolicy policy;
+        policy.max_attempts = 10;
+        policy.total_deadline = 10s;
+        policy.backoff = {50ms, 500ms, 2.0};
+
+        // 1. Restart (blocks this thread, the client's loop with it): both connections die.
+        const auto before = client.stats();
+        servers.pgbouncer().restart();
+        int attempts = 0;
+        auto start = Clock::now();
+        const auto value = co_await client.execute_resiliently(
+            [&](PostgresClient& c) {
+              ++attempts;
+              return c.query_value<std::int32_t>("SELECT 7");
+            },
+            ts::core::Idempotent::yes, policy);
+        EXPECT_EQ(value, 7);
+        EXPECT_LT(elapsed_ms(start), 3000ms);
+        EXPECT_GE(attempts, 1);
+        EXPECT_LE(attempts, 3);
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        EXPECT_GE(client.stats().discarded, before.discarded + 2);
+        std::printf("[ F14 ] after restart: %d attempt(s), %lld ms\n", attempts,
+                    static_cast<long long>(elapsed_ms(start).count()));
+
+        // 2. Down for a while: the caller retries, the pool reconnects with backoff, and the
+        // work succeeds soon after PgBouncer is back.
+        servers.pgbouncer().stop();
+        const auto failures_before = client.stats().connect_failures;
+        bool done = false;
+        std::optional<std::int32_t> got;
+        int down_attempts = 0;
+        asio::co_spawn(io,
+                       client.execute_resiliently(
+                           [&](PostgresClient& c) {
+                             ++down_attempts;
+                             return c.query_value<std::int32_t>("SELECT 8");
+                           },
+                           ts::core::Idempotent::yes, policy),
+                       [&](std::exception_ptr e, std::int32_t v) {
+                         done = true;
+                         if (!e) got = v;
+                       });
+        co_await sleep_for(700ms);
+        EXPECT_FALSE(done);
+        servers.pgbouncer().start();
+        start = Clock::now();
+        EXPECT_TRUE(co_await eventually([&] { return done; }, 5s));
+        EXPECT_EQ(got, std::optional<std::int32_t>(8));
+        EXPECT_LT(elapsed_ms(start), 3000ms);
+        const auto connect_failures = client.stats().connect_failures - failures_before;
+        EXPECT_GE(connect_failures, 1u);
+        EXPECT_LT(connect_failures, 30u) << "reconnect storm";
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        std::printf("[ F14 ] outage: %d attempt(s), %llu failed reconnects\n", down_attempts,
+                    static_cast<unsigned long long>(connect_failures));
+        co_await client.close();
+      },
+      40s);
+}
+
+// ---- F15 idle-session timeout (57P05) -------------------------------------------------------
+
+TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f15");
+  const std::string admin_dsn = servers.postgres_dsn("postgres");
+  ASSERT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " SET idle_session_timeout = '500ms'"), "");
+  ScopeExit restore([&] {
+    EXPECT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " RESET idle_session_timeout"), "");
+  });
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config_for(servers.postgres_dsn(db), "ts_f15"));
+        co_await client.start();
+        EXPECT_EQ(co_await client.query_value<std::string>("SHOW idle_session_timeout"), "500ms");
+
+        // Idle past the timeout: the server kills both connections, the client notices.
+        co_await sleep_for(1200ms);
+        EXPECT_GE(client.stats().discarded, 2u);
+
+        // The first query after the idle period succeeds (the dead connections are gone).
+        const auto first = co_await error_of(client.query_value<std::int32_t>("SELECT 1"));
+        EXPECT_FALSE(first.has_value()) << "first query after idle: " << describe(first);
+
+        // Same again through execute_resiliently: one attempt is enough.
+        co_await sleep_for(1200ms);
+        int attempts = 0;
+        const auto value = co_await client.execute_resiliently(
+            [&](PostgresClient& c) {
+              ++attempts;
+              return c.query_value<std::int32_t>("SELECT 2");
+            },
+            ts::core::Idempotent::yes);
+        EXPECT_EQ(value, 2);
+        EXPECT_EQ(attempts, 1);
+
+        // And many callers at once after an idle period.
+        co_await sleep_for(1200ms);
+        int done = 0, failed = 0;
+        for (int c = 0; c < 20; ++c) {
+          asio::co_spawn(
+              io,
+              [&, c]() -> asio::awaitable<void> {
+                if (co_await client.query_value<std::int32_t>("SELECT $1::int4", c) != c) {
+                  ++failed;
+                }
+              },
+              [&](std::exception_ptr e) {
+                if (e) ++failed;
+                ++done;
+              });
+        }
+        EXPECT_TRUE(co_await eventually([&] { return done == 20; }, 5s));
+        EXPECT_EQ(failed, 0);
+        const auto s = client.stats();
+        EXPECT_GE(s.discarded, 4u);
+        EXPECT_GE(s.connects, 6u);
+        EXPECT_EQ(s.breaker, ts::core::CircuitState::closed);
+        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        std::printf("[ F15 ] discarded %llu, connects %llu, failures %llu\n",
+                    static_cast<unsigned long long>(s.discarded),
+                    static_cast<unsigned long long>(s.connects),
+                    static_cast<unsigned long long>(s.failures));
+        co_await client.close();
+      },
+      30s);
+}
+
+// ---- F16 permanent errors --------------------------------------------------------------------
+
+TEST(PgFault, F16_permanent_errors_one_attempt_breaker_unaffected) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f16");
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config_for(servers.postgres_dsn(db), "ts_f16"));
+        co_await client.start();
+        co_await client.execute("DROP TABLE IF EXISTS f16_unique");
+        co_await client.execute("CREATE TABLE f16_unique (id int PRIMARY KEY)");
+        co_await client.execute("INSERT INTO f16_unique VALUES (1)");
+
+        int attempts = 0;
+        auto syntax = [&](PostgresClient& c) {
+          ++attempts;
+          return c.execute("SELEC 1");
+        };
+        auto duplicate = [&](PostgresClient& c) {
+          ++attempts;
+          return c.execute("INSERT INTO f16_unique VALUES (1)");
+        };
+        const auto start = Clock::now();
+        const auto e1 =
+            co_await error_of(client.execute_resiliently(syntax, ts::core::Idempotent::yes));
+        EXPECT_EQ(attempts, 1);
+        EXPECT_TRUE(e1 && e1->kind() == ts::ErrorKind::permanent) << describe(e1);
+        EXPECT_EQ(sqlstate(e1), "42601");
+        attempts = 0;
+        const auto e2 =
+            co_await error_of(client.execute_resiliently(duplicate, ts::core::Idempotent::yes));
+        EXPECT_EQ(attempts, 1);
+        EXPECT_TRUE(e2 && e2->kind() == ts::ErrorKind::permanent) << describe(e2);
+        EXPECT_EQ(sqlstate(e2), "23505");
+
+        // A transaction failing with 23505, declared idempotent: its body runs once.
+        int bodies = 0;
+        ts::pg::TransactionOptions idempotent_tx;
+        idempotent_tx.idempotent = ts::core::Idempotent::yes;
+        const auto e3 = co_await error_of(client.transaction(
+            [&](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+              ++bodies;
+              co_await tx.execute("INSERT INTO f16_unique VALUES (1)");
+            },
+            idempotent_tx));
+        EXPECT_EQ(bodies, 1);
+        EXPECT_TRUE(e3 && e3->kind() == ts::ErrorKind::permanent) << describe(e3);
+        EXPECT_EQ(sqlstate(e3), "23505");
+
+        // 50 more: far past the breaker's min_calls (10) at 100 % "failure", yet it stays
+        // closed, and nothing waited for a backoff.
+        attempts = 0;
+        int permanent = 0;
+        for (int i = 0; i < 50; ++i) {
+          const auto e = co_await error_of(client.execute_resiliently(
+              i % 2 == 0 ? std::function<asio::awaitable<std::int64_t>(PostgresClient&)>(syntax)
+                         : std::function<asio::awaitable<std::int64_t>(PostgresClient&)>(duplicate),
+              ts::core::Idempotent::yes));
+          if (e && e->kind() == ts::ErrorKind::permanent) ++permanent;
+        }
+        EXPECT_EQ(attempts, 50);
+        EXPECT_EQ(permanent, 50);
+        EXPECT_LT(elapsed_ms(start), 2000ms);
+        const auto s = client.stats();
+        EXPECT_EQ(s.breaker, ts::core::CircuitState::closed);
+        EXPECT_EQ(s.discarded, 0u);
+        EXPECT_EQ(co_await client.query_value<std::int64_t>("SELECT count(*) FROM f16_unique"), 1);
+        EXPECT_TRUE(co_await pool_full(client, 2, 1s));
+        co_await client.close();
+      },
+      30s);
+}
+
+TEST(PgFault, F16_bad_credentials_fail_start_at_once) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string bad_password = "f16-not-the-password";
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto config =
+            config_for(servers.postgres_dsn_for(ts::testing::kSecureRole, bad_password, "postgres"),
+                       "ts_f16_auth");
+        config.startup_timeout = 10s;
+        config.connect_timeout = 5s;
+        PostgresClient bad(io.get_executor(), config);
+        const auto start = Clock::now();
+        const auto error = co_await error_of(bad.start());
+        const auto took = elapsed_ms(start);
+        EXPECT_LT(took, 1000ms) << "start() took " << took.count() << " ms";
+        EXPECT_TRUE(error.has_value());
+        if (error) {
+          EXPECT_EQ(error->kind(), ts::ErrorKind::permanent) << describe(error);
+          EXPECT_EQ(sqlstate(error), "28P01") << describe(error);
+          EXPECT_EQ(std::string(error->what()).find(bad_password), std::string::npos)
+              << "the password is in the message";
+        }
+        EXPECT_EQ(bad.stats().connect_failures, 1u) << "start() made more than one attempt";
+        EXPECT_EQ(bad.stats().connects, 0u);
+        EXPECT_EQ(bad.stats().connections, 0u);
+        co_await bad.close();
+
+        config.dsn = servers.postgres_dsn_for(ts::testing::kSecureRole,
+                                              ts::testing::kSecurePassword, "postgres");
+        PostgresClient good(io.get_executor(), config);
+        co_await good.start();
+        EXPECT_EQ(co_await good.query_value<std::string>("SELECT current_user::text"),
+                  ts::testing::kSecureRole);
+        EXPECT_EQ(good.stats().connect_failures, 0u);
+        co_await good.close();
+      },
+      30s);
+}
+
+}  // namespace
