@@ -245,8 +245,10 @@ ErrorKind classify_sqlstate(std::string_view sqlstate, std::string_view message,
     if (sqlstate == "57014") return ErrorKind::transient_unavailable;
     if (sqlstate == "57P03") return ErrorKind::transient_unavailable;  // cannot connect now
     if (sqlstate == "57P04") return ErrorKind::permanent;              // database dropped
-    // 57P01 admin shutdown, 57P02 crash shutdown, 57P05 idle session timeout, 57000:
-    // the connection is gone; whether our request ran depends on when it was sent.
+    // The server ended a session that was idle: nothing of ours was running on it.
+    if (sqlstate == "57P05") return ErrorKind::transient_not_sent;
+    // 57P01 admin shutdown, 57P02 crash shutdown, 57000: the connection is gone; whether
+    // our request ran depends on when it was sent.
     return by_state(state);
   }
   if (cls == "58") {  // system error (external to PostgreSQL)

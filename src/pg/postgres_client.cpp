@@ -146,8 +146,7 @@ PostgresStats PostgresClient::stats() const {
     s.in_flight += slot->connection->in_flight();
   }
   s.waiters = waiters_.size();
-  s.breaker = breaker_.stats().trips > 0 ? const_cast<core::CircuitBreaker&>(breaker_).state()
-                                         : core::CircuitState::closed;
+  s.breaker = breaker_.state();
   return s;
 }
 

@@ -101,7 +101,7 @@ const SqlStateRow kSqlStateRows[] = {
     {"57P02", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
     {"57P03", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
     {"57P04", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"57P05", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
+    {"57P05", "", ErrorKind::transient_not_sent, ErrorKind::transient_not_sent},
     // 58 system error
     {"58000", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
     {"58030", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},

@@ -411,7 +411,8 @@ class PostgresClient {
   executor_type executor_;
   PostgresConfig config_;
   core::DefaultRandom random_;
-  core::CircuitBreaker breaker_;
+  /// `mutable`: reading the state may move it from open to half-open (lazily, by time).
+  mutable core::CircuitBreaker breaker_;
   State state_ = State::created;
   std::exception_ptr start_error_;
   boost::asio::steady_timer state_changed_;  // cancelled on every state change
