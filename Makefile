@@ -5,8 +5,10 @@ ASAN_DIR ?= build-asan
 JOBS ?= 2
 BUILD_TYPE ?= RelWithDebInfo
 CTEST_ARGS ?=
+# make bench ONLY=pg (a group) or ONLY=P1,P3 (figures); empty: everything.
+ONLY ?=
 
-.PHONY: all deps configure build test sanitize format format-check tidy clean
+.PHONY: all deps configure build test bench sanitize format format-check tidy clean
 
 all: build
 
@@ -24,6 +26,11 @@ build: configure
 # Every ctest label: unit, integration (and fault, e2e as they arrive).
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# Benchmarks and their anchors in one run, on throwaway servers (BENCHMARKS.md of the project brief):
+# prints BENCH/RATIO lines and writes them to $(BUILD_DIR)/bench/results.tsv.
+bench: build
+	/usr/bin/python3 bench/run-bench --build-dir $(BUILD_DIR) --only "$(ONLY)"
 
 # The same suites under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize: deps
