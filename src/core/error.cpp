@@ -140,10 +140,10 @@ std::string_view to_string(ErrorKind kind) noexcept {
   return "unknown";
 }
 
-Error::Error(std::error_code ec, std::string context, RequestState state)
+Error::Error(std::error_code ec, const std::string& context, RequestState state)
     : std::system_error(ec, context), state_(state), kind_(classify(ec, state)) {}
 
-Error::Error(ServerError server, std::string context, RequestState state)
+Error::Error(ServerError server, const std::string& context, RequestState state)
     : std::system_error(make_error_code(errc::server_error), what_of(context, server)),
       server_(std::move(server)),
       state_(state),

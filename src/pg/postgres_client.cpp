@@ -266,7 +266,7 @@ asio::awaitable<void> PostgresClient::start() {
   state_ = State::running;
   state_changed_.cancel();
   maintain_running_ = true;
-  asio::co_spawn(executor_, maintain(), [this](std::exception_ptr e) {
+  asio::co_spawn(executor_, maintain(), [this](const std::exception_ptr& e) {
     if (e) {
       try {
         std::rethrow_exception(e);
@@ -632,7 +632,7 @@ class ActiveGuard {
 }  // namespace
 
 asio::awaitable<Result> PostgresClient::run_single(QueryOptions options, Sql sql,
-                                                   const ParamBuffer& params) {
+                                                   ParamBuffer params) {
   check_running();
   check_session_state(sql);
   ActiveGuard guard(active_, idle_changed_);
@@ -683,9 +683,9 @@ asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipe
         co_await acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
     connection = slot->connection;
     for (auto& r : requests) connection->send(r);
-    for (std::size_t i = 0; i < requests.size(); ++i) {
+    for (auto& r : requests) {
       try {
-        co_await connection->await(requests[i], deadline);
+        co_await connection->await(r, deadline);
       } catch (const Error& e) {
         if (e.code() != errc::server_error) throw;  // connection-level: the batch fails
       }
@@ -878,9 +878,9 @@ asio::awaitable<void> PostgresClient::rollback_transaction(Slot* slot) {
   co_await slot->connection->run(request, Clock::now() + config_.close_timeout);
 }
 
-asio::awaitable<Result> Transaction::run(Sql sql) {
+asio::awaitable<Result> Transaction::run(Sql sql, ParamBuffer params) {
   client_->check_session_state(sql);
-  detail::Statement statement{sql.c_str(), &params_};
+  detail::Statement statement{sql.c_str(), &params};
   detail::Request request;
   request.statements = &statement;
   request.count = 1;

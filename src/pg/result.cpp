@@ -58,7 +58,7 @@ std::string describe(const FieldRef& ref) {
   text += cpp_type;
   text += ": ";
   text += why;
-  throw Error(errc::type_mismatch, std::move(text));
+  throw Error(errc::type_mismatch, text);
 }
 
 [[noreturn]] void throw_no_conversion(const FieldRef& ref, std::string_view cpp_type) {
@@ -502,7 +502,7 @@ void throw_null(const FieldRef& ref, std::string_view cpp_type) {
   text += " is NULL; read it as std::optional<";
   text += cpp_type;
   text += "> to accept NULL";
-  throw Error(errc::type_mismatch, std::move(text));
+  throw Error(errc::type_mismatch, text);
 }
 
 void throw_integer_out_of_range(const FieldRef& ref, std::string_view cpp_type,
@@ -561,7 +561,7 @@ std::size_t Row::column_by_name(std::string_view name) const {
     text += candidate == nullptr ? "?" : candidate;
   }
   text += ')';
-  throw Error(errc::invalid_argument, std::move(text));
+  throw Error(errc::invalid_argument, text);
 }
 
 void Row::check_arity(std::size_t expected) const {

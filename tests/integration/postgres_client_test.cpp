@@ -322,6 +322,38 @@ TEST_P(PostgresClientTest, CloseLeavesNoSocketEvenWithWorkInFlight) {
   }
 }
 
+TEST_P(PostgresClientTest, ExecuteResilientlyAndPerCallTimeout) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto cfg = config();
+    cfg.network_timeout_margin = 100ms;
+    PostgresClient client(io.get_executor(), cfg);
+    co_await client.start();
+    int attempts = 0;
+    const auto value = co_await client.execute_resiliently(
+        [&](PostgresClient& c) {
+          ++attempts;
+          return c.query_value<std::int64_t>("SELECT $1::int8 * 2", std::int64_t{21});
+        },
+        ts::core::Idempotent::yes);
+    EXPECT_EQ(value, 42);
+    EXPECT_EQ(attempts, 1);
+    // A per-call timeout overrides the configured statement timeout.
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      co_await client.query(ts::pg::QueryOptions{200ms}, "SELECT pg_sleep(3)");
+      ADD_FAILURE() << "expected a timeout";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.code(), ts::errc::request_timeout);
+      EXPECT_EQ(e.kind(), ts::ErrorKind::outcome_unknown);
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);  // 200 ms + 100 ms margin
+    EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 3"), 3);
+    const auto stats = client.stats();
+    EXPECT_EQ(stats.timeouts, 1u);
+    co_await client.close();
+  });
+}
+
 TEST_P(PostgresClientTest, CopyInManyRowsWithEveryType) {
   ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
     PostgresClient client(io.get_executor(), config());

@@ -84,9 +84,10 @@ struct ServerError {
 class Error : public std::system_error {
  public:
   /// A client-side failure. `context` says what was being done (no secrets).
-  Error(std::error_code ec, std::string context, RequestState state = RequestState::not_sent);
+  Error(std::error_code ec, const std::string& context,
+        RequestState state = RequestState::not_sent);
   /// A server's error reply.
-  Error(ServerError server, std::string context, RequestState state = RequestState::sent);
+  Error(ServerError server, const std::string& context, RequestState state = RequestState::sent);
 
   const std::optional<ServerError>& server() const noexcept { return server_; }
   RequestState request_state() const noexcept { return state_; }

@@ -153,41 +153,69 @@ struct PostgresStats {
 
 class PostgresClient;
 
+namespace detail {
+inline boost::asio::awaitable<std::int64_t> affected_rows_of(boost::asio::awaitable<Result> q) {
+  const Result result = co_await std::move(q);
+  co_return result.affected_rows();
+}
+inline boost::asio::awaitable<std::optional<OwnedRow>> first_row_of(
+    boost::asio::awaitable<Result> q) {
+  Result result = co_await std::move(q);
+  if (result.empty()) co_return std::nullopt;
+  co_return OwnedRow(std::move(result));
+}
+template <class T>
+T first_value(const Result& result) {
+  if (result.empty() || result.columns() == 0) {
+    if constexpr (IsOptionalValue<T>::value) {
+      return std::nullopt;
+    } else {
+      throw Error(make_error_code(errc::type_mismatch), "query_value: the query returned no rows",
+                  RequestState::sent);
+    }
+  }
+  return result.front().template get<T>(std::size_t{0});
+}
+template <class T>
+boost::asio::awaitable<T> first_value_of(boost::asio::awaitable<Result> q) {
+  const Result result = co_await std::move(q);
+  co_return first_value<T>(result);
+}
+}  // namespace detail
+
 /// The handle a `transaction` body gets: statements on the transaction's own connection.
 class Transaction {
  public:
+  // Parameters are encoded when the call is made, not when the awaitable is first resumed:
+  // an awaitable may be returned and awaited later (execute_resiliently), after temporary
+  // arguments are gone. The same holds for every statement method of PostgresClient.
   template <class... Args>
   boost::asio::awaitable<Result> query(Sql sql, const Args&... args) {
-    params_.set(args...);
-    co_return co_await run(sql);
+    return run(sql, make_params(args...));
   }
   template <class... Args>
   boost::asio::awaitable<std::int64_t> execute(Sql sql, const Args&... args) {
-    params_.set(args...);
-    const Result result = co_await run(sql);
-    co_return result.affected_rows();
+    return detail::affected_rows_of(run(sql, make_params(args...)));
   }
   template <class... Args>
   boost::asio::awaitable<std::optional<OwnedRow>> query_one(Sql sql, const Args&... args) {
-    params_.set(args...);
-    Result result = co_await run(sql);
-    if (result.empty()) co_return std::nullopt;
-    co_return OwnedRow(std::move(result));
+    return detail::first_row_of(run(sql, make_params(args...)));
   }
   template <class T, class... Args>
-  boost::asio::awaitable<T> query_value(Sql sql, const Args&... args);
+  boost::asio::awaitable<T> query_value(Sql sql, const Args&... args) {
+    return detail::first_value_of<T>(run(sql, make_params(args...)));
+  }
 
  private:
   friend class PostgresClient;
   Transaction(PostgresClient& client, detail::Connection& connection,
               std::chrono::milliseconds timeout) noexcept
       : client_(&client), connection_(&connection), timeout_(timeout) {}
-  boost::asio::awaitable<Result> run(Sql sql);
+  boost::asio::awaitable<Result> run(Sql sql, ParamBuffer params);
 
   PostgresClient* client_;
   detail::Connection* connection_;
   std::chrono::milliseconds timeout_;
-  ParamBuffer params_;
 };
 
 class PostgresClient {
@@ -220,38 +248,31 @@ class PostgresClient {
   /// in the pipeline and its result is dropped.
   template <class... Args>
   boost::asio::awaitable<Result> query(Sql sql, const Args&... args) {
-    co_return co_await query(QueryOptions{}, sql, args...);
+    return run_single(QueryOptions{}, sql, make_params(args...));
   }
   template <class... Args>
   boost::asio::awaitable<Result> query(QueryOptions options, Sql sql, const Args&... args) {
-    ParamBuffer params;
-    params.set(args...);
-    co_return co_await run_single(options, sql, params);
+    return run_single(options, sql, make_params(args...));
   }
   /// Runs one statement; returns the number of rows affected.
   template <class... Args>
   boost::asio::awaitable<std::int64_t> execute(Sql sql, const Args&... args) {
-    const Result result = co_await query(QueryOptions{}, sql, args...);
-    co_return result.affected_rows();
+    return detail::affected_rows_of(run_single(QueryOptions{}, sql, make_params(args...)));
   }
   template <class... Args>
   boost::asio::awaitable<std::int64_t> execute(QueryOptions options, Sql sql, const Args&... args) {
-    const Result result = co_await query(options, sql, args...);
-    co_return result.affected_rows();
+    return detail::affected_rows_of(run_single(options, sql, make_params(args...)));
   }
   /// The first row, or nothing when the query returned no rows.
   template <class... Args>
   boost::asio::awaitable<std::optional<OwnedRow>> query_one(Sql sql, const Args&... args) {
-    Result result = co_await query(QueryOptions{}, sql, args...);
-    if (result.empty()) co_return std::nullopt;
-    co_return OwnedRow(std::move(result));
+    return detail::first_row_of(run_single(QueryOptions{}, sql, make_params(args...)));
   }
   /// The first column of the first row. With `T = std::optional<U>`, no row or NULL gives
   /// nullopt; otherwise they throw `Error(type_mismatch)`.
   template <class T, class... Args>
   boost::asio::awaitable<T> query_value(Sql sql, const Args&... args) {
-    const Result result = co_await query(QueryOptions{}, sql, args...);
-    co_return first_value<T>(result);
+    return detail::first_value_of<T>(run_single(QueryOptions{}, sql, make_params(args...)));
   }
 
   /// Runs `fn(Transaction&)` between BEGIN and COMMIT on a connection of its own. Rolls
@@ -338,9 +359,6 @@ class PostgresClient {
   struct Waiter;
   enum class State : std::uint8_t { created, starting, running, closing, closed };
 
-  template <class T>
-  static T first_value(const Result& result);
-
   [[noreturn]] void throw_closed_during_body() const;
   /// Awaits `op`, cancelling it when close() gives up waiting (close_timeout passed).
   template <class T>
@@ -374,8 +392,7 @@ class PostgresClient {
   boost::asio::awaitable<std::int64_t> end_copy(Slot* slot, QueryOptions options);
   void finish_copy(Slot* slot, const std::exception_ptr& failure) noexcept;
 
-  boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql,
-                                            const ParamBuffer& params);
+  boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql, ParamBuffer params);
   boost::asio::awaitable<Slot*> acquire(bool exclusive,
                                         std::chrono::steady_clock::time_point deadline);
   void release_exclusive(Slot* slot) noexcept;
@@ -433,26 +450,6 @@ class PostgresClient {
 };
 
 // ---- templates -----------------------------------------------------------------------------
-
-template <class T>
-T PostgresClient::first_value(const Result& result) {
-  if (result.empty() || result.columns() == 0) {
-    if constexpr (IsOptionalValue<T>::value) {
-      return std::nullopt;
-    } else {
-      throw Error(make_error_code(errc::type_mismatch), "query_value: the query returned no rows",
-                  RequestState::sent);
-    }
-  }
-  return result.front().template get<T>(std::size_t{0});
-}
-
-template <class T, class... Args>
-boost::asio::awaitable<T> Transaction::query_value(Sql sql, const Args&... args) {
-  params_.set(args...);
-  const Result result = co_await run(sql);
-  co_return PostgresClient::first_value<T>(result);
-}
 
 template <class F>
 auto PostgresClient::transaction(F fn, TransactionOptions options)

@@ -243,7 +243,7 @@ asio::awaitable<void> Connection::connect(const ConnectParams& params,
 
 void Connection::start_io() {
   auto self = shared_from_this();
-  auto finished = [self](std::exception_ptr error) {
+  auto finished = [self](const std::exception_ptr& error) {
     if (error) {
       try {
         std::rethrow_exception(error);
