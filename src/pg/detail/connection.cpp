@@ -11,6 +11,8 @@
 
 #include "detail/cancel_sender.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdlib>
@@ -179,6 +181,7 @@ asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
 Connection::Connection(Executor executor)
     : executor_(std::move(executor)),
       writer_wake_(executor_, Clock::time_point::max()),
+      watchdog_timer_(executor_, Clock::time_point::max()),
       io_done_(executor_, Clock::time_point::max()) {}
 
 Connection::~Connection() {
@@ -254,9 +257,10 @@ void Connection::start_io() {
     }
     if (--self->io_running_ == 0) self->io_done_.cancel();
   };
-  io_running_ = 2;
+  io_running_ = 3;
   asio::co_spawn(executor_, reader(), finished);
   asio::co_spawn(executor_, writer(), finished);
+  asio::co_spawn(executor_, watchdog(), finished);
 }
 
 void Connection::wake_writer() noexcept {
@@ -288,13 +292,48 @@ asio::awaitable<void> Connection::writer() {
   }
 }
 
+asio::awaitable<void> Connection::watchdog() {
+  // Safety net under the reader: Asio's epoll registration is edge-triggered, and we have
+  // seen (F15, a server killing idle sessions) a reader parked on a socket that poll()
+  // reports readable. While requests are in flight, a level-triggered check every
+  // kWatchdogPeriod wakes such a reader; when nothing is in flight it costs a timer tick.
+  auto self = shared_from_this();
+  boost::system::error_code ec;
+  while (!broken_) {
+    watchdog_timer_.expires_after(kWatchdogPeriod);
+    co_await watchdog_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (broken_) co_return;
+    if (reader_waiting_ && !inflight_.empty() && readable_now()) {
+      ++watchdog_wakeups_;
+      core::logger("pg")->debug("{}: watchdog woke a reader parked on a readable socket",
+                                description_);
+      socket_->cancel(ec);  // the writer, if waiting, simply retries its flush
+    }
+  }
+}
+
 asio::awaitable<void> Connection::reader() {
   auto self = shared_from_this();
   boost::system::error_code ec;
   while (!broken_) {
     if (!drain_results()) co_return;
-    co_await socket_->async_wait(wait_type::wait_read,
-                                 asio::redirect_error(asio::use_awaitable, ec));
+    // libpq drops its socket when it sees the server go away (e.g. after a FATAL such as
+    // 57P05 idle-session timeout): a wait on that descriptor would never complete, so the
+    // connection is failed here, keeping any server error a request already received.
+    if (PQstatus(conn_) == CONNECTION_BAD || PQsocket(conn_) < 0) {
+      fail(make_error_code(errc::connection_lost), RequestState::sent,
+           trim_message(PQerrorMessage(conn_)));
+      co_return;
+    }
+    // Asio registers descriptors edge-triggered, and libpq does not always read the socket
+    // dry (a FATAL message followed by the server's FIN can leave the FIN unread): waiting
+    // for a new edge would then hang. Check readiness level-triggered before waiting.
+    if (!readable_now()) {
+      reader_waiting_ = true;
+      co_await socket_->async_wait(wait_type::wait_read,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+      reader_waiting_ = false;
+    }
     if (broken_) co_return;
     if (PQconsumeInput(conn_) == 0) {
       fail(make_error_code(errc::connection_lost), RequestState::sent,
@@ -302,6 +341,11 @@ asio::awaitable<void> Connection::reader() {
       co_return;
     }
   }
+}
+
+bool Connection::readable_now() const noexcept {
+  pollfd p{PQsocket(conn_), POLLIN | POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 bool Connection::drain_results() noexcept {
@@ -405,6 +449,7 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
     socket_->cancel(ignored);
   }
   writer_wake_.cancel();
+  watchdog_timer_.cancel();
   if (on_broken_) {
     auto callback = std::move(on_broken_);
     on_broken_ = nullptr;

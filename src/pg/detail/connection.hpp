@@ -141,6 +141,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                        Clock::time_point deadline);
   boost::asio::awaitable<void> flush_all(Clock::time_point deadline);
   boost::asio::awaitable<void> reader();
+  boost::asio::awaitable<void> watchdog();
+  /// Level-triggered readiness check (poll with zero timeout).
+  bool readable_now() const noexcept;
   boost::asio::awaitable<void> writer();
   void start_io();
   void wake_writer() noexcept;
@@ -158,6 +161,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   PGconn* conn_ = nullptr;
   std::optional<boost::asio::posix::stream_descriptor> socket_;
   boost::asio::steady_timer writer_wake_;
+  boost::asio::steady_timer watchdog_timer_;
+  static constexpr std::chrono::milliseconds kWatchdogPeriod{100};
+  bool reader_waiting_ = false;
+  std::uint64_t watchdog_wakeups_ = 0;
   boost::asio::steady_timer io_done_;
   int io_running_ = 0;
   bool flush_needed_ = false;
