@@ -1,4 +1,5 @@
 #include <trading_shared/core/circuit_breaker.hpp>
+#include <trading_shared/core/logging.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -309,10 +310,11 @@ void CircuitBreaker::transition(State to) noexcept {
   }
   // State changes are always logged: a tripped breaker is the first thing to look for
   // when calls fail fast.
-  spdlog::log(to == State::open ? spdlog::level::warn : spdlog::level::info,
-              "circuit breaker {}: {} -> {} (trips in a row: {}, open period: {} ms)", config_.name,
-              to_string(from), to_string(to), consecutive_trips_,
-              std::chrono::duration_cast<std::chrono::milliseconds>(open_period_).count());
+  logger("breaker")->log(
+      to == State::open ? spdlog::level::warn : spdlog::level::info,
+      "circuit breaker {}: {} -> {} (trips in a row: {}, open period: {} ms)", config_.name,
+      to_string(from), to_string(to), consecutive_trips_,
+      std::chrono::duration_cast<std::chrono::milliseconds>(open_period_).count());
   if (!listener_) {
     return;
   }
@@ -324,11 +326,12 @@ void CircuitBreaker::transition(State to) noexcept {
     // Transitions happen inside permit destructors, which cannot throw: handled here by
     // logging with context and counting, never silently.
     ++listener_errors_;
-    spdlog::error("circuit breaker {}: transition listener threw: {}", config_.name, e.what());
+    logger("breaker")->error("circuit breaker {}: transition listener threw: {}", config_.name,
+                             e.what());
   } catch (...) {
     ++listener_errors_;
-    spdlog::error("circuit breaker {}: transition listener threw a non-standard exception",
-                  config_.name);
+    logger("breaker")->error(
+        "circuit breaker {}: transition listener threw a non-standard exception", config_.name);
   }
 }
 

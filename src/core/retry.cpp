@@ -1,3 +1,4 @@
+#include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/retry.hpp>
 
 #include <fmt/format.h>
@@ -63,8 +64,8 @@ std::string describe(const std::exception_ptr& error) {
 
 void record_retry(const RetryObserver& observer, std::uint32_t attempt, ErrorKind kind,
                   std::chrono::milliseconds delay, std::string_view what) {
-  spdlog::warn("{}: attempt {} failed ({}: {}); retrying in {} ms", observer.operation, attempt,
-               to_string(kind), what, delay.count());
+  logger("retry")->warn("{}: attempt {} failed ({}: {}); retrying in {} ms", observer.operation,
+                        attempt, to_string(kind), what, delay.count());
   if (observer.metrics != nullptr) {
     observer.metrics->counter(fmt::format("ts_retries_total{{op=\"{}\"}}", observer.operation))
         .add();
@@ -77,8 +78,8 @@ void record_give_up(const RetryObserver& observer, std::uint32_t attempt, ErrorK
   // unchanged); it is still counted. Every other give-up is worth an error line.
   const auto level =
       reason == RetryReason::permanent && attempt == 1 ? spdlog::level::debug : spdlog::level::err;
-  spdlog::log(level, "{}: giving up after {} attempt(s) ({}; {}: {})", observer.operation, attempt,
-              to_string(reason), to_string(kind), what);
+  logger("retry")->log(level, "{}: giving up after {} attempt(s) ({}; {}: {})", observer.operation,
+                       attempt, to_string(reason), to_string(kind), what);
   if (observer.metrics != nullptr) {
     observer.metrics
         ->counter(fmt::format("ts_retry_give_ups_total{{op=\"{}\",reason=\"{}\"}}",

@@ -21,6 +21,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "pg_fault_support.hpp"
 #include "support/async_test.hpp"
 #include "support/fault_proxy.hpp"
 #include "support/server_harness.hpp"
@@ -60,18 +61,17 @@ using ts::testing::Direction;
 using ts::testing::FaultProxy;
 using ts::testing::ServerProcess;
 using ts::testing::Servers;
+using ts::testing::fault::elapsed_ms;
+using ts::testing::fault::eventually;
+using ts::testing::fault::PgConn;
+using ts::testing::fault::ScopeExit;
 
 namespace {
 
 constexpr const char* kDatabase = "pg_faults_a";
-constexpr const char* kExternal = "fault tests need harness-started servers (TS_TEST_* is set)";
 
 Servers& servers() {
   return Servers::instance();
-}
-
-milliseconds since(Clock::time_point start) {
-  return std::chrono::duration_cast<milliseconds>(Clock::now() - start);
 }
 
 std::string dsn_for_port(std::uint16_t port, const std::string& database = kDatabase) {
@@ -106,33 +106,18 @@ ts::pg::PostgresConfig fast_config(std::string dsn, std::string application_name
 
 /// A synchronous libpq connection of the test's own, to inject faults and to look from outside
 /// the client (pg_terminate_backend, pg_locks, row counts, pg_stat_activity).
-class Direct {
+class Direct : public PgConn {
  public:
   explicit Direct(const std::string& database = kDatabase)
-      : conn_(PQconnectdb(servers().postgres_dsn(database).c_str())) {
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      const std::string message = PQerrorMessage(conn_);
-      PQfinish(conn_);
-      throw std::runtime_error("direct connection: " + message);
-    }
+      : PgConn(servers().postgres_dsn(database)) {
+    if (!ok()) throw std::runtime_error("direct connection: " + error());
   }
-  ~Direct() { PQfinish(conn_); }
-  Direct(const Direct&) = delete;
-  Direct& operator=(const Direct&) = delete;
 
   /// Runs `sql`; returns the first column of the first row ("" when there is none).
   std::string value(const std::string& sql) {
-    PGresult* result = PQexec(conn_, sql.c_str());
-    const auto status = PQresultStatus(result);
-    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-      const std::string message = PQresultErrorMessage(result);
-      PQclear(result);
-      throw std::runtime_error(sql + ": " + message);
-    }
-    std::string first =
-        PQntuples(result) > 0 && PQnfields(result) > 0 ? PQgetvalue(result, 0, 0) : "";
-    PQclear(result);
-    return first;
+    const auto rows = exec(sql);
+    if (!rows) throw std::runtime_error(sql + ": " + last_error());
+    return !rows->empty() && !rows->front().empty() ? rows->front().front() : "";
   }
   std::int64_t count(const std::string& sql) { return std::stoll(value(sql)); }
   /// pg_terminate_backend, waiting (up to 5 s) until the backend has exited.
@@ -144,9 +129,6 @@ class Direct {
     return count("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" +
                  application_name + "'");
   }
-
- private:
-  PGconn* conn_;
 };
 
 bool serves(const std::string& dsn) {
@@ -167,60 +149,6 @@ void expect_servers_healthy() {
       [] { return serves(servers().postgres_dsn()) && serves(servers().pgbouncer_dsn()); }, 20s))
       << "PostgreSQL or PgBouncer left unhealthy";
 }
-
-/// Sends SIGCONT to a server a test froze, whatever happens.
-class ResumeOnExit {
- public:
-  explicit ResumeOnExit(ServerProcess& server) : server_(server) {}
-  ~ResumeOnExit() {
-    try {
-      server_.resume();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "resume: " << e.what();
-    }
-  }
-  ResumeOnExit(const ResumeOnExit&) = delete;
-  ResumeOnExit& operator=(const ResumeOnExit&) = delete;
-
- private:
-  ServerProcess& server_;
-};
-
-/// Restarts PostgreSQL (SIGKILL, start) when a test leaves it disturbed, whatever happens.
-class RestartPostgresOnExit {
- public:
-  RestartPostgresOnExit() = default;
-  ~RestartPostgresOnExit() {
-    try {
-      ServerProcess& pg = servers().postgres();
-      if (disturbed_ || !pg.running()) {
-        pg.kill();
-        pg.start();
-      }
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "restoring PostgreSQL: " << e.what();
-    }
-  }
-  RestartPostgresOnExit(const RestartPostgresOnExit&) = delete;
-  RestartPostgresOnExit& operator=(const RestartPostgresOnExit&) = delete;
-  void disturbed(bool on) { disturbed_ = on; }
-
- private:
-  bool disturbed_ = false;
-};
-
-class JoinOnExit {
- public:
-  explicit JoinOnExit(std::thread& thread) : thread_(thread) {}
-  ~JoinOnExit() {
-    if (thread_.joinable()) thread_.join();
-  }
-  JoinOnExit(const JoinOnExit&) = delete;
-  JoinOnExit& operator=(const JoinOnExit&) = delete;
-
- private:
-  std::thread& thread_;
-};
 
 /// Captures what the client logs (raw messages, before the redaction safety net) while alive.
 class LogCapture {
@@ -260,19 +188,6 @@ class LogCapture {
   std::shared_ptr<spdlog::logger> logger_;
 };
 
-/// Polls `condition` on the test's own loop (the client keeps running meanwhile) until it
-/// holds or `timeout` passes; returns its last value. A deadline, never a sleep.
-asio::awaitable<bool> eventually(std::function<bool()> condition, milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  while (!condition()) {
-    if (Clock::now() >= deadline) co_return condition();
-    timer.expires_after(5ms);
-    co_await timer.async_wait(asio::use_awaitable);
-  }
-  co_return true;
-}
-
 /// How an operation ended.
 struct Outcome {
   bool failed = false;
@@ -295,7 +210,7 @@ std::string describe(const Outcome& o) {
 
 Outcome outcome_of(const std::exception_ptr& error, Clock::time_point start) {
   Outcome o;
-  o.elapsed = since(start);
+  o.elapsed = elapsed_ms(start);
   if (!error) return o;
   o.failed = true;
   o.kind = ts::classify(error);
@@ -339,7 +254,7 @@ void create_tables(const std::string& sql) {
 // Nothing listens on the port: start() retries with backoff until startup_timeout, then fails
 // with startup_timeout naming host:port and never the password.
 TEST(PgFault, F01_server_down_at_start) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   const std::uint16_t port = ts::testing::free_loopback_port();
   auto config = fast_config(dsn_for_port(port, "postgres") + " password=secret123", "f01");
   config.startup_timeout = 1500ms;
@@ -374,7 +289,7 @@ TEST(PgFault, F01_server_down_at_start) {
 // hang" of F01). With the default connect_timeout (5 s) longer than startup_timeout, start()
 // must still give up at its own deadline.
 TEST(PgFault, F01_server_hangs_at_start) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   FaultProxy proxy("127.0.0.1", servers().postgres().port());
   proxy.start();
   proxy.set_blackhole(true);
@@ -401,7 +316,7 @@ TEST(PgFault, F01_server_hangs_at_start) {
 // The server is down when start() begins (a listener that is stopped: connections refused) and
 // comes back while start() retries: start() succeeds and fills the pool.
 TEST(PgFault, F01_server_back_during_start) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
   FaultProxy proxy("127.0.0.1", servers().postgres().port());
   proxy.start();
@@ -445,7 +360,7 @@ TEST(PgFault, F01_server_back_during_start) {
 // recovery). start() must treat it as transient and keep retrying; then PostgreSQL crashes
 // (SIGKILL) and restarts with crash recovery, and start() succeeds across all of it.
 TEST(PgFault, F02_server_recovering_is_transient) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   for (const char* message :
        {"the database system is starting up", "the database system is in recovery mode",
         "the database system is shutting down",
@@ -471,13 +386,22 @@ TEST(PgFault, F02_server_recovering_is_transient) {
   } result;
   std::atomic<bool> finished{false};
   std::thread worker;
-  JoinOnExit join(worker);        // destroyed last: after PostgreSQL is back
-  RestartPostgresOnExit restore;  // destroyed first
+  ScopeExit join([&] {  // destroyed last: after PostgreSQL is back
+    if (worker.joinable()) worker.join();
+  });
+  bool disturbed = false;
+  // Restarts PostgreSQL (SIGKILL, start) when the test leaves it disturbed; destroyed first.
+  ScopeExit restore([&] {
+    if (disturbed || !pg.running()) {
+      pg.kill();
+      pg.start();
+    }
+  });
   LogCapture logs;
 
   std::unique_ptr<PGconn, decltype(&PQfinish)> holder(PQconnectdb(direct_dsn.c_str()), &PQfinish);
   ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK);
-  restore.disturbed(true);
+  disturbed = true;
   ASSERT_EQ(::kill(pg.pid(), SIGTERM), 0);  // smart shutdown: waits for the holder's session
   std::string refusal;
   EXPECT_TRUE(ts::testing::poll_until(
@@ -504,11 +428,11 @@ TEST(PgFault, F02_server_recovering_is_transient) {
           try {
             co_await client.start();
             result.started = true;
-            result.elapsed = since(started_at);
+            result.elapsed = elapsed_ms(started_at);
             result.value = co_await client.query_value<std::int64_t>("SELECT 42::int8");
           } catch (const std::exception& e) {
             result.error = e.what();
-            result.elapsed = since(started_at);
+            result.elapsed = elapsed_ms(started_at);
           }
           const auto s = client.stats();
           result.connect_failures = s.connect_failures;
@@ -527,7 +451,7 @@ TEST(PgFault, F02_server_recovering_is_transient) {
   pg.kill();
   holder.reset();
   pg.start();
-  restore.disturbed(false);
+  disturbed = false;
   worker.join();
 
   EXPECT_TRUE(result.started) << result.error;
@@ -545,7 +469,7 @@ TEST(PgFault, F02_server_recovering_is_transient) {
 // the pool back to full size; a read issued right after the kill (before the client could
 // notice) is retried by execute_resiliently and succeeds.
 TEST(PgFault, F03_idle_connections_killed) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
   auto config = fast_config(servers().postgres_dsn(kDatabase), "f03");
   config.min_size = 2;
@@ -573,7 +497,7 @@ TEST(PgFault, F03_idle_connections_killed) {
             5s);
         EXPECT_TRUE(refilled) << "discarded " << client.stats().discarded << ", connections "
                               << client.stats().connections;
-        EXPECT_LT(since(killed_at), 2s);
+        EXPECT_LT(elapsed_ms(killed_at), 2s);
         EXPECT_EQ(client.stats().connects, 4u);
         EXPECT_EQ(client.stats().failures, 0u) << "an error reached a caller";
         EXPECT_EQ(co_await client.query_value<std::int64_t>("SELECT 1::int8"), 1);
@@ -594,7 +518,7 @@ TEST(PgFault, F03_idle_connections_killed) {
         EXPECT_EQ(value, 7);
         EXPECT_GE(attempts, 2) << "the first attempt should have met a dead connection";
         EXPECT_LE(attempts, 3);
-        EXPECT_LT(since(read_at), 3s);
+        EXPECT_LT(elapsed_ms(read_at), 3s);
         EXPECT_TRUE(co_await eventually(
             [&] {
               const auto s = client.stats();
@@ -615,7 +539,7 @@ TEST(PgFault, F03_idle_connections_killed) {
 // transaction is rolled back (the row is absent), a non-idempotent body is not run again, an
 // idempotent one is retried from the start and commits once.
 TEST(PgFault, F04_killed_mid_transaction) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   create_tables("DROP TABLE IF EXISTS f04; CREATE TABLE f04 (id int PRIMARY KEY)");
   auto config = fast_config(servers().postgres_dsn(kDatabase), "f04");
   ts::testing::run_coroutine_test(
@@ -701,7 +625,7 @@ TEST(PgFault, F04_killed_mid_transaction) {
 // why a blind retry would have written the payment twice. Declared idempotent, the body is
 // retried and its effect stays single.
 TEST(PgFault, F05_connection_lost_during_commit) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   create_tables(
       "DROP TABLE IF EXISTS f05_ledger, f05_keyed;"
       "CREATE TABLE f05_ledger (k text NOT NULL, amount int NOT NULL);"
@@ -777,7 +701,7 @@ TEST(PgFault, F05_connection_lost_during_commit) {
 // connections are discarded, the slots freed, the breaker counts the timeouts and opens; after
 // SIGCONT the pool refills, a probe closes the breaker. Then the same with PgBouncer frozen.
 TEST(PgFault, F06_server_frozen) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
   ServerProcess& pg = servers().postgres();
   ServerProcess& bouncer = servers().pgbouncer();
@@ -806,7 +730,7 @@ TEST(PgFault, F06_server_frozen) {
     config.breaker.min_calls = 2;
     config.breaker.failure_rate_threshold = 0.5;
     config.breaker.open_backoff = {200ms, 400ms, 2.0};
-    ResumeOnExit resume(pg);
+    ScopeExit resume([&] { pg.resume(); });  // SIGCONT, whatever happens
     ts::testing::run_coroutine_test(
         [&](asio::io_context& io) -> asio::awaitable<void> {
           PostgresClient client(io.get_executor(), config);
@@ -850,7 +774,7 @@ TEST(PgFault, F06_server_frozen) {
 
   {
     auto config = frozen_config(servers().pgbouncer_dsn(kDatabase), "f06b");
-    ResumeOnExit resume(bouncer);
+    ScopeExit resume([&] { bouncer.resume(); });  // SIGCONT, whatever happens
     ts::testing::run_coroutine_test(
         [&](asio::io_context& io) -> asio::awaitable<void> {
           PostgresClient client(io.get_executor(), config);
@@ -878,7 +802,7 @@ TEST(PgFault, F06_server_frozen) {
 // pg_locks shows T1 waiting). The loser gets 40P01 and its whole body runs again; both
 // increments land exactly once.
 TEST(PgFault, F07_deadlock_retried) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   create_tables(
       "DROP TABLE IF EXISTS f07; CREATE TABLE f07 (id int PRIMARY KEY, v int NOT NULL);"
       "INSERT INTO f07 VALUES (1, 0), (2, 0)");
@@ -950,7 +874,7 @@ TEST(PgFault, F07_deadlock_retried) {
                        on_done);
         EXPECT_TRUE(co_await eventually([&] { return done == 2; }, 10s));
         for (const auto& o : results) EXPECT_FALSE(o.failed) << describe(o);
-        EXPECT_LT(since(start), 5s);
+        EXPECT_LT(elapsed_ms(start), 5s);
         EXPECT_EQ(conflicts, std::vector<std::string>{"40P01"});
         EXPECT_EQ(runs1 + runs2, 3) << "T1 ran " << runs1 << " times, T2 " << runs2;
         EXPECT_TRUE((runs1 == 2 && runs2 == 1) || (runs1 == 1 && runs2 == 2));
@@ -968,7 +892,7 @@ TEST(PgFault, F07_deadlock_retried) {
 // A real serialization failure: write skew under SERIALIZABLE (both read how many are on call,
 // both take themselves off). One of them gets 40001 and runs again, now seeing one on call.
 TEST(PgFault, F07_serialization_failure_retried) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   create_tables(
       "DROP TABLE IF EXISTS f07_on_call;"
       "CREATE TABLE f07_on_call (name text PRIMARY KEY, on_call bool NOT NULL);"
@@ -1025,7 +949,7 @@ TEST(PgFault, F07_serialization_failure_retried) {
 // A conflict that never resolves (the server raises 40001 on every run): the body runs exactly
 // max_attempts times with backoff, then the 40001 reaches the caller as transient_conflict.
 TEST(PgFault, F07_conflict_retries_capped) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
   auto config = fast_config(servers().postgres_dsn(kDatabase), "f07c");
   ts::testing::run_coroutine_test(
@@ -1064,7 +988,7 @@ TEST(PgFault, F07_conflict_retries_capped) {
 // cancelled by their callers and fail at once; nothing leaks: no waiter left, the pool full,
 // queries work, close() prompt, no server connection left.
 TEST(PgFault, F08_pool_exhausted_waiters) {
-  if (servers().external()) GTEST_SKIP() << kExternal;
+  TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
   auto config = fast_config(servers().postgres_dsn(kDatabase), "f08");
   config.min_size = 2;
@@ -1151,7 +1075,7 @@ TEST(PgFault, F08_pool_exhausted_waiters) {
         EXPECT_EQ(admin.connections_of("f08"), 2);
         const auto closing = Clock::now();
         co_await client.close();
-        EXPECT_LT(since(closing), 500ms);
+        EXPECT_LT(elapsed_ms(closing), 500ms);
         EXPECT_TRUE(co_await eventually([&] { return admin.connections_of("f08") == 0; }, 5s));
       },
       30s);

@@ -17,6 +17,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "pg_fault_support.hpp"
 #include "support/async_test.hpp"
 #include "support/fault_proxy.hpp"
 #include "support/server_harness.hpp"
@@ -47,15 +48,10 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using ts::pg::PostgresClient;
 using ts::testing::Servers;
-
-#define TS_SKIP_IF_EXTERNAL()                                                   \
-  if (Servers::instance().external()) {                                         \
-    GTEST_SKIP() << "servers are external: no process handles for fault tests"; \
-  }
-
-std::chrono::milliseconds elapsed_ms(Clock::time_point since) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since);
-}
+using ts::testing::fault::elapsed_ms;
+using ts::testing::fault::eventually;
+using ts::testing::fault::PgConn;
+using ts::testing::fault::ScopeExit;
 
 int open_descriptors() {
   int count = 0;
@@ -67,57 +63,6 @@ int open_descriptors() {
 }
 
 // ---- synchronous libpq helpers (inspection and fault injection from the test) -------------
-
-using Rows = std::vector<std::vector<std::string>>;
-
-/// One blocking libpq connection; closed on destruction.
-class PgConn {
- public:
-  explicit PgConn(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {}
-  ~PgConn() {
-    if (conn_ != nullptr) PQfinish(conn_);
-  }
-  PgConn(const PgConn&) = delete;
-  PgConn& operator=(const PgConn&) = delete;
-
-  bool ok() const { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
-  PGconn* get() const { return conn_; }
-  std::string error() const { return conn_ != nullptr ? PQerrorMessage(conn_) : "out of memory"; }
-
-  /// Runs `sql` with the simple protocol (the PgBouncer console accepts nothing else).
-  /// Returns its rows (text), or nullopt with `last_error()` set.
-  std::optional<Rows> exec(const std::string& sql) {
-    last_error_.clear();
-    columns_.clear();
-    if (!ok()) {
-      last_error_ = "not connected: " + error();
-      return std::nullopt;
-    }
-    PGresult* result = PQexec(conn_, sql.c_str());
-    std::optional<Rows> rows;
-    const auto status = PQresultStatus(result);
-    if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
-      rows.emplace();
-      for (int c = 0; c < PQnfields(result); ++c) columns_.emplace_back(PQfname(result, c));
-      for (int r = 0; r < PQntuples(result); ++r) {
-        auto& row = rows->emplace_back();
-        for (int c = 0; c < PQnfields(result); ++c) row.emplace_back(PQgetvalue(result, r, c));
-      }
-    } else {
-      last_error_ = PQresultErrorMessage(result);
-    }
-    PQclear(result);
-    return rows;
-  }
-  /// Column names of the last successful exec.
-  const std::vector<std::string>& columns() const { return columns_; }
-  const std::string& last_error() const { return last_error_; }
-
- private:
-  PGconn* conn_;
-  std::string last_error_;
-  std::vector<std::string> columns_;
-};
 
 /// First value of the first row of `sql`, or nullopt.
 std::optional<std::string> scalar(const std::string& dsn, const std::string& sql) {
@@ -193,24 +138,6 @@ long pool_value(const std::map<std::string, std::string>& pool, const std::strin
 
 // ---- guards: every server running, unpaused, with default settings at test end -----------
 
-/// Runs `fn` at scope exit; failures are reported, never thrown (it runs in a destructor).
-class ScopeExit {
- public:
-  explicit ScopeExit(std::function<void()> fn) : fn_(std::move(fn)) {}
-  ~ScopeExit() {
-    try {
-      fn_();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "restoring the servers failed: " << e.what();
-    }
-  }
-  ScopeExit(const ScopeExit&) = delete;
-  ScopeExit& operator=(const ScopeExit&) = delete;
-
- private:
-  std::function<void()> fn_;
-};
-
 /// PostgreSQL and PgBouncer running and not paused (start() is a no-op when running and
 /// resumes a stopped process group).
 void ensure_servers_running() {
@@ -224,18 +151,6 @@ void ensure_servers_running() {
 asio::awaitable<void> sleep_for(Clock::duration d) {
   asio::steady_timer timer(co_await asio::this_coro::executor, d);
   co_await timer.async_wait(asio::use_awaitable);
-}
-
-/// Polls `condition` (without blocking the loop between polls) until it holds or `timeout`
-/// passes; returns its last value.
-asio::awaitable<bool> eventually(std::function<bool()> condition, Clock::duration timeout,
-                                 Clock::duration step = 10ms) {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    if (condition()) co_return true;
-    if (Clock::now() >= deadline) co_return condition();
-    co_await sleep_for(step);
-  }
 }
 
 /// Waits until the pool has `size` open connections.

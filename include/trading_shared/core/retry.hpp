@@ -17,7 +17,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
