@@ -17,7 +17,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
