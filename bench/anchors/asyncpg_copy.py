@@ -1,6 +1,5 @@
 """P3 anchor: asyncpg copy_records_to_table of 1 M tick rows (the rows of ticks.py), into
 ticks_copy, truncated before each run. Prints DETAIL (every run) and BENCH (median)."""
-import argparse
 import asyncio
 import time
 
@@ -31,16 +30,10 @@ async def main(args):
         raise SystemExit(f"asyncpg_copy: ticks_copy holds {count} rows")
     await conn.execute("TRUNCATE ticks_copy")
     await conn.close()
-    print(f"DETAIL {args.name} runs: {' '.join(f'{r:.0f}' for r in runs)} rows/s "
-          "(median reported)")
-    print(f"BENCH {args.name} {ticks.median(runs):.0f} rows/s", flush=True)
+    ticks.report_rows_per_second(args.name, runs)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    ticks.add_connection_arguments(parser)
-    parser.add_argument("--name", default="asyncpg_copy_records")
-    parser.add_argument("--rows", type=int, default=1000000)
-    parser.add_argument("--repeat", type=int, default=3)
+    args = ticks.bulk_arguments("asyncpg_copy_records", 1000000)
     uvloop.install()
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(args))

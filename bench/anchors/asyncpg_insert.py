@@ -1,7 +1,6 @@
 """P4 anchor: asyncpg executemany of an idempotent INSERT ... ON CONFLICT DO NOTHING of 100 k
 tick rows into ticks_ins (primary key (symbol, trade_id)), truncated before each run.
 asyncpg >= 0.22 runs executemany as one pipelined, atomic batch. Prints DETAIL and BENCH."""
-import argparse
 import asyncio
 import time
 
@@ -32,16 +31,10 @@ async def main(args):
         raise SystemExit(f"asyncpg_insert: ticks_ins holds {count} rows")
     await conn.execute("TRUNCATE ticks_ins")
     await conn.close()
-    print(f"DETAIL {args.name} runs: {' '.join(f'{r:.0f}' for r in runs)} rows/s "
-          "(median reported)")
-    print(f"BENCH {args.name} {ticks.median(runs):.0f} rows/s", flush=True)
+    ticks.report_rows_per_second(args.name, runs)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    ticks.add_connection_arguments(parser)
-    parser.add_argument("--name", default="asyncpg_executemany")
-    parser.add_argument("--rows", type=int, default=100000)
-    parser.add_argument("--repeat", type=int, default=3)
+    args = ticks.bulk_arguments("asyncpg_executemany", 100000)
     uvloop.install()
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(args))

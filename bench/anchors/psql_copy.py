@@ -1,7 +1,6 @@
 """P3 secondary anchor: `psql -c "\\copy ticks_copy FROM file CSV"` of the same 1 M tick rows
 (ticks.py) as a CSV file; wall time of the psql process (its connection set-up included, a
 few ms). Prints DETAIL and BENCH (median)."""
-import argparse
 import os
 import subprocess
 import tempfile
@@ -31,15 +30,9 @@ def main(args):
             psql(args, f"\\copy ticks_copy (ts, symbol, price, qty) FROM '{path}' CSV")
             runs.append(args.rows / (time.perf_counter() - start))
         psql(args, "TRUNCATE ticks_copy")
-    print(f"DETAIL {args.name} runs: {' '.join(f'{r:.0f}' for r in runs)} rows/s "
-          "(median reported)")
-    print(f"BENCH {args.name} {ticks.median(runs):.0f} rows/s", flush=True)
+    ticks.report_rows_per_second(args.name, runs)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    ticks.add_connection_arguments(parser)
-    parser.add_argument("--name", default="psql_copy_csv")
-    parser.add_argument("--rows", type=int, default=1000000)
-    parser.add_argument("--repeat", type=int, default=3)
-    main(parser.parse_args())
+    args = ticks.bulk_arguments("psql_copy_csv", 1000000)
+    main(args)

@@ -4,6 +4,7 @@ The same formula as `tick_*` in bench/pg_bench.cpp, so that ours and the anchors
 identical data: row i is (2024-01-01T00:00:00Z + i microseconds, SYMBOLS[i % 8],
 100 + (i % 10000) * 0.01, 0.001 * (1 + i % 1000)), trade_id = i.
 """
+import argparse
 import datetime
 
 SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD", "ADA-USD", "DOGE-USD", "AVAX-USD",
@@ -32,6 +33,23 @@ def ticks_with_id(n):
 
 def median(values):
     return sorted(values)[len(values) // 2]
+
+
+def report_rows_per_second(name, runs):
+    """The DETAIL and BENCH lines of a bulk figure (median of the runs)."""
+    print(f"DETAIL {name} runs: {' '.join(f'{r:.0f}' for r in runs)} rows/s "
+          "(median reported)")
+    print(f"BENCH {name} {median(runs):.0f} rows/s", flush=True)
+
+
+def bulk_arguments(name, rows):
+    """Arguments shared by the bulk anchors: connection, --name, --rows, --repeat."""
+    parser = argparse.ArgumentParser()
+    add_connection_arguments(parser)
+    parser.add_argument("--name", default=name)
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser.parse_args()
 
 
 def connect_args(args):

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +41,18 @@ int open_descriptors() {
     closedir(dir);
   }
   return count;
+}
+
+/// Polls `condition` every 5 ms until it holds or `timeout` passes (no bare sleeps).
+asio::awaitable<bool> eventually(asio::io_context& io, const std::function<bool()>& condition,
+                                 std::chrono::milliseconds timeout = 5s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) co_return false;
+    asio::steady_timer step(io, 5ms);
+    co_await step.async_wait(asio::use_awaitable);
+  }
+  co_return true;
 }
 
 class PostgresClientTest : public ::testing::TestWithParam<Route> {
@@ -307,14 +320,18 @@ TEST_P(PostgresClientTest, CloseLeavesNoSocketEvenWithWorkInFlight) {
       }),
                      [&](std::exception_ptr) { ++finished; });
     }
-    asio::steady_timer settle(io, 200ms);
-    co_await settle.async_wait(asio::use_awaitable);
+    // Wait (bounded) until the work is really in place: both connections busy with
+    // statements or leased, and the remaining transactions queued as waiters.
+    const bool in_place = co_await eventually(io, [&] {
+      const auto s = client.stats();
+      return s.in_flight + s.exclusive >= 2 && s.waiters >= 1;
+    });
+    EXPECT_TRUE(in_place) << "work never got in flight";
     const auto start = std::chrono::steady_clock::now();
     co_await client.close();
     EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
-    asio::steady_timer drain(io, 50ms);
-    co_await drain.async_wait(asio::use_awaitable);
-    EXPECT_EQ(finished, 7);
+    EXPECT_TRUE(co_await eventually(io, [&] { return finished == 7; }))
+        << finished << " of 7 callers finished";
   });
   EXPECT_EQ(open_descriptors(), fds_before);
   if (GetParam() == Route::direct) {
