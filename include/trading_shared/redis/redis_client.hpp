@@ -1,0 +1,421 @@
+#pragma once
+/// @file
+/// `RedisClient`: asynchronous Redis client on Asio (ARCHITECTURE.md section 7).
+///
+/// One multiplexed connection carries every ordinary command: commands of concurrent
+/// callers are encoded straight into one send buffer and written together (automatic
+/// pipelining); replies are matched to requests in FIFO order. Blocking commands run on
+/// dedicated connections. Bound to one executor and not thread-safe (one client per thread).
+///
+/// @par Guarantees
+/// - A reply is only ever delivered to the request it answers. A request whose caller gave up
+///   (timeout, cancellation) after it was written keeps its place in the FIFO and its reply is
+///   read and dropped. A request given up before it was written is removed from the send
+///   buffer and never runs.
+/// - On connection loss, requests written and not answered fail as `connection_lost`
+///   (`outcome_unknown`: they may have run); unwritten ones wait for the background reconnect
+///   within their deadline, then run on the new connection.
+/// - Every call has a deadline (`command_timeout` unless overridden) and honours terminal
+///   cancellation.
+/// - Arguments are encoded when the call is made: an awaitable may be stored and awaited
+///   later, after temporary arguments are gone. The call is queued when made (calls made in
+///   order run in that order); an awaitable destroyed without being awaited abandons its
+///   request as if it were cancelled.
+///
+/// Lifecycle: `start()` and `close()`, both idempotent. The client must outlive every
+/// awaitable it returned.
+
+#include <trading_shared/core/circuit_breaker.hpp>
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/redis/config.hpp>
+#include <trading_shared/redis/reply.hpp>
+#include <trading_shared/redis/resp.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace trading_shared::redis {
+
+/// Per-call overrides.
+struct CommandOptions {
+  /// Deadline from the call to the reply; zero = the config's `command_timeout`.
+  std::chrono::milliseconds timeout{0};
+};
+
+/// An explicit batch of commands for `pipeline()`: encoded as they are pushed, reusable
+/// after `clear()`.
+class Request {
+ public:
+  template <RespArg... Args>
+  Request& push(const Args&... args) {
+    encode_command(buffer_, args...);
+    ++commands_;
+    return *this;
+  }
+  std::size_t size() const noexcept { return commands_; }
+  bool empty() const noexcept { return commands_ == 0; }
+  void clear() noexcept {
+    buffer_.clear();
+    commands_ = 0;
+  }
+  void reserve(std::size_t bytes) { buffer_.reserve(bytes); }
+  /// The encoded commands.
+  std::string_view encoded() const noexcept { return buffer_; }
+
+ private:
+  std::string buffer_;
+  std::size_t commands_ = 0;
+};
+
+/// A stream entry as read by XRANGE, XREADGROUP, XAUTOCLAIM.
+struct StreamEntry {
+  std::string id;
+  std::vector<std::pair<std::string, std::string>> fields;
+  /// The entry was deleted (or trimmed) while still pending: XREADGROUP of history and
+  /// XAUTOCLAIM on older servers return its ID with a nil body.
+  bool deleted = false;
+  /// The value of the first field called `name`, or nullptr.
+  const std::string* field(std::string_view name) const noexcept;
+};
+
+/// Trimming of XADD, XTRIM and `xadd_bulk`.
+struct TrimOptions {
+  enum class Strategy : std::uint8_t { none, maxlen, minid };
+  Strategy strategy = Strategy::none;
+  bool approximate = true;  ///< `~`: trim whole macro nodes only (much cheaper).
+  std::uint64_t maxlen = 0;
+  std::string minid;
+
+  static TrimOptions max_length(std::uint64_t n, bool approximate = true) {
+    return {Strategy::maxlen, approximate, n, {}};
+  }
+  static TrimOptions min_id(std::string id, bool approximate = true) {
+    return {Strategy::minid, approximate, 0, std::move(id)};
+  }
+};
+
+struct XAddOptions {
+  TrimOptions trim;
+  /// NOMKSTREAM: do not create a missing stream. `xadd` then returns an empty ID and
+  /// `xadd_bulk` empty IDs.
+  bool no_mkstream = false;
+  CommandOptions command;
+};
+
+struct SetOptions {
+  enum class Condition : std::uint8_t { always, if_not_exists, if_exists };
+  std::chrono::milliseconds ttl{0};  ///< zero = no expiry.
+  Condition condition = Condition::always;
+  CommandOptions command;
+};
+
+struct PendingSummary {
+  std::int64_t count = 0;
+  std::optional<std::string> min_id;
+  std::optional<std::string> max_id;
+  std::vector<std::pair<std::string, std::int64_t>> consumers;  ///< name, pending count.
+};
+
+struct PendingEntry {
+  std::string id;
+  std::string consumer;
+  std::chrono::milliseconds idle{0};
+  std::int64_t deliveries = 0;
+};
+
+struct PendingQuery {
+  std::string start = "-";
+  std::string end = "+";
+  std::int64_t count = 100;
+  std::string consumer;                   ///< empty: every consumer.
+  std::chrono::milliseconds min_idle{0};  ///< zero: no IDLE filter.
+};
+
+struct AutoClaimResult {
+  std::string next_id;  ///< "0-0" when the scan is complete.
+  std::vector<StreamEntry> entries;
+  std::vector<std::string> deleted_ids;  ///< pending IDs no longer in the stream (removed).
+};
+
+struct GroupInfo {
+  std::string name;
+  std::int64_t consumers = 0;
+  std::int64_t pending = 0;
+  std::string last_delivered_id;
+};
+
+struct ReadGroupOptions {
+  std::int64_t count = 100;
+  /// Zero: do not block (runs on the shared connection). Positive: `BLOCK` for this long,
+  /// on a dedicated connection, with a deadline of block + the command timeout (F22).
+  std::chrono::milliseconds block{0};
+  bool no_ack = false;
+};
+
+struct RedisStats {
+  bool connected = false;
+  std::size_t queued = 0;     ///< requests not yet written.
+  std::size_t in_flight = 0;  ///< requests written and not yet answered (abandoned included).
+  std::size_t blocking_connections = 0;
+  std::uint64_t connects = 0;  ///< successful connects of the shared connection.
+  std::uint64_t connect_failures = 0;
+  std::uint64_t disconnects = 0;  ///< shared connection losses (each followed by a reconnect).
+  std::uint64_t commands = 0;     ///< requests submitted (a pipeline counts once).
+  std::uint64_t replies = 0;      ///< replies read (pipelines count each).
+  std::uint64_t writes = 0;       ///< socket writes (batches) of the shared connection.
+  std::uint64_t failures = 0;     ///< requests failed (any error but cancellation).
+  std::uint64_t timeouts = 0;
+  std::uint64_t cancellations = 0;
+  std::uint64_t dropped_replies = 0;  ///< replies of abandoned requests, read and dropped.
+  std::uint64_t rejected = 0;         ///< refused at once: queue full, breaker open, closed.
+  std::uint64_t health_checks = 0;    ///< PINGs sent by the health check.
+  core::CircuitState breaker = core::CircuitState::closed;
+};
+
+namespace detail {
+class ClientCore;
+struct Slot;
+
+/// The caller's claim on a submitted request. Releasing it without taking the result
+/// abandons the request (its reply, if it comes, is dropped).
+class SlotHandle {
+ public:
+  SlotHandle() = default;
+  SlotHandle(ClientCore* core, Slot* slot) noexcept : core_(core), slot_(slot) {}
+  SlotHandle(SlotHandle&& other) noexcept
+      : core_(std::exchange(other.core_, nullptr)), slot_(std::exchange(other.slot_, nullptr)) {}
+  SlotHandle& operator=(SlotHandle&& other) noexcept {
+    if (this != &other) {
+      reset();
+      core_ = std::exchange(other.core_, nullptr);
+      slot_ = std::exchange(other.slot_, nullptr);
+    }
+    return *this;
+  }
+  SlotHandle(const SlotHandle&) = delete;
+  SlotHandle& operator=(const SlotHandle&) = delete;
+  ~SlotHandle() { reset(); }
+  void reset() noexcept;
+  ClientCore* core() const noexcept { return core_; }
+  Slot* slot() const noexcept { return slot_; }
+
+ private:
+  ClientCore* core_ = nullptr;
+  Slot* slot_ = nullptr;
+};
+
+/// A request being encoded: write the commands into `*buffer`, then `commit`.
+struct Submission {
+  std::string* buffer = nullptr;
+  Slot* slot = nullptr;
+  std::size_t start = 0;
+  std::exception_ptr error;  ///< set when the request was refused (nothing to encode).
+};
+
+boost::asio::awaitable<Reply> failed_reply(std::exception_ptr error);
+boost::asio::awaitable<std::vector<Reply>> failed_replies(std::exception_ptr error);
+boost::asio::awaitable<Reply> await_single(SlotHandle handle);
+boost::asio::awaitable<std::vector<Reply>> await_multi(SlotHandle handle);
+boost::asio::awaitable<std::vector<std::string>> await_ids(SlotHandle handle);
+boost::asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr error);
+
+template <class T>
+concept FieldPair = requires(const T& pair) {
+  { pair.first } -> std::convertible_to<std::string_view>;
+  { pair.second } -> std::convertible_to<std::string_view>;
+};
+template <class T>
+concept StreamFields =
+    std::ranges::forward_range<const T> && FieldPair<std::ranges::range_value_t<const T>>;
+
+std::size_t trim_argument_count(const TrimOptions& trim) noexcept;
+void append_trim(CommandWriter& writer, const TrimOptions& trim);
+}  // namespace detail
+
+using FieldView = std::pair<std::string_view, std::string_view>;
+
+class RedisClient {
+ public:
+  RedisClient(boost::asio::any_io_executor executor, RedisConfig config);
+  /// Closes the sockets if `close()` was not called (and logs that it was not).
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  /// Connects (retrying until `startup_timeout`; authentication errors fail at once) and
+  /// starts the background reader, writer, health check and reconnect. Idempotent and
+  /// single-flight: concurrent calls share one start-up.
+  boost::asio::awaitable<void> start();
+  /// Refuses new calls at once, lets in-flight ones finish within `close_timeout`, fails
+  /// the rest with `client_closed`, closes every socket and waits for every background task.
+  /// Idempotent.
+  boost::asio::awaitable<void> close();
+
+  /// One command, e.g. `co_await client.command("HINCRBY", key, field, 5)`. Throws on an
+  /// error reply (`Error` with the server's prefix and message); nil is a normal reply.
+  template <RespArg... Args>
+  boost::asio::awaitable<Reply> command(const Args&... args) {
+    return command(CommandOptions{}, args...);
+  }
+  template <RespArg... Args>
+  boost::asio::awaitable<Reply> command(const CommandOptions& options, const Args&... args) {
+    detail::Submission s = begin_submit(options, 1);
+    if (s.error) return detail::failed_reply(std::move(s.error));
+    encode_command(*s.buffer, args...);
+    return detail::await_single(commit(s));
+  }
+
+  /// An explicit batch: written in one go, one reply per command, in order. Error replies
+  /// stay in the vector (one failing command does not hide the others' results).
+  boost::asio::awaitable<std::vector<Reply>> pipeline(const Request& request,
+                                                      const CommandOptions& options = {});
+
+  /// A blocking command (BLPOP, BRPOP, XREAD/XREADGROUP BLOCK, WAIT) on a dedicated
+  /// connection, so that it never stalls the shared one. `block` is how long the server may
+  /// block; the client deadline is `block` + the command timeout (F22).
+  template <RespArg... Args>
+  boost::asio::awaitable<Reply> blocking_command(std::chrono::milliseconds block,
+                                                 const Args&... args) {
+    std::string encoded;
+    encode_command(encoded, args...);
+    return blocking(std::move(encoded), block);
+  }
+
+  // ---- typed helpers ------------------------------------------------------------------------
+  boost::asio::awaitable<void> ping(const CommandOptions& options = {});
+  boost::asio::awaitable<std::optional<std::string>> get(std::string_view key,
+                                                         const CommandOptions& options = {});
+  /// True when the value was set (false only when the NX/XX condition prevented it).
+  boost::asio::awaitable<bool> set(std::string_view key, std::string_view value,
+                                   const SetOptions& options = {});
+  boost::asio::awaitable<std::int64_t> del(std::span<const std::string_view> keys,
+                                           const CommandOptions& options = {});
+  boost::asio::awaitable<std::int64_t> del(std::string_view key,
+                                           const CommandOptions& options = {});
+  /// Number of fields that were added (not updated).
+  boost::asio::awaitable<std::int64_t> hset(std::string_view key, std::span<const FieldView> fields,
+                                            const CommandOptions& options = {});
+  boost::asio::awaitable<std::vector<std::pair<std::string, std::string>>> hgetall(
+      std::string_view key, const CommandOptions& options = {});
+  /// False when the key does not exist.
+  boost::asio::awaitable<bool> expire(std::string_view key, std::chrono::seconds ttl,
+                                      const CommandOptions& options = {});
+
+  /// XADD with an automatic ID; returns the ID.
+  boost::asio::awaitable<std::string> xadd(std::string_view stream,
+                                           std::span<const FieldView> fields,
+                                           const XAddOptions& options);
+  // Overloads instead of `= {}` defaults for option structs that own strings: GCC 12
+  // destroys such default-argument temporaries twice inside co_await expressions.
+  boost::asio::awaitable<std::string> xadd(std::string_view stream,
+                                           std::span<const FieldView> fields) {
+    return xadd(stream, fields, XAddOptions{});
+  }
+  /// Many XADDs in one round trip (one write, one FIFO slot); returns the IDs in order.
+  /// `entries` is a range of entries, each a range of (name, value) pairs, e.g.
+  /// `std::vector<std::vector<FieldView>>` or `std::vector<std::array<FieldView, 3>>`.
+  /// If any XADD fails, throws the first error after all replies were read.
+  template <class Entries>
+  requires std::ranges::forward_range<const Entries> &&
+      detail::StreamFields<std::ranges::range_value_t<const Entries>>
+          boost::asio::awaitable<std::vector<std::string>> xadd_bulk(std::string_view stream,
+                                                                     const Entries& entries) {
+    return xadd_bulk(stream, entries, XAddOptions{});
+  }
+  template <class Entries>
+  requires std::ranges::forward_range<const Entries> &&
+      detail::StreamFields<std::ranges::range_value_t<const Entries>>
+          boost::asio::awaitable<std::vector<std::string>> xadd_bulk(std::string_view stream,
+                                                                     const Entries& entries,
+                                                                     const XAddOptions& options) {
+    const auto n = static_cast<std::size_t>(std::ranges::distance(entries));
+    if (n == 0) return detail::await_ids(detail::SlotHandle{});
+    detail::Submission s = begin_submit(options.command, n, true);
+    if (s.error) return detail::await_ids_failed(std::move(s.error));
+    const std::size_t fixed =
+        3 + (options.no_mkstream ? 1 : 0) + detail::trim_argument_count(options.trim);
+    for (const auto& entry : entries) {
+      const auto fields = static_cast<std::size_t>(std::ranges::distance(entry));
+      CommandWriter writer(*s.buffer, fixed + 2 * fields);
+      writer.arg(std::string_view("XADD")).arg(stream);
+      if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
+      detail::append_trim(writer, options.trim);
+      writer.arg(std::string_view("*"));
+      for (const auto& field : entry) {
+        writer.arg(std::string_view(field.first)).arg(std::string_view(field.second));
+      }
+    }
+    return detail::await_ids(commit(s));
+  }
+  boost::asio::awaitable<std::vector<StreamEntry>> xrange(std::string_view stream,
+                                                          std::string_view start = "-",
+                                                          std::string_view end = "+",
+                                                          std::optional<std::int64_t> count = {},
+                                                          const CommandOptions& options = {});
+  boost::asio::awaitable<std::int64_t> xlen(std::string_view stream,
+                                            const CommandOptions& options = {});
+  /// Returns the number of entries removed.
+  boost::asio::awaitable<std::int64_t> xtrim(std::string_view stream, const TrimOptions& trim,
+                                             const CommandOptions& options = {});
+  boost::asio::awaitable<std::int64_t> xack(std::string_view stream, std::string_view group,
+                                            std::span<const std::string> ids,
+                                            const CommandOptions& options = {});
+  boost::asio::awaitable<PendingSummary> xpending(std::string_view stream, std::string_view group,
+                                                  const CommandOptions& options = {});
+  boost::asio::awaitable<std::vector<PendingEntry>> xpending_range(
+      std::string_view stream, std::string_view group, const PendingQuery& query,
+      const CommandOptions& options = {});
+  boost::asio::awaitable<AutoClaimResult> xautoclaim(
+      std::string_view stream, std::string_view group, std::string_view consumer,
+      std::chrono::milliseconds min_idle, std::string_view start = "0-0", std::int64_t count = 100,
+      const CommandOptions& options = {});
+  /// XGROUP CREATE ... [MKSTREAM]. Returns false when the group already exists (BUSYGROUP).
+  boost::asio::awaitable<bool> xgroup_create(std::string_view stream, std::string_view group,
+                                             std::string_view start_id = "$", bool mkstream = true,
+                                             const CommandOptions& options = {});
+  /// XGROUP DESTROY; returns whether the group existed.
+  boost::asio::awaitable<bool> xgroup_destroy(std::string_view stream, std::string_view group,
+                                              const CommandOptions& options = {});
+  /// XINFO STREAM, as the server's reply.
+  boost::asio::awaitable<Reply> xinfo_stream(std::string_view stream,
+                                             const CommandOptions& options = {});
+  boost::asio::awaitable<std::vector<GroupInfo>> xinfo_groups(std::string_view stream,
+                                                              const CommandOptions& options = {});
+  /// XREADGROUP of one stream. `id` ">" reads new entries; "0" reads this consumer's own
+  /// pending entries (deleted ones come back with `deleted = true`).
+  boost::asio::awaitable<std::vector<StreamEntry>> xreadgroup(std::string_view group,
+                                                              std::string_view consumer,
+                                                              std::string_view stream,
+                                                              std::string_view id,
+                                                              const ReadGroupOptions& options = {});
+
+  RedisStats stats() const noexcept;
+  const RedisConfig& config() const noexcept;
+  /// "host:port/db" of the server (no credentials).
+  const std::string& description() const noexcept;
+  /// The name this client's connections carry in `CLIENT LIST` (config's client_name).
+  const std::string& client_name() const noexcept;
+  boost::asio::any_io_executor get_executor() const noexcept;
+
+ private:
+  detail::Submission begin_submit(const CommandOptions& options, std::size_t replies,
+                                  bool multi = false);
+  detail::SlotHandle commit(const detail::Submission& submission) noexcept;
+  boost::asio::awaitable<Reply> blocking(std::string encoded, std::chrono::milliseconds block);
+
+  std::unique_ptr<detail::ClientCore> core_;
+};
+
+}  // namespace trading_shared::redis

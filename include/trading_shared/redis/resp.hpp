@@ -1,0 +1,127 @@
+#pragma once
+/// @file
+/// The RESP2 command encoder: appends `*N\r\n$len\r\narg\r\n...` straight to a buffer.
+///
+/// Arguments are anything that is a string (`std::string_view`-convertible: literals,
+/// `std::string`, `std::string_view`), an integer, a floating-point number, or a range of
+/// those (spliced in as separate arguments, e.g. a `std::vector<std::string>` of keys).
+/// Strings are binary-safe. A `bool` is refused at compile time (is it "1", "true"?).
+
+#include <boost/container/small_vector.hpp>
+
+#include <charconv>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <ranges>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <type_traits>
+
+namespace trading_shared::redis {
+
+template <class T>
+concept RespString = std::is_convertible_v<const T&, std::string_view>;
+
+template <class T>
+concept RespNumber = (std::integral<T> ||
+                      std::floating_point<T>)&&!std::same_as<std::remove_cv_t<T>, bool> &&
+                     !std::same_as<std::remove_cv_t<T>, char>;
+
+template <class T>
+concept RespScalar = RespString<T> || RespNumber<T>;
+
+template <class T>
+concept RespRange = !RespString<T> && std::ranges::forward_range<const T> &&
+                    RespScalar<std::ranges::range_value_t<const T>>;
+
+template <class T>
+concept RespArg = RespScalar<T> || RespRange<T>;
+
+namespace detail {
+
+/// Number of RESP arguments `arg` contributes.
+template <RespArg T>
+std::size_t arg_count(const T& arg) {
+  if constexpr (RespRange<T>) {
+    return static_cast<std::size_t>(std::ranges::distance(arg));
+  } else {
+    return 1;
+  }
+}
+
+inline void append_decimal(std::string& out, std::uint64_t value) {
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+  (void)ec;
+  out.append(digits, end);
+}
+
+inline void append_header(std::string& out, char kind, std::size_t n) {
+  out.push_back(kind);
+  append_decimal(out, n);
+  out.append("\r\n", 2);
+}
+
+inline void append_bulk(std::string& out, std::string_view bytes) {
+  append_header(out, '$', bytes.size());
+  out.append(bytes.data(), bytes.size());
+  out.append("\r\n", 2);
+}
+
+template <RespScalar T>
+void append_scalar(std::string& out, const T& value) {
+  if constexpr (RespString<T>) {
+    append_bulk(out, std::string_view(value));
+  } else if constexpr (std::integral<T>) {
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+    (void)ec;
+    append_bulk(out, std::string_view(digits, static_cast<std::size_t>(end - digits)));
+  } else {
+    // Shortest round-trip representation; Redis parses it with strtold.
+    char digits[40];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+    (void)ec;
+    append_bulk(out, std::string_view(digits, static_cast<std::size_t>(end - digits)));
+  }
+}
+
+template <RespArg T>
+void append_arg(std::string& out, const T& arg) {
+  if constexpr (RespRange<T>) {
+    for (const auto& element : arg) append_scalar(out, element);
+  } else {
+    append_scalar(out, arg);
+  }
+}
+
+}  // namespace detail
+
+/// Appends one command (its arguments in order) to `out`.
+template <RespArg... Args>
+void encode_command(std::string& out, const Args&... args) {
+  const std::size_t n = (std::size_t{0} + ... + detail::arg_count(args));
+  detail::append_header(out, '*', n);
+  (detail::append_arg(out, args), ...);
+}
+
+/// Incremental encoder for commands whose argument count is known up front but whose
+/// arguments are produced in a loop (XADD with a variable field list).
+class CommandWriter {
+ public:
+  CommandWriter(std::string& out, std::size_t argument_count) : out_(&out) {
+    detail::append_header(out, '*', argument_count);
+  }
+  template <RespScalar T>
+  CommandWriter& arg(const T& value) {
+    detail::append_scalar(*out_, value);
+    return *this;
+  }
+
+ private:
+  std::string* out_;
+};
+
+}  // namespace trading_shared::redis

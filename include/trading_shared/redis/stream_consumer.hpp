@@ -1,0 +1,102 @@
+#pragma once
+/// @file
+/// `StreamConsumer`: runs one consumer of a Redis consumer group with at-least-once delivery
+/// (ARCHITECTURE.md section 7; FAILURE_MODES.md F26-F30).
+///
+/// - The group is created with `XGROUP CREATE ... MKSTREAM` if missing (BUSYGROUP is fine),
+///   at start and again whenever the server says NOGROUP (FLUSHALL, a fresh server: F30).
+/// - This consumer's own pending entries are processed first (entries it read before a
+///   crash), then new ones (`>`), read with `XREADGROUP BLOCK` on a dedicated connection.
+/// - An entry is acknowledged (XACK) only after the handler returned normally. A handler that
+///   throws leaves it pending: it is delivered again (own pending entries are re-read every
+///   `claim_interval`), so the sink must be idempotent (F24, F26).
+/// - Every `claim_interval`, entries pending longer than `claim_min_idle` in *any* consumer of
+///   the group (a crashed one) are taken over with XAUTOCLAIM (F27).
+/// - An entry delivered more than `max_deliveries` times is copied to the dead-letter stream
+///   (its fields plus `dlq_source`, `dlq_id`, `dlq_deliveries`, `dlq_group`) and
+///   acknowledged (F28).
+/// - Pending entries that were trimmed or deleted from the stream are acknowledged, logged
+///   and counted (`deleted`), never passed to the handler (F29).
+
+#include <trading_shared/redis/redis_client.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace trading_shared::redis {
+
+struct StreamConsumerConfig {
+  std::string stream;
+  std::string group;
+  std::string consumer;  ///< unique per process (e.g. "recorder-<host>-<pid>").
+  /// Where the group starts when this consumer creates it: "0" = the whole stream (nothing
+  /// already in it is missed), "$" = only entries added from now on. Default "0".
+  std::string group_start_id = "0";
+  std::int64_t batch = 100;                         ///< COUNT of each read.
+  std::chrono::milliseconds block{1000};            ///< BLOCK of each read of new entries.
+  std::chrono::milliseconds claim_min_idle{30000};  ///< XAUTOCLAIM's min-idle-time.
+  std::chrono::milliseconds claim_interval{5000};   ///< how often to reclaim / re-read pending.
+  std::uint32_t max_deliveries = 5;                 ///< beyond it: dead-letter. >= 1.
+  /// Dead-letter stream; empty = "<stream>:dead".
+  std::string dead_letter_stream;
+  /// Pause after a failed read (connection loss, breaker open) before the next one.
+  std::chrono::milliseconds error_backoff{200};
+};
+
+struct StreamConsumerStats {
+  std::uint64_t delivered = 0;       ///< entries passed to the handler.
+  std::uint64_t acked = 0;           ///< entries acknowledged after the handler succeeded.
+  std::uint64_t handler_errors = 0;  ///< handler threw: the entry stays pending.
+  std::uint64_t claimed = 0;         ///< entries taken over from other consumers (XAUTOCLAIM).
+  std::uint64_t dead_lettered = 0;   ///< entries moved to the dead-letter stream.
+  std::uint64_t deleted = 0;         ///< pending IDs whose entry was gone (trimmed/deleted).
+  std::uint64_t read_errors = 0;     ///< failed reads/acks (logged; retried after a pause).
+  std::uint64_t groups_created = 0;  ///< XGROUP CREATE that created the group.
+};
+
+class StreamConsumer {
+ public:
+  /// The handler gets each entry once per delivery; returning normally acknowledges it.
+  using Handler = std::function<boost::asio::awaitable<void>(const StreamEntry&)>;
+
+  /// `client` must be started and outlive the consumer. Throws `invalid_argument` on a bad
+  /// config (empty stream, group or consumer; max_deliveries 0; batch < 1).
+  StreamConsumer(RedisClient& client, StreamConsumerConfig config, Handler handler);
+
+  /// Runs until `stop()` or cancellation (then returns normally after the entry in progress,
+  /// if any, was handled) or until the client is closed. Errors of the server are logged,
+  /// counted and retried; only a misconfiguration or a closed client ends it with an error.
+  boost::asio::awaitable<void> run();
+  /// Asks `run()` to return after the current step (at most one read's `block` later).
+  void stop() noexcept { stopping_ = true; }
+
+  /// One pass over this consumer's own pending entries (what `run()` does first and every
+  /// `claim_interval`); returns how many entries were handled. Public for tests and tools.
+  boost::asio::awaitable<std::size_t> process_own_pending();
+  /// One XAUTOCLAIM pass (what `run()` does every `claim_interval`); returns the number of
+  /// entries claimed and handled.
+  boost::asio::awaitable<std::size_t> reclaim_stale();
+  /// Ensures the group exists (XGROUP CREATE ... MKSTREAM; BUSYGROUP tolerated).
+  boost::asio::awaitable<void> ensure_group();
+
+  const StreamConsumerStats& stats() const noexcept { return stats_; }
+  const StreamConsumerConfig& config() const noexcept { return config_; }
+
+ private:
+  boost::asio::awaitable<std::size_t> handle_batch(std::vector<StreamEntry> entries,
+                                                   bool check_deliveries);
+  boost::asio::awaitable<void> dead_letter(const StreamEntry& entry, std::int64_t deliveries);
+
+  RedisClient* client_;
+  StreamConsumerConfig config_;
+  Handler handler_;
+  StreamConsumerStats stats_;
+  bool stopping_ = false;
+};
+
+}  // namespace trading_shared::redis

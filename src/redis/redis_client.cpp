@@ -1,0 +1,1212 @@
+// RedisClient: one multiplexed connection with automatic pipelining (ARCHITECTURE.md §7).
+//
+// Data structures (all touched from the client's executor only):
+// - `pending_`: the encoded bytes of every request not yet handed to the socket, in FIFO order.
+//   Callers encode straight into it (RedisClient::command); a request given up before it is
+//   written has its bytes cut out again.
+// - `writing_`: the bytes of the write in progress (swapped with `pending_` by the writer,
+//   so one write carries every request queued since the last one).
+// - `fifo_`: the requests, oldest first. From the front: requests written (phase `sent` or
+//   `writing`; `outstanding()` of them), then `queued_count_` requests whose bytes are in
+//   `pending_`. Replies are matched to the front; a request whose caller gave up after it
+//   was written stays in place (`completed`) and its reply is dropped.
+// - `Slot`s come from a free list; a slot is recycled when it has left the FIFO and its
+//   caller released it (`SlotHandle`).
+
+#include <trading_shared/core/backoff.hpp>
+#include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/timeout.hpp>
+#include <trading_shared/redis/redis_client.hpp>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "detail/reply_builder.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace trading_shared::redis {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() {
+  static const auto logger = core::logger("redis");
+  return logger;
+}
+
+long long ms_count(Clock::duration d) {
+  return std::chrono::duration_cast<milliseconds>(d).count();
+}
+
+constexpr auto kNoDeadline = Clock::time_point::max();
+
+}  // namespace
+
+namespace detail {
+
+/// The handler a coroutine awaiting `ClientCore::wait` provides (use_awaitable, void()).
+/// Stored by its concrete type: Boost 1.81's any_completion_handler recurses forever in its
+/// move assignment, and the concrete type also saves an allocation per request.
+using WaitHandler = asio::detail::awaitable_handler<asio::any_io_executor>;
+
+struct Slot {
+  enum class Phase : std::uint8_t { queued, writing, sent };
+  Phase phase = Phase::queued;
+  bool in_fifo = false;    ///< still waiting for (some of) its replies, or still queued.
+  bool owned = false;      ///< a caller holds a SlotHandle.
+  bool completed = false;  ///< the result (or error) is final; later replies are dropped.
+  bool internal = false;   ///< the health check's PING (no caller).
+  bool multi = false;      ///< pipeline: all replies go to `replies`.
+  std::uint32_t expected = 0;
+  std::uint32_t received = 0;
+  std::size_t bytes = 0;
+  Clock::time_point deadline = kNoDeadline;
+  Reply reply;
+  std::vector<Reply> replies;
+  std::exception_ptr error;
+  std::array<char, 24> name{};  ///< command name, for errors and logs.
+  std::optional<WaitHandler> waiter;
+  asio::cancellation_slot cancel_slot;
+  core::CircuitBreakerPermit permit;
+
+  std::string_view command_name() const noexcept { return std::string_view(name.data()); }
+};
+
+class ClientCore {
+ public:
+  ClientCore(asio::any_io_executor executor, RedisConfig config);
+  ~ClientCore();
+
+  asio::awaitable<void> start();
+  asio::awaitable<void> close();
+
+  Submission begin_submit(const CommandOptions& options, std::size_t replies, bool multi);
+  SlotHandle commit(const Submission& submission) noexcept;
+  void release(Slot* slot) noexcept;
+  asio::awaitable<void> wait(Slot* slot);
+  void cancel(Slot* slot) noexcept;
+  asio::awaitable<Reply> blocking(std::string encoded, milliseconds block);
+
+  RedisStats stats() noexcept;
+  const RedisConfig& config() const noexcept { return config_; }
+  const std::string& description() const noexcept { return description_; }
+  const asio::any_io_executor& executor() const noexcept { return executor_; }
+
+ private:
+  enum class State : std::uint8_t { created, starting, running, closing, closed };
+
+  struct Dedicated {
+    explicit Dedicated(const asio::any_io_executor& ex) : socket(ex) {}
+    tcp::socket socket;
+    ReplyBuilder builder;
+    bool busy = false;
+  };
+
+  std::size_t outstanding() const noexcept { return fifo_.size() - queued_count_; }
+  Slot* allocate();
+  void recycle(Slot* slot) noexcept;
+  void finish(Slot* slot, std::exception_ptr error, bool from_cancel_handler = false) noexcept;
+  void finish_ok(Slot* slot) noexcept;
+  void remove_queued(Slot* slot) noexcept;
+  bool deliver(Reply& reply);
+  void drop_connection(std::error_code ec, std::string_view what);
+  void wake_writer() noexcept;
+  void arm_sweeper(Clock::time_point deadline) noexcept;
+  void sweep(Clock::time_point now);
+  void submit_health_ping();
+  void fail_all(errc code, std::string_view why) noexcept;
+  std::size_t active() const noexcept;
+  Clock::duration timeout_of(const CommandOptions& options) const noexcept;
+
+  asio::awaitable<void> connect_socket(tcp::socket& socket, ReplyBuilder& builder);
+  asio::awaitable<void> connect_shared();
+  asio::awaitable<void> supervise();
+  asio::awaitable<void> sweep_loop();
+  asio::awaitable<void> read_loop(std::uint64_t generation);
+  asio::awaitable<void> write_loop(std::uint64_t generation);
+  asio::awaitable<void> health_loop(std::uint64_t generation);
+  asio::awaitable<Reply> exchange(Dedicated& connection, const std::string& encoded);
+  void spawn_task(asio::awaitable<void> task, const char* name);
+
+  asio::any_io_executor executor_;
+  RedisConfig config_;
+  RedisEndpoint endpoint_;
+  std::string description_;
+  core::DefaultRandom random_;
+  core::CircuitBreaker breaker_;
+
+  State state_ = State::created;
+  std::exception_ptr start_error_;
+  asio::steady_timer state_changed_;  // cancelled on start/close transitions
+
+  // The shared connection.
+  tcp::socket socket_;
+  ReplyBuilder builder_;
+  bool connected_ = false;
+  std::uint64_t generation_ = 0;  // incremented on every connect and drop
+  std::string pending_;
+  std::string writing_;
+  std::deque<Slot*> fifo_;
+  std::size_t queued_count_ = 0;
+  std::size_t writing_count_ = 0;
+  bool writer_idle_ = false;
+  asio::steady_timer write_wake_;
+  asio::steady_timer health_timer_;
+  asio::steady_timer reconnect_timer_;
+  asio::steady_timer sweep_timer_;
+  asio::steady_timer idle_event_;  // close(): woken when a request finishes
+  std::vector<char> read_buffer_;
+  Reply read_reply_;
+  Clock::time_point last_read_{};
+  Clock::time_point last_write_{};
+  Clock::time_point waiting_since_{};
+  std::vector<Slot*> expired_;
+
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> free_;
+
+  std::vector<std::unique_ptr<Dedicated>> dedicated_;
+  std::size_t blocking_active_ = 0;
+
+  std::size_t tasks_ = 0;
+  asio::cancellation_signal connect_cancel_;  // close() cuts a connect attempt short
+  asio::steady_timer tasks_done_;
+
+  RedisStats stats_;
+};
+
+namespace {
+
+/// The cancellation handler installed in a waiting caller's cancellation slot.
+struct Canceller {
+  ClientCore* core;
+  Slot* slot;
+  void operator()(asio::cancellation_type type) const noexcept {
+    if (type != asio::cancellation_type::none) {
+      ClientCore* c = core;
+      Slot* s = slot;
+      c->cancel(s);  // may destroy this handler: touch nothing of it afterwards
+    }
+  }
+};
+
+/// Copies the command name out of an encoded command ("*N\r\n$L\r\nNAME\r\n...").
+void copy_command_name(std::string_view encoded, std::array<char, 24>& name) noexcept {
+  std::size_t pos = encoded.find('\n');
+  if (pos == std::string_view::npos) return;
+  pos = encoded.find('\n', pos + 1);
+  if (pos == std::string_view::npos) return;
+  const std::size_t end = encoded.find('\r', pos + 1);
+  if (end == std::string_view::npos) return;
+  const std::size_t n = std::min(end - pos - 1, name.size() - 1);
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = encoded[pos + 1 + i];
+    name[i] = (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+  }
+  name[n] = '\0';
+}
+
+std::exception_ptr make_error(errc code, const std::string& context, RequestState state) {
+  return std::make_exception_ptr(Error(make_error_code(code), context, state));
+}
+
+}  // namespace
+
+// ---- construction --------------------------------------------------------------------------
+
+ClientCore::ClientCore(asio::any_io_executor executor, RedisConfig config)
+    : executor_(std::move(executor)),
+      config_((validate(config), std::move(config))),
+      endpoint_(parse_redis_url(config_.url)),
+      description_(endpoint_.describe()),
+      breaker_(
+          [&] {
+            auto b = config_.breaker;
+            if (b.name.empty()) b.name = "redis " + description_;
+            return b;
+          }(),
+          core::SteadyClock::instance(), random_),
+      state_changed_(executor_, kNoDeadline),
+      socket_(executor_),
+      write_wake_(executor_, kNoDeadline),
+      health_timer_(executor_),
+      reconnect_timer_(executor_),
+      sweep_timer_(executor_, kNoDeadline),
+      idle_event_(executor_, kNoDeadline),
+      read_buffer_(64 * 1024),
+      tasks_done_(executor_, kNoDeadline) {}
+
+ClientCore::~ClientCore() {
+  if (state_ == State::running || state_ == State::closing || state_ == State::starting) {
+    log()->warn("RedisClient {} destroyed without close(): closing its sockets now", description_);
+  }
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  for (auto& d : dedicated_) d->socket.close(ignored);
+}
+
+Clock::duration ClientCore::timeout_of(const CommandOptions& options) const noexcept {
+  return options.timeout > milliseconds::zero() ? options.timeout : config_.command_timeout;
+}
+
+// ---- slots ---------------------------------------------------------------------------------
+
+Slot* ClientCore::allocate() {
+  if (!free_.empty()) {
+    Slot* slot = free_.back();
+    free_.pop_back();
+    return slot;
+  }
+  slots_.push_back(std::make_unique<Slot>());
+  return slots_.back().get();
+}
+
+void ClientCore::recycle(Slot* slot) noexcept {
+  slot->phase = Slot::Phase::queued;
+  slot->in_fifo = slot->owned = slot->completed = slot->internal = slot->multi = false;
+  slot->expected = slot->received = 0;
+  slot->bytes = 0;
+  slot->deadline = kNoDeadline;
+  slot->replies.clear();
+  slot->error = nullptr;
+  slot->name[0] = '\0';
+  slot->waiter.reset();
+  slot->cancel_slot = {};
+  slot->permit.ignore();
+  free_.push_back(slot);
+}
+
+void ClientCore::release(Slot* slot) noexcept {
+  slot->owned = false;
+  if (!slot->completed) {
+    // Abandoned before completion (the awaitable was destroyed): same as a cancellation;
+    // finish() recycles the slot if it has left the FIFO.
+    cancel(slot);
+    return;
+  }
+  if (!slot->in_fifo) recycle(slot);
+}
+
+Submission ClientCore::begin_submit(const CommandOptions& options, std::size_t replies,
+                                    bool multi) {
+  Submission s;
+  if (state_ != State::running) {
+    ++stats_.rejected;
+    s.error = make_error(state_ == State::closing || state_ == State::closed ? errc::client_closed
+                                                                             : errc::not_started,
+                         "RedisClient " + description_, RequestState::not_sent);
+    return s;
+  }
+  if (fifo_.size() >= config_.max_queued) {
+    ++stats_.rejected;
+    s.error = make_error(errc::queue_full,
+                         "RedisClient " + description_ + ": " + std::to_string(fifo_.size()) +
+                             " requests queued or in flight (max_queued)",
+                         RequestState::not_sent);
+    return s;
+  }
+  auto admission = breaker_.try_acquire();
+  if (!admission) {
+    ++stats_.rejected;
+    s.error = std::make_exception_ptr(breaker_.make_error(*admission.rejection()));
+    return s;
+  }
+  Slot* slot = allocate();
+  slot->permit = std::move(admission).permit();
+  slot->expected = static_cast<std::uint32_t>(replies);
+  slot->multi = multi;
+  if (multi) slot->replies.reserve(replies);
+  slot->deadline = Clock::now() + timeout_of(options);
+  s.buffer = &pending_;
+  s.slot = slot;
+  s.start = pending_.size();
+  return s;
+}
+
+SlotHandle ClientCore::commit(const Submission& submission) noexcept {
+  Slot* slot = submission.slot;
+  slot->bytes = pending_.size() - submission.start;
+  copy_command_name(std::string_view(pending_).substr(submission.start), slot->name);
+  slot->in_fifo = true;
+  slot->owned = true;
+  slot->phase = Slot::Phase::queued;
+  fifo_.push_back(slot);
+  ++queued_count_;
+  ++stats_.commands;
+  arm_sweeper(slot->deadline);
+  wake_writer();
+  return SlotHandle(this, slot);
+}
+
+void ClientCore::wake_writer() noexcept {
+  if (writer_idle_) {
+    writer_idle_ = false;
+    write_wake_.cancel();
+  }
+}
+
+void ClientCore::arm_sweeper(Clock::time_point deadline) noexcept {
+  if (deadline < sweep_timer_.expiry()) sweep_timer_.expires_at(deadline);
+}
+
+void ClientCore::finish(Slot* slot, std::exception_ptr error, bool from_cancel_handler) noexcept {
+  slot->completed = true;
+  slot->error = std::move(error);
+  if (slot->error) {
+    const ErrorKind kind = classify(slot->error);
+    if (kind == ErrorKind::cancelled) {
+      slot->permit.ignore();
+    } else {
+      ++stats_.failures;
+      slot->permit.record(kind);
+    }
+  }
+  if (slot->waiter) {
+    if (!from_cancel_handler && slot->cancel_slot.is_connected()) slot->cancel_slot.clear();
+    slot->cancel_slot = {};
+    // Resumed from the executor, never inline: the caller's coroutine must not run inside the
+    // reader's loop.
+    asio::post(executor_, [waiter = std::move(*slot->waiter)]() mutable { std::move(waiter)(); });
+    slot->waiter.reset();
+  }
+  if (state_ == State::closing) idle_event_.cancel();
+  if (!slot->owned && !slot->in_fifo) recycle(slot);
+}
+
+void ClientCore::finish_ok(Slot* slot) noexcept {
+  // The breaker hears about error replies that say something about the endpoint
+  // (LOADING, BUSY, MASTERDOWN); business errors (WRONGTYPE) are ignored (core docs).
+  const Reply* error_reply = nullptr;
+  if (slot->multi) {
+    for (const auto& r : slot->replies) {
+      if (r.is_error()) {
+        error_reply = &r;
+        break;
+      }
+    }
+  } else if (slot->reply.is_error()) {
+    error_reply = &slot->reply;
+  }
+  if (error_reply != nullptr) {
+    slot->permit.record(classify_redis_error(error_reply->error_prefix()));
+  } else {
+    slot->permit.success();
+  }
+  finish(slot, nullptr);
+}
+
+void ClientCore::remove_queued(Slot* slot) noexcept {
+  std::size_t offset = 0;
+  for (std::size_t i = outstanding(); i < fifo_.size(); ++i) {
+    if (fifo_[i] == slot) {
+      pending_.erase(offset, slot->bytes);
+      fifo_.erase(fifo_.begin() + static_cast<std::ptrdiff_t>(i));
+      --queued_count_;
+      slot->in_fifo = false;
+      return;
+    }
+    offset += fifo_[i]->bytes;
+  }
+}
+
+void ClientCore::cancel(Slot* slot) noexcept {
+  if (slot->completed) return;
+  ++stats_.cancellations;
+  const bool queued = slot->in_fifo && slot->phase == Slot::Phase::queued;
+  if (queued) remove_queued(slot);
+  finish(slot,
+         make_error(errc::cancelled,
+                    "Redis " + std::string(slot->command_name()) +
+                        (queued ? ": cancelled before it was sent"
+                                : ": cancelled after it was sent (its reply will be dropped)"),
+                    queued ? RequestState::not_sent : RequestState::sent),
+         true);
+}
+
+asio::awaitable<void> ClientCore::wait(Slot* slot) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+      [this, slot](auto handler) {
+        static_assert(std::is_same_v<decltype(handler), WaitHandler>,
+                      "ClientCore::wait is only awaited with use_awaitable");
+        auto cs = asio::get_associated_cancellation_slot(handler);
+        if (cs.is_connected()) {
+          slot->cancel_slot = cs;
+          cs.template emplace<Canceller>(Canceller{this, slot});
+        }
+        slot->waiter.emplace(std::move(handler));
+      },
+      asio::use_awaitable);
+}
+
+// ---- replies -------------------------------------------------------------------------------
+
+bool ClientCore::deliver(Reply& reply) {
+  if (outstanding() == 0) return false;  // a reply nobody is waiting for: out of sync
+  Slot* slot = fifo_.front();
+  ++stats_.replies;
+  if (!slot->completed) {
+    if (slot->multi) {
+      slot->replies.push_back(std::move(reply));
+    } else {
+      swap(slot->reply, reply);  // the slot's old buffers are reused for the next reply
+    }
+  }
+  if (++slot->received < slot->expected) return true;
+  fifo_.pop_front();
+  slot->in_fifo = false;
+  if (slot->phase == Slot::Phase::writing) --writing_count_;
+  waiting_since_ = last_read_;
+  if (slot->completed) {
+    ++stats_.dropped_replies;
+    if (!slot->owned) recycle(slot);
+  } else if (slot->internal) {
+    slot->permit.ignore();
+    recycle(slot);
+  } else {
+    finish_ok(slot);
+  }
+  return true;
+}
+
+// ---- connection ----------------------------------------------------------------------------
+
+asio::awaitable<void> ClientCore::connect_socket(tcp::socket& socket, ReplyBuilder& builder) {
+  tcp::resolver resolver(executor_);
+  const auto endpoints = co_await resolver.async_resolve(
+      endpoint_.host, std::to_string(endpoint_.port), asio::use_awaitable);
+  socket = tcp::socket(executor_);
+  co_await asio::async_connect(socket, endpoints, asio::use_awaitable);
+  socket.set_option(tcp::no_delay(true));
+  socket.set_option(asio::socket_base::keep_alive(true));
+
+  // Handshake: [AUTH] [SELECT] CLIENT SETNAME, then PING (answers LOADING while the server
+  // loads its data: such a connection is not used yet).
+  std::string hello;
+  std::size_t expected = 0;
+  if (!endpoint_.password.empty()) {
+    if (endpoint_.user.empty()) {
+      encode_command(hello, "AUTH", endpoint_.password);
+    } else {
+      encode_command(hello, "AUTH", endpoint_.user, endpoint_.password);
+    }
+    ++expected;
+  }
+  if (endpoint_.db != 0) {
+    encode_command(hello, "SELECT", endpoint_.db);
+    ++expected;
+  }
+  if (!config_.client_name.empty()) {
+    encode_command(hello, "CLIENT", "SETNAME", config_.client_name);
+    ++expected;
+  }
+  encode_command(hello, "PING");
+  ++expected;
+  co_await asio::async_write(socket, asio::buffer(hello), asio::use_awaitable);
+
+  builder.reset();
+  std::array<char, 4096> buffer;
+  Reply reply;
+  std::size_t got = 0;
+  while (got < expected) {
+    const std::size_t n =
+        co_await socket.async_read_some(asio::buffer(buffer), asio::use_awaitable);
+    builder.feed(buffer.data(), n);
+    while (got < expected && builder.next(reply)) {
+      ++got;
+      if (reply.is_error()) {
+        throw Error(server_error_of(reply.error_message()),
+                    "Redis " + description_ + ": connection handshake", RequestState::sent);
+      }
+    }
+  }
+}
+
+asio::awaitable<void> ClientCore::connect_shared() {
+  tcp::socket socket(executor_);
+  co_await core::with_timeout(connect_socket(socket, builder_), config_.connect_timeout,
+                              errc::connect_timeout, "Redis " + description_ + ": connect",
+                              RequestState::not_sent);
+  if (state_ == State::closed) {
+    throw Error(make_error_code(errc::client_closed), "Redis " + description_ + ": closed",
+                RequestState::not_sent);
+  }
+  socket_ = std::move(socket);
+  connected_ = true;
+  ++generation_;
+  ++stats_.connects;
+  const auto now = Clock::now();
+  last_read_ = last_write_ = waiting_since_ = now;
+  writer_idle_ = false;
+}
+
+void ClientCore::drop_connection(std::error_code ec, std::string_view what) {
+  if (!connected_) return;
+  connected_ = false;
+  ++generation_;
+  ++stats_.disconnects;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  write_wake_.cancel();
+  health_timer_.cancel();
+  const std::size_t lost = outstanding();
+  if (state_ == State::running) {
+    log()->warn(
+        "Redis {}: connection lost ({}: {}); {} request(s) in flight fail as "
+        "outcome unknown, {} queued wait for the reconnect",
+        description_, what, ec.message(), lost, queued_count_);
+  }
+  const std::string context = "Redis " + description_ + ": connection lost (" + std::string(what) +
+                              ": " + ec.message() + ")";
+  for (std::size_t i = 0; i < lost; ++i) {
+    Slot* slot = fifo_.front();
+    fifo_.pop_front();
+    slot->in_fifo = false;
+    if (slot->completed) {
+      if (!slot->owned) recycle(slot);
+    } else {
+      finish(slot, make_error(errc::connection_lost, context, RequestState::sent));
+    }
+  }
+  writing_count_ = 0;
+  writing_.clear();
+  reconnect_timer_.cancel();
+}
+
+asio::awaitable<void> ClientCore::read_loop(std::uint64_t generation) {
+  for (;;) {
+    boost::system::error_code ec;
+    const std::size_t n = co_await socket_.async_read_some(
+        asio::buffer(read_buffer_), asio::redirect_error(asio::use_awaitable, ec));
+    if (generation != generation_) co_return;
+    if (ec) {
+      drop_connection(ec, "read");
+      co_return;
+    }
+    last_read_ = Clock::now();
+    try {
+      builder_.feed(read_buffer_.data(), n);
+      while (builder_.next(read_reply_)) {
+        if (!deliver(read_reply_)) {
+          log()->error(
+              "Redis {}: a reply arrived with no request waiting for it ({}); the "
+              "connection is out of sync and is closed",
+              description_, read_reply_.debug_string());
+          drop_connection(make_error_code(errc::protocol_error), "unexpected reply");
+          co_return;
+        }
+      }
+    } catch (const Error& e) {
+      log()->error("Redis {}: {}; closing the connection", description_, e.what());
+      drop_connection(make_error_code(errc::protocol_error), "bad reply");
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> ClientCore::write_loop(std::uint64_t generation) {
+  for (;;) {
+    if (generation != generation_) co_return;
+    if (pending_.empty()) {
+      writer_idle_ = true;
+      write_wake_.expires_at(kNoDeadline);
+      boost::system::error_code ec;
+      co_await write_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      writer_idle_ = false;
+      continue;
+    }
+    std::swap(pending_, writing_);
+    pending_.clear();
+    const auto now = Clock::now();
+    if (outstanding() == 0) waiting_since_ = now;
+    for (std::size_t i = outstanding(); i < fifo_.size(); ++i) {
+      fifo_[i]->phase = Slot::Phase::writing;
+    }
+    writing_count_ += queued_count_;
+    queued_count_ = 0;
+    boost::system::error_code ec;
+    co_await asio::async_write(socket_, asio::buffer(writing_),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (generation != generation_) co_return;
+    if (ec) {
+      drop_connection(ec, "write");
+      co_return;
+    }
+    ++stats_.writes;
+    last_write_ = Clock::now();
+    const std::size_t end = outstanding();
+    for (std::size_t i = end - writing_count_; i < end; ++i) fifo_[i]->phase = Slot::Phase::sent;
+    writing_count_ = 0;
+    writing_.clear();
+  }
+}
+
+void ClientCore::submit_health_ping() {
+  Slot* slot = allocate();
+  slot->internal = true;
+  slot->expected = 1;
+  slot->deadline = kNoDeadline;  // the health loop watches it
+  const std::size_t start = pending_.size();
+  encode_command(pending_, "PING");
+  slot->bytes = pending_.size() - start;
+  std::memcpy(slot->name.data(), "PING", 5);
+  slot->in_fifo = true;
+  fifo_.push_back(slot);
+  ++queued_count_;
+  ++stats_.health_checks;
+  wake_writer();
+}
+
+asio::awaitable<void> ClientCore::health_loop(std::uint64_t generation) {
+  const auto tick = std::max<Clock::duration>(
+      milliseconds(5), std::min(config_.health_check_interval, config_.health_check_timeout) / 4);
+  for (;;) {
+    health_timer_.expires_after(tick);
+    boost::system::error_code ec;
+    co_await health_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (generation != generation_ || state_ == State::closed) co_return;
+    const auto now = Clock::now();
+    if (outstanding() > 0 && now - waiting_since_ > config_.health_check_timeout) {
+      log()->warn(
+          "Redis {}: no reply for {} ms with {} request(s) outstanding; the server is "
+          "frozen or the connection half-open: reconnecting",
+          description_, ms_count(now - waiting_since_), outstanding());
+      drop_connection(make_error_code(errc::request_timeout), "health check");
+      co_return;
+    }
+    if (fifo_.empty() && now - std::max(last_read_, last_write_) >= config_.health_check_interval) {
+      submit_health_ping();
+    }
+  }
+}
+
+asio::awaitable<void> ClientCore::supervise() {
+  core::Backoff backoff(config_.reconnect_backoff, random_);
+  while (state_ == State::running || state_ == State::closing) {
+    if (connected_) {
+      const auto generation = generation_;
+      auto group = asio::experimental::make_parallel_group(
+          asio::co_spawn(executor_, read_loop(generation), asio::deferred),
+          asio::co_spawn(executor_, write_loop(generation), asio::deferred),
+          asio::co_spawn(executor_, health_loop(generation), asio::deferred));
+      auto [order, e1, e2, e3] =
+          co_await group.async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+      (void)order;
+      for (const auto& e : {e1, e2, e3}) {
+        if (e) {
+          log()->error("Redis {}: connection task failed: {}", description_, [&] {
+            try {
+              std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+              return std::string(x.what());
+            }
+          }());
+          drop_connection(make_error_code(errc::protocol_error), "internal error");
+        }
+      }
+      continue;
+    }
+    if (state_ != State::running) break;
+    // Reconnect after a jittered pause (never in lockstep with other clients, F21).
+    reconnect_timer_.expires_after(backoff.next());
+    boost::system::error_code ec;
+    co_await reconnect_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (state_ != State::running) break;
+    try {
+      co_await asio::co_spawn(
+          executor_, connect_shared(),
+          asio::bind_cancellation_slot(connect_cancel_.slot(), asio::use_awaitable));
+      if (state_ != State::running) break;
+      log()->info("Redis {}: reconnected after {} attempt(s)", description_, backoff.attempts());
+      backoff.reset();
+    } catch (const std::exception& e) {
+      ++stats_.connect_failures;
+      log()->warn("Redis {}: reconnect attempt {} failed: {}", description_, backoff.attempts(),
+                  e.what());
+    }
+  }
+}
+
+// ---- deadlines -----------------------------------------------------------------------------
+
+void ClientCore::sweep(Clock::time_point now) {
+  Clock::time_point next = kNoDeadline;
+  expired_.clear();
+  for (Slot* slot : fifo_) {
+    if (slot->completed || slot->internal) continue;
+    if (slot->deadline <= now) {
+      expired_.push_back(slot);
+    } else {
+      next = std::min(next, slot->deadline);
+    }
+  }
+  for (Slot* slot : expired_) {
+    ++stats_.timeouts;
+    const bool queued = slot->phase == Slot::Phase::queued;
+    if (queued) remove_queued(slot);
+    const std::string context =
+        "Redis " + std::string(slot->command_name()) + " " + description_ +
+        (queued ? ": not sent within the command timeout (no connection)"
+                : ": no reply within the command timeout (its reply will be dropped)");
+    finish(slot, make_error(queued ? errc::write_timeout : errc::request_timeout, context,
+                            queued ? RequestState::not_sent : RequestState::sent));
+  }
+  sweep_timer_.expires_at(next);
+}
+
+asio::awaitable<void> ClientCore::sweep_loop() {
+  while (state_ != State::closed) {
+    boost::system::error_code ec;
+    co_await sweep_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (state_ == State::closed) break;
+    sweep(Clock::now());
+  }
+}
+
+// ---- lifecycle -----------------------------------------------------------------------------
+
+void ClientCore::spawn_task(asio::awaitable<void> task, const char* name) {
+  ++tasks_;
+  asio::co_spawn(executor_, std::move(task), [this, name](std::exception_ptr error) {
+    if (error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        log()->error("Redis {}: background task {} ended with an error: {}", description_, name,
+                     e.what());
+      }
+    }
+    if (--tasks_ == 0) tasks_done_.cancel();
+  });
+}
+
+asio::awaitable<void> ClientCore::start() {
+  for (;;) {
+    switch (state_) {
+      case State::running:
+        co_return;
+      case State::closing:
+      case State::closed:
+        throw Error(make_error_code(errc::client_closed), "RedisClient " + description_,
+                    RequestState::not_sent);
+      case State::starting: {
+        boost::system::error_code ec;
+        co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (state_ == State::created && start_error_) std::rethrow_exception(start_error_);
+        continue;
+      }
+      case State::created:
+        break;
+    }
+    break;
+  }
+  state_ = State::starting;
+  start_error_ = nullptr;
+  const auto deadline = Clock::now() + config_.startup_timeout;
+  core::Backoff backoff(config_.reconnect_backoff, random_);
+  std::exception_ptr failure;
+  for (std::uint32_t attempt = 1;; ++attempt) {
+    Clock::duration pause{};
+    try {
+      co_await asio::co_spawn(
+          executor_,
+          core::with_timeout(
+              connect_shared(),
+              std::min<Clock::duration>(config_.connect_timeout, deadline - Clock::now()),
+              errc::connect_timeout, "Redis " + description_ + ": connect", RequestState::not_sent),
+          asio::bind_cancellation_slot(connect_cancel_.slot(), asio::use_awaitable));
+      break;
+    } catch (const std::exception& e) {
+      ++stats_.connect_failures;
+      if (state_ != State::starting) {
+        failure = make_error(errc::client_closed,
+                             "RedisClient " + description_ + ": closed during start()",
+                             RequestState::not_sent);
+        break;
+      }
+      if (classify(std::current_exception()) == ErrorKind::permanent) {
+        failure = std::current_exception();  // wrong password, unknown database: no retry
+        break;
+      }
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        failure = make_error(errc::startup_timeout,
+                             "RedisClient " + description_ + ": not connected " +
+                                 std::to_string(config_.startup_timeout.count()) + " ms after " +
+                                 std::to_string(attempt) + " attempt(s); last error: " + e.what(),
+                             RequestState::not_sent);
+        break;
+      }
+      pause = std::min<Clock::duration>(backoff.next(), deadline - now);
+      log()->warn("Redis {}: start-up attempt {} failed ({}); retrying in {} ms", description_,
+                  attempt, e.what(), ms_count(pause));
+    }
+    reconnect_timer_.expires_after(pause);
+    boost::system::error_code ec;
+    co_await reconnect_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (failure) {
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    connected_ = false;
+    state_ = state_ == State::starting ? State::created : state_;
+    start_error_ = failure;
+    state_changed_.cancel();
+    std::rethrow_exception(failure);
+  }
+  if (state_ != State::starting) {  // close() was called while the last attempt succeeded
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    connected_ = false;
+    state_changed_.cancel();
+    throw Error(make_error_code(errc::client_closed),
+                "RedisClient " + description_ + ": closed during start()", RequestState::not_sent);
+  }
+  state_ = State::running;
+  state_changed_.cancel();
+  spawn_task(supervise(), "supervisor");
+  spawn_task(sweep_loop(), "deadline sweeper");
+  log()->info("Redis {}: started (client name {})", description_, config_.client_name);
+}
+
+std::size_t ClientCore::active() const noexcept {
+  std::size_t n = 0;
+  for (const Slot* slot : fifo_) n += (!slot->completed && !slot->internal) ? 1 : 0;
+  return n + blocking_active_;
+}
+
+void ClientCore::fail_all(errc code, std::string_view why) noexcept {
+  const std::string context = "Redis " + description_ + ": " + std::string(why);
+  while (!fifo_.empty()) {
+    Slot* slot = fifo_.front();
+    fifo_.pop_front();
+    const bool queued = slot->phase == Slot::Phase::queued;
+    slot->in_fifo = false;
+    if (slot->completed) {
+      if (!slot->owned) recycle(slot);
+    } else {
+      finish(slot, make_error(code, context, queued ? RequestState::not_sent : RequestState::sent));
+    }
+  }
+  queued_count_ = writing_count_ = 0;
+  pending_.clear();
+  writing_.clear();
+}
+
+asio::awaitable<void> ClientCore::close() {
+  for (;;) {
+    if (state_ == State::created || state_ == State::closed) {
+      state_ = State::closed;
+      co_return;
+    }
+    if (state_ == State::starting) {
+      // start() sees this after its current attempt (cut short here) and gives up.
+      state_ = State::closing;
+      connect_cancel_.emit(asio::cancellation_type::terminal);
+      reconnect_timer_.cancel();
+      boost::system::error_code ec;
+      state_changed_.expires_at(kNoDeadline);
+      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      state_ = State::closed;
+      state_changed_.cancel();
+      co_return;
+    }
+    if (state_ == State::closing) {  // another close() is running: wait for it
+      boost::system::error_code ec;
+      state_changed_.expires_at(kNoDeadline);
+      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
+    break;  // running
+  }
+  state_ = State::closing;
+  const auto deadline = Clock::now() + config_.close_timeout;
+  while (active() > 0 && Clock::now() < deadline) {
+    idle_event_.expires_at(deadline);
+    boost::system::error_code ec;
+    co_await idle_event_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (const auto left = active(); left > 0) {
+    log()->warn("Redis {}: close: {} request(s) still running after {} ms; failing them",
+                description_, left, config_.close_timeout.count());
+  }
+  state_ = State::closed;
+  connect_cancel_.emit(asio::cancellation_type::terminal);
+  fail_all(errc::client_closed, "client closed");
+  if (connected_) drop_connection(make_error_code(errc::client_closed), "close");
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  for (auto& d : dedicated_) d->socket.close(ignored);
+  reconnect_timer_.cancel();
+  sweep_timer_.cancel();
+  health_timer_.cancel();
+  write_wake_.cancel();
+  while (tasks_ > 0) {
+    tasks_done_.expires_at(kNoDeadline);
+    boost::system::error_code ec;
+    co_await tasks_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  while (blocking_active_ > 0) {  // their sockets are closed: they end at once
+    tasks_done_.expires_after(milliseconds(1));
+    boost::system::error_code ec;
+    co_await tasks_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  dedicated_.clear();
+  state_changed_.cancel();
+  log()->info("Redis {}: closed", description_);
+}
+
+// ---- blocking commands ---------------------------------------------------------------------
+
+asio::awaitable<Reply> ClientCore::exchange(Dedicated& connection, const std::string& encoded) {
+  if (!connection.socket.is_open()) {
+    co_await core::with_timeout(connect_socket(connection.socket, connection.builder),
+                                config_.connect_timeout, errc::connect_timeout,
+                                "Redis " + description_ + ": connect (blocking connection)",
+                                RequestState::not_sent);
+  }
+  co_await asio::async_write(connection.socket, asio::buffer(encoded), asio::use_awaitable);
+  std::array<char, 16 * 1024> buffer;
+  Reply reply;
+  while (!connection.builder.next(reply)) {
+    const std::size_t n =
+        co_await connection.socket.async_read_some(asio::buffer(buffer), asio::use_awaitable);
+    connection.builder.feed(buffer.data(), n);
+  }
+  co_return reply;
+}
+
+asio::awaitable<Reply> ClientCore::blocking(std::string encoded, milliseconds block) {
+  std::array<char, 24> name{};
+  copy_command_name(encoded, name);
+  const std::string what = "Redis " + std::string(name.data()) + " " + description_;
+  if (state_ != State::running) {
+    ++stats_.rejected;
+    throw Error(make_error_code(state_ == State::created || state_ == State::starting
+                                    ? errc::not_started
+                                    : errc::client_closed),
+                what, RequestState::not_sent);
+  }
+  if (block < milliseconds::zero()) {
+    throw Error(make_error_code(errc::invalid_argument), what + ": negative block time");
+  }
+  Dedicated* connection = nullptr;
+  for (auto& d : dedicated_) {
+    if (!d->busy) {
+      connection = d.get();
+      break;
+    }
+  }
+  if (connection == nullptr) {
+    if (dedicated_.size() >= config_.max_blocking_connections) {
+      ++stats_.rejected;
+      throw Error(make_error_code(errc::queue_full),
+                  what + ": all " + std::to_string(dedicated_.size()) +
+                      " blocking connections are busy (max_blocking_connections)",
+                  RequestState::not_sent);
+    }
+    dedicated_.push_back(std::make_unique<Dedicated>(executor_));
+    connection = dedicated_.back().get();
+  }
+  core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
+  connection->busy = true;
+  ++blocking_active_;
+  ++stats_.commands;
+  std::exception_ptr failure;
+  bool timed_out = false;
+  Reply reply;
+  try {
+    // The server may legitimately stay silent for `block`: the deadline includes it (F22).
+    reply = co_await core::with_timeout(
+        exchange(*connection, encoded), block + config_.command_timeout, errc::request_timeout,
+        what + ": no reply within block + command timeout", RequestState::sent);
+  } catch (const Error& e) {
+    timed_out = e.code() == make_error_code(errc::request_timeout);
+    failure = std::current_exception();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  --blocking_active_;
+  connection->busy = false;
+  if (failure) {
+    // Whatever went wrong, the connection's state is unknown: discard it.
+    boost::system::error_code ignored;
+    connection->socket.close(ignored);
+    connection->builder.reset();
+    ErrorKind kind = classify(failure);
+    if (state_ == State::closed || state_ == State::closing) {
+      failure = make_error(errc::client_closed, what + ": client closed", RequestState::sent);
+      kind = ErrorKind::cancelled;
+    }
+    if (kind == ErrorKind::cancelled) {
+      ++stats_.cancellations;
+      permit.ignore();
+    } else {
+      ++stats_.failures;
+      permit.record(kind);
+      if (timed_out) ++stats_.timeouts;
+    }
+    std::rethrow_exception(failure);
+  }
+  ++stats_.replies;
+  if (reply.is_error()) {
+    permit.record(classify_redis_error(reply.error_prefix()));
+    throw Error(server_error_of(reply.error_message()), what, RequestState::sent);
+  }
+  permit.success();
+  co_return reply;
+}
+
+RedisStats ClientCore::stats() noexcept {
+  RedisStats s = stats_;
+  s.connected = connected_;
+  s.queued = queued_count_;
+  s.in_flight = outstanding();
+  s.blocking_connections = dedicated_.size();
+  s.breaker = breaker_.state();
+  return s;
+}
+
+// ---- awaiting results ----------------------------------------------------------------------
+
+void SlotHandle::reset() noexcept {
+  if (slot_ != nullptr) core_->release(slot_);
+  core_ = nullptr;
+  slot_ = nullptr;
+}
+
+asio::awaitable<Reply> failed_reply(std::exception_ptr error) {
+  std::rethrow_exception(error);
+}
+
+asio::awaitable<std::vector<Reply>> failed_replies(std::exception_ptr error) {
+  std::rethrow_exception(error);
+}
+
+asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr error) {
+  std::rethrow_exception(error);
+}
+
+asio::awaitable<Reply> await_single(SlotHandle handle) {
+  Slot* slot = handle.slot();
+  if (!slot->completed) co_await handle.core()->wait(slot);
+  if (slot->error) std::rethrow_exception(slot->error);
+  if (slot->reply.is_error()) {
+    throw Error(server_error_of(slot->reply.error_message()),
+                "Redis " + std::string(slot->command_name()), RequestState::sent);
+  }
+  co_return std::move(slot->reply);
+}
+
+asio::awaitable<std::vector<Reply>> await_multi(SlotHandle handle) {
+  Slot* slot = handle.slot();
+  if (!slot->completed) co_await handle.core()->wait(slot);
+  if (slot->error) std::rethrow_exception(slot->error);
+  co_return std::move(slot->replies);
+}
+
+asio::awaitable<std::vector<std::string>> await_ids(SlotHandle handle) {
+  std::vector<std::string> ids;
+  Slot* slot = handle.slot();
+  if (slot == nullptr) co_return ids;  // empty batch
+  if (!slot->completed) co_await handle.core()->wait(slot);
+  if (slot->error) std::rethrow_exception(slot->error);
+  ids.reserve(slot->replies.size());
+  for (const auto& reply : slot->replies) {
+    if (reply.is_error()) {
+      throw Error(server_error_of(reply.error_message()),
+                  "Redis XADD (xadd_bulk, entry " + std::to_string(ids.size()) + " of " +
+                      std::to_string(slot->replies.size()) + ")",
+                  RequestState::sent);
+    }
+    ids.emplace_back(reply.is_nil() ? std::string_view() : reply.as_string());
+  }
+  co_return ids;
+}
+
+}  // namespace detail
+
+// ---- RedisClient ---------------------------------------------------------------------------
+
+RedisClient::RedisClient(asio::any_io_executor executor, RedisConfig config)
+    : core_(std::make_unique<detail::ClientCore>(std::move(executor), std::move(config))) {}
+
+RedisClient::~RedisClient() = default;
+
+asio::awaitable<void> RedisClient::start() {
+  return core_->start();
+}
+asio::awaitable<void> RedisClient::close() {
+  return core_->close();
+}
+
+detail::Submission RedisClient::begin_submit(const CommandOptions& options, std::size_t replies,
+                                             bool multi) {
+  return core_->begin_submit(options, replies, multi);
+}
+
+detail::SlotHandle RedisClient::commit(const detail::Submission& submission) noexcept {
+  return core_->commit(submission);
+}
+
+asio::awaitable<std::vector<Reply>> RedisClient::pipeline(const Request& request,
+                                                          const CommandOptions& options) {
+  if (request.empty()) {
+    return detail::failed_replies(std::make_exception_ptr(
+        Error(make_error_code(errc::invalid_argument), "Redis pipeline: empty request")));
+  }
+  detail::Submission s = core_->begin_submit(options, request.size(), true);
+  if (s.error) return detail::failed_replies(std::move(s.error));
+  s.buffer->append(request.encoded());
+  return detail::await_multi(core_->commit(s));
+}
+
+asio::awaitable<Reply> RedisClient::blocking(std::string encoded, milliseconds block) {
+  return core_->blocking(std::move(encoded), block);
+}
+
+RedisStats RedisClient::stats() const noexcept {
+  return core_->stats();
+}
+const RedisConfig& RedisClient::config() const noexcept {
+  return core_->config();
+}
+const std::string& RedisClient::description() const noexcept {
+  return core_->description();
+}
+const std::string& RedisClient::client_name() const noexcept {
+  return core_->config().client_name;
+}
+asio::any_io_executor RedisClient::get_executor() const noexcept {
+  return core_->executor();
+}
+
+}  // namespace trading_shared::redis

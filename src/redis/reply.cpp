@@ -1,0 +1,329 @@
+#include <trading_shared/redis/reply.hpp>
+
+#include "detail/reply_builder.hpp"
+
+#include <hiredis/read.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <string>
+
+namespace trading_shared::redis {
+
+std::string_view to_string(ReplyType type) noexcept {
+  switch (type) {
+    case ReplyType::string:
+      return "string";
+    case ReplyType::status:
+      return "status";
+    case ReplyType::integer:
+      return "integer";
+    case ReplyType::nil:
+      return "nil";
+    case ReplyType::error:
+      return "error";
+    case ReplyType::array:
+      return "array";
+  }
+  return "unknown";
+}
+
+const detail::ReplyNode& ReplyView::node() const noexcept {
+  return reply_->nodes_[node_];
+}
+
+std::string_view ReplyView::bytes() const noexcept {
+  const auto& n = node();
+  return std::string_view(reply_->data_).substr(n.offset, n.length);
+}
+
+void ReplyView::mismatch(std::string_view wanted) const {
+  std::string what = "Redis reply: expected ";
+  what += wanted;
+  what += ", got ";
+  what += to_string(type());
+  if (is_error()) {
+    what += " (";
+    what += bytes();
+    what += ')';
+  }
+  throw Error(make_error_code(errc::type_mismatch), what, RequestState::sent);
+}
+
+std::string_view ReplyView::as_string() const {
+  if (!is_string()) mismatch("a string");
+  return bytes();
+}
+
+std::optional<std::string_view> ReplyView::as_optional_string() const {
+  if (is_nil()) return std::nullopt;
+  return as_string();
+}
+
+std::int64_t ReplyView::as_int() const {
+  if (is_integer()) return node().integer;
+  if (type() == ReplyType::string) {
+    const auto text = bytes();
+    std::int64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec == std::errc() && end == text.data() + text.size() && !text.empty()) return value;
+    mismatch("an integer (the string is not a decimal int64)");
+  }
+  mismatch("an integer");
+}
+
+double ReplyView::as_double() const {
+  if (is_integer()) return static_cast<double>(node().integer);
+  if (type() == ReplyType::string) {
+    const std::string text(bytes());  // strtod needs a terminator
+    if (text == "inf" || text == "+inf") return std::numeric_limits<double>::infinity();
+    if (text == "-inf") return -std::numeric_limits<double>::infinity();
+    char* end = nullptr;
+    const double value = std::strtod(text.c_str(), &end);
+    if (!text.empty() && end == text.c_str() + text.size()) return value;
+    mismatch("a double (the string is not a number)");
+  }
+  mismatch("a double");
+}
+
+bool ReplyView::as_bool() const {
+  if (!is_integer()) mismatch("an integer 0 or 1");
+  return node().integer != 0;
+}
+
+std::string_view ReplyView::error_message() const {
+  if (!is_error()) mismatch("an error");
+  return bytes();
+}
+
+std::string_view ReplyView::error_prefix() const {
+  const auto line = error_message();
+  return line.substr(0, line.find(' '));
+}
+
+std::size_t ReplyView::size() const {
+  if (is_array()) return node().count;
+  if (is_nil()) return 0;
+  mismatch("an array");
+}
+
+ReplyView ReplyView::operator[](std::size_t index) const {
+  if (!is_array()) mismatch("an array");
+  if (index >= node().count) {
+    throw Error(make_error_code(errc::type_mismatch),
+                "Redis reply: element " + std::to_string(index) + " of an array of " +
+                    std::to_string(node().count),
+                RequestState::sent);
+  }
+  return ReplyView(reply_, reply_->children_[node().first + index]);
+}
+
+ReplyView::iterator ReplyView::begin() const {
+  return is_array() ? iterator(reply_, node().first) : iterator(reply_, 0);
+}
+
+ReplyView::iterator ReplyView::end() const {
+  return is_array() ? iterator(reply_, node().first + node().count) : iterator(reply_, 0);
+}
+
+const ReplyView& ReplyView::throw_if_error(std::string_view context) const {
+  if (is_error()) {
+    throw Error(server_error_of(bytes()), std::string(context), RequestState::sent);
+  }
+  return *this;
+}
+
+std::string ReplyView::debug_string() const {
+  constexpr std::size_t kMax = 64;
+  switch (type()) {
+    case ReplyType::nil:
+      return "(nil)";
+    case ReplyType::integer:
+      return "(integer) " + std::to_string(node().integer);
+    case ReplyType::status:
+      return std::string(bytes());
+    case ReplyType::error:
+      return "(error) " + std::string(bytes());
+    case ReplyType::string: {
+      const auto b = bytes();
+      std::string out = "\"";
+      for (const char c : b.substr(0, kMax)) {
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+          out += c;
+        } else {
+          static constexpr char kHex[] = "0123456789abcdef";
+          const auto u = static_cast<unsigned char>(c);
+          out += "\\x";
+          out += kHex[u >> 4];
+          out += kHex[u & 15];
+        }
+      }
+      if (b.size() > kMax) out += "...(" + std::to_string(b.size()) + " bytes)";
+      return out + '"';
+    }
+    case ReplyType::array: {
+      std::string out = "[";
+      std::size_t i = 0;
+      for (const auto element : *this) {
+        if (i > 0) out += ", ";
+        if (++i > 16) {
+          out += "...";
+          break;
+        }
+        out += element.debug_string();
+      }
+      return out + ']';
+    }
+  }
+  return "?";
+}
+
+Reply Reply::make_error(std::string_view line) {
+  Reply reply;
+  reply.data_.assign(line);
+  reply.nodes_[0] =
+      detail::ReplyNode{ReplyType::error, 0, 0, 0, 0, static_cast<std::uint32_t>(line.size())};
+  return reply;
+}
+
+ServerError server_error_of(std::string_view error_line) {
+  ServerError error;
+  error.server = ServerKind::redis;
+  error.code = std::string(error_line.substr(0, error_line.find(' ')));
+  error.message = std::string(error_line);
+  return error;
+}
+
+// ---- ReplyBuilder: hiredis reader object functions ---------------------------------------
+
+namespace detail {
+namespace {
+
+thread_local ReplyBuilder* current_builder = nullptr;
+
+void* node_pointer(std::uint32_t index) {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(index) + 1);
+}
+std::uint32_t node_index(void* pointer) {
+  return static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(pointer) - 1);
+}
+
+}  // namespace
+
+std::uint32_t ReplyBuilder::add_node(const redisReadTask* task, ReplyNode node) {
+  auto& reply = current_;
+  if (task->parent == nullptr) {
+    reply.nodes_.clear();
+    reply.children_.clear();
+    reply.data_.clear();
+  }
+  const auto index = static_cast<std::uint32_t>(reply.nodes_.size());
+  reply.nodes_.push_back(node);
+  if (task->parent != nullptr) {
+    const auto& parent = reply.nodes_[node_index(task->parent->obj)];
+    reply.children_[parent.first + static_cast<std::uint32_t>(task->idx)] = index;
+  }
+  return index;
+}
+
+void* ReplyBuilder::create_string(const redisReadTask* task, char* str, size_t len) {
+  ReplyBuilder& self = *current_builder;
+  ReplyNode node;
+  switch (task->type) {
+    case REDIS_REPLY_ERROR:
+      node.type = ReplyType::error;
+      break;
+    case REDIS_REPLY_STATUS:
+      node.type = ReplyType::status;
+      break;
+    default:
+      node.type = ReplyType::string;
+      break;
+  }
+  // The data buffer belongs to the reply being built; for the root it is reset in add_node,
+  // so the offset is taken afterwards.
+  const std::uint32_t index = self.add_node(task, node);
+  auto& reply = self.current_;
+  reply.nodes_[index].offset = static_cast<std::uint32_t>(reply.data_.size());
+  reply.nodes_[index].length = static_cast<std::uint32_t>(len);
+  reply.data_.append(str, len);
+  return node_pointer(index);
+}
+
+void* ReplyBuilder::create_array(const redisReadTask* task, int elements) {
+  ReplyBuilder& self = *current_builder;
+  ReplyNode node;
+  node.type = ReplyType::array;
+  node.count = static_cast<std::uint32_t>(elements);
+  const std::uint32_t index = self.add_node(task, node);
+  auto& reply = self.current_;
+  reply.nodes_[index].first = static_cast<std::uint32_t>(reply.children_.size());
+  reply.children_.resize(reply.children_.size() + static_cast<std::size_t>(elements));
+  return node_pointer(index);
+}
+
+void* ReplyBuilder::create_integer(const redisReadTask* task, long long value) {
+  ReplyNode node;
+  node.type = ReplyType::integer;
+  node.integer = value;
+  return node_pointer(current_builder->add_node(task, node));
+}
+
+void* ReplyBuilder::create_nil(const redisReadTask* task) {
+  return node_pointer(current_builder->add_node(task, ReplyNode{}));
+}
+
+void ReplyBuilder::free_object(void* /*object*/) {
+  // Nodes live in the reply under construction; it is reset when the next root starts.
+}
+
+namespace {
+redisReplyObjectFunctions reply_functions = {
+    &ReplyBuilder::create_string, &ReplyBuilder::create_array, &ReplyBuilder::create_integer,
+    &ReplyBuilder::create_nil, &ReplyBuilder::free_object};
+}  // namespace
+
+ReplyBuilder::ReplyBuilder() : reader_(redisReaderCreateWithFunctions(&reply_functions)) {
+  if (reader_ == nullptr) throw std::bad_alloc();
+  // Keep the read buffer instead of freeing it whenever it drains (hiredis's default frees
+  // buffers over 16 KiB when empty, which would cost an allocation per large batch).
+  reader_->maxbuf = 0;
+}
+
+ReplyBuilder::~ReplyBuilder() {
+  redisReaderFree(reader_);
+}
+
+void ReplyBuilder::feed(const char* data, std::size_t size) {
+  if (redisReaderFeed(reader_, data, size) != REDIS_OK) {
+    throw Error(make_error_code(errc::protocol_error),
+                std::string("Redis reply parser: ") + reader_->errstr, RequestState::sent);
+  }
+}
+
+bool ReplyBuilder::next(Reply& out) {
+  void* root = nullptr;
+  current_builder = this;
+  const int rc = redisReaderGetReply(reader_, &root);
+  current_builder = nullptr;
+  if (rc != REDIS_OK) {
+    throw Error(make_error_code(errc::protocol_error),
+                std::string("Redis reply parser: ") + reader_->errstr, RequestState::sent);
+  }
+  if (root == nullptr) return false;
+  swap(out, current_);
+  return true;
+}
+
+void ReplyBuilder::reset() {
+  redisReaderFree(reader_);
+  reader_ = redisReaderCreateWithFunctions(&reply_functions);
+  if (reader_ == nullptr) throw std::bad_alloc();
+  reader_->maxbuf = 0;
+}
+
+}  // namespace detail
+}  // namespace trading_shared::redis
