@@ -128,6 +128,7 @@ class ClientCore {
     explicit Dedicated(const asio::any_io_executor& ex) : socket(ex) {}
     tcp::socket socket;
     ReplyBuilder builder;
+    std::array<char, std::size_t{16} * 1024> buffer{};
     bool busy = false;
   };
 
@@ -262,7 +263,7 @@ ClientCore::ClientCore(asio::any_io_executor executor, RedisConfig config)
       reconnect_timer_(executor_),
       sweep_timer_(executor_, kNoDeadline),
       idle_event_(executor_, kNoDeadline),
-      read_buffer_(64 * 1024),
+      read_buffer_(std::size_t{64} * 1024),
       tasks_done_(executor_, kNoDeadline) {}
 
 ClientCore::~ClientCore() {
@@ -533,7 +534,7 @@ asio::awaitable<void> ClientCore::connect_socket(tcp::socket& socket, ReplyBuild
   co_await asio::async_write(socket, asio::buffer(hello), asio::use_awaitable);
 
   builder.reset();
-  std::array<char, 4096> buffer;
+  std::array<char, 4096> buffer{};
   Reply reply;
   std::size_t got = 0;
   while (got < expected) {
@@ -795,7 +796,7 @@ asio::awaitable<void> ClientCore::sweep_loop() {
 
 void ClientCore::spawn_task(asio::awaitable<void> task, const char* name) {
   ++tasks_;
-  asio::co_spawn(executor_, std::move(task), [this, name](std::exception_ptr error) {
+  asio::co_spawn(executor_, std::move(task), [this, name](const std::exception_ptr& error) {
     if (error) {
       try {
         std::rethrow_exception(error);
@@ -994,12 +995,11 @@ asio::awaitable<Reply> ClientCore::exchange(Dedicated& connection, const std::st
                                 RequestState::not_sent);
   }
   co_await asio::async_write(connection.socket, asio::buffer(encoded), asio::use_awaitable);
-  std::array<char, 16 * 1024> buffer;
   Reply reply;
   while (!connection.builder.next(reply)) {
-    const std::size_t n =
-        co_await connection.socket.async_read_some(asio::buffer(buffer), asio::use_awaitable);
-    connection.builder.feed(buffer.data(), n);
+    const std::size_t n = co_await connection.socket.async_read_some(
+        asio::buffer(connection.buffer), asio::use_awaitable);
+    connection.builder.feed(connection.buffer.data(), n);
   }
   co_return reply;
 }
@@ -1104,15 +1104,15 @@ void SlotHandle::reset() noexcept {
 }
 
 asio::awaitable<Reply> failed_reply(std::exception_ptr error) {
-  std::rethrow_exception(error);
+  std::rethrow_exception(std::move(error));
 }
 
 asio::awaitable<std::vector<Reply>> failed_replies(std::exception_ptr error) {
-  std::rethrow_exception(error);
+  std::rethrow_exception(std::move(error));
 }
 
 asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr error) {
-  std::rethrow_exception(error);
+  std::rethrow_exception(std::move(error));
 }
 
 asio::awaitable<Reply> await_single(SlotHandle handle) {

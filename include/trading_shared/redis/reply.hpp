@@ -77,7 +77,7 @@ class ReplyView {
   /// Alias of `operator[]`.
   ReplyView at(std::size_t index) const { return (*this)[index]; }
 
-  class iterator {
+  class iterator {  // NOLINT(readability-identifier-naming): the standard's name
    public:
     using value_type = ReplyView;
     using difference_type = std::ptrdiff_t;
