@@ -228,7 +228,10 @@ asio::awaitable<void> RedisClient::ping(const CommandOptions& options) {
 
 asio::awaitable<std::optional<std::string>> RedisClient::get(std::string_view key,
                                                              const CommandOptions& options) {
-  return to_optional_string(command(options, "GET", key));
+  detail::Submission s = begin_submit(options, 1);
+  if (s.error) return to_optional_string(detail::failed_reply(std::move(s.error)));
+  encode_command(*s.buffer, "GET", key);
+  return detail::await_optional_string(commit(s));
 }
 
 asio::awaitable<bool> RedisClient::set(std::string_view key, std::string_view value,

@@ -228,6 +228,7 @@ boost::asio::awaitable<Reply> failed_reply(std::exception_ptr error);
 boost::asio::awaitable<std::vector<Reply>> failed_replies(std::exception_ptr error);
 boost::asio::awaitable<Reply> await_single(SlotHandle handle);
 boost::asio::awaitable<std::vector<Reply>> await_multi(SlotHandle handle);
+boost::asio::awaitable<std::optional<std::string>> await_optional_string(SlotHandle handle);
 boost::asio::awaitable<std::vector<std::string>> await_ids(SlotHandle handle);
 boost::asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr error);
 
@@ -415,7 +416,7 @@ class RedisClient {
   detail::SlotHandle commit(const detail::Submission& submission) noexcept;
   boost::asio::awaitable<Reply> blocking(std::string encoded, std::chrono::milliseconds block);
 
-  std::unique_ptr<detail::ClientCore> core_;
+  std::shared_ptr<detail::ClientCore> core_;
 };
 
 }  // namespace trading_shared::redis
