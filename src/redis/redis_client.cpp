@@ -681,6 +681,9 @@ void ClientCore::drop_connection(std::error_code ec, std::string_view what) {
   }
   const std::string context = "Redis " + description_ + ": connection lost (" + std::string(what) +
                               ": " + ec.message() + ")";
+  // One lost connection is one failure of the endpoint, however many requests were in
+  // flight on it: only the first request's failure reaches the breaker (docs/decisions.md).
+  bool counted = false;
   for (std::size_t i = 0; i < lost; ++i) {
     Slot* slot = fifo_.front();
     fifo_.pop_front();
@@ -688,8 +691,16 @@ void ClientCore::drop_connection(std::error_code ec, std::string_view what) {
     if (slot->completed) {
       if (!slot->owned) recycle(slot);
     } else {
+      if (slot->permit.active()) {
+        if (counted) slot->permit.ignore();
+        counted = true;
+      }
       finish(slot, make_error(errc::connection_lost, context, RequestState::sent));
     }
+  }
+  if (!counted && lost > 0) {
+    // Only abandoned requests or a health-check PING were in flight: the loss still counts.
+    if (auto admission = breaker_.try_acquire()) admission.permit().failure();
   }
   writing_count_ = 0;
   writing_.clear();
@@ -1169,16 +1180,22 @@ void SlotHandle::reset() noexcept {
   slot_ = nullptr;
 }
 
+// Coroutines (note the co_return): a refused call fails when awaited, not when made.
 asio::awaitable<Reply> failed_reply(std::exception_ptr error) {
   std::rethrow_exception(std::move(error));
+  co_return Reply{};
 }
 
+// Coroutines (note the co_return): a refused call fails when awaited, not when made.
 asio::awaitable<std::vector<Reply>> failed_replies(std::exception_ptr error) {
   std::rethrow_exception(std::move(error));
+  co_return std::vector<Reply>{};
 }
 
+// Coroutines (note the co_return): a refused call fails when awaited, not when made.
 asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr error) {
   std::rethrow_exception(std::move(error));
+  co_return std::vector<std::string>{};
 }
 
 asio::awaitable<Reply> await_single(SlotHandle handle) {
