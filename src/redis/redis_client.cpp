@@ -113,6 +113,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   Submission begin_submit(const CommandOptions& options, std::size_t replies, bool multi);
   SlotHandle commit(const Submission& submission) noexcept;
+  void abort_submit(const Submission& submission) noexcept;
   void release(Slot* slot) noexcept;
   asio::awaitable<void> wait(Slot* slot);
   void cancel(Slot* slot) noexcept;
@@ -132,6 +133,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     ReplyBuilder builder;
     std::array<char, std::size_t{16} * 1024> buffer{};
     bool busy = false;
+    bool wrote = false;  // the current command was (partly) written
   };
 
   std::size_t outstanding() const noexcept { return fifo_.size() - queued_count_; }
@@ -150,6 +152,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void sweep(Clock::time_point now);
   void submit_health_ping();
   void fail_all(errc code, std::string_view why) noexcept;
+  void fail_queued(const std::exception_ptr& error) noexcept;
   std::size_t active() const noexcept;
   Clock::duration timeout_of(const CommandOptions& options) const noexcept;
 
@@ -247,6 +250,12 @@ void copy_command_name(std::string_view encoded, std::array<char, 24>& name) noe
     name[i] = (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
   }
   name[n] = '\0';
+}
+
+/// Whether the calling coroutine was cancelled (with `throw_if_cancelled(false)` in effect).
+asio::awaitable<bool> caller_cancelled() {
+  const auto state = co_await asio::this_coro::cancellation_state;
+  co_return state.cancelled() != asio::cancellation_type::none;
 }
 
 std::exception_ptr make_error(errc code, const std::string& context, RequestState state) {
@@ -457,6 +466,12 @@ void ClientCore::write_done(std::uint64_t generation, boost::system::error_code 
   if (!pending_.empty()) schedule_flush();
 }
 
+void ClientCore::abort_submit(const Submission& submission) noexcept {
+  pending_.resize(submission.start);
+  submission.slot->permit.ignore();
+  recycle(submission.slot);
+}
+
 void ClientCore::arm_sweeper(Clock::time_point deadline) noexcept {
   if (deadline < sweep_timer_.expiry()) sweep_timer_.expires_at(deadline);
 }
@@ -489,7 +504,13 @@ void ClientCore::finish(Slot* slot, std::exception_ptr error, Resume resume) noe
     // caller runs until its next suspension, and the requests it makes meanwhile are flushed
     // by the reader after its batch. Touch nothing of the slot afterwards: the caller may
     // have released it.
-    std::move(waiter)();
+    try {
+      std::move(waiter)();
+    } catch (...) {
+      // A completion handler of the resumed caller threw (e.g. a co_spawn handler that
+      // rethrows): let it propagate out of the io_context's run(), as it would without us.
+      asio::post(executor_, [e = std::current_exception()] { std::rethrow_exception(e); });
+    }
   } else {
     asio::post(executor_, [w = std::move(waiter)]() mutable { std::move(w)(); });
   }
@@ -739,7 +760,7 @@ asio::awaitable<void> ClientCore::read_loop(std::uint64_t generation) {
       }
       in_delivery_ = false;
       flush();
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {
       in_delivery_ = false;
       log()->error("Redis {}: {}; closing the connection", description_, e.what());
       drop_connection(make_error_code(errc::protocol_error), "bad reply");
@@ -773,11 +794,12 @@ asio::awaitable<void> ClientCore::health_loop(std::uint64_t generation) {
     co_await health_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (generation != generation_ || state_ == State::closed) co_return;
     const auto now = Clock::now();
-    if (outstanding() > 0 && now - waiting_since_ > config_.health_check_timeout) {
+    const auto quiet_since = std::max(waiting_since_, last_read_);
+    if (outstanding() > 0 && now - quiet_since > config_.health_check_timeout) {
       log()->warn(
           "Redis {}: no reply for {} ms with {} request(s) outstanding; the server is "
           "frozen or the connection half-open: reconnecting",
-          description_, ms_count(now - waiting_since_), outstanding());
+          description_, ms_count(now - quiet_since), outstanding());
       drop_connection(make_error_code(errc::request_timeout), "health check");
       co_return;
     }
@@ -829,6 +851,11 @@ asio::awaitable<void> ClientCore::supervise() {
       ++stats_.connect_failures;
       log()->warn("Redis {}: reconnect attempt {} failed: {}", description_, backoff.attempts(),
                   e.what());
+      if (classify(std::current_exception()) == ErrorKind::permanent) {
+        // Wrong password after a rotation, unknown database: waiting cannot help the queued
+        // requests; they fail now with the reason. Later ones keep waiting for a fix.
+        fail_queued(std::current_exception());
+      }
     }
   }
 }
@@ -846,10 +873,34 @@ void ClientCore::sweep(Clock::time_point now) {
       next = std::min(next, slot->deadline);
     }
   }
+  // Expired queued requests leave the send buffer in one compaction pass (not one erase each:
+  // during an outage thousands may expire together).
+  bool any_queued = false;
+  for (Slot* slot : expired_) any_queued = any_queued || slot->phase == Slot::Phase::queued;
+  if (any_queued) {
+    std::string kept;
+    kept.reserve(pending_.size());
+    std::size_t offset = 0;
+    const std::size_t first_queued = outstanding();
+    std::size_t out = first_queued;
+    for (std::size_t i = first_queued; i < fifo_.size(); ++i) {
+      Slot* slot = fifo_[i];
+      const bool expired = !slot->completed && !slot->internal && slot->deadline <= now;
+      if (!expired) {
+        kept.append(pending_, offset, slot->bytes);
+        fifo_[out++] = slot;
+      } else {
+        slot->in_fifo = false;
+        --queued_count_;
+      }
+      offset += slot->bytes;
+    }
+    fifo_.resize(out);
+    pending_.swap(kept);
+  }
   for (Slot* slot : expired_) {
     ++stats_.timeouts;
     const bool queued = slot->phase == Slot::Phase::queued;
-    if (queued) remove_queued(slot);
     const std::string context =
         "Redis " + std::string(slot->command_name()) + " " + description_ +
         (queued ? ": not sent within the command timeout (no connection)"
@@ -857,7 +908,8 @@ void ClientCore::sweep(Clock::time_point now) {
     finish(slot, make_error(queued ? errc::write_timeout : errc::request_timeout, context,
                             queued ? RequestState::not_sent : RequestState::sent));
   }
-  sweep_timer_.expires_at(next);
+  // At most one sweep per millisecond, however the deadlines are spread.
+  sweep_timer_.expires_at(next == kNoDeadline ? next : std::max(next, now + milliseconds(1)));
 }
 
 asio::awaitable<void> ClientCore::sweep_loop() {
@@ -888,6 +940,9 @@ void ClientCore::spawn_task(asio::awaitable<void> task, const char* name) {
 }
 
 asio::awaitable<void> ClientCore::start() {
+  // A cancelled start() must still leave the state machine consistent: waits below report
+  // cancellation as an error code, and the loop checks for it.
+  co_await asio::this_coro::throw_if_cancelled(false);
   for (;;) {
     switch (state_) {
       case State::running:
@@ -900,6 +955,11 @@ asio::awaitable<void> ClientCore::start() {
         boost::system::error_code ec;
         co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         if (state_ == State::created && start_error_) std::rethrow_exception(start_error_);
+        if (co_await caller_cancelled()) {
+          throw Error(make_error_code(errc::cancelled),
+                      "RedisClient " + description_ + ": start() cancelled",
+                      RequestState::not_sent);
+        }
         continue;
       }
       case State::created:
@@ -914,12 +974,25 @@ asio::awaitable<void> ClientCore::start() {
   std::exception_ptr failure;
   for (std::uint32_t attempt = 1;; ++attempt) {
     Clock::duration pause{};
+    if (co_await caller_cancelled()) {
+      failure = make_error(errc::cancelled, "RedisClient " + description_ + ": start() cancelled",
+                           RequestState::not_sent);
+      break;
+    }
+    if (state_ != State::starting) {
+      failure =
+          make_error(errc::client_closed, "RedisClient " + description_ + ": closed during start()",
+                     RequestState::not_sent);
+      break;
+    }
     try {
       co_await asio::co_spawn(
           executor_,
           core::with_timeout(
               connect_shared(),
-              std::min<Clock::duration>(config_.connect_timeout, deadline - Clock::now()),
+              std::max<Clock::duration>(
+                  milliseconds(1),
+                  std::min<Clock::duration>(config_.connect_timeout, deadline - Clock::now())),
               errc::connect_timeout, "Redis " + description_ + ": connect", RequestState::not_sent),
           asio::bind_cancellation_slot(connect_cancel_.slot(), asio::use_awaitable));
       break;
@@ -1000,7 +1073,24 @@ void ClientCore::fail_all(errc code, std::string_view why) noexcept {
   writing_.clear();
 }
 
+void ClientCore::fail_queued(const std::exception_ptr& error) noexcept {
+  while (queued_count_ > 0) {
+    Slot* slot = fifo_.back();
+    fifo_.pop_back();
+    --queued_count_;
+    slot->in_fifo = false;
+    if (slot->completed) {
+      if (!slot->owned) recycle(slot);
+    } else {
+      finish(slot, error);
+    }
+  }
+  pending_.clear();
+}
+
 asio::awaitable<void> ClientCore::close() {
+  // A cancelled close() skips the grace period but still tears everything down.
+  co_await asio::this_coro::throw_if_cancelled(false);
   for (;;) {
     if (state_ == State::created || state_ == State::closed) {
       state_ = State::closed;
@@ -1027,11 +1117,18 @@ asio::awaitable<void> ClientCore::close() {
     break;  // running
   }
   state_ = State::closing;
+  {
+    // Blocking commands (XREADGROUP BLOCK) are cut short rather than waited for: what they
+    // would have read stays pending in the group and is read again later.
+    boost::system::error_code ignored;
+    for (auto& d : dedicated_) d->socket.close(ignored);
+  }
   const auto deadline = Clock::now() + config_.close_timeout;
   while (active() > 0 && Clock::now() < deadline) {
     idle_event_.expires_at(deadline);
     boost::system::error_code ec;
     co_await idle_event_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (co_await caller_cancelled()) break;
   }
   if (const auto left = active(); left > 0) {
     log()->warn("Redis {}: close: {} request(s) still running after {} ms; failing them",
@@ -1071,6 +1168,7 @@ asio::awaitable<Reply> ClientCore::exchange(Dedicated& connection, const std::st
                                 "Redis " + description_ + ": connect (blocking connection)",
                                 RequestState::not_sent);
   }
+  connection.wrote = true;
   co_await asio::async_write(connection.socket, asio::buffer(encoded), asio::use_awaitable);
   Reply reply;
   while (!connection.builder.next(reply)) {
@@ -1113,8 +1211,10 @@ asio::awaitable<Reply> ClientCore::blocking(std::string encoded, milliseconds bl
     dedicated_.push_back(std::make_unique<Dedicated>(executor_));
     connection = dedicated_.back().get();
   }
+  if (auto error = check_shared_command(encoded, true)) std::rethrow_exception(error);
   core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
   connection->busy = true;
+  connection->wrote = false;
   ++blocking_active_;
   ++stats_.commands;
   std::exception_ptr failure;
@@ -1128,11 +1228,20 @@ asio::awaitable<Reply> ClientCore::blocking(std::string encoded, milliseconds bl
   } catch (const Error& e) {
     timed_out = e.code() == make_error_code(errc::request_timeout);
     failure = std::current_exception();
+  } catch (const boost::system::system_error& e) {
+    // Socket errors become our one error model: not sent if the write never started.
+    const bool aborted = e.code() == asio::error::operation_aborted;
+    failure = make_error(aborted             ? errc::cancelled
+                         : connection->wrote ? errc::connection_lost
+                                             : errc::connect_failed,
+                         what + ": " + e.what(),
+                         connection->wrote ? RequestState::sent : RequestState::not_sent);
   } catch (...) {
     failure = std::current_exception();
   }
   --blocking_active_;
   connection->busy = false;
+  if (state_ == State::closing) idle_event_.cancel();
   if (failure) {
     // Whatever went wrong, the connection's state is unknown: discard it.
     boost::system::error_code ignored;
@@ -1170,6 +1279,88 @@ RedisStats ClientCore::stats() noexcept {
   s.blocking_connections = dedicated_.size();
   s.breaker = breaker_.state();
   return s;
+}
+
+// ---- commands that cannot share a FIFO connection ---------------------------------------
+
+namespace {
+
+/// Reads argument `index` of an encoded command (RESP array of bulk strings, as we encode).
+std::string_view encoded_argument(std::string_view encoded, std::size_t& pos) {
+  // "$L\r\n<L bytes>\r\n"
+  if (pos >= encoded.size() || encoded[pos] != '$') return {};
+  ++pos;
+  std::size_t length = 0;
+  while (pos < encoded.size() && encoded[pos] >= '0' && encoded[pos] <= '9') {
+    length = length * 10 + static_cast<std::size_t>(encoded[pos++] - '0');
+  }
+  pos += 2;
+  if (pos > encoded.size() || encoded.size() - pos < length) return {};
+  const std::string_view arg = encoded.substr(pos, length);
+  pos += length + 2;
+  return arg;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const char x = (a[i] >= 'a' && a[i] <= 'z') ? static_cast<char>(a[i] - 'a' + 'A') : a[i];
+    if (x != b[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::exception_ptr check_shared_command(std::string_view encoded, bool blocking_allowed) {
+  auto refuse = [](const std::string& why) {
+    return std::make_exception_ptr(Error(make_error_code(errc::invalid_argument), why));
+  };
+  // "*N\r\n"
+  std::size_t pos = 1;
+  std::size_t count = 0;
+  while (pos < encoded.size() && encoded[pos] >= '0' && encoded[pos] <= '9') {
+    count = count * 10 + static_cast<std::size_t>(encoded[pos++] - '0');
+  }
+  pos += 2;
+  if (count == 0) {
+    return refuse("Redis command without arguments (the server would not answer it)");
+  }
+  const std::string_view name = encoded_argument(encoded, pos);
+  static constexpr std::string_view kStateChanging[] = {
+      "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
+      "MONITOR",   "RESET",      "QUIT",       "SELECT",      "AUTH",         "HELLO"};
+  for (const auto denied : kStateChanging) {
+    if (iequals(name, denied)) {
+      return refuse("Redis " + std::string(denied) +
+                    " changes what the connection answers or which database it uses; it "
+                    "cannot run on a shared connection (use the URL for the database)");
+    }
+  }
+  if (iequals(name, "CLIENT") && count >= 2 && iequals(encoded_argument(encoded, pos), "REPLY")) {
+    return refuse("Redis CLIENT REPLY cannot run on a shared connection");
+  }
+  if (blocking_allowed) return nullptr;
+  static constexpr std::string_view kBlocking[] = {"BLPOP",  "BRPOP",    "BRPOPLPUSH", "BLMOVE",
+                                                   "BLMPOP", "BZPOPMIN", "BZPOPMAX",   "BZMPOP",
+                                                   "WAIT",   "WAITAOF"};
+  for (const auto denied : kBlocking) {
+    if (iequals(name, denied)) {
+      return refuse("Redis " + std::string(denied) +
+                    " blocks; run it with blocking_command() on a dedicated connection");
+    }
+  }
+  if (iequals(name, "XREAD") || iequals(name, "XREADGROUP")) {
+    std::size_t p = pos;
+    for (std::size_t i = 1; i < count; ++i) {
+      if (iequals(encoded_argument(encoded, p), "BLOCK")) {
+        return refuse("Redis " + std::string(name) +
+                      " with BLOCK blocks; use xreadgroup() with ReadGroupOptions::block or "
+                      "blocking_command()");
+      }
+    }
+  }
+  return nullptr;
 }
 
 // ---- awaiting results ----------------------------------------------------------------------
@@ -1276,6 +1467,10 @@ detail::Submission RedisClient::begin_submit(const CommandOptions& options, std:
 
 detail::SlotHandle RedisClient::commit(const detail::Submission& submission) noexcept {
   return core_->commit(submission);
+}
+
+void RedisClient::abort_submit(const detail::Submission& submission) noexcept {
+  core_->abort_submit(submission);
 }
 
 asio::awaitable<std::vector<Reply>> RedisClient::pipeline(const Request& request,

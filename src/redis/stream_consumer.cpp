@@ -40,7 +40,8 @@ StreamConsumer::StreamConsumer(RedisClient& client, StreamConsumerConfig config,
   if (config_.consumer.empty()) bad("consumer is empty");
   if (config_.batch < 1) bad("batch must be >= 1");
   if (config_.max_deliveries < 1) bad("max_deliveries must be >= 1");
-  if (config_.block < std::chrono::milliseconds::zero()) bad("block must be >= 0");
+  // A zero block would turn the read loop into a busy loop against the server.
+  if (config_.block <= std::chrono::milliseconds::zero()) bad("block must be > 0");
   if (config_.claim_interval <= std::chrono::milliseconds::zero()) {
     bad("claim_interval must be > 0");
   }
@@ -218,9 +219,13 @@ asio::awaitable<void> StreamConsumer::run() {
       failed = true;
       log()->warn("stream {}: consumer {}: {}{}", config_.stream, config_.consumer, e.what(),
                   no_group ? " (the group is gone: re-creating it)" : "");
-    } catch (const boost::system::system_error& e) {
-      if (e.code() == asio::error::operation_aborted) co_return;  // cancelled
-      throw;
+    } catch (const std::exception& e) {
+      // Not one of ours (the client converts socket errors; this is a handler's own
+      // exception type escaping, or bad_alloc): count it and go on like a read error.
+      if (classify(std::current_exception()) == ErrorKind::cancelled) co_return;
+      ++stats_.read_errors;
+      failed = true;
+      log()->warn("stream {}: consumer {}: {}", config_.stream, config_.consumer, e.what());
     }
     if (no_group) {
       need_group = true;

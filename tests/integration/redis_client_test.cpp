@@ -2,6 +2,7 @@
 // values, nil and error replies, nested arrays, xadd_bulk of 10 000 entries, lifecycle
 // (CLIENT LIST and descriptors back to baseline after close).
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/timeout.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
 
@@ -480,6 +481,68 @@ TEST_F(RedisClientTest, LifecycleIsIdempotentAndCloseLeavesNothingBehind) {
     EXPECT_EQ(remaining, 0);
     EXPECT_EQ(open_descriptors(), fds_before);
     co_await admin.close();
+  });
+}
+
+TEST_F(RedisClientTest, RefusesCommandsThatWouldBreakFifoMatching) {
+  with_client([](RedisClient& c) -> asio::awaitable<void> {
+    auto expect_refused = [&](asio::awaitable<Reply> op,
+                              const char* what) -> asio::awaitable<void> {
+      try {
+        (void)co_await std::move(op);
+        ADD_FAILURE() << what << " was accepted";
+      } catch (const ts::Error& e) {
+        EXPECT_EQ(e.code(), ts::make_error_code(ts::errc::invalid_argument)) << what;
+      }
+    };
+    const std::vector<std::string> nothing;
+    co_await expect_refused(c.command(nothing), "no arguments");
+    co_await expect_refused(c.command("subscribe", "ch"), "SUBSCRIBE");
+    co_await expect_refused(c.command("SELECT", 1), "SELECT");
+    co_await expect_refused(c.command("MONITOR"), "MONITOR");
+    co_await expect_refused(c.command("CLIENT", "reply", "OFF"), "CLIENT REPLY");
+    co_await expect_refused(c.command("BLPOP", key("l"), 1), "BLPOP");
+    co_await expect_refused(
+        c.command("XREADGROUP", "GROUP", "g", "c", "block", 10, "STREAMS", key("s"), ">"),
+        "XREADGROUP BLOCK");
+    ts::redis::Request req;
+    EXPECT_THROW(req.push("MONITOR"), ts::Error);
+    EXPECT_THROW(req.push(nothing), ts::Error);
+    EXPECT_TRUE(req.empty());
+    // Nothing of the refused commands reached the connection: replies still match.
+    for (int i = 0; i < 3; ++i) {
+      const std::string token = "t" + std::to_string(i);
+      EXPECT_EQ((co_await c.command("ECHO", token)).as_string(), token);
+    }
+    EXPECT_EQ(c.stats().in_flight, 0u);
+  });
+}
+
+TEST_F(RedisClientTest, CancelledStartLeavesAConsistentState) {
+  ts::testing::run_coroutine_test([](asio::io_context& io) -> asio::awaitable<void> {
+    ts::redis::RedisConfig config;
+    config.url = "redis://127.0.0.1:1";  // nothing listens: start() keeps retrying
+    config.startup_timeout = 10s;
+    config.connect_timeout = 200ms;
+    RedisClient client(io.get_executor(), config);
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      co_await ts::core::with_timeout(client.start(), 150ms);
+      ADD_FAILURE() << "start() succeeded";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.code(), ts::make_error_code(ts::errc::timeout)) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+    // The client is not stuck in "starting": close() returns at once, start() then refuses.
+    const auto t1 = std::chrono::steady_clock::now();
+    co_await client.close();
+    EXPECT_LT(std::chrono::steady_clock::now() - t1, 1s);
+    try {
+      co_await client.start();
+      ADD_FAILURE() << "start() after close() succeeded";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.code(), ts::make_error_code(ts::errc::client_closed));
+    }
   });
 }
 

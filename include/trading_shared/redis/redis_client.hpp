@@ -54,13 +54,35 @@ struct CommandOptions {
   std::chrono::milliseconds timeout{0};
 };
 
+namespace detail {
+/// Checks one encoded command before it goes on a connection whose replies are matched in
+/// FIFO order: a command must answer exactly once and leave the connection as it found it.
+/// Refused (as `invalid_argument`): no arguments at all (Redis does not answer `*0`);
+/// SUBSCRIBE and the other pub/sub commands, MONITOR, CLIENT REPLY, RESET, QUIT, SELECT, AUTH,
+/// HELLO; and, unless `blocking_allowed`, blocking commands (BLPOP, BRPOP, BLMOVE, BLMPOP,
+/// BRPOPLPUSH, BZPOPMIN, BZPOPMAX, BZMPOP, WAIT, WAITAOF, XREAD/XREADGROUP with BLOCK), which
+/// belong on `blocking_command()`. Returns the error, or null when the command is fine.
+std::exception_ptr check_shared_command(std::string_view encoded, bool blocking_allowed = false);
+}  // namespace detail
+
 /// An explicit batch of commands for `pipeline()`: encoded as they are pushed, reusable
-/// after `clear()`.
+/// after `clear()`. `push` throws `invalid_argument` for a command that cannot run on the
+/// shared connection (see `detail::check_shared_command`).
 class Request {
  public:
   template <RespArg... Args>
   Request& push(const Args&... args) {
-    encode_command(buffer_, args...);
+    const std::size_t start = buffer_.size();
+    try {
+      encode_command(buffer_, args...);
+    } catch (...) {
+      buffer_.resize(start);
+      throw;
+    }
+    if (auto error = detail::check_shared_command(std::string_view(buffer_).substr(start))) {
+      buffer_.resize(start);
+      std::rethrow_exception(error);
+    }
     ++commands_;
     return *this;
   }
@@ -266,6 +288,9 @@ class RedisClient {
 
   /// One command, e.g. `co_await client.command("HINCRBY", key, field, 5)`. Throws on an
   /// error reply (`Error` with the server's prefix and message); nil is a normal reply.
+  /// Commands that would break the FIFO matching of the shared connection (no arguments,
+  /// pub/sub, MONITOR, SELECT, blocking commands, ...) fail with `invalid_argument`: see
+  /// `detail::check_shared_command`.
   template <RespArg... Args>
   boost::asio::awaitable<Reply> command(const Args&... args) {
     return command(CommandOptions{}, args...);
@@ -274,7 +299,16 @@ class RedisClient {
   boost::asio::awaitable<Reply> command(const CommandOptions& options, const Args&... args) {
     detail::Submission s = begin_submit(options, 1);
     if (s.error) return detail::failed_reply(std::move(s.error));
-    encode_command(*s.buffer, args...);
+    try {
+      encode_command(*s.buffer, args...);
+      s.error = detail::check_shared_command(std::string_view(*s.buffer).substr(s.start));
+    } catch (...) {
+      s.error = std::current_exception();
+    }
+    if (s.error) {
+      abort_submit(s);  // no half-encoded command may stay in the send buffer
+      return detail::failed_reply(std::move(s.error));
+    }
     return detail::await_single(commit(s));
   }
 
@@ -347,16 +381,21 @@ class RedisClient {
     if (s.error) return detail::await_ids_failed(std::move(s.error));
     const std::size_t fixed =
         3 + (options.no_mkstream ? 1 : 0) + detail::trim_argument_count(options.trim);
-    for (const auto& entry : entries) {
-      const auto fields = static_cast<std::size_t>(std::ranges::distance(entry));
-      CommandWriter writer(*s.buffer, fixed + 2 * fields);
-      writer.arg(std::string_view("XADD")).arg(stream);
-      if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
-      detail::append_trim(writer, options.trim);
-      writer.arg(std::string_view("*"));
-      for (const auto& field : entry) {
-        writer.arg(std::string_view(field.first)).arg(std::string_view(field.second));
+    try {
+      for (const auto& entry : entries) {
+        const auto fields = static_cast<std::size_t>(std::ranges::distance(entry));
+        CommandWriter writer(*s.buffer, fixed + 2 * fields);
+        writer.arg(std::string_view("XADD")).arg(stream);
+        if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
+        detail::append_trim(writer, options.trim);
+        writer.arg(std::string_view("*"));
+        for (const auto& field : entry) {
+          writer.arg(std::string_view(field.first)).arg(std::string_view(field.second));
+        }
       }
+    } catch (...) {
+      abort_submit(s);  // no half-encoded command may stay in the send buffer
+      return detail::await_ids_failed(std::current_exception());
     }
     return detail::await_ids(commit(s));
   }
@@ -414,6 +453,8 @@ class RedisClient {
   detail::Submission begin_submit(const CommandOptions& options, std::size_t replies,
                                   bool multi = false);
   detail::SlotHandle commit(const detail::Submission& submission) noexcept;
+  /// Takes back a submission whose encoding failed: its bytes, slot and breaker permit.
+  void abort_submit(const detail::Submission& submission) noexcept;
   boost::asio::awaitable<Reply> blocking(std::string encoded, std::chrono::milliseconds block);
 
   std::shared_ptr<detail::ClientCore> core_;

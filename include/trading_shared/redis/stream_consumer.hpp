@@ -38,7 +38,7 @@ struct StreamConsumerConfig {
   /// already in it is missed), "$" = only entries added from now on. Default "0".
   std::string group_start_id = "0";
   std::int64_t batch = 100;                         ///< COUNT of each read.
-  std::chrono::milliseconds block{1000};            ///< BLOCK of each read of new entries.
+  std::chrono::milliseconds block{1000};            ///< BLOCK of each read of new entries; > 0.
   std::chrono::milliseconds claim_min_idle{30000};  ///< XAUTOCLAIM's min-idle-time.
   std::chrono::milliseconds claim_interval{5000};   ///< how often to reclaim / re-read pending.
   std::uint32_t max_deliveries = 5;                 ///< beyond it: dead-letter. >= 1.
@@ -68,9 +68,11 @@ class StreamConsumer {
   /// config (empty stream, group or consumer; max_deliveries 0; batch < 1).
   StreamConsumer(RedisClient& client, StreamConsumerConfig config, Handler handler);
 
-  /// Runs until `stop()` or cancellation (then returns normally after the entry in progress,
-  /// if any, was handled) or until the client is closed. Errors of the server are logged,
-  /// counted and retried; only a misconfiguration or a closed client ends it with an error.
+  /// Runs until `stop()`, cancellation or `close()` of the client, and then returns normally.
+  /// Every other failure (server errors, lost connections, a handler's exception) is logged,
+  /// counted and retried after `error_backoff`; a missing group is re-created. Stop the
+  /// consumer before closing the client: a handler finishing during `close()` cannot XACK
+  /// (its entries are delivered again later: at-least-once).
   boost::asio::awaitable<void> run();
   /// Asks `run()` to return after the current step (at most one read's `block` later).
   void stop() noexcept { stopping_ = true; }
