@@ -1448,7 +1448,8 @@ RedisClient::RedisClient(asio::any_io_executor executor, RedisConfig config)
     : core_(std::make_shared<detail::ClientCore>(std::move(executor), std::move(config))) {}
 
 // Background tasks and in-flight writes hold their own reference to the core, so destroying a
-// client that was not closed (a bug, logged by the core) never leaves them dangling.
+// client that was not closed (a bug, logged by the core) does not leave *them* dangling.
+// Callers' awaitables hold a plain pointer: the client must outlive them (documented).
 RedisClient::~RedisClient() {
   core_->abandon();
 }
