@@ -1428,14 +1428,14 @@ asio::awaitable<std::vector<std::string>> await_ids(SlotHandle handle) {
   if (!slot->completed) co_await handle.core()->wait(slot);
   if (slot->error) std::rethrow_exception(slot->error);
   ids.reserve(slot->replies.size());
-  for (const auto& reply : slot->replies) {
+  for (auto& reply : slot->replies) {
     if (reply.is_error()) {
       throw Error(server_error_of(reply.error_message()),
                   "Redis XADD (xadd_bulk, entry " + std::to_string(ids.size()) + " of " +
                       std::to_string(slot->replies.size()) + ")",
                   RequestState::sent);
     }
-    ids.emplace_back(reply.is_nil() ? std::string_view() : reply.as_string());
+    ids.push_back(reply.is_nil() ? std::string() : std::move(reply).take_string());
   }
   co_return ids;
 }

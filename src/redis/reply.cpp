@@ -181,6 +181,18 @@ std::string ReplyView::debug_string() const {
   return "?";
 }
 
+std::string Reply::take_string() && {
+  const auto bytes = view().as_string();  // checks the type
+  std::string out;
+  if (nodes_.size() == 1 && nodes_[0].offset == 0 && bytes.size() == data_.size()) {
+    out = std::move(data_);
+  } else {
+    out.assign(bytes);
+  }
+  reset_nil();
+  return out;
+}
+
 Reply Reply::make_error(std::string_view line) {
   Reply reply;
   reply.data_.assign(line);

@@ -172,6 +172,10 @@ class Reply {
   ReplyView::iterator end() const { return view().end(); }
   std::string debug_string() const { return view().debug_string(); }
 
+  /// A bulk string or status reply's bytes, moved out (no copy); the reply is nil afterwards.
+  /// Throws `type_mismatch` for other types.
+  std::string take_string() &&;
+
   /// Makes a reply of the given error line (used for errors produced by the client itself
   /// in pipelines; the server's own error replies come from the parser).
   static Reply make_error(std::string_view line);
