@@ -16,29 +16,22 @@
 // anchors load identical data.
 #include <trading_shared/pg/postgres_client.hpp>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include "bench_common.hpp"
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <initializer_list>
-#include <map>
-#include <mutex>
-#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -46,12 +39,13 @@
 namespace asio = boost::asio;
 namespace pg = trading_shared::pg;
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::print_bench;
+using bench::seconds_since;
+using bench::SkipFigure;
 using SysTime = std::chrono::system_clock::time_point;
 
 namespace {
-
-constexpr int kExitSkip = 3;
 
 struct Options {
   std::string figure;
@@ -71,52 +65,25 @@ struct Options {
   double timeout = 300.0;  // whole program, seconds
 };
 
-class SkipFigure : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 Options parse(int argc, char** argv) {
   Options o;
-  std::map<std::string, std::string> args;
-  for (int i = 1; i < argc; ++i) {
-    std::string key = argv[i];
-    if (key.rfind("--", 0) != 0 || i + 1 >= argc) {
-      throw std::invalid_argument("bad argument: " + key + " (arguments are --key value)");
-    }
-    args[key.substr(2)] = argv[++i];
-  }
-  auto take = [&](const char* key, auto& out) {
-    auto it = args.find(key);
-    if (it == args.end()) return;
-    using T = std::remove_reference_t<decltype(out)>;
-    if constexpr (std::is_same_v<T, std::string>) {
-      out = it->second;
-    } else if constexpr (std::is_same_v<T, double>) {
-      out = std::stod(it->second);
-    } else if constexpr (std::is_same_v<T, int>) {
-      out = std::stoi(it->second);
-    } else {
-      out = std::stol(it->second);
-    }
-    args.erase(it);
-  };
-  take("figure", o.figure);
-  take("dsn", o.dsn);
-  take("name", o.name);
-  take("seconds", o.seconds);
-  take("warmup", o.warmup);
-  take("concurrency", o.concurrency);
-  take("pool", o.pool);
-  take("scale", o.scale);
-  take("rows", o.rows);
-  take("batch", o.batch);
-  take("repeat", o.repeat);
-  take("variant", o.variant);
-  take("queries", o.queries);
-  take("warmup-queries", o.warmup_queries);
-  take("timeout", o.timeout);
-  if (!args.empty()) throw std::invalid_argument("unknown argument: --" + args.begin()->first);
+  bench::Args args(argc, argv);
+  args.take("figure", o.figure);
+  args.take("dsn", o.dsn);
+  args.take("name", o.name);
+  args.take("seconds", o.seconds);
+  args.take("warmup", o.warmup);
+  args.take("concurrency", o.concurrency);
+  args.take("pool", o.pool);
+  args.take("scale", o.scale);
+  args.take("rows", o.rows);
+  args.take("batch", o.batch);
+  args.take("repeat", o.repeat);
+  args.take("variant", o.variant);
+  args.take("queries", o.queries);
+  args.take("warmup-queries", o.warmup_queries);
+  args.take("timeout", o.timeout);
+  args.finish();
   if (o.figure.empty() || o.dsn.empty()) {
     throw std::invalid_argument("--figure and --dsn are required");
   }
@@ -135,11 +102,6 @@ pg::PostgresConfig make_config(const Options& o, std::size_t pool) {
   return config;
 }
 
-void print_bench(const std::string& name, double value, const char* unit) {
-  std::printf("BENCH %s %.0f %s\n", name.c_str(), value, unit);
-  std::fflush(stdout);
-}
-
 /// Median of the runs (the value reported for repeated bulk figures), with a DETAIL line.
 double report_runs(const std::string& name, std::vector<double> runs, const char* unit) {
   std::printf("DETAIL %s runs:", name.c_str());
@@ -149,15 +111,6 @@ double report_runs(const std::string& name, std::vector<double> runs, const char
   const double median = runs[runs.size() / 2];
   print_bench(name, median, unit);
   return median;
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-asio::awaitable<void> sleep_for(Clock::duration d) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  co_await timer.async_wait(asio::use_awaitable);
 }
 
 // ---- tick rows (same formula as bench/anchors/ticks.py) ----------------------------------------
@@ -199,45 +152,21 @@ asio::awaitable<void> run_select(const Options& o) {
   pg::PostgresClient client(executor, make_config(o, static_cast<std::size_t>(o.pool)));
   co_await client.start();
   const std::int32_t accounts = 100000 * o.scale;
-  bool stop = false;
-  bool measuring = false;
-  std::uint64_t completed = 0;
-  int live = o.concurrency;
-  std::exception_ptr failure;
-  asio::steady_timer all_done(executor, Clock::time_point::max());
-
-  auto worker = [&](int index) -> asio::awaitable<void> {
-    SplitMix random{static_cast<std::uint64_t>(index) * 7919 + 1};
-    while (!stop) {
-      const auto aid = static_cast<std::int32_t>(random.next() % accounts) + 1;
-      const auto balance = co_await client.query_value<std::int32_t>(
-          "SELECT abalance FROM pgbench_accounts WHERE aid = $1", aid);
-      static_cast<void>(balance);
-      if (measuring) ++completed;
-    }
-  };
-  for (int i = 0; i < o.concurrency; ++i) {
-    asio::co_spawn(executor, worker(i), [&](std::exception_ptr e) {
-      if (e && !failure) failure = e;
-      if (e) stop = true;
-      if (--live == 0) all_done.cancel();
-    });
-  }
-  co_await sleep_for(
-      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.warmup)));
-  measuring = true;
-  const auto start = Clock::now();
-  co_await sleep_for(
-      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds)));
-  measuring = false;
-  const double elapsed = seconds_since(start);
-  const std::uint64_t count = completed;
-  stop = true;
-  boost::system::error_code ec;
-  while (live > 0) co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  const bench::ClosedLoopResult run = co_await bench::run_closed_loop(
+      o.concurrency, o.warmup, o.seconds,
+      [&](int index, bench::ClosedLoop& loop) -> asio::awaitable<void> {
+        SplitMix random{static_cast<std::uint64_t>(index) * 7919 + 1};
+        while (!loop.stop) {
+          const auto aid = static_cast<std::int32_t>(random.next() % accounts) + 1;
+          const auto balance = co_await client.query_value<std::int32_t>(
+              "SELECT abalance FROM pgbench_accounts WHERE aid = $1", aid);
+          static_cast<void>(balance);
+          if (loop.measuring) ++loop.completed;
+        }
+      });
   co_await client.close();
-  if (failure) std::rethrow_exception(failure);
-  print_bench(o.name.empty() ? "ours_select" : o.name, static_cast<double>(count) / elapsed,
+  if (run.failure) std::rethrow_exception(run.failure);
+  print_bench(o.name.empty() ? "ours_select" : o.name, static_cast<double>(run.count) / run.elapsed,
               "queries/s");
 }
 
@@ -499,6 +428,18 @@ asio::awaitable<void> run_seq(const Options& o, pg::PostgresClient& client) {
               static_cast<double>(o.queries) / std::max(elapsed, 1e-9), "queries/s");
 }
 
+asio::awaitable<void> run_on(const Options& o, pg::PostgresClient& client) {
+  if (o.figure == "copy") {
+    co_await run_copy(o, client);
+  } else if (o.figure == "insert") {
+    co_await run_insert(o, client);
+  } else if (o.figure == "seq") {
+    co_await run_seq(o, client);
+  } else {
+    throw std::invalid_argument("unknown --figure " + o.figure);
+  }
+}
+
 asio::awaitable<void> run_figure(const Options& o) {
   if (o.figure == "select") {
     co_await run_select(o);
@@ -506,69 +447,11 @@ asio::awaitable<void> run_figure(const Options& o) {
   }
   pg::PostgresClient client(co_await asio::this_coro::executor, make_config(o, 1));
   co_await client.start();
-  std::exception_ptr failure;
-  try {
-    if (o.figure == "copy") {
-      co_await run_copy(o, client);
-    } else if (o.figure == "insert") {
-      co_await run_insert(o, client);
-    } else if (o.figure == "seq") {
-      co_await run_seq(o, client);
-    } else {
-      throw std::invalid_argument("unknown --figure " + o.figure);
-    }
-  } catch (...) {
-    failure = std::current_exception();
-  }
-  co_await client.close();
-  if (failure) std::rethrow_exception(failure);
+  co_await bench::closing(client, run_on(o, client));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options options;
-  try {
-    options = parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ts_pg_bench: %s\n", e.what());
-    return 2;
-  }
-  // A watchdog thread bounds the run; the loop itself runs with plain run(), so that the
-  // instructions counted under callgrind (P5) are the client's, not a run_for() loop's.
-  std::mutex mutex;
-  std::condition_variable finished;
-  bool done = false;
-  std::thread watchdog([&] {
-    std::unique_lock lock(mutex);
-    const auto limit = std::chrono::duration<double>(options.timeout);
-    if (!finished.wait_for(lock, limit, [&] { return done; })) {
-      std::fprintf(stderr, "ts_pg_bench: figure %s did not finish within %.0f s\n",
-                   options.figure.c_str(), options.timeout);
-      std::fflush(stderr);
-      std::_Exit(1);  // the loop is stuck mid-operation: do not run destructors
-    }
-  });
-  asio::io_context io(1);
-  std::exception_ptr failure;
-  asio::co_spawn(io, run_figure(options), [&](std::exception_ptr e) { failure = e; });
-  io.run();
-  {
-    std::lock_guard lock(mutex);
-    done = true;
-  }
-  finished.notify_all();
-  watchdog.join();
-  if (failure) {
-    try {
-      std::rethrow_exception(failure);
-    } catch (const SkipFigure& e) {
-      std::printf("SKIP %s %s\n", options.figure.c_str(), e.what());
-      return kExitSkip;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ts_pg_bench: figure %s failed: %s\n", options.figure.c_str(), e.what());
-      return 1;
-    }
-  }
-  return 0;
+  return bench::run_main("ts_pg_bench", argc, argv, parse, run_figure);
 }

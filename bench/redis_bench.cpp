@@ -19,34 +19,31 @@
 // with the client's counters. Exit status: 0 ok, 1 failure, 2 bad arguments.
 #include <trading_shared/redis/redis_client.hpp>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include "bench_common.hpp"
 
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <map>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace asio = boost::asio;
 namespace redis = trading_shared::redis;
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::print_bench;
+using bench::seconds_since;
+using bench::to_duration;
 
 namespace {
 
@@ -66,41 +63,19 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options o;
-  std::map<std::string, std::string> args;
-  for (int i = 1; i < argc; ++i) {
-    std::string key = argv[i];
-    if (key.rfind("--", 0) != 0 || i + 1 >= argc) {
-      throw std::invalid_argument("bad argument: " + key + " (arguments are --key value)");
-    }
-    args[key.substr(2)] = argv[++i];
-  }
-  auto take = [&](const char* key, auto& out) {
-    auto it = args.find(key);
-    if (it == args.end()) return;
-    using T = std::remove_reference_t<decltype(out)>;
-    if constexpr (std::is_same_v<T, std::string>) {
-      out = it->second;
-    } else if constexpr (std::is_same_v<T, double>) {
-      out = std::stod(it->second);
-    } else if constexpr (std::is_same_v<T, int>) {
-      out = std::stoi(it->second);
-    } else {
-      out = std::stol(it->second);
-    }
-    args.erase(it);
-  };
-  take("figure", o.figure);
-  take("url", o.url);
-  take("name", o.name);
-  take("key", o.key);
-  take("seconds", o.seconds);
-  take("warmup", o.warmup);
-  take("batch", o.batch);
-  take("concurrency", o.concurrency);
-  take("ops", o.ops);
-  take("warmup-ops", o.warmup_ops);
-  take("timeout", o.timeout);
-  if (!args.empty()) throw std::invalid_argument("unknown argument: --" + args.begin()->first);
+  bench::Args args(argc, argv);
+  args.take("figure", o.figure);
+  args.take("url", o.url);
+  args.take("name", o.name);
+  args.take("key", o.key);
+  args.take("seconds", o.seconds);
+  args.take("warmup", o.warmup);
+  args.take("batch", o.batch);
+  args.take("concurrency", o.concurrency);
+  args.take("ops", o.ops);
+  args.take("warmup-ops", o.warmup_ops);
+  args.take("timeout", o.timeout);
+  args.finish();
   if (o.figure.empty() || o.url.empty()) {
     throw std::invalid_argument("--figure and --url are required");
   }
@@ -121,11 +96,6 @@ redis::RedisConfig make_config(const Options& o) {
   return config;
 }
 
-void print_bench(const std::string& name, double value, const char* unit) {
-  std::printf("BENCH %s %.0f %s\n", name.c_str(), value, unit);
-  std::fflush(stdout);
-}
-
 void print_stats(const std::string& name, const redis::RedisClient& client) {
   const redis::RedisStats s = client.stats();
   std::printf(
@@ -137,19 +107,6 @@ void print_stats(const std::string& name, const redis::RedisClient& client) {
       static_cast<unsigned long long>(s.disconnects),
       static_cast<unsigned long long>(s.health_checks));
   std::fflush(stdout);
-}
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-Clock::duration to_duration(double seconds) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-}
-
-asio::awaitable<void> sleep_for(Clock::duration d) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  co_await timer.async_wait(asio::use_awaitable);
 }
 
 // Deleting a stream of millions of entries takes a while on the server: not the default deadline.
@@ -207,42 +164,20 @@ asio::awaitable<void> run_get_concurrent(const Options& o, redis::RedisClient& c
   const std::string key = o.key.empty() ? "bench:r2:ours" : o.key;
   const std::string name = o.name.empty() ? "ours_get_c" + std::to_string(o.concurrency) : o.name;
   co_await client.set(key, kValue);
-  auto executor = co_await asio::this_coro::executor;
-  bool stop = false;
-  bool measuring = false;
-  std::uint64_t completed = 0;
-  int live = o.concurrency;
-  std::exception_ptr failure;
-  asio::steady_timer all_done(executor, Clock::time_point::max());
-
-  auto worker = [&]() -> asio::awaitable<void> {
-    while (!stop) {
-      const std::optional<std::string> value = co_await client.get(key);
-      if (!value || value->size() != kValue.size()) throw std::runtime_error("GET: wrong value");
-      if (measuring) ++completed;
-    }
-  };
-  for (int i = 0; i < o.concurrency; ++i) {
-    asio::co_spawn(executor, worker(), [&](std::exception_ptr e) {
-      if (e && !failure) failure = e;
-      if (e) stop = true;
-      if (--live == 0) all_done.cancel();
-    });
-  }
-  co_await sleep_for(to_duration(o.warmup));
-  measuring = true;
-  const auto start = Clock::now();
-  co_await sleep_for(to_duration(o.seconds));
-  measuring = false;
-  const double elapsed = seconds_since(start);
-  const std::uint64_t count = completed;
-  stop = true;
-  boost::system::error_code ec;
-  while (live > 0) co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  if (failure) std::rethrow_exception(failure);
+  const bench::ClosedLoopResult run = co_await bench::run_closed_loop(
+      o.concurrency, o.warmup, o.seconds,
+      [&](int, bench::ClosedLoop& loop) -> asio::awaitable<void> {
+        while (!loop.stop) {
+          const std::optional<std::string> value = co_await client.get(key);
+          if (!value || value->size() != kValue.size())
+            throw std::runtime_error("GET: wrong value");
+          if (loop.measuring) ++loop.completed;
+        }
+      });
+  if (run.failure) std::rethrow_exception(run.failure);
   co_await client.del(key);
   print_stats(name, client);
-  print_bench(name, static_cast<double>(count) / elapsed, "ops/s");
+  print_bench(name, static_cast<double>(run.count) / run.elapsed, "ops/s");
 }
 
 // ---- R3: sequential GET, one caller ---------------------------------------------------------
@@ -286,70 +221,26 @@ asio::awaitable<void> run_get_sequential(const Options& o, redis::RedisClient& c
   print_bench(name, rate, "ops/s");
 }
 
+asio::awaitable<void> run_on(const Options& o, redis::RedisClient& client) {
+  if (o.figure == "xadd") {
+    co_await run_xadd(o, client);
+  } else if (o.figure == "get50") {
+    co_await run_get_concurrent(o, client);
+  } else if (o.figure == "getseq") {
+    co_await run_get_sequential(o, client);
+  } else {
+    throw std::invalid_argument("unknown --figure " + o.figure);
+  }
+}
+
 asio::awaitable<void> run_figure(const Options& o) {
   redis::RedisClient client(co_await asio::this_coro::executor, make_config(o));
   co_await client.start();
-  std::exception_ptr failure;
-  try {
-    if (o.figure == "xadd") {
-      co_await run_xadd(o, client);
-    } else if (o.figure == "get50") {
-      co_await run_get_concurrent(o, client);
-    } else if (o.figure == "getseq") {
-      co_await run_get_sequential(o, client);
-    } else {
-      throw std::invalid_argument("unknown --figure " + o.figure);
-    }
-  } catch (...) {
-    failure = std::current_exception();
-  }
-  co_await client.close();
-  if (failure) std::rethrow_exception(failure);
+  co_await bench::closing(client, run_on(o, client));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options options;
-  try {
-    options = parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ts_redis_bench: %s\n", e.what());
-    return 2;
-  }
-  // A watchdog thread bounds the run; the loop itself runs with plain run(), so that the
-  // instructions counted under callgrind (R3) are the client's, not a run_for() loop's.
-  std::mutex mutex;
-  std::condition_variable finished;
-  bool done = false;
-  std::thread watchdog([&] {
-    std::unique_lock lock(mutex);
-    const auto limit = std::chrono::duration<double>(options.timeout);
-    if (!finished.wait_for(lock, limit, [&] { return done; })) {
-      std::fprintf(stderr, "ts_redis_bench: figure %s did not finish within %.0f s\n",
-                   options.figure.c_str(), options.timeout);
-      std::fflush(stderr);
-      std::_Exit(1);  // the loop is stuck mid-operation: do not run destructors
-    }
-  });
-  asio::io_context io(1);
-  std::exception_ptr failure;
-  asio::co_spawn(io, run_figure(options), [&](std::exception_ptr e) { failure = e; });
-  io.run();
-  {
-    std::lock_guard lock(mutex);
-    done = true;
-  }
-  finished.notify_all();
-  watchdog.join();
-  if (failure) {
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ts_redis_bench: figure %s failed: %s\n", options.figure.c_str(),
-                   e.what());
-      return 1;
-    }
-  }
-  return 0;
+  return bench::run_main("ts_redis_bench", argc, argv, parse, run_figure);
 }

@@ -1,40 +1,22 @@
 // Helpers shared by the PostgresClient fault tests (pg_faults_*_test.cpp, one binary): a
-// blocking libpq connection for inspection and fault injection, a scope-exit guard that puts
-// servers back, polling with a deadline on the test's own loop, elapsed time, and the skip for
-// external servers.
+// blocking libpq connection for inspection and fault injection, and this binary's scope-exit
+// guard and polling step. What every client's fault tests use is in support/test_helpers.hpp.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
-#include "support/server_harness.hpp"
+#include "support/test_helpers.hpp"
 
-#include <gtest/gtest.h>
 #include <libpq-fe.h>
 
 #include <chrono>
-#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-/// Fault tests signal and restart server processes: they need harness-started servers.
-#define TS_SKIP_IF_EXTERNAL()                                                   \
-  if (::trading_shared::testing::Servers::instance().external()) {              \
-    GTEST_SKIP() << "servers are external: no process handles for fault tests"; \
-  }
-
 namespace trading_shared::testing::fault {
-
-/// Milliseconds since `since` (steady clock).
-inline std::chrono::milliseconds elapsed_ms(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                               since);
-}
 
 using Rows = std::vector<std::vector<std::string>>;
 
@@ -87,37 +69,18 @@ class PgConn {
   std::vector<std::string> columns_;
 };
 
-/// Runs `fn` at scope exit; failures are reported, never thrown (it runs in a destructor).
-class ScopeExit {
+/// The guard of these tests: a failure reads "restoring the servers failed: ...".
+class ScopeExit : public testing::ScopeExit {
  public:
-  explicit ScopeExit(std::function<void()> fn) : fn_(std::move(fn)) {}
-  ~ScopeExit() {
-    try {
-      fn_();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "restoring the servers failed: " << e.what();
-    }
-  }
-  ScopeExit(const ScopeExit&) = delete;
-  ScopeExit& operator=(const ScopeExit&) = delete;
-
- private:
-  std::function<void()> fn_;
+  explicit ScopeExit(std::function<void()> fn)
+      : testing::ScopeExit("restoring the servers", std::move(fn)) {}
 };
 
-/// Polls `condition` on the test's own loop (without blocking it between polls) until it holds
-/// or `timeout` passes; returns its last value. A deadline, never a sleep.
+/// testing::eventually() polling every 10 ms unless told otherwise.
 inline boost::asio::awaitable<bool> eventually(
     std::function<bool()> condition, std::chrono::steady_clock::duration timeout,
     std::chrono::steady_clock::duration step = std::chrono::milliseconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
-  for (;;) {
-    if (condition()) co_return true;
-    if (std::chrono::steady_clock::now() >= deadline) co_return condition();
-    timer.expires_after(step);
-    co_await timer.async_wait(boost::asio::use_awaitable);
-  }
+  return testing::eventually(std::move(condition), timeout, step);
 }
 
 }  // namespace trading_shared::testing::fault

@@ -29,21 +29,16 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <signal.h>
-#include <spdlog/sinks/base_sink.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <string_view>
 #include <thread>
-#include <type_traits>
 #include <vector>
 
 namespace ts = trading_shared;
@@ -57,11 +52,15 @@ using ts::core::Idempotent;
 using ts::pg::PostgresClient;
 using ts::pg::Transaction;
 using ts::pg::TransactionOptions;
+using ts::testing::describe;
 using ts::testing::Direction;
+using ts::testing::elapsed_ms;
 using ts::testing::FaultProxy;
+using ts::testing::LogCapture;
+using ts::testing::Outcome;
+using ts::testing::outcome;
 using ts::testing::ServerProcess;
 using ts::testing::Servers;
-using ts::testing::fault::elapsed_ms;
 using ts::testing::fault::eventually;
 using ts::testing::fault::PgConn;
 using ts::testing::fault::ScopeExit;
@@ -150,97 +149,8 @@ void expect_servers_healthy() {
       << "PostgreSQL or PgBouncer left unhealthy";
 }
 
-/// Captures what the client logs (raw messages, before the redaction safety net) while alive.
-class LogCapture {
- public:
-  LogCapture() : sink_(std::make_shared<Sink>()), logger_(ts::core::logger("pg")) {
-    logger_->sinks().push_back(sink_);
-  }
-  ~LogCapture() {
-    auto& sinks = logger_->sinks();
-    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
-  }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-  /// Messages containing `text`.
-  std::size_t count(std::string_view text) const { return sink_->count(text); }
-
- private:
-  class Sink : public spdlog::sinks::base_sink<std::mutex> {
-   public:
-    std::size_t count(std::string_view text) {
-      std::lock_guard lock(mutex_);
-      return static_cast<std::size_t>(
-          std::count_if(messages_.begin(), messages_.end(),
-                        [&](const std::string& m) { return m.find(text) != std::string::npos; }));
-    }
-
-   protected:
-    void sink_it_(const spdlog::details::log_msg& msg) override {
-      messages_.emplace_back(msg.payload.data(), msg.payload.size());
-    }
-    void flush_() override {}
-
-   private:
-    std::vector<std::string> messages_;
-  };
-  std::shared_ptr<Sink> sink_;
-  std::shared_ptr<spdlog::logger> logger_;
-};
-
-/// How an operation ended.
-struct Outcome {
-  bool failed = false;
-  std::error_code code;
-  ErrorKind kind = ErrorKind::permanent;
-  std::string sqlstate;
-  std::string what;
-  milliseconds elapsed{0};
-};
-
 std::string kind_name(const Outcome& o) {
   return std::string(ts::to_string(o.kind));
-}
-
-std::string describe(const Outcome& o) {
-  if (!o.failed) return "succeeded after " + std::to_string(o.elapsed.count()) + " ms";
-  return "failed after " + std::to_string(o.elapsed.count()) + " ms: [" + kind_name(o) + "] " +
-         o.what;
-}
-
-Outcome outcome_of(const std::exception_ptr& error, Clock::time_point start) {
-  Outcome o;
-  o.elapsed = elapsed_ms(start);
-  if (!error) return o;
-  o.failed = true;
-  o.kind = ts::classify(error);
-  try {
-    std::rethrow_exception(error);
-  } catch (const ts::Error& e) {
-    o.code = e.code();
-    o.what = e.what();
-    if (e.server()) o.sqlstate = e.server()->code;
-  } catch (const std::exception& e) {
-    o.what = e.what();
-  }
-  return o;
-}
-
-/// Runs `op` and reports how it ended instead of throwing.
-template <class T>
-asio::awaitable<Outcome> outcome(asio::awaitable<T> op) {
-  const auto start = Clock::now();
-  std::exception_ptr error;
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(op);
-    } else {
-      (void)co_await std::move(op);
-    }
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_return outcome_of(error, start);
 }
 
 void create_tables(const std::string& sql) {
@@ -260,7 +170,7 @@ TEST(PgFault, F01_server_down_at_start) {
   config.startup_timeout = 1500ms;
   config.connect_timeout = 500ms;
   config.reconnect_backoff = ts::pg::PostgresConfig{}.reconnect_backoff;  // 100 ms, x2, 5 s
-  LogCapture logs;
+  LogCapture logs("pg");
   ts::testing::run_coroutine_test(
       [&](asio::io_context& io) -> asio::awaitable<void> {
         PostgresClient client(io.get_executor(), config);
@@ -397,7 +307,7 @@ TEST(PgFault, F02_server_recovering_is_transient) {
       pg.start();
     }
   });
-  LogCapture logs;
+  LogCapture logs("pg");
 
   std::unique_ptr<PGconn, decltype(&PQfinish)> holder(PQconnectdb(direct_dsn.c_str()), &PQfinish);
   ASSERT_EQ(PQstatus(holder.get()), CONNECTION_OK);
@@ -968,7 +878,7 @@ TEST(PgFault, F07_conflict_retries_capped) {
             },
             options));
         EXPECT_TRUE(o.failed);
-        EXPECT_EQ(o.sqlstate, "40001") << describe(o);
+        EXPECT_EQ(o.server_code, "40001") << describe(o);
         EXPECT_EQ(kind_name(o), "transient_conflict");
         EXPECT_EQ(runs, 4);
         EXPECT_LT(o.elapsed, 2s);

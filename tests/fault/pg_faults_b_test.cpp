@@ -13,16 +13,12 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include "pg_fault_support.hpp"
 #include "support/async_test.hpp"
 #include "support/fault_proxy.hpp"
 #include "support/server_harness.hpp"
 
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
@@ -47,20 +43,13 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using ts::pg::PostgresClient;
+using ts::testing::elapsed_ms;
+using ts::testing::open_descriptors;
+using ts::testing::pause_for;
 using ts::testing::Servers;
-using ts::testing::fault::elapsed_ms;
 using ts::testing::fault::eventually;
 using ts::testing::fault::PgConn;
 using ts::testing::fault::ScopeExit;
-
-int open_descriptors() {
-  int count = 0;
-  if (DIR* dir = opendir("/proc/self/fd")) {
-    while (readdir(dir) != nullptr) ++count;
-    closedir(dir);
-  }
-  return count;
-}
 
 // ---- synchronous libpq helpers (inspection and fault injection from the test) -------------
 
@@ -148,11 +137,6 @@ void ensure_servers_running() {
 
 // ---- asynchronous helpers ------------------------------------------------------------------
 
-asio::awaitable<void> sleep_for(Clock::duration d) {
-  asio::steady_timer timer(co_await asio::this_coro::executor, d);
-  co_await timer.async_wait(asio::use_awaitable);
-}
-
 /// Waits until the pool has `size` open connections.
 asio::awaitable<bool> pool_full(const PostgresClient& client, std::size_t size,
                                 Clock::duration timeout) {
@@ -237,7 +221,7 @@ TEST(PgFault, F09_cancelled_query_no_stale_result) {
             }));
         // The statement runs on the server before the caller gives up.
         EXPECT_TRUE(co_await eventually([&] { return backends(app, "pg_sleep(2)") == 1; }, 3s));
-        co_await sleep_for(100ms);
+        co_await pause_for(100ms);
         const auto cancelled_at = Clock::now();
         signal.emit(asio::cancellation_type::terminal);
         EXPECT_TRUE(co_await eventually([&] { return finished; }, 1s, 1ms));
@@ -391,7 +375,7 @@ void run_f10(const std::string& app,
           EXPECT_TRUE(
               co_await eventually([&] { return backends(app, running_like) == 1; }, 3s, 20ms));
         }
-        co_await sleep_for(100ms);
+        co_await pause_for(100ms);
 
         const auto start = Clock::now();
         co_await client.close();
@@ -435,7 +419,7 @@ TEST(PgFault, F10_close_cancels_transaction_body_awaiting_timer) {
       "ts_f10_timer",
       [](ts::pg::Transaction& tx) -> asio::awaitable<void> {
         co_await tx.execute("SELECT 1");
-        co_await sleep_for(3s);
+        co_await pause_for(3s);
         co_await tx.execute("SELECT 2");
       },
       "");
@@ -548,7 +532,7 @@ TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
         co_await a.start();
         co_await b.start();
         EXPECT_TRUE(co_await pool_full(a, 2, 5s));
-        co_await sleep_for(50ms);  // the proxy's counters settle
+        co_await pause_for(50ms);  // the proxy's counters settle
 
         const auto stats_before = a.stats();
         const auto bytes_before = proxy.bytes_client_to_server();
@@ -563,7 +547,7 @@ TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
           EXPECT_EQ(error->kind(), ts::ErrorKind::permanent) << sql;
           EXPECT_EQ(error->request_state(), ts::RequestState::not_sent) << sql;
         }
-        co_await sleep_for(100ms);
+        co_await pause_for(100ms);
         EXPECT_EQ(proxy.bytes_client_to_server(), bytes_before) << "a refused SET was sent";
         EXPECT_EQ(a.stats().queries, stats_before.queries);
         EXPECT_EQ(a.stats().failures, stats_before.failures);
@@ -846,7 +830,7 @@ TEST(PgFault, F14_pgbouncer_restart_reconnects_with_backoff) {
                          done = true;
                          if (!e) got = v;
                        });
-        co_await sleep_for(700ms);
+        co_await pause_for(700ms);
         EXPECT_FALSE(done);
         servers.pgbouncer().start();
         start = Clock::now();
@@ -882,7 +866,7 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         EXPECT_EQ(co_await client.query_value<std::string>("SHOW idle_session_timeout"), "500ms");
 
         // Idle past the timeout: the server kills both connections, the client notices.
-        co_await sleep_for(1200ms);
+        co_await pause_for(1200ms);
         EXPECT_GE(client.stats().discarded, 2u);
 
         // The first plain query after the idle period normally finds fresh connections. The
@@ -895,7 +879,7 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         }
 
         // Same again through execute_resiliently: one attempt is enough.
-        co_await sleep_for(1200ms);
+        co_await pause_for(1200ms);
         int attempts = 0;
         const auto value = co_await client.execute_resiliently(
             [&](PostgresClient& c) {
@@ -907,7 +891,7 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         EXPECT_EQ(attempts, 1);
 
         // And many callers at once after an idle period.
-        co_await sleep_for(1200ms);
+        co_await pause_for(1200ms);
         int done = 0, failed = 0;
         for (int c = 0; c < 20; ++c) {
           asio::co_spawn(

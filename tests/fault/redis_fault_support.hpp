@@ -1,53 +1,39 @@
 // Helpers shared by the RedisClient fault tests (redis_faults_*_test.cpp, one binary): a
 // blocking hiredis connection of the test's own for inspection and fault injection (CLIENT
-// LIST / KILL / PAUSE, CONFIG GET / SET, ACL, REPLICAOF), a scope-exit guard that puts the
-// shared server back, polling with a deadline on the test's own loop, how an operation ended
-// (error code, kind, Redis prefix, elapsed time), open descriptors, the client configuration
-// used by the tests, and a capture of the client's log.
+// LIST / KILL / PAUSE, CONFIG GET / SET, ACL, REPLICAOF), this binary's scope-exit guard and
+// polling step, running a test body with a client that is closed whatever happens, the client
+// configuration used by the tests, and quieting the client's log. What every client's fault
+// tests use (elapsed time, open descriptors, how an operation ended, log capture, ...) is in
+// support/test_helpers.hpp.
 #pragma once
 
 #include <trading_shared/core/circuit_breaker.hpp>
-#include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/io_context.hpp>
 
+#include "support/async_test.hpp"
 #include "support/server_harness.hpp"
+#include "support/test_helpers.hpp"
 
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
-#include <spdlog/sinks/base_sink.h>
 
-#include <algorithm>
 #include <chrono>
-#include <concepts>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <string_view>
-#include <type_traits>
 #include <utility>
 #include <vector>
-
-/// Fault tests signal and restart server processes: they need harness-started servers.
-#define TS_SKIP_IF_EXTERNAL()                                                   \
-  if (::trading_shared::testing::Servers::instance().external()) {              \
-    GTEST_SKIP() << "servers are external: no process handles for fault tests"; \
-  }
 
 namespace trading_shared::core {
 /// gtest prints a CircuitState by name ("open"), not as a byte.
@@ -58,132 +44,18 @@ inline void PrintTo(CircuitState state, std::ostream* os) {
 
 namespace trading_shared::testing::fault {
 
-/// Milliseconds since `since` (steady clock).
-inline std::chrono::milliseconds elapsed_ms(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                               since);
-}
-
-/// Open descriptors of this process (entries of /proc/self/fd, the directory's own included).
-inline int open_descriptors() {
-  int count = 0;
-  if (DIR* dir = opendir("/proc/self/fd")) {
-    while (readdir(dir) != nullptr) ++count;
-    closedir(dir);
-  }
-  return count;
-}
-
-/// Runs `fn` at scope exit; failures are reported, never thrown (it runs in a destructor).
-class ScopeExit {
+/// The guard of these tests: a failure reads "restoring the server failed: ...".
+class ScopeExit : public testing::ScopeExit {
  public:
-  explicit ScopeExit(std::function<void()> fn) : fn_(std::move(fn)) {}
-  ~ScopeExit() {
-    try {
-      fn_();
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "restoring the server failed: " << e.what();
-    }
-  }
-  ScopeExit(const ScopeExit&) = delete;
-  ScopeExit& operator=(const ScopeExit&) = delete;
-
- private:
-  std::function<void()> fn_;
+  explicit ScopeExit(std::function<void()> fn)
+      : testing::ScopeExit("restoring the server", std::move(fn)) {}
 };
 
-/// Polls `condition` on the test's own loop (without blocking it between polls) until it holds
-/// or `timeout` passes; returns its last value. A deadline, never a sleep.
+/// testing::eventually() polling every 5 ms unless told otherwise.
 inline boost::asio::awaitable<bool> eventually(
     std::function<bool()> condition, std::chrono::steady_clock::duration timeout,
     std::chrono::steady_clock::duration step = std::chrono::milliseconds(5)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
-  for (;;) {
-    if (condition()) co_return true;
-    if (std::chrono::steady_clock::now() >= deadline) co_return condition();
-    timer.expires_after(step);
-    co_await timer.async_wait(boost::asio::use_awaitable);
-  }
-}
-
-/// Waits on the test's loop for `d` (fault timing only, e.g. "stay blocked past the command
-/// timeout"; never a stand-in for a condition).
-inline boost::asio::awaitable<void> pause_for(std::chrono::steady_clock::duration d) {
-  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, d);
-  co_await timer.async_wait(boost::asio::use_awaitable);
-}
-
-// ---- how an operation ended -----------------------------------------------------------------
-
-struct Outcome {
-  bool failed = false;
-  std::error_code code;
-  ErrorKind kind = ErrorKind::permanent;
-  std::string server_code;  ///< Redis error prefix for server errors.
-  std::string what;
-  std::chrono::milliseconds elapsed{0};
-};
-
-inline std::string describe(const Outcome& o) {
-  if (!o.failed) return "succeeded after " + std::to_string(o.elapsed.count()) + " ms";
-  return "failed after " + std::to_string(o.elapsed.count()) + " ms: [" +
-         std::string(to_string(o.kind)) + "] " + o.what;
-}
-
-inline Outcome outcome_of(const std::exception_ptr& error,
-                          std::chrono::steady_clock::time_point start) {
-  Outcome o;
-  o.elapsed = elapsed_ms(start);
-  if (!error) return o;
-  o.failed = true;
-  o.kind = classify(error);
-  try {
-    std::rethrow_exception(error);
-  } catch (const Error& e) {
-    o.code = e.code();
-    o.what = e.what();
-    if (e.server()) o.server_code = e.server()->code;
-  } catch (const std::exception& e) {
-    o.what = e.what();
-  }
-  return o;
-}
-
-/// Runs `op` and reports how it ended instead of throwing.
-template <class T>
-boost::asio::awaitable<Outcome> outcome(boost::asio::awaitable<T> op) {
-  const auto start = std::chrono::steady_clock::now();
-  std::exception_ptr error;
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(op);
-    } else {
-      (void)co_await std::move(op);
-    }
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_return outcome_of(error, start);
-}
-
-/// Runs the awaitable that `make()` returns and reports how it ended instead of throwing.
-/// Takes a callable so that a failure at the call itself (a refused call throws before any
-/// awaitable exists) is reported like one of the awaitable.
-template <class Make>
-requires std::invocable<Make&> boost::asio::awaitable<Outcome> outcome(Make make) {
-  const auto start = std::chrono::steady_clock::now();
-  std::exception_ptr error;
-  try {
-    if constexpr (std::is_void_v<typename std::invoke_result_t<Make&>::value_type>) {
-      co_await make();
-    } else {
-      (void)co_await make();
-    }
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_return outcome_of(error, start);
+  return testing::eventually(std::move(condition), timeout, step);
 }
 
 // ---- client lifetime -------------------------------------------------------------------------
@@ -206,15 +78,31 @@ inline boost::asio::awaitable<void> closing(redis::RedisClient& client,
 /// The same for two clients (closed in reverse order).
 inline boost::asio::awaitable<void> closing(redis::RedisClient& first, redis::RedisClient& second,
                                             boost::asio::awaitable<void> body) {
-  std::exception_ptr error;
-  try {
-    co_await std::move(body);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_await second.close();
-  co_await first.close();
-  if (error) std::rethrow_exception(error);
+  co_await closing(first, closing(second, std::move(body)));
+}
+
+/// A test body that gets the test's loop and a started client; see with_client().
+using ClientTest =
+    std::function<boost::asio::awaitable<void>(boost::asio::io_context&, redis::RedisClient&)>;
+
+/// A body for run_coroutine_test() or a loop of the test's own: a client with `config` on the
+/// loop, started, handed to `test`, then closed whatever happened (see closing()).
+inline std::function<boost::asio::awaitable<void>(boost::asio::io_context&)> with_client(
+    redis::RedisConfig config, ClientTest test) {
+  return [config = std::move(config),
+          test = std::move(test)](boost::asio::io_context& io) -> boost::asio::awaitable<void> {
+    redis::RedisClient client(io.get_executor(), config);
+    co_await closing(client, [&]() -> boost::asio::awaitable<void> {
+      co_await client.start();
+      co_await test(io, client);
+    }());
+  };
+}
+
+/// run_coroutine_test() of with_client(config, test), under the global `timeout`.
+inline void run_with_client(redis::RedisConfig config, std::chrono::steady_clock::duration timeout,
+                            ClientTest test) {
+  run_coroutine_test(with_client(std::move(config), std::move(test)), timeout);
 }
 
 // ---- client configuration -------------------------------------------------------------------
@@ -425,45 +313,6 @@ inline bool redis_serves() {
 }
 
 // ---- the client's log -----------------------------------------------------------------------
-
-/// Captures what the "redis" component logs while alive. Add it before any thread logs
-/// through that logger and remove it (destroy) after they are gone.
-class LogCapture {
- public:
-  LogCapture() : sink_(std::make_shared<Sink>()), logger_(core::logger("redis")) {
-    logger_->sinks().push_back(sink_);
-  }
-  ~LogCapture() {
-    auto& sinks = logger_->sinks();
-    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
-  }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-  /// Messages containing `text`.
-  std::size_t count(std::string_view text) const { return sink_->count(text); }
-
- private:
-  class Sink : public spdlog::sinks::base_sink<std::mutex> {
-   public:
-    std::size_t count(std::string_view text) {
-      std::lock_guard lock(mutex_);
-      return static_cast<std::size_t>(
-          std::count_if(messages_.begin(), messages_.end(),
-                        [&](const std::string& m) { return m.find(text) != std::string::npos; }));
-    }
-
-   protected:
-    void sink_it_(const spdlog::details::log_msg& msg) override {
-      messages_.emplace_back(msg.payload.data(), msg.payload.size());
-    }
-    void flush_() override {}
-
-   private:
-    std::vector<std::string> messages_;
-  };
-  std::shared_ptr<Sink> sink_;
-  std::shared_ptr<spdlog::logger> logger_;
-};
 
 /// Raises the "redis" logger's level for the scope (tests that provoke thousands of expected
 /// reconnect warnings), then puts it back.

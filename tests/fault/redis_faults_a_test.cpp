@@ -56,23 +56,24 @@ using ts::redis::FieldView;
 using ts::redis::RedisClient;
 using ts::redis::RedisConfig;
 using ts::redis::Reply;
+using ts::testing::describe;
+using ts::testing::elapsed_ms;
 using ts::testing::FaultProxy;
+using ts::testing::LogCapture;
+using ts::testing::Outcome;
+using ts::testing::outcome;
+using ts::testing::pause_for;
 using ts::testing::ServerProcess;
 using ts::testing::Servers;
 using ts::testing::fault::AdminReply;
-using ts::testing::fault::closing;
-using ts::testing::fault::describe;
-using ts::testing::fault::elapsed_ms;
 using ts::testing::fault::eventually;
 using ts::testing::fault::fast_config;
-using ts::testing::fault::LogCapture;
-using ts::testing::fault::Outcome;
-using ts::testing::fault::outcome;
-using ts::testing::fault::pause_for;
 using ts::testing::fault::redis_url_for_db;
 using ts::testing::fault::redis_url_for_port;
 using ts::testing::fault::RedisAdmin;
+using ts::testing::fault::run_with_client;
 using ts::testing::fault::ScopeExit;
+using ts::testing::fault::with_client;
 
 namespace {
 
@@ -113,12 +114,13 @@ asio::awaitable<bool> eventually_async(std::function<asio::awaitable<bool>()> co
   }
 }
 
-/// Runs a coroutine on its own thread and io_context, so that the main thread stays free to
-/// drive the server (restart() blocks, and must be called from the main thread).
+/// Runs a coroutine on its own thread and io_context for at most `timeout`, so that the main
+/// thread stays free to drive the server (restart() blocks, and must be called from the main
+/// thread).
 class BackgroundLoop {
  public:
-  BackgroundLoop(std::function<asio::awaitable<void>(asio::io_context&)> body,
-                 Clock::duration timeout)
+  BackgroundLoop(Clock::duration timeout,
+                 std::function<asio::awaitable<void>(asio::io_context&)> body)
       : thread_([this, b = std::move(body), timeout] {
           asio::co_spawn(io_, b(io_), [this](std::exception_ptr e) {
             error_ = e;
@@ -188,6 +190,21 @@ struct Tally {
   }
 };
 
+/// Completion handler of a task spawned by F17/F18: fails the test when the task threw ("<what>
+/// threw: ..."), then counts it in `counter`.
+auto count_done(int& counter, const char* what) {
+  return [&counter, what](const std::exception_ptr& e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        ADD_FAILURE() << what << " threw: " << x.what();
+      }
+    }
+    ++counter;
+  };
+}
+
 /// F17/F18 give up on a large share of their calls on purpose: those timeouts count as
 /// failures of the endpoint (F31) and would open the breaker, which is not what these tests
 /// are about. A breaker that opens only when 1 000 calls in a row fail.
@@ -221,180 +238,164 @@ TEST(RedisFault, F17_CancelledAfterWriteNeverMixesReplies) {
   tolerant_breaker(config);
   constexpr int kCallers = 100;
   constexpr int kRounds = 110;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          const std::string connection_id = only_connection_id(admin, "f17");
-          EXPECT_FALSE(connection_id.empty());
-          proxy.set_latency(2ms, 8ms);
+  run_with_client(
+      config, 60s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        const std::string connection_id = only_connection_id(admin, "f17");
+        EXPECT_FALSE(connection_id.empty());
+        proxy.set_latency(2ms, 8ms);
 
-          Tally tally;
-          int finished = 0;
-          auto caller = [&](int id) -> asio::awaitable<void> {
-            std::mt19937 rng(static_cast<std::uint32_t>(1700 + id));
-            std::uniform_int_distribution<int> mode_of(0, 4);
-            std::uniform_int_distribution<int> short_ms(1, 25);
-            const std::string prefix = "f17:" + std::to_string(id) + ":";
-            const std::string key = "f17:key:" + std::to_string(id);
-            const std::string counter = "f17:counter:" + std::to_string(id);
-            std::int64_t last_count = 0;
-            auto check_echo = [&](const Reply& r, const std::string& token) {
-              if (!r.view().is_string() || r.as_string() != token) {
-                tally.mismatch("caller " + std::to_string(id) + " expected " + token + ", got " +
-                               r.debug_string());
-              } else {
-                ++tally.ok;
-              }
-            };
-            for (int i = 0; i < kRounds; ++i) {
-              const std::string token = prefix + std::to_string(i);
-              const CommandOptions quick{milliseconds(short_ms(rng))};
-              switch (mode_of(rng)) {
-                case 0: {  // ECHO with a short per-call timeout
-                  ++tally.issued;
-                  try {
-                    check_echo(co_await client.command(quick, "ECHO", token), token);
-                  } catch (const ts::Error& e) {
-                    tally.failed(e);
-                  }
-                  break;
-                }
-                case 1: {  // SET (short timeout), then GET of the own key (long timeout)
-                  tally.issued += 2;
-                  bool set_ok = false;
-                  try {
-                    ts::redis::SetOptions options;
-                    options.command = quick;
-                    set_ok = co_await client.set(key, token, options);
-                    ++tally.ok;
-                  } catch (const ts::Error& e) {
-                    tally.failed(e);
-                  }
-                  try {
-                    const auto value = co_await client.get(key);
-                    // After its own successful SET the value is exactly its token; otherwise
-                    // it is one of this caller's earlier values (or nothing yet).
-                    const bool good = set_ok ? (value && *value == token)
-                                             : (!value || value->rfind(prefix, 0) == 0);
-                    if (!good) {
-                      tally.mismatch("caller " + std::to_string(id) + " GET " + key +
-                                     " after SET " + token + (set_ok ? " (ok)" : " (gave up)") +
-                                     " returned " + (value ? *value : std::string("nil")));
-                    } else {
-                      ++tally.ok;
-                    }
-                  } catch (const ts::Error& e) {
-                    tally.failed(e);
-                  }
-                  break;
-                }
-                case 2: {  // asio cancellation: with_timeout around a call with a long deadline
-                  ++tally.issued;
-                  try {
-                    check_echo(co_await ts::core::with_timeout(client.command("ECHO", token),
-                                                               milliseconds(short_ms(rng))),
-                               token);
-                  } catch (const ts::Error& e) {
-                    tally.failed(e);
-                  }
-                  break;
-                }
-                case 3: {  // an awaitable dropped unawaited, then the caller's own ECHO
-                  tally.issued += 2;
-                  try {
-                    {
-                      auto dropped = client.command("ECHO", token + ":dropped");
-                      ++tally.dropped;
-                    }
-                    check_echo(co_await client.command("ECHO", token), token);
-                  } catch (const ts::Error& e) {
-                    tally.failed(e);
-                  }
-                  break;
-                }
-                default: {  // INCR of the own counter (short timeout): an integer, increasing
-                  ++tally.issued;
-                  try {
-                    const Reply r = co_await client.command(quick, "INCR", counter);
-                    if (!r.view().is_integer() || r.as_int() <= last_count) {
-                      tally.mismatch("caller " + std::to_string(id) + " INCR " + counter +
-                                     " after " + std::to_string(last_count) + " returned " +
-                                     r.debug_string());
-                    } else {
-                      last_count = r.as_int();
-                      ++tally.ok;
-                    }
-                  } catch (const ts::Error& e) {
-                    tally.failed(e);
-                  }
-                  break;
-                }
-              }
+        Tally tally;
+        int finished = 0;
+        auto caller = [&](int id) -> asio::awaitable<void> {
+          std::mt19937 rng(static_cast<std::uint32_t>(1700 + id));
+          std::uniform_int_distribution<int> mode_of(0, 4);
+          std::uniform_int_distribution<int> short_ms(1, 25);
+          const std::string prefix = "f17:" + std::to_string(id) + ":";
+          const std::string key = "f17:key:" + std::to_string(id);
+          const std::string counter = "f17:counter:" + std::to_string(id);
+          std::int64_t last_count = 0;
+          auto check_echo = [&](const Reply& r, const std::string& token) {
+            if (!r.view().is_string() || r.as_string() != token) {
+              tally.mismatch("caller " + std::to_string(id) + " expected " + token + ", got " +
+                             r.debug_string());
+            } else {
+              ++tally.ok;
             }
           };
-          const auto t0 = Clock::now();
-          for (int c = 0; c < kCallers; ++c) {
-            asio::co_spawn(io, caller(c), [&](std::exception_ptr e) {
-              if (e) {
+          for (int i = 0; i < kRounds; ++i) {
+            const std::string token = prefix + std::to_string(i);
+            const CommandOptions quick{milliseconds(short_ms(rng))};
+            switch (mode_of(rng)) {
+              case 0: {  // ECHO with a short per-call timeout
+                ++tally.issued;
                 try {
-                  std::rethrow_exception(e);
-                } catch (const std::exception& x) {
-                  ADD_FAILURE() << "caller threw: " << x.what();
+                  check_echo(co_await client.command(quick, "ECHO", token), token);
+                } catch (const ts::Error& e) {
+                  tally.failed(e);
                 }
+                break;
               }
-              ++finished;
-            });
+              case 1: {  // SET (short timeout), then GET of the own key (long timeout)
+                tally.issued += 2;
+                bool set_ok = false;
+                try {
+                  ts::redis::SetOptions options;
+                  options.command = quick;
+                  set_ok = co_await client.set(key, token, options);
+                  ++tally.ok;
+                } catch (const ts::Error& e) {
+                  tally.failed(e);
+                }
+                try {
+                  const auto value = co_await client.get(key);
+                  // After its own successful SET the value is exactly its token; otherwise
+                  // it is one of this caller's earlier values (or nothing yet).
+                  const bool good = set_ok ? (value && *value == token)
+                                           : (!value || value->rfind(prefix, 0) == 0);
+                  if (!good) {
+                    tally.mismatch("caller " + std::to_string(id) + " GET " + key + " after SET " +
+                                   token + (set_ok ? " (ok)" : " (gave up)") + " returned " +
+                                   (value ? *value : std::string("nil")));
+                  } else {
+                    ++tally.ok;
+                  }
+                } catch (const ts::Error& e) {
+                  tally.failed(e);
+                }
+                break;
+              }
+              case 2: {  // asio cancellation: with_timeout around a call with a long deadline
+                ++tally.issued;
+                try {
+                  check_echo(co_await ts::core::with_timeout(client.command("ECHO", token),
+                                                             milliseconds(short_ms(rng))),
+                             token);
+                } catch (const ts::Error& e) {
+                  tally.failed(e);
+                }
+                break;
+              }
+              case 3: {  // an awaitable dropped unawaited, then the caller's own ECHO
+                tally.issued += 2;
+                try {
+                  {
+                    auto dropped = client.command("ECHO", token + ":dropped");
+                    ++tally.dropped;
+                  }
+                  check_echo(co_await client.command("ECHO", token), token);
+                } catch (const ts::Error& e) {
+                  tally.failed(e);
+                }
+                break;
+              }
+              default: {  // INCR of the own counter (short timeout): an integer, increasing
+                ++tally.issued;
+                try {
+                  const Reply r = co_await client.command(quick, "INCR", counter);
+                  if (!r.view().is_integer() || r.as_int() <= last_count) {
+                    tally.mismatch("caller " + std::to_string(id) + " INCR " + counter + " after " +
+                                   std::to_string(last_count) + " returned " + r.debug_string());
+                  } else {
+                    last_count = r.as_int();
+                    ++tally.ok;
+                  }
+                } catch (const ts::Error& e) {
+                  tally.failed(e);
+                }
+                break;
+              }
+            }
           }
-          EXPECT_TRUE(co_await eventually([&] { return finished == kCallers; }, 45s, 10ms))
-              << finished << " of " << kCallers << " callers finished";
-          const auto duration = elapsed_ms(t0);
+        };
+        const auto t0 = Clock::now();
+        for (int c = 0; c < kCallers; ++c) {
+          asio::co_spawn(io, caller(c), count_done(finished, "caller"));
+        }
+        EXPECT_TRUE(co_await eventually([&] { return finished == kCallers; }, 45s, 10ms))
+            << finished << " of " << kCallers << " callers finished";
+        const auto duration = elapsed_ms(t0);
 
-          EXPECT_EQ(tally.mismatches, 0u) << tally.report();
-          EXPECT_EQ(tally.other_errors, 0u) << tally.report();
-          EXPECT_GE(tally.issued, 10000u) << tally.report();
-          // The fault really happened, and the connection still served most calls.
-          EXPECT_GE(tally.gave_up, 1000u) << tally.report();
-          EXPECT_GE(tally.ok, 3000u) << tally.report();
+        EXPECT_EQ(tally.mismatches, 0u) << tally.report();
+        EXPECT_EQ(tally.other_errors, 0u) << tally.report();
+        EXPECT_GE(tally.issued, 10000u) << tally.report();
+        // The fault really happened, and the connection still served most calls.
+        EXPECT_GE(tally.gave_up, 1000u) << tally.report();
+        EXPECT_GE(tally.ok, 3000u) << tally.report();
 
-          // In sync afterwards: nothing left over, and a burst of stored awaitables (pipelined
-          // together) each gets its own reply.
-          proxy.set_latency(0ms, 0ms);
-          EXPECT_TRUE(co_await eventually(
-              [&] {
-                const auto s = client.stats();
-                return s.in_flight == 0 && s.queued == 0;
-              },
-              5s))
-              << "requests left in flight: " << client.stats().in_flight;
-          std::vector<asio::awaitable<Reply>> burst;
-          for (int k = 0; k < 300; ++k)
-            burst.push_back(client.command("ECHO", "f17:sync:" + std::to_string(k)));
-          int burst_ok = 0;
-          for (int k = 0; k < 300; ++k) {
-            const Reply r = co_await std::move(burst[static_cast<std::size_t>(k)]);
-            if (r.view().is_string() && r.as_string() == "f17:sync:" + std::to_string(k))
-              ++burst_ok;
-          }
-          EXPECT_EQ(burst_ok, 300);
+        // In sync afterwards: nothing left over, and a burst of stored awaitables (pipelined
+        // together) each gets its own reply.
+        proxy.set_latency(0ms, 0ms);
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              const auto s = client.stats();
+              return s.in_flight == 0 && s.queued == 0;
+            },
+            5s))
+            << "requests left in flight: " << client.stats().in_flight;
+        std::vector<asio::awaitable<Reply>> burst;
+        for (int k = 0; k < 300; ++k)
+          burst.push_back(client.command("ECHO", "f17:sync:" + std::to_string(k)));
+        int burst_ok = 0;
+        for (int k = 0; k < 300; ++k) {
+          const Reply r = co_await std::move(burst[static_cast<std::size_t>(k)]);
+          if (r.view().is_string() && r.as_string() == "f17:sync:" + std::to_string(k)) ++burst_ok;
+        }
+        EXPECT_EQ(burst_ok, 300);
 
-          const auto s = client.stats();
-          EXPECT_GE(s.commands, 10000u);
-          EXPECT_GT(s.dropped_replies, 0u) << "no abandoned reply was read and dropped";
-          EXPECT_GT(s.cancellations, 0u);
-          EXPECT_GT(s.timeouts, 0u);
-          EXPECT_EQ(s.disconnects, 0u) << "the connection was dropped (out of sync?)";
-          EXPECT_EQ(s.breaker, CircuitState::closed);
-          EXPECT_EQ(only_connection_id(admin, "f17"), connection_id)
-              << "the client is not on the connection it started with";
-          std::printf("[ F17 ] %s in %lld ms; %llu dropped replies\n", tally.report().c_str(),
-                      static_cast<long long>(duration.count()),
-                      static_cast<unsigned long long>(s.dropped_replies));
-          co_await client.close();
-        }());
-      },
-      60s);
+        const auto s = client.stats();
+        EXPECT_GE(s.commands, 10000u);
+        EXPECT_GT(s.dropped_replies, 0u) << "no abandoned reply was read and dropped";
+        EXPECT_GT(s.cancellations, 0u);
+        EXPECT_GT(s.timeouts, 0u);
+        EXPECT_EQ(s.disconnects, 0u) << "the connection was dropped (out of sync?)";
+        EXPECT_EQ(s.breaker, CircuitState::closed);
+        EXPECT_EQ(only_connection_id(admin, "f17"), connection_id)
+            << "the client is not on the connection it started with";
+        std::printf("[ F17 ] %s in %lld ms; %llu dropped replies\n", tally.report().c_str(),
+                    static_cast<long long>(duration.count()),
+                    static_cast<unsigned long long>(s.dropped_replies));
+        co_await client.close();
+      });
 }
 
 // ---- F18 -------------------------------------------------------------------------------------
@@ -417,203 +418,185 @@ TEST(RedisFault, F18_CancelledBulkNeverMixesReplies) {
   constexpr int kBulks = 30;
   constexpr int kEchoCallers = 20;
   constexpr int kStreams = 4;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          for (int s = 0; s < kStreams; ++s) (void)co_await client.del("f18:s" + std::to_string(s));
-          proxy.set_latency(2ms, 8ms);
+  run_with_client(
+      config, 60s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        for (int s = 0; s < kStreams; ++s) (void)co_await client.del("f18:s" + std::to_string(s));
+        proxy.set_latency(2ms, 8ms);
 
-          enum class Fate { ok, gave_up, dropped };
-          struct Bulk {
-            std::string stream;
-            std::vector<std::string> tags;
-            Fate fate = Fate::gave_up;
-            std::vector<std::string> ids;
-          };
-          std::vector<Bulk> bulks;
-          bulks.reserve(kProducers * kBulks);
-          Tally tally;
-          int producers_done = 0;
-          int echo_done = 0;
+        enum class Fate { ok, gave_up, dropped };
+        struct Bulk {
+          std::string stream;
+          std::vector<std::string> tags;
+          Fate fate = Fate::gave_up;
+          std::vector<std::string> ids;
+        };
+        std::vector<Bulk> bulks;
+        bulks.reserve(kProducers * kBulks);
+        Tally tally;
+        int producers_done = 0;
+        int echo_done = 0;
 
-          auto producer = [&](int id) -> asio::awaitable<void> {
-            std::mt19937 rng(static_cast<std::uint32_t>(1800 + id));
-            std::uniform_int_distribution<int> size_of(5, 40);
-            std::uniform_int_distribution<int> mode_of(0, 3);
-            std::uniform_int_distribution<int> short_ms(1, 30);
-            for (int b = 0; b < kBulks; ++b) {
-              bulks.push_back({});
-              const std::size_t index = bulks.size() - 1;
-              {
-                Bulk& bulk = bulks[index];
-                bulk.stream = "f18:s" + std::to_string((id + b) % kStreams);
-                const int n = size_of(rng);
-                for (int e = 0; e < n; ++e) {
-                  bulk.tags.push_back("p" + std::to_string(id) + "-b" + std::to_string(b) + "-e" +
-                                      std::to_string(e));
-                }
+        auto producer = [&](int id) -> asio::awaitable<void> {
+          std::mt19937 rng(static_cast<std::uint32_t>(1800 + id));
+          std::uniform_int_distribution<int> size_of(5, 40);
+          std::uniform_int_distribution<int> mode_of(0, 3);
+          std::uniform_int_distribution<int> short_ms(1, 30);
+          for (int b = 0; b < kBulks; ++b) {
+            bulks.push_back({});
+            const std::size_t index = bulks.size() - 1;
+            {
+              Bulk& bulk = bulks[index];
+              bulk.stream = "f18:s" + std::to_string((id + b) % kStreams);
+              const int n = size_of(rng);
+              for (int e = 0; e < n; ++e) {
+                bulk.tags.push_back("p" + std::to_string(id) + "-b" + std::to_string(b) + "-e" +
+                                    std::to_string(e));
               }
-              std::vector<std::array<FieldView, 2>> entries;
-              for (const auto& tag : bulks[index].tags) {
-                entries.push_back({FieldView{"tag", tag}, FieldView{"producer", "f18"}});
-              }
-              tally.issued += entries.size();
-              const std::string stream = bulks[index].stream;
-              ts::redis::XAddOptions options;
-              try {
-                switch (mode_of(rng)) {
-                  case 0:  // short per-call timeout
-                    options.command.timeout = milliseconds(short_ms(rng));
-                    bulks[index].ids = co_await client.xadd_bulk(stream, entries, options);
-                    break;
-                  case 1:  // cancelled through with_timeout
-                    bulks[index].ids = co_await ts::core::with_timeout(
-                        client.xadd_bulk(stream, entries), milliseconds(short_ms(rng)));
-                    break;
-                  case 2: {  // dropped before it could be written: must never run
-                    {
-                      auto dropped = client.xadd_bulk(stream, entries);
-                    }
-                    bulks[index].fate = Fate::dropped;
-                    ++tally.dropped;
-                    continue;
+            }
+            std::vector<std::array<FieldView, 2>> entries;
+            for (const auto& tag : bulks[index].tags) {
+              entries.push_back({FieldView{"tag", tag}, FieldView{"producer", "f18"}});
+            }
+            tally.issued += entries.size();
+            const std::string stream = bulks[index].stream;
+            ts::redis::XAddOptions options;
+            try {
+              switch (mode_of(rng)) {
+                case 0:  // short per-call timeout
+                  options.command.timeout = milliseconds(short_ms(rng));
+                  bulks[index].ids = co_await client.xadd_bulk(stream, entries, options);
+                  break;
+                case 1:  // cancelled through with_timeout
+                  bulks[index].ids = co_await ts::core::with_timeout(
+                      client.xadd_bulk(stream, entries), milliseconds(short_ms(rng)));
+                  break;
+                case 2: {  // dropped before it could be written: must never run
+                  {
+                    auto dropped = client.xadd_bulk(stream, entries);
                   }
-                  default:  // plenty of time: must succeed
-                    bulks[index].ids = co_await client.xadd_bulk(stream, entries);
-                    break;
+                  bulks[index].fate = Fate::dropped;
+                  ++tally.dropped;
+                  continue;
                 }
-                bulks[index].fate = Fate::ok;
-                ++tally.ok;
-              } catch (const ts::Error& e) {
-                bulks[index].fate = Fate::gave_up;
-                tally.failed(e);
+                default:  // plenty of time: must succeed
+                  bulks[index].ids = co_await client.xadd_bulk(stream, entries);
+                  break;
               }
-            }
-          };
-          auto echo_caller = [&](int id) -> asio::awaitable<void> {
-            std::mt19937 rng(static_cast<std::uint32_t>(1850 + id));
-            std::uniform_int_distribution<int> short_ms(1, 25);
-            for (int i = 0; producers_done < kProducers; ++i) {
-              const std::string token = "f18:echo:" + std::to_string(id) + ":" + std::to_string(i);
-              ++tally.issued;
-              try {
-                const Reply r = co_await client.command(CommandOptions{milliseconds(short_ms(rng))},
-                                                        "ECHO", token);
-                if (!r.view().is_string() || r.as_string() != token) {
-                  tally.mismatch("ECHO " + token + " returned " + r.debug_string());
-                }
-              } catch (const ts::Error& e) {
-                tally.failed(e);
-              }
-            }
-          };
-          auto count_done = [](int& counter) {
-            return [&counter](std::exception_ptr e) {
-              if (e) {
-                try {
-                  std::rethrow_exception(e);
-                } catch (const std::exception& x) {
-                  ADD_FAILURE() << "task threw: " << x.what();
-                }
-              }
-              ++counter;
-            };
-          };
-          for (int p = 0; p < kProducers; ++p)
-            asio::co_spawn(io, producer(p), count_done(producers_done));
-          for (int c = 0; c < kEchoCallers; ++c)
-            asio::co_spawn(io, echo_caller(c), count_done(echo_done));
-          EXPECT_TRUE(co_await eventually(
-              [&] { return producers_done == kProducers && echo_done == kEchoCallers; }, 45s,
-              10ms));
-          proxy.set_latency(0ms, 0ms);
-          EXPECT_TRUE(co_await eventually(
-              [&] { return client.stats().in_flight == 0 && client.stats().queued == 0; }, 5s));
-
-          // What is in the streams, by tag.
-          std::map<std::string, std::vector<std::string>> ids_of_tag;
-          std::int64_t total_entries = 0;
-          for (int s = 0; s < kStreams; ++s) {
-            const std::string stream = "f18:s" + std::to_string(s);
-            total_entries += co_await client.xlen(stream);
-            for (const auto& entry : co_await client.xrange(stream)) {
-              const std::string* tag = entry.field("tag");
-              if (tag == nullptr) {
-                ADD_FAILURE() << "entry " << entry.id << " in " << stream << " has no tag";
-                continue;
-              }
-              ids_of_tag[*tag].push_back(entry.id);
+              bulks[index].fate = Fate::ok;
+              ++tally.ok;
+            } catch (const ts::Error& e) {
+              bulks[index].fate = Fate::gave_up;
+              tally.failed(e);
             }
           }
-          std::size_t duplicates = 0;
-          for (const auto& [tag, ids] : ids_of_tag) duplicates += ids.size() > 1 ? 1 : 0;
-          EXPECT_EQ(duplicates, 0u) << "entries written twice";
+        };
+        auto echo_caller = [&](int id) -> asio::awaitable<void> {
+          std::mt19937 rng(static_cast<std::uint32_t>(1850 + id));
+          std::uniform_int_distribution<int> short_ms(1, 25);
+          for (int i = 0; producers_done < kProducers; ++i) {
+            const std::string token = "f18:echo:" + std::to_string(id) + ":" + std::to_string(i);
+            ++tally.issued;
+            try {
+              const Reply r = co_await client.command(CommandOptions{milliseconds(short_ms(rng))},
+                                                      "ECHO", token);
+              if (!r.view().is_string() || r.as_string() != token) {
+                tally.mismatch("ECHO " + token + " returned " + r.debug_string());
+              }
+            } catch (const ts::Error& e) {
+              tally.failed(e);
+            }
+          }
+        };
+        for (int p = 0; p < kProducers; ++p)
+          asio::co_spawn(io, producer(p), count_done(producers_done, "task"));
+        for (int c = 0; c < kEchoCallers; ++c)
+          asio::co_spawn(io, echo_caller(c), count_done(echo_done, "task"));
+        EXPECT_TRUE(co_await eventually(
+            [&] { return producers_done == kProducers && echo_done == kEchoCallers; }, 45s, 10ms));
+        proxy.set_latency(0ms, 0ms);
+        EXPECT_TRUE(co_await eventually(
+            [&] { return client.stats().in_flight == 0 && client.stats().queued == 0; }, 5s));
 
-          std::size_t ok_bulks = 0, wrong_ids = 0, dropped_present = 0, partial = 0,
-                      gave_up_bulks = 0;
-          std::size_t expected_entries = 0;
-          std::string first_problem;
-          for (const auto& bulk : bulks) {
-            std::size_t present = 0;
-            for (const auto& tag : bulk.tags) present += ids_of_tag.count(tag);
-            switch (bulk.fate) {
-              case Fate::ok: {
-                ++ok_bulks;
-                expected_entries += bulk.tags.size();
-                if (bulk.ids.size() != bulk.tags.size()) {
+        // What is in the streams, by tag.
+        std::map<std::string, std::vector<std::string>> ids_of_tag;
+        std::int64_t total_entries = 0;
+        for (int s = 0; s < kStreams; ++s) {
+          const std::string stream = "f18:s" + std::to_string(s);
+          total_entries += co_await client.xlen(stream);
+          for (const auto& entry : co_await client.xrange(stream)) {
+            const std::string* tag = entry.field("tag");
+            if (tag == nullptr) {
+              ADD_FAILURE() << "entry " << entry.id << " in " << stream << " has no tag";
+              continue;
+            }
+            ids_of_tag[*tag].push_back(entry.id);
+          }
+        }
+        std::size_t duplicates = 0;
+        for (const auto& [tag, ids] : ids_of_tag) duplicates += ids.size() > 1 ? 1 : 0;
+        EXPECT_EQ(duplicates, 0u) << "entries written twice";
+
+        std::size_t ok_bulks = 0, wrong_ids = 0, dropped_present = 0, partial = 0,
+                    gave_up_bulks = 0;
+        std::size_t expected_entries = 0;
+        std::string first_problem;
+        for (const auto& bulk : bulks) {
+          std::size_t present = 0;
+          for (const auto& tag : bulk.tags) present += ids_of_tag.count(tag);
+          switch (bulk.fate) {
+            case Fate::ok: {
+              ++ok_bulks;
+              expected_entries += bulk.tags.size();
+              if (bulk.ids.size() != bulk.tags.size()) {
+                ++wrong_ids;
+                if (first_problem.empty()) {
+                  first_problem = "bulk of " + std::to_string(bulk.tags.size()) + " got " +
+                                  std::to_string(bulk.ids.size()) + " IDs";
+                }
+                break;
+              }
+              for (std::size_t i = 0; i < bulk.tags.size(); ++i) {
+                const auto it = ids_of_tag.find(bulk.tags[i]);
+                if (it == ids_of_tag.end() || it->second.front() != bulk.ids[i]) {
                   ++wrong_ids;
                   if (first_problem.empty()) {
-                    first_problem = "bulk of " + std::to_string(bulk.tags.size()) + " got " +
-                                    std::to_string(bulk.ids.size()) + " IDs";
-                  }
-                  break;
-                }
-                for (std::size_t i = 0; i < bulk.tags.size(); ++i) {
-                  const auto it = ids_of_tag.find(bulk.tags[i]);
-                  if (it == ids_of_tag.end() || it->second.front() != bulk.ids[i]) {
-                    ++wrong_ids;
-                    if (first_problem.empty()) {
-                      first_problem =
-                          "entry " + bulk.tags[i] + " was returned ID " + bulk.ids[i] +
-                          " but XRANGE has it at " +
-                          (it == ids_of_tag.end() ? std::string("nothing") : it->second.front());
-                    }
+                    first_problem =
+                        "entry " + bulk.tags[i] + " was returned ID " + bulk.ids[i] +
+                        " but XRANGE has it at " +
+                        (it == ids_of_tag.end() ? std::string("nothing") : it->second.front());
                   }
                 }
-                break;
               }
-              case Fate::dropped:
-                dropped_present += present;
-                break;
-              case Fate::gave_up:
-                ++gave_up_bulks;
-                if (present != 0 && present != bulk.tags.size()) ++partial;
-                expected_entries += present;
-                break;
+              break;
             }
+            case Fate::dropped:
+              dropped_present += present;
+              break;
+            case Fate::gave_up:
+              ++gave_up_bulks;
+              if (present != 0 && present != bulk.tags.size()) ++partial;
+              expected_entries += present;
+              break;
           }
-          EXPECT_EQ(wrong_ids, 0u) << first_problem;
-          EXPECT_EQ(dropped_present, 0u) << "a bulk dropped before it was written ran anyway";
-          EXPECT_EQ(partial, 0u) << "a bulk given up on a live connection ran only in part";
-          EXPECT_EQ(static_cast<std::size_t>(total_entries), expected_entries)
-              << "XLEN does not match the entries of the bulks";
-          EXPECT_EQ(tally.mismatches, 0u) << tally.report();
-          EXPECT_EQ(tally.other_errors, 0u) << tally.report();
-          // The fault happened: many bulks abandoned mid-flight, many succeeded.
-          EXPECT_GE(gave_up_bulks, 50u) << tally.report();
-          EXPECT_GE(ok_bulks, 100u) << tally.report();
+        }
+        EXPECT_EQ(wrong_ids, 0u) << first_problem;
+        EXPECT_EQ(dropped_present, 0u) << "a bulk dropped before it was written ran anyway";
+        EXPECT_EQ(partial, 0u) << "a bulk given up on a live connection ran only in part";
+        EXPECT_EQ(static_cast<std::size_t>(total_entries), expected_entries)
+            << "XLEN does not match the entries of the bulks";
+        EXPECT_EQ(tally.mismatches, 0u) << tally.report();
+        EXPECT_EQ(tally.other_errors, 0u) << tally.report();
+        // The fault happened: many bulks abandoned mid-flight, many succeeded.
+        EXPECT_GE(gave_up_bulks, 50u) << tally.report();
+        EXPECT_GE(ok_bulks, 100u) << tally.report();
 
-          const auto s = client.stats();
-          EXPECT_GT(s.dropped_replies, 0u);
-          EXPECT_EQ(s.disconnects, 0u) << "the connection was dropped (out of sync?)";
-          std::printf("[ F18 ] %zu bulks ok, %zu given up, %lld entries; %s\n", ok_bulks,
-                      gave_up_bulks, static_cast<long long>(total_entries), tally.report().c_str());
-          co_await client.close();
-        }());
-      },
-      60s);
+        const auto s = client.stats();
+        EXPECT_GT(s.dropped_replies, 0u);
+        EXPECT_EQ(s.disconnects, 0u) << "the connection was dropped (out of sync?)";
+        std::printf("[ F18 ] %zu bulks ok, %zu given up, %lld entries; %s\n", ok_bulks,
+                    gave_up_bulks, static_cast<long long>(total_entries), tally.report().c_str());
+        co_await client.close();
+      });
 }
 
 // ---- F19 -------------------------------------------------------------------------------------
@@ -626,52 +609,47 @@ TEST(RedisFault, F19_ClientPauseTimesOutWithoutDesync) {
   RedisAdmin admin;
   auto config = fast_config(redis_url_for_db(0), "f19-pause");
   config.command_timeout = 300ms;  // health_check_timeout stays 3 s: longer than the pause
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          EXPECT_TRUE(co_await client.set("f19:k", "before"));
-          const auto s0 = client.stats();
+  run_with_client(
+      config, 20s, [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        EXPECT_TRUE(co_await client.set("f19:k", "before"));
+        const auto s0 = client.stats();
 
-          admin.ok({"CLIENT", "PAUSE", "1200", "ALL"});
-          const auto t0 = Clock::now();
-          // Three requests written together to the paused server.
-          auto set = client.set("f19:k", "during");
-          auto get = client.get("f19:k");
-          auto echo = client.command("ECHO", "f19:during");
-          std::vector<Outcome> outcomes;
-          outcomes.push_back(co_await outcome(std::move(set)));
-          outcomes.push_back(co_await outcome(std::move(get)));
-          outcomes.push_back(co_await outcome(std::move(echo)));
-          const auto all_failed_after = elapsed_ms(t0);
-          for (const auto& o : outcomes) {
-            EXPECT_TRUE(o.failed) << describe(o);
-            EXPECT_EQ(o.code, ts::make_error_code(errc::request_timeout)) << describe(o);
-            EXPECT_EQ(o.kind, ErrorKind::outcome_unknown) << describe(o);
-          }
-          EXPECT_GE(all_failed_after, 290ms);
-          EXPECT_LE(all_failed_after, 600ms) << "the per-command timeout did not hold";
+        admin.ok({"CLIENT", "PAUSE", "1200", "ALL"});
+        const auto t0 = Clock::now();
+        // Three requests written together to the paused server.
+        auto set = client.set("f19:k", "during");
+        auto get = client.get("f19:k");
+        auto echo = client.command("ECHO", "f19:during");
+        std::vector<Outcome> outcomes;
+        outcomes.push_back(co_await outcome(std::move(set)));
+        outcomes.push_back(co_await outcome(std::move(get)));
+        outcomes.push_back(co_await outcome(std::move(echo)));
+        const auto all_failed_after = elapsed_ms(t0);
+        for (const auto& o : outcomes) {
+          EXPECT_TRUE(o.failed) << describe(o);
+          EXPECT_EQ(o.code, ts::make_error_code(errc::request_timeout)) << describe(o);
+          EXPECT_EQ(o.kind, ErrorKind::outcome_unknown) << describe(o);
+        }
+        EXPECT_GE(all_failed_after, 290ms);
+        EXPECT_LE(all_failed_after, 600ms) << "the per-command timeout did not hold";
 
-          // After the pause their replies arrive and are dropped, in order.
-          EXPECT_TRUE(co_await eventually(
-              [&] { return client.stats().dropped_replies >= s0.dropped_replies + 3; }, 3s))
-              << "dropped replies: " << client.stats().dropped_replies;
-          // The SET ran when the pause ended (it had been sent); the next replies are our own.
-          const auto value = co_await client.get("f19:k");
-          EXPECT_EQ(value.value_or("nil"), "during");
-          for (int i = 0; i < 20; ++i) {
-            const std::string token = "f19:after:" + std::to_string(i);
-            const Reply r = co_await client.command("ECHO", token);
-            EXPECT_EQ(r.as_string(), token);
-          }
-          const auto s = client.stats();
-          EXPECT_EQ(s.disconnects, s0.disconnects) << "the connection was replaced";
-          EXPECT_GE(s.timeouts, s0.timeouts + 3);
-          co_await client.close();
-        }());
-      },
-      20s);
+        // After the pause their replies arrive and are dropped, in order.
+        EXPECT_TRUE(co_await eventually(
+            [&] { return client.stats().dropped_replies >= s0.dropped_replies + 3; }, 3s))
+            << "dropped replies: " << client.stats().dropped_replies;
+        // The SET ran when the pause ended (it had been sent); the next replies are our own.
+        const auto value = co_await client.get("f19:k");
+        EXPECT_EQ(value.value_or("nil"), "during");
+        for (int i = 0; i < 20; ++i) {
+          const std::string token = "f19:after:" + std::to_string(i);
+          const Reply r = co_await client.command("ECHO", token);
+          EXPECT_EQ(r.as_string(), token);
+        }
+        const auto s = client.stats();
+        EXPECT_EQ(s.disconnects, s0.disconnects) << "the connection was replaced";
+        EXPECT_GE(s.timeouts, s0.timeouts + 3);
+        co_await client.close();
+      });
   expect_redis_healthy();
 }
 
@@ -682,38 +660,33 @@ TEST(RedisFault, F19_DebugSleepTimesOutWithoutDesync) {
   TS_SKIP_IF_EXTERNAL();
   auto config = fast_config(redis_url_for_db(0), "f19-sleep");
   config.command_timeout = 300ms;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          EXPECT_TRUE(co_await client.set("f19:sleep", "v1"));
-          const auto s0 = client.stats();
-          const auto t0 = Clock::now();
-          auto sleep = client.command("DEBUG", "SLEEP", "1");
-          auto set = client.set("f19:sleep", "v2");
-          const Outcome o1 = co_await outcome(std::move(sleep));
-          const Outcome o2 = co_await outcome(std::move(set));
-          const auto elapsed = elapsed_ms(t0);
-          EXPECT_EQ(o1.code, ts::make_error_code(errc::request_timeout))
-              << describe(o1) << " (is DEBUG enabled? the binary sets enable-debug-command local)";
-          EXPECT_EQ(o2.code, ts::make_error_code(errc::request_timeout)) << describe(o2);
-          EXPECT_EQ(o2.kind, ErrorKind::outcome_unknown) << describe(o2);
-          EXPECT_GE(elapsed, 290ms);
-          EXPECT_LE(elapsed, 600ms);
+  run_with_client(
+      config, 20s, [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        EXPECT_TRUE(co_await client.set("f19:sleep", "v1"));
+        const auto s0 = client.stats();
+        const auto t0 = Clock::now();
+        auto sleep = client.command("DEBUG", "SLEEP", "1");
+        auto set = client.set("f19:sleep", "v2");
+        const Outcome o1 = co_await outcome(std::move(sleep));
+        const Outcome o2 = co_await outcome(std::move(set));
+        const auto elapsed = elapsed_ms(t0);
+        EXPECT_EQ(o1.code, ts::make_error_code(errc::request_timeout))
+            << describe(o1) << " (is DEBUG enabled? the binary sets enable-debug-command local)";
+        EXPECT_EQ(o2.code, ts::make_error_code(errc::request_timeout)) << describe(o2);
+        EXPECT_EQ(o2.kind, ErrorKind::outcome_unknown) << describe(o2);
+        EXPECT_GE(elapsed, 290ms);
+        EXPECT_LE(elapsed, 600ms);
 
-          EXPECT_TRUE(co_await eventually(
-              [&] { return client.stats().dropped_replies >= s0.dropped_replies + 2; }, 3s));
-          EXPECT_EQ((co_await client.get("f19:sleep")).value_or("nil"), "v2");
-          for (int i = 0; i < 20; ++i) {
-            const std::string token = "f19:woke:" + std::to_string(i);
-            EXPECT_EQ((co_await client.command("ECHO", token)).as_string(), token);
-          }
-          EXPECT_EQ(client.stats().disconnects, s0.disconnects);
-          co_await client.close();
-        }());
-      },
-      20s);
+        EXPECT_TRUE(co_await eventually(
+            [&] { return client.stats().dropped_replies >= s0.dropped_replies + 2; }, 3s));
+        EXPECT_EQ((co_await client.get("f19:sleep")).value_or("nil"), "v2");
+        for (int i = 0; i < 20; ++i) {
+          const std::string token = "f19:woke:" + std::to_string(i);
+          EXPECT_EQ((co_await client.command("ECHO", token)).as_string(), token);
+        }
+        EXPECT_EQ(client.stats().disconnects, s0.disconnects);
+        co_await client.close();
+      });
   expect_redis_healthy();
 }
 
@@ -805,26 +778,21 @@ TEST(RedisFault, F20_FrozenServerDetectedBreakerOpensAndRecovers) {
   ScopeExit resume([&] {
     if (paused) redis.resume();
   });
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          co_await client.ping();
-          co_await frozen_scenario(
-              client, admin,
-              [&] {
-                redis.pause();
-                paused = true;
-              },
-              [&] {
-                redis.resume();
-                paused = false;
-              });
-          co_await client.close();
-        }());
-      },
-      30s);
+  run_with_client(config, 30s,
+                  [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+                    co_await client.ping();
+                    co_await frozen_scenario(
+                        client, admin,
+                        [&] {
+                          redis.pause();
+                          paused = true;
+                        },
+                        [&] {
+                          redis.resume();
+                          paused = false;
+                        });
+                    co_await client.close();
+                  });
   if (paused) {
     redis.resume();
     paused = false;
@@ -840,22 +808,17 @@ TEST(RedisFault, F20_HalfOpenConnectionDetectedBreakerOpensAndRecovers) {
   ScopeExit clear([&] { proxy.clear_faults(); });
   RedisAdmin admin;
   const auto config = f20_config(redis_url_for_port(proxy.port()), "f20-halfopen");
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          co_await client.ping();
-          co_await frozen_scenario(
-              client, admin, [&] { proxy.set_blackhole(true); },
-              [&] {
-                proxy.set_blackhole(false);
-                proxy.cut_all();  // the black-holed connections (the server still has them)
-              });
-          co_await client.close();
-        }());
-      },
-      30s);
+  run_with_client(
+      config, 30s, [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        co_await client.ping();
+        co_await frozen_scenario(
+            client, admin, [&] { proxy.set_blackhole(true); },
+            [&] {
+              proxy.set_blackhole(false);
+              proxy.cut_all();  // the black-holed connections (the server still has them)
+            });
+        co_await client.close();
+      });
 }
 
 // ---- F21 -------------------------------------------------------------------------------------
@@ -935,52 +898,47 @@ TEST(RedisFault, F21_ClientKillReconnectsInBackground) {
   // Kills in quick succession with 8 callers in flight would trip the default breaker (each
   // request lost counts as a failure); that effect has its own test below.
   tolerant_breaker(config);
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          Load load;
-          for (int c = 0; c < 8; ++c) {
-            asio::co_spawn(io, load.caller(client, c, "f21:kill:"), asio::detached);
-          }
-          EXPECT_TRUE(co_await eventually([&] { return load.ok >= 100; }, 5s));
-          constexpr int kKills = 5;
-          for (int k = 1; k <= kKills; ++k) {
-            const auto before = client.stats();
-            EXPECT_EQ(admin.kill_clients("f21-kill"), 1u) << "kill " << k;
-            EXPECT_TRUE(co_await eventually(
-                [&] { return client.stats().disconnects > before.disconnects; }, 3s))
-                << "kill " << k << " went unnoticed";
-            // Issued after the loss was noticed: waits for the reconnect, then succeeds.
-            const Outcome o =
-                co_await outcome([&] { return client.set("f21:kill:after", std::to_string(k)); });
-            EXPECT_FALSE(o.failed) << "kill " << k << ": " << describe(o);
-            EXPECT_LE(o.elapsed, config.command_timeout);
-            EXPECT_EQ((co_await client.get("f21:kill:after")).value_or("nil"), std::to_string(k));
-            EXPECT_TRUE(
-                co_await eventually([&] { return client.stats().connects > before.connects; }, 3s));
-          }
-          const auto ok_before = load.ok;
-          EXPECT_TRUE(co_await eventually([&] { return load.ok >= ok_before + 100; }, 5s));
-          load.stop = true;
-          EXPECT_TRUE(co_await eventually([&] { return load.running == 0; }, 5s));
+  run_with_client(
+      config, 30s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        Load load;
+        for (int c = 0; c < 8; ++c) {
+          asio::co_spawn(io, load.caller(client, c, "f21:kill:"), asio::detached);
+        }
+        EXPECT_TRUE(co_await eventually([&] { return load.ok >= 100; }, 5s));
+        constexpr int kKills = 5;
+        for (int k = 1; k <= kKills; ++k) {
+          const auto before = client.stats();
+          EXPECT_EQ(admin.kill_clients("f21-kill"), 1u) << "kill " << k;
+          EXPECT_TRUE(co_await eventually(
+              [&] { return client.stats().disconnects > before.disconnects; }, 3s))
+              << "kill " << k << " went unnoticed";
+          // Issued after the loss was noticed: waits for the reconnect, then succeeds.
+          const Outcome o =
+              co_await outcome([&] { return client.set("f21:kill:after", std::to_string(k)); });
+          EXPECT_FALSE(o.failed) << "kill " << k << ": " << describe(o);
+          EXPECT_LE(o.elapsed, config.command_timeout);
+          EXPECT_EQ((co_await client.get("f21:kill:after")).value_or("nil"), std::to_string(k));
+          EXPECT_TRUE(
+              co_await eventually([&] { return client.stats().connects > before.connects; }, 3s));
+        }
+        const auto ok_before = load.ok;
+        EXPECT_TRUE(co_await eventually([&] { return load.ok >= ok_before + 100; }, 5s));
+        load.stop = true;
+        EXPECT_TRUE(co_await eventually([&] { return load.running == 0; }, 5s));
 
-          EXPECT_EQ(load.mismatches, 0u) << load.report();
-          EXPECT_EQ(load.unexpected_errors(), 0u)
-              << "errors beyond the requests in flight at the kill reached callers: "
-              << load.report();
-          const auto s = client.stats();
-          EXPECT_EQ(s.disconnects, static_cast<std::uint64_t>(kKills));
-          EXPECT_EQ(s.connects, static_cast<std::uint64_t>(kKills + 1))
-              << "one reconnect per kill expected (no storm)";
-          EXPECT_EQ(s.connect_failures, 0u);
-          EXPECT_EQ(admin.count_clients("f21-kill"), 1u);
-          std::printf("[ F21 ] kills: %s\n", load.report().c_str());
-          co_await client.close();
-        }());
-      },
-      30s);
+        EXPECT_EQ(load.mismatches, 0u) << load.report();
+        EXPECT_EQ(load.unexpected_errors(), 0u)
+            << "errors beyond the requests in flight at the kill reached callers: "
+            << load.report();
+        const auto s = client.stats();
+        EXPECT_EQ(s.disconnects, static_cast<std::uint64_t>(kKills));
+        EXPECT_EQ(s.connects, static_cast<std::uint64_t>(kKills + 1))
+            << "one reconnect per kill expected (no storm)";
+        EXPECT_EQ(s.connect_failures, 0u);
+        EXPECT_EQ(admin.count_clients("f21-kill"), 1u);
+        std::printf("[ F21 ] kills: %s\n", load.report().c_str());
+        co_await client.close();
+      });
 }
 
 // One CLIENT KILL while 12 requests are in flight (SETs held by CLIENT PAUSE WRITE), with the
@@ -992,55 +950,50 @@ TEST(RedisFault, F21_KillWithManyInFlightDoesNotFailLaterCalls) {
   TS_SKIP_IF_EXTERNAL();
   RedisAdmin admin;
   const auto config = fast_config(redis_url_for_db(0), "f21-inflight");  // default breaker
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          for (int i = 0; i < 50; ++i) co_await client.ping();  // a healthy history
-          bool paused = true;
-          admin.ok({"CLIENT", "PAUSE", "3000", "WRITE"});
-          ScopeExit unpause([&] {
-            if (paused) admin.ok({"CLIENT", "UNPAUSE"});
-          });
-          std::vector<asio::awaitable<bool>> writes;
-          for (int i = 0; i < 12; ++i) {
-            writes.push_back(client.set("f21:inflight:" + std::to_string(i), "v"));
-          }
-          EXPECT_TRUE(co_await eventually([&] { return client.stats().in_flight == 12; }, 2s));
-          EXPECT_TRUE(co_await eventually(
-              [&] {
-                for (auto& c : admin.clients_named("f21-inflight")) {
-                  if (c["cmd"] == "set") return true;
-                }
-                return false;
-              },
-              2s))
-              << "the SETs never reached the paused server";
-          EXPECT_EQ(admin.kill_clients("f21-inflight"), 1u);
-          admin.ok({"CLIENT", "UNPAUSE"});
-          paused = false;
-          for (auto& write : writes) {
-            const Outcome o = co_await outcome(std::move(write));
-            EXPECT_EQ(o.code, ts::make_error_code(errc::connection_lost)) << describe(o);
-            EXPECT_EQ(o.kind, ErrorKind::outcome_unknown) << describe(o);
-          }
-          EXPECT_TRUE(co_await eventually([&] { return client.stats().disconnects == 1; }, 2s));
-          const Outcome after =
-              co_await outcome([&] { return client.set("f21:inflight:after", "v"); });
-          EXPECT_FALSE(after.failed)
-              << "a call issued after the reconnect failed: " << describe(after);
-          EXPECT_EQ(client.stats().breaker, CircuitState::closed)
-              << "one connection loss with 12 requests in flight opened the breaker";
-          const bool served = co_await eventually_async(
-              [&]() -> asio::awaitable<bool> {
-                co_return !(co_await outcome([&] { return client.ping(); })).failed;
-              },
-              5s, 50ms);
-          EXPECT_TRUE(served);
-        }());
-      },
-      20s);
+  run_with_client(
+      config, 20s, [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        for (int i = 0; i < 50; ++i) co_await client.ping();  // a healthy history
+        bool paused = true;
+        admin.ok({"CLIENT", "PAUSE", "3000", "WRITE"});
+        ScopeExit unpause([&] {
+          if (paused) admin.ok({"CLIENT", "UNPAUSE"});
+        });
+        std::vector<asio::awaitable<bool>> writes;
+        for (int i = 0; i < 12; ++i) {
+          writes.push_back(client.set("f21:inflight:" + std::to_string(i), "v"));
+        }
+        EXPECT_TRUE(co_await eventually([&] { return client.stats().in_flight == 12; }, 2s));
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              for (auto& c : admin.clients_named("f21-inflight")) {
+                if (c["cmd"] == "set") return true;
+              }
+              return false;
+            },
+            2s))
+            << "the SETs never reached the paused server";
+        EXPECT_EQ(admin.kill_clients("f21-inflight"), 1u);
+        admin.ok({"CLIENT", "UNPAUSE"});
+        paused = false;
+        for (auto& write : writes) {
+          const Outcome o = co_await outcome(std::move(write));
+          EXPECT_EQ(o.code, ts::make_error_code(errc::connection_lost)) << describe(o);
+          EXPECT_EQ(o.kind, ErrorKind::outcome_unknown) << describe(o);
+        }
+        EXPECT_TRUE(co_await eventually([&] { return client.stats().disconnects == 1; }, 2s));
+        const Outcome after =
+            co_await outcome([&] { return client.set("f21:inflight:after", "v"); });
+        EXPECT_FALSE(after.failed)
+            << "a call issued after the reconnect failed: " << describe(after);
+        EXPECT_EQ(client.stats().breaker, CircuitState::closed)
+            << "one connection loss with 12 requests in flight opened the breaker";
+        const bool served = co_await eventually_async(
+            [&]() -> asio::awaitable<bool> {
+              co_return !(co_await outcome([&] { return client.ping(); })).failed;
+            },
+            5s, 50ms);
+        EXPECT_TRUE(served);
+      });
 }
 
 // Server restart (SIGTERM, start again on the same port) under load, the client running on
@@ -1057,38 +1010,34 @@ TEST(RedisFault, F21_ServerRestartReconnectsInBackground) {
   std::atomic<bool> restarted{false};
   ts::testing::fault::QuietRedisLog quiet;
   BackgroundLoop loop(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          Load load;
-          for (int c = 0; c < 8; ++c) {
-            asio::co_spawn(io, load.caller(client, c, "f21:restart:"), asio::detached);
-          }
-          EXPECT_TRUE(co_await eventually([&] { return load.ok >= 100; }, 5s));
-          ready = true;
-          EXPECT_TRUE(co_await eventually([&] { return restarted.load(); }, 30s, 10ms));
-          load.marked = true;
-          EXPECT_TRUE(co_await eventually([&] { return load.ok_after_mark >= 100; }, 10s))
-              << load.report();
-          load.stop = true;
-          EXPECT_TRUE(co_await eventually([&] { return load.running == 0; }, 10s));
-          EXPECT_EQ(load.mismatches, 0u) << load.report();
-          EXPECT_EQ(load.unexpected_errors(), 0u)
-              << "errors beyond the requests in flight at the restart reached callers: "
-              << load.report();
-          const auto s = client.stats();
-          EXPECT_GE(s.disconnects, 1u);
-          EXPECT_EQ(s.connects, s.disconnects + 1);
-          // A restart of well under 2 s with backoff 10 ms .. 200 ms: a few dozen attempts at
-          // most, never a tight loop.
-          EXPECT_LE(s.connect_failures, 40u) << "reconnect storm";
-          std::printf("[ F21 ] restart: %s; %llu failed reconnect attempts\n",
-                      load.report().c_str(), static_cast<unsigned long long>(s.connect_failures));
-          co_await client.close();
-        }());
-      },
-      40s);
+      40s,
+      with_client(config, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        Load load;
+        for (int c = 0; c < 8; ++c) {
+          asio::co_spawn(io, load.caller(client, c, "f21:restart:"), asio::detached);
+        }
+        EXPECT_TRUE(co_await eventually([&] { return load.ok >= 100; }, 5s));
+        ready = true;
+        EXPECT_TRUE(co_await eventually([&] { return restarted.load(); }, 30s, 10ms));
+        load.marked = true;
+        EXPECT_TRUE(co_await eventually([&] { return load.ok_after_mark >= 100; }, 10s))
+            << load.report();
+        load.stop = true;
+        EXPECT_TRUE(co_await eventually([&] { return load.running == 0; }, 10s));
+        EXPECT_EQ(load.mismatches, 0u) << load.report();
+        EXPECT_EQ(load.unexpected_errors(), 0u)
+            << "errors beyond the requests in flight at the restart reached callers: "
+            << load.report();
+        const auto s = client.stats();
+        EXPECT_GE(s.disconnects, 1u);
+        EXPECT_EQ(s.connects, s.disconnects + 1);
+        // A restart of well under 2 s with backoff 10 ms .. 200 ms: a few dozen attempts at
+        // most, never a tight loop.
+        EXPECT_LE(s.connect_failures, 40u) << "reconnect storm";
+        std::printf("[ F21 ] restart: %s; %llu failed reconnect attempts\n", load.report().c_str(),
+                    static_cast<unsigned long long>(s.connect_failures));
+        co_await client.close();
+      }));
   const bool became_ready =
       ts::testing::poll_until([&] { return ready.load() || loop.done(); }, 10s);
   EXPECT_TRUE(became_ready && ready.load());
@@ -1144,57 +1093,53 @@ TEST(RedisFault, F21_LoadingIsTransient) {
     bool correct = false;
   };
   std::vector<Get> gets;  // touched by the loop thread only until it is joined
-  LogCapture logs;
+  LogCapture logs("redis");
   BackgroundLoop loop(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          EXPECT_EQ((co_await client.get("f21:load:7")).value_or("nil"), "v7");
-          ready = true;
-          // A GET every 20 ms until the server is back and one issued after it succeeded, each
-          // with its own coroutine (they overlap while the server is away).
-          int spawned = 0;
-          int done = 0;
-          std::mt19937 rng(21);
-          std::uniform_int_distribution<int> key_of(0, kKeys - 1);
-          std::optional<std::size_t> first_after_restart;
-          const auto t_start = Clock::now();
-          for (;;) {
-            if (restarted && !first_after_restart) first_after_restart = gets.size();
-            // Done once a GET issued after the restart completed and nothing is outstanding.
-            if (first_after_restart && gets.size() > *first_after_restart && done == spawned) break;
-            if (Clock::now() - t_start > 25s) break;  // the checks below fail
-            const int k = key_of(rng);
-            gets.push_back({Clock::now(), {}, false});
-            const std::size_t index = gets.size() - 1;
-            ++spawned;
-            asio::co_spawn(
-                io,
-                [&, k, index]() -> asio::awaitable<void> {
-                  const auto start = Clock::now();
-                  std::exception_ptr error;
-                  std::optional<std::string> value;
-                  try {
-                    value = co_await client.get("f21:load:" + std::to_string(k));
-                  } catch (...) {
-                    error = std::current_exception();
-                  }
-                  gets[index].result = ts::testing::fault::outcome_of(error, start);
-                  gets[index].correct = !error && value == "v" + std::to_string(k);
-                  ++done;
-                },
-                asio::detached);
-            co_await pause_for(20ms);
-          }
-          EXPECT_TRUE(co_await eventually([&] { return done == spawned; }, 15s));
-          const auto s = client.stats();
-          EXPECT_GE(s.disconnects, 1u);
-          EXPECT_GE(s.connect_failures, 1u) << "the client never met the loading server";
-          co_await client.close();
-        }());
-      },
-      60s);
+      60s,
+      with_client(config, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        EXPECT_EQ((co_await client.get("f21:load:7")).value_or("nil"), "v7");
+        ready = true;
+        // A GET every 20 ms until the server is back and one issued after it succeeded, each
+        // with its own coroutine (they overlap while the server is away).
+        int spawned = 0;
+        int done = 0;
+        std::mt19937 rng(21);
+        std::uniform_int_distribution<int> key_of(0, kKeys - 1);
+        std::optional<std::size_t> first_after_restart;
+        const auto t_start = Clock::now();
+        for (;;) {
+          if (restarted && !first_after_restart) first_after_restart = gets.size();
+          // Done once a GET issued after the restart completed and nothing is outstanding.
+          if (first_after_restart && gets.size() > *first_after_restart && done == spawned) break;
+          if (Clock::now() - t_start > 25s) break;  // the checks below fail
+          const int k = key_of(rng);
+          gets.push_back({Clock::now(), {}, false});
+          const std::size_t index = gets.size() - 1;
+          ++spawned;
+          asio::co_spawn(
+              io,
+              [&, k, index]() -> asio::awaitable<void> {
+                const auto start = Clock::now();
+                std::exception_ptr error;
+                std::optional<std::string> value;
+                try {
+                  value = co_await client.get("f21:load:" + std::to_string(k));
+                } catch (...) {
+                  error = std::current_exception();
+                }
+                gets[index].result = ts::testing::outcome_of(error, start);
+                gets[index].correct = !error && value == "v" + std::to_string(k);
+                ++done;
+              },
+              asio::detached);
+          co_await pause_for(20ms);
+        }
+        EXPECT_TRUE(co_await eventually([&] { return done == spawned; }, 15s));
+        const auto s = client.stats();
+        EXPECT_GE(s.disconnects, 1u);
+        EXPECT_GE(s.connect_failures, 1u) << "the client never met the loading server";
+        co_await client.close();
+      }));
   const bool became_ready =
       ts::testing::poll_until([&] { return ready.load() || loop.done(); }, 10s);
   EXPECT_TRUE(became_ready && ready.load());

@@ -56,21 +56,22 @@ using ts::redis::Reply;
 using ts::redis::StreamConsumer;
 using ts::redis::StreamConsumerConfig;
 using ts::redis::StreamEntry;
+using ts::testing::describe;
 using ts::testing::Direction;
+using ts::testing::elapsed_ms;
 using ts::testing::FaultProxy;
+using ts::testing::open_descriptors;
+using ts::testing::Outcome;
+using ts::testing::outcome;
+using ts::testing::pause_for;
 using ts::testing::Servers;
 using ts::testing::fault::closing;
-using ts::testing::fault::describe;
-using ts::testing::fault::elapsed_ms;
 using ts::testing::fault::eventually;
 using ts::testing::fault::fast_config;
-using ts::testing::fault::open_descriptors;
-using ts::testing::fault::Outcome;
-using ts::testing::fault::outcome;
-using ts::testing::fault::pause_for;
 using ts::testing::fault::redis_url_for_db;
 using ts::testing::fault::redis_url_for_port;
 using ts::testing::fault::RedisAdmin;
+using ts::testing::fault::run_with_client;
 using ts::testing::fault::ScopedConfig;
 using ts::testing::fault::ScopeExit;
 
@@ -137,6 +138,16 @@ struct Running {
   }
 };
 
+/// Consumer `consumer` of the group "g" of `stream`, reading new entries with BLOCK `block`.
+StreamConsumerConfig consumer_config(std::string stream, std::string consumer, milliseconds block) {
+  StreamConsumerConfig cc;
+  cc.stream = std::move(stream);
+  cc.group = "g";
+  cc.consumer = std::move(consumer);
+  cc.block = block;
+  return cc;
+}
+
 std::vector<FieldView> fields_of(const std::vector<std::pair<std::string, std::string>>& pairs) {
   std::vector<FieldView> out;
   for (const auto& [k, v] : pairs) out.emplace_back(k, v);
@@ -153,90 +164,85 @@ TEST(RedisFault, F22_BlockLongerThanCommandTimeoutIsNoTimeout) {
   RedisAdmin admin;
   auto config = fast_config(redis_url_for_db(0), "f22");
   config.command_timeout = 200ms;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          (void)co_await client.del("f22:s");
-          EXPECT_TRUE(co_await client.xgroup_create("f22:s", "g", "$", true));
-          ReadGroupOptions options;
-          options.count = 10;
-          options.block = 1000ms;
+  run_with_client(
+      config, 20s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        (void)co_await client.del("f22:s");
+        EXPECT_TRUE(co_await client.xgroup_create("f22:s", "g", "$", true));
+        ReadGroupOptions options;
+        options.count = 10;
+        options.block = 1000ms;
 
-          // Nothing arrives: empty after the block, no timeout.
-          auto t0 = Clock::now();
-          const Outcome empty =
-              co_await outcome([&] { return client.xreadgroup("g", "c1", "f22:s", ">", options); });
-          EXPECT_FALSE(empty.failed) << describe(empty);
-          EXPECT_GE(empty.elapsed, 950ms) << describe(empty);
-          EXPECT_LE(empty.elapsed, 1000ms + 200ms + 300ms) << describe(empty);
-          const auto again = co_await client.xreadgroup("g", "c1", "f22:s", ">", [] {
-            ReadGroupOptions o;
-            o.block = 300ms;
-            return o;
-          }());
-          EXPECT_TRUE(again.empty());
-
-          // An entry added while the read blocks, well after the command timeout.
-          options.block = 1500ms;
-          bool done = false;
-          std::optional<std::vector<StreamEntry>> got;
-          Outcome read;
-          t0 = Clock::now();
-          asio::co_spawn(
-              io,
-              [&]() -> asio::awaitable<void> {
-                std::exception_ptr error;
-                try {
-                  got = co_await client.xreadgroup("g", "c1", "f22:s", ">", options);
-                } catch (...) {
-                  error = std::current_exception();
-                }
-                read = ts::testing::fault::outcome_of(error, t0);
-                done = true;
-              },
-              asio::detached);
-          const bool blocked = co_await eventually(
-              [&] {
-                for (auto& c : admin.clients_named("f22")) {
-                  if (c["cmd"] == "xreadgroup" && c["flags"].find('b') != std::string::npos) {
-                    return true;
-                  }
-                }
-                return false;
-              },
-              2s, 10ms);
-          EXPECT_TRUE(blocked) << "the server never showed the read as blocked";
-          co_await pause_for(400ms);  // past the command timeout, inside the block
-          EXPECT_FALSE(done) << "the blocked read ended early: " << describe(read);
-          const std::vector<std::pair<std::string, std::string>> data{{"n", "1"}};
-          const auto fields = fields_of(data);
-          const std::string id = co_await client.xadd("f22:s", fields);
-          EXPECT_TRUE(co_await eventually([&] { return done; }, 3s));
-          EXPECT_FALSE(read.failed) << describe(read);
-          EXPECT_GE(read.elapsed, 400ms);
-          EXPECT_LT(read.elapsed, 1500ms) << "the entry did not wake the read";
-          EXPECT_TRUE(got && got->size() == 1u) << "expected the one entry added during the block";
-          if (got && got->size() == 1u) {
-            EXPECT_EQ(got->front().id, id);
-            const std::string* n = got->front().field("n");
-            EXPECT_EQ(n ? *n : "none", "1");
-          }
-
-          // BLPOP blocking 800 ms through blocking_command: nil after the block, no timeout.
-          const Outcome blpop = co_await outcome(
-              [&] { return client.blocking_command(800ms, "BLPOP", "f22:list", "0.8"); });
-          EXPECT_FALSE(blpop.failed) << describe(blpop);
-          EXPECT_GE(blpop.elapsed, 750ms);
-
-          const auto s = client.stats();
-          EXPECT_EQ(s.timeouts, 0u) << "spurious timeouts";
-          EXPECT_EQ(s.failures, 0u);
-          co_await client.close();
+        // Nothing arrives: empty after the block, no timeout.
+        auto t0 = Clock::now();
+        const Outcome empty =
+            co_await outcome([&] { return client.xreadgroup("g", "c1", "f22:s", ">", options); });
+        EXPECT_FALSE(empty.failed) << describe(empty);
+        EXPECT_GE(empty.elapsed, 950ms) << describe(empty);
+        EXPECT_LE(empty.elapsed, 1000ms + 200ms + 300ms) << describe(empty);
+        const auto again = co_await client.xreadgroup("g", "c1", "f22:s", ">", [] {
+          ReadGroupOptions o;
+          o.block = 300ms;
+          return o;
         }());
-      },
-      20s);
+        EXPECT_TRUE(again.empty());
+
+        // An entry added while the read blocks, well after the command timeout.
+        options.block = 1500ms;
+        bool done = false;
+        std::optional<std::vector<StreamEntry>> got;
+        Outcome read;
+        t0 = Clock::now();
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+              std::exception_ptr error;
+              try {
+                got = co_await client.xreadgroup("g", "c1", "f22:s", ">", options);
+              } catch (...) {
+                error = std::current_exception();
+              }
+              read = ts::testing::outcome_of(error, t0);
+              done = true;
+            },
+            asio::detached);
+        const bool blocked = co_await eventually(
+            [&] {
+              for (auto& c : admin.clients_named("f22")) {
+                if (c["cmd"] == "xreadgroup" && c["flags"].find('b') != std::string::npos) {
+                  return true;
+                }
+              }
+              return false;
+            },
+            2s, 10ms);
+        EXPECT_TRUE(blocked) << "the server never showed the read as blocked";
+        co_await pause_for(400ms);  // past the command timeout, inside the block
+        EXPECT_FALSE(done) << "the blocked read ended early: " << describe(read);
+        const std::vector<std::pair<std::string, std::string>> data{{"n", "1"}};
+        const auto fields = fields_of(data);
+        const std::string id = co_await client.xadd("f22:s", fields);
+        EXPECT_TRUE(co_await eventually([&] { return done; }, 3s));
+        EXPECT_FALSE(read.failed) << describe(read);
+        EXPECT_GE(read.elapsed, 400ms);
+        EXPECT_LT(read.elapsed, 1500ms) << "the entry did not wake the read";
+        EXPECT_TRUE(got && got->size() == 1u) << "expected the one entry added during the block";
+        if (got && got->size() == 1u) {
+          EXPECT_EQ(got->front().id, id);
+          const std::string* n = got->front().field("n");
+          EXPECT_EQ(n ? *n : "none", "1");
+        }
+
+        // BLPOP blocking 800 ms through blocking_command: nil after the block, no timeout.
+        const Outcome blpop = co_await outcome(
+            [&] { return client.blocking_command(800ms, "BLPOP", "f22:list", "0.8"); });
+        EXPECT_FALSE(blpop.failed) << describe(blpop);
+        EXPECT_GE(blpop.elapsed, 750ms);
+
+        const auto s = client.stats();
+        EXPECT_EQ(s.timeouts, 0u) << "spurious timeouts";
+        EXPECT_EQ(s.failures, 0u);
+        co_await client.close();
+      });
 }
 
 // ---- F23 -------------------------------------------------------------------------------------
@@ -390,12 +396,8 @@ TEST(RedisFault, F24_CutMidBatchRetriedHasNoDuplicateEffect) {
           // The idempotent sink.
           std::map<std::string, int> deliveries;
           int effects = 0;
-          StreamConsumerConfig cc;
-          cc.stream = "f24:s";
-          cc.group = "g";
-          cc.consumer = "c1";
+          StreamConsumerConfig cc = consumer_config("f24:s", "c1", 100ms);
           cc.batch = 50;
-          cc.block = 100ms;
           StreamConsumer consumer(sink, cc, [&](const StreamEntry& entry) -> asio::awaitable<void> {
             const std::string* key = entry.field("dedup");
             if (key == nullptr) throw std::runtime_error("entry without a dedup key");
@@ -534,37 +536,33 @@ TEST(RedisFault, F25_NoAuthFailsStartAtOnce) {
 TEST(RedisFault, F25_OutOfMemoryFailsFastDistinctly) {
   TS_SKIP_IF_EXTERNAL();
   RedisAdmin admin;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), f25_config(redis_url_for_db(0), "f25-oom"));
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          EXPECT_TRUE(co_await client.set("f25:oom:before", "v"));
-          {
-            ScopedConfig policy(admin, "maxmemory-policy", "noeviction");
-            ScopedConfig memory(admin, "maxmemory", "1");
-            const auto rejected0 = command_stat(admin, "set", "rejected_calls");
-            const auto s0 = client.stats();
-            const Outcome o = co_await outcome([&] { return client.set("f25:oom", "v"); });
-            expect_permanent(o, "OOM", RedisErrorClass::out_of_memory);
-            const auto s1 = client.stats();
-            EXPECT_EQ(s1.commands, s0.commands + 1) << "retried";
-            EXPECT_EQ(s1.replies, s0.replies + 1);
-            EXPECT_EQ(command_stat(admin, "set", "rejected_calls") - rejected0, 1)
-                << "the server saw the SET more than once";
-            for (int i = 0; i < 20; ++i) {
-              const Outcome again = co_await outcome([&] { return client.set("f25:oom", "v"); });
-              EXPECT_EQ(again.server_code, "OOM") << describe(again);
-            }
-            EXPECT_EQ(client.stats().breaker, CircuitState::closed)
-                << "permanent errors opened the breaker";
-            EXPECT_EQ((co_await client.get("f25:oom:before")).value_or("nil"), "v");
+  run_with_client(
+      f25_config(redis_url_for_db(0), "f25-oom"), 20s,
+      [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        EXPECT_TRUE(co_await client.set("f25:oom:before", "v"));
+        {
+          ScopedConfig policy(admin, "maxmemory-policy", "noeviction");
+          ScopedConfig memory(admin, "maxmemory", "1");
+          const auto rejected0 = command_stat(admin, "set", "rejected_calls");
+          const auto s0 = client.stats();
+          const Outcome o = co_await outcome([&] { return client.set("f25:oom", "v"); });
+          expect_permanent(o, "OOM", RedisErrorClass::out_of_memory);
+          const auto s1 = client.stats();
+          EXPECT_EQ(s1.commands, s0.commands + 1) << "retried";
+          EXPECT_EQ(s1.replies, s0.replies + 1);
+          EXPECT_EQ(command_stat(admin, "set", "rejected_calls") - rejected0, 1)
+              << "the server saw the SET more than once";
+          for (int i = 0; i < 20; ++i) {
+            const Outcome again = co_await outcome([&] { return client.set("f25:oom", "v"); });
+            EXPECT_EQ(again.server_code, "OOM") << describe(again);
           }
-          EXPECT_TRUE(co_await client.set("f25:oom", "after")) << "maxmemory not restored";
-          co_await client.close();
-        }());
-      },
-      20s);
+          EXPECT_EQ(client.stats().breaker, CircuitState::closed)
+              << "permanent errors opened the breaker";
+          EXPECT_EQ((co_await client.get("f25:oom:before")).value_or("nil"), "v");
+        }
+        EXPECT_TRUE(co_await client.set("f25:oom", "after")) << "maxmemory not restored";
+        co_await client.close();
+      });
 }
 
 // READONLY (the server made a replica of a master that does not exist): a write fails once,
@@ -573,32 +571,28 @@ TEST(RedisFault, F25_ReadOnlyReplicaFailsFastDistinctly) {
   TS_SKIP_IF_EXTERNAL();
   RedisAdmin admin;
   const std::uint16_t nowhere = ts::testing::free_loopback_port();
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), f25_config(redis_url_for_db(0), "f25-readonly"));
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          EXPECT_TRUE(co_await client.set("f25:ro", "v"));
-          {
-            admin.ok({"REPLICAOF", "127.0.0.1", std::to_string(nowhere)});
-            ScopeExit master([&] { admin.ok({"REPLICAOF", "NO", "ONE"}); });
-            const auto rejected0 = command_stat(admin, "set", "rejected_calls");
-            const auto s0 = client.stats();
-            const Outcome o = co_await outcome([&] { return client.set("f25:ro", "w"); });
-            expect_permanent(o, "READONLY", RedisErrorClass::read_only);
-            EXPECT_NE(ts::redis_error_class(o.server_code), RedisErrorClass::out_of_memory);
-            EXPECT_EQ(client.stats().commands, s0.commands + 1) << "retried";
-            EXPECT_EQ(command_stat(admin, "set", "rejected_calls") - rejected0, 1);
-            for (int i = 0; i < 20; ++i)
-              (void)co_await outcome([&] { return client.set("f25:ro", "w"); });
-            EXPECT_EQ(client.stats().breaker, CircuitState::closed);
-            EXPECT_EQ((co_await client.get("f25:ro")).value_or("nil"), "v");
-          }
-          EXPECT_TRUE(co_await client.set("f25:ro", "after")) << "still a replica";
-          co_await client.close();
-        }());
-      },
-      20s);
+  run_with_client(f25_config(redis_url_for_db(0), "f25-readonly"), 20s,
+                  [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+                    EXPECT_TRUE(co_await client.set("f25:ro", "v"));
+                    {
+                      admin.ok({"REPLICAOF", "127.0.0.1", std::to_string(nowhere)});
+                      ScopeExit master([&] { admin.ok({"REPLICAOF", "NO", "ONE"}); });
+                      const auto rejected0 = command_stat(admin, "set", "rejected_calls");
+                      const auto s0 = client.stats();
+                      const Outcome o = co_await outcome([&] { return client.set("f25:ro", "w"); });
+                      expect_permanent(o, "READONLY", RedisErrorClass::read_only);
+                      EXPECT_NE(ts::redis_error_class(o.server_code),
+                                RedisErrorClass::out_of_memory);
+                      EXPECT_EQ(client.stats().commands, s0.commands + 1) << "retried";
+                      EXPECT_EQ(command_stat(admin, "set", "rejected_calls") - rejected0, 1);
+                      for (int i = 0; i < 20; ++i)
+                        (void)co_await outcome([&] { return client.set("f25:ro", "w"); });
+                      EXPECT_EQ(client.stats().breaker, CircuitState::closed);
+                      EXPECT_EQ((co_await client.get("f25:ro")).value_or("nil"), "v");
+                    }
+                    EXPECT_TRUE(co_await client.set("f25:ro", "after")) << "still a replica";
+                    co_await client.close();
+                  });
 }
 
 // WRONGTYPE: permanent, class wrong_type, the command ran once (failed_calls), for a plain
@@ -606,32 +600,26 @@ TEST(RedisFault, F25_ReadOnlyReplicaFailsFastDistinctly) {
 TEST(RedisFault, F25_WrongTypeFailsFastDistinctly) {
   TS_SKIP_IF_EXTERNAL();
   RedisAdmin admin;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), f25_config(redis_url_for_db(0), "f25-wrongtype"));
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          EXPECT_TRUE(co_await client.set("f25:str", "v"));
-          const auto failed0 = command_stat(admin, "lpush", "failed_calls");
-          const auto s0 = client.stats();
-          const Outcome o =
-              co_await outcome([&] { return client.command("LPUSH", "f25:str", "x"); });
-          expect_permanent(o, "WRONGTYPE", RedisErrorClass::wrong_type);
-          EXPECT_EQ(client.stats().commands, s0.commands + 1);
-          EXPECT_EQ(command_stat(admin, "lpush", "failed_calls") - failed0, 1);
+  run_with_client(
+      f25_config(redis_url_for_db(0), "f25-wrongtype"), 20s,
+      [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        EXPECT_TRUE(co_await client.set("f25:str", "v"));
+        const auto failed0 = command_stat(admin, "lpush", "failed_calls");
+        const auto s0 = client.stats();
+        const Outcome o = co_await outcome([&] { return client.command("LPUSH", "f25:str", "x"); });
+        expect_permanent(o, "WRONGTYPE", RedisErrorClass::wrong_type);
+        EXPECT_EQ(client.stats().commands, s0.commands + 1);
+        EXPECT_EQ(command_stat(admin, "lpush", "failed_calls") - failed0, 1);
 
-          const std::vector<std::vector<FieldView>> entries{{{"a", "1"}}, {{"b", "2"}}};
-          const Outcome bulk =
-              co_await outcome([&] { return client.xadd_bulk("f25:str", entries); });
-          expect_permanent(bulk, "WRONGTYPE", RedisErrorClass::wrong_type);
-          for (int i = 0; i < 20; ++i)
-            (void)co_await outcome([&] { return client.command("LPUSH", "f25:str", "x"); });
-          EXPECT_EQ(client.stats().breaker, CircuitState::closed);
-          EXPECT_EQ((co_await client.get("f25:str")).value_or("nil"), "v");
-          co_await client.close();
-        }());
-      },
-      20s);
+        const std::vector<std::vector<FieldView>> entries{{{"a", "1"}}, {{"b", "2"}}};
+        const Outcome bulk = co_await outcome([&] { return client.xadd_bulk("f25:str", entries); });
+        expect_permanent(bulk, "WRONGTYPE", RedisErrorClass::wrong_type);
+        for (int i = 0; i < 20; ++i)
+          (void)co_await outcome([&] { return client.command("LPUSH", "f25:str", "x"); });
+        EXPECT_EQ(client.stats().breaker, CircuitState::closed);
+        EXPECT_EQ((co_await client.get("f25:str")).value_or("nil"), "v");
+        co_await client.close();
+      });
 }
 
 // ---- F28 -------------------------------------------------------------------------------------
@@ -641,77 +629,68 @@ TEST(RedisFault, F25_WrongTypeFailsFastDistinctly) {
 // good messages are processed once each; nothing stays pending, and it is not delivered again.
 TEST(RedisFault, F28_PoisonMessageIsDeadLettered) {
   TS_SKIP_IF_EXTERNAL();
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), fast_config(redis_url_for_db(0), "f28"));
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          const std::array<std::string_view, 2> old_keys{"f28:s", "f28:s:dead"};
-          (void)co_await client.del(old_keys);
-          std::vector<std::string> good_ids;
-          std::string poison_id;
-          for (int i = 0; i < 6; ++i) {
-            const bool poison = i == 2;
-            const std::vector<std::pair<std::string, std::string>> data{
-                {"kind", poison ? "poison" : "good"}, {"n", std::to_string(i)}};
-            const std::string id = co_await client.xadd("f28:s", fields_of(data));
-            (poison ? poison_id : good_ids.emplace_back()) = id;
+  run_with_client(
+      fast_config(redis_url_for_db(0), "f28"), 20s,
+      [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        const std::array<std::string_view, 2> old_keys{"f28:s", "f28:s:dead"};
+        (void)co_await client.del(old_keys);
+        std::vector<std::string> good_ids;
+        std::string poison_id;
+        for (int i = 0; i < 6; ++i) {
+          const bool poison = i == 2;
+          const std::vector<std::pair<std::string, std::string>> data{
+              {"kind", poison ? "poison" : "good"}, {"n", std::to_string(i)}};
+          const std::string id = co_await client.xadd("f28:s", fields_of(data));
+          (poison ? poison_id : good_ids.emplace_back()) = id;
+        }
+
+        StreamConsumerConfig cc = consumer_config("f28:s", "c1", 50ms);
+        cc.claim_interval = 100ms;
+        cc.claim_min_idle = 60s;
+        cc.max_deliveries = 3;
+        int poison_calls = 0;
+        std::map<std::string, int> handled;
+        StreamConsumer consumer(client, cc, [&](const StreamEntry& entry) -> asio::awaitable<void> {
+          const std::string* kind = entry.field("kind");
+          if (kind != nullptr && *kind == "poison") {
+            ++poison_calls;
+            throw std::runtime_error("poison message");
           }
+          ++handled[entry.id];
+          co_return;
+        });
+        Running running;
+        running.start(io, consumer);
+        EXPECT_TRUE(co_await eventually(
+            [&] { return consumer.stats().dead_lettered == 1 && handled.size() == 5; }, 5s))
+            << "dead-lettered " << consumer.stats().dead_lettered << ", poison handled "
+            << poison_calls << " times";
+        // A few more claim intervals: the poison message must not come back (a negative check
+        // needs a window; it is not a wait for a condition).
+        co_await pause_for(400ms);
+        co_await running.stop(consumer);
 
-          StreamConsumerConfig cc;
-          cc.stream = "f28:s";
-          cc.group = "g";
-          cc.consumer = "c1";
-          cc.block = 50ms;
-          cc.claim_interval = 100ms;
-          cc.claim_min_idle = 60s;
-          cc.max_deliveries = 3;
-          int poison_calls = 0;
-          std::map<std::string, int> handled;
-          StreamConsumer consumer(client, cc,
-                                  [&](const StreamEntry& entry) -> asio::awaitable<void> {
-                                    const std::string* kind = entry.field("kind");
-                                    if (kind != nullptr && *kind == "poison") {
-                                      ++poison_calls;
-                                      throw std::runtime_error("poison message");
-                                    }
-                                    ++handled[entry.id];
-                                    co_return;
-                                  });
-          Running running;
-          running.start(io, consumer);
-          EXPECT_TRUE(co_await eventually(
-              [&] { return consumer.stats().dead_lettered == 1 && handled.size() == 5; }, 5s))
-              << "dead-lettered " << consumer.stats().dead_lettered << ", poison handled "
-              << poison_calls << " times";
-          // A few more claim intervals: the poison message must not come back (a negative check
-          // needs a window; it is not a wait for a condition).
-          co_await pause_for(400ms);
-          co_await running.stop(consumer);
-
-          EXPECT_EQ(poison_calls, 3) << "handled max_deliveries times, then dead-lettered";
-          EXPECT_EQ(consumer.stats().dead_lettered, 1u);
-          EXPECT_EQ(consumer.stats().handler_errors, 3u);
-          EXPECT_EQ(consumer.stats().acked, 5u);
-          for (const auto& id : good_ids) EXPECT_EQ(handled[id], 1) << id;
-          const auto dead = co_await client.xrange("f28:s:dead");
-          EXPECT_EQ(dead.size(), 1u);
-          const auto field = [&](const char* name) {
-            const std::string* v = dead.empty() ? nullptr : dead.front().field(name);
-            return v ? *v : std::string("<missing>");
-          };
-          EXPECT_EQ(field("kind"), "poison");
-          EXPECT_EQ(field("n"), "2");
-          EXPECT_EQ(field("dlq_source"), "f28:s");
-          EXPECT_EQ(field("dlq_id"), poison_id);
-          EXPECT_EQ(field("dlq_deliveries"), "4");
-          EXPECT_EQ(field("dlq_group"), "g");
-          const auto pending = co_await client.xpending("f28:s", "g");
-          EXPECT_EQ(pending.count, 0) << "the poison message is still pending";
-          co_await client.close();
-        }());
-      },
-      20s);
+        EXPECT_EQ(poison_calls, 3) << "handled max_deliveries times, then dead-lettered";
+        EXPECT_EQ(consumer.stats().dead_lettered, 1u);
+        EXPECT_EQ(consumer.stats().handler_errors, 3u);
+        EXPECT_EQ(consumer.stats().acked, 5u);
+        for (const auto& id : good_ids) EXPECT_EQ(handled[id], 1) << id;
+        const auto dead = co_await client.xrange("f28:s:dead");
+        EXPECT_EQ(dead.size(), 1u);
+        const auto field = [&](const char* name) {
+          const std::string* v = dead.empty() ? nullptr : dead.front().field(name);
+          return v ? *v : std::string("<missing>");
+        };
+        EXPECT_EQ(field("kind"), "poison");
+        EXPECT_EQ(field("n"), "2");
+        EXPECT_EQ(field("dlq_source"), "f28:s");
+        EXPECT_EQ(field("dlq_id"), poison_id);
+        EXPECT_EQ(field("dlq_deliveries"), "4");
+        EXPECT_EQ(field("dlq_group"), "g");
+        const auto pending = co_await client.xpending("f28:s", "g");
+        EXPECT_EQ(pending.count, 0) << "the poison message is still pending";
+        co_await client.close();
+      });
 }
 
 // ---- F29 -------------------------------------------------------------------------------------
@@ -723,96 +702,82 @@ TEST(RedisFault, F28_PoisonMessageIsDeadLettered) {
 // afterwards, no crash, and the consumer goes on with new entries.
 TEST(RedisFault, F29_TrimmedPendingEntriesAreCountedNotFatal) {
   TS_SKIP_IF_EXTERNAL();
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), fast_config(redis_url_for_db(0), "f29"));
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          const std::array<std::string_view, 2> old_keys{"f29:a", "f29:b"};
-          (void)co_await client.del(old_keys);
-          auto add = [&](const std::string& stream, int n) -> asio::awaitable<std::string> {
-            const std::vector<std::pair<std::string, std::string>> data{{"n", std::to_string(n)}};
-            co_return co_await client.xadd(stream, fields_of(data));
+  run_with_client(
+      fast_config(redis_url_for_db(0), "f29"), 20s,
+      [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        const std::array<std::string_view, 2> old_keys{"f29:a", "f29:b"};
+        (void)co_await client.del(old_keys);
+        auto add = [&](const std::string& stream, int n) -> asio::awaitable<std::string> {
+          const std::vector<std::pair<std::string, std::string>> data{{"n", std::to_string(n)}};
+          co_return co_await client.xadd(stream, fields_of(data));
+        };
+        // A handler that records the IDs it is given; a deleted entry must never reach it.
+        auto recorder = [](std::vector<std::string>& seen) {
+          return [&seen](const StreamEntry& e) -> asio::awaitable<void> {
+            if (e.deleted || e.fields.empty())
+              ADD_FAILURE() << "a deleted entry reached the handler";
+            seen.push_back(e.id);
+            co_return;
           };
+        };
 
-          // Own-pending path: c1 read 5 entries and "crashed"; the first 3 were trimmed away.
-          EXPECT_TRUE(co_await client.xgroup_create("f29:a", "g", "0", true));
-          std::vector<std::string> ids;
-          for (int i = 0; i < 5; ++i) ids.push_back(co_await add("f29:a", i));
-          ReadGroupOptions read;
-          read.count = 10;
-          EXPECT_EQ((co_await client.xreadgroup("g", "c1", "f29:a", ">", read)).size(), 5u);
-          EXPECT_EQ(co_await client.xtrim("f29:a", ts::redis::TrimOptions::min_id(ids[3], false)),
-                    3);
-          {
-            std::vector<std::string> seen;
-            StreamConsumerConfig cc;
-            cc.stream = "f29:a";
-            cc.group = "g";
-            cc.consumer = "c1";
-            cc.block = 50ms;
-            cc.claim_interval = 100ms;
-            StreamConsumer consumer(client, cc, [&](const StreamEntry& e) -> asio::awaitable<void> {
-              if (e.deleted || e.fields.empty())
-                ADD_FAILURE() << "a deleted entry reached the handler";
-              seen.push_back(e.id);
-              co_return;
-            });
-            Running running;
-            running.start(io, consumer);
-            EXPECT_TRUE(co_await eventually([&] { return seen.size() == 2; }, 3s));
-            const std::string fresh = co_await add("f29:a", 5);
-            EXPECT_TRUE(co_await eventually([&] { return seen.size() == 3; }, 3s))
-                << "the consumer stopped after the deleted entries";
-            EXPECT_FALSE(running.done) << "run() ended";
-            co_await running.stop(consumer);
-            EXPECT_EQ(consumer.stats().deleted, 3u);
-            EXPECT_EQ(consumer.stats().read_errors, 0u);
-            EXPECT_EQ(seen, (std::vector<std::string>{ids[3], ids[4], fresh}));
-            EXPECT_EQ((co_await client.xpending("f29:a", "g")).count, 0);
-          }
+        // Own-pending path: c1 read 5 entries and "crashed"; the first 3 were trimmed away.
+        EXPECT_TRUE(co_await client.xgroup_create("f29:a", "g", "0", true));
+        std::vector<std::string> ids;
+        for (int i = 0; i < 5; ++i) ids.push_back(co_await add("f29:a", i));
+        ReadGroupOptions read;
+        read.count = 10;
+        EXPECT_EQ((co_await client.xreadgroup("g", "c1", "f29:a", ">", read)).size(), 5u);
+        EXPECT_EQ(co_await client.xtrim("f29:a", ts::redis::TrimOptions::min_id(ids[3], false)), 3);
+        {
+          std::vector<std::string> seen;
+          StreamConsumerConfig cc = consumer_config("f29:a", "c1", 50ms);
+          cc.claim_interval = 100ms;
+          StreamConsumer consumer(client, cc, recorder(seen));
+          Running running;
+          running.start(io, consumer);
+          EXPECT_TRUE(co_await eventually([&] { return seen.size() == 2; }, 3s));
+          const std::string fresh = co_await add("f29:a", 5);
+          EXPECT_TRUE(co_await eventually([&] { return seen.size() == 3; }, 3s))
+              << "the consumer stopped after the deleted entries";
+          EXPECT_FALSE(running.done) << "run() ended";
+          co_await running.stop(consumer);
+          EXPECT_EQ(consumer.stats().deleted, 3u);
+          EXPECT_EQ(consumer.stats().read_errors, 0u);
+          EXPECT_EQ(seen, (std::vector<std::string>{ids[3], ids[4], fresh}));
+          EXPECT_EQ((co_await client.xpending("f29:a", "g")).count, 0);
+        }
 
-          // XAUTOCLAIM path: "dead" read 4 entries and died; 2 of them were deleted.
-          EXPECT_TRUE(co_await client.xgroup_create("f29:b", "g", "0", true));
-          ids.clear();
-          for (int i = 0; i < 4; ++i) ids.push_back(co_await add("f29:b", i));
-          EXPECT_EQ((co_await client.xreadgroup("g", "dead", "f29:b", ">", read)).size(), 4u);
-          const std::vector<std::string_view> gone{ids[0], ids[2]};
-          EXPECT_EQ((co_await client.command("XDEL", "f29:b", gone)).as_int(), 2);
-          {
-            std::vector<std::string> seen;
-            StreamConsumerConfig cc;
-            cc.stream = "f29:b";
-            cc.group = "g";
-            cc.consumer = "c2";
-            cc.block = 50ms;
-            cc.claim_interval = 100ms;
-            cc.claim_min_idle = 10ms;
-            StreamConsumer consumer(client, cc, [&](const StreamEntry& e) -> asio::awaitable<void> {
-              if (e.deleted || e.fields.empty())
-                ADD_FAILURE() << "a deleted entry reached the handler";
-              seen.push_back(e.id);
-              co_return;
-            });
-            Running running;
-            running.start(io, consumer);
-            EXPECT_TRUE(co_await eventually(
-                [&] { return consumer.stats().deleted == 2 && seen.size() == 2; }, 3s))
-                << "deleted " << consumer.stats().deleted << ", handled " << seen.size();
-            const std::string fresh = co_await add("f29:b", 4);
-            EXPECT_TRUE(co_await eventually([&] { return seen.size() == 3; }, 3s));
-            EXPECT_FALSE(running.done) << "run() ended";
-            co_await running.stop(consumer);
-            EXPECT_EQ(consumer.stats().claimed, 2u);
-            EXPECT_EQ(consumer.stats().deleted, 2u);
-            EXPECT_EQ(consumer.stats().read_errors, 0u);
-            EXPECT_EQ(seen, (std::vector<std::string>{ids[1], ids[3], fresh}));
-            EXPECT_EQ((co_await client.xpending("f29:b", "g")).count, 0);
-          }
-          co_await client.close();
-        }());
-      },
-      20s);
+        // XAUTOCLAIM path: "dead" read 4 entries and died; 2 of them were deleted.
+        EXPECT_TRUE(co_await client.xgroup_create("f29:b", "g", "0", true));
+        ids.clear();
+        for (int i = 0; i < 4; ++i) ids.push_back(co_await add("f29:b", i));
+        EXPECT_EQ((co_await client.xreadgroup("g", "dead", "f29:b", ">", read)).size(), 4u);
+        const std::vector<std::string_view> gone{ids[0], ids[2]};
+        EXPECT_EQ((co_await client.command("XDEL", "f29:b", gone)).as_int(), 2);
+        {
+          std::vector<std::string> seen;
+          StreamConsumerConfig cc = consumer_config("f29:b", "c2", 50ms);
+          cc.claim_interval = 100ms;
+          cc.claim_min_idle = 10ms;
+          StreamConsumer consumer(client, cc, recorder(seen));
+          Running running;
+          running.start(io, consumer);
+          EXPECT_TRUE(co_await eventually(
+              [&] { return consumer.stats().deleted == 2 && seen.size() == 2; }, 3s))
+              << "deleted " << consumer.stats().deleted << ", handled " << seen.size();
+          const std::string fresh = co_await add("f29:b", 4);
+          EXPECT_TRUE(co_await eventually([&] { return seen.size() == 3; }, 3s));
+          EXPECT_FALSE(running.done) << "run() ended";
+          co_await running.stop(consumer);
+          EXPECT_EQ(consumer.stats().claimed, 2u);
+          EXPECT_EQ(consumer.stats().deleted, 2u);
+          EXPECT_EQ(consumer.stats().read_errors, 0u);
+          EXPECT_EQ(seen, (std::vector<std::string>{ids[1], ids[3], fresh}));
+          EXPECT_EQ((co_await client.xpending("f29:b", "g")).count, 0);
+        }
+        co_await client.close();
+      });
 }
 
 // ---- F30 -------------------------------------------------------------------------------------
@@ -827,81 +792,73 @@ TEST(RedisFault, F30_MissingStreamOrGroupIsRecreated) {
   RedisAdmin admin(kDb);
   admin.ok({"FLUSHDB"});
   ScopeExit clean([&] { admin.ok({"FLUSHDB"}); });
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), fast_config(redis_url_for_db(kDb), "f30"));
-        co_await closing(client, [&]() -> asio::awaitable<void> {
-          co_await client.start();
-          auto add = [&](int n) -> asio::awaitable<std::string> {
-            const std::vector<std::pair<std::string, std::string>> data{{"n", std::to_string(n)}};
-            co_return co_await client.xadd("f30:s", fields_of(data));
-          };
-          auto config_for = [](const std::string& consumer) {
-            StreamConsumerConfig cc;
-            cc.stream = "f30:s";
-            cc.group = "g";
-            cc.consumer = consumer;
-            cc.block = 100ms;
-            cc.claim_interval = 200ms;
-            cc.error_backoff = 50ms;
-            return cc;
-          };
-          auto ignore = [](const StreamEntry&) -> asio::awaitable<void> { co_return; };
+  run_with_client(
+      fast_config(redis_url_for_db(kDb), "f30"), 20s,
+      [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        auto add = [&](int n) -> asio::awaitable<std::string> {
+          const std::vector<std::pair<std::string, std::string>> data{{"n", std::to_string(n)}};
+          co_return co_await client.xadd("f30:s", fields_of(data));
+        };
+        auto config_for = [](const std::string& consumer) {
+          StreamConsumerConfig cc = consumer_config("f30:s", consumer, 100ms);
+          cc.claim_interval = 200ms;
+          cc.error_backoff = 50ms;
+          return cc;
+        };
+        auto ignore = [](const StreamEntry&) -> asio::awaitable<void> { co_return; };
 
-          // Fresh key: created with MKSTREAM; a second consumer meets BUSYGROUP and is fine.
-          const Reply exists = co_await client.command("EXISTS", "f30:s");
-          EXPECT_EQ(exists.as_int(), 0);
-          StreamConsumer first(client, config_for("c1"), ignore);
-          co_await first.ensure_group();
-          EXPECT_EQ(first.stats().groups_created, 1u);
-          StreamConsumer second(client, config_for("c2"), ignore);
-          const Outcome busy = co_await outcome([&] { return second.ensure_group(); });
-          EXPECT_FALSE(busy.failed) << describe(busy);
-          EXPECT_EQ(second.stats().groups_created, 0u);
-          const auto groups = co_await client.xinfo_groups("f30:s");
-          EXPECT_EQ(groups.size(), 1u);
-          EXPECT_EQ(groups.empty() ? std::string() : groups.front().name, "g");
+        // Fresh key: created with MKSTREAM; a second consumer meets BUSYGROUP and is fine.
+        const Reply exists = co_await client.command("EXISTS", "f30:s");
+        EXPECT_EQ(exists.as_int(), 0);
+        StreamConsumer first(client, config_for("c1"), ignore);
+        co_await first.ensure_group();
+        EXPECT_EQ(first.stats().groups_created, 1u);
+        StreamConsumer second(client, config_for("c2"), ignore);
+        const Outcome busy = co_await outcome([&] { return second.ensure_group(); });
+        EXPECT_FALSE(busy.failed) << describe(busy);
+        EXPECT_EQ(second.stats().groups_created, 0u);
+        const auto groups = co_await client.xinfo_groups("f30:s");
+        EXPECT_EQ(groups.size(), 1u);
+        EXPECT_EQ(groups.empty() ? std::string() : groups.front().name, "g");
 
-          // Own pending entries first: c3 read e0, e1 and "crashed"; e2, e3 came later.
-          std::vector<std::string> ids;
-          ids.push_back(co_await add(0));
-          ids.push_back(co_await add(1));
-          ReadGroupOptions read;
-          read.count = 2;
-          EXPECT_EQ((co_await client.xreadgroup("g", "c3", "f30:s", ">", read)).size(), 2u);
-          ids.push_back(co_await add(2));
-          ids.push_back(co_await add(3));
-          std::vector<std::string> order;
-          StreamConsumer consumer(client, config_for("c3"),
-                                  [&](const StreamEntry& e) -> asio::awaitable<void> {
-                                    order.push_back(e.id);
-                                    co_return;
-                                  });
-          Running running;
-          running.start(io, consumer);
-          EXPECT_TRUE(co_await eventually([&] { return order.size() == 4; }, 3s));
-          EXPECT_EQ(order, ids) << "own pending entries must come first, then new ones";
+        // Own pending entries first: c3 read e0, e1 and "crashed"; e2, e3 came later.
+        std::vector<std::string> ids;
+        ids.push_back(co_await add(0));
+        ids.push_back(co_await add(1));
+        ReadGroupOptions read;
+        read.count = 2;
+        EXPECT_EQ((co_await client.xreadgroup("g", "c3", "f30:s", ">", read)).size(), 2u);
+        ids.push_back(co_await add(2));
+        ids.push_back(co_await add(3));
+        std::vector<std::string> order;
+        StreamConsumer consumer(client, config_for("c3"),
+                                [&](const StreamEntry& e) -> asio::awaitable<void> {
+                                  order.push_back(e.id);
+                                  co_return;
+                                });
+        Running running;
+        running.start(io, consumer);
+        EXPECT_TRUE(co_await eventually([&] { return order.size() == 4; }, 3s));
+        EXPECT_EQ(order, ids) << "own pending entries must come first, then new ones";
 
-          // FLUSHDB while the consumer runs (blocked in XREADGROUP): the group is gone.
-          const auto created_before = consumer.stats().groups_created;
-          admin.ok({"FLUSHDB"});
-          EXPECT_TRUE(co_await eventually(
-              [&] { return consumer.stats().groups_created > created_before; }, 3s))
-              << "the group was not re-created; read errors " << consumer.stats().read_errors;
-          const std::string after = co_await add(100);
-          EXPECT_TRUE(co_await eventually([&] { return order.size() == 5; }, 3s))
-              << "no consumption after FLUSHDB";
-          if (order.size() >= 5) {
-            EXPECT_EQ(order[4], after);
-          }
-          EXPECT_FALSE(running.done) << "run() ended";
-          EXPECT_GE(consumer.stats().read_errors, 1u);  // UNBLOCKED / NOGROUP, logged and counted
-          co_await running.stop(consumer);
-          EXPECT_EQ((co_await client.xpending("f30:s", "g")).count, 0);
-          co_await client.close();
-        }());
-      },
-      20s);
+        // FLUSHDB while the consumer runs (blocked in XREADGROUP): the group is gone.
+        const auto created_before = consumer.stats().groups_created;
+        admin.ok({"FLUSHDB"});
+        EXPECT_TRUE(co_await eventually(
+            [&] { return consumer.stats().groups_created > created_before; }, 3s))
+            << "the group was not re-created; read errors " << consumer.stats().read_errors;
+        const std::string after = co_await add(100);
+        EXPECT_TRUE(co_await eventually([&] { return order.size() == 5; }, 3s))
+            << "no consumption after FLUSHDB";
+        if (order.size() >= 5) {
+          EXPECT_EQ(order[4], after);
+        }
+        EXPECT_FALSE(running.done) << "run() ended";
+        EXPECT_GE(consumer.stats().read_errors, 1u);  // UNBLOCKED / NOGROUP, logged and counted
+        co_await running.stop(consumer);
+        EXPECT_EQ((co_await client.xpending("f30:s", "g")).count, 0);
+        co_await client.close();
+      });
 }
 
 }  // namespace
