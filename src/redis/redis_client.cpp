@@ -667,6 +667,7 @@ asio::awaitable<void> ClientCore::connect_socket(tcp::socket& socket, ReplyBuild
       }
     }
   }
+  builder.keep_rest();  // `buffer` is about to go: nothing may stay borrowed from it
 }
 
 asio::awaitable<void> ClientCore::connect_shared() {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -313,13 +314,80 @@ ReplyBuilder::~ReplyBuilder() {
 }
 
 void ReplyBuilder::feed(const char* data, std::size_t size) {
+  keep_rest();  // bytes of an earlier chunk not consumed yet go first
+  chunk_ = data;
+  chunk_size_ = size;
+}
+
+void ReplyBuilder::keep_rest() {
+  if (chunk_size_ == 0) return;
+  const char* data = chunk_;
+  const std::size_t size = chunk_size_;
+  chunk_ = nullptr;
+  chunk_size_ = 0;
   if (redisReaderFeed(reader_, data, size) != REDIS_OK) {
     throw Error(make_error_code(errc::protocol_error),
                 std::string("Redis reply parser: ") + reader_->errstr, RequestState::sent);
   }
 }
 
+bool ReplyBuilder::parse_scalar(Reply& out) {
+  // Fast path for whole scalar replies at the start of the chunk while hiredis holds nothing:
+  // "+status", "-error", ":integer", "$len bulk" (and "$-1"). Anything else, or anything
+  // incomplete, goes to hiredis.
+  if (chunk_size_ < 3 || reader_->len != reader_->pos || reader_->ridx != -1) return false;
+  const char kind = chunk_[0];
+  if (kind != '+' && kind != '-' && kind != ':' && kind != '$') return false;
+  const auto* end = static_cast<const char*>(std::memchr(chunk_, '\r', chunk_size_));
+  if (end == nullptr || static_cast<std::size_t>(end - chunk_) + 1 >= chunk_size_ ||
+      end[1] != '\n') {
+    return false;
+  }
+  const std::string_view line(chunk_ + 1, static_cast<std::size_t>(end - chunk_ - 1));
+  std::size_t consumed = line.size() + 3;
+  Reply& reply = current_;
+  reply.nodes_.clear();
+  reply.children_.clear();
+  reply.data_.clear();
+  ReplyNode node;
+  if (kind == ':' || kind == '$') {
+    std::int64_t value = 0;
+    auto [ptr, ec] = std::from_chars(line.data(), line.data() + line.size(), value);
+    if (ec != std::errc() || ptr != line.data() + line.size() || line.empty()) {
+      reply.nodes_.emplace_back();
+      return false;  // let hiredis report the protocol error
+    }
+    if (kind == ':') {
+      node.type = ReplyType::integer;
+      node.integer = value;
+    } else if (value < 0) {
+      node.type = ReplyType::nil;  // "$-1"
+    } else {
+      const auto length = static_cast<std::size_t>(value);
+      if (chunk_size_ - consumed < length + 2) {
+        reply.nodes_.emplace_back();
+        return false;  // the bulk continues in later reads: hiredis buffers it
+      }
+      node.type = ReplyType::string;
+      node.length = static_cast<std::uint32_t>(length);
+      reply.data_.assign(chunk_ + consumed, length);
+      consumed += length + 2;
+    }
+  } else {
+    node.type = kind == '+' ? ReplyType::status : ReplyType::error;
+    node.length = static_cast<std::uint32_t>(line.size());
+    reply.data_.assign(line);
+  }
+  reply.nodes_.push_back(node);
+  chunk_ += consumed;
+  chunk_size_ -= consumed;
+  swap(out, current_);
+  return true;
+}
+
 bool ReplyBuilder::next(Reply& out) {
+  if (parse_scalar(out)) return true;
+  keep_rest();
   void* root = nullptr;
   current_builder = this;
   const int rc = redisReaderGetReply(reader_, &root);
@@ -334,6 +402,8 @@ bool ReplyBuilder::next(Reply& out) {
 }
 
 void ReplyBuilder::reset() {
+  chunk_ = nullptr;
+  chunk_size_ = 0;
   redisReaderFree(reader_);
   reader_ = redisReaderCreateWithFunctions(&reply_functions);
   if (reader_ == nullptr) throw std::bad_alloc();

@@ -98,6 +98,46 @@ TEST(RespParse, NestedArraysByteByByte) {
   }
 }
 
+TEST(RespParse, ScalarsAndArraysInAnyChunking) {
+  // Scalars take the fast path when whole and hiredis holds nothing; arrays, split scalars
+  // and what follows them go through hiredis. Every chunking must give the same replies.
+  static constexpr char kWire[] =
+      ":1\r\n$3\r\nabc\r\n*2\r\n:2\r\n$1\r\nx\r\n+OK\r\n$-1\r\n-ERR bad\r\n"
+      "$5\r\na\r\n\0b\r\n:-12\r\n$0\r\n\r\n";
+  const std::string wire(kWire, sizeof kWire - 1);
+  for (std::size_t chunk = 0; chunk <= 9; ++chunk) {
+    const auto r = parse(wire, chunk);
+    ASSERT_EQ(r.size(), 9u) << "chunk " << chunk;
+    EXPECT_EQ(r[0].as_int(), 1);
+    EXPECT_EQ(r[1].as_string(), "abc");
+    EXPECT_EQ(r[2][0].as_int(), 2);
+    EXPECT_EQ(r[2][1].as_string(), "x");
+    EXPECT_EQ(r[3].type(), ReplyType::status);
+    EXPECT_TRUE(r[4].is_nil());
+    EXPECT_EQ(r[5].error_message(), "ERR bad");
+    EXPECT_EQ(r[6].as_string(), std::string_view("a\r\n\0b", 5));
+    EXPECT_EQ(r[7].as_int(), -12);
+    EXPECT_EQ(r[8].as_string(), "");
+  }
+}
+
+TEST(RespParse, BorrowedBytesAreKeptWhenAsked) {
+  ts::redis::detail::ReplyBuilder builder;
+  Reply reply;
+  {
+    std::string first = ":7\r\n$4\r\nab";  // one whole reply, then half of the next
+    builder.feed(first.data(), first.size());
+    ASSERT_TRUE(builder.next(reply));
+    EXPECT_EQ(reply.as_int(), 7);
+    builder.keep_rest();  // `first` goes away now
+  }
+  const std::string second = "cd\r\n";
+  builder.feed(second.data(), second.size());
+  ASSERT_TRUE(builder.next(reply));
+  EXPECT_EQ(reply.as_string(), "abcd");
+  EXPECT_FALSE(builder.next(reply));
+}
+
 TEST(RespParse, ProtocolErrorIsReported) {
   ts::redis::detail::ReplyBuilder builder;
   Reply reply;

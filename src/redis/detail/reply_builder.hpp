@@ -19,8 +19,13 @@ class ReplyBuilder {
   ReplyBuilder(const ReplyBuilder&) = delete;
   ReplyBuilder& operator=(const ReplyBuilder&) = delete;
 
-  /// Appends received bytes. Throws `protocol_error` if the parser is in an error state.
+  /// Hands over received bytes. They are *borrowed*: whole scalar replies are parsed straight
+  /// from them; what is left goes to hiredis when `next` returns false, when `keep_rest` is
+  /// called, or on the next `feed`. So call `next` until it returns false (or `keep_rest`)
+  /// before the bytes' buffer is reused or destroyed.
   void feed(const char* data, std::size_t size);
+  /// Copies the bytes of the last `feed` not parsed yet into hiredis's own buffer.
+  void keep_rest();
   /// Moves the next complete reply into `out` (its previous buffers are reused for the next
   /// one). False when no complete reply is buffered. Throws `protocol_error` on bad input.
   bool next(Reply& out);
@@ -36,9 +41,12 @@ class ReplyBuilder {
 
  private:
   std::uint32_t add_node(const redisReadTask* task, ReplyNode node);
+  bool parse_scalar(Reply& out);
 
   redisReader* reader_;
   Reply current_;
+  const char* chunk_ = nullptr;  // borrowed bytes of the last feed not consumed yet
+  std::size_t chunk_size_ = 0;
 };
 
 }  // namespace trading_shared::redis::detail
