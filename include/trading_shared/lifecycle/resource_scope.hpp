@@ -1,0 +1,141 @@
+#pragma once
+/// @file
+/// `ResourceScope`: an asynchronous exit stack (ARCHITECTURE.md section 8).
+///
+/// `co_await scope.enter(client, "pg")` starts a resource and registers its `close()`;
+/// `co_await scope.close()` closes everything in reverse order of entry, each close under its
+/// own timeout, and is idempotent. A close that fails or times out is logged and recorded in
+/// `failures()`, and the remaining resources are still closed: cleanup never stops half-way
+/// and never masks the error that ended the work.
+///
+/// Use it through `with_scope`, which closes the scope on every exit of the body (normal
+/// return, exception, cancellation) and then rethrows the body's own error, so that "forgot to
+/// close" cannot be written:
+/// @code
+///   co_await lifecycle::with_scope(executor, [&](lifecycle::ResourceScope& scope)
+///       -> asio::awaitable<void> {
+///     co_await scope.enter(pg_client, "pg");
+///     co_await scope.enter(redis_client, "redis");
+///     co_await work(pg_client, redis_client);
+///   });
+/// @endcode
+/// Services get a scope from `run_daemon` / `run_once` and never call start/close themselves.
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace trading_shared::lifecycle {
+
+/// Anything with `awaitable<void> start()` and `awaitable<void> close()` (our clients).
+template <class R>
+concept Resource = requires(R& r) {
+  { r.start() } -> std::same_as<boost::asio::awaitable<void>>;
+  { r.close() } -> std::same_as<boost::asio::awaitable<void>>;
+};
+
+/// One cleanup that failed or timed out.
+struct CleanupFailure {
+  std::string name;
+  std::string error;  ///< what() of the error, or "timed out after N ms".
+  bool timed_out = false;
+};
+
+class ResourceScope {
+ public:
+  using Cleanup = std::function<boost::asio::awaitable<void>()>;
+
+  /// `close_timeout`: the bound of each cleanup (default 5 s; > 0).
+  explicit ResourceScope(boost::asio::any_io_executor executor,
+                         std::chrono::milliseconds close_timeout = std::chrono::seconds(5));
+  ResourceScope(const ResourceScope&) = delete;
+  ResourceScope& operator=(const ResourceScope&) = delete;
+  /// Logs an error if cleanups are still registered (the scope was not closed: a bug that
+  /// `with_scope` makes impossible); it cannot await them.
+  ~ResourceScope();
+
+  /// Starts `resource` and registers its `close()`. If `start()` throws, nothing is
+  /// registered (a resource that did not start is not closed) and the error propagates.
+  template <Resource R>
+  boost::asio::awaitable<void> enter(R& resource, std::string name) {
+    co_await resource.start();
+    defer(std::move(name), [&resource]() { return resource.close(); });
+  }
+
+  /// Registers any asynchronous cleanup (run in reverse order with the others).
+  void defer(std::string name, Cleanup cleanup);
+
+  /// Runs every registered cleanup, last registered first, each under `close_timeout`;
+  /// records and logs failures and carries on. Idempotent. Not interrupted by cancellation of
+  /// the caller: cleanups run to completion or to their timeout.
+  boost::asio::awaitable<void> close();
+
+  /// Resources still registered.
+  std::size_t size() const noexcept { return cleanups_.size(); }
+  /// Cleanups that failed or timed out, in the order they ran.
+  const std::vector<CleanupFailure>& failures() const noexcept { return failures_; }
+  std::chrono::milliseconds close_timeout() const noexcept { return close_timeout_; }
+
+ private:
+  boost::asio::awaitable<void> close_all();
+
+  boost::asio::any_io_executor executor_;
+  std::chrono::milliseconds close_timeout_;
+  std::vector<std::pair<std::string, Cleanup>> cleanups_;
+  std::vector<CleanupFailure> failures_;
+};
+
+/// Runs `body(scope)` and closes the scope on every exit; the body's result or error is
+/// returned or rethrown after the cleanup (cleanup failures are logged, not thrown).
+template <class Body>
+auto with_scope(boost::asio::any_io_executor executor, Body body,
+                std::chrono::milliseconds close_timeout = std::chrono::seconds(5))
+    -> decltype(body(std::declval<ResourceScope&>())) {
+  using Awaitable = decltype(body(std::declval<ResourceScope&>()));
+  using T = typename Awaitable::value_type;
+  ResourceScope scope(executor, close_timeout);
+  std::exception_ptr failure;
+  // After a cancellation (the usual way a service's body ends), Asio throws at every later
+  // co_await of this coroutine; the cleanup must run anyway, so that is switched off for it
+  // and put back afterwards.
+  const bool throw_if_cancelled = co_await boost::asio::this_coro::throw_if_cancelled();
+  if constexpr (std::is_void_v<T>) {
+    try {
+      co_await body(scope);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
+    co_await scope.close();
+    co_await boost::asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+    if (failure) std::rethrow_exception(failure);
+  } else {
+    std::optional<T> result;
+    try {
+      result.emplace(co_await body(scope));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    co_await boost::asio::this_coro::throw_if_cancelled(false);
+    co_await scope.close();
+    co_await boost::asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+    if (failure) std::rethrow_exception(failure);
+    co_return std::move(*result);
+  }
+}
+
+}  // namespace trading_shared::lifecycle

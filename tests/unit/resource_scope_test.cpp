@@ -1,0 +1,188 @@
+// ResourceScope and with_scope: start/close order, error aggregation, a close that throws,
+// a close that hangs past its timeout, cancellation of the body. No servers: fake resources
+// on a real io_context (the timeouts are short real timers).
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/core/timeout.hpp>
+#include <trading_shared/lifecycle/resource_scope.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "support/async_test.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ts = trading_shared;
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using ts::lifecycle::ResourceScope;
+
+namespace {
+
+enum class Fault { none, start_throws, close_throws, close_hangs };
+
+class FakeResource {
+ public:
+  FakeResource(std::string name, std::vector<std::string>& events, Fault fault = Fault::none)
+      : name_(std::move(name)), events_(&events), fault_(fault) {}
+  asio::awaitable<void> start() {
+    events_->push_back("start " + name_);
+    if (fault_ == Fault::start_throws) throw std::runtime_error("cannot start " + name_);
+    co_return;
+  }
+  asio::awaitable<void> close() {
+    events_->push_back("close " + name_);
+    if (fault_ == Fault::close_throws) throw std::runtime_error("cannot close " + name_);
+    if (fault_ == Fault::close_hangs) {
+      asio::steady_timer forever(co_await asio::this_coro::executor, 1h);
+      co_await forever.async_wait(asio::use_awaitable);
+    }
+    events_->push_back("closed " + name_);
+  }
+
+ private:
+  std::string name_;
+  std::vector<std::string>* events_;
+  Fault fault_;
+};
+
+using Events = std::vector<std::string>;
+
+TEST(ResourceScope, StartsInOrderAndClosesInReverse) {
+  Events events;
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    FakeResource a("a", events), b("b", events), c("c", events);
+    const int result = co_await ts::lifecycle::with_scope(
+        io.get_executor(), [&](ResourceScope& scope) -> asio::awaitable<int> {
+          co_await scope.enter(a, "a");
+          co_await scope.enter(b, "b");
+          co_await scope.enter(c, "c");
+          EXPECT_EQ(scope.size(), 3u);
+          events.push_back("work");
+          co_return 42;
+        });
+    EXPECT_EQ(result, 42);
+  });
+  EXPECT_EQ(events, (Events{"start a", "start b", "start c", "work", "close c", "closed c",
+                            "close b", "closed b", "close a", "closed a"}));
+}
+
+TEST(ResourceScope, AFailedStartClosesWhatStartedAndPropagates) {
+  Events events;
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    FakeResource a("a", events), b("b", events, Fault::start_throws), c("c", events);
+    try {
+      co_await ts::lifecycle::with_scope(io.get_executor(),
+                                         [&](ResourceScope& scope) -> asio::awaitable<void> {
+                                           co_await scope.enter(a, "a");
+                                           co_await scope.enter(b, "b");
+                                           co_await scope.enter(c, "c");
+                                         });
+      ADD_FAILURE() << "no error";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "cannot start b");
+    }
+  });
+  // b never started, so it is not closed; c was never reached.
+  EXPECT_EQ(events, (Events{"start a", "start b", "close a", "closed a"}));
+}
+
+TEST(ResourceScope, ACloseThatThrowsIsRecordedAndNeverMasksTheBodysError) {
+  Events events;
+  std::vector<ts::lifecycle::CleanupFailure> failures;
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    FakeResource a("a", events), b("b", events, Fault::close_throws), c("c", events);
+    ResourceScope* seen = nullptr;
+    try {
+      co_await ts::lifecycle::with_scope(io.get_executor(),
+                                         [&](ResourceScope& scope) -> asio::awaitable<void> {
+                                           seen = &scope;
+                                           co_await scope.enter(a, "a");
+                                           co_await scope.enter(b, "b");
+                                           co_await scope.enter(c, "c");
+                                           throw std::logic_error("the body failed");
+                                         });
+      ADD_FAILURE() << "no error";
+    } catch (const std::logic_error& e) {
+      EXPECT_STREQ(e.what(), "the body failed");  // the primary error, not b's close error
+    }
+    (void)seen;
+    // The scope is gone; check the failures through a scope of our own.
+    ResourceScope scope(io.get_executor(), 1s);
+    co_await scope.enter(b, "b");
+    co_await scope.enter(a, "a");
+    co_await scope.close();
+    failures = scope.failures();
+    co_await scope.close();  // idempotent: nothing left to close
+    EXPECT_EQ(scope.size(), 0u);
+  });
+  EXPECT_EQ(events,
+            (Events{"start a", "start b", "start c", "close c", "closed c", "close b", "close a",
+                    "closed a", "start b", "start a", "close a", "closed a", "close b"}));
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].name, "b");
+  EXPECT_FALSE(failures[0].timed_out);
+  EXPECT_EQ(failures[0].error, "cannot close b");
+}
+
+TEST(ResourceScope, ACloseThatHangsIsCutOffAtItsTimeoutAndTheRestStillClose) {
+  Events events;
+  std::vector<ts::lifecycle::CleanupFailure> failures;
+  std::chrono::steady_clock::duration took{};
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    FakeResource a("a", events), b("b", events, Fault::close_hangs), c("c", events);
+    ResourceScope scope(io.get_executor(), 100ms);
+    co_await scope.enter(a, "a");
+    co_await scope.enter(b, "b");
+    co_await scope.enter(c, "c");
+    const auto t0 = std::chrono::steady_clock::now();
+    co_await scope.close();
+    took = std::chrono::steady_clock::now() - t0;
+    failures = scope.failures();
+  });
+  EXPECT_EQ(events, (Events{"start a", "start b", "start c", "close c", "closed c", "close b",
+                            "close a", "closed a"}));
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].name, "b");
+  EXPECT_TRUE(failures[0].timed_out);
+  EXPECT_GE(took, 100ms);
+  EXPECT_LT(took, 2s);
+}
+
+TEST(ResourceScope, ACancelledBodyStillClosesEverything) {
+  Events events;
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    FakeResource a("a", events), b("b", events);
+    try {
+      co_await ts::core::with_timeout(
+          ts::lifecycle::with_scope(io.get_executor(),
+                                    [&](ResourceScope& scope) -> asio::awaitable<void> {
+                                      co_await scope.enter(a, "a");
+                                      co_await scope.enter(b, "b");
+                                      asio::steady_timer forever(io, 1h);
+                                      co_await forever.async_wait(asio::use_awaitable);
+                                    }),
+          50ms);
+      ADD_FAILURE() << "no timeout";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.code(), ts::make_error_code(ts::errc::timeout));
+    }
+  });
+  EXPECT_EQ(events, (Events{"start a", "start b", "close b", "closed b", "close a", "closed a"}));
+}
+
+TEST(ResourceScope, RefusesBadArguments) {
+  asio::io_context io;
+  EXPECT_THROW(ResourceScope(io.get_executor(), 0ms), ts::Error);
+  ResourceScope scope(io.get_executor());
+  EXPECT_THROW(scope.defer("x", {}), ts::Error);
+}
+
+}  // namespace
