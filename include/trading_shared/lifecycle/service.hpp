@@ -1,0 +1,76 @@
+#pragma once
+/// @file
+/// `run_daemon` and `run_once`: the `main()` of every service (ARCHITECTURE.md section 8).
+///
+/// They build the io_context, give the body a `ServiceContext` whose `scope()` starts and
+/// closes the resources, install SIGINT/SIGTERM handlers, run the body, close everything in
+/// reverse order and return the process exit code:
+///
+/// | how it ended | run_daemon | run_once |
+/// |---|---|---|
+/// | the body returned | 0 | 0 |
+/// | first SIGINT/SIGTERM: the body is cancelled, resources closed (graceful) | 0 | 1 |
+/// | second signal, or the graceful stop overran `shutdown_timeout`: immediate | 1 | 1 |
+/// | run_once's `deadline` passed: cancelled, then as a signal | - | 1 |
+/// | the body threw `core::ConfigError` (bad configuration) | 2 | 2 |
+/// | the body threw anything else (logged once, with the service name) | 1 | 1 |
+///
+/// An immediate stop abandons what is still running (the io_context is stopped); the process
+/// is expected to exit right after.
+
+#include <trading_shared/lifecycle/resource_scope.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace trading_shared::lifecycle {
+
+struct ServiceOptions {
+  std::string name;  ///< for logs.
+  /// Bound of each resource's close (ResourceScope). Default 5 s.
+  std::chrono::milliseconds close_timeout{5000};
+  /// After the first signal (or run_once's deadline), how long the body and the closes may
+  /// take before the stop becomes immediate. Default 10 s.
+  std::chrono::milliseconds shutdown_timeout{10000};
+  /// run_once only: overall deadline of the task; zero = none.
+  std::chrono::milliseconds deadline{0};
+};
+
+/// Readiness and liveness, for a health endpoint (set by the service's body).
+struct HealthState {
+  std::atomic<bool> ready{false};  ///< resources started, taking work.
+  std::atomic<bool> live{true};    ///< the loop is making progress.
+};
+
+class ServiceContext {
+ public:
+  ServiceContext(boost::asio::any_io_executor executor, ResourceScope& scope)
+      : executor_(std::move(executor)), scope_(&scope) {}
+  const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
+  /// Start resources here: `co_await ctx.scope().enter(client, "redis")`.
+  ResourceScope& scope() noexcept { return *scope_; }
+  /// A stop was requested (signal or deadline): finish or abandon the current step.
+  bool stopping() const noexcept { return stopping_; }
+  HealthState& health() noexcept { return health_; }
+
+ private:
+  friend class ServiceRunner;
+  boost::asio::any_io_executor executor_;
+  ResourceScope* scope_;
+  bool stopping_ = false;
+  HealthState health_;
+};
+
+using ServiceBody = std::function<boost::asio::awaitable<void>(ServiceContext&)>;
+
+/// Runs a long-lived service until its body returns or a signal stops it.
+int run_daemon(const ServiceOptions& options, ServiceBody body);
+/// Runs a task once, under `options.deadline`.
+int run_once(const ServiceOptions& options, ServiceBody body);
+
+}  // namespace trading_shared::lifecycle
