@@ -841,6 +841,7 @@ asio::awaitable<void> ClientCore::supervise() {
   while (state_ == State::running || state_ == State::closing) {
     if (connected_) {
       const auto generation = generation_;
+      const auto connected_at = Clock::now();
       reading_ = true;
       start_read(generation);
       std::string failure;
@@ -858,6 +859,9 @@ asio::awaitable<void> ClientCore::supervise() {
         boost::system::error_code ec;
         co_await reader_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       }
+      // The backoff starts over only after a connection that lasted: a server that accepts
+      // and kills every connection at once is retried ever more slowly, not at the base rate.
+      if (Clock::now() - connected_at >= config_.health_check_interval) backoff.reset();
       continue;
     }
     if (state_ != State::running) break;
@@ -872,7 +876,6 @@ asio::awaitable<void> ClientCore::supervise() {
           asio::bind_cancellation_slot(connect_cancel_.slot(), asio::use_awaitable));
       if (state_ != State::running) break;
       log()->info("Redis {}: reconnected after {} attempt(s)", description_, backoff.attempts());
-      backoff.reset();
     } catch (const std::exception& e) {
       ++stats_.connect_failures;
       log()->warn("Redis {}: reconnect attempt {} failed: {}", description_, backoff.attempts(),
