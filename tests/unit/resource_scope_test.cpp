@@ -178,6 +178,42 @@ TEST(ResourceScope, ACancelledBodyStillClosesEverything) {
   EXPECT_EQ(events, (Events{"start a", "start b", "close b", "closed b", "close a", "closed a"}));
 }
 
+class OwnedResource : public FakeResource {
+ public:
+  OwnedResource(std::string name, std::vector<std::string>& events, Fault fault = Fault::none)
+      : FakeResource(name, events, fault), name_(std::move(name)), events_(&events) {}
+  ~OwnedResource() { events_->push_back("destroy " + name_); }
+
+ private:
+  std::string name_;
+  std::vector<std::string>* events_;
+};
+
+TEST(ResourceScope, OwnedResourcesAreClosedThenDestroyedAfterTheBody) {
+  Events events;
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    co_await ts::lifecycle::with_scope(
+        io.get_executor(), [&](ResourceScope& scope) -> asio::awaitable<void> {
+          OwnedResource* a = co_await scope.open<OwnedResource>("a", std::string("a"), events);
+          EXPECT_NE(a, nullptr);
+          try {
+            (void)co_await scope.open<OwnedResource>("b", std::string("b"), events,
+                                                     Fault::start_throws);
+            ADD_FAILURE() << "b started";
+          } catch (const std::runtime_error&) {
+            events.push_back("b failed");
+          }
+          co_await scope.open<OwnedResource>("c", std::string("c"), events);
+          events.push_back("body ends");
+        });
+  });
+  // b is destroyed at once, unregistered; a and c outlive the body and are destroyed right
+  // after their close.
+  EXPECT_EQ(events, (Events{"start a", "start b", "destroy b", "b failed", "start c", "body ends",
+                            "close c", "closed c", "destroy c", "close a", "closed a",
+                            "destroy a"}));
+}
+
 TEST(ResourceScope, RefusesBadArguments) {
   asio::io_context io;
   EXPECT_THROW(ResourceScope(io.get_executor(), 0ms), ts::Error);

@@ -2,7 +2,9 @@
 /// @file
 /// `ResourceScope`: an asynchronous exit stack (ARCHITECTURE.md section 8).
 ///
-/// `co_await scope.enter(client, "pg")` starts a resource and registers its `close()`;
+/// `co_await scope.open<Client>("pg", args...)` constructs and starts a resource owned by the
+/// scope and registers its `close()` (`enter(client, "pg")` does the same for one the caller
+/// owns);
 /// `co_await scope.close()` closes everything in reverse order of entry, each close under its
 /// own timeout, and is idempotent. A close that fails or times out is logged and recorded in
 /// `failures()`, and the remaining resources are still closed: cleanup never stops half-way
@@ -14,9 +16,9 @@
 /// @code
 ///   co_await lifecycle::with_scope(executor, [&](lifecycle::ResourceScope& scope)
 ///       -> asio::awaitable<void> {
-///     co_await scope.enter(pg_client, "pg");
-///     co_await scope.enter(redis_client, "redis");
-///     co_await work(pg_client, redis_client);
+///     auto* pg = co_await scope.open<pg::PostgresClient>("pg", executor, pg_config);
+///     auto* redis = co_await scope.open<redis::RedisClient>("redis", executor, redis_config);
+///     co_await work(*pg, *redis);
 ///   });
 /// @endcode
 /// Services get a scope from `run_daemon` / `run_once` and never call start/close themselves.
@@ -33,6 +35,7 @@
 #include <concepts>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -68,8 +71,20 @@ class ResourceScope {
   /// `with_scope` makes impossible); it cannot await them.
   ~ResourceScope();
 
-  /// Starts `resource` and registers its `close()`. If `start()` throws, nothing is
-  /// registered (a resource that did not start is not closed) and the error propagates.
+  /// Constructs a resource owned by the scope (`T(args...)`, now), starts it and registers
+  /// its `close()`; the scope destroys it right after closing it. Returns it. The way to open
+  /// resources inside a body: the body's own locals are gone before the scope closes.
+  /// If `start()` throws, the resource is destroyed unregistered and the error propagates.
+  template <Resource T, class... Args>
+  boost::asio::awaitable<T*> open(std::string name, Args&&... args) {
+    auto resource = std::make_shared<T>(std::forward<Args>(args)...);
+    return start_owned<T>(std::move(resource), std::move(name));
+  }
+
+  /// Starts `resource`, owned by the caller, and registers its `close()`: it must outlive the
+  /// scope (declare it before `with_scope` / `run_daemon`, never as a local of the body). If
+  /// `start()` throws, nothing is registered (a resource that did not start is not closed)
+  /// and the error propagates.
   template <Resource R>
   boost::asio::awaitable<void> enter(R& resource, std::string name) {
     // NOLINTNEXTLINE(bugprone-use-after-move): `name` is moved once, below; clang-tidy
@@ -77,7 +92,8 @@ class ResourceScope {
     defer(std::move(name), [&resource]() { return resource.close(); });
   }
 
-  /// Registers any asynchronous cleanup (run in reverse order with the others).
+  /// Registers any asynchronous cleanup (run in reverse order with the others). What it refers
+  /// to must outlive the scope.
   void defer(std::string name, Cleanup cleanup);
 
   /// Runs every registered cleanup, last registered first, each under `close_timeout`;
@@ -93,6 +109,15 @@ class ResourceScope {
 
  private:
   boost::asio::awaitable<void> close_all();
+
+  template <Resource T>
+  boost::asio::awaitable<T*> start_owned(std::shared_ptr<T> resource, std::string name) {
+    co_await resource->start();
+    T* raw = resource.get();
+    // The cleanup owns the resource: it is destroyed when its cleanup has run.
+    defer(std::move(name), [owned = std::move(resource)]() { return owned->close(); });
+    co_return raw;
+  }
 
   boost::asio::any_io_executor executor_;
   std::chrono::milliseconds close_timeout_;
