@@ -209,9 +209,9 @@ TEST(ResourceScope, OwnedResourcesAreClosedThenDestroyedAfterTheBody) {
   });
   // b is destroyed at once, unregistered; a and c outlive the body and are destroyed right
   // after their close.
-  EXPECT_EQ(events, (Events{"start a", "start b", "destroy b", "b failed", "start c", "body ends",
-                            "close c", "closed c", "destroy c", "close a", "closed a",
-                            "destroy a"}));
+  EXPECT_EQ(events,
+            (Events{"start a", "start b", "destroy b", "b failed", "start c", "body ends",
+                    "close c", "closed c", "destroy c", "close a", "closed a", "destroy a"}));
 }
 
 TEST(ResourceScope, RefusesBadArguments) {
