@@ -147,7 +147,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void drop_connection(std::error_code ec, std::string_view what);
   void schedule_flush() noexcept;
   void flush() noexcept;
-  void write_done(std::uint64_t generation, boost::system::error_code ec, std::size_t n) noexcept;
+  void write_done(std::uint64_t generation, boost::system::error_code ec) noexcept;
   void arm_sweeper(Clock::time_point deadline) noexcept;
   void sweep(Clock::time_point now);
   void submit_health_ping();
@@ -442,21 +442,20 @@ void ClientCore::flush() noexcept {
   const std::size_t n = socket_.write_some(asio::buffer(writing_), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
   if (ec || n == writing_.size()) {
-    write_done(generation_, ec, n);
+    write_done(generation_, ec);
     return;
   }
   write_in_progress_ = true;
   asio::async_write(socket_, asio::buffer(writing_.data() + n, writing_.size() - n),
                     [self = shared_from_this(), generation = generation_](
                         boost::system::error_code e, std::size_t) {
-                      self->write_in_progress_ =
-                          self->write_in_progress_ && generation != self->generation_;
-                      self->write_done(generation, e, 0);
+                      // A write of an older connection leaves the current one's flag alone.
+                      if (generation == self->generation_) self->write_in_progress_ = false;
+                      self->write_done(generation, e);
                     });
 }
 
-void ClientCore::write_done(std::uint64_t generation, boost::system::error_code ec,
-                            std::size_t /*n*/) noexcept {
+void ClientCore::write_done(std::uint64_t generation, boost::system::error_code ec) noexcept {
   if (generation != generation_) return;  // that connection is gone; its slots failed already
   if (ec) {
     drop_connection(ec, "write");
@@ -1222,6 +1221,7 @@ asio::awaitable<Reply> ClientCore::blocking(std::string encoded, milliseconds bl
   if (block < milliseconds::zero()) {
     throw Error(make_error_code(errc::invalid_argument), what + ": negative block time");
   }
+  if (auto error = check_shared_command(encoded, true)) std::rethrow_exception(error);
   Dedicated* connection = nullptr;
   for (auto& d : dedicated_) {
     if (!d->busy) {
@@ -1240,7 +1240,6 @@ asio::awaitable<Reply> ClientCore::blocking(std::string encoded, milliseconds bl
     dedicated_.push_back(std::make_unique<Dedicated>(executor_));
     connection = dedicated_.back().get();
   }
-  if (auto error = check_shared_command(encoded, true)) std::rethrow_exception(error);
   core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
   connection->busy = true;
   connection->wrote = false;

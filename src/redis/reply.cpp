@@ -194,14 +194,6 @@ std::string Reply::take_string() && {
   return out;
 }
 
-Reply Reply::make_error(std::string_view line) {
-  Reply reply;
-  reply.data_.assign(line);
-  reply.nodes_[0] =
-      detail::ReplyNode{ReplyType::error, 0, 0, 0, 0, static_cast<std::uint32_t>(line.size())};
-  return reply;
-}
-
 ServerError server_error_of(std::string_view error_line) {
   ServerError error;
   error.server = ServerKind::redis;

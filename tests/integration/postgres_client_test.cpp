@@ -10,8 +10,8 @@
 
 #include "support/async_test.hpp"
 #include "support/server_harness.hpp"
+#include "support/test_helpers.hpp"
 
-#include <dirent.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -34,25 +34,11 @@ std::string route_name(Route r) {
   return r == Route::direct ? "direct" : "pgbouncer";
 }
 
-int open_descriptors() {
-  int count = 0;
-  if (DIR* dir = opendir("/proc/self/fd")) {
-    while (readdir(dir) != nullptr) ++count;
-    closedir(dir);
-  }
-  return count;
-}
+using ts::testing::open_descriptors;
 
-/// Polls `condition` every 5 ms until it holds or `timeout` passes (no bare sleeps).
-asio::awaitable<bool> eventually(asio::io_context& io, const std::function<bool()>& condition,
-                                 std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) co_return false;
-    asio::steady_timer step(io, 5ms);
-    co_await step.async_wait(asio::use_awaitable);
-  }
-  co_return true;
+/// Polls `condition` every 5 ms until it holds or 5 s pass (no bare sleeps).
+asio::awaitable<bool> eventually(std::function<bool()> condition) {
+  return ts::testing::eventually(std::move(condition), 5s, 5ms);
 }
 
 class PostgresClientTest : public ::testing::TestWithParam<Route> {
@@ -322,7 +308,7 @@ TEST_P(PostgresClientTest, CloseLeavesNoSocketEvenWithWorkInFlight) {
     }
     // Wait (bounded) until the work is really in place: both connections busy with
     // statements or leased, and the remaining transactions queued as waiters.
-    const bool in_place = co_await eventually(io, [&] {
+    const bool in_place = co_await eventually([&] {
       const auto s = client.stats();
       return s.in_flight + s.exclusive >= 2 && s.waiters >= 1;
     });
@@ -330,7 +316,7 @@ TEST_P(PostgresClientTest, CloseLeavesNoSocketEvenWithWorkInFlight) {
     const auto start = std::chrono::steady_clock::now();
     co_await client.close();
     EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
-    EXPECT_TRUE(co_await eventually(io, [&] { return finished == 7; }))
+    EXPECT_TRUE(co_await eventually([&] { return finished == 7; }))
         << finished << " of 7 callers finished";
   });
   EXPECT_EQ(open_descriptors(), fds_before);

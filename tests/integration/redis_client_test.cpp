@@ -15,8 +15,8 @@
 
 #include "support/async_test.hpp"
 #include "support/server_harness.hpp"
+#include "support/test_helpers.hpp"
 
-#include <dirent.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -35,25 +35,12 @@ using ts::redis::Reply;
 
 namespace {
 
-int open_descriptors() {
-  int count = 0;
-  if (DIR* dir = opendir("/proc/self/fd")) {
-    while (readdir(dir) != nullptr) ++count;
-    closedir(dir);
-  }
-  return count;
-}
+using ts::testing::open_descriptors;
 
-asio::awaitable<bool> eventually(const std::function<bool()>& condition,
+/// Polls `condition` every 5 ms until it holds or `timeout` passes (no bare sleeps).
+asio::awaitable<bool> eventually(std::function<bool()> condition,
                                  std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  asio::steady_timer step(co_await asio::this_coro::executor);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) co_return false;
-    step.expires_after(5ms);
-    co_await step.async_wait(asio::use_awaitable);
-  }
-  co_return true;
+  return ts::testing::eventually(std::move(condition), timeout, 5ms);
 }
 
 ts::redis::RedisConfig config_for(const std::string& name) {
@@ -471,12 +458,11 @@ TEST_F(RedisClientTest, LifecycleIsIdempotentAndCloseLeavesNothingBehind) {
       }
     }
     // The server notices closed connections asynchronously: poll with a deadline (2 s).
-    int remaining = -1;
-    for (int i = 0; i < 200; ++i) {
+    const auto deadline = std::chrono::steady_clock::now() + 2s;
+    int remaining = co_await connections_named(admin, name);
+    while (remaining != 0 && std::chrono::steady_clock::now() < deadline) {
+      co_await ts::testing::pause_for(10ms);
       remaining = co_await connections_named(admin, name);
-      if (remaining == 0) break;
-      asio::steady_timer t(io, 10ms);
-      co_await t.async_wait(asio::use_awaitable);
     }
     EXPECT_EQ(remaining, 0);
     EXPECT_EQ(open_descriptors(), fds_before);

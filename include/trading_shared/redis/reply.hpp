@@ -176,10 +176,6 @@ class Reply {
   /// Throws `type_mismatch` for other types.
   std::string take_string() &&;
 
-  /// Makes a reply of the given error line (used for errors produced by the client itself
-  /// in pipelines; the server's own error replies come from the parser).
-  static Reply make_error(std::string_view line);
-
  private:
   friend class ReplyView;
   friend class detail::ReplyBuilder;
