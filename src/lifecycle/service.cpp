@@ -7,8 +7,10 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -26,6 +28,40 @@ std::shared_ptr<spdlog::logger> log() {
 }
 }  // namespace
 
+void ServiceContext::on_stop(std::function<void()> callback) {
+  if (stopping_) {
+    callback();
+    return;
+  }
+  stop_callbacks_.push_back(std::move(callback));
+}
+
+asio::awaitable<void> ServiceContext::until_stopped() {
+  if (stopping_) co_return;
+  asio::steady_timer timer(executor_, asio::steady_timer::time_point::max());
+  stop_waiters_.emplace_back([&timer] { timer.cancel(); });
+  const std::size_t index = stop_waiters_.size() - 1;
+  boost::system::error_code ec;
+  try {
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  } catch (...) {
+    if (index < stop_waiters_.size()) stop_waiters_[index] = [] {};
+    throw;
+  }
+  if (index < stop_waiters_.size()) stop_waiters_[index] = [] {};
+}
+
+void ServiceContext::begin_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  auto callbacks = std::move(stop_callbacks_);
+  stop_callbacks_.clear();
+  for (auto& callback : callbacks) callback();
+  auto waiters = std::move(stop_waiters_);
+  stop_waiters_.clear();
+  for (auto& waiter : waiters) waiter();
+}
+
 class ServiceRunner {
  public:
   ServiceRunner(const ServiceOptions& options, ServiceBody body, bool once)
@@ -39,15 +75,26 @@ class ServiceRunner {
     asio::signal_set signals(io, SIGINT, SIGTERM);
     asio::steady_timer deadline(io);
     asio::steady_timer shutdown(io);
+    asio::steady_timer drain(io);
     ServiceContext* context_seen = nullptr;
 
     auto begin_stop = [&](const char* why) {
       if (stopping_) return;
       stopping_ = true;
-      if (context_seen != nullptr) context_seen->stopping_ = true;
       log()->info("{}: {}: stopping (graceful, up to {} ms)", options_.name, why,
                   options_.shutdown_timeout.count());
-      stop.emit(asio::cancellation_type::terminal);
+      if (context_seen != nullptr) context_seen->begin_stop();
+      if (options_.drain_timeout > std::chrono::milliseconds::zero() && context_seen != nullptr) {
+        drain.expires_after(options_.drain_timeout);
+        drain.async_wait([&](boost::system::error_code ec) {
+          if (ec || finished_) return;
+          log()->warn("{}: the body did not finish within the drain time of {} ms: cancelling it",
+                      options_.name, options_.drain_timeout.count());
+          stop.emit(asio::cancellation_type::terminal);
+        });
+      } else {
+        stop.emit(asio::cancellation_type::terminal);
+      }
       shutdown.expires_after(options_.shutdown_timeout);
       shutdown.async_wait([&](boost::system::error_code ec) {
         if (ec || finished_) return;
@@ -87,7 +134,7 @@ class ServiceRunner {
           [&](ResourceScope& scope) -> asio::awaitable<void> {
             ServiceContext context(io.get_executor(), scope);
             context_seen = &context;
-            context.stopping_ = stopping_;
+            if (stopping_) context.begin_stop();
             std::exception_ptr failure;
             try {
               co_await body_(context);
@@ -106,6 +153,7 @@ class ServiceRunner {
                      signals.cancel(ignored);
                      deadline.cancel();
                      shutdown.cancel();
+                     drain.cancel();
                    }));
     io.run();
     return exit_code();

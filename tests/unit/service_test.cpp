@@ -151,4 +151,43 @@ TEST(Service, SecondSignalForcesAnImmediateStop) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);  // before the shutdown_timeout
 }
 
+TEST(Service, DrainLetsTheBodyFinishItsStepAndReturn) {
+  Recorder r;
+  Res a("a", r);
+  auto opts = options();
+  opts.drain_timeout = 5s;
+  bool callback_ran = false;
+  bool step_finished = false;
+  const int code = lc::run_daemon(opts, [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    co_await ctx.scope().enter(a, "a");
+    ctx.on_stop([&] { callback_ran = true; });
+    co_await after(20ms);
+    std::raise(SIGTERM);
+    co_await ctx.until_stopped();
+    co_await after(50ms);  // the current step ends normally: no cancellation during the drain
+    step_finished = true;
+  });
+  EXPECT_EQ(code, 0);
+  EXPECT_TRUE(callback_ran);
+  EXPECT_TRUE(step_finished);
+  EXPECT_EQ(r.events, (std::vector<std::string>{"start a", "close a"}));
+}
+
+TEST(Service, ABodyThatOverrunsTheDrainIsCancelled) {
+  Recorder r;
+  Res a("a", r);
+  auto opts = options();
+  opts.drain_timeout = 100ms;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = lc::run_daemon(opts, [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    co_await ctx.scope().enter(a, "a");
+    co_await after(20ms);
+    std::raise(SIGTERM);
+    co_await forever();
+  });
+  EXPECT_EQ(code, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(r.events, (std::vector<std::string>{"start a", "close a"}));
+}
+
 }  // namespace

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace trading_shared::lifecycle {
 
@@ -39,6 +40,11 @@ struct ServiceOptions {
   std::chrono::milliseconds shutdown_timeout{10000};
   /// run_once only: overall deadline of the task; zero = none.
   std::chrono::milliseconds deadline{0};
+  /// Drain phase of a graceful stop: after the first signal the body is told to stop
+  /// (`ServiceContext::stopping()`, `on_stop` callbacks, `until_stopped()` completes) and gets
+  /// this long to return by itself (finishing its current batch) before it is cancelled.
+  /// Zero (the default): the body is cancelled at once. Counts against `shutdown_timeout`.
+  std::chrono::milliseconds drain_timeout{0};
 };
 
 /// Readiness and liveness, for a health endpoint (set by the service's body).
@@ -57,13 +63,21 @@ class ServiceContext {
   /// A stop was requested (signal or deadline): finish or abandon the current step.
   bool stopping() const noexcept { return stopping_; }
   HealthState& health() noexcept { return health_; }
+  /// Registers a callback run once when a stop begins (e.g. `consumer.stop()`), before the
+  /// drain phase. Runs at once when the stop has already begun.
+  void on_stop(std::function<void()> callback);
+  /// Completes when a stop begins (at once if it has begun). For bodies that only wait.
+  boost::asio::awaitable<void> until_stopped();
 
  private:
   friend class ServiceRunner;
+  void begin_stop();
   boost::asio::any_io_executor executor_;
   ResourceScope* scope_;
   bool stopping_ = false;
   HealthState health_;
+  std::vector<std::function<void()>> stop_callbacks_;
+  std::vector<std::function<void()>> stop_waiters_;
 };
 
 using ServiceBody = std::function<boost::asio::awaitable<void>(ServiceContext&)>;
