@@ -1,0 +1,42 @@
+#include "common/settings.hpp"
+
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <string>
+
+namespace trading_shared::services {
+
+void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& config) {
+  loader.add(config.dsn, {"postgres.dsn", "libpq connection string of PostgreSQL (or PgBouncer)", true})
+      .add(config.max_size, {"postgres.pool_size", "connections in the pool"})
+      .add(config.connect_timeout, {"postgres.connect_timeout", "one connection attempt"})
+      .add(config.statement_timeout, {"postgres.statement_timeout", "default statement deadline"});
+}
+
+void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) {
+  loader.add(config.url, {"redis.url", "redis://[user[:password]@]host[:port][/db]", true})
+      .add(config.command_timeout, {"redis.command_timeout", "default command deadline"});
+}
+
+std::string default_consumer_name(std::string_view service) {
+  std::array<char, 256> host{};
+  if (::gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+  return std::string(service) + "-" + (host[0] != '\0' ? host.data() : "host") + "-" +
+         std::to_string(::getpid());
+}
+
+std::int64_t unix_millis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t unix_micros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace trading_shared::services
