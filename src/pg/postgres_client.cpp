@@ -147,6 +147,7 @@ PostgresStats PostgresClient::stats() const {
   }
   s.waiters = waiters_.size();
   s.breaker = breaker_.state();
+  s.breaker_trips = breaker_.stats().trips;
   return s;
 }
 

@@ -1306,6 +1306,7 @@ RedisStats ClientCore::stats() noexcept {
   s.in_flight = outstanding();
   s.blocking_connections = dedicated_.size();
   s.breaker = breaker_.state();
+  s.breaker_trips = breaker_.stats().trips;
   return s;
 }
 

@@ -149,6 +149,7 @@ struct PostgresStats {
   std::uint64_t timeouts = 0;       ///< requests that hit their client-side deadline.
   std::uint64_t cancellations = 0;  ///< requests cancelled by their caller.
   core::CircuitState breaker = core::CircuitState::closed;
+  std::uint64_t breaker_trips = 0;  ///< times the breaker opened since start.
 };
 
 class PostgresClient;

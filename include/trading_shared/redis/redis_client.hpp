@@ -204,6 +204,7 @@ struct RedisStats {
   std::uint64_t rejected = 0;         ///< refused at once: queue full, breaker open, closed.
   std::uint64_t health_checks = 0;    ///< PINGs sent by the health check.
   core::CircuitState breaker = core::CircuitState::closed;
+  std::uint64_t breaker_trips = 0;  ///< times the breaker opened since start.
 };
 
 namespace detail {
