@@ -75,6 +75,8 @@ constexpr std::array kMigrations{
 
 }  // namespace
 
-std::span<const Migration> migrations() { return kMigrations; }
+std::span<const Migration> migrations() {
+  return kMigrations;
+}
 
 }  // namespace trading_shared::services

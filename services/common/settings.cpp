@@ -9,7 +9,9 @@
 namespace trading_shared::services {
 
 void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& config) {
-  loader.add(config.dsn, {"postgres.dsn", "libpq connection string of PostgreSQL (or PgBouncer)", true})
+  loader
+      .add(config.dsn,
+           {"postgres.dsn", "libpq connection string of PostgreSQL (or PgBouncer)", true})
       .add(config.max_size, {"postgres.pool_size", "connections in the pool"})
       .add(config.connect_timeout, {"postgres.connect_timeout", "one connection attempt"})
       .add(config.statement_timeout, {"postgres.statement_timeout", "default statement deadline"});

@@ -17,11 +17,21 @@ std::string json_quote(std::string_view text) {
   out.push_back('"');
   for (const char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
@@ -80,7 +90,8 @@ void Summary::write_file(const std::string& path) const {
     file << json() << '\n';
     file.flush();
     if (!file) {
-      throw std::runtime_error(fmt::format("cannot write summary {}: {}", tmp, std::strerror(errno)));
+      throw std::runtime_error(
+          fmt::format("cannot write summary {}: {}", tmp, std::strerror(errno)));
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

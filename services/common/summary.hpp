@@ -20,7 +20,9 @@ class Summary {
   Summary& add(std::string key, double value);
   Summary& add(std::string key, bool value);
   Summary& add(std::string key, std::string_view value);
-  Summary& add(std::string key, const char* value) { return add(std::move(key), std::string_view(value)); }
+  Summary& add(std::string key, const char* value) {
+    return add(std::move(key), std::string_view(value));
+  }
   Summary& add(std::string key, const Summary& object);
 
   std::string json() const;

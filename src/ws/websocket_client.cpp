@@ -1,0 +1,817 @@
+#include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/ws/websocket_client.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+#include <deque>
+#include <stdexcept>
+#include <utility>
+
+namespace trading_shared::ws {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using trading_shared::errc;
+using trading_shared::Error;
+using trading_shared::RequestState;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() {
+  static const auto logger = core::logger("ws");
+  return logger;
+}
+
+Error invalid(const std::string& what) {
+  return Error(make_error_code(errc::invalid_argument), what);
+}
+
+/// Awaits `timer` without the caller's cancellation slot (for waits that must not be cut
+/// short: close()). Returns the wait's error code.
+asio::awaitable<boost::system::error_code> shielded_wait(asio::steady_timer& timer) {
+  boost::system::error_code ec;
+  co_await timer.async_wait(asio::bind_cancellation_slot(
+      asio::cancellation_slot(), asio::redirect_error(asio::use_awaitable, ec)));
+  co_return ec;
+}
+
+/// Awaits `timer` with the caller's cancellation; returns false when the caller cancelled.
+asio::awaitable<void> wait(asio::steady_timer& timer) {
+  boost::system::error_code ec;
+  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+}  // namespace
+
+std::string_view to_string(OverflowPolicy policy) noexcept {
+  switch (policy) {
+    case OverflowPolicy::drop_oldest:
+      return "drop_oldest";
+    case OverflowPolicy::drop_newest:
+      return "drop_newest";
+    case OverflowPolicy::disconnect:
+      return "disconnect";
+  }
+  return "?";
+}
+
+OverflowPolicy parse_overflow_policy(std::string_view text) {
+  if (text == "drop_oldest") return OverflowPolicy::drop_oldest;
+  if (text == "drop_newest") return OverflowPolicy::drop_newest;
+  if (text == "disconnect") return OverflowPolicy::disconnect;
+  throw std::invalid_argument("expected one of drop_oldest, drop_newest, disconnect");
+}
+
+WebSocketUrl parse_websocket_url(std::string_view url) {
+  constexpr std::string_view kScheme = "ws://";
+  if (url.starts_with("wss://")) {
+    throw invalid("WebSocket URL: wss:// (TLS) is not supported yet; use ws://");
+  }
+  if (!url.starts_with(kScheme)) throw invalid("WebSocket URL must start with ws://");
+  std::string_view rest = url.substr(kScheme.size());
+  const auto slash = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, slash);
+  WebSocketUrl out;
+  out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  if (out.target.front() == '?') out.target.insert(out.target.begin(), '/');
+  if (authority.find('@') != std::string_view::npos) {
+    throw invalid("WebSocket URL: credentials in the URL are not supported");
+  }
+  std::string_view port;
+  if (authority.starts_with('[')) {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) throw invalid("WebSocket URL: unterminated [IPv6] host");
+    out.host = std::string(authority.substr(1, close - 1));
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') throw invalid("WebSocket URL: junk after the [IPv6] host");
+      port = after.substr(1);
+    }
+  } else {
+    const auto colon = authority.rfind(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+  }
+  if (out.host.empty()) throw invalid("WebSocket URL: empty host");
+  if (port.empty()) {
+    out.port = "80";
+  } else {
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
+      throw invalid("WebSocket URL: bad port \"" + std::string(port) + "\"");
+    }
+    out.port = std::string(port);
+  }
+  return out;
+}
+
+void validate(const WebSocketConfig& config) {
+  (void)parse_websocket_url(config.url);
+  using std::chrono::milliseconds;
+  if (config.connect_timeout <= milliseconds::zero()) throw invalid("connect_timeout must be > 0");
+  if (config.startup_timeout <= milliseconds::zero()) throw invalid("startup_timeout must be > 0");
+  if (config.idle_timeout < milliseconds(2)) throw invalid("idle_timeout must be >= 2 ms");
+  if (config.close_timeout <= milliseconds::zero()) throw invalid("close_timeout must be > 0");
+  if (config.max_message_size == 0) throw invalid("max_message_size must be > 0");
+  if (config.queue_capacity == 0) throw invalid("queue_capacity must be > 0");
+  if (config.max_pending_sends == 0) throw invalid("max_pending_sends must be > 0");
+}
+
+// ---- the client's state ----------------------------------------------------------------------
+
+namespace {
+
+using Stream = websocket::stream<beast::tcp_stream>;
+
+struct Connection {
+  explicit Connection(const asio::any_io_executor& executor) : ws(executor) {}
+  Stream ws;
+  std::uint64_t number = 0;
+  Clock::time_point opened{};
+  bool slow_consumer = false;
+};
+
+enum class State : std::uint8_t { idle, starting, running, closing, closed };
+
+/// A one-shot wake-up for one waiting coroutine (single-threaded executor).
+struct Waiter {
+  explicit Waiter(const asio::any_io_executor& executor)
+      : timer(executor, asio::steady_timer::time_point::max()) {}
+  asio::steady_timer timer;
+  bool woken = false;
+  void wake() {
+    woken = true;
+    timer.cancel();
+  }
+};
+
+}  // namespace
+
+struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Core> {
+  Core(asio::any_io_executor executor, WebSocketConfig cfg)
+      : ex(std::move(executor)), config(std::move(cfg)), url(parse_websocket_url(config.url)) {
+    ring.resize(config.queue_capacity);
+  }
+
+  asio::any_io_executor ex;
+  WebSocketConfig config;
+  WebSocketUrl url;
+  std::vector<std::string> on_connect;
+  State state = State::idle;
+  std::shared_ptr<Connection> connection;  // up and handshaken
+  std::shared_ptr<Connection> connecting;  // being connected (close() cuts it)
+  std::uint64_t next_number = 1;
+  core::DefaultRandom random;
+  WebSocketStats stats;
+  std::string last_failure = "no attempt yet";
+
+  // hand-off queue
+  std::vector<Message> ring;
+  std::size_t head = 0;
+  std::size_t count = 0;
+  Waiter* consumer = nullptr;
+  bool consumer_active = false;
+  std::uint64_t dropped_logged = 0;
+
+  // sends
+  bool writing = false;
+  std::deque<Waiter*> send_waiters;
+
+  // supervisor
+  bool supervisor_running = false;
+  bool first_ready = false;
+  asio::steady_timer* backoff_timer = nullptr;
+  std::vector<Waiter*> start_waiters;
+  std::vector<Waiter*> stop_waiters;  // woken when the supervisor has ended
+
+  // ---- queue ---------------------------------------------------------------------------------
+
+  /// Hands a received frame to the queue; false when the overflow policy says disconnect.
+  bool deliver(const beast::flat_buffer& buffer, bool binary, std::uint64_t number) {
+    const std::size_t capacity = ring.size();
+    if (count == capacity) {
+      ++stats.dropped;
+      if (stats.dropped == 1 || stats.dropped - dropped_logged >= 10000) {
+        dropped_logged = stats.dropped;
+        log()->warn(
+            "{}: consumer too slow: hand-off queue full ({} messages), policy {}: {} "
+            "message(s) dropped so far",
+            config.url, capacity, to_string(config.overflow), stats.dropped);
+      }
+      switch (config.overflow) {
+        case OverflowPolicy::drop_newest:
+          return true;
+        case OverflowPolicy::disconnect:
+          return false;
+        case OverflowPolicy::drop_oldest:
+          head = (head + 1) % capacity;
+          --count;
+          break;
+      }
+    }
+    Message& slot = ring[(head + count) % capacity];
+    const auto data = buffer.cdata();
+    slot.data.assign(static_cast<const char*>(data.data()), data.size());
+    slot.binary = binary;
+    slot.connection = number;
+    slot.received_at = Clock::now();
+    ++count;
+    stats.max_queued = std::max(stats.max_queued, count);
+    if (consumer != nullptr) consumer->wake();
+    return true;
+  }
+
+  bool ended() const {
+    return state == State::closed || (state == State::closing && !supervisor_running);
+  }
+
+  // ---- connecting ----------------------------------------------------------------------------
+
+  asio::awaitable<void> connect(Connection& c) {
+    tcp::resolver resolver(ex);
+    const auto endpoints = co_await resolver.async_resolve(url.host, url.port, asio::use_awaitable);
+    auto& socket = beast::get_lowest_layer(c.ws);
+    socket.expires_after(config.connect_timeout);
+    co_await socket.async_connect(endpoints, asio::use_awaitable);
+    socket.socket().set_option(tcp::no_delay(true));
+    websocket::stream_base::timeout timeouts{};
+    timeouts.handshake_timeout = config.connect_timeout;
+    timeouts.idle_timeout = config.idle_timeout;
+    timeouts.keep_alive_pings = true;
+    c.ws.set_option(timeouts);  // the websocket timeouts replace the tcp_stream's: clear them
+    socket.expires_never();
+    c.ws.read_message_max(config.max_message_size);
+    c.ws.auto_fragment(false);
+    c.ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
+      request.set(beast::http::field::user_agent, "trading_shared-ws");
+    }));
+    const bool v6 = url.host.find(':') != std::string::npos;
+    const std::string host_header = (v6 ? "[" + url.host + "]" : url.host) + ":" + url.port;
+    co_await c.ws.async_handshake(host_header, url.target, asio::use_awaitable);
+  }
+
+  /// Writes one text frame on `c` as the current holder of the write turn.
+  asio::awaitable<boost::system::error_code> write_frame(Connection& c, std::string_view text) {
+    boost::system::error_code ec;
+    c.ws.text(true);
+    // A write cut in the middle would leave half a frame on the wire: writes are not
+    // cancellable; they are bounded by the idle timeout, which fails the stream.
+    co_await c.ws.async_write(
+        asio::buffer(text.data(), text.size()),
+        asio::bind_cancellation_slot(asio::cancellation_slot(),
+                                     asio::redirect_error(asio::use_awaitable, ec)));
+    co_return ec;
+  }
+
+  // ---- the write turn --------------------------------------------------------------------------
+
+  /// Waits for the write turn (FIFO). Throws queue_full, client_closed or the caller's
+  /// cancellation.
+  asio::awaitable<void> acquire_write() {
+    if (!writing && send_waiters.empty()) {
+      writing = true;
+      co_return;
+    }
+    if (send_waiters.size() >= config.max_pending_sends) {
+      throw Error(make_error_code(errc::queue_full), "WebSocket " + config.url + ": " +
+                                                         std::to_string(send_waiters.size()) +
+                                                         " sends already waiting");
+    }
+    Waiter waiter(ex);
+    send_waiters.push_back(&waiter);
+    co_await wait(waiter.timer);
+    if (!waiter.woken) {
+      std::erase(send_waiters, &waiter);
+      throw Error(make_error_code(errc::cancelled), "WebSocket " + config.url + ": send cancelled");
+    }
+    if (state == State::closing || state == State::closed) {
+      release_write();
+      throw Error(make_error_code(errc::client_closed), "WebSocket " + config.url + ": closed");
+    }
+  }
+
+  void release_write() {
+    if (send_waiters.empty()) {
+      writing = false;
+      return;
+    }
+    Waiter* next = send_waiters.front();
+    send_waiters.pop_front();
+    next->wake();  // the turn passes on: `writing` stays true
+  }
+
+  // ---- supervisor --------------------------------------------------------------------------
+
+  /// Sends the on_connect messages on a new connection; then completes start().
+  static asio::awaitable<void> subscribe(std::shared_ptr<Core> self,
+                                         std::shared_ptr<Connection> c) {
+    bool ok = true;
+    std::string failure;
+    try {
+      co_await self->acquire_write();
+      for (const auto& message : self->on_connect) {
+        if (self->connection != c) break;
+        const auto ec = co_await self->write_frame(*c, message);
+        if (ec) {
+          ok = false;
+          failure = ec.message();
+          break;
+        }
+        ++self->stats.sends;
+      }
+      self->release_write();
+    } catch (const Error& e) {
+      ok = false;
+      failure = e.what();
+    }
+    if (!ok) {
+      if (self->connection == c) {
+        ++self->stats.send_failures;
+        log()->warn("{}: connection {}: sending the on_connect messages failed ({}): reconnecting",
+                    self->config.url, c->number, failure);
+        c->slow_consumer = false;
+        beast::close_socket(beast::get_lowest_layer(c->ws));
+      }
+      co_return;
+    }
+    if (self->connection == c && !self->first_ready) {
+      self->first_ready = true;
+      if (self->state == State::starting) self->state = State::running;
+      auto waiters = std::move(self->start_waiters);
+      self->start_waiters.clear();
+      for (auto* w : waiters) w->wake();
+    }
+  }
+
+  enum class Ending : std::uint8_t {
+    closed_by_peer,
+    eof,
+    idle_timeout,
+    oversized,
+    protocol_error,
+    slow_consumer,
+    other
+  };
+
+  static Ending ending_of(const boost::system::error_code& ec) {
+    if (ec == websocket::error::closed) return Ending::closed_by_peer;
+    if (ec == beast::error::timeout) return Ending::idle_timeout;
+    if (ec == websocket::error::message_too_big || ec == websocket::error::buffer_overflow) {
+      return Ending::oversized;
+    }
+    if (ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::broken_pipe || ec == asio::error::connection_aborted) {
+      return Ending::eof;
+    }
+    if (ec == websocket::condition::protocol_violation) return Ending::protocol_error;
+    // Beast fails a connection on a protocol violation by sending a close frame and waiting
+    // (up to the handshake timeout) for the peer to close; when the misbehaving peer does not,
+    // Beast closes the socket and reports the teardown's error instead of the violation. We
+    // close sockets ourselves only when closing or on a slow consumer (flagged separately).
+    if (ec == asio::error::bad_descriptor) return Ending::protocol_error;
+    return Ending::other;
+  }
+
+  asio::awaitable<boost::system::error_code> read_loop(Connection& c) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      boost::system::error_code ec;
+      const std::size_t n =
+          co_await c.ws.async_read(buffer, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return ec;
+      ++stats.messages;
+      stats.bytes += n;
+      if (!deliver(buffer, c.ws.got_binary(), c.number)) {
+        c.slow_consumer = true;
+        beast::close_socket(beast::get_lowest_layer(c.ws));
+        co_return asio::error::operation_aborted;
+      }
+      buffer.consume(buffer.size());
+    }
+  }
+
+  void count_ending(Ending ending) {
+    auto& r = stats.reasons;
+    switch (ending) {
+      case Ending::closed_by_peer:
+        ++r.closed_by_peer;
+        break;
+      case Ending::eof:
+        ++r.eof;
+        break;
+      case Ending::idle_timeout:
+        ++r.idle_timeout;
+        break;
+      case Ending::oversized:
+        ++r.oversized;
+        break;
+      case Ending::protocol_error:
+        ++r.protocol_error;
+        break;
+      case Ending::slow_consumer:
+        ++r.slow_consumer;
+        break;
+      case Ending::other:
+        ++r.other;
+        break;
+    }
+  }
+
+  static const char* describe(Ending ending) {
+    switch (ending) {
+      case Ending::closed_by_peer:
+        return "closed by the server";
+      case Ending::eof:
+        return "TCP connection closed without a close frame";
+      case Ending::idle_timeout:
+        return "nothing received within the idle timeout (silent peer)";
+      case Ending::oversized:
+        return "message above max_message_size";
+      case Ending::protocol_error:
+        return "WebSocket protocol violation";
+      case Ending::slow_consumer:
+        return "consumer too slow (overflow policy disconnect)";
+      case Ending::other:
+        return "connection error";
+    }
+    return "?";
+  }
+
+  static asio::awaitable<void> supervise(std::shared_ptr<Core> self) {
+    core::Backoff backoff(self->config.reconnect_backoff, self->random);
+    asio::steady_timer pause(self->ex);
+    while (self->state == State::starting || self->state == State::running) {
+      auto c = std::make_shared<Connection>(self->ex);
+      self->connecting = c;
+      std::string failure;
+      try {
+        co_await self->connect(*c);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      self->connecting.reset();
+      if (self->state != State::starting && self->state != State::running) break;
+      if (failure.empty()) {
+        c->number = self->next_number++;
+        c->opened = Clock::now();
+        self->connection = c;
+        ++self->stats.connects;
+        self->stats.connection = c->number;
+        self->stats.connected = true;
+        log()->info("{}: connection {} up", self->config.url, c->number);
+        asio::co_spawn(self->ex, subscribe(self, c), [](std::exception_ptr e) {
+          if (e) std::rethrow_exception(e);  // subscribe catches everything it expects
+        });
+        const auto ec = co_await self->read_loop(*c);
+        self->connection.reset();
+        self->stats.connected = false;
+        if (self->state != State::starting && self->state != State::running) break;
+        const Ending ending = c->slow_consumer ? Ending::slow_consumer : ending_of(ec);
+        ++self->stats.disconnects;
+        self->count_ending(ending);
+        std::string detail = ec.message();
+        if (ending == Ending::closed_by_peer) {
+          const auto& reason = c->ws.reason();
+          detail = "close code " + std::to_string(reason.code) +
+                   (reason.reason.empty() ? std::string()
+                                          : " \"" + std::string(reason.reason.c_str()) + "\"");
+        }
+        log()->warn(
+            "{}: connection {} lost after {} ms: {} ({}); reconnecting", self->config.url,
+            c->number,
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - c->opened).count(),
+            describe(ending), detail);
+        self->last_failure = describe(ending);
+        if (Clock::now() - c->opened >= self->config.idle_timeout) backoff.reset();
+      } else {
+        ++self->stats.connect_failures;
+        self->last_failure = failure;
+        if (self->stats.connect_failures == 1 || backoff.attempts() % 10 == 0) {
+          log()->warn("{}: connect failed (attempt {}): {}", self->config.url,
+                      backoff.attempts() + 1, failure);
+        }
+      }
+      pause.expires_after(backoff.next());
+      self->backoff_timer = &pause;
+      (void)co_await shielded_wait(pause);
+      self->backoff_timer = nullptr;
+    }
+    self->supervisor_running = false;
+    auto waiters = std::move(self->stop_waiters);
+    self->stop_waiters.clear();
+    for (auto* w : waiters) w->wake();
+    if (self->consumer != nullptr) self->consumer->wake();
+    auto starters = std::move(self->start_waiters);
+    self->start_waiters.clear();
+    for (auto* w : starters) w->wake();
+  }
+
+  /// Stops everything at once (destruction without close, close overrun).
+  void cut() {
+    if (connecting) beast::close_socket(beast::get_lowest_layer(connecting->ws));
+    if (connection) beast::close_socket(beast::get_lowest_layer(connection->ws));
+    if (backoff_timer != nullptr) backoff_timer->cancel();
+  }
+
+  void begin_closing() {
+    state = State::closing;
+    if (backoff_timer != nullptr) backoff_timer->cancel();
+    if (connecting) beast::close_socket(beast::get_lowest_layer(connecting->ws));
+    auto waiters = std::move(send_waiters);
+    send_waiters.clear();
+    for (auto* w : waiters) w->wake();  // they see the closing state and throw client_closed
+    if (!supervisor_running && consumer != nullptr) consumer->wake();
+    auto starters = std::move(start_waiters);
+    start_waiters.clear();
+    for (auto* w : starters) w->wake();
+  }
+
+  asio::awaitable<void> close() {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    if (state == State::idle) {
+      state = State::closed;
+      co_return;
+    }
+    if (state == State::closed) co_return;
+    const auto deadline = Clock::now() + config.close_timeout;
+    if (state != State::closing) {
+      begin_closing();
+      if (auto c = connection) {
+        // A send in flight: let it finish (bounded), Beast allows one write at a time.
+        asio::steady_timer poll(ex);
+        while (writing && Clock::now() < deadline && connection == c) {
+          poll.expires_after(std::chrono::milliseconds(5));
+          (void)co_await shielded_wait(poll);
+        }
+        if (connection == c && !writing) {
+          boost::system::error_code ec;
+          co_await c->ws.async_close(
+              websocket::close_code::normal,
+              asio::bind_cancellation_slot(asio::cancellation_slot(),
+                                           asio::redirect_error(asio::use_awaitable, ec)));
+          if (ec && ec != asio::error::operation_aborted) {
+            log()->info("{}: close handshake of connection {}: {}", config.url, c->number,
+                        ec.message());
+          }
+        }
+      }
+    }
+    if (supervisor_running) {
+      Waiter waiter(ex);
+      stop_waiters.push_back(&waiter);
+      waiter.timer.expires_at(deadline);
+      (void)co_await shielded_wait(waiter.timer);
+      if (!waiter.woken) {
+        std::erase(stop_waiters, &waiter);
+        log()->warn("{}: close did not finish within {} ms: cutting the connection", config.url,
+                    config.close_timeout.count());
+        cut();
+        Waiter last(ex);
+        stop_waiters.push_back(&last);
+        last.timer.expires_after(std::chrono::milliseconds(500));
+        (void)co_await shielded_wait(last.timer);
+        if (!last.woken) std::erase(stop_waiters, &last);
+      }
+    }
+    state = State::closed;
+    if (consumer != nullptr) consumer->wake();
+  }
+};
+
+// ---- the public API --------------------------------------------------------------------------
+
+WebSocketClient::WebSocketClient(asio::any_io_executor executor, WebSocketConfig config) {
+  validate(config);
+  core_ = std::make_shared<Core>(std::move(executor), std::move(config));
+}
+
+WebSocketClient::~WebSocketClient() {
+  if (core_ && core_->state != State::closed && core_->state != State::idle) {
+    core_->begin_closing();
+    core_->cut();
+  }
+}
+
+void WebSocketClient::add_on_connect(std::string message) {
+  core_->on_connect.push_back(std::move(message));
+  if (core_->connection && core_->first_ready) {
+    // Also on the current connection, through the write turn like any send.
+    auto self = core_;
+    auto c = core_->connection;
+    asio::co_spawn(
+        core_->ex,
+        [](std::shared_ptr<Core> s, std::shared_ptr<Connection> conn,
+           std::string text) -> asio::awaitable<void> {
+          try {
+            co_await s->acquire_write();
+          } catch (const Error& e) {
+            log()->warn("{}: on_connect message not sent on connection {}: {}", s->config.url,
+                        conn->number, e.what());
+            co_return;
+          }
+          if (s->connection == conn) {
+            const auto ec = co_await s->write_frame(*conn, text);
+            if (ec) {
+              ++s->stats.send_failures;
+              log()->warn("{}: on_connect message not sent on connection {}: {}", s->config.url,
+                          conn->number, ec.message());
+            } else {
+              ++s->stats.sends;
+            }
+          }
+          s->release_write();
+        }(self, c, core_->on_connect.back()),
+        [](std::exception_ptr e) {
+          if (e) std::rethrow_exception(e);
+        });
+  }
+}
+
+asio::awaitable<void> WebSocketClient::start() {
+  auto self = core_;
+  if (self->state == State::running) co_return;
+  if (self->state == State::closing || self->state == State::closed) {
+    throw Error(make_error_code(errc::client_closed), "WebSocket " + self->config.url + ": closed");
+  }
+  if (self->state == State::idle) {
+    self->state = State::starting;
+    self->supervisor_running = true;
+    asio::co_spawn(self->ex, Core::supervise(self), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);  // the supervisor handles every error it can meet
+    });
+  }
+  Waiter waiter(self->ex);
+  self->start_waiters.push_back(&waiter);
+  waiter.timer.expires_after(self->config.startup_timeout);
+  co_await wait(waiter.timer);
+  if (!waiter.woken) std::erase(self->start_waiters, &waiter);
+  if (self->state == State::running) co_return;
+  if (self->state == State::closing || self->state == State::closed) {
+    throw Error(make_error_code(errc::client_closed),
+                "WebSocket " + self->config.url + ": closed during start");
+  }
+  const auto cancelled = (co_await asio::this_coro::cancellation_state).cancelled();
+  const std::string failure = self->last_failure;
+  co_await self->close();
+  if (cancelled != asio::cancellation_type::none) {
+    throw Error(make_error_code(errc::cancelled),
+                "WebSocket " + self->config.url + ": start cancelled");
+  }
+  throw Error(make_error_code(errc::startup_timeout),
+              "WebSocket " + self->config.url + ": not connected within " +
+                  std::to_string(self->config.startup_timeout.count()) +
+                  " ms; last failure: " + failure);
+}
+
+asio::awaitable<void> WebSocketClient::close() {
+  auto self = core_;
+  co_await self->close();
+}
+
+asio::awaitable<void> WebSocketClient::send(std::string_view text) {
+  auto self = core_;
+  if (self->state == State::idle || self->state == State::starting) {
+    throw Error(make_error_code(errc::not_started),
+                "WebSocket " + self->config.url + ": send before start()");
+  }
+  if (self->state != State::running) {
+    throw Error(make_error_code(errc::client_closed), "WebSocket " + self->config.url + ": closed");
+  }
+  co_await self->acquire_write();
+  auto c = self->connection;
+  if (!c) {
+    self->release_write();
+    ++self->stats.send_failures;
+    throw Error(make_error_code(errc::connection_lost),
+                "WebSocket " + self->config.url + ": not connected (reconnecting)");
+  }
+  const auto ec = co_await self->write_frame(*c, text);
+  self->release_write();
+  if (ec) {
+    ++self->stats.send_failures;
+    throw Error(make_error_code(errc::connection_lost),
+                "WebSocket " + self->config.url + ": send on connection " +
+                    std::to_string(c->number) + " failed: " + ec.message(),
+                RequestState::sent);
+  }
+  ++self->stats.sends;
+}
+
+asio::awaitable<bool> WebSocketClient::receive(Message& out) {
+  auto self = core_;
+  if (self->consumer_active) throw std::logic_error("WebSocketClient: concurrent receive");
+  self->consumer_active = true;
+  struct Reset {
+    Core* c;
+    ~Reset() { c->consumer_active = false; }
+  } reset{self.get()};
+  while (self->count == 0) {
+    if (self->ended() || self->state == State::idle) co_return false;
+    Waiter waiter(self->ex);
+    self->consumer = &waiter;
+    co_await wait(waiter.timer);
+    self->consumer = nullptr;
+    if (!waiter.woken) {
+      throw Error(make_error_code(errc::cancelled),
+                  "WebSocket " + self->config.url + ": receive cancelled");
+    }
+  }
+  std::swap(out, self->ring[self->head]);
+  self->head = (self->head + 1) % self->ring.size();
+  --self->count;
+  co_return true;
+}
+
+asio::awaitable<std::size_t> WebSocketClient::receive_batch(std::vector<Message>& out,
+                                                            std::size_t max) {
+  auto self = core_;
+  if (max == 0) throw std::invalid_argument("WebSocketClient::receive_batch: max must be > 0");
+  if (self->consumer_active) throw std::logic_error("WebSocketClient: concurrent receive");
+  self->consumer_active = true;
+  struct Reset {
+    Core* c;
+    ~Reset() { c->consumer_active = false; }
+  } reset{self.get()};
+  while (self->count == 0) {
+    if (self->ended() || self->state == State::idle) co_return 0;
+    Waiter waiter(self->ex);
+    self->consumer = &waiter;
+    co_await wait(waiter.timer);
+    self->consumer = nullptr;
+    if (!waiter.woken) {
+      throw Error(make_error_code(errc::cancelled),
+                  "WebSocket " + self->config.url + ": receive cancelled");
+    }
+  }
+  const std::size_t n = std::min(max, self->count);
+  if (out.size() < n) out.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::swap(out[i], self->ring[self->head]);
+    self->head = (self->head + 1) % self->ring.size();
+  }
+  self->count -= n;
+  co_return n;
+}
+
+WebSocketStats WebSocketClient::stats() const noexcept {
+  WebSocketStats s = core_->stats;
+  s.queued = core_->count;
+  return s;
+}
+
+const WebSocketConfig& WebSocketClient::config() const noexcept {
+  return core_->config;
+}
+
+// ---- SequenceTracker -------------------------------------------------------------------------
+
+SequenceTracker::Result SequenceTracker::observe(std::string_view key, std::int64_t sequence) {
+  for (auto& [k, last] : last_) {
+    if (k != key) continue;
+    Result r;
+    if (sequence == last + 1) {
+      r.kind = Result::in_order;
+      last = sequence;
+    } else if (sequence > last + 1) {
+      r.kind = Result::gap;
+      r.missing = sequence - last - 1;
+      ++gaps_;
+      missing_ += static_cast<std::uint64_t>(r.missing);
+      last = sequence;
+    } else {
+      r.kind = Result::duplicate_or_old;
+      ++duplicates_;
+    }
+    return r;
+  }
+  last_.emplace_back(std::string(key), sequence);
+  return Result{Result::first, 0};
+}
+
+std::int64_t SequenceTracker::last(std::string_view key) const noexcept {
+  for (const auto& [k, last] : last_) {
+    if (k == key) return last;
+  }
+  return -1;
+}
+
+}  // namespace trading_shared::ws

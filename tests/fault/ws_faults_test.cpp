@@ -1,0 +1,470 @@
+// Fault tests F35-F39 (FAILURE_MODES.md) for WebSocketClient, against a real Beast server in
+// the test (tests/support/ws_test_server.hpp) on loopback, misbehaving on purpose.
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/ws/websocket_client.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
+#include "support/test_helpers.hpp"
+#include "support/ws_test_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using namespace std::chrono_literals;
+using trading_shared::errc;
+using trading_shared::Error;
+using trading_shared::testing::eventually;
+using trading_shared::testing::WsTestServer;
+namespace ws = trading_shared::ws;
+using Clock = std::chrono::steady_clock;
+
+/// Runs `body` on a fresh io_context; stops the loop (servers, stalls) when the body ends;
+/// fails the test after `timeout`.
+void run_ws_test(std::function<asio::awaitable<void>(asio::io_context&)> body,
+                 std::chrono::seconds timeout = 30s) {
+  asio::io_context io;
+  std::exception_ptr error;
+  bool done = false;
+  asio::co_spawn(io, body(io), [&](std::exception_ptr e) {
+    error = e;
+    done = true;
+    io.stop();
+  });
+  io.run_for(timeout);
+  if (!done) {
+    ADD_FAILURE() << "ws test did not finish within " << timeout.count() << " s";
+    return;
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+ws::WebSocketConfig config_for(const WsTestServer& server) {
+  ws::WebSocketConfig c;
+  c.url = server.url();
+  c.connect_timeout = 2s;
+  c.startup_timeout = 5s;
+  c.idle_timeout = 2s;
+  c.reconnect_backoff = {10ms, 100ms, 2.0};
+  c.close_timeout = 1s;
+  return c;
+}
+
+/// Sends "<seq>" messages 1..n on the connection.
+asio::awaitable<void> send_sequence(WsTestServer::Stream& s, int from, int n) {
+  for (int i = from; i < from + n; ++i) {
+    const bool ok = co_await WsTestServer::write_text(s, std::to_string(i));
+    if (!ok) co_return;
+  }
+}
+
+TEST(WsUrl, ParsesAndRefuses) {
+  const auto u = ws::parse_websocket_url("ws://[::1]:9443/ws?x=1");
+  EXPECT_EQ(u.host, "::1");
+  EXPECT_EQ(u.port, "9443");
+  EXPECT_EQ(u.target, "/ws?x=1");
+  const auto d = ws::parse_websocket_url("ws://example.org");
+  EXPECT_EQ(d.port, "80");
+  EXPECT_EQ(d.target, "/");
+  for (const char* bad : {"wss://h/", "http://h/", "ws://", "ws://h:0/", "ws://h:70000",
+                          "ws://u:p@h/", "ws://[::1/"}) {
+    EXPECT_THROW((void)ws::parse_websocket_url(bad), Error) << bad;
+  }
+  ws::WebSocketConfig c;
+  c.url = "ws://127.0.0.1:1/";
+  c.queue_capacity = 0;
+  EXPECT_THROW(ws::validate(c), Error);
+}
+
+TEST(WsSequence, DetectsGapsAndDuplicates) {
+  ws::SequenceTracker t;
+  EXPECT_EQ(t.observe("A", 5).kind, ws::SequenceTracker::Result::first);
+  EXPECT_EQ(t.observe("A", 6).kind, ws::SequenceTracker::Result::in_order);
+  const auto gap = t.observe("A", 10);
+  EXPECT_EQ(gap.kind, ws::SequenceTracker::Result::gap);
+  EXPECT_EQ(gap.missing, 3);
+  EXPECT_EQ(t.observe("A", 9).kind, ws::SequenceTracker::Result::duplicate_or_old);
+  EXPECT_EQ(t.observe("B", 1).kind, ws::SequenceTracker::Result::first);
+  EXPECT_EQ(t.gaps(), 1U);
+  EXPECT_EQ(t.missing(), 3U);
+  EXPECT_EQ(t.duplicates(), 1U);
+  EXPECT_EQ(t.last("A"), 10);
+  EXPECT_EQ(t.last("C"), -1);
+}
+
+TEST(WsClient, SubscribesReceivesAndClosesCleanly) {
+  std::vector<std::string> first_messages;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      first_messages.push_back(co_await WsTestServer::read_text(s));
+      co_await send_sequence(s, 1, 100);
+      // Stay open until the client closes (its close frame ends this read).
+      (void)co_await WsTestServer::read_text(s);
+    });
+    ws::WebSocketClient client(io.get_executor(), config_for(server));
+    client.add_on_connect(R"({"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1})");
+    co_await client.start();
+    ws::Message m;
+    for (int i = 1; i <= 100; ++i) {
+      const bool got = co_await client.receive(m);
+      EXPECT_TRUE(got);
+      EXPECT_EQ(m.data, std::to_string(i));
+      EXPECT_EQ(m.connection, 1U);
+    }
+    co_await client.close();
+    const bool more = co_await client.receive(m);
+    EXPECT_FALSE(more);
+    const auto st = client.stats();
+    EXPECT_EQ(st.connects, 1U);
+    EXPECT_EQ(st.disconnects, 0U);
+    EXPECT_EQ(st.messages, 100U);
+    EXPECT_THROW(co_await client.send("x"), Error);
+    server.stop();
+  });
+  ASSERT_EQ(first_messages.size(), 1U);
+  EXPECT_NE(first_messages[0].find("SUBSCRIBE"), std::string::npos);
+}
+
+TEST(WsClient, StartFailsWithinStartupTimeoutWhenNothingListens) {
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
+    const auto port = probe.local_endpoint().port();
+    probe.close();
+    ws::WebSocketConfig c;
+    c.url = "ws://127.0.0.1:" + std::to_string(port) + "/";
+    c.startup_timeout = 300ms;
+    c.reconnect_backoff = {10ms, 50ms, 2.0};
+    ws::WebSocketClient client(io.get_executor(), c);
+    const auto t0 = Clock::now();
+    try {
+      co_await client.start();
+      ADD_FAILURE() << "start() succeeded with nothing listening";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), make_error_code(errc::startup_timeout)) << e.what();
+    }
+    EXPECT_LT(Clock::now() - t0, 2s);
+    EXPECT_GE(client.stats().connect_failures, 1U);
+  });
+}
+
+// F35: the server sends the next message only after the client acknowledged the previous
+// one. The client acknowledges from its message handler: with writes independent of the read
+// loop this cannot deadlock.
+TEST(WsFaults, F35_HandlerWaitingForTheServerCannotDeadlock) {
+  constexpr int kMessages = 500;
+  int acks_seen = 0;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      for (int i = 1; i <= kMessages; ++i) {
+        const bool ok = co_await WsTestServer::write_text(s, std::to_string(i));
+        if (!ok) co_return;
+        const std::string ack = co_await WsTestServer::read_text(s);
+        if (ack != "ack " + std::to_string(i)) co_return;
+        ++acks_seen;
+      }
+      (void)co_await WsTestServer::read_text(s);
+    });
+    auto cfg = config_for(server);
+    cfg.idle_timeout = 500ms;  // pings run during the whole exchange
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    ws::Message m;
+    for (int i = 1; i <= kMessages; ++i) {
+      const bool got = co_await client.receive(m);
+      if (!got) break;
+      co_await client.send("ack " + m.data);  // the handler awaits a write: never the read loop
+    }
+    EXPECT_EQ(client.stats().disconnects, 0U);
+    co_await client.close();
+    server.stop();
+  });
+  EXPECT_EQ(acks_seen, kMessages);
+}
+
+// F36: many coroutines send at once; every message arrives whole, each sender's in order.
+TEST(WsFaults, F36_ConcurrentSendersAreSerialised) {
+  constexpr int kSenders = 40;
+  constexpr int kEach = 250;
+  std::map<int, std::vector<int>> received;  // sender -> sequence numbers in arrival order
+  int malformed = 0;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      for (;;) {
+        const std::string text = co_await WsTestServer::read_text(s);
+        if (text.empty()) co_return;
+        int sender = -1;
+        int seq = -1;
+        std::string padding;
+        if (std::sscanf(text.c_str(), "%d:%d:", &sender, &seq) != 2 || text.size() != 4000) {
+          ++malformed;
+          continue;
+        }
+        received[sender].push_back(seq);
+      }
+    });
+    auto cfg = config_for(server);
+    cfg.max_pending_sends = kSenders;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    int finished = 0;
+    int failures = 0;
+    for (int sender = 0; sender < kSenders; ++sender) {
+      asio::co_spawn(
+          io,
+          [&, sender]() -> asio::awaitable<void> {
+            for (int i = 0; i < kEach; ++i) {
+              std::string text = std::to_string(sender) + ":" + std::to_string(i) + ":";
+              text.resize(4000, 'x');  // large enough for partial socket writes
+              co_await client.send(text);
+            }
+          },
+          [&](std::exception_ptr e) {
+            if (e) ++failures;
+            ++finished;
+          });
+    }
+    const bool all_sent = co_await eventually([&] { return finished == kSenders; }, 20s, 5ms);
+    EXPECT_TRUE(all_sent);
+    const bool all_arrived = co_await eventually(
+        [&] {
+          std::size_t n = 0;
+          for (const auto& [k, v] : received) n += v.size();
+          return n == static_cast<std::size_t>(kSenders * kEach);
+        },
+        20s, 5ms);
+    EXPECT_TRUE(all_arrived);
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(client.stats().sends, static_cast<std::uint64_t>(kSenders * kEach));
+    co_await client.close();
+    server.stop();
+  });
+  EXPECT_EQ(malformed, 0);
+  ASSERT_EQ(received.size(), static_cast<std::size_t>(kSenders));
+  for (const auto& [sender, seqs] : received) {
+    ASSERT_EQ(seqs.size(), static_cast<std::size_t>(kEach)) << "sender " << sender;
+    for (int i = 0; i < kEach; ++i)
+      EXPECT_EQ(seqs[static_cast<std::size_t>(i)], i) << "sender " << sender;
+  }
+}
+
+// F37: a consumer that does not read while the server floods: the read loop keeps reading
+// (pings answered, no idle timeout), the queue stays bounded, the overflow is counted, and
+// the freshest messages are kept (drop_oldest).
+TEST(WsFaults, F37_SlowConsumerDoesNotStallReadsAndOverflowIsCounted) {
+  constexpr int kSent = 20000;
+  constexpr std::size_t kCapacity = 1000;
+  bool server_done = false;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      co_await send_sequence(s, 1, kSent);
+      server_done = true;
+      (void)co_await WsTestServer::read_text(s);
+    });
+    auto cfg = config_for(server);
+    cfg.queue_capacity = kCapacity;
+    cfg.idle_timeout = 300ms;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    // The consumer does nothing until everything has been read, and then for several idle
+    // timeouts more: the connection must stay up (keep-alive pings are answered).
+    const bool read_all =
+        co_await eventually([&] { return client.stats().messages == kSent; }, 20s, 5ms);
+    EXPECT_TRUE(read_all);
+    EXPECT_TRUE(server_done);
+    const auto later = Clock::now() + 4 * cfg.idle_timeout;
+    const bool stayed = co_await eventually(
+        [&] { return Clock::now() >= later && client.stats().disconnects == 0; }, 5s, 20ms);
+    EXPECT_TRUE(stayed);
+    const auto st = client.stats();
+    EXPECT_EQ(st.disconnects, 0U);
+    EXPECT_EQ(st.dropped, kSent - kCapacity);
+    EXPECT_EQ(st.queued, kCapacity);
+    EXPECT_LE(st.max_queued, kCapacity);
+    std::vector<ws::Message> batch;
+    const std::size_t n = co_await client.receive_batch(batch, 5000);
+    EXPECT_EQ(n, kCapacity);
+    EXPECT_EQ(batch.front().data, std::to_string(kSent - static_cast<int>(kCapacity) + 1));
+    EXPECT_EQ(batch[n - 1].data, std::to_string(kSent));
+    co_await client.close();
+    server.stop();
+  });
+}
+
+TEST(WsFaults, F37_DisconnectPolicyReconnectsVisibly) {
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int index) -> asio::awaitable<void> {
+      co_await send_sequence(s, 1, index == 0 ? 500 : 10);
+      (void)co_await WsTestServer::read_text(s);
+    });
+    auto cfg = config_for(server);
+    cfg.queue_capacity = 100;
+    cfg.overflow = ws::OverflowPolicy::disconnect;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    const bool reconnected =
+        co_await eventually([&] { return client.stats().connects >= 2; }, 10s, 5ms);
+    EXPECT_TRUE(reconnected);
+    const auto st = client.stats();
+    // The queue is still full when the next connection delivers: it is refused again.
+    EXPECT_GE(st.reasons.slow_consumer, 1U);
+    EXPECT_EQ(st.reasons.slow_consumer, st.disconnects);
+    EXPECT_GE(st.dropped, 1U);
+    std::vector<ws::Message> batch;
+    const std::size_t n = co_await client.receive_batch(batch, 1000);
+    EXPECT_GE(n, 100U);
+    if (n >= 100) {
+      EXPECT_EQ(batch[0].connection, 1U);
+      EXPECT_EQ(batch[99].data, "100");
+    }  // the first 100 were kept, the rest refused
+    co_await client.close();
+    server.stop();
+  });
+}
+
+// F38: the server stops reading and writing without closing. The client detects it within
+// the idle timeout (pings unanswered), reconnects, subscribes again, and the consumer sees
+// the gap in the sequence numbers.
+TEST(WsFaults, F38_SilentServerDetectedWithinIdleTimeoutThenResubscribedWithGapReported) {
+  std::vector<std::string> subscriptions;
+  Clock::time_point stalled_at{};
+  Clock::time_point reconnected_at{};
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int index) -> asio::awaitable<void> {
+      subscriptions.push_back(co_await WsTestServer::read_text(s));
+      if (index == 0) {
+        co_await send_sequence(s, 1, 50);
+        stalled_at = Clock::now();
+        co_await WsTestServer::stall(s);  // half-open: socket open, nothing read or written
+        co_return;
+      }
+      reconnected_at = Clock::now();
+      co_await send_sequence(s, 81, 20);  // trades 51..80 happened while we were away
+      (void)co_await WsTestServer::read_text(s);
+    });
+    auto cfg = config_for(server);
+    cfg.idle_timeout = 600ms;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    client.add_on_connect("SUBSCRIBE trades");
+    co_await client.start();
+    ws::SequenceTracker tracker;
+    std::uint64_t gap_missing = 0;
+    ws::Message m;
+    for (int received = 0; received < 70; ++received) {
+      const bool got = co_await client.receive(m);
+      if (!got) break;
+      const auto r = tracker.observe("S", std::stoll(m.data));
+      if (r.kind == ws::SequenceTracker::Result::gap) {
+        gap_missing = static_cast<std::uint64_t>(r.missing);
+        EXPECT_EQ(m.connection, 2U);
+      }
+    }
+    EXPECT_EQ(gap_missing, 30U);
+    EXPECT_EQ(tracker.gaps(), 1U);
+    const auto st = client.stats();
+    EXPECT_EQ(st.reasons.idle_timeout, 1U);
+    EXPECT_EQ(st.connects, 2U);
+    co_await client.close();
+    server.stop();
+  });
+  ASSERT_EQ(subscriptions.size(), 2U);
+  EXPECT_EQ(subscriptions[1], "SUBSCRIBE trades");
+  const auto detection = reconnected_at - stalled_at;
+  // Detected within the idle timeout (600 ms), plus reconnect backoff (<= 100 ms) and slack.
+  EXPECT_LT(detection, 1500ms)
+      << std::chrono::duration_cast<std::chrono::milliseconds>(detection).count();
+  EXPECT_GT(detection, 250ms);  // not before half the idle timeout: the ping had to go unanswered
+}
+
+// F39: killed without a close frame, garbage bytes, invalid UTF-8, an oversized frame: each
+// connection ends with its reason counted, the client reconnects, the process goes on.
+TEST(WsFaults, F39_DropsGarbageAndOversizedFramesAreCountedAndSurvived) {
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int index) -> asio::awaitable<void> {
+      co_await send_sequence(s, 1, 3);
+      auto& socket = beast::get_lowest_layer(s).socket();
+      boost::system::error_code ec;
+      switch (index) {
+        case 0: {  // killed: RST, no close frame
+          socket.set_option(asio::socket_base::linger(true, 0), ec);
+          socket.close(ec);
+          co_return;
+        }
+        case 1: {  // garbage bytes where a frame header should be
+          const std::string garbage = "GARBAGE\r\n\x01\x02\x03 not a frame";
+          co_await asio::async_write(socket, asio::buffer(garbage),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+          co_await WsTestServer::stall(s);
+          co_return;
+        }
+        case 2: {  // a text frame that is not UTF-8
+          (void)co_await WsTestServer::write_text(s, std::string("\xff\xfe\xfd", 3));
+          co_await WsTestServer::stall(s);
+          co_return;
+        }
+        case 3: {  // a frame above max_message_size
+          (void)co_await WsTestServer::write_text(s, std::string(64 * 1024, 'x'));
+          co_await WsTestServer::stall(s);
+          co_return;
+        }
+        default:
+          (void)co_await WsTestServer::read_text(s);
+          co_return;
+      }
+    });
+    auto cfg = config_for(server);
+    cfg.max_message_size = 16 * 1024;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    const bool fifth = co_await eventually([&] { return client.stats().connects >= 5; }, 15s, 5ms);
+    EXPECT_TRUE(fifth);
+    const auto st = client.stats();
+    EXPECT_EQ(st.reasons.eof, 1U);
+    EXPECT_EQ(st.reasons.protocol_error, 2U);
+    EXPECT_EQ(st.reasons.oversized, 1U);
+    EXPECT_EQ(st.disconnects, 4U);
+    // 3 good messages on each connection; those before the RST may be discarded with it.
+    EXPECT_GE(st.messages, 12U);
+    EXPECT_LE(st.messages, 15U);
+    co_await client.close();
+    server.stop();
+  });
+}
+
+TEST(WsClient, CloseDuringReconnectBackoffAndDestructionWithoutCloseAreClean) {
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      co_await send_sequence(s, 1, 1);
+      beast::close_socket(beast::get_lowest_layer(s));
+    });
+    auto cfg = config_for(server);
+    cfg.reconnect_backoff = {2s, 2s, 1.0};
+    {
+      ws::WebSocketClient client(io.get_executor(), cfg);
+      co_await client.start();
+      const bool lost =
+          co_await eventually([&] { return client.stats().disconnects >= 1; }, 5s, 5ms);
+      EXPECT_TRUE(lost);
+      const auto t0 = Clock::now();
+      co_await client.close();  // in the middle of a 2 s backoff
+      EXPECT_LT(Clock::now() - t0, 500ms);
+    }
+    {
+      ws::WebSocketClient client(io.get_executor(), cfg);
+      co_await client.start();
+    }  // destroyed while connected: abandoned, the socket closed
+    server.stop();
+  });
+}
+
+}  // namespace
