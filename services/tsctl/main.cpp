@@ -1,0 +1,66 @@
+// tsctl: migrate | status | submit-order | load-orders (docs/services.md).
+#include <trading_shared/core/config.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/lifecycle/service.hpp>
+
+#include "tsctl/tsctl.hpp"
+
+#include <iostream>
+
+namespace ts = trading_shared;
+namespace tsctl = trading_shared::services::tsctl;
+
+int main(int argc, char** argv) {
+  tsctl::Settings settings;
+  ts::core::LogConfig log_config;
+  log_config.service_name = "tsctl";
+  log_config.level = spdlog::level::warn;  // a CLI: its output is what it prints
+  ts::core::ConfigLoader loader(
+      "tsctl",
+      "Operator tool of the trading services. Commands: migrate (apply the schema), status "
+      "(streams, lag, pending, table counts), submit-order (one order request), load-orders "
+      "(a deterministic stream of order requests at a given rate).");
+  loader.allow_positional("command");
+  ts::core::add_log_settings(loader, log_config);
+  tsctl::add_settings(loader, settings);
+  tsctl::Command command{};
+  try {
+    const ts::core::LoadResult loaded = loader.load(argc, argv);
+    if (loaded.help_requested) {
+      std::cout << loaded.help_text << std::flush;
+      return 0;
+    }
+    command = tsctl::parse_command(loaded.positional);
+    tsctl::validate(command, settings);
+  } catch (const ts::core::ConfigError& e) {
+    std::cerr << "tsctl: configuration error: " << e.what() << std::endl;
+    return ts::core::kExitBadConfig;
+  }
+  ts::core::setup_logging(log_config);
+
+  tsctl::LoadReport load_report;
+  const int code = ts::lifecycle::run_once(
+      tsctl::service_options(command, settings),
+      [&](ts::lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {
+        switch (command) {
+          case tsctl::Command::migrate:
+            co_await tsctl::run_migrate(ctx, settings);
+            break;
+          case tsctl::Command::status:
+            co_await tsctl::run_status(ctx, settings);
+            break;
+          case tsctl::Command::submit_order:
+            co_await tsctl::run_submit_order(ctx, settings);
+            break;
+          case tsctl::Command::load_orders:
+            co_await tsctl::run_load_orders(ctx, settings, load_report);
+            break;
+        }
+      });
+  // The summary says what was submitted, also when the run failed half-way.
+  if (command == tsctl::Command::load_orders && !settings.summary_file.empty() &&
+      !tsctl::write_load_summary(settings.summary_file, load_report)) {
+    return code == 0 ? 1 : code;
+  }
+  return code;
+}

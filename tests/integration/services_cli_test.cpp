@@ -1,0 +1,598 @@
+// tsctl and ts-janitor run as processes (spawn_process) against the harness's PostgreSQL and
+// Redis: exit codes, what they print, and what they leave in the servers. Each test has its
+// own database (create_database) and its own Redis db number.
+#include "support/server_harness.hpp"
+#include "support/server_process.hpp"
+#include "support/test_helpers.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifndef TS_TSCTL
+#error "TS_TSCTL (path of the tsctl binary) must be defined by CMake"
+#endif
+#ifndef TS_JANITOR
+#error "TS_JANITOR (path of the ts-janitor binary) must be defined by CMake"
+#endif
+
+namespace ts = trading_shared;
+namespace tt = trading_shared::testing;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+namespace {
+
+constexpr const char* kTsctl = TS_TSCTL;
+constexpr const char* kJanitor = TS_JANITOR;
+
+// ---- processes ---------------------------------------------------------------------------------
+
+/// Where the runs' logs go: a directory of this binary's harness directory (removed at exit).
+const std::string& work_directory() {
+  static const std::string dir = [] {
+    std::string path = tt::Servers::instance().directory() + "/cli";
+    if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw std::runtime_error("mkdir " + path + ": " + std::strerror(errno));
+    }
+    return path;
+  }();
+  return dir;
+}
+
+std::string next_path(const std::string& stem) {
+  static int counter = 0;
+  return work_directory() + "/" + stem + "-" + std::to_string(++counter);
+}
+
+struct ToolRun {
+  bool exited = false;  ///< exited by itself (not a signal, not killed at the timeout).
+  int code = -1;
+  std::string output;  ///< stdout and stderr, interleaved.
+  std::chrono::milliseconds took{0};
+};
+
+std::string describe(const ToolRun& run) {
+  return "exit " + std::to_string(run.code) + " after " + std::to_string(run.took.count()) +
+         " ms, output:\n" + run.output;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const std::size_t end = text.find('\n', start);
+    lines.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return lines;
+}
+
+class Child {
+ public:
+  Child(const std::string& program, const std::vector<std::string>& args,
+        const std::vector<std::string>& env)
+      : log_(next_path("run") + ".log"), start_(std::chrono::steady_clock::now()) {
+    tt::detail::SpawnRequest request;
+    request.argv.push_back(program);
+    request.argv.insert(request.argv.end(), args.begin(), args.end());
+    request.directory = work_directory();
+    request.log_file = log_;
+    request.user = tt::detail::ServerUser{};  // run as ourselves
+    // A stray TS_* of the caller's environment must not change the runs ("" counts as unset).
+    request.extra_env = {"TS_SYMBOLS=", "TS_LOG_LEVEL=", "TS_CONFIG="};
+    request.extra_env.insert(request.extra_env.end(), env.begin(), env.end());
+    pid_ = tt::detail::spawn_process(request);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child() {
+    if (pid_ > 0) {  // a test failed half-way: do not leave it behind
+      ::kill(pid_, SIGKILL);
+      (void)tt::detail::wait_child(pid_, std::chrono::steady_clock::now() + 5s);
+    }
+  }
+
+  /// Waits for the exit (killing the child at `timeout`) and reads its output.
+  ToolRun finish(std::chrono::milliseconds timeout = 60s) {
+    ToolRun run;
+    auto status = tt::detail::wait_child(pid_, start_ + timeout);
+    if (!status) {
+      ADD_FAILURE() << "child " << pid_ << " still running after " << timeout.count()
+                    << " ms: killed";
+      ::kill(pid_, SIGKILL);
+      status = tt::detail::wait_child(pid_, std::chrono::steady_clock::now() + 5s);
+    }
+    pid_ = -1;
+    run.took = tt::elapsed_ms(start_);
+    if (status && WIFEXITED(*status)) {
+      run.exited = true;
+      run.code = WEXITSTATUS(*status);
+    }
+    run.output = tt::detail::file_size_or_zero(log_) > 0 ? tt::detail::read_text_file(log_) : "";
+    return run;
+  }
+
+ private:
+  std::string log_;
+  std::chrono::steady_clock::time_point start_;
+  pid_t pid_ = -1;
+};
+
+ToolRun run(const std::string& program, const std::vector<std::string>& args,
+            const std::vector<std::string>& env = {}, std::chrono::milliseconds timeout = 60s) {
+  Child child(program, args, env);
+  return child.finish(timeout);
+}
+
+// ---- servers -----------------------------------------------------------------------------------
+
+std::string pg_dsn(const std::string& database) {
+  return tt::Servers::instance().postgres_dsn(tt::Servers::instance().create_database(database));
+}
+
+std::string redis_url(int db) {
+  return tt::Servers::instance().redis_url() + "/" + std::to_string(db);
+}
+
+std::vector<std::string> env_for(const std::string& database, int redis_db) {
+  return {"TS_POSTGRES_DSN=" + pg_dsn(database), "TS_REDIS_URL=" + redis_url(redis_db)};
+}
+
+/// A synchronous libpq connection for checking and preparing data.
+class Pg {
+ public:
+  explicit Pg(const std::string& database)
+      : connection_(PQconnectdb((pg_dsn(database) + " connect_timeout=10").c_str()), &PQfinish) {
+    if (PQstatus(connection_.get()) != CONNECTION_OK) {
+      throw std::runtime_error(std::string("connect: ") + PQerrorMessage(connection_.get()));
+    }
+  }
+  /// Runs `sql` (one or more statements); returns the first column of the first row of the
+  /// last result, or nullopt when it has no rows or NULL there.
+  std::optional<std::string> value(const std::string& sql) {
+    std::unique_ptr<PGresult, decltype(&PQclear)> result(PQexec(connection_.get(), sql.c_str()),
+                                                         &PQclear);
+    const auto status = PQresultStatus(result.get());
+    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+      throw std::runtime_error(sql + ": " + PQerrorMessage(connection_.get()));
+    }
+    if (PQntuples(result.get()) == 0 || PQgetisnull(result.get(), 0, 0) != 0) return std::nullopt;
+    return std::string(PQgetvalue(result.get(), 0, 0));
+  }
+  void exec(const std::string& sql) { (void)value(sql); }
+
+ private:
+  std::unique_ptr<PGconn, decltype(&PQfinish)> connection_;
+};
+
+using RedisReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
+
+/// A synchronous hiredis connection to one db of the harness's Redis.
+class Redis {
+ public:
+  explicit Redis(int db) : context_(nullptr, &redisFree) {
+    auto& servers = tt::Servers::instance();
+    const timeval timeout{10, 0};
+    context_.reset(
+        redisConnectWithTimeout(servers.redis_host().c_str(), servers.redis_port(), timeout));
+    if (!context_ || context_->err != 0) {
+      throw std::runtime_error("redis connect: " +
+                               std::string(context_ ? context_->errstr : "out of memory"));
+    }
+    (void)redisSetTimeout(context_.get(), timeout);
+    command({"SELECT", std::to_string(db)});
+    command({"FLUSHDB"});
+  }
+  RedisReplyPtr command(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lengths.push_back(a.size());
+    }
+    RedisReplyPtr reply(
+        static_cast<redisReply*>(redisCommandArgv(context_.get(), static_cast<int>(argv.size()),
+                                                  argv.data(), lengths.data())),
+        &freeReplyObject);
+    if (!reply) throw std::runtime_error("redis: " + std::string(context_->errstr));
+    if (reply->type == REDIS_REPLY_ERROR) {
+      throw std::runtime_error("redis " + args[0] + ": " + std::string(reply->str, reply->len));
+    }
+    return reply;
+  }
+  long long integer(const std::vector<std::string>& args) { return command(args)->integer; }
+
+ private:
+  std::unique_ptr<redisContext, decltype(&redisFree)> context_;
+};
+
+/// The field values of a flat [name, value, ...] reply.
+std::optional<std::string> field(const redisReply* pairs, const std::string& name) {
+  for (std::size_t i = 0; i + 1 < pairs->elements; i += 2) {
+    const redisReply* key = pairs->element[i];
+    if (key->type == REDIS_REPLY_STRING && std::string(key->str, key->len) == name) {
+      const redisReply* v = pairs->element[i + 1];
+      if (v->type == REDIS_REPLY_INTEGER) return std::to_string(v->integer);
+      if (v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_STATUS) {
+        return std::string(v->str, v->len);
+      }
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> consumer_names(Redis& redis, const std::string& stream,
+                                        const std::string& group) {
+  std::vector<std::string> names;
+  const auto reply = redis.command({"XINFO", "CONSUMERS", stream, group});
+  for (std::size_t i = 0; i < reply->elements; ++i) {
+    if (auto name = field(reply->element[i], "name")) names.push_back(*name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void migrate(const std::string& database) {
+  const ToolRun r = run(kTsctl, {"migrate"}, env_for(database, 0));
+  ASSERT_EQ(r.code, 0) << describe(r);
+}
+
+// ---- tsctl migrate -----------------------------------------------------------------------------
+
+TEST(TsctlMigrate, SecondRunAppliesNothing) {
+  const auto env = env_for("cli_migrate", 0);
+  const ToolRun first = run(kTsctl, {"migrate"}, env);
+  ASSERT_EQ(first.code, 0) << describe(first);
+  EXPECT_THAT(first.output, HasSubstr("applied 1 migration(s), schema at version 1"));
+  const ToolRun second = run(kTsctl, {"migrate"}, env);
+  ASSERT_EQ(second.code, 0) << describe(second);
+  EXPECT_THAT(second.output, HasSubstr("applied 0 migration(s), schema at version 1"));
+
+  Pg pg("cli_migrate");
+  EXPECT_EQ(pg.value("SELECT string_agg(version::text, ',') FROM schema_migrations"), "1");
+  EXPECT_EQ(pg.value("SELECT name FROM schema_migrations WHERE version = 1"),
+            "ticks, orders, fills");
+  // The whole script ran, the plpgsql function and the partitions it creates included.
+  EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
+  EXPECT_EQ(pg.value("SELECT to_regclass('fills') IS NOT NULL"), "t");
+}
+
+TEST(TsctlMigrate, ConcurrentMigratesOnAFreshDatabaseApplyTheSchemaOnce) {
+  const auto env = env_for("cli_migrate_concurrent", 0);
+  Child a(kTsctl, {"migrate"}, env);
+  Child b(kTsctl, {"migrate"}, env);
+  const ToolRun ra = a.finish();
+  const ToolRun rb = b.finish();
+  ASSERT_EQ(ra.code, 0) << describe(ra);
+  ASSERT_EQ(rb.code, 0) << describe(rb);
+  const std::string both = ra.output + rb.output;
+  EXPECT_THAT(both, HasSubstr("applied 1 migration(s), schema at version 1")) << both;
+  EXPECT_THAT(both, HasSubstr("applied 0 migration(s), schema at version 1")) << both;
+
+  Pg pg("cli_migrate_concurrent");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM schema_migrations"), "1");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
+}
+
+// ---- configuration -----------------------------------------------------------------------------
+
+TEST(ServicesCliConfig, BadInputExitsTwoWithOneClearLine) {
+  struct Case {
+    const char* program;
+    std::vector<std::string> args;
+    const char* mentions;
+  };
+  const std::vector<std::string> order = {"submit-order", "--symbol", "BTCUSDT", "--side",
+                                          "buy",          "--type",   "market"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = order;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  const std::vector<Case> cases = {
+      {kTsctl, {"frobnicate"}, "unknown command \"frobnicate\""},
+      {kTsctl, {}, "missing command"},
+      {kTsctl, {"migrate", "status"}, "unexpected argument"},
+      {kTsctl, with({"--qty", "abc"}), "--qty"},
+      {kTsctl, with({"--qty", "0"}), "--qty"},
+      {kTsctl, with({"--qty", "-1"}), "--qty"},
+      {kTsctl, with({}), "--qty"},
+      {kTsctl,
+       {"submit-order", "--symbol", "BTCUSDT", "--side", "hold", "--type", "market", "--qty", "1"},
+       "--side"},
+      {kTsctl,
+       {"submit-order", "--symbol", "BTCUSDT", "--side", "buy", "--type", "limit", "--qty", "1"},
+       "--limit-price"},
+      {kTsctl, {"load-orders", "--rate", "0", "--count", "10"}, "--rate"},
+      {kTsctl, {"status", "--no-such-flag"}, "--no-such-flag"},
+      {kJanitor, {"--retention", "soon"}, "--retention"},
+      {kJanitor, {"--delete-batch", "0"}, "--delete-batch"},
+  };
+  for (const Case& c : cases) {
+    // Nothing is connected before the configuration is checked: unreachable servers are fine.
+    const ToolRun r =
+        run(c.program, c.args,
+            {"TS_POSTGRES_DSN=host=127.0.0.1 port=1", "TS_REDIS_URL=redis://127.0.0.1:1"}, 20s);
+    std::string what = c.program;
+    for (const auto& a : c.args) what += " " + a;
+    EXPECT_EQ(r.code, 2) << what << ": " << describe(r);
+    const auto lines = lines_of(r.output);
+    ASSERT_EQ(lines.size(), 1u) << what << ": " << describe(r);
+    EXPECT_THAT(lines[0], HasSubstr("configuration error")) << what;
+    EXPECT_THAT(lines[0], HasSubstr(c.mentions)) << what;
+  }
+}
+
+// ---- tsctl submit-order / load-orders / status -------------------------------------------------
+
+TEST(TsctlSubmitOrder, AddsARequestWithTheFields) {
+  Redis redis(1);
+  const auto env = env_for("cli_test", 1);
+  const ToolRun limit =
+      run(kTsctl,
+          {"submit-order", "--symbol", "BTCUSDT", "--side", "buy", "--type", "limit", "--qty",
+           "0.25", "--limit-price", "65000.5", "--client-order-id", "test-limit-1"},
+          env);
+  ASSERT_EQ(limit.code, 0) << describe(limit);
+  EXPECT_THAT(limit.output, HasSubstr("submitted order test-limit-1 as orders:requests "));
+  const ToolRun market = run(
+      kTsctl,
+      {"submit-order", "--symbol", "ETHUSDT", "--side", "sell", "--type", "market", "--qty", "3"},
+      env);
+  ASSERT_EQ(market.code, 0) << describe(market);
+
+  const auto entries = redis.command({"XRANGE", "orders:requests", "-", "+"});
+  ASSERT_EQ(entries->elements, 2u);
+  const redisReply* first = entries->element[0]->element[1];
+  EXPECT_EQ(field(first, "client_order_id"), "test-limit-1");
+  EXPECT_EQ(field(first, "symbol"), "BTCUSDT");
+  EXPECT_EQ(field(first, "side"), "buy");
+  EXPECT_EQ(field(first, "type"), "limit");
+  EXPECT_EQ(field(first, "qty"), "0.25");
+  EXPECT_EQ(field(first, "limit_price"), "65000.5");
+  ASSERT_TRUE(field(first, "submitted_at"));
+  EXPECT_GT(std::stoll(*field(first, "submitted_at")), 1'600'000'000'000LL);
+  // The printed stream id is the entry's.
+  const std::string first_id(entries->element[0]->element[0]->str,
+                             entries->element[0]->element[0]->len);
+  EXPECT_THAT(limit.output, HasSubstr(first_id));
+
+  const redisReply* second = entries->element[1]->element[1];
+  ASSERT_TRUE(field(second, "client_order_id"));
+  EXPECT_THAT(*field(second, "client_order_id"), ::testing::StartsWith("cli-"));
+  EXPECT_EQ(field(second, "type"), "market");
+  EXPECT_EQ(field(second, "limit_price"), std::nullopt);
+}
+
+TEST(TsctlLoadOrders, SubmitsCountOrdersAtTheRateAndWritesItsSummary) {
+  Redis redis(2);
+  redis.command({"HSET", "md:last:BTCUSDT", "p", "65000.00", "t", "1", "T", "1"});
+  const std::string summary = next_path("load") + ".json";
+  const ToolRun r = run(kTsctl,
+                        {"load-orders", "--count", "200", "--rate", "2000", "--seed", "7",
+                         "--reject-every", "10", "--summary-file", summary},
+                        env_for("cli_test", 2));
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_THAT(r.output, HasSubstr("submitted 200 order(s) (20 invalid on purpose)"));
+  EXPECT_EQ(redis.integer({"XLEN", "orders:requests"}), 200);
+  // 200 at 2000/s: about 0.1 s of pacing.
+  EXPECT_LT(r.took, 20s);
+
+  const std::string json = tt::detail::read_text_file(summary);
+  EXPECT_THAT(json, HasSubstr("\"submitted\":200"));
+  EXPECT_THAT(json, HasSubstr("\"first_id\":\"load-7-1\""));
+  EXPECT_THAT(json, HasSubstr("\"last_id\":\"load-7-200\""));
+  EXPECT_THAT(json, HasSubstr("\"invalid_sent\":20"));
+
+  // Ids are unique and in order; every 10th is invalid (qty 0 or an unknown symbol); some
+  // limit orders on the symbol with a last price; deterministic by seed.
+  const auto entries = redis.command({"XRANGE", "orders:requests", "-", "+"});
+  ASSERT_EQ(entries->elements, 200u);
+  int limits = 0;
+  std::vector<std::string> described;
+  for (std::size_t i = 0; i < entries->elements; ++i) {
+    const redisReply* fields = entries->element[i]->element[1];
+    const std::string n = std::to_string(i + 1);
+    EXPECT_EQ(field(fields, "client_order_id"), "load-7-" + n);
+    const bool invalid = field(fields, "qty") == "0" || field(fields, "symbol") == "UNKNOWN";
+    EXPECT_EQ(invalid, (i + 1) % 10 == 0) << "order " << n;
+    if (field(fields, "type") == "limit") {
+      ++limits;
+      EXPECT_TRUE(field(fields, "limit_price")) << "order " << n;
+    }
+    described.push_back(field(fields, "symbol").value_or("") + field(fields, "side").value_or("") +
+                        field(fields, "qty").value_or("") + field(fields, "type").value_or(""));
+  }
+  EXPECT_GT(limits, 0);
+  EXPECT_LT(limits, 100);
+
+  // Same seed, same orders.
+  redis.command({"DEL", "orders:requests"});
+  const ToolRun again = run(
+      kTsctl,
+      {"load-orders", "--count", "200", "--rate", "5000", "--seed", "7", "--reject-every", "10"},
+      env_for("cli_test", 2));
+  ASSERT_EQ(again.code, 0) << describe(again);
+  const auto replay = redis.command({"XRANGE", "orders:requests", "-", "+"});
+  ASSERT_EQ(replay->elements, 200u);
+  for (std::size_t i = 0; i < replay->elements; ++i) {
+    const redisReply* fields = replay->element[i]->element[1];
+    EXPECT_EQ(field(fields, "symbol").value_or("") + field(fields, "side").value_or("") +
+                  field(fields, "qty").value_or("") + field(fields, "type").value_or(""),
+              described[i])
+        << "order " << i + 1;
+  }
+}
+
+TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
+  migrate("cli_status");
+  Redis redis(4);
+  for (int i = 1; i <= 3; ++i) {
+    redis.command(
+        {"XADD", "md:trades:BTCUSDT", std::to_string(i * 1000) + "-0", "t", std::to_string(i)});
+  }
+  redis.command({"XGROUP", "CREATE", "md:trades:BTCUSDT", "recorder", "0"});
+  redis.command(
+      {"XREADGROUP", "GROUP", "recorder", "r1", "COUNT", "1", "STREAMS", "md:trades:BTCUSDT", ">"});
+  Pg pg("cli_status");
+  pg.exec(
+      "INSERT INTO orders (client_order_id, symbol, side, type, qty, status, reject_reason) "
+      "VALUES ('a', 'BTCUSDT', 'buy', 'market', 1, 'rejected', 'test')");
+
+  const auto env = env_for("cli_status", 4);
+  const ToolRun json = run(kTsctl, {"status", "--json", "--symbols", "BTCUSDT,ETHUSDT"}, env);
+  ASSERT_EQ(json.code, 0) << describe(json);
+  const auto lines = lines_of(json.output);
+  ASSERT_EQ(lines.size(), 1u) << describe(json);
+  EXPECT_THAT(lines[0], HasSubstr("\"md:trades:BTCUSDT\":{\"length\":3,\"group\":\"recorder\","
+                                  "\"group_exists\":true,\"pending\":1,\"lag\":2}"));
+  EXPECT_THAT(lines[0], HasSubstr("\"md:trades:ETHUSDT\":{\"length\":0,\"group\":\"recorder\","
+                                  "\"group_exists\":false}"));
+  EXPECT_THAT(lines[0], HasSubstr("\"orders:events\":{\"length\":0}"));
+  EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":1"));
+  EXPECT_THAT(lines[0],
+              HasSubstr("\"tables\":{\"ticks\":0,\"orders\":{\"rejected\":1},\"fills\":0}"));
+
+  const ToolRun text = run(kTsctl, {"status", "--symbols", "BTCUSDT"}, env);
+  ASSERT_EQ(text.code, 0) << describe(text);
+  EXPECT_THAT(text.output, HasSubstr("md:trades:BTCUSDT"));
+  EXPECT_THAT(text.output, HasSubstr("orders (rejected)"));
+  EXPECT_THAT(text.output, HasSubstr("schema version 1"));
+}
+
+// ---- ts-janitor --------------------------------------------------------------------------------
+
+TEST(Janitor, RemovesOldPartitionsRowsEntriesAndIdleConsumers) {
+  migrate("cli_janitor");
+  Pg pg("cli_janitor");
+  // Two whole old days (dropped), yesterday (straddles the 24 h cut-off: old rows deleted,
+  // the partition kept) and today (kept).
+  pg.exec("SELECT ts_ensure_tick_partition('2020-01-01'), ts_ensure_tick_partition('2020-01-02')");
+  const std::string insert =
+      "INSERT INTO ticks (symbol, trade_id, price, qty, trade_time, buyer_is_maker) ";
+  pg.exec(insert +
+          "SELECT 'BTCUSDT', g, 1, 1, '2020-01-01 10:00+00'::timestamptz, true "
+          "FROM generate_series(1, 3) g");
+  pg.exec(insert +
+          "SELECT 'BTCUSDT', g, 1, 1, '2020-01-02 10:00+00'::timestamptz, true "
+          "FROM generate_series(4, 5) g");
+  // Yesterday's first seconds: older than now - 24 h (yesterday's partition exists: the
+  // migration creates current_date - 1 to + 2).
+  pg.exec(insert +
+          "SELECT 'BTCUSDT', g, 1, 1, "
+          "date_trunc('day', now()) - interval '1 day' + g * interval '1 second', true "
+          "FROM generate_series(100, 106) g");
+  pg.exec(insert +
+          "SELECT 'ETHUSDT', g, 1, 1, now() - g * interval '1 second', false "
+          "FROM generate_series(200, 204) g");
+  ASSERT_EQ(pg.value("SELECT count(*) FROM ticks"), "17");
+
+  Redis redis(3);
+  for (const char* id : {"1000-0", "2000-0", "3000-0", "*", "*"}) {
+    redis.command({"XADD", "md:trades:BTCUSDT", id, "t", "1"});
+  }
+  for (const char* id : {"1000-0", "*"}) {
+    redis.command({"XADD", "md:trades:ETHUSDT", id, "t", "1"});
+    redis.command({"XADD", "orders:events", id, "status", "filled"});
+  }
+  for (const char* id : {"5000-0", "6000-0", "*"}) {
+    redis.command({"XADD", "orders:requests", id, "qty", "1"});
+  }
+  // A key that looks like a trade stream but is not one: SCAN ... TYPE stream skips it.
+  redis.command({"SET", "md:trades:NOTASTREAM", "x"});
+  // recorder: "idle-one" read and acknowledged (nothing pending: removed), "busy-one" read
+  // without acknowledging (pending: kept). executor: "gone" never read anything.
+  redis.command({"XGROUP", "CREATE", "md:trades:BTCUSDT", "recorder", "0"});
+  const auto read = redis.command({"XREADGROUP", "GROUP", "recorder", "idle-one", "COUNT", "1",
+                                   "STREAMS", "md:trades:BTCUSDT", ">"});
+  ASSERT_EQ(read->elements, 1u);
+  const redisReply* read_entry = read->element[0]->element[1]->element[0]->element[0];
+  redis.command(
+      {"XACK", "md:trades:BTCUSDT", "recorder", std::string(read_entry->str, read_entry->len)});
+  redis.command({"XREADGROUP", "GROUP", "recorder", "busy-one", "COUNT", "1", "STREAMS",
+                 "md:trades:BTCUSDT", ">"});
+  redis.command({"XGROUP", "CREATE", "orders:requests", "executor", "$"});
+  redis.command({"XGROUP", "CREATECONSUMER", "orders:requests", "executor", "gone"});
+
+  const std::string summary = next_path("janitor") + ".json";
+  const ToolRun r = run(kJanitor,
+                        {"--retention", "24h", "--delete-batch", "3", "--consumer-idle", "0ms",
+                         "--symbols=", "--deadline", "30s", "--summary-file", summary},
+                        env_for("cli_janitor", 3));
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_THAT(r.output,
+              HasSubstr("ts-janitor: dropped 2 partition(s), deleted 7 row(s), trimmed 7 stream "
+                        "entrie(s), removed 2 consumer(s), 0 error(s)"));
+  const std::string json = tt::detail::read_text_file(summary);
+  EXPECT_THAT(json, HasSubstr("\"partitions_dropped\":2"));
+  EXPECT_THAT(json, HasSubstr("\"rows_deleted\":7"));
+  EXPECT_THAT(json, HasSubstr("\"entries_trimmed\":7"));
+  EXPECT_THAT(json, HasSubstr("\"consumers_removed\":2"));
+  EXPECT_THAT(json, HasSubstr("\"errors\":0"));
+
+  EXPECT_EQ(pg.value("SELECT to_regclass('ticks_20200101') IS NULL AND "
+                     "to_regclass('ticks_20200102') IS NULL"),
+            "t");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM ticks"), "5");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM ticks WHERE symbol = 'ETHUSDT'"), "5");
+
+  EXPECT_EQ(redis.integer({"XLEN", "md:trades:BTCUSDT"}), 2);
+  EXPECT_EQ(redis.integer({"XLEN", "md:trades:ETHUSDT"}), 1);
+  EXPECT_EQ(redis.integer({"XLEN", "orders:events"}), 1);
+  EXPECT_EQ(redis.integer({"XLEN", "orders:requests"}), 1);
+  EXPECT_EQ(consumer_names(redis, "md:trades:BTCUSDT", "recorder"),
+            std::vector<std::string>{"busy-one"});
+  EXPECT_TRUE(consumer_names(redis, "orders:requests", "executor").empty());
+
+  // A second run finds nothing left to do.
+  const ToolRun again =
+      run(kJanitor, {"--retention", "24h", "--consumer-idle", "1h", "--symbols=BTCUSDT"},
+          env_for("cli_janitor", 3));
+  ASSERT_EQ(again.code, 0) << describe(again);
+  EXPECT_THAT(again.output, HasSubstr("dropped 0 partition(s), deleted 0 row(s), trimmed 0 "
+                                      "stream entrie(s), removed 0 consumer(s), 0 error(s)"));
+}
+
+TEST(Janitor, RedisDownExitsOneWithinItsDeadlineAfterThePostgresStep) {
+  migrate("cli_janitor_down");
+  Pg pg("cli_janitor_down");
+  pg.exec("SELECT ts_ensure_tick_partition('2020-02-01')");
+  const std::uint16_t closed_port = tt::free_loopback_port();  // nothing listens there
+  const std::string summary = next_path("janitor-down") + ".json";
+  const ToolRun r =
+      run(kJanitor, {"--retention", "24h", "--deadline", "3s", "--summary-file", summary},
+          {"TS_POSTGRES_DSN=" + pg_dsn("cli_janitor_down"),
+           "TS_REDIS_URL=redis://127.0.0.1:" + std::to_string(closed_port)},
+          30s);
+  EXPECT_TRUE(r.exited) << describe(r);
+  EXPECT_EQ(r.code, 1) << describe(r);
+  // Within the deadline (3 s), with room for process start-up on a loaded machine.
+  EXPECT_LT(r.took, 5s) << describe(r);
+  EXPECT_THAT(r.output, HasSubstr("redis step: cannot connect")) << describe(r);
+  // The PostgreSQL step ran.
+  EXPECT_EQ(pg.value("SELECT to_regclass('ticks_20200201') IS NULL"), "t");
+  const std::string json = tt::detail::read_text_file(summary);
+  EXPECT_THAT(json, HasSubstr("\"partitions_dropped\":1"));
+  EXPECT_THAT(json, HasSubstr("\"errors\":1"));
+  EXPECT_THAT(json, HasSubstr("\"completed\":true"));
+}
+
+}  // namespace
