@@ -170,6 +170,7 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   Core(asio::any_io_executor executor, WebSocketConfig cfg)
       : ex(std::move(executor)), config(std::move(cfg)), url(parse_websocket_url(config.url)) {
     ring.resize(config.queue_capacity);
+    on_connect = config.on_connect;
   }
 
   asio::any_io_executor ex;

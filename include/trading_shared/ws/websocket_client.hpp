@@ -89,6 +89,9 @@ struct WebSocketConfig {
                                         std::chrono::milliseconds{5000}, 2.0};
   /// Bound of `close()` (closing handshake included). Default 2 s.
   std::chrono::milliseconds close_timeout{2000};
+  /// Messages sent after every connect, in order, before anything else (subscriptions);
+  /// `add_on_connect` appends to them.
+  std::vector<std::string> on_connect;
 };
 
 /// Checks a configuration; throws `Error(errc::invalid_argument)` naming the bad field.

@@ -1,0 +1,61 @@
+// ts-receiver: WebSocket trade feed → Redis streams (docs/services.md).
+#include <trading_shared/core/config.hpp>
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/core/logging.hpp>
+
+#include "common/settings.hpp"
+#include "receiver/receiver.hpp"
+
+#include <string>
+
+using namespace trading_shared;
+
+int main(int argc, char** argv) {
+  services::ReceiverConfig config;
+  config.feed.url = "ws://127.0.0.1:9443/ws";
+  config.redis.client_name = "ts-receiver";
+  std::string overflow = std::string(ws::to_string(config.feed.overflow));
+  core::LogConfig log_config;
+  log_config.service_name = "ts-receiver";
+  core::ConfigLoader loader(
+      "ts-receiver",
+      "Reads the trade feed (WebSocket) and writes every trade to the Redis stream "
+      "md:trades:{SYMBOL} and the last price to md:last:{SYMBOL}.");
+  services::add_redis_settings(loader, config.redis);
+  loader.add(config.feed.url, {"feed.url", "ws:// URL of the trade feed"})
+      .add(config.symbols, {"symbols", "symbols to subscribe to (comma-separated)"})
+      .add(config.feed.idle_timeout,
+           {"feed.idle_timeout", "silence after which the feed is declared dead"})
+      .add(config.feed.queue_capacity,
+           {"feed.queue_capacity", "messages buffered between the feed and Redis"})
+      .add(overflow,
+           {"feed.overflow", "when that buffer is full: drop_oldest, drop_newest or disconnect"})
+      .add(config.batch, {"batch", "most trades per Redis round trip"})
+      .add(config.stream_maxlen, {"stream_maxlen", "approximate MAXLEN per trade stream (0: none)"})
+      .add(config.summary_file, {"summary_file", "JSON summary written on exit"});
+  core::add_log_settings(loader, log_config);
+  if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
+  core::setup_logging(log_config);
+
+  lifecycle::ServiceOptions options;
+  options.name = "ts-receiver";
+  options.drain_timeout = std::chrono::seconds(5);
+  return lifecycle::run_daemon(
+      options, [&](lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {
+        try {
+          config.feed.overflow = ws::parse_overflow_policy(overflow);
+        } catch (const std::invalid_argument& e) {
+          throw core::ConfigError("invalid value for --feed-overflow: " + std::string(e.what()));
+        }
+        if (config.symbols.empty())
+          throw core::ConfigError("--symbols: at least one symbol is needed");
+        if (config.batch == 0) throw core::ConfigError("--batch must be > 0");
+        try {
+          ws::validate(config.feed);
+          redis::validate(config.redis);
+        } catch (const Error& e) {
+          throw core::ConfigError(e.what());
+        }
+        co_await services::run_receiver(ctx, config);
+      });
+}

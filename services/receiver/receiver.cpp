@@ -1,0 +1,260 @@
+#include "receiver/receiver.hpp"
+
+#include <trading_shared/core/backoff.hpp>
+#include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/redis/redis_client.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "common/keys.hpp"
+#include "common/settings.hpp"
+#include "common/summary.hpp"
+#include "receiver/trade_parser.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <charconv>
+
+namespace trading_shared::services {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() {
+  static const auto logger = core::logger("receiver");
+  return logger;
+}
+
+/// A number as decimal text, held inline.
+struct Digits {
+  std::array<char, 24> bytes{};
+  std::size_t size = 0;
+  void set(std::int64_t value) noexcept {
+    const auto r = std::to_chars(bytes.data(), bytes.data() + bytes.size(), value);
+    size = static_cast<std::size_t>(r.ptr - bytes.data());
+  }
+  std::string_view view() const noexcept { return {bytes.data(), size}; }
+};
+
+/// One trade ready for XADD: the numbers rendered, views into the trade.
+struct Row {
+  Trade trade;
+  Digits id, trade_time, event_time, received;
+};
+
+using Fields = std::array<redis::FieldView, 8>;
+
+struct SymbolState {
+  std::string name;
+  std::string stream;
+  std::string last_key;
+  std::vector<std::size_t> rows;  // indexes into the batch's rows
+  std::vector<Fields> fields;
+};
+
+struct Counters {
+  std::uint64_t received = 0;
+  std::uint64_t trades = 0;
+  std::uint64_t control = 0;
+  std::uint64_t malformed = 0;
+  std::uint64_t unknown_symbol = 0;
+  std::uint64_t duplicates = 0;
+  std::uint64_t written = 0;
+  std::uint64_t batches = 0;
+  std::uint64_t write_retries = 0;
+};
+
+}  // namespace
+
+std::string subscribe_message(const std::vector<std::string>& symbols) {
+  std::string params;
+  for (const auto& symbol : symbols) {
+    std::string lower = symbol;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!params.empty()) params += ",";
+    params += json_quote(lower + "@trade");
+  }
+  return R"({"method":"SUBSCRIBE","params":[)" + params + R"(],"id":1})";
+}
+
+asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const ReceiverConfig& config) {
+  auto executor = ctx.executor();
+  ws::WebSocketConfig feed_config = config.feed;
+  feed_config.on_connect.push_back(subscribe_message(config.symbols));
+  auto* redis = co_await ctx.scope().open<redis::RedisClient>("redis", executor, config.redis);
+  auto* feed = co_await ctx.scope().open<ws::WebSocketClient>("feed", executor, feed_config);
+
+  std::vector<SymbolState> symbols;
+  for (const auto& name : config.symbols) {
+    symbols.push_back({name, trade_stream(name), last_price_key(name), {}, {}});
+  }
+  Counters n;
+  ws::SequenceTracker sequence;
+  std::uint64_t last_connection = 0;
+
+  // The summary is written when the scope closes, before the clients close (reverse order).
+  ctx.scope().defer("summary", [&, feed, redis]() -> asio::awaitable<void> {
+    const auto fs = feed->stats();
+    const auto rs = redis->stats();
+    Summary s;
+    s.add("received", n.received)
+        .add("trades", n.trades)
+        .add("control", n.control)
+        .add("malformed", n.malformed)
+        .add("unknown_symbol", n.unknown_symbol)
+        .add("duplicates", n.duplicates)
+        .add("gaps", sequence.gaps())
+        .add("missing_trades", sequence.missing())
+        .add("written", n.written)
+        .add("batches", n.batches)
+        .add("write_retries", n.write_retries)
+        .add("reconnects", fs.disconnects)
+        .add("dropped", fs.dropped)
+        .add("max_queued", static_cast<std::uint64_t>(fs.max_queued))
+        .add("idle_timeouts", fs.reasons.idle_timeout)
+        .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
+        .add("redis_reconnects", rs.disconnects)
+        .add("redis_breaker_trips", rs.breaker_trips);
+    log()->info("summary: {}", s.json());
+    if (!config.summary_file.empty()) s.write_file(config.summary_file);
+    co_return;
+  });
+
+  // A graceful stop closes the feed: what it already received is still handed out and
+  // written, then receive_batch returns 0 and the loop ends.
+  ctx.on_stop([feed, executor] {
+    asio::co_spawn(executor, feed->close(), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);  // close() never throws
+    });
+  });
+  ctx.health().ready = true;
+
+  simdjson::ondemand::parser parser;
+  std::vector<ws::Message> messages;
+  std::vector<Row> rows(config.batch);
+  core::DefaultRandom random;
+  asio::steady_timer pause(executor);
+  redis::XAddOptions xadd_options;
+  if (config.stream_maxlen > 0) {
+    xadd_options.trim.strategy = redis::TrimOptions::Strategy::maxlen;
+    xadd_options.trim.approximate = true;
+    xadd_options.trim.maxlen = config.stream_maxlen;
+  }
+
+  for (;;) {
+    const std::size_t count = co_await feed->receive_batch(messages, config.batch);
+    if (count == 0) break;  // the feed was closed (stop) and everything received is handled
+    n.received += count;
+    const std::int64_t now_us = unix_micros();
+    std::size_t used = 0;
+    for (auto& s : symbols) s.rows.clear();
+    for (std::size_t i = 0; i < count; ++i) {
+      ws::Message& m = messages[i];
+      if (m.connection != last_connection) {
+        if (last_connection != 0)
+          log()->info("feed connection {} started: trade ids may have a gap", m.connection);
+        last_connection = m.connection;
+      }
+      Row& row = rows[used];
+      const char* error = "";
+      const ParseOutcome outcome = parse_trade(parser, m.data, row.trade, error);
+      if (outcome == ParseOutcome::control) {
+        ++n.control;
+        log()->debug("feed control message: {}", m.data);
+        continue;
+      }
+      if (outcome == ParseOutcome::malformed) {
+        ++n.malformed;
+        if (n.malformed <= 10 || n.malformed % 1000 == 0) {
+          log()->warn("malformed feed message #{} skipped ({}): {:.200}", n.malformed, error,
+                      m.data);
+        }
+        continue;
+      }
+      const std::string_view symbol = row.trade.symbol.view();
+      SymbolState* state = nullptr;
+      for (auto& s : symbols) {
+        if (s.name == symbol) state = &s;
+      }
+      if (state == nullptr) {
+        ++n.unknown_symbol;
+        if (n.unknown_symbol <= 10) log()->warn("trade for unsubscribed symbol {} skipped", symbol);
+        continue;
+      }
+      const auto seen = sequence.observe(symbol, row.trade.trade_id);
+      if (seen.kind == ws::SequenceTracker::Result::duplicate_or_old) {
+        ++n.duplicates;
+        continue;
+      }
+      if (seen.kind == ws::SequenceTracker::Result::gap) {
+        log()->warn("{}: trade id gap: {} trade(s) missing before {} (feed connection {})", symbol,
+                    seen.missing, row.trade.trade_id, m.connection);
+      }
+      ++n.trades;
+      row.id.set(row.trade.trade_id);
+      row.trade_time.set(row.trade.trade_time);
+      row.event_time.set(row.trade.event_time);
+      row.received.set(now_us);
+      state->rows.push_back(used);
+      ++used;
+    }
+    if (used == 0) continue;
+
+    // Write each symbol's trades in one XADD pipeline, then its last price. Retried until it
+    // succeeds: a write whose outcome is unknown may add entries twice, which the recorder's
+    // idempotent insert absorbs; the feed keeps buffering meanwhile (bounded, counted).
+    core::Backoff backoff(config.write_backoff, random);
+    for (auto& s : symbols) {
+      if (s.rows.empty()) continue;
+      s.fields.resize(s.rows.size());
+      for (std::size_t k = 0; k < s.rows.size(); ++k) {
+        const Row& r = rows[s.rows[k]];
+        s.fields[k] = Fields{redis::FieldView{"s", r.trade.symbol.view()},
+                             redis::FieldView{"t", r.id.view()},
+                             redis::FieldView{"p", r.trade.price.view()},
+                             redis::FieldView{"q", r.trade.qty.view()},
+                             redis::FieldView{"T", r.trade_time.view()},
+                             redis::FieldView{"E", r.event_time.view()},
+                             redis::FieldView{"m", r.trade.buyer_is_maker ? "1" : "0"},
+                             redis::FieldView{"r", r.received.view()}};
+      }
+      const Row& last = rows[s.rows.back()];
+      const std::array<redis::FieldView, 3> last_fields{
+          redis::FieldView{"p", last.trade.price.view()}, redis::FieldView{"t", last.id.view()},
+          redis::FieldView{"T", last.trade_time.view()}};
+      for (;;) {
+        std::string failure;
+        try {
+          (void)co_await redis->xadd_bulk(s.stream, s.fields, xadd_options);
+          (void)co_await redis->hset(s.last_key, last_fields);
+        } catch (const Error& e) {
+          if (e.kind() == ErrorKind::cancelled || e.kind() == ErrorKind::permanent) throw;
+          failure = e.what();
+        }
+        if (failure.empty()) break;
+        ++n.write_retries;
+        const auto delay = backoff.next();
+        if (n.write_retries <= 10 || n.write_retries % 100 == 0) {
+          log()->warn("writing {} trade(s) of {} failed (retry #{} in {} ms): {}", s.rows.size(),
+                      s.name, n.write_retries, delay.count(), failure);
+        }
+        pause.expires_after(delay);
+        co_await pause.async_wait(asio::use_awaitable);
+      }
+      backoff.reset();
+      n.written += s.rows.size();
+    }
+    ++n.batches;
+  }
+  ctx.health().ready = false;
+  log()->info("feed closed; {} trade(s) written", n.written);
+}
+
+}  // namespace trading_shared::services
