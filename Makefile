@@ -8,7 +8,7 @@ CTEST_ARGS ?=
 # make bench ONLY=pg (a group) or ONLY=P1,P3 (figures); empty: everything.
 ONLY ?=
 
-.PHONY: all deps configure build test bench sanitize format format-check tidy clean
+.PHONY: all deps configure build test bench sanitize format format-check tidy clean demo
 
 all: build
 
@@ -31,6 +31,13 @@ test: build
 # prints BENCH/RATIO lines and writes them to $(BUILD_DIR)/bench/results.tsv.
 bench: build
 	/usr/bin/python3 bench/run-bench --build-dir $(BUILD_DIR) --only "$(ONLY)"
+
+# The whole pipeline on throwaway servers for 30 s, with a Redis restart in the middle: prints
+# the report (trades sent / persisted / lost / duplicated, orders, latency, outage) and exits 0
+# only when nothing was lost or duplicated. Extra flags: make demo DEMO_ARGS="--keep-dir".
+demo: build
+	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 30s --restart-redis-at 15s \
+	  --report-file $(BUILD_DIR)/demo-report.json $(DEMO_ARGS)
 
 # The same suites under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize: deps

@@ -32,6 +32,16 @@ bool is_server_error(const Error& e, std::string_view code) {
 
 StreamConsumer::StreamConsumer(RedisClient& client, StreamConsumerConfig config, Handler handler)
     : client_(&client), config_(std::move(config)), handler_(std::move(handler)) {
+  validate_config(static_cast<bool>(handler_));
+}
+
+StreamConsumer::StreamConsumer(RedisClient& client, StreamConsumerConfig config,
+                               BatchHandler handler)
+    : client_(&client), config_(std::move(config)), batch_handler_(std::move(handler)) {
+  validate_config(static_cast<bool>(batch_handler_));
+}
+
+void StreamConsumer::validate_config(bool has_handler) {
   auto bad = [](const std::string& why) {
     throw Error(make_error_code(errc::invalid_argument), "StreamConsumerConfig: " + why);
   };
@@ -45,7 +55,7 @@ StreamConsumer::StreamConsumer(RedisClient& client, StreamConsumerConfig config,
   if (config_.claim_interval <= std::chrono::milliseconds::zero()) {
     bad("claim_interval must be > 0");
   }
-  if (!handler_) bad("no handler");
+  if (!has_handler) bad("no handler");
   if (config_.dead_letter_stream.empty()) config_.dead_letter_stream = config_.stream + ":dead";
   if (config_.dead_letter_stream == config_.stream) {
     bad("dead_letter_stream must differ from stream");
@@ -78,6 +88,24 @@ asio::awaitable<void> StreamConsumer::dead_letter(const StreamEntry& entry,
                entry.id, deliveries, config_.max_deliveries, config_.dead_letter_stream);
 }
 
+asio::awaitable<bool> StreamConsumer::run_batch_handler(std::span<const StreamEntry> deliverable) {
+  stats_.delivered += deliverable.size();
+  std::string failure;
+  try {
+    co_await batch_handler_(deliverable);
+  } catch (const std::exception& e) {
+    if (classify(std::current_exception()) == ErrorKind::cancelled) throw;
+    failure = e.what();
+  }
+  if (failure.empty()) co_return true;
+  stats_.handler_errors += deliverable.size();
+  log()->warn(
+      "stream {}: handler failed on the batch of {} entries {}..{} (they stay pending and "
+      "are delivered again): {}",
+      config_.stream, deliverable.size(), deliverable.front().id, deliverable.back().id, failure);
+  co_return false;
+}
+
 asio::awaitable<std::size_t> StreamConsumer::handle_batch(std::vector<StreamEntry> entries,
                                                           bool check_deliveries) {
   if (entries.empty()) co_return 0;
@@ -96,7 +124,9 @@ asio::awaitable<std::size_t> StreamConsumer::handle_batch(std::vector<StreamEntr
   to_ack.reserve(entries.size());
   std::size_t handled = 0;
   std::uint64_t succeeded = 0;
-  for (const auto& entry : entries) {
+  // Batch mode: the deliverable entries, handed over together after the filtering below.
+  std::vector<StreamEntry> deliverable;
+  for (auto& entry : entries) {
     if (entry.deleted) {
       ++stats_.deleted;
       log()->warn(
@@ -114,6 +144,10 @@ asio::awaitable<std::size_t> StreamConsumer::handle_batch(std::vector<StreamEntr
         to_ack.push_back(entry.id);
         continue;
       }
+    }
+    if (batch_handler_) {
+      deliverable.push_back(std::move(entry));
+      continue;
     }
     ++stats_.delivered;
     ++handled;
@@ -135,6 +169,14 @@ asio::awaitable<std::size_t> StreamConsumer::handle_batch(std::vector<StreamEntr
           config_.stream, entry.id, failure);
     }
     if (stopping_) break;
+  }
+  if (!deliverable.empty()) {
+    handled = deliverable.size();
+    const bool ok = co_await run_batch_handler(deliverable);
+    if (ok) {
+      for (const auto& entry : deliverable) to_ack.push_back(entry.id);
+      succeeded = deliverable.size();
+    }
   }
   if (!to_ack.empty()) {
     (void)co_await client_->xack(config_.stream, config_.group, to_ack);

@@ -1,16 +1,26 @@
-// Lifecycle fault tests with the real clients: FAILURE_MODES.md F41 (run-once task with a
-// dependency down). F40 (SIGTERM mid-batch in a service) comes with the services (issue 5).
+// Lifecycle fault tests with the real clients and the real service binaries:
+// FAILURE_MODES.md F41 (run-once task with a dependency down) and F40 (SIGTERM mid-batch:
+// ts-receiver here; ts-recorder in services_faults_test.cpp).
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include "support/server_harness.hpp"
+#include "support/server_process.hpp"
 #include "support/test_helpers.hpp"
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace ts = trading_shared;
 namespace asio = boost::asio;
@@ -54,5 +64,158 @@ TEST(LifecycleFault, F41_RunOnceWithADependencyDownEndsWithinItsDeadlineAndLeaks
   // Every socket of both clients is closed: descriptors are back where they were.
   EXPECT_EQ(ts::testing::open_descriptors(), fds_before);
 }
+
+// ---- the service binaries --------------------------------------------------------------------
+#if defined(TS_JANITOR_BIN) && defined(TS_RECEIVER_BIN) && defined(TS_FEED_SIM_BIN)
+
+namespace tsd = trading_shared::testing::detail;
+using Clock = std::chrono::steady_clock;
+
+/// A service process of this test: its own process group, log in a temporary directory.
+struct Service {
+  pid_t pid = -1;
+  std::string log;
+  std::optional<int> status;
+
+  static Service spawn(const std::string& dir, const std::string& name,
+                       std::vector<std::string> argv) {
+    Service s;
+    s.log = dir + "/" + name + ".log";
+    tsd::SpawnRequest request;
+    request.argv = std::move(argv);
+    request.directory = dir;
+    request.log_file = s.log;
+    request.extra_env = {"TS_LOG_LEVEL=info"};
+    s.pid = tsd::spawn_process(request);
+    return s;
+  }
+  /// Waits for the exit; returns the exit code, or -signal.
+  int wait(std::chrono::milliseconds bound) {
+    if (!status) status = tsd::wait_child(pid, Clock::now() + bound);
+    if (!status) return -1000;
+    if (WIFEXITED(*status)) return WEXITSTATUS(*status);
+    return -WTERMSIG(*status);
+  }
+  void signal(int sig) const { ::kill(pid, sig); }
+  ~Service() {
+    if (pid > 0 && !status) {
+      ::kill(pid, SIGKILL);
+      status = tsd::wait_child(pid, Clock::now() + 10s);
+    }
+  }
+};
+
+std::string temp_dir(const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("ts-lifecycle-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+std::string closed_port() {
+  return std::to_string(ts::testing::free_loopback_port());
+}
+
+long long redis_integer(const std::string& command) {
+  auto& servers = ts::testing::Servers::instance();
+  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
+  if (c == nullptr || c->err != 0) {
+    if (c != nullptr) redisFree(c);
+    return -1;
+  }
+  auto* reply = static_cast<redisReply*>(redisCommand(c, command.c_str()));
+  long long value = reply != nullptr && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+  if (reply != nullptr) freeReplyObject(reply);
+  redisFree(c);
+  return value;
+}
+
+TEST(LifecycleFault, F41_JanitorWithEveryDependencyDownExitsOneWithinItsDeadline) {
+  const std::string dir = temp_dir("f41");
+  const auto t0 = Clock::now();
+  Service janitor =
+      Service::spawn(dir, "janitor",
+                     {TS_JANITOR_BIN, "--postgres-dsn",
+                      "host=127.0.0.1 port=" + closed_port() + " dbname=x user=x connect_timeout=1",
+                      "--redis-url", "redis://127.0.0.1:" + closed_port(), "--deadline", "2s",
+                      "--summary-file", dir + "/janitor.json"});
+  const int code = janitor.wait(15s);
+  const auto took = Clock::now() - t0;
+  // Exactly 1: a crash, a sanitizer report (LeakSanitizer exits 23 or aborts) or a hang fails.
+  EXPECT_EQ(code, 1) << tsd::read_text_file(janitor.log);
+  EXPECT_LT(took, 6s) << "deadline 2 s plus closes";
+  EXPECT_TRUE(tsd::process_group_members(janitor.pid).empty())
+      << "a child of the janitor survived it";
+  const std::string summary = tsd::read_text_file(dir + "/janitor.json");
+  EXPECT_NE(summary.find("\"errors\":"), std::string::npos) << summary;
+  std::filesystem::remove_all(dir);
+}
+
+// F40 for the receiver: SIGTERM while trades stream in: it stops reading, writes what it had
+// received, exits 0; every trade it counted is in Redis. A second SIGTERM during a drain that
+// cannot finish (Redis frozen) forces exit 1 at once.
+TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesExit) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string dir = temp_dir("f40");
+  // Declared first: removed after the simulator stopped (it writes its summary there).
+  ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
+  const std::string port = closed_port();
+  Service sim =
+      Service::spawn(dir, "sim",
+                     {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "F40A,F40B",
+                      "--rate", "20000", "--summary-file", dir + "/sim.json"});
+  ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
+    sim.signal(SIGTERM);
+    EXPECT_EQ(sim.wait(15s), 0);
+  });
+  const std::vector<std::string> receiver_argv{
+      TS_RECEIVER_BIN,     "--feed-url",     "ws://127.0.0.1:" + port + "/ws",
+      "--symbols",         "F40A,F40B",      "--redis-url",
+      servers.redis_url(), "--summary-file", dir + "/receiver.json"};
+  {
+    Service receiver = Service::spawn(dir, "receiver", receiver_argv);
+    // Wait until trades flow, then stop it mid-stream.
+    const auto flowing_deadline = Clock::now() + 20s;
+    while (redis_integer("XLEN md:trades:F40A") < 5000 && Clock::now() < flowing_deadline) {
+      tsd::poll_pause(1);
+    }
+    ASSERT_GE(redis_integer("XLEN md:trades:F40A"), 5000) << tsd::read_text_file(receiver.log);
+    const auto t0 = Clock::now();
+    receiver.signal(SIGTERM);
+    const int code = receiver.wait(15s);
+    EXPECT_EQ(code, 0) << tsd::read_text_file(receiver.log);
+    EXPECT_LT(Clock::now() - t0, 6s) << "drain (5 s) bounds the stop";
+    const std::string summary = tsd::read_text_file(dir + "/receiver.json");
+    const auto field = [&](const std::string& key) {
+      const auto at = summary.find("\"" + key + "\":");
+      return at == std::string::npos ? -1LL : std::atoll(summary.c_str() + at + key.size() + 3);
+    };
+    const long long in_redis =
+        redis_integer("XLEN md:trades:F40A") + redis_integer("XLEN md:trades:F40B");
+    EXPECT_GT(field("trades"), 0) << summary;
+    EXPECT_EQ(field("written"), field("trades")) << summary;
+    EXPECT_EQ(in_redis, field("written")) << summary;
+  }
+  {
+    Service receiver = Service::spawn(dir, "receiver2", receiver_argv);
+    const auto flowing_deadline = Clock::now() + 20s;
+    const long long before = redis_integer("XLEN md:trades:F40A");
+    while (redis_integer("XLEN md:trades:F40A") < before + 2000 &&
+           Clock::now() < flowing_deadline) {
+      tsd::poll_pause(1);
+    }
+    servers.redis().pause();  // writes now hang: the drain cannot finish
+    ts::testing::ScopeExit resume("resume Redis", [&] { servers.redis().resume(); });
+    receiver.signal(SIGTERM);
+    ASSERT_EQ(receiver.wait(300ms), -1000)
+        << "the first signal must not end a drain that is still writing";
+    const auto t0 = Clock::now();
+    receiver.signal(SIGTERM);
+    EXPECT_EQ(receiver.wait(10s), 1) << tsd::read_text_file(receiver.log);
+    EXPECT_LT(Clock::now() - t0, 2s) << "the second signal stops at once";
+  }
+}
+
+#endif  // the service binaries
 
 }  // namespace

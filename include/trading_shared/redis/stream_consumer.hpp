@@ -17,6 +17,15 @@
 ///   acknowledged (F28).
 /// - Pending entries that were trimmed or deleted from the stream are acknowledged, logged
 ///   and counted (`deleted`), never passed to the handler (F29).
+///
+/// Two handler modes:
+/// - per entry (`Handler`): each entry is handled on its own; those whose handler returned
+///   are acknowledged together after the batch (one XACK per read).
+/// - batch (`BatchHandler`): the deliverable entries of one read (after the dead-letter and
+///   deleted filtering) are handed over in one call, in stream order. Returning normally
+///   acknowledges all of them in one XACK; throwing acknowledges none (all stay pending and
+///   are delivered again; `handler_errors` grows by the number of entries). For sinks that
+///   write a batch in one statement (ts-recorder).
 
 #include <trading_shared/redis/redis_client.hpp>
 
@@ -26,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 
 namespace trading_shared::redis {
@@ -63,10 +73,15 @@ class StreamConsumer {
  public:
   /// The handler gets each entry once per delivery; returning normally acknowledges it.
   using Handler = std::function<boost::asio::awaitable<void>(const StreamEntry&)>;
+  /// The handler gets the deliverable entries of one read, once per delivery; returning
+  /// normally acknowledges all of them, throwing none. The span is valid during the call.
+  using BatchHandler = std::function<boost::asio::awaitable<void>(std::span<const StreamEntry>)>;
 
   /// `client` must be started and outlive the consumer. Throws `invalid_argument` on a bad
   /// config (empty stream, group or consumer; max_deliveries 0; batch < 1).
   StreamConsumer(RedisClient& client, StreamConsumerConfig config, Handler handler);
+  /// Batch mode (see the file comment); same requirements.
+  StreamConsumer(RedisClient& client, StreamConsumerConfig config, BatchHandler handler);
 
   /// Runs until `stop()`, cancellation or `close()` of the client, and then returns normally.
   /// Every other failure (server errors, lost connections, a handler's exception) is logged,
@@ -93,10 +108,14 @@ class StreamConsumer {
   boost::asio::awaitable<std::size_t> handle_batch(std::vector<StreamEntry> entries,
                                                    bool check_deliveries);
   boost::asio::awaitable<void> dead_letter(const StreamEntry& entry, std::int64_t deliveries);
+  /// Hands `deliverable` to the batch handler; returns whether it succeeded.
+  boost::asio::awaitable<bool> run_batch_handler(std::span<const StreamEntry> deliverable);
+  void validate_config(bool has_handler);
 
   RedisClient* client_;
   StreamConsumerConfig config_;
   Handler handler_;
+  BatchHandler batch_handler_;
   StreamConsumerStats stats_;
   bool stopping_ = false;
 };

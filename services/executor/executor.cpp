@@ -1,0 +1,465 @@
+#include "executor/executor.hpp"
+
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/lifecycle/service.hpp>
+#include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/redis/redis_client.hpp>
+#include <trading_shared/redis/stream_consumer.hpp>
+
+#include <boost/asio/use_awaitable.hpp>
+
+#include "common/keys.hpp"
+#include "common/settings.hpp"
+#include "common/summary.hpp"
+#include "common/transient_retry.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <set>
+#include <utility>
+
+namespace trading_shared::services::executor {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() {
+  static const auto logger = core::logger("executor");
+  return logger;
+}
+
+constexpr int kFaultExitCode = 137;
+
+bool is_plain_decimal(std::string_view text) noexcept {
+  bool digit = false;
+  bool dot = false;
+  for (const char c : text) {
+    if (c >= '0' && c <= '9') {
+      digit = true;
+    } else if (c == '.' && !dot) {
+      dot = true;
+    } else {
+      return false;
+    }
+  }
+  return digit;
+}
+
+/// One order request as read from the stream (missing fields are empty).
+struct Request {
+  std::string id;
+  std::string symbol;
+  std::string side;
+  std::string type;
+  std::string qty;
+  std::string limit_price;
+  std::optional<std::int64_t> submitted_at_ms;
+};
+
+/// The venue's decision, or the stored one for a request seen before.
+struct Outcome {
+  bool filled = false;
+  std::string reason;  ///< rejected: why.
+  std::string price;   ///< filled: at what price.
+  std::string qty;     ///< filled: how much.
+  bool duplicate = false;
+};
+
+constexpr const char* kInsertOrder = R"sql(
+INSERT INTO orders (client_order_id, symbol, side, type, qty, limit_price, status,
+                    reject_reason, submitted_at)
+VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7, $8,
+        timestamptz 'epoch' + $9::bigint * interval '1 millisecond')
+ON CONFLICT (client_order_id) DO NOTHING)sql";
+
+constexpr const char* kInsertFill = R"sql(
+INSERT INTO fills (client_order_id, symbol, side, qty, price)
+VALUES ($1, $2, $3, $4::numeric, $5::numeric))sql";
+
+constexpr const char* kStoredOrder = R"sql(
+SELECT o.status, o.reject_reason, f.price::text, f.qty::text
+FROM orders o LEFT JOIN fills f USING (client_order_id)
+WHERE o.client_order_id = $1)sql";
+
+constexpr const char* kCheckSchema =
+    "SELECT to_regclass('orders') IS NOT NULL AND to_regclass('fills') IS NOT NULL";
+
+struct Counters {
+  std::uint64_t filled = 0;
+  std::uint64_t rejected = 0;
+  std::uint64_t duplicates = 0;
+  std::uint64_t events = 0;
+  std::uint64_t malformed = 0;
+  std::uint64_t db_retries = 0;
+  std::uint64_t redis_retries = 0;
+  std::uint64_t commits = 0;
+};
+
+class Venue {
+ public:
+  Venue(pg::PostgresClient& pg, redis::RedisClient& redis, const ExecutorSettings& settings,
+        Counters& counters, TransientRetry db_retry, TransientRetry redis_retry)
+      : pg_(&pg),
+        redis_(&redis),
+        settings_(&settings),
+        counters_(&counters),
+        db_retry_(std::move(db_retry)),
+        redis_retry_(std::move(redis_retry)) {}
+
+  asio::awaitable<void> handle(const redis::StreamEntry& entry) {
+    std::string why;
+    auto request = read_request(entry, why);
+    if (!request) {
+      ++counters_->malformed;
+      log()->error("{}: malformed request {} skipped (acknowledged, no event): {}", kOrderRequests,
+                   entry.id, why);
+      co_return;
+    }
+    Outcome decision = co_await decide(*request);
+    auto attempt = [&]() { return record(*request, decision); };
+    std::string what = "record order " + request->id;
+    const Outcome outcome =
+        co_await retry_transient(db_retry_, core::Idempotent::yes, std::move(what), attempt);
+    if (outcome.duplicate) {
+      ++counters_->duplicates;
+      log()->info("order {} seen before: publishing its stored outcome ({})", request->id,
+                  outcome.filled ? "filled" : "rejected");
+    } else {
+      ++(outcome.filled ? counters_->filled : counters_->rejected);
+      const std::uint64_t commit = ++counters_->commits;
+      if (settings_->fault_crash_after_commit > 0 &&
+          commit == static_cast<std::uint64_t>(settings_->fault_crash_after_commit)) {
+        log()->error("fault switch: crashing after commit {}, before its event and XACK (exit {})",
+                     commit, kFaultExitCode);
+        std::_Exit(kFaultExitCode);
+      }
+    }
+    co_await publish(request->id, outcome);
+  }
+
+ private:
+  static std::optional<Request> read_request(const redis::StreamEntry& entry, std::string& why) {
+    for (const auto& [name, value] : entry.fields) {
+      if (value.find('\0') != std::string::npos) {
+        why = "field '" + name + "' contains a NUL byte";
+        return std::nullopt;
+      }
+    }
+    const std::string* id = entry.field("client_order_id");
+    if (id == nullptr || id->empty()) {
+      why = "no client_order_id";
+      return std::nullopt;
+    }
+    auto text = [&](const char* name) {
+      const std::string* value = entry.field(name);
+      return value == nullptr ? std::string() : *value;
+    };
+    Request r;
+    r.id = *id;
+    r.symbol = text("symbol");
+    r.side = text("side");
+    r.type = text("type");
+    r.qty = text("qty");
+    r.limit_price = text("limit_price");
+    if (const std::string* at = entry.field("submitted_at")) {
+      std::int64_t ms = 0;
+      const char* end = at->data() + at->size();
+      const auto [ptr, ec] = std::from_chars(at->data(), end, ms);
+      if (ec == std::errc{} && ptr == end && ms > 0) r.submitted_at_ms = ms;
+    }
+    return r;
+  }
+
+  static Outcome rejected(std::string reason) {
+    Outcome o;
+    o.reason = std::move(reason);
+    return o;
+  }
+
+  /// Validation and the price: what the venue does with a request it has not seen.
+  asio::awaitable<Outcome> decide(const Request& r) {
+    const auto& symbols = settings_->symbols;
+    if (std::find(symbols.begin(), symbols.end(), r.symbol) == symbols.end()) {
+      co_return rejected("unknown symbol");
+    }
+    if (r.side != "buy" && r.side != "sell") co_return rejected("invalid side");
+    if (r.type != "market" && r.type != "limit") co_return rejected("invalid type");
+    if (!is_positive_decimal(r.qty)) co_return rejected("invalid qty");
+    const bool limit = r.type == "limit";
+    if (limit && !is_positive_decimal(r.limit_price)) co_return rejected("invalid limit_price");
+    const std::string key = last_price_key(r.symbol);
+    auto read = [&]() { return last_price(key); };
+    std::string what = "HGET " + key + " p";
+    const std::optional<std::string> last =
+        co_await retry_transient(redis_retry_, core::Idempotent::yes, std::move(what), read);
+    if (!last || !is_positive_decimal(*last)) {
+      if (last) log()->warn("{}: unusable last price '{}'", key, *last);
+      co_return rejected("no market price");
+    }
+    if (limit) {
+      const int cmp = compare_decimal(r.limit_price, *last);
+      const bool marketable = r.side == "buy" ? cmp >= 0 : cmp <= 0;
+      if (!marketable) co_return rejected("limit not marketable");
+    }
+    Outcome o;
+    o.filled = true;
+    o.price = *last;
+    o.qty = r.qty;
+    co_return o;
+  }
+
+  asio::awaitable<std::optional<std::string>> last_price(const std::string& key) {
+    const redis::Reply reply = co_await redis_->command("HGET", key, "p");
+    if (reply.is_nil()) co_return std::nullopt;
+    co_return std::string(reply.as_string());
+  }
+
+  /// One transaction: the order (once per client order id) and its fill; or, when the order
+  /// exists already (a redelivery or a reused id), its stored outcome.
+  asio::awaitable<Outcome> record(const Request& r, const Outcome& decision) {
+    pg::TransactionOptions options;
+    options.idempotent = core::Idempotent::yes;  // ON CONFLICT + read-back: a rerun is harmless
+    core::RetryPolicy once;
+    once.max_attempts = 1;  // retried by retry_transient (one retry layer)
+    options.retry = once;
+    auto body = [&](pg::Transaction& tx) -> asio::awaitable<Outcome> {
+      const std::optional<std::string> qty =
+          is_plain_decimal(r.qty) ? std::optional<std::string>(r.qty) : std::nullopt;
+      const std::optional<std::string> limit_price =
+          r.type == "limit" && is_plain_decimal(r.limit_price)
+              ? std::optional<std::string>(r.limit_price)
+              : std::nullopt;
+      const std::optional<std::string> reason =
+          decision.filled ? std::nullopt : std::optional<std::string>(decision.reason);
+      const std::string status = decision.filled ? "filled" : "rejected";
+      const std::int64_t inserted =
+          co_await tx.execute(kInsertOrder, r.id, r.symbol, r.side, r.type, qty, limit_price,
+                              status, reason, r.submitted_at_ms);
+      if (inserted == 1) {
+        if (decision.filled) {
+          (void)co_await tx.execute(kInsertFill, r.id, r.symbol, r.side, decision.qty,
+                                    decision.price);
+        }
+        co_return decision;
+      }
+      const auto row = co_await tx.query_one(kStoredOrder, r.id);
+      if (!row) throw std::runtime_error("order " + r.id + " conflicted but cannot be read");
+      Outcome stored;
+      stored.duplicate = true;
+      stored.filled = row->get<std::string>(0) == "filled";
+      stored.reason = row->get<std::optional<std::string>>(1).value_or("");
+      stored.price = row->get<std::optional<std::string>>(2).value_or("");
+      stored.qty = row->get<std::optional<std::string>>(3).value_or("");
+      co_return stored;
+    };
+    co_return co_await pg_->transaction(body, options);
+  }
+
+  asio::awaitable<void> publish(const std::string& id, const Outcome& o) {
+    std::vector<redis::FieldView> fields;
+    fields.emplace_back("client_order_id", id);
+    fields.emplace_back("status", o.filled ? "filled" : "rejected");
+    if (o.filled) {
+      fields.emplace_back("price", o.price);
+      fields.emplace_back("qty", o.qty);
+    } else {
+      fields.emplace_back("reason", o.reason);
+    }
+    // At-least-once: a retry after a lost reply may add the event twice (keyed by id).
+    auto add = [&]() { return redis_->xadd(kOrderEvents, fields); };
+    std::string what = "XADD " + std::string(kOrderEvents);
+    (void)co_await retry_transient(redis_retry_, core::Idempotent::yes, std::move(what), add);
+    ++counters_->events;
+  }
+
+  pg::PostgresClient* pg_;
+  redis::RedisClient* redis_;
+  const ExecutorSettings* settings_;
+  Counters* counters_;
+  TransientRetry db_retry_;
+  TransientRetry redis_retry_;
+};
+
+struct ClientSnapshot {
+  std::uint64_t redis_reconnects = 0;
+  std::uint64_t redis_breaker_trips = 0;
+  std::uint64_t pg_breaker_trips = 0;
+};
+
+}  // namespace
+
+bool is_positive_decimal(std::string_view text) noexcept {
+  if (!is_plain_decimal(text)) return false;
+  return std::any_of(text.begin(), text.end(), [](char c) { return c >= '1' && c <= '9'; });
+}
+
+int compare_decimal(std::string_view a, std::string_view b) noexcept {
+  auto split = [](std::string_view s) {
+    const std::size_t dot = s.find('.');
+    std::string_view whole = s.substr(0, dot);
+    std::string_view fraction =
+        dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
+    while (!whole.empty() && whole.front() == '0') whole.remove_prefix(1);
+    return std::pair{whole, fraction};
+  };
+  const auto [aw, af] = split(a);
+  const auto [bw, bf] = split(b);
+  if (aw.size() != bw.size()) return aw.size() < bw.size() ? -1 : 1;
+  if (const int c = aw.compare(bw); c != 0) return c < 0 ? -1 : 1;
+  const std::size_t n = std::max(af.size(), bf.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const char x = i < af.size() ? af[i] : '0';
+    const char y = i < bf.size() ? bf[i] : '0';
+    if (x != y) return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
+void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
+  add_postgres_settings(loader, s.pg);
+  add_redis_settings(loader, s.redis);
+  core::add_log_settings(loader, s.log);
+  loader.add(s.symbols, {"symbols", "symbols this venue trades (others are rejected)"})
+      .add(s.consumer, {"consumer",
+                        "consumer name in the group 'executor' (default: "
+                        "executor-<host>-<pid>)"})
+      .add(s.batch, {"batch", "requests per read"})
+      .add(s.claim_min_idle,
+           {"claim_min_idle", "requests pending this long in another consumer are taken over"})
+      .add(s.claim_interval, {"claim_interval",
+                              "how often stale and own pending requests are "
+                              "looked at again"})
+      .add(s.max_deliveries, {"max_deliveries",
+                              "deliveries of a request before it goes to "
+                              "orders:requests:dead"})
+      .add(s.drain_timeout, {"drain_timeout",
+                             "after SIGTERM, time to finish the current "
+                             "requests before they are cancelled"})
+      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"})
+      .add(s.fault_crash_after_commit, {"fault_crash_after_commit",
+                                        "TEST ONLY: exit 137 after the Nth new order is "
+                                        "committed, before its event and XACK (0: off)"});
+}
+
+void finish_settings(ExecutorSettings& s) {
+  auto bad = [](const std::string& why) { throw core::ConfigError(why); };
+  if (s.symbols.empty()) bad("--symbols: at least one symbol is needed");
+  if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
+  if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
+  if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
+  if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
+  if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+  if (s.fault_crash_after_commit < 0) bad("--fault-crash-after-commit must be >= 0");
+  if (s.consumer.empty()) s.consumer = default_consumer_name("executor");
+  if (s.pg.dsn.empty()) bad("--postgres-dsn (TS_POSTGRES_DSN) is required");
+  if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
+    s.pg.application_name = "ts-executor";
+  }
+  if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-executor";
+}
+
+int run_executor(const ExecutorSettings& settings) {
+  Counters counters;
+  ClientSnapshot clients;
+  StopFlag stop;
+  core::DefaultRandom random;
+  std::optional<Venue> venue;
+  std::unique_ptr<redis::StreamConsumer> consumer;
+
+  lifecycle::ServiceOptions options;
+  options.name = "ts-executor";
+  options.drain_timeout = settings.drain_timeout;
+  const int code =
+      lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
+        ctx.on_stop([&] {
+          stop.stop();
+          if (consumer) consumer->stop();
+        });
+        auto* pg =
+            co_await ctx.scope().open<pg::PostgresClient>("postgres", ctx.executor(), settings.pg);
+        auto* redis =
+            co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
+        ctx.scope().defer("client statistics", [&clients, pg, redis]() -> asio::awaitable<void> {
+          clients.redis_reconnects = redis->stats().disconnects;
+          clients.redis_breaker_trips = redis->stats().breaker_trips;
+          clients.pg_breaker_trips = pg->stats().breaker_trips;
+          co_return;
+        });
+        const bool schema = co_await pg->query_value<bool>(kCheckSchema);
+        if (!schema) {
+          throw std::runtime_error(
+              "the database has no orders or fills table: apply the schema first (tsctl "
+              "migrate)");
+        }
+        TransientRetry db_retry;
+        db_retry.stop = &stop;
+        db_retry.random = &random;
+        db_retry.retries = &counters.db_retries;
+        db_retry.log = log();
+        TransientRetry redis_retry = db_retry;
+        redis_retry.retries = &counters.redis_retries;
+        venue.emplace(*pg, *redis, settings, counters, db_retry, redis_retry);
+
+        redis::StreamConsumerConfig config;
+        config.stream = std::string(kOrderRequests);
+        config.group = std::string(kExecutorGroup);
+        config.consumer = settings.consumer;
+        config.batch = settings.batch;
+        config.claim_min_idle = settings.claim_min_idle;
+        config.claim_interval = settings.claim_interval;
+        config.max_deliveries = settings.max_deliveries;
+        consumer = std::make_unique<redis::StreamConsumer>(
+            *redis, config,
+            redis::StreamConsumer::Handler(
+                [&venue](const redis::StreamEntry& entry) { return venue->handle(entry); }));
+        if (stop.stopped()) co_return;
+        ctx.health().ready = true;
+        log()->info("executing {} as consumer {} of group {}", kOrderRequests, settings.consumer,
+                    kExecutorGroup);
+        co_await consumer->run();
+      });
+
+  const redis::StreamConsumerStats stats =
+      consumer ? consumer->stats() : redis::StreamConsumerStats{};
+  log()->info(
+      "stopped (exit {}): {} filled, {} rejected, {} duplicates, {} events, {} malformed, {} "
+      "handler errors, {} dead-lettered",
+      code, counters.filled, counters.rejected, counters.duplicates, counters.events,
+      counters.malformed, stats.handler_errors, stats.dead_lettered);
+  if (settings.summary_file.empty()) return code;
+  Summary summary;
+  summary.add("filled", counters.filled)
+      .add("rejected", counters.rejected)
+      .add("duplicates", counters.duplicates)
+      .add("events", counters.events)
+      .add("malformed", counters.malformed)
+      .add("delivered", stats.delivered)
+      .add("acked", stats.acked)
+      .add("handler_errors", stats.handler_errors)
+      .add("claimed", stats.claimed)
+      .add("dead_lettered", stats.dead_lettered)
+      .add("deleted", stats.deleted)
+      .add("read_errors", stats.read_errors)
+      .add("db_retries", counters.db_retries)
+      .add("redis_retries", counters.redis_retries)
+      .add("redis_reconnects", clients.redis_reconnects)
+      .add("pg_breaker_trips", clients.pg_breaker_trips)
+      .add("redis_breaker_trips", clients.redis_breaker_trips)
+      .add("exit_code", code);
+  try {
+    summary.write_file(settings.summary_file);
+  } catch (const std::exception& e) {
+    log()->error("{}", e.what());
+    return code == 0 ? 1 : code;
+  }
+  return code;
+}
+
+}  // namespace trading_shared::services::executor

@@ -1,0 +1,54 @@
+#pragma once
+/// @file
+/// ts-executor: order requests (`orders:requests`) → paper venue that fills at the last
+/// price → `orders` and `fills` in one transaction, idempotent by client order id → event on
+/// `orders:events` → XACK (ARCHITECTURE.md section 10; docs/services.md).
+
+#include <trading_shared/core/config.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/pg/config.hpp>
+#include <trading_shared/redis/config.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trading_shared::services::executor {
+
+struct ExecutorSettings {
+  pg::PostgresConfig pg;
+  redis::RedisConfig redis;
+  core::LogConfig log;
+  /// Symbols this venue trades; any other is rejected ("unknown symbol").
+  std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
+  /// Consumer name in the group; empty: "executor-<host>-<pid>".
+  std::string consumer;
+  std::int64_t batch = 100;
+  std::chrono::milliseconds claim_min_idle{10000};
+  std::chrono::milliseconds claim_interval{2000};
+  std::uint32_t max_deliveries = 5;
+  std::chrono::milliseconds drain_timeout{5000};
+  std::string summary_file;
+  /// Test-only fault switch (0 = off): `_Exit(137)` after the Nth new order committed,
+  /// before its event and its XACK.
+  std::int64_t fault_crash_after_commit = 0;
+};
+
+void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& settings);
+/// Checks the loaded settings and fills derived defaults; throws `core::ConfigError`.
+void finish_settings(ExecutorSettings& settings);
+
+/// Runs the daemon; returns the process exit code (lifecycle::run_daemon's).
+int run_executor(const ExecutorSettings& settings);
+
+// ---- exposed for tests ------------------------------------------------------------------------
+
+/// Compares two unsigned plain decimals (digits with at most one '.'): <0, 0, >0.
+int compare_decimal(std::string_view a, std::string_view b) noexcept;
+/// An unsigned plain decimal with a non-zero digit.
+bool is_positive_decimal(std::string_view text) noexcept;
+
+}  // namespace trading_shared::services::executor

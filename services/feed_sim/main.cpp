@@ -1,0 +1,51 @@
+// ts-feed-sim: local exchange simulator (docs/services.md).
+#include <trading_shared/core/config.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/lifecycle/service.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "feed_sim/feed_sim.hpp"
+
+namespace asio = boost::asio;
+namespace core = trading_shared::core;
+namespace lifecycle = trading_shared::lifecycle;
+namespace feed_sim = trading_shared::services::feed_sim;
+
+namespace {
+
+asio::awaitable<void> serve(lifecycle::ServiceContext& ctx, feed_sim::FeedSimConfig& config) {
+  feed_sim::check_config(config);  // core::ConfigError -> exit code 2
+  auto* sim =
+      co_await ctx.scope().open<feed_sim::FeedSimulator>("feed-sim", ctx.executor(), config);
+  ctx.on_stop([sim] { sim->stop_generating(); });
+  ctx.health().ready = true;
+  co_await ctx.until_stopped();
+  co_await sim->shutdown();  // close frames, bounded by --close-timeout
+  sim->write_summary();      // a failure here is exit code 1
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  feed_sim::FeedSimConfig config;
+  core::LogConfig log_config;
+  log_config.service_name = "ts-feed-sim";
+  core::ConfigLoader loader(
+      "ts-feed-sim",
+      "Local exchange simulator: serves a deterministic Binance-style trade stream over "
+      "WebSocket, with rate control, fault switches and a summary of what it generated.");
+  core::add_log_settings(loader, log_config);
+  feed_sim::add_feed_sim_settings(loader, config);
+  if (const auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
+  core::setup_logging(log_config);
+  core::logger("")->info("configuration: {}", loader.effective_config_summary());
+
+  lifecycle::ServiceOptions options;
+  options.name = "ts-feed-sim";
+  options.drain_timeout = config.close_timeout + std::chrono::seconds(1);
+  options.close_timeout = config.close_timeout + std::chrono::seconds(3);
+  options.shutdown_timeout = options.drain_timeout + options.close_timeout;
+  return lifecycle::run_daemon(
+      options, [&config](lifecycle::ServiceContext& ctx) { return serve(ctx, config); });
+}

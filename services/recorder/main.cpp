@@ -1,0 +1,29 @@
+// ts-recorder: trade streams → ticks (docs/services.md).
+#include <trading_shared/core/config.hpp>
+#include <trading_shared/core/logging.hpp>
+
+#include "recorder/recorder.hpp"
+
+#include <iostream>
+
+namespace core = trading_shared::core;
+namespace recorder = trading_shared::services::recorder;
+
+int main(int argc, char** argv) {
+  recorder::RecorderSettings settings;
+  settings.log.service_name = "ts-recorder";
+  core::ConfigLoader loader("ts-recorder",
+                            "Records the trade streams md:trades:{SYMBOL} into the ticks table: "
+                            "batched, idempotent inserts, acknowledged after commit.");
+  recorder::add_recorder_settings(loader, settings);
+  if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
+  try {
+    recorder::finish_settings(settings);
+  } catch (const core::ConfigError& e) {
+    std::cerr << "ts-recorder: configuration error: " << e.what() << '\n';
+    return core::kExitBadConfig;
+  }
+  core::setup_logging(settings.log);
+  core::logger("")->info("starting: {}", loader.effective_config_summary());
+  return recorder::run_recorder(settings);
+}

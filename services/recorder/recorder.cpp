@@ -1,0 +1,506 @@
+#include "recorder/recorder.hpp"
+
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/lifecycle/service.hpp>
+#include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/redis/stream_consumer.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "common/keys.hpp"
+#include "common/settings.hpp"
+#include "common/summary.hpp"
+#include "common/transient_retry.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <set>
+#include <span>
+#include <utility>
+
+namespace trading_shared::services::recorder {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() {
+  static const auto logger = core::logger("recorder");
+  return logger;
+}
+
+/// Exit status of the test-only crash switches (as if killed by SIGKILL).
+constexpr int kFaultExitCode = 137;
+
+std::optional<std::int64_t> parse_int(std::string_view text) noexcept {
+  std::int64_t value = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc{} || ptr != end) return std::nullopt;
+  return value;
+}
+
+/// The ticks of one batch as PostgreSQL array literals, one per column, for a single
+/// `INSERT ... SELECT FROM unnest(...)` (see TickWriter).
+struct Columns {
+  std::string trade_ids{"{"};
+  std::string prices{"{"};
+  std::string qtys{"{"};
+  std::string trade_ms{"{"};
+  std::string event_ms{"{"};
+  std::string makers{"{"};
+  std::string received_us{"{"};
+  std::size_t rows = 0;
+
+  void add(const Trade& t) {
+    const char* sep = rows == 0 ? "" : ",";
+    ++rows;
+    append(trade_ids, sep, std::to_string(t.trade_id));
+    append(prices, sep, t.price);  // validated plain decimals: no quoting needed
+    append(qtys, sep, t.qty);
+    append(trade_ms, sep, std::to_string(t.trade_time_ms));
+    append(event_ms, sep, t.event_time_ms ? std::to_string(*t.event_time_ms) : "NULL");
+    append(makers, sep, t.buyer_is_maker ? "t" : "f");
+    append(received_us, sep, t.received_at_us ? std::to_string(*t.received_at_us) : "NULL");
+  }
+  void finish() {
+    for (std::string* s :
+         {&trade_ids, &prices, &qtys, &trade_ms, &event_ms, &makers, &received_us}) {
+      s->push_back('}');
+    }
+  }
+
+ private:
+  static void append(std::string& out, const char* sep, std::string_view value) {
+    out += sep;
+    out += value;
+  }
+};
+
+// One statement per batch, idempotent: a redelivered trade hits the primary key (symbol,
+// trade_id, trade_time) and is skipped; the affected-row count is what was new.
+// The columns travel as 7 array parameters (text literals cast on the server): the statement
+// has a fixed text and 8 parameters whatever the batch size, so the server parses and plans
+// the same small statement every time, unlike a multi-row VALUES with 8 parameters per row.
+// Times: exact integer arithmetic on intervals (no float seconds).
+constexpr const char* kInsertTicks = R"sql(
+INSERT INTO ticks (symbol, trade_id, price, qty, trade_time, event_time, buyer_is_maker,
+                   received_at)
+SELECT $1::text, u.trade_id, u.price, u.qty,
+       timestamptz 'epoch' + u.trade_ms * interval '1 millisecond',
+       timestamptz 'epoch' + u.event_ms * interval '1 millisecond',
+       u.maker,
+       timestamptz 'epoch' + u.received_us * interval '1 microsecond'
+FROM unnest($2::bigint[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[],
+            $7::boolean[], $8::bigint[])
+     AS u(trade_id, price, qty, trade_ms, event_ms, maker, received_us)
+ON CONFLICT DO NOTHING)sql";
+
+// Creates the partition of the day holding `$1` (ms since the epoch) if missing and returns
+// its bounds in ms. The day is taken in the session's time zone, as the function's bounds are.
+constexpr const char* kEnsurePartition = R"sql(
+SELECT ts_ensure_tick_partition(d),
+       (extract(epoch FROM d::timestamptz) * 1000)::bigint,
+       (extract(epoch FROM (d + 1)::timestamptz) * 1000)::bigint
+FROM (SELECT (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')::date AS d) AS x)sql";
+
+constexpr const char* kCheckSchema =
+    "SELECT to_regclass('ticks') IS NOT NULL AND "
+    "to_regproc('ts_ensure_tick_partition') IS NOT NULL";
+
+/// SQLSTATE 23514 on a partitioned table: "no partition of relation found for row".
+bool is_missing_partition(const Error& e) {
+  return e.server() && e.server()->code == "23514";
+}
+
+struct Counters {
+  std::uint64_t inserted = 0;
+  std::uint64_t duplicates = 0;
+  std::uint64_t batches = 0;
+  std::uint64_t malformed = 0;
+  std::uint64_t db_retries = 0;
+  std::uint64_t handler_calls = 0;
+  std::uint64_t commits = 0;
+  std::uint64_t partitions_created = 0;
+};
+
+/// Writes the batches of every symbol: parsing, partitions (cached), the one insert.
+class TickWriter {
+ public:
+  TickWriter(pg::PostgresClient& pg, const RecorderSettings& settings, Counters& counters,
+             TransientRetry retry)
+      : pg_(&pg), settings_(&settings), counters_(&counters), retry_(std::move(retry)) {}
+
+  asio::awaitable<void> write(std::string symbol, std::span<const redis::StreamEntry> entries) {
+    const std::uint64_t call = ++counters_->handler_calls;
+    if (settings_->fault_crash_before_commit > 0 &&
+        call == static_cast<std::uint64_t>(settings_->fault_crash_before_commit)) {
+      log()->error("fault switch: crashing in batch {} before its insert (exit {})", call,
+                   kFaultExitCode);
+      std::_Exit(kFaultExitCode);
+    }
+    std::vector<Trade> trades;
+    trades.reserve(entries.size());
+    std::string why;
+    for (const auto& entry : entries) {
+      auto trade = parse_trade(entry, symbol, why);
+      if (!trade) {
+        ++counters_->malformed;
+        log()->error("stream {}: malformed entry {} skipped (acknowledged with its batch): {}",
+                     trade_stream(symbol), entry.id, why);
+        continue;
+      }
+      trades.push_back(*trade);
+    }
+    if (!trades.empty()) {
+      Columns columns;
+      for (const auto& t : trades) columns.add(t);
+      columns.finish();
+      // Locals, not temporaries, inside the co_await (GCC 12 coroutine bugs).
+      std::string what = "insert into ticks (" + symbol + ")";
+      auto attempt = [&]() { return insert(symbol, trades, columns); };
+      const std::int64_t inserted =
+          co_await retry_transient(retry_, core::Idempotent::yes, std::move(what), attempt);
+      const auto rows = static_cast<std::uint64_t>(inserted < 0 ? 0 : inserted);
+      counters_->inserted += rows;
+      counters_->duplicates += trades.size() - std::min<std::uint64_t>(rows, trades.size());
+      const std::uint64_t commit = ++counters_->commits;
+      if (settings_->fault_crash_after_commit > 0 &&
+          commit == static_cast<std::uint64_t>(settings_->fault_crash_after_commit)) {
+        log()->error("fault switch: crashing after commit {}, before its XACK (exit {})", commit,
+                     kFaultExitCode);
+        std::_Exit(kFaultExitCode);
+      }
+    }
+    ++counters_->batches;
+  }
+
+ private:
+  bool covered(std::int64_t ms) const noexcept {
+    for (const auto& [from, to] : covered_) {
+      if (ms >= from && ms < to) return true;
+    }
+    return false;
+  }
+
+  asio::awaitable<void> ensure_partitions(const std::vector<Trade>& trades) {
+    for (const auto& t : trades) {
+      if (covered(t.trade_time_ms)) continue;
+      const auto row = co_await pg_->query_one(kEnsurePartition, t.trade_time_ms);
+      if (!row) throw std::runtime_error("ts_ensure_tick_partition returned no row");
+      const auto [created, from, to] = row->as<bool, std::int64_t, std::int64_t>();
+      if (created) {
+        ++counters_->partitions_created;
+        log()->info("created the ticks partition for [{}, {}) ms", from, to);
+      }
+      covered_.emplace_back(from, to);
+    }
+  }
+
+  /// One attempt: partitions, then the insert. A partition dropped behind our back (the
+  /// cache is stale) is created again, once.
+  asio::awaitable<std::int64_t> insert(const std::string& symbol, const std::vector<Trade>& trades,
+                                       const Columns& c) {
+    co_await ensure_partitions(trades);
+    bool stale_cache = false;
+    try {
+      co_return co_await pg_->execute(kInsertTicks, symbol, c.trade_ids, c.prices, c.qtys,
+                                      c.trade_ms, c.event_ms, c.makers, c.received_us);
+    } catch (const Error& e) {
+      if (!is_missing_partition(e)) throw;
+      log()->warn("insert into ticks: {}; creating the partitions again", e.what());
+      stale_cache = true;
+    }
+    if (stale_cache) covered_.clear();
+    co_await ensure_partitions(trades);
+    co_return co_await pg_->execute(kInsertTicks, symbol, c.trade_ids, c.prices, c.qtys, c.trade_ms,
+                                    c.event_ms, c.makers, c.received_us);
+  }
+
+  pg::PostgresClient* pg_;
+  const RecorderSettings* settings_;
+  Counters* counters_;
+  TransientRetry retry_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> covered_;  // [from, to) ms
+};
+
+/// What the summary needs from the clients, taken before they close.
+struct ClientSnapshot {
+  std::uint64_t redis_reconnects = 0;
+  std::uint64_t redis_breaker_trips = 0;
+  std::uint64_t pg_breaker_trips = 0;
+};
+
+}  // namespace
+
+bool is_plain_decimal(std::string_view text) noexcept {
+  bool digit = false;
+  bool dot = false;
+  for (const char c : text) {
+    if (c >= '0' && c <= '9') {
+      digit = true;
+    } else if (c == '.' && !dot) {
+      dot = true;
+    } else {
+      return false;
+    }
+  }
+  return digit;
+}
+
+std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_view symbol,
+                                 std::string& why) {
+  auto required = [&](const char* name) -> const std::string* {
+    const std::string* value = entry.field(name);
+    if (value == nullptr) why = std::string("missing field '") + name + "'";
+    return value;
+  };
+  const std::string* s = required("s");
+  const std::string* t = required("t");
+  const std::string* p = required("p");
+  const std::string* q = required("q");
+  const std::string* trade_time = required("T");
+  const std::string* m = required("m");
+  if (s == nullptr || t == nullptr || p == nullptr || q == nullptr || trade_time == nullptr ||
+      m == nullptr) {
+    return std::nullopt;
+  }
+  Trade trade;
+  if (*s != symbol) {
+    why = "symbol '" + *s + "' in the stream of " + std::string(symbol);
+    return std::nullopt;
+  }
+  const auto id = parse_int(*t);
+  if (!id || *id < 0) {
+    why = "invalid trade id '" + *t + "'";
+    return std::nullopt;
+  }
+  trade.trade_id = *id;
+  if (!is_plain_decimal(*p)) {
+    why = "invalid price '" + *p + "'";
+    return std::nullopt;
+  }
+  trade.price = *p;
+  if (!is_plain_decimal(*q)) {
+    why = "invalid quantity '" + *q + "'";
+    return std::nullopt;
+  }
+  trade.qty = *q;
+  const auto ms = parse_int(*trade_time);
+  if (!ms || *ms <= 0) {
+    why = "invalid trade time '" + *trade_time + "'";
+    return std::nullopt;
+  }
+  trade.trade_time_ms = *ms;
+  if (*m == "1" || *m == "true") {
+    trade.buyer_is_maker = true;
+  } else if (*m == "0" || *m == "false") {
+    trade.buyer_is_maker = false;
+  } else {
+    why = "invalid buyer-is-maker flag '" + *m + "'";
+    return std::nullopt;
+  }
+  if (const std::string* e = entry.field("E")) {
+    trade.event_time_ms = parse_int(*e);
+    if (!trade.event_time_ms || *trade.event_time_ms <= 0) {
+      why = "invalid event time '" + *e + "'";
+      return std::nullopt;
+    }
+  }
+  if (const std::string* r = entry.field("r")) {
+    trade.received_at_us = parse_int(*r);
+    if (!trade.received_at_us || *trade.received_at_us <= 0) {
+      why = "invalid receive time '" + *r + "'";
+      return std::nullopt;
+    }
+  }
+  return trade;
+}
+
+void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
+  add_postgres_settings(loader, s.pg);
+  add_redis_settings(loader, s.redis);
+  core::add_log_settings(loader, s.log);
+  loader.add(s.symbols, {"symbols", "symbols whose streams md:trades:{SYMBOL} are recorded"})
+      .add(s.consumer, {"consumer",
+                        "consumer name in the group 'recorder' (default: "
+                        "recorder-<host>-<pid>)"})
+      .add(s.batch, {"batch", "entries per read, written in one insert"})
+      .add(s.claim_min_idle,
+           {"claim_min_idle", "entries pending this long in another consumer are taken over"})
+      .add(s.claim_interval, {"claim_interval",
+                              "how often stale and own pending entries are "
+                              "looked at again"})
+      .add(s.max_deliveries, {"max_deliveries",
+                              "deliveries of an entry before it goes to "
+                              "md:trades:{SYMBOL}:dead"})
+      .add(s.drain_timeout, {"drain_timeout",
+                             "after SIGTERM, time to finish the current batch "
+                             "before it is cancelled"})
+      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"})
+      .add(s.fault_crash_after_commit, {"fault_crash_after_commit",
+                                        "TEST ONLY: exit 137 after the Nth commit, before its "
+                                        "XACK (0: off)"})
+      .add(s.fault_crash_before_commit, {"fault_crash_before_commit",
+                                         "TEST ONLY: exit 137 in the Nth batch, before its "
+                                         "insert (0: off)"});
+}
+
+void finish_settings(RecorderSettings& s) {
+  auto bad = [](const std::string& why) { throw core::ConfigError(why); };
+  if (s.symbols.empty()) bad("--symbols: at least one symbol is needed");
+  std::set<std::string> seen;
+  for (const auto& symbol : s.symbols) {
+    for (const char c : symbol) {
+      const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '_' || c == '.';
+      if (!ok) bad("--symbols: invalid symbol '" + symbol + "' (letters, digits, - _ . only)");
+    }
+    if (!seen.insert(symbol).second) bad("--symbols: '" + symbol + "' is given twice");
+  }
+  if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
+  if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
+  if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
+  if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
+  if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+  if (s.fault_crash_after_commit < 0 || s.fault_crash_before_commit < 0) {
+    bad("--fault-crash-* must be >= 0");
+  }
+  if (s.consumer.empty()) s.consumer = default_consumer_name("recorder");
+  if (s.pg.dsn.empty()) bad("--postgres-dsn (TS_POSTGRES_DSN) is required");
+  if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
+    s.pg.application_name = "ts-recorder";
+  }
+  if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-recorder";
+}
+
+int run_recorder(const RecorderSettings& settings) {
+  Counters counters;
+  ClientSnapshot clients;
+  StopFlag stop;
+  core::DefaultRandom random;
+  std::optional<TickWriter> writer;
+  std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
+
+  lifecycle::ServiceOptions options;
+  options.name = "ts-recorder";
+  options.drain_timeout = settings.drain_timeout;
+  const int code =
+      lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
+        ctx.on_stop([&] {
+          stop.stop();
+          for (auto& consumer : consumers) consumer->stop();
+        });
+        auto* pg =
+            co_await ctx.scope().open<pg::PostgresClient>("postgres", ctx.executor(), settings.pg);
+        auto* redis =
+            co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
+        // Runs first when the scope closes (reverse order), while both clients still exist.
+        ctx.scope().defer("client statistics", [&clients, pg, redis]() -> asio::awaitable<void> {
+          clients.redis_reconnects = redis->stats().disconnects;
+          clients.redis_breaker_trips = redis->stats().breaker_trips;
+          clients.pg_breaker_trips = pg->stats().breaker_trips;
+          co_return;
+        });
+        const bool schema = co_await pg->query_value<bool>(kCheckSchema);
+        if (!schema) {
+          throw std::runtime_error(
+              "the database has no ticks table or ts_ensure_tick_partition(): apply the "
+              "schema first (tsctl migrate)");
+        }
+
+        TransientRetry retry;
+        retry.stop = &stop;
+        retry.random = &random;
+        retry.retries = &counters.db_retries;
+        retry.log = log();
+        writer.emplace(*pg, settings, counters, retry);
+        for (const auto& symbol : settings.symbols) {
+          redis::StreamConsumerConfig config;
+          config.stream = trade_stream(symbol);
+          config.group = std::string(kRecorderGroup);
+          config.consumer = settings.consumer;
+          config.batch = settings.batch;
+          config.claim_min_idle = settings.claim_min_idle;
+          config.claim_interval = settings.claim_interval;
+          config.max_deliveries = settings.max_deliveries;
+          consumers.push_back(std::make_unique<redis::StreamConsumer>(
+              *redis, config,
+              redis::StreamConsumer::BatchHandler(
+                  [&writer, symbol](std::span<const redis::StreamEntry> entries) {
+                    return writer->write(symbol, entries);
+                  })));
+        }
+        if (stop.stopped()) co_return;
+        ctx.health().ready = true;
+        log()->info("recording {} stream(s) as consumer {} of group {} (batch {})",
+                    consumers.size(), settings.consumer, kRecorderGroup, settings.batch);
+
+        using Run =
+            decltype(asio::co_spawn(ctx.executor(), consumers.front()->run(), asio::deferred));
+        std::vector<Run> runs;
+        runs.reserve(consumers.size());
+        for (auto& consumer : consumers) {
+          runs.push_back(asio::co_spawn(ctx.executor(), consumer->run(), asio::deferred));
+        }
+        auto [order, errors] =
+            co_await asio::experimental::make_parallel_group(std::move(runs))
+                .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+        (void)order;
+        for (const auto& error : errors) {
+          if (error) std::rethrow_exception(error);
+        }
+      });
+
+  redis::StreamConsumerStats total;
+  for (const auto& consumer : consumers) {
+    const auto& s = consumer->stats();
+    total.delivered += s.delivered;
+    total.acked += s.acked;
+    total.handler_errors += s.handler_errors;
+    total.claimed += s.claimed;
+    total.dead_lettered += s.dead_lettered;
+    total.deleted += s.deleted;
+    total.read_errors += s.read_errors;
+  }
+  log()->info(
+      "stopped (exit {}): {} inserted, {} duplicates, {} malformed, {} acked, {} handler "
+      "errors, {} dead-lettered",
+      code, counters.inserted, counters.duplicates, counters.malformed, total.acked,
+      total.handler_errors, total.dead_lettered);
+  if (settings.summary_file.empty()) return code;
+  Summary summary;
+  summary.add("inserted", counters.inserted)
+      .add("duplicates", counters.duplicates)
+      .add("batches", counters.batches)
+      .add("malformed", counters.malformed)
+      .add("delivered", total.delivered)
+      .add("acked", total.acked)
+      .add("handler_errors", total.handler_errors)
+      .add("claimed", total.claimed)
+      .add("dead_lettered", total.dead_lettered)
+      .add("deleted", total.deleted)
+      .add("read_errors", total.read_errors)
+      .add("db_retries", counters.db_retries)
+      .add("partitions_created", counters.partitions_created)
+      .add("redis_reconnects", clients.redis_reconnects)
+      .add("pg_breaker_trips", clients.pg_breaker_trips)
+      .add("redis_breaker_trips", clients.redis_breaker_trips)
+      .add("exit_code", code);
+  try {
+    summary.write_file(settings.summary_file);
+  } catch (const std::exception& e) {
+    log()->error("{}", e.what());
+    return code == 0 ? 1 : code;
+  }
+  return code;
+}
+
+}  // namespace trading_shared::services::recorder

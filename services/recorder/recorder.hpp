@@ -1,0 +1,72 @@
+#pragma once
+/// @file
+/// ts-recorder: the trade streams `md:trades:{SYMBOL}` → batched, idempotent insert into
+/// `ticks` → XACK after commit (ARCHITECTURE.md section 10; docs/services.md).
+
+#include <trading_shared/core/config.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/pg/config.hpp>
+#include <trading_shared/redis/config.hpp>
+#include <trading_shared/redis/redis_client.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trading_shared::services::recorder {
+
+struct RecorderSettings {
+  pg::PostgresConfig pg;
+  redis::RedisConfig redis;
+  core::LogConfig log;
+  std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
+  /// Consumer name in the group; empty: "recorder-<host>-<pid>".
+  std::string consumer;
+  std::int64_t batch = 500;
+  std::chrono::milliseconds claim_min_idle{10000};
+  std::chrono::milliseconds claim_interval{2000};
+  std::uint32_t max_deliveries = 5;
+  std::chrono::milliseconds drain_timeout{5000};
+  std::string summary_file;
+  /// Test-only fault switches (0 = off): `_Exit(137)` after the Nth commit, before its XACK;
+  /// `_Exit(137)` in the Nth batch, before its insert.
+  std::int64_t fault_crash_after_commit = 0;
+  std::int64_t fault_crash_before_commit = 0;
+};
+
+/// Registers every setting of the recorder (shared ones included) on `loader`.
+void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& settings);
+/// Checks the loaded settings and fills derived defaults; throws `core::ConfigError`.
+void finish_settings(RecorderSettings& settings);
+
+/// Runs the daemon; returns the process exit code (lifecycle::run_daemon's).
+int run_recorder(const RecorderSettings& settings);
+
+// ---- exposed for tests and tools ------------------------------------------------------------
+
+/// One trade as read from a stream entry (fields documented in common/keys.hpp). The string
+/// views point into the entry.
+struct Trade {
+  std::int64_t trade_id = 0;
+  std::string_view price;
+  std::string_view qty;
+  std::int64_t trade_time_ms = 0;
+  std::optional<std::int64_t> event_time_ms;
+  bool buyer_is_maker = false;
+  std::optional<std::int64_t> received_at_us;
+};
+
+/// Parses an entry of `symbol`'s stream; on failure returns nothing and sets `why`.
+/// Required: `s` (equal to `symbol`), `t` (integer >= 0), `p` and `q` (unsigned decimals),
+/// `T` (integer ms > 0), `m` (`1`/`0`/`true`/`false`). Optional: `E` (ms), `r` (µs); present
+/// but not an integer is malformed too.
+std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_view symbol,
+                                 std::string& why);
+
+/// True for an unsigned decimal without exponent: digits, at most one '.', at least one digit.
+bool is_plain_decimal(std::string_view text) noexcept;
+
+}  // namespace trading_shared::services::recorder

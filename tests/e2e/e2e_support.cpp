@@ -1,0 +1,330 @@
+#include "e2e_support.hpp"
+
+#include <boost/json.hpp>
+
+#include "support/server_process.hpp"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace trading_shared::e2e {
+
+namespace detail = trading_shared::testing::detail;
+
+// ---- interruption ---------------------------------------------------------------------------
+
+namespace {
+
+volatile std::sig_atomic_t g_signal = 0;
+
+extern "C" void on_signal(int signal_number) {
+  if (g_signal != 0) {
+    constexpr char kMessage[] =
+        "ts-pipeline: second signal: exiting now (children and servers die with it)\n";
+    if (::write(STDERR_FILENO, kMessage, sizeof kMessage - 1) < 0) {
+      // Nothing else can be done in a signal handler.
+    }
+    ::_exit(1);
+  }
+  g_signal = signal_number;
+}
+
+}  // namespace
+
+void install_signal_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // the harness's blocking calls must not see EINTR
+  for (const int signal_number : {SIGINT, SIGTERM}) {
+    if (::sigaction(signal_number, &action, nullptr) != 0) {
+      throw std::runtime_error(
+          fmt::format("sigaction({}): {}", signal_number, std::strerror(errno)));
+    }
+  }
+}
+
+int received_signal() {
+  return g_signal;
+}
+
+void throw_if_interrupted() {
+  if (const int signal_number = g_signal; signal_number != 0) {
+    throw Interrupted(
+        fmt::format("interrupted by signal {} ({})", signal_number, ::strsignal(signal_number)));
+  }
+}
+
+double seconds_since(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+void pause_step(std::chrono::milliseconds step) {
+  throw_if_interrupted();
+  std::this_thread::sleep_for(step);
+  throw_if_interrupted();
+}
+
+bool poll_until(const std::function<bool()>& condition, Clock::time_point deadline,
+                std::chrono::milliseconds step) {
+  for (;;) {
+    throw_if_interrupted();
+    if (condition()) return true;
+    if (Clock::now() >= deadline) return false;
+    pause_step(step);
+  }
+}
+
+// ---- child processes ------------------------------------------------------------------------
+
+bool Child::running() {
+  if (status_) return false;
+  status_ = detail::wait_child(pid_, Clock::now());  // one waitpid(WNOHANG)
+  return !status_;
+}
+
+std::optional<int> Child::exit_code() const {
+  if (!status_ || !WIFEXITED(*status_)) return std::nullopt;
+  return WEXITSTATUS(*status_);
+}
+
+std::string Child::describe() const {
+  if (!status_) return "running";
+  std::string text = detail::describe_wait_status(*status_);
+  if (killed_ && kill_after_) {
+    text += fmt::format(", killed: SIGTERM not obeyed within {} ms", kill_after_->count());
+  }
+  return text;
+}
+
+Children::~Children() {
+  stop_all(std::chrono::seconds(10));
+}
+
+Child& Children::spawn(ChildSpec spec) {
+  detail::SpawnRequest request;
+  request.argv.push_back(spec.program);
+  request.argv.insert(request.argv.end(), spec.args.begin(), spec.args.end());
+  request.directory = directory_;
+  request.log_file = spec.log_file;
+  request.user = detail::ServerUser{};  // the current user
+  request.extra_env = spec.env;
+  const pid_t pid = detail::spawn_process(request);
+  return children_.emplace_back(std::move(spec), pid);
+}
+
+bool Children::wait(Child& child, Clock::time_point deadline) {
+  return poll_until([&child] { return !child.running(); }, deadline, std::chrono::milliseconds(20));
+}
+
+void Children::stop(Child& child, std::chrono::milliseconds timeout) {
+  if (!child.running()) return;
+  const auto start = Clock::now();
+  ::kill(child.pid(), SIGTERM);  // not reaped yet, so the PID is still ours
+  if (auto status = detail::wait_child(child.pid(), start + timeout)) {
+    child.status_ = status;
+    child.stop_time_ = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+    return;
+  }
+  child.killed_ = true;
+  child.kill_after_ = timeout;
+  ::kill(-child.pid(), SIGKILL);  // its own process group (spawn_process made it a leader)
+  ::kill(child.pid(), SIGKILL);
+  child.status_ = detail::wait_child(child.pid(), Clock::now() + std::chrono::seconds(10));
+  if (!child.status_) {
+    throw std::runtime_error(
+        fmt::format("{} (pid {}) survived SIGKILL for 10 s", child.name(), child.pid()));
+  }
+}
+
+void Children::stop_all(std::chrono::milliseconds timeout) noexcept {
+  for (auto it = children_.rbegin(); it != children_.rend(); ++it) {
+    try {
+      stop(*it, timeout);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ts-pipeline: stopping %s: %s\n", it->name().c_str(), e.what());
+    }
+  }
+}
+
+// ---- PostgreSQL -----------------------------------------------------------------------------
+
+namespace {
+
+std::string trimmed(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+struct ResultDeleter {
+  void operator()(PGresult* result) const { PQclear(result); }
+};
+using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
+
+}  // namespace
+
+PgConnection::PgConnection(const std::string& dsn) {
+  const std::string full = dsn + " connect_timeout=5 options='-c statement_timeout=30000'";
+  connection_ = PQconnectdb(full.c_str());
+  if (connection_ == nullptr || PQstatus(connection_) != CONNECTION_OK) {
+    const std::string message =
+        connection_ != nullptr ? trimmed(PQerrorMessage(connection_)) : "out of memory";
+    PQfinish(connection_);
+    connection_ = nullptr;
+    throw std::runtime_error("connecting to PostgreSQL: " + message);
+  }
+}
+
+PgConnection::~PgConnection() {
+  PQfinish(connection_);
+}
+
+std::vector<PgConnection::Row> PgConnection::query(const std::string& sql,
+                                                   const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& param : params) values.push_back(param.c_str());
+  ResultPtr result(PQexecParams(connection_, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                                values.data(), nullptr, nullptr, 0));
+  const auto status = result ? PQresultStatus(result.get()) : PGRES_FATAL_ERROR;
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    throw std::runtime_error(
+        fmt::format("query failed: {} (query: {})", trimmed(PQerrorMessage(connection_)), sql));
+  }
+  std::vector<Row> rows;
+  const int row_count = PQntuples(result.get());
+  const int column_count = PQnfields(result.get());
+  rows.reserve(static_cast<std::size_t>(row_count));
+  for (int r = 0; r < row_count; ++r) {
+    Row row;
+    row.reserve(static_cast<std::size_t>(column_count));
+    for (int c = 0; c < column_count; ++c) {
+      if (PQgetisnull(result.get(), r, c)) {
+        row.emplace_back(std::nullopt);
+      } else {
+        row.emplace_back(std::string(PQgetvalue(result.get(), r, c),
+                                     static_cast<std::size_t>(PQgetlength(result.get(), r, c))));
+      }
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+std::int64_t PgConnection::query_int(const std::string& sql,
+                                     const std::vector<std::string>& params) {
+  const auto rows = query(sql, params);
+  if (rows.size() != 1 || rows[0].empty()) {
+    throw std::runtime_error(fmt::format("expected one row, got {} (query: {})", rows.size(), sql));
+  }
+  return cell_int(rows[0][0]).value_or(0);
+}
+
+std::optional<std::int64_t> cell_int(const std::optional<std::string>& cell) {
+  if (!cell) return std::nullopt;
+  return std::stoll(*cell);
+}
+
+std::optional<double> cell_double(const std::optional<std::string>& cell) {
+  if (!cell) return std::nullopt;
+  return std::stod(*cell);
+}
+
+// ---- JSON -----------------------------------------------------------------------------------
+
+std::optional<boost::json::value> read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  boost::system::error_code error;
+  boost::json::value value = boost::json::parse(text.str(), error);
+  if (error) {
+    throw std::runtime_error(fmt::format("{} is not valid JSON: {}", path, error.message()));
+  }
+  return value;
+}
+
+namespace {
+
+void pretty(std::string& out, const boost::json::value& value, int indent) {
+  const std::string pad(static_cast<std::size_t>(indent) * 2, ' ');
+  if (value.is_object() && !value.get_object().empty()) {
+    out += "{\n";
+    bool first = true;
+    for (const auto& member : value.get_object()) {
+      if (!first) out += ",\n";
+      first = false;
+      out += pad + "  " + boost::json::serialize(boost::json::value(member.key())) + ": ";
+      pretty(out, member.value(), indent + 1);
+    }
+    out += "\n" + pad + "}";
+  } else if (value.is_array() && !value.get_array().empty()) {
+    out += "[\n";
+    bool first = true;
+    for (const auto& item : value.get_array()) {
+      if (!first) out += ",\n";
+      first = false;
+      out += pad + "  ";
+      pretty(out, item, indent + 1);
+    }
+    out += "\n" + pad + "]";
+  } else {
+    out += boost::json::serialize(value);
+  }
+}
+
+}  // namespace
+
+void write_json_file(const std::string& path, const boost::json::value& value) {
+  std::string text;
+  pretty(text, value, 0);
+  text += "\n";
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc | std::ios::binary);
+    out << text;
+    out.flush();
+    if (!out) {
+      throw std::runtime_error(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw std::runtime_error(
+        fmt::format("cannot rename {} to {}: {}", tmp, path, std::strerror(errno)));
+  }
+}
+
+const boost::json::value* json_member(const boost::json::value& value, std::string_view key) {
+  if (!value.is_object()) return nullptr;
+  return value.get_object().if_contains(key);
+}
+
+std::optional<std::int64_t> json_int(const boost::json::value& value, std::string_view key) {
+  const auto* member = json_member(value, key);
+  if (member == nullptr) return std::nullopt;
+  if (member->is_int64()) return member->get_int64();
+  if (member->is_uint64()) return static_cast<std::int64_t>(member->get_uint64());
+  if (member->is_double()) return static_cast<std::int64_t>(member->get_double());
+  return std::nullopt;
+}
+
+std::optional<std::string> json_text(const boost::json::value& value, std::string_view key) {
+  const auto* member = json_member(value, key);
+  if (member == nullptr) return std::nullopt;
+  if (member->is_string()) return std::string(member->get_string());
+  if (member->is_int64() || member->is_uint64()) return boost::json::serialize(*member);
+  return std::nullopt;
+}
+
+}  // namespace trading_shared::e2e

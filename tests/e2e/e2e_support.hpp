@@ -1,0 +1,174 @@
+#pragma once
+/// @file
+/// The pieces of ts-pipeline (tests/e2e/pipeline.cpp) that are not the scenario itself:
+/// interruption by SIGINT/SIGTERM, polling with a deadline, the child processes it runs
+/// (spawned through the harness, stopped and reaped on every path), a small blocking libpq
+/// wrapper, and JSON files.
+///
+/// Everything here is driven from the main thread: children are spawned with
+/// PR_SET_PDEATHSIG, which follows the forking thread.
+
+#include <boost/json/value.hpp>
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct pg_conn;
+
+namespace trading_shared::e2e {
+
+using Clock = std::chrono::steady_clock;
+
+// ---- interruption ---------------------------------------------------------------------------
+
+/// Thrown by the polling helpers once ts-pipeline received SIGINT or SIGTERM.
+class Interrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// First SIGINT/SIGTERM: remembered; the orchestrator notices it at its next poll, stops its
+/// children and servers and exits 1. Second: immediate _exit(1); the children and servers
+/// then die by their PR_SET_PDEATHSIG, and the harness's guardian removes what is left.
+void install_signal_handlers();
+/// The signal received (0: none yet).
+int received_signal();
+/// Throws Interrupted when a signal was received.
+void throw_if_interrupted();
+
+/// Seconds since `since`.
+double seconds_since(Clock::time_point since);
+
+/// Waits one polling step; throws Interrupted when a signal was received.
+void pause_step(std::chrono::milliseconds step);
+
+/// Polls `condition` every `step` until it holds or `deadline` passes; returns its last value.
+/// Throws Interrupted when a signal was received.
+bool poll_until(const std::function<bool()>& condition, Clock::time_point deadline,
+                std::chrono::milliseconds step = std::chrono::milliseconds(50));
+
+// ---- child processes ------------------------------------------------------------------------
+
+struct ChildSpec {
+  std::string name;     ///< for messages: "ts-receiver", "tsctl migrate"
+  std::string program;  ///< absolute path
+  std::vector<std::string> args;
+  std::vector<std::string> env;  ///< "NAME=value", added to the inherited environment
+  std::string log_file;          ///< stdout and stderr
+  std::string summary_file;      ///< empty when it writes none
+};
+
+/// One process that ts-pipeline started (as the current user, in its own process group, with
+/// PR_SET_PDEATHSIG(SIGKILL)).
+class Child {
+ public:
+  explicit Child(ChildSpec spec, pid_t pid) : spec_(std::move(spec)), pid_(pid) {}
+
+  const ChildSpec& spec() const { return spec_; }
+  const std::string& name() const { return spec_.name; }
+  pid_t pid() const { return pid_; }
+
+  /// Reaps the child when it exited; true while it runs.
+  bool running();
+  /// Exit code when it exited by itself (0-255); nullopt while it runs or when a signal
+  /// ended it.
+  std::optional<int> exit_code() const;
+  bool exited() const { return status_.has_value(); }
+  /// "running", "exit status 0", "signal 9 (Killed), after SIGTERM was not obeyed within
+  /// 15000 ms".
+  std::string describe() const;
+  /// Set by Children::stop when SIGTERM was not obeyed in time and SIGKILL followed.
+  bool killed() const { return killed_; }
+  /// How long it took to exit after SIGTERM (when Children::stop sent one).
+  std::optional<std::chrono::milliseconds> stop_time() const { return stop_time_; }
+
+ private:
+  friend class Children;
+  ChildSpec spec_;
+  pid_t pid_;
+  std::optional<int> status_;
+  bool killed_ = false;
+  std::optional<std::chrono::milliseconds> kill_after_;
+  std::optional<std::chrono::milliseconds> stop_time_;
+};
+
+/// Every child of ts-pipeline. The destructor stops (SIGTERM, then SIGKILL) and reaps every
+/// child still running, in reverse order of start, so that no path leaves one behind.
+class Children {
+ public:
+  /// `directory`: the working directory of every child.
+  explicit Children(std::string directory) : directory_(std::move(directory)) {}
+  ~Children();
+  Children(const Children&) = delete;
+  Children& operator=(const Children&) = delete;
+
+  /// Starts a child; throws (with the failing step) when it cannot be executed.
+  Child& spawn(ChildSpec spec);
+  /// Waits until the child exits or `deadline` passes; returns whether it exited. Throws
+  /// Interrupted.
+  bool wait(Child& child, Clock::time_point deadline);
+  /// SIGTERM, then waits up to `timeout`; SIGKILL to its process group after that. Returns
+  /// once it is reaped. Never throws for a child that already exited.
+  void stop(Child& child, std::chrono::milliseconds timeout);
+  /// stop() for every running child, in reverse order of start; never throws.
+  void stop_all(std::chrono::milliseconds timeout) noexcept;
+
+  std::deque<Child>& all() { return children_; }
+
+ private:
+  std::string directory_;
+  std::deque<Child> children_;  // stable references
+};
+
+// ---- PostgreSQL -----------------------------------------------------------------------------
+
+/// A blocking libpq connection for the checks (text results). Throws std::runtime_error with
+/// the server's message on any failure.
+class PgConnection {
+ public:
+  using Row = std::vector<std::optional<std::string>>;
+
+  /// Connects with a 5 s connect timeout and a 30 s statement timeout.
+  explicit PgConnection(const std::string& dsn);
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  std::vector<Row> query(const std::string& sql, const std::vector<std::string>& params = {});
+  /// The first column of the only row as an integer (0 when NULL).
+  std::int64_t query_int(const std::string& sql, const std::vector<std::string>& params = {});
+
+ private:
+  pg_conn* connection_ = nullptr;
+};
+
+/// A NULL-aware numeric cell.
+std::optional<std::int64_t> cell_int(const std::optional<std::string>& cell);
+std::optional<double> cell_double(const std::optional<std::string>& cell);
+
+// ---- JSON -----------------------------------------------------------------------------------
+
+/// The parsed contents of a JSON file; nullopt when the file does not exist. Throws
+/// std::runtime_error when it exists but is not valid JSON.
+std::optional<boost::json::value> read_json_file(const std::string& path);
+/// Writes `value` (pretty-printed, trailing newline) to `path` via a temporary file and a
+/// rename; throws on failure.
+void write_json_file(const std::string& path, const boost::json::value& value);
+/// `object[key]` as an integer, when `value` is an object and the member is a number.
+std::optional<std::int64_t> json_int(const boost::json::value& value, std::string_view key);
+/// `object[key]` as text: a string as it is, a number in decimal; nullopt otherwise.
+std::optional<std::string> json_text(const boost::json::value& value, std::string_view key);
+/// Member `key` of an object, or nullptr.
+const boost::json::value* json_member(const boost::json::value& value, std::string_view key);
+
+}  // namespace trading_shared::e2e

@@ -1,0 +1,1277 @@
+// ts-pipeline: the whole pipeline on throwaway servers, verified against the simulator's
+// summary (ARCHITECTURE.md section 11, e2e). The orchestrator of the e2e test and of
+// `make demo`:
+//
+//  1. PostgreSQL and Redis (AOF on, so that a graceful restart keeps the streams) from the
+//     test harness; database "trading"; `tsctl migrate`.
+//  2. ts-feed-sim (stops after rate x duration trades), ts-receiver, ts-recorder, ts-executor;
+//     `tsctl load-orders` in parallel.
+//  3. Optional graceful restarts of Redis and PostgreSQL during the run, timed.
+//  4. Once the simulator is done: waits until every trade is a row in `ticks` and every
+//     order a row in `orders`; runs ts-janitor once; SIGTERMs the daemons in reverse order.
+//  5. Verifies in SQL (per symbol: rows, gaps, rows outside the sent range, duplicates;
+//     orders: terminal, no duplicate fills), measures throughput and tick-to-row latency,
+//     prints a report and writes it as JSON. Exit 0 only when nothing is lost, nothing is
+//     duplicated, every order is terminal and every service exited 0; 1 otherwise; 2 on bad
+//     flags.
+//
+// Every child is stopped and reaped on every path (errors, SIGINT/SIGTERM of ts-pipeline);
+// children and servers also carry PR_SET_PDEATHSIG. Everything runs on the main thread.
+#include <trading_shared/core/config.hpp>
+
+#include <boost/json.hpp>
+
+#include "e2e_support.hpp"
+#include "support/server_harness.hpp"
+#include "support/server_process.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace {
+
+namespace e2e = trading_shared::e2e;
+namespace testing = trading_shared::testing;
+namespace core = trading_shared::core;
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using e2e::Clock;
+using namespace std::chrono_literals;
+
+// ---- the service binaries (compile definitions from tests/e2e/CMakeLists.txt) ---------------
+
+#ifdef TS_E2E_FEED_SIM
+constexpr const char* kFeedSimPath = TS_E2E_FEED_SIM;
+#else
+constexpr const char* kFeedSimPath = "";
+#endif
+#ifdef TS_E2E_RECEIVER
+constexpr const char* kReceiverPath = TS_E2E_RECEIVER;
+#else
+constexpr const char* kReceiverPath = "";
+#endif
+#ifdef TS_E2E_RECORDER
+constexpr const char* kRecorderPath = TS_E2E_RECORDER;
+#else
+constexpr const char* kRecorderPath = "";
+#endif
+#ifdef TS_E2E_EXECUTOR
+constexpr const char* kExecutorPath = TS_E2E_EXECUTOR;
+#else
+constexpr const char* kExecutorPath = "";
+#endif
+#ifdef TS_E2E_JANITOR
+constexpr const char* kJanitorPath = TS_E2E_JANITOR;
+#else
+constexpr const char* kJanitorPath = "";
+#endif
+#ifdef TS_E2E_TSCTL
+constexpr const char* kTsctlPath = TS_E2E_TSCTL;
+#else
+constexpr const char* kTsctlPath = "";
+#endif
+
+struct Binaries {
+  std::string feed_sim, receiver, recorder, executor, janitor, tsctl;
+};
+
+/// The path of every binary (in `bin_dir` when set, else where this build put it); throws
+/// naming every one that was not built.
+Binaries find_binaries(const std::string& bin_dir) {
+  if (!bin_dir.empty()) {
+    Binaries found{bin_dir + "/ts-feed-sim", bin_dir + "/ts-receiver", bin_dir + "/ts-recorder",
+                   bin_dir + "/ts-executor", bin_dir + "/ts-janitor",  bin_dir + "/tsctl"};
+    std::vector<std::string> missing;
+    for (const auto* path : {&found.feed_sim, &found.receiver, &found.recorder, &found.executor,
+                             &found.janitor, &found.tsctl}) {
+      if (::access(path->c_str(), X_OK) != 0) missing.push_back(*path);
+    }
+    if (!missing.empty()) {
+      std::string message;
+      for (const auto& path : missing) message += (message.empty() ? "" : ", ") + path;
+      throw std::runtime_error("--bin-dir " + bin_dir +
+                               ": not found or not executable: " + message);
+    }
+    return found;
+  }
+  const std::pair<const char*, const char*> table[] = {
+      {"ts-feed-sim", kFeedSimPath},  {"ts-receiver", kReceiverPath},
+      {"ts-recorder", kRecorderPath}, {"ts-executor", kExecutorPath},
+      {"ts-janitor", kJanitorPath},   {"tsctl", kTsctlPath}};
+  std::vector<std::string> missing;
+  for (const auto& [name, path] : table) {
+    if (std::string_view(path).empty()) {
+      missing.push_back(fmt::format(
+          "{} was not built (there was no such target when ts-pipeline was configured: re-run "
+          "cmake once services/ has it)",
+          name));
+    } else if (!fs::exists(path)) {
+      missing.push_back(
+          fmt::format("{} was not built ({} does not exist: cmake --build <dir> "
+                      "--target {})",
+                      name, path, name));
+    }
+  }
+  if (!missing.empty()) {
+    std::string message;
+    for (const auto& line : missing) message += (message.empty() ? "" : "; ") + line;
+    throw std::runtime_error(message);
+  }
+  return {kFeedSimPath, kReceiverPath, kRecorderPath, kExecutorPath, kJanitorPath, kTsctlPath};
+}
+
+// ---- options --------------------------------------------------------------------------------
+
+struct Options {
+  std::chrono::milliseconds duration{30s};
+  std::int64_t rate = 2000;
+  std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
+  std::int64_t order_rate = 50;
+  std::int64_t reject_every = 10;
+  std::chrono::milliseconds restart_redis_at{0};
+  std::chrono::milliseconds restart_postgres_at{0};
+  std::chrono::milliseconds drain_timeout{60s};
+  std::chrono::milliseconds stop_timeout{15s};
+  std::string report_file;
+  bool keep_dir = false;
+  std::int64_t seed = 1;
+  std::string bin_dir;
+
+  std::int64_t max_messages() const { return rate * duration.count() / 1000; }
+  std::int64_t order_count() const { return order_rate * duration.count() / 1000; }
+};
+
+/// Flags (and TS_E2E_* variables), validated; nullopt and `exit_code` set when the process
+/// should exit (help: 0, bad flags: 2).
+std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
+  Options options;
+  core::ConfigLoader loader(
+      "ts-pipeline",
+      "Runs the whole trading pipeline (ts-feed-sim -> ts-receiver -> Redis -> ts-recorder -> "
+      "PostgreSQL; tsctl load-orders -> ts-executor) on throwaway servers, optionally restarts "
+      "Redis and PostgreSQL during the run, and verifies that nothing was lost or duplicated. "
+      "Exit 0: verified; 1: a check failed; 2: bad flags.");
+  loader.env_prefix("TS_E2E_")
+      .add(options.duration, {"duration", "how long the feed runs (trades = rate x duration)"})
+      .add(options.rate, {"rate", "trades per second sent by ts-feed-sim, all symbols together"})
+      .add(options.symbols, {"symbols", "symbols of the feed (comma-separated)"})
+      .add(options.order_rate,
+           {"order_rate", "orders per second sent by tsctl load-orders (0: none)"})
+      .add(options.reject_every,
+           {"reject_every",
+            "tsctl load-orders --reject-every: every n-th order is invalid (0: "
+            "flag not passed)"})
+      .add(options.restart_redis_at,
+           {"restart_redis_at", "restart Redis gracefully this long after the start (0: never)"})
+      .add(options.restart_postgres_at,
+           {"restart_postgres_at",
+            "restart PostgreSQL gracefully this long after the start (0: never)"})
+      .add(options.drain_timeout,
+           {"drain_timeout", "deadline for the pipeline to drain once the simulator is done"})
+      .add(options.stop_timeout,
+           {"stop_timeout", "deadline for each service to exit after SIGTERM"})
+      .add(options.report_file, {"report_file", "write the report as JSON to this file"})
+      .add(options.keep_dir, {"keep_dir", "keep the run directory (logs, summaries)"})
+      .add(options.seed, {"seed", "seed of the simulator and of the order ids"})
+      .add(options.bin_dir, {"bin_dir",
+                             "run the service binaries found in this directory instead "
+                             "of the ones this build made"});
+  if (auto code = core::load_or_exit_code(loader, argc, argv)) {
+    exit_code = *code;
+    return std::nullopt;
+  }
+  const auto bad = [&](const std::string& message) {
+    std::cerr << "ts-pipeline: configuration error: " << message << std::endl;
+    exit_code = core::kExitBadConfig;
+    return std::nullopt;
+  };
+  if (options.duration < 1s) return bad("--duration must be at least 1s");
+  if (options.rate < 1) return bad("--rate must be at least 1");
+  if (options.max_messages() < 1) return bad("--rate x --duration must be at least one trade");
+  if (options.symbols.empty()) return bad("--symbols must name at least one symbol");
+  for (const auto& symbol : options.symbols) {
+    const bool ok = std::all_of(symbol.begin(), symbol.end(), [](unsigned char c) {
+      return std::isupper(c) != 0 || std::isdigit(c) != 0;
+    });
+    if (!ok) return bad("--symbols: \"" + symbol + "\" is not an upper-case symbol like BTCUSDT");
+  }
+  if (options.order_rate < 0) return bad("--order-rate must not be negative");
+  if (options.reject_every < 0) return bad("--reject-every must not be negative");
+  if (options.restart_redis_at.count() < 0 || options.restart_postgres_at.count() < 0) {
+    return bad("--restart-redis-at / --restart-postgres-at must not be negative");
+  }
+  if (options.drain_timeout < 1s) return bad("--drain-timeout must be at least 1s");
+  if (options.stop_timeout < 1s) return bad("--stop-timeout must be at least 1s");
+  if (options.seed < 0) return bad("--seed must not be negative");
+  return options;
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view separator) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += separator;
+    out += item;
+  }
+  return out;
+}
+
+std::string seconds_text(std::chrono::milliseconds d) {
+  return fmt::format("{:g}s", static_cast<double>(d.count()) / 1000.0);
+}
+
+// ---- results --------------------------------------------------------------------------------
+
+struct SymbolResult {
+  std::string symbol;
+  std::int64_t sent = 0;
+  std::optional<std::int64_t> first_id, last_id;
+  std::int64_t rows = 0, distinct = 0, missing = 0, outside = 0, duplicates = 0;
+};
+
+struct Outage {
+  std::chrono::milliseconds planned_at{0};
+  std::optional<double> started_at_s;
+  std::optional<double> stop_s, start_s, total_s;
+};
+
+struct Results {
+  std::vector<std::string> failures;
+  // Trades.
+  std::optional<std::int64_t> sent;
+  std::optional<double> feed_seconds;  ///< from the start until the simulator was done
+  bool trades_checked = false;
+  std::vector<SymbolResult> symbols;
+  std::int64_t unknown_symbol_rows = 0;
+  // Orders.
+  std::optional<std::int64_t> submitted, invalid_sent;
+  bool orders_checked = false;
+  std::int64_t filled = 0, rejected = 0, missing_orders = 0, not_terminal = 0, other_orders = 0;
+  std::int64_t duplicate_fills = 0, fills_of_unfilled = 0, filled_without_fill = 0;
+  // Performance.
+  std::optional<double> persisted_tps, p50_ms, p99_ms;
+  std::int64_t latency_samples = 0;
+  // Faults.
+  Outage redis, postgres;
+  // Drain.
+  std::optional<double> drain_seconds;
+};
+
+std::int64_t total_of(const std::vector<SymbolResult>& symbols, std::int64_t SymbolResult::*field) {
+  std::int64_t total = 0;
+  for (const auto& s : symbols) total += s.*field;
+  return total;
+}
+
+// ---- the pipeline ---------------------------------------------------------------------------
+
+class Pipeline {
+ public:
+  explicit Pipeline(Options options) : options_(std::move(options)) {
+    results_.redis.planned_at = options_.restart_redis_at;
+    results_.postgres.planned_at = options_.restart_postgres_at;
+  }
+
+  int run() {
+    bool ran_to_the_end = false;
+    try {
+      const Binaries binaries = find_binaries(options_.bin_dir);
+      start_servers();
+      migrate(binaries);
+      start_services(binaries);
+      run_feed();
+      drain();
+      run_janitor(binaries);
+      stop_services();
+      ran_to_the_end = true;
+    } catch (const std::exception& e) {  // e2e::Interrupted too: reported, then cleaned up
+      fail(e.what());
+    }
+    if (children_) {
+      if (!ran_to_the_end) note("stopping every service");
+      children_->stop_all(options_.stop_timeout);
+    }
+    collect_exits();
+    if (ran_to_the_end) {
+      try {
+        verify();
+      } catch (const std::exception& e) {
+        fail(std::string("verification failed: ") + e.what());
+      }
+    }
+    if (!results_.failures.empty()) print_log_tails();
+    shutdown_servers();
+    print_report();
+    write_report();
+    return results_.failures.empty() ? 0 : 1;
+  }
+
+ private:
+  template <typename... Args>
+  void note(fmt::format_string<Args...> format, Args&&... args) {
+    fmt::print("[{:7.1f}s] {}\n", e2e::seconds_since(program_start_),
+               fmt::format(format, std::forward<Args>(args)...));
+    std::fflush(stdout);
+  }
+
+  void fail(std::string message) {
+    note("FAILED: {}", message);
+    results_.failures.push_back(std::move(message));
+  }
+
+  std::string path(std::string_view name) const { return run_dir_ + "/" + std::string(name); }
+
+  double since_start() const { return e2e::seconds_since(t0_); }
+
+  // -- 1. servers ---------------------------------------------------------------------------
+
+  void start_servers() {
+    testing::ServerOptions server_options;
+    // Redis keeps its data across a graceful restart: append-only file, flushed on SIGTERM.
+    server_options.redis_conf = {"appendonly yes", "appendfsync everysec"};
+    testing::Servers::set_options(server_options);
+    auto& servers = testing::Servers::instance();
+    if (servers.external()) {
+      throw std::runtime_error(
+          "TS_TEST_POSTGRES_DSN / TS_TEST_REDIS_URL / TS_TEST_PGBOUNCER_DSN point at external "
+          "servers; ts-pipeline restarts its servers and needs its own: unset them");
+    }
+    const std::string harness_dir = servers.directory();
+    if (options_.keep_dir) {
+      char stamp[32];
+      const std::time_t now = std::time(nullptr);
+      std::tm local{};
+      localtime_r(&now, &local);
+      std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &local);
+      run_dir_ = fmt::format("{}/ts-e2e-{}-{}", testing::Servers::temp_root(), stamp, ::getpid());
+    } else {
+      run_dir_ = harness_dir + "/e2e";  // removed with the harness's directory
+    }
+    fs::create_directories(run_dir_);
+    // The children work in the harness's directory: its guardian kills whatever is left there
+    // if ts-pipeline dies, and the leftover check of the test suite sees them.
+    children_ = std::make_unique<e2e::Children>(harness_dir);
+    note("run directory {}", run_dir_);
+
+    note("starting PostgreSQL and Redis");
+    redis_url_ = servers.redis_url();
+    servers.create_database("trading");
+    dsn_ = servers.postgres_dsn("trading");
+    note("PostgreSQL on port {}, Redis on port {} (append-only file on)", servers.postgres().port(),
+         servers.redis_port());
+    common_env_ = {"TS_POSTGRES_DSN=" + dsn_, "TS_REDIS_URL=" + redis_url_};
+  }
+
+  // -- children -------------------------------------------------------------------------------
+
+  e2e::Child& spawn(std::string name, const std::string& program, std::vector<std::string> args,
+                    std::string summary_file) {
+    std::string file_name = name;
+    std::replace(file_name.begin(), file_name.end(), ' ', '-');
+    e2e::ChildSpec spec;
+    spec.name = std::move(name);
+    spec.program = program;
+    spec.args = std::move(args);
+    spec.env = common_env_;
+    spec.log_file = path(file_name + ".log");
+    if (!summary_file.empty()) {
+      spec.summary_file = path(summary_file);
+      spec.args.push_back("--summary-file");
+      spec.args.push_back(spec.summary_file);
+    }
+    return children_->spawn(std::move(spec));
+  }
+
+  /// Runs a command to its end; throws when it does not finish in time. Returns the child,
+  /// whose exit code the caller checks.
+  e2e::Child& run_to_end(std::string name, const std::string& program,
+                         std::vector<std::string> args, std::string summary_file,
+                         std::chrono::milliseconds timeout) {
+    e2e::Child& child = spawn(std::move(name), program, std::move(args), std::move(summary_file));
+    if (!children_->wait(child, Clock::now() + timeout)) {
+      children_->stop(child, options_.stop_timeout);
+      throw std::runtime_error(fmt::format("{} did not finish within {} ({})", child.name(),
+                                           seconds_text(timeout), child.describe()));
+    }
+    return child;
+  }
+
+  void check_daemons_alive(std::string_view phase) {
+    for (e2e::Child* daemon : daemons_) {
+      if (!daemon->running()) {
+        throw std::runtime_error(
+            fmt::format("{} exited {} ({})", daemon->name(), phase, daemon->describe()));
+      }
+    }
+  }
+
+  // -- 1b. schema -----------------------------------------------------------------------------
+
+  void migrate(const Binaries& binaries) {
+    note("tsctl migrate");
+    e2e::Child& child = run_to_end("tsctl migrate", binaries.tsctl, {"migrate"}, "", 60s);
+    if (child.exit_code() != 0) {
+      throw std::runtime_error(fmt::format("tsctl migrate failed ({})", child.describe()));
+    }
+  }
+
+  // -- 2. services ----------------------------------------------------------------------------
+
+  void start_services(const Binaries& binaries) {
+    const std::string symbols = join(options_.symbols, ",");
+    const std::uint16_t port = testing::free_loopback_port();
+    const std::string port_file = path("feed-sim.port");
+    note("starting ts-feed-sim on 127.0.0.1:{} ({} trades at {}/s)", port, options_.max_messages(),
+         options_.rate);
+    feed_ = &spawn(
+        "ts-feed-sim", binaries.feed_sim,
+        {"--listen", fmt::format("127.0.0.1:{}", port), "--symbols", symbols, "--seed",
+         std::to_string(options_.seed), "--rate", std::to_string(options_.rate), "--max-messages",
+         std::to_string(options_.max_messages()), "--port-file", port_file},
+        "ts-feed-sim.summary.json");
+    daemons_.push_back(feed_);
+    const bool listening = e2e::poll_until(
+        [&] {
+          check_daemons_alive("at start");
+          return fs::exists(port_file);
+        },
+        Clock::now() + 15s);
+    if (!listening) {
+      throw std::runtime_error("ts-feed-sim did not report listening (no --port-file) within 15s");
+    }
+
+    note("starting ts-receiver, ts-recorder, ts-executor");
+    daemons_.push_back(
+        &spawn("ts-receiver", binaries.receiver,
+               {"--feed-url", fmt::format("ws://127.0.0.1:{}", port), "--symbols", symbols},
+               "ts-receiver.summary.json"));
+    daemons_.push_back(&spawn("ts-recorder", binaries.recorder, {"--symbols", symbols},
+                              "ts-recorder.summary.json"));
+    daemons_.push_back(&spawn("ts-executor", binaries.executor, {"--symbols", symbols},
+                              "ts-executor.summary.json"));
+
+    t0_ = Clock::now();
+    if (options_.order_count() > 0) {
+      note("starting tsctl load-orders ({} orders at {}/s)", options_.order_count(),
+           options_.order_rate);
+      std::vector<std::string> args = {"load-orders",
+                                       "--rate",
+                                       std::to_string(options_.order_rate),
+                                       "--count",
+                                       std::to_string(options_.order_count()),
+                                       "--symbols",
+                                       symbols,
+                                       "--seed",
+                                       std::to_string(options_.seed)};
+      if (options_.reject_every > 0) {
+        args.push_back("--reject-every");
+        args.push_back(std::to_string(options_.reject_every));
+      }
+      load_ = &spawn("tsctl load-orders", binaries.tsctl, std::move(args),
+                     "tsctl-load-orders.summary.json");
+    }
+  }
+
+  // -- 3./4. the run, with its faults ---------------------------------------------------------
+
+  void restart(testing::ServerProcess& server, Outage& outage, std::string_view what) {
+    outage.started_at_s = since_start();
+    note("restarting {} (graceful stop, then start on port {})", what, server.port());
+    const auto begin = Clock::now();
+    server.stop();
+    const auto stopped = Clock::now();
+    server.start();
+    const auto end = Clock::now();
+    outage.stop_s = std::chrono::duration<double>(stopped - begin).count();
+    outage.start_s = std::chrono::duration<double>(end - stopped).count();
+    outage.total_s = std::chrono::duration<double>(end - begin).count();
+    note("{} is back: outage {:.2f} s (stop {:.2f} s, start {:.2f} s)", what, *outage.total_s,
+         *outage.stop_s, *outage.start_s);
+  }
+
+  /// The simulator's summary once it reached --max-messages.
+  std::optional<json::value> finished_feed_summary() {
+    auto summary = e2e::read_json_file(feed_->spec().summary_file);
+    if (!summary) return std::nullopt;
+    const auto total = e2e::json_int(*summary, "total");
+    if (!total || *total < options_.max_messages()) return std::nullopt;
+    return summary;
+  }
+
+  void run_feed() {
+    auto& servers = testing::Servers::instance();
+    bool redis_due = options_.restart_redis_at.count() > 0;
+    bool postgres_due = options_.restart_postgres_at.count() > 0;
+    const auto deadline = t0_ + options_.duration + options_.drain_timeout;
+    std::optional<json::value> feed_summary;
+    bool load_noted = load_ == nullptr;
+    for (;;) {
+      e2e::throw_if_interrupted();
+      check_daemons_alive("during the run");
+      if (!load_noted && !load_->running()) {
+        load_noted = true;
+        if (load_->exit_code() == 0) {
+          note("tsctl load-orders finished");
+        } else {
+          // The trades go on; the orders it did submit are verified at the end.
+          fail(fmt::format("tsctl load-orders failed ({})", load_->describe()));
+        }
+      }
+      const auto elapsed = Clock::now() - t0_;
+      if (redis_due && elapsed >= options_.restart_redis_at) {
+        redis_due = false;
+        restart(servers.redis(), results_.redis, "Redis");
+        continue;
+      }
+      if (postgres_due && elapsed >= options_.restart_postgres_at) {
+        postgres_due = false;
+        restart(servers.postgres(), results_.postgres, "PostgreSQL");
+        continue;
+      }
+      if (!feed_summary) {
+        feed_summary = finished_feed_summary();
+        if (feed_summary) {
+          results_.feed_seconds = since_start();
+          results_.sent = e2e::json_int(*feed_summary, "total");
+          note("ts-feed-sim sent all {} trades", *results_.sent);
+        }
+      }
+      if (feed_summary && !redis_due && !postgres_due) break;
+      if (Clock::now() >= deadline) {
+        const auto partial = e2e::read_json_file(feed_->spec().summary_file);
+        throw std::runtime_error(fmt::format(
+            "ts-feed-sim did not send its {} trades within {} (summary: {})",
+            options_.max_messages(), seconds_text(options_.duration + options_.drain_timeout),
+            partial ? json::serialize(*partial) : std::string("none yet")));
+      }
+      e2e::pause_step(100ms);
+    }
+  }
+
+  // -- 5. drain -------------------------------------------------------------------------------
+
+  /// Reads tsctl load-orders' summary: submitted count, id prefix and range.
+  void read_load_summary() {
+    const auto summary = e2e::read_json_file(load_->spec().summary_file);
+    if (!summary) {
+      if (load_->exit_code() == 0) fail("tsctl load-orders wrote no summary");
+      return;  // orders not verified
+    }
+    results_.submitted = e2e::json_int(*summary, "submitted");
+    results_.invalid_sent = e2e::json_int(*summary, "invalid_sent");
+    if (!results_.submitted) {
+      throw std::runtime_error("tsctl load-orders' summary has no \"submitted\": " +
+                               json::serialize(*summary));
+    }
+    // Ids are "load-<seed>-<n>": take the prefix and the range from first_id / last_id.
+    order_prefix_ = fmt::format("load-{}-", options_.seed);
+    first_order_ = 1;
+    last_order_ = *results_.submitted;
+    const auto parse = [&](std::string_view key, std::int64_t& number) {
+      const auto text = e2e::json_text(*summary, key);
+      if (!text) return;
+      const auto dash = text->find_last_of('-');
+      const std::string digits = dash == std::string::npos ? *text : text->substr(dash + 1);
+      if (dash != std::string::npos) order_prefix_ = text->substr(0, dash + 1);
+      number = std::stoll(digits);
+    };
+    parse("first_id", first_order_);
+    parse("last_id", last_order_);
+  }
+
+  void drain() {
+    if (load_) {
+      const auto deadline = t0_ + options_.duration + options_.drain_timeout;
+      if (!children_->wait(*load_, deadline)) {
+        throw std::runtime_error(
+            fmt::format("tsctl load-orders did not finish within {}",
+                        seconds_text(options_.duration + options_.drain_timeout)));
+      }
+      read_load_summary();  // also after a failure (reported by collect_exits): what it sent
+    }
+    const std::int64_t want_ticks = *results_.sent;
+    const std::int64_t want_orders = results_.submitted.value_or(0);
+    note("waiting for the pipeline to drain: {} ticks, {} orders (deadline {})", want_ticks,
+         want_orders, seconds_text(options_.drain_timeout));
+    std::int64_t ticks = 0;
+    std::int64_t orders = 0;
+    std::string last_error;
+    std::int64_t query_errors = 0;
+    const auto begin = Clock::now();
+    const bool drained = e2e::poll_until(
+        [&] {
+          check_daemons_alive("while draining");
+          try {
+            e2e::PgConnection pg(dsn_);
+            ticks = pg.query_int(
+                "SELECT count(*) FROM (SELECT DISTINCT symbol, trade_id FROM ticks) t");
+            orders =
+                pg.query_int("SELECT count(*) FROM orders WHERE starts_with(client_order_id, $1)",
+                             {order_prefix_});
+          } catch (const std::runtime_error& e) {
+            // PostgreSQL may be restarting: counted, reported at the deadline.
+            ++query_errors;
+            last_error = e.what();
+            return false;
+          }
+          return ticks >= want_ticks && orders >= want_orders;
+        },
+        Clock::now() + options_.drain_timeout, 250ms);
+    results_.drain_seconds = e2e::seconds_since(begin);
+    if (drained) {
+      note("drained in {:.1f} s: {} ticks, {} orders", *results_.drain_seconds, ticks, orders);
+      return;
+    }
+    fail(fmt::format(
+        "the pipeline did not drain within {}: {} of {} trades in ticks, {} of {} "
+        "orders in orders{}",
+        seconds_text(options_.drain_timeout), ticks, want_ticks, orders, want_orders,
+        query_errors > 0 ? fmt::format(" ({} failed queries, last: {})", query_errors, last_error)
+                         : std::string()));
+  }
+
+  // -- 6. janitor -----------------------------------------------------------------------------
+
+  void run_janitor(const Binaries& binaries) {
+    note("ts-janitor (retention 168h: today's data must stay)");
+    e2e::Child& child =
+        run_to_end("ts-janitor", binaries.janitor,
+                   {"--retention", "168h", "--symbols", join(options_.symbols, ",")},
+                   "ts-janitor.summary.json", 120s);
+    if (child.exit_code() != 0) fail(fmt::format("ts-janitor failed ({})", child.describe()));
+  }
+
+  // -- 7. stop --------------------------------------------------------------------------------
+
+  void stop_services() {
+    for (auto it = daemons_.rbegin(); it != daemons_.rend(); ++it) {
+      e2e::Child& daemon = **it;
+      children_->stop(daemon, options_.stop_timeout);
+      note("stopped {}: {}{}", daemon.name(), daemon.describe(),
+           daemon.stop_time() ? fmt::format(" after {} ms", daemon.stop_time()->count())
+                              : std::string());
+    }
+  }
+
+  void collect_exits() {
+    if (!children_) return;
+    for (auto& child : children_->all()) {
+      if (child.exit_code() != 0) {
+        // Unless a failure already says how it ended ("ts-receiver exited during the run (...)").
+        const bool told = std::any_of(
+            results_.failures.begin(), results_.failures.end(), [&](const std::string& f) {
+              return f.starts_with(child.name()) && f.find(child.describe()) != std::string::npos;
+            });
+        if (!told) results_.failures.push_back(child.name() + " ended with " + child.describe());
+      }
+      if (child.spec().summary_file.empty()) continue;
+      try {
+        auto summary = e2e::read_json_file(child.spec().summary_file);
+        if (summary) {
+          summaries_[child.name()] = std::move(*summary);
+        } else if (child.exit_code() == 0) {
+          results_.failures.push_back(child.name() + " wrote no summary file");
+        }
+      } catch (const std::runtime_error& e) {
+        results_.failures.push_back(e.what());
+      }
+    }
+  }
+
+  // -- 8. verification ------------------------------------------------------------------------
+
+  void verify() {
+    note("verifying in SQL");
+    e2e::PgConnection pg(dsn_);
+    verify_trades(pg);
+    if (results_.submitted) verify_orders(pg);
+    measure(pg);
+  }
+
+  void verify_trades(e2e::PgConnection& pg) {
+    const auto feed = summaries_.find("ts-feed-sim");
+    if (feed == summaries_.end()) throw std::runtime_error("no summary of ts-feed-sim");
+    const auto* symbols = e2e::json_member(feed->second, "symbols");
+    if (symbols == nullptr || !symbols->is_object()) {
+      throw std::runtime_error("ts-feed-sim's summary has no \"symbols\" object");
+    }
+    results_.sent = e2e::json_int(feed->second, "total");
+    std::vector<std::string> names;
+    for (const auto& member : symbols->get_object()) {
+      SymbolResult s;
+      s.symbol = std::string(member.key());
+      s.sent = e2e::json_int(member.value(), "count").value_or(0);
+      s.first_id = e2e::json_int(member.value(), "first_trade_id");
+      s.last_id = e2e::json_int(member.value(), "last_trade_id");
+      const std::string first = std::to_string(s.first_id.value_or(1));
+      const std::string last = std::to_string(s.last_id.value_or(0));
+      const auto rows = pg.query(
+          "SELECT count(*), count(DISTINCT trade_id),"
+          "  count(DISTINCT trade_id) FILTER (WHERE trade_id BETWEEN $2::bigint AND $3::bigint),"
+          "  count(*) FILTER (WHERE trade_id NOT BETWEEN $2::bigint AND $3::bigint)"
+          " FROM ticks WHERE symbol = $1",
+          {s.symbol, first, last});
+      s.rows = e2e::cell_int(rows.at(0).at(0)).value_or(0);
+      s.distinct = e2e::cell_int(rows.at(0).at(1)).value_or(0);
+      const std::int64_t in_range = e2e::cell_int(rows.at(0).at(2)).value_or(0);
+      s.outside = e2e::cell_int(rows.at(0).at(3)).value_or(0);
+      s.duplicates = s.rows - s.distinct;
+      const std::int64_t range =
+          s.first_id && s.last_id ? std::max<std::int64_t>(0, *s.last_id - *s.first_id + 1) : 0;
+      s.missing = range - in_range;
+      if (range != s.sent) {
+        fail(fmt::format("ts-feed-sim's summary is inconsistent for {}: count {} but ids {}..{}",
+                         s.symbol, s.sent, first, last));
+      }
+      if (s.missing > 0) {
+        fail(fmt::format("{}: {} of the {} trades sent are missing from ticks (ids {}..{})",
+                         s.symbol, s.missing, s.sent, first, last));
+      }
+      if (s.duplicates > 0) {
+        fail(fmt::format("{}: {} duplicate rows in ticks", s.symbol, s.duplicates));
+      }
+      if (s.outside > 0) {
+        fail(fmt::format("{}: {} rows in ticks with ids outside {}..{} (never sent)", s.symbol,
+                         s.outside, first, last));
+      }
+      names.push_back(s.symbol);
+      results_.symbols.push_back(std::move(s));
+    }
+    results_.unknown_symbol_rows =
+        pg.query_int("SELECT count(*) FROM ticks WHERE symbol <> ALL($1::text[])",
+                     {"{" + join(names, ",") + "}"});
+    if (results_.unknown_symbol_rows > 0) {
+      fail(fmt::format("{} rows in ticks for symbols the simulator never sent",
+                       results_.unknown_symbol_rows));
+    }
+    if (results_.sent != total_of(results_.symbols, &SymbolResult::sent)) {
+      fail(fmt::format("ts-feed-sim's summary is inconsistent: total {} but symbols add up to {}",
+                       results_.sent.value_or(0), total_of(results_.symbols, &SymbolResult::sent)));
+    }
+    results_.trades_checked = true;
+  }
+
+  void verify_orders(e2e::PgConnection& pg) {
+    const std::vector<std::string> ids = {order_prefix_, std::to_string(first_order_),
+                                          std::to_string(last_order_)};
+    const std::string ours =
+        "(SELECT o.* FROM generate_series($2::bigint, $3::bigint) AS g(n)"
+        " JOIN orders o ON o.client_order_id = $1 || g.n)";
+    results_.missing_orders = pg.query_int(
+        "SELECT count(*) FROM generate_series($2::bigint, $3::bigint) AS g(n)"
+        " WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.client_order_id = $1 || g.n)",
+        ids);
+    const auto statuses = pg.query(
+        "SELECT count(*) FILTER (WHERE status = 'filled'), count(*) FILTER (WHERE status = "
+        "'rejected'), count(*) FILTER (WHERE status NOT IN ('filled', 'rejected')) FROM " +
+            ours + " t",
+        ids);
+    results_.filled = e2e::cell_int(statuses.at(0).at(0)).value_or(0);
+    results_.rejected = e2e::cell_int(statuses.at(0).at(1)).value_or(0);
+    results_.not_terminal = e2e::cell_int(statuses.at(0).at(2)).value_or(0);
+    results_.other_orders = pg.query_int("SELECT count(*) FROM orders") -
+                            (results_.filled + results_.rejected + results_.not_terminal);
+    results_.duplicate_fills = pg.query_int(
+        "SELECT count(*) FROM (SELECT client_order_id FROM fills GROUP BY client_order_id"
+        " HAVING count(*) > 1) d");
+    results_.fills_of_unfilled = pg.query_int(
+        "SELECT count(*) FROM fills f LEFT JOIN orders o USING (client_order_id)"
+        " WHERE o.status IS DISTINCT FROM 'filled'");
+    results_.filled_without_fill = pg.query_int(
+        "SELECT count(*) FROM orders o WHERE o.status = 'filled'"
+        " AND NOT EXISTS (SELECT 1 FROM fills f WHERE f.client_order_id = o.client_order_id)");
+    const std::int64_t submitted = results_.submitted.value_or(0);
+    if (last_order_ - first_order_ + 1 != submitted) {
+      fail(fmt::format("tsctl load-orders' summary is inconsistent: {} submitted but ids {}{}..{}",
+                       submitted, order_prefix_, first_order_, last_order_));
+    }
+    if (results_.missing_orders > 0) {
+      fail(
+          fmt::format("{} of {} orders have no row in orders", results_.missing_orders, submitted));
+    }
+    if (results_.not_terminal > 0) {
+      fail(fmt::format("{} orders are not in a terminal state", results_.not_terminal));
+    }
+    if (results_.duplicate_fills > 0) {
+      fail(fmt::format("{} orders have more than one fill", results_.duplicate_fills));
+    }
+    if (results_.fills_of_unfilled > 0) {
+      fail(
+          fmt::format("{} fills belong to orders that are not filled", results_.fills_of_unfilled));
+    }
+    if (results_.filled_without_fill > 0) {
+      fail(fmt::format("{} filled orders have no fill", results_.filled_without_fill));
+    }
+    if (results_.invalid_sent && results_.rejected < *results_.invalid_sent) {
+      fail(fmt::format("{} invalid orders were sent but only {} were rejected",
+                       *results_.invalid_sent, results_.rejected));
+    }
+    results_.orders_checked = true;
+  }
+
+  void measure(e2e::PgConnection& pg) {
+    const auto latency = pg.query(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),"
+        "  percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), count(*)"
+        " FROM (SELECT extract(epoch FROM recorded_at - event_time) * 1000 AS ms"
+        "       FROM ticks WHERE event_time IS NOT NULL) t");
+    results_.p50_ms = e2e::cell_double(latency.at(0).at(0));
+    results_.p99_ms = e2e::cell_double(latency.at(0).at(1));
+    results_.latency_samples = e2e::cell_int(latency.at(0).at(2)).value_or(0);
+    const auto span = pg.query(
+        "SELECT count(*), extract(epoch FROM max(recorded_at) - min(recorded_at)) FROM ticks");
+    const auto rows = e2e::cell_int(span.at(0).at(0)).value_or(0);
+    const auto seconds = e2e::cell_double(span.at(0).at(1));
+    if (seconds && *seconds > 0) results_.persisted_tps = static_cast<double>(rows) / *seconds;
+  }
+
+  // -- cleanup --------------------------------------------------------------------------------
+
+  void shutdown_servers() {
+    if (!testing_servers_started()) return;
+    auto& servers = testing::Servers::instance();
+    if (options_.keep_dir && !run_dir_.empty()) {
+      for (const auto& [name, log] : server_logs()) {
+        std::error_code error;
+        fs::copy_file(log, path(name + "-server.log"), fs::copy_options::overwrite_existing, error);
+        if (error) note("could not keep the {} server log: {}", name, error.message());
+      }
+    }
+    try {
+      servers.shutdown();
+    } catch (const std::exception& e) {
+      fail(std::string("stopping the servers: ") + e.what());
+    }
+  }
+
+  bool testing_servers_started() const { return !dsn_.empty() || !redis_url_.empty(); }
+
+  /// (name, path) of the log of every server that started.
+  std::vector<std::pair<std::string, std::string>> server_logs() {
+    std::vector<std::pair<std::string, std::string>> logs;
+    auto& servers = testing::Servers::instance();
+    const auto add = [&](std::string name, auto accessor) {
+      try {
+        std::string log = accessor().directory() + "/server.log";
+        logs.emplace_back(std::move(name), std::move(log));
+      } catch (const std::runtime_error& e) {
+        note("no log of the {} server: {}", name, e.what());  // it did not start
+      }
+    };
+    add("Redis", [&]() -> testing::ServerProcess& { return servers.redis(); });
+    add("PostgreSQL", [&]() -> testing::ServerProcess& { return servers.postgres(); });
+    return logs;
+  }
+
+  void print_log_tails() {
+    if (!children_) return;
+    for (const auto& child : children_->all()) {
+      fmt::print("\n---- last lines of {} ({}) ----\n{}", child.name(), child.spec().log_file,
+                 testing::detail::log_tail(child.spec().log_file, 0, 30));
+    }
+    if (testing_servers_started()) {
+      for (const auto& [name, log] : server_logs()) {
+        fmt::print("\n---- last lines of the {} server ({}) ----\n{}", name, log,
+                   testing::detail::log_tail(log, 0, 15));
+      }
+    }
+    std::fflush(stdout);
+  }
+
+  // -- 9. report ------------------------------------------------------------------------------
+
+  static std::string opt(const std::optional<std::int64_t>& value) {
+    return value ? std::to_string(*value) : "-";
+  }
+
+  /// Numeric fields of a summary (top level and one level down) whose name contains one of
+  /// `words`, as "name value" pairs.
+  static std::vector<std::pair<std::string, std::int64_t>> counters(
+      const json::value& summary, const std::vector<std::string_view>& words) {
+    std::vector<std::pair<std::string, std::int64_t>> out;
+    const auto matches = [&](std::string_view key) {
+      return words.empty() || std::any_of(words.begin(), words.end(), [&](std::string_view w) {
+               return key.find(w) != std::string_view::npos;
+             });
+    };
+    if (!summary.is_object()) return out;
+    for (const auto& member : summary.get_object()) {
+      const std::string key(member.key());
+      if (member.value().is_object()) {
+        for (const auto& inner : member.value().get_object()) {
+          const std::string inner_key = key + "." + std::string(inner.key());
+          if (matches(inner_key)) {
+            if (auto v = e2e::json_int(member.value(), inner.key()))
+              out.emplace_back(inner_key, *v);
+          }
+        }
+      } else if (matches(key)) {
+        if (auto v = e2e::json_int(summary, key)) out.emplace_back(key, *v);
+      }
+    }
+    return out;
+  }
+
+  static std::string outage_text(const Outage& outage) {
+    if (outage.planned_at.count() == 0) return "not restarted";
+    if (!outage.total_s)
+      return fmt::format("planned at {}, not done", seconds_text(outage.planned_at));
+    return fmt::format("restarted at {:.1f} s: outage {:.2f} s (stop {:.2f} s, start {:.2f} s)",
+                       outage.started_at_s.value_or(0), *outage.total_s, outage.stop_s.value_or(0),
+                       outage.start_s.value_or(0));
+  }
+
+  std::optional<std::int64_t> summary_int(const std::string& service, std::string_view key) const {
+    const auto it = summaries_.find(service);
+    if (it == summaries_.end()) return std::nullopt;
+    return e2e::json_int(it->second, key);
+  }
+
+  void print_report() {
+    std::string out;
+    const auto line = [&out](const std::string& text) { out += text + "\n"; };
+    line("");
+    line(
+        "======================================= ts-pipeline report "
+        "=======================================");
+    line(fmt::format("run: {} at {} trades/s over {}; {} orders/s; seed {}",
+                     seconds_text(options_.duration), options_.rate, join(options_.symbols, ","),
+                     options_.order_rate, options_.seed));
+    if (!children_) {  // failed before anything ran: only the reason
+      print_result(out);
+      return;
+    }
+    line(fmt::format("run directory: {}{}", run_dir_,
+                     options_.keep_dir ? " (kept)" : " (removed; --keep-dir keeps it)"));
+
+    line("");
+    std::string header = fmt::format("{:<28}", "Trades");
+    for (const auto& s : results_.symbols) header += fmt::format("{:>12}", s.symbol);
+    header += fmt::format("{:>12}", "total");
+    line(header);
+    const auto row = [&](std::string_view label, std::int64_t SymbolResult::*field,
+                         std::optional<std::int64_t> sum) {
+      std::string text = fmt::format("  {:<26}", label);
+      for (const auto& s : results_.symbols) text += fmt::format("{:>12}", s.*field);
+      text += fmt::format("{:>12}", opt(sum));
+      line(text);
+    };
+    const bool checked = results_.trades_checked;
+    const auto total = [&](std::int64_t SymbolResult::*field) -> std::optional<std::int64_t> {
+      if (!checked) return std::nullopt;
+      return total_of(results_.symbols, field);
+    };
+    row("sent (ts-feed-sim)", &SymbolResult::sent, results_.sent);
+    {
+      std::string text = fmt::format("  {:<26}", "received (ts-receiver)");
+      for (std::size_t i = 0; i < results_.symbols.size(); ++i) text += fmt::format("{:>12}", "");
+      text += fmt::format("{:>12}", opt(summary_int("ts-receiver", "trades")));
+      line(text);
+    }
+    row("persisted, unique", &SymbolResult::distinct, total(&SymbolResult::distinct));
+    row("missing (gaps)", &SymbolResult::missing, total(&SymbolResult::missing));
+    row("duplicates", &SymbolResult::duplicates, total(&SymbolResult::duplicates));
+    row("outside the sent range", &SymbolResult::outside, total(&SymbolResult::outside));
+    if (results_.unknown_symbol_rows > 0) {
+      line(fmt::format("  {:<26}{:>12}", "rows of unknown symbols", results_.unknown_symbol_rows));
+    }
+
+    line("");
+    line("Orders");
+    const auto order_line = [&](std::string_view label, std::optional<std::int64_t> value,
+                                std::string_view extra = {}) {
+      line(fmt::format("  {:<26}{:>12}{}", label, opt(value), extra));
+    };
+    const auto checked_value = [&](std::int64_t v) -> std::optional<std::int64_t> {
+      if (!results_.orders_checked) return std::nullopt;
+      return v;
+    };
+    order_line("submitted", results_.submitted,
+               results_.invalid_sent
+                   ? fmt::format("   ({} invalid on purpose)", *results_.invalid_sent)
+                   : std::string());
+    order_line("filled", checked_value(results_.filled));
+    order_line("rejected", checked_value(results_.rejected));
+    order_line("missing", checked_value(results_.missing_orders));
+    order_line("not terminal", checked_value(results_.not_terminal));
+    order_line("duplicate fills", checked_value(results_.duplicate_fills));
+    order_line("fills of unfilled orders", checked_value(results_.fills_of_unfilled));
+    order_line("filled without a fill", checked_value(results_.filled_without_fill));
+
+    line("");
+    line("Performance");
+    if (results_.sent && results_.feed_seconds && *results_.feed_seconds > 0) {
+      line(fmt::format("  {:<26}{:>12.1f} trades/s ({} trades in {:.1f} s)", "feed",
+                       static_cast<double>(*results_.sent) / *results_.feed_seconds, *results_.sent,
+                       *results_.feed_seconds));
+    } else {
+      line(fmt::format("  {:<26}{:>12}", "feed", "-"));
+    }
+    line(results_.persisted_tps
+             ? fmt::format("  {:<26}{:>12.1f} ticks/s (first to last recorded_at)", "persisted",
+                           *results_.persisted_tps)
+             : fmt::format("  {:<26}{:>12}", "persisted", "-"));
+    line(results_.p50_ms && results_.p99_ms
+             ? fmt::format("  {:<26}  p50 {:.1f} ms, p99 {:.1f} ms ({} ticks, event_time -> "
+                           "recorded_at)",
+                           "tick-to-row latency", *results_.p50_ms, *results_.p99_ms,
+                           results_.latency_samples)
+             : fmt::format("  {:<26}{:>12}", "tick-to-row latency", "-"));
+    line(results_.drain_seconds ? fmt::format("  {:<26}{:>12.1f} s after the simulator was done",
+                                              "drain", *results_.drain_seconds)
+                                : fmt::format("  {:<26}{:>12}", "drain", "-"));
+
+    line("");
+    line("Faults");
+    line(fmt::format("  {:<26}{}", "Redis", outage_text(results_.redis)));
+    line(fmt::format("  {:<26}{}", "PostgreSQL", outage_text(results_.postgres)));
+    for (const auto& [service, summary] : summaries_) {
+      const auto found = counters(summary, {"reconnect", "breaker", "retries"});
+      if (found.empty()) continue;
+      std::vector<std::string> parts;
+      for (const auto& [key, value] : found) parts.push_back(fmt::format("{} {}", key, value));
+      line(fmt::format("  {:<26}{}", service, join(parts, ", ")));
+    }
+
+    line("");
+    std::vector<std::string> exits;
+    std::size_t exit_width = 4;
+    for (auto& child : children_->all()) {
+      std::string exit = child.describe();
+      if (child.stop_time())
+        exit += fmt::format(" ({} ms after SIGTERM)", child.stop_time()->count());
+      exit_width = std::max(exit_width, exit.size());
+      exits.push_back(std::move(exit));
+    }
+    line(fmt::format("{:<28}{:<{}}  {}", "Services", "exit", exit_width, "summary"));
+    {
+      std::size_t index = 0;
+      for (auto& child : children_->all()) {
+        const std::string& exit = exits[index++];
+        std::string summary = "-";
+        if (const auto it = summaries_.find(child.name()); it != summaries_.end()) {
+          std::vector<std::string> parts;
+          for (const auto& [key, value] : counters(it->second, {})) {
+            if (key.find('.') == std::string::npos)
+              parts.push_back(fmt::format("{} {}", key, value));
+          }
+          summary = join(parts, ", ");
+        }
+        line(fmt::format("  {:<26}{:<{}}  {}", child.name(), exit, exit_width, summary));
+      }
+    }
+
+    print_result(out);
+  }
+
+  void print_result(std::string& out) {
+    out += "\n";
+    if (results_.failures.empty()) {
+      out +=
+          "RESULT: PASS (nothing lost, nothing duplicated, every order terminal, every service "
+          "exited 0)\n";
+    } else {
+      out += fmt::format("RESULT: FAIL ({} problem{})\n", results_.failures.size(),
+                         results_.failures.size() == 1 ? "" : "s");
+      for (const auto& failure : results_.failures) out += "  - " + failure + "\n";
+    }
+    fmt::print("{}", out);
+    std::fflush(stdout);
+  }
+
+  static json::value optional_json(const std::optional<std::int64_t>& v) {
+    return v ? json::value(*v) : json::value(nullptr);
+  }
+  static json::value optional_json(const std::optional<double>& v) {
+    return v ? json::value(*v) : json::value(nullptr);
+  }
+
+  static json::object outage_json(const Outage& outage) {
+    json::object o;
+    o["planned_at_s"] = outage.planned_at.count() == 0
+                            ? json::value(nullptr)
+                            : json::value(static_cast<double>(outage.planned_at.count()) / 1000.0);
+    o["started_at_s"] = optional_json(outage.started_at_s);
+    o["seconds"] = optional_json(outage.total_s);
+    o["stop_seconds"] = optional_json(outage.stop_s);
+    o["start_seconds"] = optional_json(outage.start_s);
+    return o;
+  }
+
+  json::object report_json() {
+    json::object report;
+    report["result"] = results_.failures.empty() ? "pass" : "fail";
+    json::array failures;
+    for (const auto& f : results_.failures) failures.emplace_back(f);
+    report["failures"] = std::move(failures);
+
+    json::object config;
+    config["duration_s"] = static_cast<double>(options_.duration.count()) / 1000.0;
+    config["rate"] = options_.rate;
+    json::array symbols;
+    for (const auto& s : options_.symbols) symbols.emplace_back(s);
+    config["symbols"] = std::move(symbols);
+    config["order_rate"] = options_.order_rate;
+    config["reject_every"] = options_.reject_every;
+    config["seed"] = options_.seed;
+    config["max_messages"] = options_.max_messages();
+    report["config"] = std::move(config);
+    report["run_directory"] = run_dir_;
+    report["run_directory_kept"] = options_.keep_dir;
+
+    json::object trades;
+    const bool checked = results_.trades_checked;
+    const auto total = [&](std::int64_t SymbolResult::*field) {
+      return checked ? json::value(total_of(results_.symbols, field)) : json::value(nullptr);
+    };
+    trades["sent"] = optional_json(results_.sent);
+    trades["received"] = optional_json(summary_int("ts-receiver", "trades"));
+    trades["persisted_unique"] = total(&SymbolResult::distinct);
+    trades["rows"] = total(&SymbolResult::rows);
+    trades["missing"] = total(&SymbolResult::missing);
+    trades["duplicates"] = total(&SymbolResult::duplicates);
+    trades["outside_range"] = total(&SymbolResult::outside);
+    trades["unknown_symbol_rows"] =
+        checked ? json::value(results_.unknown_symbol_rows) : json::value(nullptr);
+    json::object per_symbol;
+    for (const auto& s : results_.symbols) {
+      json::object o;
+      o["sent"] = s.sent;
+      o["first_trade_id"] = optional_json(s.first_id);
+      o["last_trade_id"] = optional_json(s.last_id);
+      o["rows"] = s.rows;
+      o["distinct"] = s.distinct;
+      o["missing"] = s.missing;
+      o["duplicates"] = s.duplicates;
+      o["outside_range"] = s.outside;
+      per_symbol[s.symbol] = std::move(o);
+    }
+    trades["symbols"] = std::move(per_symbol);
+    report["trades"] = std::move(trades);
+
+    json::object orders;
+    const auto checked_order = [&](std::int64_t v) {
+      return results_.orders_checked ? json::value(v) : json::value(nullptr);
+    };
+    orders["submitted"] = optional_json(results_.submitted);
+    orders["invalid_sent"] = optional_json(results_.invalid_sent);
+    orders["filled"] = checked_order(results_.filled);
+    orders["rejected"] = checked_order(results_.rejected);
+    orders["missing"] = checked_order(results_.missing_orders);
+    orders["not_terminal"] = checked_order(results_.not_terminal);
+    orders["duplicate_fills"] = checked_order(results_.duplicate_fills);
+    orders["fills_of_unfilled_orders"] = checked_order(results_.fills_of_unfilled);
+    orders["filled_without_fill"] = checked_order(results_.filled_without_fill);
+    orders["other_orders"] = checked_order(results_.other_orders);
+    report["orders"] = std::move(orders);
+
+    json::object throughput;
+    throughput["feed_trades_per_s"] =
+        results_.sent && results_.feed_seconds && *results_.feed_seconds > 0
+            ? json::value(static_cast<double>(*results_.sent) / *results_.feed_seconds)
+            : json::value(nullptr);
+    throughput["feed_seconds"] = optional_json(results_.feed_seconds);
+    throughput["persisted_ticks_per_s"] = optional_json(results_.persisted_tps);
+    throughput["drain_seconds"] = optional_json(results_.drain_seconds);
+    report["throughput"] = std::move(throughput);
+
+    json::object latency;
+    latency["p50"] = optional_json(results_.p50_ms);
+    latency["p99"] = optional_json(results_.p99_ms);
+    latency["samples"] = results_.latency_samples;
+    report["tick_to_row_latency_ms"] = std::move(latency);
+
+    json::object outages;
+    outages["redis"] = outage_json(results_.redis);
+    outages["postgres"] = outage_json(results_.postgres);
+    report["outages"] = std::move(outages);
+
+    json::object services;
+    if (children_) {
+      for (auto& child : children_->all()) {
+        json::object s;
+        s["exit_code"] = child.exit_code() ? json::value(*child.exit_code()) : json::value(nullptr);
+        s["exit"] = child.describe();
+        s["stop_ms"] =
+            child.stop_time() ? json::value(child.stop_time()->count()) : json::value(nullptr);
+        s["log"] = child.spec().log_file;
+        const auto it = summaries_.find(child.name());
+        s["summary"] = it != summaries_.end() ? it->second : json::value(nullptr);
+        services[child.name()] = std::move(s);
+      }
+    }
+    report["services"] = std::move(services);
+    return report;
+  }
+
+  void write_report() {
+    const auto report = report_json();
+    const auto write = [&](const std::string& file) {
+      try {
+        e2e::write_json_file(file, report);
+        return true;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "ts-pipeline: %s\n", e.what());
+        return false;
+      }
+    };
+    if (!run_dir_.empty() && options_.keep_dir) write(path("report.json"));
+    if (!options_.report_file.empty()) {
+      if (write(options_.report_file)) {
+        fmt::print("report written to {}\n", options_.report_file);
+      } else {
+        results_.failures.push_back("cannot write the report file " + options_.report_file);
+      }
+    }
+  }
+
+  Options options_;
+  Clock::time_point program_start_ = Clock::now();
+  Clock::time_point t0_ = Clock::now();
+  std::string run_dir_;
+  std::string dsn_;
+  std::string redis_url_;
+  std::vector<std::string> common_env_;
+  std::unique_ptr<e2e::Children> children_;
+  std::vector<e2e::Child*> daemons_;  // in order of start
+  e2e::Child* feed_ = nullptr;
+  e2e::Child* load_ = nullptr;
+  std::string order_prefix_;
+  std::int64_t first_order_ = 1;
+  std::int64_t last_order_ = 0;
+  std::map<std::string, json::value> summaries_;
+  Results results_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int exit_code = 0;
+  auto options = load_options(argc, argv, exit_code);
+  if (!options) return exit_code;
+  try {
+    e2e::install_signal_handlers();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ts-pipeline: %s\n", e.what());
+    return 1;
+  }
+  Pipeline pipeline(std::move(*options));
+  return pipeline.run();
+}
