@@ -35,7 +35,8 @@ bench: build
 # The whole pipeline on throwaway servers for 30 s, with a Redis restart in the middle: prints
 # the report (trades sent / persisted / lost / duplicated, orders, latency, outage) and exits 0
 # only when nothing was lost or duplicated. Extra flags: make demo DEMO_ARGS="--keep-dir".
-demo: build
+demo: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target ts-pipeline
 	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 30s --restart-redis-at 15s \
 	  --report-file $(BUILD_DIR)/demo-report.json $(DEMO_ARGS)
 
