@@ -53,12 +53,6 @@ asio::awaitable<boost::system::error_code> shielded_wait(asio::steady_timer& tim
   co_return ec;
 }
 
-/// Awaits `timer` with the caller's cancellation; returns false when the caller cancelled.
-asio::awaitable<void> wait(asio::steady_timer& timer) {
-  boost::system::error_code ec;
-  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-}
-
 }  // namespace
 
 std::string_view to_string(OverflowPolicy policy) noexcept {
@@ -143,26 +137,61 @@ namespace {
 using Stream = websocket::stream<beast::tcp_stream>;
 
 struct Connection {
-  explicit Connection(const asio::any_io_executor& executor) : ws(executor) {}
+  explicit Connection(const asio::any_io_executor& executor) : ws(executor), resolver(executor) {}
   Stream ws;
+  tcp::resolver resolver;
   std::uint64_t number = 0;
   Clock::time_point opened{};
-  bool slow_consumer = false;
+  bool ready = false;          // its on_connect messages are written: sends may go
+  bool slow_consumer = false;  // ended by the overflow policy
+  bool send_failed = false;    // ended because an on_connect message could not be written
+  bool write_overrun = false;  // ended because a write did not complete within idle_timeout
 };
 
 enum class State : std::uint8_t { idle, starting, running, closing, closed };
 
-/// A one-shot wake-up for one waiting coroutine (single-threaded executor).
+/// A wake-up for one waiting coroutine (single-threaded executor). It registers itself in a
+/// list (or a slot) and removes itself when destroyed, so that no list ever holds a pointer
+/// to a frame that is gone (also when frames are destroyed without resuming, at shutdown).
 struct Waiter {
-  explicit Waiter(const asio::any_io_executor& executor)
-      : timer(executor, asio::steady_timer::time_point::max()) {}
+  Waiter(const asio::any_io_executor& executor, std::deque<Waiter*>& list, bool front = false)
+      : timer(executor, asio::steady_timer::time_point::max()), list_(&list) {
+    if (front) {
+      list.push_front(this);
+    } else {
+      list.push_back(this);
+    }
+  }
+  Waiter(const asio::any_io_executor& executor, Waiter*& slot)
+      : timer(executor, asio::steady_timer::time_point::max()), slot_(&slot) {
+    slot = this;
+  }
+  ~Waiter() {
+    if (list_ != nullptr) std::erase(*list_, this);
+    if (slot_ != nullptr && *slot_ == this) *slot_ = nullptr;
+  }
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
   asio::steady_timer timer;
   bool woken = false;
+  bool granted = false;  // the write turn was handed to it
   void wake() {
     woken = true;
     timer.cancel();
   }
+
+ private:
+  std::deque<Waiter*>* list_ = nullptr;
+  Waiter** slot_ = nullptr;
 };
+
+/// Wakes and forgets every waiter of a list.
+void wake_all(std::deque<Waiter*>& list) {
+  auto waiters = std::move(list);
+  list.clear();
+  for (auto* w : waiters) w->wake();
+}
 
 }  // namespace
 
@@ -193,7 +222,7 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   bool consumer_active = false;
   std::uint64_t dropped_logged = 0;
 
-  // sends
+  // sends: `writing` is the write turn; waiters get it in FIFO order
   bool writing = false;
   std::deque<Waiter*> send_waiters;
 
@@ -201,8 +230,14 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   bool supervisor_running = false;
   bool first_ready = false;
   asio::steady_timer* backoff_timer = nullptr;
-  std::vector<Waiter*> start_waiters;
-  std::vector<Waiter*> stop_waiters;  // woken when the supervisor has ended
+  std::deque<Waiter*> start_waiters;
+  std::deque<Waiter*> stop_waiters;  // woken when the supervisor has ended
+
+  bool open_for_work() const { return state == State::starting || state == State::running; }
+  bool ended() const {
+    return state == State::closed || (state == State::closing && !supervisor_running);
+  }
+  std::string what(const char* text) const { return "WebSocket " + config.url + ": " + text; }
 
   // ---- queue ---------------------------------------------------------------------------------
 
@@ -241,16 +276,22 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     return true;
   }
 
-  bool ended() const {
-    return state == State::closed || (state == State::closing && !supervisor_running);
-  }
-
   // ---- connecting ----------------------------------------------------------------------------
 
-  asio::awaitable<void> connect(Connection& c) {
-    tcp::resolver resolver(ex);
-    const auto endpoints = co_await resolver.async_resolve(url.host, url.port, asio::use_awaitable);
-    auto& socket = beast::get_lowest_layer(c.ws);
+  asio::awaitable<void> connect(std::shared_ptr<Connection> c) {
+    // Boost 1.81's resolver runs in a background thread; cancelling it completes our wait at
+    // once (the lookup itself may go on). The connect deadline covers it.
+    asio::steady_timer deadline(ex);
+    deadline.expires_after(config.connect_timeout);
+    deadline.async_wait([c](boost::system::error_code ec) {
+      if (!ec) c->resolver.cancel();
+    });
+    const auto endpoints =
+        co_await c->resolver.async_resolve(url.host, url.port, asio::use_awaitable);
+    deadline.cancel();
+    if (!open_for_work())
+      throw Error(make_error_code(errc::client_closed), what("closed while connecting"));
+    auto& socket = beast::get_lowest_layer(c->ws);
     socket.expires_after(config.connect_timeout);
     co_await socket.async_connect(endpoints, asio::use_awaitable);
     socket.socket().set_option(tcp::no_delay(true));
@@ -258,56 +299,70 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     timeouts.handshake_timeout = config.connect_timeout;
     timeouts.idle_timeout = config.idle_timeout;
     timeouts.keep_alive_pings = true;
-    c.ws.set_option(timeouts);  // the websocket timeouts replace the tcp_stream's: clear them
-    socket.expires_never();
-    c.ws.read_message_max(config.max_message_size);
-    c.ws.auto_fragment(false);
-    c.ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
+    socket.expires_never();  // the websocket timeouts replace the tcp_stream's
+    c->ws.set_option(timeouts);
+    c->ws.read_message_max(config.max_message_size);
+    c->ws.auto_fragment(false);
+    c->ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
       request.set(beast::http::field::user_agent, "trading_shared-ws");
     }));
     const bool v6 = url.host.find(':') != std::string::npos;
     const std::string host_header = (v6 ? "[" + url.host + "]" : url.host) + ":" + url.port;
-    co_await c.ws.async_handshake(host_header, url.target, asio::use_awaitable);
+    co_await c->ws.async_handshake(host_header, url.target, asio::use_awaitable);
   }
 
-  /// Writes one text frame on `c` as the current holder of the write turn.
-  asio::awaitable<boost::system::error_code> write_frame(Connection& c, std::string_view text) {
+  /// Writes one text frame on `c` as the holder of the write turn. Not cancellable (a write
+  /// cut in the middle leaves half a frame on the wire); bounded instead: a write that has not
+  /// completed within idle_timeout (a peer that stopped reading) closes the socket.
+  asio::awaitable<boost::system::error_code> write_frame(std::shared_ptr<Connection> c,
+                                                         std::string_view text) {
+    asio::steady_timer bound(ex);
+    bound.expires_after(config.idle_timeout);
+    bound.async_wait([c](boost::system::error_code ec) {
+      if (ec) return;
+      c->write_overrun = true;
+      beast::close_socket(beast::get_lowest_layer(c->ws));
+    });
     boost::system::error_code ec;
-    c.ws.text(true);
-    // A write cut in the middle would leave half a frame on the wire: writes are not
-    // cancellable; they are bounded by the idle timeout, which fails the stream.
-    co_await c.ws.async_write(
+    c->ws.text(true);
+    co_await c->ws.async_write(
         asio::buffer(text.data(), text.size()),
         asio::bind_cancellation_slot(asio::cancellation_slot(),
                                      asio::redirect_error(asio::use_awaitable, ec)));
+    bound.cancel();
     co_return ec;
   }
 
   // ---- the write turn --------------------------------------------------------------------------
 
-  /// Waits for the write turn (FIFO). Throws queue_full, client_closed or the caller's
-  /// cancellation.
+  /// Takes the write turn (FIFO); on return the caller holds it and must `release_write()`
+  /// (use `Turn`). Throws client_closed, queue_full, or cancelled (the caller's cancellation;
+  /// a turn granted to a cancelled caller is passed on).
   asio::awaitable<void> acquire_write() {
+    auto self = shared_from_this();
+    if (!open_for_work()) throw Error(make_error_code(errc::client_closed), what("closed"));
     if (!writing && send_waiters.empty()) {
       writing = true;
       co_return;
     }
     if (send_waiters.size() >= config.max_pending_sends) {
-      throw Error(make_error_code(errc::queue_full), "WebSocket " + config.url + ": " +
-                                                         std::to_string(send_waiters.size()) +
-                                                         " sends already waiting");
+      throw Error(make_error_code(errc::queue_full), what("too many sends waiting") + " (" +
+                                                         std::to_string(send_waiters.size()) + ")");
     }
-    Waiter waiter(ex);
-    send_waiters.push_back(&waiter);
-    co_await wait(waiter.timer);
-    if (!waiter.woken) {
-      std::erase(send_waiters, &waiter);
-      throw Error(make_error_code(errc::cancelled), "WebSocket " + config.url + ": send cancelled");
+    Waiter waiter(ex, send_waiters);
+    boost::system::error_code ec;
+    co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    const auto cancelled = (co_await asio::this_coro::cancellation_state).cancelled();
+    if (waiter.granted) {
+      if (!open_for_work() || cancelled != asio::cancellation_type::none) {
+        release_write();
+        if (!open_for_work()) throw Error(make_error_code(errc::client_closed), what("closed"));
+        throw Error(make_error_code(errc::cancelled), what("send cancelled"));
+      }
+      co_return;
     }
-    if (state == State::closing || state == State::closed) {
-      release_write();
-      throw Error(make_error_code(errc::client_closed), "WebSocket " + config.url + ": closed");
-    }
+    if (waiter.woken) throw Error(make_error_code(errc::client_closed), what("closed"));
+    throw Error(make_error_code(errc::cancelled), what("send cancelled"));
   }
 
   void release_write() {
@@ -317,49 +372,54 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     }
     Waiter* next = send_waiters.front();
     send_waiters.pop_front();
-    next->wake();  // the turn passes on: `writing` stays true
+    next->granted = true;  // the turn passes on: `writing` stays true
+    next->wake();
   }
+
+  /// Holds the write turn until destroyed.
+  struct Turn {
+    Core* core;
+    ~Turn() { core->release_write(); }
+  };
 
   // ---- supervisor --------------------------------------------------------------------------
 
-  /// Sends the on_connect messages on a new connection; then completes start().
+  /// Sends the on_connect messages on a new connection (taking the write turn like any send,
+  /// so never during another write); then sends may use it, and start() completes.
   static asio::awaitable<void> subscribe(std::shared_ptr<Core> self,
                                          std::shared_ptr<Connection> c) {
-    bool ok = true;
     std::string failure;
     try {
       co_await self->acquire_write();
-      for (const auto& message : self->on_connect) {
-        if (self->connection != c) break;
-        const auto ec = co_await self->write_frame(*c, message);
+      Turn turn{self.get()};
+      // By index, copying each message: add_on_connect may append while we write.
+      for (std::size_t i = 0; i < self->on_connect.size() && self->connection == c; ++i) {
+        const std::string message = self->on_connect[i];
+        const auto ec = co_await self->write_frame(c, message);
         if (ec) {
-          ok = false;
           failure = ec.message();
           break;
         }
         ++self->stats.sends;
       }
-      self->release_write();
+      if (failure.empty() && self->connection == c) c->ready = true;
     } catch (const Error& e) {
-      ok = false;
       failure = e.what();
     }
-    if (!ok) {
-      if (self->connection == c) {
+    if (!failure.empty()) {
+      if (self->connection == c && self->open_for_work()) {
         ++self->stats.send_failures;
         log()->warn("{}: connection {}: sending the on_connect messages failed ({}): reconnecting",
                     self->config.url, c->number, failure);
-        c->slow_consumer = false;
+        c->send_failed = true;
         beast::close_socket(beast::get_lowest_layer(c->ws));
       }
       co_return;
     }
-    if (self->connection == c && !self->first_ready) {
+    if (c->ready && !self->first_ready) {
       self->first_ready = true;
       if (self->state == State::starting) self->state = State::running;
-      auto waiters = std::move(self->start_waiters);
-      self->start_waiters.clear();
-      for (auto* w : waiters) w->wake();
+      wake_all(self->start_waiters);
     }
   }
 
@@ -370,10 +430,14 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     oversized,
     protocol_error,
     slow_consumer,
+    send_failed,
     other
   };
 
-  static Ending ending_of(const boost::system::error_code& ec) {
+  static Ending ending_of(const Connection& c, const boost::system::error_code& ec) {
+    if (c.slow_consumer) return Ending::slow_consumer;
+    if (c.send_failed) return Ending::send_failed;
+    if (c.write_overrun) return Ending::idle_timeout;  // the peer stopped reading
     if (ec == websocket::error::closed) return Ending::closed_by_peer;
     if (ec == beast::error::timeout) return Ending::idle_timeout;
     if (ec == websocket::error::message_too_big || ec == websocket::error::buffer_overflow) {
@@ -387,23 +451,24 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     // Beast fails a connection on a protocol violation by sending a close frame and waiting
     // (up to the handshake timeout) for the peer to close; when the misbehaving peer does not,
     // Beast closes the socket and reports the teardown's error instead of the violation. We
-    // close sockets ourselves only when closing or on a slow consumer (flagged separately).
+    // close sockets ourselves only when closing, on a slow consumer or a failed on_connect
+    // send, or on a write that overran (all flagged above).
     if (ec == asio::error::bad_descriptor) return Ending::protocol_error;
     return Ending::other;
   }
 
-  asio::awaitable<boost::system::error_code> read_loop(Connection& c) {
+  asio::awaitable<boost::system::error_code> read_loop(std::shared_ptr<Connection> c) {
     beast::flat_buffer buffer;
     for (;;) {
       boost::system::error_code ec;
       const std::size_t n =
-          co_await c.ws.async_read(buffer, asio::redirect_error(asio::use_awaitable, ec));
+          co_await c->ws.async_read(buffer, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return ec;
       ++stats.messages;
       stats.bytes += n;
-      if (!deliver(buffer, c.ws.got_binary(), c.number)) {
-        c.slow_consumer = true;
-        beast::close_socket(beast::get_lowest_layer(c.ws));
+      if (!deliver(buffer, c->ws.got_binary(), c->number)) {
+        c->slow_consumer = true;
+        beast::close_socket(beast::get_lowest_layer(c->ws));
         co_return asio::error::operation_aborted;
       }
       buffer.consume(buffer.size());
@@ -431,6 +496,9 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
       case Ending::slow_consumer:
         ++r.slow_consumer;
         break;
+      case Ending::send_failed:
+        ++r.send_failed;
+        break;
       case Ending::other:
         ++r.other;
         break;
@@ -451,6 +519,8 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
         return "WebSocket protocol violation";
       case Ending::slow_consumer:
         return "consumer too slow (overflow policy disconnect)";
+      case Ending::send_failed:
+        return "on_connect message could not be sent";
       case Ending::other:
         return "connection error";
     }
@@ -460,17 +530,21 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   static asio::awaitable<void> supervise(std::shared_ptr<Core> self) {
     core::Backoff backoff(self->config.reconnect_backoff, self->random);
     asio::steady_timer pause(self->ex);
-    while (self->state == State::starting || self->state == State::running) {
+    struct ForgetTimer {
+      Core* core;
+      ~ForgetTimer() { core->backoff_timer = nullptr; }
+    } forget{self.get()};
+    while (self->open_for_work()) {
       auto c = std::make_shared<Connection>(self->ex);
       self->connecting = c;
       std::string failure;
       try {
-        co_await self->connect(*c);
+        co_await self->connect(c);
       } catch (const std::exception& e) {
         failure = e.what();
       }
       self->connecting.reset();
-      if (self->state != State::starting && self->state != State::running) break;
+      if (!self->open_for_work()) break;
       if (failure.empty()) {
         c->number = self->next_number++;
         c->opened = Clock::now();
@@ -480,13 +554,13 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
         self->stats.connected = true;
         log()->info("{}: connection {} up", self->config.url, c->number);
         asio::co_spawn(self->ex, subscribe(self, c), [](std::exception_ptr e) {
-          if (e) std::rethrow_exception(e);  // subscribe catches everything it expects
+          if (e) std::rethrow_exception(e);  // subscribe catches every error it can meet
         });
-        const auto ec = co_await self->read_loop(*c);
+        const auto ec = co_await self->read_loop(c);
         self->connection.reset();
         self->stats.connected = false;
-        if (self->state != State::starting && self->state != State::running) break;
-        const Ending ending = c->slow_consumer ? Ending::slow_consumer : ending_of(ec);
+        if (!self->open_for_work()) break;
+        const Ending ending = ending_of(*c, ec);
         ++self->stats.disconnects;
         self->count_ending(ending);
         std::string detail = ec.message();
@@ -517,18 +591,17 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
       self->backoff_timer = nullptr;
     }
     self->supervisor_running = false;
-    auto waiters = std::move(self->stop_waiters);
-    self->stop_waiters.clear();
-    for (auto* w : waiters) w->wake();
+    wake_all(self->stop_waiters);
+    wake_all(self->start_waiters);
     if (self->consumer != nullptr) self->consumer->wake();
-    auto starters = std::move(self->start_waiters);
-    self->start_waiters.clear();
-    for (auto* w : starters) w->wake();
   }
 
   /// Stops everything at once (destruction without close, close overrun).
   void cut() {
-    if (connecting) beast::close_socket(beast::get_lowest_layer(connecting->ws));
+    if (connecting) {
+      connecting->resolver.cancel();
+      beast::close_socket(beast::get_lowest_layer(connecting->ws));
+    }
     if (connection) beast::close_socket(beast::get_lowest_layer(connection->ws));
     if (backoff_timer != nullptr) backoff_timer->cancel();
   }
@@ -536,18 +609,17 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   void begin_closing() {
     state = State::closing;
     if (backoff_timer != nullptr) backoff_timer->cancel();
-    if (connecting) beast::close_socket(beast::get_lowest_layer(connecting->ws));
-    auto waiters = std::move(send_waiters);
-    send_waiters.clear();
-    for (auto* w : waiters) w->wake();  // they see the closing state and throw client_closed
+    if (connecting) {
+      connecting->resolver.cancel();
+      beast::close_socket(beast::get_lowest_layer(connecting->ws));
+    }
+    wake_all(send_waiters);  // not granted: they throw client_closed
+    wake_all(start_waiters);
     if (!supervisor_running && consumer != nullptr) consumer->wake();
-    auto starters = std::move(start_waiters);
-    start_waiters.clear();
-    for (auto* w : starters) w->wake();
   }
 
   asio::awaitable<void> close() {
-    co_await asio::this_coro::throw_if_cancelled(false);
+    auto self = shared_from_this();
     if (state == State::idle) {
       state = State::closed;
       co_return;
@@ -557,44 +629,67 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     if (state != State::closing) {
       begin_closing();
       if (auto c = connection) {
-        // A send in flight: let it finish (bounded), Beast allows one write at a time.
-        asio::steady_timer poll(ex);
-        while (writing && Clock::now() < deadline && connection == c) {
-          poll.expires_after(std::chrono::milliseconds(5));
-          (void)co_await shielded_wait(poll);
+        // Take the write turn (Beast allows one write at a time, and nothing may follow our
+        // close frame): at once, or after the send in flight, bounded by the deadline.
+        bool have_turn = !writing;
+        if (have_turn) {
+          writing = true;
+        } else {
+          Waiter waiter(ex, send_waiters, true);
+          waiter.timer.expires_at(deadline);
+          (void)co_await shielded_wait(waiter.timer);
+          have_turn = waiter.granted;
         }
-        if (connection == c && !writing) {
+        if (have_turn && connection == c) {
+          asio::steady_timer bound(ex);
+          bound.expires_at(deadline);
+          bound.async_wait([self](boost::system::error_code ec) {
+            if (!ec) self->cut();  // the peer does not answer our close frame
+          });
           boost::system::error_code ec;
           co_await c->ws.async_close(
               websocket::close_code::normal,
               asio::bind_cancellation_slot(asio::cancellation_slot(),
                                            asio::redirect_error(asio::use_awaitable, ec)));
+          bound.cancel();
           if (ec && ec != asio::error::operation_aborted) {
             log()->info("{}: close handshake of connection {}: {}", config.url, c->number,
                         ec.message());
           }
+        } else if (connection == c) {
+          log()->warn("{}: a send did not finish within close_timeout: cutting connection {}",
+                      config.url, c->number);
+          cut();
         }
       }
     }
     if (supervisor_running) {
-      Waiter waiter(ex);
-      stop_waiters.push_back(&waiter);
+      Waiter waiter(ex, stop_waiters);
       waiter.timer.expires_at(deadline);
       (void)co_await shielded_wait(waiter.timer);
       if (!waiter.woken) {
-        std::erase(stop_waiters, &waiter);
         log()->warn("{}: close did not finish within {} ms: cutting the connection", config.url,
                     config.close_timeout.count());
         cut();
-        Waiter last(ex);
-        stop_waiters.push_back(&last);
+        Waiter last(ex, stop_waiters);
         last.timer.expires_after(std::chrono::milliseconds(500));
         (void)co_await shielded_wait(last.timer);
-        if (!last.woken) std::erase(stop_waiters, &last);
       }
     }
     state = State::closed;
     if (consumer != nullptr) consumer->wake();
+  }
+
+  /// Waits for at least one queued message; false once closed and drained. Throws cancelled.
+  asio::awaitable<bool> wait_for_messages() {
+    while (count == 0) {
+      if (ended() || state == State::idle) co_return false;
+      Waiter waiter(ex, consumer);
+      boost::system::error_code ec;
+      co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!waiter.woken) throw Error(make_error_code(errc::cancelled), what("receive cancelled"));
+    }
+    co_return true;
   }
 };
 
@@ -607,6 +702,10 @@ WebSocketClient::WebSocketClient(asio::any_io_executor executor, WebSocketConfig
 
 WebSocketClient::~WebSocketClient() {
   if (core_ && core_->state != State::closed && core_->state != State::idle) {
+    if (core_->state != State::closing) {
+      log()->warn("{}: WebSocketClient destroyed without close(): cutting the connection",
+                  core_->config.url);
+    }
     core_->begin_closing();
     core_->cut();
   }
@@ -614,44 +713,44 @@ WebSocketClient::~WebSocketClient() {
 
 void WebSocketClient::add_on_connect(std::string message) {
   core_->on_connect.push_back(std::move(message));
-  if (core_->connection && core_->first_ready) {
-    // Also on the current connection, through the write turn like any send.
-    auto self = core_;
-    auto c = core_->connection;
-    asio::co_spawn(
-        core_->ex,
-        [](std::shared_ptr<Core> s, std::shared_ptr<Connection> conn,
-           std::string text) -> asio::awaitable<void> {
-          try {
-            co_await s->acquire_write();
-          } catch (const Error& e) {
-            log()->warn("{}: on_connect message not sent on connection {}: {}", s->config.url,
-                        conn->number, e.what());
-            co_return;
+  auto c = core_->connection;
+  // A connection whose subscribe is still running picks the new message up itself (it walks
+  // the list by index); a ready one gets it now, through the write turn like any send.
+  if (!c || !c->ready) return;
+  asio::co_spawn(
+      core_->ex,
+      [](std::shared_ptr<Core> s, std::shared_ptr<Connection> conn,
+         std::string text) -> asio::awaitable<void> {
+        std::string failure;
+        try {
+          co_await s->acquire_write();
+          Core::Turn turn{s.get()};
+          if (s->connection != conn) co_return;  // the next connection sends it with the rest
+          const auto ec = co_await s->write_frame(conn, text);
+          if (ec) {
+            failure = ec.message();
+          } else {
+            ++s->stats.sends;
           }
-          if (s->connection == conn) {
-            const auto ec = co_await s->write_frame(*conn, text);
-            if (ec) {
-              ++s->stats.send_failures;
-              log()->warn("{}: on_connect message not sent on connection {}: {}", s->config.url,
-                          conn->number, ec.message());
-            } else {
-              ++s->stats.sends;
-            }
-          }
-          s->release_write();
-        }(self, c, core_->on_connect.back()),
-        [](std::exception_ptr e) {
-          if (e) std::rethrow_exception(e);
-        });
-  }
+        } catch (const Error& e) {
+          failure = e.what();
+        }
+        if (!failure.empty()) {
+          ++s->stats.send_failures;
+          log()->warn("{}: on_connect message not sent on connection {}: {}", s->config.url,
+                      conn->number, failure);
+        }
+      }(core_, c, core_->on_connect.back()),
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);  // the coroutine catches every error it can meet
+      });
 }
 
 asio::awaitable<void> WebSocketClient::start() {
   auto self = core_;
   if (self->state == State::running) co_return;
   if (self->state == State::closing || self->state == State::closed) {
-    throw Error(make_error_code(errc::client_closed), "WebSocket " + self->config.url + ": closed");
+    throw Error(make_error_code(errc::client_closed), self->what("closed"));
   }
   if (self->state == State::idle) {
     self->state = State::starting;
@@ -660,82 +759,82 @@ asio::awaitable<void> WebSocketClient::start() {
       if (e) std::rethrow_exception(e);  // the supervisor handles every error it can meet
     });
   }
-  Waiter waiter(self->ex);
-  self->start_waiters.push_back(&waiter);
-  waiter.timer.expires_after(self->config.startup_timeout);
-  co_await wait(waiter.timer);
-  if (!waiter.woken) std::erase(self->start_waiters, &waiter);
+  {
+    Waiter waiter(self->ex, self->start_waiters);
+    waiter.timer.expires_after(self->config.startup_timeout);
+    boost::system::error_code ec;
+    co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
   if (self->state == State::running) co_return;
   if (self->state == State::closing || self->state == State::closed) {
-    throw Error(make_error_code(errc::client_closed),
-                "WebSocket " + self->config.url + ": closed during start");
+    throw Error(make_error_code(errc::client_closed), self->what("closed during start"));
   }
+  // Cancelled or timed out: the client closes before the error reaches the caller.
   const auto cancelled = (co_await asio::this_coro::cancellation_state).cancelled();
+  const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
   const std::string failure = self->last_failure;
   co_await self->close();
+  co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
   if (cancelled != asio::cancellation_type::none) {
-    throw Error(make_error_code(errc::cancelled),
-                "WebSocket " + self->config.url + ": start cancelled");
+    throw Error(make_error_code(errc::cancelled), self->what("start cancelled"));
   }
   throw Error(make_error_code(errc::startup_timeout),
-              "WebSocket " + self->config.url + ": not connected within " +
+              self->what("not connected within the startup timeout") + " (" +
                   std::to_string(self->config.startup_timeout.count()) +
-                  " ms; last failure: " + failure);
+                  " ms); last failure: " + failure);
 }
 
 asio::awaitable<void> WebSocketClient::close() {
   auto self = core_;
+  const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
   co_await self->close();
+  co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
 }
 
 asio::awaitable<void> WebSocketClient::send(std::string_view text) {
   auto self = core_;
   if (self->state == State::idle || self->state == State::starting) {
-    throw Error(make_error_code(errc::not_started),
-                "WebSocket " + self->config.url + ": send before start()");
-  }
-  if (self->state != State::running) {
-    throw Error(make_error_code(errc::client_closed), "WebSocket " + self->config.url + ": closed");
+    throw Error(make_error_code(errc::not_started), self->what("send before start()"));
   }
   co_await self->acquire_write();
+  Core::Turn turn{self.get()};
   auto c = self->connection;
-  if (!c) {
-    self->release_write();
+  if (!c || !c->ready) {
     ++self->stats.send_failures;
-    throw Error(make_error_code(errc::connection_lost),
-                "WebSocket " + self->config.url + ": not connected (reconnecting)");
+    throw Error(make_error_code(errc::connection_lost), self->what("not connected (reconnecting)"));
   }
-  const auto ec = co_await self->write_frame(*c, text);
-  self->release_write();
+  const auto ec = co_await self->write_frame(c, text);
   if (ec) {
     ++self->stats.send_failures;
     throw Error(make_error_code(errc::connection_lost),
-                "WebSocket " + self->config.url + ": send on connection " +
-                    std::to_string(c->number) + " failed: " + ec.message(),
+                self->what("send failed") + " on connection " + std::to_string(c->number) + ": " +
+                    ec.message(),
                 RequestState::sent);
   }
   ++self->stats.sends;
 }
 
+namespace {
+/// Marks the single consumer as active for the duration of a receive.
+struct ConsumerTurn {
+  bool* active;
+  explicit ConsumerTurn(bool& flag) : active(&flag) {
+    if (flag) throw std::logic_error("WebSocketClient: concurrent receive");
+    flag = true;
+  }
+  ~ConsumerTurn() { *active = false; }
+  ConsumerTurn(const ConsumerTurn&) = delete;
+  ConsumerTurn& operator=(const ConsumerTurn&) = delete;
+};
+}  // namespace
+
 asio::awaitable<bool> WebSocketClient::receive(Message& out) {
   auto self = core_;
-  if (self->consumer_active) throw std::logic_error("WebSocketClient: concurrent receive");
-  self->consumer_active = true;
-  struct Reset {
-    Core* c;
-    ~Reset() { c->consumer_active = false; }
-  } reset{self.get()};
-  while (self->count == 0) {
-    if (self->ended() || self->state == State::idle) co_return false;
-    Waiter waiter(self->ex);
-    self->consumer = &waiter;
-    co_await wait(waiter.timer);
-    self->consumer = nullptr;
-    if (!waiter.woken) {
-      throw Error(make_error_code(errc::cancelled),
-                  "WebSocket " + self->config.url + ": receive cancelled");
-    }
-  }
+  ConsumerTurn turn(self->consumer_active);
+  const bool any = co_await self->wait_for_messages();
+  if (!any) co_return false;
   std::swap(out, self->ring[self->head]);
   self->head = (self->head + 1) % self->ring.size();
   --self->count;
@@ -746,23 +845,9 @@ asio::awaitable<std::size_t> WebSocketClient::receive_batch(std::vector<Message>
                                                             std::size_t max) {
   auto self = core_;
   if (max == 0) throw std::invalid_argument("WebSocketClient::receive_batch: max must be > 0");
-  if (self->consumer_active) throw std::logic_error("WebSocketClient: concurrent receive");
-  self->consumer_active = true;
-  struct Reset {
-    Core* c;
-    ~Reset() { c->consumer_active = false; }
-  } reset{self.get()};
-  while (self->count == 0) {
-    if (self->ended() || self->state == State::idle) co_return 0;
-    Waiter waiter(self->ex);
-    self->consumer = &waiter;
-    co_await wait(waiter.timer);
-    self->consumer = nullptr;
-    if (!waiter.woken) {
-      throw Error(make_error_code(errc::cancelled),
-                  "WebSocket " + self->config.url + ": receive cancelled");
-    }
-  }
+  ConsumerTurn turn(self->consumer_active);
+  const bool any = co_await self->wait_for_messages();
+  if (!any) co_return 0;
   const std::size_t n = std::min(max, self->count);
   if (out.size() < n) out.resize(n);
   for (std::size_t i = 0; i < n; ++i) {

@@ -3,6 +3,8 @@
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -465,6 +467,127 @@ TEST(WsClient, CloseDuringReconnectBackoffAndDestructionWithoutCloseAreClean) {
     }  // destroyed while connected: abandoned, the socket closed
     server.stop();
   });
+}
+
+// Review findings: a send cancelled while waiting for its turn must not wedge later sends;
+// a cancelled start() closes the client and says so; on_connect added during a reconnect's
+// subscription is sent once, in order; close() is bounded by close_timeout even when the peer
+// never answers the close frame.
+TEST(WsClient, CancelledSendsAndStartLeaveTheClientUsable) {
+  std::vector<std::string> received;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      for (;;) {
+        const std::string text = co_await WsTestServer::read_text(s);
+        if (text.empty()) co_return;
+        received.push_back(text);
+      }
+    });
+    ws::WebSocketClient client(io.get_executor(), config_for(server));
+    co_await client.start();
+    // Many sends at once, every other one cancelled while it waits for its turn.
+    std::vector<std::unique_ptr<asio::cancellation_signal>> signals;
+    int done = 0;
+    int cancelled = 0;
+    for (int i = 0; i < 20; ++i) {
+      signals.push_back(std::make_unique<asio::cancellation_signal>());
+      // Parameters, not captures: they live in the coroutine frame (the closure does not).
+      auto send_owned = [](ws::WebSocketClient& c, std::string text) -> asio::awaitable<void> {
+        co_await c.send(text);
+      };
+      asio::co_spawn(
+          io, send_owned(client, std::string(100000, static_cast<char>('a' + i))),
+          asio::bind_cancellation_slot(signals.back()->slot(), [&](std::exception_ptr e) {
+            ++done;
+            if (e) {
+              try {
+                std::rethrow_exception(e);
+              } catch (const Error& error) {
+                EXPECT_EQ(error.code(), make_error_code(errc::cancelled)) << error.what();
+                ++cancelled;
+              }
+            }
+          }));
+    }
+    for (std::size_t i = 1; i < signals.size(); i += 2)
+      signals[i]->emit(asio::cancellation_type::terminal);
+    const bool all_done = co_await eventually([&] { return done == 20; }, 10s, 2ms);
+    EXPECT_TRUE(all_done);
+    EXPECT_GE(cancelled, 1);
+    co_await client.send("after");  // the turn is free again
+    const bool arrived = co_await eventually(
+        [&] { return !received.empty() && received.back() == "after"; }, 10s, 2ms);
+    EXPECT_TRUE(arrived);
+    EXPECT_EQ(received.size(), static_cast<std::size_t>(20 - cancelled + 1));
+    co_await client.close();
+    server.stop();
+  });
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
+    const auto port = probe.local_endpoint().port();
+    probe.close();
+    ws::WebSocketConfig c;
+    c.url = "ws://127.0.0.1:" + std::to_string(port) + "/";
+    c.reconnect_backoff = {10ms, 20ms, 2.0};
+    ws::WebSocketClient client(io.get_executor(), c);
+    asio::cancellation_signal stop;
+    bool finished = false;
+    asio::co_spawn(io, client.start(),
+                   asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) {
+                     finished = true;
+                     ASSERT_TRUE(e);
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const Error& error) {
+                       EXPECT_EQ(error.code(), make_error_code(errc::cancelled)) << error.what();
+                     }
+                   }));
+    const bool tried =
+        co_await eventually([&] { return client.stats().connect_failures >= 2; }, 5s, 2ms);
+    EXPECT_TRUE(tried);
+    stop.emit(asio::cancellation_type::terminal);
+    const bool ended = co_await eventually([&] { return finished; }, 5s, 2ms);
+    EXPECT_TRUE(ended);
+    const auto failures = client.stats().connect_failures;
+    const auto later = Clock::now() + 200ms;
+    (void)co_await eventually([&] { return Clock::now() >= later; }, 1s, 20ms);
+    EXPECT_EQ(client.stats().connect_failures, failures)
+        << "a cancelled start() must stop reconnecting";
+  });
+}
+
+TEST(WsClient, OnConnectAddedLaterIsSentOnceInOrderAndCloseIsBounded) {
+  std::vector<std::vector<std::string>> per_connection;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int index) -> asio::awaitable<void> {
+      per_connection.emplace_back();
+      for (;;) {
+        const std::string text = co_await WsTestServer::read_text(s);
+        if (text.empty()) co_return;
+        per_connection[static_cast<std::size_t>(index)].push_back(text);
+        if (index == 0 && text == "third") beast::close_socket(beast::get_lowest_layer(s));
+        if (index == 1 && per_connection[1].size() == 3)
+          co_await WsTestServer::stall(s);  // never answers close
+      }
+    });
+    auto cfg = config_for(server);
+    cfg.on_connect = {"first"};
+    cfg.close_timeout = 300ms;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    client.add_on_connect("second");
+    client.add_on_connect("third");  // the server drops connection 0 when it sees this
+    const bool reconnected = co_await eventually(
+        [&] { return per_connection.size() == 2 && per_connection[1].size() == 3; }, 10s, 2ms);
+    EXPECT_TRUE(reconnected);
+    const auto t0 = Clock::now();
+    co_await client.close();
+    EXPECT_LT(Clock::now() - t0, 1500ms) << "close_timeout 300 ms (+ the final 500 ms grace)";
+    server.stop();
+  });
+  ASSERT_EQ(per_connection.size(), 2U);
+  EXPECT_EQ(per_connection[0], (std::vector<std::string>{"first", "second", "third"}));
+  EXPECT_EQ(per_connection[1], (std::vector<std::string>{"first", "second", "third"}));
 }
 
 }  // namespace

@@ -110,7 +110,8 @@ struct Message {
 struct DisconnectCounts {
   std::uint64_t closed_by_peer = 0;  ///< a close frame from the server.
   std::uint64_t eof = 0;             ///< TCP closed or reset without a close frame.
-  std::uint64_t idle_timeout = 0;    ///< nothing received within idle_timeout (pings included).
+  std::uint64_t idle_timeout = 0;    ///< nothing received (pings included), or a write not
+                                     ///< completed, within idle_timeout.
   std::uint64_t oversized = 0;       ///< a message above max_message_size.
   std::uint64_t protocol_error = 0;  ///< an invalid frame (bad opcode, bad UTF-8, ...).
   std::uint64_t slow_consumer = 0;   ///< OverflowPolicy::disconnect.
