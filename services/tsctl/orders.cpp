@@ -8,6 +8,7 @@
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
+#include "common/transient_retry.hpp"
 #include "tsctl/tsctl.hpp"
 
 #include <fmt/format.h>
@@ -20,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <map>
 #include <optional>
 #include <random>
@@ -119,6 +121,15 @@ class OrderMix {
   std::mt19937_64 random_;
 };
 
+/// An order of load-orders with its number (1-based).
+struct Planned {
+  std::uint64_t n = 0;
+  OrderRequest order;
+};
+
+/// Most XADDs in one pipeline (catching up after an outage at a high rate).
+constexpr std::uint64_t kMaxBatch = 50'000;
+
 std::optional<double> parse_price(std::string_view text) {
   double value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -156,6 +167,20 @@ asio::awaitable<void> run_submit_order(lifecycle::ServiceContext& ctx, const Set
 asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Settings& settings,
                                       LoadReport& report) {
   auto log = core::logger("tsctl");
+  // Transient Redis failures (a restart, a lost connection, an open breaker) are waited out
+  // with capped backoff until the batch goes through or the deadline or a signal stops the
+  // run; only permanent failures end it at once.
+  StopFlag stop;
+  ctx.on_stop([&stop] { stop.stop(); });
+  core::DefaultRandom random;
+  TransientRetry retry;
+  retry.stop = &stop;
+  retry.backoff =
+      core::BackoffConfig{std::chrono::milliseconds(50), std::chrono::milliseconds(1000), 2.0};
+  retry.random = &random;
+  retry.retries = &report.retries;
+  retry.log = log;
+
   auto* redis =
       co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
   // Last prices (md:last:{SYM} field p, written by ts-receiver) make the limit orders
@@ -163,7 +188,10 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
   std::map<std::string, double> last_prices;
   for (const auto& symbol : settings.symbols) {
     const std::string key = last_price_key(symbol);
-    const redis::Reply price = co_await redis->command("HGET", key, "p");
+    auto read = [&]() { return redis->command("HGET", key, "p"); };
+    std::string what = "HGET " + key + " p";
+    const redis::Reply price =
+        co_await retry_transient(retry, core::Idempotent::yes, std::move(what), read);
     if (const auto text = price.as_optional_string()) {
       if (const auto value = parse_price(*text)) last_prices.emplace(symbol, *value);
     }
@@ -182,40 +210,75 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
           std::chrono::duration<double>(1.0 / rate)),
       std::chrono::milliseconds(5), std::chrono::milliseconds(100));
+  // After an outage the run catches up, but one tick sends at most one second's worth (and
+  // never more than kMaxBatch), so that a long outage is not followed by one huge pipeline.
+  const auto max_batch =
+      std::clamp<std::uint64_t>(static_cast<std::uint64_t>(std::ceil(rate)), 1, kMaxBatch);
   const auto start = std::chrono::steady_clock::now();
   asio::steady_timer timer(ctx.executor());
   std::uint64_t planned = 0;
   std::uint64_t ticks = 0;
+  std::uint64_t last_n = 0;  // the highest order number submitted so far
   redis::Request request;
-  std::vector<OrderRequest> batch;
+  std::vector<Planned> pending;  // the batch's orders not yet added (in order)
+  std::vector<Planned> failed;
+  // Sends what is pending; records each order that was added; keeps the ones whose XADD
+  // failed and throws the first failure (retry_transient decides whether to try again).
+  auto send = [&]() -> asio::awaitable<void> {
+    request.clear();
+    const std::string submitted_at = std::to_string(unix_millis());
+    for (const Planned& p : pending) p.order.push_xadd(request, submitted_at);
+    const std::vector<redis::Reply> replies = co_await redis->pipeline(request);
+    failed.clear();
+    std::exception_ptr first_failure;
+    for (std::size_t i = 0; i < replies.size() && i < pending.size(); ++i) {
+      if (replies[i].is_error()) {
+        if (!first_failure) {
+          try {
+            replies[i].view().throw_if_error("XADD orders:requests");
+          } catch (...) {
+            first_failure = std::current_exception();
+          }
+        }
+        failed.push_back(std::move(pending[i]));
+        continue;
+      }
+      const std::string_view stream_id = replies[i].as_string();
+      if (report.submitted == 0) {
+        report.first_id = pending[i].order.client_order_id;
+        report.first_stream_id = std::string(stream_id);
+      }
+      if (pending[i].n > last_n) {
+        last_n = pending[i].n;
+        report.last_id = pending[i].order.client_order_id;
+        report.last_stream_id = std::string(stream_id);
+      }
+      ++report.submitted;
+      if (pending[i].order.invalid) ++report.invalid_sent;
+    }
+    pending.swap(failed);
+    if (first_failure) std::rethrow_exception(first_failure);
+  };
   while (planned < count) {
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     // The first order goes at once; order k (0-based) is due at k / rate.
-    const auto due =
-        std::min<std::uint64_t>(count, static_cast<std::uint64_t>(std::floor(elapsed * rate)) + 1);
+    const auto due = std::min<std::uint64_t>(
+        {count, static_cast<std::uint64_t>(std::floor(elapsed * rate)) + 1, planned + max_batch});
     if (due > planned) {
-      request.clear();
-      batch.clear();
-      const std::string submitted_at = std::to_string(unix_millis());
-      for (; planned < due; ++planned) {
-        batch.push_back(mix.next(planned + 1));
-        batch.back().push_xadd(request, submitted_at);
-      }
-      const std::vector<redis::Reply> replies = co_await redis->pipeline(request);
-      for (std::size_t i = 0; i < replies.size(); ++i) {
-        replies[i].view().throw_if_error("XADD orders:requests");
-        const std::string_view stream_id = replies[i].as_string();
-        if (report.submitted == 0) {
-          report.first_id = batch[i].client_order_id;
-          report.first_stream_id = std::string(stream_id);
-        }
-        report.last_id = batch[i].client_order_id;
-        report.last_stream_id = std::string(stream_id);
-        ++report.submitted;
-        if (batch[i].invalid) ++report.invalid_sent;
-      }
+      pending.clear();
+      for (; planned < due; ++planned) pending.push_back({planned + 1, mix.next(planned + 1)});
+      // A retry after an unknown outcome (the connection broke after sending) may add some
+      // requests twice: harmless, ts-executor is idempotent by client order id; counted in
+      // "retries".
+      std::string what = fmt::format("XADD {} (orders {} to {})", kOrderRequests, pending.front().n,
+                                     pending.back().n);
+      co_await retry_transient(retry, core::Idempotent::yes, std::move(what), send);
     }
+    // The schedule goes on from now: after a slow batch or an outage the next tick is in the
+    // future, not a run of ticks that passed meanwhile (each would send max_batch at once).
+    const auto since_start = std::chrono::steady_clock::now() - start;
+    ticks = std::max<std::uint64_t>(ticks, static_cast<std::uint64_t>(since_start / tick));
     if (planned >= count) break;
     ++ticks;
     timer.expires_at(start + ticks * tick);
@@ -223,9 +286,13 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
   }
   const double took =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  fmt::print("submitted {} order(s) ({} invalid on purpose) to {} in {:.3f} s ({:.1f}/s)\n",
+  const std::string retried =
+      report.retries == 0
+          ? std::string()
+          : fmt::format("; {} batch retries after transient Redis failures", report.retries);
+  fmt::print("submitted {} order(s) ({} invalid on purpose) to {} in {:.3f} s ({:.1f}/s){}\n",
              report.submitted, report.invalid_sent, kOrderRequests, took,
-             took > 0 ? static_cast<double>(report.submitted) / took : 0.0);
+             took > 0 ? static_cast<double>(report.submitted) / took : 0.0, retried);
   std::fflush(stdout);
 }
 
@@ -236,7 +303,8 @@ bool write_load_summary(const std::string& path, const LoadReport& report) {
       .add("last_id", std::string_view(report.last_id))
       .add("invalid_sent", report.invalid_sent)
       .add("first_stream_id", std::string_view(report.first_stream_id))
-      .add("last_stream_id", std::string_view(report.last_stream_id));
+      .add("last_stream_id", std::string_view(report.last_stream_id))
+      .add("retries", report.retries);
   try {
     summary.write_file(path);
     return true;

@@ -56,6 +56,9 @@ struct Settings {
 struct LoadReport {
   std::uint64_t submitted = 0;
   std::uint64_t invalid_sent = 0;
+  /// Batches sent again after a transient failure (after an unknown outcome some requests
+  /// of a retried batch may have been added twice; ts-executor is idempotent by id).
+  std::uint64_t retries = 0;
   std::string first_id;
   std::string last_id;
   std::string first_stream_id;
