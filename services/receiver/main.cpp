@@ -5,7 +5,9 @@
 
 #include "common/settings.hpp"
 #include "receiver/receiver.hpp"
+#include "receiver/trade_parser.hpp"
 
+#include <cctype>
 #include <string>
 
 using namespace trading_shared;
@@ -49,6 +51,13 @@ int main(int argc, char** argv) {
         }
         if (config.symbols.empty())
           throw core::ConfigError("--symbols: at least one symbol is needed");
+        for (auto& symbol : config.symbols) {
+          for (auto& c : symbol) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+          if (!services::is_symbol(symbol)) {
+            throw core::ConfigError("--symbols: \"" + symbol +
+                                    "\" is not a symbol (letters and digits)");
+          }
+        }
         if (config.batch == 0) throw core::ConfigError("--batch must be > 0");
         try {
           ws::validate(config.feed);

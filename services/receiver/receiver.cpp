@@ -95,37 +95,47 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   for (const auto& name : config.symbols) {
     symbols.push_back({name, trade_stream(name), last_price_key(name), {}, {}});
   }
-  Counters n;
-  ws::SequenceTracker sequence;
+  // Counters live in shared state: the summary runs when the scope closes, after this
+  // coroutine's frame is gone (and before the clients close: reverse order).
+  struct State {
+    Counters n;
+    ws::SequenceTracker sequence;
+  };
+  auto state = std::make_shared<State>();
+  Counters& n = state->n;
+  ws::SequenceTracker& sequence = state->sequence;
   std::uint64_t last_connection = 0;
 
-  // The summary is written when the scope closes, before the clients close (reverse order).
-  ctx.scope().defer("summary", [&, feed, redis]() -> asio::awaitable<void> {
-    const auto fs = feed->stats();
-    const auto rs = redis->stats();
-    Summary s;
-    s.add("received", n.received)
-        .add("trades", n.trades)
-        .add("control", n.control)
-        .add("malformed", n.malformed)
-        .add("unknown_symbol", n.unknown_symbol)
-        .add("duplicates", n.duplicates)
-        .add("gaps", sequence.gaps())
-        .add("missing_trades", sequence.missing())
-        .add("written", n.written)
-        .add("batches", n.batches)
-        .add("write_retries", n.write_retries)
-        .add("reconnects", fs.disconnects)
-        .add("dropped", fs.dropped)
-        .add("max_queued", static_cast<std::uint64_t>(fs.max_queued))
-        .add("idle_timeouts", fs.reasons.idle_timeout)
-        .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
-        .add("redis_reconnects", rs.disconnects)
-        .add("redis_breaker_trips", rs.breaker_trips);
-    log()->info("summary: {}", s.json());
-    if (!config.summary_file.empty()) s.write_file(config.summary_file);
-    co_return;
-  });
+  ctx.scope().defer(
+      "summary",
+      [state, feed, redis, summary_file = config.summary_file]() -> asio::awaitable<void> {
+        const Counters& c = state->n;
+        const ws::SequenceTracker& seq = state->sequence;
+        const auto fs = feed->stats();
+        const auto rs = redis->stats();
+        Summary s;
+        s.add("received", c.received)
+            .add("trades", c.trades)
+            .add("control", c.control)
+            .add("malformed", c.malformed)
+            .add("unknown_symbol", c.unknown_symbol)
+            .add("duplicates", c.duplicates)
+            .add("gaps", seq.gaps())
+            .add("missing_trades", seq.missing())
+            .add("written", c.written)
+            .add("batches", c.batches)
+            .add("write_retries", c.write_retries)
+            .add("reconnects", fs.disconnects)
+            .add("dropped", fs.dropped)
+            .add("max_queued", static_cast<std::uint64_t>(fs.max_queued))
+            .add("idle_timeouts", fs.reasons.idle_timeout)
+            .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
+            .add("redis_reconnects", rs.disconnects)
+            .add("redis_breaker_trips", rs.breaker_trips);
+        log()->info("summary: {}", s.json());
+        if (!summary_file.empty()) s.write_file(summary_file);
+        co_return;
+      });
 
   // A graceful stop closes the feed: what it already received is still handed out and
   // written, then receive_batch returns 0 and the loop ends.
@@ -167,7 +177,12 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       const ParseOutcome outcome = parse_trade(parser, m.data, row.trade, error);
       if (outcome == ParseOutcome::control) {
         ++n.control;
-        log()->debug("feed control message: {}", m.data);
+        if (m.data.find("\"error\"") != std::string::npos) {
+          // e.g. a rejected SUBSCRIBE: the service would be up and receive nothing.
+          log()->error("the feed refused a request: {:.300}", m.data);
+        } else {
+          log()->debug("feed control message: {}", m.data);
+        }
         continue;
       }
       if (outcome == ParseOutcome::malformed) {
@@ -179,11 +194,11 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
         continue;
       }
       const std::string_view symbol = row.trade.symbol.view();
-      SymbolState* state = nullptr;
+      SymbolState* target = nullptr;
       for (auto& s : symbols) {
-        if (s.name == symbol) state = &s;
+        if (s.name == symbol) target = &s;
       }
-      if (state == nullptr) {
+      if (target == nullptr) {
         ++n.unknown_symbol;
         if (n.unknown_symbol <= 10) log()->warn("trade for unsubscribed symbol {} skipped", symbol);
         continue;
@@ -202,7 +217,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       row.trade_time.set(row.trade.trade_time);
       row.event_time.set(row.trade.event_time);
       row.received.set(now_us);
-      state->rows.push_back(used);
+      target->rows.push_back(used);
       ++used;
     }
     if (used == 0) continue;
@@ -229,21 +244,30 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       const std::array<redis::FieldView, 3> last_fields{
           redis::FieldView{"p", last.trade.price.view()}, redis::FieldView{"t", last.id.view()},
           redis::FieldView{"T", last.trade_time.view()}};
+      bool added = false;  // after an HSET failure, the XADDs are not repeated
       for (;;) {
         std::string failure;
+        bool permanent = false;
         try {
-          (void)co_await redis->xadd_bulk(s.stream, s.fields, xadd_options);
+          if (!added) {
+            (void)co_await redis->xadd_bulk(s.stream, s.fields, xadd_options);
+            added = true;
+          }
           (void)co_await redis->hset(s.last_key, last_fields);
         } catch (const Error& e) {
-          if (e.kind() == ErrorKind::cancelled || e.kind() == ErrorKind::permanent) throw;
+          if (e.kind() == ErrorKind::cancelled) throw;
+          // Every other error is retried: what was received is never dropped. A permanent one
+          // (OOM, READONLY during a failover, WRONGTYPE) needs an operator: logged as an error.
+          permanent = e.kind() == ErrorKind::permanent;
           failure = e.what();
         }
         if (failure.empty()) break;
         ++n.write_retries;
         const auto delay = backoff.next();
         if (n.write_retries <= 10 || n.write_retries % 100 == 0) {
-          log()->warn("writing {} trade(s) of {} failed (retry #{} in {} ms): {}", s.rows.size(),
-                      s.name, n.write_retries, delay.count(), failure);
+          log()->log(permanent ? spdlog::level::err : spdlog::level::warn,
+                     "writing {} trade(s) of {} failed (retry #{} in {} ms): {}", s.rows.size(),
+                     s.name, n.write_retries, delay.count(), failure);
         }
         pause.expires_after(delay);
         co_await pause.async_wait(asio::use_awaitable);

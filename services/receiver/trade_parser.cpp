@@ -17,6 +17,14 @@ bool is_decimal(std::string_view text) noexcept {
   return digit;
 }
 
+bool is_symbol(std::string_view text) noexcept {
+  if (text.empty()) return false;
+  for (const char c : text) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return false;
+  }
+  return true;
+}
+
 ParseOutcome parse_trade(simdjson::ondemand::parser& parser, std::string& data, Trade& out,
                          const char*& error) {
   if (data.capacity() < data.size() + simdjson::SIMDJSON_PADDING) {
@@ -75,7 +83,7 @@ ParseOutcome parse_trade(simdjson::ondemand::parser& parser, std::string& data, 
         seen |= kEventTime;
         break;
       case 's':
-        if (value.get_string().get(text) != simdjson::SUCCESS || text.empty() ||
+        if (value.get_string().get(text) != simdjson::SUCCESS || !is_symbol(text) ||
             !out.symbol.assign(text)) {
           error = "s is not a symbol";
           return ParseOutcome::malformed;

@@ -48,6 +48,10 @@ enum class ParseOutcome : std::uint8_t { trade, control, malformed };
 ParseOutcome parse_trade(simdjson::ondemand::parser& parser, std::string& data, Trade& out,
                          const char*& error);
 
+/// True for an exchange symbol: upper-case letters and digits only (it becomes part of Redis
+/// key names).
+bool is_symbol(std::string_view text) noexcept;
+
 /// True for a plain non-negative decimal: digits with at most one '.', at least one digit.
 bool is_decimal(std::string_view text) noexcept;
 

@@ -180,6 +180,10 @@ TEST(TradeParser, MalformedInputsAreMalformedAndNeverThrow) {
       // an object without an event type, or another event
       "{}",
       R"({"x":1})",
+      // symbols become part of Redis key names: upper-case letters and digits only
+      R"({"e":"trade","E":1,"s":"btcusdt","t":1,"p":"1","q":"1","T":1,"m":true})",
+      R"({"e":"trade","E":1,"s":"BT\u0000C","t":1,"p":"1","q":"1","T":1,"m":true})",
+      R"({"e":"trade","E":1,"s":"BTC:USDT","t":1,"p":"1","q":"1","T":1,"m":true})",
       R"({"e":"aggTrade","E":1,"s":"BTCUSDT","a":1,"p":"1","q":"1","f":1,"l":1,"T":1,"m":true})",
       R"({"e":"aggTrade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
       R"({"e":"","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
