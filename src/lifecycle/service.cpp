@@ -15,6 +15,8 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 
 namespace trading_shared::lifecycle {
@@ -156,6 +158,12 @@ class ServiceRunner {
                      drain.cancel();
                    }));
     io.run();
+    if (forced_ && options_.exit_process_on_immediate_stop) {
+      log()->error("{}: exiting immediately (exit code 1)", options_.name);
+      spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& logger) { logger->flush(); });
+      std::fflush(nullptr);
+      std::_Exit(1);
+    }
     return exit_code();
   }
 

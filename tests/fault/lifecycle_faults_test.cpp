@@ -45,6 +45,7 @@ TEST(LifecycleFault, F41_RunOnceWithADependencyDownEndsWithinItsDeadlineAndLeaks
   options.deadline = 1s;
   options.shutdown_timeout = 5s;
   options.close_timeout = 2s;
+  options.exit_process_on_immediate_stop = false;  // in-process: must return
   bool redis_started = false;
   bool pg_started = false;
   const auto t0 = std::chrono::steady_clock::now();

@@ -59,6 +59,7 @@ lc::ServiceOptions options(std::chrono::milliseconds deadline = 0ms) {
   o.close_timeout = 500ms;
   o.shutdown_timeout = 2s;
   o.deadline = deadline;
+  o.exit_process_on_immediate_stop = false;  // the runner runs inside the test binary
   return o;
 }
 

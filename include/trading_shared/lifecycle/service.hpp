@@ -15,8 +15,8 @@
 /// | the body threw `core::ConfigError` (bad configuration) | 2 | 2 |
 /// | the body threw anything else (logged once, with the service name) | 1 | 1 |
 ///
-/// An immediate stop abandons what is still running (the io_context is stopped); the process
-/// is expected to exit right after.
+/// An immediate stop abandons what is still running: by default the process exits at once
+/// (`ServiceOptions::exit_process_on_immediate_stop`).
 
 #include <trading_shared/lifecycle/resource_scope.hpp>
 
@@ -45,6 +45,12 @@ struct ServiceOptions {
   /// this long to return by itself (finishing its current batch) before it is cancelled.
   /// Zero (the default): the body is cancelled at once. Counts against `shutdown_timeout`.
   std::chrono::milliseconds drain_timeout{0};
+  /// An immediate stop (second signal, overrun shutdown) ends the process at once with
+  /// `std::_Exit(1)` after flushing the logs: the work it abandons (suspended coroutines, open
+  /// clients) is not unwound, since unwinding abandoned frames in arbitrary order is exactly
+  /// what an immediate stop cannot do safely. False (tests that run the runner in-process):
+  /// `run_*` returns 1 and the abandoned frames are destroyed with the io_context.
+  bool exit_process_on_immediate_stop = true;
 };
 
 /// Readiness and liveness, for a health endpoint (set by the service's body).
