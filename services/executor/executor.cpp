@@ -11,6 +11,7 @@
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
+#include "common/text.hpp"
 #include "common/transient_retry.hpp"
 
 #include <spdlog/spdlog.h>
@@ -36,21 +37,6 @@ std::shared_ptr<spdlog::logger> log() {
 }
 
 constexpr int kFaultExitCode = 137;
-
-bool is_plain_decimal(std::string_view text) noexcept {
-  bool digit = false;
-  bool dot = false;
-  for (const char c : text) {
-    if (c >= '0' && c <= '9') {
-      digit = true;
-    } else if (c == '.' && !dot) {
-      dot = true;
-    } else {
-      return false;
-    }
-  }
-  return digit;
-}
 
 /// One order request as read from the stream (missing fields are empty).
 struct Request {
@@ -231,11 +217,10 @@ class Venue {
     options.retry = once;
     auto body = [&](pg::Transaction& tx) -> asio::awaitable<Outcome> {
       const std::optional<std::string> qty =
-          is_plain_decimal(r.qty) ? std::optional<std::string>(r.qty) : std::nullopt;
-      const std::optional<std::string> limit_price =
-          r.type == "limit" && is_plain_decimal(r.limit_price)
-              ? std::optional<std::string>(r.limit_price)
-              : std::nullopt;
+          is_decimal(r.qty) ? std::optional<std::string>(r.qty) : std::nullopt;
+      const std::optional<std::string> limit_price = r.type == "limit" && is_decimal(r.limit_price)
+                                                         ? std::optional<std::string>(r.limit_price)
+                                                         : std::nullopt;
       const std::optional<std::string> reason =
           decision.filled ? std::nullopt : std::optional<std::string>(decision.reason);
       const std::string status = decision.filled ? "filled" : "rejected";
@@ -296,7 +281,7 @@ struct ClientSnapshot {
 }  // namespace
 
 bool is_positive_decimal(std::string_view text) noexcept {
-  if (!is_plain_decimal(text)) return false;
+  if (!is_decimal(text)) return false;
   return std::any_of(text.begin(), text.end(), [](char c) { return c >= '1' && c <= '9'; });
 }
 

@@ -5,6 +5,8 @@
 /// no allocation per message. Anything else is `control` (a reply such as
 /// `{"result":null,"id":1}`) or `malformed` (never an exception: the feed is untrusted input).
 
+#include "common/text.hpp"
+
 #include <simdjson.h>
 
 #include <array>
@@ -47,12 +49,5 @@ enum class ParseOutcome : std::uint8_t { trade, control, malformed };
 /// On `malformed`, `error` names what was wrong (a static string).
 ParseOutcome parse_trade(simdjson::ondemand::parser& parser, std::string& data, Trade& out,
                          const char*& error);
-
-/// True for an exchange symbol: upper-case letters and digits only (it becomes part of Redis
-/// key names).
-bool is_symbol(std::string_view text) noexcept;
-
-/// True for a plain non-negative decimal: digits with at most one '.', at least one digit.
-bool is_decimal(std::string_view text) noexcept;
 
 }  // namespace trading_shared::services

@@ -13,6 +13,7 @@
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
+#include "common/text.hpp"
 #include "common/transient_retry.hpp"
 
 #include <spdlog/spdlog.h>
@@ -240,21 +241,6 @@ struct ClientSnapshot {
 
 }  // namespace
 
-bool is_plain_decimal(std::string_view text) noexcept {
-  bool digit = false;
-  bool dot = false;
-  for (const char c : text) {
-    if (c >= '0' && c <= '9') {
-      digit = true;
-    } else if (c == '.' && !dot) {
-      dot = true;
-    } else {
-      return false;
-    }
-  }
-  return digit;
-}
-
 std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_view symbol,
                                  std::string& why) {
   auto required = [&](const char* name) -> const std::string* {
@@ -283,12 +269,12 @@ std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_vi
     return std::nullopt;
   }
   trade.trade_id = *id;
-  if (!is_plain_decimal(*p)) {
+  if (!is_decimal(*p)) {
     why = "invalid price '" + *p + "'";
     return std::nullopt;
   }
   trade.price = *p;
-  if (!is_plain_decimal(*q)) {
+  if (!is_decimal(*q)) {
     why = "invalid quantity '" + *q + "'";
     return std::nullopt;
   }

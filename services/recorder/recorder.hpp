@@ -66,7 +66,4 @@ struct Trade {
 std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_view symbol,
                                  std::string& why);
 
-/// True for an unsigned decimal without exponent: digits, at most one '.', at least one digit.
-bool is_plain_decimal(std::string_view text) noexcept;
-
 }  // namespace trading_shared::services::recorder

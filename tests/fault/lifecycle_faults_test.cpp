@@ -207,6 +207,15 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
     }
     servers.redis().pause();  // writes now hang: the drain cannot finish
     ts::testing::ScopeExit resume("resume Redis", [&] { servers.redis().resume(); });
+    // Wait until a write is really stuck (its command timeout passed and it is being
+    // retried): with nothing in hand, a drain would rightly end at once with exit 0.
+    const auto stuck_deadline = Clock::now() + 15s;
+    while (tsd::read_text_file(receiver.log).find("failed (retry #") == std::string::npos &&
+           Clock::now() < stuck_deadline) {
+      tsd::poll_pause(20);
+    }
+    ASSERT_NE(tsd::read_text_file(receiver.log).find("failed (retry #"), std::string::npos)
+        << tsd::read_text_file(receiver.log);
     receiver.signal(SIGTERM);
     ASSERT_EQ(receiver.wait(300ms), -1000)
         << "the first signal must not end a drain that is still writing";
