@@ -35,6 +35,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/system/system_error.hpp>
 
 #include "detail/reply_builder.hpp"
 
@@ -61,6 +62,15 @@ namespace {
 std::shared_ptr<spdlog::logger> log() {
   static const auto logger = core::logger("redis");
   return logger;
+}
+
+/// An exception's text for a log line: Boost's system errors without their source location
+/// ("Connection refused", not "Connection refused [system:111 at /usr/include/...]").
+std::string describe(const std::exception& e) {
+  if (const auto* system = dynamic_cast<const boost::system::system_error*>(&e)) {
+    return system->code().message();
+  }
+  return e.what();
 }
 
 long long ms_count(Clock::duration d) {
@@ -878,7 +888,7 @@ asio::awaitable<void> ClientCore::supervise() {
     } catch (const std::exception& e) {
       ++stats_.connect_failures;
       log()->warn("Redis {}: reconnect attempt {} failed: {}", description_, backoff.attempts(),
-                  e.what());
+                  describe(e));
       if (classify(std::current_exception()) == ErrorKind::permanent) {
         // Wrong password after a rotation, unknown database: waiting cannot help the queued
         // requests; they fail now with the reason. Later ones keep waiting for a fix.
@@ -1038,16 +1048,17 @@ asio::awaitable<void> ClientCore::start() {
       }
       const auto now = Clock::now();
       if (now >= deadline) {
-        failure = make_error(errc::startup_timeout,
-                             "RedisClient " + description_ + ": not connected " +
-                                 std::to_string(config_.startup_timeout.count()) + " ms after " +
-                                 std::to_string(attempt) + " attempt(s); last error: " + e.what(),
-                             RequestState::not_sent);
+        failure =
+            make_error(errc::startup_timeout,
+                       "RedisClient " + description_ + ": not connected " +
+                           std::to_string(config_.startup_timeout.count()) + " ms after " +
+                           std::to_string(attempt) + " attempt(s); last error: " + describe(e),
+                       RequestState::not_sent);
         break;
       }
       pause = std::min<Clock::duration>(backoff.next(), deadline - now);
       log()->warn("Redis {}: start-up attempt {} failed ({}); retrying in {} ms", description_,
-                  attempt, e.what(), ms_count(pause));
+                  attempt, describe(e), ms_count(pause));
     }
     reconnect_timer_.expires_after(pause);
     boost::system::error_code ec;

@@ -118,9 +118,8 @@ TEST(BackoffTest, DegenerateConfigsStayFinite) {
   EXPECT_EQ(backoff_ceiling(inverted, 0), milliseconds(200));
 }
 
-// Disabled until backoff.cpp is fixed: 0 * pow(2, huge) is 0 * inf = NaN, and
-// std::min(cap, NaN) returns the cap, so a zero base yields a 1 s ceiling for huge attempts.
-// Fix: return 0 early when base is 0 (or when the product is NaN). Enable this test with it.
+// Regression: 0 * pow(2, huge) is 0 * inf = NaN, and std::min(cap, NaN) returned the cap, so a
+// zero base yielded a 1 s ceiling for huge attempts (backoff_ceiling now returns 0 early).
 TEST(BackoffTest, ZeroBaseWithHugeAttemptStaysZero) {
   // The ceiling must stay 0, not jump to the cap.
   const BackoffConfig zero{milliseconds(0), milliseconds(1000), 2.0};
