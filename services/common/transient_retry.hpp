@@ -10,8 +10,9 @@
 /// `outcome_unknown`) are waited out here with capped exponential backoff; only permanent
 /// failures (and a stop) leave the handler with an exception.
 ///
-/// Shared by ts-recorder and ts-executor (included by path from both): a candidate for
-/// services/common/.
+/// Used by ts-recorder, ts-executor and tsctl load-orders. Known overlap: the classification
+/// in `is_retryable` and the backoff loop repeat part of `core::retry` (core/retry.hpp), which
+/// has no "until stopped" mode; ts-receiver has its own loop (it retries permanent errors too).
 
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/clock.hpp>
