@@ -40,9 +40,10 @@ demo: configure
 	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 30s --restart-redis-at 15s \
 	  --report-file $(BUILD_DIR)/demo-report.json $(DEMO_ARGS)
 
-# The same suites under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The same suites (unit, integration, fault, e2e) under AddressSanitizer + UndefinedBehaviorSanitizer
+# (LeakSanitizer included); CI runs it after `make test`. No benchmarks in this build.
 sanitize: deps
-	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTS_SANITIZE=ON
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTS_SANITIZE=ON -DTS_BUILD_BENCH=OFF
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_DIR) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
