@@ -1,0 +1,1270 @@
+// Fault tests F31-F34 of FAILURE_MODES.md (circuit breaker and backoff) with the real servers
+// of the harness, for PostgresClient and RedisClient: hung calls against a black hole or a
+// frozen server (SIGSTOP), calls cancelled by their callers (cancellation slot, a timer racing
+// the call in a parallel group, close() at shutdown), business errors (23505, 42601,
+// WRONGTYPE), a real outage followed by a half-open breaker met by 100 concurrent callers, and
+// a Redis restart under 50 clients whose reconnect times are measured.
+//
+// The breaker's own counters are not exposed by the clients (only its state and its trips), so
+// "a result did not count" is proven from the outside: after the results under test, exactly
+// `min_calls` hung calls (request timeouts, which do count) must open the breaker, and
+// `min_calls - 1` must not. Had the results been recorded as failures, the breaker would have
+// opened before; had they been recorded as successes, the window would be full of successes
+// and `min_calls` failures would stay below the failure-rate threshold.
+//
+// The tests share one set of servers and run one after the other: every test leaves every
+// server running and serving when it ends, also when it fails (RAII guards resume or start
+// what the test disturbed). Isolation: the database `breaker_faults`, one advisory lock key
+// and one application or client name per test, keys prefixed with the test number.
+#include <trading_shared/core/circuit_breaker.hpp>
+#include <trading_shared/core/error.hpp>
+#include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/redis/redis_client.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "redis_fault_support.hpp"
+#include "support/async_test.hpp"
+#include "support/fault_proxy.hpp"
+#include "support/server_harness.hpp"
+#include "support/test_helpers.hpp"
+
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace ts = trading_shared;
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+using ts::errc;
+using ts::ErrorKind;
+using ts::core::CircuitState;
+using ts::pg::PostgresClient;
+using ts::pg::QueryOptions;
+using ts::redis::CommandOptions;
+using ts::redis::RedisClient;
+using ts::redis::RedisConfig;
+using ts::redis::Reply;
+using ts::testing::elapsed_ms;
+using ts::testing::FaultProxy;
+using ts::testing::ServerProcess;
+using ts::testing::Servers;
+using ts::testing::fault::eventually;
+using ts::testing::fault::RedisAdmin;
+using ts::testing::fault::ScopeExit;
+
+namespace {
+
+constexpr const char* kDatabase = "breaker_faults";
+
+Servers& servers() {
+  return Servers::instance();
+}
+
+std::string state_name(CircuitState s) {
+  return std::string(ts::core::to_string(s));
+}
+
+// ---- how a call ended ------------------------------------------------------------------------
+
+/// How one call ended: the common Outcome plus the breaker's retry-after of a rejection.
+struct Ended {
+  bool done = false;
+  bool failed = false;
+  std::error_code code;
+  ErrorKind kind = ErrorKind::permanent;
+  std::string server_code;
+  std::string what;
+  std::optional<milliseconds> retry_after;
+  milliseconds elapsed{0};
+};
+
+std::string describe(const Ended& e) {
+  if (!e.done) return "not finished";
+  if (!e.failed) return "succeeded after " + std::to_string(e.elapsed.count()) + " ms";
+  return "failed after " + std::to_string(e.elapsed.count()) + " ms: [" +
+         std::string(ts::to_string(e.kind)) + "] " + e.what;
+}
+
+Ended ended_of(const std::exception_ptr& error, Clock::time_point start) {
+  Ended e;
+  e.done = true;
+  e.elapsed = elapsed_ms(start);
+  if (!error) return e;
+  e.failed = true;
+  e.kind = ts::classify(error);
+  try {
+    std::rethrow_exception(error);
+  } catch (const ts::Error& x) {
+    e.code = x.code();
+    e.what = x.what();
+    e.retry_after = x.retry_after();
+    if (x.server()) e.server_code = x.server()->code;
+  } catch (const std::exception& x) {
+    e.what = x.what();
+  }
+  return e;
+}
+
+/// Awaits `op` and reports how it ended instead of throwing.
+template <class T>
+asio::awaitable<Ended> ended(asio::awaitable<T> op) {
+  const auto start = Clock::now();
+  std::exception_ptr error;
+  try {
+    (void)co_await std::move(op);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  co_return ended_of(error, start);
+}
+
+/// Starts `op` on `io`; `*out` says how it ended once `out->done`.
+template <class T>
+void spawn_call(asio::io_context& io, asio::awaitable<T> op, Ended* out) {
+  const auto start = Clock::now();
+  asio::co_spawn(io, std::move(op),
+                 [out, start](std::exception_ptr e, T) { *out = ended_of(e, start); });
+}
+
+/// A call its caller cancels through the cancellation slot bound to its completion handler.
+struct CancellableCall {
+  asio::cancellation_signal signal;
+  Ended result;
+};
+
+template <class T>
+void spawn_cancellable(asio::io_context& io, asio::awaitable<T> op, CancellableCall* call) {
+  const auto start = Clock::now();
+  asio::co_spawn(
+      io, std::move(op),
+      asio::bind_cancellation_slot(call->signal.slot(), [call, start](std::exception_ptr e, T) {
+        call->result = ended_of(e, start);
+      }));
+}
+
+/// A call raced against a timer in a parallel group: when the timer wins, the group cancels
+/// the call (terminal), as a caller that gives up on its own deadline does.
+struct RaceResult {
+  bool timer_won = false;
+  Ended call;
+};
+
+template <class T>
+asio::awaitable<RaceResult> race_with_timer(asio::awaitable<T> op, milliseconds after) {
+  auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer timer(executor, after);
+  const auto start = Clock::now();
+  auto group = asio::experimental::make_parallel_group(
+      asio::co_spawn(executor, std::move(op), asio::deferred), timer.async_wait(asio::deferred));
+  auto [order, op_error, value, timer_error] =
+      co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  (void)value;
+  (void)timer_error;
+  RaceResult r;
+  r.timer_won = order[0] == 1;
+  r.call = ended_of(op_error, start);
+  co_return r;
+}
+
+void expect_cancelled(const Ended& e, const std::string& what) {
+  EXPECT_TRUE(e.done) << what;
+  EXPECT_TRUE(e.failed) << what << ": " << describe(e);
+  EXPECT_EQ(e.kind, ErrorKind::cancelled) << what << ": " << describe(e);
+}
+
+/// A hung call: no reply, ended by its own request timeout (outcome unknown). A call
+/// pipelined on the same PostgreSQL connection as another that timed out ends as
+/// connection_lost (its connection was discarded): also outcome unknown.
+void expect_hung(const Ended& e, const std::string& what) {
+  EXPECT_TRUE(e.failed) << what << ": " << describe(e);
+  EXPECT_EQ(e.kind, ErrorKind::outcome_unknown) << what << ": " << describe(e);
+  EXPECT_TRUE(e.code == ts::make_error_code(errc::request_timeout) ||
+              e.code == ts::make_error_code(errc::connection_lost))
+      << what << ": " << describe(e);
+}
+
+/// The open breaker rejects a call at once, with the remaining open period.
+void expect_open_rejection(const Ended& e) {
+  EXPECT_EQ(e.code, ts::make_error_code(errc::circuit_open)) << describe(e);
+  EXPECT_EQ(e.kind, ErrorKind::transient_not_sent) << describe(e);
+  EXPECT_TRUE(e.retry_after.has_value() && *e.retry_after > 0ms) << describe(e);
+  EXPECT_LT(e.elapsed, 50ms) << describe(e);
+}
+
+// ---- PostgreSQL --------------------------------------------------------------------------------
+
+/// A blocking libpq connection of the test's own, straight to PostgreSQL: holds the advisory
+/// locks the client's statements wait on, and looks at the server from outside the client.
+/// Never used while PostgreSQL is frozen.
+class Direct {
+ public:
+  Direct() : conn_(PQconnectdb(servers().postgres_dsn(kDatabase).c_str())) {
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      const std::string error = PQerrorMessage(conn_);
+      PQfinish(conn_);
+      conn_ = nullptr;
+      throw std::runtime_error("direct connection: " + error);
+    }
+  }
+  ~Direct() {
+    if (conn_ != nullptr) PQfinish(conn_);
+  }
+  Direct(const Direct&) = delete;
+  Direct& operator=(const Direct&) = delete;
+
+  /// Runs `sql` (simple protocol); returns the first column of the first row ("" if none).
+  std::string value(const std::string& sql) {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    const auto status = PQresultStatus(r);
+    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+      const std::string error = PQresultErrorMessage(r);
+      PQclear(r);
+      throw std::runtime_error(sql + ": " + error);
+    }
+    std::string out = PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+    PQclear(r);
+    return out;
+  }
+  std::int64_t count(const std::string& sql) { return std::stoll(value(sql)); }
+
+  void lock(int key) { value("SELECT pg_advisory_lock(" + std::to_string(key) + ")"); }
+  void unlock(int key) { value("SELECT pg_advisory_unlock(" + std::to_string(key) + ")"); }
+  /// Releases whatever this session still holds (scope-exit guards: no warning when the test
+  /// released it already).
+  void unlock_all() { value("SELECT pg_advisory_unlock_all()"); }
+  /// Statements waiting for advisory lock `key`.
+  std::int64_t waiting_for(int key) {
+    return count(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = " +
+        std::to_string(key));
+  }
+
+ private:
+  PGconn* conn_;
+};
+
+/// Statements that wait until the Direct connection releases an advisory lock (shared lock,
+/// transaction-scoped: released when the statement ends). One key per test.
+constexpr int kF31Lock = 3101;
+constexpr const char* kF31WaitsForLock = "SELECT 1 FROM pg_advisory_xact_lock_shared(3101)";
+constexpr int kF31CloseLock = 3102;
+constexpr const char* kF31CloseWaitsForLock = "SELECT 1 FROM pg_advisory_xact_lock_shared(3102)";
+constexpr int kF32LateLock = 3201;
+constexpr const char* kF32LateWaitsForLock = "SELECT 1 FROM pg_advisory_xact_lock_shared(3201)";
+constexpr int kF32ProbeLock = 3202;
+constexpr const char* kF32ProbeWaitsForLock = "SELECT 1 FROM pg_advisory_xact_lock_shared(3202)";
+
+std::string dsn_for_port(std::uint16_t port) {
+  return "host=127.0.0.1 port=" + std::to_string(port) + " user=postgres dbname=" + kDatabase;
+}
+
+ts::pg::PostgresConfig pg_config(std::string dsn, std::string application_name) {
+  ts::pg::PostgresConfig c;
+  c.dsn = std::move(dsn);
+  c.application_name = std::move(application_name);
+  c.min_size = 2;
+  c.max_size = 2;
+  c.connect_timeout = 500ms;
+  c.startup_timeout = 5s;
+  c.acquire_timeout = 1s;
+  c.statement_timeout = 5s;
+  c.network_timeout_margin = 100ms;
+  c.close_timeout = 300ms;
+  c.reconnect_backoff = {20ms, 200ms, 2.0};
+  c.retry.max_attempts = 1;
+  return c;
+}
+
+/// A hung call: 200 ms + the 100 ms margin, then request_timeout.
+constexpr QueryOptions kHungQuery{200ms};
+
+asio::awaitable<bool> pool_settled(PostgresClient& client, std::size_t connections,
+                                   Clock::duration timeout) {
+  co_return co_await eventually(
+      [&] {
+        const auto s = client.stats();
+        return s.connections == connections && s.in_flight == 0 && s.waiters == 0;
+      },
+      timeout);
+}
+
+/// Checks `client`'s counters against the failures expected from the test.
+void expect_pg_counters(const ts::pg::PostgresStats& s, std::uint64_t failures,
+                        std::uint64_t cancellations, const std::string& when) {
+  EXPECT_EQ(s.failures, failures) << when;
+  EXPECT_EQ(s.cancellations, cancellations) << when;
+  EXPECT_EQ(s.breaker, CircuitState::closed) << when;
+  EXPECT_EQ(s.breaker_trips, 0u) << when;
+}
+
+// ---- Redis -----------------------------------------------------------------------------------
+
+RedisConfig redis_config(std::string url, std::string name) {
+  auto c = ts::testing::fault::fast_config(std::move(url), std::move(name));
+  // No health check in the way: it would declare a silent connection dead and count that
+  // loss (a real failure, but one the F31 tests do not inject on purpose).
+  c.health_check_interval = 5s;
+  c.health_check_timeout = 10s;
+  c.command_timeout = 5s;
+  c.close_timeout = 300ms;
+  return c;
+}
+
+std::string proxy_url(const FaultProxy& proxy) {
+  return ts::testing::fault::redis_url_for_port(proxy.port());
+}
+
+/// Awaits `body`, then closes `client` whatever happened, then rethrows the body's error.
+asio::awaitable<void> closing_pg(PostgresClient& client, asio::awaitable<void> body) {
+  std::exception_ptr error;
+  try {
+    co_await std::move(body);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  co_await client.close();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+// ---- F31 hung calls count, cancelled calls do not ---------------------------------------------
+
+namespace {
+
+asio::awaitable<void> f31_pg_cancel_body(asio::io_context& io, PostgresClient& client,
+                                         Direct& direct, FaultProxy& proxy) {
+  EXPECT_TRUE(co_await pool_settled(client, 4, 5s));
+  constexpr int kEach = 10;
+
+  // 1. Cancelled through the cancellation slot, while hanging on the server.
+  std::vector<std::unique_ptr<CancellableCall>> slotted;
+  for (int i = 0; i < kEach; ++i) {
+    slotted.push_back(std::make_unique<CancellableCall>());
+    spawn_cancellable(io, client.query(kF31WaitsForLock), slotted.back().get());
+  }
+  EXPECT_TRUE(co_await eventually([&] { return client.stats().in_flight == kEach; }, 3s))
+      << "in flight: " << client.stats().in_flight;
+  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31Lock) >= 1; }, 3s));
+  const auto cancelled_at = Clock::now();
+  for (auto& call : slotted) call->signal.emit(asio::cancellation_type::terminal);
+  EXPECT_TRUE(co_await eventually(
+      [&] {
+        return std::all_of(slotted.begin(), slotted.end(),
+                           [](const auto& c) { return c->result.done; });
+      },
+      1s, 1ms));
+  EXPECT_LT(elapsed_ms(cancelled_at), 500ms);
+  for (const auto& call : slotted) expect_cancelled(call->result, "slot-cancelled call");
+  expect_pg_counters(client.stats(), 0, kEach, "after the slot cancellations");
+
+  // 2. Cancelled by a timer racing the call (parallel group, wait_for_one).
+  std::vector<RaceResult> raced(kEach);
+  int raced_done = 0;
+  for (int i = 0; i < kEach; ++i) {
+    asio::co_spawn(io, race_with_timer(client.query(kF31WaitsForLock), 100ms),
+                   [&raced, &raced_done, i](std::exception_ptr e, RaceResult r) {
+                     if (e) ADD_FAILURE() << "race_with_timer threw";
+                     raced[static_cast<std::size_t>(i)] = std::move(r);
+                     ++raced_done;
+                   });
+  }
+  EXPECT_TRUE(co_await eventually([&] { return raced_done == kEach; }, 2s));
+  for (const auto& r : raced) {
+    EXPECT_TRUE(r.timer_won) << describe(r.call);
+    expect_cancelled(r.call, "timer-cancelled call");
+    EXPECT_LT(r.call.elapsed, 500ms) << describe(r.call);
+  }
+  auto s = client.stats();
+  expect_pg_counters(s, 0, 2 * kEach, "after the timer cancellations");
+  EXPECT_EQ(s.timeouts, 0u);
+
+  // The abandoned statements end (the lock is released); the pool is back to 4.
+  direct.unlock(kF31Lock);
+  EXPECT_TRUE(co_await pool_settled(client, 4, 5s))
+      << "connections " << client.stats().connections << ", in flight " << client.stats().in_flight;
+  expect_pg_counters(client.stats(), 0, 2 * kEach, "after the pool settled");
+
+  // The cancel requests of phases 1 and 2 (sent through the proxy, on their own sockets)
+  // are done: a connection with a cancel request still on its way takes no new statement,
+  // and a cancel request caught by the black hole would never finish (PQcancel has no
+  // timeout, and the one cancel-sender thread would be stuck on it), leaving no connection
+  // for the 4th call below (it would end as acquire_timeout, which the breaker ignores).
+  EXPECT_TRUE(co_await eventually([&] { return proxy.active_connections() == 4; }, 3s))
+      << proxy.active_connections() << " connections through the proxy";
+
+  // 3. Hung calls: the proxy forwards nothing any more. Three at once, on three
+  //    connections: three failures, one short of min_calls.
+  proxy.set_blackhole(true);
+  std::vector<Ended> hung(3);
+  for (auto& h : hung) spawn_call(io, client.query(kHungQuery, "SELECT 1"), &h);
+  EXPECT_TRUE(co_await eventually(
+      [&] { return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; }); },
+      3s));
+  for (const auto& h : hung) {
+    expect_hung(h, "hung call");
+    EXPECT_GE(h.elapsed, 250ms) << describe(h);
+    EXPECT_LE(h.elapsed, 1500ms) << describe(h);
+  }
+  s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::closed)
+      << "3 failures with min_calls 4 opened the breaker: the 20 cancelled calls were "
+         "counted as failures";
+  EXPECT_EQ(s.failures, 3u);
+  // The 4th hung call, on the connection left: min_calls reached at 100 % failures.
+  const Ended fourth = co_await ended(client.query(kHungQuery, "SELECT 1"));
+  EXPECT_EQ(fourth.code, ts::make_error_code(errc::request_timeout)) << describe(fourth);
+  EXPECT_EQ(fourth.kind, ErrorKind::outcome_unknown) << describe(fourth);
+  s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::open)
+      << "4 request timeouts with min_calls 4 did not open the breaker: hung calls are "
+         "not counted, or the 20 cancelled calls were counted as successes";
+  EXPECT_EQ(s.breaker_trips, 1u);
+  EXPECT_GE(s.timeouts, 2u);
+  expect_open_rejection(co_await ended(client.query("SELECT 1")));
+  proxy.cut_all();  // the black-holed connections
+}
+
+}  // namespace
+
+// PostgresClient through a fault proxy, breaker window 20, min_calls 4, threshold 0.5.
+// 20 calls hang on the server (each waits for an advisory lock the test holds) and are
+// cancelled by their callers: 10 through a cancellation slot, 10 by a 100 ms timer racing them
+// in a parallel group. They end as `cancelled`, fast; the client counts 20 cancellations,
+// 0 failures, 0 timeouts, and the breaker stays closed. Then the proxy black-holes every
+// connection: 3 hung calls end by their request timeout (300 ms) and the breaker stays closed
+// (3 < min_calls); the 4th opens it, and the next call is rejected at once. Had the 20
+// cancellations counted as failures the breaker would have opened in the first phase; had they
+// counted as successes, 4 failures in a window of 20 would stay under the threshold.
+TEST(BreakerFault, F31_PgCancelledCallsDoNotCountHungCallsOpenBreaker) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  FaultProxy proxy("127.0.0.1", servers().postgres().port());
+  proxy.start();
+  Direct direct;
+  direct.lock(kF31Lock);
+  ScopeExit unlock([&] {
+    proxy.clear_faults();
+    proxy.cut_all();
+    direct.unlock_all();
+  });
+  auto config = pg_config(dsn_for_port(proxy.port()), "f31_pg_cancel");
+  config.min_size = 4;
+  config.max_size = 4;
+  config.breaker.window_size = 20;
+  config.breaker.min_calls = 4;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {10s, 20s, 2.0};  // stays open for the rest of the test
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        co_await closing_pg(client, f31_pg_cancel_body(io, client, direct, proxy));
+      },
+      30s);
+}
+
+// Shutdown while calls hang: 10 statements wait on the server (advisory lock) when close() is
+// called (close_timeout 300 ms). They fail as client_closed (`cancelled`), close() returns
+// within its bound, and although the breaker would open on a single counted failure
+// (min_calls 1), it never tripped: 0 failures, 0 timeouts.
+TEST(BreakerFault, F31_PgCloseWithHungCallsDoesNotCount) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  Direct direct;
+  direct.lock(kF31CloseLock);
+  ScopeExit unlock([&] { direct.unlock_all(); });
+  auto config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_close");
+  config.breaker.window_size = 5;
+  config.breaker.min_calls = 1;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {10s, 20s, 2.0};
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        EXPECT_TRUE(co_await pool_settled(client, 2, 5s));
+        constexpr int kCalls = 10;
+        std::vector<Ended> calls(kCalls);
+        for (auto& c : calls) spawn_call(io, client.query(kF31CloseWaitsForLock), &c);
+        EXPECT_TRUE(co_await eventually([&] { return client.stats().in_flight == kCalls; }, 3s));
+        EXPECT_TRUE(
+            co_await eventually([&] { return direct.waiting_for(kF31CloseLock) >= 1; }, 3s));
+        const auto close_start = Clock::now();
+        co_await client.close();
+        const auto close_took = elapsed_ms(close_start);
+        EXPECT_LE(close_took, config.close_timeout + 1500ms);
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
+            },
+            1s));
+        for (const auto& c : calls) {
+          expect_cancelled(c, "call hung at close()");
+          EXPECT_EQ(c.code, ts::make_error_code(errc::client_closed)) << describe(c);
+        }
+        const auto s = client.stats();
+        EXPECT_EQ(s.failures, 0u);
+        EXPECT_EQ(s.timeouts, 0u);
+        EXPECT_EQ(s.cancellations, static_cast<std::uint64_t>(kCalls));
+        EXPECT_EQ(s.breaker_trips, 0u) << "close() with hung calls opened the breaker";
+        EXPECT_EQ(s.breaker, CircuitState::closed);
+      },
+      20s);
+}
+
+// RedisClient through a fault proxy that delays every reply by 600 ms: 20 commands are written
+// and then cancelled by their callers (10 through a cancellation slot, 10 by a 50 ms timer
+// racing them in a parallel group). They end as `cancelled` at once, their late replies are read
+// and dropped, and the breaker (window 20, min_calls 4, threshold 0.5) stays closed with
+// 0 failures and 0 timeouts. Then the proxy black-holes the connection: 3 hung commands end by
+// their 200 ms timeout and the breaker stays closed; the 4th opens it; the next call is
+// rejected at once.
+TEST(BreakerFault, F31_RedisCancelledCallsDoNotCountHungCallsOpenBreaker) {
+  TS_SKIP_IF_EXTERNAL();
+  FaultProxy proxy("127.0.0.1", servers().redis_port());
+  proxy.start();
+  ScopeExit clear([&] { proxy.clear_faults(); });
+  auto config = redis_config(proxy_url(proxy), "f31-redis-cancel");
+  config.breaker.window_size = 20;
+  config.breaker.min_calls = 4;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {10s, 20s, 2.0};
+  ts::testing::fault::run_with_client(
+      config, 30s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        constexpr int kEach = 10;
+        proxy.set_latency(0ms, 600ms);
+
+        // 1. Cancelled through the cancellation slot, after being written.
+        std::vector<std::unique_ptr<CancellableCall>> slotted;
+        for (int i = 0; i < kEach; ++i) {
+          slotted.push_back(std::make_unique<CancellableCall>());
+          spawn_cancellable(io, client.command("ECHO", "f31:slot:" + std::to_string(i)),
+                            slotted.back().get());
+        }
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              const auto s = client.stats();
+              return s.in_flight == kEach && s.queued == 0 && s.writes >= 1;
+            },
+            2s))
+            << "in flight " << client.stats().in_flight;
+        const auto cancelled_at = Clock::now();
+        for (auto& call : slotted) call->signal.emit(asio::cancellation_type::terminal);
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              return std::all_of(slotted.begin(), slotted.end(),
+                                 [](const auto& c) { return c->result.done; });
+            },
+            1s, 1ms));
+        EXPECT_LT(elapsed_ms(cancelled_at), 100ms);
+        for (const auto& call : slotted) expect_cancelled(call->result, "slot-cancelled command");
+
+        // 2. Cancelled by a timer racing the command (parallel group, wait_for_one).
+        std::vector<RaceResult> raced(kEach);
+        int raced_done = 0;
+        for (int i = 0; i < kEach; ++i) {
+          asio::co_spawn(
+              io, race_with_timer(client.command("ECHO", "f31:race:" + std::to_string(i)), 50ms),
+              [&raced, &raced_done, i](std::exception_ptr e, RaceResult r) {
+                if (e) ADD_FAILURE() << "race_with_timer threw";
+                raced[static_cast<std::size_t>(i)] = std::move(r);
+                ++raced_done;
+              });
+        }
+        EXPECT_TRUE(co_await eventually([&] { return raced_done == kEach; }, 2s));
+        for (const auto& r : raced) {
+          EXPECT_TRUE(r.timer_won) << describe(r.call);
+          expect_cancelled(r.call, "timer-cancelled command");
+          EXPECT_LT(r.call.elapsed, 300ms) << describe(r.call);
+        }
+        // The 20 late replies arrive and are dropped; the connection stays in sync.
+        EXPECT_TRUE(
+            co_await eventually([&] { return client.stats().dropped_replies == 2 * kEach; }, 3s))
+            << "dropped replies: " << client.stats().dropped_replies;
+        auto s = client.stats();
+        EXPECT_EQ(s.cancellations, static_cast<std::uint64_t>(2 * kEach));
+        EXPECT_EQ(s.failures, 0u);
+        EXPECT_EQ(s.timeouts, 0u);
+        EXPECT_EQ(s.disconnects, 0u);
+        EXPECT_EQ(s.breaker, CircuitState::closed);
+        EXPECT_EQ(s.breaker_trips, 0u);
+
+        // 3. Hung calls: nothing comes back any more. Three at once: one short of min_calls.
+        proxy.set_latency(0ms, 0ms);
+        proxy.set_blackhole(true);
+        std::vector<Ended> hung(3);
+        for (std::size_t i = 0; i < hung.size(); ++i) {
+          spawn_call(io, client.command(CommandOptions{200ms}, "ECHO", "f31:hung"), &hung[i]);
+        }
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; });
+            },
+            2s));
+        for (const auto& h : hung) {
+          EXPECT_EQ(h.code, ts::make_error_code(errc::request_timeout)) << describe(h);
+          EXPECT_EQ(h.kind, ErrorKind::outcome_unknown) << describe(h);
+          EXPECT_GE(h.elapsed, 190ms) << describe(h);
+          EXPECT_LE(h.elapsed, 700ms) << describe(h);
+        }
+        s = client.stats();
+        EXPECT_EQ(s.breaker, CircuitState::closed)
+            << "3 failures with min_calls 4 opened the breaker: the 20 cancelled calls were "
+               "counted as failures";
+        EXPECT_EQ(s.timeouts, 3u);
+        const Ended fourth = co_await ended(client.command(CommandOptions{200ms}, "ECHO", "x"));
+        EXPECT_EQ(fourth.code, ts::make_error_code(errc::request_timeout)) << describe(fourth);
+        s = client.stats();
+        EXPECT_EQ(s.breaker, CircuitState::open)
+            << "4 request timeouts with min_calls 4 did not open the breaker: hung calls are not "
+               "counted, or the 20 cancelled calls were counted as successes";
+        EXPECT_EQ(s.breaker_trips, 1u);
+        expect_open_rejection(co_await ended(client.command("ECHO", "f31:rejected")));
+        proxy.cut_all();
+      });
+}
+
+namespace {
+
+asio::awaitable<void> f31_redis_close_body(asio::io_context& io, RedisClient& client,
+                                           FaultProxy& proxy, milliseconds close_timeout) {
+  co_await client.start();
+  proxy.set_latency(0ms, 3000ms);
+  constexpr int kCalls = 10;
+  std::vector<Ended> calls(kCalls);
+  for (int i = 0; i < kCalls; ++i) {
+    spawn_call(io, client.command("ECHO", "f31:close:" + std::to_string(i)),
+               &calls[static_cast<std::size_t>(i)]);
+  }
+  EXPECT_TRUE(co_await eventually(
+      [&] {
+        const auto s = client.stats();
+        return s.in_flight == kCalls && s.queued == 0;
+      },
+      2s));
+  const auto close_start = Clock::now();
+  co_await client.close();
+  EXPECT_LE(elapsed_ms(close_start), close_timeout + 1000ms);
+  EXPECT_TRUE(co_await eventually(
+      [&] {
+        return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
+      },
+      1s));
+  for (const auto& c : calls) {
+    expect_cancelled(c, "command hung at close()");
+    EXPECT_EQ(c.code, ts::make_error_code(errc::client_closed)) << describe(c);
+  }
+  const auto s = client.stats();
+  EXPECT_EQ(s.failures, 0u);
+  EXPECT_EQ(s.timeouts, 0u);
+  EXPECT_EQ(s.breaker_trips, 0u) << "close() with hung commands opened the breaker";
+  EXPECT_EQ(s.breaker, CircuitState::closed);
+}
+
+}  // namespace
+
+// Shutdown while commands hang (replies delayed 3 s by the proxy, command timeout 5 s):
+// close() (close_timeout 300 ms) fails them as client_closed (`cancelled`); with min_calls 1 a
+// single counted failure would have tripped the breaker: it did not, 0 failures, 0 timeouts.
+TEST(BreakerFault, F31_RedisCloseWithHungCallsDoesNotCount) {
+  TS_SKIP_IF_EXTERNAL();
+  FaultProxy proxy("127.0.0.1", servers().redis_port());
+  proxy.start();
+  ScopeExit clear([&] { proxy.clear_faults(); });
+  auto config = redis_config(proxy_url(proxy), "f31-redis-close");
+  config.breaker.window_size = 5;
+  config.breaker.min_calls = 1;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {10s, 20s, 2.0};
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        RedisClient client(io.get_executor(), config);
+        co_await ts::testing::fault::closing(
+            client, f31_redis_close_body(io, client, proxy, config.close_timeout));
+      },
+      20s);
+}
+
+// ---- F32 half-open with many concurrent callers -------------------------------------------------
+
+namespace {
+
+asio::awaitable<void> f32_pg_body(asio::io_context& io, PostgresClient& client, Direct& direct,
+                                  ServerProcess& pg, bool& paused) {
+  EXPECT_TRUE(co_await pool_settled(client, 2, 5s));
+  // A: admitted while closed, waits on the server.
+  Ended late;
+  spawn_call(io, client.query(QueryOptions{20s}, kF32LateWaitsForLock), &late);
+  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF32LateLock) == 1; }, 3s));
+
+  // The outage: the server freezes; a call on the other connection hangs until its
+  // deadline and opens the breaker.
+  pg.pause();
+  paused = true;
+  const Ended tripper = co_await ended(client.query(kHungQuery, "SELECT 1"));
+  EXPECT_EQ(tripper.code, ts::make_error_code(errc::request_timeout)) << describe(tripper);
+  auto s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::open);
+  EXPECT_EQ(s.breaker_trips, 1u);
+  expect_open_rejection(co_await ended(client.query("SELECT 1")));
+  EXPECT_FALSE(late.done) << describe(late);
+
+  // The server is back; the pool refills (the breaker plays no part in that).
+  pg.resume();
+  paused = false;
+  EXPECT_TRUE(co_await eventually([&] { return client.stats().connections == 2; }, 5s));
+  // The open period elapses: the next state read moves it to half-open.
+  EXPECT_TRUE(co_await eventually([&] { return client.stats().breaker == CircuitState::half_open; },
+                                  3s, 1ms))
+      << "breaker " << state_name(client.stats().breaker);
+  EXPECT_FALSE(late.done) << describe(late);
+
+  // A's late success, while half-open with one probe needed to close.
+  direct.unlock(kF32LateLock);
+  EXPECT_TRUE(co_await eventually([&] { return late.done; }, 3s));
+  EXPECT_FALSE(late.failed) << describe(late);
+  s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::half_open)
+      << "the late success of a call admitted before the trip changed the breaker";
+  EXPECT_EQ(s.breaker_trips, 1u);
+
+  // 100 concurrent callers: the probe waits for kF32ProbeLock, the others are rejected.
+  constexpr int kCallers = 100;
+  std::vector<Ended> calls(kCallers);
+  for (auto& c : calls) spawn_call(io, client.query(kF32ProbeWaitsForLock), &c);
+  const auto count_rejected = [&] {
+    return std::count_if(calls.begin(), calls.end(), [](const Ended& e) {
+      return e.done && e.code == ts::make_error_code(errc::circuit_open);
+    });
+  };
+  EXPECT_TRUE(co_await eventually([&] { return count_rejected() == kCallers - 1; }, 2s, 1ms))
+      << count_rejected() << " rejected";
+  EXPECT_EQ(client.stats().in_flight, 1u) << "probes admitted";
+  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF32ProbeLock) == 1; }, 2s));
+  direct.unlock(kF32ProbeLock);
+  EXPECT_TRUE(co_await eventually(
+      [&] {
+        return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
+      },
+      3s));
+  int succeeded = 0;
+  for (const auto& c : calls) {
+    if (!c.failed) {
+      ++succeeded;
+      continue;
+    }
+    EXPECT_EQ(c.code, ts::make_error_code(errc::circuit_open)) << describe(c);
+    EXPECT_EQ(c.kind, ErrorKind::transient_not_sent) << describe(c);
+    EXPECT_TRUE(c.retry_after.has_value() && *c.retry_after == 0ms)
+        << "a half-open rejection has no retry-after: " << describe(c);
+    EXPECT_NE(c.what.find("half-open"), std::string::npos) << describe(c);
+    EXPECT_LT(c.elapsed, 50ms) << describe(c);
+  }
+  EXPECT_EQ(succeeded, 1) << "probes admitted out of " << kCallers;
+  s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::closed) << "the probe's success did not close it";
+  EXPECT_EQ(s.breaker_trips, 1u);
+  EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 32"), 32);
+}
+
+}  // namespace
+
+// A real outage of PostgreSQL (SIGSTOP) opens the breaker (min_calls 1, half_open_probes 1,
+// first open period 0.75-1.5 s). Call A was admitted before the trip and waits on the server
+// for an advisory lock the test holds. The server comes back, the pool refills, the open period
+// elapses (half-open), and only then the test releases the lock: A's late success must not close
+// the breaker (it stays half-open). Then 100 concurrent callers: exactly 1 is admitted as the
+// probe (its statement waits for a second lock, so that no result can change the state while
+// the others are admitted), 99 are rejected at once with circuit_open, retry_after 0 (the
+// half-open rejection). The probe's success closes the breaker.
+TEST(BreakerFault, F32_PgHalfOpenAdmitsOnlyProbesLateResultDoesNotClose) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  ServerProcess& pg = servers().postgres();
+  Direct direct;
+  direct.lock(kF32LateLock);
+  direct.lock(kF32ProbeLock);
+  bool paused = false;
+  ScopeExit restore([&] {
+    if (paused) pg.resume();
+    direct.unlock_all();
+  });
+  auto config = pg_config(servers().postgres_dsn(kDatabase), "f32_pg");
+  config.connect_timeout = 300ms;
+  config.breaker.window_size = 10;
+  config.breaker.min_calls = 1;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {1500ms, 3000ms, 2.0};  // first open period in [0.75 s, 1.5 s]
+  config.breaker.half_open_probes = 1;
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        co_await closing_pg(client, f32_pg_body(io, client, direct, pg, paused));
+      },
+      30s);
+}
+
+// The same with RedisClient and half_open_probes 3: a real outage (SIGSTOP) opens the breaker
+// (min_calls 2: two commands time out), the server comes back and the client reconnects, the
+// open period (0.75-1.5 s) elapses; then 100 commands are issued at once. Exactly 3 are
+// admitted and answered (each its own ECHO), 97 are rejected at once with circuit_open and
+// retry_after 0 (and counted as rejected); the 3 probe successes close the breaker.
+TEST(BreakerFault, F32_RedisHalfOpenAdmitsOnlyProbes) {
+  TS_SKIP_IF_EXTERNAL();
+  ServerProcess& redis = servers().redis();
+  bool paused = false;
+  ScopeExit resume([&] {
+    if (paused) redis.resume();
+  });
+  auto config =
+      ts::testing::fault::fast_config(ts::testing::fault::redis_url_for_db(0), "f32-redis");
+  config.command_timeout = 200ms;
+  config.connect_timeout = 300ms;
+  config.health_check_interval = 200ms;
+  config.health_check_timeout = 600ms;
+  config.reconnect_backoff = {20ms, 200ms, 2.0};
+  config.breaker.window_size = 10;
+  config.breaker.min_calls = 2;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {1500ms, 3000ms, 2.0};
+  config.breaker.half_open_probes = 3;
+  ts::testing::fault::QuietRedisLog quiet;
+  ts::testing::fault::run_with_client(
+      config, 30s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+        co_await client.ping();
+        redis.pause();
+        paused = true;
+        std::vector<Ended> hung(2);
+        for (auto& h : hung) spawn_call(io, client.command("ECHO", "f32:hung"), &h);
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; });
+            },
+            2s));
+        for (const auto& h : hung) {
+          EXPECT_EQ(h.code, ts::make_error_code(errc::request_timeout)) << describe(h);
+        }
+        auto s = client.stats();
+        EXPECT_EQ(s.breaker, CircuitState::open);
+        EXPECT_EQ(s.breaker_trips, 1u);
+        expect_open_rejection(co_await ended(client.command("ECHO", "f32:open")));
+
+        redis.resume();
+        paused = false;
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              s = client.stats();
+              return s.connected && s.in_flight == 0;
+            },
+            5s))
+            << "the client did not get a usable connection back";
+        EXPECT_TRUE(co_await eventually(
+            [&] { return client.stats().breaker == CircuitState::half_open; }, 3s, 1ms))
+            << "breaker " << state_name(client.stats().breaker);
+        EXPECT_EQ(client.stats().breaker_trips, 1u);
+
+        // 100 commands issued at once (each is admitted or rejected when it is made).
+        constexpr int kCallers = 100;
+        const auto before = client.stats();
+        std::vector<asio::awaitable<Reply>> commands;
+        commands.reserve(kCallers);
+        for (int i = 0; i < kCallers; ++i) {
+          commands.push_back(client.command("ECHO", "f32:" + std::to_string(i)));
+        }
+        EXPECT_EQ(client.stats().rejected - before.rejected, 97u);
+        std::vector<Ended> calls(kCallers);
+        std::vector<std::string> replies(kCallers);
+        for (int i = 0; i < kCallers; ++i) {
+          const auto start = Clock::now();
+          const auto k = static_cast<std::size_t>(i);
+          asio::co_spawn(io, std::move(commands[k]),
+                         [&calls, &replies, k, start](std::exception_ptr e, Reply r) {
+                           calls[k] = ended_of(e, start);
+                           if (!e) replies[k] = r.as_string();
+                         });
+        }
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
+            },
+            2s));
+        int succeeded = 0;
+        for (int i = 0; i < kCallers; ++i) {
+          const auto& c = calls[static_cast<std::size_t>(i)];
+          if (!c.failed) {
+            ++succeeded;
+            EXPECT_EQ(replies[static_cast<std::size_t>(i)], "f32:" + std::to_string(i));
+            continue;
+          }
+          EXPECT_EQ(c.code, ts::make_error_code(errc::circuit_open)) << describe(c);
+          EXPECT_EQ(c.kind, ErrorKind::transient_not_sent) << describe(c);
+          EXPECT_TRUE(c.retry_after.has_value() && *c.retry_after == 0ms) << describe(c);
+          EXPECT_LT(c.elapsed, 50ms) << describe(c);
+        }
+        EXPECT_EQ(succeeded, 3) << "probes admitted out of " << kCallers;
+        s = client.stats();
+        EXPECT_EQ(s.breaker, CircuitState::closed) << "3 probe successes did not close it";
+        EXPECT_EQ(s.breaker_trips, 1u);
+        EXPECT_EQ((co_await client.command("ECHO", "f32:after")).as_string(), "f32:after");
+      });
+  if (paused) {
+    redis.resume();
+    paused = false;
+  }
+}
+
+// ---- F33 business errors never count --------------------------------------------------------
+
+namespace {
+
+asio::awaitable<void> f33_pg_body(PostgresClient& client) {
+  const auto start = Clock::now();
+  int unique = 0, syntax = 0, other = 0;
+  for (int i = 0; i < 30; ++i) {
+    const Ended dup = co_await ended(client.execute("INSERT INTO f33 VALUES (1)"));
+    const Ended bad = co_await ended(client.execute("SELEC 1"));
+    for (const auto* e : {&dup, &bad}) {
+      EXPECT_EQ(e->kind, ErrorKind::permanent) << describe(*e);
+      if (e->server_code == "23505") {
+        ++unique;
+      } else if (e->server_code == "42601") {
+        ++syntax;
+      } else {
+        ++other;
+      }
+    }
+  }
+  for (int i = 0; i < 5; ++i) {
+    int bodies = 0;
+    const Ended tx = co_await ended(
+        client.transaction([&bodies](ts::pg::Transaction& t) -> asio::awaitable<void> {
+          ++bodies;
+          co_await t.execute("INSERT INTO f33 VALUES (1)");
+        }));
+    EXPECT_EQ(tx.server_code, "23505") << describe(tx);
+    EXPECT_EQ(tx.kind, ErrorKind::permanent) << describe(tx);
+    EXPECT_EQ(bodies, 1);
+  }
+  EXPECT_EQ(unique, 30);
+  EXPECT_EQ(syntax, 30);
+  EXPECT_EQ(other, 0);
+  EXPECT_LT(elapsed_ms(start), 3s);
+  auto s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::closed) << "business errors opened the breaker";
+  EXPECT_EQ(s.breaker_trips, 0u);
+  EXPECT_EQ(s.timeouts, 0u);
+  EXPECT_EQ(s.discarded, 0u);
+
+  // One hung call: 1 recorded call, below min_calls 2.
+  const Ended first = co_await ended(client.query(kHungQuery, "SELECT pg_sleep(5)"));
+  EXPECT_EQ(first.code, ts::make_error_code(errc::request_timeout)) << describe(first);
+  EXPECT_EQ(client.stats().breaker, CircuitState::closed)
+      << "1 timeout opened the breaker: business errors were counted as failures";
+  EXPECT_TRUE(co_await pool_settled(client, 2, 5s));
+  const Ended second = co_await ended(client.query(kHungQuery, "SELECT pg_sleep(5)"));
+  EXPECT_EQ(second.code, ts::make_error_code(errc::request_timeout)) << describe(second);
+  s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::open)
+      << "2 timeouts with min_calls 2 did not open the breaker: business errors were "
+         "counted as successes";
+  EXPECT_EQ(s.breaker_trips, 1u);
+  EXPECT_EQ(s.timeouts, 2u);
+}
+
+}  // namespace
+
+// 60 statements failing with 23505 (unique violation) and 42601 (syntax error), and 5
+// transactions failing with 23505, with a breaker that opens at min_calls 2: each fails once as
+// `permanent`, and the breaker stays closed. Then exactly 2 hung calls (request timeouts) open
+// it, and 1 does not: the business errors were recorded neither as failures nor as successes
+// (10 successes in the window of 10 would keep 2 failures under the threshold).
+TEST(BreakerFault, F33_PgBusinessErrorsNeverCount) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  {
+    Direct setup;
+    setup.value(
+        "DROP TABLE IF EXISTS f33; CREATE TABLE f33 (id int PRIMARY KEY); "
+        "INSERT INTO f33 VALUES (1)");
+  }
+  auto config = pg_config(servers().postgres_dsn(kDatabase), "f33_pg");
+  config.breaker.window_size = 10;
+  config.breaker.min_calls = 2;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {10s, 20s, 2.0};
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        co_await closing_pg(client, f33_pg_body(client));
+      },
+      30s);
+}
+
+// 60 commands failing with WRONGTYPE (LPUSH, SADD, HGET on a string key set from outside the
+// client), with a breaker that opens at min_calls 2: each fails at once as `permanent` with
+// the WRONGTYPE prefix, no failure or timeout is counted and the breaker stays closed. Then
+// through the proxy's black hole exactly 2 hung commands open it, and 1 does not.
+TEST(BreakerFault, F33_RedisWrongTypeNeverCounts) {
+  TS_SKIP_IF_EXTERNAL();
+  RedisAdmin admin;
+  admin.ok({"SET", "f33:string", "not a list"});
+  FaultProxy proxy("127.0.0.1", servers().redis_port());
+  proxy.start();
+  ScopeExit clear([&] {
+    proxy.clear_faults();
+    admin.ok({"DEL", "f33:string"});
+  });
+  auto config = redis_config(proxy_url(proxy), "f33-redis");
+  config.breaker.window_size = 10;
+  config.breaker.min_calls = 2;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {10s, 20s, 2.0};
+  ts::testing::fault::run_with_client(
+      config, 30s, [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        const auto start = Clock::now();
+        int wrong_type = 0;
+        for (int i = 0; i < 20; ++i) {
+          const Ended a = co_await ended(client.command("LPUSH", "f33:string", "v"));
+          const Ended b = co_await ended(client.command("SADD", "f33:string", "v"));
+          const Ended c = co_await ended(client.command("HGET", "f33:string", "f"));
+          for (const auto* e : {&a, &b, &c}) {
+            EXPECT_EQ(e->kind, ErrorKind::permanent) << describe(*e);
+            EXPECT_LT(e->elapsed, 300ms) << describe(*e);
+            if (e->server_code == "WRONGTYPE") ++wrong_type;
+          }
+        }
+        EXPECT_EQ(wrong_type, 60);
+        EXPECT_LT(elapsed_ms(start), 3s);
+        auto s = client.stats();
+        EXPECT_EQ(s.breaker, CircuitState::closed) << "WRONGTYPE opened the breaker";
+        EXPECT_EQ(s.breaker_trips, 0u);
+        EXPECT_EQ(s.timeouts, 0u);
+        EXPECT_EQ(s.disconnects, 0u);
+        EXPECT_EQ(admin.ok({"GET", "f33:string"}).str, "not a list");
+
+        proxy.set_blackhole(true);
+        const Ended first = co_await ended(client.command(CommandOptions{200ms}, "ECHO", "x"));
+        EXPECT_EQ(first.code, ts::make_error_code(errc::request_timeout)) << describe(first);
+        EXPECT_EQ(client.stats().breaker, CircuitState::closed)
+            << "1 timeout opened the breaker: WRONGTYPE was counted as a failure";
+        const Ended second = co_await ended(client.command(CommandOptions{200ms}, "ECHO", "y"));
+        EXPECT_EQ(second.code, ts::make_error_code(errc::request_timeout)) << describe(second);
+        s = client.stats();
+        EXPECT_EQ(s.breaker, CircuitState::open)
+            << "2 timeouts with min_calls 2 did not open the breaker: WRONGTYPE was counted as "
+               "a success";
+        EXPECT_EQ(s.breaker_trips, 1u);
+        proxy.cut_all();
+      });
+}
+
+// ---- F34 server restart with many clients ------------------------------------------------------
+
+namespace {
+
+/// F34: 50 clients, reconnect backoff base 25 ms doubling to an 800 ms cap (full jitter).
+constexpr std::size_t kClients = 50;
+constexpr milliseconds kBase{25};
+constexpr milliseconds kCap{800};
+constexpr std::uint64_t kFailuresToCap = 5;  // ceilings 25, 50, 100, 200, 400, then 800
+constexpr milliseconds kMargin{500};
+
+/// Runs a coroutine on its own thread and io_context for at most `timeout`, so that the main
+/// thread stays free to drive the server (the harness forks servers from the main thread).
+class BackgroundLoop {
+ public:
+  BackgroundLoop(Clock::duration timeout,
+                 std::function<asio::awaitable<void>(asio::io_context&)> body)
+      : thread_([this, b = std::move(body), timeout] {
+          asio::co_spawn(io_, b(io_), [this](std::exception_ptr e) {
+            error_ = e;
+            done_ = true;
+          });
+          io_.run_for(timeout);
+        }) {}
+  ~BackgroundLoop() {
+    if (thread_.joinable()) thread_.join();
+  }
+  BackgroundLoop(const BackgroundLoop&) = delete;
+  BackgroundLoop& operator=(const BackgroundLoop&) = delete;
+
+  bool done() const { return done_.load(); }
+  void join() {
+    thread_.join();
+    if (!done_) {
+      ADD_FAILURE() << "background loop did not finish within its timeout";
+      return;
+    }
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  asio::io_context io_;
+  std::exception_ptr error_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+/// Closes every client, whatever happened in `body`, then rethrows the body's error.
+asio::awaitable<void> closing_all(std::vector<std::unique_ptr<RedisClient>>& clients,
+                                  asio::awaitable<void> body) {
+  std::exception_ptr error;
+  try {
+    co_await std::move(body);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  for (auto& c : clients) co_await c->close();
+  if (error) std::rethrow_exception(error);
+}
+
+asio::awaitable<void> f34_body(std::vector<std::unique_ptr<RedisClient>>& clients,
+                               std::atomic<bool>& ready, std::atomic<bool>& stopped,
+                               std::atomic<bool>& at_cap, std::atomic<bool>& up,
+                               std::atomic<Clock::rep>& up_at) {
+  for (auto& c : clients) co_await c->start();
+  for (auto& c : clients) co_await c->ping();
+  ready = true;
+  EXPECT_TRUE(co_await eventually([&] { return stopped.load(); }, 20s));
+  const bool capped = co_await eventually(
+      [&] {
+        return std::all_of(clients.begin(), clients.end(), [](const auto& c) {
+          const auto s = c->stats();
+          return s.disconnects >= 1 && s.connect_failures >= kFailuresToCap;
+        });
+      },
+      10s);
+  EXPECT_TRUE(capped) << "not every client reached the backoff cap";
+  // The server is down: nobody can reconnect before the main thread starts it again, so
+  // polling starts now and catches the first reconnects however soon they come.
+  std::vector<std::uint64_t> connects_before;
+  for (const auto& c : clients) connects_before.push_back(c->stats().connects);
+  at_cap = true;
+  std::vector<std::optional<Clock::time_point>> reconnected(clients.size());
+  const bool all = co_await eventually(
+      [&] {
+        const auto now = Clock::now();
+        bool every = true;
+        for (std::size_t i = 0; i < clients.size(); ++i) {
+          if (!reconnected[i] && clients[i]->stats().connects > connects_before[i]) {
+            reconnected[i] = now;
+          }
+          every = every && reconnected[i].has_value();
+        }
+        return every;
+      },
+      kCap + kMargin + 15s, 1ms);
+  EXPECT_TRUE(all) << "not every client reconnected";
+  EXPECT_TRUE(co_await eventually([&] { return up.load(); }, 5s));
+  const Clock::time_point back{Clock::duration{up_at.load()}};
+  std::vector<double> times;
+  for (const auto& t : reconnected) {
+    if (t) times.push_back(std::chrono::duration<double, std::milli>(*t - back).count());
+  }
+  if (!times.empty()) {
+    std::sort(times.begin(), times.end());
+    const double lo = times.front();
+    const double hi = times.back();
+    double mean = 0;
+    for (double t : times) mean += t;
+    mean /= static_cast<double>(times.size());
+    double var = 0;
+    for (double t : times) var += (t - mean) * (t - mean);
+    const double sd = std::sqrt(var / static_cast<double>(times.size()));
+    std::printf(
+        "[ F34 ] %zu clients reconnected %.0f .. %.0f ms after the server was back "
+        "(span %.0f ms, mean %.0f ms, sd %.0f ms, median %.0f ms)\n",
+        times.size(), lo, hi, hi - lo, mean, sd, times[times.size() / 2]);
+    const double cap_ms = static_cast<double>(kCap.count());
+    EXPECT_LE(hi, cap_ms + static_cast<double>(kMargin.count()))
+        << "a client reconnected later than the backoff cap + margin";
+    EXPECT_GE(hi - lo, cap_ms / 4) << "reconnects bunched together: no jitter?";
+    EXPECT_GE(sd, cap_ms / 16) << "reconnects bunched together: no jitter?";
+  }
+  // Every client serves again.
+  for (auto& c : clients) {
+    const Ended e = co_await ended(c->command("ECHO", "f34"));
+    EXPECT_FALSE(e.failed) << describe(e);
+  }
+}
+
+}  // namespace
+
+// 50 RedisClients on one loop, connected to the same Redis; the server is stopped (SIGTERM) and
+// kept down until every client has failed 5 reconnect attempts (so that each is at the backoff
+// cap: base 25 ms doubling to the 800 ms cap, full jitter), then started again. Each client's
+// reconnect time is when its `connects` counter moves (polled every millisecond), relative to
+// the moment the server accepted work again.
+// - Capped: every client reconnects within cap (800 ms) + 500 ms of margin after the server is
+//   back: a client at the cap waits at most 800 ms between attempts. Without the cap (the
+//   ceiling doubling on to 1.6 s, 3.2 s) some of 50 clients would wait longer.
+// - Spread: the reconnect times span at least cap/4 (200 ms) and have a standard deviation of
+//   at least cap/16 (50 ms); full jitter gives about 700 ms and 190 ms. Without jitter every
+//   client would wait exactly the ceiling: they all lost the connection in the same instant
+//   (the server closed them together) and fail in lockstep, so all 50 would reconnect within a
+//   few milliseconds of each other (one loop connecting 50 sockets), and both bounds fail.
+TEST(BreakerFault, F34_RedisRestartReconnectsSpreadByJitterAndCapped) {
+  TS_SKIP_IF_EXTERNAL();
+  ServerProcess& redis = servers().redis();
+  std::atomic<bool> ready{false};
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> at_cap{false};
+  std::atomic<bool> up{false};
+  std::atomic<Clock::rep> up_at{0};
+  ScopeExit restart([&] {
+    if (!redis.running()) redis.start();
+  });
+  ts::testing::fault::QuietRedisLog quiet;
+  BackgroundLoop loop(40s, [&](asio::io_context& io) -> asio::awaitable<void> {
+    std::vector<std::unique_ptr<RedisClient>> clients;
+    for (std::size_t i = 0; i < kClients; ++i) {
+      auto config = ts::testing::fault::fast_config(ts::testing::fault::redis_url_for_db(0),
+                                                    "f34-" + std::to_string(i));
+      config.reconnect_backoff = {kBase, kCap, 2.0};
+      config.command_timeout = 3s;
+      clients.push_back(std::make_unique<RedisClient>(io.get_executor(), config));
+    }
+    co_await closing_all(clients, f34_body(clients, ready, stopped, at_cap, up, up_at));
+  });
+  const bool became_ready = ts::testing::poll_until([&] { return ready || loop.done(); }, 20s);
+  EXPECT_TRUE(became_ready && ready);
+  if (ready) {
+    redis.stop();
+    stopped = true;
+    EXPECT_TRUE(ts::testing::poll_until([&] { return at_cap || loop.done(); }, 15s));
+    redis.start();
+    up_at = Clock::now().time_since_epoch().count();
+    up = true;
+  }
+  loop.join();
+  EXPECT_TRUE(ts::testing::fault::redis_serves());
+}
