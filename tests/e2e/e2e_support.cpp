@@ -4,8 +4,14 @@
 
 #include "support/server_process.hpp"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,6 +244,178 @@ std::optional<std::int64_t> cell_int(const std::optional<std::string>& cell) {
 std::optional<double> cell_double(const std::optional<std::string>& cell) {
   if (!cell) return std::nullopt;
   return std::stod(*cell);
+}
+
+// ---- Redis ----------------------------------------------------------------------------------
+
+RedisConnection::RedisConnection(const std::string& host, std::uint16_t port,
+                                 std::chrono::milliseconds timeout) {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) throw std::runtime_error(fmt::format("socket: {}", std::strerror(errno)));
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  const int one = 1;
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);  // also bounds connect()
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  if (::inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+    ::close(fd_);
+    throw std::runtime_error("Redis host " + host + " is not an IPv4 address");
+  }
+  if (::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    const int error = errno;
+    ::close(fd_);
+    throw std::runtime_error(
+        fmt::format("connecting to Redis {}:{}: {}", host, port, std::strerror(error)));
+  }
+}
+
+RedisConnection::~RedisConnection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+RedisReply RedisConnection::command(const std::vector<std::string>& args) {
+  if (fd_ < 0) throw std::runtime_error("Redis connection unusable after an earlier failure");
+  std::string request = fmt::format("*{}\r\n", args.size());
+  for (const auto& arg : args) request += fmt::format("${}\r\n{}\r\n", arg.size(), arg);
+  std::size_t sent = 0;
+  while (sent < request.size()) {
+    const ssize_t n = ::send(fd_, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = errno;
+      ::close(fd_);
+      fd_ = -1;
+      throw std::runtime_error(fmt::format("sending to Redis: {}", std::strerror(error)));
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+  RedisReply reply = read_reply();
+  if (reply.type == RedisReply::Type::error) {
+    throw std::runtime_error(fmt::format("Redis {}: {}", args.empty() ? "" : args[0], reply.text));
+  }
+  return reply;
+}
+
+void RedisConnection::fill() {
+  if (position_ > 0) {
+    buffer_.erase(0, position_);
+    position_ = 0;
+  }
+  char chunk[16384];
+  for (;;) {
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string reason = n == 0 ? std::string("connection closed by the server")
+                                 : (errno == EAGAIN || errno == EWOULDBLOCK)
+                                     ? std::string("timed out")
+                                     : std::string(std::strerror(errno));
+      ::close(fd_);
+      fd_ = -1;
+      throw std::runtime_error("reading from Redis: " + reason);
+    }
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+    return;
+  }
+}
+
+std::string RedisConnection::read_line() {
+  for (;;) {
+    const auto end = buffer_.find("\r\n", position_);
+    if (end != std::string::npos) {
+      std::string line = buffer_.substr(position_, end - position_);
+      position_ = end + 2;
+      return line;
+    }
+    fill();
+  }
+}
+
+RedisReply RedisConnection::read_reply() {
+  const std::string line = read_line();
+  if (line.empty()) throw std::runtime_error("Redis: empty reply line");
+  RedisReply reply;
+  const std::string rest = line.substr(1);
+  switch (line[0]) {
+    case '+':
+      reply.type = RedisReply::Type::simple;
+      reply.text = rest;
+      return reply;
+    case '-':
+      reply.type = RedisReply::Type::error;
+      reply.text = rest;
+      return reply;
+    case ':':
+      reply.type = RedisReply::Type::integer;
+      reply.integer = std::stoll(rest);
+      return reply;
+    case '$': {
+      const long long length = std::stoll(rest);
+      if (length < 0) return reply;  // nil
+      const auto size = static_cast<std::size_t>(length);
+      while (buffer_.size() - position_ < size + 2) fill();
+      reply.type = RedisReply::Type::bulk;
+      reply.text = buffer_.substr(position_, size);
+      position_ += size + 2;
+      return reply;
+    }
+    case '*': {
+      const long long count = std::stoll(rest);
+      if (count < 0) return reply;  // nil
+      reply.type = RedisReply::Type::array;
+      for (long long i = 0; i < count; ++i) reply.items.push_back(read_reply());
+      return reply;
+    }
+    default:
+      ::close(fd_);
+      fd_ = -1;
+      throw std::runtime_error("Redis: unexpected reply line: " + line);
+  }
+}
+
+std::optional<std::string> info_field(const std::string& info, std::string_view key) {
+  std::size_t start = 0;
+  while (start < info.size()) {
+    auto end = info.find('\n', start);
+    if (end == std::string::npos) end = info.size();
+    std::string_view line(info.data() + start, end - start);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > key.size() && line.starts_with(key) && line[key.size()] == ':') {
+      return std::string(line.substr(key.size() + 1));
+    }
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
+// ---- processes ------------------------------------------------------------------------------
+
+ProcessStats read_process_stats(pid_t pid) {
+  ProcessStats stats;
+  {
+    std::ifstream status(fmt::format("/proc/{}/status", pid));
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.starts_with("VmRSS:")) {
+        stats.rss_kib = std::stoll(line.substr(6));  // "VmRSS:\t  12345 kB"
+        break;
+      }
+    }
+  }
+  if (DIR* dir = ::opendir(fmt::format("/proc/{}/fd", pid).c_str())) {
+    std::int64_t count = 0;
+    while (const dirent* entry = ::readdir(dir)) {
+      if (entry->d_name[0] != '.') ++count;
+    }
+    ::closedir(dir);
+    stats.fds = count;
+  }
+  return stats;
 }
 
 // ---- JSON -----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 /// The pieces of ts-pipeline (tests/e2e/pipeline.cpp) that are not the scenario itself:
 /// interruption by SIGINT/SIGTERM, polling with a deadline, the child processes it runs
 /// (spawned through the harness, stopped and reaped on every path), a small blocking libpq
-/// wrapper, and JSON files.
+/// wrapper, a small blocking Redis (RESP2) connection for the soak mode's faults and samples,
+/// the memory and descriptors of a process, and JSON files.
 ///
 /// Everything here is driven from the main thread: children are spawned with
 /// PR_SET_PDEATHSIG, which follows the forking thread.
@@ -155,6 +156,54 @@ class PgConnection {
 /// A NULL-aware numeric cell.
 std::optional<std::int64_t> cell_int(const std::optional<std::string>& cell);
 std::optional<double> cell_double(const std::optional<std::string>& cell);
+
+// ---- Redis ----------------------------------------------------------------------------------
+
+/// One RESP2 reply.
+struct RedisReply {
+  enum class Type { simple, error, integer, bulk, nil, array };
+  Type type = Type::nil;
+  std::string text;  ///< simple string, error message or bulk string
+  std::int64_t integer = 0;
+  std::vector<RedisReply> items;  ///< array elements
+};
+
+/// A blocking Redis connection (loopback, for the orchestrator's own commands: CLIENT KILL,
+/// INFO, HGET, XLEN). Every send and receive is bounded by `timeout` (a stopped server makes a
+/// command fail, never hang); any failure throws std::runtime_error and leaves the connection
+/// unusable (make a new one).
+class RedisConnection {
+ public:
+  RedisConnection(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout);
+  ~RedisConnection();
+  RedisConnection(const RedisConnection&) = delete;
+  RedisConnection& operator=(const RedisConnection&) = delete;
+
+  /// Sends one command and reads its reply; throws on an error reply too.
+  RedisReply command(const std::vector<std::string>& args);
+
+ private:
+  RedisReply read_reply();
+  std::string read_line();
+  void fill();
+
+  int fd_ = -1;
+  std::string buffer_;
+  std::size_t position_ = 0;
+};
+
+/// The value of `key` in the text of INFO ("key:value" lines); nullopt when absent.
+std::optional<std::string> info_field(const std::string& info, std::string_view key);
+
+// ---- processes ------------------------------------------------------------------------------
+
+/// Resident memory and open descriptors of a process, read from /proc; a field is nullopt when
+/// it could not be read (the process exited).
+struct ProcessStats {
+  std::optional<std::int64_t> rss_kib;  ///< VmRSS of /proc/<pid>/status
+  std::optional<std::int64_t> fds;      ///< entries of /proc/<pid>/fd
+};
+ProcessStats read_process_stats(pid_t pid);
 
 // ---- JSON -----------------------------------------------------------------------------------
 

@@ -15,6 +15,13 @@
 //     duplicated, every order is terminal and every service exited 0; 1 otherwise; 2 on bad
 //     flags.
 //
+// Soak mode (`make soak`, docs/testing.md): --faults-every injects random faults (graceful
+// restart, SIGSTOP for 1-5 s, or killing the client connections, of Redis or PostgreSQL),
+// drawn with --seed, while the simulator sends; --monitor-every prints a sample (rows,
+// duplicates, holes below the highest id, RSS and descriptors of each service, Redis memory)
+// and, at the end, judges that memory and descriptors did not grow after the warm-up;
+// --stream-maxlen caps the trade streams. The same verification runs as without it.
+//
 // Every child is stopped and reaped on every path (errors, SIGINT/SIGTERM of ts-pipeline);
 // children and servers also carry PR_SET_PDEATHSIG. Everything runs on the main thread.
 #include <trading_shared/core/config.hpp>
@@ -29,6 +36,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <chrono>
 #include <cstdint>
@@ -40,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -140,6 +149,11 @@ Binaries find_binaries(const std::string& bin_dir) {
 
 // ---- options --------------------------------------------------------------------------------
 
+/// What --faults-every picks from (--fault-kinds).
+constexpr std::array<std::string_view, 6> kFaultKinds = {
+    "redis-restart",  "postgres-restart",   "redis-pause",
+    "postgres-pause", "redis-kill-clients", "postgres-kill-clients"};
+
 struct Options {
   std::chrono::milliseconds duration{30s};
   std::int64_t rate = 2000;
@@ -154,9 +168,24 @@ struct Options {
   bool keep_dir = false;
   std::int64_t seed = 1;
   std::string bin_dir;
+  // Soak mode (any of faults_every / monitor_every set).
+  std::chrono::milliseconds faults_every{0};
+  std::vector<std::string> fault_kinds{kFaultKinds.begin(), kFaultKinds.end()};
+  std::chrono::milliseconds monitor_every{0};
+  std::chrono::milliseconds warmup{0};
+  std::int64_t stream_maxlen = 0;
 
   std::int64_t max_messages() const { return rate * duration.count() / 1000; }
   std::int64_t order_count() const { return order_rate * duration.count() / 1000; }
+  std::chrono::milliseconds warmup_length() const {
+    return warmup.count() > 0 ? warmup : duration / 4;
+  }
+  /// How long after the start the simulator may take to send everything: the duration plus
+  /// the drain timeout, or a tenth of the duration when that is more (a long run loses more
+  /// time to faults and to a busy machine).
+  std::chrono::milliseconds feed_allowance() const {
+    return duration + std::max<std::chrono::milliseconds>(drain_timeout, duration / 10);
+  }
 };
 
 /// Flags (and TS_E2E_* variables), validated; nullopt and `exit_code` set when the process
@@ -193,7 +222,27 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
       .add(options.seed, {"seed", "seed of the simulator and of the order ids"})
       .add(options.bin_dir, {"bin_dir",
                              "run the service binaries found in this directory instead "
-                             "of the ones this build made"});
+                             "of the ones this build made"})
+      .add(options.faults_every,
+           {"faults_every",
+            "soak: inject a random fault about this often (uniformly 0.5x to 1.5x apart; 0: "
+            "off), each of --fault-kinds once per round in an order drawn with --seed"})
+      .add(options.fault_kinds,
+           {"fault_kinds",
+            "soak: the faults to draw from: redis-restart, postgres-restart, redis-pause, "
+            "postgres-pause (SIGSTOP for 1-5 s, then SIGCONT), redis-kill-clients (CLIENT KILL "
+            "TYPE normal), postgres-kill-clients (pg_terminate_backend)"})
+      .add(options.monitor_every,
+           {"monitor_every",
+            "soak: print a sample this often (rows, duplicates, holes, RSS and descriptors "
+            "of each service, Redis memory) and judge the growth at the end (0: off)"})
+      .add(options.warmup, {"warmup",
+                            "soak: samples up to this long after the start are the warm-up; "
+                            "the last one is the baseline of the verdict (0: a quarter of "
+                            "--duration)"})
+      .add(options.stream_maxlen, {"stream_maxlen",
+                                   "ts-receiver --stream-maxlen: approximate length cap of each "
+                                   "trade stream (0: not passed, the streams grow with the run)"});
   if (auto code = core::load_or_exit_code(loader, argc, argv)) {
     exit_code = *code;
     return std::nullopt;
@@ -221,6 +270,24 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
   if (options.drain_timeout < 1s) return bad("--drain-timeout must be at least 1s");
   if (options.stop_timeout < 1s) return bad("--stop-timeout must be at least 1s");
   if (options.seed < 0) return bad("--seed must not be negative");
+  if (options.faults_every.count() < 0 || options.monitor_every.count() < 0 ||
+      options.warmup.count() < 0) {
+    return bad("--faults-every / --monitor-every / --warmup must not be negative");
+  }
+  if (options.faults_every.count() > 0 && options.faults_every < 2s) {
+    return bad("--faults-every must be at least 2s (or 0: off)");
+  }
+  if (options.monitor_every.count() > 0 && options.monitor_every < 1s) {
+    return bad("--monitor-every must be at least 1s (or 0: off)");
+  }
+  if (options.warmup >= options.duration) return bad("--warmup must be shorter than --duration");
+  if (options.fault_kinds.empty()) return bad("--fault-kinds must name at least one fault");
+  for (const auto& kind : options.fault_kinds) {
+    if (std::find(kFaultKinds.begin(), kFaultKinds.end(), kind) == kFaultKinds.end()) {
+      return bad("--fault-kinds: unknown fault \"" + kind + "\"");
+    }
+  }
+  if (options.stream_maxlen < 0) return bad("--stream-maxlen must not be negative");
   return options;
 }
 
@@ -274,6 +341,59 @@ struct Results {
   std::optional<double> drain_seconds;
 };
 
+// ---- soak -----------------------------------------------------------------------------------
+
+/// The verdict's thresholds (docs/testing.md, soak mode). A leak grows without bound, so the
+/// bounds only need to absorb what a healthy service may add after the warm-up: a socket or
+/// two open across a reconnect at the moment of a sample, and the buffers a fault fills (the
+/// receiver holds a few seconds of trades, about 2 MB, while Redis is stopped) together with
+/// the allocator keeping freed pages (glibc does not give small-chunk arenas back).
+constexpr std::int64_t kFdSlack = 4;
+constexpr double kRssFactor = 1.25;
+constexpr std::int64_t kRssSlackKib = 8 * 1024;
+
+struct FaultRecord {
+  double at_s = 0;  ///< since the start of the run
+  std::string kind;
+  double seconds = 0;  ///< how long the injection took (outage, stopped time)
+  std::string detail;
+};
+
+struct ServiceSample {
+  std::string name;
+  e2e::ProcessStats stats;
+};
+
+struct Sample {
+  double t_s = 0;                              ///< since the start of the run
+  std::string phase;                           ///< "warm-up", "warm-up end", "run", "end"
+  std::optional<std::int64_t> received;        ///< sum of md:last:{SYM} t (ids start at 1)
+  std::optional<std::int64_t> stream_entries;  ///< sum of XLEN md:trades:{SYM}
+  std::optional<std::int64_t> redis_used;      ///< INFO memory used_memory, bytes
+  std::optional<std::int64_t> rows, duplicates, holes, db_bytes;
+  std::optional<double> query_ms;  ///< the SQL of the sample, connect included
+  std::vector<ServiceSample> services;
+};
+
+struct ServiceVerdict {
+  std::string name;
+  std::optional<std::int64_t> rss_base, rss_max, rss_final, rss_limit;
+  std::optional<std::int64_t> fds_base, fds_max, fds_final, fds_limit;
+  std::int64_t samples_after = 0;
+  bool ok = true;
+};
+
+struct Soak {
+  std::vector<FaultRecord> faults;
+  std::vector<Sample> samples;
+  std::int64_t monitor_errors = 0;
+  std::string last_monitor_error;
+  bool judged = false;
+  std::optional<double> warmup_end_s;  ///< when the baseline sample was taken
+  std::vector<ServiceVerdict> verdicts;
+  std::vector<std::string> problems;
+};
+
 std::int64_t total_of(const std::vector<SymbolResult>& symbols, std::int64_t SymbolResult::*field) {
   std::int64_t total = 0;
   for (const auto& s : symbols) total += s.*field;
@@ -284,7 +404,8 @@ std::int64_t total_of(const std::vector<SymbolResult>& symbols, std::int64_t Sym
 
 class Pipeline {
  public:
-  explicit Pipeline(Options options) : options_(std::move(options)) {
+  explicit Pipeline(Options options)
+      : options_(std::move(options)), fault_rng_(make_fault_rng(options_.seed)) {
     results_.redis.planned_at = options_.restart_redis_at;
     results_.postgres.planned_at = options_.restart_postgres_at;
   }
@@ -298,6 +419,7 @@ class Pipeline {
       start_services(binaries);
       run_feed();
       drain();
+      if (monitoring()) take_sample("end");
       run_janitor(binaries);
       stop_services();
       ran_to_the_end = true;
@@ -315,6 +437,7 @@ class Pipeline {
       } catch (const std::exception& e) {
         fail(std::string("verification failed: ") + e.what());
       }
+      if (monitoring()) judge_soak();
     }
     if (!results_.failures.empty()) print_log_tails();
     shutdown_servers();
@@ -458,10 +581,14 @@ class Pipeline {
     }
 
     note("starting ts-receiver, ts-recorder, ts-executor");
-    daemons_.push_back(
-        &spawn("ts-receiver", binaries.receiver,
-               {"--feed-url", fmt::format("ws://127.0.0.1:{}", port), "--symbols", symbols},
-               "ts-receiver.summary.json"));
+    std::vector<std::string> receiver_args = {"--feed-url", fmt::format("ws://127.0.0.1:{}", port),
+                                              "--symbols", symbols};
+    if (options_.stream_maxlen > 0) {
+      receiver_args.push_back("--stream-maxlen");
+      receiver_args.push_back(std::to_string(options_.stream_maxlen));
+    }
+    daemons_.push_back(&spawn("ts-receiver", binaries.receiver, std::move(receiver_args),
+                              "ts-receiver.summary.json"));
     daemons_.push_back(&spawn("ts-recorder", binaries.recorder, {"--symbols", symbols},
                               "ts-recorder.summary.json"));
     daemons_.push_back(&spawn("ts-executor", binaries.executor, {"--symbols", symbols},
@@ -506,6 +633,274 @@ class Pipeline {
          *outage.stop_s, *outage.start_s);
   }
 
+  // -- soak: random faults ---------------------------------------------------------------------
+
+  bool monitoring() const { return options_.monitor_every.count() > 0; }
+
+  static std::mt19937_64 make_fault_rng(std::int64_t seed) {
+    std::seed_seq sequence{static_cast<std::uint32_t>(seed),
+                           static_cast<std::uint32_t>(static_cast<std::uint64_t>(seed) >> 32),
+                           std::uint32_t{0x50a4}};  // not the simulator's stream of numbers
+    return std::mt19937_64(sequence);
+  }
+
+  /// The next fault's kind: every kind of --fault-kinds once per round, in a random order (a
+  /// shuffled bag), so that a run of six faults has met each of the six.
+  std::string next_fault_kind() {
+    if (fault_bag_.empty()) {
+      fault_bag_ = options_.fault_kinds;
+      std::shuffle(fault_bag_.begin(), fault_bag_.end(), fault_rng_);
+    }
+    std::string kind = std::move(fault_bag_.back());
+    fault_bag_.pop_back();
+    return kind;
+  }
+
+  /// The next fault 0.5x to 1.5x --faults-every from now.
+  void schedule_next_fault() {
+    std::uniform_real_distribution<double> jitter(0.5, 1.5);
+    const auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(options_.faults_every *
+                                                                           jitter(fault_rng_));
+    next_fault_at_ =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0_) + gap;
+  }
+
+  /// SIGSTOP to every process of the server for `length`, then SIGCONT. The daemons are
+  /// watched meanwhile; the server is resumed on every path.
+  void pause_server(testing::ServerProcess& server, std::chrono::milliseconds length) {
+    server.pause();
+    try {
+      e2e::poll_until(
+          [&] {
+            check_daemons_alive("while a server was stopped");
+            return false;  // the fault lasts `length`: nothing to wait for
+          },
+          Clock::now() + length, 100ms);
+    } catch (const std::exception&) {
+      server.resume();  // then the original error goes on
+      throw;
+    }
+    server.resume();
+  }
+
+  /// One fault drawn from --fault-kinds; logged, timed and recorded. A fault that cannot be
+  /// injected (a server that does not come back) throws: the run fails.
+  void inject_fault() {
+    auto& servers = testing::Servers::instance();
+    FaultRecord record;
+    record.kind = next_fault_kind();
+    record.at_s = since_start();
+    const std::size_t number = soak_.faults.size() + 1;
+    const auto begin = Clock::now();
+    const std::string& kind = record.kind;
+    if (kind == "redis-restart" || kind == "postgres-restart") {
+      auto& server = kind == "redis-restart" ? servers.redis() : servers.postgres();
+      note("fault #{}: {}: graceful stop, then start on port {}", number, kind, server.port());
+      server.stop();
+      const double stop_s = e2e::seconds_since(begin);
+      server.start();
+      record.detail =
+          fmt::format("stop {:.2f} s, start {:.2f} s", stop_s, e2e::seconds_since(begin) - stop_s);
+    } else if (kind == "redis-pause" || kind == "postgres-pause") {
+      auto& server = kind == "redis-pause" ? servers.redis() : servers.postgres();
+      std::uniform_int_distribution<std::int64_t> millis(1000, 5000);
+      const std::chrono::milliseconds length(millis(fault_rng_));
+      note("fault #{}: {}: SIGSTOP for {} (pid {} and its processes), then SIGCONT", number, kind,
+           seconds_text(length), server.pid());
+      pause_server(server, length);
+      record.detail = fmt::format("stopped for {}", seconds_text(length));
+    } else if (kind == "redis-kill-clients") {
+      note("fault #{}: {}: CLIENT KILL TYPE normal", number, kind);
+      e2e::RedisConnection admin(servers.redis_host(), servers.redis_port(), 5s);
+      const auto killed = admin.command({"CLIENT", "KILL", "TYPE", "normal"});
+      record.detail = fmt::format("{} connection(s) closed", killed.integer);
+    } else if (kind == "postgres-kill-clients") {
+      note("fault #{}: {}: pg_terminate_backend of every other connection to trading", number,
+           kind);
+      e2e::PgConnection admin(dsn_);
+      const auto killed = admin.query_int(
+          "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+          " WHERE datname = 'trading' AND pid <> pg_backend_pid()");
+      record.detail = fmt::format("{} connection(s) terminated", killed);
+    } else {
+      throw std::logic_error("unknown fault kind " + kind);  // validated with the flags
+    }
+    record.seconds = e2e::seconds_since(begin);
+    note("fault #{}: {} done in {:.2f} s: {}", number, kind, record.seconds, record.detail);
+    soak_.faults.push_back(std::move(record));
+  }
+
+  // -- soak: monitoring -----------------------------------------------------------------------
+
+  void monitor_error(std::string_view what, const std::string& message) {
+    ++soak_.monitor_errors;
+    soak_.last_monitor_error = fmt::format("{}: {}", what, message);
+    note("sample: {} not read ({}); the sample goes on without it", what, message);
+  }
+
+  /// One sample: the services' memory and descriptors, Redis, and the table. Failures (a
+  /// server restarting) leave fields empty; they are counted, never fatal.
+  void take_sample(std::string phase) {
+    Sample sample;
+    sample.t_s = since_start();
+    sample.phase = std::move(phase);
+    for (e2e::Child* daemon : daemons_) {
+      if (!daemon->running()) continue;
+      sample.services.push_back({daemon->name(), e2e::read_process_stats(daemon->pid())});
+    }
+    auto& servers = testing::Servers::instance();
+    try {
+      e2e::RedisConnection redis(servers.redis_host(), servers.redis_port(), 2s);
+      const auto info = redis.command({"INFO", "memory"});
+      if (const auto used = e2e::info_field(info.text, "used_memory")) {
+        sample.redis_used = std::stoll(*used);
+      }
+      std::int64_t received = 0;
+      std::int64_t entries = 0;
+      for (const auto& symbol : options_.symbols) {
+        const auto last = redis.command({"HGET", "md:last:" + symbol, "t"});
+        if (last.type == e2e::RedisReply::Type::bulk) received += std::stoll(last.text);
+        entries += redis.command({"XLEN", "md:trades:" + symbol}).integer;
+      }
+      sample.received = received;
+      sample.stream_entries = entries;
+    } catch (const std::exception& e) {
+      monitor_error("Redis", e.what());
+    }
+    try {
+      const auto begin = Clock::now();
+      e2e::PgConnection pg(dsn_);
+      // The pass below sorts a symbol's ids (1.2 million in a 20-minute soak): in memory
+      // it takes a fraction of a second, spilled to disk under the default 4 MB seconds.
+      pg.query("SET work_mem = '256MB'");
+      std::int64_t rows = 0;
+      std::int64_t duplicates = 0;
+      std::int64_t holes = 0;
+      for (const auto& symbol : options_.symbols) {
+        // One ordered pass over the symbol's ids: rows, ids equal to their predecessor,
+        // lowest and highest.
+        const auto result = pg.query(
+            "SELECT count(*), count(*) FILTER (WHERE trade_id = previous), min(trade_id),"
+            "  max(trade_id)"
+            " FROM (SELECT trade_id, lag(trade_id) OVER (ORDER BY trade_id) AS previous"
+            "       FROM ticks WHERE symbol = $1) t",
+            {symbol});
+        const std::int64_t count = e2e::cell_int(result.at(0).at(0)).value_or(0);
+        const std::int64_t repeated = e2e::cell_int(result.at(0).at(1)).value_or(0);
+        const auto low = e2e::cell_int(result.at(0).at(2));
+        const auto high = e2e::cell_int(result.at(0).at(3));
+        rows += count;
+        duplicates += repeated;
+        if (low && high) holes += (*high - *low + 1) - (count - repeated);
+      }
+      sample.rows = rows;
+      sample.duplicates = duplicates;
+      sample.holes = holes;
+      sample.db_bytes = pg.query_int("SELECT pg_database_size(current_database())");
+      sample.query_ms = e2e::seconds_since(begin) * 1000.0;
+    } catch (const std::exception& e) {
+      monitor_error("PostgreSQL", e.what());
+    }
+    note("{}", sample_line(sample));
+    soak_.samples.push_back(std::move(sample));
+  }
+
+  static std::string mib(std::optional<std::int64_t> bytes) {
+    return bytes ? fmt::format("{:.1f}", static_cast<double>(*bytes) / (1024.0 * 1024.0)) : "-";
+  }
+  static std::string kib_as_mib(std::optional<std::int64_t> kib) {
+    return kib ? fmt::format("{:.1f}", static_cast<double>(*kib) / 1024.0) : "-";
+  }
+  static std::string short_name(const std::string& name) {
+    return name.starts_with("ts-") ? name.substr(3) : name;
+  }
+
+  static std::string sample_line(const Sample& s) {
+    std::string line = fmt::format(
+        "sample {:>6.1f}s {:<11} received {} (streams {}) | rows {} dup {} holes {} | db {} MiB, "
+        "sql {} | redis {} MiB |",
+        s.t_s, s.phase, opt(s.received), opt(s.stream_entries), opt(s.rows), opt(s.duplicates),
+        opt(s.holes), mib(s.db_bytes),
+        s.query_ms ? fmt::format("{:.0f} ms", *s.query_ms) : std::string("-"), mib(s.redis_used));
+    for (const auto& service : s.services) {
+      line += fmt::format(" {} {} MiB {} fd", short_name(service.name),
+                          kib_as_mib(service.stats.rss_kib), opt(service.stats.fds));
+    }
+    return line;
+  }
+
+  // -- soak: verdict --------------------------------------------------------------------------
+
+  /// Per daemon: the sample at the end of the warm-up is the baseline; every later sample
+  /// (the final one, after the drain, included) must stay within kFdSlack descriptors and
+  /// kRssFactor x RSS + kRssSlackKib of it.
+  void judge_soak() {
+    soak_.judged = true;
+    const auto base_it = std::find_if(soak_.samples.begin(), soak_.samples.end(),
+                                      [](const Sample& s) { return s.phase == "warm-up end"; });
+    if (base_it == soak_.samples.end()) {
+      soak_.problems.push_back(
+          fmt::format("no sample at the end of the warm-up ({}): the run is too short for --warmup",
+                      seconds_text(options_.warmup_length())));
+    } else {
+      soak_.warmup_end_s = base_it->t_s;
+      for (const e2e::Child* daemon : daemons_) {
+        ServiceVerdict v;
+        v.name = daemon->name();
+        const auto find = [&](const Sample& s) -> const e2e::ProcessStats* {
+          for (const auto& service : s.services) {
+            if (service.name == v.name) return &service.stats;
+          }
+          return nullptr;
+        };
+        if (const auto* base = find(*base_it)) {
+          v.rss_base = base->rss_kib;
+          v.fds_base = base->fds;
+        }
+        for (auto it = std::next(base_it); it != soak_.samples.end(); ++it) {
+          const auto* stats = find(*it);
+          if (stats == nullptr) continue;
+          ++v.samples_after;
+          if (stats->rss_kib) {
+            v.rss_max = std::max(v.rss_max.value_or(0), *stats->rss_kib);
+            v.rss_final = stats->rss_kib;
+          }
+          if (stats->fds) {
+            v.fds_max = std::max(v.fds_max.value_or(0), *stats->fds);
+            v.fds_final = stats->fds;
+          }
+        }
+        if (!v.rss_base || !v.fds_base || !v.rss_max || !v.fds_max) {
+          v.ok = false;
+          soak_.problems.push_back(
+              fmt::format("{}: not enough samples (one at the end of the warm-up and one "
+                          "after it are needed)",
+                          v.name));
+        } else {
+          v.rss_limit = static_cast<std::int64_t>(static_cast<double>(*v.rss_base) * kRssFactor) +
+                        kRssSlackKib;
+          v.fds_limit = *v.fds_base + kFdSlack;
+          if (*v.rss_max > *v.rss_limit) {
+            v.ok = false;
+            soak_.problems.push_back(fmt::format(
+                "{}: resident memory grew after the warm-up: up to {} KiB, limit {} KiB "
+                "({} KiB at the end of the warm-up x {} + {} KiB)",
+                v.name, *v.rss_max, *v.rss_limit, *v.rss_base, kRssFactor, kRssSlackKib));
+          }
+          if (*v.fds_max > *v.fds_limit) {
+            v.ok = false;
+            soak_.problems.push_back(fmt::format(
+                "{}: open descriptors grew after the warm-up: up to {}, limit {} ({} at the end "
+                "of the warm-up + {})",
+                v.name, *v.fds_max, *v.fds_limit, *v.fds_base, kFdSlack));
+          }
+        }
+        soak_.verdicts.push_back(std::move(v));
+      }
+    }
+    for (const auto& problem : soak_.problems) fail("soak verdict: " + problem);
+  }
+
   /// The simulator's summary once it reached --max-messages.
   std::optional<json::value> finished_feed_summary() {
     auto summary = e2e::read_json_file(feed_->spec().summary_file);
@@ -519,7 +914,18 @@ class Pipeline {
     auto& servers = testing::Servers::instance();
     bool redis_due = options_.restart_redis_at.count() > 0;
     bool postgres_due = options_.restart_postgres_at.count() > 0;
-    const auto deadline = t0_ + options_.duration + options_.drain_timeout;
+    const auto deadline = t0_ + options_.feed_allowance();
+    if (options_.faults_every.count() > 0) {
+      schedule_next_fault();
+      note("soak: a random fault about every {} (seed {}) from: {}",
+           seconds_text(options_.faults_every), options_.seed, join(options_.fault_kinds, ", "));
+    }
+    if (monitoring()) {
+      next_sample_at_ = options_.monitor_every;
+      note("soak: a sample every {}, warm-up {}", seconds_text(options_.monitor_every),
+           seconds_text(options_.warmup_length()));
+      take_sample("warm-up");
+    }
     std::optional<json::value> feed_summary;
     bool load_noted = load_ == nullptr;
     for (;;) {
@@ -545,6 +951,22 @@ class Pipeline {
         restart(servers.postgres(), results_.postgres, "PostgreSQL");
         continue;
       }
+      // Soak: samples and faults while the simulator sends (the last sample is taken once
+      // the pipeline drained).
+      if (monitoring() && !feed_summary) {
+        const bool warmup_end = !warmup_sampled_ && elapsed >= options_.warmup_length();
+        if (warmup_end || elapsed >= next_sample_at_) {
+          if (warmup_end) warmup_sampled_ = true;
+          take_sample(warmup_end ? "warm-up end" : warmup_sampled_ ? "run" : "warm-up");
+          while (next_sample_at_ <= Clock::now() - t0_) next_sample_at_ += options_.monitor_every;
+          continue;
+        }
+      }
+      if (options_.faults_every.count() > 0 && !feed_summary && elapsed >= next_fault_at_) {
+        inject_fault();
+        schedule_next_fault();
+        continue;
+      }
       if (!feed_summary) {
         feed_summary = finished_feed_summary();
         if (feed_summary) {
@@ -556,10 +978,10 @@ class Pipeline {
       if (feed_summary && !redis_due && !postgres_due) break;
       if (Clock::now() >= deadline) {
         const auto partial = e2e::read_json_file(feed_->spec().summary_file);
-        throw std::runtime_error(fmt::format(
-            "ts-feed-sim did not send its {} trades within {} (summary: {})",
-            options_.max_messages(), seconds_text(options_.duration + options_.drain_timeout),
-            partial ? json::serialize(*partial) : std::string("none yet")));
+        throw std::runtime_error(
+            fmt::format("ts-feed-sim did not send its {} trades within {} (summary: {})",
+                        options_.max_messages(), seconds_text(options_.feed_allowance()),
+                        partial ? json::serialize(*partial) : std::string("none yet")));
       }
       e2e::pause_step(100ms);
     }
@@ -598,11 +1020,10 @@ class Pipeline {
 
   void drain() {
     if (load_) {
-      const auto deadline = t0_ + options_.duration + options_.drain_timeout;
+      const auto deadline = t0_ + options_.feed_allowance();
       if (!children_->wait(*load_, deadline)) {
-        throw std::runtime_error(
-            fmt::format("tsctl load-orders did not finish within {}",
-                        seconds_text(options_.duration + options_.drain_timeout)));
+        throw std::runtime_error(fmt::format("tsctl load-orders did not finish within {}",
+                                             seconds_text(options_.feed_allowance())));
       }
       read_load_summary();  // also after a failure (reported by collect_exits): what it sent
     }
@@ -620,11 +1041,15 @@ class Pipeline {
           check_daemons_alive("while draining");
           try {
             e2e::PgConnection pg(dsn_);
-            ticks = pg.query_int(
-                "SELECT count(*) FROM (SELECT DISTINCT symbol, trade_id FROM ticks) t");
+            // Rows first (cheap); the distinct trades (a sort of every row: seconds at
+            // millions of rows) only once there are enough rows. `ticks` reports rows until then.
+            ticks = pg.query_int("SELECT count(*) FROM ticks");
             orders =
                 pg.query_int("SELECT count(*) FROM orders WHERE starts_with(client_order_id, $1)",
                              {order_prefix_});
+            if (ticks < want_ticks || orders < want_orders) return false;
+            ticks = pg.query_int(
+                "SELECT count(*) FROM (SELECT DISTINCT symbol, trade_id FROM ticks) t");
           } catch (const std::runtime_error& e) {
             // PostgreSQL may be restarting: counted, reported at the deadline.
             ++query_errors;
@@ -1050,6 +1475,8 @@ class Pipeline {
       line(fmt::format("  {:<26}{}", service, join(parts, ", ")));
     }
 
+    print_soak(line);
+
     line("");
     std::vector<std::string> exits;
     std::size_t exit_width = 4;
@@ -1079,6 +1506,164 @@ class Pipeline {
     }
 
     print_result(out);
+  }
+
+  template <typename Line>
+  void print_soak(const Line& line) {
+    if (options_.faults_every.count() == 0 && !monitoring()) return;
+    line("");
+    line(fmt::format(
+        "Soak (seed {}; faults {}; samples {}; warm-up {})", options_.seed,
+        options_.faults_every.count() > 0 ? "about every " + seconds_text(options_.faults_every)
+                                          : std::string("off"),
+        monitoring() ? "every " + seconds_text(options_.monitor_every) : std::string("off"),
+        seconds_text(options_.warmup_length())));
+    if (options_.faults_every.count() > 0) {
+      std::map<std::string, std::int64_t> by_kind;
+      for (const auto& kind : options_.fault_kinds) by_kind[kind] = 0;
+      for (const auto& fault : soak_.faults) ++by_kind[fault.kind];
+      std::vector<std::string> parts;
+      for (const auto& [kind, count] : by_kind) parts.push_back(fmt::format("{} {}", kind, count));
+      line(fmt::format("  {:<26}{:>12}   ({})", "faults injected",
+                       static_cast<std::int64_t>(soak_.faults.size()), join(parts, ", ")));
+      for (const auto& fault : soak_.faults) {
+        line(fmt::format("    {:7.1f}s  {:<22} {:6.2f} s  {}", fault.at_s, fault.kind,
+                         fault.seconds, fault.detail));
+      }
+    }
+    if (!monitoring()) return;
+    line(fmt::format("  {:<26}{:>12}{}", "samples", static_cast<std::int64_t>(soak_.samples.size()),
+                     soak_.monitor_errors > 0
+                         ? fmt::format("   ({} partial: last {})", soak_.monitor_errors,
+                                       soak_.last_monitor_error)
+                         : std::string()));
+    std::string header =
+        fmt::format("    {:>7} {:<11} {:>9} {:>9} {:>5} {:>6} {:>8} {:>8}", "t", "phase",
+                    "received", "rows", "dup", "holes", "db MiB", "redisMiB");
+    for (const e2e::Child* daemon : daemons_) {
+      header += fmt::format(" {:>17}", short_name(daemon->name()) + " MiB/fd");
+    }
+    line(header);
+    for (const auto& s : soak_.samples) {
+      std::string text =
+          fmt::format("    {:>6.1f}s {:<11} {:>9} {:>9} {:>5} {:>6} {:>8} {:>8}", s.t_s, s.phase,
+                      opt(s.received), opt(s.rows), opt(s.duplicates), opt(s.holes),
+                      mib(s.db_bytes), mib(s.redis_used));
+      for (const e2e::Child* daemon : daemons_) {
+        std::string cell = "-";
+        for (const auto& service : s.services) {
+          if (service.name == daemon->name()) {
+            cell = kib_as_mib(service.stats.rss_kib) + "/" + opt(service.stats.fds);
+          }
+        }
+        text += fmt::format(" {:>17}", cell);
+      }
+      line(text);
+    }
+    if (!soak_.judged) {
+      line("  verdict                   not judged (the run did not reach its end)");
+      return;
+    }
+    line(fmt::format(
+        "  verdict thresholds: after the warm-up (baseline: the sample at {}), descriptors <= "
+        "baseline + {}, RSS <= baseline x {} + {} MiB",
+        soak_.warmup_end_s ? fmt::format("{:.1f}s", *soak_.warmup_end_s) : std::string("-"),
+        kFdSlack, kRssFactor, kRssSlackKib / 1024));
+    line(fmt::format("    {:<20} {:>10} {:>10} {:>10} {:>10}   {:>5} {:>5} {:>5} {:>5}  {}",
+                     "service", "RSS KiB", "max after", "final", "limit", "fds", "max", "final",
+                     "limit", "verdict"));
+    for (const auto& v : soak_.verdicts) {
+      line(fmt::format("    {:<20} {:>10} {:>10} {:>10} {:>10}   {:>5} {:>5} {:>5} {:>5}  {}",
+                       v.name, opt(v.rss_base), opt(v.rss_max), opt(v.rss_final), opt(v.rss_limit),
+                       opt(v.fds_base), opt(v.fds_max), opt(v.fds_final), opt(v.fds_limit),
+                       v.ok ? "ok" : "GREW"));
+    }
+    if (soak_.problems.empty()) {
+      line("  SOAK VERDICT: PASS (no growth of memory or descriptors after the warm-up)");
+    } else {
+      line("  SOAK VERDICT: FAIL");
+      for (const auto& problem : soak_.problems) line("    - " + problem);
+    }
+  }
+
+  json::value soak_json() const {
+    if (options_.faults_every.count() == 0 && !monitoring()) return nullptr;
+    json::object soak;
+    soak["seed"] = options_.seed;
+    soak["faults_every_s"] = static_cast<double>(options_.faults_every.count()) / 1000.0;
+    soak["monitor_every_s"] = static_cast<double>(options_.monitor_every.count()) / 1000.0;
+    soak["warmup_s"] = static_cast<double>(options_.warmup_length().count()) / 1000.0;
+    soak["stream_maxlen"] = options_.stream_maxlen;
+    json::object by_kind;
+    for (const auto& kind : options_.fault_kinds) by_kind[kind] = 0;
+    json::array faults;
+    for (const auto& fault : soak_.faults) {
+      by_kind[fault.kind] = by_kind[fault.kind].as_int64() + 1;
+      json::object f;
+      f["at_s"] = fault.at_s;
+      f["kind"] = fault.kind;
+      f["seconds"] = fault.seconds;
+      f["detail"] = fault.detail;
+      faults.push_back(std::move(f));
+    }
+    soak["faults_by_kind"] = std::move(by_kind);
+    soak["faults"] = std::move(faults);
+    json::array samples;
+    for (const auto& s : soak_.samples) {
+      json::object o;
+      o["t_s"] = s.t_s;
+      o["phase"] = s.phase;
+      o["received"] = optional_json(s.received);
+      o["stream_entries"] = optional_json(s.stream_entries);
+      o["rows"] = optional_json(s.rows);
+      o["duplicates"] = optional_json(s.duplicates);
+      o["holes"] = optional_json(s.holes);
+      o["db_bytes"] = optional_json(s.db_bytes);
+      o["sql_ms"] = optional_json(s.query_ms);
+      o["redis_used_memory"] = optional_json(s.redis_used);
+      json::object services;
+      for (const auto& service : s.services) {
+        json::object stats;
+        stats["rss_kib"] = optional_json(service.stats.rss_kib);
+        stats["fds"] = optional_json(service.stats.fds);
+        services[service.name] = std::move(stats);
+      }
+      o["services"] = std::move(services);
+      samples.push_back(std::move(o));
+    }
+    soak["samples"] = std::move(samples);
+    soak["monitor_errors"] = soak_.monitor_errors;
+    if (soak_.judged) {
+      json::object verdict;
+      verdict["pass"] = soak_.problems.empty();
+      verdict["baseline_t_s"] = optional_json(soak_.warmup_end_s);
+      verdict["fd_slack"] = kFdSlack;
+      verdict["rss_factor"] = kRssFactor;
+      verdict["rss_slack_kib"] = kRssSlackKib;
+      json::object services;
+      for (const auto& v : soak_.verdicts) {
+        json::object o;
+        o["ok"] = v.ok;
+        o["rss_kib_baseline"] = optional_json(v.rss_base);
+        o["rss_kib_max_after"] = optional_json(v.rss_max);
+        o["rss_kib_final"] = optional_json(v.rss_final);
+        o["rss_kib_limit"] = optional_json(v.rss_limit);
+        o["fds_baseline"] = optional_json(v.fds_base);
+        o["fds_max_after"] = optional_json(v.fds_max);
+        o["fds_final"] = optional_json(v.fds_final);
+        o["fds_limit"] = optional_json(v.fds_limit);
+        o["samples_after"] = v.samples_after;
+        services[v.name] = std::move(o);
+      }
+      verdict["services"] = std::move(services);
+      json::array problems;
+      for (const auto& p : soak_.problems) problems.emplace_back(p);
+      verdict["problems"] = std::move(problems);
+      soak["verdict"] = std::move(verdict);
+    } else {
+      soak["verdict"] = nullptr;
+    }
+    return soak;
   }
 
   void print_result(std::string& out) {
@@ -1218,6 +1803,7 @@ class Pipeline {
       }
     }
     report["services"] = std::move(services);
+    report["soak"] = soak_json();
     return report;
   }
 
@@ -1258,6 +1844,13 @@ class Pipeline {
   std::int64_t last_order_ = 0;
   std::map<std::string, json::value> summaries_;
   Results results_;
+  // Soak mode.
+  std::mt19937_64 fault_rng_;
+  std::vector<std::string> fault_bag_;
+  std::chrono::milliseconds next_fault_at_{0};
+  std::chrono::milliseconds next_sample_at_{0};
+  bool warmup_sampled_ = false;
+  Soak soak_;
 };
 
 }  // namespace
