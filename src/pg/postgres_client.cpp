@@ -29,6 +29,8 @@ struct PostgresClient::Waiter {
   bool exclusive = false;
   Slot* granted = nullptr;
   bool closed = false;
+  /// Set when the waiter is failed before its deadline (the server is unreachable).
+  std::exception_ptr failure;
   asio::steady_timer* notifier = nullptr;
 };
 
@@ -216,7 +218,9 @@ void PostgresClient::record(core::CircuitBreakerPermit& permit,
   } catch (const Error& e) {
     if (e.code() == errc::request_timeout) ++counters_.timeouts;
     // A full pool or wait queue is this process's saturation, not the server's health:
-    // it must not open the breaker against a healthy server.
+    // it must not open the breaker against a healthy server. (A caller that found no
+    // connection because the server is unreachable fails with the connect error instead,
+    // see unreachable_error(), and that counts.)
     if (e.code() == errc::acquire_timeout || e.code() == errc::queue_full) {
       permit.ignore();
       return;
@@ -344,8 +348,11 @@ asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection(
     throw;
   }
   ++counters_.connects;
+  connection->set_cancel_timeout(config_.connect_timeout);
   Connection* raw = connection.get();
   connection->set_on_broken([this, raw] { on_broken(raw); });
+  // An abandoned statement ended or a cancel request completed: waiters may have it now.
+  connection->set_on_ready([this] { dispatch(); });
   co_return connection;
 }
 
@@ -401,6 +408,7 @@ asio::awaitable<void> PostgresClient::maintain() {
           slot->connection = std::move(connection);
           slots_.push_back(std::move(slot));
           backoff.reset();
+          last_connect_failure_ = nullptr;
         }
       } catch (...) {
         failure = std::current_exception();
@@ -408,6 +416,8 @@ asio::awaitable<void> PostgresClient::maintain() {
       --opening_;
       dispatch();
       if (failure && state_ == State::running) {
+        last_connect_failure_ = failure;
+        fail_waiters_if_unreachable();
         const auto delay = backoff.next();
         try {
           std::rethrow_exception(failure);
@@ -586,14 +596,88 @@ asio::awaitable<PostgresClient::Slot*> PostgresClient::acquire(bool exclusive,
     throw Error(make_error_code(errc::client_closed), description_ + ": client closing",
                 RequestState::not_sent);
   }
+  if (waiter.failure) std::rethrow_exception(waiter.failure);
   if (ec == asio::error::operation_aborted) {
     throw Error(make_error_code(errc::cancelled), description_ + ": acquire cancelled",
                 RequestState::not_sent);
   }
+  // No open connection at all: not saturation but a server we cannot reach (connect
+  // attempts failing or hanging): the caller gets the connect error, and the breaker counts it.
+  if (!has_open_connection()) std::rethrow_exception(unreachable_error());
   throw Error(make_error_code(errc::acquire_timeout),
               description_ + ": no connection within " +
                   std::to_string(config_.acquire_timeout.count()) + " ms",
               RequestState::not_sent);
+}
+
+bool PostgresClient::has_open_connection() const noexcept {
+  return std::any_of(slots_.begin(), slots_.end(),
+                     [](const auto& s) { return s->connection->open(); });
+}
+
+namespace {
+/// An error's message without the trailing ": <code message>" that std::system_error adds
+/// (the error built from it adds its own).
+std::string message_of(const std::system_error& e) {
+  std::string what = e.what();
+  const std::string suffix = ": " + e.code().message();
+  if (what.size() > suffix.size() && what.ends_with(suffix))
+    what.resize(what.size() - suffix.size());
+  return what;
+}
+}  // namespace
+
+std::exception_ptr PostgresClient::unreachable_error() const {
+  std::string what = description_ + ": server unreachable: no open connection; ";
+  std::error_code code = make_error_code(errc::connect_timeout);
+  std::optional<ServerError> server;
+  if (last_connect_failure_) {
+    try {
+      std::rethrow_exception(last_connect_failure_);
+    } catch (const Error& e) {
+      // The connect error's code and server data are kept: a refused or hanging connect is
+      // transient (counted by the breaker, retried), bad credentials stay permanent.
+      code = e.code() == errc::connect_timeout ? e.code() : make_error_code(errc::connect_failed);
+      server = e.server();
+      // (A server error's text is appended by the Error built from it.)
+      what += server ? std::string("last connect attempt failed")
+                     : "last connect attempt failed: " + message_of(e);
+    } catch (const std::exception& e) {
+      code = make_error_code(errc::connect_failed);
+      what += std::string("last connect attempt failed: ") + e.what();
+    }
+  } else {
+    // The pool lost its connections and the attempt to replace them hangs (a frozen server,
+    // a black hole) or has not been made yet.
+    what += opening_ > 0 ? "a connect attempt is in progress and has not succeeded"
+                         : "no connect attempt has succeeded yet";
+  }
+  if (server) return std::make_exception_ptr(Error(*server, what, RequestState::not_sent));
+  return std::make_exception_ptr(Error(code, what, RequestState::not_sent));
+}
+
+void PostgresClient::fail_waiters_if_unreachable() noexcept {
+  // Callers waiting while the pool has no open connection wait for the maintenance's next
+  // connect attempt: they get its connection when it succeeds, its error when it fails.
+  // Waiting out acquire_timeout after a failed attempt would only delay the error (the next
+  // attempt comes after a backoff that may well exceed it) and hide the outage from the
+  // breaker. New callers are not failed at once on the strength of an old failure either:
+  // a short blip (a PgBouncer restart) then costs them a short wait, not an error.
+  if (waiters_.empty() || has_open_connection()) return;
+  std::exception_ptr error;
+  try {
+    error = unreachable_error();
+  } catch (const std::exception& e) {  // allocation failure: the waiters time out instead
+    log()->error("{}: cannot fail waiting callers: {}", description_, e.what());
+    return;
+  }
+  log()->warn("{}: server unreachable: failing {} waiting caller(s)", description_,
+              waiters_.size());
+  for (Waiter* w : waiters_) {
+    w->failure = error;
+    if (w->notifier != nullptr) w->notifier->cancel();
+  }
+  waiters_.clear();
 }
 
 void PostgresClient::release_exclusive(Slot* slot) noexcept {

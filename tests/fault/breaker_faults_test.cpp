@@ -413,9 +413,10 @@ asio::awaitable<void> f31_pg_cancel_body(asio::io_context& io, PostgresClient& c
 
   // The cancel requests of phases 1 and 2 (sent through the proxy, on their own sockets)
   // are done: a connection with a cancel request still on its way takes no new statement,
-  // and a cancel request caught by the black hole would never finish (PQcancel has no
-  // timeout, and the one cancel-sender thread would be stuck on it), leaving no connection
-  // for the 4th call below (it would end as acquire_timeout, which the breaker ignores).
+  // and a cancel request caught by the black hole never finishes (PQcancel has no timeout):
+  // its connection would take no statement until connect_timeout discards it
+  // (F31_PgStuckCancelDoesNotStallThePool), and the 4th call below would then find no
+  // connection and end as "server unreachable" instead of the request timeout tested here.
   EXPECT_TRUE(co_await eventually([&] { return proxy.active_connections() == 4; }, 3s))
       << proxy.active_connections() << " connections through the proxy";
 
@@ -535,6 +536,378 @@ TEST(BreakerFault, F31_PgCloseWithHungCallsDoesNotCount) {
         EXPECT_EQ(s.cancellations, static_cast<std::uint64_t>(kCalls));
         EXPECT_EQ(s.breaker_trips, 0u) << "close() with hung calls opened the breaker";
         EXPECT_EQ(s.breaker, CircuitState::closed);
+      },
+      20s);
+}
+
+// ---- F31 a stuck cancel request, a full outage, a saturated pool -----------------------------
+
+namespace {
+
+constexpr int kF31StuckLock = 3103;
+constexpr const char* kF31StuckWaitsForLock = "SELECT 1 FROM pg_advisory_xact_lock_shared(3103)";
+constexpr int kF31SaturatedLock = 3104;
+constexpr const char* kF31SaturatedWaitsForLock =
+    "SELECT 1 FROM pg_advisory_xact_lock_shared(3104)";
+constexpr int kF31AllStuckLock = 3105;
+constexpr const char* kF31AllStuckWaitsForLock = "SELECT 1 FROM pg_advisory_xact_lock_shared(3105)";
+/// The cancel sender's threads (CancelSender::kMaxThreads) and the time after which a request
+/// in progress counts as stuck (CancelSender::kStuckAfter), as documented in docs/postgres.md.
+constexpr int kCancelThreads = 4;
+constexpr milliseconds kCancelStuckAfter{1000};
+
+asio::awaitable<void> f31_pg_stuck_cancel_body(asio::io_context& io, PostgresClient& proxied,
+                                               PostgresClient& healthy, Direct& direct,
+                                               FaultProxy& proxy) {
+  EXPECT_TRUE(co_await pool_settled(proxied, 2, 5s));
+  EXPECT_TRUE(co_await pool_settled(healthy, 1, 5s));
+
+  // 1. Two statements wait on the server, one on each proxied connection.
+  std::vector<std::unique_ptr<CancellableCall>> calls;
+  for (int i = 0; i < 2; ++i) {
+    calls.push_back(std::make_unique<CancellableCall>());
+    spawn_cancellable(io, proxied.query(kF31StuckWaitsForLock), calls.back().get());
+  }
+  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31StuckLock) == 2; }, 3s));
+  EXPECT_EQ(proxied.stats().in_flight, 2u);
+
+  // 2. The proxy becomes a black hole, then both callers give up: each connection is left with
+  //    an abandoned statement only, so it sends a cancel request, into the black hole (the
+  //    proxy accepts it and never answers: PQcancel waits, with no timeout of its own).
+  proxy.set_blackhole(true);
+  const auto accepted = proxy.connections_accepted();
+  for (auto& call : calls) call->signal.emit(asio::cancellation_type::terminal);
+  EXPECT_TRUE(co_await eventually(
+      [&] {
+        return std::all_of(calls.begin(), calls.end(),
+                           [](const auto& c) { return c->result.done; });
+      },
+      1s, 1ms));
+  for (const auto& call : calls) expect_cancelled(call->result, "cancelled call");
+  EXPECT_TRUE(co_await eventually([&] { return proxy.connections_accepted() >= accepted + 2; }, 2s))
+      << "cancel requests sent concurrently: " << proxy.connections_accepted() - accepted
+      << " of 2 reached the proxy";
+
+  // 3. Another client's cancel request, to the healthy server, is not held up by the stuck
+  //    ones: its statement stops waiting at once and its connection serves the next call.
+  CancellableCall other;
+  spawn_cancellable(io, healthy.query(kF31StuckWaitsForLock), &other);
+  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31StuckLock) == 3; }, 3s));
+  other.signal.emit(asio::cancellation_type::terminal);
+  EXPECT_TRUE(co_await eventually([&] { return other.result.done; }, 1s, 1ms));
+  expect_cancelled(other.result, "cancelled call on the healthy client");
+  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31StuckLock) == 2; }, 2s))
+      << "the cancel request to the healthy server waited behind the stuck ones";
+  const Ended next = co_await ended(healthy.query("SELECT 1"));
+  EXPECT_FALSE(next.failed) << describe(next);
+  EXPECT_LT(next.elapsed, 500ms) << describe(next);
+
+  // 4. New connections are forwarded again (the black-holed ones stay dead). The proxied
+  //    connections, whose cancel requests never completed, were discarded once
+  //    connect_timeout (the bound of a cancel request) had passed, and the pool replaced them.
+  proxy.clear_faults();
+  EXPECT_TRUE(co_await eventually(
+      [&] {
+        const auto s = proxied.stats();
+        return s.connections == 2 && s.discarded >= 2;
+      },
+      5s))
+      << "connections " << proxied.stats().connections << ", discarded "
+      << proxied.stats().discarded
+      << ": connections with a stuck cancel request are kept, taking no statement";
+  const Ended after = co_await ended(proxied.query_value<std::int32_t>("SELECT 31"));
+  EXPECT_FALSE(after.failed) << describe(after);
+  proxy.cut_all();  // the black-holed connections, and with them the stuck cancel requests
+  direct.unlock(kF31StuckLock);
+}
+
+asio::awaitable<void> f31_pg_all_stuck_body(asio::io_context& io, PostgresClient& proxied,
+                                            PostgresClient& healthy, Direct& direct,
+                                            FaultProxy& proxy) {
+  EXPECT_TRUE(co_await pool_settled(proxied, kCancelThreads, 5s));
+  EXPECT_TRUE(co_await pool_settled(healthy, 1, 5s));
+  // 1. One statement waits on the server on each proxied connection; black hole; their
+  //    callers give up: one cancel request per thread, all stuck.
+  std::vector<std::unique_ptr<CancellableCall>> calls;
+  for (int i = 0; i < kCancelThreads; ++i) {
+    calls.push_back(std::make_unique<CancellableCall>());
+    spawn_cancellable(io, proxied.query(kF31AllStuckWaitsForLock), calls.back().get());
+  }
+  EXPECT_TRUE(co_await eventually(
+      [&] { return direct.waiting_for(kF31AllStuckLock) == kCancelThreads; }, 3s));
+  proxy.set_blackhole(true);
+  const auto accepted = proxy.connections_accepted();
+  for (auto& call : calls) call->signal.emit(asio::cancellation_type::terminal);
+  EXPECT_TRUE(co_await eventually(
+      [&] { return proxy.connections_accepted() >= accepted + kCancelThreads; }, 2s))
+      << proxy.connections_accepted() - accepted << " cancel requests in progress";
+  // "Stuck" is a duration: in progress for longer than kCancelStuckAfter.
+  asio::steady_timer stuck(io, kCancelStuckAfter + 200ms);
+  co_await stuck.async_wait(asio::use_awaitable);
+
+  // 2. A cancel request of the healthy client is dropped at once rather than queued behind
+  //    them, and its connection is discarded at once (its connect_timeout, the bound of a
+  //    cancel request, is 5 s) and replaced.
+  CancellableCall other;
+  spawn_cancellable(io, healthy.query(kF31AllStuckWaitsForLock), &other);
+  EXPECT_TRUE(co_await eventually(
+      [&] { return direct.waiting_for(kF31AllStuckLock) == kCancelThreads + 1; }, 3s));
+  const auto cancelled_at = Clock::now();
+  other.signal.emit(asio::cancellation_type::terminal);
+  EXPECT_TRUE(co_await eventually([&] { return other.result.done; }, 1s, 1ms));
+  expect_cancelled(other.result, "cancelled call on the healthy client");
+  EXPECT_TRUE(co_await eventually([&] { return healthy.stats().discarded == 1; }, 1s))
+      << "the connection whose cancel request could not be sent is kept: discarded "
+      << healthy.stats().discarded;
+  EXPECT_LT(elapsed_ms(cancelled_at), 1000ms);
+  const Ended next = co_await ended(healthy.query_value<std::int32_t>("SELECT 31"));
+  EXPECT_FALSE(next.failed) << describe(next);
+  proxy.clear_faults();
+  proxy.cut_all();  // ends the stuck cancel requests
+  direct.unlock(kF31AllStuckLock);
+}
+
+asio::awaitable<void> f31_pg_outage_body(asio::io_context& io, PostgresClient& client,
+                                         FaultProxy& proxy) {
+  EXPECT_TRUE(co_await pool_settled(client, 2, 5s));
+  const auto acquire_timeout = client.config().acquire_timeout;
+
+  // 1. Full outage: two hung calls, one on each connection, end by their request timeout
+  //    (two counted failures, under min_calls) and their connections are discarded.
+  proxy.set_blackhole(true);
+  std::vector<Ended> hung(2);
+  for (auto& h : hung) spawn_call(io, client.query(kHungQuery, "SELECT 1"), &h);
+  EXPECT_TRUE(co_await eventually(
+      [&] { return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; }); },
+      3s));
+  for (const auto& h : hung) expect_hung(h, "hung call");
+  EXPECT_TRUE(co_await eventually([&] { return client.stats().connections == 0; }, 2s));
+  EXPECT_EQ(client.stats().breaker, CircuitState::closed);
+
+  // 2. The pool cannot reconnect (each attempt hangs in the start-up until connect_timeout).
+  //    Callers that find no connection are failures of the server, not saturation: they
+  //    count, and the breaker opens after min_calls.
+  std::vector<Ended> unreachable;
+  for (int i = 0; i < 6 && client.stats().breaker == CircuitState::closed; ++i) {
+    unreachable.push_back(co_await ended(client.query("SELECT 1")));
+  }
+  auto s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::open)
+      << "breaker " << state_name(s.breaker) << " after " << unreachable.size()
+      << " calls against an unreachable server; the last one "
+      << (unreachable.empty() ? std::string("-") : describe(unreachable.back()));
+  EXPECT_EQ(s.breaker_trips, 1u);
+  EXPECT_EQ(unreachable.size(), 2u) << "2 hung calls + 2 unreachable = min_calls 4";
+  for (const auto& u : unreachable) {
+    EXPECT_TRUE(u.failed) << describe(u);
+    EXPECT_EQ(u.kind, ErrorKind::transient_not_sent) << describe(u);
+    EXPECT_TRUE(u.code == ts::make_error_code(errc::connect_timeout) ||
+                u.code == ts::make_error_code(errc::connect_failed))
+        << describe(u);
+    EXPECT_NE(u.what.find("unreachable"), std::string::npos) << describe(u);
+    EXPECT_NE(u.what.find("last connect attempt failed"), std::string::npos) << describe(u);
+    EXPECT_NE(u.what.find("connect timed out"), std::string::npos)
+        << "carries the last connect error: " << describe(u);
+    EXPECT_LT(u.elapsed, acquire_timeout) << "waited the full acquire_timeout: " << describe(u);
+  }
+  expect_open_rejection(co_await ended(client.query("SELECT 1")));
+
+  // 3. The fault clears: the pool refills (the maintenance keeps reconnecting while the
+  //    breaker is open), the open period elapses, one probe succeeds and closes the breaker.
+  proxy.clear_faults();
+  proxy.cut_all();
+  EXPECT_TRUE(co_await eventually([&] { return client.stats().connections == 2; }, 5s))
+      << "connections " << client.stats().connections;
+  EXPECT_TRUE(co_await eventually([&] { return client.stats().breaker == CircuitState::half_open; },
+                                  3s, 1ms))
+      << "breaker " << state_name(client.stats().breaker);
+  const Ended probe = co_await ended(client.query_value<std::int32_t>("SELECT 31"));
+  EXPECT_FALSE(probe.failed) << describe(probe);
+  s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::closed) << "the probe's success did not close it";
+  EXPECT_EQ(s.breaker_trips, 1u);
+  EXPECT_EQ(s.connections, 2u);
+}
+
+asio::awaitable<void> f31_pg_saturated_body(asio::io_context& io, PostgresClient& client,
+                                            Direct& direct) {
+  EXPECT_TRUE(co_await pool_settled(client, 1, 5s));
+  // The only connection is busy with a statement waiting for a lock (pipeline depth 1: no
+  // other statement may share it).
+  Ended holder;
+  spawn_call(io, client.query(kF31SaturatedWaitsForLock), &holder);
+  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31SaturatedLock) == 1; }, 3s));
+  constexpr int kCallers = 10;
+  std::vector<Ended> waiters(kCallers);
+  for (auto& w : waiters) spawn_call(io, client.query("SELECT 1"), &w);
+  EXPECT_TRUE(co_await eventually(
+      [&] {
+        return std::all_of(waiters.begin(), waiters.end(), [](const Ended& e) { return e.done; });
+      },
+      3s));
+  for (const auto& w : waiters) {
+    EXPECT_EQ(w.code, ts::make_error_code(errc::acquire_timeout)) << describe(w);
+    EXPECT_EQ(w.kind, ErrorKind::transient_not_sent) << describe(w);
+    EXPECT_EQ(w.what.find("unreachable"), std::string::npos) << describe(w);
+  }
+  auto s = client.stats();
+  EXPECT_EQ(s.failures, static_cast<std::uint64_t>(kCallers));
+  EXPECT_EQ(s.breaker, CircuitState::closed)
+      << "acquire timeouts of a saturated pool opened the breaker";
+  EXPECT_EQ(s.breaker_trips, 0u);
+  EXPECT_EQ(s.connections, 1u);
+  EXPECT_FALSE(holder.done) << describe(holder);
+  direct.unlock(kF31SaturatedLock);
+  EXPECT_TRUE(co_await eventually([&] { return holder.done; }, 3s));
+  EXPECT_FALSE(holder.failed) << describe(holder);
+  EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 31"), 31);
+  s = client.stats();
+  EXPECT_EQ(s.breaker, CircuitState::closed);
+  EXPECT_EQ(s.breaker_trips, 0u);
+}
+
+}  // namespace
+
+// A cancel request that never completes must not stall anything. PostgresClient A (pool of 2)
+// goes through a fault proxy, client B (pool of 1) straight to PostgreSQL. Two statements of A
+// wait on the server; the proxy becomes a black hole; their callers cancel them, so A sends two
+// cancel requests into the black hole, where they hang (PQcancel has no timeout). They are sent
+// concurrently (both reach the proxy). A statement of B is then cancelled by its caller: its
+// cancel request reaches the server at once (the statement stops waiting, B serves its next
+// call in < 500 ms) instead of queueing behind the stuck ones. When the black hole ends for new
+// connections, A's connections, whose cancel requests never completed, have been discarded
+// (connect_timeout bounds a cancel request) and replaced: A serves calls again.
+TEST(BreakerFault, F31_PgStuckCancelDoesNotStallThePool) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  FaultProxy proxy("127.0.0.1", servers().postgres().port());
+  proxy.start();
+  Direct direct;
+  direct.lock(kF31StuckLock);
+  ScopeExit unlock([&] {
+    proxy.clear_faults();
+    proxy.cut_all();
+    direct.unlock_all();
+  });
+  auto proxied_config = pg_config(dsn_for_port(proxy.port()), "f31_pg_stuck_cancel");
+  proxied_config.breaker.open_backoff = {10s, 20s, 2.0};
+  auto healthy_config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_stuck_healthy");
+  healthy_config.min_size = 1;
+  healthy_config.max_size = 1;
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient proxied(io.get_executor(), proxied_config);
+        PostgresClient healthy(io.get_executor(), healthy_config);
+        co_await proxied.start();
+        co_await healthy.start();
+        co_await closing_pg(proxied, closing_pg(healthy, f31_pg_stuck_cancel_body(
+                                                             io, proxied, healthy, direct, proxy)));
+      },
+      30s);
+}
+
+// When every cancel-request thread is stuck, a further cancel request is dropped and its
+// connection discarded instead, at once. PostgresClient A (pool of 4, through a fault proxy)
+// sends 4 cancel requests into a black hole (as in the test above): one per thread, all stuck
+// for over a second. Then a statement of client B (pool of 1, straight to PostgreSQL,
+// connect_timeout 5 s) is cancelled by its caller: its cancel request is dropped, and B's
+// connection is discarded within a second (not after B's connect_timeout) and replaced: B serves
+// its next call.
+TEST(BreakerFault, F31_PgAllCancelThreadsStuckDropsAndDiscards) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  FaultProxy proxy("127.0.0.1", servers().postgres().port());
+  proxy.start();
+  Direct direct;
+  direct.lock(kF31AllStuckLock);
+  ScopeExit unlock([&] {
+    proxy.clear_faults();
+    proxy.cut_all();
+    direct.unlock_all();
+  });
+  auto proxied_config = pg_config(dsn_for_port(proxy.port()), "f31_pg_all_stuck");
+  proxied_config.min_size = kCancelThreads;
+  proxied_config.max_size = kCancelThreads;
+  proxied_config.connect_timeout = 5s;
+  proxied_config.breaker.open_backoff = {10s, 20s, 2.0};
+  auto healthy_config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_all_stuck_healthy");
+  healthy_config.min_size = 1;
+  healthy_config.max_size = 1;
+  healthy_config.connect_timeout = 5s;
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient proxied(io.get_executor(), proxied_config);
+        PostgresClient healthy(io.get_executor(), healthy_config);
+        co_await proxied.start();
+        co_await healthy.start();
+        co_await closing_pg(proxied, closing_pg(healthy, f31_pg_all_stuck_body(io, proxied, healthy,
+                                                                               direct, proxy)));
+      },
+      30s);
+}
+
+// A full outage opens the breaker although the pool's connections are gone. PostgresClient
+// through a fault proxy, pool of 2, breaker min_calls 4, first open period 0.75-1.5 s. The
+// proxy black-holes everything: two hung calls time out (2 failures) and their connections are
+// discarded; every reconnect attempt then hangs until connect_timeout (300 ms). The next two
+// callers find no connection: each fails with the next failed connect attempt, before its
+// acquire_timeout (1 s), as transient_not_sent saying the server is unreachable with the last
+// connect error, and counts: the breaker opens (1 trip) and the next call is rejected at once
+// with circuit_open. (Before, these callers ended as acquire_timeout, which the breaker
+// ignores: it never opened.) The fault clears: the pool refills, the breaker goes half-open,
+// a probe succeeds and closes it.
+TEST(BreakerFault, F31_PgFullOutageOpensBreaker) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  FaultProxy proxy("127.0.0.1", servers().postgres().port());
+  proxy.start();
+  ScopeExit restore([&] {
+    proxy.clear_faults();
+    proxy.cut_all();
+  });
+  auto config = pg_config(dsn_for_port(proxy.port()), "f31_pg_outage");
+  config.connect_timeout = 300ms;
+  config.acquire_timeout = 1s;
+  config.breaker.window_size = 10;
+  config.breaker.min_calls = 4;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {1500ms, 3000ms, 2.0};  // first open period in [0.75 s, 1.5 s]
+  config.breaker.half_open_probes = 1;
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        co_await closing_pg(client, f31_pg_outage_body(io, client, proxy));
+      },
+      30s);
+}
+
+// Acquire timeouts of a saturated but healthy pool are this process's load, not the server's
+// health: they do not count. Pool of 1, pipeline depth 1, acquire_timeout 200 ms, breaker
+// min_calls 2. The connection is busy with a statement waiting for a lock; 10 callers time out
+// waiting for it (acquire_timeout, not "unreachable"); the breaker stays closed (had they
+// counted, it would have opened at the 2nd). The lock is released, the statement and the next
+// call succeed.
+TEST(BreakerFault, F31_PgSaturatedPoolAcquireTimeoutsDoNotCount) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  Direct direct;
+  direct.lock(kF31SaturatedLock);
+  ScopeExit unlock([&] { direct.unlock_all(); });
+  auto config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_saturated");
+  config.min_size = 1;
+  config.max_size = 1;
+  config.max_pipeline_depth = 1;
+  config.acquire_timeout = 200ms;
+  config.breaker.window_size = 10;
+  config.breaker.min_calls = 2;
+  config.breaker.failure_rate_threshold = 0.5;
+  config.breaker.open_backoff = {10s, 20s, 2.0};
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        co_await closing_pg(client, f31_pg_saturated_body(io, client, direct));
       },
       20s);
 }

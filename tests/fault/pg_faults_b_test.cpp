@@ -716,7 +716,8 @@ TEST(PgFault, F13_pgbouncer_query_wait_timeout_is_transient) {
             },
             ts::core::Idempotent::yes);
         EXPECT_EQ(value, 2);
-        EXPECT_EQ(attempts, 1);
+        EXPECT_GE(attempts, 1);
+        EXPECT_LE(attempts, 2);
         EXPECT_TRUE(co_await pool_full(client, 2, 5s));
         co_await client.close();
       },
@@ -878,7 +879,8 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
           EXPECT_EQ(first->kind(), ts::ErrorKind::transient_not_sent) << describe(first);
         }
 
-        // Same again through execute_resiliently: one attempt is enough.
+        // Same again through execute_resiliently: it succeeds, normally at the first attempt;
+        // a second one only when the first raced the server's next idle kill, as above.
         co_await pause_for(1200ms);
         int attempts = 0;
         const auto value = co_await client.execute_resiliently(
@@ -888,7 +890,8 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
             },
             ts::core::Idempotent::yes);
         EXPECT_EQ(value, 2);
-        EXPECT_EQ(attempts, 1);
+        EXPECT_GE(attempts, 1);
+        EXPECT_LE(attempts, 2);
 
         // And many callers at once after an idle period.
         co_await pause_for(1200ms);

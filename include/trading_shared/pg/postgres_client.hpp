@@ -399,6 +399,12 @@ class PostgresClient {
   void release_exclusive(Slot* slot) noexcept;
   Slot* pick(bool exclusive) noexcept;
   void dispatch() noexcept;
+  bool has_open_connection() const noexcept;
+  /// The error of a caller that found no open connection: the server is unreachable, with
+  /// the last connect error (its code, or connect_timeout while an attempt hangs).
+  std::exception_ptr unreachable_error() const;
+  /// After a failed connect attempt: fails every waiter when no connection is open.
+  void fail_waiters_if_unreachable() noexcept;
   void on_broken(detail::Connection* connection) noexcept;
   boost::asio::awaitable<std::shared_ptr<detail::Connection>> open_connection(
       std::chrono::milliseconds timeout);
@@ -446,6 +452,8 @@ class PostgresClient {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<std::shared_ptr<detail::Connection>> retired_;
   std::deque<Waiter*> waiters_;
+  /// The maintenance's last failed connect attempt; null after a successful one.
+  std::exception_ptr last_connect_failure_;
   PostgresStats counters_;
   std::string description_;
 };

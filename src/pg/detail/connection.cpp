@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <new>
 #include <utility>
 
 namespace trading_shared::pg::detail {
@@ -303,6 +304,8 @@ asio::awaitable<void> Connection::watchdog() {
     watchdog_timer_.expires_after(kWatchdogPeriod);
     co_await watchdog_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (broken_) co_return;
+    check_cancel();
+    if (broken_) co_return;
     if (reader_waiting_ && !inflight_.empty() && readable_now()) {
       ++watchdog_wakeups_;
       core::logger("pg")->debug("{}: watchdog woke a reader parked on a readable socket",
@@ -408,6 +411,7 @@ void Connection::complete_front() noexcept {
   if (front == nullptr) {  // abandoned by its caller: results dropped
     --abandoned_;
     cancel_if_only_abandoned();
+    notify_ready();
     return;
   }
   front->done = true;
@@ -450,6 +454,7 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
   }
   writer_wake_.cancel();
   watchdog_timer_.cancel();
+  on_ready_ = nullptr;
   if (on_broken_) {
     auto callback = std::move(on_broken_);
     on_broken_ = nullptr;
@@ -460,15 +465,58 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
 void Connection::send_cancel_request() noexcept {
   if (conn_ == nullptr) return;
   if (PGcancel* cancel = PQgetCancel(conn_)) {
-    cancel_done_ = std::make_shared<std::atomic<bool>>(false);
-    CancelSender::instance().send(cancel, cancel_done_);
+    try {
+      auto ticket = std::make_shared<CancelTicket>();
+      cancel_ = ticket;
+      cancel_sent_at_ = Clock::now();
+      cancel_done_reported_ = false;
+      CancelSender::instance().send(cancel, std::move(ticket));
+    } catch (const std::bad_alloc&) {
+      PQfreeCancel(cancel);
+      core::logger("pg")->error("{}: cannot send a cancel request: out of memory", description_);
+    }
   }
 }
 
 void Connection::cancel_if_only_abandoned() noexcept {
   if (abandoned_ == 0 || abandoned_ != inflight_.size() || broken_) return;
-  if (cancel_done_ && !cancel_done_->load()) return;  // one already on its way
+  if (cancel_ && !cancel_->done.load()) return;  // one already on its way
   send_cancel_request();
+}
+
+void Connection::notify_ready() noexcept {
+  if (on_ready_ && accepting()) on_ready_();
+}
+
+void Connection::check_cancel() noexcept {
+  if (!cancel_ || broken_) return;
+  if (cancel_->done.load()) {
+    // Failed or dropped while a statement nobody waits for still runs: it may run for long,
+    // and this connection takes nothing until it ends. Better a fresh connection.
+    if (!cancel_->delivered.load() && abandoned_ > 0) {
+      core::logger("pg")->warn(
+          "{}: cancel request not delivered and an abandoned statement still runs: discarding "
+          "the connection",
+          description_);
+      fail(make_error_code(errc::connection_lost), RequestState::sent,
+           "cancel request not delivered");
+      return;
+    }
+    if (!cancel_done_reported_) {
+      cancel_done_reported_ = true;
+      notify_ready();
+    }
+    return;
+  }
+  if (Clock::now() - cancel_sent_at_ < cancel_timeout_) return;
+  // Stuck (a black hole, a frozen server): a late cancel could hit the next statement, so the
+  // connection can take no work until it completes, which may be never.
+  CancelSender::instance().withdraw(cancel_);
+  core::logger("pg")->warn(
+      "{}: cancel request not completed within {} ms: discarding the connection", description_,
+      cancel_timeout_.count());
+  fail(make_error_code(errc::connection_lost), RequestState::sent,
+       "cancel request not completed within " + std::to_string(cancel_timeout_.count()) + " ms");
 }
 
 void Connection::close(std::error_code error) noexcept {

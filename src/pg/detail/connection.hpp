@@ -23,6 +23,8 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "detail/cancel_sender.hpp"
+
 #include <libpq-fe.h>
 
 #include <atomic>
@@ -115,6 +117,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   /// Asks the server (off the loop) to cancel what this connection is running.
   void send_cancel_request() noexcept;
+  /// Bound of a cancel request (default 5 s): one that has not completed by then is given up
+  /// and the connection discarded (see `watchdog`); the pool passes its `connect_timeout`
+  /// (a cancel request is a connection of its own).
+  void set_cancel_timeout(std::chrono::milliseconds timeout) noexcept { cancel_timeout_ = timeout; }
   /// Gives up a request's slot: its results will be read and dropped.
   void abandon(Request& request) noexcept;
 
@@ -153,6 +159,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// When every request in flight was abandoned, the server is running one of them: cancel
   /// it (once), so that it does not run to its end for nobody (F09).
   void cancel_if_only_abandoned() noexcept;
+  /// Called by the watchdog: a cancel request still pending after `cancel_timeout_` (a black
+  /// hole, a frozen server), or one that failed or was dropped while an abandoned statement
+  /// still runs, leaves the connection unable to take work: it is discarded (the pool
+  /// replaces it) instead of being kept, taking nothing, for as long as the request hangs.
+  void check_cancel() noexcept;
   void fail(std::error_code error, RequestState state, std::string_view what) noexcept;
   std::exception_ptr connection_error(std::error_code code, RequestState state,
                                       std::string_view what) const;
@@ -168,8 +179,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::steady_timer io_done_;
   int io_running_ = 0;
   bool flush_needed_ = false;
-  std::size_t abandoned_ = 0;                       // null entries in inflight_
-  std::shared_ptr<std::atomic<bool>> cancel_done_;  // set when the last cancel was delivered
+  std::size_t abandoned_ = 0;             // null entries in inflight_
+  std::shared_ptr<CancelTicket> cancel_;  // the last cancel request sent, if any
+  Clock::time_point cancel_sent_at_{};
+  std::chrono::milliseconds cancel_timeout_{5000};
   bool copying_ = false;
   bool broken_ = false;
   int backend_pid_ = 0;
@@ -180,15 +193,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Consecutive NULLs from PQgetResult: a second one means "nothing more buffered".
   bool last_was_null_ = false;
   std::function<void()> on_broken_;
+  std::function<void()> on_ready_;
+  bool cancel_done_reported_ = false;  // on_ready_ was called for the current cancel_
+  /// Calls on_ready_ when the connection takes work (again).
+  void notify_ready() noexcept;
 
  public:
   /// Called once when the connection breaks or is poisoned (the pool replaces it).
   void set_on_broken(std::function<void()> f) { on_broken_ = std::move(f); }
+  /// Called when the connection may take work again after it could not (an abandoned
+  /// statement ended, a cancel request completed): the pool hands it to waiting callers.
+  void set_on_ready(std::function<void()> f) { on_ready_ = std::move(f); }
   /// Whether new statements may be routed here: open, and no abandoned request is still
   /// running (a caller that gave up on a slow statement must not hold up the next ones),
   /// and no cancel request is still on its way (it could hit the next statement).
   bool accepting() const noexcept {
-    return open() && abandoned_ == 0 && (!cancel_done_ || cancel_done_->load());
+    return open() && abandoned_ == 0 && (!cancel_ || cancel_->done.load());
   }
 };
 
