@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace trading_shared::redis {
 
@@ -208,6 +209,15 @@ namespace detail {
 namespace {
 
 thread_local ReplyBuilder* current_builder = nullptr;
+// Why an object function refused a reply (hiredis only reports "Out of memory").
+thread_local const char* build_error = nullptr;
+
+// Array slots are numbered as the headers arrive but only stored as the elements do: a count
+// announced by the server costs nothing until its elements are received (found by
+// fuzz/fuzz_resp: "*1444444444\r\n", 13 bytes, made the parser allocate 5.8 GB). While a reply
+// is built, children_[i - 1] is the slot of node i, and the root array's `integer` field holds
+// the number of slots numbered so far; finish_tree puts children_ in slot order.
+constexpr std::uint64_t kMaxSlots = std::numeric_limits<std::uint32_t>::max();
 
 // hiredis wants a non-null object per node; ours is the node's index plus one, never
 // dereferenced.
@@ -217,6 +227,16 @@ void* node_pointer(std::uint32_t index) {
 }
 std::uint32_t node_index(void* pointer) {
   return static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(pointer) - 1);
+}
+
+/// A RESP integer as hiredis 0.14+ reads it (Redis's string2ll): an optional '-', then "0"
+/// alone (not "-0") or digits without a leading zero, within int64.
+bool canonical_integer(std::string_view text, std::int64_t& value) noexcept {
+  const std::string_view digits = text.starts_with('-') ? text.substr(1) : text;
+  if (digits.empty() || digits[0] < '0' || digits[0] > '9') return false;
+  if (digits[0] == '0' && (digits.size() != 1 || digits.size() != text.size())) return false;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return ec == std::errc() && ptr == text.data() + text.size();
 }
 
 }  // namespace
@@ -232,7 +252,7 @@ std::uint32_t ReplyBuilder::add_node(const redisReadTask* task, ReplyNode node) 
   reply.nodes_.push_back(node);
   if (task->parent != nullptr) {
     const auto& parent = reply.nodes_[node_index(task->parent->obj)];
-    reply.children_[parent.first + static_cast<std::uint32_t>(task->idx)] = index;
+    reply.children_.push_back(parent.first + static_cast<std::uint32_t>(task->idx));
   }
   return index;
 }
@@ -268,8 +288,14 @@ void* ReplyBuilder::create_array(const redisReadTask* task, int elements) {
   node.count = static_cast<std::uint32_t>(elements);
   const std::uint32_t index = self.add_node(task, node);
   auto& reply = self.current_;
-  reply.nodes_[index].first = static_cast<std::uint32_t>(reply.children_.size());
-  reply.children_.resize(reply.children_.size() + static_cast<std::size_t>(elements));
+  std::int64_t& numbered = reply.nodes_[0].integer;  // the root is an array: field unused
+  if (index == 0) numbered = 0;
+  if (static_cast<std::uint64_t>(numbered) + static_cast<std::uint64_t>(elements) > kMaxSlots) {
+    build_error = "more than 2^32 array elements in one reply";
+    return nullptr;  // hiredis fails the read
+  }
+  reply.nodes_[index].first = static_cast<std::uint32_t>(numbered);
+  numbered += elements;
   return node_pointer(index);
 }
 
@@ -344,8 +370,10 @@ bool ReplyBuilder::parse_scalar(Reply& out) {
   ReplyNode node;
   if (kind == ':' || kind == '$') {
     std::int64_t value = 0;
-    auto [ptr, ec] = std::from_chars(line.data(), line.data() + line.size(), value);
-    if (ec != std::errc() || ptr != line.data() + line.size() || line.empty()) {
+    // Only what hiredis's reader (string2ll) accepts, with the same meaning: the same bytes
+    // must give the same reply however they are split into reads (found by fuzz/fuzz_resp:
+    // from_chars also takes "-0", "007" and "$-2", which hiredis refuses).
+    if (!canonical_integer(line, value) || (kind == '$' && value < -1)) {
       reply.nodes_.emplace_back();
       return false;  // let hiredis report the protocol error
     }
@@ -382,13 +410,35 @@ bool ReplyBuilder::next(Reply& out) {
   keep_rest();
   void* root = nullptr;
   current_builder = this;
+  build_error = nullptr;
   const int rc = redisReaderGetReply(reader_, &root);
   current_builder = nullptr;
   if (rc != REDIS_OK) {
     throw Error(make_error_code(errc::protocol_error),
-                std::string("Redis reply parser: ") + reader_->errstr, RequestState::sent);
+                std::string("Redis reply parser: ") +
+                    (build_error != nullptr ? build_error : reader_->errstr),
+                RequestState::sent);
   }
   if (root == nullptr) return false;
+  // The reply is complete: every numbered slot has its node. Put children_ in slot order.
+  const auto finish_tree = [this] {
+    Reply& reply = current_;
+    const std::size_t count = reply.nodes_.size() - 1;  // nodes other than the root
+    if (count == 0) return;
+    reply.nodes_[0].integer = 0;                      // was the number of slots
+    thread_local std::vector<std::uint32_t> by_slot;  // reused: no allocation per reply
+    by_slot.assign(count, 0);
+    for (std::size_t node = 1; node <= count; ++node) {
+      const std::uint32_t slot = reply.children_[node - 1];
+      if (slot >= count) {
+        throw Error(make_error_code(errc::protocol_error),
+                    "Redis reply parser: array elements do not add up", RequestState::sent);
+      }
+      by_slot[slot] = static_cast<std::uint32_t>(node);
+    }
+    reply.children_.swap(by_slot);
+  };
+  finish_tree();
   swap(out, current_);
   return true;
 }

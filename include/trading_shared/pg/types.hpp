@@ -313,7 +313,11 @@ std::optional<SysTime<Duration>> from_postgres_timestamp(std::int64_t pg_us) noe
       using Wide = std::chrono::duration<std::int64_t, typename Duration::period>;
       ticks = std::chrono::floor<Wide>(std::chrono::microseconds(unix_us)).count();
     }
-    if (!std::in_range<Rep>(ticks)) {
+    // The extremes of Rep are max() and min(), i.e. infinity and -infinity: a finite value
+    // landing on one would silently change meaning, so it does not fit (found by
+    // fuzz/fuzz_pg_result: 294247-01-10 04:00:54.775807 UTC read as microseconds).
+    if (!std::in_range<Rep>(ticks) || ticks == std::numeric_limits<Rep>::max() ||
+        ticks == std::numeric_limits<Rep>::min()) {
       return std::nullopt;
     }
     return Tp(Duration(static_cast<Rep>(ticks)));
