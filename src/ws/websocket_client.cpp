@@ -17,7 +17,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <charconv>
 #include <deque>
 #include <stdexcept>
 #include <utility>
@@ -40,10 +39,6 @@ std::shared_ptr<spdlog::logger> log() {
   return logger;
 }
 
-Error invalid(const std::string& what) {
-  return Error(make_error_code(errc::invalid_argument), what);
-}
-
 /// Awaits `timer` without the caller's cancellation slot (for waits that must not be cut
 /// short: close()). Returns the wait's error code.
 asio::awaitable<boost::system::error_code> shielded_wait(asio::steady_timer& timer) {
@@ -54,81 +49,6 @@ asio::awaitable<boost::system::error_code> shielded_wait(asio::steady_timer& tim
 }
 
 }  // namespace
-
-std::string_view to_string(OverflowPolicy policy) noexcept {
-  switch (policy) {
-    case OverflowPolicy::drop_oldest:
-      return "drop_oldest";
-    case OverflowPolicy::drop_newest:
-      return "drop_newest";
-    case OverflowPolicy::disconnect:
-      return "disconnect";
-  }
-  return "?";
-}
-
-OverflowPolicy parse_overflow_policy(std::string_view text) {
-  if (text == "drop_oldest") return OverflowPolicy::drop_oldest;
-  if (text == "drop_newest") return OverflowPolicy::drop_newest;
-  if (text == "disconnect") return OverflowPolicy::disconnect;
-  throw std::invalid_argument("expected one of drop_oldest, drop_newest, disconnect");
-}
-
-WebSocketUrl parse_websocket_url(std::string_view url) {
-  constexpr std::string_view kScheme = "ws://";
-  if (url.starts_with("wss://")) {
-    throw invalid("WebSocket URL: wss:// (TLS) is not supported yet; use ws://");
-  }
-  if (!url.starts_with(kScheme)) throw invalid("WebSocket URL must start with ws://");
-  std::string_view rest = url.substr(kScheme.size());
-  const auto slash = rest.find_first_of("/?");
-  std::string_view authority = rest.substr(0, slash);
-  WebSocketUrl out;
-  out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (out.target.front() == '?') out.target.insert(out.target.begin(), '/');
-  if (authority.find('@') != std::string_view::npos) {
-    throw invalid("WebSocket URL: credentials in the URL are not supported");
-  }
-  std::string_view port;
-  if (authority.starts_with('[')) {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) throw invalid("WebSocket URL: unterminated [IPv6] host");
-    out.host = std::string(authority.substr(1, close - 1));
-    const std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') throw invalid("WebSocket URL: junk after the [IPv6] host");
-      port = after.substr(1);
-    }
-  } else {
-    const auto colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-  }
-  if (out.host.empty()) throw invalid("WebSocket URL: empty host");
-  if (port.empty()) {
-    out.port = "80";
-  } else {
-    unsigned value = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
-      throw invalid("WebSocket URL: bad port \"" + std::string(port) + "\"");
-    }
-    out.port = std::string(port);
-  }
-  return out;
-}
-
-void validate(const WebSocketConfig& config) {
-  (void)parse_websocket_url(config.url);
-  using std::chrono::milliseconds;
-  if (config.connect_timeout <= milliseconds::zero()) throw invalid("connect_timeout must be > 0");
-  if (config.startup_timeout <= milliseconds::zero()) throw invalid("startup_timeout must be > 0");
-  if (config.idle_timeout < milliseconds(2)) throw invalid("idle_timeout must be >= 2 ms");
-  if (config.close_timeout <= milliseconds::zero()) throw invalid("close_timeout must be > 0");
-  if (config.max_message_size == 0) throw invalid("max_message_size must be > 0");
-  if (config.queue_capacity == 0) throw invalid("queue_capacity must be > 0");
-  if (config.max_pending_sends == 0) throw invalid("max_pending_sends must be > 0");
-}
 
 // ---- the client's state ----------------------------------------------------------------------
 

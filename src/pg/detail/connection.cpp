@@ -25,10 +25,6 @@ using wait_type = asio::posix::stream_descriptor::wait_type;
 
 namespace {
 
-struct ConninfoDeleter {
-  void operator()(PQconninfoOption* o) const noexcept { PQconninfoFree(o); }
-};
-
 std::string trim_message(const char* message) {
   std::string text = message != nullptr ? message : "";
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
@@ -90,25 +86,6 @@ std::exception_ptr server_error(const PGresult* result, RequestState state) {
 }
 
 }  // namespace
-
-std::string describe_dsn(const std::string& dsn) {
-  char* err = nullptr;
-  std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(PQconninfoParse(dsn.c_str(), &err));
-  if (!options) {
-    if (err != nullptr) PQfreemem(err);
-    return "<malformed dsn>";
-  }
-  std::string host = "localhost", port = "5432", dbname, user;
-  for (auto* o = options.get(); o->keyword != nullptr; ++o) {
-    if (o->val == nullptr) continue;
-    const std::string_view key = o->keyword;
-    if (key == "host") host = o->val;
-    if (key == "port") port = o->val;
-    if (key == "dbname") dbname = o->val;
-    if (key == "user") user = o->val;
-  }
-  return host + ":" + port + "/" + dbname + (user.empty() ? "" : " as " + user);
-}
 
 asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
                                            const std::string& application_name,

@@ -24,6 +24,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "detail/cancel_sender.hpp"
+#include "detail/dsn.hpp"
 
 #include <libpq-fe.h>
 
@@ -59,9 +60,6 @@ struct ConnectParams {
 boost::asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
                                                   const std::string& application_name,
                                                   std::chrono::milliseconds timeout);
-
-/// Removes the password from a DSN for messages.
-std::string describe_dsn(const std::string& dsn);
 
 /// One statement of a request.
 struct Statement {
