@@ -7,7 +7,7 @@ BUILD_TYPE ?= RelWithDebInfo
 CTEST_ARGS ?=
 # Fuzzing (fuzz/, clang + libFuzzer): seconds per target in `make test` and in `make fuzz`.
 FUZZ_DIR ?= build-fuzz
-FUZZ_TEST_SECONDS ?= 15
+FUZZ_TEST_SECONDS ?= 10
 FUZZ_SECONDS ?= 600
 # make bench ONLY=pg (a group) or ONLY=P1,P3 (figures); empty: everything.
 ONLY ?=
