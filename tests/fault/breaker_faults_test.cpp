@@ -16,6 +16,7 @@
 // server running and serving when it ends, also when it fails (RAII guards resume or start
 // what the test disturbed). Isolation: the database `breaker_faults`, one advisory lock key
 // and one application or client name per test, keys prefixed with the test number.
+#include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
@@ -31,6 +32,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "pg_fault_support.hpp"
 #include "redis_fault_support.hpp"
 #include "support/async_test.hpp"
 #include "support/fault_proxy.hpp"
@@ -38,7 +40,6 @@
 #include "support/test_helpers.hpp"
 
 #include <gtest/gtest.h>
-#include <libpq-fe.h>
 
 #include <algorithm>
 #include <atomic>
@@ -48,11 +49,10 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -74,8 +74,11 @@ using ts::testing::elapsed_ms;
 using ts::testing::FaultProxy;
 using ts::testing::ServerProcess;
 using ts::testing::Servers;
+using ts::testing::fault::BackgroundLoop;
+using ts::testing::fault::closing;
 using ts::testing::fault::eventually;
 using ts::testing::fault::RedisAdmin;
+using ts::testing::fault::run_with_client;
 using ts::testing::fault::ScopeExit;
 
 namespace {
@@ -92,56 +95,25 @@ std::string state_name(CircuitState s) {
 
 // ---- how a call ended ------------------------------------------------------------------------
 
-/// How one call ended: the common Outcome plus the breaker's retry-after of a rejection.
-struct Ended {
+/// How one call ended (the common Outcome, with the breaker's retry-after of a rejection), once
+/// `done`.
+struct Ended : ts::testing::Outcome {
   bool done = false;
-  bool failed = false;
-  std::error_code code;
-  ErrorKind kind = ErrorKind::permanent;
-  std::string server_code;
-  std::string what;
-  std::optional<milliseconds> retry_after;
-  milliseconds elapsed{0};
 };
 
 std::string describe(const Ended& e) {
-  if (!e.done) return "not finished";
-  if (!e.failed) return "succeeded after " + std::to_string(e.elapsed.count()) + " ms";
-  return "failed after " + std::to_string(e.elapsed.count()) + " ms: [" +
-         std::string(ts::to_string(e.kind)) + "] " + e.what;
+  return e.done ? ts::testing::describe(e) : "not finished";
 }
 
 Ended ended_of(const std::exception_ptr& error, Clock::time_point start) {
-  Ended e;
-  e.done = true;
-  e.elapsed = elapsed_ms(start);
-  if (!error) return e;
-  e.failed = true;
-  e.kind = ts::classify(error);
-  try {
-    std::rethrow_exception(error);
-  } catch (const ts::Error& x) {
-    e.code = x.code();
-    e.what = x.what();
-    e.retry_after = x.retry_after();
-    if (x.server()) e.server_code = x.server()->code;
-  } catch (const std::exception& x) {
-    e.what = x.what();
-  }
-  return e;
+  return Ended{ts::testing::outcome_of(error, start), true};
 }
 
 /// Awaits `op` and reports how it ended instead of throwing.
 template <class T>
 asio::awaitable<Ended> ended(asio::awaitable<T> op) {
-  const auto start = Clock::now();
-  std::exception_ptr error;
-  try {
-    (void)co_await std::move(op);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_return ended_of(error, start);
+  const ts::testing::Outcome o = co_await ts::testing::outcome(std::move(op));
+  co_return Ended{o, true};
 }
 
 /// Starts `op` on `io`; `*out` says how it ended once `out->done`.
@@ -152,11 +124,31 @@ void spawn_call(asio::io_context& io, asio::awaitable<T> op, Ended* out) {
                  [out, start](std::exception_ptr e, T) { *out = ended_of(e, start); });
 }
 
+bool all_done(const std::vector<Ended>& calls) {
+  return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
+}
+
+/// Starts one call per element of `calls`, the i-th made by `make(i)`, on `io`; each element
+/// says how its call ended once `done`.
+template <class Make>
+void spawn_calls(asio::io_context& io, std::vector<Ended>& calls, Make make) {
+  for (std::size_t i = 0; i < calls.size(); ++i) spawn_call(io, make(i), &calls[i]);
+}
+
+/// spawn_calls(), then waits up to `timeout` until every call has ended.
+template <class Make>
+asio::awaitable<bool> run_calls(asio::io_context& io, std::vector<Ended>& calls, Make make,
+                                Clock::duration timeout) {
+  spawn_calls(io, calls, std::move(make));
+  co_return co_await eventually([&] { return all_done(calls); }, timeout);
+}
+
 /// A call its caller cancels through the cancellation slot bound to its completion handler.
 struct CancellableCall {
   asio::cancellation_signal signal;
   Ended result;
 };
+using CancellableCalls = std::vector<std::unique_ptr<CancellableCall>>;
 
 template <class T>
 void spawn_cancellable(asio::io_context& io, asio::awaitable<T> op, CancellableCall* call) {
@@ -166,6 +158,32 @@ void spawn_cancellable(asio::io_context& io, asio::awaitable<T> op, CancellableC
       asio::bind_cancellation_slot(call->signal.slot(), [call, start](std::exception_ptr e, T) {
         call->result = ended_of(e, start);
       }));
+}
+
+/// Starts `n` cancellable calls, the i-th made by `make(i)`, on `io`.
+template <class Make>
+CancellableCalls spawn_cancellables(asio::io_context& io, int n, Make make) {
+  CancellableCalls calls;
+  for (int i = 0; i < n; ++i) {
+    calls.push_back(std::make_unique<CancellableCall>());
+    spawn_cancellable(io, make(i), calls.back().get());
+  }
+  return calls;
+}
+
+bool all_done(const CancellableCalls& calls) {
+  return std::all_of(calls.begin(), calls.end(), [](const auto& c) { return c->result.done; });
+}
+
+/// Cancels every call (terminal) through its cancellation slot.
+void cancel(CancellableCalls& calls) {
+  for (auto& call : calls) call->signal.emit(asio::cancellation_type::terminal);
+}
+
+/// cancel(), then waits up to 1 s until every call has ended.
+asio::awaitable<bool> cancel_and_wait(CancellableCalls& calls) {
+  cancel(calls);
+  co_return co_await eventually([&] { return all_done(calls); }, 1s, 1ms);
 }
 
 /// A call raced against a timer in a parallel group: when the timer wins, the group cancels
@@ -192,10 +210,49 @@ asio::awaitable<RaceResult> race_with_timer(asio::awaitable<T> op, milliseconds 
   co_return r;
 }
 
+/// Races `n` calls, the i-th made by `make(i)`, each against a timer of `after`, all at once
+/// (parallel group, wait_for_one); waits up to 2 s until every race has ended, returns them.
+template <class Make>
+asio::awaitable<std::vector<RaceResult>> race_all(asio::io_context& io, int n, Make make,
+                                                  milliseconds after) {
+  struct Races {
+    std::vector<RaceResult> results;
+    int done = 0;
+  };
+  auto races = std::make_shared<Races>();
+  races->results.resize(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    asio::co_spawn(io, race_with_timer(make(i), after),
+                   [races, i](std::exception_ptr e, RaceResult r) {
+                     if (e) ADD_FAILURE() << "race_with_timer threw";
+                     races->results[static_cast<std::size_t>(i)] = std::move(r);
+                     ++races->done;
+                   });
+  }
+  EXPECT_TRUE(co_await eventually([&] { return races->done == n; }, 2s))
+      << races->done << " of " << n << " races ended";
+  co_return races->results;
+}
+
 void expect_cancelled(const Ended& e, const std::string& what) {
   EXPECT_TRUE(e.done) << what;
   EXPECT_TRUE(e.failed) << what << ": " << describe(e);
   EXPECT_EQ(e.kind, ErrorKind::cancelled) << what << ": " << describe(e);
+}
+
+void expect_all_cancelled(const CancellableCalls& calls, const std::string& what) {
+  for (const auto& call : calls) expect_cancelled(call->result, what);
+}
+
+/// Every race was won by its timer, whose cancellation ended the call (`cancelled`) before
+/// `bound`.
+void expect_timer_cancelled(const std::vector<RaceResult>& raced, const std::string& what,
+                            milliseconds bound) {
+  for (const auto& r : raced) {
+    EXPECT_TRUE(r.timer_won) << describe(r.call);
+    expect_cancelled(r.call, what);
+    EXPECT_LT(r.call.elapsed, bound) << describe(r.call);
+  }
 }
 
 /// A hung call: no reply, ended by its own request timeout (outcome unknown). A call
@@ -209,6 +266,13 @@ void expect_hung(const Ended& e, const std::string& what) {
       << what << ": " << describe(e);
 }
 
+/// expect_hung(), ended after `lo` to `hi`.
+void expect_hung_for(const Ended& e, const std::string& what, milliseconds lo, milliseconds hi) {
+  expect_hung(e, what);
+  EXPECT_GE(e.elapsed, lo) << describe(e);
+  EXPECT_LE(e.elapsed, hi) << describe(e);
+}
+
 /// The open breaker rejects a call at once, with the remaining open period.
 void expect_open_rejection(const Ended& e) {
   EXPECT_EQ(e.code, ts::make_error_code(errc::circuit_open)) << describe(e);
@@ -217,41 +281,133 @@ void expect_open_rejection(const Ended& e) {
   EXPECT_LT(e.elapsed, 50ms) << describe(e);
 }
 
+/// The half-open breaker rejects a call (not a probe) at once, with no retry-after.
+void expect_half_open_rejection(const Ended& e) {
+  EXPECT_EQ(e.code, ts::make_error_code(errc::circuit_open)) << describe(e);
+  EXPECT_EQ(e.kind, ErrorKind::transient_not_sent) << describe(e);
+  EXPECT_TRUE(e.retry_after.has_value() && *e.retry_after == 0ms)
+      << "a half-open rejection has no retry-after: " << describe(e);
+  EXPECT_LT(e.elapsed, 50ms) << describe(e);
+}
+
+// ---- the breaker -----------------------------------------------------------------------------
+
+/// Open periods: one that lasts for the rest of a test, and one whose first period is in
+/// [0.75 s, 1.5 s] (equal jitter of a 1.5 s ceiling).
+constexpr ts::core::BackoffConfig kStaysOpen{10s, 20s, 2.0};
+constexpr ts::core::BackoffConfig kShortOpen{1500ms, 3000ms, 2.0};
+
+/// A breaker that opens at a failure rate of 0.5 once `min_calls` of a window of `window`
+/// calls are recorded, stays open for `open_backoff`, and closes after `probes` half-open
+/// probe successes.
+void set_breaker(ts::core::CircuitBreakerConfig& b, std::size_t window, std::size_t min_calls,
+                 const ts::core::BackoffConfig& open_backoff, std::size_t probes = 1) {
+  b.window_size = window;
+  b.min_calls = min_calls;
+  b.failure_rate_threshold = 0.5;
+  b.open_backoff = open_backoff;
+  b.half_open_probes = probes;
+}
+
+/// The breaker (of a client whose stats are `s`) is open after its first trip.
+template <class Stats>
+void expect_tripped_once(const Stats& s, const std::string& why) {
+  EXPECT_EQ(s.breaker, CircuitState::open) << why;
+  EXPECT_EQ(s.breaker_trips, 1u) << why;
+}
+
+/// Nothing counted: no failure, no timeout, the breaker closed and never tripped.
+template <class Stats>
+void expect_nothing_counted(const Stats& s, const std::string& when) {
+  EXPECT_EQ(s.failures, 0u) << when;
+  EXPECT_EQ(s.timeouts, 0u) << when;
+  EXPECT_EQ(s.breaker, CircuitState::closed) << when;
+  EXPECT_EQ(s.breaker_trips, 0u) << when << ": the breaker tripped";
+}
+
+/// Waits (up to 3 s, polling every millisecond) until the open period of `client`'s breaker
+/// has elapsed: the next state read moves it to half-open.
+template <class Client>
+asio::awaitable<bool> half_open(Client& client) {
+  co_return co_await eventually([&] { return client.stats().breaker == CircuitState::half_open; },
+                                3s, 1ms);
+}
+
+/// F31: 3 failures, one short of min_calls 4, after 20 cancelled calls; then a 4th.
+constexpr const char* kThreeOpened =
+    "3 failures with min_calls 4 opened the breaker: the 20 cancelled calls were counted as "
+    "failures";
+constexpr const char* kFourDidNotOpen =
+    "4 request timeouts with min_calls 4 did not open the breaker: hung calls are not counted, "
+    "or the 20 cancelled calls were counted as successes";
+
+/// F33: `errors` (business errors) left the breaker closed, never tripped, and no timeout
+/// counted.
+template <class Stats>
+void expect_errors_not_counted(const Stats& s, const std::string& errors) {
+  EXPECT_EQ(s.breaker, CircuitState::closed) << errors << " opened the breaker";
+  EXPECT_EQ(s.breaker_trips, 0u) << errors;
+  EXPECT_EQ(s.timeouts, 0u) << errors;
+}
+
+/// F33: after the business errors (min_calls 2), one hung call (`hung(0)`) must leave the
+/// breaker closed (else they counted as failures: `as_failures`), then `between()`, then a
+/// second one (`hung(1)`) must open it (else they counted as successes: `as_successes`).
+template <class Client, class Hung, class Between>
+asio::awaitable<void> expect_second_timeout_opens(Client& client, Hung hung, Between between,
+                                                  std::string as_failures,
+                                                  std::string as_successes) {
+  const Ended first = co_await ended(hung(0));
+  EXPECT_EQ(first.code, ts::make_error_code(errc::request_timeout)) << describe(first);
+  EXPECT_EQ(client.stats().breaker, CircuitState::closed)
+      << "1 timeout opened the breaker: " << as_failures;
+  EXPECT_TRUE(co_await between());
+  const Ended second = co_await ended(hung(1));
+  EXPECT_EQ(second.code, ts::make_error_code(errc::request_timeout)) << describe(second);
+  expect_tripped_once(client.stats(),
+                      "2 timeouts with min_calls 2 did not open the breaker: " + as_successes);
+}
+
+/// Closes `client` while `calls` hang: close() returns within `bound`, and every call then
+/// fails at once as client_closed (`cancelled`).
+template <class Client>
+asio::awaitable<void> expect_close_ends_calls(Client& client, const std::vector<Ended>& calls,
+                                              milliseconds bound, std::string what) {
+  const auto close_start = Clock::now();
+  co_await client.close();
+  EXPECT_LE(elapsed_ms(close_start), bound);
+  EXPECT_TRUE(co_await eventually([&] { return all_done(calls); }, 1s));
+  for (const auto& c : calls) {
+    expect_cancelled(c, what);
+    EXPECT_EQ(c.code, ts::make_error_code(errc::client_closed)) << describe(c);
+  }
+}
+
+/// A fault proxy to the harness's `upstream_port`, started; at scope exit its faults are cleared
+/// and, with `cut_at_exit`, its connections cut (the black-holed ones).
+class Proxy : public FaultProxy {
+ public:
+  Proxy(std::uint16_t upstream_port, bool cut_at_exit)
+      : FaultProxy("127.0.0.1", upstream_port), cut_at_exit_(cut_at_exit) {
+    start();
+  }
+
+ private:
+  bool cut_at_exit_;
+  ScopeExit restore_{[this] {
+    clear_faults();
+    if (cut_at_exit_) cut_all();
+  }};
+};
+
 // ---- PostgreSQL --------------------------------------------------------------------------------
 
 /// A blocking libpq connection of the test's own, straight to PostgreSQL: holds the advisory
 /// locks the client's statements wait on, and looks at the server from outside the client.
 /// Never used while PostgreSQL is frozen.
-class Direct {
+class Direct : public ts::testing::fault::DirectPg {
  public:
-  Direct() : conn_(PQconnectdb(servers().postgres_dsn(kDatabase).c_str())) {
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      const std::string error = PQerrorMessage(conn_);
-      PQfinish(conn_);
-      conn_ = nullptr;
-      throw std::runtime_error("direct connection: " + error);
-    }
-  }
-  ~Direct() {
-    if (conn_ != nullptr) PQfinish(conn_);
-  }
-  Direct(const Direct&) = delete;
-  Direct& operator=(const Direct&) = delete;
-
-  /// Runs `sql` (simple protocol); returns the first column of the first row ("" if none).
-  std::string value(const std::string& sql) {
-    PGresult* r = PQexec(conn_, sql.c_str());
-    const auto status = PQresultStatus(r);
-    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-      const std::string error = PQresultErrorMessage(r);
-      PQclear(r);
-      throw std::runtime_error(sql + ": " + error);
-    }
-    std::string out = PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "";
-    PQclear(r);
-    return out;
-  }
-  std::int64_t count(const std::string& sql) { return std::stoll(value(sql)); }
+  Direct() : DirectPg(servers().postgres_dsn(kDatabase)) {}
 
   void lock(int key) { value("SELECT pg_advisory_lock(" + std::to_string(key) + ")"); }
   void unlock(int key) { value("SELECT pg_advisory_unlock(" + std::to_string(key) + ")"); }
@@ -264,9 +420,24 @@ class Direct {
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = " +
         std::to_string(key));
   }
+};
+
+/// The Direct connection holding advisory locks `keys` until the test releases them, or until
+/// it ends (scope exit).
+class HeldLocks : public Direct {
+ public:
+  explicit HeldLocks(std::initializer_list<int> keys) {
+    for (const int key : keys) lock(key);
+  }
 
  private:
-  PGconn* conn_;
+  ScopeExit release_{[this] { unlock_all(); }};
+};
+
+/// The proxy of the PostgreSQL tests (connections cut at scope exit).
+class PgProxy : public Proxy {
+ public:
+  PgProxy() : Proxy(servers().postgres().port(), true) {}
 };
 
 /// Statements that wait until the Direct connection releases an advisory lock (shared lock,
@@ -280,8 +451,20 @@ constexpr const char* kF32LateWaitsForLock = "SELECT 1 FROM pg_advisory_xact_loc
 constexpr int kF32ProbeLock = 3202;
 constexpr const char* kF32ProbeWaitsForLock = "SELECT 1 FROM pg_advisory_xact_lock_shared(3202)";
 
+/// Starts `n` cancellable calls of `sql` on `client` (statements that wait on the server for
+/// an advisory lock).
+CancellableCalls spawn_queries(asio::io_context& io, PostgresClient& client, int n,
+                               const char* sql) {
+  return spawn_cancellables(io, n, [&](int) { return client.query(sql); });
+}
+
+/// Waits (up to 3 s) until `waiting` statements wait on the server for advisory lock `key`.
+asio::awaitable<bool> lock_waiters(Direct& direct, int key, std::int64_t waiting) {
+  co_return co_await eventually([&] { return direct.waiting_for(key) == waiting; }, 3s);
+}
+
 std::string dsn_for_port(std::uint16_t port) {
-  return "host=127.0.0.1 port=" + std::to_string(port) + " user=postgres dbname=" + kDatabase;
+  return ts::testing::fault::pg_dsn_for_port(port, kDatabase);
 }
 
 ts::pg::PostgresConfig pg_config(std::string dsn, std::string application_name) {
@@ -323,6 +506,27 @@ void expect_pg_counters(const ts::pg::PostgresStats& s, std::uint64_t failures,
   EXPECT_EQ(s.breaker_trips, 0u) << when;
 }
 
+/// A test body given two started PostgresClients.
+using TwoClientTest =
+    std::function<asio::awaitable<void>(asio::io_context&, PostgresClient&, PostgresClient&)>;
+
+/// run_coroutine_test() of a body with two clients (of `first` and `second`) on the loop,
+/// started, handed to `test`, then closed whatever happened.
+void run_with_two_clients(const ts::pg::PostgresConfig& first, const ts::pg::PostgresConfig& second,
+                          Clock::duration timeout, const TwoClientTest& test) {
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient a(io.get_executor(), first);
+        PostgresClient b(io.get_executor(), second);
+        co_await closing(a, b, [&]() -> asio::awaitable<void> {
+          co_await a.start();
+          co_await b.start();
+          co_await test(io, a, b);
+        }());
+      },
+      timeout);
+}
+
 // ---- Redis -----------------------------------------------------------------------------------
 
 RedisConfig redis_config(std::string url, std::string name) {
@@ -340,17 +544,11 @@ std::string proxy_url(const FaultProxy& proxy) {
   return ts::testing::fault::redis_url_for_port(proxy.port());
 }
 
-/// Awaits `body`, then closes `client` whatever happened, then rethrows the body's error.
-asio::awaitable<void> closing_pg(PostgresClient& client, asio::awaitable<void> body) {
-  std::exception_ptr error;
-  try {
-    co_await std::move(body);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_await client.close();
-  if (error) std::rethrow_exception(error);
-}
+/// The proxy of the Redis tests (faults cleared at scope exit).
+class RedisProxy : public Proxy {
+ public:
+  RedisProxy() : Proxy(servers().redis_port(), false) {}
+};
 
 }  // namespace
 
@@ -362,45 +560,22 @@ asio::awaitable<void> f31_pg_cancel_body(asio::io_context& io, PostgresClient& c
                                          Direct& direct, FaultProxy& proxy) {
   EXPECT_TRUE(co_await pool_settled(client, 4, 5s));
   constexpr int kEach = 10;
+  const auto waits_for_lock = [&](int) { return client.query(kF31WaitsForLock); };
 
   // 1. Cancelled through the cancellation slot, while hanging on the server.
-  std::vector<std::unique_ptr<CancellableCall>> slotted;
-  for (int i = 0; i < kEach; ++i) {
-    slotted.push_back(std::make_unique<CancellableCall>());
-    spawn_cancellable(io, client.query(kF31WaitsForLock), slotted.back().get());
-  }
+  auto slotted = spawn_cancellables(io, kEach, waits_for_lock);
   EXPECT_TRUE(co_await eventually([&] { return client.stats().in_flight == kEach; }, 3s))
       << "in flight: " << client.stats().in_flight;
   EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31Lock) >= 1; }, 3s));
   const auto cancelled_at = Clock::now();
-  for (auto& call : slotted) call->signal.emit(asio::cancellation_type::terminal);
-  EXPECT_TRUE(co_await eventually(
-      [&] {
-        return std::all_of(slotted.begin(), slotted.end(),
-                           [](const auto& c) { return c->result.done; });
-      },
-      1s, 1ms));
+  EXPECT_TRUE(co_await cancel_and_wait(slotted));
   EXPECT_LT(elapsed_ms(cancelled_at), 500ms);
-  for (const auto& call : slotted) expect_cancelled(call->result, "slot-cancelled call");
+  expect_all_cancelled(slotted, "slot-cancelled call");
   expect_pg_counters(client.stats(), 0, kEach, "after the slot cancellations");
 
   // 2. Cancelled by a timer racing the call (parallel group, wait_for_one).
-  std::vector<RaceResult> raced(kEach);
-  int raced_done = 0;
-  for (int i = 0; i < kEach; ++i) {
-    asio::co_spawn(io, race_with_timer(client.query(kF31WaitsForLock), 100ms),
-                   [&raced, &raced_done, i](std::exception_ptr e, RaceResult r) {
-                     if (e) ADD_FAILURE() << "race_with_timer threw";
-                     raced[static_cast<std::size_t>(i)] = std::move(r);
-                     ++raced_done;
-                   });
-  }
-  EXPECT_TRUE(co_await eventually([&] { return raced_done == kEach; }, 2s));
-  for (const auto& r : raced) {
-    EXPECT_TRUE(r.timer_won) << describe(r.call);
-    expect_cancelled(r.call, "timer-cancelled call");
-    EXPECT_LT(r.call.elapsed, 500ms) << describe(r.call);
-  }
+  const auto raced = co_await race_all(io, kEach, waits_for_lock, 100ms);
+  expect_timer_cancelled(raced, "timer-cancelled call", 500ms);
   auto s = client.stats();
   expect_pg_counters(s, 0, 2 * kEach, "after the timer cancellations");
   EXPECT_EQ(s.timeouts, 0u);
@@ -424,29 +599,18 @@ asio::awaitable<void> f31_pg_cancel_body(asio::io_context& io, PostgresClient& c
   //    connections: three failures, one short of min_calls.
   proxy.set_blackhole(true);
   std::vector<Ended> hung(3);
-  for (auto& h : hung) spawn_call(io, client.query(kHungQuery, "SELECT 1"), &h);
-  EXPECT_TRUE(co_await eventually(
-      [&] { return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; }); },
-      3s));
-  for (const auto& h : hung) {
-    expect_hung(h, "hung call");
-    EXPECT_GE(h.elapsed, 250ms) << describe(h);
-    EXPECT_LE(h.elapsed, 1500ms) << describe(h);
-  }
+  EXPECT_TRUE(co_await run_calls(
+      io, hung, [&](std::size_t) { return client.query(kHungQuery, "SELECT 1"); }, 3s));
+  for (const auto& h : hung) expect_hung_for(h, "hung call", 250ms, 1500ms);
   s = client.stats();
-  EXPECT_EQ(s.breaker, CircuitState::closed)
-      << "3 failures with min_calls 4 opened the breaker: the 20 cancelled calls were "
-         "counted as failures";
+  EXPECT_EQ(s.breaker, CircuitState::closed) << kThreeOpened;
   EXPECT_EQ(s.failures, 3u);
   // The 4th hung call, on the connection left: min_calls reached at 100 % failures.
   const Ended fourth = co_await ended(client.query(kHungQuery, "SELECT 1"));
   EXPECT_EQ(fourth.code, ts::make_error_code(errc::request_timeout)) << describe(fourth);
   EXPECT_EQ(fourth.kind, ErrorKind::outcome_unknown) << describe(fourth);
   s = client.stats();
-  EXPECT_EQ(s.breaker, CircuitState::open)
-      << "4 request timeouts with min_calls 4 did not open the breaker: hung calls are "
-         "not counted, or the 20 cancelled calls were counted as successes";
-  EXPECT_EQ(s.breaker_trips, 1u);
+  expect_tripped_once(s, kFourDidNotOpen);
   EXPECT_GE(s.timeouts, 2u);
   expect_open_rejection(co_await ended(client.query("SELECT 1")));
   proxy.cut_all();  // the black-holed connections
@@ -466,29 +630,15 @@ asio::awaitable<void> f31_pg_cancel_body(asio::io_context& io, PostgresClient& c
 TEST(BreakerFault, F31_PgCancelledCallsDoNotCountHungCallsOpenBreaker) {
   TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
-  FaultProxy proxy("127.0.0.1", servers().postgres().port());
-  proxy.start();
-  Direct direct;
-  direct.lock(kF31Lock);
-  ScopeExit unlock([&] {
-    proxy.clear_faults();
-    proxy.cut_all();
-    direct.unlock_all();
-  });
+  PgProxy proxy;
+  HeldLocks direct{kF31Lock};
   auto config = pg_config(dsn_for_port(proxy.port()), "f31_pg_cancel");
   config.min_size = 4;
   config.max_size = 4;
-  config.breaker.window_size = 20;
-  config.breaker.min_calls = 4;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {10s, 20s, 2.0};  // stays open for the rest of the test
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient client(io.get_executor(), config);
-        co_await client.start();
-        co_await closing_pg(client, f31_pg_cancel_body(io, client, direct, proxy));
-      },
-      30s);
+  set_breaker(config.breaker, 20, 4, kStaysOpen);  // stays open for the rest of the test
+  run_with_client(config, 30s, [&](asio::io_context& io, PostgresClient& client) {
+    return f31_pg_cancel_body(io, client, direct, proxy);
+  });
 }
 
 // Shutdown while calls hang: 10 statements wait on the server (advisory lock) when close() is
@@ -498,46 +648,24 @@ TEST(BreakerFault, F31_PgCancelledCallsDoNotCountHungCallsOpenBreaker) {
 TEST(BreakerFault, F31_PgCloseWithHungCallsDoesNotCount) {
   TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
-  Direct direct;
-  direct.lock(kF31CloseLock);
-  ScopeExit unlock([&] { direct.unlock_all(); });
+  HeldLocks direct{kF31CloseLock};
   auto config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_close");
-  config.breaker.window_size = 5;
-  config.breaker.min_calls = 1;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {10s, 20s, 2.0};
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient client(io.get_executor(), config);
-        co_await client.start();
+  set_breaker(config.breaker, 5, 1, kStaysOpen);
+  run_with_client(
+      config, 20s, [&](asio::io_context& io, PostgresClient& client) -> asio::awaitable<void> {
         EXPECT_TRUE(co_await pool_settled(client, 2, 5s));
         constexpr int kCalls = 10;
         std::vector<Ended> calls(kCalls);
-        for (auto& c : calls) spawn_call(io, client.query(kF31CloseWaitsForLock), &c);
+        spawn_calls(io, calls, [&](std::size_t) { return client.query(kF31CloseWaitsForLock); });
         EXPECT_TRUE(co_await eventually([&] { return client.stats().in_flight == kCalls; }, 3s));
         EXPECT_TRUE(
             co_await eventually([&] { return direct.waiting_for(kF31CloseLock) >= 1; }, 3s));
-        const auto close_start = Clock::now();
-        co_await client.close();
-        const auto close_took = elapsed_ms(close_start);
-        EXPECT_LE(close_took, config.close_timeout + 1500ms);
-        EXPECT_TRUE(co_await eventually(
-            [&] {
-              return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
-            },
-            1s));
-        for (const auto& c : calls) {
-          expect_cancelled(c, "call hung at close()");
-          EXPECT_EQ(c.code, ts::make_error_code(errc::client_closed)) << describe(c);
-        }
+        co_await expect_close_ends_calls(client, calls, config.close_timeout + 1500ms,
+                                         "call hung at close()");
         const auto s = client.stats();
-        EXPECT_EQ(s.failures, 0u);
-        EXPECT_EQ(s.timeouts, 0u);
+        expect_nothing_counted(s, "close() with hung calls");
         EXPECT_EQ(s.cancellations, static_cast<std::uint64_t>(kCalls));
-        EXPECT_EQ(s.breaker_trips, 0u) << "close() with hung calls opened the breaker";
-        EXPECT_EQ(s.breaker, CircuitState::closed);
-      },
-      20s);
+      });
 }
 
 // ---- F31 a stuck cancel request, a full outage, a saturated pool -----------------------------
@@ -563,12 +691,8 @@ asio::awaitable<void> f31_pg_stuck_cancel_body(asio::io_context& io, PostgresCli
   EXPECT_TRUE(co_await pool_settled(healthy, 1, 5s));
 
   // 1. Two statements wait on the server, one on each proxied connection.
-  std::vector<std::unique_ptr<CancellableCall>> calls;
-  for (int i = 0; i < 2; ++i) {
-    calls.push_back(std::make_unique<CancellableCall>());
-    spawn_cancellable(io, proxied.query(kF31StuckWaitsForLock), calls.back().get());
-  }
-  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31StuckLock) == 2; }, 3s));
+  auto calls = spawn_queries(io, proxied, 2, kF31StuckWaitsForLock);
+  EXPECT_TRUE(co_await lock_waiters(direct, kF31StuckLock, 2));
   EXPECT_EQ(proxied.stats().in_flight, 2u);
 
   // 2. The proxy becomes a black hole, then both callers give up: each connection is left with
@@ -576,26 +700,18 @@ asio::awaitable<void> f31_pg_stuck_cancel_body(asio::io_context& io, PostgresCli
   //    proxy accepts it and never answers: PQcancel waits, with no timeout of its own).
   proxy.set_blackhole(true);
   const auto accepted = proxy.connections_accepted();
-  for (auto& call : calls) call->signal.emit(asio::cancellation_type::terminal);
-  EXPECT_TRUE(co_await eventually(
-      [&] {
-        return std::all_of(calls.begin(), calls.end(),
-                           [](const auto& c) { return c->result.done; });
-      },
-      1s, 1ms));
-  for (const auto& call : calls) expect_cancelled(call->result, "cancelled call");
+  EXPECT_TRUE(co_await cancel_and_wait(calls));
+  expect_all_cancelled(calls, "cancelled call");
   EXPECT_TRUE(co_await eventually([&] { return proxy.connections_accepted() >= accepted + 2; }, 2s))
       << "cancel requests sent concurrently: " << proxy.connections_accepted() - accepted
       << " of 2 reached the proxy";
 
   // 3. Another client's cancel request, to the healthy server, is not held up by the stuck
   //    ones: its statement stops waiting at once and its connection serves the next call.
-  CancellableCall other;
-  spawn_cancellable(io, healthy.query(kF31StuckWaitsForLock), &other);
-  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31StuckLock) == 3; }, 3s));
-  other.signal.emit(asio::cancellation_type::terminal);
-  EXPECT_TRUE(co_await eventually([&] { return other.result.done; }, 1s, 1ms));
-  expect_cancelled(other.result, "cancelled call on the healthy client");
+  auto other = spawn_queries(io, healthy, 1, kF31StuckWaitsForLock);
+  EXPECT_TRUE(co_await lock_waiters(direct, kF31StuckLock, 3));
+  EXPECT_TRUE(co_await cancel_and_wait(other));
+  expect_all_cancelled(other, "cancelled call on the healthy client");
   EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31StuckLock) == 2; }, 2s))
       << "the cancel request to the healthy server waited behind the stuck ones";
   const Ended next = co_await ended(healthy.query("SELECT 1"));
@@ -628,16 +744,11 @@ asio::awaitable<void> f31_pg_all_stuck_body(asio::io_context& io, PostgresClient
   EXPECT_TRUE(co_await pool_settled(healthy, 1, 5s));
   // 1. One statement waits on the server on each proxied connection; black hole; their
   //    callers give up: one cancel request per thread, all stuck.
-  std::vector<std::unique_ptr<CancellableCall>> calls;
-  for (int i = 0; i < kCancelThreads; ++i) {
-    calls.push_back(std::make_unique<CancellableCall>());
-    spawn_cancellable(io, proxied.query(kF31AllStuckWaitsForLock), calls.back().get());
-  }
-  EXPECT_TRUE(co_await eventually(
-      [&] { return direct.waiting_for(kF31AllStuckLock) == kCancelThreads; }, 3s));
+  auto calls = spawn_queries(io, proxied, kCancelThreads, kF31AllStuckWaitsForLock);
+  EXPECT_TRUE(co_await lock_waiters(direct, kF31AllStuckLock, kCancelThreads));
   proxy.set_blackhole(true);
   const auto accepted = proxy.connections_accepted();
-  for (auto& call : calls) call->signal.emit(asio::cancellation_type::terminal);
+  cancel(calls);
   EXPECT_TRUE(co_await eventually(
       [&] { return proxy.connections_accepted() >= accepted + kCancelThreads; }, 2s))
       << proxy.connections_accepted() - accepted << " cancel requests in progress";
@@ -648,14 +759,11 @@ asio::awaitable<void> f31_pg_all_stuck_body(asio::io_context& io, PostgresClient
   // 2. A cancel request of the healthy client is dropped at once rather than queued behind
   //    them, and its connection is discarded at once (its connect_timeout, the bound of a
   //    cancel request, is 5 s) and replaced.
-  CancellableCall other;
-  spawn_cancellable(io, healthy.query(kF31AllStuckWaitsForLock), &other);
-  EXPECT_TRUE(co_await eventually(
-      [&] { return direct.waiting_for(kF31AllStuckLock) == kCancelThreads + 1; }, 3s));
+  auto other = spawn_queries(io, healthy, 1, kF31AllStuckWaitsForLock);
+  EXPECT_TRUE(co_await lock_waiters(direct, kF31AllStuckLock, kCancelThreads + 1));
   const auto cancelled_at = Clock::now();
-  other.signal.emit(asio::cancellation_type::terminal);
-  EXPECT_TRUE(co_await eventually([&] { return other.result.done; }, 1s, 1ms));
-  expect_cancelled(other.result, "cancelled call on the healthy client");
+  EXPECT_TRUE(co_await cancel_and_wait(other));
+  expect_all_cancelled(other, "cancelled call on the healthy client");
   EXPECT_TRUE(co_await eventually([&] { return healthy.stats().discarded == 1; }, 1s))
       << "the connection whose cancel request could not be sent is kept: discarded "
       << healthy.stats().discarded;
@@ -667,6 +775,38 @@ asio::awaitable<void> f31_pg_all_stuck_body(asio::io_context& io, PostgresClient
   direct.unlock(kF31AllStuckLock);
 }
 
+/// A stuck-cancel test body: client A (`proxied`) through the fault proxy, client B
+/// (`healthy`) straight to PostgreSQL.
+using StuckCancelBody = asio::awaitable<void> (*)(asio::io_context&, PostgresClient& proxied,
+                                                  PostgresClient& healthy, Direct&, FaultProxy&);
+
+/// Runs `body` with PostgresClient A (application `proxied_app`, pool of `pool`, through a fault
+/// proxy, its breaker open for the rest of the test once tripped) and B (`healthy_app`, pool of
+/// 1, straight to PostgreSQL), both with `connect_timeout` unless nullopt (pg_config's), while
+/// the Direct connection holds lock `key`.
+void run_stuck_cancel_test(const std::string& proxied_app, const std::string& healthy_app, int key,
+                           std::size_t pool, std::optional<milliseconds> connect_timeout,
+                           StuckCancelBody body) {
+  servers().create_database(kDatabase);
+  PgProxy proxy;
+  HeldLocks direct{key};
+  auto proxied_config = pg_config(dsn_for_port(proxy.port()), proxied_app);
+  proxied_config.min_size = pool;
+  proxied_config.max_size = pool;
+  proxied_config.breaker.open_backoff = kStaysOpen;
+  auto healthy_config = pg_config(servers().postgres_dsn(kDatabase), healthy_app);
+  healthy_config.min_size = 1;
+  healthy_config.max_size = 1;
+  if (connect_timeout) {
+    proxied_config.connect_timeout = *connect_timeout;
+    healthy_config.connect_timeout = *connect_timeout;
+  }
+  run_with_two_clients(proxied_config, healthy_config, 30s,
+                       [&](asio::io_context& io, PostgresClient& proxied, PostgresClient& healthy) {
+                         return body(io, proxied, healthy, direct, proxy);
+                       });
+}
+
 asio::awaitable<void> f31_pg_outage_body(asio::io_context& io, PostgresClient& client,
                                          FaultProxy& proxy) {
   EXPECT_TRUE(co_await pool_settled(client, 2, 5s));
@@ -676,10 +816,8 @@ asio::awaitable<void> f31_pg_outage_body(asio::io_context& io, PostgresClient& c
   //    (two counted failures, under min_calls) and their connections are discarded.
   proxy.set_blackhole(true);
   std::vector<Ended> hung(2);
-  for (auto& h : hung) spawn_call(io, client.query(kHungQuery, "SELECT 1"), &h);
-  EXPECT_TRUE(co_await eventually(
-      [&] { return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; }); },
-      3s));
+  EXPECT_TRUE(co_await run_calls(
+      io, hung, [&](std::size_t) { return client.query(kHungQuery, "SELECT 1"); }, 3s));
   for (const auto& h : hung) expect_hung(h, "hung call");
   EXPECT_TRUE(co_await eventually([&] { return client.stats().connections == 0; }, 2s));
   EXPECT_EQ(client.stats().breaker, CircuitState::closed);
@@ -692,11 +830,10 @@ asio::awaitable<void> f31_pg_outage_body(asio::io_context& io, PostgresClient& c
     unreachable.push_back(co_await ended(client.query("SELECT 1")));
   }
   auto s = client.stats();
-  EXPECT_EQ(s.breaker, CircuitState::open)
-      << "breaker " << state_name(s.breaker) << " after " << unreachable.size()
-      << " calls against an unreachable server; the last one "
-      << (unreachable.empty() ? std::string("-") : describe(unreachable.back()));
-  EXPECT_EQ(s.breaker_trips, 1u);
+  expect_tripped_once(
+      s, "breaker " + state_name(s.breaker) + " after " + std::to_string(unreachable.size()) +
+             " calls against an unreachable server; the last one " +
+             (unreachable.empty() ? std::string("-") : describe(unreachable.back())));
   EXPECT_EQ(unreachable.size(), 2u) << "2 hung calls + 2 unreachable = min_calls 4";
   for (const auto& u : unreachable) {
     EXPECT_TRUE(u.failed) << describe(u);
@@ -718,9 +855,7 @@ asio::awaitable<void> f31_pg_outage_body(asio::io_context& io, PostgresClient& c
   proxy.cut_all();
   EXPECT_TRUE(co_await eventually([&] { return client.stats().connections == 2; }, 5s))
       << "connections " << client.stats().connections;
-  EXPECT_TRUE(co_await eventually([&] { return client.stats().breaker == CircuitState::half_open; },
-                                  3s, 1ms))
-      << "breaker " << state_name(client.stats().breaker);
+  EXPECT_TRUE(co_await half_open(client)) << "breaker " << state_name(client.stats().breaker);
   const Ended probe = co_await ended(client.query_value<std::int32_t>("SELECT 31"));
   EXPECT_FALSE(probe.failed) << describe(probe);
   s = client.stats();
@@ -736,15 +871,11 @@ asio::awaitable<void> f31_pg_saturated_body(asio::io_context& io, PostgresClient
   // other statement may share it).
   Ended holder;
   spawn_call(io, client.query(kF31SaturatedWaitsForLock), &holder);
-  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF31SaturatedLock) == 1; }, 3s));
+  EXPECT_TRUE(co_await lock_waiters(direct, kF31SaturatedLock, 1));
   constexpr int kCallers = 10;
   std::vector<Ended> waiters(kCallers);
-  for (auto& w : waiters) spawn_call(io, client.query("SELECT 1"), &w);
-  EXPECT_TRUE(co_await eventually(
-      [&] {
-        return std::all_of(waiters.begin(), waiters.end(), [](const Ended& e) { return e.done; });
-      },
-      3s));
+  EXPECT_TRUE(co_await run_calls(
+      io, waiters, [&](std::size_t) { return client.query("SELECT 1"); }, 3s));
   for (const auto& w : waiters) {
     EXPECT_EQ(w.code, ts::make_error_code(errc::acquire_timeout)) << describe(w);
     EXPECT_EQ(w.kind, ErrorKind::transient_not_sent) << describe(w);
@@ -779,31 +910,8 @@ asio::awaitable<void> f31_pg_saturated_body(asio::io_context& io, PostgresClient
 // (connect_timeout bounds a cancel request) and replaced: A serves calls again.
 TEST(BreakerFault, F31_PgStuckCancelDoesNotStallThePool) {
   TS_SKIP_IF_EXTERNAL();
-  servers().create_database(kDatabase);
-  FaultProxy proxy("127.0.0.1", servers().postgres().port());
-  proxy.start();
-  Direct direct;
-  direct.lock(kF31StuckLock);
-  ScopeExit unlock([&] {
-    proxy.clear_faults();
-    proxy.cut_all();
-    direct.unlock_all();
-  });
-  auto proxied_config = pg_config(dsn_for_port(proxy.port()), "f31_pg_stuck_cancel");
-  proxied_config.breaker.open_backoff = {10s, 20s, 2.0};
-  auto healthy_config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_stuck_healthy");
-  healthy_config.min_size = 1;
-  healthy_config.max_size = 1;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient proxied(io.get_executor(), proxied_config);
-        PostgresClient healthy(io.get_executor(), healthy_config);
-        co_await proxied.start();
-        co_await healthy.start();
-        co_await closing_pg(proxied, closing_pg(healthy, f31_pg_stuck_cancel_body(
-                                                             io, proxied, healthy, direct, proxy)));
-      },
-      30s);
+  run_stuck_cancel_test("f31_pg_stuck_cancel", "f31_pg_stuck_healthy", kF31StuckLock, 2,
+                        std::nullopt, f31_pg_stuck_cancel_body);
 }
 
 // When every cancel-request thread is stuck, a further cancel request is dropped and its
@@ -815,35 +923,8 @@ TEST(BreakerFault, F31_PgStuckCancelDoesNotStallThePool) {
 // its next call.
 TEST(BreakerFault, F31_PgAllCancelThreadsStuckDropsAndDiscards) {
   TS_SKIP_IF_EXTERNAL();
-  servers().create_database(kDatabase);
-  FaultProxy proxy("127.0.0.1", servers().postgres().port());
-  proxy.start();
-  Direct direct;
-  direct.lock(kF31AllStuckLock);
-  ScopeExit unlock([&] {
-    proxy.clear_faults();
-    proxy.cut_all();
-    direct.unlock_all();
-  });
-  auto proxied_config = pg_config(dsn_for_port(proxy.port()), "f31_pg_all_stuck");
-  proxied_config.min_size = kCancelThreads;
-  proxied_config.max_size = kCancelThreads;
-  proxied_config.connect_timeout = 5s;
-  proxied_config.breaker.open_backoff = {10s, 20s, 2.0};
-  auto healthy_config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_all_stuck_healthy");
-  healthy_config.min_size = 1;
-  healthy_config.max_size = 1;
-  healthy_config.connect_timeout = 5s;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient proxied(io.get_executor(), proxied_config);
-        PostgresClient healthy(io.get_executor(), healthy_config);
-        co_await proxied.start();
-        co_await healthy.start();
-        co_await closing_pg(proxied, closing_pg(healthy, f31_pg_all_stuck_body(io, proxied, healthy,
-                                                                               direct, proxy)));
-      },
-      30s);
+  run_stuck_cancel_test("f31_pg_all_stuck", "f31_pg_all_stuck_healthy", kF31AllStuckLock,
+                        kCancelThreads, 5s, f31_pg_all_stuck_body);
 }
 
 // A full outage opens the breaker although the pool's connections are gone. PostgresClient
@@ -859,27 +940,14 @@ TEST(BreakerFault, F31_PgAllCancelThreadsStuckDropsAndDiscards) {
 TEST(BreakerFault, F31_PgFullOutageOpensBreaker) {
   TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
-  FaultProxy proxy("127.0.0.1", servers().postgres().port());
-  proxy.start();
-  ScopeExit restore([&] {
-    proxy.clear_faults();
-    proxy.cut_all();
-  });
+  PgProxy proxy;
   auto config = pg_config(dsn_for_port(proxy.port()), "f31_pg_outage");
   config.connect_timeout = 300ms;
   config.acquire_timeout = 1s;
-  config.breaker.window_size = 10;
-  config.breaker.min_calls = 4;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {1500ms, 3000ms, 2.0};  // first open period in [0.75 s, 1.5 s]
-  config.breaker.half_open_probes = 1;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient client(io.get_executor(), config);
-        co_await client.start();
-        co_await closing_pg(client, f31_pg_outage_body(io, client, proxy));
-      },
-      30s);
+  set_breaker(config.breaker, 10, 4, kShortOpen, 1);
+  run_with_client(config, 30s, [&](asio::io_context& io, PostgresClient& client) {
+    return f31_pg_outage_body(io, client, proxy);
+  });
 }
 
 // Acquire timeouts of a saturated but healthy pool are this process's load, not the server's
@@ -891,25 +959,16 @@ TEST(BreakerFault, F31_PgFullOutageOpensBreaker) {
 TEST(BreakerFault, F31_PgSaturatedPoolAcquireTimeoutsDoNotCount) {
   TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
-  Direct direct;
-  direct.lock(kF31SaturatedLock);
-  ScopeExit unlock([&] { direct.unlock_all(); });
+  HeldLocks direct{kF31SaturatedLock};
   auto config = pg_config(servers().postgres_dsn(kDatabase), "f31_pg_saturated");
   config.min_size = 1;
   config.max_size = 1;
   config.max_pipeline_depth = 1;
   config.acquire_timeout = 200ms;
-  config.breaker.window_size = 10;
-  config.breaker.min_calls = 2;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {10s, 20s, 2.0};
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient client(io.get_executor(), config);
-        co_await client.start();
-        co_await closing_pg(client, f31_pg_saturated_body(io, client, direct));
-      },
-      20s);
+  set_breaker(config.breaker, 10, 2, kStaysOpen);
+  run_with_client(config, 20s, [&](asio::io_context& io, PostgresClient& client) {
+    return f31_pg_saturated_body(io, client, direct);
+  });
 }
 
 // RedisClient through a fault proxy that delays every reply by 600 ms: 20 commands are written
@@ -921,26 +980,18 @@ TEST(BreakerFault, F31_PgSaturatedPoolAcquireTimeoutsDoNotCount) {
 // rejected at once.
 TEST(BreakerFault, F31_RedisCancelledCallsDoNotCountHungCallsOpenBreaker) {
   TS_SKIP_IF_EXTERNAL();
-  FaultProxy proxy("127.0.0.1", servers().redis_port());
-  proxy.start();
-  ScopeExit clear([&] { proxy.clear_faults(); });
+  RedisProxy proxy;
   auto config = redis_config(proxy_url(proxy), "f31-redis-cancel");
-  config.breaker.window_size = 20;
-  config.breaker.min_calls = 4;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {10s, 20s, 2.0};
-  ts::testing::fault::run_with_client(
+  set_breaker(config.breaker, 20, 4, kStaysOpen);
+  run_with_client(
       config, 30s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
         constexpr int kEach = 10;
         proxy.set_latency(0ms, 600ms);
 
         // 1. Cancelled through the cancellation slot, after being written.
-        std::vector<std::unique_ptr<CancellableCall>> slotted;
-        for (int i = 0; i < kEach; ++i) {
-          slotted.push_back(std::make_unique<CancellableCall>());
-          spawn_cancellable(io, client.command("ECHO", "f31:slot:" + std::to_string(i)),
-                            slotted.back().get());
-        }
+        auto slotted = spawn_cancellables(io, kEach, [&](int i) {
+          return client.command("ECHO", "f31:slot:" + std::to_string(i));
+        });
         EXPECT_TRUE(co_await eventually(
             [&] {
               const auto s = client.stats();
@@ -949,140 +1000,73 @@ TEST(BreakerFault, F31_RedisCancelledCallsDoNotCountHungCallsOpenBreaker) {
             2s))
             << "in flight " << client.stats().in_flight;
         const auto cancelled_at = Clock::now();
-        for (auto& call : slotted) call->signal.emit(asio::cancellation_type::terminal);
-        EXPECT_TRUE(co_await eventually(
-            [&] {
-              return std::all_of(slotted.begin(), slotted.end(),
-                                 [](const auto& c) { return c->result.done; });
-            },
-            1s, 1ms));
+        EXPECT_TRUE(co_await cancel_and_wait(slotted));
         EXPECT_LT(elapsed_ms(cancelled_at), 100ms);
-        for (const auto& call : slotted) expect_cancelled(call->result, "slot-cancelled command");
+        expect_all_cancelled(slotted, "slot-cancelled command");
 
         // 2. Cancelled by a timer racing the command (parallel group, wait_for_one).
-        std::vector<RaceResult> raced(kEach);
-        int raced_done = 0;
-        for (int i = 0; i < kEach; ++i) {
-          asio::co_spawn(
-              io, race_with_timer(client.command("ECHO", "f31:race:" + std::to_string(i)), 50ms),
-              [&raced, &raced_done, i](std::exception_ptr e, RaceResult r) {
-                if (e) ADD_FAILURE() << "race_with_timer threw";
-                raced[static_cast<std::size_t>(i)] = std::move(r);
-                ++raced_done;
-              });
-        }
-        EXPECT_TRUE(co_await eventually([&] { return raced_done == kEach; }, 2s));
-        for (const auto& r : raced) {
-          EXPECT_TRUE(r.timer_won) << describe(r.call);
-          expect_cancelled(r.call, "timer-cancelled command");
-          EXPECT_LT(r.call.elapsed, 300ms) << describe(r.call);
-        }
+        const auto raced = co_await race_all(
+            io, kEach,
+            [&](int i) { return client.command("ECHO", "f31:race:" + std::to_string(i)); }, 50ms);
+        expect_timer_cancelled(raced, "timer-cancelled command", 300ms);
         // The 20 late replies arrive and are dropped; the connection stays in sync.
         EXPECT_TRUE(
             co_await eventually([&] { return client.stats().dropped_replies == 2 * kEach; }, 3s))
             << "dropped replies: " << client.stats().dropped_replies;
         auto s = client.stats();
         EXPECT_EQ(s.cancellations, static_cast<std::uint64_t>(2 * kEach));
-        EXPECT_EQ(s.failures, 0u);
-        EXPECT_EQ(s.timeouts, 0u);
+        expect_nothing_counted(s, "after the cancellations");
         EXPECT_EQ(s.disconnects, 0u);
-        EXPECT_EQ(s.breaker, CircuitState::closed);
-        EXPECT_EQ(s.breaker_trips, 0u);
 
         // 3. Hung calls: nothing comes back any more. Three at once: one short of min_calls.
         proxy.set_latency(0ms, 0ms);
         proxy.set_blackhole(true);
         std::vector<Ended> hung(3);
-        for (std::size_t i = 0; i < hung.size(); ++i) {
-          spawn_call(io, client.command(CommandOptions{200ms}, "ECHO", "f31:hung"), &hung[i]);
-        }
-        EXPECT_TRUE(co_await eventually(
-            [&] {
-              return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; });
-            },
+        EXPECT_TRUE(co_await run_calls(
+            io, hung,
+            [&](std::size_t) { return client.command(CommandOptions{200ms}, "ECHO", "f31:hung"); },
             2s));
         for (const auto& h : hung) {
+          expect_hung_for(h, "hung command", 190ms, 700ms);
           EXPECT_EQ(h.code, ts::make_error_code(errc::request_timeout)) << describe(h);
-          EXPECT_EQ(h.kind, ErrorKind::outcome_unknown) << describe(h);
-          EXPECT_GE(h.elapsed, 190ms) << describe(h);
-          EXPECT_LE(h.elapsed, 700ms) << describe(h);
         }
         s = client.stats();
-        EXPECT_EQ(s.breaker, CircuitState::closed)
-            << "3 failures with min_calls 4 opened the breaker: the 20 cancelled calls were "
-               "counted as failures";
+        EXPECT_EQ(s.breaker, CircuitState::closed) << kThreeOpened;
         EXPECT_EQ(s.timeouts, 3u);
         const Ended fourth = co_await ended(client.command(CommandOptions{200ms}, "ECHO", "x"));
         EXPECT_EQ(fourth.code, ts::make_error_code(errc::request_timeout)) << describe(fourth);
-        s = client.stats();
-        EXPECT_EQ(s.breaker, CircuitState::open)
-            << "4 request timeouts with min_calls 4 did not open the breaker: hung calls are not "
-               "counted, or the 20 cancelled calls were counted as successes";
-        EXPECT_EQ(s.breaker_trips, 1u);
+        expect_tripped_once(client.stats(), kFourDidNotOpen);
         expect_open_rejection(co_await ended(client.command("ECHO", "f31:rejected")));
         proxy.cut_all();
       });
 }
-
-namespace {
-
-asio::awaitable<void> f31_redis_close_body(asio::io_context& io, RedisClient& client,
-                                           FaultProxy& proxy, milliseconds close_timeout) {
-  co_await client.start();
-  proxy.set_latency(0ms, 3000ms);
-  constexpr int kCalls = 10;
-  std::vector<Ended> calls(kCalls);
-  for (int i = 0; i < kCalls; ++i) {
-    spawn_call(io, client.command("ECHO", "f31:close:" + std::to_string(i)),
-               &calls[static_cast<std::size_t>(i)]);
-  }
-  EXPECT_TRUE(co_await eventually(
-      [&] {
-        const auto s = client.stats();
-        return s.in_flight == kCalls && s.queued == 0;
-      },
-      2s));
-  const auto close_start = Clock::now();
-  co_await client.close();
-  EXPECT_LE(elapsed_ms(close_start), close_timeout + 1000ms);
-  EXPECT_TRUE(co_await eventually(
-      [&] {
-        return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
-      },
-      1s));
-  for (const auto& c : calls) {
-    expect_cancelled(c, "command hung at close()");
-    EXPECT_EQ(c.code, ts::make_error_code(errc::client_closed)) << describe(c);
-  }
-  const auto s = client.stats();
-  EXPECT_EQ(s.failures, 0u);
-  EXPECT_EQ(s.timeouts, 0u);
-  EXPECT_EQ(s.breaker_trips, 0u) << "close() with hung commands opened the breaker";
-  EXPECT_EQ(s.breaker, CircuitState::closed);
-}
-
-}  // namespace
 
 // Shutdown while commands hang (replies delayed 3 s by the proxy, command timeout 5 s):
 // close() (close_timeout 300 ms) fails them as client_closed (`cancelled`); with min_calls 1 a
 // single counted failure would have tripped the breaker: it did not, 0 failures, 0 timeouts.
 TEST(BreakerFault, F31_RedisCloseWithHungCallsDoesNotCount) {
   TS_SKIP_IF_EXTERNAL();
-  FaultProxy proxy("127.0.0.1", servers().redis_port());
-  proxy.start();
-  ScopeExit clear([&] { proxy.clear_faults(); });
+  RedisProxy proxy;
   auto config = redis_config(proxy_url(proxy), "f31-redis-close");
-  config.breaker.window_size = 5;
-  config.breaker.min_calls = 1;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {10s, 20s, 2.0};
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        RedisClient client(io.get_executor(), config);
-        co_await ts::testing::fault::closing(
-            client, f31_redis_close_body(io, client, proxy, config.close_timeout));
-      },
-      20s);
+  set_breaker(config.breaker, 5, 1, kStaysOpen);
+  run_with_client(config, 20s,
+                  [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
+                    proxy.set_latency(0ms, 3000ms);
+                    constexpr int kCalls = 10;
+                    std::vector<Ended> calls(kCalls);
+                    spawn_calls(io, calls, [&](std::size_t i) {
+                      return client.command("ECHO", "f31:close:" + std::to_string(i));
+                    });
+                    EXPECT_TRUE(co_await eventually(
+                        [&] {
+                          const auto s = client.stats();
+                          return s.in_flight == kCalls && s.queued == 0;
+                        },
+                        2s));
+                    co_await expect_close_ends_calls(client, calls, config.close_timeout + 1000ms,
+                                                     "command hung at close()");
+                    expect_nothing_counted(client.stats(), "close() with hung commands");
+                  });
 }
 
 // ---- F32 half-open with many concurrent callers -------------------------------------------------
@@ -1095,7 +1079,7 @@ asio::awaitable<void> f32_pg_body(asio::io_context& io, PostgresClient& client, 
   // A: admitted while closed, waits on the server.
   Ended late;
   spawn_call(io, client.query(QueryOptions{20s}, kF32LateWaitsForLock), &late);
-  EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF32LateLock) == 1; }, 3s));
+  EXPECT_TRUE(co_await lock_waiters(direct, kF32LateLock, 1));
 
   // The outage: the server freezes; a call on the other connection hangs until its
   // deadline and opens the breaker.
@@ -1104,8 +1088,7 @@ asio::awaitable<void> f32_pg_body(asio::io_context& io, PostgresClient& client, 
   const Ended tripper = co_await ended(client.query(kHungQuery, "SELECT 1"));
   EXPECT_EQ(tripper.code, ts::make_error_code(errc::request_timeout)) << describe(tripper);
   auto s = client.stats();
-  EXPECT_EQ(s.breaker, CircuitState::open);
-  EXPECT_EQ(s.breaker_trips, 1u);
+  expect_tripped_once(s, "a request timeout with min_calls 1");
   expect_open_rejection(co_await ended(client.query("SELECT 1")));
   EXPECT_FALSE(late.done) << describe(late);
 
@@ -1114,9 +1097,7 @@ asio::awaitable<void> f32_pg_body(asio::io_context& io, PostgresClient& client, 
   paused = false;
   EXPECT_TRUE(co_await eventually([&] { return client.stats().connections == 2; }, 5s));
   // The open period elapses: the next state read moves it to half-open.
-  EXPECT_TRUE(co_await eventually([&] { return client.stats().breaker == CircuitState::half_open; },
-                                  3s, 1ms))
-      << "breaker " << state_name(client.stats().breaker);
+  EXPECT_TRUE(co_await half_open(client)) << "breaker " << state_name(client.stats().breaker);
   EXPECT_FALSE(late.done) << describe(late);
 
   // A's late success, while half-open with one probe needed to close.
@@ -1131,7 +1112,7 @@ asio::awaitable<void> f32_pg_body(asio::io_context& io, PostgresClient& client, 
   // 100 concurrent callers: the probe waits for kF32ProbeLock, the others are rejected.
   constexpr int kCallers = 100;
   std::vector<Ended> calls(kCallers);
-  for (auto& c : calls) spawn_call(io, client.query(kF32ProbeWaitsForLock), &c);
+  spawn_calls(io, calls, [&](std::size_t) { return client.query(kF32ProbeWaitsForLock); });
   const auto count_rejected = [&] {
     return std::count_if(calls.begin(), calls.end(), [](const Ended& e) {
       return e.done && e.code == ts::make_error_code(errc::circuit_open);
@@ -1142,23 +1123,15 @@ asio::awaitable<void> f32_pg_body(asio::io_context& io, PostgresClient& client, 
   EXPECT_EQ(client.stats().in_flight, 1u) << "probes admitted";
   EXPECT_TRUE(co_await eventually([&] { return direct.waiting_for(kF32ProbeLock) == 1; }, 2s));
   direct.unlock(kF32ProbeLock);
-  EXPECT_TRUE(co_await eventually(
-      [&] {
-        return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
-      },
-      3s));
+  EXPECT_TRUE(co_await eventually([&] { return all_done(calls); }, 3s));
   int succeeded = 0;
   for (const auto& c : calls) {
     if (!c.failed) {
       ++succeeded;
       continue;
     }
-    EXPECT_EQ(c.code, ts::make_error_code(errc::circuit_open)) << describe(c);
-    EXPECT_EQ(c.kind, ErrorKind::transient_not_sent) << describe(c);
-    EXPECT_TRUE(c.retry_after.has_value() && *c.retry_after == 0ms)
-        << "a half-open rejection has no retry-after: " << describe(c);
+    expect_half_open_rejection(c);
     EXPECT_NE(c.what.find("half-open"), std::string::npos) << describe(c);
-    EXPECT_LT(c.elapsed, 50ms) << describe(c);
   }
   EXPECT_EQ(succeeded, 1) << "probes admitted out of " << kCallers;
   s = client.stats();
@@ -1181,28 +1154,17 @@ TEST(BreakerFault, F32_PgHalfOpenAdmitsOnlyProbesLateResultDoesNotClose) {
   TS_SKIP_IF_EXTERNAL();
   servers().create_database(kDatabase);
   ServerProcess& pg = servers().postgres();
-  Direct direct;
-  direct.lock(kF32LateLock);
-  direct.lock(kF32ProbeLock);
+  HeldLocks direct{kF32LateLock, kF32ProbeLock};
   bool paused = false;
-  ScopeExit restore([&] {
+  ScopeExit resume([&] {  // before the locks are released: never while the server is frozen
     if (paused) pg.resume();
-    direct.unlock_all();
   });
   auto config = pg_config(servers().postgres_dsn(kDatabase), "f32_pg");
   config.connect_timeout = 300ms;
-  config.breaker.window_size = 10;
-  config.breaker.min_calls = 1;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {1500ms, 3000ms, 2.0};  // first open period in [0.75 s, 1.5 s]
-  config.breaker.half_open_probes = 1;
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient client(io.get_executor(), config);
-        co_await client.start();
-        co_await closing_pg(client, f32_pg_body(io, client, direct, pg, paused));
-      },
-      30s);
+  set_breaker(config.breaker, 10, 1, kShortOpen, 1);
+  run_with_client(config, 30s, [&](asio::io_context& io, PostgresClient& client) {
+    return f32_pg_body(io, client, direct, pg, paused);
+  });
 }
 
 // The same with RedisClient and half_open_probes 3: a real outage (SIGSTOP) opens the breaker
@@ -1224,30 +1186,21 @@ TEST(BreakerFault, F32_RedisHalfOpenAdmitsOnlyProbes) {
   config.health_check_interval = 200ms;
   config.health_check_timeout = 600ms;
   config.reconnect_backoff = {20ms, 200ms, 2.0};
-  config.breaker.window_size = 10;
-  config.breaker.min_calls = 2;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {1500ms, 3000ms, 2.0};
-  config.breaker.half_open_probes = 3;
+  set_breaker(config.breaker, 10, 2, kShortOpen, 3);
   ts::testing::fault::QuietRedisLog quiet;
-  ts::testing::fault::run_with_client(
+  run_with_client(
       config, 30s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
         co_await client.ping();
         redis.pause();
         paused = true;
         std::vector<Ended> hung(2);
-        for (auto& h : hung) spawn_call(io, client.command("ECHO", "f32:hung"), &h);
-        EXPECT_TRUE(co_await eventually(
-            [&] {
-              return std::all_of(hung.begin(), hung.end(), [](const Ended& e) { return e.done; });
-            },
-            2s));
+        EXPECT_TRUE(co_await run_calls(
+            io, hung, [&](std::size_t) { return client.command("ECHO", "f32:hung"); }, 2s));
         for (const auto& h : hung) {
           EXPECT_EQ(h.code, ts::make_error_code(errc::request_timeout)) << describe(h);
         }
         auto s = client.stats();
-        EXPECT_EQ(s.breaker, CircuitState::open);
-        EXPECT_EQ(s.breaker_trips, 1u);
+        expect_tripped_once(s, "two request timeouts with min_calls 2");
         expect_open_rejection(co_await ended(client.command("ECHO", "f32:open")));
 
         redis.resume();
@@ -1259,9 +1212,7 @@ TEST(BreakerFault, F32_RedisHalfOpenAdmitsOnlyProbes) {
             },
             5s))
             << "the client did not get a usable connection back";
-        EXPECT_TRUE(co_await eventually(
-            [&] { return client.stats().breaker == CircuitState::half_open; }, 3s, 1ms))
-            << "breaker " << state_name(client.stats().breaker);
+        EXPECT_TRUE(co_await half_open(client)) << "breaker " << state_name(client.stats().breaker);
         EXPECT_EQ(client.stats().breaker_trips, 1u);
 
         // 100 commands issued at once (each is admitted or rejected when it is made).
@@ -1284,11 +1235,7 @@ TEST(BreakerFault, F32_RedisHalfOpenAdmitsOnlyProbes) {
                            if (!e) replies[k] = r.as_string();
                          });
         }
-        EXPECT_TRUE(co_await eventually(
-            [&] {
-              return std::all_of(calls.begin(), calls.end(), [](const Ended& e) { return e.done; });
-            },
-            2s));
+        EXPECT_TRUE(co_await eventually([&] { return all_done(calls); }, 2s));
         int succeeded = 0;
         for (int i = 0; i < kCallers; ++i) {
           const auto& c = calls[static_cast<std::size_t>(i)];
@@ -1297,10 +1244,7 @@ TEST(BreakerFault, F32_RedisHalfOpenAdmitsOnlyProbes) {
             EXPECT_EQ(replies[static_cast<std::size_t>(i)], "f32:" + std::to_string(i));
             continue;
           }
-          EXPECT_EQ(c.code, ts::make_error_code(errc::circuit_open)) << describe(c);
-          EXPECT_EQ(c.kind, ErrorKind::transient_not_sent) << describe(c);
-          EXPECT_TRUE(c.retry_after.has_value() && *c.retry_after == 0ms) << describe(c);
-          EXPECT_LT(c.elapsed, 50ms) << describe(c);
+          expect_half_open_rejection(c);
         }
         EXPECT_EQ(succeeded, 3) << "probes admitted out of " << kCallers;
         s = client.stats();
@@ -1350,26 +1294,15 @@ asio::awaitable<void> f33_pg_body(PostgresClient& client) {
   EXPECT_EQ(syntax, 30);
   EXPECT_EQ(other, 0);
   EXPECT_LT(elapsed_ms(start), 3s);
-  auto s = client.stats();
-  EXPECT_EQ(s.breaker, CircuitState::closed) << "business errors opened the breaker";
-  EXPECT_EQ(s.breaker_trips, 0u);
-  EXPECT_EQ(s.timeouts, 0u);
-  EXPECT_EQ(s.discarded, 0u);
+  expect_errors_not_counted(client.stats(), "business errors");
+  EXPECT_EQ(client.stats().discarded, 0u);
 
-  // One hung call: 1 recorded call, below min_calls 2.
-  const Ended first = co_await ended(client.query(kHungQuery, "SELECT pg_sleep(5)"));
-  EXPECT_EQ(first.code, ts::make_error_code(errc::request_timeout)) << describe(first);
-  EXPECT_EQ(client.stats().breaker, CircuitState::closed)
-      << "1 timeout opened the breaker: business errors were counted as failures";
-  EXPECT_TRUE(co_await pool_settled(client, 2, 5s));
-  const Ended second = co_await ended(client.query(kHungQuery, "SELECT pg_sleep(5)"));
-  EXPECT_EQ(second.code, ts::make_error_code(errc::request_timeout)) << describe(second);
-  s = client.stats();
-  EXPECT_EQ(s.breaker, CircuitState::open)
-      << "2 timeouts with min_calls 2 did not open the breaker: business errors were "
-         "counted as successes";
-  EXPECT_EQ(s.breaker_trips, 1u);
-  EXPECT_EQ(s.timeouts, 2u);
+  // One hung call: 1 recorded call, below min_calls 2; then the pool settles and a second one.
+  co_await expect_second_timeout_opens(
+      client, [&](int) { return client.query(kHungQuery, "SELECT pg_sleep(5)"); },
+      [&] { return pool_settled(client, 2, 5s); }, "business errors were counted as failures",
+      "business errors were counted as successes");
+  EXPECT_EQ(client.stats().timeouts, 2u);
 }
 
 }  // namespace
@@ -1389,17 +1322,9 @@ TEST(BreakerFault, F33_PgBusinessErrorsNeverCount) {
         "INSERT INTO f33 VALUES (1)");
   }
   auto config = pg_config(servers().postgres_dsn(kDatabase), "f33_pg");
-  config.breaker.window_size = 10;
-  config.breaker.min_calls = 2;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {10s, 20s, 2.0};
-  ts::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient client(io.get_executor(), config);
-        co_await client.start();
-        co_await closing_pg(client, f33_pg_body(client));
-      },
-      30s);
+  set_breaker(config.breaker, 10, 2, kStaysOpen);
+  run_with_client(config, 30s,
+                  [&](asio::io_context&, PostgresClient& client) { return f33_pg_body(client); });
 }
 
 // 60 commands failing with WRONGTYPE (LPUSH, SADD, HGET on a string key set from outside the
@@ -1410,18 +1335,11 @@ TEST(BreakerFault, F33_RedisWrongTypeNeverCounts) {
   TS_SKIP_IF_EXTERNAL();
   RedisAdmin admin;
   admin.ok({"SET", "f33:string", "not a list"});
-  FaultProxy proxy("127.0.0.1", servers().redis_port());
-  proxy.start();
-  ScopeExit clear([&] {
-    proxy.clear_faults();
-    admin.ok({"DEL", "f33:string"});
-  });
+  RedisProxy proxy;
+  ScopeExit del([&] { admin.ok({"DEL", "f33:string"}); });
   auto config = redis_config(proxy_url(proxy), "f33-redis");
-  config.breaker.window_size = 10;
-  config.breaker.min_calls = 2;
-  config.breaker.failure_rate_threshold = 0.5;
-  config.breaker.open_backoff = {10s, 20s, 2.0};
-  ts::testing::fault::run_with_client(
+  set_breaker(config.breaker, 10, 2, kStaysOpen);
+  run_with_client(
       config, 30s, [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
         const auto start = Clock::now();
         int wrong_type = 0;
@@ -1437,25 +1355,18 @@ TEST(BreakerFault, F33_RedisWrongTypeNeverCounts) {
         }
         EXPECT_EQ(wrong_type, 60);
         EXPECT_LT(elapsed_ms(start), 3s);
-        auto s = client.stats();
-        EXPECT_EQ(s.breaker, CircuitState::closed) << "WRONGTYPE opened the breaker";
-        EXPECT_EQ(s.breaker_trips, 0u);
-        EXPECT_EQ(s.timeouts, 0u);
-        EXPECT_EQ(s.disconnects, 0u);
+        expect_errors_not_counted(client.stats(), "WRONGTYPE");
+        EXPECT_EQ(client.stats().disconnects, 0u);
         EXPECT_EQ(admin.ok({"GET", "f33:string"}).str, "not a list");
 
         proxy.set_blackhole(true);
-        const Ended first = co_await ended(client.command(CommandOptions{200ms}, "ECHO", "x"));
-        EXPECT_EQ(first.code, ts::make_error_code(errc::request_timeout)) << describe(first);
-        EXPECT_EQ(client.stats().breaker, CircuitState::closed)
-            << "1 timeout opened the breaker: WRONGTYPE was counted as a failure";
-        const Ended second = co_await ended(client.command(CommandOptions{200ms}, "ECHO", "y"));
-        EXPECT_EQ(second.code, ts::make_error_code(errc::request_timeout)) << describe(second);
-        s = client.stats();
-        EXPECT_EQ(s.breaker, CircuitState::open)
-            << "2 timeouts with min_calls 2 did not open the breaker: WRONGTYPE was counted as "
-               "a success";
-        EXPECT_EQ(s.breaker_trips, 1u);
+        co_await expect_second_timeout_opens(
+            client,
+            [&](int i) {
+              return client.command(CommandOptions{200ms}, "ECHO", std::string(i == 0 ? "x" : "y"));
+            },
+            []() -> asio::awaitable<bool> { co_return true; }, "WRONGTYPE was counted as a failure",
+            "WRONGTYPE was counted as a success");
         proxy.cut_all();
       });
 }
@@ -1470,55 +1381,6 @@ constexpr milliseconds kBase{25};
 constexpr milliseconds kCap{800};
 constexpr std::uint64_t kFailuresToCap = 5;  // ceilings 25, 50, 100, 200, 400, then 800
 constexpr milliseconds kMargin{500};
-
-/// Runs a coroutine on its own thread and io_context for at most `timeout`, so that the main
-/// thread stays free to drive the server (the harness forks servers from the main thread).
-class BackgroundLoop {
- public:
-  BackgroundLoop(Clock::duration timeout,
-                 std::function<asio::awaitable<void>(asio::io_context&)> body)
-      : thread_([this, b = std::move(body), timeout] {
-          asio::co_spawn(io_, b(io_), [this](std::exception_ptr e) {
-            error_ = e;
-            done_ = true;
-          });
-          io_.run_for(timeout);
-        }) {}
-  ~BackgroundLoop() {
-    if (thread_.joinable()) thread_.join();
-  }
-  BackgroundLoop(const BackgroundLoop&) = delete;
-  BackgroundLoop& operator=(const BackgroundLoop&) = delete;
-
-  bool done() const { return done_.load(); }
-  void join() {
-    thread_.join();
-    if (!done_) {
-      ADD_FAILURE() << "background loop did not finish within its timeout";
-      return;
-    }
-    if (error_) std::rethrow_exception(error_);
-  }
-
- private:
-  asio::io_context io_;
-  std::exception_ptr error_;
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
-
-/// Closes every client, whatever happened in `body`, then rethrows the body's error.
-asio::awaitable<void> closing_all(std::vector<std::unique_ptr<RedisClient>>& clients,
-                                  asio::awaitable<void> body) {
-  std::exception_ptr error;
-  try {
-    co_await std::move(body);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  for (auto& c : clients) co_await c->close();
-  if (error) std::rethrow_exception(error);
-}
 
 asio::awaitable<void> f34_body(std::vector<std::unique_ptr<RedisClient>>& clients,
                                std::atomic<bool>& ready, std::atomic<bool>& stopped,
@@ -1626,7 +1488,7 @@ TEST(BreakerFault, F34_RedisRestartReconnectsSpreadByJitterAndCapped) {
       config.command_timeout = 3s;
       clients.push_back(std::make_unique<RedisClient>(io.get_executor(), config));
     }
-    co_await closing_all(clients, f34_body(clients, ready, stopped, at_cap, up, up_at));
+    co_await closing(clients, f34_body(clients, ready, stopped, at_cap, up, up_at));
   });
   const bool became_ready = ts::testing::poll_until([&] { return ready || loop.done(); }, 20s);
   EXPECT_TRUE(became_ready && ready);

@@ -1,19 +1,21 @@
-// Helpers shared by the PostgresClient fault tests (pg_faults_*_test.cpp, one binary): a
-// blocking libpq connection for inspection and fault injection, and this binary's scope-exit
-// guard and polling step. What every client's fault tests use is in support/test_helpers.hpp.
+// Helpers shared by the PostgresClient fault tests (pg_faults_*_test.cpp, one binary, and the
+// PostgreSQL side of breaker_faults_test.cpp): a blocking libpq connection for inspection and
+// fault injection, DSNs, and the client type of run_with_client() for a PostgresConfig. What
+// the fault tests of both clients use (scope-exit guard, polling step, closing a client, running
+// a test body with a started client) is in fault_support_common.hpp.
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
+#include <trading_shared/pg/config.hpp>
+#include <trading_shared/pg/postgres_client.hpp>
 
-#include "support/test_helpers.hpp"
+#include "fault_support_common.hpp"
 
 #include <libpq-fe.h>
 
-#include <chrono>
-#include <functional>
+#include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace trading_shared::testing::fault {
@@ -69,18 +71,35 @@ class PgConn {
   std::vector<std::string> columns_;
 };
 
-/// The guard of these tests: a failure reads "restoring the servers failed: ...".
-class ScopeExit : public testing::ScopeExit {
+/// A PgConn that must connect (throws "direct connection: ..." otherwise) and whose
+/// statements must succeed: for the tests' own inspection and fault injection.
+class DirectPg : public PgConn {
  public:
-  explicit ScopeExit(std::function<void()> fn)
-      : testing::ScopeExit("restoring the servers", std::move(fn)) {}
+  explicit DirectPg(const std::string& dsn) : PgConn(dsn) {
+    if (!ok()) throw std::runtime_error("direct connection: " + error());
+  }
+
+  /// Runs `sql` (simple protocol); returns the first column of the first row ("" when there
+  /// is none). Throws "<sql>: <error>" when it fails.
+  std::string value(const std::string& sql) {
+    const auto rows = exec(sql);
+    if (!rows) throw std::runtime_error(sql + ": " + last_error());
+    return !rows->empty() && !rows->front().empty() ? rows->front().front() : "";
+  }
+  std::int64_t count(const std::string& sql) { return std::stoll(value(sql)); }
 };
 
-/// testing::eventually() polling every 10 ms unless told otherwise.
-inline boost::asio::awaitable<bool> eventually(
-    std::function<bool()> condition, std::chrono::steady_clock::duration timeout,
-    std::chrono::steady_clock::duration step = std::chrono::milliseconds(10)) {
-  return testing::eventually(std::move(condition), timeout, step);
+/// Keyword DSN of `database` on 127.0.0.1:`port` (e.g. a FaultProxy's), user postgres.
+inline std::string pg_dsn_for_port(std::uint16_t port, const std::string& database) {
+  return "host=127.0.0.1 port=" + std::to_string(port) + " user=postgres dbname=" + database;
 }
+
+// ---- client lifetime -------------------------------------------------------------------------
+
+/// with_client() and run_with_client() of a PostgresConfig run a PostgresClient.
+template <>
+struct ClientOf<pg::PostgresConfig> {
+  using type = pg::PostgresClient;
+};
 
 }  // namespace trading_shared::testing::fault

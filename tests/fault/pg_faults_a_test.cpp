@@ -36,7 +36,6 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -61,8 +60,8 @@ using ts::testing::Outcome;
 using ts::testing::outcome;
 using ts::testing::ServerProcess;
 using ts::testing::Servers;
+using ts::testing::fault::DirectPg;
 using ts::testing::fault::eventually;
-using ts::testing::fault::PgConn;
 using ts::testing::fault::ScopeExit;
 
 namespace {
@@ -74,7 +73,7 @@ Servers& servers() {
 }
 
 std::string dsn_for_port(std::uint16_t port, const std::string& database = kDatabase) {
-  return "host=127.0.0.1 port=" + std::to_string(port) + " user=postgres dbname=" + database;
+  return ts::testing::fault::pg_dsn_for_port(port, database);
 }
 
 ts::core::RetryPolicy fast_retry(std::uint32_t attempts) {
@@ -105,20 +104,11 @@ ts::pg::PostgresConfig fast_config(std::string dsn, std::string application_name
 
 /// A synchronous libpq connection of the test's own, to inject faults and to look from outside
 /// the client (pg_terminate_backend, pg_locks, row counts, pg_stat_activity).
-class Direct : public PgConn {
+class Direct : public DirectPg {
  public:
   explicit Direct(const std::string& database = kDatabase)
-      : PgConn(servers().postgres_dsn(database)) {
-    if (!ok()) throw std::runtime_error("direct connection: " + error());
-  }
+      : DirectPg(servers().postgres_dsn(database)) {}
 
-  /// Runs `sql`; returns the first column of the first row ("" when there is none).
-  std::string value(const std::string& sql) {
-    const auto rows = exec(sql);
-    if (!rows) throw std::runtime_error(sql + ": " + last_error());
-    return !rows->empty() && !rows->front().empty() ? rows->front().front() : "";
-  }
-  std::int64_t count(const std::string& sql) { return std::stoll(value(sql)); }
   /// pg_terminate_backend, waiting (up to 5 s) until the backend has exited.
   bool terminate(int pid) {
     return value("SELECT pg_terminate_backend(" + std::to_string(pid) + ", 5000)") == "t";

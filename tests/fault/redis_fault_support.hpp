@@ -1,21 +1,18 @@
 // Helpers shared by the RedisClient fault tests (redis_faults_*_test.cpp, one binary): a
 // blocking hiredis connection of the test's own for inspection and fault injection (CLIENT
-// LIST / KILL / PAUSE, CONFIG GET / SET, ACL, REPLICAOF), this binary's scope-exit guard and
-// polling step, running a test body with a client that is closed whatever happens, the client
-// configuration used by the tests, and quieting the client's log. What every client's fault
-// tests use (elapsed time, open descriptors, how an operation ended, log capture, ...) is in
-// support/test_helpers.hpp.
+// LIST / KILL / PAUSE, CONFIG GET / SET, ACL, REPLICAOF), the client type of run_with_client()
+// for a RedisConfig, the client configuration used by the tests, and quieting the client's log.
+// What the fault tests of both clients use (scope-exit guard, polling step, closing a client,
+// running a test body with a started client, a loop on a thread of its own) is in
+// fault_support_common.hpp; what every test uses (elapsed time, open descriptors, how an
+// operation ended, log capture, ...) is in support/test_helpers.hpp.
 #pragma once
 
-#include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/io_context.hpp>
-
-#include "support/async_test.hpp"
+#include "fault_support_common.hpp"
 #include "support/server_harness.hpp"
 #include "support/test_helpers.hpp"
 
@@ -25,85 +22,23 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <map>
 #include <memory>
-#include <ostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
-namespace trading_shared::core {
-/// gtest prints a CircuitState by name ("open"), not as a byte.
-inline void PrintTo(CircuitState state, std::ostream* os) {
-  *os << to_string(state);
-}
-}  // namespace trading_shared::core
-
 namespace trading_shared::testing::fault {
-
-/// The guard of these tests: a failure reads "restoring the server failed: ...".
-class ScopeExit : public testing::ScopeExit {
- public:
-  explicit ScopeExit(std::function<void()> fn)
-      : testing::ScopeExit("restoring the server", std::move(fn)) {}
-};
-
-/// testing::eventually() polling every 5 ms unless told otherwise.
-inline boost::asio::awaitable<bool> eventually(
-    std::function<bool()> condition, std::chrono::steady_clock::duration timeout,
-    std::chrono::steady_clock::duration step = std::chrono::milliseconds(5)) {
-  return testing::eventually(std::move(condition), timeout, step);
-}
 
 // ---- client lifetime -------------------------------------------------------------------------
 
-/// Awaits `body`, then closes `clients` whatever happened, then rethrows the body's error. A
-/// test body that throws (a failed call, e.g. circuit_open) must not destroy a started client
-/// without close(): the client's background tasks would outlive it (use-after-free, reported).
-inline boost::asio::awaitable<void> closing(redis::RedisClient& client,
-                                            boost::asio::awaitable<void> body) {
-  std::exception_ptr error;
-  try {
-    co_await std::move(body);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  co_await client.close();
-  if (error) std::rethrow_exception(error);
-}
-
-/// The same for two clients (closed in reverse order).
-inline boost::asio::awaitable<void> closing(redis::RedisClient& first, redis::RedisClient& second,
-                                            boost::asio::awaitable<void> body) {
-  co_await closing(first, closing(second, std::move(body)));
-}
-
-/// A test body that gets the test's loop and a started client; see with_client().
-using ClientTest =
-    std::function<boost::asio::awaitable<void>(boost::asio::io_context&, redis::RedisClient&)>;
-
-/// A body for run_coroutine_test() or a loop of the test's own: a client with `config` on the
-/// loop, started, handed to `test`, then closed whatever happened (see closing()).
-inline std::function<boost::asio::awaitable<void>(boost::asio::io_context&)> with_client(
-    redis::RedisConfig config, ClientTest test) {
-  return [config = std::move(config),
-          test = std::move(test)](boost::asio::io_context& io) -> boost::asio::awaitable<void> {
-    redis::RedisClient client(io.get_executor(), config);
-    co_await closing(client, [&]() -> boost::asio::awaitable<void> {
-      co_await client.start();
-      co_await test(io, client);
-    }());
-  };
-}
-
-/// run_coroutine_test() of with_client(config, test), under the global `timeout`.
-inline void run_with_client(redis::RedisConfig config, std::chrono::steady_clock::duration timeout,
-                            ClientTest test) {
-  run_coroutine_test(with_client(std::move(config), std::move(test)), timeout);
-}
+/// with_client() and run_with_client() of a RedisConfig run a RedisClient.
+template <>
+struct ClientOf<redis::RedisConfig> {
+  using type = redis::RedisClient;
+};
 
 // ---- client configuration -------------------------------------------------------------------
 

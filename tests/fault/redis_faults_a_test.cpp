@@ -66,6 +66,7 @@ using ts::testing::pause_for;
 using ts::testing::ServerProcess;
 using ts::testing::Servers;
 using ts::testing::fault::AdminReply;
+using ts::testing::fault::BackgroundLoop;
 using ts::testing::fault::eventually;
 using ts::testing::fault::fast_config;
 using ts::testing::fault::redis_url_for_db;
@@ -113,44 +114,6 @@ asio::awaitable<bool> eventually_async(std::function<asio::awaitable<bool>()> co
     co_await pause_for(step);
   }
 }
-
-/// Runs a coroutine on its own thread and io_context for at most `timeout`, so that the main
-/// thread stays free to drive the server (restart() blocks, and must be called from the main
-/// thread).
-class BackgroundLoop {
- public:
-  BackgroundLoop(Clock::duration timeout,
-                 std::function<asio::awaitable<void>(asio::io_context&)> body)
-      : thread_([this, b = std::move(body), timeout] {
-          asio::co_spawn(io_, b(io_), [this](std::exception_ptr e) {
-            error_ = e;
-            done_ = true;
-          });
-          io_.run_for(timeout);
-        }) {}
-  ~BackgroundLoop() {
-    if (thread_.joinable()) thread_.join();
-  }
-  BackgroundLoop(const BackgroundLoop&) = delete;
-  BackgroundLoop& operator=(const BackgroundLoop&) = delete;
-
-  bool done() const { return done_.load(); }
-  /// Waits for the thread; fails the test when the body did not finish, rethrows its error.
-  void join() {
-    thread_.join();
-    if (!done_) {
-      ADD_FAILURE() << "background loop did not finish within its timeout";
-      return;
-    }
-    if (error_) std::rethrow_exception(error_);
-  }
-
- private:
-  asio::io_context io_;
-  std::exception_ptr error_;
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
 
 bool is_timeout_code(const std::error_code& code) {
   return code == ts::make_error_code(errc::request_timeout) ||

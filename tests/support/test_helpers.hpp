@@ -3,7 +3,7 @@
 /// Helpers shared by the fault tests of every client (tests/fault): the skip for external
 /// servers, elapsed time, open descriptors, a scope-exit guard, polling with a deadline and
 /// pausing on the test's own loop, how an operation ended (error code, kind, server code,
-/// elapsed time), and a capture of what a library component logs.
+/// retry-after, elapsed time), and a capture of what a library component logs.
 
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
@@ -26,6 +26,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -108,6 +109,7 @@ struct Outcome {
   ErrorKind kind = ErrorKind::permanent;
   std::string server_code;  ///< The server's code of a server error: SQLSTATE, Redis prefix.
   std::string what;
+  std::optional<std::chrono::milliseconds> retry_after;  ///< A rejection's (circuit_open).
   std::chrono::milliseconds elapsed{0};
 };
 
@@ -130,6 +132,7 @@ inline Outcome outcome_of(const std::exception_ptr& error,
   } catch (const Error& e) {
     o.code = e.code();
     o.what = e.what();
+    o.retry_after = e.retry_after();
     if (e.server()) o.server_code = e.server()->code;
   } catch (const std::exception& e) {
     o.what = e.what();
