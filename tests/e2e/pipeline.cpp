@@ -1048,6 +1048,11 @@ class Pipeline {
                 pg.query_int("SELECT count(*) FROM orders WHERE starts_with(client_order_id, $1)",
                              {order_prefix_});
             if (ticks < want_ticks || orders < want_orders) return false;
+            // In memory and without the connection's 30 s limit: at 2.4 million rows (a
+            // 20-minute soak) the sort spilled to disk and, on a busy machine, hit the limit
+            // at every attempt, so the drain never completed although every row was there.
+            pg.query("SET work_mem = '256MB'");
+            pg.query("SET statement_timeout = '300s'");
             ticks = pg.query_int(
                 "SELECT count(*) FROM (SELECT DISTINCT symbol, trade_id FROM ticks) t");
           } catch (const std::runtime_error& e) {
