@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -404,6 +405,26 @@ ProcessStats read_process_stats(pid_t pid) {
       if (line.starts_with("VmRSS:")) {
         stats.rss_kib = std::stoll(line.substr(6));  // "VmRSS:\t  12345 kB"
         break;
+      }
+    }
+  }
+  {
+    // "pid (comm) state ppid ..." : utime and stime are fields 14 and 15, in clock ticks; the
+    // command name may hold spaces and parentheses, so the fields are counted after the last ')'.
+    std::ifstream stat_file(fmt::format("/proc/{}/stat", pid));
+    std::string text((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    if (close != std::string::npos) {
+      std::istringstream fields(text.substr(close + 1));
+      std::string field;
+      long long utime = -1, stime = -1;
+      for (int index = 3; fields >> field && index <= 15; ++index) {
+        if (index == 14) utime = std::stoll(field);
+        if (index == 15) stime = std::stoll(field);
+      }
+      const long ticks = ::sysconf(_SC_CLK_TCK);
+      if (utime >= 0 && stime >= 0 && ticks > 0) {
+        stats.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(ticks);
       }
     }
   }

@@ -202,6 +202,7 @@ std::optional<std::string> info_field(const std::string& info, std::string_view 
 struct ProcessStats {
   std::optional<std::int64_t> rss_kib;  ///< VmRSS of /proc/<pid>/status
   std::optional<std::int64_t> fds;      ///< entries of /proc/<pid>/fd
+  std::optional<double> cpu_seconds;    ///< utime + stime of /proc/<pid>/stat (user + system)
 };
 ProcessStats read_process_stats(pid_t pid);
 

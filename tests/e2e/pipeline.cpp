@@ -25,6 +25,7 @@
 // Every child is stopped and reaped on every path (errors, SIGINT/SIGTERM of ts-pipeline);
 // children and servers also carry PR_SET_PDEATHSIG. Everything runs on the main thread.
 #include <trading_shared/core/config.hpp>
+#include <trading_shared/core/logging.hpp>
 
 #include <boost/json.hpp>
 
@@ -174,7 +175,12 @@ struct Options {
   std::chrono::milliseconds monitor_every{0};
   std::chrono::milliseconds warmup{0};
   std::int64_t stream_maxlen = 0;
+  std::string database = "trading";
 
+  bool injects_faults() const {
+    return restart_redis_at.count() > 0 || restart_postgres_at.count() > 0 ||
+           faults_every.count() > 0;
+  }
   std::int64_t max_messages() const { return rate * duration.count() / 1000; }
   std::int64_t order_count() const { return order_rate * duration.count() / 1000; }
   std::chrono::milliseconds warmup_length() const {
@@ -242,7 +248,11 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
                             "--duration)"})
       .add(options.stream_maxlen, {"stream_maxlen",
                                    "ts-receiver --stream-maxlen: approximate length cap of each "
-                                   "trade stream (0: not passed, the streams grow with the run)"});
+                                   "trade stream (0: not passed, the streams grow with the run)"})
+      .add(options.database,
+           {"database",
+            "the PostgreSQL database the pipeline creates and uses (must not exist yet; with "
+            "external servers, make bench's E1, each run needs its own)"});
   if (auto code = core::load_or_exit_code(loader, argc, argv)) {
     exit_code = *code;
     return std::nullopt;
@@ -288,6 +298,12 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
     }
   }
   if (options.stream_maxlen < 0) return bad("--stream-maxlen must not be negative");
+  if (options.database.empty() ||
+      !std::all_of(options.database.begin(), options.database.end(), [](unsigned char c) {
+        return std::islower(c) != 0 || std::isdigit(c) != 0 || c == '_';
+      })) {
+    return bad("--database must be a name of lower-case letters, digits and '_'");
+  }
   return options;
 }
 
@@ -335,6 +351,8 @@ struct Results {
   // Performance.
   std::optional<double> persisted_tps, p50_ms, p99_ms;
   std::int64_t latency_samples = 0;
+  /// CPU time (user + system) of each service from its start until the pipeline drained.
+  std::vector<std::pair<std::string, double>> cpu_seconds;
   // Faults.
   Outage redis, postgres;
   // Drain.
@@ -419,6 +437,7 @@ class Pipeline {
       start_services(binaries);
       run_feed();
       drain();
+      measure_cpu();
       if (monitoring()) take_sample("end");
       run_janitor(binaries);
       stop_services();
@@ -471,10 +490,13 @@ class Pipeline {
     server_options.redis_conf = {"appendonly yes", "appendfsync everysec"};
     testing::Servers::set_options(server_options);
     auto& servers = testing::Servers::instance();
-    if (servers.external()) {
+    // External servers (TS_TEST_POSTGRES_DSN and TS_TEST_REDIS_URL, e.g. make bench's E1 on the
+    // benchmark's servers) only for a run without faults: a fault needs the server's process.
+    // The run then uses its own --database and the Redis database of TS_TEST_REDIS_URL.
+    if (servers.external() && options_.injects_faults()) {
       throw std::runtime_error(
           "TS_TEST_POSTGRES_DSN / TS_TEST_REDIS_URL / TS_TEST_PGBOUNCER_DSN point at external "
-          "servers; ts-pipeline restarts its servers and needs its own: unset them");
+          "servers; restarts and faults need ts-pipeline's own servers: unset them");
     }
     const std::string harness_dir = servers.directory();
     if (options_.keep_dir) {
@@ -495,10 +517,15 @@ class Pipeline {
 
     note("starting PostgreSQL and Redis");
     redis_url_ = servers.redis_url();
-    servers.create_database("trading");
-    dsn_ = servers.postgres_dsn("trading");
-    note("PostgreSQL on port {}, Redis on port {} (append-only file on)", servers.postgres().port(),
-         servers.redis_port());
+    servers.create_database(options_.database);
+    dsn_ = servers.postgres_dsn(options_.database);
+    if (servers.external()) {
+      note("external servers: PostgreSQL database {}, Redis {}", options_.database,
+           core::redact_secrets(redis_url_));
+    } else {
+      note("PostgreSQL on port {}, Redis on port {} (append-only file on)",
+           servers.postgres().port(), servers.redis_port());
+    }
     common_env_ = {"TS_POSTGRES_DSN=" + dsn_, "TS_REDIS_URL=" + redis_url_};
   }
 
@@ -1018,6 +1045,15 @@ class Pipeline {
     parse("last_id", last_order_);
   }
 
+  /// CPU time of each service so far (read once the pipeline drained, before the services stop):
+  /// with the number of trades, what each costs per trade (make bench's E1 profile).
+  void measure_cpu() {
+    for (const e2e::Child* daemon : daemons_) {
+      const auto stats = e2e::read_process_stats(daemon->pid());
+      if (stats.cpu_seconds) results_.cpu_seconds.emplace_back(daemon->name(), *stats.cpu_seconds);
+    }
+  }
+
   void drain() {
     if (load_) {
       const auto deadline = t0_ + options_.feed_allowance();
@@ -1467,6 +1503,14 @@ class Pipeline {
     line(results_.drain_seconds ? fmt::format("  {:<26}{:>12.1f} s after the simulator was done",
                                               "drain", *results_.drain_seconds)
                                 : fmt::format("  {:<26}{:>12}", "drain", "-"));
+    for (const auto& [service, seconds] : results_.cpu_seconds) {
+      const std::string per_trade =
+          results_.sent && *results_.sent > 0
+              ? fmt::format(" ({:.2f} us per trade sent)",
+                            seconds * 1e6 / static_cast<double>(*results_.sent))
+              : std::string();
+      line(fmt::format("  {:<26}{:>12.2f} s{}", "cpu " + service, seconds, per_trade));
+    }
 
     line("");
     line("Faults");
@@ -1781,6 +1825,10 @@ class Pipeline {
     throughput["persisted_ticks_per_s"] = optional_json(results_.persisted_tps);
     throughput["drain_seconds"] = optional_json(results_.drain_seconds);
     report["throughput"] = std::move(throughput);
+
+    json::object cpu;
+    for (const auto& [service, seconds] : results_.cpu_seconds) cpu[service] = seconds;
+    report["cpu_seconds"] = std::move(cpu);
 
     json::object latency;
     latency["p50"] = optional_json(results_.p50_ms);
