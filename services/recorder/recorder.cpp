@@ -60,16 +60,25 @@ struct Columns {
   std::string received_us{"{"};
   std::size_t rows = 0;
 
+  /// Room for `n` rows of typical sizes: one allocation per column and batch.
+  void reserve(std::size_t n) {
+    for (std::string* s : {&trade_ids, &trade_ms, &event_ms, &received_us}) s->reserve(n * 18);
+    for (std::string* s : {&prices, &qtys}) s->reserve(n * 16);
+    makers.reserve(n * 2 + 2);
+  }
+
+  // Numbers are written with to_chars: no temporary string per value (a 16-digit microsecond
+  // time is past std::string's inline capacity and allocated once per trade).
   void add(const Trade& t) {
     const char* sep = rows == 0 ? "" : ",";
     ++rows;
-    append(trade_ids, sep, std::to_string(t.trade_id));
+    append_number(trade_ids, sep, t.trade_id);
     append(prices, sep, t.price);  // validated plain decimals: no quoting needed
     append(qtys, sep, t.qty);
-    append(trade_ms, sep, std::to_string(t.trade_time_ms));
-    append(event_ms, sep, t.event_time_ms ? std::to_string(*t.event_time_ms) : "NULL");
+    append_number(trade_ms, sep, t.trade_time_ms);
+    append_number(event_ms, sep, t.event_time_ms);
     append(makers, sep, t.buyer_is_maker ? "t" : "f");
-    append(received_us, sep, t.received_at_us ? std::to_string(*t.received_at_us) : "NULL");
+    append_number(received_us, sep, t.received_at_us);
   }
   void finish() {
     for (std::string* s :
@@ -82,6 +91,19 @@ struct Columns {
   static void append(std::string& out, const char* sep, std::string_view value) {
     out += sep;
     out += value;
+  }
+  static void append_number(std::string& out, const char* sep, std::int64_t value) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+    out += sep;
+    out.append(digits, end);
+  }
+  static void append_number(std::string& out, const char* sep, std::optional<std::int64_t> value) {
+    if (value) {
+      append_number(out, sep, *value);
+    } else {
+      append(out, sep, "NULL");
+    }
   }
 };
 
@@ -162,6 +184,7 @@ class TickWriter {
     }
     if (!trades.empty()) {
       Columns columns;
+      columns.reserve(trades.size());
       for (const auto& t : trades) columns.add(t);
       columns.finish();
       // Locals, not temporaries, inside the co_await (GCC 12 coroutine bugs).
