@@ -49,14 +49,13 @@ struct Row {
   Digits id, trade_time, event_time, received;
 };
 
-using Fields = std::array<redis::FieldView, 8>;
-
 struct SymbolState {
   std::string name;
   std::string stream;
   std::string last_key;
   std::vector<std::size_t> rows;  // indexes into the batch's rows
-  std::vector<Fields> fields;
+  bool added = false;             // this batch's XADDs succeeded
+  bool priced = false;            // this batch's last price (HSET) succeeded
 };
 
 struct Counters {
@@ -93,7 +92,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
 
   std::vector<SymbolState> symbols;
   for (const auto& name : config.symbols) {
-    symbols.push_back({name, trade_stream(name), last_price_key(name), {}, {}});
+    symbols.push_back({name, trade_stream(name), last_price_key(name), {}, false, false});
   }
   // Counters live in shared state: the summary runs when the scope closes, after this
   // coroutine's frame is gone (and before the clients close: reverse order).
@@ -151,12 +150,12 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   std::vector<Row> rows(config.batch);
   core::DefaultRandom random;
   asio::steady_timer pause(executor);
-  redis::XAddOptions xadd_options;
-  if (config.stream_maxlen > 0) {
-    xadd_options.trim.strategy = redis::TrimOptions::Strategy::maxlen;
-    xadd_options.trim.approximate = true;
-    xadd_options.trim.maxlen = config.stream_maxlen;
-  }
+  // Every batch is one request, reused: each symbol's XADDs and its last price (HSET), one
+  // write and one round trip whatever the number of symbols (it was two per symbol).
+  redis::Request request;
+  const std::string maxlen = std::to_string(config.stream_maxlen);
+  std::vector<std::string_view> trim;  // XADD's "MAXLEN ~ n", or nothing
+  if (config.stream_maxlen > 0) trim = {"MAXLEN", "~", maxlen};
 
   for (;;) {
     const std::size_t count = co_await feed->receive_batch(messages, config.batch);
@@ -222,59 +221,79 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
     }
     if (used == 0) continue;
 
-    // Write each symbol's trades in one XADD pipeline, then its last price. Retried until it
-    // succeeds: a write whose outcome is unknown may add entries twice, which the recorder's
-    // idempotent insert absorbs; the feed keeps buffering meanwhile (bounded, counted).
+    // Write the batch: every symbol's trades (XADD) and last price (HSET), in one request.
+    // Retried until it succeeds: a write whose outcome is unknown may add entries twice, which
+    // the recorder's idempotent insert absorbs; the feed keeps buffering meanwhile (bounded,
+    // counted). What succeeded is not sent again: after an HSET error the XADDs are not
+    // repeated. Redis runs the commands in order, so a symbol's last price is set after its
+    // trades were added; when an XADD fails, the last price may be ahead of the stream until
+    // the retry adds them.
     core::Backoff backoff(config.write_backoff, random);
-    for (auto& s : symbols) {
-      if (s.rows.empty()) continue;
-      s.fields.resize(s.rows.size());
-      for (std::size_t k = 0; k < s.rows.size(); ++k) {
-        const Row& r = rows[s.rows[k]];
-        s.fields[k] = Fields{redis::FieldView{"s", r.trade.symbol.view()},
-                             redis::FieldView{"t", r.id.view()},
-                             redis::FieldView{"p", r.trade.price.view()},
-                             redis::FieldView{"q", r.trade.qty.view()},
-                             redis::FieldView{"T", r.trade_time.view()},
-                             redis::FieldView{"E", r.event_time.view()},
-                             redis::FieldView{"m", r.trade.buyer_is_maker ? "1" : "0"},
-                             redis::FieldView{"r", r.received.view()}};
-      }
-      const Row& last = rows[s.rows.back()];
-      const std::array<redis::FieldView, 3> last_fields{
-          redis::FieldView{"p", last.trade.price.view()}, redis::FieldView{"t", last.id.view()},
-          redis::FieldView{"T", last.trade_time.view()}};
-      bool added = false;  // after an HSET failure, the XADDs are not repeated
-      for (;;) {
-        std::string failure;
-        bool permanent = false;
-        try {
-          if (!added) {
-            (void)co_await redis->xadd_bulk(s.stream, s.fields, xadd_options);
-            added = true;
+    for (auto& s : symbols) s.added = s.priced = s.rows.empty();
+    for (;;) {
+      request.clear();
+      for (const auto& s : symbols) {
+        if (!s.added) {
+          for (const std::size_t index : s.rows) {
+            const Row& r = rows[index];
+            const std::array<std::string_view, 16> fields{"s", r.trade.symbol.view(),
+                                                          "t", r.id.view(),
+                                                          "p", r.trade.price.view(),
+                                                          "q", r.trade.qty.view(),
+                                                          "T", r.trade_time.view(),
+                                                          "E", r.event_time.view(),
+                                                          "m", r.trade.buyer_is_maker ? "1" : "0",
+                                                          "r", r.received.view()};
+            request.push("XADD", s.stream, trim, "*", fields);
           }
-          (void)co_await redis->hset(s.last_key, last_fields);
-        } catch (const Error& e) {
-          if (e.kind() == ErrorKind::cancelled) throw;
-          // Every other error is retried: what was received is never dropped. A permanent one
-          // (OOM, READONLY during a failover, WRONGTYPE) needs an operator: logged as an error.
-          permanent = e.kind() == ErrorKind::permanent;
-          failure = e.what();
         }
-        if (failure.empty()) break;
-        ++n.write_retries;
-        const auto delay = backoff.next();
-        if (n.write_retries <= 10 || n.write_retries % 100 == 0) {
-          log()->log(permanent ? spdlog::level::err : spdlog::level::warn,
-                     "writing {} trade(s) of {} failed (retry #{} in {} ms): {}", s.rows.size(),
-                     s.name, n.write_retries, delay.count(), failure);
+        if (!s.priced) {
+          const Row& last = rows[s.rows.back()];
+          const std::array<std::string_view, 6> fields{
+              "p", last.trade.price.view(), "t", last.id.view(), "T", last.trade_time.view()};
+          request.push("HSET", s.last_key, fields);
         }
-        pause.expires_after(delay);
-        co_await pause.async_wait(asio::use_awaitable);
       }
-      backoff.reset();
-      n.written += s.rows.size();
+      std::string failure;
+      bool permanent = false;
+      try {
+        const std::vector<redis::Reply> replies = co_await redis->pipeline(request);
+        std::size_t next = 0;
+        const redis::Reply* first_error = nullptr;
+        const auto take = [&]() -> bool {
+          const redis::Reply& reply = replies.at(next++);
+          if (!reply.is_error()) return true;
+          if (first_error == nullptr) first_error = &reply;
+          return false;
+        };
+        for (auto& s : symbols) {
+          if (!s.added) {
+            bool all = true;
+            for (std::size_t k = 0; k < s.rows.size(); ++k) all = take() && all;
+            s.added = all;
+          }
+          if (!s.priced) s.priced = take();
+        }
+        if (first_error != nullptr) first_error->view().throw_if_error("writing trades");
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::cancelled) throw;
+        // Every other error is retried: what was received is never dropped. A permanent one
+        // (OOM, READONLY during a failover, WRONGTYPE) needs an operator: logged as an error.
+        permanent = e.kind() == ErrorKind::permanent;
+        failure = e.what();
+      }
+      if (failure.empty()) break;
+      ++n.write_retries;
+      const auto delay = backoff.next();
+      if (n.write_retries <= 10 || n.write_retries % 100 == 0) {
+        log()->log(permanent ? spdlog::level::err : spdlog::level::warn,
+                   "writing {} trade(s) failed (retry #{} in {} ms): {}", used, n.write_retries,
+                   delay.count(), failure);
+      }
+      pause.expires_after(delay);
+      co_await pause.async_wait(asio::use_awaitable);
     }
+    n.written += used;
     ++n.batches;
   }
   ctx.health().ready = false;
