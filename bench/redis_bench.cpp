@@ -2,14 +2,19 @@
 // bench/run-bench runs it next to the anchors (redis-benchmark, redis-py), on the same server.
 //
 //   ts_redis_bench --figure xadd   --url URL [--seconds 5] [--warmup 1] [--batch 1000]     (R1)
+//                  [--api count|ids]
+//   ts_redis_bench --figure xadd   --url URL --ops N [--warmup-ops 2] [--batch 1000] (callgrind)
 //   ts_redis_bench --figure get50  --url URL [--seconds 5] [--warmup 1] [--concurrency 50] (R2)
 //   ts_redis_bench --figure getseq --url URL [--seconds 5] [--warmup 1]                    (R3)
 //   ts_redis_bench --figure getseq --url URL --ops N [--warmup-ops 200]       (R3, callgrind)
 //
-// xadd:   one caller, `xadd_bulk` of `--batch` entries {f: v} (redis-benchmark's
+// xadd:   one caller, batches of `--batch` entries {f: v} (redis-benchmark's
 //         `XADD s '*' f v`), one batch in flight at a time; entries/s. The stream is deleted
 //         after the warm-up and at the end (it is never trimmed while measured, like the
-//         anchors').
+//         anchors'). `--api count` (default): `xadd_bulk_count`, which does not build the
+//         IDs (the benchmark, like redis-benchmark, does not use them); `--api ids`:
+//         `xadd_bulk`, which returns them. With `--ops N`: exactly N batches after
+//         `--warmup-ops` batches (callgrind: instructions per entry).
 // get50:  `--concurrency` coroutines GET one key (3-byte value, as redis-benchmark's) on the
 //         client's one multiplexed connection; ops/s.
 // getseq: one caller, sequential GETs; ops/s. With `--ops N`: exactly N GETs after
@@ -51,13 +56,14 @@ struct Options {
   std::string figure;
   std::string url;
   std::string name;
-  std::string key;  // stream (xadd) or key (get50, getseq); default per figure
+  std::string key;            // stream (xadd) or key (get50, getseq); default per figure
+  std::string api = "count";  // xadd: "count" (xadd_bulk_count) or "ids" (xadd_bulk)
   double seconds = 5.0;
   double warmup = 1.0;
   int batch = 1000;
   int concurrency = 50;
-  long ops = 0;  // getseq: > 0 = fixed count (callgrind) instead of a timed run
-  long warmup_ops = 200;
+  long ops = 0;            // getseq, xadd: > 0 = fixed count (callgrind) instead of a timed run
+  long warmup_ops = -1;    // default: 200 GETs, 2 batches
   double timeout = 120.0;  // whole program, seconds
 };
 
@@ -68,6 +74,7 @@ Options parse(int argc, char** argv) {
   args.take("url", o.url);
   args.take("name", o.name);
   args.take("key", o.key);
+  args.take("api", o.api);
   args.take("seconds", o.seconds);
   args.take("warmup", o.warmup);
   args.take("batch", o.batch);
@@ -82,6 +89,8 @@ Options parse(int argc, char** argv) {
   if (o.batch < 1 || o.concurrency < 1) {
     throw std::invalid_argument("--batch and --concurrency must be positive");
   }
+  if (o.api != "count" && o.api != "ids") throw std::invalid_argument("--api is count or ids");
+  if (o.warmup_ops < 0) o.warmup_ops = o.figure == "xadd" ? 2 : 200;
   return o;
 }
 
@@ -128,6 +137,23 @@ asio::awaitable<void> run_xadd(const Options& o, redis::RedisClient& client) {
   const redis::XAddOptions xadd_options{};
   co_await client.del(stream, kSlow);
 
+  const bool ids_api = o.api == "ids";
+  // One batch; returns the number of entries added.
+  auto one_batch = [&]() -> asio::awaitable<std::uint64_t> {
+    std::size_t added = 0;
+    if (ids_api) {
+      const std::vector<std::string> ids = co_await client.xadd_bulk(stream, entries, xadd_options);
+      added = ids.size();
+      if (ids.empty() || ids.front().empty()) added = 0;
+    } else {
+      added = co_await client.xadd_bulk_count(stream, entries, xadd_options);
+    }
+    if (added != entries.size()) {
+      throw std::runtime_error("xadd_bulk added " + std::to_string(added) + " of " +
+                               std::to_string(entries.size()) + " entries");
+    }
+    co_return added;
+  };
   // Runs batches until `duration` has passed; returns the entries added and the elapsed time.
   auto run_for =
       [&](Clock::duration duration) -> asio::awaitable<std::pair<std::uint64_t, double>> {
@@ -135,19 +161,31 @@ asio::awaitable<void> run_xadd(const Options& o, redis::RedisClient& client) {
     const auto start = Clock::now();
     const auto end = start + duration;
     do {
-      const std::vector<std::string> ids = co_await client.xadd_bulk(stream, entries, xadd_options);
-      if (ids.size() != entries.size() || ids.front().empty()) {
-        throw std::runtime_error("xadd_bulk returned " + std::to_string(ids.size()) + " IDs for " +
-                                 std::to_string(entries.size()) + " entries");
-      }
-      added += ids.size();
+      added += co_await one_batch();
     } while (Clock::now() < end);
     co_return std::pair{added, seconds_since(start)};
   };
+  // Exactly `batches` batches (callgrind: no clock reads inside the loop).
+  auto run_count = [&](long batches) -> asio::awaitable<std::pair<std::uint64_t, double>> {
+    std::uint64_t added = 0;
+    const auto start = Clock::now();
+    for (long i = 0; i < batches; ++i) added += co_await one_batch();
+    co_return std::pair{added, std::max(seconds_since(start), 1e-9)};
+  };
 
-  co_await run_for(to_duration(o.warmup));
+  if (o.ops > 0) {
+    co_await run_count(o.warmup_ops);
+  } else {
+    co_await run_for(to_duration(o.warmup));
+  }
   co_await client.del(stream, kSlow);
-  const auto [added, elapsed] = co_await run_for(to_duration(o.seconds));
+  std::pair<std::uint64_t, double> run;
+  if (o.ops > 0) {
+    run = co_await run_count(o.ops);
+  } else {
+    run = co_await run_for(to_duration(o.seconds));
+  }
+  const auto [added, elapsed] = run;
   const std::int64_t length = co_await client.xlen(stream);
   co_await client.del(stream, kSlow);
   if (length != static_cast<std::int64_t>(added)) {

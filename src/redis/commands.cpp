@@ -220,6 +220,19 @@ void append_trim(CommandWriter& writer, const TrimOptions& trim) {
   }
 }
 
+std::string xadd_prefix(std::string_view stream, const XAddOptions& options,
+                        std::size_t& arguments) {
+  arguments = 3 + (options.no_mkstream ? 1 : 0) + trim_argument_count(options.trim);
+  std::string prefix;
+  CommandWriter writer(prefix, arguments);
+  writer.arg(std::string_view("XADD")).arg(stream);
+  if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
+  append_trim(writer, options.trim);
+  writer.arg(std::string_view("*"));
+  prefix.erase(0, prefix.find('\n') + 1);  // the "*N\r\n" header: each entry writes its own
+  return prefix;
+}
+
 }  // namespace detail
 
 asio::awaitable<void> RedisClient::ping(const CommandOptions& options) {
@@ -230,7 +243,11 @@ asio::awaitable<std::optional<std::string>> RedisClient::get(std::string_view ke
                                                              const CommandOptions& options) {
   detail::Submission s = begin_submit(options, 1);
   if (s.error) return to_optional_string(detail::failed_reply(std::move(s.error)));
-  encode_command(*s.buffer, "GET", key);
+  s.command_name = "GET";
+  // encode_command(*s.buffer, "GET", key), with the constant part precomputed.
+  constexpr std::string_view kGetHeader = "*2\r\n$3\r\nGET\r\n";
+  s.buffer->append(kGetHeader);
+  detail::append_bulk(*s.buffer, key);
   return detail::await_optional_string(commit(s));
 }
 
@@ -271,6 +288,7 @@ asio::awaitable<std::int64_t> RedisClient::hset(std::string_view key,
   detail::Submission s = begin_submit(options, 1);
   if (s.error) return to_int(detail::failed_reply(std::move(s.error)));
   CommandWriter writer(*s.buffer, 2 + 2 * fields.size());
+  s.command_name = "HSET";
   writer.arg(std::string_view("HSET")).arg(key);
   for (const auto& [name, value] : fields) writer.arg(name).arg(value);
   return to_int(detail::await_single(commit(s)));
@@ -298,6 +316,7 @@ asio::awaitable<std::string> RedisClient::xadd(std::string_view stream,
   CommandWriter writer(*s.buffer, 3 + (options.no_mkstream ? 1 : 0) +
                                       detail::trim_argument_count(options.trim) +
                                       2 * fields.size());
+  s.command_name = "XADD";
   writer.arg(std::string_view("XADD")).arg(stream);
   if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
   detail::append_trim(writer, options.trim);
@@ -330,6 +349,7 @@ asio::awaitable<std::int64_t> RedisClient::xtrim(std::string_view stream, const 
   detail::Submission s = begin_submit(options, 1);
   if (s.error) return to_int(detail::failed_reply(std::move(s.error)));
   CommandWriter writer(*s.buffer, 2 + detail::trim_argument_count(trim));
+  s.command_name = "XTRIM";
   writer.arg(std::string_view("XTRIM")).arg(stream);
   detail::append_trim(writer, trim);
   return to_int(detail::await_single(commit(s)));

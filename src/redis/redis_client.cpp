@@ -91,24 +91,32 @@ using WaitHandler = asio::detail::awaitable_handler<asio::any_io_executor>;
 struct Slot {
   enum class Phase : std::uint8_t { queued, writing, sent };
   Phase phase = Phase::queued;
-  bool in_fifo = false;    ///< still waiting for (some of) its replies, or still queued.
-  bool owned = false;      ///< a caller holds a SlotHandle.
-  bool completed = false;  ///< the result (or error) is final; later replies are dropped.
-  bool internal = false;   ///< the health check's PING (no caller).
-  bool multi = false;      ///< pipeline: all replies go to `replies`.
+  bool in_fifo = false;     ///< still waiting for (some of) its replies, or still queued.
+  bool owned = false;       ///< a caller holds a SlotHandle.
+  bool completed = false;   ///< the result (or error) is final; later replies are dropped.
+  bool internal = false;    ///< the health check's PING (no caller).
+  bool multi = false;       ///< pipeline: all replies go to `replies`...
+  bool count_only = false;  ///< ... or, with `multi`, are only counted (`added`, first error).
   std::uint32_t expected = 0;
   std::uint32_t received = 0;
+  static constexpr std::uint32_t kNoError = ~std::uint32_t{0};
+  std::uint32_t added = 0;  ///< count_only: replies other than nil and errors.
+  /// count_only: index of the first error reply (kept in `reply`), or kNoError.
+  std::uint32_t first_error = kNoError;
   std::size_t bytes = 0;
   Clock::time_point deadline = kNoDeadline;
   Reply reply;
   std::vector<Reply> replies;
   std::exception_ptr error;
-  std::array<char, 24> name{};  ///< command name, for errors and logs.
+  std::array<char, 24> name{};        ///< command name, for errors and logs...
+  const char* static_name = nullptr;  ///< ... or this literal, when the caller named it.
   std::optional<WaitHandler> waiter;
   asio::cancellation_slot cancel_slot;
   core::CircuitBreakerPermit permit;
 
-  std::string_view command_name() const noexcept { return std::string_view(name.data()); }
+  std::string_view command_name() const noexcept {
+    return std::string_view(static_name != nullptr ? static_name : name.data());
+  }
 };
 
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
@@ -121,7 +129,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   /// The owning RedisClient is being destroyed: close every socket and stop every task now.
   void abandon() noexcept;
 
-  Submission begin_submit(const CommandOptions& options, std::size_t replies, bool multi);
+  Submission begin_submit(const CommandOptions& options, std::size_t replies, bool multi,
+                          bool count_only);
   SlotHandle commit(const Submission& submission) noexcept;
   void abort_submit(const Submission& submission) noexcept;
   void release(Slot* slot) noexcept;
@@ -153,11 +162,14 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void finish(Slot* slot, std::exception_ptr error, Resume resume = Resume::post) noexcept;
   void finish_ok(Slot* slot, Resume resume) noexcept;
   void remove_queued(Slot* slot) noexcept;
+  Reply& reply_target() noexcept;
   bool deliver(Reply& reply);
   void drop_connection(std::error_code ec, std::string_view what);
   void schedule_flush() noexcept;
-  void flush() noexcept;
-  void write_done(std::uint64_t generation, boost::system::error_code ec) noexcept;
+  /// `now`: the caller's current time if it has one (the reader's), else read here.
+  void flush(Clock::time_point now = {}) noexcept;
+  void write_done(std::uint64_t generation, boost::system::error_code ec,
+                  Clock::time_point now) noexcept;
   void arm_sweeper(Clock::time_point deadline) noexcept;
   void sweep(Clock::time_point now);
   void submit_health_ping();
@@ -349,12 +361,15 @@ Slot* ClientCore::allocate() {
 void ClientCore::recycle(Slot* slot) noexcept {
   slot->phase = Slot::Phase::queued;
   slot->in_fifo = slot->owned = slot->completed = slot->internal = slot->multi = false;
-  slot->expected = slot->received = 0;
+  slot->count_only = false;
+  slot->expected = slot->received = slot->added = 0;
+  slot->first_error = Slot::kNoError;
   slot->bytes = 0;
   slot->deadline = kNoDeadline;
   slot->replies.clear();
   slot->error = nullptr;
   slot->name[0] = '\0';
+  slot->static_name = nullptr;
   slot->waiter.reset();
   slot->cancel_slot = {};
   slot->permit.ignore();
@@ -372,8 +387,8 @@ void ClientCore::release(Slot* slot) noexcept {
   if (!slot->in_fifo) recycle(slot);
 }
 
-Submission ClientCore::begin_submit(const CommandOptions& options, std::size_t replies,
-                                    bool multi) {
+Submission ClientCore::begin_submit(const CommandOptions& options, std::size_t replies, bool multi,
+                                    bool count_only) {
   Submission s;
   if (state_ != State::running) {
     ++stats_.rejected;
@@ -400,7 +415,8 @@ Submission ClientCore::begin_submit(const CommandOptions& options, std::size_t r
   slot->permit = std::move(admission).permit();
   slot->expected = static_cast<std::uint32_t>(replies);
   slot->multi = multi;
-  if (multi) slot->replies.reserve(replies);
+  slot->count_only = multi && count_only;
+  if (multi && !count_only) slot->replies.reserve(replies);
   slot->deadline = Clock::now() + timeout_of(options);
   s.buffer = &pending_;
   s.slot = slot;
@@ -411,7 +427,11 @@ Submission ClientCore::begin_submit(const CommandOptions& options, std::size_t r
 SlotHandle ClientCore::commit(const Submission& submission) noexcept {
   Slot* slot = submission.slot;
   slot->bytes = pending_.size() - submission.start;
-  copy_command_name(std::string_view(pending_).substr(submission.start), slot->name);
+  if (submission.command_name != nullptr) {
+    slot->static_name = submission.command_name;  // a typed helper: no need to parse it back
+  } else {
+    copy_command_name(std::string_view(pending_).substr(submission.start), slot->name);
+  }
   slot->in_fifo = true;
   slot->owned = true;
   slot->phase = Slot::Phase::queued;
@@ -438,11 +458,13 @@ void ClientCore::schedule_flush() noexcept {
 
 // Writes `pending_`: first synchronously (non-blocking socket: no handler, no wake-up when the
 // kernel takes it all, the common case), the rest, if any, with an async write.
-void ClientCore::flush() noexcept {
+void ClientCore::flush(Clock::time_point now) noexcept {
   if (!connected_ || write_in_progress_ || pending_.empty()) return;
+  // One clock read per flush (the reader passes the time of its read, taken just before).
+  if (now == Clock::time_point{}) now = Clock::now();
   std::swap(pending_, writing_);
   pending_.clear();
-  if (outstanding() == 0) waiting_since_ = Clock::now();
+  if (outstanding() == 0) waiting_since_ = now;
   for (std::size_t i = outstanding(); i < fifo_.size(); ++i) {
     fifo_[i]->phase = Slot::Phase::writing;
   }
@@ -452,7 +474,7 @@ void ClientCore::flush() noexcept {
   const std::size_t n = socket_.write_some(asio::buffer(writing_), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
   if (ec || n == writing_.size()) {
-    write_done(generation_, ec);
+    write_done(generation_, ec, now);
     return;
   }
   write_in_progress_ = true;
@@ -461,18 +483,19 @@ void ClientCore::flush() noexcept {
                         boost::system::error_code e, std::size_t) {
                       // A write of an older connection leaves the current one's flag alone.
                       if (generation == self->generation_) self->write_in_progress_ = false;
-                      self->write_done(generation, e);
+                      self->write_done(generation, e, Clock::now());
                     });
 }
 
-void ClientCore::write_done(std::uint64_t generation, boost::system::error_code ec) noexcept {
+void ClientCore::write_done(std::uint64_t generation, boost::system::error_code ec,
+                            Clock::time_point now) noexcept {
   if (generation != generation_) return;  // that connection is gone; its slots failed already
   if (ec) {
     drop_connection(ec, "write");
     return;
   }
   ++stats_.writes;
-  last_write_ = Clock::now();
+  last_write_ = now;
   const std::size_t end = outstanding();
   for (std::size_t i = end - writing_count_; i < end; ++i) fifo_[i]->phase = Slot::Phase::sent;
   writing_count_ = 0;
@@ -534,7 +557,9 @@ void ClientCore::finish_ok(Slot* slot, Resume resume) noexcept {
   // The breaker hears about error replies that say something about the endpoint
   // (LOADING, BUSY, MASTERDOWN); business errors (WRONGTYPE) are ignored (core docs).
   const Reply* error_reply = nullptr;
-  if (slot->multi) {
+  if (slot->count_only) {
+    if (slot->first_error != Slot::kNoError) error_reply = &slot->reply;
+  } else if (slot->multi) {
     for (const auto& r : slot->replies) {
       if (r.is_error()) {
         error_reply = &r;
@@ -597,14 +622,33 @@ asio::awaitable<void> ClientCore::wait(Slot* slot) {
 
 // ---- replies -------------------------------------------------------------------------------
 
+// Where the reader parses the next reply: straight into the slot of the live single request
+// it answers (no move afterwards), else into `read_reply_` (pipelines, dropped replies).
+Reply& ClientCore::reply_target() noexcept {
+  if (outstanding() > 0) {
+    Slot* slot = fifo_.front();
+    if (!slot->multi && !slot->completed) return slot->reply;
+  }
+  return read_reply_;
+}
+
 bool ClientCore::deliver(Reply& reply) {
   if (outstanding() == 0) return false;  // a reply nobody is waiting for: out of sync
   Slot* slot = fifo_.front();
   ++stats_.replies;
   if (!slot->completed) {
-    if (slot->multi) {
+    if (slot->count_only) {
+      if (reply.is_error()) {
+        if (slot->first_error == Slot::kNoError) {
+          slot->first_error = slot->received;
+          swap(slot->reply, reply);
+        }
+      } else if (!reply.is_nil()) {
+        ++slot->added;
+      }
+    } else if (slot->multi) {
       slot->replies.push_back(std::move(reply));
-    } else {
+    } else if (&reply != &slot->reply) {
       swap(slot->reply, reply);  // the slot's old buffers are reused for the next reply
     }
   }
@@ -774,8 +818,10 @@ void ClientCore::on_read(std::uint64_t generation, boost::system::error_code ec,
   try {
     builder_.feed(read_buffer_.data(), n);
     in_delivery_ = true;
-    while (builder_.next(read_reply_)) {
-      const bool delivered = deliver(read_reply_);
+    for (;;) {
+      Reply& reply = reply_target();
+      if (!builder_.next(reply)) break;
+      const bool delivered = deliver(reply);
       if (generation != generation_) {  // a caller resumed inline closed the client
         reader_stopped();
         return;
@@ -791,7 +837,7 @@ void ClientCore::on_read(std::uint64_t generation, boost::system::error_code ec,
       }
     }
     in_delivery_ = false;
-    flush();
+    flush(last_read_);
   } catch (const std::exception& e) {
     log()->error("Redis {}: {}; closing the connection", description_, e.what());
     drop_connection(make_error_code(errc::protocol_error), "bad reply");
@@ -813,7 +859,7 @@ void ClientCore::submit_health_ping() {
   const std::size_t start = pending_.size();
   encode_command(pending_, "PING");
   slot->bytes = pending_.size() - start;
-  std::memcpy(slot->name.data(), "PING", 5);
+  slot->static_name = "PING";
   slot->in_fifo = true;
   fifo_.push_back(slot);
   ++queued_count_;
@@ -1429,6 +1475,26 @@ asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr er
   co_return std::vector<std::string>{};
 }
 
+// Coroutines (note the co_return): a refused call fails when awaited, not when made.
+asio::awaitable<std::size_t> await_count_failed(std::exception_ptr error) {
+  std::rethrow_exception(std::move(error));
+  co_return 0;
+}
+
+asio::awaitable<std::size_t> await_count(SlotHandle handle) {
+  Slot* slot = handle.slot();
+  if (slot == nullptr) co_return 0;  // empty batch
+  if (!slot->completed) co_await handle.core()->wait(slot);
+  if (slot->error) std::rethrow_exception(slot->error);
+  if (slot->first_error != Slot::kNoError) {
+    throw Error(server_error_of(slot->reply.error_message()),
+                "Redis XADD (xadd_bulk_count, entry " + std::to_string(slot->first_error) + " of " +
+                    std::to_string(slot->expected) + ")",
+                RequestState::sent);
+  }
+  co_return slot->added;
+}
+
 asio::awaitable<Reply> await_single(SlotHandle handle) {
   Slot* slot = handle.slot();
   if (!slot->completed) co_await handle.core()->wait(slot);
@@ -1502,8 +1568,8 @@ asio::awaitable<void> RedisClient::close() {
 }
 
 detail::Submission RedisClient::begin_submit(const CommandOptions& options, std::size_t replies,
-                                             bool multi) {
-  return core_->begin_submit(options, replies, multi);
+                                             bool multi, bool count_only) {
+  return core_->begin_submit(options, replies, multi, count_only);
 }
 
 detail::SlotHandle RedisClient::commit(const detail::Submission& submission) noexcept {
@@ -1520,7 +1586,7 @@ asio::awaitable<std::vector<Reply>> RedisClient::pipeline(const Request& request
     return detail::failed_replies(std::make_exception_ptr(
         Error(make_error_code(errc::invalid_argument), "Redis pipeline: empty request")));
   }
-  detail::Submission s = core_->begin_submit(options, request.size(), true);
+  detail::Submission s = core_->begin_submit(options, request.size(), true, false);
   if (s.error) return detail::failed_replies(std::move(s.error));
   s.buffer->append(request.encoded());
   return detail::await_multi(core_->commit(s));

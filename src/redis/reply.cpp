@@ -239,6 +239,19 @@ bool canonical_integer(std::string_view text, std::int64_t& value) noexcept {
   return ec == std::errc() && ptr == text.data() + text.size();
 }
 
+/// The common case of `canonical_integer`, without from_chars: 1 to 18 digits, no leading
+/// zero (cannot overflow). False for anything else, which `canonical_integer` then decides.
+bool short_positive_integer(std::string_view text, std::int64_t& value) noexcept {
+  if (text.empty() || text.size() > 18 || text[0] < '1' || text[0] > '9') return false;
+  std::int64_t v = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  value = v;
+  return true;
+}
+
 }  // namespace
 
 std::uint32_t ReplyBuilder::add_node(const redisReadTask* task, ReplyNode node) {
@@ -363,18 +376,16 @@ bool ReplyBuilder::parse_scalar(Reply& out) {
   }
   const std::string_view line(chunk_ + 1, static_cast<std::size_t>(end - chunk_ - 1));
   std::size_t consumed = line.size() + 3;
-  Reply& reply = current_;
-  reply.nodes_.clear();
-  reply.children_.clear();
-  reply.data_.clear();
+  // Built straight in `out` (no swap with `current_`, which only hiredis's path uses): `out`
+  // is only changed once the reply is known to be complete and valid.
   ReplyNode node;
   if (kind == ':' || kind == '$') {
     std::int64_t value = 0;
     // Only what hiredis's reader (string2ll) accepts, with the same meaning: the same bytes
     // must give the same reply however they are split into reads (found by fuzz/fuzz_resp:
     // from_chars also takes "-0", "007" and "$-2", which hiredis refuses).
-    if (!canonical_integer(line, value) || (kind == '$' && value < -1)) {
-      reply.nodes_.emplace_back();
+    const bool integer = short_positive_integer(line, value) || canonical_integer(line, value);
+    if (!integer || (kind == '$' && value < -1)) {
       return false;  // let hiredis report the protocol error
     }
     if (kind == ':') {
@@ -385,28 +396,34 @@ bool ReplyBuilder::parse_scalar(Reply& out) {
     } else {
       const auto length = static_cast<std::size_t>(value);
       if (chunk_size_ - consumed < length + 2) {
-        reply.nodes_.emplace_back();
         return false;  // the bulk continues in later reads: hiredis buffers it
       }
       node.type = ReplyType::string;
       node.length = static_cast<std::uint32_t>(length);
-      reply.data_.assign(chunk_ + consumed, length);
+      out.data_.clear();
+      out.data_.append(chunk_ + consumed, length);
       consumed += length + 2;
     }
   } else {
     node.type = kind == '+' ? ReplyType::status : ReplyType::error;
     node.length = static_cast<std::uint32_t>(line.size());
-    reply.data_.assign(line);
+    out.data_.clear();
+    out.data_.append(line);
   }
-  reply.nodes_.push_back(node);
+  if (node.type == ReplyType::integer || node.type == ReplyType::nil) out.data_.clear();
+  out.children_.clear();
+  out.nodes_.resize(1);  // a reply always has its root (no allocation: inline capacity 1)
+  out.nodes_[0] = node;
   chunk_ += consumed;
   chunk_size_ -= consumed;
-  swap(out, current_);
   return true;
 }
 
 bool ReplyBuilder::next(Reply& out) {
   if (parse_scalar(out)) return true;
+  // Nothing new and nothing buffered by hiredis (the reader's usual last call per read):
+  // no reply, without a trip through hiredis.
+  if (chunk_size_ == 0 && reader_->pos == reader_->len) return false;
   keep_rest();
   void* root = nullptr;
   current_builder = this;

@@ -245,6 +245,9 @@ struct Submission {
   Slot* slot = nullptr;
   std::size_t start = 0;
   std::exception_ptr error;  ///< set when the request was refused (nothing to encode).
+  /// The command's name when the caller knows it (a string literal: it must outlive the
+  /// request), so that `commit` need not read it back from the encoded bytes.
+  const char* command_name = nullptr;
 };
 
 boost::asio::awaitable<Reply> failed_reply(std::exception_ptr error);
@@ -254,6 +257,8 @@ boost::asio::awaitable<std::vector<Reply>> await_multi(SlotHandle handle);
 boost::asio::awaitable<std::optional<std::string>> await_optional_string(SlotHandle handle);
 boost::asio::awaitable<std::vector<std::string>> await_ids(SlotHandle handle);
 boost::asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr error);
+boost::asio::awaitable<std::size_t> await_count(SlotHandle handle);
+boost::asio::awaitable<std::size_t> await_count_failed(std::exception_ptr error);
 
 template <class T>
 concept FieldPair = requires(const T& pair) {
@@ -266,6 +271,37 @@ concept StreamFields =
 
 std::size_t trim_argument_count(const TrimOptions& trim) noexcept;
 void append_trim(CommandWriter& writer, const TrimOptions& trim);
+
+/// The encoded arguments every XADD of a batch shares (`XADD stream [NOMKSTREAM] [trim] *`,
+/// without the `*N` header); `arguments` is set to their number.
+std::string xadd_prefix(std::string_view stream, const XAddOptions& options,
+                        std::size_t& arguments);
+
+/// Appends one XADD per entry to `out`. What the entries share is encoded once per batch:
+/// the header and arguments up to `*` are copied as one block while the number of fields
+/// stays the same.
+template <class Entries>
+void encode_xadd_bulk(std::string& out, std::string_view stream, const Entries& entries,
+                      const XAddOptions& options) {
+  std::size_t fixed = 0;
+  const std::string prefix = xadd_prefix(stream, options, fixed);
+  std::string head;  // "*N\r\n" + prefix for entries of `head_fields` fields
+  std::size_t head_fields = 0;
+  for (const auto& entry : entries) {
+    const auto fields = static_cast<std::size_t>(std::ranges::distance(entry));
+    if (head.empty() || fields != head_fields) {
+      head.clear();
+      append_header(head, '*', fixed + 2 * fields);
+      head.append(prefix);
+      head_fields = fields;
+    }
+    out.append(head);
+    for (const auto& field : entry) {
+      append_bulk(out, std::string_view(field.first));
+      append_bulk(out, std::string_view(field.second));
+    }
+  }
+}
 }  // namespace detail
 
 using FieldView = std::pair<std::string_view, std::string_view>;
@@ -380,25 +416,44 @@ class RedisClient {
     if (n == 0) return detail::await_ids(detail::SlotHandle{});
     detail::Submission s = begin_submit(options.command, n, true);
     if (s.error) return detail::await_ids_failed(std::move(s.error));
-    const std::size_t fixed =
-        3 + (options.no_mkstream ? 1 : 0) + detail::trim_argument_count(options.trim);
+    s.command_name = "XADD";
     try {
-      for (const auto& entry : entries) {
-        const auto fields = static_cast<std::size_t>(std::ranges::distance(entry));
-        CommandWriter writer(*s.buffer, fixed + 2 * fields);
-        writer.arg(std::string_view("XADD")).arg(stream);
-        if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
-        detail::append_trim(writer, options.trim);
-        writer.arg(std::string_view("*"));
-        for (const auto& field : entry) {
-          writer.arg(std::string_view(field.first)).arg(std::string_view(field.second));
-        }
-      }
+      detail::encode_xadd_bulk(*s.buffer, stream, entries, options);
     } catch (...) {
       abort_submit(s);  // no half-encoded command may stay in the send buffer
       return detail::await_ids_failed(std::current_exception());
     }
     return detail::await_ids(commit(s));
+  }
+  /// `xadd_bulk` for callers that do not need the IDs: the same commands, but the replies are
+  /// only counted, not kept (much less work per entry). Returns the number of entries added
+  /// (under NOMKSTREAM, those not added because the stream is missing are not counted). If
+  /// any XADD fails, throws the first error after all replies were read.
+  template <class Entries>
+  requires std::ranges::forward_range<const Entries> &&
+      detail::StreamFields<std::ranges::range_value_t<const Entries>>
+          boost::asio::awaitable<std::size_t> xadd_bulk_count(std::string_view stream,
+                                                              const Entries& entries) {
+    return xadd_bulk_count(stream, entries, XAddOptions{});
+  }
+  template <class Entries>
+  requires std::ranges::forward_range<const Entries> &&
+      detail::StreamFields<std::ranges::range_value_t<const Entries>>
+          boost::asio::awaitable<std::size_t> xadd_bulk_count(std::string_view stream,
+                                                              const Entries& entries,
+                                                              const XAddOptions& options) {
+    const auto n = static_cast<std::size_t>(std::ranges::distance(entries));
+    if (n == 0) return detail::await_count(detail::SlotHandle{});
+    detail::Submission s = begin_submit(options.command, n, true, true);
+    if (s.error) return detail::await_count_failed(std::move(s.error));
+    s.command_name = "XADD";
+    try {
+      detail::encode_xadd_bulk(*s.buffer, stream, entries, options);
+    } catch (...) {
+      abort_submit(s);  // no half-encoded command may stay in the send buffer
+      return detail::await_count_failed(std::current_exception());
+    }
+    return detail::await_count(commit(s));
   }
   boost::asio::awaitable<std::vector<StreamEntry>> xrange(std::string_view stream,
                                                           std::string_view start = "-",
@@ -451,8 +506,10 @@ class RedisClient {
   boost::asio::any_io_executor get_executor() const noexcept;
 
  private:
+  /// `multi`: the replies go to a vector (pipelines); `count_only` (with `multi`): they are
+  /// only counted, the first error reply kept (`xadd_bulk_count`).
   detail::Submission begin_submit(const CommandOptions& options, std::size_t replies,
-                                  bool multi = false);
+                                  bool multi = false, bool count_only = false);
   detail::SlotHandle commit(const detail::Submission& submission) noexcept;
   /// Takes back a submission whose encoding failed: its bytes, slot and breaker permit.
   void abort_submit(const detail::Submission& submission) noexcept;

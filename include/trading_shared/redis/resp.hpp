@@ -56,7 +56,9 @@ inline void append_decimal(std::string& out, std::uint64_t value) {
   char digits[24];
   auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
   (void)ec;
-  out.append(digits, end);
+  // append(pointer, size), not append(first, last): the iterator overload goes through the
+  // general replace() path.
+  out.append(digits, static_cast<std::size_t>(end - digits));
 }
 
 /// Writes `kind`, the decimal `n` and CRLF at `p`; returns the end. `p` has room for 24.
@@ -74,12 +76,25 @@ inline char* write_header(char* p, char kind, std::size_t n) noexcept {
 
 inline void append_header(std::string& out, char kind, std::size_t n) {
   char header[24];
-  out.append(header, write_header(header, kind, n));
+  out.append(header, static_cast<std::size_t>(write_header(header, kind, n) - header));
 }
 
 /// One bulk string: "$<len>\r\n<bytes>\r\n", with one size change of `out` (the encoder's
-/// hot path: 5 of these per XADD of one field).
+/// hot path: every argument of every command, 2 per field of an `xadd_bulk` entry).
 inline void append_bulk(std::string& out, std::string_view bytes) {
+  constexpr std::size_t kShort = 40;
+  if (bytes.size() <= kShort) {
+    // Short arguments (command names, keys, IDs, field names): assembled on the stack and
+    // appended in one go, without resize()'s zero fill of the new bytes.
+    char small[24 + kShort + 2];
+    char* p = write_header(small, '$', bytes.size());
+    if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+    p += bytes.size();
+    p[0] = '\r';
+    p[1] = '\n';
+    out.append(small, static_cast<std::size_t>(p + 2 - small));
+    return;
+  }
   char header[24];
   const char* header_end = write_header(header, '$', bytes.size());
   const auto header_size = static_cast<std::size_t>(header_end - header);
