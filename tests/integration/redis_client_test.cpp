@@ -350,6 +350,67 @@ TEST_F(RedisClientTest, XaddBulkOfTenThousandVerifiedWithXrange) {
   });
 }
 
+TEST_F(RedisClientTest, XaddBulkCountAddsWhatXaddBulkWouldAndCountsIt) {
+  with_client([](RedisClient& c) -> asio::awaitable<void> {
+    const auto s = key("count");
+    std::vector<std::string> seqs;
+    for (int i = 0; i < 5000; ++i) seqs.push_back(std::to_string(i));
+    std::vector<std::array<FieldView, 2>> entries;
+    for (const auto& seq : seqs) {
+      entries.push_back({FieldView{"seq", seq}, FieldView{"payload", std::string_view("p\0q", 3)}});
+    }
+    ts::redis::XAddOptions options;
+    options.command.timeout = 10s;
+    EXPECT_EQ(co_await c.xadd_bulk_count(s, entries, options), 5000u);
+    const auto read = co_await c.xrange(s, "-", "+", {}, ts::redis::CommandOptions{10s});
+    EXPECT_EQ(read.size(), 5000u);
+    for (std::size_t i = 0; i < read.size(); ++i) {
+      if (*read[i].field("seq") != seqs[i] ||
+          *read[i].field("payload") != std::string_view("p\0q", 3)) {
+        ADD_FAILURE() << "entry " << i << " differs";
+        break;
+      }
+    }
+    // Entries of different field counts in one batch (the encoder's shared head changes).
+    const std::vector<std::vector<FieldView>> mixed{
+        {FieldView{"a", "1"}}, {FieldView{"a", "2"}, FieldView{"b", "3"}}, {FieldView{"a", "4"}}};
+    EXPECT_EQ(co_await c.xadd_bulk_count(s, mixed), 3u);
+    const auto tail = co_await c.xrange(s, "-", "+", {}, ts::redis::CommandOptions{10s});
+    EXPECT_EQ(tail.size(), 5003u);
+    if (tail.size() == 5003u) {
+      EXPECT_EQ(tail[5001].fields.size(), 2u);
+      EXPECT_EQ(*tail[5001].field("b"), "3");
+      EXPECT_EQ(*tail[5002].field("a"), "4");
+    }
+    // Trimming: MAXLEN = 10 exactly.
+    ts::redis::XAddOptions trim;
+    trim.trim = ts::redis::TrimOptions::max_length(10, false);
+    EXPECT_EQ(co_await c.xadd_bulk_count(
+                  s, std::vector<std::array<FieldView, 1>>(4, {FieldView{"a", "b"}}), trim),
+              4u);
+    EXPECT_EQ(co_await c.xlen(s), 10);
+    // NOMKSTREAM on a missing stream: nil replies, counted as not added.
+    ts::redis::XAddOptions nomk;
+    nomk.no_mkstream = true;
+    EXPECT_EQ(
+        co_await c.xadd_bulk_count(
+            key("missing"), std::vector<std::array<FieldView, 1>>(3, {FieldView{"a", "b"}}), nomk),
+        0u);
+    EXPECT_EQ(co_await c.xlen(key("missing")), 0);
+    // A failing XADD (WRONGTYPE) fails the call after all replies were read; in sync after.
+    (void)co_await c.set(key("str2"), "x");
+    try {
+      (void)co_await c.xadd_bulk_count(key("str2"), entries);
+      ADD_FAILURE() << "WRONGTYPE expected";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.server()->code, "WRONGTYPE");
+    }
+    EXPECT_EQ(co_await c.get(key("str2")), std::optional<std::string>("x"));
+    // Empty batch: no round trip, 0.
+    EXPECT_EQ(co_await c.xadd_bulk_count(s, std::vector<std::array<FieldView, 1>>{}), 0u);
+  });
+}
+
 TEST_F(RedisClientTest, ConcurrentCallersArePipelinedAndGetTheirOwnReplies) {
   with_client([](RedisClient& c) -> asio::awaitable<void> {
     const auto executor = co_await asio::this_coro::executor;
