@@ -122,6 +122,51 @@ void ParamBuffer::append_raw(Oid type, int format, const char* bytes, std::size_
   values_stale_ = true;
 }
 
+std::size_t ParamBuffer::begin_array(Oid element_type, std::size_t count) {
+  if (count > static_cast<std::size_t>(INT_MAX)) {
+    throw Error(errc::invalid_argument, "pg parameter $" + std::to_string(offsets_.size() + 1) +
+                                            ": array of " + std::to_string(count) +
+                                            " elements is too long");
+  }
+  const std::size_t start = data_.size();
+  // ndim, has-null flag, element type; then (one dimension) its length and lower bound. An
+  // empty array has no dimension.
+  std::array<char, 20> header{};
+  detail::store_be(static_cast<std::uint32_t>(count == 0 ? 0 : 1), header.data());
+  detail::store_be(std::uint32_t{0}, header.data() + 4);
+  detail::store_be(static_cast<std::uint32_t>(element_type), header.data() + 8);
+  detail::store_be(static_cast<std::uint32_t>(count), header.data() + 12);
+  detail::store_be(std::uint32_t{1}, header.data() + 16);
+  data_.insert(data_.end(), header.data(), header.data() + (count == 0 ? 12 : 20));
+  return start;
+}
+
+void ParamBuffer::append_array_element(const char* bytes, std::size_t size) {
+  if (size > static_cast<std::size_t>(INT_MAX)) {
+    throw Error(errc::invalid_argument, "pg parameter $" + std::to_string(offsets_.size() + 1) +
+                                            ": array element over 2 GiB");
+  }
+  std::array<char, 4> length{};
+  detail::store_be(static_cast<std::uint32_t>(size), length.data());
+  data_.insert(data_.end(), length.begin(), length.end());
+  data_.insert(data_.end(), bytes, bytes + size);
+}
+
+void ParamBuffer::end_array(Oid array_type, std::size_t start) {
+  const std::size_t size = data_.size() - start;
+  if (size > static_cast<std::size_t>(INT_MAX)) {
+    data_.resize(start);
+    throw Error(errc::invalid_argument, "pg parameter $" + std::to_string(offsets_.size() + 1) +
+                                            ": array of " + std::to_string(size) +
+                                            " bytes exceeds libpq's 2 GiB limit");
+  }
+  offsets_.push_back(start);
+  types_.push_back(array_type);
+  lengths_.push_back(static_cast<int>(size));
+  formats_.push_back(1);
+  values_stale_ = true;
+}
+
 void ParamBuffer::append_null(Oid type, int format) {
   offsets_.push_back(kNullOffset);
   types_.push_back(type);

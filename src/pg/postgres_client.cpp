@@ -80,6 +80,31 @@ bool starts_with_word(std::string_view sql, std::string_view word) {
            sql[word.size()] == '_');
 }
 
+/// A cheap first look (no strlen, no comment parsing): false when `sql` cannot start with
+/// SET, LISTEN or PREPARE (e.g. SELECT, INSERT), so that the common statement skips the full
+/// check below. A leading comment gets the full check.
+bool may_hold_session_state(const char* sql) noexcept {
+  const char* p = sql;
+  while (*p == ' ' || (*p >= '\t' && *p <= '\r')) ++p;
+  const auto lower = [](char c) { return static_cast<char>(c | 0x20); };
+  switch (*p) {
+    case '-':
+    case '/':
+      return true;
+    case 'S':
+    case 's':
+      return lower(p[1]) == 'e' && lower(p[2]) == 't';
+    case 'L':
+    case 'l':
+      return lower(p[1]) == 'i';
+    case 'P':
+    case 'p':
+      return lower(p[1]) == 'r';
+    default:
+      return false;
+  }
+}
+
 std::string_view after_word(std::string_view sql, std::string_view word) {
   sql = skip_space_and_comments(sql);
   return sql.substr(std::min(sql.size(), word.size()));
@@ -107,6 +132,12 @@ PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
       description_(detail::describe_dsn(config_.dsn)) {
   if (config_.max_size == 0) {
     throw Error(make_error_code(errc::invalid_argument), "PostgresConfig.max_size must be > 0",
+                RequestState::not_sent);
+  }
+  if (config_.statement_cache_size > 0 && config_.pgbouncer_transaction_mode) {
+    throw Error(make_error_code(errc::invalid_argument),
+                "PostgresConfig.statement_cache_size needs pgbouncer_transaction_mode = false "
+                "(named statements are session state)",
                 RequestState::not_sent);
   }
   config_.min_size = std::min(config_.min_size, config_.max_size);
@@ -175,7 +206,7 @@ void PostgresClient::throw_closed_during_body() const {
 }
 
 void PostgresClient::check_session_state(Sql sql) const {
-  if (!config_.pgbouncer_transaction_mode) return;
+  if (!config_.pgbouncer_transaction_mode || !may_hold_session_state(sql.c_str())) return;
   const std::string_view text = sql.c_str();
   // Session state would stay on a server connection that PgBouncer then hands to other
   // clients (F12): only transaction-scoped SET is allowed.
@@ -349,6 +380,7 @@ asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection(
   }
   ++counters_.connects;
   connection->set_cancel_timeout(config_.connect_timeout);
+  connection->set_statement_cache(config_.statement_cache_size);
   Connection* raw = connection.get();
   connection->set_on_broken([this, raw] { on_broken(raw); });
   // An abandoned statement ended or a cancel request completed: waiters may have it now.
@@ -739,7 +771,7 @@ asio::awaitable<Result> PostgresClient::run_single(QueryOptions options, Sql sql
   record(permit, failure);
   dispatch();
   if (failure) std::rethrow_exception(failure);
-  co_return std::move(request.results[0]);
+  co_return std::move(request.result(0));
 }
 
 asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipeline& batch,
@@ -787,12 +819,12 @@ asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipe
   if (mode == PipelineMode::atomic) {
     auto& r = requests[0];
     for (std::size_t i = 0; i < out.size(); ++i) {
-      out[i].result = std::move(r.results[i]);
-      if (r.error && r.results[i].native() == nullptr) out[i].error = r.error;
+      out[i].result = std::move(r.result(i));
+      if (r.error && r.result(i).native() == nullptr) out[i].error = r.error;
     }
   } else {
     for (std::size_t i = 0; i < out.size(); ++i) {
-      out[i].result = std::move(requests[i].results[0]);
+      out[i].result = std::move(requests[i].result(0));
       out[i].error = requests[i].error;
     }
   }
@@ -963,6 +995,40 @@ asio::awaitable<void> PostgresClient::rollback_transaction(Slot* slot) {
   co_await slot->connection->run(request, Clock::now() + config_.close_timeout);
 }
 
+Clock::time_point Transaction::copy_deadline() const {
+  return Clock::now() + timeout_ + client_->config_.network_timeout_margin;
+}
+
+asio::awaitable<void> Transaction::copy_start(std::string sql) {
+  co_await connection_->copy_start(sql.c_str(), copy_deadline());
+}
+
+asio::awaitable<void> Transaction::copy_chunk(const CopyBuffer& buffer) {
+  co_await connection_->copy_send(buffer.data(), copy_deadline());
+}
+
+asio::awaitable<std::int64_t> Transaction::copy_end() {
+  co_return co_await connection_->copy_end(copy_deadline());
+}
+
+void Transaction::copy_failed(const std::exception_ptr& failure) noexcept {
+  if (!connection_->open()) return;
+  // A server error at the end of the COPY left the connection in pipeline mode (usable, the
+  // transaction aborted); anything else may leave it in COPY state.
+  bool usable = false;
+  try {
+    std::rethrow_exception(failure);
+  } catch (const Error& e) {
+    usable = e.code() == errc::server_error;
+  } catch (...) {  // any other failure (e.g. a row that cannot be encoded): closed below
+  }
+  if (!usable) {
+    core::logger("pg")->warn("{}: COPY inside a transaction failed: closing the connection",
+                             connection_->description());
+    connection_->close(make_error_code(errc::connection_lost));
+  }
+}
+
 asio::awaitable<Result> Transaction::run(Sql sql, ParamBuffer params) {
   client_->check_session_state(sql);
   detail::Statement statement{sql.c_str(), &params};
@@ -981,7 +1047,7 @@ asio::awaitable<Result> Transaction::run(Sql sql, ParamBuffer params) {
     }
     throw;
   }
-  co_return std::move(request.results[0]);
+  co_return std::move(request.result(0));
 }
 
 }  // namespace trading_shared::pg

@@ -17,8 +17,10 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace ts = trading_shared;
@@ -404,6 +406,227 @@ TEST_P(PostgresClientTest, CopyInManyRowsWithEveryType) {
       EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42P01");
     }
     EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 5"), 5);
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, CopyIntoStagingTableInsideTransaction) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    const std::string table = "stage_target_" + route_name(GetParam());
+    co_await client.execute(ts::pg::Sql(("DROP TABLE IF EXISTS " + table).c_str()));
+    const std::string create = "CREATE TABLE " + table + " (id int8 primary key, name text)";
+    co_await client.execute(create);
+    const std::string seed = "INSERT INTO " + table + " VALUES (1, 'old')";
+    co_await client.execute(seed);
+    const std::string merge =
+        "INSERT INTO " + table + " SELECT * FROM stage ON CONFLICT DO NOTHING";
+    std::vector<std::tuple<std::int64_t, std::string>> rows;
+    for (std::int64_t i = 0; i < 1000; ++i) rows.emplace_back(i, "n" + std::to_string(i));
+    const std::vector<std::string_view> columns = {"id", "name"};
+    const auto inserted =
+        co_await client.transaction([&](ts::pg::Transaction& tx) -> asio::awaitable<std::int64_t> {
+          co_await tx.execute("CREATE TEMP TABLE stage (id int8, name text) ON COMMIT DROP");
+          const std::int64_t copied = co_await tx.copy_in("stage", columns, rows);
+          EXPECT_EQ(copied, 1000);
+          co_return co_await tx.execute(merge);
+        });
+    EXPECT_EQ(inserted, 999);  // id 1 was there
+    const std::string count = "SELECT count(*) FROM " + table;
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(count), 1000);
+    // A COPY the server refuses (no such table) fails the transaction with its error; the
+    // client goes on.
+    try {
+      co_await client.transaction([&](ts::pg::Transaction& tx) -> asio::awaitable<void> {
+        co_await tx.copy_in("no_such_stage", columns, rows);
+      });
+      ADD_FAILURE() << "expected 42P01";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42P01");
+    }
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(count), 1000);
+    EXPECT_EQ(client.stats().exclusive, 0u);
+    co_await client.close();
+  });
+}
+
+TEST_P(PostgresClientTest, ArrayParametersRoundTrip) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), config());
+    co_await client.start();
+    const std::vector<std::int64_t> ids = {1, -2, 3000000000};
+    auto row = co_await client.query_one(
+        "SELECT cardinality($1), ($1)[2], ($1)[3], pg_typeof($1)::text", ids);
+    EXPECT_TRUE(row.has_value());
+    if (row) {
+      EXPECT_EQ(row->get<std::int32_t>(0), 3);
+      EXPECT_EQ(row->get<std::int64_t>(1), -2);
+      EXPECT_EQ(row->get<std::int64_t>(2), 3000000000);
+      EXPECT_EQ(row->get<std::string>(3), "bigint[]");
+    }
+    const std::vector<std::string> texts = {"a", "b\"c,{}", ""};
+    EXPECT_EQ(co_await client.query_value<std::string>("SELECT ($1::text[])[2]", texts), "b\"c,{}");
+    EXPECT_EQ(co_await client.query_value<std::string>("SELECT ($1::text[])[3]", texts), "");
+    const std::vector<std::string_view> views = {"x", "y"};
+    EXPECT_EQ(co_await client.query_value<std::string>("SELECT array_to_string($1, '+')", views),
+              "x+y");
+    const std::vector<double> doubles = {1.5, -0.25};
+    EXPECT_EQ(co_await client.query_value<double>("SELECT ($1::float8[])[2]", doubles), -0.25);
+    const std::vector<std::int32_t> ints = {7, 8};
+    const std::vector<std::int16_t> shorts = {9};
+    const std::vector<bool> bools = {true, false};
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(
+                  "SELECT ($1::int4[])[2] + ($2::int2[])[1] + (CASE WHEN ($3::bool[])[1] AND NOT "
+                  "($3::bool[])[2] THEN 100 ELSE 0 END)",
+                  ints, shorts, bools),
+              117);
+    const auto t = std::chrono::sys_seconds{std::chrono::seconds(1704067200)} +
+                   std::chrono::microseconds(123456);
+    const std::vector<std::chrono::system_clock::time_point> times = {
+        std::chrono::time_point_cast<std::chrono::system_clock::duration>(t)};
+    EXPECT_EQ(co_await client.query_value<std::string>(
+                  "SELECT to_char(($1::timestamptz[])[1] AT TIME ZONE 'UTC', "
+                  "'YYYY-MM-DD HH24:MI:SS.US')",
+                  times),
+              "2024-01-01 00:00:00.123456");
+    const std::vector<std::int64_t> none;
+    EXPECT_EQ(
+        co_await client.query_value<std::int64_t>("SELECT coalesce(cardinality($1), -1)", none), 0);
+    const std::span<const std::int64_t> span(ids.data(), 2);
+    EXPECT_EQ(co_await client.query_value<std::int64_t>("SELECT sum(x) FROM unnest($1) AS x", span),
+              -1);
+    co_await client.close();
+  });
+}
+
+// ---- statement cache (PostgresConfig::statement_cache_size; direct connections only) -------
+
+ts::pg::PostgresConfig cache_config(std::size_t cache_size) {
+  auto& servers = ts::testing::Servers::instance();
+  servers.create_database("pg_client_test");
+  ts::pg::PostgresConfig c;
+  c.dsn = servers.postgres_dsn("pg_client_test");
+  c.application_name = "pg_cache_test";
+  c.statement_timeout = 10s;
+  c.startup_timeout = 10s;
+  c.min_size = 1;
+  c.max_size = 1;  // one session: pg_prepared_statements shows the cache
+  c.pgbouncer_transaction_mode = false;
+  c.statement_cache_size = cache_size;
+  return c;
+}
+
+std::string server_code(const ts::Error& e) {
+  return e.server().value_or(ts::ServerError{}).code;
+}
+
+TEST(PostgresStatementCache, StatementsArePreparedOnceAndErrorsStayTheirs) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), cache_config(8));
+    co_await client.start();
+    for (std::int64_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(co_await client.query_value<std::int64_t>("SELECT $1::int8 + 1", i), i + 1);
+    }
+    // Same text, other parameter types: another statement.
+    EXPECT_EQ(co_await client.query_value<std::string>("SELECT $1::text", std::string("x")), "x");
+    EXPECT_EQ(co_await client.query_value<std::string>("SELECT $1::text", std::int32_t{7}), "7");
+    // The two SELECT $1::text, the int8 one and this one (prepared before it runs).
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(
+                  "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'ts\\_%'"),
+              4);
+    // A statement that does not parse fails with its own error, every time, and the
+    // connection stays usable.
+    for (int i = 0; i < 2; ++i) {
+      try {
+        co_await client.query("SELEC 1");
+        ADD_FAILURE() << "expected a syntax error";
+      } catch (const ts::Error& e) {
+        EXPECT_EQ(server_code(e), "42601");
+      }
+    }
+    EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 7"), 7);
+    // An atomic pipeline whose first statement fails: the Parse of the next one is skipped,
+    // and the statement is prepared on its next use.
+    ts::pg::Pipeline atomic;
+    atomic.add("SELECT 1/0").add("SELECT $1::int4 * 3", 5);
+    auto results = co_await client.pipeline(atomic, ts::pg::PipelineMode::atomic);
+    EXPECT_FALSE(results[0].ok());
+    EXPECT_FALSE(results[1].ok());
+    EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT $1::int4 * 3", 5), 15);
+    EXPECT_EQ(client.stats().discarded, 0u);
+    co_await client.close();
+  });
+}
+
+TEST(PostgresStatementCache, RefusedWithPgBouncerTransactionMode) {
+  auto config = cache_config(8);
+  config.pgbouncer_transaction_mode = true;
+  asio::io_context io;
+  EXPECT_THROW(PostgresClient(io.get_executor(), config), ts::Error);
+}
+
+TEST(PostgresStatementCache, FullCacheAndConcurrentCallers) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), cache_config(4));
+    co_await client.start();
+    // More statements than the cache holds: the others run unnamed.
+    std::vector<std::string> texts;
+    for (int k = 0; k < 10; ++k) texts.push_back("SELECT $1::int8 + " + std::to_string(k));
+    for (int round = 0; round < 2; ++round) {
+      for (int k = 0; k < 10; ++k) {
+        EXPECT_EQ(co_await client.query_value<std::int64_t>(texts[k], std::int64_t{100}), 100 + k);
+      }
+    }
+    // Many callers pipelined while the first Parse of their statement is in flight.
+    int done = 0, wrong = 0;
+    asio::steady_timer all_done(io, std::chrono::steady_clock::time_point::max());
+    constexpr int kCallers = 50, kPerCaller = 20;
+    for (int c = 0; c < kCallers; ++c) {
+      asio::co_spawn(
+          io,
+          [&, c]() -> asio::awaitable<void> {
+            for (int i = 0; i < kPerCaller; ++i) {
+              const std::int64_t v = c * 1000 + i;
+              if (co_await client.query_value<std::int64_t>("SELECT $1::int8 - 0", v) != v) {
+                ++wrong;
+              }
+            }
+          },
+          [&](std::exception_ptr e) {
+            if (e) ++wrong;
+            if (++done == kCallers) all_done.cancel();
+          });
+    }
+    boost::system::error_code ec;
+    co_await all_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    EXPECT_EQ(wrong, 0);
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(
+                  "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'ts\\_%'"),
+              4);
+    co_await client.close();
+  });
+}
+
+TEST(PostgresStatementCache, ResultTypeChangeFailsOnceThenPreparesAnew) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), cache_config(8));
+    co_await client.start();
+    co_await client.execute("DROP TABLE IF EXISTS cache_alter");
+    co_await client.execute("CREATE TABLE cache_alter (a int4)");
+    co_await client.execute("INSERT INTO cache_alter VALUES ($1)", std::int32_t{1});
+    const char* select = "SELECT * FROM cache_alter WHERE a = $1";
+    EXPECT_EQ((co_await client.query(select, std::int32_t{1})).columns(), 1u);
+    co_await client.execute("ALTER TABLE cache_alter ADD COLUMN b int4");
+    try {
+      co_await client.query(select, std::int32_t{1});
+      ADD_FAILURE() << "expected 0A000 (cached plan must not change result type)";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(server_code(e), "0A000");
+    }
+    EXPECT_EQ((co_await client.query(select, std::int32_t{1})).columns(), 2u);
+    EXPECT_EQ(client.stats().discarded, 0u);
+    co_await client.execute("DROP TABLE cache_alter");
     co_await client.close();
   });
 }

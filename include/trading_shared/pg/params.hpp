@@ -16,6 +16,7 @@
 /// | `std::chrono::sys_time<any duration>`      | timestamptz (1184)    | binary |
 /// | `std::optional<T>` (empty: NULL)           | as `T`                | as `T` |
 /// | `std::nullopt`, `nullptr`                  | unspecified (0), NULL | -      |
+/// | `std::vector<T>`, `std::span<T>` of the above (not optional; strings: text[]) | T[] | binary |
 ///
 /// Strings go as text with an unspecified type so that the server infers it from the
 /// context: the same `std::string` can fill a text, varchar, jsonb, numeric or enum column,
@@ -27,6 +28,7 @@
 
 #include <trading_shared/pg/types.hpp>
 
+#include <bit>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -47,10 +49,77 @@ concept TextLike = std::same_as<T, std::string> || std::same_as<T, std::string_v
     std::same_as<T, const char*> || std::same_as<T, char*> ||
     (std::is_array_v<T>&& std::same_as<std::remove_cv_t<std::remove_extent_t<T>>, char>);
 
+/// `std::vector<T>` and `std::span<T>` (not of std::byte: that is bytea) are arrays.
+template <class T>
+struct IsArrayParam : std::false_type {};
+template <class T, class A>
+struct IsArrayParam<std::vector<T, A>> : std::bool_constant<!std::same_as<T, std::byte>> {
+  using element = T;
+};
+template <class T, std::size_t E>
+struct IsArrayParam<std::span<T, E>>
+    : std::bool_constant<!std::same_as<std::remove_cv_t<T>, std::byte>> {
+  using element = std::remove_cv_t<T>;
+};
+
+/// The OID of the one-dimensional array of `element` (0: no array type here).
+constexpr Oid array_type_oid(Oid element) noexcept {
+  switch (element) {
+    case oid::kBool:
+      return 1000;
+    case oid::kInt2:
+      return 1005;
+    case oid::kInt4:
+      return 1007;
+    case oid::kText:
+      return 1009;
+    case oid::kInt8:
+      return 1016;
+    case oid::kFloat4:
+      return 1021;
+    case oid::kFloat8:
+      return 1022;
+    case oid::kTimestamptz:
+      return 1185;
+    default:
+      return 0;
+  }
+}
+
 [[noreturn]] void throw_uint64_out_of_range(std::uint64_t value);
 [[noreturn]] void throw_timestamp_out_of_range();
 
 }  // namespace detail
+
+/// The element type of an array parameter of `T` (strings are text: a binary array needs a
+/// type); 0 for types that cannot be array elements (e.g. std::optional: no NULL elements).
+template <class T>
+constexpr Oid array_element_oid() noexcept {
+  using V = std::remove_cvref_t<T>;
+  if constexpr (std::same_as<V, bool>) {
+    return oid::kBool;
+  } else if constexpr (std::integral<V> && !detail::CharacterType<V> && sizeof(V) <= 8) {
+    if constexpr (std::is_signed_v<V>) {
+      return sizeof(V) <= 2 ? oid::kInt2 : sizeof(V) == 4 ? oid::kInt4 : oid::kInt8;
+    } else {
+      return sizeof(V) == 1 ? oid::kInt2 : sizeof(V) == 2 ? oid::kInt4 : oid::kInt8;
+    }
+  } else if constexpr (std::same_as<V, float>) {
+    return oid::kFloat4;
+  } else if constexpr (std::same_as<V, double>) {
+    return oid::kFloat8;
+  } else if constexpr (std::same_as<V, std::string> || std::same_as<V, std::string_view>) {
+    return oid::kText;
+  } else if constexpr (detail::IsSysTime<V>::value) {
+    return oid::kTimestamptz;
+  } else {
+    static_assert(detail::kDependentFalse<V>,
+                  "trading_shared::pg: unsupported array element type. Supported: bool, "
+                  "integers (not char), float, double, std::string, std::string_view, "
+                  "std::chrono::system_clock time points (no NULL elements)");
+    return oid::kUnspecified;
+  }
+}
 
 /// The type OID a parameter of C++ type `T` is sent with (0: the server infers it).
 /// Also the OID of a NULL `std::optional<T>`, so a NULL is as well typed as a value.
@@ -90,13 +159,16 @@ constexpr Oid param_type_oid() noexcept {
     return oid::kNumeric;
   } else if constexpr (detail::IsSysTime<V>::value) {
     return oid::kTimestamptz;
+  } else if constexpr (detail::IsArrayParam<V>::value) {
+    return detail::array_type_oid(array_element_oid<typename detail::IsArrayParam<V>::element>());
   } else {
     static_assert(detail::kDependentFalse<V>,
                   "trading_shared::pg: unsupported parameter type. Supported: bool, integers "
                   "(not char), float, double, std::string, std::string_view, const char*, "
                   "pg::Bytea, std::vector<std::byte>, pg::Numeric, "
                   "std::chrono::system_clock time points, std::optional<T>, std::nullopt, "
-                  "nullptr");
+                  "nullptr, std::vector<T> / std::span<T> of bool, integers, float, double, "
+                  "strings or time points");
     return oid::kUnspecified;
   }
 }
@@ -194,6 +266,13 @@ class ParamBuffer {
   void append_text(std::string_view value, Oid type = oid::kUnspecified);
   void append_bytea(std::span<const std::byte> value);
   void append_timestamptz(std::int64_t postgres_micros);
+  /// A binary one-dimensional array: the header, then each element (length and bytes), then
+  /// the parameter itself. Returns the header's offset in data_.
+  std::size_t begin_array(Oid element_type, std::size_t count);
+  void append_array_element(const char* bytes, std::size_t size);
+  void end_array(Oid array_type, std::size_t start);
+  template <class E>
+  void append_array_value(const E& value);
 
   std::vector<char> data_;            ///< every value's bytes, back to back.
   std::vector<std::size_t> offsets_;  ///< start of each value in data_, kNullOffset for NULL.
@@ -269,6 +348,53 @@ void ParamBuffer::append(const T& value) {
       detail::throw_timestamp_out_of_range();
     }
     append_timestamptz(*micros);
+  } else if constexpr (detail::IsArrayParam<V>::value) {
+    using E = typename detail::IsArrayParam<V>::element;
+    const std::size_t start = begin_array(array_element_oid<E>(), std::size(value));
+    for (const auto& element : value) append_array_value<E>(element);
+    end_array(kType, start);
+  }
+}
+
+template <class E>
+void ParamBuffer::append_array_value(const E& value) {
+  constexpr Oid kElement = array_element_oid<E>();
+  char bytes[8];
+  if constexpr (std::same_as<E, bool>) {
+    bytes[0] = value ? '\1' : '\0';
+    append_array_element(bytes, 1);
+  } else if constexpr (std::integral<E>) {
+    if constexpr (kElement == oid::kInt2) {
+      detail::store_be(static_cast<std::uint16_t>(static_cast<std::int16_t>(value)), bytes);
+      append_array_element(bytes, 2);
+    } else if constexpr (kElement == oid::kInt4) {
+      detail::store_be(static_cast<std::uint32_t>(static_cast<std::int32_t>(value)), bytes);
+      append_array_element(bytes, 4);
+    } else {
+      if constexpr (std::is_unsigned_v<E> && sizeof(E) == 8) {
+        if (value > static_cast<E>(std::numeric_limits<std::int64_t>::max())) {
+          detail::throw_uint64_out_of_range(value);
+        }
+      }
+      detail::store_be(static_cast<std::uint64_t>(static_cast<std::int64_t>(value)), bytes);
+      append_array_element(bytes, 8);
+    }
+  } else if constexpr (std::same_as<E, float>) {
+    detail::store_be(std::bit_cast<std::uint32_t>(value), bytes);
+    append_array_element(bytes, 4);
+  } else if constexpr (std::same_as<E, double>) {
+    detail::store_be(std::bit_cast<std::uint64_t>(value), bytes);
+    append_array_element(bytes, 8);
+  } else if constexpr (kElement == oid::kText) {
+    const std::string_view text(value);
+    append_array_element(text.data(), text.size());
+  } else {
+    const std::optional<std::int64_t> micros = to_postgres_timestamp(value);
+    if (!micros) {
+      detail::throw_timestamp_out_of_range();
+    }
+    detail::store_be(static_cast<std::uint64_t>(*micros), bytes);
+    append_array_element(bytes, 8);
   }
 }
 

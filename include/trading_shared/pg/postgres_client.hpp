@@ -36,6 +36,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -206,9 +207,25 @@ class Transaction {
   boost::asio::awaitable<T> query_value(Sql sql, const Args&... args) {
     return detail::first_value_of<T>(run(sql, make_params(args...)));
   }
+  /// COPY ... FROM STDIN (BINARY) inside the transaction, e.g. into a temporary staging table
+  /// (`CREATE TEMP TABLE ... ON COMMIT DROP`) that an `INSERT ... SELECT` then merges. Rows
+  /// as for `PostgresClient::copy_in`. A server error leaves the transaction to roll back as
+  /// usual; any other failure while copying closes the connection (it would be left in COPY
+  /// state), so the server rolls the transaction back. `rows` must outlive the call.
+  template <class Range>
+  boost::asio::awaitable<std::int64_t> copy_in(std::string_view table,
+                                               const std::vector<std::string_view>& columns,
+                                               const Range& rows);
 
  private:
   friend class PostgresClient;
+  template <class Range>
+  boost::asio::awaitable<std::int64_t> copy_rows(std::string sql, const Range& rows);
+  boost::asio::awaitable<void> copy_start(std::string sql);
+  boost::asio::awaitable<void> copy_chunk(const CopyBuffer& buffer);
+  boost::asio::awaitable<std::int64_t> copy_end();
+  void copy_failed(const std::exception_ptr& failure) noexcept;
+  std::chrono::steady_clock::time_point copy_deadline() const;
   Transaction(PostgresClient& client, detail::Connection& connection,
               std::chrono::milliseconds timeout) noexcept
       : client_(&client), connection_(&connection), timeout_(timeout) {}
@@ -459,6 +476,41 @@ class PostgresClient {
 };
 
 // ---- templates -----------------------------------------------------------------------------
+
+template <class Range>
+boost::asio::awaitable<std::int64_t> Transaction::copy_in(
+    std::string_view table, const std::vector<std::string_view>& columns, const Range& rows) {
+  // Not a coroutine: the statement is built before the first suspension (see copy_in above).
+  return copy_rows(PostgresClient::copy_statement(table, columns), rows);
+}
+
+template <class Range>
+boost::asio::awaitable<std::int64_t> Transaction::copy_rows(std::string sql, const Range& rows) {
+  std::exception_ptr failure;
+  std::int64_t copied = 0;
+  try {
+    co_await copy_start(std::move(sql));
+    CopyBuffer buffer;
+    buffer.append_header();
+    for (const auto& row : rows) {
+      buffer.append_row(row);
+      if (buffer.size() >= PostgresClient::kCopyChunkBytes) {
+        co_await copy_chunk(buffer);
+        buffer.clear();
+      }
+    }
+    buffer.append_trailer();
+    co_await copy_chunk(buffer);
+    copied = co_await copy_end();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    copy_failed(failure);
+    std::rethrow_exception(failure);
+  }
+  co_return copied;
+}
 
 template <class F>
 auto PostgresClient::transaction(F fn, TransactionOptions options)

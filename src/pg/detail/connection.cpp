@@ -16,6 +16,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <new>
 #include <utility>
 
@@ -345,7 +347,22 @@ bool Connection::drain_results() noexcept {
     last_was_null_ = false;
     Result result(raw);
     Request* front = inflight_.front();
-    switch (PQresultStatus(raw)) {
+    const ExecStatusType status = PQresultStatus(raw);
+    if (status != PGRES_PIPELINE_SYNC && status != PGRES_NONFATAL_ERROR) {
+      // One result per statement or Parse queued: a Parse's is the cache's, no statement's.
+      const bool prepare_result = !prepare_marks_.empty() &&
+                                  prepare_marks_.front().position == results_read_ &&
+                                  take_prepare_result(status);
+      ++results_read_;
+      if (prepare_result) {
+        if (status == PGRES_FATAL_ERROR && front != nullptr && !front->error) {
+          // The statement's own text failed to parse: its error, as without the cache.
+          front->error = server_error(raw, RequestState::sent);
+        }
+        continue;
+      }
+    }
+    switch (status) {
       case PGRES_PIPELINE_SYNC:
         complete_front();
         break;
@@ -353,6 +370,18 @@ bool Connection::drain_results() noexcept {
         if (front != nullptr) ++front->received;
         break;
       case PGRES_FATAL_ERROR:
+        if (!statements_.empty()) {
+          // DDL changed what a prepared statement returns: the server refuses to run it
+          // (0A000). Prepare every statement anew, under new names, from now on.
+          const char* state = PQresultErrorField(raw, PG_DIAG_SQLSTATE);
+          if (state != nullptr && std::string_view(state) == "0A000") {
+            for (auto& entry : statements_) {
+              if (entry.second.state == Prepared::State::ready) {
+                entry.second.state = Prepared::State::unprepared;
+              }
+            }
+          }
+        }
         if (front != nullptr) {
           if (!front->error) front->error = server_error(raw, RequestState::sent);
           ++front->received;
@@ -363,8 +392,8 @@ bool Connection::drain_results() noexcept {
       case PGRES_EMPTY_QUERY:
       case PGRES_SINGLE_TUPLE:
         if (front != nullptr) {
-          if (front->received < front->results.size()) {
-            front->results[front->received] = std::move(result);
+          if (front->received < front->count) {
+            front->result(front->received) = std::move(result);
           }
           ++front->received;
         }
@@ -519,18 +548,16 @@ void Connection::send(Request& request) {
     throw Error(make_error_code(errc::connection_lost), description_ + ": connection not open",
                 RequestState::not_sent);
   }
-  request.results.resize(request.count);
+  if (request.count == 1) {
+    request.single = Result();
+  } else {
+    request.results.resize(request.count);
+  }
   request.received = 0;
   request.done = false;
   request.error = nullptr;
   for (std::size_t i = 0; i < request.count; ++i) {
-    const Statement& s = request.statements[i];
-    const ParamBuffer* p = s.params;
-    const int sent = PQsendQueryParams(
-        conn_, s.sql, p != nullptr ? p->count() : 0, p != nullptr ? p->types() : nullptr,
-        p != nullptr ? p->values() : nullptr, p != nullptr ? p->lengths() : nullptr,
-        p != nullptr ? p->formats() : nullptr, 1);
-    if (sent != 1) {
+    if (!send_statement(request.statements[i])) {
       // Statements before this one may be queued in libpq without their Sync: the pipeline
       // is no longer in a known state, so the connection goes.
       const std::string message = trim_message(PQerrorMessage(conn_));
@@ -546,7 +573,96 @@ void Connection::send(Request& request) {
                 RequestState::sent);
   }
   inflight_.push_back(&request);
-  wake_writer();
+  // PQpipelineSync (libpq 14-16) already pushes the data out; the writer is woken only when
+  // some is left (a full socket buffer), or when the flush fails (it reports the failure).
+  // Waking it for nothing would cost a timer cancellation and two event-loop hops per query.
+  if (PQflush(conn_) != 0) wake_writer();
+}
+
+std::size_t Connection::StatementHash::operator()(const StatementKey& key) const noexcept {
+  std::size_t h = std::hash<std::string_view>{}(key.sql);
+  for (int i = 0; i < key.count; ++i) h = h * 31 + key.types[i];
+  return h;
+}
+
+std::size_t Connection::StatementHash::operator()(const std::string& key) const noexcept {
+  // `sql '\0' types` (the text holds no NUL: it is a C string); the same hash as above.
+  const auto nul = key.find('\0');
+  const std::size_t sql_size = nul == std::string::npos ? key.size() : nul;
+  std::size_t h = std::hash<std::string_view>{}(std::string_view(key.data(), sql_size));
+  for (std::size_t at = sql_size + 1; at + sizeof(Oid) <= key.size(); at += sizeof(Oid)) {
+    Oid type = 0;
+    std::memcpy(&type, key.data() + at, sizeof(Oid));
+    h = h * 31 + type;
+  }
+  return h;
+}
+
+bool Connection::StatementEqual::operator()(const StatementKey& a,
+                                            const std::string& b) const noexcept {
+  const std::size_t types_size = static_cast<std::size_t>(a.count) * sizeof(Oid);
+  return b.size() == a.sql.size() + 1 + types_size && b.compare(0, a.sql.size(), a.sql) == 0 &&
+         b[a.sql.size()] == '\0' &&
+         (types_size == 0 || std::memcmp(b.data() + a.sql.size() + 1, a.types, types_size) == 0);
+}
+
+bool Connection::send_statement(const Statement& statement) {
+  const ParamBuffer* p = statement.params;
+  const int count = p != nullptr ? p->count() : 0;
+  const Oid* types = p != nullptr ? p->types() : nullptr;
+  // Statements of the client's own (BEGIN, COMMIT, SET LOCAL ...) carry no ParamBuffer and
+  // stay unnamed; so does everything when the cache is off or full.
+  if (statement_cache_size_ > 0 && p != nullptr) {
+    const StatementKey key{statement.sql, types, count};
+    auto it = statements_.find(key);
+    if (it == statements_.end() && statements_.size() < statement_cache_size_) {
+      std::string stored(key.sql);
+      stored.push_back('\0');
+      stored.append(reinterpret_cast<const char*>(types),
+                    static_cast<std::size_t>(count) * sizeof(Oid));
+      it = statements_.emplace(std::move(stored), Prepared{}).first;
+    }
+    if (it != statements_.end()) {
+      Prepared& entry = it->second;
+      bool named = entry.state == Prepared::State::ready;
+      if (entry.state == Prepared::State::unprepared) {
+        // A new name each time: an invalidated statement still exists under its old one.
+        entry.name = "ts_" + std::to_string(++statement_names_);
+        if (PQsendPrepare(conn_, entry.name.c_str(), statement.sql, count, types) != 1) {
+          return false;
+        }
+        entry.state = Prepared::State::preparing;
+        prepare_marks_.push_back({results_queued_++, &entry});
+        named = true;  // right behind its Parse, in the same pipeline segment
+      }
+      // While another request's Parse is still on its way, the name may not exist yet (that
+      // Parse may fail): unnamed until it is known to exist.
+      if (named) {
+        if (PQsendQueryPrepared(conn_, entry.name.c_str(), count, p->values(), p->lengths(),
+                                p->formats(), 1) != 1) {
+          return false;
+        }
+        ++results_queued_;
+        return true;
+      }
+    }
+  }
+  if (PQsendQueryParams(conn_, statement.sql, count, types, p != nullptr ? p->values() : nullptr,
+                        p != nullptr ? p->lengths() : nullptr,
+                        p != nullptr ? p->formats() : nullptr, 1) != 1) {
+    return false;
+  }
+  ++results_queued_;
+  return true;
+}
+
+bool Connection::take_prepare_result(ExecStatusType status) noexcept {
+  Prepared* entry = prepare_marks_.front().statement;
+  prepare_marks_.pop_front();
+  // COMMAND_OK: the name exists from now on. FATAL_ERROR (the text does not parse) or
+  // PIPELINE_ABORTED (an earlier statement of the segment failed): it does not.
+  entry->state = status == PGRES_COMMAND_OK ? Prepared::State::ready : Prepared::State::unprepared;
+  return true;
 }
 
 void Connection::abandon(Request& request) noexcept {

@@ -2,8 +2,9 @@
 /// @file
 /// One libpq connection in non-blocking pipeline mode, driven on an Asio executor.
 ///
-/// The connection is an actor with two coroutines of its own: a writer that flushes libpq's
-/// output buffer (so that the requests of many callers go out in one write) and a reader that
+/// The connection is an actor with two coroutines of its own: a writer that flushes what
+/// libpq's output buffer still holds when the socket was full (libpq 14-16 push every request
+/// out in PQpipelineSync; `send` wakes the writer only when some is left) and a reader that
 /// consumes input and hands each request its results, in FIFO order. Every request is sent as
 /// its statements followed by one Sync, so that a failure stays with its request.
 ///
@@ -38,6 +39,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace trading_shared::pg::detail {
@@ -71,7 +73,11 @@ struct Statement {
 struct Request {
   const Statement* statements = nullptr;
   std::size_t count = 0;
-  /// Results, one per statement (for a single statement, `results[0]`).
+  /// The result of statement `i` (after the request is done).
+  Result& result(std::size_t i) noexcept { return count == 1 ? single : results[i]; }
+  /// A single statement's result lives here, not in `results`: no allocation per query.
+  Result single;
+  /// Results, one per statement, when there are several.
   std::vector<Result> results;
   /// First error of the request (a server error, or the connection's failure).
   std::exception_ptr error;
@@ -121,6 +127,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void set_cancel_timeout(std::chrono::milliseconds timeout) noexcept { cancel_timeout_ = timeout; }
   /// Gives up a request's slot: its results will be read and dropped.
   void abandon(Request& request) noexcept;
+  /// Keeps up to `size` statements (with parameters) prepared under a name on this
+  /// connection, so that the server parses and plans each of them once (0: off, every
+  /// statement unnamed). See `PostgresConfig::statement_cache_size`.
+  void set_statement_cache(std::size_t size) noexcept { statement_cache_size_ = size; }
 
   /// Closes the socket at once: fails every request in flight with `error`, stops the reader
   /// and writer. Idempotent.
@@ -165,6 +175,49 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void fail(std::error_code error, RequestState state, std::string_view what) noexcept;
   std::exception_ptr connection_error(std::error_code code, RequestState state,
                                       std::string_view what) const;
+
+  /// A statement prepared (or being prepared) under a name on this connection.
+  struct Prepared {
+    std::string name;
+    enum class State : std::uint8_t { unprepared, preparing, ready } state = State::unprepared;
+  };
+  /// Key of the statement cache: the text and the parameter types.
+  struct StatementKey {
+    std::string_view sql;
+    const Oid* types;
+    int count;
+  };
+  struct StatementHash {
+    using is_transparent = void;
+    std::size_t operator()(const StatementKey& key) const noexcept;
+    std::size_t operator()(const std::string& key) const noexcept;
+  };
+  struct StatementEqual {
+    using is_transparent = void;
+    bool operator()(const std::string& a, const std::string& b) const noexcept { return a == b; }
+    bool operator()(const StatementKey& a, const std::string& b) const noexcept;
+    bool operator()(const std::string& a, const StatementKey& b) const noexcept {
+      return (*this)(b, a);
+    }
+  };
+  /// Queues one statement: named (prepared before when it is new to the cache) or unnamed.
+  bool send_statement(const Statement& statement);
+  /// The result of the Parse at the front of `prepare_marks_`: updates the cache; true.
+  bool take_prepare_result(ExecStatusType status) noexcept;
+
+  std::size_t statement_cache_size_ = 0;
+  /// Keyed by `sql '\0' types`; nodes are stable, so `prepare_marks_` may point into it.
+  std::unordered_map<std::string, Prepared, StatementHash, StatementEqual> statements_;
+  std::uint64_t statement_names_ = 0;
+  /// Results queued (statements and Parses, not Syncs) and results read, counted so that the
+  /// result of each Parse in `prepare_marks_` is recognised when it comes.
+  std::uint64_t results_queued_ = 0;
+  std::uint64_t results_read_ = 0;
+  struct PrepareMark {
+    std::uint64_t position;
+    Prepared* statement;
+  };
+  std::deque<PrepareMark> prepare_marks_;
 
   Executor executor_;
   PGconn* conn_ = nullptr;
