@@ -131,6 +131,31 @@ long long redis_integer(const std::string& command) {
   return value;
 }
 
+/// HSET calls that failed on the server so far (INFO commandstats, Redis 7's failed_calls).
+long long failed_hsets() {
+  auto& servers = ts::testing::Servers::instance();
+  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
+  if (c == nullptr || c->err != 0) {
+    if (c != nullptr) redisFree(c);
+    return -1;
+  }
+  auto* reply = static_cast<redisReply*>(redisCommand(c, "INFO commandstats"));
+  long long value = 0;  // no line: no HSET yet
+  if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
+    const std::string info(reply->str, reply->len);
+    const auto line = info.find("cmdstat_hset:");
+    const auto field = info.find("failed_calls=", line);
+    if (line != std::string::npos && field != std::string::npos && field < info.find('\n', line)) {
+      value = std::atoll(info.c_str() + field + 13);
+    }
+  } else {
+    value = -1;
+  }
+  if (reply != nullptr) freeReplyObject(reply);
+  redisFree(c);
+  return value;
+}
+
 TEST(LifecycleFault, F41_JanitorWithEveryDependencyDownExitsOneWithinItsDeadline) {
   const std::string dir = temp_dir("f41");
   const auto t0 = Clock::now();
@@ -224,6 +249,61 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
     EXPECT_EQ(receiver.wait(10s), 1) << tsd::read_text_file(receiver.log);
     EXPECT_LT(Clock::now() - t0, 2s) << "the second signal stops at once";
   }
+}
+
+// ts-receiver writes a batch as one request: every symbol's XADDs and its last price (HSET).
+// A last-price key of the wrong type makes every HSET fail (WRONGTYPE, permanent): the
+// receiver retries the batch, logged as an error, without adding its trades again; once an
+// operator fixes the key, the rest of the feed is written exactly once.
+TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string dir = temp_dir("lastprice");
+  ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
+  ASSERT_GE(redis_integer("DEL md:trades:LPA md:last:LPA"), 0);
+  ASSERT_EQ(redis_integer("RPUSH md:last:LPA not-a-hash"), 1);  // HSET on it: WRONGTYPE
+  const long long failed_before = failed_hsets();
+  ASSERT_GE(failed_before, 0);
+  const std::string port = closed_port();
+  constexpr long long kTrades = 3000;
+  Service sim = Service::spawn(
+      dir, "sim",
+      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "LPA", "--rate", "2000",
+       "--max-messages", std::to_string(kTrades), "--summary-file", dir + "/sim.json"});
+  ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
+    sim.signal(SIGTERM);
+    EXPECT_EQ(sim.wait(15s), 0);
+  });
+  Service receiver = Service::spawn(
+      dir, "receiver",
+      {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", "LPA",
+       "--redis-url", servers.redis_url(), "--summary-file", dir + "/receiver.json"});
+  // The server counts the failed HSETs: one per attempt at the first batch.
+  const auto failures_reach = [&](long long n) {
+    const auto deadline = Clock::now() + 20s;
+    while (failed_hsets() < failed_before + n && Clock::now() < deadline) tsd::poll_pause(20);
+    return failed_hsets() >= failed_before + n;
+  };
+  ASSERT_TRUE(failures_reach(2)) << tsd::read_text_file(receiver.log);
+  // The batch's trades were added once: the length stays put while the HSET is retried.
+  const long long added = redis_integer("XLEN md:trades:LPA");
+  EXPECT_GT(added, 0);
+  EXPECT_LE(added, 512) << "one batch at most (--batch 512)";
+  ASSERT_TRUE(failures_reach(5)) << tsd::read_text_file(receiver.log);
+  EXPECT_EQ(redis_integer("XLEN md:trades:LPA"), added) << "trades added again by a retry";
+  EXPECT_NE(tsd::read_text_file(receiver.log).find("WRONGTYPE"), std::string::npos);
+  // The operator fixes the key: the batch completes and everything else follows, once.
+  ASSERT_EQ(redis_integer("DEL md:last:LPA"), 1);
+  const auto all_deadline = Clock::now() + 30s;
+  while (redis_integer("XLEN md:trades:LPA") < kTrades && Clock::now() < all_deadline) {
+    tsd::poll_pause(20);
+  }
+  EXPECT_EQ(redis_integer("XLEN md:trades:LPA"), kTrades) << tsd::read_text_file(receiver.log);
+  EXPECT_EQ(redis_integer("HLEN md:last:LPA"), 3);  // p, t, T of the last trade
+  receiver.signal(SIGTERM);
+  EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
+  const std::string summary = tsd::read_text_file(dir + "/receiver.json");
+  EXPECT_NE(summary.find("\"written\":" + std::to_string(kTrades)), std::string::npos) << summary;
+  ASSERT_GE(redis_integer("DEL md:trades:LPA md:last:LPA"), 0);
 }
 
 #endif  // the service binaries
