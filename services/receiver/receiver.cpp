@@ -53,9 +53,9 @@ struct SymbolState {
   std::string name;
   std::string stream;
   std::string last_key;
-  std::vector<std::size_t> rows;  // indexes into the batch's rows
-  bool added = false;             // this batch's XADDs succeeded
-  bool priced = false;            // this batch's last price (HSET) succeeded
+  std::vector<std::size_t> rows;     // indexes into the batch's rows
+  std::vector<std::size_t> pending;  // rows whose XADD has not succeeded yet
+  bool priced = false;               // this batch's last price (HSET) succeeded
 };
 
 struct Counters {
@@ -92,7 +92,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
 
   std::vector<SymbolState> symbols;
   for (const auto& name : config.symbols) {
-    symbols.push_back({name, trade_stream(name), last_price_key(name), {}, false, false});
+    symbols.push_back({name, trade_stream(name), last_price_key(name), {}, {}, false});
   }
   // Counters live in shared state: the summary runs when the scope closes, after this
   // coroutine's frame is gone (and before the clients close: reverse order).
@@ -224,28 +224,30 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
     // Write the batch: every symbol's trades (XADD) and last price (HSET), in one request.
     // Retried until it succeeds: a write whose outcome is unknown may add entries twice, which
     // the recorder's idempotent insert absorbs; the feed keeps buffering meanwhile (bounded,
-    // counted). What succeeded is not sent again: after an HSET error the XADDs are not
+    // counted). What succeeded is not sent again: a retry adds only the trades whose XADD
+    // failed (after the others in the stream), and after an HSET error the XADDs are not
     // repeated. Redis runs the commands in order, so a symbol's last price is set after its
     // trades were added; when an XADD fails, the last price may be ahead of the stream until
     // the retry adds them.
     core::Backoff backoff(config.write_backoff, random);
-    for (auto& s : symbols) s.added = s.priced = s.rows.empty();
+    for (auto& s : symbols) {
+      s.pending.assign(s.rows.begin(), s.rows.end());
+      s.priced = s.rows.empty();
+    }
     for (;;) {
       request.clear();
       for (const auto& s : symbols) {
-        if (!s.added) {
-          for (const std::size_t index : s.rows) {
-            const Row& r = rows[index];
-            const std::array<std::string_view, 16> fields{"s", r.trade.symbol.view(),
-                                                          "t", r.id.view(),
-                                                          "p", r.trade.price.view(),
-                                                          "q", r.trade.qty.view(),
-                                                          "T", r.trade_time.view(),
-                                                          "E", r.event_time.view(),
-                                                          "m", r.trade.buyer_is_maker ? "1" : "0",
-                                                          "r", r.received.view()};
-            request.push("XADD", s.stream, trim, "*", fields);
-          }
+        for (const std::size_t index : s.pending) {
+          const Row& r = rows[index];
+          const std::array<std::string_view, 16> fields{"s", r.trade.symbol.view(),
+                                                        "t", r.id.view(),
+                                                        "p", r.trade.price.view(),
+                                                        "q", r.trade.qty.view(),
+                                                        "T", r.trade_time.view(),
+                                                        "E", r.event_time.view(),
+                                                        "m", r.trade.buyer_is_maker ? "1" : "0",
+                                                        "r", r.received.view()};
+          request.push("XADD", s.stream, trim, "*", fields);
         }
         if (!s.priced) {
           const Row& last = rows[s.rows.back()];
@@ -267,11 +269,12 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
           return false;
         };
         for (auto& s : symbols) {
-          if (!s.added) {
-            bool all = true;
-            for (std::size_t k = 0; k < s.rows.size(); ++k) all = take() && all;
-            s.added = all;
+          // Keep the rows whose XADD failed, in order.
+          std::size_t kept = 0;
+          for (const std::size_t index : s.pending) {
+            if (!take()) s.pending[kept++] = index;
           }
+          s.pending.resize(kept);
           if (!s.priced) s.priced = take();
         }
         if (first_error != nullptr) first_error->view().throw_if_error("writing trades");
