@@ -21,6 +21,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <exception>
+#include <map>
 #include <memory>
 #include <set>
 #include <span>
@@ -240,43 +241,54 @@ class TickWriter {
   /// cache is stale) is created again, once.
   ///
   /// Optimistic: a batch of new trades, the normal case, goes in without ON CONFLICT, which
-  /// costs the server about a third more per row (docs/performance.md). A batch holding a
+  /// cost the server 1.13-1.79x as much per row (docs/performance.md). A batch holding a
   /// trade already recorded (a redelivery after a crash or a claim) fails as a whole on the
   /// primary key (23505: nothing of it was inserted) and goes in again with ON CONFLICT DO
-  /// NOTHING, as do the next kConflictBatches batches (a redelivery comes in several).
+  /// NOTHING, as do the next kConflictBatches batches of the symbol (a redelivery comes in
+  /// several).
   asio::awaitable<std::int64_t> insert(const std::string& symbol, const std::vector<Trade>& trades,
                                        const Columns& c) {
     co_await ensure_partitions(trades);
-    bool stale_cache = false;
-    bool duplicate = false;
-    try {
-      const std::string& sql = careful_batches_ > 0 ? kInsertTicks : kInsertNewTicks;
-      if (careful_batches_ > 0) --careful_batches_;
-      co_return co_await pg_->execute(sql, symbol, c.trade_ids, c.prices, c.qtys, c.trade_ms,
-                                      c.event_ms, c.makers, c.received_us);
-    } catch (const Error& e) {
-      if (is_duplicate(e)) {
-        duplicate = true;
-      } else if (is_missing_partition(e)) {
-        log()->warn("insert into ticks: {}; creating the partitions again", e.what());
-        stale_cache = true;
-      } else {
-        throw;
+    int& careful = careful_batches_[symbol];  // per symbol: a redelivery is one stream's
+    bool on_conflict = careful > 0;
+    if (careful > 0) --careful;
+    bool recreated = false;
+    // At most three statements: a 23505 switches to ON CONFLICT, a 23514 (a partition
+    // dropped behind the cache) creates the partitions again; each happens once.
+    for (;;) {
+      bool duplicate = false;
+      bool missing_partition = false;
+      try {
+        const std::string& sql = on_conflict ? kInsertTicks : kInsertNewTicks;
+        co_return co_await pg_->execute(sql, symbol, c.trade_ids, c.prices, c.qtys, c.trade_ms,
+                                        c.event_ms, c.makers, c.received_us);
+      } catch (const Error& e) {
+        if (is_duplicate(e) && !on_conflict) {
+          duplicate = true;
+        } else if (is_missing_partition(e) && !recreated) {
+          log()->warn("insert into ticks: {}; creating the partitions again", e.what());
+          missing_partition = true;
+        } else {
+          throw;
+        }
+      }
+      if (duplicate) {
+        ++counters_->redelivered_batches;
+        careful = kConflictBatches;
+        on_conflict = true;
+      }
+      if (missing_partition) {
+        recreated = true;
+        covered_.clear();
+        co_await ensure_partitions(trades);
       }
     }
-    if (duplicate) {
-      ++counters_->redelivered_batches;
-      careful_batches_ = kConflictBatches;
-    }
-    if (stale_cache) covered_.clear();
-    co_await ensure_partitions(trades);
-    co_return co_await pg_->execute(kInsertTicks, symbol, c.trade_ids, c.prices, c.qtys, c.trade_ms,
-                                    c.event_ms, c.makers, c.received_us);
   }
 
-  /// After a batch with an already recorded trade, this many batches use ON CONFLICT directly.
+  /// After a batch with an already recorded trade, this many batches of the same symbol use
+  /// ON CONFLICT directly.
   static constexpr int kConflictBatches = 20;
-  int careful_batches_ = 0;
+  std::map<std::string, int, std::less<>> careful_batches_;
 
   pg::PostgresClient* pg_;
   const RecorderSettings* settings_;
