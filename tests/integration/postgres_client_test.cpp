@@ -631,6 +631,41 @@ TEST(PostgresStatementCache, ResultTypeChangeFailsOnceThenPreparesAnew) {
   });
 }
 
+// The application's DEALLOCATE ALL drops the cached names (26000 once, then prepared anew);
+// an unrelated 0A000 ("FOR UPDATE is not allowed with aggregate functions") leaves the cache
+// alone: no statement is prepared again.
+TEST(PostgresStatementCache, DroppedNamesArePreparedAnewUnrelatedErrorsKeepTheCache) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    PostgresClient client(io.get_executor(), cache_config(8));
+    co_await client.start();
+    const char* select = "SELECT $1::int4 + 1";
+    const char* count = "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'ts\\_%'";
+    EXPECT_EQ(co_await client.query_value<std::int32_t>(select, std::int32_t{1}), 2);
+    const auto prepared = co_await client.query_value<std::int64_t>(count);
+    EXPECT_GE(prepared, 1);
+    try {
+      co_await client.query("SELECT count(*) FROM pg_class WHERE oid > $1::oid FOR UPDATE",
+                            std::int32_t{0});
+      ADD_FAILURE() << "expected 0A000 (FOR UPDATE with an aggregate)";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(server_code(e), "0A000");
+    }
+    EXPECT_EQ(co_await client.query_value<std::int32_t>(select, std::int32_t{2}), 3);
+    EXPECT_EQ(co_await client.query_value<std::int64_t>(count), prepared)
+        << "an unrelated 0A000 made the connection prepare its statements again";
+    co_await client.execute("DEALLOCATE ALL");
+    try {
+      co_await client.query_value<std::int32_t>(select, std::int32_t{3});
+      ADD_FAILURE() << "expected 26000 (prepared statement does not exist)";
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(server_code(e), "26000");
+    }
+    EXPECT_EQ(co_await client.query_value<std::int32_t>(select, std::int32_t{4}), 5);
+    EXPECT_EQ(client.stats().discarded, 0u);
+    co_await client.close();
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Routes, PostgresClientTest,
                          ::testing::Values(Route::direct, Route::pgbouncer),
                          [](const auto& p) { return route_name(p.param); });

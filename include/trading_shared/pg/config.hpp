@@ -70,12 +70,14 @@ struct PostgresConfig {
   /// once per connection instead of on every call (pgbench's `-M prepared`; about twice the
   /// select-only throughput on a busy server). 0 (the default): every statement unnamed.
   /// Named statements are session state: needs `pgbouncer_transaction_mode = false` (the
-  /// constructor throws `invalid_argument` otherwise), i.e. a direct connection or a
-  /// PgBouncer >= 1.21 with `max_prepared_statements` (1.18 in transaction mode would hand
-  /// the statement's server session to other clients).
-  /// A statement whose result columns change under it (ALTER TABLE) fails once with 0A000
-  /// ("cached plan must not change result type"); the connection then prepares every
-  /// statement anew. The client's own statements (BEGIN, COMMIT, SET LOCAL) stay unnamed.
+  /// constructor throws `invalid_argument` otherwise), i.e. a direct connection (PgBouncer
+  /// 1.18 in transaction mode would hand the statement's server session to other clients).
+  /// A statement whose result columns change under it (ALTER TABLE) fails with 0A000
+  /// ("cached plan must not change result type") once per connection (and for calls already
+  /// queued with the old name); the connection then prepares every statement anew under new
+  /// names. The same after the application's DEALLOCATE ALL / DISCARD ALL (26000). The
+  /// client's own statements (BEGIN, COMMIT, SET LOCAL) stay unnamed. No eviction: the first
+  /// N distinct statements stay named.
   std::size_t statement_cache_size = 0;
   /// `application_name` sent to the server (visible in pg_stat_activity).
   std::string application_name = "trading_shared";

@@ -371,10 +371,18 @@ bool Connection::drain_results() noexcept {
         break;
       case PGRES_FATAL_ERROR:
         if (!statements_.empty()) {
-          // DDL changed what a prepared statement returns: the server refuses to run it
-          // (0A000). Prepare every statement anew, under new names, from now on.
+          // DDL changed what a prepared statement returns (0A000 "cached plan must not
+          // change result type"; other 0A000 errors are unrelated), or the application's
+          // DISCARD ALL / DEALLOCATE dropped our names (26000): prepare every statement anew,
+          // under new names, from now on. The old names stay in the session until it ends.
           const char* state = PQresultErrorField(raw, PG_DIAG_SQLSTATE);
-          if (state != nullptr && std::string_view(state) == "0A000") {
+          const char* message = PQresultErrorField(raw, PG_DIAG_MESSAGE_PRIMARY);
+          const std::string_view code = state != nullptr ? state : "";
+          const bool plan_changed =
+              code == "0A000" && message != nullptr &&
+              std::string_view(message).find("cached plan must not change result type") !=
+                  std::string_view::npos;
+          if (plan_changed || code == "26000") {
             for (auto& entry : statements_) {
               if (entry.second.state == Prepared::State::ready) {
                 entry.second.state = Prepared::State::unprepared;
