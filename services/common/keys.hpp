@@ -2,23 +2,74 @@
 /// @file
 /// Names shared by the services: Redis keys, stream fields, consumer groups (docs/services.md).
 
+#include <array>
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace trading_shared::services {
 
-/// Stream of one symbol's trades, written by ts-receiver, read by ts-recorder.
+/// Trades are spread over a fixed number of bucket streams, not one stream per symbol
+/// (docs/decisions.md, "Trade streams in hash-tagged buckets"): a venue lists hundreds to
+/// thousands of symbols, and one stream per symbol would need one blocking read per stream.
+/// Every service derives the bucket from the symbol alone, so that they always agree; the
+/// count is part of the key layout (changing it is a migration, not a setting).
+inline constexpr std::size_t kTradeBuckets = 16;
+
+/// The hash that picks a symbol's bucket: FNV-1a (64 bits) of the name, then MurmurHash3's
+/// 64-bit finaliser so that the low bits depend on every byte. Not CRC16, the function of Redis
+/// Cluster's slots: CRC is linear, and its 4 low bits put 500 names such as S0001USDT into
+/// buckets of 2 to 51. (Which node holds a bucket is decided by the `{tNN}` hash tag of its
+/// key, not by this hash.)
+constexpr std::uint64_t symbol_hash(std::string_view symbol) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char c : symbol) {
+    h ^= static_cast<std::uint8_t>(c);
+    h *= 0x100000001b3ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+/// The bucket of a symbol's trades: symbol_hash(symbol) mod kTradeBuckets.
+constexpr std::size_t trade_bucket(std::string_view symbol) noexcept {
+  return static_cast<std::size_t>(symbol_hash(symbol) % kTradeBuckets);
+}
+
+/// Stream of the trades of bucket `bucket` (0 .. kTradeBuckets-1): `md:{tNN}:trades`, written by
+/// ts-receiver, read by ts-recorder. The `{tNN}` hash tag puts everything of one bucket in one
+/// Redis Cluster slot.
 /// Fields of each entry: `s` symbol, `t` trade id, `p` price, `q` quantity (decimal strings
 /// as the exchange sent them), `T` trade time (ms since epoch), `E` event time (ms), `m` buyer
 /// is maker (`1`/`0`), `r` time the receiver read the message (microseconds since epoch).
+inline std::string bucket_stream(std::size_t bucket) {
+  std::string key = "md:{t00}:trades";
+  key[5] = static_cast<char>('0' + (bucket / 10) % 10);
+  key[6] = static_cast<char>('0' + bucket % 10);
+  return key;
+}
+/// The stream that holds `symbol`'s trades (shared with the other symbols of its bucket).
 inline std::string trade_stream(std::string_view symbol) {
-  return "md:trades:" + std::string(symbol);
+  return bucket_stream(trade_bucket(symbol));
+}
+/// Every trade stream, bucket by bucket.
+inline std::array<std::string, kTradeBuckets> all_trade_streams() {
+  std::array<std::string, kTradeBuckets> streams;
+  for (std::size_t b = 0; b < kTradeBuckets; ++b) streams[b] = bucket_stream(b);
+  return streams;
 }
 /// Hash of one symbol's last trade, written by ts-receiver: fields `p`, `t`, `T`.
 inline std::string last_price_key(std::string_view symbol) {
   return "md:last:" + std::string(symbol);
 }
-inline constexpr std::string_view kTradeStreamPrefix = "md:trades:";
+/// The first layout (before the buckets): one stream per symbol, `md:trades:<SYMBOL>`.
+/// `tsctl migrate-streams` moves what such streams still hold into the buckets.
+inline constexpr std::string_view kLegacyTradeStreamPrefix = "md:trades:";
 
 /// Order requests (tsctl submit-order / load-orders → ts-executor). Fields: `client_order_id`,
 /// `symbol`, `side` (`buy`|`sell`), `type` (`market`|`limit`), `qty`, `limit_price` (limit

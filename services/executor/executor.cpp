@@ -47,6 +47,7 @@ struct Request {
   std::string qty;
   std::string limit_price;
   std::optional<std::int64_t> submitted_at_ms;
+  bool bad_submitted_at = false;  ///< present but not a time in ms (2000-2099): rejected
 };
 
 /// The venue's decision, or the stored one for a request seen before.
@@ -86,6 +87,8 @@ struct Counters {
   std::uint64_t db_retries = 0;
   std::uint64_t redis_retries = 0;
   std::uint64_t commits = 0;
+  std::uint64_t unprocessable = 0;  ///< the database refused the order: recorded as rejected
+  std::uint64_t unrecorded = 0;     ///< not even that: rejected on orders:events only
 };
 
 class Venue {
@@ -109,10 +112,28 @@ class Venue {
       co_return;
     }
     Outcome decision = co_await decide(*request);
-    auto attempt = [&]() { return record(*request, decision); };
-    std::string what = "record order " + request->id;
-    const Outcome outcome =
-        co_await retry_transient(db_retry_, core::Idempotent::yes, std::move(what), attempt);
+    // Every request gets exactly one terminal outcome on orders:events (F44): one the database
+    // refuses for good (a value out of its range, a constraint) is recorded as rejected
+    // without its optional values; if even that is refused, it is rejected on the stream only.
+    Outcome outcome;
+    std::string refused = co_await try_record(*request, decision, outcome);
+    if (!refused.empty()) {
+      ++counters_->unprocessable;
+      log()->error("order {}: the database refused it ({}); recording it as rejected", request->id,
+                   refused);
+      Request stripped = *request;
+      stripped.qty.clear();
+      stripped.limit_price.clear();
+      stripped.submitted_at_ms.reset();
+      decision = rejected("unprocessable");
+      const std::string again = co_await try_record(stripped, decision, outcome);
+      if (!again.empty()) {
+        ++counters_->unrecorded;
+        log()->error("order {}: not recorded at all ({}): publishing it as rejected only",
+                     request->id, again);
+        outcome = decision;
+      }
+    }
     if (outcome.duplicate) {
       ++counters_->duplicates;
       log()->info("order {} seen before: publishing its stored outcome ({})", request->id,
@@ -158,9 +179,31 @@ class Venue {
       std::int64_t ms = 0;
       const char* end = at->data() + at->size();
       const auto [ptr, ec] = std::from_chars(at->data(), end, ms);
-      if (ec == std::errc{} && ptr == end && ms > 0) r.submitted_at_ms = ms;
+      if (ec == std::errc{} && ptr == end && is_plausible_millis(ms)) {
+        r.submitted_at_ms = ms;
+      } else {
+        r.bad_submitted_at = true;
+      }
     }
     return r;
+  }
+
+  /// Records the order; returns the error text when the database refused it for good (empty
+  /// when recorded). Transient failures are retried inside; a stop rethrows.
+  asio::awaitable<std::string> try_record(const Request& request, const Outcome& decision,
+                                          Outcome& outcome) {
+    auto attempt = [&]() { return record(request, decision); };
+    std::string what = "record order " + request.id;
+    std::string refused;
+    try {
+      outcome =
+          co_await retry_transient(db_retry_, core::Idempotent::yes, std::move(what), attempt);
+    } catch (const std::exception& e) {
+      if (classify(std::current_exception()) != ErrorKind::permanent) throw;
+      refused = e.what();
+      if (refused.empty()) refused = "unknown error";
+    }
+    co_return refused;
   }
 
   static Outcome rejected(std::string reason) {
@@ -176,6 +219,7 @@ class Venue {
       co_return rejected("unknown symbol");
     }
     if (r.side != "buy" && r.side != "sell") co_return rejected("invalid side");
+    if (r.bad_submitted_at) co_return rejected("invalid submitted_at");
     if (r.type != "market" && r.type != "limit") co_return rejected("invalid type");
     if (!is_positive_decimal(r.qty)) co_return rejected("invalid qty");
     const bool limit = r.type == "limit";
@@ -425,6 +469,8 @@ int run_executor(const ExecutorSettings& settings) {
       .add("duplicates", counters.duplicates)
       .add("events", counters.events)
       .add("malformed", counters.malformed)
+      .add("unprocessable", counters.unprocessable)
+      .add("unrecorded", counters.unrecorded)
       .add("delivered", stats.delivered)
       .add("acked", stats.acked)
       .add("handler_errors", stats.handler_errors)

@@ -1,5 +1,6 @@
 // ts-janitor's work: the PostgreSQL step (drop whole old partitions of ticks, delete old rows
-// of the others in bounded batches), then the Redis step (XTRIM MINID, remove idle consumers).
+// of the others in bounded batches), then the Redis step (XTRIM MINID, never past what a
+// consumer group still needs unless forced; remove idle consumers).
 // A failure is logged once and counted, and the run goes on with the next piece of work;
 // cancellation (deadline, signal) ends it.
 #include "janitor/janitor.hpp"
@@ -11,6 +12,7 @@
 
 #include "common/keys.hpp"
 #include "common/settings.hpp"
+#include "common/stream_trim.hpp"
 #include "common/summary.hpp"
 
 #include <fmt/format.h>
@@ -185,10 +187,11 @@ asio::awaitable<void> postgres_step(lifecycle::ServiceContext& ctx, const Settin
 
 // ---- Redis ----------------------------------------------------------------------------------
 
-/// Every stream matching md:trades:* (SCAN ... TYPE stream; SCAN may repeat keys).
-asio::awaitable<std::set<std::string>> scan_trade_streams(redis::RedisClient& redis) {
+/// Every stream of the first layout, md:trades:<SYMBOL> (SCAN ... TYPE stream; SCAN may repeat
+/// keys): until `tsctl migrate-streams` moved them, they get the same retention.
+asio::awaitable<std::set<std::string>> scan_legacy_trade_streams(redis::RedisClient& redis) {
   std::set<std::string> keys;
-  const std::string pattern = std::string(kTradeStreamPrefix) + "*";
+  const std::string pattern = std::string(kLegacyTradeStreamPrefix) + "*";
   std::string cursor = "0";
   do {
     const redis::Reply reply = co_await redis.command("SCAN", cursor, "MATCH", pattern, "COUNT",
@@ -253,6 +256,44 @@ asio::awaitable<void> remove_idle_consumers(redis::RedisClient& redis, const std
   }
 }
 
+/// Trims `stream` of the entries older than the cut-off, but never past the oldest entry a
+/// consumer group has not read or not acknowledged unless `force` (F53): a lagging group holds
+/// the trim back (counted, logged with the lag); forced, what it still needed is counted.
+asio::awaitable<void> trim_stream(redis::RedisClient& redis, const std::string& stream,
+                                  std::int64_t cutoff_ms, bool force, Report& report) {
+  const StreamId cutoff{static_cast<std::uint64_t>(cutoff_ms), 0};
+  // Exact MINID, not `~`: the retention is a promise.
+  const auto trim_to = [&](const StreamId& id) -> asio::awaitable<std::int64_t> {
+    const std::int64_t n =
+        co_await redis.xtrim(stream, redis::TrimOptions::min_id(id.text(), false));
+    report.entries_trimmed += n;
+    co_return n;
+  };
+  const auto floor = co_await trim_floor(redis, stream);
+  if (!floor || floor->id >= cutoff) {
+    const std::int64_t n = co_await trim_to(cutoff);
+    if (n > 0) log()->info("trimmed {} entrie(s) older than {} from {}", n, cutoff_ms, stream);
+    co_return;
+  }
+  // Group floor->group still needs entries older than the cut-off.
+  const std::int64_t below = co_await trim_to(floor->id);
+  if (!force) {
+    ++report.trims_held_back;
+    log()->warn(
+        "{}: trimming held back at {} (cut-off {}): group {} has not read or acknowledged the "
+        "entries from there on ({} read and not acknowledged); {} older entrie(s) trimmed. "
+        "--force-trim trims them anyway",
+        stream, floor->id.text(), cutoff.text(), floor->group, floor->pending, below);
+    co_return;
+  }
+  const std::int64_t unread = co_await trim_to(cutoff);
+  report.trimmed_unacknowledged += unread;
+  log()->warn(
+      "{}: --force-trim: {} entrie(s) older than {} that group {} had not read or acknowledged "
+      "were trimmed (and {} it no longer needed)",
+      stream, unread, cutoff_ms, floor->group, below);
+}
+
 asio::awaitable<void> redis_step(lifecycle::ServiceContext& ctx, const Settings& settings,
                                  std::int64_t cutoff_ms, Report& report) {
   redis::RedisClient* redis = nullptr;
@@ -265,29 +306,27 @@ asio::awaitable<void> redis_step(lifecycle::ServiceContext& ctx, const Settings&
 
   std::set<std::string> streams;
   if (settings.symbols.empty()) {
+    for (const auto& stream : all_trade_streams()) streams.insert(stream);
+    std::set<std::string> legacy;
     bool scanned = false;
     try {
-      streams = co_await scan_trade_streams(*redis);
+      legacy = co_await scan_legacy_trade_streams(*redis);
       scanned = true;
     } catch (...) {
       record_failure(report, "redis step: cannot SCAN for md:trades:* streams",
                      std::current_exception());
     }
-    if (!scanned) streams.clear();  // the order streams below are still cleaned
+    if (scanned) streams.insert(legacy.begin(), legacy.end());
   } else {
     for (const auto& symbol : settings.symbols) streams.insert(trade_stream(symbol));
   }
   streams.emplace(kOrderRequests);
   streams.emplace(kOrderEvents);
 
-  // Stream IDs are milliseconds since the epoch: MINID <cutoff> removes every older entry
-  // (exact trimming, not `~`: the retention is a promise).
-  const auto trim = redis::TrimOptions::min_id(std::to_string(cutoff_ms), false);
+  // Stream IDs are milliseconds since the epoch: MINID <cutoff> removes every older entry.
   for (const std::string& stream : streams) {
     try {
-      const std::int64_t n = co_await redis->xtrim(stream, trim);
-      report.entries_trimmed += n;
-      if (n > 0) log()->info("trimmed {} entrie(s) older than {} from {}", n, cutoff_ms, stream);
+      co_await trim_stream(*redis, stream, cutoff_ms, settings.force_trim, report);
     } catch (...) {
       record_failure(report, fmt::format("trimming {}", stream), std::current_exception());
     }
@@ -310,7 +349,13 @@ void add_settings(core::ConfigLoader& loader, Settings& settings) {
            {"retention", "ticks and stream entries older than this are removed"})
       .add(settings.delete_batch, {"delete_batch", "rows per DELETE statement"})
       .add(settings.symbols,
-           {"symbols", "symbols whose md:trades:{SYM} streams are trimmed (empty: all found)"})
+           {"symbols",
+            "symbols whose trade streams (their buckets) are trimmed (empty: every trade "
+            "stream)"})
+      .add(settings.force_trim,
+           {"force_trim",
+            "trim by age even entries a consumer group has not read or acknowledged "
+            "(counted)"})
       .add(settings.consumer_idle,
            {"consumer_idle", "consumers idle longer than this with nothing pending are removed"})
       .add(settings.deadline, {"deadline", "overall deadline of the run"})
@@ -366,9 +411,14 @@ asio::awaitable<void> run(lifecycle::ServiceContext& ctx, const Settings& settin
 std::string summary_line(const Report& report) {
   return fmt::format(
       "ts-janitor: dropped {} partition(s), deleted {} row(s), trimmed {} stream entrie(s), "
-      "removed {} consumer(s), {} error(s)",
+      "removed {} consumer(s), {} error(s){}",
       report.partitions_dropped, report.rows_deleted, report.entries_trimmed,
-      report.consumers_removed, report.errors);
+      report.consumers_removed, report.errors,
+      report.trims_held_back > 0 || report.trimmed_unacknowledged > 0
+          ? fmt::format("; trimming held back on {} stream(s), {} unacknowledged entrie(s) "
+                        "trimmed by force",
+                        report.trims_held_back, report.trimmed_unacknowledged)
+          : std::string());
 }
 
 bool write_summary(const std::string& path, const Report& report) {
@@ -376,6 +426,8 @@ bool write_summary(const std::string& path, const Report& report) {
   summary.add("partitions_dropped", report.partitions_dropped)
       .add("rows_deleted", report.rows_deleted)
       .add("entries_trimmed", report.entries_trimmed)
+      .add("trims_held_back", report.trims_held_back)
+      .add("trimmed_unacknowledged", report.trimmed_unacknowledged)
       .add("consumers_removed", report.consumers_removed)
       .add("errors", report.errors)
       .add("completed", report.completed);

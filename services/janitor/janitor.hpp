@@ -24,8 +24,11 @@ struct Settings {
   std::chrono::milliseconds retention = std::chrono::hours(168);
   /// Rows per DELETE statement.
   std::uint64_t delete_batch = 10000;
-  /// Symbols whose md:trades:{SYM} streams are trimmed; empty: every md:trades:* stream.
+  /// Symbols whose trade streams (their buckets) are trimmed; empty: every trade stream, and
+  /// the streams of the first layout (md:trades:<SYMBOL>) still found.
   std::vector<std::string> symbols;
+  /// Trim by age even what a consumer group has not read or acknowledged (counted).
+  bool force_trim = false;
   /// Consumers idle longer than this with nothing pending are removed.
   std::chrono::milliseconds consumer_idle = std::chrono::hours(1);
   /// Overall deadline of the run.
@@ -38,6 +41,8 @@ struct Report {
   std::int64_t partitions_dropped = 0;
   std::int64_t rows_deleted = 0;
   std::int64_t entries_trimmed = 0;
+  std::int64_t trims_held_back = 0;         ///< streams a group kept from being trimmed by age
+  std::int64_t trimmed_unacknowledged = 0;  ///< entries a group still needed, forced out
   std::int64_t consumers_removed = 0;
   std::int64_t errors = 0;
   bool completed = false;  ///< the body ran to its end (no deadline, no signal).

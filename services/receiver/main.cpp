@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
   log_config.service_name = "ts-receiver";
   core::ConfigLoader loader(
       "ts-receiver",
-      "Reads the trade feed (WebSocket) and writes every trade to the Redis stream "
-      "md:trades:{SYMBOL} and the last price to md:last:{SYMBOL}.");
+      "Reads the trade feed (WebSocket) and writes every trade to its Redis trade stream "
+      "md:{tNN}:trades (a bucket of symbols) and the last price to md:last:<SYMBOL>.");
   services::add_redis_settings(loader, config.redis);
   loader.add(config.feed.url, {"feed.url", "ws:// URL of the trade feed"})
       .add(config.symbols, {"symbols", "symbols to subscribe to (comma-separated)"})
@@ -33,7 +33,14 @@ int main(int argc, char** argv) {
       .add(overflow,
            {"feed.overflow", "when that buffer is full: drop_oldest, drop_newest or disconnect"})
       .add(config.batch, {"batch", "most trades per Redis round trip"})
-      .add(config.stream_maxlen, {"stream_maxlen", "approximate MAXLEN per trade stream (0: none)"})
+      .add(config.stream_maxlen,
+           {"stream_maxlen",
+            "trim a trade stream longer than this, about once a second, of what no consumer "
+            "group still needs (0: no trimming)"})
+      .add(config.stall_buffer,
+           {"stall_buffer",
+            "trades kept per trade stream while its writes fail (beyond: oldest dropped, "
+            "counted)"})
       .add(config.summary_file, {"summary_file", "JSON summary written on exit"});
   core::add_log_settings(loader, log_config);
   if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
@@ -59,6 +66,7 @@ int main(int argc, char** argv) {
           }
         }
         if (config.batch == 0) throw core::ConfigError("--batch must be > 0");
+        if (config.stall_buffer == 0) throw core::ConfigError("--stall-buffer must be > 0");
         try {
           ws::validate(config.feed);
           redis::validate(config.redis);

@@ -12,14 +12,21 @@
 
 #include "common/keys.hpp"
 #include "common/settings.hpp"
+#include "common/stream_trim.hpp"
 #include "common/summary.hpp"
 #include "receiver/trade_parser.hpp"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
 
 namespace trading_shared::services {
 
@@ -49,13 +56,48 @@ struct Row {
   Digits id, trade_time, event_time, received;
 };
 
-struct SymbolState {
-  std::string name;
+using Clock = std::chrono::steady_clock;
+
+/// Whether writes to one Redis key succeed. While its commands fail with an error reply
+/// (WRONGTYPE, OOM, READONLY, NOPERM), its work is kept, in order, and retried with backoff;
+/// the other keys' writes go on (F45).
+struct KeyHealth {
+  KeyHealth(const core::BackoffConfig& config, core::RandomSource& random)
+      : backoff(config, random) {}
+  core::Backoff backoff;
+  bool failing = false;
+  Clock::time_point retry_at{};
+  std::string error;
+  bool due(Clock::time_point now) const noexcept { return !failing || now >= retry_at; }
+};
+
+/// One trade stream (a bucket of symbols).
+struct BucketState {
+  BucketState(std::string name, const core::BackoffConfig& config, core::RandomSource& random)
+      : stream(std::move(name)), health(config, random) {}
   std::string stream;
+  std::vector<std::size_t> rows;  // this batch's rows (indexes into the batch)
+  std::vector<Row> backlog;       // rows kept while the stream fails, oldest first
+  std::size_t sent_backlog = 0;   // backlog rows in the request being sent
+  std::size_t sent_rows = 0;      // batch rows in the request being sent
+  bool written = false;           // written by this receiver: trimmed with --stream-maxlen
+  KeyHealth health;
+};
+
+struct SymbolState {
+  SymbolState(std::string symbol, std::size_t bucket_index, const core::BackoffConfig& config,
+              core::RandomSource& random)
+      : name(std::move(symbol)),
+        last_key(last_price_key(name)),
+        bucket(bucket_index),
+        health(config, random) {}
+  std::string name;
   std::string last_key;
-  std::vector<std::size_t> rows;     // indexes into the batch's rows
-  std::vector<std::size_t> pending;  // rows whose XADD has not succeeded yet
-  bool priced = false;               // this batch's last price (HSET) succeeded
+  std::size_t bucket;
+  Row last;                   // the newest trade: its price is the one to write
+  bool last_pending = false;  // `last` not written yet
+  bool last_sent = false;     // in the request being sent
+  KeyHealth health;
 };
 
 struct Counters {
@@ -68,6 +110,11 @@ struct Counters {
   std::uint64_t written = 0;
   std::uint64_t batches = 0;
   std::uint64_t write_retries = 0;
+  std::uint64_t stalls = 0;           // a key started failing
+  std::uint64_t stalled_dropped = 0;  // trades dropped: a failing stream's backlog was full
+  std::uint64_t unwritten = 0;        // trades still held when the service stopped
+  std::uint64_t trimmed = 0;          // entries removed by --stream-maxlen
+  std::uint64_t trims_held_back = 0;  // a stream over --stream-maxlen kept for a lagging group
 };
 
 }  // namespace
@@ -83,6 +130,323 @@ std::string subscribe_message(const std::vector<std::string>& symbols) {
   return R"({"method":"SUBSCRIBE","params":[)" + params + R"(],"id":1})";
 }
 
+namespace {
+
+/// The receiver's state across batches: symbols, streams, readiness (F45), trimming (F53).
+class Writer {
+ public:
+  Writer(lifecycle::ServiceContext& ctx, const ReceiverConfig& config, redis::RedisClient& redis,
+         Counters& n)
+      : ctx_(&ctx), config_(&config), redis_(&redis), n_(&n), rows_(config.batch) {
+    buckets_.reserve(kTradeBuckets);
+    for (std::size_t b = 0; b < kTradeBuckets; ++b) {
+      buckets_.emplace_back(bucket_stream(b), config.write_backoff, random_);
+    }
+    symbols_.reserve(config.symbols.size());
+    for (const auto& name : config.symbols) {
+      symbols_.emplace_back(name, trade_bucket(name), config.write_backoff, random_);
+    }
+    // Views of the names in symbols_, which never grows again: a lookup per trade allocates
+    // nothing and does not depend on the number of symbols (F72).
+    index_.reserve(symbols_.size());
+    for (std::size_t i = 0; i < symbols_.size(); ++i) index_.emplace(symbols_[i].name, i);
+    if (config.stream_maxlen > 0) trim_.emplace(*redis_, config.stream_maxlen);
+  }
+
+  /// The slot for the next parsed trade.
+  Row& next_row() { return rows_[used_]; }
+  /// The symbol of the trade in next_row(), or null when it is not one of ours.
+  SymbolState* find(std::string_view symbol) {
+    const auto it = index_.find(symbol);
+    return it == index_.end() ? nullptr : &symbols_[it->second];
+  }
+  /// Takes next_row() (parsed, of `symbol`) into the batch.
+  void take(SymbolState& symbol) {
+    buckets_[symbol.bucket].rows.push_back(used_);
+    symbol.last = rows_[used_];
+    symbol.last_pending = true;
+    ++used_;
+  }
+  std::size_t taken() const noexcept { return used_; }
+  /// Work left from earlier batches (a failing key's trades or last price).
+  bool holding() const noexcept { return failing_ > 0; }
+  /// How long the next receive may wait before work of its own is due (a held key's retry,
+  /// a trim pass); nullopt when nothing is due without new trades.
+  std::optional<std::chrono::milliseconds> wait_bound(Clock::time_point now) const {
+    Clock::time_point due = Clock::time_point::max();
+    for (const auto& b : buckets_) {
+      if (b.health.failing) due = std::min(due, b.health.retry_at);
+    }
+    for (const auto& s : symbols_) {
+      if (s.health.failing) due = std::min(due, s.health.retry_at);
+    }
+    if (trim_) due = std::min(due, trim_->next());
+    if (due == Clock::time_point::max()) return std::nullopt;
+    if (due <= now) return std::chrono::milliseconds{0};
+    return std::chrono::ceil<std::chrono::milliseconds>(due - now);
+  }
+  std::uint64_t held_trades() const noexcept {
+    std::uint64_t held = 0;
+    for (const auto& b : buckets_) held += b.backlog.size();
+    return held;
+  }
+
+  /// Writes the batch (and whatever failing keys hold, when their retry is due) in one
+  /// request. A transport failure (connection lost, timeout, breaker open) affects every key:
+  /// the request is sent again after a backoff until it succeeds or the service stops. An
+  /// error reply affects its key only: its trades are kept and retried with backoff while
+  /// the others are written (F45).
+  asio::awaitable<void> write() {
+    const auto now = Clock::now();
+    // A failing stream not due yet keeps the new rows behind the ones it holds.
+    for (auto& b : buckets_) {
+      if (b.rows.empty() || b.health.due(now)) continue;
+      for (const std::size_t index : b.rows) hold(b, rows_[index]);
+      b.rows.clear();
+    }
+    core::Backoff backoff(config_->write_backoff, random_);
+    for (;;) {
+      build_request(now);
+      if (request_.empty()) break;
+      std::string failure;
+      bool permanent = false;
+      try {
+        const std::vector<redis::Reply> replies = co_await redis_->pipeline(request_);
+        take_replies(replies);
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::cancelled) throw;
+        // Every other transport error is retried: what was received is never dropped.
+        permanent = e.kind() == ErrorKind::permanent;
+        failure = e.what();
+      }
+      if (failure.empty()) break;
+      ++n_->write_retries;
+      const auto delay = backoff.next();
+      if (n_->write_retries <= 10 || n_->write_retries % 100 == 0) {
+        log()->log(permanent ? spdlog::level::err : spdlog::level::warn,
+                   "writing {} trade(s) failed (retry #{} in {} ms): {}", pending_trades(),
+                   n_->write_retries, delay.count(), failure);
+      }
+      pause_.expires_after(delay);
+      co_await pause_.async_wait(asio::use_awaitable);
+    }
+    used_ = 0;
+    ++n_->batches;
+    if (trim_) co_await trim_->maybe_trim(buckets_, *n_);
+  }
+
+ private:
+  /// Keeps `row` in the backlog of a failing stream, within --stall-buffer (the oldest go
+  /// first beyond it: counted and logged, never silently).
+  void hold(BucketState& b, const Row& row) {
+    if (b.backlog.size() >= config_->stall_buffer) {
+      b.backlog.erase(b.backlog.begin());
+      ++n_->stalled_dropped;
+      if (n_->stalled_dropped <= 10 || n_->stalled_dropped % 1000 == 0) {
+        log()->error(
+            "{}: {} trade(s) held while the stream fails (--stall-buffer): dropping the oldest "
+            "(#{} dropped): {}",
+            b.stream, b.backlog.size() + 1, n_->stalled_dropped, b.health.error);
+      }
+    }
+    b.backlog.push_back(row);
+  }
+
+  std::size_t pending_trades() const noexcept {
+    std::size_t n = 0;
+    for (const auto& b : buckets_) n += b.sent_backlog + b.sent_rows;
+    return n;
+  }
+
+  static void push_xadd(redis::Request& request, const std::string& stream,
+                        std::span<const std::string_view> trim, const Row& r) {
+    const std::array<std::string_view, 16> fields{"s", r.trade.symbol.view(),
+                                                  "t", r.id.view(),
+                                                  "p", r.trade.price.view(),
+                                                  "q", r.trade.qty.view(),
+                                                  "T", r.trade_time.view(),
+                                                  "E", r.event_time.view(),
+                                                  "m", r.trade.buyer_is_maker ? "1" : "0",
+                                                  "r", r.received.view()};
+    request.push("XADD", stream, trim, "*", fields);
+  }
+
+  /// Every stream's due trades (held ones first, in order) and every symbol's due last price.
+  /// Redis runs the commands in order: a symbol's last price is set after its trades.
+  void build_request(Clock::time_point now) {
+    request_.clear();
+    for (auto& b : buckets_) {
+      b.sent_backlog = 0;
+      b.sent_rows = 0;
+      if (!b.health.due(now)) continue;
+      for (const Row& row : b.backlog) push_xadd(request_, b.stream, {}, row);
+      for (const std::size_t index : b.rows) push_xadd(request_, b.stream, {}, rows_[index]);
+      b.sent_backlog = b.backlog.size();
+      b.sent_rows = b.rows.size();
+    }
+    for (auto& s : symbols_) {
+      s.last_sent = s.last_pending && s.health.due(now);
+      if (!s.last_sent) continue;
+      const std::array<std::string_view, 6> fields{
+          "p", s.last.trade.price.view(), "t", s.last.id.view(), "T", s.last.trade_time.view()};
+      request_.push("HSET", s.last_key, fields);
+    }
+  }
+
+  /// Matches the replies to what was sent: what succeeded is done; a key whose command failed
+  /// keeps its work (in order) and is retried after a backoff.
+  void take_replies(const std::vector<redis::Reply>& replies) {
+    std::size_t next = 0;
+    const auto now = Clock::now();
+    for (auto& b : buckets_) {
+      if (b.sent_backlog + b.sent_rows == 0) continue;
+      std::vector<Row> kept;
+      const redis::Reply* error = nullptr;
+      std::size_t ok = 0;
+      for (std::size_t i = 0; i < b.sent_backlog + b.sent_rows; ++i) {
+        const redis::Reply& reply = replies.at(next++);
+        const Row& row = i < b.sent_backlog ? b.backlog[i] : rows_[b.rows[i - b.sent_backlog]];
+        if (reply.is_error()) {
+          if (error == nullptr) error = &reply;
+          kept.push_back(row);
+        } else {
+          ++ok;
+        }
+      }
+      n_->written += ok;
+      b.backlog = std::move(kept);
+      b.rows.clear();
+      if (ok > 0) b.written = true;
+      settle(b.health, b.stream, error, now);
+      if (b.backlog.size() > config_->stall_buffer) {
+        const std::size_t excess = b.backlog.size() - config_->stall_buffer;
+        b.backlog.erase(b.backlog.begin(), b.backlog.begin() + static_cast<std::ptrdiff_t>(excess));
+        n_->stalled_dropped += excess;
+        log()->error("{}: {} held trade(s) over --stall-buffer dropped ({} in all)", b.stream,
+                     excess, n_->stalled_dropped);
+      }
+    }
+    for (auto& s : symbols_) {
+      if (!s.last_sent) continue;
+      const redis::Reply& reply = replies.at(next++);
+      const redis::Reply* error = reply.is_error() ? &reply : nullptr;
+      if (error == nullptr) s.last_pending = false;
+      settle(s.health, s.last_key, error, now);
+    }
+  }
+
+  /// Records the outcome of a key's commands; readiness follows the number of failing keys.
+  void settle(KeyHealth& health, const std::string& key, const redis::Reply* error,
+              Clock::time_point now) {
+    if (error == nullptr) {
+      if (!health.failing) return;
+      health.failing = false;
+      health.backoff.reset();
+      log()->info("{}: written again after failing ({})", key, health.error);
+      if (--failing_ == 0) {
+        ctx_->health().ready = true;
+        log()->info("ready again: every key is written");
+      }
+      return;
+    }
+    const auto delay = health.backoff.next();
+    health.retry_at = now + delay;
+    std::string text(error->view().error_message());
+    if (!health.failing) {
+      health.failing = true;
+      ++n_->stalls;
+      const bool first = failing_++ == 0;
+      ctx_->health().ready = false;
+      // Needs an operator (a key of the wrong type, out of memory, no permission): an error.
+      log()->error(
+          "{}: writes fail: {}; its trades are kept (up to --stall-buffer {}) and retried, the "
+          "other keys go on{}",
+          key, text, config_->stall_buffer, first ? "; not ready until it recovers" : "");
+    } else if (text != health.error) {
+      log()->error("{}: writes still fail, now: {}", key, text);
+    }
+    health.error = std::move(text);
+  }
+
+  /// --stream-maxlen: about once a second, a stream written since and longer than the limit
+  /// is trimmed, never past what a consumer group still needs (F53): entries of no group's
+  /// interest go; a lagging group holds the rest (counted, logged).
+  class Trimmer {
+   public:
+    Trimmer(redis::RedisClient& redis, std::uint64_t maxlen) : redis_(&redis), maxlen_(maxlen) {}
+
+    Clock::time_point next() const noexcept { return next_; }
+
+    /// Once a second: every stream this receiver wrote to (the group's progress, not our
+    /// writes, is what lets a stream shrink).
+    asio::awaitable<void> maybe_trim(std::vector<BucketState>& buckets, Counters& n) {
+      const auto now = Clock::now();
+      if (now < next_) co_return;
+      next_ = now + std::chrono::seconds(1);
+      for (auto& b : buckets) {
+        if (!b.written) continue;
+        try {
+          co_await trim(b.stream, n);
+        } catch (const Error& e) {
+          if (e.kind() == ErrorKind::cancelled) throw;
+          ++failures_;
+          if (failures_ <= 10 || failures_ % 100 == 0) {
+            log()->warn("{}: trimming (--stream-maxlen) failed (#{}; tried again in a second): {}",
+                        b.stream, failures_, e.what());
+          }
+        }
+      }
+    }
+
+   private:
+    asio::awaitable<void> trim(const std::string& stream, Counters& n) {
+      const std::int64_t length = co_await redis_->xlen(stream);
+      if (length <= static_cast<std::int64_t>(maxlen_)) co_return;
+      const auto floor = co_await trim_floor(*redis_, stream);
+      // No group reads it: a plain length cap. Otherwise everything below the oldest entry a
+      // group still needs (`~`: whole macro nodes only, never past the floor).
+      const auto trim = floor ? redis::TrimOptions::min_id(floor->id.text())
+                              : redis::TrimOptions::max_length(maxlen_);
+      const std::int64_t removed = co_await redis_->xtrim(stream, trim);
+      n.trimmed += static_cast<std::uint64_t>(std::max<std::int64_t>(removed, 0));
+      if (floor && length - removed > static_cast<std::int64_t>(2 * maxlen_)) {
+        ++n.trims_held_back;
+        const auto now = Clock::now();
+        if (now >= next_warning_) {
+          next_warning_ = now + std::chrono::seconds(60);
+          log()->warn(
+              "{} holds {} entries, more than --stream-maxlen {}: group {} still needs them "
+              "from {} on ({} read and not acknowledged); they are kept",
+              stream, length - removed, maxlen_, floor->group, floor->id.text(), floor->pending);
+        }
+      }
+    }
+
+    redis::RedisClient* redis_;
+    std::uint64_t maxlen_;
+    Clock::time_point next_{};
+    Clock::time_point next_warning_{};
+    std::uint64_t failures_ = 0;
+  };
+
+  lifecycle::ServiceContext* ctx_;
+  const ReceiverConfig* config_;
+  redis::RedisClient* redis_;
+  Counters* n_;
+  core::DefaultRandom random_;
+  std::vector<Row> rows_;
+  std::size_t used_ = 0;
+  std::vector<BucketState> buckets_;
+  std::vector<SymbolState> symbols_;
+  std::unordered_map<std::string_view, std::size_t> index_;
+  std::size_t failing_ = 0;  // keys failing now
+  redis::Request request_;
+  asio::steady_timer pause_{ctx_->executor()};
+  std::optional<Trimmer> trim_;
+};
+
+}  // namespace
+
 asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const ReceiverConfig& config) {
   auto executor = ctx.executor();
   ws::WebSocketConfig feed_config = config.feed;
@@ -90,10 +454,6 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   auto* redis = co_await ctx.scope().open<redis::RedisClient>("redis", executor, config.redis);
   auto* feed = co_await ctx.scope().open<ws::WebSocketClient>("feed", executor, feed_config);
 
-  std::vector<SymbolState> symbols;
-  for (const auto& name : config.symbols) {
-    symbols.push_back({name, trade_stream(name), last_price_key(name), {}, {}, false});
-  }
   // Counters live in shared state: the summary runs when the scope closes, after this
   // coroutine's frame is gone (and before the clients close: reverse order).
   struct State {
@@ -124,6 +484,11 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("written", c.written)
             .add("batches", c.batches)
             .add("write_retries", c.write_retries)
+            .add("stalls", c.stalls)
+            .add("stalled_dropped", c.stalled_dropped)
+            .add("unwritten", c.unwritten)
+            .add("trimmed", c.trimmed)
+            .add("trims_held_back", c.trims_held_back)
             .add("reconnects", fs.disconnects)
             .add("dropped", fs.dropped)
             .add("max_queued", static_cast<std::uint64_t>(fs.max_queued))
@@ -137,7 +502,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       });
 
   // A graceful stop closes the feed: what it already received is still handed out and
-  // written, then receive_batch returns 0 and the loop ends.
+  // written, then receiving ends and the loop ends.
   ctx.on_stop([feed, executor] {
     asio::co_spawn(executor, feed->close(), [](std::exception_ptr e) {
       if (e) std::rethrow_exception(e);  // close() never throws
@@ -147,23 +512,43 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
 
   simdjson::ondemand::parser parser;
   std::vector<ws::Message> messages;
-  std::vector<Row> rows(config.batch);
-  core::DefaultRandom random;
-  asio::steady_timer pause(executor);
-  // Every batch is one request, reused: each symbol's XADDs and its last price (HSET), one
-  // write and one round trip whatever the number of symbols (it was two per symbol).
-  redis::Request request;
-  const std::string maxlen = std::to_string(config.stream_maxlen);
-  std::vector<std::string_view> trim;  // XADD's "MAXLEN ~ n", or nothing
-  if (config.stream_maxlen > 0) trim = {"MAXLEN", "~", maxlen};
+  Writer writer(ctx, config, *redis, n);
+  // Trades still held for a failing key when the service stops are counted and logged.
+  struct Unwritten {
+    Writer* writer;
+    Counters* n;
+    ~Unwritten() {
+      n->unwritten = writer->held_trades();
+      if (n->unwritten > 0) {
+        log()->error("{} trade(s) could not be written (their stream kept failing) and are lost",
+                     n->unwritten);
+      }
+    }
+  } unwritten{&writer, &n};
 
-  for (;;) {
-    const std::size_t count = co_await feed->receive_batch(messages, config.batch);
-    if (count == 0) break;  // the feed was closed (stop) and everything received is handled
+  bool feed_open = true;
+  asio::steady_timer wait(executor);
+  while (feed_open || writer.holding()) {
+    std::size_t count = 0;
+    const auto bound = writer.wait_bound(Clock::now());
+    if (!feed_open) {
+      // The feed is closed; a failing key still holds trades: retry them when due, until
+      // they are written or the stop's drain budget runs out.
+      wait.expires_after(bound.value_or(std::chrono::milliseconds{100}));
+      co_await wait.async_wait(asio::use_awaitable);
+    } else if (bound) {
+      const auto got = co_await feed->receive_batch_for(messages, config.batch, *bound);
+      if (!got) {
+        feed_open = false;
+      } else {
+        count = *got;
+      }
+    } else {
+      count = co_await feed->receive_batch(messages, config.batch);
+      if (count == 0) feed_open = false;  // closed (stop) and everything received is handled
+    }
     n.received += count;
     const std::int64_t now_us = unix_micros();
-    std::size_t used = 0;
-    for (auto& s : symbols) s.rows.clear();
     for (std::size_t i = 0; i < count; ++i) {
       ws::Message& m = messages[i];
       if (m.connection != last_connection) {
@@ -171,7 +556,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
           log()->info("feed connection {} started: trade ids may have a gap", m.connection);
         last_connection = m.connection;
       }
-      Row& row = rows[used];
+      Row& row = writer.next_row();
       const char* error = "";
       const ParseOutcome outcome = parse_trade(parser, m.data, row.trade, error);
       if (outcome == ParseOutcome::control) {
@@ -193,10 +578,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
         continue;
       }
       const std::string_view symbol = row.trade.symbol.view();
-      SymbolState* target = nullptr;
-      for (auto& s : symbols) {
-        if (s.name == symbol) target = &s;
-      }
+      SymbolState* target = writer.find(symbol);
       if (target == nullptr) {
         ++n.unknown_symbol;
         if (n.unknown_symbol <= 10) log()->warn("trade for unsubscribed symbol {} skipped", symbol);
@@ -216,88 +598,9 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       row.trade_time.set(row.trade.trade_time);
       row.event_time.set(row.trade.event_time);
       row.received.set(now_us);
-      target->rows.push_back(used);
-      ++used;
+      writer.take(*target);
     }
-    if (used == 0) continue;
-
-    // Write the batch: every symbol's trades (XADD) and last price (HSET), in one request.
-    // Retried until it succeeds: a write whose outcome is unknown may add entries twice, which
-    // the recorder's idempotent insert absorbs; the feed keeps buffering meanwhile (bounded,
-    // counted). What succeeded is not sent again: a retry adds only the trades whose XADD
-    // failed (after the others in the stream), and after an HSET error the XADDs are not
-    // repeated. Redis runs the commands in order, so a symbol's last price is set after its
-    // trades were added; when an XADD fails, the last price may be ahead of the stream until
-    // the retry adds them.
-    core::Backoff backoff(config.write_backoff, random);
-    for (auto& s : symbols) {
-      s.pending.assign(s.rows.begin(), s.rows.end());
-      s.priced = s.rows.empty();
-    }
-    for (;;) {
-      request.clear();
-      for (const auto& s : symbols) {
-        for (const std::size_t index : s.pending) {
-          const Row& r = rows[index];
-          const std::array<std::string_view, 16> fields{"s", r.trade.symbol.view(),
-                                                        "t", r.id.view(),
-                                                        "p", r.trade.price.view(),
-                                                        "q", r.trade.qty.view(),
-                                                        "T", r.trade_time.view(),
-                                                        "E", r.event_time.view(),
-                                                        "m", r.trade.buyer_is_maker ? "1" : "0",
-                                                        "r", r.received.view()};
-          request.push("XADD", s.stream, trim, "*", fields);
-        }
-        if (!s.priced) {
-          const Row& last = rows[s.rows.back()];
-          const std::array<std::string_view, 6> fields{
-              "p", last.trade.price.view(), "t", last.id.view(), "T", last.trade_time.view()};
-          request.push("HSET", s.last_key, fields);
-        }
-      }
-      std::string failure;
-      bool permanent = false;
-      try {
-        const std::vector<redis::Reply> replies = co_await redis->pipeline(request);
-        std::size_t next = 0;
-        const redis::Reply* first_error = nullptr;
-        const auto take = [&]() -> bool {
-          const redis::Reply& reply = replies.at(next++);
-          if (!reply.is_error()) return true;
-          if (first_error == nullptr) first_error = &reply;
-          return false;
-        };
-        for (auto& s : symbols) {
-          // Keep the rows whose XADD failed, in order.
-          std::size_t kept = 0;
-          for (const std::size_t index : s.pending) {
-            if (!take()) s.pending[kept++] = index;
-          }
-          s.pending.resize(kept);
-          if (!s.priced) s.priced = take();
-        }
-        if (first_error != nullptr) first_error->view().throw_if_error("writing trades");
-      } catch (const Error& e) {
-        if (e.kind() == ErrorKind::cancelled) throw;
-        // Every other error is retried: what was received is never dropped. A permanent one
-        // (OOM, READONLY during a failover, WRONGTYPE) needs an operator: logged as an error.
-        permanent = e.kind() == ErrorKind::permanent;
-        failure = e.what();
-      }
-      if (failure.empty()) break;
-      ++n.write_retries;
-      const auto delay = backoff.next();
-      if (n.write_retries <= 10 || n.write_retries % 100 == 0) {
-        log()->log(permanent ? spdlog::level::err : spdlog::level::warn,
-                   "writing {} trade(s) failed (retry #{} in {} ms): {}", used, n.write_retries,
-                   delay.count(), failure);
-      }
-      pause.expires_after(delay);
-      co_await pause.async_wait(asio::use_awaitable);
-    }
-    n.written += used;
-    ++n.batches;
+    co_await writer.write();
   }
   ctx.health().ready = false;
   log()->info("feed closed; {} trade(s) written", n.written);

@@ -1,7 +1,8 @@
 #pragma once
 /// @file
-/// ts-receiver: market-data feed (WebSocket) → parse → batch → Redis streams
-/// `md:trades:{SYMBOL}` (one entry per trade, trade id included) and `md:last:{SYMBOL}`.
+/// ts-receiver: market-data feed (WebSocket) → parse → batch → the Redis trade streams
+/// `md:{tNN}:trades` (one entry per trade, trade id included; a bucket of symbols per stream)
+/// and `md:last:<SYMBOL>`.
 
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/redis/config.hpp>
@@ -22,8 +23,13 @@ struct ReceiverConfig {
   std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
   /// Most messages taken from the feed per Redis round trip.
   std::uint64_t batch = 512;
-  /// Approximate MAXLEN of each trade stream (0: no trimming; ts-janitor trims by age).
+  /// About once a second, a trade stream longer than this is trimmed of the entries no
+  /// consumer group still needs (0: no trimming; ts-janitor trims by age). Never past an entry
+  /// a group has not read or acknowledged (F53).
   std::uint64_t stream_maxlen = 0;
+  /// Trades kept per trade stream while its writes fail with an error reply (F45); beyond it,
+  /// the oldest are dropped (counted, logged).
+  std::uint64_t stall_buffer = 100000;
   /// Pause between attempts to write a batch while Redis is unavailable (capped backoff).
   core::BackoffConfig write_backoff{std::chrono::milliseconds{20}, std::chrono::milliseconds{1000},
                                     2.0};

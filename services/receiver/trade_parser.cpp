@@ -57,6 +57,10 @@ ParseOutcome parse_trade(simdjson::ondemand::parser& parser, std::string& data, 
           error = "E is not an integer";
           return ParseOutcome::malformed;
         }
+        if (!is_plausible_millis(out.event_time)) {
+          error = "E is not a time in milliseconds (2000-2099)";
+          return ParseOutcome::malformed;
+        }
         seen |= kEventTime;
         break;
       case 's':
@@ -91,8 +95,12 @@ ParseOutcome parse_trade(simdjson::ondemand::parser& parser, std::string& data, 
         seen |= kQ;
         break;
       case 'T':
-        if (value.get_int64().get(out.trade_time) != simdjson::SUCCESS || out.trade_time < 0) {
+        if (value.get_int64().get(out.trade_time) != simdjson::SUCCESS) {
           error = "T is not a time";
+          return ParseOutcome::malformed;
+        }
+        if (!is_plausible_millis(out.trade_time)) {
+          error = "T is not a time in milliseconds (2000-2099)";
           return ParseOutcome::malformed;
         }
         seen |= kTradeTime;

@@ -12,9 +12,10 @@ namespace recorder = trading_shared::services::recorder;
 int main(int argc, char** argv) {
   recorder::RecorderSettings settings;
   settings.log.service_name = "ts-recorder";
-  core::ConfigLoader loader("ts-recorder",
-                            "Records the trade streams md:trades:{SYMBOL} into the ticks table: "
-                            "batched, idempotent inserts, acknowledged after commit.");
+  core::ConfigLoader loader(
+      "ts-recorder",
+      "Records the trade streams (md:{tNN}:trades, every bucket) into the ticks table: "
+      "batched, idempotent inserts, acknowledged after commit.");
   recorder::add_recorder_settings(loader, settings);
   if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
   try {

@@ -21,9 +21,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <exception>
-#include <map>
 #include <memory>
-#include <set>
 #include <span>
 #include <utility>
 
@@ -52,6 +50,7 @@ std::optional<std::int64_t> parse_int(std::string_view text) noexcept {
 /// The ticks of one batch as PostgreSQL array literals, one per column, for a single
 /// `INSERT ... SELECT FROM unnest(...)` (see TickWriter).
 struct Columns {
+  std::string symbols{"{"};
   std::string trade_ids{"{"};
   std::string prices{"{"};
   std::string qtys{"{"};
@@ -64,6 +63,7 @@ struct Columns {
   /// Room for `n` rows of typical sizes: one allocation per column and batch.
   void reserve(std::size_t n) {
     for (std::string* s : {&trade_ids, &trade_ms, &event_ms, &received_us}) s->reserve(n * 18);
+    symbols.reserve(n * 12);
     for (std::string* s : {&prices, &qtys}) s->reserve(n * 16);
     makers.reserve(n * 2 + 2);
   }
@@ -73,6 +73,12 @@ struct Columns {
   void add(const Trade& t) {
     const char* sep = rows == 0 ? "" : ",";
     ++rows;
+    // Quoted: an element spelled NULL would otherwise be a null (symbols are letters and
+    // digits, so nothing inside needs escaping).
+    symbols += sep;
+    symbols += '"';
+    symbols += t.symbol;
+    symbols += '"';
     append_number(trade_ids, sep, t.trade_id);
     append(prices, sep, t.price);  // validated plain decimals: no quoting needed
     append(qtys, sep, t.qty);
@@ -83,7 +89,7 @@ struct Columns {
   }
   void finish() {
     for (std::string* s :
-         {&trade_ids, &prices, &qtys, &trade_ms, &event_ms, &makers, &received_us}) {
+         {&symbols, &trade_ids, &prices, &qtys, &trade_ms, &event_ms, &makers, &received_us}) {
       s->push_back('}');
     }
   }
@@ -108,24 +114,25 @@ struct Columns {
   }
 };
 
-// One statement per batch, idempotent: a redelivered trade hits the primary key (symbol,
-// trade_id, trade_time) and is skipped; the affected-row count is what was new.
-// The columns travel as 7 array parameters (text literals cast on the server): the statement
-// has a fixed text and 8 parameters whatever the batch size, so the server parses and plans
-// the same small statement every time, unlike a multi-row VALUES with 8 parameters per row.
+// One statement per read (every symbol of every stream read), idempotent: a redelivered trade
+// hits the primary key (symbol, trade_id, trade_time) and is skipped; the affected-row count is
+// what was new. The columns travel as 8 array parameters (text literals cast on the server):
+// the statement has a fixed text and 8 parameters whatever the batch size and the number of
+// symbols, so the server parses and plans the same small statement every time, and a read of
+// 500 symbols costs one statement, not 500 (F72).
 // Times: exact integer arithmetic on intervals (no float seconds).
 // Two forms (see TickWriter::insert): new trades without ON CONFLICT, redelivered ones with.
 constexpr std::string_view kInsertTicksBody = R"sql(
 INSERT INTO ticks (symbol, trade_id, price, qty, trade_time, event_time, buyer_is_maker,
                    received_at)
-SELECT $1::text, u.trade_id, u.price, u.qty,
+SELECT u.symbol, u.trade_id, u.price, u.qty,
        timestamptz 'epoch' + u.trade_ms * interval '1 millisecond',
        timestamptz 'epoch' + u.event_ms * interval '1 millisecond',
        u.maker,
        timestamptz 'epoch' + u.received_us * interval '1 microsecond'
-FROM unnest($2::bigint[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[],
+FROM unnest($1::text[], $2::bigint[], $3::numeric[], $4::numeric[], $5::bigint[], $6::bigint[],
             $7::boolean[], $8::bigint[])
-     AS u(trade_id, price, qty, trade_ms, event_ms, maker, received_us))sql";
+     AS u(symbol, trade_id, price, qty, trade_ms, event_ms, maker, received_us))sql";
 const std::string kInsertNewTicks(kInsertTicksBody);
 const std::string kInsertTicks = std::string(kInsertTicksBody) + "\nON CONFLICT DO NOTHING";
 
@@ -170,7 +177,7 @@ class TickWriter {
              TransientRetry retry)
       : pg_(&pg), settings_(&settings), counters_(&counters), retry_(std::move(retry)) {}
 
-  asio::awaitable<void> write(std::string symbol, std::span<const redis::StreamEntry> entries) {
+  asio::awaitable<void> write(std::span<const redis::StreamEntry> entries) {
     const std::uint64_t call = ++counters_->handler_calls;
     if (settings_->fault_crash_before_commit > 0 &&
         call == static_cast<std::uint64_t>(settings_->fault_crash_before_commit)) {
@@ -182,11 +189,11 @@ class TickWriter {
     trades.reserve(entries.size());
     std::string why;
     for (const auto& entry : entries) {
-      auto trade = parse_trade(entry, symbol, why);
+      auto trade = parse_trade(entry, why);
       if (!trade) {
         ++counters_->malformed;
         log()->error("stream {}: malformed entry {} skipped (acknowledged with its batch): {}",
-                     trade_stream(symbol), entry.id, why);
+                     entry.stream, entry.id, why);
         continue;
       }
       trades.push_back(*trade);
@@ -197,8 +204,8 @@ class TickWriter {
       for (const auto& t : trades) columns.add(t);
       columns.finish();
       // Locals, not temporaries, inside the co_await (GCC 12 coroutine bugs).
-      std::string what = "insert into ticks (" + symbol + ")";
-      auto attempt = [&]() { return insert(symbol, trades, columns); };
+      std::string what = "insert into ticks (" + std::to_string(trades.size()) + " trades)";
+      auto attempt = [&]() { return insert(trades, columns); };
       const std::int64_t inserted =
           co_await retry_transient(retry_, core::Idempotent::yes, std::move(what), attempt);
       const auto rows = static_cast<std::uint64_t>(inserted < 0 ? 0 : inserted);
@@ -244,12 +251,10 @@ class TickWriter {
   /// cost the server 1.13-1.79x as much per row (docs/performance.md). A batch holding a
   /// trade already recorded (a redelivery after a crash or a claim) fails as a whole on the
   /// primary key (23505: nothing of it was inserted) and goes in again with ON CONFLICT DO
-  /// NOTHING, as do the next kConflictBatches batches of the symbol (a redelivery comes in
-  /// several).
-  asio::awaitable<std::int64_t> insert(const std::string& symbol, const std::vector<Trade>& trades,
-                                       const Columns& c) {
+  /// NOTHING, as do the next kConflictBatches batches (a redelivery comes in several).
+  asio::awaitable<std::int64_t> insert(const std::vector<Trade>& trades, const Columns& c) {
     co_await ensure_partitions(trades);
-    int& careful = careful_batches_[symbol];  // per symbol: a redelivery is one stream's
+    int& careful = careful_batches_;
     bool on_conflict = careful > 0;
     if (careful > 0) --careful;
     bool recreated = false;
@@ -260,7 +265,7 @@ class TickWriter {
       bool missing_partition = false;
       try {
         const std::string& sql = on_conflict ? kInsertTicks : kInsertNewTicks;
-        co_return co_await pg_->execute(sql, symbol, c.trade_ids, c.prices, c.qtys, c.trade_ms,
+        co_return co_await pg_->execute(sql, c.symbols, c.trade_ids, c.prices, c.qtys, c.trade_ms,
                                         c.event_ms, c.makers, c.received_us);
       } catch (const Error& e) {
         if (is_duplicate(e) && !on_conflict) {
@@ -285,10 +290,9 @@ class TickWriter {
     }
   }
 
-  /// After a batch with an already recorded trade, this many batches of the same symbol use
-  /// ON CONFLICT directly.
+  /// After a batch with an already recorded trade, this many batches use ON CONFLICT directly.
   static constexpr int kConflictBatches = 20;
-  std::map<std::string, int, std::less<>> careful_batches_;
+  int careful_batches_ = 0;
 
   pg::PostgresClient* pg_;
   const RecorderSettings* settings_;
@@ -306,8 +310,7 @@ struct ClientSnapshot {
 
 }  // namespace
 
-std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_view symbol,
-                                 std::string& why) {
+std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string& why) {
   auto required = [&](const char* name) -> const std::string* {
     const std::string* value = entry.field(name);
     if (value == nullptr) why = std::string("missing field '") + name + "'";
@@ -324,10 +327,16 @@ std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_vi
     return std::nullopt;
   }
   Trade trade;
-  if (*s != symbol) {
-    why = "symbol '" + *s + "' in the stream of " + std::string(symbol);
+  if (!is_symbol(*s) || s->size() > 64) {
+    why = "invalid symbol '" + s->substr(0, 64) + "'";
     return std::nullopt;
   }
+  if (!entry.stream.empty() && trade_stream(*s) != entry.stream) {
+    why = "symbol '" + *s + "' belongs in " + trade_stream(*s) + ", not in " +
+          std::string(entry.stream);
+    return std::nullopt;
+  }
+  trade.symbol = *s;
   const auto id = parse_int(*t);
   if (!id || *id < 0) {
     why = "invalid trade id '" + *t + "'";
@@ -345,8 +354,8 @@ std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_vi
   }
   trade.qty = *q;
   const auto ms = parse_int(*trade_time);
-  if (!ms || *ms <= 0) {
-    why = "invalid trade time '" + *trade_time + "'";
+  if (!ms || !is_plausible_millis(*ms)) {
+    why = "invalid trade time '" + *trade_time + "' (milliseconds, 2000-2099)";
     return std::nullopt;
   }
   trade.trade_time_ms = *ms;
@@ -360,15 +369,15 @@ std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_vi
   }
   if (const std::string* e = entry.field("E")) {
     trade.event_time_ms = parse_int(*e);
-    if (!trade.event_time_ms || *trade.event_time_ms <= 0) {
-      why = "invalid event time '" + *e + "'";
+    if (!trade.event_time_ms || !is_plausible_millis(*trade.event_time_ms)) {
+      why = "invalid event time '" + *e + "' (milliseconds, 2000-2099)";
       return std::nullopt;
     }
   }
   if (const std::string* r = entry.field("r")) {
     trade.received_at_us = parse_int(*r);
-    if (!trade.received_at_us || *trade.received_at_us <= 0) {
-      why = "invalid receive time '" + *r + "'";
+    if (!trade.received_at_us || !is_plausible_micros(*trade.received_at_us)) {
+      why = "invalid receive time '" + *r + "' (microseconds, 2000-2099)";
       return std::nullopt;
     }
   }
@@ -379,19 +388,22 @@ void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
   add_postgres_settings(loader, s.pg);
   add_redis_settings(loader, s.redis);
   core::add_log_settings(loader, s.log);
-  loader.add(s.symbols, {"symbols", "symbols whose streams md:trades:{SYMBOL} are recorded"})
+  loader
       .add(s.consumer, {"consumer",
                         "consumer name in the group 'recorder' (default: "
-                        "recorder-<host>-<pid>)"})
-      .add(s.batch, {"batch", "entries per read, written in one insert"})
+                        "recorder-<host>-<pid>); reader i > 0 adds '-<i>'"})
+      .add(s.readers, {"readers",
+                       "readers, each reading every trade stream on one blocking Redis "
+                       "connection (1-8)"})
+      .add(s.batch, {"batch", "entries per stream and read; a read (every stream) is one insert"})
       .add(s.claim_min_idle,
            {"claim_min_idle", "entries pending this long in another consumer are taken over"})
       .add(s.claim_interval, {"claim_interval",
                               "how often stale and own pending entries are "
                               "looked at again"})
       .add(s.max_deliveries, {"max_deliveries",
-                              "deliveries of an entry before it goes to "
-                              "md:trades:{SYMBOL}:dead"})
+                              "deliveries of an entry before it goes to its stream's "
+                              "dead-letter stream (<stream>:dead)"})
       .add(s.drain_timeout, {"drain_timeout",
                              "after SIGTERM, time to finish the current batch "
                              "before it is cancelled"})
@@ -406,16 +418,7 @@ void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
 
 void finish_settings(RecorderSettings& s) {
   auto bad = [](const std::string& why) { throw core::ConfigError(why); };
-  if (s.symbols.empty()) bad("--symbols: at least one symbol is needed");
-  std::set<std::string> seen;
-  for (const auto& symbol : s.symbols) {
-    for (const char c : symbol) {
-      const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                      c == '-' || c == '_' || c == '.';
-      if (!ok) bad("--symbols: invalid symbol '" + symbol + "' (letters, digits, - _ . only)");
-    }
-    if (!seen.insert(symbol).second) bad("--symbols: '" + symbol + "' is given twice");
-  }
+  if (s.readers < 1 || s.readers > 8) bad("--readers must be between 1 and 8");
   if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
   if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
@@ -439,6 +442,7 @@ int run_recorder(const RecorderSettings& settings) {
   core::DefaultRandom random;
   std::optional<TickWriter> writer;
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
+  const auto streams = all_trade_streams();
 
   lifecycle::ServiceOptions options;
   options.name = "ts-recorder";
@@ -473,11 +477,14 @@ int run_recorder(const RecorderSettings& settings) {
         retry.retries = &counters.db_retries;
         retry.log = log();
         writer.emplace(*pg, settings, counters, retry);
-        for (const auto& symbol : settings.symbols) {
+        // Every reader reads every bucket stream: a fixed number of Redis connections
+        // (1 + readers) whatever the number of symbols (F72).
+        for (std::int64_t i = 0; i < settings.readers; ++i) {
           redis::StreamConsumerConfig config;
-          config.stream = trade_stream(symbol);
+          config.streams.assign(streams.begin(), streams.end());
           config.group = std::string(kRecorderGroup);
-          config.consumer = settings.consumer;
+          config.consumer =
+              i == 0 ? settings.consumer : settings.consumer + "-" + std::to_string(i);
           config.batch = settings.batch;
           config.claim_min_idle = settings.claim_min_idle;
           config.claim_interval = settings.claim_interval;
@@ -485,14 +492,16 @@ int run_recorder(const RecorderSettings& settings) {
           consumers.push_back(std::make_unique<redis::StreamConsumer>(
               *redis, config,
               redis::StreamConsumer::BatchHandler(
-                  [&writer, symbol](std::span<const redis::StreamEntry> entries) {
-                    return writer->write(symbol, entries);
+                  [&writer](std::span<const redis::StreamEntry> entries) {
+                    return writer->write(entries);
                   })));
         }
         if (stop.stopped()) co_return;
         ctx.health().ready = true;
-        log()->info("recording {} stream(s) as consumer {} of group {} (batch {})",
-                    consumers.size(), settings.consumer, kRecorderGroup, settings.batch);
+        log()->info(
+            "recording {} trade stream(s) with {} reader(s) as consumer {} of group {} "
+            "(batch {} per stream)",
+            streams.size(), consumers.size(), settings.consumer, kRecorderGroup, settings.batch);
 
         using Run =
             decltype(asio::co_spawn(ctx.executor(), consumers.front()->run(), asio::deferred));
@@ -520,6 +529,7 @@ int run_recorder(const RecorderSettings& settings) {
     total.dead_lettered += s.dead_lettered;
     total.deleted += s.deleted;
     total.read_errors += s.read_errors;
+    total.splits += s.splits;
   }
   log()->info(
       "stopped (exit {}): {} inserted, {} duplicates, {} malformed, {} acked, {} handler "
@@ -539,6 +549,7 @@ int run_recorder(const RecorderSettings& settings) {
       .add("dead_lettered", total.dead_lettered)
       .add("deleted", total.deleted)
       .add("read_errors", total.read_errors)
+      .add("splits", total.splits)
       .add("db_retries", counters.db_retries)
       .add("partitions_created", counters.partitions_created)
       .add("redelivered_batches", counters.redelivered_batches)

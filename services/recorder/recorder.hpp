@@ -1,7 +1,7 @@
 #pragma once
 /// @file
-/// ts-recorder: the trade streams `md:trades:{SYMBOL}` → batched, idempotent insert into
-/// `ticks` → XACK after commit (ARCHITECTURE.md section 10; docs/services.md).
+/// ts-recorder: the trade streams (`md:{tNN}:trades`, every bucket) → batched, idempotent
+/// insert into `ticks` → XACK after commit (docs/services.md).
 
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
@@ -22,9 +22,13 @@ struct RecorderSettings {
   pg::PostgresConfig pg;
   redis::RedisConfig redis;
   core::LogConfig log;
-  std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
-  /// Consumer name in the group; empty: "recorder-<host>-<pid>".
+  /// Consumer name in the group; empty: "recorder-<host>-<pid>". Reader i > 0 is
+  /// "<consumer>-<i>".
   std::string consumer;
+  /// Readers: each reads every trade stream on its own blocking Redis connection (entries are
+  /// shared out by the group), so that one reader's insert overlaps another's read.
+  std::int64_t readers = 2;
+  /// Entries per stream and read; a read covers every stream, its entries go into one insert.
   std::int64_t batch = 500;
   std::chrono::milliseconds claim_min_idle{10000};
   std::chrono::milliseconds claim_interval{2000};
@@ -50,6 +54,7 @@ int run_recorder(const RecorderSettings& settings);
 /// One trade as read from a stream entry (fields documented in common/keys.hpp). The string
 /// views point into the entry.
 struct Trade {
+  std::string_view symbol;
   std::int64_t trade_id = 0;
   std::string_view price;
   std::string_view qty;
@@ -59,11 +64,11 @@ struct Trade {
   std::optional<std::int64_t> received_at_us;
 };
 
-/// Parses an entry of `symbol`'s stream; on failure returns nothing and sets `why`.
-/// Required: `s` (equal to `symbol`), `t` (integer >= 0), `p` and `q` (unsigned decimals),
-/// `T` (integer ms > 0), `m` (`1`/`0`/`true`/`false`). Optional: `E` (ms), `r` (µs); present
-/// but not an integer is malformed too.
-std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string_view symbol,
-                                 std::string& why);
+/// Parses a trade stream entry; on failure returns nothing and sets `why`.
+/// Required: `s` (a symbol: upper-case letters and digits; when the entry says which stream
+/// it came from, that must be the symbol's stream), `t` (integer >= 0), `p` and `q` (unsigned
+/// decimals), `T` (ms, 2000-2099), `m` (`1`/`0`/`true`/`false`). Optional: `E` (ms, 2000-2099),
+/// `r` (µs, 2000-2099); present but not such a time is malformed too (F44).
+std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string& why);
 
 }  // namespace trading_shared::services::recorder

@@ -19,6 +19,7 @@ constexpr std::array kCommands{
     std::pair{std::string_view("status"), Command::status},
     std::pair{std::string_view("submit-order"), Command::submit_order},
     std::pair{std::string_view("load-orders"), Command::load_orders},
+    std::pair{std::string_view("migrate-streams"), Command::migrate_streams},
 };
 
 constexpr std::size_t kMaxSymbol = 20;
@@ -101,7 +102,12 @@ void add_settings(core::ConfigLoader& loader, Settings& settings) {
       .add(settings.deadline,
            {"deadline",
             "overall deadline of the command (0: 60 s, plus count / rate for load-orders)"})
-      .add(settings.symbols, {"symbols", "status, load-orders: comma-separated symbols"})
+      .add(settings.symbols,
+           {"symbols",
+            "status (their trade streams; empty: every trade stream), load-orders: "
+            "comma-separated symbols"})
+      .add(settings.keep,
+           {"keep", "migrate-streams: keep the streams of the first layout after the copy"})
       .add(settings.json, {"json", "status: print one JSON object instead of tables"})
       .add(settings.order.symbol, {"symbol", "submit-order: the symbol, e.g. BTCUSDT"})
       .add(settings.order.side, {"side", "submit-order: buy or sell"})
@@ -145,9 +151,10 @@ void validate(Command command, const Settings& settings) {
   }
   switch (command) {
     case Command::migrate:
+    case Command::migrate_streams:
       break;
     case Command::status:
-      check_symbols(settings.symbols);
+      if (!settings.symbols.empty()) check_symbols(settings.symbols);
       break;
     case Command::submit_order: {
       const OrderSettings& order = settings.order;

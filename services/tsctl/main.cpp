@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
       "tsctl",
       "Operator tool of the trading services. Commands: migrate (apply the schema), status "
       "(streams, lag, pending, table counts), submit-order (one order request), load-orders "
-      "(a deterministic stream of order requests at a given rate).");
+      "(a deterministic stream of order requests at a given rate), migrate-streams (move the "
+      "trade streams of the first layout, md:trades:<SYMBOL>, into the bucket streams).");
   loader.allow_positional("command");
   ts::core::add_log_settings(loader, log_config);
   tsctl::add_settings(loader, settings);
@@ -54,6 +55,9 @@ int main(int argc, char** argv) {
             break;
           case tsctl::Command::load_orders:
             co_await tsctl::run_load_orders(ctx, settings, load_report);
+            break;
+          case tsctl::Command::migrate_streams:
+            co_await tsctl::run_migrate_streams(ctx, settings);
             break;
         }
       });

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -154,9 +155,13 @@ asio::awaitable<void> run_status(lifecycle::ServiceContext& ctx, const Settings&
       co_await ctx.scope().open<pg::PostgresClient>("postgres", ctx.executor(), settings.postgres);
   // (stream, group) pairs as locals: no temporaries inside co_await expressions (GCC 12).
   std::vector<std::pair<std::string, std::string>> wanted;
-  for (const auto& symbol : settings.symbols) {
-    wanted.emplace_back(trade_stream(symbol), kRecorderGroup);
+  // The trade streams of the symbols (a bucket holds several: each once), or all of them.
+  std::set<std::string> trade_streams;
+  if (settings.symbols.empty()) {
+    for (const auto& stream : all_trade_streams()) trade_streams.insert(stream);
   }
+  for (const auto& symbol : settings.symbols) trade_streams.insert(trade_stream(symbol));
+  for (const auto& stream : trade_streams) wanted.emplace_back(stream, kRecorderGroup);
   wanted.emplace_back(kOrderRequests, kExecutorGroup);
   wanted.emplace_back(kOrderEvents, "");
   std::vector<StreamStatus> streams;

@@ -18,7 +18,7 @@
 
 namespace trading_shared::services::tsctl {
 
-enum class Command : std::uint8_t { migrate, status, submit_order, load_orders };
+enum class Command : std::uint8_t { migrate, status, submit_order, load_orders, migrate_streams };
 
 std::string_view to_string(Command command) noexcept;
 
@@ -47,6 +47,8 @@ struct Settings {
   OrderSettings order;
   LoadSettings load;
   std::string summary_file;
+  /// migrate-streams: keep the streams of the first layout after copying them.
+  bool keep = false;
   /// Overall deadline of the command; zero: automatic (60 s, plus count / rate for
   /// load-orders).
   std::chrono::milliseconds deadline{0};
@@ -80,6 +82,10 @@ lifecycle::ServiceOptions service_options(Command command, const Settings& setti
 
 boost::asio::awaitable<void> run_migrate(lifecycle::ServiceContext& ctx, const Settings& settings);
 boost::asio::awaitable<void> run_status(lifecycle::ServiceContext& ctx, const Settings& settings);
+/// Moves what the streams of the first layout (md:trades:<SYMBOL>) still hold for the recorder
+/// into the trade streams of their buckets, then deletes them (unless --keep).
+boost::asio::awaitable<void> run_migrate_streams(lifecycle::ServiceContext& ctx,
+                                                 const Settings& settings);
 boost::asio::awaitable<void> run_submit_order(lifecycle::ServiceContext& ctx,
                                               const Settings& settings);
 boost::asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx,

@@ -109,6 +109,19 @@ asio::awaitable<std::vector<StreamEntry>> to_read_entries(asio::awaitable<Reply>
   co_return to_entries(reply[0][1]);
 }
 
+asio::awaitable<std::vector<StreamRead>> to_stream_reads(asio::awaitable<Reply> op) {
+  // XREADGROUP: nil (nothing new, or BLOCK timed out) or [[stream, [entries]], ...].
+  const Reply reply = co_await std::move(op);
+  std::vector<StreamRead> reads;
+  if (reply.is_nil()) co_return reads;
+  reads.reserve(reply.size());
+  for (const auto item : reply) {
+    if (!item.is_array() || item.size() != 2) unexpected("XREADGROUP", reply);
+    reads.push_back(StreamRead{std::string(item[0].as_string()), to_entries(item[1])});
+  }
+  co_return reads;
+}
+
 asio::awaitable<PendingSummary> to_pending_summary(asio::awaitable<Reply> op) {
   const Reply reply = co_await std::move(op);
   if (reply.size() != 4) unexpected("XPENDING", reply);
@@ -449,6 +462,41 @@ asio::awaitable<std::vector<StreamEntry>> RedisClient::xreadgroup(std::string_vi
   }
   return to_read_entries(command("XREADGROUP", "GROUP", group, consumer, "COUNT", options.count,
                                  "STREAMS", stream, id));
+}
+
+asio::awaitable<std::vector<StreamRead>> RedisClient::xreadgroup(
+    std::string_view group, std::string_view consumer, std::span<const std::string> streams,
+    std::span<const std::string> ids, const ReadGroupOptions& options) {
+  auto refuse = [](const char* why) {
+    return to_stream_reads(detail::failed_reply(std::make_exception_ptr(
+        Error(make_error_code(errc::invalid_argument), std::string("Redis XREADGROUP: ") + why))));
+  };
+  if (streams.empty()) return refuse("no streams");
+  if (ids.size() != 1 && ids.size() != streams.size()) {
+    return refuse("one ID per stream, or one for all of them");
+  }
+  // One ID for all: repeated once per stream (the command needs n IDs after n streams).
+  std::vector<std::string_view> all_ids(streams.size(), std::string_view(ids.front()));
+  if (ids.size() == streams.size()) {
+    for (std::size_t i = 0; i < ids.size(); ++i) all_ids[i] = ids[i];
+  }
+  const std::span<const std::string_view> id_args(all_ids);
+  if (options.block > std::chrono::milliseconds::zero()) {
+    if (options.no_ack) {
+      return to_stream_reads(blocking_command(
+          options.block, "XREADGROUP", "GROUP", group, consumer, "COUNT", options.count, "BLOCK",
+          options.block.count(), "NOACK", "STREAMS", streams, id_args));
+    }
+    return to_stream_reads(blocking_command(options.block, "XREADGROUP", "GROUP", group, consumer,
+                                            "COUNT", options.count, "BLOCK", options.block.count(),
+                                            "STREAMS", streams, id_args));
+  }
+  if (options.no_ack) {
+    return to_stream_reads(command("XREADGROUP", "GROUP", group, consumer, "COUNT", options.count,
+                                   "NOACK", "STREAMS", streams, id_args));
+  }
+  return to_stream_reads(command("XREADGROUP", "GROUP", group, consumer, "COUNT", options.count,
+                                 "STREAMS", streams, id_args));
 }
 
 }  // namespace trading_shared::redis

@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,7 +46,15 @@ void StreamConsumer::validate_config(bool has_handler) {
   auto bad = [](const std::string& why) {
     throw Error(make_error_code(errc::invalid_argument), "StreamConsumerConfig: " + why);
   };
-  if (config_.stream.empty()) bad("stream is empty");
+  if (config_.stream.empty() && config_.streams.empty()) bad("no stream (stream or streams)");
+  if (!config_.stream.empty() && !config_.streams.empty()) bad("both stream and streams are set");
+  streams_ = config_.streams.empty() ? std::vector<std::string>{config_.stream} : config_.streams;
+  for (std::size_t i = 0; i < streams_.size(); ++i) {
+    if (streams_[i].empty()) bad("an empty stream name");
+    for (std::size_t j = 0; j < i; ++j) {
+      if (streams_[j] == streams_[i]) bad("stream " + streams_[i] + " is named twice");
+    }
+  }
   if (config_.group.empty()) bad("group is empty");
   if (config_.consumer.empty()) bad("consumer is empty");
   if (config_.batch < 1) bad("batch must be >= 1");
@@ -56,172 +65,249 @@ void StreamConsumer::validate_config(bool has_handler) {
     bad("claim_interval must be > 0");
   }
   if (!has_handler) bad("no handler");
-  if (config_.dead_letter_stream.empty()) config_.dead_letter_stream = config_.stream + ":dead";
-  if (config_.dead_letter_stream == config_.stream) {
-    bad("dead_letter_stream must differ from stream");
+  for (const auto& stream : streams_) {
+    dead_letter_streams_.push_back(config_.dead_letter_stream.empty() ? stream + ":dead"
+                                                                      : config_.dead_letter_stream);
+    if (dead_letter_streams_.back() == stream) bad("dead_letter_stream must differ from stream");
   }
+  for (const auto& dead : dead_letter_streams_) {
+    if (index_of(dead) < streams_.size()) bad("dead_letter_stream " + dead + " is also consumed");
+  }
+}
+
+std::size_t StreamConsumer::index_of(std::string_view stream) const noexcept {
+  for (std::size_t i = 0; i < streams_.size(); ++i) {
+    if (streams_[i] == stream) return i;
+  }
+  return streams_.size();
 }
 
 asio::awaitable<void> StreamConsumer::ensure_group() {
-  const bool created =
-      co_await client_->xgroup_create(config_.stream, config_.group, config_.group_start_id, true);
-  if (created) {
-    ++stats_.groups_created;
-    log()->info("stream {}: created consumer group {} at {}", config_.stream, config_.group,
-                config_.group_start_id);
+  for (const auto& stream : streams_) {
+    const bool created =
+        co_await client_->xgroup_create(stream, config_.group, config_.group_start_id, true);
+    if (created) {
+      ++stats_.groups_created;
+      log()->info("stream {}: created consumer group {} at {}", stream, config_.group,
+                  config_.group_start_id);
+    }
   }
 }
 
-asio::awaitable<void> StreamConsumer::dead_letter(const StreamEntry& entry,
+asio::awaitable<void> StreamConsumer::dead_letter(std::size_t stream, const StreamEntry& entry,
                                                   std::int64_t deliveries) {
   std::vector<FieldView> fields;
   fields.reserve(entry.fields.size() + 4);
   for (const auto& [name, value] : entry.fields) fields.emplace_back(name, value);
   const std::string count = std::to_string(deliveries);
-  fields.emplace_back("dlq_source", config_.stream);
+  fields.emplace_back("dlq_source", streams_[stream]);
   fields.emplace_back("dlq_id", entry.id);
   fields.emplace_back("dlq_deliveries", count);
   fields.emplace_back("dlq_group", config_.group);
-  (void)co_await client_->xadd(config_.dead_letter_stream, fields);
+  (void)co_await client_->xadd(dead_letter_streams_[stream], fields);
   ++stats_.dead_lettered;
-  log()->error("stream {}: entry {} failed {} deliveries (max {}); moved to {}", config_.stream,
-               entry.id, deliveries, config_.max_deliveries, config_.dead_letter_stream);
+  log()->error("stream {}: entry {} failed {} deliveries (max {}); moved to {}", streams_[stream],
+               entry.id, deliveries, config_.max_deliveries, dead_letter_streams_[stream]);
 }
 
-asio::awaitable<bool> StreamConsumer::run_batch_handler(std::span<const StreamEntry> deliverable) {
-  stats_.delivered += deliverable.size();
+asio::awaitable<void> StreamConsumer::run_batch_handler(std::span<const StreamEntry> entries,
+                                                        std::span<char> ok) {
+  stats_.delivered += entries.size();
   std::string failure;
+  bool permanent = false;
   try {
-    co_await batch_handler_(deliverable);
+    co_await batch_handler_(entries);
+  } catch (const Error& e) {
+    // Our error model says what the sink's server said: a permanent error is about the data
+    // (a value it refuses), so the batch is split to find the entries at fault.
+    if (e.kind() == ErrorKind::cancelled) throw;
+    failure = e.what();
+    permanent = e.kind() == ErrorKind::permanent;
   } catch (const std::exception& e) {
+    // Any other exception says nothing about the entries: the batch stays pending whole.
     if (classify(std::current_exception()) == ErrorKind::cancelled) throw;
     failure = e.what();
   }
-  if (failure.empty()) co_return true;
-  stats_.handler_errors += deliverable.size();
-  log()->warn(
-      "stream {}: handler failed on the batch of {} entries {}..{} (they stay pending and "
-      "are delivered again): {}",
-      config_.stream, deliverable.size(), deliverable.front().id, deliverable.back().id, failure);
-  co_return false;
+  if (failure.empty()) {
+    std::fill(ok.begin(), ok.end(), char{1});
+    co_return;
+  }
+  if (permanent && entries.size() > 1 && !stopping_) {
+    // A permanent failure is about what the batch holds (one entry the sink refuses), not
+    // about the sink's health: find the entries at fault, let the others through (F44). The
+    // halves are delivered again within this read, so `delivered` counts them again.
+    ++stats_.splits;
+    log()->warn(
+        "stream {}: handler failed permanently on the batch of {} entries {}..{}: splitting "
+        "it to isolate the entries at fault: {}",
+        entries.front().stream, entries.size(), entries.front().id, entries.back().id, failure);
+    const std::size_t half = entries.size() / 2;
+    co_await run_batch_handler(entries.first(half), ok.first(half));
+    co_await run_batch_handler(entries.subspan(half), ok.subspan(half));
+    co_return;
+  }
+  stats_.handler_errors += entries.size();
+  if (entries.size() == 1) {
+    log()->warn(
+        "stream {}: handler failed on entry {} (it stays pending and is delivered again): {}",
+        entries.front().stream, entries.front().id, failure);
+  } else {
+    log()->warn(
+        "stream {}: handler failed on the batch of {} entries {}..{} (they stay pending and "
+        "are delivered again): {}",
+        entries.front().stream, entries.size(), entries.front().id, entries.back().id, failure);
+  }
 }
 
-asio::awaitable<std::size_t> StreamConsumer::handle_batch(std::vector<StreamEntry> entries,
+asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead> reads,
                                                           bool check_deliveries) {
-  if (entries.empty()) co_return 0;
-  std::unordered_map<std::string, std::int64_t> deliveries;
-  if (check_deliveries) {
-    PendingQuery query;
-    query.start = entries.front().id;
-    query.end = entries.back().id;
-    query.count = static_cast<std::int64_t>(entries.size());
-    query.consumer = config_.consumer;
-    for (auto& p : co_await client_->xpending_range(config_.stream, config_.group, query)) {
-      deliveries.emplace(std::move(p.id), p.deliveries);
-    }
-  }
-  std::vector<std::string> to_ack;
-  to_ack.reserve(entries.size());
+  // Acknowledgements per stream: one XACK each, sent together.
+  std::vector<std::vector<std::string>> to_ack(streams_.size());
   std::size_t handled = 0;
   std::uint64_t succeeded = 0;
-  // Batch mode: the deliverable entries, handed over together after the filtering below.
+  // Batch mode: the deliverable entries of every stream, handed over together.
   std::vector<StreamEntry> deliverable;
-  for (auto& entry : entries) {
-    if (entry.deleted) {
-      ++stats_.deleted;
-      log()->warn(
-          "stream {}: pending entry {} no longer exists (trimmed or deleted); "
-          "acknowledging it",
-          config_.stream, entry.id);
-      to_ack.push_back(entry.id);
-      continue;
+  for (auto& read : reads) {
+    const std::size_t index = index_of(read.stream);
+    if (index == streams_.size()) {
+      throw Error(make_error_code(errc::type_mismatch),
+                  "XREADGROUP returned entries of " + read.stream + ", which was not asked for");
     }
+    const std::string& stream = streams_[index];
+    auto& entries = read.entries;
+    if (entries.empty()) continue;
+    std::unordered_map<std::string, std::int64_t> deliveries;
     if (check_deliveries) {
-      const auto it = deliveries.find(entry.id);
-      const std::int64_t count = it == deliveries.end() ? 1 : it->second;
-      if (count > static_cast<std::int64_t>(config_.max_deliveries)) {
-        co_await dead_letter(entry, count);
-        to_ack.push_back(entry.id);
-        continue;
+      PendingQuery query;
+      query.start = entries.front().id;
+      query.end = entries.back().id;
+      query.count = static_cast<std::int64_t>(entries.size());
+      query.consumer = config_.consumer;
+      for (auto& p : co_await client_->xpending_range(stream, config_.group, query)) {
+        deliveries.emplace(std::move(p.id), p.deliveries);
       }
     }
-    if (batch_handler_) {
-      deliverable.push_back(std::move(entry));
-      continue;
+    for (auto& entry : entries) {
+      entry.stream = stream;
+      if (entry.deleted) {
+        ++stats_.deleted;
+        log()->warn(
+            "stream {}: pending entry {} no longer exists (trimmed or deleted); "
+            "acknowledging it",
+            stream, entry.id);
+        to_ack[index].push_back(entry.id);
+        continue;
+      }
+      if (check_deliveries) {
+        const auto it = deliveries.find(entry.id);
+        const std::int64_t count = it == deliveries.end() ? 1 : it->second;
+        if (count > static_cast<std::int64_t>(config_.max_deliveries)) {
+          co_await dead_letter(index, entry, count);
+          to_ack[index].push_back(entry.id);
+          continue;
+        }
+      }
+      if (batch_handler_) {
+        deliverable.push_back(std::move(entry));
+        continue;
+      }
+      if (stopping_) continue;  // left pending: delivered again after a restart
+      ++stats_.delivered;
+      ++handled;
+      std::string failure;
+      try {
+        co_await handler_(entry);
+      } catch (const std::exception& e) {
+        if (classify(std::current_exception()) == ErrorKind::cancelled) throw;
+        failure = e.what();
+      }
+      if (failure.empty()) {
+        to_ack[index].push_back(entry.id);
+        ++succeeded;
+      } else {
+        ++stats_.handler_errors;
+        log()->warn(
+            "stream {}: handler failed on entry {} (it stays pending and is delivered "
+            "again): {}",
+            stream, entry.id, failure);
+      }
     }
-    ++stats_.delivered;
-    ++handled;
-    std::string failure;
-    try {
-      co_await handler_(entry);
-    } catch (const std::exception& e) {
-      if (classify(std::current_exception()) == ErrorKind::cancelled) throw;
-      failure = e.what();
-    }
-    if (failure.empty()) {
-      to_ack.push_back(entry.id);
-      ++succeeded;
-    } else {
-      ++stats_.handler_errors;
-      log()->warn(
-          "stream {}: handler failed on entry {} (it stays pending and is delivered "
-          "again): {}",
-          config_.stream, entry.id, failure);
-    }
-    if (stopping_) break;
   }
   if (!deliverable.empty()) {
     handled = deliverable.size();
-    const bool ok = co_await run_batch_handler(deliverable);
-    if (ok) {
-      for (const auto& entry : deliverable) to_ack.push_back(entry.id);
-      succeeded = deliverable.size();
+    std::vector<char> ok(deliverable.size(), 0);
+    co_await run_batch_handler(deliverable, ok);
+    for (std::size_t i = 0; i < deliverable.size(); ++i) {
+      if (ok[i] == 0) continue;
+      to_ack[index_of(deliverable[i].stream)].push_back(deliverable[i].id);
+      ++succeeded;
     }
   }
-  if (!to_ack.empty()) {
-    (void)co_await client_->xack(config_.stream, config_.group, to_ack);
-    stats_.acked += succeeded;
+  std::size_t acks = 0;
+  for (const auto& ids : to_ack) acks += ids.empty() ? 0 : 1;
+  if (acks == 1) {
+    for (std::size_t i = 0; i < to_ack.size(); ++i) {
+      if (!to_ack[i].empty()) (void)co_await client_->xack(streams_[i], config_.group, to_ack[i]);
+    }
+  } else if (acks > 1) {
+    Request request;
+    for (std::size_t i = 0; i < to_ack.size(); ++i) {
+      if (!to_ack[i].empty()) {
+        request.push("XACK", streams_[i], config_.group, std::span<const std::string>(to_ack[i]));
+      }
+    }
+    for (const Reply& reply : co_await client_->pipeline(request)) {
+      reply.view().throw_if_error("XACK");
+    }
   }
+  stats_.acked += succeeded;
   co_return handled;
 }
 
 asio::awaitable<std::size_t> StreamConsumer::process_own_pending() {
   std::size_t handled = 0;
-  std::string cursor = "0";
-  while (!stopping_) {
-    ReadGroupOptions options;
-    options.count = config_.batch;
-    auto entries = co_await client_->xreadgroup(config_.group, config_.consumer, config_.stream,
-                                                cursor, options);
-    if (entries.empty()) break;
-    cursor = entries.back().id;  // the next read starts after it
-    handled += co_await handle_batch(std::move(entries), true);
+  for (const auto& stream : streams_) {
+    std::string cursor = "0";
+    while (!stopping_) {
+      ReadGroupOptions options;
+      options.count = config_.batch;
+      auto entries =
+          co_await client_->xreadgroup(config_.group, config_.consumer, stream, cursor, options);
+      if (entries.empty()) break;
+      cursor = entries.back().id;  // the next read starts after it
+      std::vector<StreamRead> reads;
+      reads.push_back(StreamRead{stream, std::move(entries)});
+      handled += co_await handle_reads(std::move(reads), true);
+    }
   }
   co_return handled;
 }
 
 asio::awaitable<std::size_t> StreamConsumer::reclaim_stale() {
   std::size_t handled = 0;
-  std::string cursor = "0-0";
-  do {
-    AutoClaimResult result =
-        co_await client_->xautoclaim(config_.stream, config_.group, config_.consumer,
-                                     config_.claim_min_idle, cursor, config_.batch);
-    for (const auto& id : result.deleted_ids) {
-      ++stats_.deleted;
-      log()->warn(
-          "stream {}: pending entry {} no longer exists (trimmed or deleted); the "
-          "server dropped it from the pending list",
-          config_.stream, id);
-    }
-    if (!result.entries.empty()) {
-      stats_.claimed += result.entries.size();
-      log()->info("stream {}: claimed {} entries idle for more than {} ms", config_.stream,
-                  result.entries.size(), config_.claim_min_idle.count());
-    }
-    handled += co_await handle_batch(std::move(result.entries), true);
-    cursor = std::move(result.next_id);
-  } while (cursor != "0-0" && !stopping_);
+  for (const auto& stream : streams_) {
+    std::string cursor = "0-0";
+    do {
+      AutoClaimResult result = co_await client_->xautoclaim(
+          stream, config_.group, config_.consumer, config_.claim_min_idle, cursor, config_.batch);
+      for (const auto& id : result.deleted_ids) {
+        ++stats_.deleted;
+        log()->warn(
+            "stream {}: pending entry {} no longer exists (trimmed or deleted); the "
+            "server dropped it from the pending list",
+            stream, id);
+      }
+      if (!result.entries.empty()) {
+        stats_.claimed += result.entries.size();
+        log()->info("stream {}: claimed {} entries idle for more than {} ms", stream,
+                    result.entries.size(), config_.claim_min_idle.count());
+      }
+      std::vector<StreamRead> reads;
+      reads.push_back(StreamRead{stream, std::move(result.entries)});
+      handled += co_await handle_reads(std::move(reads), true);
+      cursor = std::move(result.next_id);
+    } while (cursor != "0-0" && !stopping_);
+  }
   co_return handled;
 }
 
@@ -230,6 +316,10 @@ asio::awaitable<void> StreamConsumer::run() {
   bool need_group = true;
   bool need_pending = true;
   auto last_claim = Clock::now();
+  const std::vector<std::string> new_entries{">"};
+  // What the log names: the stream, or how many.
+  const std::string what =
+      streams_.size() == 1 ? streams_.front() : std::to_string(streams_.size()) + " streams";
   while (!stopping_) {
     bool failed = false;
     bool no_group = false;
@@ -247,19 +337,18 @@ asio::awaitable<void> StreamConsumer::run() {
       ReadGroupOptions options;
       options.count = config_.batch;
       options.block = config_.block;
-      auto entries = co_await client_->xreadgroup(config_.group, config_.consumer, config_.stream,
-                                                  ">", options);
-      (void)co_await handle_batch(std::move(entries), false);
+      auto reads = co_await client_->xreadgroup(config_.group, config_.consumer, streams_,
+                                                new_entries, options);
+      (void)co_await handle_reads(std::move(reads), false);
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::cancelled) {
-        log()->info("stream {}: consumer {} stopping ({})", config_.stream, config_.consumer,
-                    e.what());
+        log()->info("stream {}: consumer {} stopping ({})", what, config_.consumer, e.what());
         co_return;
       }
       ++stats_.read_errors;
       no_group = is_server_error(e, "NOGROUP");
       failed = true;
-      log()->warn("stream {}: consumer {}: {}{}", config_.stream, config_.consumer, e.what(),
+      log()->warn("stream {}: consumer {}: {}{}", what, config_.consumer, e.what(),
                   no_group ? " (the group is gone: re-creating it)" : "");
     } catch (const std::exception& e) {
       // Not one of ours (the client converts socket errors; this is a handler's own
@@ -267,7 +356,7 @@ asio::awaitable<void> StreamConsumer::run() {
       if (classify(std::current_exception()) == ErrorKind::cancelled) co_return;
       ++stats_.read_errors;
       failed = true;
-      log()->warn("stream {}: consumer {}: {}", config_.stream, config_.consumer, e.what());
+      log()->warn("stream {}: consumer {}: {}", what, config_.consumer, e.what());
     }
     if (no_group) {
       need_group = true;

@@ -601,13 +601,23 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   }
 
   /// Waits for at least one queued message; false once closed and drained. Throws cancelled.
-  asio::awaitable<bool> wait_for_messages() {
+  /// Waits until a message is queued (true) or the client ended with nothing queued (false).
+  /// With a deadline, also returns false when it passes first (`timed_out` is then set).
+  asio::awaitable<bool> wait_for_messages(
+      std::optional<asio::steady_timer::time_point> deadline = std::nullopt,
+      bool* timed_out = nullptr) {
     while (count == 0) {
       if (ended() || state == State::idle) co_return false;
       Waiter waiter(ex, consumer);
+      if (deadline) waiter.timer.expires_at(*deadline);
       boost::system::error_code ec;
       co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      if (!waiter.woken) throw Error(make_error_code(errc::cancelled), what("receive cancelled"));
+      if (waiter.woken) continue;
+      if (deadline && !ec) {  // the deadline passed: nothing was taken
+        if (timed_out != nullptr) *timed_out = true;
+        co_return false;
+      }
+      throw Error(make_error_code(errc::cancelled), what("receive cancelled"));
     }
     co_return true;
   }
@@ -768,6 +778,31 @@ asio::awaitable<std::size_t> WebSocketClient::receive_batch(std::vector<Message>
   ConsumerTurn turn(self->consumer_active);
   const bool any = co_await self->wait_for_messages();
   if (!any) co_return 0;
+  const std::size_t n = std::min(max, self->count);
+  if (out.size() < n) out.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::swap(out[i], self->ring[self->head]);
+    self->head = (self->head + 1) % self->ring.size();
+  }
+  self->count -= n;
+  co_return n;
+}
+
+asio::awaitable<std::optional<std::size_t>> WebSocketClient::receive_batch_for(
+    std::vector<Message>& out, std::size_t max, std::chrono::milliseconds max_wait) {
+  auto self = core_;
+  if (max == 0) {
+    throw std::invalid_argument("WebSocketClient::receive_batch_for: max must be > 0");
+  }
+  ConsumerTurn turn(self->consumer_active);
+  bool timed_out = false;
+  const bool any = co_await self->wait_for_messages(
+      asio::steady_timer::clock_type::now() + std::max(max_wait, std::chrono::milliseconds{0}),
+      &timed_out);
+  if (!any) {
+    if (timed_out) co_return std::size_t{0};
+    co_return std::nullopt;
+  }
   const std::size_t n = std::min(max, self->count);
   if (out.size() < n) out.resize(n);
   for (std::size_t i = 0; i < n; ++i) {

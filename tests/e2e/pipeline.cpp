@@ -29,6 +29,7 @@
 
 #include <boost/json.hpp>
 
+#include "common/keys.hpp"
 #include "e2e_support.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
@@ -50,6 +51,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -65,6 +67,8 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using e2e::Clock;
 using namespace std::chrono_literals;
+using trading_shared::services::last_price_key;
+using trading_shared::services::trade_stream;
 
 // ---- the service binaries (compile definitions from tests/e2e/CMakeLists.txt) ---------------
 
@@ -176,6 +180,10 @@ struct Options {
   std::chrono::milliseconds warmup{0};
   std::int64_t stream_maxlen = 0;
   std::string database = "trading";
+  /// Instead of --symbols: this many generated symbols (S0001USDT, S0002USDT, ...).
+  std::int64_t symbol_count = 0;
+  /// Fail when ts-recorder ever holds more Redis connections than this (0: not checked).
+  std::int64_t max_recorder_connections = 0;
 
   bool injects_faults() const {
     return restart_redis_at.count() > 0 || restart_postgres_at.count() > 0 ||
@@ -249,6 +257,14 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
       .add(options.stream_maxlen, {"stream_maxlen",
                                    "ts-receiver --stream-maxlen: approximate length cap of each "
                                    "trade stream (0: not passed, the streams grow with the run)"})
+      .add(options.symbol_count,
+           {"symbol_count",
+            "generate this many symbols (S0001USDT, S0002USDT, ...) instead of --symbols (0: "
+            "use --symbols)"})
+      .add(options.max_recorder_connections,
+           {"max_recorder_connections",
+            "fail when ts-recorder is seen with more Redis connections than this (CLIENT LIST, "
+            "sampled every second; 0: not checked)"})
       .add(options.database,
            {"database",
             "the PostgreSQL database the pipeline creates and uses (must not exist yet; with "
@@ -265,6 +281,18 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
   if (options.duration < 1s) return bad("--duration must be at least 1s");
   if (options.rate < 1) return bad("--rate must be at least 1");
   if (options.max_messages() < 1) return bad("--rate x --duration must be at least one trade");
+  if (options.symbol_count < 0 || options.symbol_count > 9999) {
+    return bad("--symbol-count must be between 0 and 9999");
+  }
+  if (options.symbol_count > 0) {
+    options.symbols.clear();
+    for (std::int64_t i = 1; i <= options.symbol_count; ++i) {
+      options.symbols.push_back(fmt::format("S{:04}USDT", i));
+    }
+  }
+  if (options.max_recorder_connections < 0) {
+    return bad("--max-recorder-connections must not be negative");
+  }
   if (options.symbols.empty()) return bad("--symbols must name at least one symbol");
   for (const auto& symbol : options.symbols) {
     const bool ok = std::all_of(symbol.begin(), symbol.end(), [](unsigned char c) {
@@ -357,6 +385,9 @@ struct Results {
   Outage redis, postgres;
   // Drain.
   std::optional<double> drain_seconds;
+  // Connections: the most ts-recorder was seen with (CLIENT LIST, once a second).
+  std::optional<std::int64_t> recorder_connections;
+  std::int64_t connection_check_errors = 0;
 };
 
 // ---- soak -----------------------------------------------------------------------------------
@@ -616,8 +647,8 @@ class Pipeline {
     }
     daemons_.push_back(&spawn("ts-receiver", binaries.receiver, std::move(receiver_args),
                               "ts-receiver.summary.json"));
-    daemons_.push_back(&spawn("ts-recorder", binaries.recorder, {"--symbols", symbols},
-                              "ts-recorder.summary.json"));
+    // The recorder records every trade stream (every bucket), whatever the symbols.
+    daemons_.push_back(&spawn("ts-recorder", binaries.recorder, {}, "ts-recorder.summary.json"));
     daemons_.push_back(&spawn("ts-executor", binaries.executor, {"--symbols", symbols},
                               "ts-executor.summary.json"));
 
@@ -784,11 +815,13 @@ class Pipeline {
       }
       std::int64_t received = 0;
       std::int64_t entries = 0;
+      std::set<std::string> streams;  // symbols share their bucket's stream
       for (const auto& symbol : options_.symbols) {
-        const auto last = redis.command({"HGET", "md:last:" + symbol, "t"});
+        const auto last = redis.command({"HGET", last_price_key(symbol), "t"});
         if (last.type == e2e::RedisReply::Type::bulk) received += std::stoll(last.text);
-        entries += redis.command({"XLEN", "md:trades:" + symbol}).integer;
+        streams.insert(trade_stream(symbol));
       }
+      for (const auto& stream : streams) entries += redis.command({"XLEN", stream}).integer;
       sample.received = received;
       sample.stream_entries = entries;
     } catch (const std::exception& e) {
@@ -1002,6 +1035,7 @@ class Pipeline {
           note("ts-feed-sim sent all {} trades", *results_.sent);
         }
       }
+      check_recorder_connections();
       if (feed_summary && !redis_due && !postgres_due) break;
       if (Clock::now() >= deadline) {
         const auto partial = e2e::read_json_file(feed_->spec().summary_file);
@@ -1075,6 +1109,7 @@ class Pipeline {
     const bool drained = e2e::poll_until(
         [&] {
           check_daemons_alive("while draining");
+          check_recorder_connections();
           try {
             e2e::PgConnection pg(dsn_);
             // Rows first (cheap); the distinct trades (a sort of every row: seconds at
@@ -1111,6 +1146,29 @@ class Pipeline {
         seconds_text(options_.drain_timeout), ticks, want_ticks, orders, want_orders,
         query_errors > 0 ? fmt::format(" ({} failed queries, last: {})", query_errors, last_error)
                          : std::string()));
+  }
+
+  /// At most once a second: how many Redis connections ts-recorder holds (its client name in
+  /// CLIENT LIST: the shared connection and every blocking one). A failed look (Redis
+  /// restarting) is counted and reported.
+  void check_recorder_connections() {
+    if (Clock::now() < next_connection_check_) return;
+    next_connection_check_ = Clock::now() + 1s;
+    auto& servers = testing::Servers::instance();
+    try {
+      e2e::RedisConnection redis(servers.redis_host(), servers.redis_port(), 2s);
+      const auto list = redis.command({"CLIENT", "LIST", "TYPE", "normal"});
+      std::int64_t count = 0;
+      for (std::size_t at = list.text.find(" name=ts-recorder "); at != std::string::npos;
+           at = list.text.find(" name=ts-recorder ", at + 1)) {
+        ++count;
+      }
+      results_.recorder_connections = std::max(results_.recorder_connections.value_or(0), count);
+    } catch (const std::exception& e) {
+      if (results_.connection_check_errors++ == 0) {
+        note("CLIENT LIST failed (counted; the next look is in a second): {}", e.what());
+      }
+    }
   }
 
   // -- 6. janitor -----------------------------------------------------------------------------
@@ -1169,6 +1227,21 @@ class Pipeline {
     verify_trades(pg);
     if (results_.submitted) verify_orders(pg);
     measure(pg);
+    verify_connections();
+  }
+
+  void verify_connections() {
+    if (results_.recorder_connections) {
+      note("ts-recorder held at most {} Redis connection(s)", *results_.recorder_connections);
+    }
+    if (options_.max_recorder_connections == 0) return;
+    if (!results_.recorder_connections) {
+      fail("ts-recorder's Redis connections were never counted (CLIENT LIST failed every time)");
+    } else if (*results_.recorder_connections > options_.max_recorder_connections) {
+      fail(fmt::format(
+          "ts-recorder held {} Redis connections, more than --max-recorder-connections {}",
+          *results_.recorder_connections, options_.max_recorder_connections));
+    }
   }
 
   void verify_trades(e2e::PgConnection& pg) {
@@ -1417,8 +1490,12 @@ class Pipeline {
     line(
         "======================================= ts-pipeline report "
         "=======================================");
+    const std::string symbol_list =
+        options_.symbol_count > 0 ? fmt::format("{} symbols ({}..{})", options_.symbols.size(),
+                                                options_.symbols.front(), options_.symbols.back())
+                                  : join(options_.symbols, ",");
     line(fmt::format("run: {} at {} trades/s over {}; {} orders/s; seed {}",
-                     seconds_text(options_.duration), options_.rate, join(options_.symbols, ","),
+                     seconds_text(options_.duration), options_.rate, symbol_list,
                      options_.order_rate, options_.seed));
     if (!children_) {  // failed before anything ran: only the reason
       print_result(out);
@@ -1428,14 +1505,20 @@ class Pipeline {
                      options_.keep_dir ? " (kept)" : " (removed; --keep-dir keeps it)"));
 
     line("");
+    // A column per symbol while they fit on a line; beyond that, the totals only.
+    const bool columns = results_.symbols.size() <= 8;
     std::string header = fmt::format("{:<28}", "Trades");
-    for (const auto& s : results_.symbols) header += fmt::format("{:>12}", s.symbol);
+    if (columns) {
+      for (const auto& s : results_.symbols) header += fmt::format("{:>12}", s.symbol);
+    }
     header += fmt::format("{:>12}", "total");
     line(header);
     const auto row = [&](std::string_view label, std::int64_t SymbolResult::*field,
                          std::optional<std::int64_t> sum) {
       std::string text = fmt::format("  {:<26}", label);
-      for (const auto& s : results_.symbols) text += fmt::format("{:>12}", s.*field);
+      if (columns) {
+        for (const auto& s : results_.symbols) text += fmt::format("{:>12}", s.*field);
+      }
       text += fmt::format("{:>12}", opt(sum));
       line(text);
     };
@@ -1447,7 +1530,7 @@ class Pipeline {
     row("sent (ts-feed-sim)", &SymbolResult::sent, results_.sent);
     {
       std::string text = fmt::format("  {:<26}", "received (ts-receiver)");
-      for (std::size_t i = 0; i < results_.symbols.size(); ++i) text += fmt::format("{:>12}", "");
+      if (columns) text += std::string(12 * results_.symbols.size(), ' ');
       text += fmt::format("{:>12}", opt(summary_int("ts-receiver", "trades")));
       line(text);
     }
@@ -1503,6 +1586,10 @@ class Pipeline {
     line(results_.drain_seconds ? fmt::format("  {:<26}{:>12.1f} s after the simulator was done",
                                               "drain", *results_.drain_seconds)
                                 : fmt::format("  {:<26}{:>12}", "drain", "-"));
+    if (results_.recorder_connections) {
+      line(fmt::format("  {:<26}{:>12} at most (CLIENT LIST, once a second)",
+                       "ts-recorder Redis conns", *results_.recorder_connections));
+    }
     for (const auto& [service, seconds] : results_.cpu_seconds) {
       const std::string per_trade =
           results_.sent && *results_.sent > 0
@@ -1824,6 +1911,7 @@ class Pipeline {
     throughput["feed_seconds"] = optional_json(results_.feed_seconds);
     throughput["persisted_ticks_per_s"] = optional_json(results_.persisted_tps);
     throughput["drain_seconds"] = optional_json(results_.drain_seconds);
+    throughput["recorder_redis_connections"] = optional_json(results_.recorder_connections);
     report["throughput"] = std::move(throughput);
 
     json::object cpu;
@@ -1884,6 +1972,7 @@ class Pipeline {
   Options options_;
   Clock::time_point program_start_ = Clock::now();
   Clock::time_point t0_ = Clock::now();
+  Clock::time_point next_connection_check_{};
   std::string run_dir_;
   std::string dsn_;
   std::string redis_url_;

@@ -5,6 +5,7 @@
 #include <trading_shared/pg/postgres_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
+#include "common/keys.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 #include "support/test_helpers.hpp"
@@ -18,8 +19,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ts = trading_shared;
@@ -156,6 +159,76 @@ long long failed_hsets() {
   return value;
 }
 
+using RedisReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
+
+/// One command (arguments as given: no quoting issues) on a new connection to db 0; null
+/// when Redis cannot be reached. Error replies are returned as such.
+RedisReplyPtr redis_command(const std::vector<std::string>& args) {
+  auto& servers = ts::testing::Servers::instance();
+  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
+  if (c == nullptr || c->err != 0) {
+    if (c != nullptr) redisFree(c);
+    return {nullptr, &freeReplyObject};
+  }
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lengths;
+  for (const auto& a : args) {
+    argv.push_back(a.data());
+    lengths.push_back(a.size());
+  }
+  RedisReplyPtr reply(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()),
+                                                                argv.data(), lengths.data())),
+                      &freeReplyObject);
+  redisFree(c);
+  return reply;
+}
+
+/// Entries of `symbol` in its trade stream (field `s`; a stream may hold other symbols too).
+long long trades_in_redis(const std::string& symbol) {
+  const auto reply = redis_command({"XRANGE", ts::services::trade_stream(symbol), "-", "+"});
+  if (!reply || reply->type != REDIS_REPLY_ARRAY) return -1;
+  long long count = 0;
+  for (std::size_t i = 0; i < reply->elements; ++i) {
+    const redisReply* fields = reply->element[i]->element[1];
+    for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
+      if (std::string_view(fields->element[f]->str, fields->element[f]->len) == "s" &&
+          std::string_view(fields->element[f + 1]->str, fields->element[f + 1]->len) == symbol) {
+        ++count;
+      }
+    }
+  }
+  return count;
+}
+
+/// The text of `path`, or "" while it does not exist (a summary not written yet).
+std::string text_or_empty(const std::string& path) {
+  return tsd::file_size_or_zero(path) > 0 ? tsd::read_text_file(path) : std::string();
+}
+
+/// A number of a flat JSON summary (`"key":<n>`), or -1.
+long long json_number(const std::string& json, const std::string& key) {
+  const auto at = json.find("\"" + key + "\":");
+  return at == std::string::npos ? -1LL : std::atoll(json.c_str() + at + key.size() + 3);
+}
+
+/// How many trades of `symbol` ts-feed-sim generated (its summary's "symbols" object), or -1.
+long long sim_count(const std::string& summary, const std::string& symbol) {
+  const auto at = summary.find("\"" + symbol + "\":{");
+  if (at == std::string::npos) return -1;
+  return json_number(summary.substr(at), "count");
+}
+
+/// Waits until `condition` holds, at most `bound`.
+template <typename Condition>
+bool wait_for(Condition condition, std::chrono::milliseconds bound) {
+  const auto deadline = Clock::now() + bound;
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    tsd::poll_pause(20);
+  }
+  return true;
+}
+
 TEST(LifecycleFault, F41_JanitorWithEveryDependencyDownExitsOneWithinItsDeadline) {
   const std::string dir = temp_dir("f41");
   const auto t0 = Clock::now();
@@ -185,6 +258,10 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
   const std::string dir = temp_dir("f40");
   // Declared first: removed after the simulator stopped (it writes its summary there).
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
+  // Each symbol's stream holds only its trades (they are in different buckets).
+  ASSERT_NE(ts::services::trade_stream("F40A"), ts::services::trade_stream("F40B"));
+  ASSERT_TRUE(redis_command(
+      {"DEL", ts::services::trade_stream("F40A"), ts::services::trade_stream("F40B")}));
   const std::string port = closed_port();
   Service sim =
       Service::spawn(dir, "sim",
@@ -202,10 +279,12 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
     Service receiver = Service::spawn(dir, "receiver", receiver_argv);
     // Wait until trades flow, then stop it mid-stream.
     const auto flowing_deadline = Clock::now() + 20s;
-    while (redis_integer("XLEN md:trades:F40A") < 5000 && Clock::now() < flowing_deadline) {
+    while (redis_integer("XLEN " + ts::services::trade_stream("F40A")) < 5000 &&
+           Clock::now() < flowing_deadline) {
       tsd::poll_pause(1);
     }
-    ASSERT_GE(redis_integer("XLEN md:trades:F40A"), 5000) << tsd::read_text_file(receiver.log);
+    ASSERT_GE(redis_integer("XLEN " + ts::services::trade_stream("F40A")), 5000)
+        << tsd::read_text_file(receiver.log);
     const auto t0 = Clock::now();
     receiver.signal(SIGTERM);
     const int code = receiver.wait(15s);
@@ -216,8 +295,8 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
       const auto at = summary.find("\"" + key + "\":");
       return at == std::string::npos ? -1LL : std::atoll(summary.c_str() + at + key.size() + 3);
     };
-    const long long in_redis =
-        redis_integer("XLEN md:trades:F40A") + redis_integer("XLEN md:trades:F40B");
+    const long long in_redis = redis_integer("XLEN " + ts::services::trade_stream("F40A")) +
+                               redis_integer("XLEN " + ts::services::trade_stream("F40B"));
     EXPECT_GT(field("trades"), 0) << summary;
     EXPECT_EQ(field("written"), field("trades")) << summary;
     EXPECT_EQ(in_redis, field("written")) << summary;
@@ -225,8 +304,8 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
   {
     Service receiver = Service::spawn(dir, "receiver2", receiver_argv);
     const auto flowing_deadline = Clock::now() + 20s;
-    const long long before = redis_integer("XLEN md:trades:F40A");
-    while (redis_integer("XLEN md:trades:F40A") < before + 2000 &&
+    const long long before = redis_integer("XLEN " + ts::services::trade_stream("F40A"));
+    while (redis_integer("XLEN " + ts::services::trade_stream("F40A")) < before + 2000 &&
            Clock::now() < flowing_deadline) {
       tsd::poll_pause(1);
     }
@@ -252,14 +331,15 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
 }
 
 // ts-receiver writes a batch as one request: every symbol's XADDs and its last price (HSET).
-// A last-price key of the wrong type makes every HSET fail (WRONGTYPE, permanent): the
-// receiver retries the batch, logged as an error, without adding its trades again; once an
-// operator fixes the key, the rest of the feed is written exactly once.
+// A last-price key of the wrong type makes every HSET fail (WRONGTYPE, permanent): only the
+// last price waits (F45): the trades keep being written, each once, while the HSET is retried
+// (logged as an error); once an operator fixes the key, the last price is written too.
 TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
   auto& servers = ts::testing::Servers::instance();
   const std::string dir = temp_dir("lastprice");
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
-  ASSERT_GE(redis_integer("DEL md:trades:LPA md:last:LPA"), 0);
+  const std::string stream = ts::services::trade_stream("LPA");
+  ASSERT_GE(redis_integer("DEL " + stream + " md:last:LPA"), 0);
   ASSERT_EQ(redis_integer("RPUSH md:last:LPA not-a-hash"), 1);  // HSET on it: WRONGTYPE
   const long long failed_before = failed_hsets();
   ASSERT_GE(failed_before, 0);
@@ -277,33 +357,148 @@ TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
       dir, "receiver",
       {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", "LPA",
        "--redis-url", servers.redis_url(), "--summary-file", dir + "/receiver.json"});
-  // The server counts the failed HSETs: one per attempt at the first batch.
+  // The server counts the failed HSETs.
   const auto failures_reach = [&](long long n) {
-    const auto deadline = Clock::now() + 20s;
-    while (failed_hsets() < failed_before + n && Clock::now() < deadline) tsd::poll_pause(20);
-    return failed_hsets() >= failed_before + n;
+    return wait_for([&] { return failed_hsets() >= failed_before + n; }, 20s);
   };
   ASSERT_TRUE(failures_reach(2)) << tsd::read_text_file(receiver.log);
-  // The batch's trades were added once: the length stays put while the HSET is retried.
-  const long long added = redis_integer("XLEN md:trades:LPA");
-  EXPECT_GT(added, 0);
-  EXPECT_LE(added, 512) << "one batch at most (--batch 512)";
+  // Every trade is written, once, while the last price still fails.
+  EXPECT_TRUE(wait_for([&] { return redis_integer("XLEN " + stream) >= kTrades; }, 30s))
+      << tsd::read_text_file(receiver.log);
   ASSERT_TRUE(failures_reach(5)) << tsd::read_text_file(receiver.log);
-  EXPECT_EQ(redis_integer("XLEN md:trades:LPA"), added) << "trades added again by a retry";
+  EXPECT_EQ(redis_integer("XLEN " + stream), kTrades) << "trades added again by a retry";
   EXPECT_NE(tsd::read_text_file(receiver.log).find("WRONGTYPE"), std::string::npos);
-  // The operator fixes the key: the batch completes and everything else follows, once.
+  // The operator fixes the key: the last price follows, and nothing is added again.
   ASSERT_EQ(redis_integer("DEL md:last:LPA"), 1);
-  const auto all_deadline = Clock::now() + 30s;
-  while (redis_integer("XLEN md:trades:LPA") < kTrades && Clock::now() < all_deadline) {
-    tsd::poll_pause(20);
-  }
-  EXPECT_EQ(redis_integer("XLEN md:trades:LPA"), kTrades) << tsd::read_text_file(receiver.log);
-  EXPECT_EQ(redis_integer("HLEN md:last:LPA"), 3);  // p, t, T of the last trade
+  EXPECT_TRUE(wait_for([&] { return redis_integer("HLEN md:last:LPA") == 3; }, 10s))
+      << tsd::read_text_file(receiver.log);  // p, t, T of the last trade
+  const auto last_id = redis_command({"HGET", "md:last:LPA", "t"});
+  ASSERT_TRUE(last_id && last_id->type == REDIS_REPLY_STRING);
+  EXPECT_EQ(std::string(last_id->str, last_id->len), std::to_string(kTrades));
+  EXPECT_EQ(redis_integer("XLEN " + stream), kTrades);
   receiver.signal(SIGTERM);
   EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
   const std::string summary = tsd::read_text_file(dir + "/receiver.json");
   EXPECT_NE(summary.find("\"written\":" + std::to_string(kTrades)), std::string::npos) << summary;
-  ASSERT_GE(redis_integer("DEL md:trades:LPA md:last:LPA"), 0);
+  ASSERT_GE(redis_integer("DEL " + stream + " md:last:LPA"), 0);
+}
+
+// F45: one symbol's stream is a key of the wrong type (WRONGTYPE on every XADD). The other
+// symbols keep flowing meanwhile; the stalled one is reported and readiness drops; once an
+// operator fixes the key, its trades follow: nothing dropped.
+TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string dir = temp_dir("f45");
+  ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
+  const std::string bad_stream = ts::services::trade_stream("F45A");
+  const std::string good_stream = ts::services::trade_stream("F45B");
+  ASSERT_NE(bad_stream, good_stream) << "the two symbols must not share a stream";
+  ASSERT_TRUE(redis_command({"DEL", bad_stream, good_stream, ts::services::last_price_key("F45A"),
+                             ts::services::last_price_key("F45B")}));
+  ASSERT_TRUE(redis_command({"SET", bad_stream, "not-a-stream"}));  // XADD on it: WRONGTYPE
+  const std::string port = closed_port();
+  constexpr long long kTrades = 6000;
+  Service sim = Service::spawn(
+      dir, "sim",
+      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "F45A,F45B", "--rate", "3000",
+       "--max-messages", std::to_string(kTrades), "--summary-file", dir + "/sim.json"});
+  ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
+    sim.signal(SIGTERM);
+    EXPECT_EQ(sim.wait(15s), 0);
+  });
+  Service receiver = Service::spawn(
+      dir, "receiver",
+      {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", "F45A,F45B",
+       "--redis-url", servers.redis_url(), "--summary-file", dir + "/receiver.json"});
+  // The simulator sends everything (2 s at 3000/s), then its summary says what per symbol.
+  ASSERT_TRUE(wait_for(
+      [&] { return json_number(text_or_empty(dir + "/sim.json"), "total") == kTrades; }, 30s))
+      << text_or_empty(dir + "/sim.json");
+  const std::string sent = tsd::read_text_file(dir + "/sim.json");
+  const long long bad_sent = sim_count(sent, "F45A");
+  const long long good_sent = sim_count(sent, "F45B");
+  ASSERT_GT(bad_sent, 0) << sent;
+  ASSERT_GT(good_sent, 0) << sent;
+  // The healthy symbol is all written while the other's key is still broken.
+  EXPECT_TRUE(wait_for([&] { return trades_in_redis("F45B") == good_sent; }, 20s))
+      << "F45B's trades stalled behind F45A's broken key: " << trades_in_redis("F45B") << " of "
+      << good_sent << " written\n"
+      << tsd::read_text_file(receiver.log);
+  const std::string log = tsd::read_text_file(receiver.log);
+  EXPECT_NE(log.find("WRONGTYPE"), std::string::npos) << log;
+  EXPECT_NE(log.find("not ready"), std::string::npos) << log;
+  EXPECT_EQ(trades_in_redis("F45A"), -1) << "the key is not a stream yet";
+  // The operator fixes the key: F45A's trades follow, every one of them.
+  ASSERT_TRUE(redis_command({"DEL", bad_stream}));
+  EXPECT_TRUE(wait_for([&] { return trades_in_redis("F45A") == bad_sent; }, 20s))
+      << trades_in_redis("F45A") << " of " << bad_sent << "\n"
+      << tsd::read_text_file(receiver.log);
+  EXPECT_TRUE(wait_for(
+      [&] { return tsd::read_text_file(receiver.log).find("ready again") != std::string::npos; },
+      10s))
+      << tsd::read_text_file(receiver.log);
+  receiver.signal(SIGTERM);
+  EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
+  const std::string summary = tsd::read_text_file(dir + "/receiver.json");
+  EXPECT_EQ(json_number(summary, "written"), kTrades) << summary;
+  EXPECT_EQ(json_number(summary, "dropped"), 0) << summary;
+  EXPECT_GE(json_number(summary, "stalls"), 1) << summary;
+  ASSERT_TRUE(redis_command({"DEL", bad_stream, good_stream}));
+}
+
+// F53: --stream-maxlen never trims what the consumer group has not read or acknowledged: the
+// group below reads nothing, so every trade stays; once it acknowledged them, the stream is
+// trimmed again.
+TEST(LifecycleFault, F53_ReceiverTrimmingNeverDeletesWhatTheGroupStillNeeds) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string dir = temp_dir("f53");
+  ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
+  const std::string stream = ts::services::trade_stream("F53A");
+  ASSERT_TRUE(redis_command({"DEL", stream, ts::services::last_price_key("F53A")}));
+  ASSERT_TRUE(redis_command({"XGROUP", "CREATE", stream, "recorder", "0", "MKSTREAM"}));
+  const std::string port = closed_port();
+  constexpr long long kTrades = 10000;
+  Service sim = Service::spawn(
+      dir, "sim",
+      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "F53A", "--rate", "5000",
+       "--max-messages", std::to_string(kTrades), "--summary-file", dir + "/sim.json"});
+  ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
+    sim.signal(SIGTERM);
+    EXPECT_EQ(sim.wait(15s), 0);
+  });
+  Service receiver =
+      Service::spawn(dir, "receiver",
+                     {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols",
+                      "F53A", "--stream-maxlen", "1000", "--redis-url", servers.redis_url(),
+                      "--summary-file", dir + "/receiver.json"});
+  const auto last_id = [&] {
+    const auto reply = redis_command({"HGET", ts::services::last_price_key("F53A"), "t"});
+    return reply && reply->type == REDIS_REPLY_STRING ? std::atoll(reply->str) : 0LL;
+  };
+  ASSERT_TRUE(wait_for([&] { return last_id() == kTrades; }, 30s))
+      << tsd::read_text_file(receiver.log);
+  // Two seconds more: trimming runs about once a second.
+  ASSERT_FALSE(wait_for([&] { return trades_in_redis("F53A") < kTrades; }, 2s))
+      << "entries the group never read were trimmed: " << trades_in_redis("F53A") << " of "
+      << kTrades << " left\n"
+      << tsd::read_text_file(receiver.log);
+  // The group reads and acknowledges everything: now the stream may shrink to about 1000.
+  const auto read = redis_command(
+      {"XREADGROUP", "GROUP", "recorder", "t", "COUNT", "100000", "STREAMS", stream, ">"});
+  ASSERT_TRUE(read && read->type == REDIS_REPLY_ARRAY && read->elements == 1);
+  std::vector<std::string> ack{"XACK", stream, "recorder"};
+  const redisReply* entries = read->element[0]->element[1];
+  for (std::size_t i = 0; i < entries->elements; ++i) {
+    ack.emplace_back(entries->element[i]->element[0]->str, entries->element[i]->element[0]->len);
+  }
+  ASSERT_EQ(static_cast<long long>(entries->elements), kTrades);
+  ASSERT_TRUE(redis_command(ack));
+  EXPECT_TRUE(wait_for([&] { return redis_integer("XLEN " + stream) <= 2000; }, 10s))
+      << "XLEN " << redis_integer("XLEN " + stream) << "\n"
+      << tsd::read_text_file(receiver.log);
+  receiver.signal(SIGTERM);
+  EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
+  ASSERT_TRUE(redis_command({"DEL", stream}));
 }
 
 #endif  // the service binaries

@@ -13,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include "common/keys.hpp"
 #include "common/migrations.hpp"
 #include "common/settings.hpp"
 #include "support/async_test.hpp"
@@ -21,6 +22,7 @@
 #include "support/test_helpers.hpp"
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 #include <libpq-fe.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -173,6 +175,17 @@ class Child {
   std::optional<int> status_;
 };
 
+void flush_redis() {
+  auto& servers = ts::testing::Servers::instance();
+  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
+  ASSERT_TRUE(c != nullptr && c->err == 0) << (c != nullptr ? c->errstr : "out of memory");
+  auto* reply = static_cast<redisReply*>(redisCommand(c, "FLUSHALL"));
+  const bool ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+  if (reply != nullptr) freeReplyObject(reply);
+  redisFree(c);
+  ASSERT_TRUE(ok) << "FLUSHALL failed";
+}
+
 class ServicesFault : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -184,6 +197,10 @@ class ServicesFault : public ::testing::Test {
 
   void SetUp() override {
     TS_SKIP_IF_EXTERNAL();
+    // Every recorder reads every trade stream (a bucket holds several symbols): each test
+    // starts from an empty Redis, so that nothing another test left is read, claimed or
+    // counted here.
+    flush_redis();
     std::string pattern = ts::testing::Servers::temp_root() + "/ts-services-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
     directory_ = pattern;
@@ -241,7 +258,7 @@ class ServicesFault : public ::testing::Test {
 /// XADDs trades `first`..`first + count - 1` of `symbol` (T = base + id ms).
 asio::awaitable<void> add_trades(RedisClient& redis, std::string symbol, std::int64_t first,
                                  std::int64_t count, std::int64_t base_ms) {
-  const std::string stream = "md:trades:" + symbol;
+  const std::string stream = ts::services::trade_stream(symbol);
   for (std::int64_t start = first; start < first + count; start += 1000) {
     const std::int64_t end = std::min(first + count, start + 1000);
     std::vector<std::array<std::string, 8>> values;
@@ -417,6 +434,111 @@ TEST_F(ServicesFault, BatchHandlerNeverSeesDeadLetteredOrDeletedEntries) {
   });
 }
 
+// F72: one consumer reads many streams with one blocking XREADGROUP: one dedicated connection
+// whatever their number; each entry handed over names its stream; acknowledgements per stream.
+TEST_F(ServicesFault, F72_OneConsumerReadsManyStreamsOnOneBlockingConnection) {
+  with_clients([](ts::pg::PostgresClient&, RedisClient& redis) -> asio::awaitable<void> {
+    constexpr int kStreams = 50;
+    constexpr int kEach = 20;
+    std::vector<std::string> streams;
+    for (int s = 0; s < kStreams; ++s) streams.push_back("many:{s}:" + std::to_string(s));
+    ts::redis::StreamConsumerConfig config;
+    config.streams = streams;
+    config.group = "g";
+    config.consumer = "c";
+    config.batch = 7;  // per stream and read
+    config.block = 50ms;
+    config.claim_interval = 100ms;
+    std::map<std::string, std::set<std::string>> seen;  // stream -> values
+    std::size_t largest = 0;
+    ts::redis::StreamConsumer consumer(
+        redis, config,
+        ts::redis::StreamConsumer::BatchHandler(
+            [&](std::span<const ts::redis::StreamEntry> entries) -> asio::awaitable<void> {
+              largest = std::max(largest, entries.size());
+              for (const auto& e : entries) seen[std::string(e.stream)].insert(*e.field("n"));
+              co_return;
+            }));
+    bool finished = false;
+    asio::co_spawn(co_await asio::this_coro::executor, consumer.run(),
+                   [&](std::exception_ptr) { finished = true; });
+    EXPECT_TRUE(co_await ts::testing::eventually(
+        [&] { return consumer.stats().groups_created == kStreams; }, 10s, 5ms));
+    for (int i = 0; i < kEach; ++i) {
+      for (const auto& stream : streams) {
+        const std::string n = stream + "#" + std::to_string(i);
+        const std::array<FieldView, 1> f{FieldView{"n", n}};
+        (void)co_await redis.xadd(stream, f);
+      }
+    }
+    EXPECT_TRUE(co_await ts::testing::eventually(
+        [&] { return consumer.stats().acked == kStreams * kEach; }, 20s, 5ms));
+    EXPECT_EQ(redis.stats().blocking_connections, 1u)
+        << "one blocking connection reads every stream";
+    consumer.stop();
+    EXPECT_TRUE(co_await ts::testing::eventually([&] { return finished; }, 3s, 5ms));
+    EXPECT_EQ(seen.size(), static_cast<std::size_t>(kStreams));
+    for (const auto& [stream, values] : seen) {
+      EXPECT_EQ(values.size(), static_cast<std::size_t>(kEach)) << stream;
+      for (const auto& v : values) EXPECT_TRUE(v.starts_with(stream + "#")) << stream << " " << v;
+    }
+    EXPECT_LE(largest, static_cast<std::size_t>(kStreams * 7)) << "batch applies per stream";
+    for (const auto& stream : streams) {
+      EXPECT_EQ(co_await pending(redis, stream, "g"), 0) << stream;
+    }
+  });
+}
+
+// F44 at the library level: a batch whose handler fails with a permanent error is split down
+// to the entry at fault; the others are acknowledged, that one is dead-lettered in time.
+TEST_F(ServicesFault, F44_BatchHandlerSplitsAPermanentFailureDownToTheEntryAtFault) {
+  with_clients([](ts::pg::PostgresClient&, RedisClient& redis) -> asio::awaitable<void> {
+    const std::string stream = "batch-mode:split";
+    for (int i = 0; i < 16; ++i) {
+      const std::string n = std::to_string(i);
+      const std::array<FieldView, 1> f{FieldView{"n", n}};
+      (void)co_await redis.xadd(stream, f);
+    }
+    ts::redis::StreamConsumerConfig config;
+    config.stream = stream;
+    config.group = "g";
+    config.consumer = "c";
+    config.batch = 100;
+    config.block = 50ms;
+    config.claim_interval = 100ms;
+    config.max_deliveries = 2;
+    std::set<std::string> handled;
+    ts::redis::StreamConsumer consumer(
+        redis, config,
+        ts::redis::StreamConsumer::BatchHandler(
+            [&](std::span<const ts::redis::StreamEntry> entries) -> asio::awaitable<void> {
+              for (const auto& e : entries) {
+                if (*e.field("n") == "11") {
+                  throw ts::Error(make_error_code(ts::errc::invalid_argument), "entry 11 refused");
+                }
+              }
+              for (const auto& e : entries) handled.insert(*e.field("n"));
+              co_return;
+            }));
+    bool finished = false;
+    asio::co_spawn(co_await asio::this_coro::executor, consumer.run(),
+                   [&](std::exception_ptr) { finished = true; });
+    EXPECT_TRUE(co_await ts::testing::eventually(
+        [&] { return consumer.stats().dead_lettered == 1; }, 10s, 5ms));
+    consumer.stop();
+    EXPECT_TRUE(co_await ts::testing::eventually([&] { return finished; }, 3s, 5ms));
+    EXPECT_EQ(handled.size(), 15u);
+    EXPECT_EQ(handled.count("11"), 0u);
+    const auto& stats = consumer.stats();
+    EXPECT_EQ(stats.acked, 15u);
+    EXPECT_GE(stats.splits, 4u) << "16 -> 8 -> 4 -> 2 -> 1";
+    const auto dead = co_await redis.xrange(stream + ":dead");
+    CO_ASSERT(dead.size() == 1u, "");
+    EXPECT_EQ(*dead[0].field("n"), std::string("11"));
+    EXPECT_EQ(co_await pending(redis, stream, "g"), 0);
+  });
+}
+
 // ---- ts-recorder ---------------------------------------------------------------------------
 
 TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
@@ -425,7 +547,7 @@ TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     co_await add_trades(redis, symbol, 1, 1000, base);
     {
-      auto crash = recorder("f26-crash", {"--symbols=" + symbol, "--consumer=f26", "--batch=100",
+      auto crash = recorder("f26-crash", {"--readers=1", "--consumer=f26", "--batch=100",
                                           "--fault-crash-after-commit=1"});
       const auto code = co_await crash->wait_exit(30s);
       CO_ASSERT(code.has_value(), "the recorder did not crash");
@@ -433,10 +555,10 @@ TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
     }
     // The first batch is committed, not acknowledged.
     EXPECT_EQ(co_await tick_count(pg, symbol), 100);
-    const std::string stream = "md:trades:" + symbol;
+    const std::string stream = ts::services::trade_stream(symbol);
     EXPECT_EQ(co_await pending(redis, stream, "recorder"), 100);
 
-    auto second = recorder("f26-second", {"--symbols=" + symbol, "--consumer=f26", "--batch=100"});
+    auto second = recorder("f26-second", {"--readers=1", "--consumer=f26", "--batch=100"});
     std::int64_t ticks = 0;
     std::int64_t left = -1;
     EXPECT_TRUE(co_await until(
@@ -467,12 +589,12 @@ TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
 
 TEST_F(ServicesFault, F27_EntriesOfACrashedRecorderAreClaimedByAnother) {
   const std::string symbol = "F27SYM";
-  const std::string stream = "md:trades:" + symbol;
+  const std::string stream = ts::services::trade_stream(symbol);
   const std::int64_t base = ts::services::unix_millis();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     co_await add_trades(redis, symbol, 1, 1000, base);
     {
-      auto crash = recorder("f27-a", {"--symbols=" + symbol, "--consumer=f27-a", "--batch=200",
+      auto crash = recorder("f27-a", {"--readers=1", "--consumer=f27-a", "--batch=200",
                                       "--fault-crash-before-commit=1"});
       const auto code = co_await crash->wait_exit(30s);
       CO_ASSERT(code.has_value(), "the recorder did not crash");
@@ -484,7 +606,7 @@ TEST_F(ServicesFault, F27_EntriesOfACrashedRecorderAreClaimedByAnother) {
     CO_ASSERT((summary.consumers.size()) == (1u), "");
     EXPECT_EQ(summary.consumers[0].first, std::string("f27-a"));
 
-    auto b = recorder("f27-b", {"--symbols=" + symbol, "--consumer=f27-b", "--batch=200",
+    auto b = recorder("f27-b", {"--readers=1", "--consumer=f27-b", "--batch=200",
                                 "--claim-min-idle=500ms", "--claim-interval=200ms"});
     EXPECT_TRUE(co_await until(
         [&]() -> asio::awaitable<bool> {
@@ -507,7 +629,7 @@ TEST_F(ServicesFault, F27_EntriesOfACrashedRecorderAreClaimedByAnother) {
 
 TEST_F(ServicesFault, RecorderSkipsAndAcknowledgesMalformedEntries) {
   const std::string symbol = "MALSYM";
-  const std::string stream = "md:trades:" + symbol;
+  const std::string stream = ts::services::trade_stream(symbol);
   const std::int64_t base = ts::services::unix_millis();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     co_await add_trades(redis, symbol, 1, 10, base);
@@ -532,7 +654,7 @@ TEST_F(ServicesFault, RecorderSkipsAndAcknowledgesMalformedEntries) {
     // 16: a trade of 2020-01-01, whose day has no partition yet: the recorder creates it.
     const std::int64_t old_ms = 1577836800123;
     co_await add_trades(redis, symbol, 16, 1, old_ms - 16);
-    auto r = recorder("malformed", {"--symbols=" + symbol, "--consumer=mal"});
+    auto r = recorder("malformed", {"--consumer=mal"});
     EXPECT_TRUE(co_await until(
         [&]() -> asio::awaitable<bool> {
           const std::int64_t ticks = co_await tick_count(pg, symbol);
@@ -559,14 +681,112 @@ TEST_F(ServicesFault, RecorderSkipsAndAcknowledgesMalformedEntries) {
   });
 }
 
+// F44: one entry the table refuses (a trigger raises for trade 250) in a batch of 500: only
+// that entry fails its deliveries and goes to the dead-letter stream; its 499 batch-mates are
+// recorded.
+TEST_F(ServicesFault, F44_APermanentErrorIsIsolatedToItsEntry) {
+  const std::string symbol = "F44A";
+  const std::string stream = ts::services::trade_stream(symbol);
+  const std::int64_t base = ts::services::unix_millis();
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    (void)co_await redis.del(stream);
+    (void)co_await redis.del(stream + ":dead");
+    (void)co_await pg.execute(
+        "CREATE OR REPLACE FUNCTION f44_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN IF NEW.symbol = 'F44A' AND NEW.trade_id = 250 THEN "
+        "RAISE EXCEPTION 'poison trade' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$");
+    (void)co_await pg.execute(
+        "CREATE TRIGGER f44_poison BEFORE INSERT ON ticks FOR EACH ROW EXECUTE FUNCTION "
+        "f44_poison()");
+    std::exception_ptr failure;
+    try {
+      co_await add_trades(redis, symbol, 1, 500, base);
+      auto r = recorder("f44-poison", {"--consumer=f44", "--batch=500", "--max-deliveries=2",
+                                       "--claim-interval=200ms"});
+      const bool isolated = co_await until(
+          [&]() -> asio::awaitable<bool> {
+            co_return co_await tick_count(pg, symbol) == 499 &&
+                co_await redis.xlen(stream + ":dead") == 1;
+          },
+          30s);
+      const std::int64_t ticks = co_await tick_count(pg, symbol);
+      const std::int64_t dead_count = co_await redis.xlen(stream + ":dead");
+      EXPECT_TRUE(isolated) << "ticks " << ticks << " of 499, dead " << dead_count << " (want 1)";
+      const auto dead = co_await redis.xrange(stream + ":dead");
+      if (dead.size() == 1) {
+        EXPECT_EQ(*dead[0].field("t"), std::string("250"));
+      }
+      r->signal(SIGTERM);
+      const auto code = co_await r->wait_exit(10s);
+      EXPECT_EQ(code.value_or(-1), 0);
+      EXPECT_EQ(r->summary("inserted"), 499);
+      EXPECT_EQ(r->summary("dead_lettered"), 1);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    (void)co_await pg.execute("DROP TRIGGER f44_poison ON ticks");
+    if (failure) std::rethrow_exception(failure);
+  });
+}
+
+// F44: times that are not milliseconds (a trade time in nanoseconds or microseconds, an event
+// time in nanoseconds, a receive time in nanoseconds) are malformed at parse: skipped and
+// counted, no partition for the year 55 000, and their batch-mates recorded.
+TEST_F(ServicesFault, F44_TimesOutOfRangeAreMalformedAtParse) {
+  const std::string symbol = "F44B";
+  const std::string stream = ts::services::trade_stream(symbol);
+  const std::int64_t base = ts::services::unix_millis();
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    (void)co_await redis.del(stream);
+    co_await add_trades(redis, symbol, 1, 10, base);
+    const std::string ns = std::to_string(base * 1000000);
+    const std::string us = std::to_string(base * 1000);
+    const std::string ms = std::to_string(base);
+    const std::array<FieldView, 6> trade_ns{FieldView{"s", symbol}, FieldView{"t", "11"},
+                                            FieldView{"p", "1"},    FieldView{"q", "1"},
+                                            FieldView{"T", ns},     FieldView{"m", "0"}};
+    const std::array<FieldView, 6> trade_us{FieldView{"s", symbol}, FieldView{"t", "12"},
+                                            FieldView{"p", "1"},    FieldView{"q", "1"},
+                                            FieldView{"T", us},     FieldView{"m", "0"}};
+    const std::array<FieldView, 7> event_ns{
+        FieldView{"s", symbol}, FieldView{"t", "13"}, FieldView{"p", "1"}, FieldView{"q", "1"},
+        FieldView{"T", ms},     FieldView{"E", ns},   FieldView{"m", "0"}};
+    const std::array<FieldView, 7> received_ns{
+        FieldView{"s", symbol}, FieldView{"t", "14"}, FieldView{"p", "1"}, FieldView{"q", "1"},
+        FieldView{"T", ms},     FieldView{"r", ns},   FieldView{"m", "0"}};
+    (void)co_await redis.xadd(stream, trade_ns);
+    (void)co_await redis.xadd(stream, trade_us);
+    (void)co_await redis.xadd(stream, event_ns);
+    (void)co_await redis.xadd(stream, received_ns);
+    auto r =
+        recorder("f44-times", {"--consumer=f44t", "--max-deliveries=2", "--claim-interval=200ms"});
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await tick_count(pg, symbol) == 10 &&
+              co_await pending(redis, stream, "recorder") == 0;
+        },
+        30s));
+    r->signal(SIGTERM);
+    const auto code = co_await r->wait_exit(10s);
+    EXPECT_EQ(code.value_or(-1), 0);
+    EXPECT_EQ(r->summary("malformed"), 4);
+    EXPECT_EQ(r->summary("dead_lettered"), 0);
+    EXPECT_EQ(co_await pg.query_value<std::int64_t>(
+                  "SELECT count(*) FROM pg_class WHERE relname ~ '^ticks_[0-9]+$' AND "
+                  "(length(relname) > 14 OR substr(relname, 7, 4)::int > 2100)"),
+              0)
+        << "a partition for a time far in the future was created";
+  });
+}
+
 TEST_F(ServicesFault, F40_RecorderStopsMidStreamWithEveryAckedEntryCommitted) {
   const std::string symbol = "F40SYM";
-  const std::string stream = "md:trades:" + symbol;
+  const std::string stream = ts::services::trade_stream(symbol);
   const std::int64_t base = ts::services::unix_millis();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     co_await add_trades(redis, symbol, 1, 20000, base);
     std::int64_t total = 20000;
-    auto first = recorder("f40-first", {"--symbols=" + symbol, "--consumer=f40", "--batch=500"});
+    auto first = recorder("f40-first", {"--readers=1", "--consumer=f40", "--batch=500"});
     // A steady inflow while it records: 500 more every 10 ms, until the signal.
     EXPECT_TRUE(co_await until(
         [&]() -> asio::awaitable<bool> {
@@ -612,7 +832,7 @@ TEST_F(ServicesFault, F40_RecorderStopsMidStreamWithEveryAckedEntryCommitted) {
     EXPECT_LT(static_cast<std::int64_t>(recorded.size()), total) << "the stop came too late";
 
     // A second recorder finishes the rest, exactly once.
-    auto second = recorder("f40-second", {"--symbols=" + symbol, "--consumer=f40", "--batch=500"});
+    auto second = recorder("f40-second", {"--readers=1", "--consumer=f40", "--batch=500"});
     EXPECT_TRUE(co_await until(
         [&]() -> asio::awaitable<bool> {
           const std::int64_t ticks = co_await tick_count(pg, symbol);
@@ -630,11 +850,11 @@ TEST_F(ServicesFault, F40_RecorderStopsMidStreamWithEveryAckedEntryCommitted) {
 
 TEST_F(ServicesFault, F40_SecondSignalDuringAStuckDrainForcesExitOne) {
   const std::string symbol = "F40BSYM";
-  const std::string stream = "md:trades:" + symbol;
+  const std::string stream = ts::services::trade_stream(symbol);
   const std::int64_t base = ts::services::unix_millis();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     co_await add_trades(redis, symbol, 1, 100, base);
-    auto r = recorder("f40-stuck", {"--symbols=" + symbol, "--consumer=f40b"});
+    auto r = recorder("f40-stuck", {"--readers=1", "--consumer=f40b"});
     EXPECT_TRUE(co_await until(
         [&]() -> asio::awaitable<bool> { co_return co_await tick_count(pg, symbol) == 100; }, 30s));
     auto& postgres = ts::testing::Servers::instance().postgres();
@@ -662,14 +882,14 @@ TEST_F(ServicesFault, F40_SecondSignalDuringAStuckDrainForcesExitOne) {
 
 TEST_F(ServicesFault, RecorderWaitsOutAPostgresRestartWithoutBurningDeliveries) {
   const std::string symbol = "PGRSYM";
-  const std::string stream = "md:trades:" + symbol;
+  const std::string stream = ts::services::trade_stream(symbol);
   const std::int64_t base = ts::services::unix_millis();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     co_await add_trades(redis, symbol, 1, 100, base);
     // Two deliveries at most, re-read every 200 ms: had the handler thrown during the outage,
     // the entries would be dead-lettered within a second.
-    auto r = recorder("pg-restart", {"--symbols=" + symbol, "--consumer=pgr",
-                                     "--claim-interval=200ms", "--max-deliveries=2"});
+    auto r =
+        recorder("pg-restart", {"--consumer=pgr", "--claim-interval=200ms", "--max-deliveries=2"});
     EXPECT_TRUE(co_await until(
         [&]() -> asio::awaitable<bool> { co_return co_await tick_count(pg, symbol) == 100; }, 30s));
     auto& postgres = ts::testing::Servers::instance().postgres();
@@ -778,8 +998,8 @@ TEST_F(ServicesFault, ExecutorRecordsOneTerminalStatePerRequest) {
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     const std::array<FieldView, 3> last{FieldView{"p", "100.5"}, FieldView{"t", "1"},
                                         FieldView{"T", "1"}};
-    (void)co_await redis.hset("md:last:EXA", last);
-    (void)co_await redis.del("md:last:EXB");
+    (void)co_await redis.hset(ts::services::last_price_key("EXA"), last);
+    (void)co_await redis.del(ts::services::last_price_key("EXB"));
     co_await submit(redis, order("ex-1", "EXA", "buy", "market", "2"));
     co_await submit(redis, order("ex-2", "EXA", "sell", "limit", "1", "100"));
     co_await submit(redis, order("ex-3", "EXA", "buy", "limit", "1", "99.99"));
@@ -851,10 +1071,67 @@ TEST_F(ServicesFault, ExecutorRecordsOneTerminalStatePerRequest) {
   });
 }
 
+// F44: an order the database refuses (submitted_at far beyond any timestamp: 22008) still gets
+// exactly one terminal outcome, published on orders:events, instead of none at all.
+TEST_F(ServicesFault, F44_ExecutorPublishesAnOutcomeForAnOrderItCannotRecord) {
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    const std::array<FieldView, 1> last{FieldView{"p", "10"}};
+    (void)co_await redis.hset(ts::services::last_price_key("EXF"), last);
+    Fields bad = order("f44x-1", "EXF", "buy", "market", "1");
+    for (auto& [k, v] : bad) {
+      if (k == "submitted_at") v = "9000000000000000000";
+    }
+    co_await submit(redis, bad);
+    co_await submit(redis, order("f44x-2", "EXF", "buy", "market", "1"));
+    // f44x-3: the database refuses its fill (a trigger), so the filled order cannot be
+    // recorded: it is recorded as rejected instead, and published so.
+    (void)co_await pg.execute(
+        "CREATE OR REPLACE FUNCTION f44_refuse_fill() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN IF NEW.client_order_id = 'f44x-3' THEN "
+        "RAISE EXCEPTION 'refused fill' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$");
+    (void)co_await pg.execute(
+        "CREATE TRIGGER f44_refuse_fill BEFORE INSERT ON fills FOR EACH ROW EXECUTE FUNCTION "
+        "f44_refuse_fill()");
+    std::exception_ptr failure;
+    try {
+      co_await submit(redis, order("f44x-3", "EXF", "buy", "market", "1"));
+      auto e = executor("executor-f44", {"--symbols=EXF", "--consumer=exec-f44",
+                                         "--max-deliveries=2", "--claim-interval=200ms"});
+      EXPECT_TRUE(co_await until(
+          [&]() -> asio::awaitable<bool> { co_return co_await event_count(redis, "f44x-") == 3; },
+          30s));
+      const auto events = co_await events_of(redis, "f44x-");
+      for (const char* id : {"f44x-1", "f44x-3"}) {
+        EXPECT_EQ(events.count(id), 1u) << id;
+        if (events.count(id) == 1) {
+          EXPECT_EQ(events.at(id).size(), 1u) << id;
+          EXPECT_EQ(events.at(id)[0].at("status"), std::string("rejected")) << id;
+        }
+      }
+      EXPECT_EQ(co_await pg.query_value<std::int64_t>(
+                    "SELECT count(*) FROM orders WHERE client_order_id LIKE 'f44x-%'"),
+                3)
+          << "each order has its one terminal row";
+      EXPECT_EQ(
+          co_await pg.query_value<std::string>("SELECT status || ' ' || reject_reason FROM orders "
+                                               "WHERE client_order_id = 'f44x-3'"),
+          std::string("rejected unprocessable"));
+      e->signal(SIGTERM);
+      const auto code = co_await e->wait_exit(10s);
+      EXPECT_EQ(code.value_or(-1), 0);
+      EXPECT_EQ(e->summary("unprocessable"), 1);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    (void)co_await pg.execute("DROP TRIGGER f44_refuse_fill ON fills");
+    if (failure) std::rethrow_exception(failure);
+  });
+}
+
 TEST_F(ServicesFault, ExecutorCrashAfterCommitRedeliversWithoutASecondFill) {
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     const std::array<FieldView, 1> last{FieldView{"p", "50"}};
-    (void)co_await redis.hset("md:last:EXC", last);
+    (void)co_await redis.hset(ts::services::last_price_key("EXC"), last);
     for (int i = 1; i <= 20; ++i) {
       co_await submit(redis, order("redo-" + std::to_string(i), "EXC", "buy", "market", "1"));
     }

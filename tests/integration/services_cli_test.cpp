@@ -1,6 +1,7 @@
 // tsctl and ts-janitor run as processes (spawn_process) against the harness's PostgreSQL and
 // Redis: exit codes, what they print, and what they leave in the servers. Each test has its
 // own database (create_database) and its own Redis db number.
+#include "common/keys.hpp"
 #include "support/fault_proxy.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
@@ -19,6 +20,7 @@
 #include <csignal>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -36,6 +38,7 @@ namespace ts = trading_shared;
 namespace tt = trading_shared::testing;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -517,13 +520,14 @@ TEST(TsctlLoadOrders, RidesOutARedisRestart) {
 TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
   migrate("cli_status");
   Redis redis(4);
+  const std::string btc = ts::services::trade_stream("BTCUSDT");
+  const std::string eth = ts::services::trade_stream("ETHUSDT");
+  ASSERT_NE(btc, eth);
   for (int i = 1; i <= 3; ++i) {
-    redis.command(
-        {"XADD", "md:trades:BTCUSDT", std::to_string(i * 1000) + "-0", "t", std::to_string(i)});
+    redis.command({"XADD", btc, std::to_string(i * 1000) + "-0", "t", std::to_string(i)});
   }
-  redis.command({"XGROUP", "CREATE", "md:trades:BTCUSDT", "recorder", "0"});
-  redis.command(
-      {"XREADGROUP", "GROUP", "recorder", "r1", "COUNT", "1", "STREAMS", "md:trades:BTCUSDT", ">"});
+  redis.command({"XGROUP", "CREATE", btc, "recorder", "0"});
+  redis.command({"XREADGROUP", "GROUP", "recorder", "r1", "COUNT", "1", "STREAMS", btc, ">"});
   Pg pg("cli_status");
   pg.exec(
       "INSERT INTO orders (client_order_id, symbol, side, type, qty, status, reject_reason) "
@@ -534,9 +538,11 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
   ASSERT_EQ(json.code, 0) << describe(json);
   const auto lines = lines_of(json.output);
   ASSERT_EQ(lines.size(), 1u) << describe(json);
-  EXPECT_THAT(lines[0], HasSubstr("\"md:trades:BTCUSDT\":{\"length\":3,\"group\":\"recorder\","
+  EXPECT_THAT(lines[0], HasSubstr("\"" + btc +
+                                  "\":{\"length\":3,\"group\":\"recorder\","
                                   "\"group_exists\":true,\"pending\":1,\"lag\":2}"));
-  EXPECT_THAT(lines[0], HasSubstr("\"md:trades:ETHUSDT\":{\"length\":0,\"group\":\"recorder\","
+  EXPECT_THAT(lines[0], HasSubstr("\"" + eth +
+                                  "\":{\"length\":0,\"group\":\"recorder\","
                                   "\"group_exists\":false}"));
   EXPECT_THAT(lines[0], HasSubstr("\"orders:events\":{\"length\":0}"));
   EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":1"));
@@ -545,9 +551,65 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
 
   const ToolRun text = run(kTsctl, {"status", "--symbols", "BTCUSDT"}, env);
   ASSERT_EQ(text.code, 0) << describe(text);
-  EXPECT_THAT(text.output, HasSubstr("md:trades:BTCUSDT"));
+  EXPECT_THAT(text.output, HasSubstr(btc));
+  EXPECT_THAT(text.output, Not(HasSubstr(eth)));
+
+  // No symbols: every trade stream.
+  const ToolRun all = run(kTsctl, {"status", "--symbols="}, env);
+  ASSERT_EQ(all.code, 0) << describe(all);
+  for (const auto& stream : ts::services::all_trade_streams()) {
+    EXPECT_THAT(all.output, HasSubstr(stream));
+  }
   EXPECT_THAT(text.output, HasSubstr("orders (rejected)"));
   EXPECT_THAT(text.output, HasSubstr("schema version 1"));
+}
+
+// The move from one stream per symbol to the buckets: what a group still needs of an old
+// stream (pending or unread), or all of it when no group reads it, goes to the bucket stream
+// of each entry's symbol; the old streams are deleted; dead-letter streams are left alone.
+TEST(TsctlMigrateStreams, MovesWhatTheOldStreamsStillHoldIntoTheBuckets) {
+  Redis redis(5);
+  for (int i = 1; i <= 5; ++i) {
+    redis.command(
+        {"XADD", "md:trades:AAA", std::to_string(i) + "-0", "s", "AAA", "t", std::to_string(i)});
+  }
+  // The recorder group read 1 and 2 and acknowledged 1: 2 is pending, 3..5 unread.
+  redis.command({"XGROUP", "CREATE", "md:trades:AAA", "recorder", "0"});
+  redis.command(
+      {"XREADGROUP", "GROUP", "recorder", "r", "COUNT", "2", "STREAMS", "md:trades:AAA", ">"});
+  redis.command({"XACK", "md:trades:AAA", "recorder", "1-0"});
+  // No group: all of it; one entry names another symbol and goes to that one's bucket.
+  redis.command({"XADD", "md:trades:BBB", "*", "s", "BBB", "t", "1"});
+  redis.command({"XADD", "md:trades:BBB", "*", "s", "BBB", "t", "2"});
+  redis.command({"XADD", "md:trades:BBB", "*", "s", "CCC", "t", "3"});
+  redis.command({"XADD", "md:trades:AAA:dead", "*", "s", "AAA", "t", "0"});
+
+  const ToolRun r = run(kTsctl, {"migrate-streams"}, env_for("cli_migrate_streams", 5));
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_THAT(r.output, HasSubstr("migrate-streams: 2 stream(s), 7 entrie(s) copied"));
+  EXPECT_EQ(redis.integer({"EXISTS", "md:trades:AAA", "md:trades:BBB"}), 0);
+  EXPECT_EQ(redis.integer({"XLEN", "md:trades:AAA:dead"}), 1);
+  // Count per symbol over every bucket stream (symbols may share one).
+  std::map<std::string, std::vector<std::string>> ids;  // symbol -> t in order
+  for (const auto& stream : ts::services::all_trade_streams()) {
+    const auto entries = redis.command({"XRANGE", stream, "-", "+"});
+    for (std::size_t i = 0; i < entries->elements; ++i) {
+      const redisReply* fields = entries->element[i]->element[1];
+      const auto symbol = field(fields, "s");
+      const auto t = field(fields, "t");
+      ASSERT_TRUE(symbol && t);
+      EXPECT_EQ(stream, ts::services::trade_stream(*symbol)) << *symbol;
+      ids[*symbol].push_back(*t);
+    }
+  }
+  EXPECT_EQ(ids["AAA"], (std::vector<std::string>{"2", "3", "4", "5"}));
+  EXPECT_EQ(ids["BBB"], (std::vector<std::string>{"1", "2"}));
+  EXPECT_EQ(ids["CCC"], (std::vector<std::string>{"3"}));
+
+  // Nothing left to move: a second run copies nothing.
+  const ToolRun again = run(kTsctl, {"migrate-streams"}, env_for("cli_migrate_streams", 5));
+  ASSERT_EQ(again.code, 0) << describe(again);
+  EXPECT_THAT(again.output, HasSubstr("migrate-streams: 0 stream(s), 0 entrie(s) copied"));
 }
 
 // ---- ts-janitor --------------------------------------------------------------------------------
@@ -610,13 +672,17 @@ TEST(Janitor, RemovesOldPartitionsRowsEntriesAndIdleConsumers) {
                          "--symbols=", "--deadline", "30s", "--summary-file", summary},
                         env_for("cli_janitor", 3));
   ASSERT_EQ(r.code, 0) << describe(r);
+  // md:trades:BTCUSDT (a stream of the first layout, trimmed like the buckets): the group's
+  // pending 2000-0 and unread 3000-0 hold its trim back (F53): only 1000-0 goes there.
   EXPECT_THAT(r.output,
-              HasSubstr("ts-janitor: dropped 2 partition(s), deleted 7 row(s), trimmed 7 stream "
-                        "entrie(s), removed 2 consumer(s), 0 error(s)"));
+              HasSubstr("ts-janitor: dropped 2 partition(s), deleted 7 row(s), trimmed 5 stream "
+                        "entrie(s), removed 2 consumer(s), 0 error(s); trimming held back on 1 "
+                        "stream(s)"));
   const std::string json = tt::detail::read_text_file(summary);
   EXPECT_THAT(json, HasSubstr("\"partitions_dropped\":2"));
   EXPECT_THAT(json, HasSubstr("\"rows_deleted\":7"));
-  EXPECT_THAT(json, HasSubstr("\"entries_trimmed\":7"));
+  EXPECT_THAT(json, HasSubstr("\"entries_trimmed\":5"));
+  EXPECT_THAT(json, HasSubstr("\"trims_held_back\":1"));
   EXPECT_THAT(json, HasSubstr("\"consumers_removed\":2"));
   EXPECT_THAT(json, HasSubstr("\"errors\":0"));
 
@@ -627,7 +693,7 @@ TEST(Janitor, RemovesOldPartitionsRowsEntriesAndIdleConsumers) {
   EXPECT_EQ(pg.value("SELECT count(*) FROM ticks"), "5");
   EXPECT_EQ(pg.value("SELECT count(*) FROM ticks WHERE symbol = 'ETHUSDT'"), "5");
 
-  EXPECT_EQ(redis.integer({"XLEN", "md:trades:BTCUSDT"}), 2);
+  EXPECT_EQ(redis.integer({"XLEN", "md:trades:BTCUSDT"}), 4);
   EXPECT_EQ(redis.integer({"XLEN", "md:trades:ETHUSDT"}), 1);
   EXPECT_EQ(redis.integer({"XLEN", "orders:events"}), 1);
   EXPECT_EQ(redis.integer({"XLEN", "orders:requests"}), 1);
@@ -666,6 +732,46 @@ TEST(Janitor, RedisDownExitsOneWithinItsDeadlineAfterThePostgresStep) {
   EXPECT_THAT(json, HasSubstr("\"partitions_dropped\":1"));
   EXPECT_THAT(json, HasSubstr("\"errors\":1"));
   EXPECT_THAT(json, HasSubstr("\"completed\":true"));
+}
+
+// F53: trimming by age never deletes what a consumer group has not read or not acknowledged,
+// unless forced (--force-trim), and then what it deletes unread is counted.
+TEST(Janitor, F53_NeverTrimsEntriesTheGroupHasNotReadUnlessForced) {
+  migrate("cli_janitor_f53");
+  Redis redis(4);
+  const std::string stream = ts::services::trade_stream("BTCUSDT");
+  for (const char* id : {"1000-0", "2000-0", "3000-0", "*"}) {
+    redis.command({"XADD", stream, id, "s", "BTCUSDT", "t", "1"});
+  }
+  // The group read 1000-0 and acknowledged it, read 2000-0 without acknowledging it (pending),
+  // and has not read 3000-0 nor the current entry: only 1000-0 may go.
+  redis.command({"XGROUP", "CREATE", stream, "recorder", "0"});
+  redis.command({"XREADGROUP", "GROUP", "recorder", "c1", "COUNT", "1", "STREAMS", stream, ">"});
+  redis.command({"XACK", stream, "recorder", "1000-0"});
+  redis.command({"XREADGROUP", "GROUP", "recorder", "c1", "COUNT", "1", "STREAMS", stream, ">"});
+
+  const std::string summary = next_path("janitor-f53") + ".json";
+  const ToolRun r = run(kJanitor,
+                        {"--retention", "24h", "--consumer-idle", "1h", "--deadline", "30s",
+                         "--summary-file", summary},
+                        env_for("cli_janitor_f53", 4));
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_EQ(redis.integer({"XLEN", stream}), 3) << describe(r);
+  const std::string json = tt::detail::read_text_file(summary);
+  EXPECT_THAT(json, HasSubstr("\"trims_held_back\":1")) << json;
+  EXPECT_THAT(r.output, HasSubstr("held back")) << describe(r);
+
+  // Forced: the age cut-off wins; the two entries the group still needed are counted.
+  const std::string forced_summary = next_path("janitor-f53-forced") + ".json";
+  const ToolRun forced = run(kJanitor,
+                             {"--retention", "24h", "--consumer-idle", "1h", "--deadline", "30s",
+                              "--force-trim", "--summary-file", forced_summary},
+                             env_for("cli_janitor_f53", 4));
+  ASSERT_EQ(forced.code, 0) << describe(forced);
+  EXPECT_EQ(redis.integer({"XLEN", stream}), 1) << describe(forced);
+  const std::string forced_json = tt::detail::read_text_file(forced_summary);
+  EXPECT_THAT(forced_json, HasSubstr("\"entries_trimmed\":2")) << forced_json;
+  EXPECT_THAT(forced_json, HasSubstr("\"trimmed_unacknowledged\":2")) << forced_json;
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // The services' pure parsing and generation code, without servers: ts-receiver's trade parser
 // (untrusted input: never throws, never crashes), tsctl's SQL script splitter (with the real
 // migration), and ts-feed-sim's deterministic generator, JSON rendering and pacer.
+#include "common/keys.hpp"
 #include "common/migrations.hpp"
+#include "common/stream_trim.hpp"
 #include "feed_sim/generator.hpp"
 #include "receiver/trade_parser.hpp"
 #include "tsctl/sql_split.hpp"
@@ -12,10 +14,13 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -77,26 +82,47 @@ TEST(TradeParser, ParsesAValidTrade) {
 TEST(TradeParser, AcceptsFieldsInAnyOrderAndIgnoresExtraFields) {
   // Reversed order, Binance's "M", unknown one-letter and long keys, nested values, spaces.
   const Parsed p = parse(
-      R"( { "m" : false, "M": true, "T": 5, "x": [1, {"y": "z"}], "q": "2", "extra": {"a": [1, 2, 3]},)"
-      R"( "p": "0.01", "t": 0, "ignored": null, "s": "ETHUSDT", "E": 6, "e": "trade" } )");
+      R"( { "m" : false, "M": true, "T": 1700000000005, "x": [1, {"y": "z"}], "q": "2", "extra": {"a": [1, 2, 3]},)"
+      R"( "p": "0.01", "t": 0, "ignored": null, "s": "ETHUSDT", "E": 1700000000006, "e": "trade" } )");
   ASSERT_EQ(p.outcome, ParseOutcome::trade) << (p.error ? p.error : "");
   EXPECT_EQ(p.trade.symbol.view(), "ETHUSDT");
   EXPECT_EQ(p.trade.trade_id, 0);
   EXPECT_EQ(p.trade.price.view(), "0.01");
   EXPECT_EQ(p.trade.qty.view(), "2");
-  EXPECT_EQ(p.trade.trade_time, 5);
-  EXPECT_EQ(p.trade.event_time, 6);
+  EXPECT_EQ(p.trade.trade_time, 1700000000005);
+  EXPECT_EQ(p.trade.event_time, 1700000000006);
   EXPECT_FALSE(p.trade.buyer_is_maker);
 }
 
 TEST(TradeParser, MaximalSymbolAndPriceLengthsFit) {
   const std::string symbol(20, 'S');
   const std::string price = "1." + std::string(30, '0');  // 32 characters
-  const Parsed p = parse(R"({"e":"trade","E":1,"s":")" + symbol + R"(","t":1,"p":")" + price +
-                         R"(","q":"1","T":1,"m":false})");
+  const Parsed p = parse(R"({"e":"trade","E":1700000000001,"s":")" + symbol + R"(","t":1,"p":")" +
+                         price + R"(","q":"1","T":1700000000001,"m":false})");
   ASSERT_EQ(p.outcome, ParseOutcome::trade) << (p.error ? p.error : "");
   EXPECT_EQ(p.trade.symbol.view(), symbol);
   EXPECT_EQ(p.trade.price.view(), price);
+}
+
+// F44: times that are not milliseconds of 2000-2099 (nanoseconds, microseconds, seconds,
+// negative) are malformed: a trade time in nanoseconds would fail its whole batch's insert, one
+// in microseconds would create a partition for the year 55 000.
+TEST(TradeParser, F44_TimesOutsideTheRangeOfMillisecondsAreMalformed) {
+  const auto trade = [](const std::string& t, const std::string& e) {
+    return R"({"e":"trade","E":)" + e + R"(,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":)" + t +
+           R"(,"m":true})";
+  };
+  for (const std::string bad : {"1700000000000000000", "1700000000000000", "1700000000", "-1", "0",
+                                "4102444800000", "946684799999"}) {
+    const Parsed as_t = parse(trade(bad, "1700000000000"));
+    EXPECT_EQ(as_t.outcome, ParseOutcome::malformed) << "T " << bad;
+    const Parsed as_e = parse(trade("1700000000000", bad));
+    EXPECT_EQ(as_e.outcome, ParseOutcome::malformed) << "E " << bad;
+  }
+  for (const std::string good : {"946684800000", "4102444799999", "1700000000000"}) {
+    const Parsed p = parse(trade(good, good));
+    EXPECT_EQ(p.outcome, ParseOutcome::trade) << good << ": " << (p.error ? p.error : "");
+  }
 }
 
 TEST(TradeParser, ParsesTheSameBufferRepeatedlyWithOneParser) {
@@ -163,9 +189,9 @@ TEST(TradeParser, MalformedInputsAreMalformedAndNeverThrow) {
       "}",
       "{]",
       R"({"e":"trade")",
-      R"({"e":"trade","E":1,)",
+      R"({"e":"trade","E":1700000000001,)",
       R"({"e":"tra)",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":tru})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":tru})",
       R"({"e" "trade"})",
       R"({"e":"trade",,"E":1})",
       R"({e:"trade"})",
@@ -181,52 +207,53 @@ TEST(TradeParser, MalformedInputsAreMalformedAndNeverThrow) {
       "{}",
       R"({"x":1})",
       // symbols become part of Redis key names: upper-case letters and digits only
-      R"({"e":"trade","E":1,"s":"btcusdt","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BT\u0000C","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTC:USDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"aggTrade","E":1,"s":"BTCUSDT","a":1,"p":"1","q":"1","f":1,"l":1,"T":1,"m":true})",
-      R"({"e":"aggTrade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"TRADE","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"btcusdt","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BT\u0000C","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTC:USDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"aggTrade","E":1700000000001,"s":"BTCUSDT","a":1,"p":"1","q":"1","f":1,"l":1,"T":1700000000001,"m":true})",
+      R"({"e":"aggTrade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"TRADE","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
       // wrong types
-      R"({"e":1,"E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":null,"E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":"1","s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1.5,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":7,"t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":["BTCUSDT"],"t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":"1","p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1.0,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":1.5,"q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":2,"T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":"1","m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":"true"})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":1})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":null})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":{},"q":"1","T":1,"m":true})",
+      R"({"e":1,"E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":null,"E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":"1","s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1.5,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":7,"t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":["BTCUSDT"],"t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":"1","p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1.0,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":1.5,"q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":2,"T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":"1","m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":"true"})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":1})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":null})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":{},"q":"1","T":1700000000001,"m":true})",
       // bad values
-      R"({"e":"trade","E":1,"s":"","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":")" + long_symbol + R"(","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":")" + long_price +
-          R"(","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":")" + long_price +
-          R"(","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":-1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":-1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"-1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":".","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1.2.3","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1e5","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":" 1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"abc","T":1,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":")" + long_symbol +
+          R"(","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":")" + long_price +
+          R"(","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":")" + long_price +
+          R"(","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":-1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":-1,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"-1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":".","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1.2.3","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1e5","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":" 1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"abc","T":1700000000001,"m":true})",
       // huge numbers
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":99999999999999999999,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":9223372036854775808,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1e300,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1)" + std::string(400, '0') +
-          R"(,"m":true})",
-      R"({"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1e999,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":99999999999999999999,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":9223372036854775808,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1e300,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1700000000001,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1)" +
+          std::string(400, '0') + R"(,"m":true})",
+      R"({"e":"trade","E":1700000000001,"s":"BTCUSDT","t":1,"p":"1","q":"1","T":1e999,"m":true})",
       // NUL bytes outside strings
       std::string("\0", 1),
       std::string("{\"e\":\"trade\"\0,\"E\":1}", 20),
@@ -588,6 +615,48 @@ TEST(FeedPacer, ABacklogBeyondTheLimitIsSkippedAndCounted) {
   EXPECT_EQ(pacer.take_due(later), 0u);
   EXPECT_EQ(pacer.take_due(later + std::chrono::milliseconds(3)), 3u);
   EXPECT_EQ(pacer.skipped(), 4000u);
+}
+
+// ---- key layout (F72) and stream IDs (F53) ---------------------------------------------------
+
+TEST(KeyLayout, EverySymbolHasOneOfSixteenBucketStreams) {
+  EXPECT_EQ(svc::kTradeBuckets, 16u);
+  EXPECT_EQ(svc::trade_stream("BTCUSDT"), "md:{t02}:trades");
+  EXPECT_EQ(svc::trade_stream("ETHUSDT"), "md:{t14}:trades");
+  EXPECT_EQ(svc::bucket_stream(0), "md:{t00}:trades");
+  EXPECT_EQ(svc::bucket_stream(15), "md:{t15}:trades");
+  const auto all = svc::all_trade_streams();
+  EXPECT_EQ(std::set<std::string>(all.begin(), all.end()).size(), svc::kTradeBuckets);
+  // 500 generated symbols (names that differ in a few digits: a linear hash such as CRC16
+  // spreads them badly) use every bucket, each within half and one and a half of its share.
+  std::array<int, svc::kTradeBuckets> counts{};
+  for (int i = 1; i <= 500; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "S%04dUSDT", i);
+    ++counts[svc::trade_bucket(name)];
+  }
+  const int share = 500 / static_cast<int>(svc::kTradeBuckets);
+  for (const int n : counts) {
+    EXPECT_GT(n, share / 2);
+    EXPECT_LT(n, share * 3 / 2);
+  }
+}
+
+TEST(StreamId, ParsesComparesAndSteps) {
+  const auto id = svc::StreamId::parse("1700000000000-5");
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(id->ms, 1700000000000u);
+  EXPECT_EQ(id->seq, 5u);
+  EXPECT_EQ(id->next().text(), "1700000000000-6");
+  EXPECT_EQ(svc::StreamId::parse("42")->text(), "42-0");
+  EXPECT_LT(*svc::StreamId::parse("1-9"), *svc::StreamId::parse("2-0"));
+  EXPECT_LT(*svc::StreamId::parse("2-9"), *svc::StreamId::parse("2-10"));
+  const svc::StreamId last{7, UINT64_MAX};
+  EXPECT_EQ(last.next().text(), "8-0");
+  for (const char* bad :
+       {"", "-", "1-", "-1", "a-1", "1-b", "1-2-3", " 1-2", "18446744073709551616-0"}) {
+    EXPECT_FALSE(svc::StreamId::parse(bad).has_value()) << bad;
+  }
 }
 
 }  // namespace

@@ -108,6 +108,9 @@ struct StreamEntry {
   /// The entry was deleted (or trimmed) while still pending: XREADGROUP of history and
   /// XAUTOCLAIM on older servers return its ID with a nil body.
   bool deleted = false;
+  /// The stream the entry was read from, when a `StreamConsumer` hands it to its handler (a
+  /// view of the consumer's configuration: valid while the consumer exists). Empty otherwise.
+  std::string_view stream;
   /// The value of the first field called `name`, or nullptr.
   const std::string* field(std::string_view name) const noexcept;
 };
@@ -163,6 +166,12 @@ struct PendingQuery {
   std::int64_t count = 100;
   std::string consumer;                   ///< empty: every consumer.
   std::chrono::milliseconds min_idle{0};  ///< zero: no IDLE filter.
+};
+
+/// The entries of one stream in a reply of XREADGROUP over several streams.
+struct StreamRead {
+  std::string stream;
+  std::vector<StreamEntry> entries;
 };
 
 struct AutoClaimResult {
@@ -496,6 +505,17 @@ class RedisClient {
                                                               std::string_view stream,
                                                               std::string_view id,
                                                               const ReadGroupOptions& options = {});
+
+  /// XREADGROUP of several streams in one command (`STREAMS s1 .. sn id1 .. idn`): one
+  /// round trip, and with `options.block` one blocking connection, whatever the number of
+  /// streams. `ids` has one ID per stream, or a single ID for all of them (">" for new
+  /// entries). `options.count` applies to each stream. Returns the streams that had entries,
+  /// in the server's order. All streams must be on one node (in Redis Cluster: one hash slot).
+  boost::asio::awaitable<std::vector<StreamRead>> xreadgroup(std::string_view group,
+                                                             std::string_view consumer,
+                                                             std::span<const std::string> streams,
+                                                             std::span<const std::string> ids,
+                                                             const ReadGroupOptions& options);
 
   RedisStats stats() const noexcept;
   const RedisConfig& config() const noexcept;

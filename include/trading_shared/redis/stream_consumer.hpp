@@ -18,6 +18,11 @@
 /// - Pending entries that were trimmed or deleted from the stream are acknowledged, logged
 ///   and counted (`deleted`), never passed to the handler (F29).
 ///
+/// One stream or several (`streams`): several streams of one group are read together, one
+/// `XREADGROUP ... STREAMS s1 .. sn > .. >` on one blocking connection, so that the number of
+/// connections does not grow with the number of streams (F72). Pending entries, claims, dead
+/// letters and acknowledgements stay per stream.
+///
 /// Two handler modes:
 /// - per entry (`Handler`): each entry is handled on its own; those whose handler returned
 ///   are acknowledged together after the batch (one XACK per read).
@@ -25,7 +30,11 @@
 ///   deleted filtering) are handed over in one call, in stream order. Returning normally
 ///   acknowledges all of them in one XACK; throwing acknowledges none (all stay pending and
 ///   are delivered again; `handler_errors` grows by the number of entries). For sinks that
-///   write a batch in one statement (ts-recorder).
+///   write a batch in one statement (ts-recorder). A batch whose handler throws an `Error` of
+///   kind `permanent` (a poison entry the sink refuses) is split in halves and each half handed
+///   over again, down to single entries, so that only the entries at fault stay pending (and reach
+///   the dead-letter stream after `max_deliveries`); their batch-mates are acknowledged (F44). Each
+///   entry's `stream` names the stream it came from.
 
 #include <trading_shared/redis/redis_client.hpp>
 
@@ -37,11 +46,17 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace trading_shared::redis {
 
 struct StreamConsumerConfig {
+  /// The stream to consume; or leave it empty and name several in `streams`.
   std::string stream;
+  /// Several streams read together (one XREADGROUP names them all; in Redis Cluster they
+  /// must share a hash slot). Each gets the group; `batch` applies to each stream.
+  std::vector<std::string> streams;
   std::string group;
   std::string consumer;  ///< unique per process (e.g. "recorder-<host>-<pid>").
   /// Where the group starts when this consumer creates it: "0" = the whole stream (nothing
@@ -52,7 +67,7 @@ struct StreamConsumerConfig {
   std::chrono::milliseconds claim_min_idle{30000};  ///< XAUTOCLAIM's min-idle-time.
   std::chrono::milliseconds claim_interval{5000};   ///< how often to reclaim / re-read pending.
   std::uint32_t max_deliveries = 5;                 ///< beyond it: dead-letter. >= 1.
-  /// Dead-letter stream; empty = "<stream>:dead".
+  /// Dead-letter stream; empty = "<stream>:dead" for each stream.
   std::string dead_letter_stream;
   /// Pause after a failed read (connection loss, breaker open) before the next one.
   std::chrono::milliseconds error_backoff{200};
@@ -67,6 +82,7 @@ struct StreamConsumerStats {
   std::uint64_t deleted = 0;         ///< pending IDs whose entry was gone (trimmed/deleted).
   std::uint64_t read_errors = 0;     ///< failed reads/acks (logged; retried after a pause).
   std::uint64_t groups_created = 0;  ///< XGROUP CREATE that created the group.
+  std::uint64_t splits = 0;          ///< batches split to isolate the entry of a permanent failure.
 };
 
 class StreamConsumer {
@@ -78,7 +94,8 @@ class StreamConsumer {
   using BatchHandler = std::function<boost::asio::awaitable<void>(std::span<const StreamEntry>)>;
 
   /// `client` must be started and outlive the consumer. Throws `invalid_argument` on a bad
-  /// config (empty stream, group or consumer; max_deliveries 0; batch < 1).
+  /// config (no stream, or both `stream` and `streams`; a stream named twice; empty group or
+  /// consumer; max_deliveries 0; batch < 1).
   StreamConsumer(RedisClient& client, StreamConsumerConfig config, Handler handler);
   /// Batch mode (see the file comment); same requirements.
   StreamConsumer(RedisClient& client, StreamConsumerConfig config, BatchHandler handler);
@@ -103,17 +120,26 @@ class StreamConsumer {
 
   const StreamConsumerStats& stats() const noexcept { return stats_; }
   const StreamConsumerConfig& config() const noexcept { return config_; }
+  /// The streams consumed (`stream` alone, or `streams`).
+  const std::vector<std::string>& streams() const noexcept { return streams_; }
 
  private:
-  boost::asio::awaitable<std::size_t> handle_batch(std::vector<StreamEntry> entries,
+  /// Filters, hands over and acknowledges what one read returned (one StreamRead per stream).
+  boost::asio::awaitable<std::size_t> handle_reads(std::vector<StreamRead> reads,
                                                    bool check_deliveries);
-  boost::asio::awaitable<void> dead_letter(const StreamEntry& entry, std::int64_t deliveries);
-  /// Hands `deliverable` to the batch handler; returns whether it succeeded.
-  boost::asio::awaitable<bool> run_batch_handler(std::span<const StreamEntry> deliverable);
+  boost::asio::awaitable<void> dead_letter(std::size_t stream, const StreamEntry& entry,
+                                           std::int64_t deliveries);
+  /// Hands `entries` to the batch handler; sets `ok[i]` for the entries handled. A permanent
+  /// failure splits the batch (see the file comment).
+  boost::asio::awaitable<void> run_batch_handler(std::span<const StreamEntry> entries,
+                                                 std::span<char> ok);
+  std::size_t index_of(std::string_view stream) const noexcept;
   void validate_config(bool has_handler);
 
   RedisClient* client_;
   StreamConsumerConfig config_;
+  std::vector<std::string> streams_;
+  std::vector<std::string> dead_letter_streams_;  // one per stream
   Handler handler_;
   BatchHandler batch_handler_;
   StreamConsumerStats stats_;

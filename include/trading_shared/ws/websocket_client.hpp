@@ -42,6 +42,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -168,6 +169,11 @@ class WebSocketClient {
   /// Waits for at least one message, then takes up to `max` (swapped into `out`, which is
   /// resized; its elements' strings are reused). Returns the count; 0 once closed and empty.
   boost::asio::awaitable<std::size_t> receive_batch(std::vector<Message>& out, std::size_t max);
+  /// `receive_batch`, waiting at most `max_wait` for the first message: returns 0 when none
+  /// came in that time (nothing is taken), nullopt once closed and empty. For a consumer that
+  /// has other work due at a known time (ts-receiver retrying a stalled key).
+  boost::asio::awaitable<std::optional<std::size_t>> receive_batch_for(
+      std::vector<Message>& out, std::size_t max, std::chrono::milliseconds max_wait);
 
   WebSocketStats stats() const noexcept;
   const WebSocketConfig& config() const noexcept;
