@@ -3,8 +3,10 @@
 /// Names shared by the services: Redis keys, stream fields, consumer groups (docs/services.md).
 
 #include <array>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -63,10 +65,48 @@ inline std::array<std::string, kTradeBuckets> all_trade_streams() {
   for (std::size_t b = 0; b < kTradeBuckets; ++b) streams[b] = bucket_stream(b);
   return streams;
 }
-/// Hash of one symbol's last trade, written by ts-receiver: fields `p`, `t`, `T`.
-inline std::string last_price_key(std::string_view symbol) {
-  return "md:last:" + std::string(symbol);
+/// Hash of the last trades of bucket `bucket`'s symbols, written by ts-receiver:
+/// `md:{tNN}:last`, one field per symbol (its name), valued `<price> <trade id> <trade time ms>`
+/// (see LastTrade). One hash per bucket, not one per symbol: the receiver sets every symbol's
+/// last trade of a batch with one HSET per bucket, whatever the number of symbols (F72), and the
+/// hash tag keeps it with its bucket's stream.
+inline std::string bucket_last_key(std::size_t bucket) {
+  std::string key = "md:{t00}:last";
+  key[5] = static_cast<char>('0' + (bucket / 10) % 10);
+  key[6] = static_cast<char>('0' + bucket % 10);
+  return key;
 }
+/// The hash holding `symbol`'s last trade (field: the symbol).
+inline std::string last_trade_key(std::string_view symbol) {
+  return bucket_last_key(trade_bucket(symbol));
+}
+
+/// A symbol's last trade as stored in its bucket's `md:{tNN}:last` hash.
+struct LastTrade {
+  std::string_view price;  ///< the decimal string as the venue sent it
+  std::int64_t trade_id = 0;
+  std::int64_t trade_time_ms = 0;
+
+  /// Parses `<price> <trade id> <trade time ms>`; nullopt for anything else.
+  static std::optional<LastTrade> parse(std::string_view value) noexcept {
+    const std::size_t first = value.find(' ');
+    if (first == std::string_view::npos || first == 0) return std::nullopt;
+    const std::size_t second = value.find(' ', first + 1);
+    if (second == std::string_view::npos) return std::nullopt;
+    LastTrade last;
+    last.price = value.substr(0, first);
+    const auto number = [](std::string_view text, std::int64_t& out) {
+      const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+      return !text.empty() && ec == std::errc{} && ptr == text.data() + text.size();
+    };
+    if (!number(value.substr(first + 1, second - first - 1), last.trade_id) ||
+        !number(value.substr(second + 1), last.trade_time_ms)) {
+      return std::nullopt;
+    }
+    return last;
+  }
+};
+
 /// The first layout (before the buckets): one stream per symbol, `md:trades:<SYMBOL>`.
 /// `tsctl migrate-streams` moves what such streams still hold into the buckets.
 inline constexpr std::string_view kLegacyTradeStreamPrefix = "md:trades:";

@@ -224,9 +224,9 @@ class Venue {
     if (!is_positive_decimal(r.qty)) co_return rejected("invalid qty");
     const bool limit = r.type == "limit";
     if (limit && !is_positive_decimal(r.limit_price)) co_return rejected("invalid limit_price");
-    const std::string key = last_price_key(r.symbol);
-    auto read = [&]() { return last_price(key); };
-    std::string what = "HGET " + key + " p";
+    const std::string key = last_trade_key(r.symbol);
+    auto read = [&]() { return last_price(key, r.symbol); };
+    std::string what = "HGET " + key + " " + r.symbol;
     const std::optional<std::string> last =
         co_await retry_transient(redis_retry_, core::Idempotent::yes, std::move(what), read);
     if (!last || !is_positive_decimal(*last)) {
@@ -245,10 +245,15 @@ class Venue {
     co_return o;
   }
 
-  asio::awaitable<std::optional<std::string>> last_price(const std::string& key) {
-    const redis::Reply reply = co_await redis_->command("HGET", key, "p");
+  /// The price of `symbol`'s last trade (its field in the bucket's last-trade hash); an
+  /// unreadable value is returned as is (the caller finds it unusable).
+  asio::awaitable<std::optional<std::string>> last_price(const std::string& key,
+                                                         const std::string& symbol) {
+    const redis::Reply reply = co_await redis_->command("HGET", key, symbol);
     if (reply.is_nil()) co_return std::nullopt;
-    co_return std::string(reply.as_string());
+    const std::string_view value = reply.as_string();
+    if (const auto last = LastTrade::parse(value)) co_return std::string(last->price);
+    co_return std::string(value);
   }
 
   /// One transaction: the order (once per client order id) and its fill; or, when the order

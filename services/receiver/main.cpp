@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   core::ConfigLoader loader(
       "ts-receiver",
       "Reads the trade feed (WebSocket) and writes every trade to its Redis trade stream "
-      "md:{tNN}:trades (a bucket of symbols) and the last price to md:last:<SYMBOL>.");
+      "md:{tNN}:trades (a bucket of symbols) and its last trade to md:{tNN}:last.");
   services::add_redis_settings(loader, config.redis);
   loader.add(config.feed.url, {"feed.url", "ws:// URL of the trade feed"})
       .add(config.symbols, {"symbols", "symbols to subscribe to (comma-separated)"})

@@ -71,33 +71,34 @@ struct KeyHealth {
   bool due(Clock::time_point now) const noexcept { return !failing || now >= retry_at; }
 };
 
-/// One trade stream (a bucket of symbols).
+/// One bucket: its trade stream and its last-trade hash, each written (and failing) on its own.
 struct BucketState {
-  BucketState(std::string name, const core::BackoffConfig& config, core::RandomSource& random)
-      : stream(std::move(name)), health(config, random) {}
+  BucketState(std::size_t bucket, const core::BackoffConfig& config, core::RandomSource& random)
+      : stream(bucket_stream(bucket)),
+        last_key(bucket_last_key(bucket)),
+        health(config, random),
+        last_health(config, random) {}
   std::string stream;
-  std::vector<std::size_t> rows;  // this batch's rows (indexes into the batch)
-  std::vector<Row> backlog;       // rows kept while the stream fails, oldest first
-  std::size_t sent_backlog = 0;   // backlog rows in the request being sent
-  std::size_t sent_rows = 0;      // batch rows in the request being sent
-  bool written = false;           // written by this receiver: trimmed with --stream-maxlen
-  KeyHealth health;
+  std::string last_key;
+  std::vector<std::size_t> rows;    // this batch's rows (indexes into the batch)
+  std::vector<Row> backlog;         // rows kept while the stream fails, oldest first
+  std::size_t sent_backlog = 0;     // backlog rows in the request being sent
+  std::size_t sent_rows = 0;        // batch rows in the request being sent
+  std::vector<std::size_t> priced;  // symbols whose last trade is to be written
+  bool last_sent = false;           // their HSET is in the request being sent
+  bool written = false;             // written by this receiver: trimmed with --stream-maxlen
+  KeyHealth health;                 // of the stream
+  KeyHealth last_health;            // of the last-trade hash
 };
 
 struct SymbolState {
-  SymbolState(std::string symbol, std::size_t bucket_index, const core::BackoffConfig& config,
-              core::RandomSource& random)
-      : name(std::move(symbol)),
-        last_key(last_price_key(name)),
-        bucket(bucket_index),
-        health(config, random) {}
+  SymbolState(std::string symbol, std::size_t bucket_index)
+      : name(std::move(symbol)), bucket(bucket_index) {}
   std::string name;
-  std::string last_key;
   std::size_t bucket;
   Row last;                   // the newest trade: its price is the one to write
-  bool last_pending = false;  // `last` not written yet
-  bool last_sent = false;     // in the request being sent
-  KeyHealth health;
+  bool last_pending = false;  // `last` not written yet (listed in its bucket's `priced`)
+  std::string value;          // "<price> <id> <time>": its field's value, rebuilt in place
 };
 
 struct Counters {
@@ -140,12 +141,10 @@ class Writer {
       : ctx_(&ctx), config_(&config), redis_(&redis), n_(&n), rows_(config.batch) {
     buckets_.reserve(kTradeBuckets);
     for (std::size_t b = 0; b < kTradeBuckets; ++b) {
-      buckets_.emplace_back(bucket_stream(b), config.write_backoff, random_);
+      buckets_.emplace_back(b, config.write_backoff, random_);
     }
     symbols_.reserve(config.symbols.size());
-    for (const auto& name : config.symbols) {
-      symbols_.emplace_back(name, trade_bucket(name), config.write_backoff, random_);
-    }
+    for (const auto& name : config.symbols) symbols_.emplace_back(name, trade_bucket(name));
     // Views of the names in symbols_, which never grows again: a lookup per trade allocates
     // nothing and does not depend on the number of symbols (F72).
     index_.reserve(symbols_.size());
@@ -162,9 +161,13 @@ class Writer {
   }
   /// Takes next_row() (parsed, of `symbol`) into the batch.
   void take(SymbolState& symbol) {
-    buckets_[symbol.bucket].rows.push_back(used_);
+    BucketState& b = buckets_[symbol.bucket];
+    b.rows.push_back(used_);
     symbol.last = rows_[used_];
-    symbol.last_pending = true;
+    if (!symbol.last_pending) {
+      symbol.last_pending = true;
+      b.priced.push_back(static_cast<std::size_t>(&symbol - symbols_.data()));
+    }
     ++used_;
   }
   std::size_t taken() const noexcept { return used_; }
@@ -176,9 +179,7 @@ class Writer {
     Clock::time_point due = Clock::time_point::max();
     for (const auto& b : buckets_) {
       if (b.health.failing) due = std::min(due, b.health.retry_at);
-    }
-    for (const auto& s : symbols_) {
-      if (s.health.failing) due = std::min(due, s.health.retry_at);
+      if (b.last_health.failing) due = std::min(due, b.last_health.retry_at);
     }
     if (trim_) due = std::min(due, trim_->next());
     if (due == Clock::time_point::max()) return std::nullopt;
@@ -271,8 +272,8 @@ class Writer {
     request.push("XADD", stream, trim, "*", fields);
   }
 
-  /// Every stream's due trades (held ones first, in order) and every symbol's due last price.
-  /// Redis runs the commands in order: a symbol's last price is set after its trades.
+  /// Every stream's due trades (held ones first, in order) and every bucket's due last trades.
+  /// Redis runs the commands in order: a symbol's last trade is set after its trades.
   void build_request(Clock::time_point now) {
     request_.clear();
     for (auto& b : buckets_) {
@@ -284,12 +285,23 @@ class Writer {
       b.sent_backlog = b.backlog.size();
       b.sent_rows = b.rows.size();
     }
-    for (auto& s : symbols_) {
-      s.last_sent = s.last_pending && s.health.due(now);
-      if (!s.last_sent) continue;
-      const std::array<std::string_view, 6> fields{
-          "p", s.last.trade.price.view(), "t", s.last.id.view(), "T", s.last.trade_time.view()};
-      request_.push("HSET", s.last_key, fields);
+    // One HSET per bucket for the last trades of all its symbols in the batch: the number of
+    // commands does not grow with the number of symbols (F72).
+    for (auto& b : buckets_) {
+      b.last_sent = !b.priced.empty() && b.last_health.due(now);
+      if (!b.last_sent) continue;
+      fields_.clear();
+      for (const std::size_t index : b.priced) {
+        SymbolState& s = symbols_[index];
+        s.value.assign(s.last.trade.price.view());
+        s.value += ' ';
+        s.value += s.last.id.view();
+        s.value += ' ';
+        s.value += s.last.trade_time.view();
+        fields_.push_back(s.name);
+        fields_.push_back(s.value);
+      }
+      request_.push("HSET", b.last_key, fields_);
     }
   }
 
@@ -326,12 +338,15 @@ class Writer {
                      excess, n_->stalled_dropped);
       }
     }
-    for (auto& s : symbols_) {
-      if (!s.last_sent) continue;
+    for (auto& b : buckets_) {
+      if (!b.last_sent) continue;
       const redis::Reply& reply = replies.at(next++);
       const redis::Reply* error = reply.is_error() ? &reply : nullptr;
-      if (error == nullptr) s.last_pending = false;
-      settle(s.health, s.last_key, error, now);
+      if (error == nullptr) {
+        for (const std::size_t index : b.priced) symbols_[index].last_pending = false;
+        b.priced.clear();
+      }
+      settle(b.last_health, b.last_key, error, now);
     }
   }
 
@@ -439,7 +454,8 @@ class Writer {
   std::vector<BucketState> buckets_;
   std::vector<SymbolState> symbols_;
   std::unordered_map<std::string_view, std::size_t> index_;
-  std::size_t failing_ = 0;  // keys failing now
+  std::vector<std::string_view> fields_;  // a bucket's HSET arguments, reused
+  std::size_t failing_ = 0;               // keys failing now
   redis::Request request_;
   asio::steady_timer pause_{ctx_->executor()};
   std::optional<Trimmer> trim_;

@@ -2,7 +2,7 @@
 /// @file
 /// ts-receiver: market-data feed (WebSocket) → parse → batch → the Redis trade streams
 /// `md:{tNN}:trades` (one entry per trade, trade id included; a bucket of symbols per stream)
-/// and `md:last:<SYMBOL>`.
+/// and each symbol's last trade in its bucket's `md:{tNN}:last` hash.
 
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/redis/config.hpp>

@@ -183,17 +183,19 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
 
   auto* redis =
       co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
-  // Last prices (md:last:{SYM} field p, written by ts-receiver) make the limit orders
-  // marketable; without one a symbol gets market orders only.
+  // Last prices (the symbol's field in its bucket's md:{tNN}:last, written by ts-receiver)
+  // make the limit orders marketable; without one a symbol gets market orders only.
   std::map<std::string, double> last_prices;
   for (const auto& symbol : settings.symbols) {
-    const std::string key = last_price_key(symbol);
-    auto read = [&]() { return redis->command("HGET", key, "p"); };
-    std::string what = "HGET " + key + " p";
-    const redis::Reply price =
+    const std::string key = last_trade_key(symbol);
+    auto read = [&]() { return redis->command("HGET", key, symbol); };
+    std::string what = "HGET " + key + " " + symbol;
+    const redis::Reply last =
         co_await retry_transient(retry, core::Idempotent::yes, std::move(what), read);
-    if (const auto text = price.as_optional_string()) {
-      if (const auto value = parse_price(*text)) last_prices.emplace(symbol, *value);
+    if (const auto text = last.as_optional_string()) {
+      if (const auto trade = LastTrade::parse(*text)) {
+        if (const auto value = parse_price(trade->price)) last_prices.emplace(symbol, *value);
+      }
     }
   }
   if (last_prices.size() < settings.symbols.size()) {

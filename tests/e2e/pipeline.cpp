@@ -67,7 +67,7 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using e2e::Clock;
 using namespace std::chrono_literals;
-using trading_shared::services::last_price_key;
+using trading_shared::services::last_trade_key;
 using trading_shared::services::trade_stream;
 
 // ---- the service binaries (compile definitions from tests/e2e/CMakeLists.txt) ---------------
@@ -414,9 +414,9 @@ struct ServiceSample {
 };
 
 struct Sample {
-  double t_s = 0;                              ///< since the start of the run
-  std::string phase;                           ///< "warm-up", "warm-up end", "run", "end"
-  std::optional<std::int64_t> received;        ///< sum of md:last:{SYM} t (ids start at 1)
+  double t_s = 0;                        ///< since the start of the run
+  std::string phase;                     ///< "warm-up", "warm-up end", "run", "end"
+  std::optional<std::int64_t> received;  ///< sum of the last trade ids (md:{tNN}:last; ids from 1)
   std::optional<std::int64_t> stream_entries;  ///< sum of XLEN md:trades:{SYM}
   std::optional<std::int64_t> redis_used;      ///< INFO memory used_memory, bytes
   std::optional<std::int64_t> rows, duplicates, holes, db_bytes;
@@ -817,8 +817,12 @@ class Pipeline {
       std::int64_t entries = 0;
       std::set<std::string> streams;  // symbols share their bucket's stream
       for (const auto& symbol : options_.symbols) {
-        const auto last = redis.command({"HGET", last_price_key(symbol), "t"});
-        if (last.type == e2e::RedisReply::Type::bulk) received += std::stoll(last.text);
+        const auto last = redis.command({"HGET", last_trade_key(symbol), symbol});
+        if (last.type == e2e::RedisReply::Type::bulk) {
+          if (const auto trade = trading_shared::services::LastTrade::parse(last.text)) {
+            received += trade->trade_id;
+          }
+        }
         streams.insert(trade_stream(symbol));
       }
       for (const auto& stream : streams) entries += redis.command({"XLEN", stream}).integer;

@@ -330,17 +330,18 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
   }
 }
 
-// ts-receiver writes a batch as one request: every symbol's XADDs and its last price (HSET).
-// A last-price key of the wrong type makes every HSET fail (WRONGTYPE, permanent): only the
-// last price waits (F45): the trades keep being written, each once, while the HSET is retried
-// (logged as an error); once an operator fixes the key, the last price is written too.
+// ts-receiver writes a batch as one request: every trade's XADD and its bucket's last trades
+// (one HSET). A last-trade hash of the wrong type makes every HSET fail (WRONGTYPE,
+// permanent): only the last trade waits (F45): the trades keep being written, each once, while
+// the HSET is retried (logged as an error); once an operator fixes the key, it is written too.
 TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
   auto& servers = ts::testing::Servers::instance();
   const std::string dir = temp_dir("lastprice");
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
   const std::string stream = ts::services::trade_stream("LPA");
-  ASSERT_GE(redis_integer("DEL " + stream + " md:last:LPA"), 0);
-  ASSERT_EQ(redis_integer("RPUSH md:last:LPA not-a-hash"), 1);  // HSET on it: WRONGTYPE
+  const std::string last = ts::services::last_trade_key("LPA");
+  ASSERT_GE(redis_integer("DEL " + stream + " " + last), 0);
+  ASSERT_EQ(redis_integer("RPUSH " + last + " not-a-hash"), 1);  // HSET on it: WRONGTYPE
   const long long failed_before = failed_hsets();
   ASSERT_GE(failed_before, 0);
   const std::string port = closed_port();
@@ -369,18 +370,22 @@ TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
   EXPECT_EQ(redis_integer("XLEN " + stream), kTrades) << "trades added again by a retry";
   EXPECT_NE(tsd::read_text_file(receiver.log).find("WRONGTYPE"), std::string::npos);
   // The operator fixes the key: the last price follows, and nothing is added again.
-  ASSERT_EQ(redis_integer("DEL md:last:LPA"), 1);
-  EXPECT_TRUE(wait_for([&] { return redis_integer("HLEN md:last:LPA") == 3; }, 10s))
-      << tsd::read_text_file(receiver.log);  // p, t, T of the last trade
-  const auto last_id = redis_command({"HGET", "md:last:LPA", "t"});
-  ASSERT_TRUE(last_id && last_id->type == REDIS_REPLY_STRING);
-  EXPECT_EQ(std::string(last_id->str, last_id->len), std::to_string(kTrades));
+  ASSERT_EQ(redis_integer("DEL " + last), 1);
+  const auto last_id = [&]() -> long long {
+    const auto reply = redis_command({"HGET", last, "LPA"});
+    if (!reply || reply->type != REDIS_REPLY_STRING) return -1;
+    const auto trade = ts::services::LastTrade::parse(std::string_view(reply->str, reply->len));
+    return trade ? trade->trade_id : -1;
+  };
+  EXPECT_TRUE(wait_for([&] { return last_id() == kTrades; }, 10s))
+      << last_id() << "\n"
+      << tsd::read_text_file(receiver.log);
   EXPECT_EQ(redis_integer("XLEN " + stream), kTrades);
   receiver.signal(SIGTERM);
   EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
   const std::string summary = tsd::read_text_file(dir + "/receiver.json");
   EXPECT_NE(summary.find("\"written\":" + std::to_string(kTrades)), std::string::npos) << summary;
-  ASSERT_GE(redis_integer("DEL " + stream + " md:last:LPA"), 0);
+  ASSERT_GE(redis_integer("DEL " + stream + " " + last), 0);
 }
 
 // F45: one symbol's stream is a key of the wrong type (WRONGTYPE on every XADD). The other
@@ -393,8 +398,8 @@ TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
   const std::string bad_stream = ts::services::trade_stream("F45A");
   const std::string good_stream = ts::services::trade_stream("F45B");
   ASSERT_NE(bad_stream, good_stream) << "the two symbols must not share a stream";
-  ASSERT_TRUE(redis_command({"DEL", bad_stream, good_stream, ts::services::last_price_key("F45A"),
-                             ts::services::last_price_key("F45B")}));
+  ASSERT_TRUE(redis_command({"DEL", bad_stream, good_stream, ts::services::last_trade_key("F45A"),
+                             ts::services::last_trade_key("F45B")}));
   ASSERT_TRUE(redis_command({"SET", bad_stream, "not-a-stream"}));  // XADD on it: WRONGTYPE
   const std::string port = closed_port();
   constexpr long long kTrades = 6000;
@@ -454,7 +459,7 @@ TEST(LifecycleFault, F53_ReceiverTrimmingNeverDeletesWhatTheGroupStillNeeds) {
   const std::string dir = temp_dir("f53");
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
   const std::string stream = ts::services::trade_stream("F53A");
-  ASSERT_TRUE(redis_command({"DEL", stream, ts::services::last_price_key("F53A")}));
+  ASSERT_TRUE(redis_command({"DEL", stream, ts::services::last_trade_key("F53A")}));
   ASSERT_TRUE(redis_command({"XGROUP", "CREATE", stream, "recorder", "0", "MKSTREAM"}));
   const std::string port = closed_port();
   constexpr long long kTrades = 10000;
@@ -472,8 +477,10 @@ TEST(LifecycleFault, F53_ReceiverTrimmingNeverDeletesWhatTheGroupStillNeeds) {
                       "F53A", "--stream-maxlen", "1000", "--redis-url", servers.redis_url(),
                       "--summary-file", dir + "/receiver.json"});
   const auto last_id = [&] {
-    const auto reply = redis_command({"HGET", ts::services::last_price_key("F53A"), "t"});
-    return reply && reply->type == REDIS_REPLY_STRING ? std::atoll(reply->str) : 0LL;
+    const auto reply = redis_command({"HGET", ts::services::last_trade_key("F53A"), "F53A"});
+    if (!reply || reply->type != REDIS_REPLY_STRING) return 0LL;
+    const auto trade = ts::services::LastTrade::parse(std::string_view(reply->str, reply->len));
+    return trade ? static_cast<long long>(trade->trade_id) : 0LL;
   };
   ASSERT_TRUE(wait_for([&] { return last_id() == kTrades; }, 30s))
       << tsd::read_text_file(receiver.log);

@@ -996,10 +996,10 @@ OrderRows expected_fill_rows() {
 
 TEST_F(ServicesFault, ExecutorRecordsOneTerminalStatePerRequest) {
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
-    const std::array<FieldView, 3> last{FieldView{"p", "100.5"}, FieldView{"t", "1"},
-                                        FieldView{"T", "1"}};
-    (void)co_await redis.hset(ts::services::last_price_key("EXA"), last);
-    (void)co_await redis.del(ts::services::last_price_key("EXB"));
+    // Last trades as ts-receiver writes them: "<price> <trade id> <trade time>".
+    const std::array<FieldView, 1> last{FieldView{"EXA", "100.5 1 1700000000000"}};
+    (void)co_await redis.hset(ts::services::last_trade_key("EXA"), last);
+    (void)co_await redis.command("HDEL", ts::services::last_trade_key("EXB"), "EXB");
     co_await submit(redis, order("ex-1", "EXA", "buy", "market", "2"));
     co_await submit(redis, order("ex-2", "EXA", "sell", "limit", "1", "100"));
     co_await submit(redis, order("ex-3", "EXA", "buy", "limit", "1", "99.99"));
@@ -1075,8 +1075,8 @@ TEST_F(ServicesFault, ExecutorRecordsOneTerminalStatePerRequest) {
 // exactly one terminal outcome, published on orders:events, instead of none at all.
 TEST_F(ServicesFault, F44_ExecutorPublishesAnOutcomeForAnOrderItCannotRecord) {
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
-    const std::array<FieldView, 1> last{FieldView{"p", "10"}};
-    (void)co_await redis.hset(ts::services::last_price_key("EXF"), last);
+    const std::array<FieldView, 1> last{FieldView{"EXF", "10 1 1700000000000"}};
+    (void)co_await redis.hset(ts::services::last_trade_key("EXF"), last);
     Fields bad = order("f44x-1", "EXF", "buy", "market", "1");
     for (auto& [k, v] : bad) {
       if (k == "submitted_at") v = "9000000000000000000";
@@ -1130,8 +1130,8 @@ TEST_F(ServicesFault, F44_ExecutorPublishesAnOutcomeForAnOrderItCannotRecord) {
 
 TEST_F(ServicesFault, ExecutorCrashAfterCommitRedeliversWithoutASecondFill) {
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
-    const std::array<FieldView, 1> last{FieldView{"p", "50"}};
-    (void)co_await redis.hset(ts::services::last_price_key("EXC"), last);
+    const std::array<FieldView, 1> last{FieldView{"EXC", "50 1 1700000000000"}};
+    (void)co_await redis.hset(ts::services::last_trade_key("EXC"), last);
     for (int i = 1; i <= 20; ++i) {
       co_await submit(redis, order("redo-" + std::to_string(i), "EXC", "buy", "market", "1"));
     }

@@ -392,7 +392,8 @@ TEST(TsctlSubmitOrder, AddsARequestWithTheFields) {
 
 TEST(TsctlLoadOrders, SubmitsCountOrdersAtTheRateAndWritesItsSummary) {
   Redis redis(2);
-  redis.command({"HSET", "md:last:BTCUSDT", "p", "65000.00", "t", "1", "T", "1"});
+  redis.command(
+      {"HSET", ts::services::last_trade_key("BTCUSDT"), "BTCUSDT", "65000.00 1 1700000000000"});
   const std::string summary = next_path("load") + ".json";
   const ToolRun r = run(kTsctl,
                         {"load-orders", "--count", "200", "--rate", "2000", "--seed", "7",
