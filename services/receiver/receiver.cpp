@@ -130,6 +130,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("reconnects", fs.disconnects)
             .add("dropped", fs.dropped)
             .add("max_queued", static_cast<std::uint64_t>(fs.max_queued))
+            .add("max_queued_bytes", static_cast<std::uint64_t>(fs.max_queued_bytes))
             .add("idle_timeouts", fs.reasons.idle_timeout)
             .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
             .add("redis_reconnects", rs.disconnects)
