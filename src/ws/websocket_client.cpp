@@ -171,8 +171,9 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
 
   /// A slot that no longer holds a queued message keeps its string's capacity for reuse (no
   /// allocation per message at steady state) while the queue's strings hold at most
-  /// queue_max_bytes; beyond that it is freed. So spare capacity stays below queue_max_bytes,
-  /// and everything held below twice that.
+  /// queue_max_bytes; beyond that it is freed. So spare capacity stays at most queue_max_bytes,
+  /// and everything held within twice that (queued payload <= queue_max_bytes, plus spare and
+  /// carried-over capacity <= queue_max_bytes).
   void spare(Message& slot) noexcept {
     if (held_bytes <= config.queue_max_bytes) return;
     held_bytes -= heap_of(slot.data);

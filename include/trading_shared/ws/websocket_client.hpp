@@ -8,7 +8,7 @@
 ///   consumer cannot stall reads, keep-alive or close handling (F35, F37).
 /// - **Bounded hand-off**, in messages (`queue_capacity`) and in bytes (`queue_max_bytes`),
 ///   with an explicit `OverflowPolicy`; every message it drops is counted (`stats().dropped`)
-///   and logged (first, then every 10 000th). The memory its strings hold stays below twice
+///   and logged (first, then every 10 000th). The memory its strings hold stays within twice
 ///   `queue_max_bytes` (queued messages, plus spare capacity kept for reuse).
 /// - **One write at a time**: `send()` calls are serialised in arrival order (Beast allows one
 ///   write in flight, F36); the message is written by the caller's own coroutine.
@@ -139,7 +139,7 @@ struct WebSocketStats {
   std::size_t max_queued = 0;        ///< high-water mark of `queued`.
   std::size_t queued_bytes = 0;      ///< their payload bytes (<= queue_max_bytes).
   std::size_t max_queued_bytes = 0;  ///< high-water mark of `queued_bytes`.
-  /// String capacity held by the queue's slots, queued or spare (< 2 x queue_max_bytes).
+  /// String capacity held by the queue's slots, queued or spare (<= 2 x queue_max_bytes).
   std::size_t held_bytes = 0;
   std::uint64_t sends = 0;
   std::uint64_t send_failures = 0;
