@@ -7,6 +7,8 @@
 //   ts_redis_bench --figure get50  --url URL [--seconds 5] [--warmup 1] [--concurrency 50] (R2)
 //   ts_redis_bench --figure getseq --url URL [--seconds 5] [--warmup 1]                    (R3)
 //   ts_redis_bench --figure getseq --url URL --ops N [--warmup-ops 200]       (R3, callgrind)
+//   ts_redis_bench --figure request --url URL [--seconds 5] [--warmup 1] [--batch 1000]
+//   ts_redis_bench --figure request --url URL --ops N [--warmup-ops 2] [--batch 1000] (callgrind)
 //
 // xadd:   one caller, batches of `--batch` entries {f: v} (redis-benchmark's
 //         `XADD s '*' f v`), one batch in flight at a time; entries/s. The stream is deleted
@@ -19,6 +21,12 @@
 //         client's one multiplexed connection; ops/s.
 // getseq: one caller, sequential GETs; ops/s. With `--ops N`: exactly N GETs after
 //         `--warmup-ops` (no timing loop: the driver counts instructions under callgrind).
+// request: ts-receiver's write path (it sends --batch 512): a reused `Request` of `--batch`
+//         XADDs of a trade's 8 fields and one HSET of the last price, pushed command by command
+//         (each checked by `detail::check_shared_command`) and sent with `pipeline()`; entries/s.
+//         With
+//         `--ops N`: exactly N batches after `--warmup-ops` (callgrind: instructions per entry,
+//         and the check's own share with `callgrind_annotate --inclusive=yes`).
 //
 // Prints `BENCH <name> <value> <unit>` (name: --name, or the figure's default) and a DETAIL line
 // with the client's counters. Exit status: 0 ok, 1 failure, 2 bad arguments.
@@ -90,7 +98,7 @@ Options parse(int argc, char** argv) {
     throw std::invalid_argument("--batch and --concurrency must be positive");
   }
   if (o.api != "count" && o.api != "ids") throw std::invalid_argument("--api is count or ids");
-  if (o.warmup_ops < 0) o.warmup_ops = o.figure == "xadd" ? 2 : 200;
+  if (o.warmup_ops < 0) o.warmup_ops = o.figure == "xadd" || o.figure == "request" ? 2 : 200;
   return o;
 }
 
@@ -259,6 +267,72 @@ asio::awaitable<void> run_get_sequential(const Options& o, redis::RedisClient& c
   print_bench(name, rate, "ops/s");
 }
 
+// ---- ts-receiver's write path: Request::push of XADDs and an HSET, then pipeline() ---------
+
+asio::awaitable<void> run_request(const Options& o, redis::RedisClient& client) {
+  const std::string stream = o.key.empty() ? "bench:request:ours" : o.key;
+  const std::string last = stream + ":last";
+  const std::string name = o.name.empty() ? "ours_request" : o.name;
+  const auto batch = static_cast<std::size_t>(o.batch);
+  co_await client.del(stream, kSlow);
+  redis::Request request;
+  std::uint64_t id = 0;
+  auto one_batch = [&]() -> asio::awaitable<std::uint64_t> {
+    request.clear();
+    for (std::size_t i = 0; i < batch; ++i) {
+      const std::string t = std::to_string(++id);
+      const std::array<std::string_view, 16> fields{"s", "BTCUSDT",
+                                                    "t", t,
+                                                    "p", "60000.12",
+                                                    "q", "0.00123",
+                                                    "T", "1700000000000",
+                                                    "E", "1700000000001",
+                                                    "m", "1",
+                                                    "r", "1700000000001234"};
+      request.push("XADD", stream, "*", fields);
+    }
+    const std::array<std::string_view, 6> price{"p", "60000.12", "t", "1", "T", "1700000000000"};
+    request.push("HSET", last, price);
+    const std::vector<redis::Reply> replies = co_await client.pipeline(request);
+    for (const auto& reply : replies) {
+      if (reply.is_error()) throw std::runtime_error("request: " + reply.debug_string());
+    }
+    co_return batch;
+  };
+  auto run_count = [&](long batches) -> asio::awaitable<std::pair<std::uint64_t, double>> {
+    std::uint64_t added = 0;
+    const auto start = Clock::now();
+    for (long i = 0; i < batches; ++i) added += co_await one_batch();
+    co_return std::pair{added, std::max(seconds_since(start), 1e-9)};
+  };
+  auto run_for =
+      [&](Clock::duration duration) -> asio::awaitable<std::pair<std::uint64_t, double>> {
+    std::uint64_t added = 0;
+    const auto start = Clock::now();
+    const auto end = start + duration;
+    do {
+      added += co_await one_batch();
+    } while (Clock::now() < end);
+    co_return std::pair{added, seconds_since(start)};
+  };
+  if (o.ops > 0) {
+    co_await run_count(o.warmup_ops);
+  } else {
+    co_await run_for(to_duration(o.warmup));
+  }
+  std::pair<std::uint64_t, double> run;
+  if (o.ops > 0) {
+    run = co_await run_count(o.ops);
+  } else {
+    run = co_await run_for(to_duration(o.seconds));
+  }
+  const auto [added, elapsed] = run;
+  co_await client.del(stream, kSlow);
+  co_await client.del(last);
+  print_stats(name, client);
+  print_bench(name, static_cast<double>(added) / elapsed, "entries/s");
+}
+
 asio::awaitable<void> run_on(const Options& o, redis::RedisClient& client) {
   if (o.figure == "xadd") {
     co_await run_xadd(o, client);
@@ -266,6 +340,8 @@ asio::awaitable<void> run_on(const Options& o, redis::RedisClient& client) {
     co_await run_get_concurrent(o, client);
   } else if (o.figure == "getseq") {
     co_await run_get_sequential(o, client);
+  } else if (o.figure == "request") {
+    co_await run_request(o, client);
   } else {
     throw std::invalid_argument("unknown --figure " + o.figure);
   }

@@ -186,7 +186,12 @@ void add_feed_sim_settings(core::ConfigLoader& loader, FeedSimConfig& config) {
       .add(config.fault_malformed_every,
            {"fault.malformed_every", "every Nth message is garbage, N >= 2 (0 = off)"})
       .add(config.fault_oversized_after,
-           {"fault.oversized_after", "after N trades, send one 2 MiB text frame (-1 = off)"});
+           {"fault.oversized_after", "after N trades, send one 2 MiB text frame (-1 = off)"})
+      .add(config.fault_outlier_after,
+           {"fault.outlier_after",
+            "after N trades, send one extra trade with id --fault-outlier-id (-1 = off)"})
+      .add(config.fault_outlier_id,
+           {"fault.outlier_id", "the trade id of --fault-outlier-after (a bogus venue id)"});
 }
 
 ListenAddress parse_listen(std::string_view text) {
@@ -265,6 +270,7 @@ void check_config(FeedSimConfig& config) {
   check_after(config.fault_stall_after, "--fault-stall-after");
   check_after(config.fault_drop_after, "--fault-drop-after");
   check_after(config.fault_oversized_after, "--fault-oversized-after");
+  check_after(config.fault_outlier_after, "--fault-outlier-after");
 }
 
 // ---- the simulator -------------------------------------------------------------------------
@@ -298,6 +304,7 @@ struct Connection {
   std::uint64_t garbage_sent = 0;
   std::uint64_t bad_messages = 0;
   bool oversized_sent = false;
+  bool outlier_sent = false;
 };
 
 }  // namespace
@@ -324,7 +331,8 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
           name, std::move(stream), SymbolGenerator(name, config_.seed), {}, 0, 0, 0, 0});
     }
     faults_enabled_ = config_.fault_stall_after >= 0 || config_.fault_drop_after >= 0 ||
-                      config_.fault_malformed_every > 0 || config_.fault_oversized_after >= 0;
+                      config_.fault_malformed_every > 0 || config_.fault_oversized_after >= 0 ||
+                      config_.fault_outlier_after >= 0;
     if (config_.fault_oversized_after >= 0) {
       oversized_ = std::make_shared<const std::string>(kOversizedBytes, 'x');
     }
@@ -469,6 +477,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
         .add("stalled_connections", stalled_connections_)
         .add("dropped_connections", dropped_connections_)
         .add("oversized_sent", oversized_sent_)
+        .add("outliers_sent", outliers_sent_)
         .add("bad_client_messages", bad_client_messages_)
         .add("generation_skipped", pacer_.skipped())
         .add("max_messages_reached", config_.max_messages > 0 && total_ >= config_.max_messages);
@@ -719,6 +728,26 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       const bool ok = co_await write_text(c, oversized_->data(), oversized_->size());
       if (!ok) co_return;
       ++oversized_sent_;
+    }
+    if (config_.fault_outlier_after >= 0 && !c->outlier_sent &&
+        sent == config_.fault_outlier_after) {
+      c->outlier_sent = true;
+      const auto subscribed = std::find(c->subscribed.begin(), c->subscribed.end(), true);
+      if (subscribed != c->subscribed.end()) {
+        const auto& symbol = symbols_[static_cast<std::size_t>(subscribed - c->subscribed.begin())];
+        Trade outlier;
+        outlier.id = config_.fault_outlier_id;
+        outlier.price_cents = start_price_cents(symbol.name);
+        outlier.qty_units = 1;
+        std::string json;
+        const std::int64_t now_ms = unix_millis();
+        append_trade_json(json, symbol.name, outlier, now_ms, now_ms);
+        log()->info("connection #{}: fault: a {} trade with id {} after {} trade(s)", c->id,
+                    symbol.name, outlier.id, sent);
+        const bool ok = co_await write_text(c, json.data(), json.size());
+        if (!ok) co_return;
+        ++outliers_sent_;
+      }
     }
     if (config_.fault_stall_after >= 0 && sent == config_.fault_stall_after) {
       if (c->corked) set_cork(*c, false);  // what was written reaches the client
@@ -1064,6 +1093,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   std::uint64_t stalled_connections_ = 0;
   std::uint64_t dropped_connections_ = 0;
   std::uint64_t oversized_sent_ = 0;
+  std::uint64_t outliers_sent_ = 0;
   std::uint64_t bad_client_messages_ = 0;
   std::uint64_t accept_errors_ = 0;
   std::uint64_t internal_errors_ = 0;

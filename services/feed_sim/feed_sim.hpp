@@ -48,6 +48,10 @@ struct FeedSimConfig {
   std::int64_t fault_drop_after = -1;       ///< -1 = off.
   std::uint64_t fault_malformed_every = 0;  ///< 0 = off; else >= 2.
   std::int64_t fault_oversized_after = -1;  ///< -1 = off.
+  /// After N trades, one extra trade of the connection's first subscribed symbol whose id is
+  /// `fault_outlier_id` (a venue's bogus id); the generated ids then go on as before.
+  std::int64_t fault_outlier_after = -1;  ///< -1 = off.
+  std::uint64_t fault_outlier_id = 9'000'000'000'000'000'000ULL;
 };
 
 /// Registers every setting of `config` (flag, `TS_*` variable, TOML key).

@@ -30,8 +30,13 @@ int main(int argc, char** argv) {
            {"feed.idle_timeout", "silence after which the feed is declared dead"})
       .add(config.feed.queue_capacity,
            {"feed.queue_capacity", "messages buffered between the feed and Redis"})
+      .add(config.feed.queue_max_bytes,
+           {"feed.queue_bytes",
+            "bytes of messages buffered between the feed and Redis (at least 1 MiB, the largest "
+            "message)"})
       .add(overflow,
-           {"feed.overflow", "when that buffer is full: drop_oldest, drop_newest or disconnect"})
+           {"feed.overflow",
+            "when that buffer is full (either bound): drop_oldest, drop_newest or disconnect"})
       .add(config.batch, {"batch", "most trades per Redis round trip"})
       .add(config.stream_maxlen,
            {"stream_maxlen",

@@ -107,7 +107,7 @@ struct Counters {
   std::uint64_t control = 0;
   std::uint64_t malformed = 0;
   std::uint64_t unknown_symbol = 0;
-  std::uint64_t duplicates = 0;
+  std::uint64_t id_jumps = 0;  // resets and outliers seen (for the log's rate limit)
   std::uint64_t written = 0;
   std::uint64_t batches = 0;
   std::uint64_t write_retries = 0;
@@ -494,7 +494,10 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("control", c.control)
             .add("malformed", c.malformed)
             .add("unknown_symbol", c.unknown_symbol)
-            .add("duplicates", c.duplicates)
+            .add("duplicates", seq.duplicates())
+            .add("out_of_order", seq.out_of_order())
+            .add("id_resets", seq.resets())
+            .add("outliers", seq.outliers())
             .add("gaps", seq.gaps())
             .add("missing_trades", seq.missing())
             .add("written", c.written)
@@ -508,6 +511,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("reconnects", fs.disconnects)
             .add("dropped", fs.dropped)
             .add("max_queued", static_cast<std::uint64_t>(fs.max_queued))
+            .add("max_queued_bytes", static_cast<std::uint64_t>(fs.max_queued_bytes))
             .add("idle_timeouts", fs.reasons.idle_timeout)
             .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
             .add("redis_reconnects", rs.disconnects)
@@ -600,14 +604,45 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
         if (n.unknown_symbol <= 10) log()->warn("trade for unsubscribed symbol {} skipped", symbol);
         continue;
       }
-      const auto seen = sequence.observe(symbol, row.trade.trade_id);
-      if (seen.kind == ws::SequenceTracker::Result::duplicate_or_old) {
-        ++n.duplicates;
-        continue;
-      }
-      if (seen.kind == ws::SequenceTracker::Result::gap) {
-        log()->warn("{}: trade id gap: {} trade(s) missing before {} (feed connection {})", symbol,
-                    seen.missing, row.trade.trade_id, m.connection);
+      // The tracker reports; it does not decide what is written: every trade goes to the
+      // stream (the recorder's primary key absorbs a repeated one), the verdict is logged and
+      // counted by the tracker (gaps, duplicates, out_of_order, id_resets, outliers).
+      const auto seen = sequence.observe(symbol, row.trade.trade_id, m.connection);
+      switch (seen.kind) {
+        case ws::SequenceTracker::Result::gap:
+          log()->warn("{}: trade id gap: {} trade(s) missing before {} (feed connection {})",
+                      symbol, seen.missing, row.trade.trade_id, m.connection);
+          break;
+        case ws::SequenceTracker::Result::reset:
+        case ws::SequenceTracker::Result::after_outlier: {
+          const std::uint64_t jumps = ++n.id_jumps;  // rare; a feed flapping is limited
+          if (jumps > 100 && jumps % 1000 != 0) break;
+          if (seen.kind == ws::SequenceTracker::Result::reset) {
+            log()->warn(
+                "{}: trade ids went back from {} to {} on feed connection {} (id reset #{}: a "
+                "restarted feed or venue); the trade is written, ids are tracked from here",
+                symbol, seen.previous, row.trade.trade_id, m.connection, jumps);
+          } else {
+            log()->warn("{}: trade id {} was an outlier: ids go on at {} (feed connection {})",
+                        symbol, seen.previous, row.trade.trade_id, m.connection);
+          }
+          break;
+        }
+        case ws::SequenceTracker::Result::duplicate:
+        case ws::SequenceTracker::Result::out_of_order: {
+          const std::uint64_t late = sequence.duplicates() + sequence.out_of_order();
+          if (late <= 10 || late % 1000 == 0) {
+            log()->warn(
+                "{}: trade id {} {} {} (feed connection {}; #{}); written", symbol,
+                row.trade.trade_id,
+                seen.kind == ws::SequenceTracker::Result::duplicate ? "repeats" : "comes after",
+                seen.previous, m.connection, late);
+          }
+          break;
+        }
+        case ws::SequenceTracker::Result::first:
+        case ws::SequenceTracker::Result::in_order:
+          break;
       }
       ++n.trades;
       row.id.set(row.trade.trade_id);

@@ -1398,7 +1398,8 @@ bool iequals(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-std::exception_ptr check_shared_command(std::string_view encoded, bool blocking_allowed) {
+std::exception_ptr check_shared_command(std::string_view encoded, bool blocking_allowed,
+                                        TransactionCommand* transaction) {
   auto refuse = [](const std::string& why) {
     return std::make_exception_ptr(Error(make_error_code(errc::invalid_argument), why));
   };
@@ -1413,46 +1414,144 @@ std::exception_ptr check_shared_command(std::string_view encoded, bool blocking_
     return refuse("Redis command without arguments (the server would not answer it)");
   }
   const std::string_view name = encoded_argument(encoded, pos);
-  // Every refused command starts with one of these letters: the others (GET, SET, HSET, XADD
-  // ... most of what is sent) skip the comparisons below (Request::push runs this per command).
+  if (name.size() < 4 || name.size() > 12) return nullptr;  // every refused name is 4 to 12
+  // Dispatch on the initial: a command compares its name only with the refused names of its
+  // letter (HSET: HELLO; XADD: XREAD, XREADGROUP; GET, SET, DEL ...: nothing). Request::push
+  // runs this for every command; it is on the receiver's hot path.
   const char initial =
-      name.empty()
-          ? '\0'
-          : static_cast<char>(name[0] >= 'a' && name[0] <= 'z' ? name[0] - 'a' + 'A' : name[0]);
-  if (std::string_view("ABCHMPQRSUWX").find(initial) == std::string_view::npos) return nullptr;
-  if (initial == 'X' && !iequals(name, "XREAD") && !iequals(name, "XREADGROUP")) return nullptr;
-  static constexpr std::string_view kStateChanging[] = {
-      "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
-      "MONITOR",   "RESET",      "QUIT",       "SELECT",      "AUTH",         "HELLO"};
-  for (const auto denied : kStateChanging) {
-    if (iequals(name, denied)) {
-      return refuse("Redis " + std::string(denied) +
-                    " changes what the connection answers or which database it uses; it "
-                    "cannot run on a shared connection (use the URL for the database)");
-    }
-  }
-  if (iequals(name, "CLIENT") && count >= 2 && iequals(encoded_argument(encoded, pos), "REPLY")) {
-    return refuse("Redis CLIENT REPLY cannot run on a shared connection");
-  }
-  if (blocking_allowed) return nullptr;
-  static constexpr std::string_view kBlocking[] = {"BLPOP",  "BRPOP",    "BRPOPLPUSH", "BLMOVE",
-                                                   "BLMPOP", "BZPOPMIN", "BZPOPMAX",   "BZMPOP",
-                                                   "WAIT",   "WAITAOF"};
-  for (const auto denied : kBlocking) {
-    if (iequals(name, denied)) {
-      return refuse("Redis " + std::string(denied) +
-                    " blocks; run it with blocking_command() on a dedicated connection");
-    }
-  }
-  if (iequals(name, "XREAD") || iequals(name, "XREADGROUP")) {
-    std::size_t p = pos;
-    for (std::size_t i = 1; i < count; ++i) {
-      if (iequals(encoded_argument(encoded, p), "BLOCK")) {
-        return refuse("Redis " + std::string(name) +
-                      " with BLOCK blocks; use xreadgroup() with ReadGroupOptions::block or "
-                      "blocking_command()");
+      static_cast<char>(name[0] >= 'a' && name[0] <= 'z' ? name[0] - 'a' + 'A' : name[0]);
+  const auto state_changing = [&](std::string_view denied) {
+    return refuse("Redis " + std::string(denied) +
+                  " changes what the connection answers or which database it uses; it cannot "
+                  "run on a shared connection (use the URL for the database)");
+  };
+  const auto transaction_command = [&](std::string_view denied) {
+    return refuse("Redis " + std::string(denied) +
+                  " cannot run alone on a shared connection: other callers' commands would "
+                  "join the transaction. Send MULTI ... EXEC (or DISCARD) as one Request to "
+                  "pipeline(); WATCH is not supported");
+  };
+  const auto blocking = [&](std::string_view denied) -> std::exception_ptr {
+    if (blocking_allowed) return nullptr;
+    return refuse("Redis " + std::string(denied) +
+                  " blocks; run it with blocking_command() on a dedicated connection");
+  };
+  switch (initial) {
+    case 'A':
+      if (iequals(name, "AUTH")) return state_changing("AUTH");
+      return nullptr;
+    case 'B': {
+      static constexpr std::string_view kBlocking[] = {
+          "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP"};
+      for (const auto denied : kBlocking) {
+        if (iequals(name, denied)) return blocking(denied);
       }
+      return nullptr;
     }
+    case 'C':
+      if (iequals(name, "CLIENT") && count >= 2 &&
+          iequals(encoded_argument(encoded, pos), "REPLY")) {
+        return refuse("Redis CLIENT REPLY cannot run on a shared connection");
+      }
+      return nullptr;
+    case 'D':
+      if (!iequals(name, "DISCARD")) return nullptr;
+      if (transaction != nullptr) {
+        *transaction = TransactionCommand::end;
+        return nullptr;
+      }
+      return transaction_command("DISCARD");
+    case 'E':
+      if (!iequals(name, "EXEC")) return nullptr;
+      if (transaction != nullptr) {
+        *transaction = TransactionCommand::end;
+        return nullptr;
+      }
+      return transaction_command("EXEC");
+    case 'H':
+      if (iequals(name, "HELLO")) return state_changing("HELLO");
+      return nullptr;
+    case 'M':
+      if (iequals(name, "MONITOR")) return state_changing("MONITOR");
+      if (!iequals(name, "MULTI")) return nullptr;
+      if (transaction != nullptr) {
+        *transaction = TransactionCommand::multi;
+        return nullptr;
+      }
+      return transaction_command("MULTI");
+    case 'P':
+      if (iequals(name, "PSUBSCRIBE")) return state_changing("PSUBSCRIBE");
+      if (iequals(name, "PUNSUBSCRIBE")) return state_changing("PUNSUBSCRIBE");
+      return nullptr;
+    case 'Q':
+      if (iequals(name, "QUIT")) return state_changing("QUIT");
+      return nullptr;
+    case 'R':
+      if (iequals(name, "RESET")) return state_changing("RESET");
+      return nullptr;
+    case 'S': {
+      static constexpr std::string_view kDenied[] = {"SUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE",
+                                                     "SELECT"};
+      for (const auto denied : kDenied) {
+        if (iequals(name, denied)) return state_changing(denied);
+      }
+      return nullptr;
+    }
+    case 'U':
+      if (iequals(name, "UNSUBSCRIBE")) return state_changing("UNSUBSCRIBE");
+      if (iequals(name, "UNWATCH")) return transaction_command("UNWATCH");
+      return nullptr;
+    case 'W':
+      if (iequals(name, "WATCH")) return transaction_command("WATCH");
+      if (iequals(name, "WAIT")) return blocking("WAIT");
+      if (iequals(name, "WAITAOF")) return blocking("WAITAOF");
+      return nullptr;
+    case 'X':
+      if (blocking_allowed || (!iequals(name, "XREAD") && !iequals(name, "XREADGROUP"))) {
+        return nullptr;
+      }
+      for (std::size_t i = 1; i < count; ++i) {
+        if (iequals(encoded_argument(encoded, pos), "BLOCK")) {
+          return refuse("Redis " + std::string(name) +
+                        " with BLOCK blocks; use xreadgroup() with ReadGroupOptions::block or "
+                        "blocking_command()");
+        }
+      }
+      return nullptr;
+    default:
+      return nullptr;
+  }
+}
+
+std::exception_ptr transaction_step(TransactionState& state, TransactionCommand command,
+                                    std::size_t commands_before) {
+  auto refuse = [](const char* why) {
+    return std::make_exception_ptr(
+        Error(make_error_code(errc::invalid_argument), std::string("Redis Request: ") + why));
+  };
+  if (state == TransactionState::closed) {
+    return refuse(
+        "nothing may follow the EXEC or DISCARD of a transaction in its request (a transaction "
+        "is a request of its own)");
+  }
+  switch (command) {
+    case TransactionCommand::none:
+      return nullptr;
+    case TransactionCommand::multi:
+      if (state == TransactionState::open) return refuse("MULTI inside a transaction");
+      if (commands_before != 0) {
+        return refuse(
+            "MULTI must be the first command of its request (a transaction is a "
+            "request of its own)");
+      }
+      state = TransactionState::open;
+      return nullptr;
+    case TransactionCommand::end:
+      if (state != TransactionState::open) {
+        return refuse("EXEC or DISCARD without a MULTI first in the same request");
+      }
+      state = TransactionState::closed;
+      return nullptr;
   }
   return nullptr;
 }
@@ -1593,6 +1692,14 @@ asio::awaitable<std::vector<Reply>> RedisClient::pipeline(const Request& request
   if (request.empty()) {
     return detail::failed_replies(std::make_exception_ptr(
         Error(make_error_code(errc::invalid_argument), "Redis pipeline: empty request")));
+  }
+  if (request.transaction_open()) {
+    // Sent, it would leave the shared connection inside MULTI: every other caller's commands
+    // would be queued into the transaction.
+    return detail::failed_replies(std::make_exception_ptr(
+        Error(make_error_code(errc::invalid_argument),
+              "Redis pipeline: the request opens a transaction (MULTI) and does not end it "
+              "with EXEC or DISCARD")));
   }
   detail::Submission s = core_->begin_submit(options, request.size(), true, false);
   if (s.error) return detail::failed_replies(std::move(s.error));

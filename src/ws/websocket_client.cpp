@@ -138,6 +138,8 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   std::vector<Message> ring;
   std::size_t head = 0;
   std::size_t count = 0;
+  std::size_t queued_bytes = 0;  // payload of the `count` queued messages
+  std::size_t held_bytes = 0;    // heap capacity of every slot's string, queued or spare
   Waiter* consumer = nullptr;
   bool consumer_active = false;
   std::uint64_t dropped_logged = 0;
@@ -161,37 +163,83 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
 
   // ---- queue ---------------------------------------------------------------------------------
 
+  /// Heap bytes a string holds (none while its text fits in the string object itself).
+  static std::size_t heap_of(const std::string& s) noexcept {
+    constexpr std::size_t inline_capacity = std::string().capacity();
+    return s.capacity() > inline_capacity ? s.capacity() : 0;
+  }
+
+  /// A slot that no longer holds a queued message keeps its string's capacity for reuse (no
+  /// allocation per message at steady state) while the queue's strings hold at most
+  /// queue_max_bytes; beyond that it is freed. So spare capacity stays at most queue_max_bytes,
+  /// and everything held within twice that (queued payload <= queue_max_bytes, plus spare and
+  /// carried-over capacity <= queue_max_bytes).
+  void spare(Message& slot) noexcept {
+    if (held_bytes <= config.queue_max_bytes) return;
+    held_bytes -= heap_of(slot.data);
+    std::string().swap(slot.data);
+  }
+
+  /// Takes the oldest queued message into `out` (swapping strings: capacity circulates).
+  void take(Message& out) noexcept {
+    Message& slot = ring[head];
+    queued_bytes -= slot.data.size();
+    held_bytes -= heap_of(slot.data);
+    std::swap(out, slot);
+    held_bytes += heap_of(slot.data);
+    spare(slot);
+    head = (head + 1) % ring.size();
+    --count;
+  }
+
   /// Hands a received frame to the queue; false when the overflow policy says disconnect.
+  /// Full means `queue_capacity` messages or `queue_max_bytes` bytes (a message always fits
+  /// an empty queue: validate() keeps queue_max_bytes >= max_message_size).
   bool deliver(const beast::flat_buffer& buffer, bool binary, std::uint64_t number) {
     const std::size_t capacity = ring.size();
-    if (count == capacity) {
+    const auto data = buffer.cdata();
+    const std::size_t size = data.size();
+    while (count == capacity || queued_bytes + size > config.queue_max_bytes) {
       ++stats.dropped;
       if (stats.dropped == 1 || stats.dropped - dropped_logged >= 10000) {
         dropped_logged = stats.dropped;
         log()->warn(
-            "{}: consumer too slow: hand-off queue full ({} messages), policy {}: {} "
-            "message(s) dropped so far",
-            config.url, capacity, to_string(config.overflow), stats.dropped);
+            "{}: consumer too slow: hand-off queue full ({} of {} messages, {} of {} bytes), "
+            "policy {}: {} message(s) dropped so far",
+            config.url, count, capacity, queued_bytes, config.queue_max_bytes,
+            to_string(config.overflow), stats.dropped);
       }
       switch (config.overflow) {
         case OverflowPolicy::drop_newest:
           return true;
         case OverflowPolicy::disconnect:
           return false;
-        case OverflowPolicy::drop_oldest:
+        case OverflowPolicy::drop_oldest: {
+          Message& oldest = ring[head];
+          queued_bytes -= oldest.data.size();
+          spare(oldest);
           head = (head + 1) % capacity;
           --count;
           break;
+        }
       }
     }
     Message& slot = ring[(head + count) % capacity];
-    const auto data = buffer.cdata();
-    slot.data.assign(static_cast<const char*>(data.data()), data.size());
+    held_bytes -= heap_of(slot.data);
+    if (size > slot.data.capacity()) {
+      // Free first and allocate exactly: assigning would grow it geometrically (up to 2x).
+      std::string().swap(slot.data);
+      slot.data.reserve(size);
+    }
+    slot.data.assign(static_cast<const char*>(data.data()), size);
+    held_bytes += heap_of(slot.data);
     slot.binary = binary;
     slot.connection = number;
     slot.received_at = Clock::now();
     ++count;
+    queued_bytes += size;
     stats.max_queued = std::max(stats.max_queued, count);
+    stats.max_queued_bytes = std::max(stats.max_queued_bytes, queued_bytes);
     if (consumer != nullptr) consumer->wake();
     return true;
   }
@@ -765,9 +813,7 @@ asio::awaitable<bool> WebSocketClient::receive(Message& out) {
   ConsumerTurn turn(self->consumer_active);
   const bool any = co_await self->wait_for_messages();
   if (!any) co_return false;
-  std::swap(out, self->ring[self->head]);
-  self->head = (self->head + 1) % self->ring.size();
-  --self->count;
+  self->take(out);
   co_return true;
 }
 
@@ -780,11 +826,7 @@ asio::awaitable<std::size_t> WebSocketClient::receive_batch(std::vector<Message>
   if (!any) co_return 0;
   const std::size_t n = std::min(max, self->count);
   if (out.size() < n) out.resize(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::swap(out[i], self->ring[self->head]);
-    self->head = (self->head + 1) % self->ring.size();
-  }
-  self->count -= n;
+  for (std::size_t i = 0; i < n; ++i) self->take(out[i]);
   co_return n;
 }
 
@@ -816,43 +858,13 @@ asio::awaitable<std::optional<std::size_t>> WebSocketClient::receive_batch_for(
 WebSocketStats WebSocketClient::stats() const noexcept {
   WebSocketStats s = core_->stats;
   s.queued = core_->count;
+  s.queued_bytes = core_->queued_bytes;
+  s.held_bytes = core_->held_bytes;
   return s;
 }
 
 const WebSocketConfig& WebSocketClient::config() const noexcept {
   return core_->config;
-}
-
-// ---- SequenceTracker -------------------------------------------------------------------------
-
-SequenceTracker::Result SequenceTracker::observe(std::string_view key, std::int64_t sequence) {
-  for (auto& [k, last] : last_) {
-    if (k != key) continue;
-    Result r;
-    if (sequence == last + 1) {
-      r.kind = Result::in_order;
-      last = sequence;
-    } else if (sequence > last + 1) {
-      r.kind = Result::gap;
-      r.missing = sequence - last - 1;
-      ++gaps_;
-      missing_ += static_cast<std::uint64_t>(r.missing);
-      last = sequence;
-    } else {
-      r.kind = Result::duplicate_or_old;
-      ++duplicates_;
-    }
-    return r;
-  }
-  last_.emplace_back(std::string(key), sequence);
-  return Result{Result::first, 0};
-}
-
-std::int64_t SequenceTracker::last(std::string_view key) const noexcept {
-  for (const auto& [k, last] : last_) {
-    if (k == key) return last;
-  }
-  return -1;
 }
 
 }  // namespace trading_shared::ws

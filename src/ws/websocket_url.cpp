@@ -91,6 +91,9 @@ void validate(const WebSocketConfig& config) {
   if (config.close_timeout <= milliseconds::zero()) throw invalid("close_timeout must be > 0");
   if (config.max_message_size == 0) throw invalid("max_message_size must be > 0");
   if (config.queue_capacity == 0) throw invalid("queue_capacity must be > 0");
+  if (config.queue_max_bytes < config.max_message_size) {
+    throw invalid("queue_max_bytes must be >= max_message_size (a message must fit)");
+  }
   if (config.max_pending_sends == 0) throw invalid("max_pending_sends must be > 0");
 }
 

@@ -417,7 +417,7 @@ struct Sample {
   double t_s = 0;                        ///< since the start of the run
   std::string phase;                     ///< "warm-up", "warm-up end", "run", "end"
   std::optional<std::int64_t> received;  ///< sum of the last trade ids (md:{tNN}:last; ids from 1)
-  std::optional<std::int64_t> stream_entries;  ///< sum of XLEN md:trades:{SYM}
+  std::optional<std::int64_t> stream_entries;  ///< sum of XLEN of the trade streams
   std::optional<std::int64_t> redis_used;      ///< INFO memory used_memory, bytes
   std::optional<std::int64_t> rows, duplicates, holes, db_bytes;
   std::optional<double> query_ms;  ///< the SQL of the sample, connect included

@@ -1,6 +1,7 @@
 // Lifecycle fault tests with the real clients and the real service binaries:
-// FAILURE_MODES.md F41 (run-once task with a dependency down) and F40 (SIGTERM mid-batch:
-// ts-receiver here; ts-recorder in services_faults_test.cpp).
+// F41 (run-once task with a dependency down), F40 (SIGTERM mid-batch: ts-receiver here;
+// ts-recorder in services_faults_test.cpp) and F43 (trade ids going backwards: a restarted
+// simulator, an outlier id).
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
@@ -506,6 +507,145 @@ TEST(LifecycleFault, F53_ReceiverTrimmingNeverDeletesWhatTheGroupStillNeeds) {
   receiver.signal(SIGTERM);
   EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
   ASSERT_TRUE(redis_command({"DEL", stream}));
+}
+
+/// The `t` field of the last entry of a stream (XREVRANGE + - COUNT 1), or "" if none.
+std::string last_trade_id(const std::string& stream) {
+  auto& servers = ts::testing::Servers::instance();
+  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
+  if (c == nullptr || c->err != 0) {
+    if (c != nullptr) redisFree(c);
+    return "";
+  }
+  auto* reply =
+      static_cast<redisReply*>(redisCommand(c, "XREVRANGE %s + - COUNT 1", stream.c_str()));
+  std::string value;
+  if (reply != nullptr && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1) {
+    const redisReply* fields = reply->element[0]->element[1];
+    for (std::size_t i = 0; i + 1 < fields->elements; i += 2) {
+      if (std::string(fields->element[i]->str, fields->element[i]->len) == "t") {
+        value.assign(fields->element[i + 1]->str, fields->element[i + 1]->len);
+      }
+    }
+  }
+  if (reply != nullptr) freeReplyObject(reply);
+  redisFree(c);
+  return value;
+}
+
+/// Polls XLEN of `stream` until it reaches `n` or `bound` passes; returns the last length.
+long long wait_for_length(const std::string& stream, long long n, std::chrono::seconds bound) {
+  const auto deadline = Clock::now() + bound;
+  long long length = redis_integer("XLEN " + stream);
+  while (length < n && Clock::now() < deadline) {
+    tsd::poll_pause(20);
+    length = redis_integer("XLEN " + stream);
+  }
+  return length;
+}
+
+/// A number field of a flat JSON summary, or -1.
+long long summary_field(const std::string& summary, const std::string& key) {
+  const auto at = summary.find("\"" + key + "\":");
+  return at == std::string::npos ? -1LL : std::atoll(summary.c_str() + at + key.size() + 3);
+}
+
+// F43: the simulator is restarted while the receiver runs, so the trade ids of its symbol
+// start again at 1 (all below the highest id already seen). Every trade of the new run must
+// reach the stream: the sequence tracker reports the reset (logged, counted in `id_resets`),
+// it does not decide what is written (the recorder's primary key deduplicates).
+TEST(LifecycleFault, F43_SimulatorRestartedIdsStartAgainAndEveryTradeIsWritten) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string dir = temp_dir("f43r");
+  ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
+  const std::string stream = ts::services::trade_stream("F43R");
+  ASSERT_GE(redis_integer("DEL " + stream + " " + ts::services::last_trade_key("F43R")), 0);
+  const std::string port = closed_port();
+  constexpr long long kFirstRun = 3000;
+  constexpr long long kSecondRun = 2000;  // ids 1..2000: every one below the first run's 3000
+  const auto sim_argv = [&](long long trades, const std::string& name) {
+    return std::vector<std::string>{TS_FEED_SIM_BIN,
+                                    "--listen",
+                                    "127.0.0.1:" + port,
+                                    "--symbols",
+                                    "F43R",
+                                    "--rate",
+                                    "5000",
+                                    "--max-messages",
+                                    std::to_string(trades),
+                                    "--summary-file",
+                                    dir + "/" + name + ".json"};
+  };
+  Service sim1 = Service::spawn(dir, "sim1", sim_argv(kFirstRun, "sim1"));
+  Service receiver = Service::spawn(
+      dir, "receiver",
+      {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", "F43R",
+       "--redis-url", servers.redis_url(), "--summary-file", dir + "/receiver.json"});
+  ASSERT_EQ(wait_for_length(stream, kFirstRun, 20s), kFirstRun)
+      << tsd::read_text_file(receiver.log);
+  ASSERT_EQ(last_trade_id(stream), std::to_string(kFirstRun));
+  // The venue restarts: a new process on the same port, ids from 1 again.
+  sim1.signal(SIGTERM);
+  ASSERT_EQ(sim1.wait(15s), 0);
+  Service sim2 = Service::spawn(dir, "sim2", sim_argv(kSecondRun, "sim2"));
+  ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
+    sim2.signal(SIGTERM);
+    EXPECT_EQ(sim2.wait(15s), 0);
+  });
+  const long long length = wait_for_length(stream, kFirstRun + kSecondRun, 30s);
+  EXPECT_EQ(length, kFirstRun + kSecondRun)
+      << "trades of the restarted feed were not written: " << length - kFirstRun << " of "
+      << kSecondRun << "\n"
+      << tsd::read_text_file(receiver.log);
+  EXPECT_EQ(last_trade_id(stream), std::to_string(kSecondRun));
+  receiver.signal(SIGTERM);
+  EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
+  const std::string summary = tsd::read_text_file(dir + "/receiver.json");
+  EXPECT_EQ(summary_field(summary, "written"), kFirstRun + kSecondRun) << summary;
+  EXPECT_EQ(summary_field(summary, "id_resets"), 1) << summary;
+  EXPECT_NE(tsd::read_text_file(receiver.log).find("trade ids went back"), std::string::npos)
+      << "the reset must be logged";
+  ASSERT_GE(redis_integer("DEL " + stream + " " + ts::services::last_trade_key("F43R")), 0);
+}
+
+// F43: one outlier id (9e18, a venue's bogus value) in the middle of a symbol's trades. The
+// trades after it (ids 1001..3000, far below it) must all be written; the outlier is written
+// too (the tracker does not decide what is written) and reported as an outlier.
+TEST(LifecycleFault, F43_OutlierIdDoesNotStopLaterTrades) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string dir = temp_dir("f43o");
+  ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
+  const std::string stream = ts::services::trade_stream("F43O");
+  ASSERT_GE(redis_integer("DEL " + stream + " " + ts::services::last_trade_key("F43O")), 0);
+  const std::string port = closed_port();
+  constexpr long long kTrades = 3000;
+  Service sim = Service::spawn(
+      dir, "sim",
+      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "F43O", "--rate", "5000",
+       "--max-messages", std::to_string(kTrades), "--fault-outlier-after", "1000",
+       "--fault-outlier-id", "9000000000000000000", "--summary-file", dir + "/sim.json"});
+  ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
+    sim.signal(SIGTERM);
+    EXPECT_EQ(sim.wait(15s), 0);
+  });
+  Service receiver = Service::spawn(
+      dir, "receiver",
+      {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", "F43O",
+       "--redis-url", servers.redis_url(), "--summary-file", dir + "/receiver.json"});
+  const long long length = wait_for_length(stream, kTrades + 1, 30s);
+  EXPECT_EQ(length, kTrades + 1) << "trades after the outlier id were not written\n"
+                                 << tsd::read_text_file(receiver.log);
+  EXPECT_EQ(last_trade_id(stream), std::to_string(kTrades));
+  receiver.signal(SIGTERM);
+  EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
+  const std::string summary = tsd::read_text_file(dir + "/receiver.json");
+  EXPECT_EQ(summary_field(summary, "written"), kTrades + 1) << summary;
+  EXPECT_EQ(summary_field(summary, "outliers"), 1) << summary;
+  // The outlier's jump is taken back: no gap, no missing trades, no reset.
+  EXPECT_EQ(summary_field(summary, "gaps"), 0) << summary;
+  EXPECT_EQ(summary_field(summary, "missing_trades"), 0) << summary;
+  EXPECT_EQ(summary_field(summary, "id_resets"), 0) << summary;
+  ASSERT_GE(redis_integer("DEL " + stream + " " + ts::services::last_trade_key("F43O")), 0);
 }
 
 #endif  // the service binaries

@@ -15,10 +15,22 @@
 
 #include <gtest/gtest.h>
 
+#if !defined(__SANITIZE_ADDRESS__)
+#include <malloc.h>
+#endif
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer's allocator statistics (its runtime exports them; GCC ships no header).
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
+#endif
 
 namespace {
 
@@ -63,6 +75,17 @@ ws::WebSocketConfig config_for(const WsTestServer& server) {
   return c;
 }
 
+/// Bytes of heap memory in use by the whole process (the allocator's own count: glibc's, or
+/// AddressSanitizer's in the sanitizer build).
+std::size_t heap_in_use() {
+#if defined(__SANITIZE_ADDRESS__)
+  return __sanitizer_get_current_allocated_bytes();
+#else
+  const struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;  // arenas, and chunks of their own (large ones are mmapped)
+#endif
+}
+
 /// Sends "<seq>" messages 1..n on the connection.
 asio::awaitable<void> send_sequence(WsTestServer::Stream& s, int from, int n) {
   for (int i = from; i < from + n; ++i) {
@@ -87,22 +110,6 @@ TEST(WsUrl, ParsesAndRefuses) {
   c.url = "ws://127.0.0.1:1/";
   c.queue_capacity = 0;
   EXPECT_THROW(ws::validate(c), Error);
-}
-
-TEST(WsSequence, DetectsGapsAndDuplicates) {
-  ws::SequenceTracker t;
-  EXPECT_EQ(t.observe("A", 5).kind, ws::SequenceTracker::Result::first);
-  EXPECT_EQ(t.observe("A", 6).kind, ws::SequenceTracker::Result::in_order);
-  const auto gap = t.observe("A", 10);
-  EXPECT_EQ(gap.kind, ws::SequenceTracker::Result::gap);
-  EXPECT_EQ(gap.missing, 3);
-  EXPECT_EQ(t.observe("A", 9).kind, ws::SequenceTracker::Result::duplicate_or_old);
-  EXPECT_EQ(t.observe("B", 1).kind, ws::SequenceTracker::Result::first);
-  EXPECT_EQ(t.gaps(), 1U);
-  EXPECT_EQ(t.missing(), 3U);
-  EXPECT_EQ(t.duplicates(), 1U);
-  EXPECT_EQ(t.last("A"), 10);
-  EXPECT_EQ(t.last("C"), -1);
 }
 
 TEST(WsClient, SubscribesReceivesAndClosesCleanly) {
@@ -334,6 +341,125 @@ TEST(WsFaults, F37_DisconnectPolicyReconnectsVisibly) {
   });
 }
 
+// F55: a burst of 1 MiB frames while the consumer does not read. The hand-off queue is
+// bounded in bytes (16 MiB here) as well as in messages (65 536, the default, never reached):
+// the bytes queued never pass the bound, the overflow policy (drop_oldest) drops and counts
+// the rest, and the process's heap grows by at most twice the bound (the queued messages,
+// plus spare capacity kept for reuse) and the read buffer, not by the size of the burst.
+TEST(WsFaults, F55_BurstOfLargeFramesStaysWithinTheQueuesByteBound) {
+  constexpr int kFrames = 128;                    // 128 MiB in all
+  constexpr std::size_t kFrame = 1U << 20;        // 1 MiB, the default max_message_size
+  constexpr std::size_t kBound = 16U << 20;       // queue_max_bytes
+  constexpr std::size_t kSlack = 4U << 20;        // the read buffer, Beast's and the test's own
+  constexpr std::size_t kKept = kBound / kFrame;  // 16 frames fit
+  std::string frame(kFrame, 'x');                 // one buffer for every frame the server sends
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      for (int i = 1; i <= kFrames; ++i) {
+        std::snprintf(frame.data(), 9, "%08d", i);  // the frame's number, in its first bytes
+        frame[8] = ' ';
+        if (!co_await WsTestServer::write_text(s, frame)) co_return;
+      }
+      (void)co_await WsTestServer::read_text(s);
+    });
+    auto cfg = config_for(server);
+    cfg.queue_max_bytes = kBound;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    const std::size_t before = heap_in_use();
+    std::size_t peak = before;
+    const bool read_all = co_await eventually(
+        [&] {
+          peak = std::max(peak, heap_in_use());
+          return client.stats().messages == kFrames;
+        },
+        20s, 1ms);
+    EXPECT_TRUE(read_all) << client.stats().messages << " of " << kFrames << " frames read";
+    peak = std::max(peak, heap_in_use());
+    const auto st = client.stats();
+    const auto mib = [](std::size_t bytes) { return static_cast<double>(bytes) / (1U << 20); };
+    EXPECT_LE(peak - before, 2 * kBound + kSlack)
+        << "the heap grew by " << mib(peak - before) << " MiB during a burst of " << kFrames
+        << " MiB with nobody reading; bound " << mib(2 * kBound + kSlack) << " MiB (" << st.queued
+        << " message(s) queued, " << st.dropped << " dropped)";
+    std::printf(
+        "F55: heap grew by %.1f MiB (bound %.1f MiB); queue: %.1f MiB queued at most, "
+        "%.1f MiB of string capacity held\n",
+        mib(peak - before), mib(2 * kBound + kSlack), mib(st.max_queued_bytes), mib(st.held_bytes));
+    EXPECT_LE(st.max_queued_bytes, kBound);
+    EXPECT_LE(st.queued_bytes, kBound);
+    EXPECT_LE(st.held_bytes, 2 * kBound);
+    EXPECT_EQ(st.queued, kKept);
+    EXPECT_EQ(st.dropped, kFrames - kKept) << "every dropped frame is counted";
+    EXPECT_EQ(st.disconnects, 0U);
+    // The consumer gets the freshest frames, whole.
+    std::vector<ws::Message> batch;
+    const std::size_t n = co_await client.receive_batch(batch, 1000);
+    EXPECT_EQ(n, kKept);
+    for (std::size_t i = 0; i < n; ++i) {
+      char expected[16];
+      std::snprintf(expected, sizeof expected, "%08d",
+                    kFrames - static_cast<int>(kKept) + 1 + static_cast<int>(i));
+      EXPECT_EQ(batch[i].data.substr(0, 8), expected);
+      EXPECT_EQ(batch[i].data.size(), kFrame);
+    }
+    EXPECT_EQ(client.stats().queued_bytes, 0U);
+    co_await client.close();
+    server.stop();
+  });
+}
+
+// F55: the byte bound applies every overflow policy: drop_newest keeps the first frames that
+// fit, disconnect reconnects (counted as slow_consumer). 256 KiB frames, a 1 MiB bound.
+TEST(WsFaults, F55_ByteBoundAppliesTheOverflowPolicy) {
+  constexpr std::size_t kFrame = 256U << 10;
+  constexpr std::size_t kBound = 1U << 20;
+  for (const auto policy : {ws::OverflowPolicy::drop_newest, ws::OverflowPolicy::disconnect}) {
+    SCOPED_TRACE(std::string(ws::to_string(policy)));
+    std::string frame(kFrame, 'y');
+    run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+      WsTestServer server(io, [&](WsTestServer::Stream& s, int index) -> asio::awaitable<void> {
+        for (int i = 1; i <= (index == 0 ? 20 : 2); ++i) {
+          std::snprintf(frame.data(), 9, "%08d", i);
+          frame[8] = ' ';
+          if (!co_await WsTestServer::write_text(s, frame)) co_return;
+        }
+        (void)co_await WsTestServer::read_text(s);
+      });
+      auto cfg = config_for(server);
+      cfg.max_message_size = kFrame;
+      cfg.queue_max_bytes = kBound;
+      cfg.overflow = policy;
+      ws::WebSocketClient client(io.get_executor(), cfg);
+      co_await client.start();
+      if (policy == ws::OverflowPolicy::drop_newest) {
+        EXPECT_TRUE(co_await eventually([&] { return client.stats().messages == 20; }, 10s, 2ms));
+        EXPECT_EQ(client.stats().dropped, 16U);
+      } else {
+        EXPECT_TRUE(co_await eventually([&] { return client.stats().connects >= 2; }, 10s, 2ms));
+        EXPECT_GE(client.stats().reasons.slow_consumer, 1U);
+        EXPECT_GE(client.stats().dropped, 1U);
+      }
+      const auto st = client.stats();
+      EXPECT_EQ(st.queued, 4U);
+      EXPECT_LE(st.max_queued_bytes, kBound);
+      std::vector<ws::Message> batch;
+      const std::size_t n = co_await client.receive_batch(batch, 100);
+      EXPECT_EQ(n, 4U);
+      if (n == 4) {
+        EXPECT_EQ(batch[0].data.substr(0, 8), "00000001");  // the first ones were kept
+        EXPECT_EQ(batch[3].data.substr(0, 8), "00000004");
+      }
+      co_await client.close();
+      server.stop();
+    });
+  }
+  ws::WebSocketConfig c;
+  c.url = "ws://127.0.0.1:1/";
+  c.queue_max_bytes = c.max_message_size - 1;  // a message could never fit
+  EXPECT_THROW(ws::validate(c), Error);
+}
+
 // F38: the server stops reading and writing without closing. The client detects it within
 // the idle timeout (pings unanswered), reconnects, subscribes again, and the consumer sees
 // the gap in the sequence numbers.
@@ -365,9 +491,9 @@ TEST(WsFaults, F38_SilentServerDetectedWithinIdleTimeoutThenResubscribedWithGapR
     for (int received = 0; received < 70; ++received) {
       const bool got = co_await client.receive(m);
       if (!got) break;
-      const auto r = tracker.observe("S", std::stoll(m.data));
+      const auto r = tracker.observe("S", std::stoll(m.data), m.connection);
       if (r.kind == ws::SequenceTracker::Result::gap) {
-        gap_missing = static_cast<std::uint64_t>(r.missing);
+        gap_missing = r.missing;
         EXPECT_EQ(m.connection, 2U);
       }
     }

@@ -55,19 +55,40 @@ struct CommandOptions {
 };
 
 namespace detail {
+/// MULTI, EXEC and DISCARD, as `check_shared_command` reports them to `Request::push`.
+enum class TransactionCommand : std::uint8_t { none, multi, end /* EXEC or DISCARD */ };
+
 /// Checks one encoded command before it goes on a connection whose replies are matched in
 /// FIFO order: a command must answer exactly once and leave the connection as it found it.
 /// Refused (as `invalid_argument`): no arguments at all (Redis does not answer `*0`);
 /// SUBSCRIBE and the other pub/sub commands, MONITOR, CLIENT REPLY, RESET, QUIT, SELECT, AUTH,
-/// HELLO; and, unless `blocking_allowed`, blocking commands (BLPOP, BRPOP, BLMOVE, BLMPOP,
-/// BRPOPLPUSH, BZPOPMIN, BZPOPMAX, BZMPOP, WAIT, WAITAOF, XREAD/XREADGROUP with BLOCK), which
-/// belong on `blocking_command()`. Returns the error, or null when the command is fine.
-std::exception_ptr check_shared_command(std::string_view encoded, bool blocking_allowed = false);
+/// HELLO; WATCH and UNWATCH; MULTI, EXEC and DISCARD unless `transaction` is given (then they
+/// are reported there, for `Request::push` to check that its request is one balanced
+/// transaction); and, unless `blocking_allowed`, blocking commands (BLPOP, BRPOP, BLMOVE,
+/// BLMPOP, BRPOPLPUSH, BZPOPMIN, BZPOPMAX, BZMPOP, WAIT, WAITAOF, XREAD/XREADGROUP with BLOCK),
+/// which belong on `blocking_command()`. Returns the error, or null when the command is fine.
+/// On the hot path (every `Request::push`): a name is compared only with the refused names of
+/// its initial.
+std::exception_ptr check_shared_command(std::string_view encoded, bool blocking_allowed = false,
+                                        TransactionCommand* transaction = nullptr);
+
+/// Where a `Request` stands in a transaction.
+enum class TransactionState : std::uint8_t { none, open, closed };
+/// Applies `command` (pushed after `commands_before` others) to `state`: MULTI only as the
+/// first command, EXEC or DISCARD only after it, nothing after them. Returns the error.
+std::exception_ptr transaction_step(TransactionState& state, TransactionCommand command,
+                                    std::size_t commands_before);
 }  // namespace detail
 
 /// An explicit batch of commands for `pipeline()`: encoded as they are pushed, reusable
 /// after `clear()`. `push` throws `invalid_argument` for a command that cannot run on the
-/// shared connection (see `detail::check_shared_command`).
+/// shared connection (see `detail::check_shared_command`); the command is not added.
+///
+/// A transaction is a request of its own: MULTI as its first command, EXEC or DISCARD as its
+/// last (`push` refuses MULTI elsewhere, EXEC/DISCARD without MULTI, and anything after them;
+/// `pipeline()` refuses a request whose MULTI is not ended). It is written in one block, so no
+/// other caller's command can come between its commands. WATCH is refused: its effect would
+/// span the commands of other callers on the shared connection.
 class Request {
  public:
   template <RespArg... Args>
@@ -79,7 +100,14 @@ class Request {
       buffer_.resize(start);
       throw;
     }
-    if (auto error = detail::check_shared_command(std::string_view(buffer_).substr(start))) {
+    detail::TransactionCommand transaction = detail::TransactionCommand::none;
+    auto error =
+        detail::check_shared_command(std::string_view(buffer_).substr(start), false, &transaction);
+    if (!error && (transaction != detail::TransactionCommand::none ||
+                   transaction_ != detail::TransactionState::none)) {
+      error = detail::transaction_step(transaction_, transaction, commands_);
+    }
+    if (error) {
       buffer_.resize(start);
       std::rethrow_exception(error);
     }
@@ -88,9 +116,12 @@ class Request {
   }
   std::size_t size() const noexcept { return commands_; }
   bool empty() const noexcept { return commands_ == 0; }
+  /// Begins with MULTI and has no EXEC or DISCARD yet: `pipeline()` refuses it.
+  bool transaction_open() const noexcept { return transaction_ == detail::TransactionState::open; }
   void clear() noexcept {
     buffer_.clear();
     commands_ = 0;
+    transaction_ = detail::TransactionState::none;
   }
   void reserve(std::size_t bytes) { buffer_.reserve(bytes); }
   /// The encoded commands.
@@ -99,6 +130,7 @@ class Request {
  private:
   std::string buffer_;
   std::size_t commands_ = 0;
+  detail::TransactionState transaction_ = detail::TransactionState::none;
 };
 
 /// A stream entry as read by XRANGE, XREADGROUP, XAUTOCLAIM.

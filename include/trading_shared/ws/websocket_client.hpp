@@ -6,8 +6,10 @@
 /// - **One read loop** per connection. It only reads a frame, copies it into the hand-off
 ///   queue and reads the next one: it never waits for a consumer, so a slow or blocked
 ///   consumer cannot stall reads, keep-alive or close handling (F35, F37).
-/// - **Bounded hand-off** (`queue_capacity`) with an explicit `OverflowPolicy`; every message
-///   it drops is counted (`stats().dropped`) and logged (first, then every 10 000th).
+/// - **Bounded hand-off**, in messages (`queue_capacity`) and in bytes (`queue_max_bytes`),
+///   with an explicit `OverflowPolicy`; every message it drops is counted (`stats().dropped`)
+///   and logged (first, then every 10 000th). The memory its strings hold stays within twice
+///   `queue_max_bytes` (queued messages, plus spare capacity kept for reuse).
 /// - **One write at a time**: `send()` calls are serialised in arrival order (Beast allows one
 ///   write in flight, F36); the message is written by the caller's own coroutine.
 /// - **Idle timeout with keep-alive pings**: Beast pings after `idle_timeout / 2` of silence
@@ -34,6 +36,7 @@
 /// @endcode
 
 #include <trading_shared/core/backoff.hpp>
+#include <trading_shared/ws/sequence_tracker.hpp>  // continuity checks of what is received
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -83,6 +86,9 @@ struct WebSocketConfig {
   std::size_t max_message_size = std::size_t{1} << 20;
   /// Messages held for the consumer. Default 65 536.
   std::size_t queue_capacity = 65536;
+  /// Bytes of messages held for the consumer (their payload); a message that would pass it is
+  /// an overflow like one beyond `queue_capacity`. At least `max_message_size`. Default 64 MiB.
+  std::size_t queue_max_bytes = std::size_t{64} << 20;
   OverflowPolicy overflow = OverflowPolicy::drop_oldest;
   /// `send()` calls waiting for their turn; beyond it `send()` fails with `queue_full`.
   std::size_t max_pending_sends = 1024;
@@ -129,9 +135,13 @@ struct WebSocketStats {
   DisconnectCounts reasons;
   std::uint64_t messages = 0;  ///< messages read.
   std::uint64_t bytes = 0;
-  std::uint64_t dropped = 0;   ///< messages discarded by the overflow policy.
-  std::size_t queued = 0;      ///< messages waiting for the consumer now.
-  std::size_t max_queued = 0;  ///< high-water mark of `queued`.
+  std::uint64_t dropped = 0;         ///< messages discarded by the overflow policy (either bound).
+  std::size_t queued = 0;            ///< messages waiting for the consumer now.
+  std::size_t max_queued = 0;        ///< high-water mark of `queued`.
+  std::size_t queued_bytes = 0;      ///< their payload bytes (<= queue_max_bytes).
+  std::size_t max_queued_bytes = 0;  ///< high-water mark of `queued_bytes`.
+  /// String capacity held by the queue's slots, queued or spare (<= 2 x queue_max_bytes).
+  std::size_t held_bytes = 0;
   std::uint64_t sends = 0;
   std::uint64_t send_failures = 0;
 };
@@ -182,28 +192,6 @@ class WebSocketClient {
 
  private:
   std::shared_ptr<Core> core_;
-};
-
-/// Detects gaps in per-key sequence numbers (trade ids per symbol, update ids): the expected
-/// next number is last + 1. Pure and allocation-free after a key's first sighting.
-class SequenceTracker {
- public:
-  struct Result {
-    enum Kind : std::uint8_t { first, in_order, gap, duplicate_or_old } kind = first;
-    std::int64_t missing = 0;  ///< for `gap`: how many numbers were skipped.
-  };
-  Result observe(std::string_view key, std::int64_t sequence);
-  std::uint64_t gaps() const noexcept { return gaps_; }
-  std::uint64_t missing() const noexcept { return missing_; }
-  std::uint64_t duplicates() const noexcept { return duplicates_; }
-  /// Last sequence seen for `key`, or -1.
-  std::int64_t last(std::string_view key) const noexcept;
-
- private:
-  std::vector<std::pair<std::string, std::int64_t>> last_;
-  std::uint64_t gaps_ = 0;
-  std::uint64_t missing_ = 0;
-  std::uint64_t duplicates_ = 0;
 };
 
 }  // namespace trading_shared::ws
