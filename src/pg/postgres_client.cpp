@@ -176,6 +176,7 @@ PostgresStats PostgresClient::stats() const {
     if (!slot->connection->open()) continue;
     ++s.connections;
     if (slot->exclusive) ++s.exclusive;
+    if (slot->draining) ++s.reserved;
     s.in_flight += slot->connection->in_flight();
   }
   s.waiters = waiters_.size();

@@ -141,8 +141,11 @@ struct PostgresStats {
   std::size_t connections = 0;  ///< open connections in the pool.
   std::size_t exclusive = 0;    ///< connections leased to a transaction.
   std::size_t waiters = 0;      ///< callers waiting for a connection.
-  std::size_t in_flight = 0;    ///< requests sent and not yet answered.
-  std::uint64_t connects = 0;   ///< connections opened since start.
+  /// Connections kept free of new shared statements for a waiting transaction or COPY (so
+  /// that they drain); at most one per such waiter, released when it stops waiting.
+  std::size_t reserved = 0;
+  std::size_t in_flight = 0;   ///< requests sent and not yet answered.
+  std::uint64_t connects = 0;  ///< connections opened since start.
   std::uint64_t connect_failures = 0;
   std::uint64_t discarded = 0;      ///< connections discarded as broken or poisoned.
   std::uint64_t queries = 0;        ///< requests completed successfully.
