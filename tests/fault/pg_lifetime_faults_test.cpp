@@ -77,7 +77,6 @@ TEST(PgFault, F42_destroyed_after_start_failed_with_connections_open) {
         const Outcome start = co_await outcome(client->start());
         EXPECT_TRUE(start.failed) << describe(start);
         EXPECT_EQ(start.code, ts::make_error_code(ts::errc::startup_timeout)) << describe(start);
-        EXPECT_NE(start.what.find("connection"), std::string::npos) << describe(start);
         client.reset();  // destroyed without close()
         EXPECT_TRUE(co_await eventually([&] { return pg_backends(app) == 0; }, 3s, 50ms))
             << pg_backends(app) << " connection(s) of the destroyed client still open";

@@ -168,15 +168,17 @@ TEST(PgFault, F52_copy_error_drained_without_blocking_the_loop) {
     Outcome first, second;
     bool usable_after = false;
   };
-  auto shared = std::make_shared<Shared>();
+  // Outlives the loop (declared before it: the loop's destructor joins its thread first).
+  Shared state;
+  Shared* const shared = &state;
   const auto copier_config =
       statement_config(ts::testing::fault::pg_dsn_for_port(proxy.port(), "postgres"), "ts_f52c");
   const auto other_config = statement_config(servers.postgres_dsn("postgres"), "ts_f52o");
-  auto await_phase = [shared](int phase) -> asio::awaitable<bool> {
-    co_return co_await eventually([shared, phase] { return shared->phase.load() >= phase; }, 10s);
+  auto await_phase = [shared](int phase) {
+    return eventually([shared, phase] { return shared->phase.load() >= phase; }, 10s);
   };
 
-  BackgroundLoop loop(30s, [&, shared](asio::io_context& io) -> asio::awaitable<void> {
+  BackgroundLoop loop(30s, [&](asio::io_context& io) -> asio::awaitable<void> {
     PostgresClient copier(io.get_executor(), copier_config);
     PostgresClient other(io.get_executor(), other_config);
     co_await closing(copier, other, [&]() -> asio::awaitable<void> {
