@@ -75,6 +75,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   /// The PostgresClient is being destroyed: when it was not closed, fail the waiters, cancel
   /// transaction bodies and the maintenance, and close every socket now (logged).
   void abandon() noexcept;
+  /// Fails the waiters, cancels transaction bodies, the maintenance and server-side work,
+  /// closes every socket; the client is closed. Nothing awaited (abandon(), a cut close()).
+  void shut_down_now() noexcept;
 
   // ---- lifecycle
   boost::asio::awaitable<void> start(Keep keep);
@@ -150,6 +153,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
  private:
   boost::asio::awaitable<void> start_once();
   boost::asio::awaitable<void> maintain(Keep keep);
+  /// close() after it refused new work: waits for in-flight work, then closes in order.
+  boost::asio::awaitable<void> close_in_order();
   /// Opens one connection, trying every address of the DSN within `timeout` (F51).
   boost::asio::awaitable<std::shared_ptr<Connection>> open_connection(
       std::chrono::milliseconds timeout);

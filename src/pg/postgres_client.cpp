@@ -193,18 +193,7 @@ void ClientCore::abandon() noexcept {
       "PostgresClient {} destroyed without close(): failing its waiters, cancelling its work "
       "and closing its sockets now",
       description_);
-  state_ = State::closed;
-  fail_all_waiters_closed();
-  hard_stop_.cancel();  // transaction bodies still running end
-  maintain_backoff_.cancel();
-  maintain_wake_.cancel();
-  // Work still running on the server is cancelled there, not left to run to its end.
-  for (const auto& slot : slots_) {
-    if (slot->connection->in_flight() > 0) slot->connection->send_cancel_request();
-  }
-  close_all_connections();  // what is in flight fails with client_closed
-  idle_changed_.cancel();
-  state_changed_.cancel();
+  shut_down_now();
 }
 
 std::vector<int> ClientCore::backend_pids() const {
@@ -616,6 +605,39 @@ asio::awaitable<void> ClientCore::close(Keep) {
   state_changed_.cancel();
   // Waiters fail at once: the client takes no new work.
   fail_all_waiters_closed();
+  std::exception_ptr cut;
+  try {
+    co_await close_in_order();
+  } catch (...) {
+    cut = std::current_exception();
+  }
+  if (cut) {
+    // Cut short by its caller (a ResourceScope's timeout, cancellation): the client is not
+    // left half closed. What runs is cancelled and every socket closed now, nothing awaited;
+    // a later close() returns at once (F42).
+    log()->warn("{}: close cut short: cancelling what runs and closing the sockets now",
+                description_);
+    shut_down_now();
+    std::rethrow_exception(cut);
+  }
+}
+
+void ClientCore::shut_down_now() noexcept {
+  state_ = State::closed;
+  fail_all_waiters_closed();
+  hard_stop_.cancel();  // transaction bodies still running end
+  maintain_backoff_.cancel();
+  maintain_wake_.cancel();
+  // Work still running on the server is cancelled there, not left to run to its end.
+  for (const auto& slot : slots_) {
+    if (slot->connection->in_flight() > 0) slot->connection->send_cancel_request();
+  }
+  close_all_connections();  // what is in flight fails with client_closed
+  idle_changed_.cancel();
+  state_changed_.cancel();
+}
+
+asio::awaitable<void> ClientCore::close_in_order() {
   // In-flight work may finish within close_timeout.
   const auto deadline = Clock::now() + config_.close_timeout;
   boost::system::error_code ec;

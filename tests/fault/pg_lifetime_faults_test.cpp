@@ -137,4 +137,52 @@ TEST(PgFault, F42_destroyed_after_close_cut_short) {
       30s);
 }
 
+// The same cut close(), and the client kept (a ResourceScope's enter(), a caller's own
+// object). Must hold: the cut close leaves the client closed, not half closed: no connection
+// open right after it, the running statement ends with client_closed within 1 s, no backend of
+// the client is left within 3 s, and a second close() returns at once (under 100 ms).
+TEST(PgFault, F42_close_cut_short_leaves_the_client_closed) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string app = "ts_f42_cut";
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto config = lifetime_config(servers.postgres_dsn("postgres"), app);
+        config.min_size = 2;
+        config.max_size = 2;
+        config.close_timeout = 5s;
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        struct Statement {
+          Outcome outcome;
+          bool done = false;
+        };
+        auto running = std::make_shared<Statement>();
+        asio::co_spawn(
+            io,
+            [running,
+             query = client.query("SELECT pg_sleep(3)")]() mutable -> asio::awaitable<void> {
+              running->outcome = co_await outcome(std::move(query));
+              running->done = true;
+            },
+            asio::detached);
+        EXPECT_TRUE(co_await eventually([&] { return client.stats().in_flight == 1; }, 2s));
+        const Outcome cut = co_await outcome(
+            ts::core::with_timeout(client.close(), 200ms, ts::errc::timeout, "close"));
+        EXPECT_EQ(cut.code, ts::make_error_code(ts::errc::timeout)) << describe(cut);
+        EXPECT_EQ(client.stats().connections, 0u) << "connections still open after the cut close";
+        EXPECT_TRUE(co_await eventually([&] { return running->done; }, 1s))
+            << "the running statement did not end within 1 s of the cut close";
+        EXPECT_EQ(running->outcome.code, ts::make_error_code(ts::errc::client_closed))
+            << describe(running->outcome);
+        const Outcome again = co_await outcome(
+            ts::core::with_timeout(client.close(), 1s, ts::errc::timeout, "second close"));
+        EXPECT_FALSE(again.failed) << "a second close(): " << describe(again);
+        EXPECT_LT(again.elapsed, 100ms) << describe(again);
+        EXPECT_TRUE(co_await eventually([&] { return pg_backends(app) == 0; }, 3s, 50ms))
+            << pg_backends(app) << " connection(s) of the closed client still open";
+      },
+      30s);
+}
+
 }  // namespace
