@@ -14,7 +14,14 @@ void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& confi
            {"postgres.dsn", "libpq connection string of PostgreSQL (or PgBouncer)", true})
       .add(config.max_size, {"postgres.pool_size", "connections in the pool"})
       .add(config.connect_timeout, {"postgres.connect_timeout", "one connection attempt"})
-      .add(config.statement_timeout, {"postgres.statement_timeout", "default statement deadline"});
+      .add(config.statement_timeout, {"postgres.statement_timeout", "default statement deadline"})
+      .add(config.retry.max_attempts,
+           {"postgres.retry_attempts",
+            "attempts of a retried statement or transaction, the first included (1 = no retry)"})
+      .add(config.retry.total_deadline,
+           {"postgres.retry_budget",
+            "time for all attempts of a retried statement or transaction (0 = no limit); each "
+            "attempt still gets at least the statement timeout"});
 }
 
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) {

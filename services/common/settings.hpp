@@ -12,7 +12,8 @@
 namespace trading_shared::services {
 
 /// `postgres.dsn` (secret), `postgres.pool_size`, `postgres.connect_timeout`,
-/// `postgres.statement_timeout`.
+/// `postgres.statement_timeout`, `postgres.retry_attempts` and `postgres.retry_budget` (the
+/// client's default retry policy: `PostgresConfig::retry`).
 void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& config);
 /// `redis.url` (secret: it may carry a password), `redis.command_timeout`.
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config);

@@ -6,33 +6,22 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "client_core.hpp"
 #include "detail/cancel_sender.hpp"
 #include "detail/connection.hpp"
 
 #include <algorithm>
 #include <cctype>
+#include <new>
 #include <string>
 
 namespace trading_shared::pg {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+using detail::ClientCore;
 using detail::Connection;
-
-struct PostgresClient::Slot {
-  std::shared_ptr<Connection> connection;
-  bool exclusive = false;
-  bool draining = false;  // reserved for a waiting transaction: no new shared statements
-  std::optional<core::CircuitBreakerPermit> copy_permit;  // held while a COPY runs
-};
-
-struct PostgresClient::Waiter {
-  bool exclusive = false;
-  Slot* granted = nullptr;
-  bool closed = false;
-  /// Set when the waiter is failed before its deadline (the server is unreachable).
-  std::exception_ptr failure;
-  asio::steady_timer* notifier = nullptr;
-};
+using detail::Slot;
+using detail::Waiter;
 
 namespace {
 
@@ -110,9 +99,41 @@ std::string_view after_word(std::string_view sql, std::string_view word) {
   return sql.substr(std::min(sql.size(), word.size()));
 }
 
+/// An error's message without the trailing ": <code message>" that std::system_error adds
+/// (the error built from it adds its own).
+std::string message_of(const std::system_error& e) {
+  std::string what = e.what();
+  const std::string suffix = ": " + e.code().message();
+  if (what.size() > suffix.size() && what.ends_with(suffix))
+    what.resize(what.size() - suffix.size());
+  return what;
+}
+
+/// Counts an operation inside the client, so that close() can wait for it.
+class ActiveGuard {
+ public:
+  ActiveGuard(std::size_t& active, asio::steady_timer& idle_changed) noexcept
+      : active_(active), idle_changed_(idle_changed) {
+    ++active_;
+  }
+  ~ActiveGuard() {
+    if (--active_ == 0) idle_changed_.cancel();
+  }
+  ActiveGuard(const ActiveGuard&) = delete;
+  ActiveGuard& operator=(const ActiveGuard&) = delete;
+
+ private:
+  std::size_t& active_;
+  asio::steady_timer& idle_changed_;
+};
+
 }  // namespace
 
-PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
+// ---- the core: construction and destruction ------------------------------------------------
+
+namespace detail {
+
+ClientCore::ClientCore(asio::any_io_executor executor, PostgresConfig config)
     : executor_(std::move(executor)),
       config_(std::move(config)),
       breaker_(
@@ -144,22 +165,38 @@ PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
   config_.max_pipeline_depth = std::max<std::size_t>(config_.max_pipeline_depth, 1);
 }
 
-PostgresClient::~PostgresClient() {
-  if (state_ != State::closed && state_ != State::created) {
-    log()->warn("PostgresClient {} destroyed without close(): closing its sockets now",
-                description_);
+ClientCore::~ClientCore() {
+  // Every coroutine of the core holds it: nothing of the client runs any more. Connections
+  // still open (none after a completed close() or abandon()) are closed here.
+  close_all_connections();
+}
+
+void ClientCore::close_all_connections() noexcept {
+  // Closing a connection calls on_broken, which may move it from slots_ to retired_ (and
+  // erase its slot): walk by index and re-read. No allocation, no slot destroyed here that
+  // an operation still holds (a leased slot stays in slots_ until its holder releases it).
+  for (std::size_t i = 0; i < slots_.size();) {
+    std::shared_ptr<Connection> connection = slots_[i]->connection;
+    connection->close();
+    if (i < slots_.size() && slots_[i]->connection == connection) ++i;
   }
-  close_sync();
+  for (std::size_t i = 0; i < retired_.size(); ++i) retired_[i]->close();
 }
 
-void PostgresClient::close_sync() noexcept {
-  for (auto& slot : slots_) slot->connection->close();
-  for (auto& c : retired_) c->close();
-  slots_.clear();
-  retired_.clear();
+void ClientCore::abandon() noexcept {
+  if (state_ == State::created || state_ == State::closed) {
+    state_ = State::closed;
+    close_all_connections();
+    return;
+  }
+  log()->warn(
+      "PostgresClient {} destroyed without close(): failing its waiters, cancelling its work "
+      "and closing its sockets now",
+      description_);
+  shut_down_now();
 }
 
-std::vector<int> PostgresClient::backend_pids() const {
+std::vector<int> ClientCore::backend_pids() const {
   std::vector<int> pids;
   for (const auto& slot : slots_) {
     if (slot->connection->open()) pids.push_back(slot->connection->backend_pid());
@@ -167,15 +204,17 @@ std::vector<int> PostgresClient::backend_pids() const {
   return pids;
 }
 
-PostgresStats PostgresClient::stats() const {
+PostgresStats ClientCore::stats() const {
   PostgresStats s = counters_;
   s.connections = 0;
   s.exclusive = 0;
+  s.reserved = 0;
   s.in_flight = 0;
   for (const auto& slot : slots_) {
     if (!slot->connection->open()) continue;
     ++s.connections;
     if (slot->exclusive) ++s.exclusive;
+    if (slot->draining) ++s.reserved;
     s.in_flight += slot->connection->in_flight();
   }
   s.waiters = waiters_.size();
@@ -184,7 +223,7 @@ PostgresStats PostgresClient::stats() const {
   return s;
 }
 
-void PostgresClient::check_running() const {
+void ClientCore::check_running() const {
   switch (state_) {
     case State::running:
       return;
@@ -199,13 +238,13 @@ void PostgresClient::check_running() const {
   }
 }
 
-void PostgresClient::throw_closed_during_body() const {
+void ClientCore::throw_closed_during_body() const {
   throw Error(make_error_code(errc::client_closed),
               description_ + ": client closed while a transaction body was running",
               RequestState::sent);
 }
 
-void PostgresClient::check_session_state(Sql sql) const {
+void ClientCore::check_session_state(Sql sql) const {
   if (!config_.pgbouncer_transaction_mode || !may_hold_session_state(sql.c_str())) return;
   const std::string_view text = sql.c_str();
   // Session state would stay on a server connection that PgBouncer then hands to other
@@ -227,12 +266,23 @@ void PostgresClient::check_session_state(Sql sql) const {
   }
 }
 
-Clock::time_point PostgresClient::deadline_for(std::chrono::milliseconds timeout) const {
+Clock::time_point ClientCore::deadline_for(std::chrono::milliseconds timeout) const {
   return Clock::now() + statement_timeout(timeout) + config_.network_timeout_margin;
 }
 
-void PostgresClient::record(core::CircuitBreakerPermit& permit,
-                            const std::exception_ptr& error) noexcept {
+core::RetryPolicy ClientCore::retry_policy(const std::optional<core::RetryPolicy>& given,
+                                           std::chrono::milliseconds statement_timeout) const {
+  core::RetryPolicy policy = given.value_or(config_.retry);
+  // An attempt is never cut before its statement's own deadline (F48): a statement that runs
+  // within its timeout is legitimate, however small its share of the total budget.
+  policy.min_attempt_budget =
+      std::max(policy.min_attempt_budget,
+               this->statement_timeout(statement_timeout) + config_.network_timeout_margin);
+  return policy;
+}
+
+void ClientCore::record(core::CircuitBreakerPermit& permit,
+                        const std::exception_ptr& error) noexcept {
   if (!error) {
     ++counters_.queries;
     permit.success();
@@ -263,7 +313,7 @@ void PostgresClient::record(core::CircuitBreakerPermit& permit,
 
 // ---- lifecycle -------------------------------------------------------------------------------
 
-asio::awaitable<void> PostgresClient::start() {
+asio::awaitable<void> ClientCore::start(Keep) {
   for (;;) {
     switch (state_) {
       case State::running:
@@ -292,9 +342,17 @@ asio::awaitable<void> PostgresClient::start() {
   } catch (...) {
     failure = std::current_exception();
   }
+  if (!failure && state_ != State::starting) {
+    // The client was destroyed while it started (abandon()).
+    failure =
+        std::make_exception_ptr(Error(make_error_code(errc::client_closed),
+                                      "PostgresClient " + description_, RequestState::not_sent));
+  }
   if (failure) {
-    close_sync();
-    state_ = State::created;  // a later start() may try again
+    close_all_connections();
+    slots_.clear();
+    retired_.clear();
+    if (state_ == State::starting) state_ = State::created;  // a later start() may try again
     start_error_ = failure;
     state_changed_.cancel();
     std::rethrow_exception(failure);
@@ -302,20 +360,23 @@ asio::awaitable<void> PostgresClient::start() {
   state_ = State::running;
   state_changed_.cancel();
   maintain_running_ = true;
-  asio::co_spawn(executor_, maintain(), [this](const std::exception_ptr& e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log()->error("{}: pool maintenance stopped: {}", description_, ex.what());
-      }
-    }
-    maintain_running_ = false;
-    state_changed_.cancel();
-  });
+  // The handler holds the core until the maintenance has ended.
+  asio::co_spawn(executor_, maintain(shared_from_this()),
+                 [self = shared_from_this()](const std::exception_ptr& e) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       log()->error("{}: pool maintenance stopped: {}", self->description_,
+                                    ex.what());
+                     }
+                   }
+                   self->maintain_running_ = false;
+                   self->state_changed_.cancel();
+                 });
 }
 
-asio::awaitable<void> PostgresClient::start_once() {
+asio::awaitable<void> ClientCore::start_once() {
   const auto deadline = Clock::now() + config_.startup_timeout;
   core::Backoff backoff(config_.reconnect_backoff, random_);
   std::string last_cause;
@@ -324,14 +385,13 @@ asio::awaitable<void> PostgresClient::start_once() {
     std::exception_ptr failure;
     try {
       while (slots_.size() < wanted) {
+        if (state_ != State::starting) co_return;  // abandoned: start() reports it
         // One attempt never runs past the start-up deadline (a hanging server, F01).
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
         auto connection = co_await open_connection(
             std::max(std::min(config_.connect_timeout, left), std::chrono::milliseconds(1)));
-        auto slot = std::make_unique<Slot>();
-        slot->connection = std::move(connection);
-        slots_.push_back(std::move(slot));
+        adopt(std::move(connection));
       }
       co_return;
     } catch (...) {
@@ -346,6 +406,7 @@ asio::awaitable<void> PostgresClient::start_once() {
     } catch (const std::exception& e) {
       last_cause = e.what();
     }
+    if (state_ != State::starting) co_return;
     const auto now = Clock::now();
     if (now >= deadline) {
       throw Error(make_error_code(errc::startup_timeout),
@@ -363,32 +424,74 @@ asio::awaitable<void> PostgresClient::start_once() {
   }
 }
 
-asio::awaitable<std::shared_ptr<Connection>> PostgresClient::open_connection(
+asio::awaitable<std::shared_ptr<Connection>> ClientCore::open_connection(
     std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  auto params = co_await detail::resolve_dsn(config_.dsn, config_.application_name, timeout);
-  auto connection = std::make_shared<Connection>(executor_);
+  std::exception_ptr failure;
   try {
-    co_await connection->connect(
-        params,
-        std::max(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
-                 std::chrono::milliseconds(1)));
+    const auto params =
+        co_await detail::resolve_dsn(config_.dsn, config_.application_name, timeout);
+    const std::size_t count = params.targets.size();
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left <= std::chrono::milliseconds::zero() && failure) break;
+      // Every address gets its turn within the deadline: one that hangs (a black hole)
+      // takes at most its share of the time left, F51.
+      const auto share =
+          std::max(left / static_cast<std::int64_t>(count - i), std::chrono::milliseconds(1));
+      auto connection = std::make_shared<Connection>(executor_);
+      try {
+        co_await connection->connect(params, params.targets[i], share);
+        ++counters_.connects;
+        co_return connection;
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      connection->close();
+      const ErrorKind kind = classify(failure);
+      // Bad credentials or a missing database: every address would say the same.
+      if (kind == ErrorKind::permanent || kind == ErrorKind::cancelled) break;
+      if (i + 1 < count) {
+        try {
+          std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+          log()->debug("{}: address {} failed ({}); trying the next", description_,
+                       params.targets[i].description, e.what());
+        }
+      }
+    }
   } catch (...) {
-    ++counters_.connect_failures;
-    connection->close();
-    throw;
+    failure = std::current_exception();  // the DSN or a host name (resolution)
   }
-  ++counters_.connects;
-  connection->set_cancel_timeout(config_.connect_timeout);
-  connection->set_statement_cache(config_.statement_cache_size);
-  Connection* raw = connection.get();
-  connection->set_on_broken([this, raw] { on_broken(raw); });
-  // An abandoned statement ended or a cancel request completed: waiters may have it now.
-  connection->set_on_ready([this] { dispatch(); });
-  co_return connection;
+  ++counters_.connect_failures;
+  if (!failure) {
+    failure = std::make_exception_ptr(Error(make_error_code(errc::connect_failed),
+                                            description_ + ": no address to connect to",
+                                            RequestState::not_sent));
+  }
+  std::rethrow_exception(failure);
 }
 
-void PostgresClient::on_broken(Connection* connection) noexcept {
+void ClientCore::adopt(std::shared_ptr<Connection> connection) {
+  connection->set_cancel_timeout(config_.connect_timeout);
+  connection->set_statement_cache(config_.statement_cache_size);
+  // Weak: a connection may outlive the core (its I/O coroutines hold it).
+  std::weak_ptr<ClientCore> weak = weak_from_this();
+  Connection* raw = connection.get();
+  connection->set_on_broken([weak, raw] {
+    if (auto self = weak.lock()) self->on_broken(raw);
+  });
+  // An abandoned statement ended or a cancel request completed: waiters may have it now.
+  connection->set_on_ready([weak] {
+    if (auto self = weak.lock()) self->dispatch();
+  });
+  auto slot = std::make_unique<Slot>();
+  slot->connection = std::move(connection);
+  slots_.push_back(std::move(slot));
+}
+
+void ClientCore::on_broken(Connection* connection) noexcept {
   auto it = std::find_if(slots_.begin(), slots_.end(),
                          [&](const auto& s) { return s->connection.get() == connection; });
   if (it == slots_.end()) return;
@@ -398,23 +501,29 @@ void PostgresClient::on_broken(Connection* connection) noexcept {
                 connection->backend_pid());
   }
   if ((*it)->exclusive) return;  // its lease holder discards it on release
-  retired_.push_back((*it)->connection);
+  retire(it->get());
+}
+
+void ClientCore::retire(Slot* slot) noexcept {
+  auto it =
+      std::find_if(slots_.begin(), slots_.end(), [&](const auto& s) { return s.get() == slot; });
+  if (it == slots_.end()) return;
+  const bool was_reserved = slot->draining;
+  if (was_reserved) unreserve(slot);
+  retired_.push_back(slot->connection);
   slots_.erase(it);
+  if (was_reserved) reserve_for_next();  // its waiter keeps another connection draining
   maintain_wake_.cancel();
 }
 
-void PostgresClient::discard(Slot* slot, std::string_view why) noexcept {
+void ClientCore::discard(Slot* slot, std::string_view why) noexcept {
   log()->warn("{}: discarding connection (backend {}): {}", description_,
               slot->connection->backend_pid(), why);
   if (slot->connection->in_flight() > 0) slot->connection->send_cancel_request();
   slot->connection->close(make_error_code(errc::connection_lost));
 }
 
-Connection* PostgresClient::slot_connection(Slot* slot) noexcept {
-  return slot->connection.get();
-}
-
-asio::awaitable<void> PostgresClient::maintain() {
+asio::awaitable<void> ClientCore::maintain(Keep) {
   core::Backoff backoff(config_.reconnect_backoff, random_);
   while (state_ == State::running) {
     // Retired connections: close them and wait for their I/O to end.
@@ -424,6 +533,7 @@ asio::awaitable<void> PostgresClient::maintain() {
       connection->close();
       co_await connection->wait_closed();
     }
+    if (state_ != State::running) break;
     const std::size_t live = slots_.size();
     const bool below_min = live + opening_ < std::max<std::size_t>(config_.min_size, 1);
     const bool wanted = !waiters_.empty() && live + opening_ < config_.max_size;
@@ -436,9 +546,7 @@ asio::awaitable<void> PostgresClient::maintain() {
           connection->close();
           co_await connection->wait_closed();
         } else {
-          auto slot = std::make_unique<Slot>();
-          slot->connection = std::move(connection);
-          slots_.push_back(std::move(slot));
+          adopt(std::move(connection));
           backoff.reset();
           last_connect_failure_ = nullptr;
         }
@@ -470,10 +578,10 @@ asio::awaitable<void> PostgresClient::maintain() {
   }
 }
 
-asio::awaitable<void> PostgresClient::close() {
+asio::awaitable<void> ClientCore::close(Keep) {
   if (state_ == State::closed || state_ == State::created) {
     state_ = State::closed;
-    close_sync();
+    close_all_connections();
     co_return;
   }
   if (state_ == State::starting) {
@@ -496,11 +604,40 @@ asio::awaitable<void> PostgresClient::close() {
   state_ = State::closing;
   state_changed_.cancel();
   // Waiters fail at once: the client takes no new work.
-  for (Waiter* w : waiters_) {
-    w->closed = true;
-    if (w->notifier != nullptr) w->notifier->cancel();
+  fail_all_waiters_closed();
+  std::exception_ptr cut;
+  try {
+    co_await close_in_order();
+  } catch (...) {
+    cut = std::current_exception();
   }
-  waiters_.clear();
+  if (cut) {
+    // Cut short by its caller (a ResourceScope's timeout, cancellation): the client is not
+    // left half closed. What runs is cancelled and every socket closed now, nothing awaited;
+    // a later close() returns at once (F42).
+    log()->warn("{}: close cut short: cancelling what runs and closing the sockets now",
+                description_);
+    shut_down_now();
+    std::rethrow_exception(cut);
+  }
+}
+
+void ClientCore::shut_down_now() noexcept {
+  state_ = State::closed;
+  fail_all_waiters_closed();
+  hard_stop_.cancel();  // transaction bodies still running end
+  maintain_backoff_.cancel();
+  maintain_wake_.cancel();
+  // Work still running on the server is cancelled there, not left to run to its end.
+  for (const auto& slot : slots_) {
+    if (slot->connection->in_flight() > 0) slot->connection->send_cancel_request();
+  }
+  close_all_connections();  // what is in flight fails with client_closed
+  idle_changed_.cancel();
+  state_changed_.cancel();
+}
+
+asio::awaitable<void> ClientCore::close_in_order() {
   // In-flight work may finish within close_timeout.
   const auto deadline = Clock::now() + config_.close_timeout;
   boost::system::error_code ec;
@@ -549,7 +686,7 @@ asio::awaitable<void> PostgresClient::close() {
 
 // ---- pool --------------------------------------------------------------------------------
 
-PostgresClient::Slot* PostgresClient::pick(bool exclusive) noexcept {
+Slot* ClientCore::pick(bool exclusive) noexcept {
   Slot* best = nullptr;
   for (auto& slot : slots_) {
     Connection& c = *slot->connection;
@@ -564,66 +701,124 @@ PostgresClient::Slot* PostgresClient::pick(bool exclusive) noexcept {
   return best;
 }
 
-void PostgresClient::dispatch() noexcept {
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    Waiter* w = *it;
-    Slot* slot = pick(w->exclusive);
-    if (slot == nullptr) {
-      ++it;
-      continue;
+void ClientCore::unreserve(Slot* slot) noexcept {
+  if (!slot->draining) return;
+  slot->draining = false;
+  for (Waiter* w : waiters_) {
+    if (w->reserved == slot) {
+      w->reserved = nullptr;
+      break;
     }
-    if (w->exclusive) {
-      slot->exclusive = true;
-      slot->draining = false;
-    }
-    w->granted = slot;
-    it = waiters_.erase(it);
-    if (w->notifier != nullptr) w->notifier->cancel();
   }
 }
 
-asio::awaitable<PostgresClient::Slot*> PostgresClient::acquire(bool exclusive,
-                                                               Clock::time_point deadline) {
-  if (Slot* slot = waiters_.empty() ? pick(exclusive) : nullptr) {
-    if (exclusive) slot->exclusive = true;
-    co_return slot;
+void ClientCore::reserve_for_next() noexcept {
+  if (exclusive_waiting_ == 0) return;
+  // One connection at a time drains for the transactions that wait, so that shared
+  // statements keep the others.
+  if (std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->draining; })) {
+    return;
+  }
+  auto first =
+      std::find_if(waiters_.begin(), waiters_.end(), [](const Waiter* w) { return w->exclusive; });
+  if (first == waiters_.end()) return;
+  Slot* candidate = nullptr;
+  for (auto& s : slots_) {
+    if (s->exclusive || !s->connection->open()) continue;
+    if (candidate == nullptr || s->connection->in_flight() < candidate->connection->in_flight()) {
+      candidate = s.get();
+    }
+  }
+  if (candidate == nullptr) return;
+  candidate->draining = true;
+  (*first)->reserved = candidate;
+}
+
+void ClientCore::dispatch() noexcept {
+  for (bool again = true; again;) {
+    again = false;
+    bool reservation_ended = false;
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      Waiter* w = *it;
+      Slot* slot = pick(w->exclusive);
+      if (slot == nullptr) {
+        ++it;
+        continue;
+      }
+      if (w->exclusive) {
+        // Its reservation ends with its wait, whichever connection it gets (F47).
+        if (w->reserved != nullptr && w->reserved != slot) w->reserved->draining = false;
+        w->reserved = nullptr;
+        if (slot->draining) unreserve(slot);  // another waiter's: it reserves anew below
+        slot->exclusive = true;
+        slot->draining = false;
+        --exclusive_waiting_;
+        reservation_ended = true;
+      } else {
+        --shared_waiting_;
+      }
+      w->granted = slot;
+      it = waiters_.erase(it);
+      if (w->notifier != nullptr) w->notifier->cancel();
+    }
+    if (reservation_ended) {
+      reserve_for_next();
+      // A connection that stopped draining may take shared waiters passed over above.
+      again = shared_waiting_ > 0;
+    }
+  }
+}
+
+void ClientCore::forget(Waiter& waiter) noexcept {
+  auto it = std::find(waiters_.begin(), waiters_.end(), &waiter);
+  if (it != waiters_.end()) {
+    waiters_.erase(it);
+    --(waiter.exclusive ? exclusive_waiting_ : shared_waiting_);
+  }
+  if (waiter.reserved != nullptr) {
+    // No reservation outlives its waiter (F47): the connection takes shared statements
+    // again, or drains for the next transaction that waits.
+    waiter.reserved->draining = false;
+    waiter.reserved = nullptr;
+    reserve_for_next();
+    dispatch();
+  }
+}
+
+asio::awaitable<Slot*> ClientCore::acquire(bool exclusive, Clock::time_point deadline) {
+  // A caller of either kind takes free capacity at once unless callers of its kind wait
+  // before it (they are served in order): shared statements do not queue behind a waiting
+  // transaction while a connection nobody reserved can take them (F47).
+  if (exclusive ? exclusive_waiting_ == 0 : shared_waiting_ == 0) {
+    if (Slot* slot = pick(exclusive)) {
+      if (exclusive) {
+        if (slot->draining) unreserve(slot);
+        slot->exclusive = true;
+      }
+      co_return slot;
+    }
   }
   if (waiters_.size() >= config_.max_waiters) {
     throw Error(make_error_code(errc::queue_full),
                 description_ + ": " + std::to_string(waiters_.size()) + " callers already wait",
                 RequestState::not_sent);
   }
-  if (exclusive) {
-    // Keep shared statements off one connection so that it drains for this transaction.
-    bool any_draining =
-        std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->draining; });
-    if (!any_draining) {
-      Slot* candidate = nullptr;
-      for (auto& s : slots_) {
-        if (s->exclusive || !s->connection->open()) continue;
-        if (candidate == nullptr ||
-            s->connection->in_flight() < candidate->connection->in_flight()) {
-          candidate = s.get();
-        }
-      }
-      if (candidate != nullptr) candidate->draining = true;
-    }
-  }
   Waiter waiter;
   waiter.exclusive = exclusive;
   asio::steady_timer notifier(executor_, deadline);
   waiter.notifier = &notifier;
   waiters_.push_back(&waiter);
+  ++(exclusive ? exclusive_waiting_ : shared_waiting_);
+  // Keep shared statements off one connection so that it drains for the transactions.
+  if (exclusive) reserve_for_next();
   maintain_wake_.cancel();  // the pool may grow for us
   boost::system::error_code ec;
   co_await notifier.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   waiter.notifier = nullptr;
   if (waiter.granted != nullptr) co_return waiter.granted;  // granted wins over a late cancel
-  // Not granted: leave the queue (a cancelled waiter leaks nothing, F08).
-  waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), &waiter), waiters_.end());
-  if (exclusive) {
-    for (auto& s : slots_) s->draining = false;
-  }
+  // Not granted: leave the queue (a cancelled waiter leaks nothing, F08; nor does its
+  // reservation, F47).
+  forget(waiter);
   if (waiter.closed) {
     throw Error(make_error_code(errc::client_closed), description_ + ": client closing",
                 RequestState::not_sent);
@@ -642,24 +837,12 @@ asio::awaitable<PostgresClient::Slot*> PostgresClient::acquire(bool exclusive,
               RequestState::not_sent);
 }
 
-bool PostgresClient::has_open_connection() const noexcept {
+bool ClientCore::has_open_connection() const noexcept {
   return std::any_of(slots_.begin(), slots_.end(),
                      [](const auto& s) { return s->connection->open(); });
 }
 
-namespace {
-/// An error's message without the trailing ": <code message>" that std::system_error adds
-/// (the error built from it adds its own).
-std::string message_of(const std::system_error& e) {
-  std::string what = e.what();
-  const std::string suffix = ": " + e.code().message();
-  if (what.size() > suffix.size() && what.ends_with(suffix))
-    what.resize(what.size() - suffix.size());
-  return what;
-}
-}  // namespace
-
-std::exception_ptr PostgresClient::unreachable_error() const {
+std::exception_ptr ClientCore::unreachable_error() const {
   std::string what = description_ + ": server unreachable: no open connection; ";
   std::error_code code = make_error_code(errc::connect_timeout);
   std::optional<ServerError> server;
@@ -688,7 +871,7 @@ std::exception_ptr PostgresClient::unreachable_error() const {
   return std::make_exception_ptr(Error(code, what, RequestState::not_sent));
 }
 
-void PostgresClient::fail_waiters_if_unreachable() noexcept {
+void ClientCore::fail_waiters_if_unreachable() noexcept {
   // Callers waiting while the pool has no open connection wait for the maintenance's next
   // connect attempt: they get its connection when it succeeds, its error when it fails.
   // Waiting out acquire_timeout after a failed attempt would only delay the error (the next
@@ -707,49 +890,37 @@ void PostgresClient::fail_waiters_if_unreachable() noexcept {
               waiters_.size());
   for (Waiter* w : waiters_) {
     w->failure = error;
+    if (w->reserved != nullptr) w->reserved->draining = false;
+    w->reserved = nullptr;
     if (w->notifier != nullptr) w->notifier->cancel();
   }
   waiters_.clear();
+  exclusive_waiting_ = 0;
+  shared_waiting_ = 0;
 }
 
-void PostgresClient::release_exclusive(Slot* slot) noexcept {
-  slot->exclusive = false;
-  if (!slot->connection->open()) {
-    auto it =
-        std::find_if(slots_.begin(), slots_.end(), [&](const auto& s) { return s.get() == slot; });
-    if (it != slots_.end()) {
-      retired_.push_back((*it)->connection);
-      slots_.erase(it);
-    }
-    maintain_wake_.cancel();
+void ClientCore::fail_all_waiters_closed() noexcept {
+  for (Waiter* w : waiters_) {
+    w->closed = true;
+    if (w->reserved != nullptr) w->reserved->draining = false;
+    w->reserved = nullptr;
+    if (w->notifier != nullptr) w->notifier->cancel();
   }
+  waiters_.clear();
+  exclusive_waiting_ = 0;
+  shared_waiting_ = 0;
+}
+
+void ClientCore::release_exclusive(Slot* slot) noexcept {
+  slot->exclusive = false;
+  if (!slot->connection->open()) retire(slot);
   dispatch();
 }
 
 // ---- statements --------------------------------------------------------------------------
 
-namespace {
-/// Counts an operation inside the client, so that close() can wait for it.
-class ActiveGuard {
- public:
-  ActiveGuard(std::size_t& active, asio::steady_timer& idle_changed) noexcept
-      : active_(active), idle_changed_(idle_changed) {
-    ++active_;
-  }
-  ~ActiveGuard() {
-    if (--active_ == 0) idle_changed_.cancel();
-  }
-  ActiveGuard(const ActiveGuard&) = delete;
-  ActiveGuard& operator=(const ActiveGuard&) = delete;
-
- private:
-  std::size_t& active_;
-  asio::steady_timer& idle_changed_;
-};
-}  // namespace
-
-asio::awaitable<Result> PostgresClient::run_single(QueryOptions options, Sql sql,
-                                                   ParamBuffer params) {
+asio::awaitable<Result> ClientCore::run_single(Keep, QueryOptions options, Sql sql,
+                                               ParamBuffer params) {
   check_running();
   check_session_state(sql);
   ActiveGuard guard(active_, idle_changed_);
@@ -774,9 +945,9 @@ asio::awaitable<Result> PostgresClient::run_single(QueryOptions options, Sql sql
   co_return std::move(request.result(0));
 }
 
-asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipeline& batch,
-                                                                      PipelineMode mode,
-                                                                      QueryOptions options) {
+asio::awaitable<std::vector<PipelineResult>> ClientCore::pipeline(Keep, const Pipeline& batch,
+                                                                  PipelineMode mode,
+                                                                  QueryOptions options) {
   check_running();
   for (const auto& [sql, params] : batch.entries_) check_session_state(sql);
   std::vector<PipelineResult> out(batch.size());
@@ -833,35 +1004,7 @@ asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipe
 
 // ---- COPY ---------------------------------------------------------------------------------
 
-std::string PostgresClient::copy_statement(std::string_view table,
-                                           const std::vector<std::string_view>& columns) {
-  auto quote = [](std::string_view name) {
-    std::string out = "\"";
-    for (char c : name) {
-      if (c == '"') out += '"';
-      out += c;
-    }
-    return out + '"';
-  };
-  std::string sql = "COPY ";
-  // "schema.table" is quoted part by part.
-  const auto dot = table.find('.');
-  sql += dot == std::string_view::npos
-             ? quote(table)
-             : quote(table.substr(0, dot)) + "." + quote(table.substr(dot + 1));
-  sql += " (";
-  bool first = true;
-  for (auto column : columns) {
-    if (!first) sql += ", ";
-    sql += quote(column);
-    first = false;
-  }
-  sql += ") FROM STDIN (FORMAT binary)";
-  return sql;
-}
-
-asio::awaitable<PostgresClient::Slot*> PostgresClient::begin_copy(const std::string& sql,
-                                                                  QueryOptions options) {
+asio::awaitable<Slot*> ClientCore::begin_copy(Keep, std::string sql, QueryOptions options) {
   check_running();
   core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
   enter();
@@ -886,16 +1029,16 @@ asio::awaitable<PostgresClient::Slot*> PostgresClient::begin_copy(const std::str
   co_return slot;
 }
 
-asio::awaitable<void> PostgresClient::copy_chunk(Slot* slot, const CopyBuffer& buffer,
-                                                 QueryOptions options) {
+asio::awaitable<void> ClientCore::copy_chunk(Keep, Slot* slot, const CopyBuffer& buffer,
+                                             QueryOptions options) {
   co_await slot->connection->copy_send(buffer.data(), deadline_for(options.timeout));
 }
 
-asio::awaitable<std::int64_t> PostgresClient::end_copy(Slot* slot, QueryOptions options) {
+asio::awaitable<std::int64_t> ClientCore::end_copy(Keep, Slot* slot, QueryOptions options) {
   co_return co_await slot->connection->copy_end(deadline_for(options.timeout));
 }
 
-void PostgresClient::finish_copy(Slot* slot, const std::exception_ptr& failure) noexcept {
+void ClientCore::finish_copy(Slot* slot, const std::exception_ptr& failure) noexcept {
   if (slot != nullptr) {
     if (failure && slot->connection->open()) {
       // Mid-COPY the connection cannot be reused; a server error after COPY ended leaves
@@ -920,16 +1063,15 @@ void PostgresClient::finish_copy(Slot* slot, const std::exception_ptr& failure) 
 
 // ---- transactions ------------------------------------------------------------------------
 
-void PostgresClient::enter() noexcept {
+void ClientCore::enter() noexcept {
   ++active_;
 }
 
-void PostgresClient::leave() noexcept {
+void ClientCore::leave() noexcept {
   if (--active_ == 0) idle_changed_.cancel();
 }
 
-asio::awaitable<PostgresClient::Slot*> PostgresClient::begin_transaction(
-    const TransactionOptions& options, core::CircuitBreakerPermit&) {
+asio::awaitable<Slot*> ClientCore::begin_transaction(Keep, const TransactionOptions& options) {
   check_running();
   Slot* slot = co_await acquire(true, Clock::now() + config_.acquire_timeout);
   std::string begin = "BEGIN ISOLATION LEVEL ";
@@ -968,13 +1110,12 @@ asio::awaitable<PostgresClient::Slot*> PostgresClient::begin_transaction(
   co_return slot;
 }
 
-asio::awaitable<void> PostgresClient::commit_transaction(Slot* slot,
-                                                         const TransactionOptions& options) {
+asio::awaitable<void> ClientCore::commit_transaction(Keep, Slot* slot,
+                                                     const TransactionOptions& options) {
   detail::Statement statement{"COMMIT", nullptr};
   detail::Request request;
   request.statements = &statement;
   request.count = 1;
-  std::exception_ptr failure;
   try {
     co_await slot->connection->run(request, deadline_for(options.statement_timeout));
   } catch (const Error& e) {
@@ -986,7 +1127,7 @@ asio::awaitable<void> PostgresClient::commit_transaction(Slot* slot,
   }
 }
 
-asio::awaitable<void> PostgresClient::rollback_transaction(Slot* slot) {
+asio::awaitable<void> ClientCore::rollback_transaction(Keep, Slot* slot) {
   if (!slot->connection->open()) co_return;
   detail::Statement statement{"ROLLBACK", nullptr};
   detail::Request request;
@@ -995,8 +1136,12 @@ asio::awaitable<void> PostgresClient::rollback_transaction(Slot* slot) {
   co_await slot->connection->run(request, Clock::now() + config_.close_timeout);
 }
 
+}  // namespace detail
+
+// ---- Transaction ---------------------------------------------------------------------------
+
 Clock::time_point Transaction::copy_deadline() const {
-  return Clock::now() + timeout_ + client_->config_.network_timeout_margin;
+  return Clock::now() + timeout_ + core_->config_.network_timeout_margin;
 }
 
 asio::awaitable<void> Transaction::copy_start(std::string sql) {
@@ -1030,14 +1175,14 @@ void Transaction::copy_failed(const std::exception_ptr& failure) noexcept {
 }
 
 asio::awaitable<Result> Transaction::run(Sql sql, ParamBuffer params) {
-  client_->check_session_state(sql);
+  core_->check_session_state(sql);
   detail::Statement statement{sql.c_str(), &params};
   detail::Request request;
   request.statements = &statement;
   request.count = 1;
   try {
     co_await connection_->run(request,
-                              Clock::now() + timeout_ + client_->config_.network_timeout_margin);
+                              Clock::now() + timeout_ + core_->config_.network_timeout_margin);
   } catch (const Error& e) {
     // BEGIN and earlier statements went out: whatever this statement's own state, the
     // transaction's outcome is unknown to a caller that may have side effects elsewhere
@@ -1048,6 +1193,171 @@ asio::awaitable<Result> Transaction::run(Sql sql, ParamBuffer params) {
     throw;
   }
   co_return std::move(request.result(0));
+}
+
+// ---- PostgresClient: the handle on the core ------------------------------------------------
+
+PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
+    : core_(std::make_shared<Core>(std::move(executor), std::move(config))) {}
+
+PostgresClient::~PostgresClient() {
+  core_->abandon();
+}
+
+asio::awaitable<void> PostgresClient::start() {
+  return core_->start(core_);
+}
+
+asio::awaitable<void> PostgresClient::close() {
+  return core_->close(core_);
+}
+
+asio::awaitable<Result> PostgresClient::run_single(QueryOptions options, Sql sql,
+                                                   ParamBuffer params) {
+  return core_->run_single(core_, options, sql, std::move(params));
+}
+
+asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipeline& batch,
+                                                                      PipelineMode mode,
+                                                                      QueryOptions options) {
+  return core_->pipeline(core_, batch, mode, options);
+}
+
+PostgresStats PostgresClient::stats() const {
+  return core_->stats();
+}
+
+const PostgresConfig& PostgresClient::config() const noexcept {
+  return core_->config_;
+}
+
+PostgresClient::executor_type PostgresClient::get_executor() const noexcept {
+  return core_->executor_;
+}
+
+std::vector<int> PostgresClient::backend_pids() const {
+  return core_->backend_pids();
+}
+
+core::RandomSource& PostgresClient::random(Core& core) noexcept {
+  return core.random_;
+}
+
+const PostgresConfig& PostgresClient::config_of(const Core& core) noexcept {
+  return core.config_;
+}
+
+PostgresClient::executor_type PostgresClient::executor_of(const Core& core) noexcept {
+  return core.executor_;
+}
+
+core::RetryPolicy PostgresClient::retry_policy(const Core& core,
+                                               const std::optional<core::RetryPolicy>& given,
+                                               std::chrono::milliseconds statement_timeout) {
+  return core.retry_policy(given, statement_timeout);
+}
+
+core::CircuitBreakerPermit PostgresClient::begin_operation(Core& core) {
+  core.check_running();
+  core::CircuitBreakerPermit permit = core.breaker_.acquire_or_throw();
+  core.enter();
+  return permit;
+}
+
+void PostgresClient::end_operation(Core& core, core::CircuitBreakerPermit& permit,
+                                   const std::exception_ptr& failure) noexcept {
+  core.record(permit, failure);
+  core.leave();
+}
+
+asio::awaitable<Slot*> PostgresClient::begin_transaction(const CorePtr& core,
+                                                         const TransactionOptions& options) {
+  return core->begin_transaction(core, options);
+}
+
+asio::awaitable<void> PostgresClient::commit_transaction(const CorePtr& core, Slot* slot,
+                                                         const TransactionOptions& options) {
+  return core->commit_transaction(core, slot, options);
+}
+
+asio::awaitable<void> PostgresClient::rollback_transaction(const CorePtr& core, Slot* slot) {
+  return core->rollback_transaction(core, slot);
+}
+
+void PostgresClient::discard(Core& core, Slot* slot, std::string_view why) noexcept {
+  core.discard(slot, why);
+}
+
+void PostgresClient::release_exclusive(Core& core, Slot* slot) noexcept {
+  core.release_exclusive(slot);
+}
+
+detail::Connection& PostgresClient::slot_connection(Slot* slot) noexcept {
+  return *slot->connection;
+}
+
+std::chrono::milliseconds PostgresClient::statement_timeout(
+    const Core& core, std::chrono::milliseconds requested) noexcept {
+  return core.statement_timeout(requested);
+}
+
+asio::steady_timer& PostgresClient::hard_stop(Core& core) noexcept {
+  return core.hard_stop_;
+}
+
+bool PostgresClient::closing(const Core& core) noexcept {
+  return core.state_ == Core::State::closing || core.state_ == Core::State::closed;
+}
+
+void PostgresClient::throw_closed_during_body(const Core& core) {
+  core.throw_closed_during_body();
+}
+
+asio::awaitable<Slot*> PostgresClient::begin_copy(const CorePtr& core, std::string sql,
+                                                  QueryOptions options) {
+  return core->begin_copy(core, std::move(sql), options);
+}
+
+asio::awaitable<void> PostgresClient::copy_chunk(const CorePtr& core, Slot* slot,
+                                                 const CopyBuffer& buffer, QueryOptions options) {
+  return core->copy_chunk(core, slot, buffer, options);
+}
+
+asio::awaitable<std::int64_t> PostgresClient::end_copy(const CorePtr& core, Slot* slot,
+                                                       QueryOptions options) {
+  return core->end_copy(core, slot, options);
+}
+
+void PostgresClient::finish_copy(Core& core, Slot* slot,
+                                 const std::exception_ptr& failure) noexcept {
+  core.finish_copy(slot, failure);
+}
+
+std::string PostgresClient::copy_statement(std::string_view table,
+                                           const std::vector<std::string_view>& columns) {
+  auto quote = [](std::string_view name) {
+    std::string out = "\"";
+    for (char c : name) {
+      if (c == '"') out += '"';
+      out += c;
+    }
+    return out + '"';
+  };
+  std::string sql = "COPY ";
+  // "schema.table" is quoted part by part.
+  const auto dot = table.find('.');
+  sql += dot == std::string_view::npos
+             ? quote(table)
+             : quote(table.substr(0, dot)) + "." + quote(table.substr(dot + 1));
+  sql += " (";
+  bool first = true;
+  for (auto column : columns) {
+    if (!first) sql += ", ";
+    sql += quote(column);
+    first = false;
+  }
+  sql += ") FROM STDIN (FORMAT binary)";
+  return sql;
 }
 
 }  // namespace trading_shared::pg

@@ -35,12 +35,15 @@ std::string percent_decode(std::string_view text, const char* what) {
   return out;
 }
 
+/// The offending text is never quoted: a URL whose '@' is missing or misplaced puts the
+/// password where a port or a database number is expected (F50).
 template <class T>
 T parse_number(std::string_view text, const char* what) {
   T value{};
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
-    bad_url(std::string("bad ") + what + " '" + std::string(text) + "'");
+    bad_url(std::string("bad ") + what + " (expected a decimal number; the text is not shown, " +
+            "it may hold the password)");
   }
   return value;
 }

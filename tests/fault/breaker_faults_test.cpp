@@ -1371,6 +1371,134 @@ TEST(BreakerFault, F33_RedisWrongTypeNeverCounts) {
       });
 }
 
+// ---- F49 conflicts never count ---------------------------------------------------------------
+
+namespace {
+
+asio::awaitable<void> f49_pg_body(PostgresClient& client) {
+  const auto start = Clock::now();
+  // 55P03: the row is locked by a transaction of the test's own connection; the client asks
+  // for it with NOWAIT.
+  int lock_conflicts = 0;
+  {
+    Direct holder;
+    holder.value("BEGIN");
+    holder.value("SELECT id FROM f49 WHERE id = 1 FOR UPDATE");
+    for (int i = 0; i < 20; ++i) {
+      const Ended e =
+          co_await ended(client.query("SELECT id FROM f49 WHERE id = 1 FOR UPDATE NOWAIT"));
+      EXPECT_EQ(e.kind, ErrorKind::transient_conflict) << describe(e);
+      if (e.server_code == "55P03") ++lock_conflicts;
+    }
+    holder.value("ROLLBACK");
+  }
+  // 40001: write skew between a serializable transaction of the client and one of the test's
+  // own connection that commits first. One attempt each (no retry), so every one is recorded.
+  ts::pg::TransactionOptions once;
+  once.isolation = ts::pg::IsolationLevel::serializable;
+  once.retry = ts::core::RetryPolicy{};
+  once.retry->max_attempts = 1;
+  int serialization = 0;
+  for (int i = 0; i < 5; ++i) {
+    int bodies = 0;
+    const Ended tx = co_await ended(client.transaction(
+        [&bodies](ts::pg::Transaction& t) -> asio::awaitable<void> {
+          ++bodies;
+          co_await t.query("SELECT sum(v) FROM f49");
+          Direct other;
+          other.value("BEGIN ISOLATION LEVEL SERIALIZABLE");
+          other.value("SELECT sum(v) FROM f49");
+          other.value("UPDATE f49 SET v = v + 1 WHERE id = 1");
+          other.value("COMMIT");
+          co_await t.execute("UPDATE f49 SET v = v + 1 WHERE id = 2");
+        },
+        once));
+    EXPECT_EQ(tx.kind, ErrorKind::transient_conflict) << describe(tx);
+    if (tx.server_code == "40001") ++serialization;
+    EXPECT_EQ(bodies, 1);
+  }
+  // 40P01 as the server reports it (raised by a function: a deadlock needs two sessions
+  // blocking each other, which F07 covers).
+  int deadlocks = 0;
+  for (int i = 0; i < 5; ++i) {
+    const Ended e = co_await ended(
+        client.execute("DO $$ BEGIN RAISE EXCEPTION 'f49' USING ERRCODE = '40P01'; END $$"));
+    EXPECT_EQ(e.kind, ErrorKind::transient_conflict) << describe(e);
+    if (e.server_code == "40P01") ++deadlocks;
+  }
+  EXPECT_EQ(lock_conflicts, 20);
+  EXPECT_EQ(serialization, 5);
+  EXPECT_EQ(deadlocks, 5);
+  EXPECT_LT(elapsed_ms(start), 5s);
+  expect_errors_not_counted(client.stats(), "lock, serialization and deadlock conflicts");
+  EXPECT_EQ(client.stats().discarded, 0u);
+
+  // As in F33: one hung call leaves it closed, a second opens it (min_calls 2).
+  co_await expect_second_timeout_opens(
+      client, [&](int) { return client.query(kHungQuery, "SELECT pg_sleep(5)"); },
+      [&] { return pool_settled(client, 2, 5s); }, "conflicts were counted as failures",
+      "conflicts were counted as successes");
+}
+
+}  // namespace
+
+// 20 statements failing with 55P03 (lock not available, NOWAIT on a row a test connection
+// holds), 5 serializable transactions failing with 40001 (write skew against a transaction of
+// a test connection that commits first; one attempt each) and 5 statements failing with 40P01,
+// with a breaker that opens at min_calls 2: each is `transient_conflict`, and the breaker
+// stays closed (a conflict says nothing about the server's health). Then exactly 2 hung calls
+// open it and 1 does not: the conflicts were counted neither as failures nor as successes.
+TEST(BreakerFault, F49_PgConflictsNeverCount) {
+  TS_SKIP_IF_EXTERNAL();
+  servers().create_database(kDatabase);
+  {
+    Direct setup;
+    setup.value(
+        "DROP TABLE IF EXISTS f49; CREATE TABLE f49 (id int PRIMARY KEY, v int NOT NULL); "
+        "INSERT INTO f49 VALUES (1, 0), (2, 0)");
+  }
+  auto config = pg_config(servers().postgres_dsn(kDatabase), "f49_pg");
+  set_breaker(config.breaker, 10, 2, kStaysOpen);
+  run_with_client(config, 30s,
+                  [&](asio::io_context&, PostgresClient& client) { return f49_pg_body(client); });
+}
+
+// 20 commands failing with TRYAGAIN (the reply of a script, as a cluster node sends it during
+// resharding), with a breaker that opens at min_calls 2: each is `transient_conflict`, the
+// breaker stays closed. Then through the proxy's black hole exactly 2 hung commands open it
+// and 1 does not.
+TEST(BreakerFault, F49_RedisTryAgainNeverCounts) {
+  TS_SKIP_IF_EXTERNAL();
+  RedisProxy proxy;
+  auto config = redis_config(proxy_url(proxy), "f49-redis");
+  set_breaker(config.breaker, 10, 2, kStaysOpen);
+  run_with_client(
+      config, 30s, [&](asio::io_context&, RedisClient& client) -> asio::awaitable<void> {
+        int try_again = 0;
+        for (int i = 0; i < 20; ++i) {
+          const Ended e = co_await ended(client.command(
+              "EVAL", "return redis.error_reply('TRYAGAIN Multiple keys request during rehashing')",
+              "0"));
+          EXPECT_EQ(e.kind, ErrorKind::transient_conflict) << describe(e);
+          EXPECT_LT(e.elapsed, 300ms) << describe(e);
+          if (e.server_code == "TRYAGAIN") ++try_again;
+        }
+        EXPECT_EQ(try_again, 20);
+        expect_errors_not_counted(client.stats(), "TRYAGAIN");
+        EXPECT_EQ(client.stats().disconnects, 0u);
+
+        proxy.set_blackhole(true);
+        co_await expect_second_timeout_opens(
+            client,
+            [&](int i) {
+              return client.command(CommandOptions{200ms}, "ECHO", std::string(i == 0 ? "x" : "y"));
+            },
+            []() -> asio::awaitable<bool> { co_return true; }, "TRYAGAIN was counted as a failure",
+            "TRYAGAIN was counted as a success");
+        proxy.cut_all();
+      });
+}
+
 // ---- F34 server restart with many clients ------------------------------------------------------
 
 namespace {

@@ -9,6 +9,7 @@
 #include <trading_shared/pg/postgres_client.hpp>
 
 #include "fault_support_common.hpp"
+#include "support/server_harness.hpp"
 
 #include <libpq-fe.h>
 
@@ -88,6 +89,18 @@ class DirectPg : public PgConn {
   }
   std::int64_t count(const std::string& sql) { return std::stoll(value(sql)); }
 };
+
+/// Backends on the harness's PostgreSQL whose application_name is `app` (a direct connection
+/// of the test's own, never counting itself); -1 when the server cannot be asked.
+inline long pg_backends(const std::string& app) {
+  PgConn conn(Servers::instance().postgres_dsn("postgres"));
+  const auto rows = conn.exec(
+      "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+      "application_name = '" +
+      app + "'");
+  if (!rows || rows->empty() || rows->front().empty()) return -1;
+  return std::stol(rows->front().front());
+}
 
 /// Keyword DSN of `database` on 127.0.0.1:`port` (e.g. a FaultProxy's), user postgres.
 inline std::string pg_dsn_for_port(std::uint16_t port, const std::string& database) {

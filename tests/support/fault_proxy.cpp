@@ -17,6 +17,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <deque>
@@ -107,7 +108,18 @@ struct FaultProxy::Pipe {
   /// Bytes read from `from` and accepted for forwarding; the cut limit is an offset in it.
   std::uint64_t read_total = 0;
   std::optional<std::uint64_t> cut_at;
+  /// hold_after_bytes(): nothing past this offset of `read_total` is delivered while set.
+  std::optional<std::uint64_t> hold_at;
+  /// Bytes taken off the queue by the writer (delivered or being delivered).
+  std::uint64_t taken_total = 0;
   bool reader_done = false;
+
+  /// Bytes queued beyond the hold point.
+  std::uint64_t held() const {
+    if (!hold_at) return 0;
+    const std::uint64_t queued_end = taken_total + queued_bytes;
+    return queued_end > *hold_at ? queued_end - std::max(*hold_at, taken_total) : 0;
+  }
   /// Notified when the queue gains an entry or the reader ends (the writer waits on it).
   asio::steady_timer data_signal;
   /// Notified when the queue shrinks (the reader waits on it when over kMaxQueuedBytes).
@@ -234,6 +246,21 @@ struct FaultProxy::Connection : std::enable_shared_from_this<Connection> {
   void clear_limits() {
     c2s.cut_at.reset();
     s2c.cut_at.reset();
+    release_hold();
+  }
+
+  /// Hold back everything after n more bytes in `dir` (counted from what has been read).
+  void hold(std::size_t n, Direction dir) {
+    for (Pipe* pipe : {&c2s, &s2c}) {
+      if (applies(dir, pipe->dir)) pipe->hold_at = pipe->read_total + n;
+    }
+  }
+
+  void release_hold() {
+    for (Pipe* pipe : {&c2s, &s2c}) {
+      pipe->hold_at.reset();
+      pipe->data_signal.cancel();  // the writer may wait at the hold point
+    }
   }
 
   void report(const char* phase, const error_code& ec) {
@@ -332,11 +359,20 @@ asio::awaitable<void> FaultProxy::Connection::read_loop(Pipe& pipe) {
         cut = true;
       }
     }
-    pipe.read_total += take;
     const std::chrono::milliseconds latency{c2s_pipe ? proxy.latency_c2s_ms_.load()
                                                      : proxy.latency_s2c_ms_.load()};
-    pipe.queue.push_back(
-        Chunk{std::string(buffer.data(), take), Clock::now() + latency, false, cut});
+    // A chunk that crosses the hold point is split there, so that the writer can stop at it.
+    std::size_t first = take;
+    if (pipe.hold_at && *pipe.hold_at > pipe.read_total && *pipe.hold_at < pipe.read_total + take) {
+      first = static_cast<std::size_t>(*pipe.hold_at - pipe.read_total);
+    }
+    pipe.read_total += take;
+    pipe.queue.push_back(Chunk{std::string(buffer.data(), first), Clock::now() + latency, false,
+                               cut && first == take});
+    if (first < take) {
+      pipe.queue.push_back(Chunk{std::string(buffer.data() + first, take - first),
+                                 Clock::now() + latency, false, cut});
+    }
     pipe.queued_bytes += take;
     if (pipe.queued_bytes > proxy.peak_queued_.load()) proxy.peak_queued_ = pipe.queued_bytes;
     pipe.data_signal.cancel();
@@ -352,6 +388,10 @@ asio::awaitable<void> FaultProxy::Connection::write_loop(Pipe& pipe) {
     while (!closed && pipe.queue.empty() && !pipe.reader_done)
       co_await wait_signal(pipe.data_signal);
     if (closed || pipe.queue.empty()) co_return;
+    if (pipe.hold_at && pipe.taken_total >= *pipe.hold_at && !pipe.queue.front().eof) {
+      co_await wait_signal(pipe.data_signal);  // release_hold() or a reset wakes us
+      continue;
+    }
     const auto due = pipe.queue.front().deliver_at;
     if (due > Clock::now()) {
       pipe.delay_timer.expires_at(due);
@@ -362,6 +402,7 @@ asio::awaitable<void> FaultProxy::Connection::write_loop(Pipe& pipe) {
     Chunk chunk = std::move(pipe.queue.front());
     pipe.queue.pop_front();
     pipe.queued_bytes -= chunk.data.size();
+    pipe.taken_total += chunk.data.size();
     pipe.space_signal.cancel();
     if (blackholed) continue;
     if (chunk.eof) {
@@ -598,6 +639,29 @@ void FaultProxy::cut_after_bytes(std::size_t n, Direction dir) {
     }
     if (impl) impl->for_each_connection([n, dir](Connection& conn) { conn.limit(n, dir); });
   });
+}
+
+void FaultProxy::hold_after_bytes(std::size_t n, Direction dir) {
+  run_on_proxy([n, dir](Impl* impl) {
+    if (impl) impl->for_each_connection([n, dir](Connection& conn) { conn.hold(n, dir); });
+  });
+}
+
+void FaultProxy::release_hold() {
+  run_on_proxy([](Impl* impl) {
+    if (impl) impl->for_each_connection([](Connection& conn) { conn.release_hold(); });
+  });
+}
+
+std::uint64_t FaultProxy::held_bytes() {
+  auto total = std::make_shared<std::uint64_t>(0);
+  run_on_proxy([total](Impl* impl) {
+    if (impl) {
+      impl->for_each_connection(
+          [&](Connection& conn) { *total += conn.c2s.held() + conn.s2c.held(); });
+    }
+  });
+  return *total;
 }
 
 void FaultProxy::clear_faults() {

@@ -152,8 +152,21 @@ class FaultProxy {
   /// the cut point inexact.
   void cut_after_bytes(std::size_t n, Direction dir);
 
-  /// Back to plain forwarding: no latency, no blackhole, no refuse, no cut limit. Cuts already
-  /// triggered still happen and blackholed connections stay dead (see set_blackhole).
+  /// After `n` more bytes forwarded in `dir` on the current connections, forwards exactly those
+  /// n bytes and then holds back everything later in that direction: it is read and queued but
+  /// not delivered, and the sockets stay open, until release_hold() or clear_faults(). A peer
+  /// that stalls at a byte-exact point, e.g. between two messages of one protocol exchange
+  /// (a server frozen between an error and its ReadyForQuery). New connections are not
+  /// affected. With Direction::both, each direction is held after its own n bytes.
+  void hold_after_bytes(std::size_t n, Direction dir);
+  /// Delivers what hold_after_bytes() held back and forwards normally again.
+  void release_hold();
+  /// Bytes read and held back by hold_after_bytes(), over all connections.
+  std::uint64_t held_bytes();
+
+  /// Back to plain forwarding: no latency, no blackhole, no refuse, no cut limit, no hold.
+  /// Cuts already triggered still happen and blackholed connections stay dead (see
+  /// set_blackhole).
   void clear_faults();
 
   /// Connections accepted since construction (including refused ones).

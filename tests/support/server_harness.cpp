@@ -544,6 +544,11 @@ class PgBouncerServer final : public detail::ManagedServer {
   std::string dsn(const std::string& database) const {
     return keyword_dsn(port(), kSuperuser, database, kClientConnectTimeout);
   }
+  std::string dsn_for(const std::string& user, const std::string& password,
+                      const std::string& database) const {
+    return keyword_dsn(port(), user, database, kClientConnectTimeout) +
+           " password=" + conninfo_value(password);
+  }
   std::string admin_dsn() const { return dsn("pgbouncer"); }
   std::string config_path() const { return directory() + "/pgbouncer.ini"; }
   std::string logfile() const { return directory() + "/pgbouncer.log"; }
@@ -551,7 +556,21 @@ class PgBouncerServer final : public detail::ManagedServer {
  protected:
   void prepare() override {
     make_server_directory(directory(), user());
-    write_owned_file(directory() + "/userlist.txt", "\"postgres\" \"\"\n", user());
+    // ts_secure authenticates to PgBouncer itself with SCRAM (bad-credential tests through
+    // PgBouncer); PgBouncer logs in to PostgreSQL with the same password. Everyone else is
+    // trusted, as on the direct path.
+    write_owned_file(
+        directory() + "/userlist.txt",
+        "\"postgres\" \"\"\n\"" + std::string(kSecureRole) + "\" \"" + kSecurePassword + "\"\n",
+        user());
+    write_owned_file(
+        directory() + "/pgbouncer_hba.conf",
+        std::string("# Written by the test harness (tests/support/server_harness.cpp).\n"
+                    "host  all  ") +
+            kSecureRole +
+            "  127.0.0.1/32  scram-sha-256\n"
+            "host  all  all  127.0.0.1/32  trust\n",
+        user());
   }
 
   void write_config() override {
@@ -563,7 +582,8 @@ class PgBouncerServer final : public detail::ManagedServer {
     conf += "listen_addr = " + std::string(kLoopback) + "\n";
     conf += "listen_port = " + std::to_string(port()) + "\n";
     conf += "unix_socket_dir =\n";
-    conf += "auth_type = trust\n";
+    conf += "auth_type = hba\n";
+    conf += "auth_hba_file = " + directory() + "/pgbouncer_hba.conf\n";
     conf += "auth_file = " + directory() + "/userlist.txt\n";
     conf += "admin_users = postgres\n";
     conf += "pool_mode = transaction\n";
@@ -796,6 +816,15 @@ std::string Servers::pgbouncer_dsn(const std::string& database) {
     return with_database(impl_->external_pgbouncer, database);
   }
   return impl_->ensure_pgbouncer().dsn(database);
+}
+
+std::string Servers::pgbouncer_dsn_for(const std::string& user, const std::string& password,
+                                       const std::string& database) {
+  std::lock_guard lock(impl_->mutex);
+  if (!impl_->external_pgbouncer.empty()) {
+    return with_database(impl_->external_pgbouncer, database, user, password);
+  }
+  return impl_->ensure_pgbouncer().dsn_for(user, password, database);
 }
 
 std::string Servers::pgbouncer_admin_dsn() {

@@ -102,6 +102,10 @@ class Servers {
                                const std::string& database = "postgres");
   /// libpq keyword DSN of the same PostgreSQL through PgBouncer (transaction pooling).
   std::string pgbouncer_dsn(const std::string& database = "postgres");
+  /// The same through PgBouncer for another role: kSecureRole authenticates to PgBouncer with
+  /// SCRAM (its password is in PgBouncer's auth file), every other role is trusted.
+  std::string pgbouncer_dsn_for(const std::string& user, const std::string& password,
+                                const std::string& database = "postgres");
   /// DSN of PgBouncer's admin console (database `pgbouncer`), for PAUSE/RESUME/SHOW.
   std::string pgbouncer_admin_dsn();
   /// redis://127.0.0.1:PORT

@@ -153,7 +153,8 @@ TEST_F(CircuitBreakerTest, ToStringAndOutcomeMapping) {
   EXPECT_EQ(to_string(CircuitState::half_open), "half_open");
 
   static_assert(ts::core::breaker_outcome(ErrorKind::transient_not_sent) == CallOutcome::failure);
-  static_assert(ts::core::breaker_outcome(ErrorKind::transient_conflict) == CallOutcome::failure);
+  // F49: contention (40001, 40P01, 55P03, TRYAGAIN) says nothing about the server's health.
+  static_assert(ts::core::breaker_outcome(ErrorKind::transient_conflict) == CallOutcome::ignored);
   static_assert(ts::core::breaker_outcome(ErrorKind::transient_unavailable) ==
                 CallOutcome::failure);
   static_assert(ts::core::breaker_outcome(ErrorKind::outcome_unknown) == CallOutcome::failure);

@@ -323,6 +323,9 @@ TEST(ErrorKindNames, AllDistinct) {
   }
   EXPECT_TRUE(ts::counts_as_endpoint_failure(ErrorKind::outcome_unknown));
   EXPECT_TRUE(ts::counts_as_endpoint_failure(ErrorKind::transient_unavailable));
+  EXPECT_TRUE(ts::counts_as_endpoint_failure(ErrorKind::transient_not_sent));
+  // F49: contention (40001, 40P01, 55P03, TRYAGAIN) is the workload's, not the server's.
+  EXPECT_FALSE(ts::counts_as_endpoint_failure(ErrorKind::transient_conflict));
   EXPECT_FALSE(ts::counts_as_endpoint_failure(ErrorKind::permanent));
   EXPECT_FALSE(ts::counts_as_endpoint_failure(ErrorKind::cancelled));
 }

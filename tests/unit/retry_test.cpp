@@ -218,6 +218,45 @@ TEST(RetryHelper, HungAttemptTimesOutWithinItsShareOfTheDeadline) {
   });
 }
 
+// F48: an attempt is never given less than min_attempt_budget (an operation that runs within
+// its own timeout is not cut at its share of the total deadline); a further attempt is still
+// made only while the total deadline allows.
+TEST(RetryHelper, MinAttemptBudgetIsAFloorOfEveryAttempt) {
+  ts::testing::run_coroutine_test([](asio::io_context&) -> asio::awaitable<void> {
+    ts::core::DefaultRandom random(7);
+    auto p = policy(3);
+    p.total_deadline = 300ms;
+    p.min_attempt_budget = 2s;
+    int calls = 0;
+    const int value = co_await ts::core::retry(
+        [&](const ts::core::AttemptContext& ctx) -> asio::awaitable<int> {
+          ++calls;
+          EXPECT_GE(ctx.budget, 2s);
+          // Longer than the even share (100 ms) and the whole deadline, within the floor.
+          asio::steady_timer slow(co_await asio::this_coro::executor, 400ms);
+          co_await slow.async_wait(asio::use_awaitable);
+          co_return 7;
+        },
+        Idempotent::yes, p, random, {"test.floor"});
+    EXPECT_EQ(value, 7);
+    EXPECT_EQ(calls, 1);
+
+    // A failure after the total deadline has passed: no further attempt.
+    calls = 0;
+    EXPECT_THROW(co_await ts::core::retry(
+                     [&](const ts::core::AttemptContext&) -> asio::awaitable<void> {
+                       ++calls;
+                       asio::steady_timer slow(co_await asio::this_coro::executor, 400ms);
+                       co_await slow.async_wait(asio::use_awaitable);
+                       throw ts::Error(ts::errc::connect_failed, "refused",
+                                       ts::RequestState::not_sent);
+                     },
+                     Idempotent::yes, p, random, {"test.floor"}),
+                 ts::Error);
+    EXPECT_EQ(calls, 1);
+  });
+}
+
 TEST(RetryHelper, TotalDeadlineBoundsTheWholeRun) {
   ts::testing::run_coroutine_test([](asio::io_context&) -> asio::awaitable<void> {
     ts::core::DefaultRandom random(7);

@@ -73,7 +73,9 @@ enum class CallOutcome : std::uint8_t {
 /// such answers may come from a proxy (PgBouncer) or an auth layer while the backend is still
 /// down, and counting them would make the failure rate depend on the workload's mix of caller
 /// bugs (a burst of WRONGTYPE would dilute a real outage). `cancelled` is ignored because a
-/// shutdown or a caller giving up says nothing about the endpoint (F31).
+/// shutdown or a caller giving up says nothing about the endpoint (F31). `transient_conflict`
+/// (40001, 40P01, 55P03, TRYAGAIN) is ignored because contention between callers is no sign
+/// of an unhealthy server (F49).
 constexpr CallOutcome breaker_outcome(ErrorKind kind) noexcept {
   return counts_as_endpoint_failure(kind) ? CallOutcome::failure : CallOutcome::ignored;
 }

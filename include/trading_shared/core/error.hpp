@@ -127,11 +127,15 @@ ErrorKind classify(const ServerError& error, RequestState state) noexcept;
 /// (operation_aborted = cancelled), anything else as `permanent` (never retried blindly).
 ErrorKind classify(const std::exception_ptr& error) noexcept;
 
-/// True for the kinds the circuit breaker counts as failures of the endpoint
-/// (`transient_*` and `outcome_unknown`; ARCHITECTURE.md section 5).
+/// True for the kinds the circuit breaker counts as failures of the endpoint:
+/// `transient_not_sent`, `transient_unavailable` and `outcome_unknown`. Not
+/// `transient_conflict`: a serialization failure, a deadlock, a lock that is not available
+/// (40001, 40P01, 55P03) or Redis TRYAGAIN are the workload's contention, answered by a
+/// healthy server; counting them would open the breaker against it (F49). Nor `permanent` or
+/// `cancelled` (F31, F33).
 constexpr bool counts_as_endpoint_failure(ErrorKind kind) noexcept {
-  return kind == ErrorKind::transient_not_sent || kind == ErrorKind::transient_conflict ||
-         kind == ErrorKind::transient_unavailable || kind == ErrorKind::outcome_unknown;
+  return kind == ErrorKind::transient_not_sent || kind == ErrorKind::transient_unavailable ||
+         kind == ErrorKind::outcome_unknown;
 }
 
 /// Redis errors that callers must be able to tell apart although they are all `permanent`.

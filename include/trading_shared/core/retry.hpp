@@ -47,6 +47,13 @@ struct RetryPolicy {
   /// (time left / attempts left), so that one hung attempt cannot use up the whole
   /// deadline and leave no room to retry. When false, an attempt may use all the time left.
   bool split_deadline = true;
+  /// The shortest budget an attempt gets, whatever its share of the time left (zero = no
+  /// floor). An operation that legitimately takes up to this long (a statement within its
+  /// timeout) is then never cut short by the retry layer: the clients set it to their own
+  /// deadline of one request (PostgresClient: statement timeout + network margin), F48. The
+  /// total deadline still decides whether a *further* attempt is made, so the whole may
+  /// overrun `total_deadline` by at most one attempt.
+  std::chrono::milliseconds min_attempt_budget{0};
 };
 
 /// Why `decide_retry` said what it said.
@@ -124,10 +131,9 @@ auto retry(F fn, Idempotent idempotent, RetryPolicy policy, RandomSource& random
     AttemptContext context{attempt, milliseconds::zero()};
     if (has_deadline) {
       const auto left = remaining();
-      context.budget =
-          policy.split_deadline
-              ? std::max(left / static_cast<int>(max_attempts - attempt + 1), milliseconds(1))
-              : std::max(left, milliseconds(1));
+      context.budget = std::max(
+          {policy.split_deadline ? left / static_cast<int>(max_attempts - attempt + 1) : left,
+           policy.min_attempt_budget, milliseconds(1)});
     }
     std::exception_ptr failure;
     try {

@@ -32,7 +32,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -54,6 +53,10 @@ namespace detail {
 class Connection;
 struct Request;
 struct Statement;
+/// The client's state, shared with the work it runs (src/pg/client_core.hpp).
+class ClientCore;
+/// One connection of the pool.
+struct Slot;
 }  // namespace detail
 
 /// Per-call overrides.
@@ -126,7 +129,7 @@ class Pipeline {
   void clear() noexcept { entries_.clear(); }
 
  private:
-  friend class PostgresClient;
+  friend class detail::ClientCore;
   std::vector<std::pair<Sql, ParamBuffer>> entries_;
 };
 
@@ -141,8 +144,11 @@ struct PostgresStats {
   std::size_t connections = 0;  ///< open connections in the pool.
   std::size_t exclusive = 0;    ///< connections leased to a transaction.
   std::size_t waiters = 0;      ///< callers waiting for a connection.
-  std::size_t in_flight = 0;    ///< requests sent and not yet answered.
-  std::uint64_t connects = 0;   ///< connections opened since start.
+  /// Connections kept free of new shared statements for a waiting transaction or COPY (so
+  /// that they drain); at most one per such waiter, released when it stops waiting.
+  std::size_t reserved = 0;
+  std::size_t in_flight = 0;   ///< requests sent and not yet answered.
+  std::uint64_t connects = 0;  ///< connections opened since start.
   std::uint64_t connect_failures = 0;
   std::uint64_t discarded = 0;      ///< connections discarded as broken or poisoned.
   std::uint64_t queries = 0;        ///< requests completed successfully.
@@ -226,12 +232,12 @@ class Transaction {
   boost::asio::awaitable<std::int64_t> copy_end();
   void copy_failed(const std::exception_ptr& failure) noexcept;
   std::chrono::steady_clock::time_point copy_deadline() const;
-  Transaction(PostgresClient& client, detail::Connection& connection,
+  Transaction(detail::ClientCore& core, detail::Connection& connection,
               std::chrono::milliseconds timeout) noexcept
-      : client_(&client), connection_(&connection), timeout_(timeout) {}
+      : core_(&core), connection_(&connection), timeout_(timeout) {}
   boost::asio::awaitable<Result> run(Sql sql, ParamBuffer params);
 
-  PostgresClient* client_;
+  detail::ClientCore* core_;  // kept alive by the transaction that runs the body
   detail::Connection* connection_;
   std::chrono::milliseconds timeout_;
 };
@@ -241,16 +247,22 @@ class PostgresClient {
   using executor_type = boost::asio::any_io_executor;
 
   PostgresClient(executor_type executor, PostgresConfig config);
-  /// A client still open here closes its sockets synchronously and logs a warning: call
-  /// `close()` (or let a `ResourceScope` do it).
+  /// A client still open here fails what waits, cancels what runs and closes its sockets at
+  /// once, and logs a warning: call `close()` (or let a `ResourceScope` do it). Its state
+  /// lives on until the last of its work has ended, so that destroying a client whose start
+  /// failed or whose close was cut short is safe (F42). An operation started before (a
+  /// statement, a pipeline, a COPY, a transaction) then ends with `client_closed`; only
+  /// `execute_resiliently`, which hands the client itself to its function, must not outlive it.
   ~PostgresClient();
   PostgresClient(const PostgresClient&) = delete;
   PostgresClient& operator=(const PostgresClient&) = delete;
 
   /// Opens `min_size` connections (at least one), retrying with backoff until
   /// `startup_timeout`; then throws `Error(startup_timeout)` naming host, port and the last
-  /// cause (never the password). Bad credentials or a missing database fail at once
-  /// (`permanent`). Idempotent; concurrent callers share one start-up.
+  /// cause (never the password). Bad credentials (directly or through PgBouncer) or a missing
+  /// database fail at once (`permanent`). Each connection attempt tries every address of the
+  /// DSN (a host list, or a name with several addresses) within `connect_timeout`.
+  /// Idempotent; concurrent callers share one start-up.
   /// @par Per-operation cancellation
   /// terminal.
   boost::asio::awaitable<void> start();
@@ -297,18 +309,27 @@ class PostgresClient {
   /// back on any exception; on cancellation the connection is discarded (the server rolls
   /// back). Retries the whole body on `transient_conflict` (40001, 40P01) and on failures
   /// before anything was sent; a connection lost while COMMIT was in flight raises
-  /// `commit_outcome_unknown` (`outcome_unknown`), retried only when `idempotent`.
+  /// `commit_outcome_unknown` (`outcome_unknown`), retried only when `idempotent`. Each
+  /// attempt gets at least one statement's deadline (`statement_timeout` + network margin)
+  /// whatever its share of the retry policy's total budget (F48).
   template <class F>
-  auto transaction(F fn, TransactionOptions options = {}) -> std::invoke_result_t<F, Transaction&>;
+  auto transaction(F fn, TransactionOptions options = {}) -> std::invoke_result_t<F, Transaction&> {
+    // Not a coroutine: the core is taken when the call is made.
+    return run_transaction(core_, std::move(fn), std::move(options));
+  }
 
   /// Runs `fn(PostgresClient&)` under the retry policy: the only place (with `transaction`)
-  /// where the client retries. Idempotency is the caller's statement.
+  /// where the client retries. Idempotency is the caller's statement. Each attempt gets at
+  /// least one statement's deadline (the config's `statement_timeout` + network margin)
+  /// whatever its share of the policy's total budget (F48); a function whose statements use
+  /// a longer per-call timeout passes a policy with a `min_attempt_budget` to match.
+  /// `fn` gets this client: the client must outlive the call.
   template <class F>
   auto execute_resiliently(F fn, core::Idempotent idempotent,
                            std::optional<core::RetryPolicy> policy = std::nullopt)
       -> std::invoke_result_t<F, PostgresClient&> {
     co_return co_await core::retry([&](const core::AttemptContext&) { return fn(*this); },
-                                   idempotent, policy.value_or(config_.retry), random_,
+                                   idempotent, retry_policy(*core_, policy), random(*core_),
                                    {"pg.execute_resiliently"});
   }
 
@@ -327,14 +348,105 @@ class PostgresClient {
   boost::asio::awaitable<std::int64_t> copy_in(std::string_view table,
                                                const std::vector<std::string_view>& columns,
                                                const Range& rows, QueryOptions options = {}) {
-    return copy_rows(copy_statement(table, columns), rows, options);
+    return copy_rows(core_, copy_statement(table, columns), rows, options);
   }
 
+  /// Sends every statement of `pipeline` in one round trip on one connection.
+  /// Per-statement errors are returned, not thrown (connection-level failures throw).
+  boost::asio::awaitable<std::vector<PipelineResult>> pipeline(
+      const Pipeline& pipeline, PipelineMode mode = PipelineMode::independent,
+      QueryOptions options = {});
+
+  PostgresStats stats() const;
+  const PostgresConfig& config() const noexcept;
+  executor_type get_executor() const noexcept;
+  /// Backend PIDs of the pool's connections (tests use them with pg_terminate_backend).
+  std::vector<int> backend_pids() const;
+
  private:
+  friend class Transaction;
+  using Slot = detail::Slot;
+  using Core = detail::ClientCore;
+  using CorePtr = std::shared_ptr<Core>;
+
+  // The templates below run on a copy of `core_` taken when the call is made, and reach the
+  // core only through these functions (defined where the core is complete): an operation
+  // never touches this object after its first suspension.
+  static core::RandomSource& random(Core& core) noexcept;
+  static const PostgresConfig& config_of(const Core& core) noexcept;
+  static executor_type executor_of(const Core& core) noexcept;
+  static core::RetryPolicy retry_policy(const Core& core,
+                                        const std::optional<core::RetryPolicy>& given,
+                                        std::chrono::milliseconds statement_timeout = {});
+  /// check_running(), a breaker permit (or circuit_open), and the operation enters the client.
+  static core::CircuitBreakerPermit begin_operation(Core& core);
+  /// Records the outcome with the breaker and leaves the client.
+  static void end_operation(Core& core, core::CircuitBreakerPermit& permit,
+                            const std::exception_ptr& failure) noexcept;
+  static boost::asio::awaitable<Slot*> begin_transaction(const CorePtr& core,
+                                                         const TransactionOptions& options);
+  static boost::asio::awaitable<void> commit_transaction(const CorePtr& core, Slot* slot,
+                                                         const TransactionOptions& options);
+  static boost::asio::awaitable<void> rollback_transaction(const CorePtr& core, Slot* slot);
+  static void discard(Core& core, Slot* slot, std::string_view why) noexcept;
+  static void release_exclusive(Core& core, Slot* slot) noexcept;
+  static detail::Connection& slot_connection(Slot* slot) noexcept;
+  static std::chrono::milliseconds statement_timeout(const Core& core,
+                                                     std::chrono::milliseconds requested) noexcept;
+  static boost::asio::steady_timer& hard_stop(Core& core) noexcept;
+  static bool closing(const Core& core) noexcept;
+  [[noreturn]] static void throw_closed_during_body(const Core& core);
+  static boost::asio::awaitable<Slot*> begin_copy(const CorePtr& core, std::string sql,
+                                                  QueryOptions options);
+  static boost::asio::awaitable<void> copy_chunk(const CorePtr& core, Slot* slot,
+                                                 const CopyBuffer& buffer, QueryOptions options);
+  static boost::asio::awaitable<std::int64_t> end_copy(const CorePtr& core, Slot* slot,
+                                                       QueryOptions options);
+  static void finish_copy(Core& core, Slot* slot, const std::exception_ptr& failure) noexcept;
+
+  static constexpr std::size_t kCopyChunkBytes = 1 << 20;
+  static std::string copy_statement(std::string_view table,
+                                    const std::vector<std::string_view>& columns);
+
+  boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql, ParamBuffer params);
+
+  /// Awaits `op`, cancelling it when close() gives up waiting (close_timeout passed) or the
+  /// client is destroyed.
+  template <class T>
+  static boost::asio::awaitable<T> until_hard_stop(const CorePtr& core,
+                                                   boost::asio::awaitable<T> op) {
+    namespace asio = boost::asio;
+    auto group = asio::experimental::make_parallel_group(
+        asio::co_spawn(executor_of(*core), std::move(op), asio::deferred),
+        hard_stop(*core).async_wait(asio::deferred));
+    if constexpr (std::is_void_v<T>) {
+      auto [order, error, stop_error] =
+          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      if (order[0] == 1 && closing(*core)) throw_closed_during_body(*core);
+      (void)stop_error;
+      if (error) std::rethrow_exception(error);
+    } else {
+      auto [order, error, value, stop_error] =
+          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      if (order[0] == 1 && closing(*core)) throw_closed_during_body(*core);
+      (void)stop_error;
+      if (error) std::rethrow_exception(error);
+      co_return std::move(value);
+    }
+  }
+
+  template <class F>
+  static auto run_transaction(CorePtr core, F fn, TransactionOptions options)
+      -> std::invoke_result_t<F, Transaction&>;
+  /// One transaction attempt.
+  template <class F>
+  static auto transaction_attempt(const CorePtr& core, F& fn, const TransactionOptions& options)
+      -> std::invoke_result_t<F, Transaction&>;
+
   template <class Range>
-  boost::asio::awaitable<std::int64_t> copy_rows(std::string sql, const Range& rows,
-                                                 QueryOptions options) {
-    Slot* slot = co_await begin_copy(sql, options);
+  static boost::asio::awaitable<std::int64_t> copy_rows(CorePtr core, std::string sql,
+                                                        const Range& rows, QueryOptions options) {
+    Slot* slot = co_await begin_copy(core, std::move(sql), options);
     std::exception_ptr failure;
     std::int64_t copied = 0;
     try {
@@ -343,136 +455,22 @@ class PostgresClient {
       for (const auto& row : rows) {
         buffer.append_row(row);
         if (buffer.size() >= kCopyChunkBytes) {
-          co_await copy_chunk(slot, buffer, options);
+          co_await copy_chunk(core, slot, buffer, options);
           buffer.clear();
         }
       }
       buffer.append_trailer();
-      co_await copy_chunk(slot, buffer, options);
-      copied = co_await end_copy(slot, options);
+      co_await copy_chunk(core, slot, buffer, options);
+      copied = co_await end_copy(core, slot, options);
     } catch (...) {
       failure = std::current_exception();
     }
-    finish_copy(slot, failure);
+    finish_copy(*core, slot, failure);
     if (failure) std::rethrow_exception(failure);
     co_return copied;
   }
 
- public:
-  /// Sends every statement of `pipeline` in one round trip on one connection.
-  /// Per-statement errors are returned, not thrown (connection-level failures throw).
-  boost::asio::awaitable<std::vector<PipelineResult>> pipeline(
-      const Pipeline& pipeline, PipelineMode mode = PipelineMode::independent,
-      QueryOptions options = {});
-
-  PostgresStats stats() const;
-  const PostgresConfig& config() const noexcept { return config_; }
-  executor_type get_executor() const noexcept { return executor_; }
-  /// Backend PIDs of the pool's connections (tests use them with pg_terminate_backend).
-  std::vector<int> backend_pids() const;
-
- private:
-  friend class Transaction;
-  struct Slot;
-  struct Waiter;
-  enum class State : std::uint8_t { created, starting, running, closing, closed };
-
-  [[noreturn]] void throw_closed_during_body() const;
-  /// Awaits `op`, cancelling it when close() gives up waiting (close_timeout passed).
-  template <class T>
-  boost::asio::awaitable<T> until_hard_stop(boost::asio::awaitable<T> op) {
-    namespace asio = boost::asio;
-    auto group = asio::experimental::make_parallel_group(
-        asio::co_spawn(executor_, std::move(op), asio::deferred),
-        hard_stop_.async_wait(asio::deferred));
-    if constexpr (std::is_void_v<T>) {
-      auto [order, error, stop_error] =
-          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-      if (order[0] == 1 && state_ == State::closing) throw_closed_during_body();
-      (void)stop_error;
-      if (error) std::rethrow_exception(error);
-    } else {
-      auto [order, error, value, stop_error] =
-          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-      if (order[0] == 1 && state_ == State::closing) throw_closed_during_body();
-      (void)stop_error;
-      if (error) std::rethrow_exception(error);
-      co_return std::move(value);
-    }
-  }
-
-  static constexpr std::size_t kCopyChunkBytes = 1 << 20;
-  static std::string copy_statement(std::string_view table,
-                                    const std::vector<std::string_view>& columns);
-  boost::asio::awaitable<Slot*> begin_copy(const std::string& sql, QueryOptions options);
-  boost::asio::awaitable<void> copy_chunk(Slot* slot, const CopyBuffer& buffer,
-                                          QueryOptions options);
-  boost::asio::awaitable<std::int64_t> end_copy(Slot* slot, QueryOptions options);
-  void finish_copy(Slot* slot, const std::exception_ptr& failure) noexcept;
-
-  boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql, ParamBuffer params);
-  boost::asio::awaitable<Slot*> acquire(bool exclusive,
-                                        std::chrono::steady_clock::time_point deadline);
-  void release_exclusive(Slot* slot) noexcept;
-  Slot* pick(bool exclusive) noexcept;
-  void dispatch() noexcept;
-  bool has_open_connection() const noexcept;
-  /// The error of a caller that found no open connection: the server is unreachable, with
-  /// the last connect error (its code, or connect_timeout while an attempt hangs).
-  std::exception_ptr unreachable_error() const;
-  /// After a failed connect attempt: fails every waiter when no connection is open.
-  void fail_waiters_if_unreachable() noexcept;
-  void on_broken(detail::Connection* connection) noexcept;
-  boost::asio::awaitable<std::shared_ptr<detail::Connection>> open_connection(
-      std::chrono::milliseconds timeout);
-  boost::asio::awaitable<void> maintain();
-  boost::asio::awaitable<void> start_once();
-  void check_running() const;
-  void check_session_state(Sql sql) const;
-  std::chrono::steady_clock::time_point deadline_for(std::chrono::milliseconds timeout) const;
-  void record(core::CircuitBreakerPermit& permit, const std::exception_ptr& error) noexcept;
-  void close_sync() noexcept;
-
-  /// One transaction attempt.
-  template <class F>
-  auto transaction_attempt(F& fn, const TransactionOptions& options)
-      -> std::invoke_result_t<F, Transaction&>;
-  boost::asio::awaitable<Slot*> begin_transaction(const TransactionOptions& options,
-                                                  core::CircuitBreakerPermit& permit);
-  boost::asio::awaitable<void> commit_transaction(Slot* slot, const TransactionOptions& options);
-  boost::asio::awaitable<void> rollback_transaction(Slot* slot);
-  void discard(Slot* slot, std::string_view why) noexcept;
-  static detail::Connection* slot_connection(Slot* slot) noexcept;
-  void enter() noexcept;  // an operation enters the client (close() waits for it to leave)
-  void leave() noexcept;
-  std::chrono::milliseconds statement_timeout(std::chrono::milliseconds requested) const noexcept {
-    return requested.count() > 0 ? requested : config_.statement_timeout;
-  }
-
-  executor_type executor_;
-  PostgresConfig config_;
-  core::DefaultRandom random_;
-  /// `mutable`: reading the state may move it from open to half-open (lazily, by time).
-  mutable core::CircuitBreaker breaker_;
-  State state_ = State::created;
-  std::exception_ptr start_error_;
-  boost::asio::steady_timer state_changed_;  // cancelled on every state change
-  boost::asio::steady_timer maintain_wake_;
-  boost::asio::steady_timer maintain_backoff_;
-  /// Cancelled by close() when close_timeout has passed: ends transaction bodies that are
-  /// still running (they may wait on anything, not only on the database).
-  boost::asio::steady_timer hard_stop_;
-  boost::asio::steady_timer idle_changed_;  // cancelled when active work drops
-  bool maintain_running_ = false;
-  std::size_t opening_ = 0;
-  std::size_t active_ = 0;  // operations inside the client (close waits for them)
-  std::vector<std::unique_ptr<Slot>> slots_;
-  std::vector<std::shared_ptr<detail::Connection>> retired_;
-  std::deque<Waiter*> waiters_;
-  /// The maintenance's last failed connect attempt; null after a successful one.
-  std::exception_ptr last_connect_failure_;
-  PostgresStats counters_;
-  std::string description_;
+  CorePtr core_;
 };
 
 // ---- templates -----------------------------------------------------------------------------
@@ -513,39 +511,39 @@ boost::asio::awaitable<std::int64_t> Transaction::copy_rows(std::string sql, con
 }
 
 template <class F>
-auto PostgresClient::transaction(F fn, TransactionOptions options)
+auto PostgresClient::run_transaction(CorePtr core, F fn, TransactionOptions options)
     -> std::invoke_result_t<F, Transaction&> {
   co_return co_await core::retry(
-      [&](const core::AttemptContext&) { return transaction_attempt(fn, options); },
-      options.idempotent, options.retry.value_or(config_.retry), random_, {"pg.transaction"});
+      [&](const core::AttemptContext&) { return transaction_attempt(core, fn, options); },
+      options.idempotent, retry_policy(*core, options.retry, options.statement_timeout),
+      random(*core), {"pg.transaction"});
 }
 
 template <class F>
-auto PostgresClient::transaction_attempt(F& fn, const TransactionOptions& options)
+auto PostgresClient::transaction_attempt(const CorePtr& core, F& fn,
+                                         const TransactionOptions& options)
     -> std::invoke_result_t<F, Transaction&> {
   using R = typename std::invoke_result_t<F, Transaction&>::value_type;
-  check_running();
-  core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
-  enter();
+  core::CircuitBreakerPermit permit = begin_operation(*core);
   Slot* slot = nullptr;
   try {
-    slot = co_await begin_transaction(options, permit);
+    slot = co_await begin_transaction(core, options);
   } catch (...) {
-    record(permit, std::current_exception());
-    leave();
+    end_operation(*core, permit, std::current_exception());
     throw;
   }
   std::exception_ptr failure;
   bool committed = false;
   std::optional<std::conditional_t<std::is_void_v<R>, int, R>> value;
   try {
-    Transaction tx(*this, *slot_connection(slot), statement_timeout(options.statement_timeout));
+    Transaction tx(*core, slot_connection(slot),
+                   statement_timeout(*core, options.statement_timeout));
     if constexpr (std::is_void_v<R>) {
-      co_await until_hard_stop(fn(tx));
+      co_await until_hard_stop(core, fn(tx));
     } else {
-      value.emplace(co_await until_hard_stop(fn(tx)));
+      value.emplace(co_await until_hard_stop(core, fn(tx)));
     }
-    co_await commit_transaction(slot, options);
+    co_await commit_transaction(core, slot, options);
     committed = true;
   } catch (...) {
     failure = std::current_exception();
@@ -554,18 +552,17 @@ auto PostgresClient::transaction_attempt(F& fn, const TransactionOptions& option
     if (classify(failure) == ErrorKind::cancelled) {
       // The coroutine is cancelled: nothing more can be awaited. Closing the connection
       // makes the server roll back.
-      discard(slot, "transaction cancelled");
+      discard(*core, slot, "transaction cancelled");
     } else {
       try {
-        co_await rollback_transaction(slot);
+        co_await rollback_transaction(core, slot);
       } catch (const std::exception& e) {
-        discard(slot, e.what());  // logged there; the body's error is what the caller gets
+        discard(*core, slot, e.what());  // logged there; the body's error is what the caller gets
       }
     }
   }
-  release_exclusive(slot);
-  record(permit, failure);
-  leave();
+  release_exclusive(*core, slot);
+  end_operation(*core, permit, failure);
   if (failure) std::rethrow_exception(failure);
   if constexpr (!std::is_void_v<R>) co_return std::move(*value);
 }

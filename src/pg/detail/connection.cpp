@@ -15,11 +15,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <new>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 namespace trading_shared::pg::detail {
 namespace asio = boost::asio;
@@ -47,6 +50,11 @@ constexpr std::array kConnectMessages = {
     ConnectMessage{"no pg_hba.conf entry", "28000"},
     ConnectMessage{"role \"", "28000"},  // role "x" does not exist
     ConnectMessage{"SCRAM authentication", "28P01"},
+    // PgBouncer authenticating the client itself (auth_type scram-sha-256 / md5 / hba) sends
+    // its own FATAL (SQLSTATE 08P01 on the wire, only the text reaches us): a wrong password
+    // is as permanent as PostgreSQL's 28P01.
+    ConnectMessage{"SASL authentication failed", "28P01"},
+    ConnectMessage{"login rejected", "28000"},    // PgBouncer: hba `reject`
     ConnectMessage{"database \"", "3D000"},       // database "x" does not exist
     ConnectMessage{"no such database", "3D000"},  // PgBouncer
     ConnectMessage{"the database system is starting up", "57P03"},
@@ -87,73 +95,155 @@ std::exception_ptr server_error(const PGresult* result, RequestState state) {
   return std::make_exception_ptr(Error(std::move(error), "query", state));
 }
 
+/// libpq's DSN parse message with every quoted token withheld: libpq quotes the offending
+/// text (a token after the password, a whole URI, a bad percent-encoding in the password), and
+/// no part of a DSN may reach an error or a log line (F50). Single punctuation ("=", "]")
+/// says what was expected and stays.
+std::string parse_message_without_tokens(const char* message) {
+  const std::string text = trim_message(message);
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '"') {
+      out += text[i];
+      continue;
+    }
+    const auto end = text.find('"', i + 1);
+    if (end == std::string::npos) {
+      out += "\"...\"";
+      break;
+    }
+    const std::string_view token(text.data() + i + 1, end - i - 1);
+    const bool punctuation =
+        token.size() == 1 && std::ispunct(static_cast<unsigned char>(token[0])) != 0;
+    out += punctuation ? "\"" + std::string(token) + "\"" : std::string("\"...\"");
+    i = end;
+  }
+  return out;
+}
+
+std::vector<std::string> split_list(const std::string& value) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (;;) {
+    const auto comma = value.find(',', start);
+    out.push_back(
+        value.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
 }  // namespace
 
 asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
                                            const std::string& application_name,
                                            std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
   char* err = nullptr;
   std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(PQconninfoParse(dsn.c_str(), &err));
   if (!options) {
-    std::string message = trim_message(err);
+    std::string message = parse_message_without_tokens(err);
     if (err != nullptr) PQfreemem(err);
     throw Error(make_error_code(errc::invalid_argument), "invalid PostgreSQL DSN: " + message,
                 RequestState::not_sent);
   }
   ConnectParams params;
   params.description = describe_dsn(dsn);
-  std::string host, hostaddr, port = "5432";
+  std::string host, hostaddr, port, dbname, user;
   bool has_app_name = false;
   for (auto* o = options.get(); o->keyword != nullptr; ++o) {
     if (o->val == nullptr) continue;
     const std::string_view key = o->keyword;
     if (key == "host") {
       host = o->val;
-      continue;  // passed below, after resolution
+      continue;  // per target, after resolution
     }
     if (key == "hostaddr") {
       hostaddr = o->val;
       continue;
     }
-    if (key == "port") port = o->val;
+    if (key == "port") {
+      port = o->val;
+      continue;
+    }
+    if (key == "dbname") dbname = o->val;
+    if (key == "user") user = o->val;
     if (key == "application_name") has_app_name = true;
     params.keywords.emplace_back(o->keyword);
     params.values.emplace_back(o->val);
   }
-  if (host.find(',') != std::string::npos) {
-    throw Error(make_error_code(errc::invalid_argument),
-                "multiple hosts in a DSN are not supported: " + params.description,
-                RequestState::not_sent);
-  }
-  if (!host.empty() && host.front() == '/') {
-    params.keywords.emplace_back("host");  // a Unix socket directory: nothing to resolve
-    params.values.push_back(host);
-  } else if (hostaddr.empty()) {
-    if (host.empty()) host = "localhost";
-    asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-    auto results = co_await core::with_timeout(
-        resolver.async_resolve(host, port, asio::use_awaitable), timeout, errc::connect_timeout,
-        "resolving " + host, RequestState::not_sent);
-    if (results.empty()) {
-      throw Error(make_error_code(errc::connect_failed), "cannot resolve " + host,
-                  RequestState::not_sent);
-    }
-    hostaddr = results.begin()->endpoint().address().to_string();
-    params.keywords.emplace_back("host");  // kept for TLS verification and messages
-    params.values.push_back(host);
-    params.keywords.emplace_back("hostaddr");
-    params.values.push_back(hostaddr);
-  } else {
-    if (!host.empty()) {
-      params.keywords.emplace_back("host");
-      params.values.push_back(host);
-    }
-    params.keywords.emplace_back("hostaddr");
-    params.values.push_back(hostaddr);
-  }
   if (!has_app_name && !application_name.empty()) {
     params.keywords.emplace_back("application_name");
     params.values.push_back(application_name);
+  }
+  // libpq's lists: hosts (and/or addresses) separated by commas, one port for all or one per
+  // host (F51: every address is tried in turn).
+  const std::vector<std::string> hosts = split_list(host);
+  const std::vector<std::string> addresses = split_list(hostaddr);
+  const std::vector<std::string> ports = split_list(port);
+  const std::size_t count = std::max(hosts.size(), addresses.size());
+  if (!host.empty() && !hostaddr.empty() && hosts.size() != addresses.size()) {
+    throw Error(make_error_code(errc::invalid_argument),
+                "invalid PostgreSQL DSN: " + std::to_string(hosts.size()) + " host(s) but " +
+                    std::to_string(addresses.size()) + " hostaddr(s): " + params.description,
+                RequestState::not_sent);
+  }
+  if (ports.size() != 1 && ports.size() != count) {
+    throw Error(make_error_code(errc::invalid_argument),
+                "invalid PostgreSQL DSN: " + std::to_string(ports.size()) + " ports for " +
+                    std::to_string(count) + " host(s): " + params.description,
+                RequestState::not_sent);
+  }
+  const std::string tail = "/" + dbname + (user.empty() ? "" : " as " + user);
+  auto target_of = [&](std::string name, std::string address, const std::string& target_port) {
+    ConnectTarget t;
+    t.description =
+        (name.empty() ? address : name) +
+        (!name.empty() && !address.empty() && address != name ? " (" + address + ")" : "") + ":" +
+        target_port + tail;
+    t.host = std::move(name);
+    t.hostaddr = std::move(address);
+    t.port = target_port;
+    return t;
+  };
+  std::exception_ptr resolve_failure;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string name = host.empty() ? std::string() : hosts[i];
+    std::string address = hostaddr.empty() ? std::string() : addresses[i];
+    std::string target_port = ports.size() == 1 ? ports[0] : ports[i];
+    if (target_port.empty()) target_port = "5432";
+    if (!name.empty() && name.front() == '/') {
+      params.targets.push_back(target_of(std::move(name), {}, target_port));  // a Unix socket
+      continue;
+    }
+    if (!address.empty()) {
+      params.targets.push_back(target_of(std::move(name), std::move(address), target_port));
+      continue;
+    }
+    if (name.empty()) name = "localhost";
+    try {
+      asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
+      const auto left =
+          std::max(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
+                   std::chrono::milliseconds(1));
+      auto results = co_await core::with_timeout(
+          resolver.async_resolve(name, target_port, asio::use_awaitable), left,
+          errc::connect_timeout, "resolving " + name, RequestState::not_sent);
+      // Every address of the name (localhost: ::1 and 127.0.0.1), in the resolver's order.
+      for (const auto& entry : results) {
+        params.targets.push_back(
+            target_of(name, entry.endpoint().address().to_string(), target_port));
+      }
+    } catch (...) {
+      // A host that does not resolve does not stop the others.
+      resolve_failure = std::current_exception();
+    }
+  }
+  if (params.targets.empty()) {
+    if (resolve_failure) std::rethrow_exception(resolve_failure);
+    throw Error(make_error_code(errc::connect_failed), "cannot resolve " + params.description,
+                RequestState::not_sent);
   }
   co_return params;
 }
@@ -183,15 +273,25 @@ asio::awaitable<void> Connection::wait(wait_type type, Clock::time_point deadlin
                               RequestState::not_sent);
 }
 
-asio::awaitable<void> Connection::connect(const ConnectParams& params,
+asio::awaitable<void> Connection::connect(const ConnectParams& params, const ConnectTarget& target,
                                           std::chrono::milliseconds timeout) {
-  description_ = params.description;
+  description_ = target.description;
   const auto deadline = Clock::now() + timeout;
   std::vector<const char*> keywords, values;
   for (std::size_t i = 0; i < params.keywords.size(); ++i) {
     keywords.push_back(params.keywords[i].c_str());
     values.push_back(params.values[i].c_str());
   }
+  if (!target.host.empty()) {
+    keywords.push_back("host");  // kept for TLS verification and messages
+    values.push_back(target.host.c_str());
+  }
+  if (!target.hostaddr.empty()) {
+    keywords.push_back("hostaddr");
+    values.push_back(target.hostaddr.c_str());
+  }
+  keywords.push_back("port");
+  values.push_back(target.port.c_str());
   keywords.push_back(nullptr);
   values.push_back(nullptr);
   conn_ = PQconnectStartParams(keywords.data(), values.data(), 0);
@@ -739,6 +839,21 @@ asio::awaitable<void> Connection::flush_all(Clock::time_point deadline) {
   }
 }
 
+asio::awaitable<void> Connection::drain_command(Clock::time_point deadline) {
+  for (;;) {
+    while (PQisBusy(conn_) == 0) {
+      PGresult* rest = PQgetResult(conn_);  // does not block: libpq has it buffered
+      if (rest == nullptr) co_return;
+      PQclear(rest);
+    }
+    co_await wait_io(wait_type::wait_read, deadline);
+    if (PQconsumeInput(conn_) == 0) {
+      throw Error(make_error_code(errc::connection_lost),
+                  description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
+    }
+  }
+}
+
 asio::awaitable<void> Connection::copy_start(const char* copy_sql, Clock::time_point deadline) {
   if (!open() || !inflight_.empty()) {
     throw Error(make_error_code(errc::invalid_argument),
@@ -762,11 +877,13 @@ asio::awaitable<void> Connection::copy_start(const char* copy_sql, Clock::time_p
       const auto status = PQresultStatus(result.native());
       if (status == PGRES_COPY_IN) co_return;
       if (status == PGRES_FATAL_ERROR) {
-        // Read to the end of this command so that the connection stays usable.
+        // Read to the end of this command so that the connection stays usable, waiting for
+        // the socket rather than in PQgetResult, which blocks until the server's
+        // ReadyForQuery arrives (a stalled server would freeze the loop, F52).
         std::exception_ptr error = server_error(result.native(), RequestState::sent);
-        while (PGresult* rest = PQgetResult(conn_)) PQclear(rest);
+        co_await drain_command(deadline);
         copying_ = false;
-        PQenterPipelineMode(conn_);
+        if (PQenterPipelineMode(conn_) != 1) close(make_error_code(errc::connection_lost));
         std::rethrow_exception(error);
       }
     }

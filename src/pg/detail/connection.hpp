@@ -47,18 +47,32 @@ namespace trading_shared::pg::detail {
 using Executor = boost::asio::any_io_executor;
 using Clock = std::chrono::steady_clock;
 
+/// One address to connect to: what libpq gets as `host`, `hostaddr` and `port`.
+struct ConnectTarget {
+  std::string host;      ///< the name (TLS verification, messages); empty when only an address
+  std::string hostaddr;  ///< the resolved address; empty for a Unix socket directory
+  std::string port;
+  /// "host[ (address)]:port/dbname as user" — for messages; never contains the password.
+  std::string description;
+};
+
 /// Connection parameters after DSN parsing and host name resolution.
 struct ConnectParams {
+  /// Every keyword of the DSN but host, hostaddr and port (those are per target).
   std::vector<std::string> keywords;
   std::vector<std::string> values;
+  /// The addresses to try, in order: each host of the DSN's host list (`host=a,b`, with one
+  /// port or one per host), each with every address it resolves to (F51).
+  std::vector<ConnectTarget> targets;
   /// "host:port/dbname as user" — for messages; never contains the password.
   std::string description;
 };
 
-/// Parses `dsn` (keyword or URI form) and resolves its host with Asio (libpq would block the
-/// loop in getaddrinfo); the resolved address is passed as `hostaddr`. Throws
-/// `Error(invalid_argument)` for a malformed DSN, `Error(connect_failed)` when the host
-/// cannot be resolved.
+/// Parses `dsn` (keyword or URI form) and resolves its hosts with Asio (libpq would block the
+/// loop in getaddrinfo); each resolved address becomes a target. Throws
+/// `Error(invalid_argument)` for a malformed DSN (its message never quotes the DSN: libpq's
+/// parse message would, password included, F50), `Error(connect_failed)` when no host can
+/// be resolved.
 boost::asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
                                                   const std::string& application_name,
                                                   std::chrono::milliseconds timeout);
@@ -93,8 +107,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  /// Connects, authenticates and enters pipeline mode; then starts the reader and writer.
-  boost::asio::awaitable<void> connect(const ConnectParams& params,
+  /// Connects to `target`, authenticates and enters pipeline mode; then starts the reader and
+  /// writer.
+  boost::asio::awaitable<void> connect(const ConnectParams& params, const ConnectTarget& target,
                                        std::chrono::milliseconds timeout);
 
   /// Sends the request's statements and one Sync, then waits for the results until
@@ -154,6 +169,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::awaitable<void> wait_io(boost::asio::posix::stream_descriptor::wait_type type,
                                        Clock::time_point deadline);
   boost::asio::awaitable<void> flush_all(Clock::time_point deadline);
+  /// Reads the rest of a command's results after its error (up to the NULL that ends them)
+  /// without blocking: waits for the socket, never in PQgetResult (F52).
+  boost::asio::awaitable<void> drain_command(Clock::time_point deadline);
   boost::asio::awaitable<void> reader();
   boost::asio::awaitable<void> watchdog();
   /// Level-triggered readiness check (poll with zero timeout).
