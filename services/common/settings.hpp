@@ -8,6 +8,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace trading_shared::services {
 
@@ -16,6 +17,24 @@ namespace trading_shared::services {
 void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& config);
 /// `redis.url` (secret: it may carry a password), `redis.command_timeout`.
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config);
+/// Checks the PostgreSQL settings before anything connects (the settings step of every
+/// service that opens a PostgresClient): `--postgres-dsn` is set and is a libpq connection
+/// string libpq accepts (known keywords, ports 1-65535), `--postgres-pool-size` >= 1, the
+/// timeouts > 0. @throws core::ConfigError naming the flag (never the DSN's password).
+void check_postgres_settings(const pg::PostgresConfig& config);
+/// Checks the Redis settings before anything connects: `--redis-url` parses
+/// (`redis://host[:port][/db]`, port 1-65535), `--redis-command-timeout` > 0, and the rest of
+/// `redis::validate`. @throws core::ConfigError naming the flag (never the URL's password).
+void check_redis_settings(const redis::RedisConfig& config);
+/// Longest symbol accepted (`--symbols`, tsctl's `--symbol`).
+inline constexpr std::size_t kMaxSymbolLength = 20;
+/// The one rule for `--symbols` in every service: 1 to kMaxSymbolLength ASCII letters or
+/// digits, upper-cased in place (the receiver writes `md:trades:BTCUSDT` whatever the case
+/// given), none twice, at least one unless `allow_empty`. @throws core::ConfigError.
+void check_symbols(std::vector<std::string>& symbols, bool allow_empty = false,
+                   std::string_view flag = "--symbols");
+/// The same rule for one symbol (tsctl's `--symbol`). @throws core::ConfigError.
+void check_symbol(std::string& symbol, std::string_view flag);
 /// "<service>-<hostname>-<pid>": a consumer name unique per process.
 std::string default_consumer_name(std::string_view service);
 /// Milliseconds / microseconds since the Unix epoch (system clock).

@@ -335,7 +335,7 @@ void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
 
 void finish_settings(ExecutorSettings& s) {
   auto bad = [](const std::string& why) { throw core::ConfigError(why); };
-  if (s.symbols.empty()) bad("--symbols: at least one symbol is needed");
+  check_symbols(s.symbols);
   if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
   if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
@@ -343,11 +343,12 @@ void finish_settings(ExecutorSettings& s) {
   if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
   if (s.fault_crash_after_commit < 0) bad("--fault-crash-after-commit must be >= 0");
   if (s.consumer.empty()) s.consumer = default_consumer_name("executor");
-  if (s.pg.dsn.empty()) bad("--postgres-dsn (TS_POSTGRES_DSN) is required");
   if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
     s.pg.application_name = "ts-executor";
   }
   if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-executor";
+  check_postgres_settings(s.pg);
+  check_redis_settings(s.redis);
 }
 
 int run_executor(const ExecutorSettings& settings) {

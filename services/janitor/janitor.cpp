@@ -331,11 +331,9 @@ void validate(Settings& settings) {
   if (settings.deadline <= std::chrono::milliseconds::zero()) {
     throw core::ConfigError("--deadline must be positive");
   }
-  for (const auto& symbol : settings.symbols) {
-    if (symbol.find_first_of("*?[]\\") != std::string::npos) {
-      throw core::ConfigError(fmt::format("invalid --symbols item \"{}\"", symbol));
-    }
-  }
+  check_symbols(settings.symbols, /*allow_empty=*/true);  // empty: every stream SCAN finds
+  check_postgres_settings(settings.postgres);
+  check_redis_settings(settings.redis);
   // A server that is down must not eat the whole deadline: the other step still runs.
   const auto start_bound = settings.deadline / 3;
   settings.postgres.startup_timeout = std::min(settings.postgres.startup_timeout, start_bound);

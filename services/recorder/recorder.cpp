@@ -406,16 +406,7 @@ void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
 
 void finish_settings(RecorderSettings& s) {
   auto bad = [](const std::string& why) { throw core::ConfigError(why); };
-  if (s.symbols.empty()) bad("--symbols: at least one symbol is needed");
-  std::set<std::string> seen;
-  for (const auto& symbol : s.symbols) {
-    for (const char c : symbol) {
-      const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                      c == '-' || c == '_' || c == '.';
-      if (!ok) bad("--symbols: invalid symbol '" + symbol + "' (letters, digits, - _ . only)");
-    }
-    if (!seen.insert(symbol).second) bad("--symbols: '" + symbol + "' is given twice");
-  }
+  check_symbols(s.symbols);
   if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
   if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
@@ -425,11 +416,12 @@ void finish_settings(RecorderSettings& s) {
     bad("--fault-crash-* must be >= 0");
   }
   if (s.consumer.empty()) s.consumer = default_consumer_name("recorder");
-  if (s.pg.dsn.empty()) bad("--postgres-dsn (TS_POSTGRES_DSN) is required");
   if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
     s.pg.application_name = "ts-recorder";
   }
   if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-recorder";
+  check_postgres_settings(s.pg);
+  check_redis_settings(s.redis);
 }
 
 int run_recorder(const RecorderSettings& settings) {

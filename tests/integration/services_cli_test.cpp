@@ -10,8 +10,11 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -31,6 +34,9 @@
 #ifndef TS_JANITOR
 #error "TS_JANITOR (path of the ts-janitor binary) must be defined by CMake"
 #endif
+#if !defined(TS_RECORDER) || !defined(TS_EXECUTOR) || !defined(TS_RECEIVER) || !defined(TS_FEED_SIM)
+#error "TS_RECORDER, TS_EXECUTOR, TS_RECEIVER and TS_FEED_SIM must be defined by CMake"
+#endif
 
 namespace ts = trading_shared;
 namespace tt = trading_shared::testing;
@@ -41,6 +47,10 @@ namespace {
 
 constexpr const char* kTsctl = TS_TSCTL;
 constexpr const char* kJanitor = TS_JANITOR;
+constexpr const char* kRecorder = TS_RECORDER;
+constexpr const char* kExecutor = TS_EXECUTOR;
+constexpr const char* kReceiver = TS_RECEIVER;
+constexpr const char* kFeedSim = TS_FEED_SIM;
 
 // ---- processes ---------------------------------------------------------------------------------
 
@@ -343,6 +353,122 @@ TEST(ServicesCliConfig, BadInputExitsTwoWithOneClearLine) {
     ASSERT_EQ(lines.size(), 1u) << what << ": " << describe(r);
     EXPECT_THAT(lines[0], HasSubstr("configuration error")) << what;
     EXPECT_THAT(lines[0], HasSubstr(c.mentions)) << what;
+  }
+}
+
+/// A TCP port on 127.0.0.1 that listens and never answers: counts the connections made to it
+/// (a client that connects is caught even though its handshake never completes).
+class Listener {
+ public:
+  Listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(fd_, 64) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd_);
+      throw std::runtime_error("listen: " + why);
+    }
+    port_ = ntohs(address.sin_port);
+  }
+  ~Listener() { ::close(fd_); }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  /// Connections accepted since the last call (each is closed at once).
+  int take_connections() {
+    int n = 0;
+    for (;;) {
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return n;
+      ::close(c);
+      ++n;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+// Issue 14: "exit 2, one line, before anything connects" for every bad configuration of every
+// service, the client settings included (the Redis URL, the pool size, the command timeout, a
+// missing DSN), and the same symbol rules everywhere. PostgreSQL and Redis are listeners that
+// never answer: a service that connects before checking is caught by the count (and would be
+// killed at the per-run timeout).
+TEST(ServicesCliConfig, EveryServiceRejectsABadClientConfigurationWithExitTwoBeforeConnecting) {
+  Listener postgres;
+  Listener redis;
+  const std::string dsn = "host=127.0.0.1 port=" + std::to_string(postgres.port()) +
+                          " dbname=x user=x password=pgsecret connect_timeout=2";
+  const std::string url = "redis://:redissecret@127.0.0.1:" + std::to_string(redis.port()) + "/0";
+  struct Case {
+    const char* program;
+    std::vector<std::string> args;
+    const char* mentions;
+    std::vector<std::string> env = {};  ///< replaces the default DSN / URL variables
+  };
+  const std::vector<std::string> no_dsn = {"TS_POSTGRES_DSN=", "TS_REDIS_URL=" + url};
+  const std::string http_url = "http://user:redissecret@127.0.0.1:6379";
+  const std::string big_port = "redis://127.0.0.1:99999";
+  const std::vector<Case> cases = {
+      {kRecorder, {"--redis-url", http_url}, "--redis-url"},
+      {kRecorder, {"--redis-url", big_port}, "--redis-url"},
+      {kRecorder, {"--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kRecorder, {"--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kRecorder, {"--postgres-connect-timeout", "0"}, "--postgres-connect-timeout"},
+      {kRecorder, {"--postgres-dsn", "hots=127.0.0.1"}, "--postgres-dsn"},
+      {kRecorder, {"--postgres-dsn", "host=127.0.0.1 port=99999"}, "--postgres-dsn"},
+      {kRecorder, {"--symbols", "BTC USD"}, "--symbols"},
+      {kExecutor, {"--redis-url", http_url}, "--redis-url"},
+      {kExecutor, {"--redis-url", big_port}, "--redis-url"},
+      {kExecutor, {"--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kExecutor, {"--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kExecutor, {"--symbols", "BTC USD"}, "--symbols"},
+      {kExecutor, {"--symbols", "BTCUSDT,BTCUSDT"}, "--symbols"},
+      {kJanitor, {"--redis-url", http_url}, "--redis-url"},
+      {kJanitor, {"--redis-url", big_port}, "--redis-url"},
+      {kJanitor, {"--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kJanitor, {}, "--postgres-dsn", no_dsn},
+      {kTsctl, {"status", "--redis-url", http_url}, "--redis-url"},
+      {kTsctl, {"status", "--redis-url", big_port}, "--redis-url"},
+      {kTsctl, {"status", "--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kTsctl, {"status"}, "--postgres-dsn", no_dsn},
+      {kTsctl, {"migrate"}, "--postgres-dsn", no_dsn},
+      {kTsctl, {"migrate", "--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kTsctl, {"load-orders", "--redis-url", http_url}, "--redis-url"},
+      {kReceiver, {"--redis-url", http_url}, "--redis-url"},
+      {kReceiver, {"--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kReceiver, {"--symbols", "BTC USD"}, "--symbols"},
+      {kFeedSim, {"--rate", "0"}, "--rate"},
+      {kFeedSim, {"--listen", "127.0.0.1"}, "--listen"},
+      {kFeedSim, {"--symbols", "BTC USD"}, "--symbols"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> env = c.env;
+    if (env.empty()) env = {"TS_POSTGRES_DSN=" + dsn, "TS_REDIS_URL=" + url};
+    const ToolRun r = run(c.program, c.args, env, 15s);
+    std::string what = c.program;
+    for (const auto& a : c.args) what += " " + a;
+    EXPECT_EQ(r.code, 2) << what << ": " << describe(r);
+    const auto lines = lines_of(r.output);
+    std::cout << "[ CASE ] " << what << " -> "
+              << (r.exited ? "exit " + std::to_string(r.code) : "killed") << " after "
+              << r.took.count() << " ms, " << lines.size()
+              << " line(s): " << (lines.empty() ? "" : lines[0].substr(0, 160)) << std::endl;
+    EXPECT_EQ(lines.size(), 1u) << what << ": " << describe(r);
+    if (!lines.empty()) {
+      EXPECT_THAT(lines[0], HasSubstr("configuration error")) << what << ": " << describe(r);
+      EXPECT_THAT(lines[0], HasSubstr(c.mentions)) << what << ": " << describe(r);
+    }
+    EXPECT_THAT(r.output, ::testing::Not(HasSubstr("secret"))) << what << ": " << describe(r);
+    EXPECT_EQ(postgres.take_connections(), 0) << what << ": connected to PostgreSQL";
+    EXPECT_EQ(redis.take_connections(), 0) << what << ": connected to Redis";
   }
 }
 
