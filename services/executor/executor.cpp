@@ -120,12 +120,16 @@ class Venue {
     } else {
       ++(outcome.filled ? counters_->filled : counters_->rejected);
       const std::uint64_t commit = ++counters_->commits;
+#if TS_TEST_FAULTS
       if (settings_->fault_crash_after_commit > 0 &&
           commit == static_cast<std::uint64_t>(settings_->fault_crash_after_commit)) {
         log()->error("fault switch: crashing after commit {}, before its event and XACK (exit {})",
                      commit, kFaultExitCode);
         std::_Exit(kFaultExitCode);
       }
+#else
+      (void)commit;
+#endif
     }
     co_await publish(request->id, outcome);
   }
@@ -327,10 +331,12 @@ void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
       .add(s.drain_timeout, {"drain_timeout",
                              "after SIGTERM, time to finish the current "
                              "requests before they are cancelled"})
-      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"})
-      .add(s.fault_crash_after_commit, {"fault_crash_after_commit",
-                                        "TEST ONLY: exit 137 after the Nth new order is "
-                                        "committed, before its event and XACK (0: off)"});
+      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
+#if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
+  loader.add(s.fault_crash_after_commit, {"fault_crash_after_commit",
+                                          "TEST ONLY: exit 137 after the Nth new order is "
+                                          "committed, before its event and XACK (0: off)"});
+#endif
 }
 
 void finish_settings(ExecutorSettings& s) {
@@ -341,7 +347,9 @@ void finish_settings(ExecutorSettings& s) {
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
   if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
   if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+#if TS_TEST_FAULTS
   if (s.fault_crash_after_commit < 0) bad("--fault-crash-after-commit must be >= 0");
+#endif
   if (s.consumer.empty()) s.consumer = default_consumer_name("executor");
   if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
     s.pg.application_name = "ts-executor";

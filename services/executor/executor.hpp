@@ -33,7 +33,8 @@ struct ExecutorSettings {
   std::chrono::milliseconds drain_timeout{5000};
   std::string summary_file;
   /// Test-only fault switch (0 = off): `_Exit(137)` after the Nth new order committed,
-  /// before its event and its XACK.
+  /// before its event and its XACK. Settable (and acted on) only in a build with the CMake
+  /// option TS_TEST_FAULTS; a release build has no such flag.
   std::int64_t fault_crash_after_commit = 0;
 };
 

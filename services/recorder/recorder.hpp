@@ -32,7 +32,8 @@ struct RecorderSettings {
   std::chrono::milliseconds drain_timeout{5000};
   std::string summary_file;
   /// Test-only fault switches (0 = off): `_Exit(137)` after the Nth commit, before its XACK;
-  /// `_Exit(137)` in the Nth batch, before its insert.
+  /// `_Exit(137)` in the Nth batch, before its insert. Settable (and acted on) only in a build
+  /// with the CMake option TS_TEST_FAULTS; a release build has no such flags.
   std::int64_t fault_crash_after_commit = 0;
   std::int64_t fault_crash_before_commit = 0;
 };

@@ -45,6 +45,15 @@
 #ifndef TS_EXECUTOR_BIN
 #error "TS_EXECUTOR_BIN must name the ts-executor executable"
 #endif
+#ifndef TS_TEST_FAULTS
+#error "TS_TEST_FAULTS (0 or 1: the services have their --fault-crash-* switches) must be defined"
+#endif
+
+/// The tests that crash a service on purpose need its test-only fault switches.
+#define TS_SKIP_WITHOUT_FAULT_SWITCHES()                                                     \
+  if (!TS_TEST_FAULTS) {                                                                     \
+    GTEST_SKIP() << "built with -DTS_TEST_FAULTS=OFF: the services have no --fault-crash-*"; \
+  }
 
 namespace ts = trading_shared;
 namespace asio = boost::asio;
@@ -420,6 +429,7 @@ TEST_F(ServicesFault, BatchHandlerNeverSeesDeadLetteredOrDeletedEntries) {
 // ---- ts-recorder ---------------------------------------------------------------------------
 
 TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
+  TS_SKIP_WITHOUT_FAULT_SWITCHES();
   const std::string symbol = "F26SYM";
   const std::int64_t base = ts::services::unix_millis();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
@@ -466,6 +476,7 @@ TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
 }
 
 TEST_F(ServicesFault, F27_EntriesOfACrashedRecorderAreClaimedByAnother) {
+  TS_SKIP_WITHOUT_FAULT_SWITCHES();
   const std::string symbol = "F27SYM";
   const std::string stream = "md:trades:" + symbol;
   const std::int64_t base = ts::services::unix_millis();
@@ -852,6 +863,7 @@ TEST_F(ServicesFault, ExecutorRecordsOneTerminalStatePerRequest) {
 }
 
 TEST_F(ServicesFault, ExecutorCrashAfterCommitRedeliversWithoutASecondFill) {
+  TS_SKIP_WITHOUT_FAULT_SWITCHES();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     const std::array<FieldView, 1> last{FieldView{"p", "50"}};
     (void)co_await redis.hset("md:last:EXC", last);

@@ -37,6 +37,9 @@
 #if !defined(TS_RECORDER) || !defined(TS_EXECUTOR) || !defined(TS_RECEIVER) || !defined(TS_FEED_SIM)
 #error "TS_RECORDER, TS_EXECUTOR, TS_RECEIVER and TS_FEED_SIM must be defined by CMake"
 #endif
+#ifndef TS_TEST_FAULTS
+#error "TS_TEST_FAULTS (0 or 1, the CMake option) must be defined by CMake"
+#endif
 
 namespace ts = trading_shared;
 namespace tt = trading_shared::testing;
@@ -469,6 +472,44 @@ TEST(ServicesCliConfig, EveryServiceRejectsABadClientConfigurationWithExitTwoBef
     EXPECT_THAT(r.output, ::testing::Not(HasSubstr("secret"))) << what << ": " << describe(r);
     EXPECT_EQ(postgres.take_connections(), 0) << what << ": connected to PostgreSQL";
     EXPECT_EQ(redis.take_connections(), 0) << what << ": connected to Redis";
+  }
+}
+
+// The test-only fault switches exist only in a build with the CMake option TS_TEST_FAULTS (the
+// default, and what make test / make sanitize build); with -DTS_TEST_FAULTS=OFF (a release)
+// the flags are unknown: exit 2, one line, like any other unknown flag.
+TEST(ServicesCliConfig, FaultSwitchesExistOnlyInATestFaultsBuild) {
+  struct Case {
+    const char* program;
+    const char* flag;
+  };
+  const std::vector<Case> cases = {{kRecorder, "--fault-crash-after-commit"},
+                                   {kRecorder, "--fault-crash-before-commit"},
+                                   {kExecutor, "--fault-crash-after-commit"}};
+  for (const Case& c : cases) {
+    const ToolRun help = run(c.program, {"--help"}, {}, 15s);
+    ASSERT_EQ(help.code, 0) << describe(help);
+    // A flag that is set must be refused (release) or accepted (test build) before anything
+    // connects: a negative count is a configuration error only where the flag exists.
+    const ToolRun set =
+        run(c.program, {c.flag, "-1"},
+            {"TS_POSTGRES_DSN=host=127.0.0.1 port=1", "TS_REDIS_URL=redis://127.0.0.1:1"}, 15s);
+    const auto lines = lines_of(set.output);
+    std::cout << "[ CASE ] " << c.program << " " << c.flag << " -1 -> exit " << set.code << ": "
+              << (lines.empty() ? "" : lines[0]) << std::endl;
+    EXPECT_EQ(set.code, 2) << describe(set);
+    EXPECT_EQ(lines.size(), 1u) << describe(set);
+    if (TS_TEST_FAULTS) {
+      EXPECT_THAT(help.output, HasSubstr(c.flag)) << c.program;
+      EXPECT_THAT(set.output, HasSubstr("must be >= 0")) << describe(set);
+    } else {
+      EXPECT_THAT(help.output, ::testing::Not(HasSubstr("--fault-"))) << c.program;
+      EXPECT_THAT(set.output, HasSubstr("unknown option")) << describe(set);
+      // Nor is its environment variable read (a stray one is ignored like any unknown one).
+      const ToolRun env = run(c.program, {"--batch", "0"}, {"TS_FAULT_CRASH_AFTER_COMMIT=1"}, 15s);
+      EXPECT_EQ(env.code, 2) << describe(env);
+      EXPECT_THAT(env.output, HasSubstr("--batch")) << describe(env);
+    }
   }
 }
 
