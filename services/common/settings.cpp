@@ -145,6 +145,43 @@ void check_symbols(std::vector<std::string>& symbols, bool allow_empty, std::str
   }
 }
 
+std::chrono::milliseconds close_bound(const pg::PostgresConfig& config) {
+  using std::chrono::milliseconds;
+  return config.close_timeout + std::min<milliseconds>(config.close_timeout, milliseconds(1000)) +
+         milliseconds(1000);
+}
+
+std::chrono::milliseconds close_bound(const redis::RedisConfig& config) {
+  return config.close_timeout + std::chrono::milliseconds(1000);
+}
+
+void add_shutdown_setting(core::ConfigLoader& loader, std::chrono::milliseconds& shutdown_timeout) {
+  loader.add(shutdown_timeout,
+             {"shutdown_timeout",
+              "after SIGTERM, the whole graceful stop: the drain and then closing the clients; "
+              "when it passes the stop is immediate (exit 1)"});
+}
+
+lifecycle::ServiceOptions service_options(std::string name, std::chrono::milliseconds drain_timeout,
+                                          std::chrono::milliseconds shutdown_timeout,
+                                          std::vector<lifecycle::CloseBudget> closes,
+                                          std::string_view flags) {
+  lifecycle::ServiceOptions options;
+  options.name = std::move(name);
+  options.drain_timeout = drain_timeout;
+  options.shutdown_timeout = shutdown_timeout;
+  // Each close is waited for as long as it may legitimately take (the longest bound).
+  for (const auto& close : closes)
+    options.close_timeout = std::max(options.close_timeout, close.bound);
+  options.closes = std::move(closes);
+  try {
+    lifecycle::check_budgets(options);
+  } catch (const core::ConfigError& e) {
+    bad(std::string(e.what()) + " (" + std::string(flags) + ")");
+  }
+  return options;
+}
+
 std::string default_consumer_name(std::string_view service) {
   std::array<char, 256> host{};
   if (::gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';

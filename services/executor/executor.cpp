@@ -332,11 +332,19 @@ void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
                              "after SIGTERM, time to finish the current "
                              "requests before they are cancelled"})
       .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
+  add_shutdown_setting(loader, s.shutdown_timeout);
 #if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
   loader.add(s.fault_crash_after_commit, {"fault_crash_after_commit",
                                           "TEST ONLY: exit 137 after the Nth new order is "
                                           "committed, before its event and XACK (0: off)"});
 #endif
+}
+
+lifecycle::ServiceOptions service_options(const ExecutorSettings& s) {
+  return services::service_options(
+      "ts-executor", s.drain_timeout, s.shutdown_timeout,
+      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
+      "--drain-timeout, --shutdown-timeout");
 }
 
 void finish_settings(ExecutorSettings& s) {
@@ -347,6 +355,7 @@ void finish_settings(ExecutorSettings& s) {
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
   if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
   if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+  (void)service_options(s);  // the stop budget adds up (F54)
 #if TS_TEST_FAULTS
   if (s.fault_crash_after_commit < 0) bad("--fault-crash-after-commit must be >= 0");
 #endif
@@ -367,9 +376,7 @@ int run_executor(const ExecutorSettings& settings) {
   std::optional<Venue> venue;
   std::unique_ptr<redis::StreamConsumer> consumer;
 
-  lifecycle::ServiceOptions options;
-  options.name = "ts-executor";
-  options.drain_timeout = settings.drain_timeout;
+  const lifecycle::ServiceOptions options = service_options(settings);
   const int code =
       lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
         ctx.on_stop([&] {

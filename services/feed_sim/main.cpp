@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   options.drain_timeout = config.close_timeout + std::chrono::seconds(1);
   options.close_timeout = config.close_timeout + std::chrono::seconds(3);
   options.shutdown_timeout = options.drain_timeout + options.close_timeout;
+  options.closes = {{"feed-sim", options.close_timeout}};  // checked by run_daemon (F54)
   return lifecycle::run_daemon(
       options, [&config](lifecycle::ServiceContext& ctx) { return serve(ctx, config); });
 }

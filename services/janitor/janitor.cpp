@@ -338,11 +338,15 @@ void validate(Settings& settings) {
   const auto start_bound = settings.deadline / 3;
   settings.postgres.startup_timeout = std::min(settings.postgres.startup_timeout, start_bound);
   settings.redis.startup_timeout = std::min(settings.redis.startup_timeout, start_bound);
+  (void)service_options(settings);  // the stop budget adds up (F54)
 }
 
 lifecycle::ServiceOptions service_options(const Settings& settings) {
-  lifecycle::ServiceOptions options;
-  options.name = "ts-janitor";
+  // No drain: after the deadline or a signal, the closes get the default shutdown budget.
+  lifecycle::ServiceOptions options = services::service_options(
+      "ts-janitor", std::chrono::milliseconds::zero(), lifecycle::ServiceOptions{}.shutdown_timeout,
+      {{"redis", close_bound(settings.redis)}, {"postgres", close_bound(settings.postgres)}},
+      "the clients' close timeouts");
   options.deadline = settings.deadline;
   return options;
 }

@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   std::string overflow = std::string(ws::to_string(config.feed.overflow));
   core::LogConfig log_config;
   log_config.service_name = "ts-receiver";
+  std::chrono::milliseconds drain_timeout{5000};
+  std::chrono::milliseconds shutdown_timeout = services::kDefaultShutdownTimeout;
   core::ConfigLoader loader(
       "ts-receiver",
       "Reads the trade feed (WebSocket) and writes every trade to the Redis stream "
@@ -34,9 +36,14 @@ int main(int argc, char** argv) {
            {"feed.overflow", "when that buffer is full: drop_oldest, drop_newest or disconnect"})
       .add(config.batch, {"batch", "most trades per Redis round trip"})
       .add(config.stream_maxlen, {"stream_maxlen", "approximate MAXLEN per trade stream (0: none)"})
-      .add(config.summary_file, {"summary_file", "JSON summary written on exit"});
+      .add(config.summary_file, {"summary_file", "JSON summary written on exit"})
+      .add(drain_timeout, {"drain_timeout",
+                           "after SIGTERM, time to write what was already received before the "
+                           "writer is cancelled"});
+  services::add_shutdown_setting(loader, shutdown_timeout);
   core::add_log_settings(loader, log_config);
   if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
+  lifecycle::ServiceOptions options;
   // Every check before anything is set up or connected: exit 2 with one line.
   try {
     try {
@@ -52,15 +59,22 @@ int main(int argc, char** argv) {
     } catch (const Error& e) {
       throw core::ConfigError(std::string("invalid --feed-* setting: ") + e.what());
     }
+    if (drain_timeout < std::chrono::milliseconds::zero()) {
+      throw core::ConfigError("--drain-timeout must be >= 0");
+    }
+    // The feed's close: its close frame within close_timeout, then up to 500 ms for the
+    // connection to be cut, plus 1 s for its tasks to wind down.
+    const auto feed_close = config.feed.close_timeout + std::chrono::milliseconds(1500);
+    options = services::service_options(
+        "ts-receiver", drain_timeout, shutdown_timeout,
+        {{"feed", feed_close}, {"redis", services::close_bound(config.redis)}},
+        "--drain-timeout, --shutdown-timeout");
   } catch (const core::ConfigError& e) {
     std::cerr << "ts-receiver: configuration error: " << e.what() << std::endl;
     return core::kExitBadConfig;
   }
   core::setup_logging(log_config);
 
-  lifecycle::ServiceOptions options;
-  options.name = "ts-receiver";
-  options.drain_timeout = std::chrono::seconds(5);
   return lifecycle::run_daemon(options,
                                [&](lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {
                                  co_await services::run_receiver(ctx, config);

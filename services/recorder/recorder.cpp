@@ -404,6 +404,7 @@ void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
                              "after SIGTERM, time to finish the current batch "
                              "before it is cancelled"})
       .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
+  add_shutdown_setting(loader, s.shutdown_timeout);
 #if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
   loader
       .add(s.fault_crash_after_commit, {"fault_crash_after_commit",
@@ -415,6 +416,13 @@ void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
 #endif
 }
 
+lifecycle::ServiceOptions service_options(const RecorderSettings& s) {
+  return services::service_options(
+      "ts-recorder", s.drain_timeout, s.shutdown_timeout,
+      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
+      "--drain-timeout, --shutdown-timeout");
+}
+
 void finish_settings(RecorderSettings& s) {
   auto bad = [](const std::string& why) { throw core::ConfigError(why); };
   check_symbols(s.symbols);
@@ -423,6 +431,7 @@ void finish_settings(RecorderSettings& s) {
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
   if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
   if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+  (void)service_options(s);  // the stop budget adds up (F54)
 #if TS_TEST_FAULTS
   if (s.fault_crash_after_commit < 0 || s.fault_crash_before_commit < 0) {
     bad("--fault-crash-* must be >= 0");
@@ -445,9 +454,7 @@ int run_recorder(const RecorderSettings& settings) {
   std::optional<TickWriter> writer;
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
 
-  lifecycle::ServiceOptions options;
-  options.name = "ts-recorder";
-  options.drain_timeout = settings.drain_timeout;
+  const lifecycle::ServiceOptions options = service_options(settings);
   const int code =
       lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
         ctx.on_stop([&] {

@@ -175,11 +175,20 @@ void validate(Command command, Settings& settings) {
       check_redis_settings(settings.redis);
       break;
   }
+  (void)service_options(command, settings);  // the stop budget adds up (F54)
 }
 
 lifecycle::ServiceOptions service_options(Command command, const Settings& settings) {
-  lifecycle::ServiceOptions options;
-  options.name = "tsctl " + std::string(to_string(command));
+  // The clients the command opens, for the stop budget (F54).
+  std::vector<lifecycle::CloseBudget> closes;
+  if (command == Command::migrate || command == Command::status) {
+    closes.push_back({"postgres", close_bound(settings.postgres)});
+  }
+  if (command != Command::migrate) closes.push_back({"redis", close_bound(settings.redis)});
+  lifecycle::ServiceOptions options = services::service_options(
+      "tsctl " + std::string(to_string(command)), std::chrono::milliseconds::zero(),
+      lifecycle::ServiceOptions{}.shutdown_timeout, std::move(closes),
+      "the clients' close timeouts");
   options.deadline = settings.deadline;
   if (options.deadline == std::chrono::milliseconds::zero()) {
     options.deadline = std::chrono::seconds(60);

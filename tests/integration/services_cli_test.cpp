@@ -475,6 +475,47 @@ TEST(ServicesCliConfig, EveryServiceRejectsABadClientConfigurationWithExitTwoBef
   }
 }
 
+// F54: stop budgets that cannot add up (a drain plus the clients' closes longer than the whole
+// shutdown budget) are refused at start with exit 2 and one line naming the figures, before
+// anything connects; a graceful stop would otherwise turn into an immediate one (exit 1).
+TEST(ServicesCliConfig, F54_AStopBudgetThatCannotAddUpIsRefusedAtStart) {
+  Listener postgres;
+  Listener redis;
+  const std::vector<std::string> env = {
+      "TS_POSTGRES_DSN=host=127.0.0.1 port=" + std::to_string(postgres.port()) +
+          " dbname=x user=x connect_timeout=2",
+      "TS_REDIS_URL=redis://127.0.0.1:" + std::to_string(redis.port())};
+  struct Case {
+    const char* program;
+    std::vector<std::string> args;
+  };
+  const std::vector<Case> cases = {
+      {kRecorder, {"--drain-timeout", "30s"}},
+      {kRecorder, {"--drain-timeout", "9s", "--shutdown-timeout", "12s"}},
+      {kExecutor, {"--drain-timeout", "15s"}},
+      {kReceiver, {"--drain-timeout", "18s"}},
+  };
+  for (const Case& c : cases) {
+    const ToolRun r = run(c.program, c.args, env, 15s);
+    std::string what = c.program;
+    for (const auto& a : c.args) what += " " + a;
+    const auto lines = lines_of(r.output);
+    std::cout << "[ CASE ] " << what << " -> "
+              << (r.exited ? "exit " + std::to_string(r.code) : "killed") << " after "
+              << r.took.count() << " ms, " << lines.size()
+              << " line(s): " << (lines.empty() ? "" : lines[0].substr(0, 200)) << std::endl;
+    EXPECT_EQ(r.code, 2) << what << ": " << describe(r);
+    EXPECT_EQ(lines.size(), 1u) << what << ": " << describe(r);
+    EXPECT_THAT(r.output, HasSubstr("the stop budget does not add up")) << what;
+    EXPECT_THAT(r.output, HasSubstr("--shutdown-timeout")) << what;
+    EXPECT_EQ(postgres.take_connections() + redis.take_connections(), 0) << what << ": connected";
+  }
+  // The defaults add up (a run that gets past the settings step connects: killed here).
+  Child ok(kRecorder, {"--drain-timeout", "10s"}, env);
+  EXPECT_TRUE(tt::poll_until([&] { return postgres.take_connections() > 0; }, 10s))
+      << "ts-recorder --drain-timeout 10s (10 + 7 + 3 <= 20) did not get as far as connecting";
+}
+
 // The test-only fault switches exist only in a build with the CMake option TS_TEST_FAULTS (the
 // default, and what make test / make sanitize build); with -DTS_TEST_FAULTS=OFF (a release)
 // the flags are unknown: exit 2, one line, like any other unknown flag.
