@@ -570,6 +570,108 @@ TEST_F(ServicesFault, RecorderSkipsAndAcknowledgesMalformedEntries) {
   });
 }
 
+/// Runs `sql` (one or more statements, simple query protocol) as the harness's superuser.
+void exec_as_superuser(const std::string& database, const std::string& sql) {
+  PGconn* conn = PQconnectdb(ts::testing::Servers::instance().postgres_dsn(database).c_str());
+  std::string error;
+  if (PQstatus(conn) != CONNECTION_OK) {
+    error = std::string("connect: ") + PQerrorMessage(conn);
+  } else {
+    PGresult* r = PQexec(conn, sql.c_str());
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+      error = sql + ": " + PQerrorMessage(conn);
+    }
+    PQclear(r);
+  }
+  PQfinish(conn);
+  if (!error.empty()) throw std::runtime_error(error);
+}
+
+// Issue 14: ts-recorder under a least-privilege role of its own, with exactly the grants
+// docs/services.md ("What to provision") lists for it, records trades whose days are outside
+// what `tsctl migrate` pre-created (yesterday to +2 days): it must create those partitions.
+TEST_F(ServicesFault, RecorderUnderItsOwnLeastPrivilegeRoleCreatesTheDaysPartitions) {
+  const std::string role = "ts_recorder_lp";
+  exec_as_superuser(kDatabase, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" +
+                                   role + "') THEN CREATE ROLE " + role +
+                                   " LOGIN PASSWORD 'lp'; END IF; END $$");
+  // docs/services.md, "What to provision", ts-recorder:
+  exec_as_superuser(
+      kDatabase, "GRANT CONNECT ON DATABASE " + std::string(kDatabase) + " TO " + role +
+                     "; GRANT USAGE ON SCHEMA public TO " + role + "; GRANT INSERT ON ticks TO " +
+                     role + "; GRANT EXECUTE ON FUNCTION ts_ensure_tick_partition(date) TO " +
+                     role);
+  const std::string symbol = "LPSYM";
+  constexpr std::int64_t kDay = 86'400'000;
+  const std::int64_t now = ts::services::unix_millis();
+  // Ten trades on each of 7 days: 9 and 4 days ago, today, and 3, 4, 5, 30 days ahead.
+  const std::vector<std::int64_t> days = {-9, -4, 0, 3, 4, 5, 30};
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    std::string last_id;
+    auto add_day = [&](std::int64_t first_id, std::int64_t day) -> asio::awaitable<void> {
+      for (int i = 0; i < 10; ++i) {
+        const std::string t = std::to_string(first_id + i);
+        const std::string time = std::to_string(now + day * kDay + i);
+        const std::array<FieldView, 6> fields{FieldView{"s", symbol}, FieldView{"t", t},
+                                              FieldView{"p", "10.5"}, FieldView{"q", "1"},
+                                              FieldView{"T", time},   FieldView{"m", "1"}};
+        last_id = co_await redis.xadd("md:trades:" + symbol, fields);
+      }
+    };
+    std::int64_t total = 0;
+    for (const std::int64_t day : days) {
+      co_await add_day(total + 1, day);
+      total += 10;
+    }
+    const std::string dsn =
+        ts::testing::Servers::instance().postgres_dsn_for(role, "lp", kDatabase);
+    Child r(TS_RECORDER_BIN, directory_, "least-privilege",
+            {"--symbols=" + symbol, "--consumer=lp", "--batch=20"},
+            {"TS_POSTGRES_DSN=" + dsn,
+             "TS_REDIS_URL=" + ts::testing::Servers::instance().redis_url(), "TS_LOG_LEVEL=info"});
+    const bool all = co_await until(
+        [&]() -> asio::awaitable<bool> { co_return co_await tick_count(pg, symbol) == total; },
+        30s);
+    EXPECT_TRUE(all) << "not every trade was recorded; log:\n"
+                     << detail::read_text_file(directory_ + "/least-privilege.log");
+    // A redelivery (the trades of 4 days ago once more) takes the ON CONFLICT DO NOTHING path,
+    // which needs no more than INSERT either.
+    co_await add_day(11, -4);
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          const auto groups = co_await redis.xinfo_groups("md:trades:" + symbol);
+          co_return groups.size() == 1 &&
+              groups[0].last_delivered_id == last_id&& groups[0].pending == 0;
+        },
+        30s));
+    const std::string log = detail::read_text_file(directory_ + "/least-privilege.log");
+    EXPECT_EQ(log.find("permission denied"), std::string::npos) << log;
+    r.signal(SIGTERM);
+    const auto code = co_await r.wait_exit(20s);
+    CO_ASSERT(code.has_value(), "no exit within 20 s of SIGTERM");
+    EXPECT_EQ(*code, 0);
+    EXPECT_EQ(r.summary("inserted"), total);
+    EXPECT_EQ(r.summary("duplicates"), 10);
+    EXPECT_EQ(r.summary("acked"), total + 10);
+    EXPECT_EQ(r.summary("handler_errors"), 0);
+    EXPECT_EQ(r.summary("dead_lettered"), 0);
+    EXPECT_GE(r.summary("partitions_created"), 4);  // -9, -4, +30 and at least one of +3..+5
+    // One partition per day, owned by the schema's owner (created by the definer function),
+    // not by the recorder's role.
+    const auto owners = co_await pg.query_value<std::int64_t>(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_roles r ON r.oid = c.relowner WHERE i.inhparent = 'ticks'::regclass "
+        "AND r.rolname = $1",
+        role);
+    EXPECT_EQ(owners, 0);
+    // Still least privilege: the role cannot read ticks nor create anything in the schema.
+    EXPECT_FALSE(
+        co_await pg.query_value<bool>("SELECT has_table_privilege($1, 'ticks', 'SELECT') OR "
+                                      "has_schema_privilege($1, 'public', 'CREATE')",
+                                      role));
+  });
+}
+
 TEST_F(ServicesFault, F40_RecorderStopsMidStreamWithEveryAckedEntryCommitted) {
   const std::string symbol = "F40SYM";
   const std::string stream = "md:trades:" + symbol;
@@ -783,6 +885,54 @@ OrderRows expected_orders() {
 /// ... and in fills: id → price, qty.
 OrderRows expected_fill_rows() {
   return {{"ex-1", {"100.5", "2"}}, {"ex-2", {"100.5", "1"}}, {"ex-10", {"100.5", "3"}}};
+}
+
+// ts-executor under a least-privilege role with exactly the grants of docs/services.md ("What to
+// provision"): a fill, a rejection and a reused id (its stored outcome read back).
+TEST_F(ServicesFault, ExecutorUnderItsOwnLeastPrivilegeRoleRecordsOrders) {
+  const std::string role = "ts_executor_lp";
+  exec_as_superuser(kDatabase, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" +
+                                   role + "') THEN CREATE ROLE " + role +
+                                   " LOGIN PASSWORD 'lp'; END IF; END $$");
+  exec_as_superuser(kDatabase, "GRANT CONNECT ON DATABASE " + std::string(kDatabase) + " TO " +
+                                   role + "; GRANT USAGE ON SCHEMA public TO " + role +
+                                   "; GRANT SELECT, INSERT ON orders, fills TO " + role +
+                                   "; GRANT USAGE ON SEQUENCE fills_fill_id_seq TO " + role);
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    const std::array<FieldView, 3> last{FieldView{"p", "42.5"}, FieldView{"t", "1"},
+                                        FieldView{"T", "1"}};
+    (void)co_await redis.hset("md:last:EXL", last);
+    co_await submit(redis, order("lp-1", "EXL", "buy", "market", "2"));
+    co_await submit(redis, order("lp-2", "NOPE", "buy", "market", "1"));
+    co_await submit(redis, order("lp-1", "EXL", "buy", "market", "5"));  // reused id
+    const std::string dsn =
+        ts::testing::Servers::instance().postgres_dsn_for(role, "lp", kDatabase);
+    Child e(TS_EXECUTOR_BIN, directory_, "executor-least-privilege",
+            {"--symbols=EXL", "--consumer=exec-lp"},
+            {"TS_POSTGRES_DSN=" + dsn,
+             "TS_REDIS_URL=" + ts::testing::Servers::instance().redis_url(), "TS_LOG_LEVEL=info"});
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          const std::size_t events = co_await event_count(redis, "lp-");
+          const std::int64_t left = co_await pending(redis, "orders:requests", "executor");
+          co_return events == 3 && left == 0;
+        },
+        30s))
+        << detail::read_text_file(directory_ + "/executor-least-privilege.log");
+    e.signal(SIGTERM);
+    const auto code = co_await e.wait_exit(20s);
+    CO_ASSERT(code.has_value(), "no exit within 20 s of SIGTERM");
+    EXPECT_EQ(*code, 0);
+    const std::string log = detail::read_text_file(directory_ + "/executor-least-privilege.log");
+    EXPECT_EQ(log.find("permission denied"), std::string::npos) << log;
+    EXPECT_EQ(e.summary("filled"), 1);
+    EXPECT_EQ(e.summary("rejected"), 1);
+    EXPECT_EQ(e.summary("duplicates"), 1);
+    EXPECT_EQ(e.summary("handler_errors"), 0);
+    EXPECT_EQ(co_await pg.query_value<std::int64_t>(
+                  "SELECT count(*) FROM fills WHERE client_order_id = 'lp-1' AND qty = 2"),
+              1);
+  });
 }
 
 TEST_F(ServicesFault, ExecutorRecordsOneTerminalStatePerRequest) {

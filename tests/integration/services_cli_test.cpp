@@ -279,18 +279,28 @@ TEST(TsctlMigrate, SecondRunAppliesNothing) {
   const auto env = env_for("cli_migrate", 0);
   const ToolRun first = run(kTsctl, {"migrate"}, env);
   ASSERT_EQ(first.code, 0) << describe(first);
-  EXPECT_THAT(first.output, HasSubstr("applied 1 migration(s), schema at version 1"));
+  EXPECT_THAT(first.output, HasSubstr("applied 2 migration(s), schema at version 2"));
   const ToolRun second = run(kTsctl, {"migrate"}, env);
   ASSERT_EQ(second.code, 0) << describe(second);
-  EXPECT_THAT(second.output, HasSubstr("applied 0 migration(s), schema at version 1"));
+  EXPECT_THAT(second.output, HasSubstr("applied 0 migration(s), schema at version 2"));
 
   Pg pg("cli_migrate");
-  EXPECT_EQ(pg.value("SELECT string_agg(version::text, ',') FROM schema_migrations"), "1");
+  EXPECT_EQ(
+      pg.value("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
+      "1,2");
   EXPECT_EQ(pg.value("SELECT name FROM schema_migrations WHERE version = 1"),
             "ticks, orders, fills");
   // The whole script ran, the plpgsql function and the partitions it creates included.
   EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
   EXPECT_EQ(pg.value("SELECT to_regclass('fills') IS NOT NULL"), "t");
+  // Version 2: the partition function runs as its owner with a fixed search_path, and only
+  // the roles granted EXECUTE may call it (docs/services.md, "What to provision").
+  EXPECT_EQ(pg.value("SELECT prosecdef::text || ' ' || array_to_string(proconfig, ';') FROM "
+                     "pg_proc WHERE oid = 'ts_ensure_tick_partition(date)'::regprocedure"),
+            "true search_path=public, pg_temp");
+  EXPECT_EQ(pg.value("SELECT has_function_privilege('public', "
+                     "'ts_ensure_tick_partition(date)', 'EXECUTE')"),
+            "f");
 }
 
 TEST(TsctlMigrate, ConcurrentMigratesOnAFreshDatabaseApplyTheSchemaOnce) {
@@ -301,12 +311,18 @@ TEST(TsctlMigrate, ConcurrentMigratesOnAFreshDatabaseApplyTheSchemaOnce) {
   const ToolRun rb = b.finish();
   ASSERT_EQ(ra.code, 0) << describe(ra);
   ASSERT_EQ(rb.code, 0) << describe(rb);
-  const std::string both = ra.output + rb.output;
-  EXPECT_THAT(both, HasSubstr("applied 1 migration(s), schema at version 1")) << both;
-  EXPECT_THAT(both, HasSubstr("applied 0 migration(s), schema at version 1")) << both;
+  // Each migration is applied once, by one of them (each in its own transaction under the
+  // lock: with two migrations they may share the work); both end at the last version.
+  auto applied = [](const std::string& output) {
+    const std::size_t at = output.find("applied ");
+    return at == std::string::npos ? -1 : std::stoi(output.substr(at + 8));
+  };
+  EXPECT_EQ(applied(ra.output) + applied(rb.output), 2) << ra.output << rb.output;
+  EXPECT_THAT(ra.output, HasSubstr("migration(s), schema at version 2")) << ra.output;
+  EXPECT_THAT(rb.output, HasSubstr("migration(s), schema at version 2")) << rb.output;
 
   Pg pg("cli_migrate_concurrent");
-  EXPECT_EQ(pg.value("SELECT count(*) FROM schema_migrations"), "1");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM schema_migrations"), "2");
   EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
 }
 
@@ -747,7 +763,7 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
   EXPECT_THAT(lines[0], HasSubstr("\"md:trades:ETHUSDT\":{\"length\":0,\"group\":\"recorder\","
                                   "\"group_exists\":false}"));
   EXPECT_THAT(lines[0], HasSubstr("\"orders:events\":{\"length\":0}"));
-  EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":1"));
+  EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":2"));
   EXPECT_THAT(lines[0],
               HasSubstr("\"tables\":{\"ticks\":0,\"orders\":{\"rejected\":1},\"fills\":0}"));
 
@@ -755,7 +771,7 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
   ASSERT_EQ(text.code, 0) << describe(text);
   EXPECT_THAT(text.output, HasSubstr("md:trades:BTCUSDT"));
   EXPECT_THAT(text.output, HasSubstr("orders (rejected)"));
-  EXPECT_THAT(text.output, HasSubstr("schema version 1"));
+  EXPECT_THAT(text.output, HasSubstr("schema version 2"));
 }
 
 // ---- ts-janitor --------------------------------------------------------------------------------
