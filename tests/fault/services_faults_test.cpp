@@ -16,6 +16,7 @@
 #include "common/migrations.hpp"
 #include "common/settings.hpp"
 #include "support/async_test.hpp"
+#include "support/fault_proxy.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 #include "support/test_helpers.hpp"
@@ -1064,6 +1065,188 @@ TEST_F(ServicesFault, ExecutorCrashAfterCommitRedeliversWithoutASecondFill) {
       EXPECT_EQ(list.size(), n <= 4 ? 2u : 1u) << id;
       for (const auto& ev : list) EXPECT_EQ(ev.at("status"), std::string("filled")) << id;
     }
+  });
+}
+
+// ---- issue 14: ERROR only for what needs an operator -------------------------------------------
+
+/// The ERROR-level lines of a service's log (text format: "<time> error <service> ...").
+std::vector<std::string> error_lines(const std::string& log_file) {
+  std::vector<std::string> out;
+  const std::string text = detail::read_text_file(log_file);
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    if (line.find("Z error ") != std::string::npos) out.push_back(line);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+/// The port of a keyword DSN ("... port=N ...").
+std::uint16_t dsn_port(const std::string& dsn) {
+  const std::size_t at = dsn.find("port=");
+  if (at == std::string::npos) throw std::runtime_error("no port in " + dsn);
+  return static_cast<std::uint16_t>(std::stoi(dsn.substr(at + 5)));
+}
+
+// A PgBouncer restart while ts-recorder and ts-executor write through it: both wait it out
+// (everything recorded, exit 0), and an operator alerting on ERROR is not paged: a transient
+// failure that is retried and then succeeds logs warnings, not errors.
+TEST_F(ServicesFault, APgBouncerRestartThatBothServicesRideOutLogsNoError) {
+  auto& servers = ts::testing::Servers::instance();
+  auto& bouncer = servers.pgbouncer();
+  const std::vector<std::string> env = {"TS_POSTGRES_DSN=" + servers.pgbouncer_dsn(kDatabase),
+                                        "TS_REDIS_URL=" + servers.redis_url(), "TS_LOG_LEVEL=info"};
+  const std::string symbol = "PGBSYM";
+  const std::int64_t base = ts::services::unix_millis();
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    const std::array<FieldView, 3> last{FieldView{"p", "7.5"}, FieldView{"t", "1"},
+                                        FieldView{"T", "1"}};
+    (void)co_await redis.hset("md:last:PGB", last);
+    std::int64_t trades = 500;
+    int orders = 0;
+    co_await add_trades(redis, symbol, 1, trades, base);
+    for (; orders < 10; ++orders) {
+      co_await submit(redis,
+                      order("pgb-" + std::to_string(orders + 1), "PGB", "buy", "market", "1"));
+    }
+    Child r(TS_RECORDER_BIN, directory_, "pgb-recorder", {"--symbols=" + symbol, "--consumer=pgb"},
+            env);
+    Child e(TS_EXECUTOR_BIN, directory_, "pgb-executor", {"--symbols=PGB", "--consumer=pgb"}, env);
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await tick_count(pg, symbol) ==
+              trades&& co_await event_count(redis, "pgb-") == static_cast<std::size_t>(orders);
+        },
+        30s));
+    // PgBouncer goes away; work keeps coming until both services have seen a failure.
+    bouncer.stop();
+    ts::testing::ScopeExit restart("start PgBouncer", [&] {
+      if (!bouncer.running()) bouncer.start();
+    });
+    const auto both_failed = [&] {
+      const auto has = [](const std::string& file) {
+        return detail::read_text_file(file).find("retrying with backoff") != std::string::npos;
+      };
+      return has(directory_ + "/pgb-recorder.log") && has(directory_ + "/pgb-executor.log");
+    };
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_await add_trades(redis, symbol, trades + 1, 50, base);
+          trades += 50;
+          ++orders;
+          co_await submit(redis,
+                          order("pgb-" + std::to_string(orders), "PGB", "buy", "market", "1"));
+          co_return both_failed();
+        },
+        20s))
+        << "a service did not notice PgBouncer was down";
+    bouncer.start();
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await tick_count(pg, symbol) ==
+                  trades&& co_await event_count(redis, "pgb-") >=
+                      static_cast<std::size_t>(orders) &&
+              co_await pending(redis, "orders:requests", "executor") == 0;
+        },
+        60s))
+        << "not everything was recorded after the restart";
+    r.signal(SIGTERM);
+    e.signal(SIGTERM);
+    const auto rc = co_await r.wait_exit(20s);
+    const auto ec = co_await e.wait_exit(20s);
+    EXPECT_EQ(rc.value_or(-1), 0);
+    EXPECT_EQ(ec.value_or(-1), 0);
+    EXPECT_EQ(r.summary("handler_errors"), 0);
+    EXPECT_EQ(e.summary("filled"), orders);
+    const auto recorder_errors = error_lines(directory_ + "/pgb-recorder.log");
+    const auto executor_errors = error_lines(directory_ + "/pgb-executor.log");
+    EXPECT_TRUE(recorder_errors.empty()) << "ts-recorder ERROR lines:\n" << joined(recorder_errors);
+    EXPECT_TRUE(executor_errors.empty()) << "ts-executor ERROR lines:\n" << joined(executor_errors);
+  });
+}
+
+// A COMMIT whose reply is lost (the connection cut while the server commits): the executor
+// retries, finds its own order recorded and reconciles: one fill, counted as filled and
+// reconciled, not as a duplicate, one event, and no ERROR line.
+TEST_F(ServicesFault, ExecutorReconcilesACommitWithALostReplyWithoutAnErrorOrADuplicate) {
+  auto& servers = ts::testing::Servers::instance();
+  // The order's commit takes 1.5 s on the server (a deferred trigger), long enough to cut the
+  // connection while it is in flight; the server still commits.
+  exec_as_superuser(kDatabase, R"sql(
+CREATE OR REPLACE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+DROP TRIGGER IF EXISTS test_slow_commit ON orders;
+CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON orders DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW WHEN (NEW.client_order_id LIKE 'rc-%') EXECUTE FUNCTION test_slow_commit();
+)sql");
+  ts::testing::ScopeExit drop("drop the trigger", [&] {
+    exec_as_superuser(kDatabase, "DROP TRIGGER IF EXISTS test_slow_commit ON orders");
+  });
+  const std::string direct = servers.postgres_dsn(kDatabase);
+  ts::testing::FaultProxy proxy("127.0.0.1", dsn_port(direct));
+  proxy.start();
+  std::string via_proxy = direct;
+  via_proxy.replace(via_proxy.find("port=") + 5, std::to_string(dsn_port(direct)).size(),
+                    std::to_string(proxy.port()));
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    const std::array<FieldView, 3> last{FieldView{"p", "11.25"}, FieldView{"t", "1"},
+                                        FieldView{"T", "1"}};
+    (void)co_await redis.hset("md:last:RCX", last);
+    co_await submit(redis, order("rc-1", "RCX", "buy", "market", "3"));
+    Child e(TS_EXECUTOR_BIN, directory_, "rc-executor", {"--symbols=RCX", "--consumer=rc"},
+            {"TS_POSTGRES_DSN=" + via_proxy, "TS_REDIS_URL=" + servers.redis_url(),
+             "TS_LOG_LEVEL=info"});
+    // Cut every connection of the proxy while the executor's commit is running (the trigger
+    // sleeping in it).
+    const bool in_commit = co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await pg.query_value<bool>(
+              "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'ts-executor' "
+              "AND state = 'active' AND wait_event = 'PgSleep'");
+        },
+        20s);
+    CO_ASSERT(in_commit, "the executor's COMMIT was never seen running");
+    proxy.cut_all();
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await event_count(redis, "rc-") >= 1 &&
+              co_await pending(redis, "orders:requests", "executor") == 0;
+        },
+        30s));
+    e.signal(SIGTERM);
+    const auto code = co_await e.wait_exit(20s);
+    EXPECT_EQ(code.value_or(-1), 0);
+    EXPECT_EQ(co_await pg.query_value<std::int64_t>(
+                  "SELECT count(*) FROM fills WHERE client_order_id = 'rc-1'"),
+              1);
+    EXPECT_EQ(co_await event_count(redis, "rc-"), 1u);
+    const std::string log = detail::read_text_file(directory_ + "/rc-executor.log");
+    for (std::size_t at = log.find("rc-1"); at != std::string::npos;
+         at = log.find("rc-1", at + 1)) {
+      const std::size_t begin = log.rfind('\n', at) + 1;
+      const std::size_t end = log.find('\n', at);
+      std::cout << "[ INFO ] " << log.substr(begin, std::min<std::size_t>(end - begin, 240))
+                << '\n';
+      at = end;
+    }
+    EXPECT_NE(log.find("outcome_unknown"), std::string::npos)
+        << "the COMMIT's outcome was not unknown: the fault did not happen\n"
+        << log;
+    EXPECT_EQ(e.summary("filled"), 1);
+    EXPECT_EQ(e.summary("duplicates"), 0) << "its own commit counted as a duplicate";
+    EXPECT_EQ(e.summary("reconciled"), 1);
+    const auto errors = error_lines(directory_ + "/rc-executor.log");
+    EXPECT_TRUE(errors.empty()) << "ERROR lines:\n" << joined(errors);
   });
 }
 
