@@ -13,6 +13,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <vector>
+
 namespace trading_shared::lifecycle {
 
 namespace asio = boost::asio;
@@ -49,7 +51,7 @@ std::string describe(const std::exception_ptr& error, bool& timed_out) {
 
 struct ResourceScope::Overruns {
   std::size_t running = 0;
-  asio::steady_timer* waiter = nullptr;  ///< wait_overrunning's, while it waits
+  std::vector<asio::steady_timer*> waiters;  ///< of wait_overrunning, while they wait
 };
 
 /// The close of one owned resource. The coroutine that runs it holds this (and so the
@@ -141,10 +143,10 @@ asio::awaitable<void> ResourceScope::wait_overrunning_inner() {
   const std::shared_ptr<Overruns> overruns = overruns_;
   while (overruns->running > 0) {
     asio::steady_timer timer(executor_, asio::steady_timer::time_point::max());
-    overruns->waiter = &timer;
+    overruns->waiters.push_back(&timer);
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    overruns->waiter = nullptr;
+    std::erase(overruns->waiters, &timer);
   }
 }
 
@@ -167,8 +169,8 @@ asio::awaitable<void> ResourceScope::run_owned_close(std::shared_ptr<OwnedClose>
       log()->warn("{}: its close, which overran its bound, has ended; the resource is freed",
                   state->entry.name);
     }
-    if (--state->overruns->running == 0 && state->overruns->waiter != nullptr) {
-      state->overruns->waiter->cancel();
+    if (--state->overruns->running == 0) {
+      for (auto* waiter : state->overruns->waiters) waiter->cancel();
     }
   }
 }
