@@ -69,8 +69,32 @@ CREATE TABLE fills (
 );
 )sql";
 
+// Version 2: partition creation for a least-privilege recorder (docs/services.md, "What to
+// provision"). ts_ensure_tick_partition runs with the rights of its owner, the role that
+// applied the migrations and owns ticks (SECURITY DEFINER), so that a recorder role with only
+// INSERT on ticks and EXECUTE on the function can create the partition of a day migrate did
+// not create in advance; CREATE on the schema stays the owner's. Its search_path is fixed to
+// the function's own schema, then pg_temp (last, so that no temporary object can stand in
+// for ticks), so that a caller's search_path cannot substitute objects. EXECUTE is revoked
+// from PUBLIC: only the roles granted it (the recorder's) and the owner may run it.
+constexpr std::string_view kV2 = R"sql(
+DO $$
+DECLARE
+  schema_name text;
+BEGIN
+  SELECT n.nspname INTO schema_name
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.oid = 'ts_ensure_tick_partition(date)'::regprocedure;
+  EXECUTE format('ALTER FUNCTION %I.ts_ensure_tick_partition(date) SECURITY DEFINER '
+                 'SET search_path = %I, pg_temp', schema_name, schema_name);
+END $$;
+
+REVOKE ALL ON FUNCTION ts_ensure_tick_partition(date) FROM PUBLIC;
+)sql";
+
 constexpr std::array kMigrations{
     Migration{1, "ticks, orders, fills", kV1},
+    Migration{2, "ts_ensure_tick_partition runs as its owner", kV2},
 };
 
 }  // namespace

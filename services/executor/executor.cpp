@@ -59,17 +59,31 @@ struct Outcome {
   bool duplicate = false;
 };
 
-constexpr const char* kInsertOrder = R"sql(
-INSERT INTO orders (client_order_id, symbol, side, type, qty, limit_price, status,
-                    reject_reason, submitted_at)
-VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7, $8,
-        timestamptz 'epoch' + $9::bigint * interval '1 millisecond')
-ON CONFLICT (client_order_id) DO NOTHING)sql";
+// The order (once per client order id) and, when it is new and filled, its fill, in one
+// statement (one implicit transaction, one round trip), with the stored outcome of an order
+// recorded before (a redelivery, a reused id, or our own earlier attempt whose reply was
+// lost). The joins read the snapshot from before this statement's inserts: a new order reads
+// NULLs there, an old one its stored row. Always one row.
+constexpr const char* kRecordOrder = R"sql(
+WITH new_order AS (
+  INSERT INTO orders (client_order_id, symbol, side, type, qty, limit_price, status,
+                      reject_reason, submitted_at)
+  VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7, $8,
+          timestamptz 'epoch' + $9::bigint * interval '1 millisecond')
+  ON CONFLICT (client_order_id) DO NOTHING
+  RETURNING client_order_id),
+new_fill AS (
+  INSERT INTO fills (client_order_id, symbol, side, qty, price)
+  SELECT client_order_id, $2, $3, $10::numeric, $11::numeric FROM new_order
+  WHERE $10::numeric IS NOT NULL
+  RETURNING client_order_id)
+SELECT (SELECT count(*) FROM new_order), o.status, o.reject_reason, f.price::text, f.qty::text
+FROM (SELECT 1) AS one
+LEFT JOIN orders o ON o.client_order_id = $1
+LEFT JOIN fills f ON f.client_order_id = $1)sql";
 
-constexpr const char* kInsertFill = R"sql(
-INSERT INTO fills (client_order_id, symbol, side, qty, price)
-VALUES ($1, $2, $3, $4::numeric, $5::numeric))sql";
-
+// An order that conflicted with one committed after the statement's snapshot (another
+// executor inserting the same id at the same moment) is read again, in a new snapshot.
 constexpr const char* kStoredOrder = R"sql(
 SELECT o.status, o.reject_reason, f.price::text, f.qty::text
 FROM orders o LEFT JOIN fills f USING (client_order_id)
@@ -82,6 +96,7 @@ struct Counters {
   std::uint64_t filled = 0;
   std::uint64_t rejected = 0;
   std::uint64_t duplicates = 0;
+  std::uint64_t reconciled = 0;  ///< our own write, whose outcome was unknown, found recorded
   std::uint64_t events = 0;
   std::uint64_t malformed = 0;
   std::uint64_t db_retries = 0;
@@ -115,8 +130,12 @@ class Venue {
     // Every request gets exactly one terminal outcome on orders:events (F44): one the database
     // refuses for good (a value out of its range, a constraint) is recorded as rejected
     // without its optional values; if even that is refused, it is rejected on the stream only.
+    // `maybe_recorded`: an attempt failed with an unknown outcome (the connection was lost
+    // after the statement was sent), so finding the order recorded afterwards, as decided, is
+    // our own write: reconciled, not a duplicate.
+    bool maybe_recorded = false;
     Outcome outcome;
-    std::string refused = co_await try_record(*request, decision, outcome);
+    std::string refused = co_await try_record(*request, decision, outcome, maybe_recorded);
     if (!refused.empty()) {
       ++counters_->unprocessable;
       log()->error("order {}: the database refused it ({}); recording it as rejected", request->id,
@@ -126,7 +145,7 @@ class Venue {
       stripped.limit_price.clear();
       stripped.submitted_at_ms.reset();
       decision = rejected("unprocessable");
-      const std::string again = co_await try_record(stripped, decision, outcome);
+      const std::string again = co_await try_record(stripped, decision, outcome, maybe_recorded);
       if (!again.empty()) {
         ++counters_->unrecorded;
         log()->error("order {}: not recorded at all ({}): publishing it as rejected only",
@@ -134,19 +153,31 @@ class Venue {
         outcome = decision;
       }
     }
-    if (outcome.duplicate) {
+    const bool reconciled = outcome.duplicate && maybe_recorded && same(outcome, decision);
+    if (outcome.duplicate && !reconciled) {
       ++counters_->duplicates;
       log()->info("order {} seen before: publishing its stored outcome ({})", request->id,
                   outcome.filled ? "filled" : "rejected");
     } else {
+      if (reconciled) {
+        ++counters_->reconciled;
+        log()->info(
+            "order {}: the outcome of its write was unknown; found recorded as decided ({}): "
+            "reconciled",
+            request->id, outcome.filled ? "filled" : "rejected");
+      }
       ++(outcome.filled ? counters_->filled : counters_->rejected);
       const std::uint64_t commit = ++counters_->commits;
+#if TS_TEST_FAULTS
       if (settings_->fault_crash_after_commit > 0 &&
           commit == static_cast<std::uint64_t>(settings_->fault_crash_after_commit)) {
         log()->error("fault switch: crashing after commit {}, before its event and XACK (exit {})",
                      commit, kFaultExitCode);
         std::_Exit(kFaultExitCode);
       }
+#else
+      (void)commit;
+#endif
     }
     co_await publish(request->id, outcome);
   }
@@ -189,10 +220,18 @@ class Venue {
   }
 
   /// Records the order; returns the error text when the database refused it for good (empty
-  /// when recorded). Transient failures are retried inside; a stop rethrows.
+  /// when recorded). Transient failures are retried inside; a stop rethrows. Sets
+  /// `maybe_recorded` when an attempt's outcome was unknown.
   asio::awaitable<std::string> try_record(const Request& request, const Outcome& decision,
-                                          Outcome& outcome) {
-    auto attempt = [&]() { return record(request, decision); };
+                                          Outcome& outcome, bool& maybe_recorded) {
+    auto attempt = [&]() -> asio::awaitable<Outcome> {
+      try {
+        co_return co_await record(request, decision);
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::outcome_unknown) maybe_recorded = true;
+        throw;
+      }
+    };
     std::string what = "record order " + request.id;
     std::string refused;
     try {
@@ -204,6 +243,14 @@ class Venue {
       if (refused.empty()) refused = "unknown error";
     }
     co_return refused;
+  }
+
+  /// The stored outcome is the decision (same status, reason, price and quantity).
+  static bool same(const Outcome& stored, const Outcome& decision) {
+    if (stored.filled != decision.filled) return false;
+    if (!stored.filled) return stored.reason == decision.reason;
+    return compare_decimal(stored.price, decision.price) == 0 &&
+           compare_decimal(stored.qty, decision.qty) == 0;
   }
 
   static Outcome rejected(std::string reason) {
@@ -256,44 +303,46 @@ class Venue {
     co_return std::string(value);
   }
 
-  /// One transaction: the order (once per client order id) and its fill; or, when the order
-  /// exists already (a redelivery or a reused id), its stored outcome.
+  /// One statement: the order (once per client order id) and its fill; or, when the order
+  /// exists already (a redelivery, a reused id, or an earlier attempt of ours whose reply was
+  /// lost), its stored outcome. Not run under the client's retry: retry_transient is the one
+  /// retry layer here.
   asio::awaitable<Outcome> record(const Request& r, const Outcome& decision) {
-    pg::TransactionOptions options;
-    options.idempotent = core::Idempotent::yes;  // ON CONFLICT + read-back: a rerun is harmless
-    core::RetryPolicy once;
-    once.max_attempts = 1;  // retried by retry_transient (one retry layer)
-    options.retry = once;
-    auto body = [&](pg::Transaction& tx) -> asio::awaitable<Outcome> {
-      const std::optional<std::string> qty =
-          is_decimal(r.qty) ? std::optional<std::string>(r.qty) : std::nullopt;
-      const std::optional<std::string> limit_price = r.type == "limit" && is_decimal(r.limit_price)
-                                                         ? std::optional<std::string>(r.limit_price)
-                                                         : std::nullopt;
-      const std::optional<std::string> reason =
-          decision.filled ? std::nullopt : std::optional<std::string>(decision.reason);
-      const std::string status = decision.filled ? "filled" : "rejected";
-      const std::int64_t inserted =
-          co_await tx.execute(kInsertOrder, r.id, r.symbol, r.side, r.type, qty, limit_price,
-                              status, reason, r.submitted_at_ms);
-      if (inserted == 1) {
-        if (decision.filled) {
-          (void)co_await tx.execute(kInsertFill, r.id, r.symbol, r.side, decision.qty,
-                                    decision.price);
-        }
-        co_return decision;
-      }
-      const auto row = co_await tx.query_one(kStoredOrder, r.id);
-      if (!row) throw std::runtime_error("order " + r.id + " conflicted but cannot be read");
-      Outcome stored;
-      stored.duplicate = true;
-      stored.filled = row->get<std::string>(0) == "filled";
-      stored.reason = row->get<std::optional<std::string>>(1).value_or("");
-      stored.price = row->get<std::optional<std::string>>(2).value_or("");
-      stored.qty = row->get<std::optional<std::string>>(3).value_or("");
-      co_return stored;
-    };
-    co_return co_await pg_->transaction(body, options);
+    const std::optional<std::string> qty =
+        is_decimal(r.qty) ? std::optional<std::string>(r.qty) : std::nullopt;
+    const std::optional<std::string> limit_price = r.type == "limit" && is_decimal(r.limit_price)
+                                                       ? std::optional<std::string>(r.limit_price)
+                                                       : std::nullopt;
+    const std::optional<std::string> reason =
+        decision.filled ? std::nullopt : std::optional<std::string>(decision.reason);
+    const std::string status = decision.filled ? "filled" : "rejected";
+    const std::optional<std::string> fill_qty =
+        decision.filled ? std::optional<std::string>(decision.qty) : std::nullopt;
+    const std::optional<std::string> fill_price =
+        decision.filled ? std::optional<std::string>(decision.price) : std::nullopt;
+    const auto row =
+        co_await pg_->query_one(kRecordOrder, r.id, r.symbol, r.side, r.type, qty, limit_price,
+                                status, reason, r.submitted_at_ms, fill_qty, fill_price);
+    if (!row) throw std::runtime_error("recording order " + r.id + " returned no row");
+    if (row->get<std::int64_t>(0) == 1) co_return decision;
+    std::optional<std::string> stored_status = row->get<std::optional<std::string>>(1);
+    Outcome stored;
+    stored.duplicate = true;
+    if (stored_status) {
+      stored.reason = row->get<std::optional<std::string>>(2).value_or("");
+      stored.price = row->get<std::optional<std::string>>(3).value_or("");
+      stored.qty = row->get<std::optional<std::string>>(4).value_or("");
+    } else {
+      // Committed by someone else after this statement's snapshot was taken.
+      const auto again = co_await pg_->query_one(kStoredOrder, r.id);
+      if (!again) throw std::runtime_error("order " + r.id + " conflicted but cannot be read");
+      stored_status = again->get<std::string>(0);
+      stored.reason = again->get<std::optional<std::string>>(1).value_or("");
+      stored.price = again->get<std::optional<std::string>>(2).value_or("");
+      stored.qty = again->get<std::optional<std::string>>(3).value_or("");
+    }
+    stored.filled = *stored_status == "filled";
+    co_return stored;
   }
 
   asio::awaitable<void> publish(const std::string& id, const Outcome& o) {
@@ -376,27 +425,41 @@ void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
       .add(s.drain_timeout, {"drain_timeout",
                              "after SIGTERM, time to finish the current "
                              "requests before they are cancelled"})
-      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"})
-      .add(s.fault_crash_after_commit, {"fault_crash_after_commit",
-                                        "TEST ONLY: exit 137 after the Nth new order is "
-                                        "committed, before its event and XACK (0: off)"});
+      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
+  add_shutdown_setting(loader, s.shutdown_timeout);
+#if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
+  loader.add(s.fault_crash_after_commit, {"fault_crash_after_commit",
+                                          "TEST ONLY: exit 137 after the Nth new order is "
+                                          "committed, before its event and XACK (0: off)"});
+#endif
+}
+
+lifecycle::ServiceOptions service_options(const ExecutorSettings& s) {
+  return services::service_options(
+      "ts-executor", s.drain_timeout, s.shutdown_timeout,
+      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
+      "--drain-timeout, --shutdown-timeout");
 }
 
 void finish_settings(ExecutorSettings& s) {
   auto bad = [](const std::string& why) { throw core::ConfigError(why); };
-  if (s.symbols.empty()) bad("--symbols: at least one symbol is needed");
+  check_symbols(s.symbols);
   if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
   if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
   if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
   if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+  (void)service_options(s);  // the stop budget adds up (F54)
+#if TS_TEST_FAULTS
   if (s.fault_crash_after_commit < 0) bad("--fault-crash-after-commit must be >= 0");
+#endif
   if (s.consumer.empty()) s.consumer = default_consumer_name("executor");
-  if (s.pg.dsn.empty()) bad("--postgres-dsn (TS_POSTGRES_DSN) is required");
   if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
     s.pg.application_name = "ts-executor";
   }
   if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-executor";
+  check_postgres_settings(s.pg);
+  check_redis_settings(s.redis);
 }
 
 int run_executor(const ExecutorSettings& settings) {
@@ -407,9 +470,7 @@ int run_executor(const ExecutorSettings& settings) {
   std::optional<Venue> venue;
   std::unique_ptr<redis::StreamConsumer> consumer;
 
-  lifecycle::ServiceOptions options;
-  options.name = "ts-executor";
-  options.drain_timeout = settings.drain_timeout;
+  const lifecycle::ServiceOptions options = service_options(settings);
   const int code =
       lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
         ctx.on_stop([&] {
@@ -463,15 +524,16 @@ int run_executor(const ExecutorSettings& settings) {
   const redis::StreamConsumerStats stats =
       consumer ? consumer->stats() : redis::StreamConsumerStats{};
   log()->info(
-      "stopped (exit {}): {} filled, {} rejected, {} duplicates, {} events, {} malformed, {} "
-      "handler errors, {} dead-lettered",
-      code, counters.filled, counters.rejected, counters.duplicates, counters.events,
-      counters.malformed, stats.handler_errors, stats.dead_lettered);
+      "stopped (exit {}): {} filled, {} rejected, {} duplicates, {} reconciled, {} events, {} "
+      "malformed, {} handler errors, {} dead-lettered",
+      code, counters.filled, counters.rejected, counters.duplicates, counters.reconciled,
+      counters.events, counters.malformed, stats.handler_errors, stats.dead_lettered);
   if (settings.summary_file.empty()) return code;
   Summary summary;
   summary.add("filled", counters.filled)
       .add("rejected", counters.rejected)
       .add("duplicates", counters.duplicates)
+      .add("reconciled", counters.reconciled)
       .add("events", counters.events)
       .add("malformed", counters.malformed)
       .add("unprocessable", counters.unprocessable)

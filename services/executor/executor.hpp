@@ -6,6 +6,7 @@
 
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/redis/config.hpp>
 
@@ -31,15 +32,22 @@ struct ExecutorSettings {
   std::chrono::milliseconds claim_interval{2000};
   std::uint32_t max_deliveries = 5;
   std::chrono::milliseconds drain_timeout{5000};
+  /// The whole graceful stop: the drain, then closing the clients (F54: checked at start).
+  std::chrono::milliseconds shutdown_timeout{20000};
   std::string summary_file;
   /// Test-only fault switch (0 = off): `_Exit(137)` after the Nth new order committed,
-  /// before its event and its XACK.
+  /// before its event and its XACK. Settable (and acted on) only in a build with the CMake
+  /// option TS_TEST_FAULTS; a release build has no such flag.
   std::int64_t fault_crash_after_commit = 0;
 };
 
 void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& settings);
 /// Checks the loaded settings and fills derived defaults; throws `core::ConfigError`.
 void finish_settings(ExecutorSettings& settings);
+
+/// The run_daemon options: drain, shutdown budget and the clients' close bounds, checked
+/// (F54). @throws core::ConfigError when the budgets cannot add up.
+lifecycle::ServiceOptions service_options(const ExecutorSettings& settings);
 
 /// Runs the daemon; returns the process exit code (lifecycle::run_daemon's).
 int run_executor(const ExecutorSettings& settings);

@@ -228,26 +228,7 @@ ListenAddress parse_listen(std::string_view text) {
 
 void check_config(FeedSimConfig& config) {
   parse_listen(config.listen);
-  if (config.symbols.empty()) throw core::ConfigError("--symbols: at least one symbol is needed");
-  for (auto& symbol : config.symbols) {
-    const bool valid = std::all_of(symbol.begin(), symbol.end(), [](char c) {
-      return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    });
-    if (!valid) {
-      throw core::ConfigError(fmt::format(
-          "invalid value \"{}\" for --symbols: a symbol is letters and digits only", symbol));
-    }
-    for (char& c : symbol) {
-      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    }
-  }
-  for (std::size_t i = 0; i < config.symbols.size(); ++i) {
-    for (std::size_t j = i + 1; j < config.symbols.size(); ++j) {
-      if (config.symbols[i] == config.symbols[j]) {
-        throw core::ConfigError(fmt::format("--symbols: {} is listed twice", config.symbols[i]));
-      }
-    }
-  }
+  check_symbols(config.symbols);
   if (!std::isfinite(config.rate) || config.rate <= 0 || config.rate > 10'000'000) {
     throw core::ConfigError(
         fmt::format("invalid value {} for --rate: expected 0 < rate <= 10000000", config.rate));

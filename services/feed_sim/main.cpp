@@ -7,6 +7,8 @@
 
 #include "feed_sim/feed_sim.hpp"
 
+#include <iostream>
+
 namespace asio = boost::asio;
 namespace core = trading_shared::core;
 namespace lifecycle = trading_shared::lifecycle;
@@ -15,7 +17,6 @@ namespace feed_sim = trading_shared::services::feed_sim;
 namespace {
 
 asio::awaitable<void> serve(lifecycle::ServiceContext& ctx, feed_sim::FeedSimConfig& config) {
-  feed_sim::check_config(config);  // core::ConfigError -> exit code 2
   auto* sim =
       co_await ctx.scope().open<feed_sim::FeedSimulator>("feed-sim", ctx.executor(), config);
   ctx.on_stop([sim] { sim->stop_generating(); });
@@ -38,6 +39,12 @@ int main(int argc, char** argv) {
   core::add_log_settings(loader, log_config);
   feed_sim::add_feed_sim_settings(loader, config);
   if (const auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
+  try {
+    feed_sim::check_config(config);
+  } catch (const core::ConfigError& e) {
+    std::cerr << "ts-feed-sim: configuration error: " << e.what() << std::endl;
+    return core::kExitBadConfig;
+  }
   core::setup_logging(log_config);
   core::logger("")->info("configuration: {}", loader.effective_config_summary());
 
@@ -46,6 +53,7 @@ int main(int argc, char** argv) {
   options.drain_timeout = config.close_timeout + std::chrono::seconds(1);
   options.close_timeout = config.close_timeout + std::chrono::seconds(3);
   options.shutdown_timeout = options.drain_timeout + options.close_timeout;
+  options.closes = {{"feed-sim", options.close_timeout}};  // checked by run_daemon (F54)
   return lifecycle::run_daemon(
       options, [&config](lifecycle::ServiceContext& ctx) { return serve(ctx, config); });
 }

@@ -376,20 +376,22 @@ void validate(Settings& settings) {
   if (settings.deadline <= std::chrono::milliseconds::zero()) {
     throw core::ConfigError("--deadline must be positive");
   }
-  for (const auto& symbol : settings.symbols) {
-    if (symbol.find_first_of("*?[]\\") != std::string::npos) {
-      throw core::ConfigError(fmt::format("invalid --symbols item \"{}\"", symbol));
-    }
-  }
+  check_symbols(settings.symbols, /*allow_empty=*/true);  // empty: every stream SCAN finds
+  check_postgres_settings(settings.postgres);
+  check_redis_settings(settings.redis);
   // A server that is down must not eat the whole deadline: the other step still runs.
   const auto start_bound = settings.deadline / 3;
   settings.postgres.startup_timeout = std::min(settings.postgres.startup_timeout, start_bound);
   settings.redis.startup_timeout = std::min(settings.redis.startup_timeout, start_bound);
+  (void)service_options(settings);  // the stop budget adds up (F54)
 }
 
 lifecycle::ServiceOptions service_options(const Settings& settings) {
-  lifecycle::ServiceOptions options;
-  options.name = "ts-janitor";
+  // No drain: after the deadline or a signal, the closes get the default shutdown budget.
+  lifecycle::ServiceOptions options = services::service_options(
+      "ts-janitor", std::chrono::milliseconds::zero(), lifecycle::ServiceOptions{}.shutdown_timeout,
+      {{"redis", close_bound(settings.redis)}, {"postgres", close_bound(settings.postgres)}},
+      "the clients' close timeouts");
   options.deadline = settings.deadline;
   return options;
 }

@@ -7,7 +7,7 @@
 #include "receiver/receiver.hpp"
 #include "receiver/trade_parser.hpp"
 
-#include <cctype>
+#include <iostream>
 #include <string>
 
 using namespace trading_shared;
@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   std::string overflow = std::string(ws::to_string(config.feed.overflow));
   core::LogConfig log_config;
   log_config.service_name = "ts-receiver";
+  std::chrono::milliseconds drain_timeout{5000};
+  std::chrono::milliseconds shutdown_timeout = services::kDefaultShutdownTimeout;
   core::ConfigLoader loader(
       "ts-receiver",
       "Reads the trade feed (WebSocket) and writes every trade to its Redis trade stream "
@@ -46,38 +48,48 @@ int main(int argc, char** argv) {
            {"stall_buffer",
             "trades kept per trade stream while its writes fail (beyond: oldest dropped, "
             "counted)"})
-      .add(config.summary_file, {"summary_file", "JSON summary written on exit"});
+      .add(config.summary_file, {"summary_file", "JSON summary written on exit"})
+      .add(drain_timeout, {"drain_timeout",
+                           "after SIGTERM, time to write what was already received before the "
+                           "writer is cancelled"});
+  services::add_shutdown_setting(loader, shutdown_timeout);
   core::add_log_settings(loader, log_config);
   if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
+  lifecycle::ServiceOptions options;
+  // Every check before anything is set up or connected: exit 2 with one line.
+  try {
+    try {
+      config.feed.overflow = ws::parse_overflow_policy(overflow);
+    } catch (const std::invalid_argument& e) {
+      throw core::ConfigError("invalid value for --feed-overflow: " + std::string(e.what()));
+    }
+    services::check_symbols(config.symbols);
+    if (config.batch == 0) throw core::ConfigError("--batch must be > 0");
+    if (config.stall_buffer == 0) throw core::ConfigError("--stall-buffer must be > 0");
+    services::check_redis_settings(config.redis);
+    try {
+      ws::validate(config.feed);
+    } catch (const Error& e) {
+      throw core::ConfigError(std::string("invalid --feed-* setting: ") + e.what());
+    }
+    if (drain_timeout < std::chrono::milliseconds::zero()) {
+      throw core::ConfigError("--drain-timeout must be >= 0");
+    }
+    // The feed's close: its close frame within close_timeout, then up to 500 ms for the
+    // connection to be cut, plus 1 s for its tasks to wind down.
+    const auto feed_close = config.feed.close_timeout + std::chrono::milliseconds(1500);
+    options = services::service_options(
+        "ts-receiver", drain_timeout, shutdown_timeout,
+        {{"feed", feed_close}, {"redis", services::close_bound(config.redis)}},
+        "--drain-timeout, --shutdown-timeout");
+  } catch (const core::ConfigError& e) {
+    std::cerr << "ts-receiver: configuration error: " << e.what() << std::endl;
+    return core::kExitBadConfig;
+  }
   core::setup_logging(log_config);
 
-  lifecycle::ServiceOptions options;
-  options.name = "ts-receiver";
-  options.drain_timeout = std::chrono::seconds(5);
-  return lifecycle::run_daemon(
-      options, [&](lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {
-        try {
-          config.feed.overflow = ws::parse_overflow_policy(overflow);
-        } catch (const std::invalid_argument& e) {
-          throw core::ConfigError("invalid value for --feed-overflow: " + std::string(e.what()));
-        }
-        if (config.symbols.empty())
-          throw core::ConfigError("--symbols: at least one symbol is needed");
-        for (auto& symbol : config.symbols) {
-          for (auto& c : symbol) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-          if (!services::is_symbol(symbol)) {
-            throw core::ConfigError("--symbols: \"" + symbol +
-                                    "\" is not a symbol (letters and digits)");
-          }
-        }
-        if (config.batch == 0) throw core::ConfigError("--batch must be > 0");
-        if (config.stall_buffer == 0) throw core::ConfigError("--stall-buffer must be > 0");
-        try {
-          ws::validate(config.feed);
-          redis::validate(config.redis);
-        } catch (const Error& e) {
-          throw core::ConfigError(e.what());
-        }
-        co_await services::run_receiver(ctx, config);
-      });
+  return lifecycle::run_daemon(options,
+                               [&](lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {
+                                 co_await services::run_receiver(ctx, config);
+                               });
 }

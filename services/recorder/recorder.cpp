@@ -179,12 +179,16 @@ class TickWriter {
 
   asio::awaitable<void> write(std::span<const redis::StreamEntry> entries) {
     const std::uint64_t call = ++counters_->handler_calls;
+#if TS_TEST_FAULTS
     if (settings_->fault_crash_before_commit > 0 &&
         call == static_cast<std::uint64_t>(settings_->fault_crash_before_commit)) {
       log()->error("fault switch: crashing in batch {} before its insert (exit {})", call,
                    kFaultExitCode);
       std::_Exit(kFaultExitCode);
     }
+#else
+    (void)call;
+#endif
     std::vector<Trade> trades;
     trades.reserve(entries.size());
     std::string why;
@@ -212,12 +216,16 @@ class TickWriter {
       counters_->inserted += rows;
       counters_->duplicates += trades.size() - std::min<std::uint64_t>(rows, trades.size());
       const std::uint64_t commit = ++counters_->commits;
+#if TS_TEST_FAULTS
       if (settings_->fault_crash_after_commit > 0 &&
           commit == static_cast<std::uint64_t>(settings_->fault_crash_after_commit)) {
         log()->error("fault switch: crashing after commit {}, before its XACK (exit {})", commit,
                      kFaultExitCode);
         std::_Exit(kFaultExitCode);
       }
+#else
+      (void)commit;
+#endif
     }
     ++counters_->batches;
   }
@@ -407,13 +415,24 @@ void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
       .add(s.drain_timeout, {"drain_timeout",
                              "after SIGTERM, time to finish the current batch "
                              "before it is cancelled"})
-      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"})
+      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
+  add_shutdown_setting(loader, s.shutdown_timeout);
+#if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
+  loader
       .add(s.fault_crash_after_commit, {"fault_crash_after_commit",
                                         "TEST ONLY: exit 137 after the Nth commit, before its "
                                         "XACK (0: off)"})
       .add(s.fault_crash_before_commit, {"fault_crash_before_commit",
                                          "TEST ONLY: exit 137 in the Nth batch, before its "
                                          "insert (0: off)"});
+#endif
+}
+
+lifecycle::ServiceOptions service_options(const RecorderSettings& s) {
+  return services::service_options(
+      "ts-recorder", s.drain_timeout, s.shutdown_timeout,
+      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
+      "--drain-timeout, --shutdown-timeout");
 }
 
 void finish_settings(RecorderSettings& s) {
@@ -424,15 +443,19 @@ void finish_settings(RecorderSettings& s) {
   if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
   if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
   if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+  (void)service_options(s);  // the stop budget adds up (F54)
+#if TS_TEST_FAULTS
   if (s.fault_crash_after_commit < 0 || s.fault_crash_before_commit < 0) {
     bad("--fault-crash-* must be >= 0");
   }
+#endif
   if (s.consumer.empty()) s.consumer = default_consumer_name("recorder");
-  if (s.pg.dsn.empty()) bad("--postgres-dsn (TS_POSTGRES_DSN) is required");
   if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
     s.pg.application_name = "ts-recorder";
   }
   if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-recorder";
+  check_postgres_settings(s.pg);
+  check_redis_settings(s.redis);
 }
 
 int run_recorder(const RecorderSettings& settings) {
@@ -444,9 +467,7 @@ int run_recorder(const RecorderSettings& settings) {
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
   const auto streams = all_trade_streams();
 
-  lifecycle::ServiceOptions options;
-  options.name = "ts-recorder";
-  options.drain_timeout = settings.drain_timeout;
+  const lifecycle::ServiceOptions options = service_options(settings);
   const int code =
       lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
         ctx.on_stop([&] {

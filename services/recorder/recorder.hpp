@@ -5,6 +5,7 @@
 
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/redis_client.hpp>
@@ -34,9 +35,12 @@ struct RecorderSettings {
   std::chrono::milliseconds claim_interval{2000};
   std::uint32_t max_deliveries = 5;
   std::chrono::milliseconds drain_timeout{5000};
+  /// The whole graceful stop: the drain, then closing the clients (F54: checked at start).
+  std::chrono::milliseconds shutdown_timeout{20000};
   std::string summary_file;
   /// Test-only fault switches (0 = off): `_Exit(137)` after the Nth commit, before its XACK;
-  /// `_Exit(137)` in the Nth batch, before its insert.
+  /// `_Exit(137)` in the Nth batch, before its insert. Settable (and acted on) only in a build
+  /// with the CMake option TS_TEST_FAULTS; a release build has no such flags.
   std::int64_t fault_crash_after_commit = 0;
   std::int64_t fault_crash_before_commit = 0;
 };
@@ -45,6 +49,10 @@ struct RecorderSettings {
 void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& settings);
 /// Checks the loaded settings and fills derived defaults; throws `core::ConfigError`.
 void finish_settings(RecorderSettings& settings);
+
+/// The run_daemon options: drain, shutdown budget and the clients' close bounds, checked
+/// (F54). @throws core::ConfigError when the budgets cannot add up.
+lifecycle::ServiceOptions service_options(const RecorderSettings& settings);
 
 /// Runs the daemon; returns the process exit code (lifecycle::run_daemon's).
 int run_recorder(const RecorderSettings& settings);

@@ -22,25 +22,11 @@ constexpr std::array kCommands{
     std::pair{std::string_view("migrate-streams"), Command::migrate_streams},
 };
 
-constexpr std::size_t kMaxSymbol = 20;
 constexpr std::size_t kMaxDecimal = 32;
 constexpr std::size_t kMaxClientOrderId = 64;
 constexpr double kMinRate = 0.001;
 constexpr double kMaxRate = 1e6;
 constexpr std::uint64_t kMaxCount = 100'000'000;
-
-void check_symbol(std::string_view flag, std::string_view symbol) {
-  const bool ok = !symbol.empty() && symbol.size() <= kMaxSymbol &&
-                  std::all_of(symbol.begin(), symbol.end(), [](char c) {
-                    return std::isupper(static_cast<unsigned char>(c)) != 0 ||
-                           std::isdigit(static_cast<unsigned char>(c)) != 0;
-                  });
-  if (!ok) {
-    throw core::ConfigError(fmt::format(
-        "invalid {} \"{}\": expected 1 to {} upper-case letters and digits (e.g. BTCUSDT)", flag,
-        symbol, kMaxSymbol));
-  }
-}
 
 /// A positive decimal number as the exchange writes it: digits, at most one '.', no sign,
 /// no exponent. Kept as text: the order carries exactly what the operator typed.
@@ -79,11 +65,6 @@ void check_client_order_id(std::string_view id) {
         "invalid --client-order-id \"{}\": expected 1 to {} letters, digits, '-', '_', '.', ':'",
         id, kMaxClientOrderId));
   }
-}
-
-void check_symbols(const std::vector<std::string>& symbols) {
-  if (symbols.empty()) throw core::ConfigError("--symbols is empty: name at least one symbol");
-  for (const auto& symbol : symbols) check_symbol("--symbols item", symbol);
 }
 
 }  // namespace
@@ -145,21 +126,29 @@ Command parse_command(const std::vector<std::string>& positional) {
       fmt::format("unknown command \"{}\" (expected one of {})", positional[0], names));
 }
 
-void validate(Command command, const Settings& settings) {
+void validate(Command command, Settings& settings) {
   if (settings.deadline < std::chrono::milliseconds::zero()) {
     throw core::ConfigError("--deadline must not be negative");
   }
+  // Exactly the clients the command opens are checked: submit-order and load-orders need no
+  // PostgreSQL.
   switch (command) {
     case Command::migrate:
+      check_postgres_settings(settings.postgres);
+      break;
     case Command::migrate_streams:
+      check_redis_settings(settings.redis);
       break;
     case Command::status:
+      // No symbols: every trade stream.
       if (!settings.symbols.empty()) check_symbols(settings.symbols);
+      check_postgres_settings(settings.postgres);
+      check_redis_settings(settings.redis);
       break;
     case Command::submit_order: {
-      const OrderSettings& order = settings.order;
+      OrderSettings& order = settings.order;
       if (order.symbol.empty()) throw core::ConfigError("submit-order needs --symbol");
-      check_symbol("--symbol", order.symbol);
+      check_symbol(order.symbol, "--symbol");
       if (order.side != "buy" && order.side != "sell") {
         throw core::ConfigError(
             fmt::format("invalid --side \"{}\": expected buy or sell", order.side));
@@ -179,6 +168,7 @@ void validate(Command command, const Settings& settings) {
         throw core::ConfigError("--limit-price is only for --type limit");
       }
       if (!order.client_order_id.empty()) check_client_order_id(order.client_order_id);
+      check_redis_settings(settings.redis);
       break;
     }
     case Command::load_orders:
@@ -192,13 +182,23 @@ void validate(Command command, const Settings& settings) {
         throw core::ConfigError(
             fmt::format("invalid --count {}: expected 1 to {}", settings.load.count, kMaxCount));
       }
+      check_redis_settings(settings.redis);
       break;
   }
+  (void)service_options(command, settings);  // the stop budget adds up (F54)
 }
 
 lifecycle::ServiceOptions service_options(Command command, const Settings& settings) {
-  lifecycle::ServiceOptions options;
-  options.name = "tsctl " + std::string(to_string(command));
+  // The clients the command opens, for the stop budget (F54).
+  std::vector<lifecycle::CloseBudget> closes;
+  if (command == Command::migrate || command == Command::status) {
+    closes.push_back({"postgres", close_bound(settings.postgres)});
+  }
+  if (command != Command::migrate) closes.push_back({"redis", close_bound(settings.redis)});
+  lifecycle::ServiceOptions options = services::service_options(
+      "tsctl " + std::string(to_string(command)), std::chrono::milliseconds::zero(),
+      lifecycle::ServiceOptions{}.shutdown_timeout, std::move(closes),
+      "the clients' close timeouts");
   options.deadline = settings.deadline;
   if (options.deadline == std::chrono::milliseconds::zero()) {
     options.deadline = std::chrono::seconds(60);

@@ -74,8 +74,9 @@ void add_settings(core::ConfigLoader& loader, Settings& settings);
 /// @throws core::ConfigError (one line) when it is missing, unknown or not alone.
 Command parse_command(const std::vector<std::string>& positional);
 
-/// Checks the settings `command` uses. @throws core::ConfigError (one line).
-void validate(Command command, const Settings& settings);
+/// Checks the settings `command` uses, the clients it opens included, and normalises them
+/// (symbols upper-cased). @throws core::ConfigError (one line).
+void validate(Command command, Settings& settings);
 
 /// The run_once options of `command` (name, deadline).
 lifecycle::ServiceOptions service_options(Command command, const Settings& settings);

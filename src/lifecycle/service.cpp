@@ -10,6 +10,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <spdlog/spdlog.h>
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <string>
 
 namespace trading_shared::lifecycle {
 
@@ -64,12 +66,50 @@ void ServiceContext::begin_stop() {
   for (auto& waiter : waiters) waiter();
 }
 
+void check_budgets(const ServiceOptions& options) {
+  using std::chrono::milliseconds;
+  auto bad = [&](const std::string& why) { throw core::ConfigError(why); };
+  auto ms = [](milliseconds d) { return std::to_string(d.count()) + " ms"; };
+  if (options.close_timeout <= milliseconds::zero()) bad("the close timeout must be > 0");
+  if (options.shutdown_timeout <= milliseconds::zero()) bad("the shutdown timeout must be > 0");
+  if (options.drain_timeout < milliseconds::zero()) bad("the drain timeout must be >= 0");
+  if (options.deadline < milliseconds::zero()) bad("the deadline must be >= 0");
+  if (options.drain_timeout >= options.shutdown_timeout) {
+    bad("the stop budget does not add up: drain " + ms(options.drain_timeout) +
+        " leaves nothing of the shutdown timeout of " + ms(options.shutdown_timeout) +
+        " for closing the clients");
+  }
+  milliseconds total = options.drain_timeout;
+  std::string parts = "drain " + ms(options.drain_timeout);
+  for (const auto& close : options.closes) {
+    if (close.bound <= milliseconds::zero())
+      bad("the close bound of " + close.name + " must be > 0");
+    if (close.bound > options.close_timeout) {
+      bad("closing " + close.name + " may take up to " + ms(close.bound) +
+          " but each close is waited for at most " + ms(options.close_timeout) +
+          " (the close timeout): raise it");
+    }
+    total += close.bound;
+    parts += " + " + close.name + " up to " + ms(close.bound);
+  }
+  if (total > options.shutdown_timeout) {
+    bad("the stop budget does not add up: " + parts + " = " + ms(total) +
+        ", more than the shutdown timeout of " + ms(options.shutdown_timeout));
+  }
+}
+
 class ServiceRunner {
  public:
   ServiceRunner(const ServiceOptions& options, ServiceBody body, bool once)
       : options_(options), body_(std::move(body)), once_(once) {}
 
   int run() {
+    try {
+      check_budgets(options_);  // before anything is set up (F54)
+    } catch (const core::ConfigError& e) {
+      log()->error("{}: bad configuration: {}", options_.name, e.what());
+      return 2;
+    }
     // `stop` outlives the io_context: after an immediate stop, frames bound to its slot are
     // destroyed with the io_context.
     asio::cancellation_signal stop;
@@ -78,7 +118,22 @@ class ServiceRunner {
     asio::steady_timer deadline(io);
     asio::steady_timer shutdown(io);
     asio::steady_timer drain(io);
+    // The scope outlives the body: closes that overran their bound are waited for after it.
+    ResourceScope scope(io.get_executor(), options_.close_timeout);
     ServiceContext* context_seen = nullptr;
+
+    // The budget of the closes: from the first signal, or from the end of a body that
+    // returned (or failed) by itself; when it passes, the stop becomes immediate.
+    auto arm_shutdown = [&](const char* what) {
+      shutdown.expires_after(options_.shutdown_timeout);
+      shutdown.async_wait([&, what](boost::system::error_code ec) {
+        if (ec || finished_) return;
+        log()->error("{}: {} overran {} ms: stopping now", options_.name, what,
+                     options_.shutdown_timeout.count());
+        forced_ = true;
+        io.stop();
+      });
+    };
 
     auto begin_stop = [&](const char* why) {
       if (stopping_) return;
@@ -97,14 +152,7 @@ class ServiceRunner {
       } else {
         stop.emit(asio::cancellation_type::terminal);
       }
-      shutdown.expires_after(options_.shutdown_timeout);
-      shutdown.async_wait([&](boost::system::error_code ec) {
-        if (ec || finished_) return;
-        log()->error("{}: graceful stop overran {} ms: stopping now", options_.name,
-                     options_.shutdown_timeout.count());
-        forced_ = true;
-        io.stop();
-      });
+      arm_shutdown("graceful stop");
     };
     std::function<void()> wait_signal = [&] {
       signals.async_wait([&](boost::system::error_code ec, int signal_number) {
@@ -131,22 +179,35 @@ class ServiceRunner {
     }
 
     auto main = [&]() -> asio::awaitable<void> {
-      co_await with_scope(
-          io.get_executor(),
-          [&](ResourceScope& scope) -> asio::awaitable<void> {
-            ServiceContext context(io.get_executor(), scope);
-            context_seen = &context;
-            if (stopping_) context.begin_stop();
-            std::exception_ptr failure;
-            try {
-              co_await body_(context);
-            } catch (...) {
-              failure = std::current_exception();
-            }
-            context_seen = nullptr;
-            if (failure) std::rethrow_exception(failure);
-          },
-          options_.close_timeout);
+      // As with_scope, with the scope of the runner: the closes run on every exit of the body,
+      // with Asio's throw-after-cancellation switched off for them.
+      const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
+      std::exception_ptr failure;
+      try {
+        ServiceContext context(io.get_executor(), scope);
+        context_seen = &context;
+        if (stopping_) context.begin_stop();
+        try {
+          co_await body_(context);
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        context_seen = nullptr;
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      co_await asio::this_coro::throw_if_cancelled(false);
+      if (!stopping_) arm_shutdown("closing");
+      co_await scope.close();
+      // A client whose close overran its bound is still closing: it is freed when its close
+      // ends, and the process ends after that, within the shutdown budget.
+      if (scope.overrunning() > 0) {
+        log()->warn("{}: waiting for {} close(s) that overran their bound of {} ms", options_.name,
+                    scope.overrunning(), options_.close_timeout.count());
+        co_await scope.wait_overrunning();
+      }
+      co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
+      if (failure) std::rethrow_exception(failure);
     };
     asio::co_spawn(io, main(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) {
                      finished_ = true;

@@ -6,6 +6,10 @@
 #include <trading_shared/pg/postgres_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "common/keys.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
@@ -68,6 +72,91 @@ TEST(LifecycleFault, F41_RunOnceWithADependencyDownEndsWithinItsDeadlineAndLeaks
   EXPECT_LT(took, 4s) << "the deadline (1 s) plus the closes must bound the task";
   // Every socket of both clients is closed: descriptors are back where they were.
   EXPECT_EQ(ts::testing::open_descriptors(), fds_before);
+}
+
+// F54 with the real PostgresClient: the scope's bound equals the client's close_timeout, but the
+// client's close legitimately takes longer (it waits close_timeout for a query in flight, then
+// cancels it on the server and closes its sockets). The scope must stop waiting at its bound
+// without cutting that close short, and must not free the client before its close has ended.
+struct ClientWatch {
+  int destroyed = 0;
+  int freed_while_closing = 0;
+  bool close_ended = false;
+};
+
+class WatchedPostgres {
+ public:
+  WatchedPostgres(asio::any_io_executor executor, const ts::pg::PostgresConfig& config,
+                  ClientWatch& watch)
+      : client(std::move(executor), config), watch_(&watch) {}
+  ~WatchedPostgres() {
+    ++watch_->destroyed;
+    if (closing_ && !closed_) ++watch_->freed_while_closing;
+  }
+  WatchedPostgres(const WatchedPostgres&) = delete;
+  WatchedPostgres& operator=(const WatchedPostgres&) = delete;
+  asio::awaitable<void> start() { co_await client.start(); }
+  asio::awaitable<void> close() {
+    closing_ = true;
+    co_await client.close();
+    closed_ = true;
+    watch_->close_ended = true;
+  }
+  ts::pg::PostgresClient client;
+
+ private:
+  ClientWatch* watch_;
+  bool closing_ = false;
+  bool closed_ = false;
+};
+
+TEST(LifecycleFault, F54_APostgresCloseThatOverrunsTheScopeBoundIsNotFreedUntilItEnds) {
+  ts::pg::PostgresConfig config;
+  config.dsn = ts::testing::Servers::instance().postgres_dsn();
+  config.close_timeout = 1500ms;
+  config.application_name = "f54";
+  ts::lifecycle::ServiceOptions options;
+  options.name = "f54-task";
+  options.close_timeout = 1500ms;  // = the client's close_timeout: its close takes longer
+  options.shutdown_timeout = 10s;
+  options.exit_process_on_immediate_stop = false;  // in-process: must return
+  ClientWatch watch;
+  std::optional<std::string> query_error;
+  bool query_done = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = ts::lifecycle::run_daemon(
+      options, [&](ts::lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
+        auto* pg =
+            co_await ctx.scope().open<WatchedPostgres>("postgres", ctx.executor(), config, watch);
+        // A query in flight when the body ends: the client's close waits for it, then cancels it.
+        asio::co_spawn(
+            ctx.executor(),
+            [](ts::pg::PostgresClient& client) -> asio::awaitable<void> {
+              (void)co_await client.query_value<std::string>("SELECT pg_sleep(5)::text");
+            }(pg->client),
+            [&](std::exception_ptr e) {
+              query_done = true;
+              if (!e) return;
+              try {
+                std::rethrow_exception(e);
+              } catch (const std::exception& x) {
+                query_error = x.what();
+              }
+            });
+        asio::steady_timer settle(ctx.executor(), 300ms);
+        co_await settle.async_wait(asio::use_awaitable);
+        EXPECT_FALSE(query_done);
+      });
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(watch.freed_while_closing, 0) << "the client was freed with its close cut short";
+  EXPECT_TRUE(watch.close_ended);
+  EXPECT_EQ(watch.destroyed, 1);
+  EXPECT_TRUE(query_done);
+  EXPECT_TRUE(query_error.has_value()) << "the query in flight was not failed by the close";
+  // Within the budget: 0.3 s of body, 1.5 s of close_timeout, the cancellation, well under 5 s
+  // (the query's own length) and the 10 s shutdown budget.
+  EXPECT_LT(took, 5s);
 }
 
 // ---- the service binaries --------------------------------------------------------------------

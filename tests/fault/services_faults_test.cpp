@@ -17,6 +17,7 @@
 #include "common/migrations.hpp"
 #include "common/settings.hpp"
 #include "support/async_test.hpp"
+#include "support/fault_proxy.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 #include "support/test_helpers.hpp"
@@ -47,6 +48,15 @@
 #ifndef TS_EXECUTOR_BIN
 #error "TS_EXECUTOR_BIN must name the ts-executor executable"
 #endif
+#ifndef TS_TEST_FAULTS
+#error "TS_TEST_FAULTS (0 or 1: the services have their --fault-crash-* switches) must be defined"
+#endif
+
+/// The tests that crash a service on purpose need its test-only fault switches.
+#define TS_SKIP_WITHOUT_FAULT_SWITCHES()                                                     \
+  if (!TS_TEST_FAULTS) {                                                                     \
+    GTEST_SKIP() << "built with -DTS_TEST_FAULTS=OFF: the services have no --fault-crash-*"; \
+  }
 
 namespace ts = trading_shared;
 namespace asio = boost::asio;
@@ -542,6 +552,7 @@ TEST_F(ServicesFault, F44_BatchHandlerSplitsAPermanentFailureDownToTheEntryAtFau
 // ---- ts-recorder ---------------------------------------------------------------------------
 
 TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
+  TS_SKIP_WITHOUT_FAULT_SWITCHES();
   const std::string symbol = "F26SYM";
   const std::int64_t base = ts::services::unix_millis();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
@@ -588,6 +599,7 @@ TEST_F(ServicesFault, F26_RecorderCrashAfterCommitBeforeAckRedeliversAsNoOps) {
 }
 
 TEST_F(ServicesFault, F27_EntriesOfACrashedRecorderAreClaimedByAnother) {
+  TS_SKIP_WITHOUT_FAULT_SWITCHES();
   const std::string symbol = "F27SYM";
   const std::string stream = ts::services::trade_stream(symbol);
   const std::int64_t base = ts::services::unix_millis();
@@ -776,6 +788,108 @@ TEST_F(ServicesFault, F44_TimesOutOfRangeAreMalformedAtParse) {
                   "(length(relname) > 14 OR substr(relname, 7, 4)::int > 2100)"),
               0)
         << "a partition for a time far in the future was created";
+  });
+}
+
+/// Runs `sql` (one or more statements, simple query protocol) as the harness's superuser.
+void exec_as_superuser(const std::string& database, const std::string& sql) {
+  PGconn* conn = PQconnectdb(ts::testing::Servers::instance().postgres_dsn(database).c_str());
+  std::string error;
+  if (PQstatus(conn) != CONNECTION_OK) {
+    error = std::string("connect: ") + PQerrorMessage(conn);
+  } else {
+    PGresult* r = PQexec(conn, sql.c_str());
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+      error = sql + ": " + PQerrorMessage(conn);
+    }
+    PQclear(r);
+  }
+  PQfinish(conn);
+  if (!error.empty()) throw std::runtime_error(error);
+}
+
+// Issue 14: ts-recorder under a least-privilege role of its own, with exactly the grants
+// docs/services.md ("What to provision") lists for it, records trades whose days are outside
+// what `tsctl migrate` pre-created (yesterday to +2 days): it must create those partitions.
+TEST_F(ServicesFault, RecorderUnderItsOwnLeastPrivilegeRoleCreatesTheDaysPartitions) {
+  const std::string role = "ts_recorder_lp";
+  exec_as_superuser(kDatabase, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" +
+                                   role + "') THEN CREATE ROLE " + role +
+                                   " LOGIN PASSWORD 'lp'; END IF; END $$");
+  // docs/services.md, "What to provision", ts-recorder:
+  exec_as_superuser(
+      kDatabase, "GRANT CONNECT ON DATABASE " + std::string(kDatabase) + " TO " + role +
+                     "; GRANT USAGE ON SCHEMA public TO " + role + "; GRANT INSERT ON ticks TO " +
+                     role + "; GRANT EXECUTE ON FUNCTION ts_ensure_tick_partition(date) TO " +
+                     role);
+  const std::string symbol = "LPSYM";
+  constexpr std::int64_t kDay = 86'400'000;
+  const std::int64_t now = ts::services::unix_millis();
+  // Ten trades on each of 7 days: 9 and 4 days ago, today, and 3, 4, 5, 30 days ahead.
+  const std::vector<std::int64_t> days = {-9, -4, 0, 3, 4, 5, 30};
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    std::string last_id;
+    auto add_day = [&](std::int64_t first_id, std::int64_t day) -> asio::awaitable<void> {
+      for (int i = 0; i < 10; ++i) {
+        const std::string t = std::to_string(first_id + i);
+        const std::string time = std::to_string(now + day * kDay + i);
+        const std::array<FieldView, 6> fields{FieldView{"s", symbol}, FieldView{"t", t},
+                                              FieldView{"p", "10.5"}, FieldView{"q", "1"},
+                                              FieldView{"T", time},   FieldView{"m", "1"}};
+        last_id = co_await redis.xadd(ts::services::trade_stream(symbol), fields);
+      }
+    };
+    std::int64_t total = 0;
+    for (const std::int64_t day : days) {
+      co_await add_day(total + 1, day);
+      total += 10;
+    }
+    const std::string dsn =
+        ts::testing::Servers::instance().postgres_dsn_for(role, "lp", kDatabase);
+    Child r(TS_RECORDER_BIN, directory_, "least-privilege",
+            {"--consumer=lp", "--batch=20"},
+            {"TS_POSTGRES_DSN=" + dsn,
+             "TS_REDIS_URL=" + ts::testing::Servers::instance().redis_url(), "TS_LOG_LEVEL=info"});
+    const bool all = co_await until(
+        [&]() -> asio::awaitable<bool> { co_return co_await tick_count(pg, symbol) == total; },
+        30s);
+    EXPECT_TRUE(all) << "not every trade was recorded; log:\n"
+                     << detail::read_text_file(directory_ + "/least-privilege.log");
+    // A redelivery (the trades of 4 days ago once more) takes the ON CONFLICT DO NOTHING path,
+    // which needs no more than INSERT either.
+    co_await add_day(11, -4);
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          const auto groups = co_await redis.xinfo_groups(ts::services::trade_stream(symbol));
+          co_return groups.size() == 1 &&
+              groups[0].last_delivered_id == last_id&& groups[0].pending == 0;
+        },
+        30s));
+    const std::string log = detail::read_text_file(directory_ + "/least-privilege.log");
+    EXPECT_EQ(log.find("permission denied"), std::string::npos) << log;
+    r.signal(SIGTERM);
+    const auto code = co_await r.wait_exit(20s);
+    CO_ASSERT(code.has_value(), "no exit within 20 s of SIGTERM");
+    EXPECT_EQ(*code, 0);
+    EXPECT_EQ(r.summary("inserted"), total);
+    EXPECT_EQ(r.summary("duplicates"), 10);
+    EXPECT_EQ(r.summary("acked"), total + 10);
+    EXPECT_EQ(r.summary("handler_errors"), 0);
+    EXPECT_EQ(r.summary("dead_lettered"), 0);
+    EXPECT_GE(r.summary("partitions_created"), 4);  // -9, -4, +30 and at least one of +3..+5
+    // One partition per day, owned by the schema's owner (created by the definer function),
+    // not by the recorder's role.
+    const auto owners = co_await pg.query_value<std::int64_t>(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_roles r ON r.oid = c.relowner WHERE i.inhparent = 'ticks'::regclass "
+        "AND r.rolname = $1",
+        role);
+    EXPECT_EQ(owners, 0);
+    // Still least privilege: the role cannot read ticks nor create anything in the schema.
+    EXPECT_FALSE(
+        co_await pg.query_value<bool>("SELECT has_table_privilege($1, 'ticks', 'SELECT') OR "
+                                      "has_schema_privilege($1, 'public', 'CREATE')",
+                                      role));
   });
 }
 
@@ -997,6 +1111,53 @@ OrderRows expected_fill_rows() {
   return {{"ex-1", {"100.5", "2"}}, {"ex-2", {"100.5", "1"}}, {"ex-10", {"100.5", "3"}}};
 }
 
+// ts-executor under a least-privilege role with exactly the grants of docs/services.md ("What to
+// provision"): a fill, a rejection and a reused id (its stored outcome read back).
+TEST_F(ServicesFault, ExecutorUnderItsOwnLeastPrivilegeRoleRecordsOrders) {
+  const std::string role = "ts_executor_lp";
+  exec_as_superuser(kDatabase, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" +
+                                   role + "') THEN CREATE ROLE " + role +
+                                   " LOGIN PASSWORD 'lp'; END IF; END $$");
+  exec_as_superuser(kDatabase, "GRANT CONNECT ON DATABASE " + std::string(kDatabase) + " TO " +
+                                   role + "; GRANT USAGE ON SCHEMA public TO " + role +
+                                   "; GRANT SELECT, INSERT ON orders, fills TO " + role +
+                                   "; GRANT USAGE ON SEQUENCE fills_fill_id_seq TO " + role);
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    const std::array<FieldView, 1> last{FieldView{"EXL", "42.5 1 1700000000000"}};
+    (void)co_await redis.hset(ts::services::last_trade_key("EXL"), last);
+    co_await submit(redis, order("lp-1", "EXL", "buy", "market", "2"));
+    co_await submit(redis, order("lp-2", "NOPE", "buy", "market", "1"));
+    co_await submit(redis, order("lp-1", "EXL", "buy", "market", "5"));  // reused id
+    const std::string dsn =
+        ts::testing::Servers::instance().postgres_dsn_for(role, "lp", kDatabase);
+    Child e(TS_EXECUTOR_BIN, directory_, "executor-least-privilege",
+            {"--symbols=EXL", "--consumer=exec-lp"},
+            {"TS_POSTGRES_DSN=" + dsn,
+             "TS_REDIS_URL=" + ts::testing::Servers::instance().redis_url(), "TS_LOG_LEVEL=info"});
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          const std::size_t events = co_await event_count(redis, "lp-");
+          const std::int64_t left = co_await pending(redis, "orders:requests", "executor");
+          co_return events == 3 && left == 0;
+        },
+        30s))
+        << detail::read_text_file(directory_ + "/executor-least-privilege.log");
+    e.signal(SIGTERM);
+    const auto code = co_await e.wait_exit(20s);
+    CO_ASSERT(code.has_value(), "no exit within 20 s of SIGTERM");
+    EXPECT_EQ(*code, 0);
+    const std::string log = detail::read_text_file(directory_ + "/executor-least-privilege.log");
+    EXPECT_EQ(log.find("permission denied"), std::string::npos) << log;
+    EXPECT_EQ(e.summary("filled"), 1);
+    EXPECT_EQ(e.summary("rejected"), 1);
+    EXPECT_EQ(e.summary("duplicates"), 1);
+    EXPECT_EQ(e.summary("handler_errors"), 0);
+    EXPECT_EQ(co_await pg.query_value<std::int64_t>(
+                  "SELECT count(*) FROM fills WHERE client_order_id = 'lp-1' AND qty = 2"),
+              1);
+  });
+}
+
 TEST_F(ServicesFault, ExecutorRecordsOneTerminalStatePerRequest) {
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     // Last trades as ts-receiver writes them: "<price> <trade id> <trade time>".
@@ -1132,6 +1293,7 @@ TEST_F(ServicesFault, F44_ExecutorPublishesAnOutcomeForAnOrderItCannotRecord) {
 }
 
 TEST_F(ServicesFault, ExecutorCrashAfterCommitRedeliversWithoutASecondFill) {
+  TS_SKIP_WITHOUT_FAULT_SWITCHES();
   with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
     const std::array<FieldView, 1> last{FieldView{"EXC", "50 1 1700000000000"}};
     (void)co_await redis.hset(ts::services::last_trade_key("EXC"), last);
@@ -1182,6 +1344,185 @@ TEST_F(ServicesFault, ExecutorCrashAfterCommitRedeliversWithoutASecondFill) {
       EXPECT_EQ(list.size(), n <= 4 ? 2u : 1u) << id;
       for (const auto& ev : list) EXPECT_EQ(ev.at("status"), std::string("filled")) << id;
     }
+  });
+}
+
+// ---- issue 14: ERROR only for what needs an operator -------------------------------------------
+
+/// The ERROR-level lines of a service's log (text format: "<time> error <service> ...").
+std::vector<std::string> error_lines(const std::string& log_file) {
+  std::vector<std::string> out;
+  const std::string text = detail::read_text_file(log_file);
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    if (line.find("Z error ") != std::string::npos) out.push_back(line);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+/// The port of a keyword DSN ("... port=N ...").
+std::uint16_t dsn_port(const std::string& dsn) {
+  const std::size_t at = dsn.find("port=");
+  if (at == std::string::npos) throw std::runtime_error("no port in " + dsn);
+  return static_cast<std::uint16_t>(std::stoi(dsn.substr(at + 5)));
+}
+
+// A PgBouncer restart while ts-recorder and ts-executor write through it: both wait it out
+// (everything recorded, exit 0), and an operator alerting on ERROR is not paged: a transient
+// failure that is retried and then succeeds logs warnings, not errors.
+TEST_F(ServicesFault, APgBouncerRestartThatBothServicesRideOutLogsNoError) {
+  auto& servers = ts::testing::Servers::instance();
+  auto& bouncer = servers.pgbouncer();
+  const std::vector<std::string> env = {"TS_POSTGRES_DSN=" + servers.pgbouncer_dsn(kDatabase),
+                                        "TS_REDIS_URL=" + servers.redis_url(), "TS_LOG_LEVEL=info"};
+  const std::string symbol = "PGBSYM";
+  const std::int64_t base = ts::services::unix_millis();
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    const std::array<FieldView, 1> last{FieldView{"PGB", "7.5 1 1700000000000"}};
+    (void)co_await redis.hset(ts::services::last_trade_key("PGB"), last);
+    std::int64_t trades = 500;
+    int orders = 0;
+    co_await add_trades(redis, symbol, 1, trades, base);
+    for (; orders < 10; ++orders) {
+      co_await submit(redis,
+                      order("pgb-" + std::to_string(orders + 1), "PGB", "buy", "market", "1"));
+    }
+    Child r(TS_RECORDER_BIN, directory_, "pgb-recorder", {"--consumer=pgb"}, env);
+    Child e(TS_EXECUTOR_BIN, directory_, "pgb-executor", {"--symbols=PGB", "--consumer=pgb"}, env);
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await tick_count(pg, symbol) ==
+              trades&& co_await event_count(redis, "pgb-") == static_cast<std::size_t>(orders);
+        },
+        30s));
+    // PgBouncer goes away; work keeps coming until both services have seen a failure.
+    bouncer.stop();
+    ts::testing::ScopeExit restart("start PgBouncer", [&] {
+      if (!bouncer.running()) bouncer.start();
+    });
+    const auto both_failed = [&] {
+      const auto has = [](const std::string& file) {
+        return detail::read_text_file(file).find("retrying with backoff") != std::string::npos;
+      };
+      return has(directory_ + "/pgb-recorder.log") && has(directory_ + "/pgb-executor.log");
+    };
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_await add_trades(redis, symbol, trades + 1, 50, base);
+          trades += 50;
+          ++orders;
+          co_await submit(redis,
+                          order("pgb-" + std::to_string(orders), "PGB", "buy", "market", "1"));
+          co_return both_failed();
+        },
+        20s))
+        << "a service did not notice PgBouncer was down";
+    bouncer.start();
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await tick_count(pg, symbol) ==
+                  trades&& co_await event_count(redis, "pgb-") >=
+                      static_cast<std::size_t>(orders) &&
+              co_await pending(redis, "orders:requests", "executor") == 0;
+        },
+        60s))
+        << "not everything was recorded after the restart";
+    r.signal(SIGTERM);
+    e.signal(SIGTERM);
+    const auto rc = co_await r.wait_exit(20s);
+    const auto ec = co_await e.wait_exit(20s);
+    EXPECT_EQ(rc.value_or(-1), 0);
+    EXPECT_EQ(ec.value_or(-1), 0);
+    EXPECT_EQ(r.summary("handler_errors"), 0);
+    EXPECT_EQ(e.summary("filled"), orders);
+    const auto recorder_errors = error_lines(directory_ + "/pgb-recorder.log");
+    const auto executor_errors = error_lines(directory_ + "/pgb-executor.log");
+    EXPECT_TRUE(recorder_errors.empty()) << "ts-recorder ERROR lines:\n" << joined(recorder_errors);
+    EXPECT_TRUE(executor_errors.empty()) << "ts-executor ERROR lines:\n" << joined(executor_errors);
+  });
+}
+
+// A COMMIT whose reply is lost (the connection cut while the server commits): the executor
+// retries, finds its own order recorded and reconciles: one fill, counted as filled and
+// reconciled, not as a duplicate, one event, and no ERROR line.
+TEST_F(ServicesFault, ExecutorReconcilesACommitWithALostReplyWithoutAnErrorOrADuplicate) {
+  auto& servers = ts::testing::Servers::instance();
+  // The order's commit takes 1.5 s on the server (a deferred trigger), long enough to cut the
+  // connection while it is in flight; the server still commits.
+  exec_as_superuser(kDatabase, R"sql(
+CREATE OR REPLACE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+DROP TRIGGER IF EXISTS test_slow_commit ON orders;
+CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON orders DEFERRABLE INITIALLY DEFERRED
+FOR EACH ROW WHEN (NEW.client_order_id LIKE 'rc-%') EXECUTE FUNCTION test_slow_commit();
+)sql");
+  ts::testing::ScopeExit drop("drop the trigger", [&] {
+    exec_as_superuser(kDatabase, "DROP TRIGGER IF EXISTS test_slow_commit ON orders");
+  });
+  const std::string direct = servers.postgres_dsn(kDatabase);
+  ts::testing::FaultProxy proxy("127.0.0.1", dsn_port(direct));
+  proxy.start();
+  std::string via_proxy = direct;
+  via_proxy.replace(via_proxy.find("port=") + 5, std::to_string(dsn_port(direct)).size(),
+                    std::to_string(proxy.port()));
+  with_clients([&](ts::pg::PostgresClient& pg, RedisClient& redis) -> asio::awaitable<void> {
+    const std::array<FieldView, 1> last{FieldView{"RCX", "11.25 1 1700000000000"}};
+    (void)co_await redis.hset(ts::services::last_trade_key("RCX"), last);
+    co_await submit(redis, order("rc-1", "RCX", "buy", "market", "3"));
+    Child e(TS_EXECUTOR_BIN, directory_, "rc-executor", {"--symbols=RCX", "--consumer=rc"},
+            {"TS_POSTGRES_DSN=" + via_proxy, "TS_REDIS_URL=" + servers.redis_url(),
+             "TS_LOG_LEVEL=info"});
+    // Cut every connection of the proxy while the executor's commit is running (the trigger
+    // sleeping in it).
+    const bool in_commit = co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await pg.query_value<bool>(
+              "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'ts-executor' "
+              "AND state = 'active' AND wait_event = 'PgSleep'");
+        },
+        20s);
+    CO_ASSERT(in_commit, "the executor's COMMIT was never seen running");
+    proxy.cut_all();
+    EXPECT_TRUE(co_await until(
+        [&]() -> asio::awaitable<bool> {
+          co_return co_await event_count(redis, "rc-") >= 1 &&
+              co_await pending(redis, "orders:requests", "executor") == 0;
+        },
+        30s));
+    e.signal(SIGTERM);
+    const auto code = co_await e.wait_exit(20s);
+    EXPECT_EQ(code.value_or(-1), 0);
+    EXPECT_EQ(co_await pg.query_value<std::int64_t>(
+                  "SELECT count(*) FROM fills WHERE client_order_id = 'rc-1'"),
+              1);
+    EXPECT_EQ(co_await event_count(redis, "rc-"), 1u);
+    const std::string log = detail::read_text_file(directory_ + "/rc-executor.log");
+    for (std::size_t at = log.find("rc-1"); at != std::string::npos;
+         at = log.find("rc-1", at + 1)) {
+      const std::size_t begin = log.rfind('\n', at) + 1;
+      const std::size_t end = log.find('\n', at);
+      std::cout << "[ INFO ] " << log.substr(begin, std::min<std::size_t>(end - begin, 240))
+                << '\n';
+      at = end;
+    }
+    EXPECT_NE(log.find("outcome_unknown"), std::string::npos)
+        << "the COMMIT's outcome was not unknown: the fault did not happen\n"
+        << log;
+    EXPECT_EQ(e.summary("filled"), 1);
+    EXPECT_EQ(e.summary("duplicates"), 0) << "its own commit counted as a duplicate";
+    EXPECT_EQ(e.summary("reconciled"), 1);
+    const auto errors = error_lines(directory_ + "/rc-executor.log");
+    EXPECT_TRUE(errors.empty()) << "ERROR lines:\n" << joined(errors);
   });
 }
 

@@ -11,8 +11,11 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -33,6 +36,12 @@
 #ifndef TS_JANITOR
 #error "TS_JANITOR (path of the ts-janitor binary) must be defined by CMake"
 #endif
+#if !defined(TS_RECORDER) || !defined(TS_EXECUTOR) || !defined(TS_RECEIVER) || !defined(TS_FEED_SIM)
+#error "TS_RECORDER, TS_EXECUTOR, TS_RECEIVER and TS_FEED_SIM must be defined by CMake"
+#endif
+#ifndef TS_TEST_FAULTS
+#error "TS_TEST_FAULTS (0 or 1, the CMake option) must be defined by CMake"
+#endif
 
 namespace ts = trading_shared;
 namespace tt = trading_shared::testing;
@@ -44,6 +53,10 @@ namespace {
 
 constexpr const char* kTsctl = TS_TSCTL;
 constexpr const char* kJanitor = TS_JANITOR;
+constexpr const char* kRecorder = TS_RECORDER;
+constexpr const char* kExecutor = TS_EXECUTOR;
+constexpr const char* kReceiver = TS_RECEIVER;
+constexpr const char* kFeedSim = TS_FEED_SIM;
 
 // ---- processes ---------------------------------------------------------------------------------
 
@@ -269,18 +282,28 @@ TEST(TsctlMigrate, SecondRunAppliesNothing) {
   const auto env = env_for("cli_migrate", 0);
   const ToolRun first = run(kTsctl, {"migrate"}, env);
   ASSERT_EQ(first.code, 0) << describe(first);
-  EXPECT_THAT(first.output, HasSubstr("applied 1 migration(s), schema at version 1"));
+  EXPECT_THAT(first.output, HasSubstr("applied 2 migration(s), schema at version 2"));
   const ToolRun second = run(kTsctl, {"migrate"}, env);
   ASSERT_EQ(second.code, 0) << describe(second);
-  EXPECT_THAT(second.output, HasSubstr("applied 0 migration(s), schema at version 1"));
+  EXPECT_THAT(second.output, HasSubstr("applied 0 migration(s), schema at version 2"));
 
   Pg pg("cli_migrate");
-  EXPECT_EQ(pg.value("SELECT string_agg(version::text, ',') FROM schema_migrations"), "1");
+  EXPECT_EQ(
+      pg.value("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
+      "1,2");
   EXPECT_EQ(pg.value("SELECT name FROM schema_migrations WHERE version = 1"),
             "ticks, orders, fills");
   // The whole script ran, the plpgsql function and the partitions it creates included.
   EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
   EXPECT_EQ(pg.value("SELECT to_regclass('fills') IS NOT NULL"), "t");
+  // Version 2: the partition function runs as its owner with a fixed search_path, and only
+  // the roles granted EXECUTE may call it (docs/services.md, "What to provision").
+  EXPECT_EQ(pg.value("SELECT prosecdef::text || ' ' || array_to_string(proconfig, ';') FROM "
+                     "pg_proc WHERE oid = 'ts_ensure_tick_partition(date)'::regprocedure"),
+            "true search_path=public, pg_temp");
+  EXPECT_EQ(pg.value("SELECT has_function_privilege('public', "
+                     "'ts_ensure_tick_partition(date)', 'EXECUTE')"),
+            "f");
 }
 
 TEST(TsctlMigrate, ConcurrentMigratesOnAFreshDatabaseApplyTheSchemaOnce) {
@@ -291,12 +314,18 @@ TEST(TsctlMigrate, ConcurrentMigratesOnAFreshDatabaseApplyTheSchemaOnce) {
   const ToolRun rb = b.finish();
   ASSERT_EQ(ra.code, 0) << describe(ra);
   ASSERT_EQ(rb.code, 0) << describe(rb);
-  const std::string both = ra.output + rb.output;
-  EXPECT_THAT(both, HasSubstr("applied 1 migration(s), schema at version 1")) << both;
-  EXPECT_THAT(both, HasSubstr("applied 0 migration(s), schema at version 1")) << both;
+  // Each migration is applied once, by one of them (each in its own transaction under the
+  // lock: with two migrations they may share the work); both end at the last version.
+  auto applied = [](const std::string& output) {
+    const std::size_t at = output.find("applied ");
+    return at == std::string::npos ? -1 : std::stoi(output.substr(at + 8));
+  };
+  EXPECT_EQ(applied(ra.output) + applied(rb.output), 2) << ra.output << rb.output;
+  EXPECT_THAT(ra.output, HasSubstr("migration(s), schema at version 2")) << ra.output;
+  EXPECT_THAT(rb.output, HasSubstr("migration(s), schema at version 2")) << rb.output;
 
   Pg pg("cli_migrate_concurrent");
-  EXPECT_EQ(pg.value("SELECT count(*) FROM schema_migrations"), "1");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM schema_migrations"), "2");
   EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
 }
 
@@ -346,6 +375,201 @@ TEST(ServicesCliConfig, BadInputExitsTwoWithOneClearLine) {
     ASSERT_EQ(lines.size(), 1u) << what << ": " << describe(r);
     EXPECT_THAT(lines[0], HasSubstr("configuration error")) << what;
     EXPECT_THAT(lines[0], HasSubstr(c.mentions)) << what;
+  }
+}
+
+/// A TCP port on 127.0.0.1 that listens and never answers: counts the connections made to it
+/// (a client that connects is caught even though its handshake never completes).
+class Listener {
+ public:
+  Listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(fd_, 64) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd_);
+      throw std::runtime_error("listen: " + why);
+    }
+    port_ = ntohs(address.sin_port);
+  }
+  ~Listener() { ::close(fd_); }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  /// Connections accepted since the last call (each is closed at once).
+  int take_connections() {
+    int n = 0;
+    for (;;) {
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return n;
+      ::close(c);
+      ++n;
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+// Issue 14: "exit 2, one line, before anything connects" for every bad configuration of every
+// service, the client settings included (the Redis URL, the pool size, the command timeout, a
+// missing DSN), and the same symbol rules everywhere. PostgreSQL and Redis are listeners that
+// never answer: a service that connects before checking is caught by the count (and would be
+// killed at the per-run timeout).
+TEST(ServicesCliConfig, EveryServiceRejectsABadClientConfigurationWithExitTwoBeforeConnecting) {
+  Listener postgres;
+  Listener redis;
+  const std::string dsn = "host=127.0.0.1 port=" + std::to_string(postgres.port()) +
+                          " dbname=x user=x password=pgsecret connect_timeout=2";
+  const std::string url = "redis://:redissecret@127.0.0.1:" + std::to_string(redis.port()) + "/0";
+  struct Case {
+    const char* program;
+    std::vector<std::string> args;
+    const char* mentions;
+    std::vector<std::string> env = {};  ///< replaces the default DSN / URL variables
+  };
+  const std::vector<std::string> no_dsn = {"TS_POSTGRES_DSN=", "TS_REDIS_URL=" + url};
+  const std::string http_url = "http://user:redissecret@127.0.0.1:6379";
+  const std::string big_port = "redis://127.0.0.1:99999";
+  const std::vector<Case> cases = {
+      {kRecorder, {"--redis-url", http_url}, "--redis-url"},
+      {kRecorder, {"--redis-url", big_port}, "--redis-url"},
+      {kRecorder, {"--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kRecorder, {"--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kRecorder, {"--postgres-connect-timeout", "0"}, "--postgres-connect-timeout"},
+      {kRecorder, {"--postgres-dsn", "hots=127.0.0.1"}, "--postgres-dsn"},
+      {kRecorder, {"--postgres-dsn", "host=127.0.0.1 port=99999"}, "--postgres-dsn"},
+      {kRecorder, {"--symbols", "BTC USD"}, "--symbols"},
+      {kExecutor, {"--redis-url", http_url}, "--redis-url"},
+      {kExecutor, {"--redis-url", big_port}, "--redis-url"},
+      {kExecutor, {"--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kExecutor, {"--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kExecutor, {"--symbols", "BTC USD"}, "--symbols"},
+      {kExecutor, {"--symbols", "BTCUSDT,BTCUSDT"}, "--symbols"},
+      {kJanitor, {"--redis-url", http_url}, "--redis-url"},
+      {kJanitor, {"--redis-url", big_port}, "--redis-url"},
+      {kJanitor, {"--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kJanitor, {}, "--postgres-dsn", no_dsn},
+      {kTsctl, {"status", "--redis-url", http_url}, "--redis-url"},
+      {kTsctl, {"status", "--redis-url", big_port}, "--redis-url"},
+      {kTsctl, {"status", "--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kTsctl, {"status"}, "--postgres-dsn", no_dsn},
+      {kTsctl, {"migrate"}, "--postgres-dsn", no_dsn},
+      {kTsctl, {"migrate", "--postgres-pool-size", "0"}, "--postgres-pool-size"},
+      {kTsctl, {"load-orders", "--redis-url", http_url}, "--redis-url"},
+      {kReceiver, {"--redis-url", http_url}, "--redis-url"},
+      {kReceiver, {"--redis-command-timeout", "0"}, "--redis-command-timeout"},
+      {kReceiver, {"--symbols", "BTC USD"}, "--symbols"},
+      {kFeedSim, {"--rate", "0"}, "--rate"},
+      {kFeedSim, {"--listen", "127.0.0.1"}, "--listen"},
+      {kFeedSim, {"--symbols", "BTC USD"}, "--symbols"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> env = c.env;
+    if (env.empty()) env = {"TS_POSTGRES_DSN=" + dsn, "TS_REDIS_URL=" + url};
+    const ToolRun r = run(c.program, c.args, env, 15s);
+    std::string what = c.program;
+    for (const auto& a : c.args) what += " " + a;
+    EXPECT_EQ(r.code, 2) << what << ": " << describe(r);
+    const auto lines = lines_of(r.output);
+    std::cout << "[ CASE ] " << what << " -> "
+              << (r.exited ? "exit " + std::to_string(r.code) : "killed") << " after "
+              << r.took.count() << " ms, " << lines.size()
+              << " line(s): " << (lines.empty() ? "" : lines[0].substr(0, 160)) << std::endl;
+    EXPECT_EQ(lines.size(), 1u) << what << ": " << describe(r);
+    if (!lines.empty()) {
+      EXPECT_THAT(lines[0], HasSubstr("configuration error")) << what << ": " << describe(r);
+      EXPECT_THAT(lines[0], HasSubstr(c.mentions)) << what << ": " << describe(r);
+    }
+    EXPECT_THAT(r.output, ::testing::Not(HasSubstr("secret"))) << what << ": " << describe(r);
+    EXPECT_EQ(postgres.take_connections(), 0) << what << ": connected to PostgreSQL";
+    EXPECT_EQ(redis.take_connections(), 0) << what << ": connected to Redis";
+  }
+}
+
+// F54: stop budgets that cannot add up (a drain plus the clients' closes longer than the whole
+// shutdown budget) are refused at start with exit 2 and one line naming the figures, before
+// anything connects; a graceful stop would otherwise turn into an immediate one (exit 1).
+TEST(ServicesCliConfig, F54_AStopBudgetThatCannotAddUpIsRefusedAtStart) {
+  Listener postgres;
+  Listener redis;
+  const std::vector<std::string> env = {
+      "TS_POSTGRES_DSN=host=127.0.0.1 port=" + std::to_string(postgres.port()) +
+          " dbname=x user=x connect_timeout=2",
+      "TS_REDIS_URL=redis://127.0.0.1:" + std::to_string(redis.port())};
+  struct Case {
+    const char* program;
+    std::vector<std::string> args;
+  };
+  const std::vector<Case> cases = {
+      {kRecorder, {"--drain-timeout", "30s"}},
+      {kRecorder, {"--drain-timeout", "9s", "--shutdown-timeout", "12s"}},
+      {kExecutor, {"--drain-timeout", "15s"}},
+      {kReceiver, {"--drain-timeout", "18s"}},
+  };
+  for (const Case& c : cases) {
+    const ToolRun r = run(c.program, c.args, env, 15s);
+    std::string what = c.program;
+    for (const auto& a : c.args) what += " " + a;
+    const auto lines = lines_of(r.output);
+    std::cout << "[ CASE ] " << what << " -> "
+              << (r.exited ? "exit " + std::to_string(r.code) : "killed") << " after "
+              << r.took.count() << " ms, " << lines.size()
+              << " line(s): " << (lines.empty() ? "" : lines[0].substr(0, 200)) << std::endl;
+    EXPECT_EQ(r.code, 2) << what << ": " << describe(r);
+    EXPECT_EQ(lines.size(), 1u) << what << ": " << describe(r);
+    EXPECT_THAT(r.output, HasSubstr("the stop budget does not add up")) << what;
+    EXPECT_THAT(r.output, HasSubstr("--shutdown-timeout")) << what;
+    EXPECT_EQ(postgres.take_connections() + redis.take_connections(), 0) << what << ": connected";
+  }
+  // The defaults add up (a run that gets past the settings step connects: killed here).
+  Child ok(kRecorder, {"--drain-timeout", "10s"}, env);
+  EXPECT_TRUE(tt::poll_until([&] { return postgres.take_connections() > 0; }, 10s))
+      << "ts-recorder --drain-timeout 10s (10 + 7 + 3 <= 20) did not get as far as connecting";
+}
+
+// The test-only fault switches exist only in a build with the CMake option TS_TEST_FAULTS (the
+// default, and what make test / make sanitize build); with -DTS_TEST_FAULTS=OFF (a release)
+// the flags are unknown: exit 2, one line, like any other unknown flag.
+TEST(ServicesCliConfig, FaultSwitchesExistOnlyInATestFaultsBuild) {
+  struct Case {
+    const char* program;
+    const char* flag;
+  };
+  const std::vector<Case> cases = {{kRecorder, "--fault-crash-after-commit"},
+                                   {kRecorder, "--fault-crash-before-commit"},
+                                   {kExecutor, "--fault-crash-after-commit"}};
+  for (const Case& c : cases) {
+    const ToolRun help = run(c.program, {"--help"}, {}, 15s);
+    ASSERT_EQ(help.code, 0) << describe(help);
+    // A flag that is set must be refused (release) or accepted (test build) before anything
+    // connects: a negative count is a configuration error only where the flag exists.
+    const ToolRun set =
+        run(c.program, {c.flag, "-1"},
+            {"TS_POSTGRES_DSN=host=127.0.0.1 port=1", "TS_REDIS_URL=redis://127.0.0.1:1"}, 15s);
+    const auto lines = lines_of(set.output);
+    std::cout << "[ CASE ] " << c.program << " " << c.flag << " -1 -> exit " << set.code << ": "
+              << (lines.empty() ? "" : lines[0]) << std::endl;
+    EXPECT_EQ(set.code, 2) << describe(set);
+    EXPECT_EQ(lines.size(), 1u) << describe(set);
+    if (TS_TEST_FAULTS) {
+      EXPECT_THAT(help.output, HasSubstr(c.flag)) << c.program;
+      EXPECT_THAT(set.output, HasSubstr("must be >= 0")) << describe(set);
+    } else {
+      EXPECT_THAT(help.output, ::testing::Not(HasSubstr("--fault-"))) << c.program;
+      EXPECT_THAT(set.output, HasSubstr("unknown option")) << describe(set);
+      // Nor is its environment variable read (a stray one is ignored like any unknown one).
+      const ToolRun env = run(c.program, {"--batch", "0"}, {"TS_FAULT_CRASH_AFTER_COMMIT=1"}, 15s);
+      EXPECT_EQ(env.code, 2) << describe(env);
+      EXPECT_THAT(env.output, HasSubstr("--batch")) << describe(env);
+    }
   }
 }
 
@@ -546,7 +770,7 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
                                   "\":{\"length\":0,\"group\":\"recorder\","
                                   "\"group_exists\":false}"));
   EXPECT_THAT(lines[0], HasSubstr("\"orders:events\":{\"length\":0}"));
-  EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":1"));
+  EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":2"));
   EXPECT_THAT(lines[0],
               HasSubstr("\"tables\":{\"ticks\":0,\"orders\":{\"rejected\":1},\"fills\":0}"));
 
@@ -562,7 +786,7 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
     EXPECT_THAT(all.output, HasSubstr(stream));
   }
   EXPECT_THAT(text.output, HasSubstr("orders (rejected)"));
-  EXPECT_THAT(text.output, HasSubstr("schema version 1"));
+  EXPECT_THAT(text.output, HasSubstr("schema version 2"));
 }
 
 // The move from one stream per symbol to the buckets: what a group still needs of an old

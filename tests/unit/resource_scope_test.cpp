@@ -214,6 +214,80 @@ TEST(ResourceScope, OwnedResourcesAreClosedThenDestroyedAfterTheBody) {
                     "close c", "closed c", "destroy c", "close a", "closed a", "destroy a"}));
 }
 
+// F54: the scope's bound is shorter than what a close may legitimately take. A close that
+// overruns the bound must never free a live resource: the scope stops waiting at its bound
+// (the other resources still close in time), and the resource is destroyed only once its
+// close has ended. The fake's close honours cancellation the way a client may: it ends at
+// once, with its work not done (`closed` stays false).
+struct Watch {
+  int destroyed = 0;
+  int destroyed_while_closing = 0;  ///< destroyed after close() began and before it ended
+  bool close_ended = false;
+};
+
+class SlowClose {
+ public:
+  SlowClose(Watch& watch, std::chrono::milliseconds takes) : watch_(&watch), takes_(takes) {}
+  ~SlowClose() {
+    ++watch_->destroyed;
+    if (closing_ && !closed_) ++watch_->destroyed_while_closing;
+  }
+  SlowClose(const SlowClose&) = delete;
+  SlowClose& operator=(const SlowClose&) = delete;
+  asio::awaitable<void> start() { co_return; }
+  asio::awaitable<void> close() {
+    closing_ = true;
+    asio::steady_timer work(co_await asio::this_coro::executor, takes_);
+    co_await work.async_wait(asio::use_awaitable);
+    closed_ = true;
+    watch_->close_ended = true;
+  }
+
+ private:
+  Watch* watch_;
+  std::chrono::milliseconds takes_;
+  bool closing_ = false;
+  bool closed_ = false;
+};
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+TEST(ResourceScope, F54_ACloseThatOverrunsItsBoundNeverFreesTheResourceWhileItRuns) {
+  Watch watch;
+  Events events;
+  std::vector<ts::lifecycle::CleanupFailure> failures;
+  std::chrono::steady_clock::duration took{};
+  int destroyed_when_scope_closed = -1;
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    ResourceScope scope(io.get_executor(), 100ms);
+    (void)co_await scope.open<OwnedResource>("a", std::string("a"), events);
+    (void)co_await scope.open<SlowClose>("slow", watch, 600ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    co_await scope.close();
+    took = std::chrono::steady_clock::now() - t0;
+    failures = scope.failures();
+    destroyed_when_scope_closed = watch.destroyed;
+    // The close goes on; the resource is freed when it has ended.
+    for (int i = 0; i < 500 && watch.destroyed == 0; ++i) co_await sleep_for(10ms);
+    co_await scope.wait_overrunning();
+    EXPECT_EQ(scope.overrunning(), 0u);
+  });
+  // The bound held: "a" was closed right after the slow close's bound, not after its end.
+  EXPECT_GE(took, 100ms);
+  EXPECT_LT(took, 500ms);
+  EXPECT_EQ(events, (Events{"start a", "close a", "closed a", "destroy a"}));
+  ASSERT_EQ(failures.size(), 1u);
+  EXPECT_EQ(failures[0].name, "slow");
+  EXPECT_TRUE(failures[0].timed_out);
+  EXPECT_EQ(destroyed_when_scope_closed, 0) << "freed while its close was still running";
+  EXPECT_EQ(watch.destroyed_while_closing, 0) << "freed with its close cut short";
+  EXPECT_TRUE(watch.close_ended);
+  EXPECT_EQ(watch.destroyed, 1);
+}
+
 TEST(ResourceScope, RefusesBadArguments) {
   asio::io_context io;
   EXPECT_THROW(ResourceScope(io.get_executor(), 0ms), ts::Error);

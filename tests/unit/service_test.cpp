@@ -65,6 +65,38 @@ lc::ServiceOptions options(std::chrono::milliseconds deadline = 0ms) {
 
 const std::vector<std::string> kOpenedAndClosed{"start a", "start b", "close b", "close a"};
 
+// F54: a resource whose close takes longer than the scope's bound (close_timeout).
+struct Watch {
+  int destroyed = 0;
+  int destroyed_while_closing = 0;
+  bool close_ended = false;
+};
+
+class SlowClose {
+ public:
+  SlowClose(Watch& watch, std::chrono::milliseconds takes) : watch_(&watch), takes_(takes) {}
+  ~SlowClose() {
+    ++watch_->destroyed;
+    if (closing_ && !closed_) ++watch_->destroyed_while_closing;
+  }
+  SlowClose(const SlowClose&) = delete;
+  SlowClose& operator=(const SlowClose&) = delete;
+  asio::awaitable<void> start() { co_return; }
+  asio::awaitable<void> close() {
+    closing_ = true;
+    asio::steady_timer work(co_await asio::this_coro::executor, takes_);
+    co_await work.async_wait(asio::use_awaitable);
+    closed_ = true;
+    watch_->close_ended = true;
+  }
+
+ private:
+  Watch* watch_;
+  std::chrono::milliseconds takes_;
+  bool closing_ = false;
+  bool closed_ = false;
+};
+
 TEST(Service, ReturnsZeroWhenTheBodyReturnsAndClosesInReverse) {
   Recorder r;
   Res a("a", r), b("b", r);
@@ -156,7 +188,7 @@ TEST(Service, DrainLetsTheBodyFinishItsStepAndReturn) {
   Recorder r;
   Res a("a", r);
   auto opts = options();
-  opts.drain_timeout = 5s;
+  opts.drain_timeout = 1500ms;  // within the shutdown budget of 2 s (F54: checked at start)
   bool callback_ran = false;
   bool step_finished = false;
   const int code = lc::run_daemon(opts, [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
@@ -189,6 +221,83 @@ TEST(Service, ABodyThatOverrunsTheDrainIsCancelled) {
   EXPECT_EQ(code, 0);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   EXPECT_EQ(r.events, (std::vector<std::string>{"start a", "close a"}));
+}
+
+// F54: a close that overruns the scope's bound is not cut short and its resource is not freed
+// while it runs; the runner waits for it (within the shutdown budget) and exits 0.
+TEST(Service, F54_ACloseThatOverrunsItsBoundEndsBeforeItsResourceIsFreed) {
+  Watch watch;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = lc::run_daemon(options(), [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    (void)co_await ctx.scope().open<SlowClose>("slow", watch, 1200ms);  // bound: 500 ms
+  });
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(watch.destroyed_while_closing, 0) << "freed with its close cut short";
+  EXPECT_TRUE(watch.close_ended);
+  EXPECT_EQ(watch.destroyed, 1);
+  EXPECT_GE(took, 1200ms);
+  EXPECT_LT(took, 2s);  // the shutdown budget
+}
+
+// A close that never ends: the stop becomes immediate at the shutdown budget (exit 1), and the
+// resource is still not freed under its running close (it is kept: the process is ending).
+TEST(Service, F54_ACloseThatNeverEndsIsCutByTheShutdownBudgetWithoutFreeingItsResource) {
+  Watch watch;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = lc::run_daemon(options(), [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    (void)co_await ctx.scope().open<SlowClose>("stuck", watch, 1h);
+  });
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(code, 1);
+  EXPECT_GE(took, 2s);
+  EXPECT_LT(took, 4s);
+  EXPECT_EQ(watch.destroyed, 0);
+  EXPECT_EQ(watch.destroyed_while_closing, 0);
+}
+
+// F54: budgets that cannot add up are refused before anything runs (exit 2).
+TEST(Service, F54_BudgetsThatCannotAddUpAreRefusedAtStartWithExitTwo) {
+  auto daemon = [](const lc::ServiceOptions& o, bool& ran) {
+    return lc::run_daemon(o, [&](lc::ServiceContext&) -> asio::awaitable<void> {
+      ran = true;
+      co_return;
+    });
+  };
+  lc::ServiceOptions o = options();
+  o.close_timeout = 7s;
+  o.shutdown_timeout = 10s;
+  o.drain_timeout = 5s;
+  o.closes = {{"redis", 3s}, {"postgres", 7s}};
+  try {
+    lc::check_budgets(o);
+    ADD_FAILURE() << "accepted";
+  } catch (const trading_shared::core::ConfigError& e) {
+    EXPECT_STREQ(e.what(),
+                 "the stop budget does not add up: drain 5000 ms + redis up to 3000 ms + "
+                 "postgres up to 7000 ms = 15000 ms, more than the shutdown timeout of 10000 ms");
+  }
+  bool ran = false;
+  EXPECT_EQ(daemon(o, ran), 2);
+  EXPECT_FALSE(ran);
+
+  // A close bound beyond the scope's bound: the scope would stop waiting for a close that may
+  // legitimately take longer.
+  o.shutdown_timeout = 20s;
+  o.close_timeout = 5s;
+  EXPECT_THROW(lc::check_budgets(o), trading_shared::core::ConfigError);
+  EXPECT_EQ(daemon(o, ran), 2);
+  EXPECT_FALSE(ran);
+  o.close_timeout = 7s;
+  EXPECT_NO_THROW(lc::check_budgets(o));  // 5 + 3 + 7 = 15 <= 20
+
+  o.drain_timeout = 20s;  // nothing left for the closes
+  EXPECT_THROW(lc::check_budgets(o), trading_shared::core::ConfigError);
+  o = options();
+  o.shutdown_timeout = 0ms;
+  EXPECT_THROW(lc::check_budgets(o), trading_shared::core::ConfigError);
+  EXPECT_EQ(lc::run_once(o, [](lc::ServiceContext&) -> asio::awaitable<void> { co_return; }), 2);
+  EXPECT_NO_THROW(lc::check_budgets(options()));
 }
 
 }  // namespace

@@ -22,6 +22,13 @@
 ///   });
 /// @endcode
 /// Services get a scope from `run_daemon` / `run_once` and never call start/close themselves.
+///
+/// A close that overruns its bound (F54): the scope stops waiting for it at `close_timeout`
+/// (so the bound holds and the other resources still close in time), records it as timed out,
+/// and, for a resource it owns (`open`), lets the close go on without cancelling it: the
+/// resource is destroyed only once its close has ended, never while it runs. A cleanup
+/// registered with `defer` / `enter` (what it closes belongs to the caller, who may free it as
+/// soon as the scope is closed) is cancelled at its bound and awaited, as before.
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -98,8 +105,16 @@ class ResourceScope {
 
   /// Runs every registered cleanup, last registered first, each under `close_timeout`;
   /// records and logs failures and carries on. Idempotent. Not interrupted by cancellation of
-  /// the caller: cleanups run to completion or to their timeout.
+  /// the caller: cleanups run to completion or to their timeout. The close of an owned
+  /// resource that passes its timeout goes on after this returns (see `overrunning()`).
   boost::asio::awaitable<void> close();
+
+  /// Completes when every close that overran its bound has ended (and its resource has been
+  /// destroyed); at once when there is none. Not interrupted by cancellation of the caller:
+  /// bound it from outside (run_daemon / run_once bound it by `shutdown_timeout`).
+  boost::asio::awaitable<void> wait_overrunning();
+  /// Closes of owned resources that overran their bound and are still running.
+  std::size_t overrunning() const noexcept;
 
   /// Resources still registered.
   std::size_t size() const noexcept { return cleanups_.size(); }
@@ -114,15 +129,31 @@ class ResourceScope {
   boost::asio::awaitable<T*> start_owned(std::shared_ptr<T> resource, std::string name) {
     co_await resource->start();
     T* raw = resource.get();
-    // The cleanup owns the resource: it is destroyed when its cleanup has run.
-    defer(std::move(name), [owned = std::move(resource)]() { return owned->close(); });
+    // The cleanup owns the resource: it is destroyed when its close has ended.
+    add(
+        std::move(name), [owned = std::move(resource)]() { return owned->close(); }, true);
     co_return raw;
   }
 
+  struct Entry {
+    std::string name;
+    Cleanup cleanup;
+    /// The cleanup owns what it closes (`open`): it may outlive the scope, never its close.
+    bool owned = false;
+  };
+  struct Overruns;    // closes still running past their bound (shared with their coroutines)
+  struct OwnedClose;  // one owned resource's close, run on a coroutine of its own
+
+  void add(std::string name, Cleanup cleanup, bool owned);
+  boost::asio::awaitable<void> close_owned(Entry entry, CleanupFailure& failure);
+  static boost::asio::awaitable<void> run_owned_close(std::shared_ptr<OwnedClose> state);
+  boost::asio::awaitable<void> wait_overrunning_inner();
+
   boost::asio::any_io_executor executor_;
   std::chrono::milliseconds close_timeout_;
-  std::vector<std::pair<std::string, Cleanup>> cleanups_;
+  std::vector<Entry> cleanups_;
   std::vector<CleanupFailure> failures_;
+  std::shared_ptr<Overruns> overruns_;
 };
 
 /// Runs `body(scope)` and closes the scope on every exit; the body's result or error is

@@ -11,6 +11,7 @@
 /// | the body returned | 0 | 0 |
 /// | first SIGINT/SIGTERM: the body is cancelled, resources closed (graceful) | 0 | 1 |
 /// | second signal, or the graceful stop overran `shutdown_timeout`: immediate | 1 | 1 |
+/// | the options' budgets cannot add up (`check_budgets`), found before anything runs | 2 | 2 |
 /// | run_once's `deadline` passed: cancelled, then as a signal | - | 1 |
 /// | the body threw `core::ConfigError` (bad configuration) | 2 | 2 |
 /// | the body threw anything else (logged once, with the service name) | 1 | 1 |
@@ -31,12 +32,22 @@
 
 namespace trading_shared::lifecycle {
 
+/// One resource the body will open, with the longest its close may legitimately take (its
+/// own close bound: e.g. a client's close_timeout plus what it does after it). For the stop
+/// budget (`check_budgets`).
+struct CloseBudget {
+  std::string name;
+  std::chrono::milliseconds bound{0};
+};
+
 struct ServiceOptions {
   std::string name;  ///< for logs.
-  /// Bound of each resource's close (ResourceScope). Default 5 s.
+  /// Bound of each resource's close (ResourceScope). Default 5 s. A close that passes it is
+  /// no longer waited for, but its resource is freed only when the close has ended.
   std::chrono::milliseconds close_timeout{5000};
   /// After the first signal (or run_once's deadline), how long the body and the closes may
-  /// take before the stop becomes immediate. Default 10 s.
+  /// take before the stop becomes immediate; also the bound of the closes after a body that
+  /// ended by itself. Default 10 s.
   std::chrono::milliseconds shutdown_timeout{10000};
   /// run_once only: overall deadline of the task; zero = none.
   std::chrono::milliseconds deadline{0};
@@ -51,7 +62,18 @@ struct ServiceOptions {
   /// what an immediate stop cannot do safely. False (tests that run the runner in-process):
   /// `run_*` returns 1 and the abandoned frames are destroyed with the io_context.
   bool exit_process_on_immediate_stop = true;
+  /// The resources the body opens, each with its close bound. run_daemon / run_once check
+  /// at start that the budgets add up (`check_budgets`) and return 2 when they do not.
+  std::vector<CloseBudget> closes;
 };
+
+/// Checks that a stop can succeed within its budgets (F54): every duration positive (drain
+/// and deadline may be zero), each close bound in `closes` within `close_timeout` (the scope
+/// would stop waiting for a close that may legitimately take longer), `drain_timeout` below
+/// `shutdown_timeout`, and `drain_timeout` plus every close bound within `shutdown_timeout`
+/// (otherwise a graceful stop that takes its full budgets becomes an immediate one, exit 1).
+/// @throws core::ConfigError, one line with the figures.
+void check_budgets(const ServiceOptions& options);
 
 /// Readiness and liveness, for a health endpoint (set by the service's body).
 struct HealthState {
