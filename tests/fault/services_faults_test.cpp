@@ -846,8 +846,7 @@ TEST_F(ServicesFault, RecorderUnderItsOwnLeastPrivilegeRoleCreatesTheDaysPartiti
     }
     const std::string dsn =
         ts::testing::Servers::instance().postgres_dsn_for(role, "lp", kDatabase);
-    Child r(TS_RECORDER_BIN, directory_, "least-privilege",
-            {"--consumer=lp", "--batch=20"},
+    Child r(TS_RECORDER_BIN, directory_, "least-privilege", {"--consumer=lp", "--batch=20"},
             {"TS_POSTGRES_DSN=" + dsn,
              "TS_REDIS_URL=" + ts::testing::Servers::instance().redis_url(), "TS_LOG_LEVEL=info"});
     const bool all = co_await until(
