@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <deque>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -81,7 +82,7 @@ struct BucketState {
   std::string stream;
   std::string last_key;
   std::vector<std::size_t> rows;    // this batch's rows (indexes into the batch)
-  std::vector<Row> backlog;         // rows kept while the stream fails, oldest first
+  std::deque<Row> backlog;          // rows kept while the stream fails, oldest first
   std::size_t sent_backlog = 0;     // backlog rows in the request being sent
   std::size_t sent_rows = 0;        // batch rows in the request being sent
   std::vector<std::size_t> priced;  // symbols whose last trade is to be written
@@ -206,9 +207,11 @@ class Writer {
       b.rows.clear();
     }
     core::Backoff backoff(config_->write_backoff, random_);
+    bool sent = false;
     for (;;) {
       build_request(now);
       if (request_.empty()) break;
+      sent = true;
       std::string failure;
       bool permanent = false;
       try {
@@ -232,7 +235,7 @@ class Writer {
       co_await pause_.async_wait(asio::use_awaitable);
     }
     used_ = 0;
-    ++n_->batches;
+    if (sent) ++n_->batches;
     if (trim_) co_await trim_->maybe_trim(buckets_, *n_);
   }
 
@@ -312,7 +315,7 @@ class Writer {
     const auto now = Clock::now();
     for (auto& b : buckets_) {
       if (b.sent_backlog + b.sent_rows == 0) continue;
-      std::vector<Row> kept;
+      std::deque<Row> kept;
       const redis::Reply* error = nullptr;
       std::size_t ok = 0;
       for (std::size_t i = 0; i < b.sent_backlog + b.sent_rows; ++i) {
