@@ -43,6 +43,16 @@ constexpr std::size_t trade_bucket(std::string_view symbol) noexcept {
   return static_cast<std::size_t>(symbol_hash(symbol) % kTradeBuckets);
 }
 
+/// `md:{tNN}:<what>`: a key of bucket `bucket` (0 .. kTradeBuckets-1, NN in two digits). The
+/// `{tNN}` hash tag puts every key of one bucket in one Redis Cluster slot.
+inline std::string bucket_key(std::size_t bucket, std::string_view what) {
+  std::string key = "md:{t00}:";
+  key[5] = static_cast<char>('0' + (bucket / 10) % 10);
+  key[6] = static_cast<char>('0' + bucket % 10);
+  key += what;
+  return key;
+}
+
 /// Stream of the trades of bucket `bucket` (0 .. kTradeBuckets-1): `md:{tNN}:trades`, written by
 /// ts-receiver, read by ts-recorder. The `{tNN}` hash tag puts everything of one bucket in one
 /// Redis Cluster slot.
@@ -50,10 +60,7 @@ constexpr std::size_t trade_bucket(std::string_view symbol) noexcept {
 /// as the exchange sent them), `T` trade time (ms since epoch), `E` event time (ms), `m` buyer
 /// is maker (`1`/`0`), `r` time the receiver read the message (microseconds since epoch).
 inline std::string bucket_stream(std::size_t bucket) {
-  std::string key = "md:{t00}:trades";
-  key[5] = static_cast<char>('0' + (bucket / 10) % 10);
-  key[6] = static_cast<char>('0' + bucket % 10);
-  return key;
+  return bucket_key(bucket, "trades");
 }
 /// The stream that holds `symbol`'s trades (shared with the other symbols of its bucket).
 inline std::string trade_stream(std::string_view symbol) {
@@ -71,10 +78,7 @@ inline std::array<std::string, kTradeBuckets> all_trade_streams() {
 /// last trade of a batch with one HSET per bucket, whatever the number of symbols (F72), and the
 /// hash tag keeps it with its bucket's stream.
 inline std::string bucket_last_key(std::size_t bucket) {
-  std::string key = "md:{t00}:last";
-  key[5] = static_cast<char>('0' + (bucket / 10) % 10);
-  key[6] = static_cast<char>('0' + bucket % 10);
-  return key;
+  return bucket_key(bucket, "last");
 }
 /// The hash holding `symbol`'s last trade (field: the symbol).
 inline std::string last_trade_key(std::string_view symbol) {

@@ -319,6 +319,33 @@ bool wait_for(Condition condition, std::chrono::milliseconds bound) {
   return true;
 }
 
+/// ts-feed-sim on 127.0.0.1:`port`: `trades` trades of `symbols` (comma-separated) at `rate`
+/// per second, its summary in `dir`/sim.json.
+Service spawn_sim(const std::string& dir, const std::string& port, const std::string& symbols,
+                  long long rate, long long trades) {
+  return Service::spawn(dir, "sim",
+                        {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", symbols,
+                         "--rate", std::to_string(rate), "--max-messages", std::to_string(trades),
+                         "--summary-file", dir + "/sim.json"});
+}
+
+/// ts-receiver on that simulator, writing to the harness's Redis, its summary in
+/// `dir`/receiver.json.
+Service spawn_receiver(const std::string& dir, const std::string& port, const std::string& symbols,
+                       std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv{TS_RECEIVER_BIN,
+                                "--feed-url",
+                                "ws://127.0.0.1:" + port + "/ws",
+                                "--symbols",
+                                symbols,
+                                "--redis-url",
+                                ts::testing::Servers::instance().redis_url(),
+                                "--summary-file",
+                                dir + "/receiver.json"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return Service::spawn(dir, "receiver", std::move(argv));
+}
+
 TEST(LifecycleFault, F41_JanitorWithEveryDependencyDownExitsOneWithinItsDeadline) {
   const std::string dir = temp_dir("f41");
   const auto t0 = Clock::now();
@@ -425,7 +452,6 @@ TEST(LifecycleFault, F40_ReceiverStopsGracefullyMidStreamAndASecondSignalForcesE
 // permanent): only the last trade waits (F45): the trades keep being written, each once, while
 // the HSET is retried (logged as an error); once an operator fixes the key, it is written too.
 TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
-  auto& servers = ts::testing::Servers::instance();
   const std::string dir = temp_dir("lastprice");
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
   const std::string stream = ts::services::trade_stream("LPA");
@@ -436,18 +462,12 @@ TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
   ASSERT_GE(failed_before, 0);
   const std::string port = closed_port();
   constexpr long long kTrades = 3000;
-  Service sim = Service::spawn(
-      dir, "sim",
-      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "LPA", "--rate", "2000",
-       "--max-messages", std::to_string(kTrades), "--summary-file", dir + "/sim.json"});
+  Service sim = spawn_sim(dir, port, "LPA", 2000, kTrades);
   ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
     sim.signal(SIGTERM);
     EXPECT_EQ(sim.wait(15s), 0);
   });
-  Service receiver = Service::spawn(
-      dir, "receiver",
-      {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", "LPA",
-       "--redis-url", servers.redis_url(), "--summary-file", dir + "/receiver.json"});
+  Service receiver = spawn_receiver(dir, port, "LPA");
   // The server counts the failed HSETs.
   const auto failures_reach = [&](long long n) {
     return wait_for([&] { return failed_hsets() >= failed_before + n; }, 20s);
@@ -482,7 +502,6 @@ TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
 // symbols keep flowing meanwhile; the stalled one is reported and readiness drops; once an
 // operator fixes the key, its trades follow: nothing dropped.
 TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
-  auto& servers = ts::testing::Servers::instance();
   const std::string dir = temp_dir("f45");
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
   const std::string bad_stream = ts::services::trade_stream("F45A");
@@ -493,18 +512,12 @@ TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
   ASSERT_TRUE(redis_command({"SET", bad_stream, "not-a-stream"}));  // XADD on it: WRONGTYPE
   const std::string port = closed_port();
   constexpr long long kTrades = 6000;
-  Service sim = Service::spawn(
-      dir, "sim",
-      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "F45A,F45B", "--rate", "3000",
-       "--max-messages", std::to_string(kTrades), "--summary-file", dir + "/sim.json"});
+  Service sim = spawn_sim(dir, port, "F45A,F45B", 3000, kTrades);
   ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
     sim.signal(SIGTERM);
     EXPECT_EQ(sim.wait(15s), 0);
   });
-  Service receiver = Service::spawn(
-      dir, "receiver",
-      {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", "F45A,F45B",
-       "--redis-url", servers.redis_url(), "--summary-file", dir + "/receiver.json"});
+  Service receiver = spawn_receiver(dir, port, "F45A,F45B");
   // The simulator sends everything (2 s at 3000/s), then its summary says what per symbol.
   ASSERT_TRUE(wait_for(
       [&] { return json_number(text_or_empty(dir + "/sim.json"), "total") == kTrades; }, 30s))
@@ -545,7 +558,6 @@ TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
 // group below reads nothing, so every trade stays; once it acknowledged them, the stream is
 // trimmed again.
 TEST(LifecycleFault, F53_ReceiverTrimmingNeverDeletesWhatTheGroupStillNeeds) {
-  auto& servers = ts::testing::Servers::instance();
   const std::string dir = temp_dir("f53");
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
   const std::string stream = ts::services::trade_stream("F53A");
@@ -553,19 +565,12 @@ TEST(LifecycleFault, F53_ReceiverTrimmingNeverDeletesWhatTheGroupStillNeeds) {
   ASSERT_TRUE(redis_command({"XGROUP", "CREATE", stream, "recorder", "0", "MKSTREAM"}));
   const std::string port = closed_port();
   constexpr long long kTrades = 10000;
-  Service sim = Service::spawn(
-      dir, "sim",
-      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", "F53A", "--rate", "5000",
-       "--max-messages", std::to_string(kTrades), "--summary-file", dir + "/sim.json"});
+  Service sim = spawn_sim(dir, port, "F53A", 5000, kTrades);
   ts::testing::ScopeExit stop_sim("stop the simulator", [&] {
     sim.signal(SIGTERM);
     EXPECT_EQ(sim.wait(15s), 0);
   });
-  Service receiver =
-      Service::spawn(dir, "receiver",
-                     {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols",
-                      "F53A", "--stream-maxlen", "1000", "--redis-url", servers.redis_url(),
-                      "--summary-file", dir + "/receiver.json"});
+  Service receiver = spawn_receiver(dir, port, "F53A", {"--stream-maxlen", "1000"});
   const auto last_id = [&] {
     const auto reply = redis_command({"HGET", ts::services::last_trade_key("F53A"), "F53A"});
     if (!reply || reply->type != REDIS_REPLY_STRING) return 0LL;
