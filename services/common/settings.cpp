@@ -3,15 +3,10 @@
 #include <trading_shared/core/error.hpp>
 
 #include <fmt/format.h>
-#include <libpq-fe.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <array>
-#include <charconv>
 #include <chrono>
-#include <memory>
-#include <set>
 #include <string>
 
 namespace trading_shared::services {
@@ -37,156 +32,11 @@ void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) 
       .add(config.command_timeout, {"redis.command_timeout", "default command deadline"});
 }
 
-namespace {
-
-[[noreturn]] void bad(std::string why) {
-  throw core::ConfigError(std::move(why));
-}
-
-/// An Error's message without the error code's text appended by `what()`.
-std::string message_of(const Error& e) {
-  std::string text = e.what();
-  const std::string suffix = ": " + e.code().message();
-  if (text.size() > suffix.size() && text.ends_with(suffix))
-    text.resize(text.size() - suffix.size());
-  return text;
-}
-
-/// libpq's parse of a connection string; what it says is echoed only when it names an
-/// option (its other messages may quote the string, password included).
-void check_dsn(const std::string& dsn) {
-  char* error = nullptr;
-  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> options(
-      PQconninfoParse(dsn.c_str(), &error), &PQconninfoFree);
-  if (!options) {
-    std::string detail;
-    if (error != nullptr) {
-      const std::string_view text(error);
-      if (text.starts_with("invalid connection option \"")) {
-        detail = ": " + std::string(text.substr(0, text.find_last_not_of(" \n") + 1));
-      }
-      PQfreemem(error);
-    }
-    bad("--postgres-dsn is not a valid libpq connection string (keyword=value pairs or a "
-        "postgresql:// URI)" +
-        detail);
-  }
-  for (const PQconninfoOption* o = options.get(); o->keyword != nullptr; ++o) {
-    if (o->val == nullptr || std::string_view(o->keyword) != "port") continue;
-    // One port per host, comma-separated; an empty item is the default port.
-    std::string_view ports(o->val);
-    for (;;) {
-      const auto comma = ports.find(',');
-      const std::string_view item = ports.substr(0, comma);
-      if (!item.empty()) {
-        unsigned value = 0;
-        const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
-        if (ec != std::errc{} || end != item.data() + item.size() || value < 1 || value > 65535) {
-          bad(fmt::format("--postgres-dsn: invalid port \"{}\" (expected 1 to 65535)", item));
-        }
-      }
-      if (comma == std::string_view::npos) break;
-      ports.remove_prefix(comma + 1);
-    }
-  }
-}
-
-}  // namespace
-
-void check_postgres_settings(const pg::PostgresConfig& config) {
-  if (config.dsn.empty()) {
-    bad("--postgres-dsn (TS_POSTGRES_DSN) is required: the libpq connection string of "
-        "PostgreSQL or PgBouncer");
-  }
-  check_dsn(config.dsn);
-  using std::chrono::milliseconds;
-  if (config.max_size < 1) bad("--postgres-pool-size must be at least 1");
-  if (config.connect_timeout <= milliseconds::zero()) {
-    bad("--postgres-connect-timeout must be > 0");
-  }
-  if (config.statement_timeout <= milliseconds::zero()) {
-    bad("--postgres-statement-timeout must be > 0");
-  }
-}
-
-void check_redis_settings(const redis::RedisConfig& config) {
-  try {
-    (void)redis::parse_redis_url(config.url);
-  } catch (const Error& e) {
-    // parse_redis_url's messages name the part that is wrong, never the password.
-    std::string why = message_of(e);
-    if (why.starts_with("Redis URL: ")) why.erase(0, 11);
-    bad("invalid --redis-url: " + why + " (expected redis://[user[:password]@]host[:port][/db])");
-  }
-  if (config.command_timeout <= std::chrono::milliseconds::zero()) {
-    bad("--redis-command-timeout must be > 0");
-  }
-  try {
-    redis::validate(config);
-  } catch (const Error& e) {
-    bad(message_of(e));
-  }
-}
-
-void check_symbol(std::string& symbol, std::string_view flag) {
-  const bool ok =
-      !symbol.empty() && symbol.size() <= kMaxSymbolLength &&
-      std::all_of(symbol.begin(), symbol.end(), [](char c) {
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-      });
-  if (!ok) {
-    bad(fmt::format("{}: invalid symbol \"{}\" (1 to {} letters and digits, e.g. BTCUSDT)", flag,
-                    symbol, kMaxSymbolLength));
-  }
-  for (char& c : symbol) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  }
-}
-
-void check_symbols(std::vector<std::string>& symbols, bool allow_empty, std::string_view flag) {
-  if (symbols.empty() && !allow_empty) bad(fmt::format("{}: at least one symbol is needed", flag));
-  std::set<std::string, std::less<>> seen;
-  for (auto& symbol : symbols) {
-    check_symbol(symbol, flag);
-    if (!seen.insert(symbol).second) bad(fmt::format("{}: {} is given twice", flag, symbol));
-  }
-}
-
-std::chrono::milliseconds close_bound(const pg::PostgresConfig& config) {
-  using std::chrono::milliseconds;
-  return config.close_timeout + std::min<milliseconds>(config.close_timeout, milliseconds(1000)) +
-         milliseconds(1000);
-}
-
-std::chrono::milliseconds close_bound(const redis::RedisConfig& config) {
-  return config.close_timeout + std::chrono::milliseconds(1000);
-}
-
 void add_shutdown_setting(core::ConfigLoader& loader, std::chrono::milliseconds& shutdown_timeout) {
   loader.add(shutdown_timeout,
              {"shutdown_timeout",
               "after SIGTERM, the whole graceful stop: the drain and then closing the clients; "
               "when it passes the stop is immediate (exit 1)"});
-}
-
-lifecycle::ServiceOptions service_options(std::string name, std::chrono::milliseconds drain_timeout,
-                                          std::chrono::milliseconds shutdown_timeout,
-                                          std::vector<lifecycle::CloseBudget> closes,
-                                          std::string_view flags) {
-  lifecycle::ServiceOptions options;
-  options.name = std::move(name);
-  options.drain_timeout = drain_timeout;
-  options.shutdown_timeout = shutdown_timeout;
-  // Each close is waited for as long as it may legitimately take (the longest bound).
-  for (const auto& close : closes)
-    options.close_timeout = std::max(options.close_timeout, close.bound);
-  options.closes = std::move(closes);
-  try {
-    lifecycle::check_budgets(options);
-  } catch (const core::ConfigError& e) {
-    bad(std::string(e.what()) + " (" + std::string(flags) + ")");
-  }
-  return options;
 }
 
 std::string default_consumer_name(std::string_view service) {
