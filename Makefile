@@ -39,7 +39,7 @@ FUZZ_TARGETS ?=
 fuzz: deps
 	fuzz/run --seconds $(FUZZ_SECONDS) --build-dir $(FUZZ_DIR) --jobs $(JOBS) $(FUZZ_TARGETS)
 
-# Benchmarks and their anchors in one run, on throwaway servers (BENCHMARKS.md of the project brief):
+# Benchmarks and their anchors in one run, on throwaway servers (docs/performance.md):
 # prints BENCH/RATIO lines and writes them to $(BUILD_DIR)/bench/results.tsv.
 bench: build
 	/usr/bin/python3 bench/run-bench --build-dir $(BUILD_DIR) --only "$(ONLY)"

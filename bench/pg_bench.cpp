@@ -1,4 +1,4 @@
-// ts_pg_bench: the PostgresClient side of the PostgreSQL benchmarks (BENCHMARKS.md P1-P5).
+// ts_pg_bench: the PostgresClient side of the PostgreSQL benchmarks (docs/performance.md P1-P5).
 // bench/run-bench runs it next to the anchors, against the same servers.
 //
 //   ts_pg_bench --figure select --dsn DSN [--seconds 5] [--warmup 1] [--concurrency 50]

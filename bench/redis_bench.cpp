@@ -1,4 +1,4 @@
-// ts_redis_bench: the RedisClient side of the Redis benchmarks (BENCHMARKS.md R1-R3).
+// ts_redis_bench: the RedisClient side of the Redis benchmarks (docs/performance.md R1-R3).
 // bench/run-bench runs it next to the anchors (redis-benchmark, redis-py), on the same server.
 //
 //   ts_redis_bench --figure xadd   --url URL [--seconds 5] [--warmup 1] [--batch 1000]     (R1)

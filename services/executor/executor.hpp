@@ -2,7 +2,7 @@
 /// @file
 /// ts-executor: order requests (`orders:requests`) → paper venue that fills at the last
 /// price → `orders` and `fills` in one transaction, idempotent by client order id → event on
-/// `orders:events` → XACK (ARCHITECTURE.md section 10; docs/services.md).
+/// `orders:events` → XACK (docs/services.md).
 
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>

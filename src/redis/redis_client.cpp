@@ -1,4 +1,4 @@
-// RedisClient: one multiplexed connection with automatic pipelining (ARCHITECTURE.md §7).
+// RedisClient: one multiplexed connection with automatic pipelining (docs/redis.md).
 //
 // Data structures (all touched from the client's executor only):
 // - `pending_`: the encoded bytes of every request not yet handed to the socket, in FIFO order.

@@ -1,5 +1,5 @@
 // ts-pipeline: the whole pipeline on throwaway servers, verified against the simulator's
-// summary (ARCHITECTURE.md section 11, e2e). The orchestrator of the e2e test and of
+// summary (docs/testing.md, e2e). The orchestrator of the e2e test and of
 // `make demo`:
 //
 //  1. PostgreSQL and Redis (AOF on, so that a graceful restart keeps the streams) from the

@@ -1,4 +1,4 @@
-// Fault tests F31-F34 of FAILURE_MODES.md (circuit breaker and backoff) with the real servers
+// Fault tests F31-F34 of docs/failure-modes.md (circuit breaker and backoff) with the real servers
 // of the harness, for PostgresClient and RedisClient: hung calls against a black hole or a
 // frozen server (SIGSTOP), calls cancelled by their callers (cancellation slot, a timer racing
 // the call in a parallel group, close() at shutdown), business errors (23505, 42601,

@@ -1,4 +1,4 @@
-// Fault tests F01-F08 of FAILURE_MODES.md for PostgresClient, injected for real on loopback:
+// Fault tests F01-F08 of docs/failure-modes.md for PostgresClient, injected for real on loopback:
 // a port where nothing listens, the fault proxy (a stopped listener, a reply cut off after
 // COMMIT), signals to the harness's servers (SIGTERM smart shutdown, SIGKILL, SIGSTOP and
 // SIGCONT), pg_terminate_backend, real deadlocks and serialization failures, an exhausted pool.
@@ -895,7 +895,7 @@ TEST(PgFault, F08_pool_exhausted_waiters) {
   config.max_size = 2;
   config.acquire_timeout = 300ms;
   // Acquire timeouts are transient_not_sent, which the endpoint's breaker counts as failures
-  // (ARCHITECTURE.md sections 4-5): with the default breaker, the 20 timeouts below open it and
+  // (docs/core.md): with the default breaker, the 20 timeouts below open it and
   // the next query fails fast although the server is fine. This test is about the pool, so its
   // breaker needs more calls than the test makes to trip.
   config.breaker.window_size = 100;

@@ -1,4 +1,4 @@
-// Fault tests F09-F16 of FAILURE_MODES.md for PostgresClient, injected for real against the
+// Fault tests F09-F16 of docs/failure-modes.md for PostgresClient, injected for real against the
 // harness's PostgreSQL 15 and PgBouncer (transaction pooling): caller cancellation and
 // client-side timeouts mid-query, close() with a connection checked out, PgBouncer transaction
 // pooling (unnamed statements, session state), query_wait_timeout, PAUSE/RESUME and restart,

@@ -1,4 +1,4 @@
-// Fault tests F17-F21 of FAILURE_MODES.md for RedisClient, injected for real on loopback:
+// Fault tests F17-F21 of docs/failure-modes.md for RedisClient, injected for real on loopback:
 // the fault proxy (latency for many concurrent callers that give up mid-flight, a black hole
 // for half-open TCP), CLIENT PAUSE and DEBUG SLEEP (slow server), SIGSTOP/SIGCONT (frozen
 // server), CLIENT KILL, a server restart, and a restart that LOADs its data slowly.

@@ -1,4 +1,4 @@
-// Fault tests F22-F25 and F28-F30 of FAILURE_MODES.md for RedisClient and StreamConsumer,
+// Fault tests F22-F25 and F28-F30 of docs/failure-modes.md for RedisClient and StreamConsumer,
 // injected for real against the binary's Redis 7: XREADGROUP BLOCK longer than the command
 // timeout, create/close cycles and a thousand CLIENT KILLs (descriptors and server connections
 // counted), a pipelined XADD cut mid-batch by the fault proxy, permanent errors (WRONGPASS,

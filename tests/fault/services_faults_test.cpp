@@ -1,4 +1,4 @@
-// Service fault tests (FAILURE_MODES.md F26, F27, F40; docs/services.md): the real ts-recorder
+// Service fault tests (docs/failure-modes.md F26, F27, F40; docs/services.md): the real ts-recorder
 // and ts-executor binaries against the harness's PostgreSQL and Redis, crashed on purpose with
 // their test-only fault switches and stopped with signals. Also StreamConsumer's batch mode,
 // which ts-recorder is built on.

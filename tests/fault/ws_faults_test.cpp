@@ -1,4 +1,4 @@
-// Fault tests F35-F39 (FAILURE_MODES.md) for WebSocketClient, against a real Beast server in
+// Fault tests F35-F39 (docs/failure-modes.md) for WebSocketClient, against a real Beast server in
 // the test (tests/support/ws_test_server.hpp) on loopback, misbehaving on purpose.
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/ws/websocket_client.hpp>

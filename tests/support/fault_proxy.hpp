@@ -2,7 +2,7 @@
 /// @file
 /// A fault-injecting TCP proxy for tests: it sits on loopback between our clients and a real
 /// server (PostgreSQL, Redis, PgBouncer) and forwards bytes unchanged, late, never, or only up
-/// to a point, so that the fault scenarios of FAILURE_MODES.md (F17 delaying proxy, F20
+/// to a point, so that the fault scenarios of docs/failure-modes.md (F17 delaying proxy, F20
 /// half-open TCP, F06 frozen peer, F24 cut mid-batch, ...) can be injected for real.
 ///
 /// Why a proxy of our own rather than signals to the server: a SIGSTOPped server freezes every

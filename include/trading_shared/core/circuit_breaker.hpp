@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// Per-endpoint circuit breaker (ARCHITECTURE.md section 5; FAILURE_MODES.md F31-F34).
+/// Per-endpoint circuit breaker (docs/core.md; docs/failure-modes.md F31-F34).
 ///
 /// A breaker stops a client from hammering an endpoint that is failing: after enough recent
 /// calls failed it rejects calls immediately (`circuit_open`, with a retry-after) for an open
@@ -28,7 +28,7 @@
 /// or eat a half-open probe slot that was already reset (F32).
 ///
 /// @par Threading
-/// Not thread-safe. Clients are single-threaded (ARCHITECTURE.md section 3): one breaker per
+/// Not thread-safe. Clients are single-threaded (docs/core.md): one breaker per
 /// endpoint is shared by the clients that run on the same executor/thread. The breaker must
 /// outlive every `Permit` it issued.
 

@@ -48,7 +48,7 @@ class RandomSource {
 };
 
 /// Production random source: a per-instance PRNG seeded from std::random_device.
-/// Not thread-safe: one per client (clients are single-threaded, ARCHITECTURE.md section 3).
+/// Not thread-safe: one per client (clients are single-threaded, docs/core.md).
 class DefaultRandom final : public RandomSource {
  public:
   DefaultRandom() : engine_(std::random_device{}()) {}

@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// Typed configuration loading for the service layer: command-line flag > environment
-/// variable > TOML file > default (ARCHITECTURE.md sections 3 and 10).
+/// variable > TOML file > default (docs/core.md, docs/services.md).
 ///
 /// The library itself reads no environment and no files; its components take plain config
 /// structs. This loader is the one piece of machinery that services use to fill those structs
@@ -50,7 +50,7 @@
 
 namespace trading_shared::core {
 
-/// Exit code of a process whose configuration is invalid (ARCHITECTURE.md section 8).
+/// Exit code of a process whose configuration is invalid (docs/lifecycle.md).
 inline constexpr int kExitBadConfig = 2;
 
 /// Bad configuration supplied by the operator (not a programming error).

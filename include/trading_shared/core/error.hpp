@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// The one error model of trading_shared (ARCHITECTURE.md section 4).
+/// The one error model of trading_shared (docs/core.md).
 ///
 /// Failures are `std::error_code` values of our own categories, thrown as
 /// `trading_shared::Error` (a `std::system_error`) from awaitables. Server errors carry their

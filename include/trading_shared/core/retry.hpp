@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// Retry policy and the one retry helper of the library (ARCHITECTURE.md section 4).
+/// Retry policy and the one retry helper of the library (docs/core.md).
 ///
 /// Retries happen in exactly one layer: the clients' resilient entry points call `retry()`.
 /// The decision is a pure function (`decide_retry`) of the error kind, the caller's stated

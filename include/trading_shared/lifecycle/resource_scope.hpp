@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// `ResourceScope`: an asynchronous exit stack (ARCHITECTURE.md section 8).
+/// `ResourceScope`: an asynchronous exit stack (docs/lifecycle.md).
 ///
 /// `co_await scope.open<Client>("pg", args...)` constructs and starts a resource owned by the
 /// scope and registers its `close()` (`enter(client, "pg")` does the same for one the caller

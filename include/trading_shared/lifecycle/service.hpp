@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// `run_daemon` and `run_once`: the `main()` of every service (ARCHITECTURE.md section 8).
+/// `run_daemon` and `run_once`: the `main()` of every service (docs/lifecycle.md).
 ///
 /// They build the io_context, give the body a `ServiceContext` whose `scope()` starts and
 /// closes the resources, install SIGINT/SIGTERM handlers, run the body, close everything in

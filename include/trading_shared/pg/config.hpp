@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// Configuration of `PostgresClient` (ARCHITECTURE.md section 6). An aggregate with
+/// Configuration of `PostgresClient` (docs/postgres.md). An aggregate with
 /// documented defaults; the library reads no environment and no files.
 
 #include <trading_shared/core/circuit_breaker.hpp>

@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// `PostgresClient`: asynchronous, PgBouncer-safe, resilient PostgreSQL client over libpq
-/// in non-blocking pipeline mode (ARCHITECTURE.md section 6).
+/// in non-blocking pipeline mode (docs/postgres.md).
 ///
 /// Bound to one executor and not thread-safe: a multi-threaded service uses one client per
 /// thread (or a strand). Every operation is an `awaitable`, has a timeout (defaulted from

@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// `RedisClient`: asynchronous Redis client on Asio (ARCHITECTURE.md section 7).
+/// `RedisClient`: asynchronous Redis client on Asio (docs/redis.md).
 ///
 /// One multiplexed connection carries every ordinary command: commands of concurrent
 /// callers are encoded straight into one send buffer and written together (automatic

@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// `StreamConsumer`: runs one consumer of a Redis consumer group with at-least-once delivery
-/// (ARCHITECTURE.md section 7; FAILURE_MODES.md F26-F30).
+/// (docs/redis.md; docs/failure-modes.md F26-F30).
 ///
 /// - The group is created with `XGROUP CREATE ... MKSTREAM` if missing (BUSYGROUP is fine),
 ///   at start and again whenever the server says NOGROUP (FLUSHALL, a fresh server: F30).

@@ -1,7 +1,7 @@
 #pragma once
 /// @file
-/// `WebSocketClient`: a market-data WebSocket connection that stays up (ARCHITECTURE.md
-/// section 9; FAILURE_MODES.md F35-F39).
+/// `WebSocketClient`: a market-data WebSocket connection that stays up (docs/websocket.md;
+/// docs/failure-modes.md F35-F39).
 ///
 /// - **One read loop** per connection. It only reads a frame, copies it into the hand-off
 ///   queue and reads the next one: it never waits for a consumer, so a slow or blocked
