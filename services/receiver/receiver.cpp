@@ -315,21 +315,29 @@ class Writer {
     const auto now = Clock::now();
     for (auto& b : buckets_) {
       if (b.sent_backlog + b.sent_rows == 0) continue;
-      std::deque<Row> kept;
       const redis::Reply* error = nullptr;
       std::size_t ok = 0;
       for (std::size_t i = 0; i < b.sent_backlog + b.sent_rows; ++i) {
         const redis::Reply& reply = replies.at(next++);
         const Row& row = i < b.sent_backlog ? b.backlog[i] : rows_[b.rows[i - b.sent_backlog]];
         if (reply.is_error()) {
-          if (error == nullptr) error = &reply;
-          kept.push_back(row);
+          // Rare: the failed rows are kept, in order, in a scratch queue reused across batches
+          // (a deque allocates when it is made: not one per batch on the normal path).
+          if (error == nullptr) {
+            error = &reply;
+            kept_.clear();
+          }
+          kept_.push_back(row);
         } else {
           ++ok;
         }
       }
       n_->written += ok;
-      b.backlog = std::move(kept);
+      if (error != nullptr) {
+        std::swap(b.backlog, kept_);  // what failed is all the bucket holds now
+      } else if (b.sent_backlog > 0) {
+        b.backlog.clear();
+      }
       b.rows.clear();
       if (ok > 0) b.written = true;
       settle(b.health, b.stream, error, now);
@@ -458,6 +466,7 @@ class Writer {
   std::vector<SymbolState> symbols_;
   std::unordered_map<std::string_view, std::size_t> index_;
   std::vector<std::string_view> fields_;  // a bucket's HSET arguments, reused
+  std::deque<Row> kept_;                  // a failing bucket's rows, rebuilt per reply (reused)
   std::size_t failing_ = 0;               // keys failing now
   redis::Request request_;
   asio::steady_timer pause_{ctx_->executor()};

@@ -35,18 +35,12 @@ using ts::testing::fault::closing;
 using ts::testing::fault::ScopeExit;
 
 ts::pg::PostgresConfig connect_config(std::string dsn, std::string app) {
-  ts::pg::PostgresConfig c;
-  c.dsn = std::move(dsn);
-  c.application_name = std::move(app);
+  auto c = ts::testing::fault::fast_pg_config(std::move(dsn), std::move(app));
   c.min_size = 2;
-  c.max_size = 2;
-  c.statement_timeout = 5s;
-  c.network_timeout_margin = 1s;
   c.connect_timeout = 2s;
   c.startup_timeout = 2s;
-  c.acquire_timeout = 2s;
-  c.close_timeout = 1s;
   c.reconnect_backoff = {50ms, 200ms, 2.0};
+  c.retry = {};
   return c;
 }
 

@@ -13,6 +13,7 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -108,6 +109,36 @@ inline std::string pg_dsn_for_port(std::uint16_t port, const std::string& databa
 }
 
 // ---- client lifetime -------------------------------------------------------------------------
+
+/// A retry policy that gives up fast: `attempts` with 10-100 ms backoff, 10 s in all.
+inline core::RetryPolicy fast_retry(std::uint32_t attempts) {
+  using namespace std::chrono_literals;
+  core::RetryPolicy policy;
+  policy.max_attempts = attempts;
+  policy.backoff = {10ms, 100ms, 2.0};
+  policy.total_deadline = 10s;
+  return policy;
+}
+
+/// The base configuration of the PostgreSQL fault tests: short timeouts everywhere, so that
+/// every fault resolves in well under a second or two. A test sets what it is about on top.
+inline pg::PostgresConfig fast_pg_config(std::string dsn, std::string application_name) {
+  using namespace std::chrono_literals;
+  pg::PostgresConfig c;
+  c.dsn = std::move(dsn);
+  c.application_name = std::move(application_name);
+  c.min_size = 1;
+  c.max_size = 2;
+  c.connect_timeout = 1s;
+  c.startup_timeout = 5s;
+  c.acquire_timeout = 2s;
+  c.statement_timeout = 5s;
+  c.network_timeout_margin = 1s;
+  c.close_timeout = 1s;
+  c.reconnect_backoff = {20ms, 200ms, 2.0};
+  c.retry = fast_retry(3);
+  return c;
+}
 
 /// with_client() and run_with_client() of a PostgresConfig run a PostgresClient.
 template <>

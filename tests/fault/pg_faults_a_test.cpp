@@ -76,30 +76,11 @@ std::string dsn_for_port(std::uint16_t port, const std::string& database = kData
   return ts::testing::fault::pg_dsn_for_port(port, database);
 }
 
-ts::core::RetryPolicy fast_retry(std::uint32_t attempts) {
-  ts::core::RetryPolicy policy;
-  policy.max_attempts = attempts;
-  policy.backoff = {10ms, 100ms, 2.0};
-  policy.total_deadline = 10s;
-  return policy;
-}
+using ts::testing::fault::fast_retry;
 
 /// Short timeouts everywhere, so that every fault resolves in well under a second or two.
 ts::pg::PostgresConfig fast_config(std::string dsn, std::string application_name) {
-  ts::pg::PostgresConfig c;
-  c.dsn = std::move(dsn);
-  c.application_name = std::move(application_name);
-  c.min_size = 1;
-  c.max_size = 2;
-  c.connect_timeout = 1s;
-  c.startup_timeout = 5s;
-  c.acquire_timeout = 2s;
-  c.statement_timeout = 5s;
-  c.network_timeout_margin = 1s;
-  c.close_timeout = 1s;
-  c.reconnect_backoff = {20ms, 200ms, 2.0};
-  c.retry = fast_retry(3);
-  return c;
+  return ts::testing::fault::fast_pg_config(std::move(dsn), std::move(application_name));
 }
 
 /// A synchronous libpq connection of the test's own, to inject faults and to look from outside

@@ -38,14 +38,16 @@ using ts::testing::fault::pg_backends;
 using ts::testing::fault::ScopeExit;
 
 ts::pg::PostgresConfig lifetime_config(std::string dsn, std::string app) {
-  ts::pg::PostgresConfig c;
-  c.dsn = std::move(dsn);
-  c.application_name = std::move(app);
+  auto c = ts::testing::fault::fast_pg_config(std::move(dsn), std::move(app));
+  const ts::pg::PostgresConfig defaults;
+  c.min_size = defaults.min_size;
+  c.max_size = defaults.max_size;
   c.statement_timeout = 10s;
-  c.network_timeout_margin = 1s;
   c.connect_timeout = 2s;
-  c.acquire_timeout = 2s;
+  c.startup_timeout = defaults.startup_timeout;
+  c.close_timeout = defaults.close_timeout;
   c.reconnect_backoff = {50ms, 200ms, 2.0};
+  c.retry = {};
   return c;
 }
 

@@ -39,16 +39,15 @@ using ts::testing::fault::closing;
 using ts::testing::fault::eventually;
 
 ts::pg::PostgresConfig pool_config(const std::string& app) {
-  ts::pg::PostgresConfig c;
-  c.dsn = Servers::instance().postgres_dsn("postgres");
-  c.application_name = app;
+  auto c = ts::testing::fault::fast_pg_config(Servers::instance().postgres_dsn("postgres"), app);
+  const ts::pg::PostgresConfig defaults;
   c.min_size = 2;
-  c.max_size = 2;
   c.statement_timeout = 10s;
-  c.network_timeout_margin = 1s;
   c.connect_timeout = 2s;
   c.acquire_timeout = 1s;
-  c.close_timeout = 1s;
+  c.startup_timeout = defaults.startup_timeout;
+  c.reconnect_backoff = defaults.reconnect_backoff;
+  c.retry = {};
   return c;
 }
 

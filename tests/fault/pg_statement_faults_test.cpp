@@ -45,16 +45,12 @@ using ts::testing::fault::eventually;
 using ts::testing::fault::ScopeExit;
 
 ts::pg::PostgresConfig statement_config(std::string dsn, std::string app) {
-  ts::pg::PostgresConfig c;
-  c.dsn = std::move(dsn);
-  c.application_name = std::move(app);
-  c.min_size = 1;
-  c.max_size = 2;
-  c.statement_timeout = 5s;
-  c.network_timeout_margin = 1s;
+  auto c = ts::testing::fault::fast_pg_config(std::move(dsn), std::move(app));
+  const ts::pg::PostgresConfig defaults;
   c.connect_timeout = 2s;
-  c.acquire_timeout = 2s;
-  c.close_timeout = 1s;
+  c.startup_timeout = defaults.startup_timeout;
+  c.reconnect_backoff = defaults.reconnect_backoff;
+  c.retry = {};
   return c;
 }
 
