@@ -620,14 +620,29 @@ TEST(TsctlLoadOrders, SubmitsCountOrdersAtTheRateAndWritesItsSummary) {
       {"HSET", ts::services::last_trade_key("BTCUSDT"), "BTCUSDT", "65000.00 1 1700000000000"});
   const std::string summary = next_path("load") + ".json";
   const ToolRun r = run(kTsctl,
-                        {"load-orders", "--count", "200", "--rate", "2000", "--seed", "7",
+                        {"load-orders", "--count", "200", "--rate", "1000", "--seed", "7",
                          "--reject-every", "10", "--summary-file", summary},
                         env_for("cli_test", 2));
   ASSERT_EQ(r.code, 0) << describe(r);
   EXPECT_THAT(r.output, HasSubstr("submitted 200 order(s) (20 invalid on purpose)"));
   EXPECT_EQ(redis.integer({"XLEN", "orders:requests"}), 200);
-  // 200 at 2000/s: about 0.1 s of pacing.
+  // The pacing: order k (0-based) is due k / rate after the run started, so 200 at 1000/s
+  // cannot end before 199 ms after the spawn (an exact bound: lateness only adds to it). A
+  // pacer that sends everything at once takes a few ms.
+  EXPECT_GE(r.took, 199ms) << "200 orders at 1000/s sent faster than the rate";
   EXPECT_LT(r.took, 20s);
+  {
+    // Seen by the server: the stream ids are Redis's own milliseconds. The last order is added
+    // at least 199 ms after the first unless the first was late and the run caught up (at most
+    // one second's worth per tick): half of it leaves 99 ms for that, a burst takes ~1 ms.
+    const auto ids = redis.command({"XRANGE", "orders:requests", "-", "+"});
+    ASSERT_EQ(ids->elements, 200u);
+    const auto millis = [&](std::size_t i) {
+      return std::stoll(std::string(ids->element[i]->element[0]->str));
+    };
+    EXPECT_GE(millis(199) - millis(0), 100)
+        << "the server saw the 200 orders within " << millis(199) - millis(0) << " ms";
+  }
 
   const std::string json = tt::detail::read_text_file(summary);
   EXPECT_THAT(json, HasSubstr("\"submitted\":200"));
