@@ -223,6 +223,105 @@ TEST(Service, ABodyThatOverrunsTheDrainIsCancelled) {
   EXPECT_EQ(r.events, (std::vector<std::string>{"start a", "close a"}));
 }
 
+// run_once after a first signal: the stop is graceful (the body cancelled, every resource
+// closed, well within the shutdown budget) and still exit 1: the task did not complete.
+TEST(Service, RunOnceExitsOneOnAFirstSignalAfterAGracefulStop) {
+  Recorder r;
+  Res a("a", r), b("b", r);
+  bool saw_stopping = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int code = lc::run_once(options(), [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    co_await ctx.scope().enter(a, "a");
+    co_await ctx.scope().enter(b, "b");
+    co_await after(20ms);
+    std::raise(SIGTERM);
+    try {
+      co_await forever();
+    } catch (...) {
+      saw_stopping = ctx.stopping();
+      throw;
+    }
+  });
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(saw_stopping);
+  EXPECT_EQ(r.events, kOpenedAndClosed);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "graceful: before the shutdown budget";
+}
+
+// The same when the body honours the drain and returns by itself: the task was still cut short
+// by the signal (exit 1), whereas run_daemon returns 0 for it (DrainLetsTheBodyFinish...).
+TEST(Service, RunOnceExitsOneOnAFirstSignalEvenWhenTheBodyReturnsDuringTheDrain) {
+  Recorder r;
+  Res a("a", r);
+  auto opts = options();
+  opts.drain_timeout = 1500ms;
+  bool step_finished = false;
+  const int code = lc::run_once(opts, [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    co_await ctx.scope().enter(a, "a");
+    co_await after(20ms);
+    std::raise(SIGINT);
+    co_await ctx.until_stopped();
+    step_finished = true;
+  });
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(step_finished);
+  EXPECT_EQ(r.events, (std::vector<std::string>{"start a", "close a"}));
+}
+
+// A graceful stop that overruns shutdown_timeout becomes immediate: exit 1 at the budget,
+// counted from the signal. Here the body ignores its cancellation and never ends (no second
+// signal comes).
+TEST(Service, AGracefulStopThatOverrunsTheShutdownBudgetExitsOneAtTheBudget) {
+  Recorder r;
+  Res a("a", r);
+  std::chrono::steady_clock::time_point signalled{};
+  bool cancelled = false;
+  const int code = lc::run_daemon(options(), [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    co_await ctx.scope().enter(a, "a");
+    co_await after(20ms);
+    signalled = std::chrono::steady_clock::now();
+    std::raise(SIGTERM);
+    try {
+      co_await forever();
+    } catch (...) {
+      cancelled = true;
+    }
+    co_await asio::this_coro::throw_if_cancelled(false);
+    co_await forever();  // the stop is ignored
+  });
+  const auto took = std::chrono::steady_clock::now() - signalled;
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(cancelled);
+  EXPECT_GE(took, 2s) << "stopped before the shutdown budget (2 s) had passed";
+  EXPECT_LT(took, 4s) << "the shutdown budget (2 s) did not bound the stop";
+  EXPECT_EQ(r.events, (std::vector<std::string>{"start a"})) << "closed under a running body";
+}
+
+// The same with the body gone and a close that never ends, after a first signal, for both
+// runners: exit 1 at the budget (run_daemon would return 0 for a graceful stop), and the
+// resource under its running close is not freed.
+TEST(Service, AGracefulStopWhoseCloseNeverEndsExitsOneAtTheBudget) {
+  for (const bool once : {false, true}) {
+    SCOPED_TRACE(once ? "run_once" : "run_daemon");
+    Watch watch;
+    std::chrono::steady_clock::time_point signalled{};
+    auto body = [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+      (void)co_await ctx.scope().open<SlowClose>("stuck", watch, 1h);
+      co_await after(20ms);
+      signalled = std::chrono::steady_clock::now();
+      std::raise(SIGTERM);
+      co_await forever();
+    };
+    const int code = once ? lc::run_once(options(), body) : lc::run_daemon(options(), body);
+    const auto took = std::chrono::steady_clock::now() - signalled;
+    EXPECT_EQ(code, 1);
+    EXPECT_GE(took, 2s) << "stopped before the shutdown budget (2 s) had passed";
+    EXPECT_LT(took, 4s) << "the shutdown budget (2 s) did not bound the stop";
+    EXPECT_EQ(watch.destroyed, 0);
+    EXPECT_EQ(watch.destroyed_while_closing, 0);
+  }
+}
+
 // F54: a close that overruns the scope's bound is not cut short and its resource is not freed
 // while it runs; the runner waits for it (within the shutdown budget) and exits 0.
 TEST(Service, F54_ACloseThatOverrunsItsBoundEndsBeforeItsResourceIsFreed) {
