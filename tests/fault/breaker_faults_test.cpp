@@ -26,6 +26,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -116,12 +117,26 @@ asio::awaitable<Ended> ended(asio::awaitable<T> op) {
   co_return Ended{o, true};
 }
 
-/// Starts `op` on `io`; `*out` says how it ended once `out->done`.
+/// Starts `op` on `io`; `*out` says how it ended once `out->done`. Its time is measured from
+/// when its coroutine starts running, not from the spawn: with a hundred calls spawned at once
+/// on a loaded machine, the wait for a turn on the loop is not the call's own time.
 template <class T>
 void spawn_call(asio::io_context& io, asio::awaitable<T> op, Ended* out) {
+  asio::co_spawn(io, ended(std::move(op)), [out](std::exception_ptr e, Ended r) {
+    *out = e ? ended_of(e, Clock::now()) : std::move(r);
+  });
+}
+
+/// A command and its reply text, timed from when its coroutine starts running (as spawn_call).
+asio::awaitable<void> timed_reply(asio::awaitable<Reply> op, Ended& out, std::string& reply) {
   const auto start = Clock::now();
-  asio::co_spawn(io, std::move(op),
-                 [out, start](std::exception_ptr e, T) { *out = ended_of(e, start); });
+  std::exception_ptr error;
+  try {
+    reply = (co_await std::move(op)).as_string();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  out = ended_of(error, start);
 }
 
 bool all_done(const std::vector<Ended>& calls) {
@@ -273,7 +288,8 @@ void expect_hung_for(const Ended& e, const std::string& what, milliseconds lo, m
   EXPECT_LE(e.elapsed, hi) << describe(e);
 }
 
-/// The open breaker rejects a call at once, with the remaining open period.
+/// The open breaker rejects a call at once, with the remaining open period. `elapsed` is the
+/// call's own time, from when its coroutine started (spawn_call, timed_reply), not from a spawn.
 void expect_open_rejection(const Ended& e) {
   EXPECT_EQ(e.code, ts::make_error_code(errc::circuit_open)) << describe(e);
   EXPECT_EQ(e.kind, ErrorKind::transient_not_sent) << describe(e);
@@ -1226,14 +1242,9 @@ TEST(BreakerFault, F32_RedisHalfOpenAdmitsOnlyProbes) {
         EXPECT_EQ(client.stats().rejected - before.rejected, 97u);
         std::vector<Ended> calls(kCallers);
         std::vector<std::string> replies(kCallers);
-        for (int i = 0; i < kCallers; ++i) {
-          const auto start = Clock::now();
-          const auto k = static_cast<std::size_t>(i);
-          asio::co_spawn(io, std::move(commands[k]),
-                         [&calls, &replies, k, start](std::exception_ptr e, Reply r) {
-                           calls[k] = ended_of(e, start);
-                           if (!e) replies[k] = r.as_string();
-                         });
+        for (std::size_t k = 0; k < static_cast<std::size_t>(kCallers); ++k) {
+          asio::co_spawn(io, timed_reply(std::move(commands[k]), calls[k], replies[k]),
+                         asio::detached);
         }
         EXPECT_TRUE(co_await eventually([&] { return all_done(calls); }, 2s));
         int succeeded = 0;
@@ -1507,8 +1518,13 @@ namespace {
 constexpr std::size_t kClients = 50;
 constexpr milliseconds kBase{25};
 constexpr milliseconds kCap{800};
-constexpr std::uint64_t kFailuresToCap = 5;  // ceilings 25, 50, 100, 200, 400, then 800
 constexpr milliseconds kMargin{500};
+/// After n failed attempts the next delay's ceiling is base * 2^n: 25, 50, 100, 200, 400, then
+/// the 800 ms cap from n = 5 on. The server stays down until every client has failed 7 times:
+/// without the cap the ceiling would then be 25 ms * 2^7 = 3.2 s, well past the bound the test
+/// asserts (cap + margin = 1.3 s), so a missing cap fails the test by design, not by chance.
+constexpr std::uint64_t kFailuresBeforeRestart = 7;
+static_assert(kBase * (1 << kFailuresBeforeRestart) > 2 * (kCap + kMargin));
 
 asio::awaitable<void> f34_body(std::vector<std::unique_ptr<RedisClient>>& clients,
                                std::atomic<bool>& ready, std::atomic<bool>& stopped,
@@ -1522,7 +1538,7 @@ asio::awaitable<void> f34_body(std::vector<std::unique_ptr<RedisClient>>& client
       [&] {
         return std::all_of(clients.begin(), clients.end(), [](const auto& c) {
           const auto s = c->stats();
-          return s.disconnects >= 1 && s.connect_failures >= kFailuresToCap;
+          return s.disconnects >= 1 && s.connect_failures >= kFailuresBeforeRestart;
         });
       },
       10s);
@@ -1583,13 +1599,15 @@ asio::awaitable<void> f34_body(std::vector<std::unique_ptr<RedisClient>>& client
 }  // namespace
 
 // 50 RedisClients on one loop, connected to the same Redis; the server is stopped (SIGTERM) and
-// kept down until every client has failed 5 reconnect attempts (so that each is at the backoff
-// cap: base 25 ms doubling to the 800 ms cap, full jitter), then started again. Each client's
+// kept down until every client has failed 7 reconnect attempts (each is at the backoff cap,
+// base 25 ms doubling to the 800 ms cap, full jitter, since its 5th; an uncapped ceiling would
+// now be 3.2 s), then started again. Each client's
 // reconnect time is when its `connects` counter moves (polled every millisecond), relative to
 // the moment the server accepted work again.
 // - Capped: every client reconnects within cap (800 ms) + 500 ms of margin after the server is
-//   back: a client at the cap waits at most 800 ms between attempts. Without the cap (the
-//   ceiling doubling on to 1.6 s, 3.2 s) some of 50 clients would wait longer.
+//   back: a client at the cap waits at most 800 ms between attempts. Without the cap every
+//   client's ceiling would be 3.2 s or more when the server comes back; that all 50 uniform
+//   delays in [0, 3.2 s] stay under 1.3 s has a probability of about 0.4^50.
 // - Spread: the reconnect times span at least cap/4 (200 ms) and have a standard deviation of
 //   at least cap/16 (50 ms); full jitter gives about 700 ms and 190 ms. Without jitter every
 //   client would wait exactly the ceiling: they all lost the connection in the same instant

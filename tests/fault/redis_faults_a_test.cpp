@@ -34,6 +34,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <random>
@@ -588,13 +589,21 @@ TEST(RedisFault, F19_ClientPauseTimesOutWithoutDesync) {
         outcomes.push_back(co_await outcome(std::move(get)));
         outcomes.push_back(co_await outcome(std::move(echo)));
         const auto all_failed_after = elapsed_ms(t0);
+        // Read before anything else can run on the loop: no reply of the three has come yet.
+        const auto dropped_at_failure = client.stats().dropped_replies;
         for (const auto& o : outcomes) {
           EXPECT_TRUE(o.failed) << describe(o);
           EXPECT_EQ(o.code, ts::make_error_code(errc::request_timeout)) << describe(o);
           EXPECT_EQ(o.kind, ErrorKind::outcome_unknown) << describe(o);
         }
+        // The per-command timeout held: all three failed at their own deadline (not before)
+        // and while the server was still paused, before any reply came (an order, not a wall
+        // time, so that a loaded machine cannot fail it). Waiting the pause out would be
+        // >= 1200 ms and would find the replies.
         EXPECT_GE(all_failed_after, 290ms);
-        EXPECT_LE(all_failed_after, 600ms) << "the per-command timeout did not hold";
+        EXPECT_LT(all_failed_after, 1200ms) << "the per-command timeout did not hold";
+        EXPECT_EQ(dropped_at_failure, s0.dropped_replies)
+            << "the calls failed only after the paused server answered";
 
         // After the pause their replies arrive and are dropped, in order.
         EXPECT_TRUE(co_await eventually(
@@ -633,12 +642,16 @@ TEST(RedisFault, F19_DebugSleepTimesOutWithoutDesync) {
         const Outcome o1 = co_await outcome(std::move(sleep));
         const Outcome o2 = co_await outcome(std::move(set));
         const auto elapsed = elapsed_ms(t0);
+        const auto dropped_at_failure = client.stats().dropped_replies;
         EXPECT_EQ(o1.code, ts::make_error_code(errc::request_timeout))
             << describe(o1) << " (is DEBUG enabled? the binary sets enable-debug-command local)";
         EXPECT_EQ(o2.code, ts::make_error_code(errc::request_timeout)) << describe(o2);
         EXPECT_EQ(o2.kind, ErrorKind::outcome_unknown) << describe(o2);
+        // At their deadline, and before the sleeping server answered (see F19 CLIENT PAUSE).
         EXPECT_GE(elapsed, 290ms);
-        EXPECT_LE(elapsed, 600ms);
+        EXPECT_LT(elapsed, 1000ms) << "the per-command timeout did not hold";
+        EXPECT_EQ(dropped_at_failure, s0.dropped_replies)
+            << "the calls failed only after the sleeping server answered";
 
         EXPECT_TRUE(co_await eventually(
             [&] { return client.stats().dropped_replies >= s0.dropped_replies + 2; }, 3s));
@@ -797,6 +810,12 @@ struct Load {
   std::map<std::string, std::uint64_t> errors;  ///< by error code message and kind.
   std::vector<std::string> samples;
   int running = 0;
+  /// connection_lost failures of requests that cannot have been in flight at a disconnect:
+  /// issued while the client knew it had no connection (they must wait for the reconnect),
+  /// failed with no disconnect between their issue and their failure, or a second failure of
+  /// the same caller at the same disconnect (a caller has one request outstanding at a time).
+  std::uint64_t lost_outside_disconnect = 0;
+  std::vector<std::string> outside_samples;
 
   std::uint64_t error_count() const {
     std::uint64_t n = 0;
@@ -813,23 +832,34 @@ struct Load {
     }
     return n;
   }
+  /// connection_lost failures (outcome unknown): the requests in flight when a connection died.
+  std::uint64_t lost() const {
+    const auto it =
+        errors.find(ts::make_error_code(errc::connection_lost).message() + " / outcome_unknown");
+    return it == errors.end() ? 0 : it->second;
+  }
   std::string report() const {
     std::string s = "ok " + std::to_string(ok) + " (after mark " + std::to_string(ok_after_mark) +
                     "), mismatches " + std::to_string(mismatches);
     for (const auto& [what, count] : errors) s += "\n  " + std::to_string(count) + " x " + what;
     for (const auto& x : samples) s += "\n  e.g. " + x;
+    for (const auto& x : outside_samples) s += "\n  not in flight at a disconnect: " + x;
     return s;
   }
 
   asio::awaitable<void> caller(RedisClient& client, int id, std::string prefix) {
     ++running;
     const std::string key = prefix + std::to_string(id);
+    std::uint64_t last_lost_at = std::numeric_limits<std::uint64_t>::max();
     for (int i = 0; !stop; ++i) {
       const bool after_mark = marked;
       const std::string token = key + ":" + std::to_string(i);
       bool failed = false;
+      // The client's state when the request that may fail was issued.
+      auto issued = client.stats();
       try {
         (void)co_await client.set(key, token);
+        issued = client.stats();
         const auto value = co_await client.get(key);
         if (value != token) {
           ++mismatches;
@@ -841,6 +871,21 @@ struct Load {
         ++errors[e.code().message() + " / " + std::string(ts::to_string(e.kind()))];
         if (samples.size() < 5) samples.emplace_back(e.what());
         failed = true;
+        if (e.code() == ts::make_error_code(errc::connection_lost)) {
+          const auto now = client.stats();
+          const bool again = now.disconnects == last_lost_at;
+          last_lost_at = now.disconnects;
+          if (!issued.connected || now.disconnects == issued.disconnects || again) {
+            ++lost_outside_disconnect;
+            if (outside_samples.size() < 3) {
+              outside_samples.push_back(
+                  std::string(e.what()) + " (issued " +
+                  (issued.connected ? "connected" : "disconnected") + ", disconnects " +
+                  std::to_string(issued.disconnects) + " -> " + std::to_string(now.disconnects) +
+                  (again ? ", the caller's second at this disconnect" : "") + ")");
+            }
+          }
+        }
       }
       // Do not spin on a client that fails at once (it must not, but the test must end).
       if (failed) co_await pause_for(5ms);
@@ -861,16 +906,18 @@ TEST(RedisFault, F21_ClientKillReconnectsInBackground) {
   // Kills in quick succession with 8 callers in flight would trip the default breaker (each
   // request lost counts as a failure); that effect has its own test below.
   tolerant_breaker(config);
+  constexpr std::uint64_t kCallers = 8;
   run_with_client(
       config, 30s, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
         Load load;
-        for (int c = 0; c < 8; ++c) {
+        for (int c = 0; c < static_cast<int>(kCallers); ++c) {
           asio::co_spawn(io, load.caller(client, c, "f21:kill:"), asio::detached);
         }
         EXPECT_TRUE(co_await eventually([&] { return load.ok >= 100; }, 5s));
         constexpr int kKills = 5;
         for (int k = 1; k <= kKills; ++k) {
           const auto before = client.stats();
+          const auto lost_before = load.lost();
           EXPECT_EQ(admin.kill_clients("f21-kill"), 1u) << "kill " << k;
           EXPECT_TRUE(co_await eventually(
               [&] { return client.stats().disconnects > before.disconnects; }, 3s))
@@ -883,6 +930,12 @@ TEST(RedisFault, F21_ClientKillReconnectsInBackground) {
           EXPECT_EQ((co_await client.get("f21:kill:after")).value_or("nil"), std::to_string(k));
           EXPECT_TRUE(
               co_await eventually([&] { return client.stats().connects > before.connects; }, 3s));
+          // In flight when the client noticed the kill: at most one request per caller (the
+          // requests in flight or queued at the kill, and those written to the dead socket
+          // before the loss was read).
+          EXPECT_LE(load.lost() - lost_before, kCallers)
+              << "kill " << k << ": more requests failed with the connection than can have "
+              << "been in flight when it was noticed: " << load.report();
         }
         const auto ok_before = load.ok;
         EXPECT_TRUE(co_await eventually([&] { return load.ok >= ok_before + 100; }, 5s));
@@ -893,6 +946,8 @@ TEST(RedisFault, F21_ClientKillReconnectsInBackground) {
         EXPECT_EQ(load.unexpected_errors(), 0u)
             << "errors beyond the requests in flight at the kill reached callers: "
             << load.report();
+        EXPECT_EQ(load.lost_outside_disconnect, 0u)
+            << "requests that were not in flight at a disconnect failed: " << load.report();
         const auto s = client.stats();
         EXPECT_EQ(s.disconnects, static_cast<std::uint64_t>(kKills));
         EXPECT_EQ(s.connects, static_cast<std::uint64_t>(kKills + 1))
@@ -972,11 +1027,12 @@ TEST(RedisFault, F21_ServerRestartReconnectsInBackground) {
   std::atomic<bool> ready{false};
   std::atomic<bool> restarted{false};
   ts::testing::fault::QuietRedisLog quiet;
+  constexpr std::uint64_t kCallers = 8;
   BackgroundLoop loop(
       40s,
       with_client(config, [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
         Load load;
-        for (int c = 0; c < 8; ++c) {
+        for (int c = 0; c < static_cast<int>(kCallers); ++c) {
           asio::co_spawn(io, load.caller(client, c, "f21:restart:"), asio::detached);
         }
         EXPECT_TRUE(co_await eventually([&] { return load.ok >= 100; }, 5s));
@@ -993,6 +1049,14 @@ TEST(RedisFault, F21_ServerRestartReconnectsInBackground) {
             << load.report();
         const auto s = client.stats();
         EXPECT_GE(s.disconnects, 1u);
+        // The restart runs on another thread, so the in-flight count at the disconnect cannot
+        // be read at that instant; but each caller has at most one request outstanding, so at
+        // most kCallers requests are in flight at any disconnect.
+        EXPECT_LE(load.lost(), kCallers * s.disconnects)
+            << "connection_lost failures beyond the requests in flight at the " << s.disconnects
+            << " disconnect(s): " << load.report();
+        EXPECT_EQ(load.lost_outside_disconnect, 0u)
+            << "requests that were not in flight at a disconnect failed: " << load.report();
         EXPECT_EQ(s.connects, s.disconnects + 1);
         // A restart of well under 2 s with backoff 10 ms .. 200 ms: a few dozen attempts at
         // most, never a tight loop.
@@ -1054,6 +1118,12 @@ TEST(RedisFault, F21_LoadingIsTransient) {
     Clock::time_point issued;
     Outcome result;
     bool correct = false;
+    // The client's own view when the GET was issued and when it ended: a GET can only have
+    // been in flight at a disconnect if it was issued on a connection and a disconnect came
+    // before its end.
+    bool issued_connected = false;
+    std::uint64_t disconnects_at_issue = 0;
+    std::uint64_t disconnects_at_end = 0;
   };
   std::vector<Get> gets;  // touched by the loop thread only until it is joined
   LogCapture logs("redis");
@@ -1076,7 +1146,8 @@ TEST(RedisFault, F21_LoadingIsTransient) {
           if (first_after_restart && gets.size() > *first_after_restart && done == spawned) break;
           if (Clock::now() - t_start > 25s) break;  // the checks below fail
           const int k = key_of(rng);
-          gets.push_back({Clock::now(), {}, false});
+          const auto at_issue = client.stats();
+          gets.push_back({Clock::now(), {}, false, at_issue.connected, at_issue.disconnects, 0});
           const std::size_t index = gets.size() - 1;
           ++spawned;
           asio::co_spawn(
@@ -1092,6 +1163,7 @@ TEST(RedisFault, F21_LoadingIsTransient) {
                 }
                 gets[index].result = ts::testing::outcome_of(error, start);
                 gets[index].correct = !error && value == "v" + std::to_string(k);
+                gets[index].disconnects_at_end = client.stats().disconnects;
                 ++done;
               },
               asio::detached);
@@ -1142,6 +1214,7 @@ TEST(RedisFault, F21_LoadingIsTransient) {
   std::size_t during_load = 0;
   std::size_t failed = 0;
   std::size_t unexpected = 0;
+  std::size_t not_in_flight = 0;  // failed, but not in flight at a disconnect
   std::string first_failure;
   const Clock::time_point since{Clock::duration(loading_since.load())};
   const Clock::time_point until{Clock::duration(loading_until.load())};
@@ -1151,6 +1224,14 @@ TEST(RedisFault, F21_LoadingIsTransient) {
       if (g.result.code != ts::make_error_code(errc::connection_lost)) {
         ++unexpected;
         if (first_failure.empty()) first_failure = describe(g.result);
+      } else if (!g.issued_connected || g.disconnects_at_end == g.disconnects_at_issue) {
+        ++not_in_flight;
+        if (first_failure.empty()) {
+          first_failure = describe(g.result) + " (issued " +
+                          (g.issued_connected ? "on a connection" : "while disconnected") +
+                          ", disconnects " + std::to_string(g.disconnects_at_issue) + " -> " +
+                          std::to_string(g.disconnects_at_end) + ")";
+        }
       }
       continue;
     }
@@ -1159,6 +1240,15 @@ TEST(RedisFault, F21_LoadingIsTransient) {
   }
   EXPECT_EQ(unexpected, 0u) << "an error other than connection_lost reached a caller: "
                             << first_failure;
+  // connection_lost is allowed only for a GET in flight at a disconnect: issued on a
+  // connection, ended by a disconnect. GETs issued while the server was away or loading wait.
+  EXPECT_EQ(not_in_flight, 0u) << not_in_flight << " of " << failed
+                               << " connection_lost failures were not in flight at a "
+                                  "disconnect: "
+                               << first_failure;
+  // One GET is issued every 20 ms and a GET takes well under that: only the GETs outstanding
+  // at the loss can fail, a handful at most, not the GETs of the whole outage.
+  EXPECT_LE(failed, 3u) << "more GETs failed than can have been in flight at the restart";
   EXPECT_GE(during_load, 5u) << "commands issued while the server was loading must succeed";
   std::printf(
       "[ F21 ] loading: restart took %lld ms, %zu GETs (%zu issued during the load, %zu "

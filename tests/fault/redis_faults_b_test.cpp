@@ -624,9 +624,14 @@ TEST(RedisFault, F25_WrongTypeFailsFastDistinctly) {
 
 // ---- F28 -------------------------------------------------------------------------------------
 
-// A poison message (the handler always throws) among good ones: it is handled max_deliveries
-// times, then copied to the dead-letter stream with the dlq_* fields and acknowledged; the
-// good messages are processed once each; nothing stays pending, and it is not delivered again.
+// A poison message (the handler always throws) among good ones, all first read by a consumer
+// that then died ("dead": XREADGROUP, never acknowledged). They are in nobody's reach but by a
+// claim: consumer c1 (claim_min_idle 300 ms) takes them over with XAUTOCLAIM once they have
+// been idle that long, not before; the good ones are handled once each; the poison message,
+// delivered to "dead", claimed by c1 (delivery 2) and retried by c1 from its own pending entries
+// (delivery 3), is handled max_deliveries - 1 = 2 times by c1, and at its 4th delivery
+// copied to the dead-letter stream with the dlq_* fields and acknowledged; nothing stays
+// pending, not even with the dead consumer, and it is not delivered again.
 TEST(RedisFault, F28_PoisonMessageIsDeadLettered) {
   TS_SKIP_IF_EXTERNAL();
   run_with_client(
@@ -634,6 +639,7 @@ TEST(RedisFault, F28_PoisonMessageIsDeadLettered) {
       [&](asio::io_context& io, RedisClient& client) -> asio::awaitable<void> {
         const std::array<std::string_view, 2> old_keys{"f28:s", "f28:s:dead"};
         (void)co_await client.del(old_keys);
+        EXPECT_TRUE(co_await client.xgroup_create("f28:s", "g", "0", true));
         std::vector<std::string> good_ids;
         std::string poison_id;
         for (int i = 0; i < 6; ++i) {
@@ -643,14 +649,22 @@ TEST(RedisFault, F28_PoisonMessageIsDeadLettered) {
           const std::string id = co_await client.xadd("f28:s", fields_of(data));
           (poison ? poison_id : good_ids.emplace_back()) = id;
         }
+        // Delivery 1 of every entry: to a consumer that dies without acknowledging.
+        ReadGroupOptions read;
+        read.count = 10;
+        EXPECT_EQ((co_await client.xreadgroup("g", "dead", "f28:s", ">", read)).size(), 6u);
+        const auto dead_read_at = Clock::now();
 
+        constexpr milliseconds kMinIdle{300};
         StreamConsumerConfig cc = consumer_config("f28:s", "c1", 50ms);
         cc.claim_interval = 100ms;
-        cc.claim_min_idle = 60s;
+        cc.claim_min_idle = kMinIdle;
         cc.max_deliveries = 3;
         int poison_calls = 0;
         std::map<std::string, int> handled;
+        std::optional<Clock::time_point> first_handled_at;
         StreamConsumer consumer(client, cc, [&](const StreamEntry& entry) -> asio::awaitable<void> {
+          if (!first_handled_at) first_handled_at = Clock::now();
           const std::string* kind = entry.field("kind");
           if (kind != nullptr && *kind == "poison") {
             ++poison_calls;
@@ -663,16 +677,23 @@ TEST(RedisFault, F28_PoisonMessageIsDeadLettered) {
         running.start(io, consumer);
         EXPECT_TRUE(co_await eventually(
             [&] { return consumer.stats().dead_lettered == 1 && handled.size() == 5; }, 5s))
-            << "dead-lettered " << consumer.stats().dead_lettered << ", poison handled "
-            << poison_calls << " times";
-        // A few more claim intervals: the poison message must not come back (a negative check
-        // needs a window; it is not a wait for a condition).
-        co_await pause_for(400ms);
+            << "dead-lettered " << consumer.stats().dead_lettered << ", good handled "
+            << handled.size() << ", poison handled " << poison_calls << " times, claimed "
+            << consumer.stats().claimed;
+        // A few more claim intervals and more than claim_min_idle: the poison message must not
+        // come back (a negative check needs a window; it is not a wait for a condition).
+        co_await pause_for(kMinIdle + 200ms);
         co_await running.stop(consumer);
 
-        EXPECT_EQ(poison_calls, 3) << "handled max_deliveries times, then dead-lettered";
+        // The claim path, and only after claim_min_idle (a lower bound: load cannot break it).
+        EXPECT_GE(first_handled_at.value_or(dead_read_at) - dead_read_at, kMinIdle)
+            << "entries of the dead consumer were taken before they were idle claim_min_idle";
+        EXPECT_EQ(consumer.stats().claimed, 6u)
+            << "the dead consumer's 6 entries are reachable only by XAUTOCLAIM";
+        EXPECT_EQ(poison_calls, 2)
+            << "deliveries: 1 to the dead consumer, 2 to c1 (claim, own retry), then dead-lettered";
         EXPECT_EQ(consumer.stats().dead_lettered, 1u);
-        EXPECT_EQ(consumer.stats().handler_errors, 3u);
+        EXPECT_EQ(consumer.stats().handler_errors, 2u);
         EXPECT_EQ(consumer.stats().acked, 5u);
         for (const auto& id : good_ids) EXPECT_EQ(handled[id], 1) << id;
         const auto dead = co_await client.xrange("f28:s:dead");

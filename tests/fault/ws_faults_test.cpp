@@ -310,6 +310,134 @@ TEST(WsFaults, F37_SlowConsumerDoesNotStallReadsAndOverflowIsCounted) {
   });
 }
 
+// OverflowPolicy::drop_newest by the message bound: a consumer that does not read while the
+// server sends 5 000 messages into a queue of 100: the first 100 are kept, the 4 900 that
+// arrive after are discarded and counted, and the connection stays up.
+TEST(WsFaults, F37_DropNewestKeepsTheFirstMessagesAndCountsTheRest) {
+  constexpr int kSent = 5000;
+  constexpr std::size_t kCapacity = 100;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      co_await send_sequence(s, 1, kSent);
+      (void)co_await WsTestServer::read_text(s);
+    });
+    auto cfg = config_for(server);
+    cfg.queue_capacity = kCapacity;
+    cfg.overflow = ws::OverflowPolicy::drop_newest;
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    const bool read_all =
+        co_await eventually([&] { return client.stats().messages == kSent; }, 20s, 5ms);
+    EXPECT_TRUE(read_all) << client.stats().messages << " of " << kSent << " read";
+    const auto st = client.stats();
+    EXPECT_EQ(st.dropped, kSent - kCapacity) << "every discarded message is counted";
+    EXPECT_EQ(st.queued, kCapacity);
+    EXPECT_EQ(st.max_queued, kCapacity);
+    EXPECT_EQ(st.disconnects, 0U);
+    std::vector<ws::Message> batch;
+    const std::size_t n = co_await client.receive_batch(batch, 1000);
+    EXPECT_EQ(n, kCapacity);
+    std::size_t out_of_place = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (batch[i].data != std::to_string(i + 1)) ++out_of_place;
+    }
+    EXPECT_EQ(out_of_place, 0U) << "drop_newest keeps messages 1.." << kCapacity << " in order";
+    // Room again: the next message is taken.
+    EXPECT_EQ(client.stats().queued, 0U);
+    co_await client.close();
+    server.stop();
+  });
+}
+
+// send() failures (docs/websocket.md): with one send blocked in its write (a 16 MiB message to
+// a server that reads nothing) and max_pending_sends (2) waiting, the next send fails at once
+// with queue_full; when the server resets the connection, the blocked write fails with
+// connection_lost (outcome unknown: part of it went out); once the client is back, a send goes
+// through; with no server at all, a send fails at once with connection_lost (not connected).
+TEST(WsClient, SendFailsWithQueueFullAndConnectionLost) {
+  const std::string big(std::size_t{16} << 20, 'x');  // far more than loopback buffers hold
+  bool cut = false;
+  std::vector<std::string> later_received;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int index) -> asio::awaitable<void> {
+      if (index == 0) {
+        // Reads nothing, so the client's write of `big` cannot complete; then a reset.
+        (void)co_await eventually([&] { return cut; }, 20s, 2ms);
+        auto& socket = beast::get_lowest_layer(s).socket();
+        boost::system::error_code ec;
+        socket.set_option(asio::socket_base::linger(true, 0), ec);
+        socket.close(ec);
+        co_return;
+      }
+      for (;;) {
+        std::string m = co_await WsTestServer::read_text(s);
+        if (m.empty()) co_return;
+        later_received.push_back(std::move(m));
+      }
+    });
+    auto cfg = config_for(server);
+    cfg.max_pending_sends = 2;
+    cfg.idle_timeout = 10s;  // the blocked write must end by the reset, not by the idle timeout
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+
+    constexpr std::size_t kSends = 4;
+    std::vector<trading_shared::testing::Outcome> results(kSends);
+    std::vector<bool> done(kSends, false);
+    for (std::size_t i = 0; i < kSends; ++i) {
+      asio::co_spawn(
+          io, trading_shared::testing::outcome(client.send(big)),
+          [&results, &done, i](std::exception_ptr e, trading_shared::testing::Outcome o) {
+            if (e) ADD_FAILURE() << "outcome() threw";
+            results[i] = std::move(o);
+            done[i] = true;
+          });
+    }
+    // One writing, two waiting: the fourth is refused.
+    EXPECT_TRUE(co_await eventually([&] { return done[3]; }, 5s, 2ms));
+    EXPECT_EQ(results[3].code, make_error_code(errc::queue_full))
+        << trading_shared::testing::describe(results[3]);
+    EXPECT_FALSE(done[0] || done[1] || done[2])
+        << "a send finished although the server reads nothing";
+    EXPECT_EQ(client.stats().sends, 0U);
+
+    // The reset breaks the blocked write.
+    cut = true;
+    EXPECT_TRUE(co_await eventually([&] { return done[0] && done[1] && done[2]; }, 5s, 2ms));
+    EXPECT_EQ(results[0].code, make_error_code(errc::connection_lost))
+        << trading_shared::testing::describe(results[0]);
+    EXPECT_EQ(results[0].kind, trading_shared::ErrorKind::outcome_unknown)
+        << trading_shared::testing::describe(results[0]);
+    // The two that waited get the turn after the loss: refused with connection_lost, or, if a
+    // new connection was already up, sent on it. Nothing else.
+    for (std::size_t i = 1; i < 3; ++i) {
+      EXPECT_TRUE(!results[i].failed || results[i].code == make_error_code(errc::connection_lost))
+          << i << ": " << trading_shared::testing::describe(results[i]);
+    }
+    EXPECT_GE(client.stats().send_failures, 1U);
+
+    // Back on a new connection: a send goes through and the server reads it.
+    EXPECT_TRUE(co_await eventually([&] { return client.stats().connects >= 2; }, 5s, 2ms));
+    co_await client.send("after the reset");
+    EXPECT_TRUE(co_await eventually(
+        [&] {
+          return std::find(later_received.begin(), later_received.end(), "after the reset") !=
+                 later_received.end();
+        },
+        5s, 2ms));
+
+    // No server at all: not connected, the send fails at once.
+    server.stop();
+    EXPECT_TRUE(co_await eventually([&] { return !client.stats().connected; }, 5s, 2ms));
+    const auto failures_before = client.stats().send_failures;
+    const auto down = co_await trading_shared::testing::outcome(client.send("nobody"));
+    EXPECT_EQ(down.code, make_error_code(errc::connection_lost))
+        << trading_shared::testing::describe(down);
+    EXPECT_EQ(client.stats().send_failures, failures_before + 1);
+    co_await client.close();
+  });
+}
+
 TEST(WsFaults, F37_DisconnectPolicyReconnectsVisibly) {
   run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
     WsTestServer server(io, [&](WsTestServer::Stream& s, int index) -> asio::awaitable<void> {
@@ -482,26 +610,59 @@ TEST(WsFaults, F38_SilentServerDetectedWithinIdleTimeoutThenResubscribedWithGapR
     });
     auto cfg = config_for(server);
     cfg.idle_timeout = 600ms;
+    trading_shared::testing::LogCapture logs("ws");
     ws::WebSocketClient client(io.get_executor(), cfg);
     client.add_on_connect("SUBSCRIBE trades");
     co_await client.start();
-    ws::SequenceTracker tracker;
-    std::uint64_t gap_missing = 0;
+    // What the client reports, message by message: the connection each one arrived on. The
+    // ids are the test's own script; the break in continuity is the client's report.
+    std::vector<std::pair<long long, std::uint64_t>> received;  // (id, connection)
     ws::Message m;
-    for (int received = 0; received < 70; ++received) {
+    while (received.size() < 70) {
       const bool got = co_await client.receive(m);
       if (!got) break;
-      const auto r = tracker.observe("S", std::stoll(m.data), m.connection);
+      received.emplace_back(std::stoll(m.data), m.connection);
+    }
+    EXPECT_EQ(received.size(), 70U);
+    std::size_t first_of_second = received.size();
+    std::size_t wrong = 0;
+    std::string first_wrong;
+    for (std::size_t i = 0; i < received.size(); ++i) {
+      const auto [id, connection] = received[i];
+      const std::uint64_t expected_connection = id <= 50 ? 1U : 2U;
+      if (connection != expected_connection && wrong++ == 0) {
+        first_wrong = "message " + std::to_string(id) + " reported on connection " +
+                      std::to_string(connection) + ", not " + std::to_string(expected_connection);
+      }
+      if (connection == 2U && first_of_second == received.size()) first_of_second = i;
+    }
+    EXPECT_EQ(wrong, 0U) << "messages reported on the wrong connection, first: " << first_wrong;
+    EXPECT_EQ(first_of_second, 50U)
+        << "the client reported the new connection at the wrong message";
+    // The gap as a consumer sees it from the client's report (SequenceTracker, given the
+    // connection number the client attached): one gap of 30, on the first message of the new
+    // connection.
+    ws::SequenceTracker tracker;
+    for (std::size_t i = 0; i < received.size(); ++i) {
+      const auto r = tracker.observe("S", received[i].first, received[i].second);
       if (r.kind == ws::SequenceTracker::Result::gap) {
-        gap_missing = r.missing;
-        EXPECT_EQ(m.connection, 2U);
+        EXPECT_EQ(i, first_of_second) << "the gap is not where the client reported a reconnect";
+        EXPECT_EQ(r.missing, 30U);
       }
     }
-    EXPECT_EQ(gap_missing, 30U);
     EXPECT_EQ(tracker.gaps(), 1U);
+    // The client's own account of the outage: one disconnect, for the idle timeout (not an
+    // EOF or a close: the server never closed), logged once with its reason, one reconnect.
     const auto st = client.stats();
+    EXPECT_EQ(st.disconnects, 1U);
     EXPECT_EQ(st.reasons.idle_timeout, 1U);
+    EXPECT_EQ(st.reasons.eof + st.reasons.closed_by_peer + st.reasons.other, 0U);
     EXPECT_EQ(st.connects, 2U);
+    EXPECT_EQ(st.connection, 2U);
+    EXPECT_EQ(st.messages, 70U);
+    EXPECT_EQ(st.dropped, 0U);
+    EXPECT_EQ(logs.count("connection 1 lost after"), 1U);
+    EXPECT_EQ(logs.count("nothing received within the idle timeout"), 1U);
     co_await client.close();
     server.stop();
   });
