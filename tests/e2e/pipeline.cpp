@@ -31,6 +31,7 @@
 
 #include "common/keys.hpp"
 #include "e2e_support.hpp"
+#include "feed_sim/generator.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 
@@ -41,6 +42,7 @@
 #include <array>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -1406,10 +1408,61 @@ class Pipeline {
         s.digest_mismatch = 1;
         fail(fmt::format(
             "{}: the trades in ticks differ from those sent: digest of every field (id, price, "
-            "qty, trade time, event time, maker flag) {} in ticks, {} sent by ts-feed-sim",
-            s.symbol, s.digest_ticks, s.digest_sent));
+            "qty, trade time, event time, maker flag) {} in ticks, {} sent by ts-feed-sim; {}",
+            s.symbol, s.digest_ticks, s.digest_sent, locate_difference(pg, s.symbol)));
       }
     }
+  }
+
+  /// For a failure message: the first row of `symbol` in ticks (trade id order) that differs
+  /// from the simulator's sequence, regenerated with the same seed (id, price, qty and maker
+  /// flag do not depend on timing; the times do, so of them only "event time = trade time",
+  /// which the simulator always sends, is checked).
+  std::string locate_difference(e2e::PgConnection& pg, const std::string& symbol) {
+    trading_shared::services::feed_sim::SymbolGenerator generator(
+        symbol, static_cast<std::uint64_t>(options_.seed));
+    std::string after = std::to_string(std::numeric_limits<std::int64_t>::min());
+    std::int64_t compared = 0;
+    constexpr int kPage = 50000;
+    for (;;) {
+      const auto rows = pg.query(
+          "SELECT trade_id, price::text, qty::text,"
+          "  (extract(epoch FROM trade_time) * 1000)::text,"
+          "  (extract(epoch FROM event_time) * 1000)::text, buyer_is_maker"
+          " FROM ticks WHERE symbol = $1 AND trade_id > $2::bigint"
+          " ORDER BY trade_id, trade_time LIMIT " +
+              std::to_string(kPage),
+          {symbol, after});
+      for (const auto& row : rows) {
+        const auto cell = [&](std::size_t i) {
+          return row.at(i) ? e2e::canonical_decimal(*row.at(i)) : std::string("null");
+        };
+        const auto trade = generator.next();
+        const auto scale = static_cast<std::uint64_t>(std::pow(10, trade.qty_decimals));
+        const std::string id = std::to_string(trade.id);
+        const std::string price = e2e::canonical_decimal(
+            fmt::format("{}.{:02}", trade.price_cents / 100, trade.price_cents % 100));
+        const std::string qty = e2e::canonical_decimal(fmt::format(
+            "{}.{:0{}}", trade.qty_units / scale, trade.qty_units % scale, trade.qty_decimals));
+        const std::string maker = trade.buyer_maker ? "t" : "f";
+        if (cell(0) != id || cell(1) != price || cell(2) != qty || cell(5) != maker ||
+            cell(3) != cell(4)) {
+          return fmt::format(
+              "first difference: row {} in ticks is id {} price {} qty {} maker {} trade_ms {} "
+              "event_ms {}; the simulator's trade {} was price {} qty {} maker {}, event time = "
+              "trade time",
+              compared + 1, cell(0), cell(1), cell(2), cell(5), cell(3), cell(4), id, price, qty,
+              maker);
+        }
+        ++compared;
+      }
+      if (rows.size() < static_cast<std::size_t>(kPage)) break;
+      after = *rows.back().at(0);
+    }
+    return fmt::format(
+        "the {} rows agree with the regenerated sequence in id, price, qty and maker flag and "
+        "have event time = trade time: the difference is in the times",
+        compared);
   }
 
   /// Each restart or fault: it happened mid-stream (every symbol has trades in ticks from
@@ -1469,9 +1522,11 @@ class Pipeline {
       if (labels.empty()) return;
       const auto value = summary_int(service, counter);
       if (!value || *value < 1) {
-        fail(fmt::format("{} ({}) but {}'s summary shows {} {}: it did not see it", server,
-                         join(labels, ", "), service, counter,
-                         value ? std::to_string(*value) : std::string("(absent)")));
+        fail(
+            fmt::format("{}: {}'s summary shows {} {} (at least 1 expected): it did not see {} "
+                        "go away",
+                        join(labels, ", "), service, counter,
+                        value ? std::to_string(*value) : std::string("absent"), server));
       }
     };
     for (const char* service : {"ts-receiver", "ts-recorder", "ts-executor"}) {
