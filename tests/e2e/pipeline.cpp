@@ -371,6 +371,9 @@ struct Disruption {
   std::string server;              ///< "Redis" or "PostgreSQL"
   bool closes_connections = true;  ///< every client connection ends: each client reconnects
   bool orders_flowing = false;     ///< tsctl load-orders was still submitting when it ended
+  /// --restart-*-at (planned mid-run: always judged mid-stream); false for a soak fault, which
+  /// may still last when the simulator sends its last trade (then not judged mid-stream).
+  bool scheduled = true;
   std::int64_t begin_ms = 0, end_ms = 0;  ///< Unix ms: the simulator's trade time base
 };
 
@@ -784,6 +787,7 @@ class Pipeline {
     disruption.server = record.kind.starts_with("redis") ? "Redis" : "PostgreSQL";
     // A pause (SIGSTOP) need not close a connection: it is checked for mid-stream only.
     disruption.closes_connections = record.kind.find("pause") == std::string::npos;
+    disruption.scheduled = false;
     disruption.begin_ms = unix_millis();
     const auto begin = Clock::now();
     const std::string& kind = record.kind;
@@ -1481,7 +1485,13 @@ class Pipeline {
     const auto epoch = [](std::int64_t ms) {
       return fmt::format("'epoch'::timestamptz + {} * interval '1 millisecond'", ms);
     };
+    const std::int64_t last_trade_ms =
+        pg.query_int("SELECT (extract(epoch FROM max(trade_time)) * 1000)::bigint FROM ticks");
     for (const auto& d : disruptions_) {
+      if (!d.scheduled && d.end_ms >= last_trade_ms) {
+        note("{}: ended after the last trade: not judged mid-stream", d.label);
+        continue;
+      }
       const auto rows = pg.query(
           fmt::format("SELECT symbol, count(*) FILTER (WHERE trade_time < {}),"
                       "  count(*) FILTER (WHERE trade_time > {}) FROM ticks GROUP BY symbol",
