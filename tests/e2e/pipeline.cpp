@@ -1846,7 +1846,7 @@ class Pipeline {
     line(fmt::format("  {:<26}{}", "Redis", outage_text(results_.redis)));
     line(fmt::format("  {:<26}{}", "PostgreSQL", outage_text(results_.postgres)));
     for (const auto& [service, summary] : summaries_) {
-      const auto found = counters(summary, {"reconnect", "breaker", "retries"});
+      const auto found = counters(summary, {"reconnect", "breaker", "retries", "discarded"});
       if (found.empty()) continue;
       std::vector<std::string> parts;
       for (const auto& [key, value] : found) parts.push_back(fmt::format("{} {}", key, value));
