@@ -309,7 +309,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       }
       stream += "@trade";
       symbols_.push_back(SymbolState{
-          name, std::move(stream), SymbolGenerator(name, config_.seed), {}, 0, 0, 0, 0});
+          name, std::move(stream), SymbolGenerator(name, config_.seed), {}, 0, 0, 0, 0, {}});
     }
     faults_enabled_ = config_.fault_stall_after >= 0 || config_.fault_drop_after >= 0 ||
                       config_.fault_malformed_every > 0 || config_.fault_oversized_after >= 0 ||
@@ -444,7 +444,10 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     Summary symbols;
     for (const auto& s : symbols_) {
       Summary one;
-      one.add("count", s.count).add("first_trade_id", s.first_id).add("last_trade_id", s.last_id);
+      one.add("count", s.count)
+          .add("first_trade_id", s.first_id)
+          .add("last_trade_id", s.last_id)
+          .add("digest", std::string_view(s.digest.hex()));
       symbols.add(s.name, one);
     }
     Summary out;
@@ -482,6 +485,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     std::uint64_t count = 0;
     std::uint64_t first_id = 0;
     std::uint64_t last_id = 0;
+    TradeDigest digest;  // of the trades generated (the summary's "digest")
   };
 
   // ---- tasks ----
@@ -1013,6 +1017,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       ++total_;
       const std::size_t begin = batch->size();
       append_trade_json(*batch, s.name, trade, now_ms, now_ms);
+      s.digest.add(trade, now_ms, now_ms);
       slices_.push_back(Slice{i, begin, batch->size() - begin});
     }
     const std::shared_ptr<const std::string> shared = std::move(batch);

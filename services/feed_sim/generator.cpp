@@ -101,6 +101,62 @@ void append_trade_json(std::string& out, std::string_view symbol, const Trade& t
   out += trade.buyer_maker ? R"(,"m":true})" : R"(,"m":false})";
 }
 
+namespace {
+
+/// Appends `units / 10^decimals` without trailing zeros in the fraction (and without the
+/// point when the fraction is 0).
+char* append_canonical_decimal(char* out, std::uint64_t units, int decimals) {
+  const auto scale = kPow10[static_cast<std::size_t>(decimals)];
+  out = std::to_chars(out, out + 24, units / scale).ptr;
+  std::uint64_t fraction = units % scale;
+  if (fraction == 0) return out;
+  int width = decimals;
+  while (fraction % 10 == 0) {
+    fraction /= 10;
+    --width;
+  }
+  *out++ = '.';
+  std::array<char, 24> digits{};
+  const auto end = std::to_chars(digits.data(), digits.data() + digits.size(), fraction).ptr;
+  const auto length = static_cast<int>(end - digits.data());
+  for (int i = length; i < width; ++i) *out++ = '0';
+  for (const char* c = digits.data(); c != end; ++c) *out++ = *c;
+  return out;
+}
+
+}  // namespace
+
+void TradeDigest::add(const Trade& trade, std::int64_t event_ms, std::int64_t trade_ms) noexcept {
+  std::array<char, 160> line{};  // 5 numbers of at most 21 characters, separators
+  char* out = line.data();
+  out = std::to_chars(out, out + 24, trade.id).ptr;
+  *out++ = '|';
+  out = append_canonical_decimal(out, static_cast<std::uint64_t>(trade.price_cents), 2);
+  *out++ = '|';
+  out = append_canonical_decimal(out, trade.qty_units, trade.qty_decimals);
+  *out++ = '|';
+  out = std::to_chars(out, out + 24, trade_ms).ptr;
+  *out++ = '|';
+  out = std::to_chars(out, out + 24, event_ms).ptr;
+  *out++ = '|';
+  *out++ = trade.buyer_maker ? '1' : '0';
+  *out++ = '\n';
+  for (const char* c = line.data(); c != out; ++c) {
+    hash_ ^= static_cast<unsigned char>(*c);
+    hash_ *= 0x100000001b3ULL;
+  }
+}
+
+std::string TradeDigest::hex() const {
+  std::array<char, 16> digits{};
+  std::uint64_t v = hash_;
+  for (int i = 15; i >= 0; --i) {
+    digits[static_cast<std::size_t>(i)] = "0123456789abcdef"[v & 0xFU];
+    v >>= 4U;
+  }
+  return std::string(digits.data(), digits.size());
+}
+
 Pacer::Pacer(double rate, std::chrono::nanoseconds max_backlog)
     : rate_(rate),
       max_backlog_events_(std::max<std::uint64_t>(

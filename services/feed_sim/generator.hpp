@@ -55,6 +55,27 @@ class SymbolGenerator {
 void append_trade_json(std::string& out, std::string_view symbol, const Trade& trade,
                        std::int64_t event_ms, std::int64_t trade_ms);
 
+/// Digest of the trades of one symbol as they were sent, for the end-to-end check
+/// (tests/e2e/pipeline.cpp compares it with a digest of the symbol's rows in `ticks`).
+///
+/// FNV-1a (64 bit) over one canonical line per trade, in the order sent (ids ascending):
+/// `<id>|<price>|<qty>|<trade_ms>|<event_ms>|<m>\n`, where price and quantity are decimals
+/// without trailing zeros in the fraction and without a trailing point ("60000", "0.1",
+/// "1.234"), the times are Unix milliseconds and `m` is 1 when the buyer is the maker, else 0.
+/// Every field of the trade event but the constant "e" and the symbol (a digest is per symbol)
+/// is in it, so that a changed price, quantity, time or maker flag changes the digest.
+class TradeDigest {
+ public:
+  /// Adds the trade as append_trade_json renders it with these times. No allocation.
+  void add(const Trade& trade, std::int64_t event_ms, std::int64_t trade_ms) noexcept;
+  std::uint64_t value() const noexcept { return hash_; }
+  /// 16 lower-case hex digits.
+  std::string hex() const;
+
+ private:
+  std::uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
+
 /// Turns a rate (events per second) into the number of events due at a given time, catching
 /// up after a late wake-up so that the average rate holds. A backlog larger than
 /// `max_backlog` worth of events is skipped (and counted) rather than sent in one burst: the

@@ -314,6 +314,8 @@ struct ClientSnapshot {
   std::uint64_t redis_reconnects = 0;
   std::uint64_t redis_breaker_trips = 0;
   std::uint64_t pg_breaker_trips = 0;
+  std::uint64_t pg_connects = 0;   // connections opened since start
+  std::uint64_t pg_discarded = 0;  // connections discarded as broken (a server restart)
 };
 
 }  // namespace
@@ -483,6 +485,8 @@ int run_recorder(const RecorderSettings& settings) {
           clients.redis_reconnects = redis->stats().disconnects;
           clients.redis_breaker_trips = redis->stats().breaker_trips;
           clients.pg_breaker_trips = pg->stats().breaker_trips;
+          clients.pg_connects = pg->stats().connects;
+          clients.pg_discarded = pg->stats().discarded;
           co_return;
         });
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
@@ -576,6 +580,8 @@ int run_recorder(const RecorderSettings& settings) {
       .add("redelivered_batches", counters.redelivered_batches)
       .add("redis_reconnects", clients.redis_reconnects)
       .add("pg_breaker_trips", clients.pg_breaker_trips)
+      .add("pg_connects", clients.pg_connects)
+      .add("pg_discarded", clients.pg_discarded)
       .add("redis_breaker_trips", clients.redis_breaker_trips)
       .add("exit_code", code);
   try {

@@ -526,4 +526,39 @@ std::optional<std::string> json_text(const boost::json::value& value, std::strin
   return std::nullopt;
 }
 
+// ---- trade digests ---------------------------------------------------------------------------
+
+std::string canonical_decimal(std::string_view text) {
+  std::string out(text);
+  if (out.find('.') == std::string::npos) return out;
+  while (out.back() == '0') out.pop_back();
+  if (out.back() == '.') out.pop_back();
+  return out;
+}
+
+void TradeDigest::feed(std::string_view text) {
+  for (const char c : text) {
+    hash_ ^= static_cast<unsigned char>(c);
+    hash_ *= 0x100000001b3ULL;
+  }
+}
+
+void TradeDigest::add_line(std::string_view id, std::string_view price, std::string_view qty,
+                           std::string_view trade_ms, std::string_view event_ms, bool buyer_maker) {
+  feed(id);
+  feed("|");
+  feed(price);
+  feed("|");
+  feed(qty);
+  feed("|");
+  feed(trade_ms);
+  feed("|");
+  feed(event_ms);
+  feed(buyer_maker ? "|1\n" : "|0\n");
+}
+
+std::string TradeDigest::hex() const {
+  return fmt::format("{:016x}", hash_);
+}
+
 }  // namespace trading_shared::e2e

@@ -195,6 +195,29 @@ class RedisConnection {
 /// The value of `key` in the text of INFO ("key:value" lines); nullopt when absent.
 std::optional<std::string> info_field(const std::string& info, std::string_view key);
 
+// ---- trade digests ---------------------------------------------------------------------------
+
+/// A decimal as PostgreSQL prints a numeric ("60000.050", "0.10000000", "1765083170123.000")
+/// without trailing zeros in the fraction and without a trailing point ("60000.05", "0.1",
+/// "1765083170123"): the form ts-feed-sim's digest uses, whatever scale a column kept.
+std::string canonical_decimal(std::string_view text);
+
+/// FNV-1a, 64 bit, fed line by line: the digest of a symbol's trades that ts-feed-sim reports
+/// in its summary (services/feed_sim/generator.hpp, TradeDigest; written again here so that
+/// the check does not share the simulator's code).
+class TradeDigest {
+ public:
+  /// Adds `<id>|<price>|<qty>|<trade_ms>|<event_ms>|<m>\n` (every value canonical already).
+  void add_line(std::string_view id, std::string_view price, std::string_view qty,
+                std::string_view trade_ms, std::string_view event_ms, bool buyer_maker);
+  /// 16 lower-case hex digits, as in the simulator's summary.
+  std::string hex() const;
+
+ private:
+  void feed(std::string_view text);
+  std::uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
+
 // ---- processes ------------------------------------------------------------------------------
 
 /// Resident memory and open descriptors of a process, read from /proc; a field is nullopt when

@@ -31,6 +31,7 @@
 
 #include "common/keys.hpp"
 #include "e2e_support.hpp"
+#include "feed_sim/generator.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 
@@ -41,12 +42,14 @@
 #include <array>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -355,7 +358,30 @@ struct SymbolResult {
   std::int64_t sent = 0;
   std::optional<std::int64_t> first_id, last_id;
   std::int64_t rows = 0, distinct = 0, missing = 0, outside = 0, duplicates = 0;
+  /// Digest of every field of the trades: as ts-feed-sim sent them (its summary) and as they
+  /// are in ticks (e2e::TradeDigest over the rows in trade id order).
+  std::string digest_sent, digest_ticks;
+  std::int64_t digest_mismatch = 0;  ///< 1 when the two differ
 };
+
+/// A restart or fault of a server, for the checks that it happened mid-stream (every symbol
+/// has trades in ticks from before it and from after it) and that the services saw it.
+struct Disruption {
+  std::string label;               ///< "Redis restart at 6.0 s", "fault #3 redis-kill-clients"
+  std::string server;              ///< "Redis" or "PostgreSQL"
+  bool closes_connections = true;  ///< every client connection ends: each client reconnects
+  bool orders_flowing = false;     ///< tsctl load-orders was still submitting when it ended
+  /// --restart-*-at (planned mid-run: always judged mid-stream); false for a soak fault, which
+  /// may still last when the simulator sends its last trade (then not judged mid-stream).
+  bool scheduled = true;
+  std::int64_t begin_ms = 0, end_ms = 0;  ///< Unix ms: the simulator's trade time base
+};
+
+std::int64_t unix_millis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 struct Outage {
   std::chrono::milliseconds planned_at{0};
@@ -679,11 +705,18 @@ class Pipeline {
   void restart(testing::ServerProcess& server, Outage& outage, std::string_view what) {
     outage.started_at_s = since_start();
     note("restarting {} (graceful stop, then start on port {})", what, server.port());
+    Disruption disruption;
+    disruption.label = fmt::format("{} restart at {:.1f} s", what, *outage.started_at_s);
+    disruption.server = std::string(what);
+    disruption.begin_ms = unix_millis();
     const auto begin = Clock::now();
     server.stop();
     const auto stopped = Clock::now();
     server.start();
     const auto end = Clock::now();
+    disruption.end_ms = unix_millis();
+    disruption.orders_flowing = load_ != nullptr && load_->running();
+    disruptions_.push_back(std::move(disruption));
     outage.stop_s = std::chrono::duration<double>(stopped - begin).count();
     outage.start_s = std::chrono::duration<double>(end - stopped).count();
     outage.total_s = std::chrono::duration<double>(end - begin).count();
@@ -749,6 +782,13 @@ class Pipeline {
     record.kind = next_fault_kind();
     record.at_s = since_start();
     const std::size_t number = soak_.faults.size() + 1;
+    Disruption disruption;
+    disruption.label = fmt::format("fault #{} {} at {:.1f} s", number, record.kind, record.at_s);
+    disruption.server = record.kind.starts_with("redis") ? "Redis" : "PostgreSQL";
+    // A pause (SIGSTOP) need not close a connection: it is checked for mid-stream only.
+    disruption.closes_connections = record.kind.find("pause") == std::string::npos;
+    disruption.scheduled = false;
+    disruption.begin_ms = unix_millis();
     const auto begin = Clock::now();
     const std::string& kind = record.kind;
     if (kind == "redis-restart" || kind == "postgres-restart") {
@@ -784,6 +824,9 @@ class Pipeline {
       throw std::logic_error("unknown fault kind " + kind);  // validated with the flags
     }
     record.seconds = e2e::seconds_since(begin);
+    disruption.end_ms = unix_millis();
+    disruption.orders_flowing = load_ != nullptr && load_->running();
+    disruptions_.push_back(std::move(disruption));
     note("fault #{}: {} done in {:.2f} s: {}", number, kind, record.seconds, record.detail);
     soak_.faults.push_back(std::move(record));
   }
@@ -1229,6 +1272,7 @@ class Pipeline {
     note("verifying in SQL");
     e2e::PgConnection pg(dsn_);
     verify_trades(pg);
+    verify_disruptions(pg);
     if (results_.submitted) verify_orders(pg);
     measure(pg);
     verify_connections();
@@ -1263,6 +1307,7 @@ class Pipeline {
       s.sent = e2e::json_int(member.value(), "count").value_or(0);
       s.first_id = e2e::json_int(member.value(), "first_trade_id");
       s.last_id = e2e::json_int(member.value(), "last_trade_id");
+      s.digest_sent = e2e::json_text(member.value(), "digest").value_or("");
       const std::string first = std::to_string(s.first_id.value_or(1));
       const std::string last = std::to_string(s.last_id.value_or(0));
       const auto rows = pg.query(
@@ -1297,6 +1342,20 @@ class Pipeline {
       names.push_back(s.symbol);
       results_.symbols.push_back(std::move(s));
     }
+    // A configured symbol with no trades: its subscription was lost (the simulator only
+    // generates for subscribed symbols, so the volume went to the others and nothing else
+    // would notice) or the simulator was not given it.
+    for (const auto& symbol : options_.symbols) {
+      const auto it = std::find_if(results_.symbols.begin(), results_.symbols.end(),
+                                   [&](const SymbolResult& s) { return s.symbol == symbol; });
+      if (it == results_.symbols.end()) {
+        fail(fmt::format("{}: configured, but not in ts-feed-sim's summary", symbol));
+      } else if (it->sent == 0 || it->distinct == 0) {
+        fail(fmt::format("{}: configured, but no trades: {} sent by ts-feed-sim, {} in ticks",
+                         symbol, it->sent, it->distinct));
+      }
+    }
+    verify_digests(pg);
     results_.unknown_symbol_rows =
         pg.query_int("SELECT count(*) FROM ticks WHERE symbol <> ALL($1::text[])",
                      {"{" + join(names, ",") + "}"});
@@ -1309,6 +1368,183 @@ class Pipeline {
                        results_.sent.value_or(0), total_of(results_.symbols, &SymbolResult::sent)));
     }
     results_.trades_checked = true;
+  }
+
+  /// Compares, per symbol, the digest of every field ts-feed-sim sent (its summary) with the
+  /// same digest over the rows in ticks in trade id order. PostgreSQL gives the numerics as
+  /// text in the column's scale ("60000.050") and the times as milliseconds with a fraction
+  /// ("1765083170123.000"): both go through e2e::canonical_decimal, so that only a different
+  /// value makes a different digest. Read in pages (a soak has millions of rows).
+  void verify_digests(e2e::PgConnection& pg) {
+    std::map<std::string, e2e::TradeDigest> digests;
+    std::string after_symbol;
+    std::string after_id = std::to_string(std::numeric_limits<std::int64_t>::min());
+    constexpr int kPage = 50000;
+    for (;;) {
+      const auto rows = pg.query(
+          "SELECT symbol, trade_id, price::text, qty::text,"
+          "  (extract(epoch FROM trade_time) * 1000)::text,"
+          "  (extract(epoch FROM event_time) * 1000)::text, buyer_is_maker"
+          " FROM ticks WHERE (symbol, trade_id) > ($1, $2::bigint)"
+          " ORDER BY symbol, trade_id, trade_time LIMIT " +
+              std::to_string(kPage),
+          {after_symbol, after_id});
+      for (const auto& row : rows) {
+        const auto cell = [&](std::size_t i) -> std::string {
+          return row.at(i) ? *row.at(i) : std::string("null");
+        };
+        digests[cell(0)].add_line(cell(1), e2e::canonical_decimal(cell(2)),
+                                  e2e::canonical_decimal(cell(3)), e2e::canonical_decimal(cell(4)),
+                                  e2e::canonical_decimal(cell(5)), cell(6) == "t");
+      }
+      if (rows.size() < static_cast<std::size_t>(kPage)) break;
+      after_symbol = *rows.back().at(0);
+      after_id = *rows.back().at(1);
+    }
+    for (auto& s : results_.symbols) {
+      const auto it = digests.find(s.symbol);
+      s.digest_ticks = it == digests.end() ? e2e::TradeDigest{}.hex() : it->second.hex();
+      if (s.digest_sent.empty()) {
+        fail(fmt::format("{}: ts-feed-sim's summary has no \"digest\"", s.symbol));
+        continue;
+      }
+      if (s.digest_sent != s.digest_ticks) {
+        s.digest_mismatch = 1;
+        fail(fmt::format(
+            "{}: the trades in ticks differ from those sent: digest of every field (id, price, "
+            "qty, trade time, event time, maker flag) {} in ticks, {} sent by ts-feed-sim; {}",
+            s.symbol, s.digest_ticks, s.digest_sent, locate_difference(pg, s.symbol)));
+      }
+    }
+  }
+
+  /// For a failure message: the first row of `symbol` in ticks (trade id order) that differs
+  /// from the simulator's sequence, regenerated with the same seed (id, price, qty and maker
+  /// flag do not depend on timing; the times do, so of them only "event time = trade time",
+  /// which the simulator always sends, is checked).
+  std::string locate_difference(e2e::PgConnection& pg, const std::string& symbol) {
+    trading_shared::services::feed_sim::SymbolGenerator generator(
+        symbol, static_cast<std::uint64_t>(options_.seed));
+    std::string after = std::to_string(std::numeric_limits<std::int64_t>::min());
+    std::int64_t compared = 0;
+    constexpr int kPage = 50000;
+    for (;;) {
+      const auto rows = pg.query(
+          "SELECT trade_id, price::text, qty::text,"
+          "  (extract(epoch FROM trade_time) * 1000)::text,"
+          "  (extract(epoch FROM event_time) * 1000)::text, buyer_is_maker"
+          " FROM ticks WHERE symbol = $1 AND trade_id > $2::bigint"
+          " ORDER BY trade_id, trade_time LIMIT " +
+              std::to_string(kPage),
+          {symbol, after});
+      for (const auto& row : rows) {
+        const auto cell = [&](std::size_t i) {
+          return row.at(i) ? e2e::canonical_decimal(*row.at(i)) : std::string("null");
+        };
+        const auto trade = generator.next();
+        const auto scale = static_cast<std::uint64_t>(std::pow(10, trade.qty_decimals));
+        const std::string id = std::to_string(trade.id);
+        const std::string price = e2e::canonical_decimal(
+            fmt::format("{}.{:02}", trade.price_cents / 100, trade.price_cents % 100));
+        const std::string qty = e2e::canonical_decimal(fmt::format(
+            "{}.{:0{}}", trade.qty_units / scale, trade.qty_units % scale, trade.qty_decimals));
+        const std::string maker = trade.buyer_maker ? "t" : "f";
+        if (cell(0) != id || cell(1) != price || cell(2) != qty || cell(5) != maker ||
+            cell(3) != cell(4)) {
+          return fmt::format(
+              "first difference: row {} in ticks is id {} price {} qty {} maker {} trade_ms {} "
+              "event_ms {}; the simulator's trade {} was price {} qty {} maker {}, event time = "
+              "trade time",
+              compared + 1, cell(0), cell(1), cell(2), cell(5), cell(3), cell(4), id, price, qty,
+              maker);
+        }
+        ++compared;
+      }
+      if (rows.size() < static_cast<std::size_t>(kPage)) break;
+      after = *rows.back().at(0);
+    }
+    return fmt::format(
+        "the {} rows agree with the regenerated sequence in id, price, qty and maker flag and "
+        "have event time = trade time: the difference is in the times",
+        compared);
+  }
+
+  /// Each restart or fault: it happened mid-stream (every symbol has trades in ticks from
+  /// before it began and from after it ended, by the simulator's trade time), and each service
+  /// connected to the server shows in its summary that it saw it (a Redis reconnect; a
+  /// PostgreSQL connection discarded as broken).
+  void verify_disruptions(e2e::PgConnection& pg) {
+    if (options_.restart_redis_at.count() > 0 && !results_.redis.total_s) {
+      fail(fmt::format("a Redis restart was planned at {} but did not happen",
+                       seconds_text(options_.restart_redis_at)));
+    }
+    if (options_.restart_postgres_at.count() > 0 && !results_.postgres.total_s) {
+      fail(fmt::format("a PostgreSQL restart was planned at {} but did not happen",
+                       seconds_text(options_.restart_postgres_at)));
+    }
+    const auto epoch = [](std::int64_t ms) {
+      return fmt::format("'epoch'::timestamptz + {} * interval '1 millisecond'", ms);
+    };
+    const std::int64_t last_trade_ms =
+        pg.query_int("SELECT (extract(epoch FROM max(trade_time)) * 1000)::bigint FROM ticks");
+    for (const auto& d : disruptions_) {
+      if (!d.scheduled && d.end_ms >= last_trade_ms) {
+        note("{}: ended after the last trade: not judged mid-stream", d.label);
+        continue;
+      }
+      const auto rows = pg.query(
+          fmt::format("SELECT symbol, count(*) FILTER (WHERE trade_time < {}),"
+                      "  count(*) FILTER (WHERE trade_time > {}) FROM ticks GROUP BY symbol",
+                      epoch(d.begin_ms), epoch(d.end_ms)));
+      std::map<std::string, std::pair<std::int64_t, std::int64_t>> by_symbol;
+      for (const auto& row : rows) {
+        by_symbol[row.at(0).value_or("")] = {e2e::cell_int(row.at(1)).value_or(0),
+                                             e2e::cell_int(row.at(2)).value_or(0)};
+      }
+      std::vector<std::string> not_mid_stream;
+      for (const auto& symbol : options_.symbols) {
+        const auto [before, after] = by_symbol[symbol];
+        if (before == 0 || after == 0) {
+          not_mid_stream.push_back(
+              fmt::format("{} ({} trades before, {} after)", symbol, before, after));
+        }
+      }
+      if (!not_mid_stream.empty()) {
+        fail(fmt::format(
+            "{}: not mid-stream for {} of {} symbol(s): {}", d.label, not_mid_stream.size(),
+            options_.symbols.size(),
+            join(not_mid_stream.size() > 5
+                     ? std::vector<std::string>(not_mid_stream.begin(), not_mid_stream.begin() + 5)
+                     : not_mid_stream,
+                 ", ")));
+      }
+    }
+    // The services' counters are totals: at least one reconnect per server disrupted (a
+    // service may meet two faults in one reconnect, so not one per fault).
+    const auto require = [&](const std::string& server, const std::string& service,
+                             std::string_view counter, bool only_with_orders) {
+      std::vector<std::string> labels;
+      for (const auto& d : disruptions_) {
+        if (d.server != server || !d.closes_connections) continue;
+        if (only_with_orders && !d.orders_flowing) continue;
+        labels.push_back(d.label);
+      }
+      if (labels.empty()) return;
+      const auto value = summary_int(service, counter);
+      if (!value || *value < 1) {
+        fail(
+            fmt::format("{}: {}'s summary shows {} {} (at least 1 expected): it did not see {} "
+                        "go away",
+                        join(labels, ", "), service, counter,
+                        value ? std::to_string(*value) : std::string("absent"), server));
+      }
+    };
+    for (const char* service : {"ts-receiver", "ts-recorder", "ts-executor"}) {
+      require("Redis", service, "redis_reconnects", false);
+    }
+    require("PostgreSQL", "ts-recorder", "pg_discarded", false);
+    // ts-executor uses PostgreSQL only for an order: it meets a restart when orders follow it.
+    require("PostgreSQL", "ts-executor", "pg_discarded", true);
   }
 
   void verify_orders(e2e::PgConnection& pg) {
@@ -1542,6 +1778,8 @@ class Pipeline {
     row("missing (gaps)", &SymbolResult::missing, total(&SymbolResult::missing));
     row("duplicates", &SymbolResult::duplicates, total(&SymbolResult::duplicates));
     row("outside the sent range", &SymbolResult::outside, total(&SymbolResult::outside));
+    row("fields differ (digest)", &SymbolResult::digest_mismatch,
+        total(&SymbolResult::digest_mismatch));
     if (results_.unknown_symbol_rows > 0) {
       line(fmt::format("  {:<26}{:>12}", "rows of unknown symbols", results_.unknown_symbol_rows));
     }
@@ -1608,7 +1846,7 @@ class Pipeline {
     line(fmt::format("  {:<26}{}", "Redis", outage_text(results_.redis)));
     line(fmt::format("  {:<26}{}", "PostgreSQL", outage_text(results_.postgres)));
     for (const auto& [service, summary] : summaries_) {
-      const auto found = counters(summary, {"reconnect", "breaker", "retries"});
+      const auto found = counters(summary, {"reconnect", "breaker", "retries", "discarded"});
       if (found.empty()) continue;
       std::vector<std::string> parts;
       for (const auto& [key, value] : found) parts.push_back(fmt::format("{} {}", key, value));
@@ -1810,8 +2048,9 @@ class Pipeline {
     out += "\n";
     if (results_.failures.empty()) {
       out +=
-          "RESULT: PASS (nothing lost, nothing duplicated, every order terminal, every service "
-          "exited 0)\n";
+          "RESULT: PASS (nothing lost, nothing duplicated, every field as sent, every symbol "
+          "traded, every restart mid-stream and seen by the services, every order terminal, "
+          "every service exited 0)\n";
     } else {
       out += fmt::format("RESULT: FAIL ({} problem{})\n", results_.failures.size(),
                          results_.failures.size() == 1 ? "" : "s");
@@ -1873,6 +2112,7 @@ class Pipeline {
     trades["missing"] = total(&SymbolResult::missing);
     trades["duplicates"] = total(&SymbolResult::duplicates);
     trades["outside_range"] = total(&SymbolResult::outside);
+    trades["digest_mismatches"] = total(&SymbolResult::digest_mismatch);
     trades["unknown_symbol_rows"] =
         checked ? json::value(results_.unknown_symbol_rows) : json::value(nullptr);
     json::object per_symbol;
@@ -1886,6 +2126,8 @@ class Pipeline {
       o["missing"] = s.missing;
       o["duplicates"] = s.duplicates;
       o["outside_range"] = s.outside;
+      o["digest_sent"] = s.digest_sent;
+      o["digest_ticks"] = s.digest_ticks;
       per_symbol[s.symbol] = std::move(o);
     }
     trades["symbols"] = std::move(per_symbol);
@@ -1990,6 +2232,7 @@ class Pipeline {
   std::int64_t last_order_ = 0;
   std::map<std::string, json::value> summaries_;
   Results results_;
+  std::vector<Disruption> disruptions_;
   // Soak mode.
   std::mt19937_64 fault_rng_;
   std::vector<std::string> fault_bag_;

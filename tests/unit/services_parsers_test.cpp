@@ -562,6 +562,58 @@ TEST(FeedGenerator, TradeJsonHasTheDocumentedShape) {
             R"({"e":"trade","E":0,"s":"X","t":5,"p":"0.01","q":"0.00000007","T":0,"m":false})");
 }
 
+// The digest ts-pipeline compares with the rows in ticks: FNV-1a 64 over canonical lines
+// (expected values computed independently from the documented line format).
+TEST(FeedGenerator, TradeDigestHashesTheCanonicalLineOfEveryField) {
+  feed::TradeDigest digest;
+  EXPECT_EQ(digest.hex(), "cbf29ce484222325");  // FNV-1a offset basis: no trade yet
+  feed::Trade t;
+  t.id = 5;
+  t.price_cents = 6'000'005;
+  t.qty_units = 1234;
+  t.qty_decimals = 3;
+  t.buyer_maker = true;
+  digest.add(t, 20, 10);  // "5|60000.05|1.234|10|20|1\n"
+  EXPECT_EQ(digest.hex(), "ebf1465665aa6e6d");
+  feed::Trade u;
+  u.id = 6;
+  u.price_cents = 10;
+  u.qty_units = 10;
+  u.qty_decimals = 8;
+  u.buyer_maker = false;
+  digest.add(u, 21, 11);  // "6|0.1|0.0000001|11|21|0\n": trailing zeros dropped
+  EXPECT_EQ(digest.hex(), "5733af6343732120");
+
+  // No fraction: no point ("6|60000|2|11|21|0\n").
+  feed::TradeDigest whole;
+  u.price_cents = 6'000'000;
+  u.qty_units = 200'000'000;
+  whole.add(u, 21, 11);
+  EXPECT_EQ(whole.hex(), "856c2cf5307c5410");
+
+  // Each field counts: the same trade with one field changed gives another digest.
+  const auto of = [](const feed::Trade& trade, std::int64_t event_ms, std::int64_t trade_ms) {
+    feed::TradeDigest d;
+    d.add(trade, event_ms, trade_ms);
+    return d.value();
+  };
+  const auto base = of(t, 20, 10);
+  auto changed = t;
+  changed.price_cents += 1;
+  EXPECT_NE(of(changed, 20, 10), base);
+  changed = t;
+  changed.qty_units += 1;
+  EXPECT_NE(of(changed, 20, 10), base);
+  changed = t;
+  changed.buyer_maker = false;
+  EXPECT_NE(of(changed, 20, 10), base);
+  changed = t;
+  changed.id += 1;
+  EXPECT_NE(of(changed, 20, 10), base);
+  EXPECT_NE(of(t, 21, 10), base);
+  EXPECT_NE(of(t, 20, 11), base);
+}
+
 using PacerClock = feed::Pacer::Clock;
 
 TEST(FeedPacer, BatchSizesSumToRateTimesElapsed) {
