@@ -210,9 +210,11 @@ PostgresStats ClientCore::stats() const {
   s.exclusive = 0;
   s.reserved = 0;
   s.in_flight = 0;
+  s.cancels_in_progress = 0;
   for (const auto& slot : slots_) {
     if (!slot->connection->open()) continue;
     ++s.connections;
+    if (slot->connection->cancel_in_progress()) ++s.cancels_in_progress;
     if (slot->exclusive) ++s.exclusive;
     if (slot->draining) ++s.reserved;
     s.in_flight += slot->connection->in_flight();

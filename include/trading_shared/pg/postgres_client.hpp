@@ -147,7 +147,11 @@ struct PostgresStats {
   /// Connections kept free of new shared statements for a waiting transaction or COPY (so
   /// that they drain); at most one per such waiter, released when it stops waiting.
   std::size_t reserved = 0;
-  std::size_t in_flight = 0;   ///< requests sent and not yet answered.
+  std::size_t in_flight = 0;  ///< requests sent and not yet answered.
+  /// Open connections with a cancel request on its way to the server (sent off the loop, not
+  /// completed yet). Such a connection takes no new statement until the request completes or
+  /// is given up after connect_timeout (then the connection is discarded).
+  std::size_t cancels_in_progress = 0;
   std::uint64_t connects = 0;  ///< connections opened since start.
   std::uint64_t connect_failures = 0;
   std::uint64_t discarded = 0;      ///< connections discarded as broken or poisoned.
