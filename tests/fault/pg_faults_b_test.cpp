@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -78,6 +79,39 @@ long backends(const std::string& app, const std::string& like = {}) {
   if (!like.empty()) sql += " AND state = 'active' AND query LIKE '%" + like + "%'";
   const auto value = scalar(Servers::instance().postgres_dsn("postgres"), sql);
   return value ? std::stol(*value) : -1;
+}
+
+/// PIDs of the backends of `app` (direct connection, never counting itself).
+std::vector<std::string> backend_pids(const std::string& app) {
+  PgConn conn(Servers::instance().postgres_dsn("postgres"));
+  const auto rows = conn.exec(
+      "SELECT pid::text FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+      "application_name = '" +
+      app + "' ORDER BY pid");
+  std::vector<std::string> out;
+  if (rows) {
+    for (const auto& row : *rows) out.push_back(row.front());
+  }
+  return out;
+}
+
+/// Whether backend `pid` is still in pg_stat_activity.
+bool backend_alive(const std::string& pid) {
+  return scalar(Servers::instance().postgres_dsn("postgres"),
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = " + pid) != "0";
+}
+
+/// Whether PostgreSQL's log (log_line_prefix '%m [%p] ') says that backend `pid` ended by
+/// the idle-session timeout (SQLSTATE 57P05).
+bool idle_timeout_logged(const std::string& log_path, const std::string& pid) {
+  std::ifstream log(log_path);
+  const std::string needle =
+      "[" + pid + "] FATAL:  terminating connection due to idle-session timeout";
+  std::string line;
+  while (std::getline(log, line)) {
+    if (line.find(needle) != std::string::npos) return true;
+  }
+  return false;
 }
 
 bool wait_backends(const std::string& app, long expected, std::chrono::milliseconds timeout) {
@@ -856,6 +890,7 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
   auto& servers = Servers::instance();
   const std::string db = servers.create_database("ts_fault_f15");
   const std::string admin_dsn = servers.postgres_dsn("postgres");
+  const std::string server_log = servers.postgres().directory() + "/server.log";
   ASSERT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " SET idle_session_timeout = '500ms'"), "");
   ScopeExit restore([&] {
     EXPECT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " RESET idle_session_timeout"), "");
@@ -866,22 +901,49 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         co_await client.start();
         EXPECT_EQ(co_await client.query_value<std::string>("SHOW idle_session_timeout"), "500ms");
 
-        // Idle past the timeout: the server kills both connections, the client notices.
-        co_await pause_for(1200ms);
-        EXPECT_GE(client.stats().discarded, 2u);
+        // Idle past the timeout: the server ends both sessions with 57P05, and the client
+        // notices. Waited for, not slept: the backends the pool had are gone from
+        // pg_stat_activity, the client counted both discards, and the server's log names the
+        // idle-session timeout (57P05) as the cause for each of those backends.
+        auto idle_kill = [&](const std::vector<std::string>& pids,
+                             std::uint64_t discarded_before) -> asio::awaitable<void> {
+          const bool gone = co_await eventually(
+              [&] {
+                return client.stats().discarded >= discarded_before + pids.size() &&
+                       std::none_of(pids.begin(), pids.end(),
+                                    [&](const std::string& pid) { return backend_alive(pid); });
+              },
+              5s, 10ms);
+          EXPECT_TRUE(gone) << "the client noticed no idle-session kill within 5 s: discarded "
+                            << client.stats().discarded - discarded_before << " of " << pids.size();
+          for (const auto& pid : pids) {
+            EXPECT_TRUE(
+                co_await eventually([&] { return idle_timeout_logged(server_log, pid); }, 2s, 20ms))
+                << "backend " << pid << " did not end by the idle-session timeout (57P05)";
+          }
+        };
+        auto pids = backend_pids("ts_f15");
+        EXPECT_EQ(pids.size(), 2u);
+        co_await idle_kill(pids, 0);
 
-        // The first plain query after the idle period normally finds fresh connections. The
-        // server keeps killing connections that idle 500 ms, so it may race a kill: then it
-        // fails as transient_not_sent (57P05: the session was idle, the query never ran),
-        // never as anything a caller could mistake for a lost write.
+        // The first plain query after the idle period. Decision: it MAY fail. The server
+        // keeps ending any session idle for 500 ms and the pool keeps replacing them, so a
+        // query can always meet a connection whose 500 ms ran out the instant it was sent;
+        // no client can rule that out without a round trip per query. What is guaranteed
+        // is how it fails: 57P05, transient_not_sent (the query never ran), never anything
+        // a caller could mistake for a lost write; and execute_resiliently() (below) hides it.
         const auto first = co_await error_of(client.query_value<std::int32_t>("SELECT 1"));
         if (first) {
           EXPECT_EQ(first->kind(), ts::ErrorKind::transient_not_sent) << describe(first);
+          EXPECT_EQ(sqlstate(first), "57P05") << describe(first);
+          std::printf("[ F15 ] the first query raced an idle kill: %s\n", describe(first).c_str());
         }
 
         // Same again through execute_resiliently: it succeeds, normally at the first attempt;
         // a second one only when the first raced the server's next idle kill, as above.
-        co_await pause_for(1200ms);
+        pids = backend_pids("ts_f15");
+        EXPECT_GE(pids.size(), 1u);
+        co_await idle_kill(pids, client.stats().discarded);
         int attempts = 0;
         const auto value = co_await client.execute_resiliently(
             [&](PostgresClient& c) {
@@ -894,7 +956,9 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         EXPECT_LE(attempts, 2);
 
         // And many callers at once after an idle period.
-        co_await pause_for(1200ms);
+        pids = backend_pids("ts_f15");
+        EXPECT_GE(pids.size(), 1u);
+        co_await idle_kill(pids, client.stats().discarded);
         int done = 0, failed = 0;
         for (int c = 0; c < 20; ++c) {
           asio::co_spawn(
