@@ -545,11 +545,23 @@ TEST(PgFault, F11_pgbouncer_repeated_identical_statements) {
 // ---- F12 session state under transaction pooling -------------------------------------------
 
 // Session-level SET is refused before anything is sent (a proxy in front of PgBouncer counts
-// the bytes); SET LOCAL inside transaction() works and does not leak to other clients.
+// the bytes; that client `a` goes through it is asserted from the proxy's counters); SET LOCAL
+// inside transaction() works and does not leak to other clients. The leak probe is shown able
+// to fire: a session-level SET sent on purpose through PgBouncer by a plain libpq connection
+// (bypassing the client's refusal) must be seen by it.
 TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
   TS_SKIP_IF_EXTERNAL();
   auto& servers = Servers::instance();
   const std::string db = servers.create_database("ts_fault_f12");
+  // The positive control leaves a session-level SET on a server connection of this database:
+  // drop them at the end (KILL closes them, RESUME lets clients in again).
+  ScopeExit cleanup([&] {
+    ensure_servers_running();
+    for (const std::string& command : {"KILL " + db, "RESUME " + db}) {
+      const auto error = pgbouncer_admin(command);
+      if (!error.empty()) ADD_FAILURE() << command << ": " << error;
+    }
+  });
   const auto default_timeout = scalar(servers.postgres_dsn(db), "SHOW statement_timeout");
   const auto default_path = scalar(servers.postgres_dsn(db), "SHOW search_path");
   ASSERT_TRUE(default_timeout && default_path);
@@ -566,10 +578,21 @@ TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
         co_await a.start();
         co_await b.start();
         EXPECT_TRUE(co_await pool_full(a, 2, 5s));
+        // `a` goes through the proxy: its two connections were accepted there and their
+        // startup crossed it (a client connected directly would leave both at zero).
+        EXPECT_TRUE(co_await eventually(
+            [&] { return proxy.connections_accepted() == 2 && proxy.active_connections() == 2; },
+            2s))
+            << "accepted " << proxy.connections_accepted() << ", active "
+            << proxy.active_connections() << ": client a does not go through the proxy";
+        EXPECT_EQ(co_await a.query_value<std::int32_t>("SELECT 1"), 1);
         co_await pause_for(50ms);  // the proxy's counters settle
 
         const auto stats_before = a.stats();
         const auto bytes_before = proxy.bytes_client_to_server();
+        const auto bytes_back_before = proxy.bytes_server_to_client();
+        EXPECT_GT(bytes_before, 0u) << "nothing of client a crossed the proxy";
+        EXPECT_GT(bytes_back_before, 0u) << "nothing came back to client a through the proxy";
         for (const char* sql :
              {"SET search_path = x", "set search_path to x", "  SET\tstatement_timeout = 4321",
               "SET SESSION statement_timeout = 1", "SET\nwork_mem = '1MB'"}) {
@@ -599,34 +622,56 @@ TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
             });
         EXPECT_EQ(inside.first, "4321ms");
         EXPECT_EQ(inside.second, "f12_private, public");
+        // The same counter that showed the refused SETs were not sent moves for a's traffic.
+        EXPECT_GT(proxy.bytes_client_to_server(), bytes_before)
+            << "client a's transaction did not cross the proxy";
+        EXPECT_EQ(proxy.connections_accepted(), 2u);
 
         // ... and nothing of it is left on any server connection: the other client (and this
         // one) see the defaults, from many concurrent callers spread over PgBouncer's pool.
-        int done = 0, leaked = 0, failed = 0;
-        for (PostgresClient* client : {&a, &b}) {
-          for (int c = 0; c < 20; ++c) {
-            asio::co_spawn(
-                io,
-                [&, client]() -> asio::awaitable<void> {
-                  for (int i = 0; i < 5; ++i) {
-                    auto row = co_await client->query_one(
-                        "SELECT current_setting('statement_timeout'), "
-                        "current_setting('search_path')");
-                    if (!row || row->get<std::string>(0) != *default_timeout ||
-                        row->get<std::string>(1) != *default_path) {
-                      ++leaked;
+        // The probe returns how many of its 200 reads saw anything but the defaults.
+        auto probe = [&]() -> asio::awaitable<int> {
+          int done = 0, leaked = 0, failed = 0;
+          for (PostgresClient* client : {&a, &b}) {
+            for (int c = 0; c < 20; ++c) {
+              asio::co_spawn(
+                  io,
+                  [&, client]() -> asio::awaitable<void> {
+                    for (int i = 0; i < 5; ++i) {
+                      auto row = co_await client->query_one(
+                          "SELECT current_setting('statement_timeout'), "
+                          "current_setting('search_path')");
+                      if (!row || row->get<std::string>(0) != *default_timeout ||
+                          row->get<std::string>(1) != *default_path) {
+                        ++leaked;
+                      }
                     }
-                  }
-                },
-                [&](std::exception_ptr e) {
-                  if (e) ++failed;
-                  ++done;
-                });
+                  },
+                  [&](std::exception_ptr e) {
+                    if (e) ++failed;
+                    ++done;
+                  });
+            }
           }
+          EXPECT_TRUE(co_await eventually([&] { return done == 40; }, 10s));
+          EXPECT_EQ(failed, 0);
+          co_return leaked;
+        };
+        EXPECT_EQ(co_await probe(), 0) << "SET LOCAL leaked to a server connection";
+
+        // Positive control: the probe can see a leak. A plain libpq connection through
+        // PgBouncer (not our client: it would refuse) leaves a session-level SET on the server
+        // connection it used; PgBouncer hands that connection to the probe's callers next.
+        {
+          PgConn raw(servers.pgbouncer_dsn(db));
+          EXPECT_TRUE(raw.ok()) << raw.error();
+          EXPECT_TRUE(raw.exec("SET statement_timeout = 4321").has_value()) << raw.last_error();
         }
-        EXPECT_TRUE(co_await eventually([&] { return done == 40; }, 10s));
-        EXPECT_EQ(leaked, 0);
-        EXPECT_EQ(failed, 0);
+        const int leaked_on_purpose = co_await probe();
+        EXPECT_GT(leaked_on_purpose, 0)
+            << "the probe did not see a session-level SET left on a PgBouncer server connection";
+        std::printf("[ F12 ] positive control: %d of 200 reads saw the leaked SET\n",
+                    leaked_on_purpose);
         co_await a.close();
         co_await b.close();
       },
