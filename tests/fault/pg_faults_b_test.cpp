@@ -922,11 +922,12 @@ TEST(PgFault, F14_pgbouncer_restart_met_by_the_running_client) {
   TS_SKIP_IF_EXTERNAL();
   auto& servers = Servers::instance();
   const std::string db = servers.create_database("ts_fault_f14");
+  const std::string dsn = servers.pgbouncer_dsn(db);  // starts PgBouncer from the main thread
   ScopeExit restore([] { ensure_servers_running(); });
   std::atomic<bool> ready{false}, restarting{false}, restarted{false};
   std::atomic<Clock::rep> back_at{0};
   ts::testing::fault::BackgroundLoop loop(40s, [&](asio::io_context& io) -> asio::awaitable<void> {
-    auto config = config_for(servers.pgbouncer_dsn(db), "ts_f14_running");
+    auto config = config_for(dsn, "ts_f14_running");
     config.acquire_timeout = 1s;
     PostgresClient client(io.get_executor(), config);
     co_await ts::testing::fault::closing(client, [&]() -> asio::awaitable<void> {
