@@ -912,9 +912,9 @@ TEST(PgFault, F14_pgbouncer_restart_reconnects_with_backoff) {
       40s);
 }
 
-// PgBouncer restarted (stop, then start: the harness blocks the main thread meanwhile) while the
+// PgBouncer restarted (stop, then start once the client saw a reconnect refused) while the
 // client runs on a loop of its own and keeps querying: the loop is shown to run during the
-// restart (a 10 ms ticker ticks at least once), the client sees the outage (both connections
+// restart (a 2 ms ticker ticks at least once), the client sees the outage (both connections
 // discarded, at least one reconnect refused while PgBouncer is down), no query hangs (each ends
 // within 3 s, a failure is transient), and it recovers with backoff: the pool is full again,
 // reconnect failures stay few (no storm), and queries succeed within 3 s of PgBouncer being back.
@@ -924,7 +924,7 @@ TEST(PgFault, F14_pgbouncer_restart_met_by_the_running_client) {
   const std::string db = servers.create_database("ts_fault_f14");
   const std::string dsn = servers.pgbouncer_dsn(db);  // starts PgBouncer from the main thread
   ScopeExit restore([] { ensure_servers_running(); });
-  std::atomic<bool> ready{false}, restarting{false}, restarted{false};
+  std::atomic<bool> ready{false}, restarting{false}, restarted{false}, saw_refusal{false};
   std::atomic<Clock::rep> back_at{0};
   ts::testing::fault::BackgroundLoop loop(40s, [&](asio::io_context& io) -> asio::awaitable<void> {
     auto config = config_for(dsn, "ts_f14_running");
@@ -941,8 +941,11 @@ TEST(PgFault, F14_pgbouncer_restart_met_by_the_running_client) {
           io,
           [&]() -> asio::awaitable<void> {
             while (!stop_ticking) {
-              co_await pause_for(10ms);
-              if (restarting && !restarted) ++ticks_during;
+              co_await pause_for(2ms);
+              if (restarting && !restarted) {
+                ++ticks_during;
+                if (client.stats().connect_failures > before.connect_failures) saw_refusal = true;
+              }
             }
           },
           asio::detached);
@@ -999,7 +1002,12 @@ TEST(PgFault, F14_pgbouncer_restart_met_by_the_running_client) {
   if (ready) {
     restarting = true;
     const auto start = Clock::now();
-    servers.pgbouncer().restart();
+    // stop() then start(), PgBouncer kept down until the client saw a reconnect refused (a
+    // condition, so that a loaded machine cannot hide the outage from the client).
+    servers.pgbouncer().stop();
+    EXPECT_TRUE(ts::testing::poll_until([&] { return saw_refusal || loop.done(); }, 10s))
+        << "the client saw no refused reconnect within 10 s of PgBouncer going down";
+    servers.pgbouncer().start();
     back_at = Clock::now().time_since_epoch().count();
     restarted = true;
     std::printf("[ F14 ] PgBouncer restart took %lld ms\n",
