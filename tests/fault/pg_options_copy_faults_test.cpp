@@ -249,8 +249,10 @@ TEST(PgOptions, CopyInConnectionLostMidStream) {
 
 // The server stops receiving the COPY's data 64 KiB in (the proxy holds it back, the sockets
 // stay open): copy_in ends at its deadline, timeout 500 ms + margin 1 s, as request_timeout
-// (outcome_unknown), the connection is discarded, the server's COPY is cancelled and nothing is
-// copied; the client serves again.
+// (outcome_unknown), the connection is discarded, a cancel request reaches the server, and
+// when the held data (CopyDone included) is then let through, the cancelled COPY commits
+// nothing; the client serves again. (The proxy queues without bound, so the client could
+// send everything: only copy_end's wait for CommandComplete meets the deadline.)
 TEST(PgOptions, CopyInTimesOutWhenTheServerStopsTakingData) {
   TS_SKIP_IF_EXTERNAL();
   const std::string dsn = db_dsn();
@@ -267,6 +269,7 @@ TEST(PgOptions, CopyInTimesOutWhenTheServerStopsTakingData) {
   ts::testing::fault::run_with_client(
       config, 30s, [&](asio::io_context&, PostgresClient& client) -> asio::awaitable<void> {
         const auto before = client.stats();
+        const auto accepted_before = proxy.connections_accepted();  // the COPY's connection
         proxy.hold_after_bytes(64 * 1024, ts::testing::Direction::client_to_server);
         const Outcome slow = co_await outcome(
             client.copy_in("opt_copy_slow", columns, rows, ts::pg::QueryOptions{500ms}));
@@ -278,6 +281,21 @@ TEST(PgOptions, CopyInTimesOutWhenTheServerStopsTakingData) {
         const auto after = client.stats();
         EXPECT_EQ(after.timeouts, before.timeouts + 1);
         EXPECT_GE(after.discarded, before.discarded + 1);
+        // Before the held data is let through: the cancel request (a connection of its own
+        // through the proxy, closed by the server once it has signalled the backend) has come
+        // and gone, next to the pool's replacement connection; the COPY's held connection is
+        // the other one still open.
+        EXPECT_TRUE(co_await eventually(
+            [&] {
+              return proxy.connections_accepted() >= accepted_before + 2 &&
+                     proxy.active_connections() == 2;
+            },
+            3s))
+            << "no cancel request reached the server: accepted "
+            << proxy.connections_accepted() - accepted_before << " more, active "
+            << proxy.active_connections();
+        // The held data (the whole COPY, CopyDone included) now reaches the server: the
+        // cancelled COPY must not commit.
         proxy.clear_faults();
         EXPECT_TRUE(co_await eventually(
             [&] {
