@@ -156,6 +156,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool open() const noexcept { return conn_ != nullptr && !broken_; }
   bool broken() const noexcept { return broken_; }
   std::size_t in_flight() const noexcept { return inflight_.size(); }
+  /// A COPY is under way (between copy_start and the end of copy_end).
+  bool copying() const noexcept { return copying_; }
   /// Backend PID (for pg_terminate_backend in tests and cancel requests).
   int backend_pid() const noexcept { return backend_pid_; }
   const std::string& description() const noexcept { return description_; }
