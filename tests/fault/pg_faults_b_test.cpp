@@ -1161,6 +1161,82 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
       30s);
 }
 
+// The race F15's first query can lose, made deterministic: the server's FATAL (57P05) reaches
+// the client while its connection is idle, the close that follows is held back by a proxy, the
+// client sends a query on the connection, then the close arrives. The query never ran, and the
+// client holds the server's word for why: it must fail as 57P05 (transient_not_sent), not as a
+// connection lost after sending (outcome_unknown), which a caller would have to treat as a
+// possibly-lost write.
+TEST(PgFault, F15_fatal_read_while_idle_reported_as_57P05) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f15f");
+  const std::string admin_dsn = servers.postgres_dsn("postgres");
+  ASSERT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " SET idle_session_timeout = '1s'"), "");
+  ts::testing::FaultProxy proxy("127.0.0.1", servers.postgres().port());
+  proxy.start();
+  ScopeExit restore([&] {
+    proxy.clear_faults();
+    EXPECT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " RESET idle_session_timeout"), "");
+  });
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        const std::string dsn = ts::testing::fault::pg_dsn_for_port(proxy.port(), db);
+        // 1. The size of the server's FATAL: the bytes it sends through the proxy to an idle
+        // session of a plain libpq connection when it ends it.
+        std::uint64_t fatal_size = 0;
+        {
+          PgConn raw(dsn);
+          EXPECT_TRUE(raw.ok()) << raw.error();
+          const std::string raw_pid = std::to_string(PQbackendPID(raw.get()));
+          co_await pause_for(100ms);  // the proxy counts after its write: let the count settle
+          const auto s2c_before = proxy.bytes_server_to_client();
+          EXPECT_TRUE(co_await eventually([&] { return !backend_alive(raw_pid); }, 5s, 10ms));
+          co_await pause_for(100ms);
+          fatal_size = proxy.bytes_server_to_client() - s2c_before;
+        }
+        EXPECT_GT(fatal_size, 20u);
+        EXPECT_LT(fatal_size, 300u);
+        auto config = config_for(dsn, "ts_f15f");
+        config.min_size = 1;
+        config.max_size = 1;
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 2"), 2);
+        co_await pause_for(100ms);
+        // 2. The next FATAL is let through, the close that follows it held back.
+        proxy.hold_after_bytes(fatal_size, ts::testing::Direction::server_to_client, true);
+        const auto pid = backend_pids("ts_f15f");
+        EXPECT_EQ(pid.size(), 1u);
+        if (pid.size() != 1) co_return;
+        EXPECT_TRUE(co_await eventually([&] { return !backend_alive(pid.front()); }, 5s, 10ms));
+        co_await pause_for(100ms);  // the FATAL reaches the client
+        EXPECT_EQ(client.stats().discarded, 0u) << "the client saw the close: nothing held back";
+        const auto c2s_before = proxy.bytes_client_to_server();
+        std::optional<ts::Error> error;
+        bool done = false;
+        asio::co_spawn(io, error_of(client.query_value<std::int32_t>("SELECT 3")),
+                       [&](std::exception_ptr, std::optional<ts::Error> e) {
+                         error = std::move(e);
+                         done = true;
+                       });
+        EXPECT_TRUE(co_await eventually(
+            [&] { return proxy.bytes_client_to_server() > c2s_before || done; }, 2s));
+        proxy.release_hold();
+        EXPECT_TRUE(co_await eventually([&] { return done; }, 10s));
+        EXPECT_TRUE(error.has_value()) << "the query succeeded on a connection the server ended";
+        if (error) {
+          EXPECT_EQ(sqlstate(error), "57P05") << describe(error);
+          EXPECT_EQ(error->kind(), ts::ErrorKind::transient_not_sent) << describe(error);
+        }
+        std::printf("[ F15 ] FATAL %llu bytes; the query after it: %s\n",
+                    static_cast<unsigned long long>(fatal_size), describe(error).c_str());
+        co_await client.close();
+      },
+      30s);
+  proxy.stop();
+}
+
 // ---- F16 permanent errors --------------------------------------------------------------------
 
 TEST(PgFault, F16_permanent_errors_one_attempt_breaker_unaffected) {
