@@ -418,6 +418,11 @@ asio::awaitable<void> Connection::reader() {
     }
     if (broken_) co_return;
     if (PQconsumeInput(conn_) == 0) {
+      // libpq keeps what it read before the failure: a server error buffered there (e.g. the
+      // FATAL 57P05 an idle session got just before the close, read while nothing was in
+      // flight) is the answer to the request now at the front, and says more than
+      // "connection lost" (the statement never ran). Hand buffered results over first.
+      if (!drain_results()) co_return;
       fail(make_error_code(errc::connection_lost), RequestState::sent,
            trim_message(PQerrorMessage(conn_)));
       co_return;
