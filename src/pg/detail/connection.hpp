@@ -183,6 +183,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void wake_writer() noexcept;
   /// Reads every result available without blocking; false when the connection broke.
   bool drain_results() noexcept;
+  /// After the connection failed: gives the request at the front a server error libpq had
+  /// already read (buffered) but not parsed, if there is one.
+  void keep_buffered_server_error() noexcept;
   void complete_front() noexcept;
   /// When every request in flight was abandoned, the server is running one of them: cancel
   /// it (once), so that it does not run to its end for nobody (F09).
