@@ -1052,7 +1052,14 @@ void ClientCore::finish_copy(Slot* slot, const std::exception_ptr& failure) noex
         usable = e.code() == errc::server_error;
       } catch (...) {  // any other failure: discard below
       }
-      if (!usable) discard(slot, "COPY failed");
+      if (!usable) {
+        // A COPY cut short mid-stream (timeout, caller's cancellation) may still run on the
+        // server, and data already on its way could reach CopyDone there and commit: ask the
+        // server to cancel it, as for any statement that outlives its deadline (discard()
+        // does so only for pipelined statements).
+        if (slot->connection->copying()) slot->connection->send_cancel_request();
+        discard(slot, "COPY failed");
+      }
     }
     if (slot->copy_permit) {
       record(*slot->copy_permit, failure);

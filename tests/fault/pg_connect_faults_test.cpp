@@ -1,7 +1,9 @@
 // Fault tests of PostgresClient's connection set-up, against the harness's PostgreSQL and
 // PgBouncer: a malformed DSN carrying a password (F50), a host list whose first address is
 // refused or a black hole (F51), and a wrong password given to PgBouncer, which answers with
-// its own authentication failure (F16 through PgBouncer).
+// its own authentication failure (F16 through PgBouncer), and a PostgreSQL restart met by 30
+// clients whose reconnects must be capped and spread by jitter (F34).
+#include <trading_shared/core/logging.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -12,8 +14,16 @@
 #include "support/server_harness.hpp"
 
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -179,3 +189,152 @@ TEST(PgFault, F16_bad_password_through_pgbouncer_fails_start_at_once) {
 }
 
 }  // namespace
+
+// ---- F34 server restart with many clients ------------------------------------------------------
+
+namespace {
+
+/// F34 for PostgresClient: 30 clients of one connection each, reconnect backoff base 25 ms
+/// doubling to an 800 ms cap (full jitter: uniform in [0, ceiling]).
+constexpr std::size_t kF34Clients = 30;
+constexpr std::chrono::milliseconds kF34Base{25};
+constexpr std::chrono::milliseconds kF34Cap{800};
+/// The bound every reconnect must meet after the server is back: the cap + a margin for
+/// PostgreSQL's startup and 30 backend forks on a loaded machine.
+constexpr std::chrono::milliseconds kF34Bound{kF34Cap + std::chrono::milliseconds(700)};
+/// The server stays down until every client has failed this many reconnects. The wait after
+/// failure n has the ceiling base * 2^(n-1): 9 failures put every client in a wait whose
+/// UNCAPPED ceiling would be 6.4 s, four times the bound, so without the cap about half of
+/// the clients would reconnect after the bound (all 30 within it: odds below 1e-8). A missing
+/// cap fails by design, not by chance.
+constexpr std::uint64_t kF34Failures = 9;
+
+struct F34Shared {
+  std::atomic<bool> ready{false};
+  std::atomic<bool> stopped{false};
+  std::atomic<bool> deep_enough{false};
+  std::atomic<bool> up{false};
+  std::atomic<Clock::rep> up_at{0};
+};
+
+asio::awaitable<void> f34_body(std::vector<std::unique_ptr<PostgresClient>>& clients,
+                               F34Shared& shared) {
+  using ts::testing::fault::eventually;
+  for (auto& c : clients) co_await c->start();
+  for (auto& c : clients) EXPECT_EQ(co_await c->query_value<std::int32_t>("SELECT 1"), 1);
+  shared.ready = true;
+  EXPECT_TRUE(co_await eventually([&] { return shared.stopped.load(); }, 30s));
+  const bool deep = co_await eventually(
+      [&] {
+        return std::all_of(clients.begin(), clients.end(), [](const auto& c) {
+          const auto s = c->stats();
+          return s.discarded >= 1 && s.connect_failures >= kF34Failures;
+        });
+      },
+      20s);
+  EXPECT_TRUE(deep) << "not every client failed " << kF34Failures << " reconnects";
+  // The server is down: nobody can reconnect before the main thread starts it again, so
+  // polling starts now and catches the first reconnects however soon they come.
+  std::vector<std::uint64_t> connects_before;
+  for (const auto& c : clients) connects_before.push_back(c->stats().connects);
+  shared.deep_enough = true;
+  std::vector<std::optional<Clock::time_point>> reconnected(clients.size());
+  const bool all = co_await eventually(
+      [&] {
+        const auto now = Clock::now();
+        bool every = true;
+        for (std::size_t i = 0; i < clients.size(); ++i) {
+          if (!reconnected[i] && clients[i]->stats().connects > connects_before[i]) {
+            reconnected[i] = now;
+          }
+          every = every && reconnected[i].has_value();
+        }
+        return every;
+      },
+      40s, 1ms);
+  EXPECT_TRUE(all) << "not every client reconnected within 40 s";
+  EXPECT_TRUE(co_await eventually([&] { return shared.up.load(); }, 5s));
+  const Clock::time_point back{Clock::duration{shared.up_at.load()}};
+  std::vector<double> times;
+  for (const auto& t : reconnected) {
+    if (t) times.push_back(std::chrono::duration<double, std::milli>(*t - back).count());
+  }
+  EXPECT_EQ(times.size(), clients.size());
+  if (!times.empty()) {
+    std::sort(times.begin(), times.end());
+    const double lo = times.front();
+    const double hi = times.back();
+    double mean = 0;
+    for (double t : times) mean += t;
+    mean /= static_cast<double>(times.size());
+    double var = 0;
+    for (double t : times) var += (t - mean) * (t - mean);
+    const double sd = std::sqrt(var / static_cast<double>(times.size()));
+    std::printf(
+        "[ F34 ] %zu PostgresClients reconnected %.0f .. %.0f ms after the server was back "
+        "(span %.0f ms, mean %.0f ms, sd %.0f ms, median %.0f ms)\n",
+        times.size(), lo, hi, hi - lo, mean, sd, times[times.size() / 2]);
+    const double cap_ms = static_cast<double>(kF34Cap.count());
+    EXPECT_LE(hi, static_cast<double>(kF34Bound.count()))
+        << "a client reconnected later than the backoff cap + margin: no cap?";
+    EXPECT_GE(hi - lo, cap_ms / 4) << "reconnects bunched together: no jitter?";
+    EXPECT_GE(sd, cap_ms / 16) << "reconnects bunched together: no jitter?";
+  }
+  // Every client serves again.
+  for (auto& c : clients) {
+    const Outcome o = co_await outcome(c->query_value<std::int32_t>("SELECT 2"));
+    EXPECT_FALSE(o.failed) << describe(o);
+  }
+}
+
+}  // namespace
+
+// 30 PostgresClients (one connection each) on one loop, connected directly to PostgreSQL; the
+// server is stopped (fast shutdown: every session ends at once, 57P01) and kept down until
+// every client has failed 9 reconnects, then started again. Each client's reconnect time is
+// when its `connects` counter moves (polled every millisecond), relative to the moment start()
+// returned (the server accepts connections).
+// - Capped: every client reconnects within cap (800 ms) + 700 ms after the server is back. At 9
+//   failures an uncapped ceiling would be 6.4 s: about half the clients would miss the bound.
+// - Spread: the reconnect times span at least cap/4 (200 ms) with a standard deviation of at
+//   least cap/16 (50 ms). Without jitter the clients, which lost their connections in the same
+//   instant and fail in lockstep against a refused port, would reconnect within milliseconds
+//   of each other.
+TEST(PgFault, F34_postgres_restart_reconnects_spread_by_jitter_and_capped) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  auto& postgres = servers.postgres();
+  const std::string dsn = servers.postgres_dsn("postgres");
+  F34Shared shared;
+  ScopeExit restart([&] {
+    if (!postgres.running()) postgres.start();
+  });
+  // 30 clients x 9+ failures would log some 300 warnings.
+  auto logger = ts::core::logger("pg");
+  const auto old_level = logger->level();
+  logger->set_level(spdlog::level::err);
+  ScopeExit loud([&] { logger->set_level(old_level); });
+  ts::testing::fault::BackgroundLoop loop(60s, [&](asio::io_context& io) -> asio::awaitable<void> {
+    std::vector<std::unique_ptr<PostgresClient>> clients;
+    for (std::size_t i = 0; i < kF34Clients; ++i) {
+      auto config = ts::testing::fault::fast_pg_config(dsn, "ts_f34_" + std::to_string(i));
+      config.min_size = 1;
+      config.max_size = 1;
+      config.reconnect_backoff = {kF34Base, kF34Cap, 2.0};
+      clients.push_back(std::make_unique<PostgresClient>(io.get_executor(), config));
+    }
+    co_await closing(clients, f34_body(clients, shared));
+  });
+  const bool became_ready =
+      ts::testing::poll_until([&] { return shared.ready || loop.done(); }, 30s);
+  EXPECT_TRUE(became_ready && shared.ready);
+  if (shared.ready) {
+    postgres.stop();
+    shared.stopped = true;
+    EXPECT_TRUE(ts::testing::poll_until([&] { return shared.deep_enough || loop.done(); }, 25s));
+    postgres.start();
+    shared.up_at = Clock::now().time_since_epoch().count();
+    shared.up = true;
+  }
+  loop.join();
+}

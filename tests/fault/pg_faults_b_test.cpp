@@ -12,6 +12,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
 #include "pg_fault_support.hpp"
@@ -23,10 +24,12 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -80,6 +83,39 @@ long backends(const std::string& app, const std::string& like = {}) {
   return value ? std::stol(*value) : -1;
 }
 
+/// PIDs of the backends of `app` (direct connection, never counting itself).
+std::vector<std::string> backend_pids(const std::string& app) {
+  PgConn conn(Servers::instance().postgres_dsn("postgres"));
+  const auto rows = conn.exec(
+      "SELECT pid::text FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+      "application_name = '" +
+      app + "' ORDER BY pid");
+  std::vector<std::string> out;
+  if (rows) {
+    for (const auto& row : *rows) out.push_back(row.front());
+  }
+  return out;
+}
+
+/// Whether backend `pid` is still in pg_stat_activity.
+bool backend_alive(const std::string& pid) {
+  return scalar(Servers::instance().postgres_dsn("postgres"),
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = " + pid) != "0";
+}
+
+/// Whether PostgreSQL's log (log_line_prefix '%m [%p] ') says that backend `pid` ended by
+/// the idle-session timeout (SQLSTATE 57P05).
+bool idle_timeout_logged(const std::string& log_path, const std::string& pid) {
+  std::ifstream log(log_path);
+  const std::string needle =
+      "[" + pid + "] FATAL:  terminating connection due to idle-session timeout";
+  std::string line;
+  while (std::getline(log, line)) {
+    if (line.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
 bool wait_backends(const std::string& app, long expected, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
@@ -123,6 +159,17 @@ std::map<std::string, std::string> pgbouncer_pool(const std::string& database) {
 long pool_value(const std::map<std::string, std::string>& pool, const std::string& column) {
   const auto it = pool.find(column);
   return it == pool.end() ? -1 : std::stol(it->second);
+}
+
+/// Sends a cancel request for whatever each connection of `conns` runs (through PgBouncer).
+void cancel_all(std::vector<std::unique_ptr<PgConn>>& conns) {
+  for (auto& c : conns) {
+    PGcancel* cancel = PQgetCancel(c->get());
+    if (cancel == nullptr) continue;
+    char error[256];
+    if (PQcancel(cancel, error, sizeof error) == 0) ADD_FAILURE() << "cancel: " << error;
+    PQfreeCancel(cancel);
+  }
 }
 
 // ---- guards: every server running, unpaused, with default settings at test end -----------
@@ -511,11 +558,23 @@ TEST(PgFault, F11_pgbouncer_repeated_identical_statements) {
 // ---- F12 session state under transaction pooling -------------------------------------------
 
 // Session-level SET is refused before anything is sent (a proxy in front of PgBouncer counts
-// the bytes); SET LOCAL inside transaction() works and does not leak to other clients.
+// the bytes; that client `a` goes through it is asserted from the proxy's counters); SET LOCAL
+// inside transaction() works and does not leak to other clients. The leak probe is shown able
+// to fire: a session-level SET sent on purpose through PgBouncer by a plain libpq connection
+// (bypassing the client's refusal) must be seen by it.
 TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
   TS_SKIP_IF_EXTERNAL();
   auto& servers = Servers::instance();
   const std::string db = servers.create_database("ts_fault_f12");
+  // The positive control leaves a session-level SET on a server connection of this database:
+  // drop them at the end (KILL closes them, RESUME lets clients in again).
+  ScopeExit cleanup([&] {
+    ensure_servers_running();
+    for (const std::string& command : {"KILL " + db, "RESUME " + db}) {
+      const auto error = pgbouncer_admin(command);
+      if (!error.empty()) ADD_FAILURE() << command << ": " << error;
+    }
+  });
   const auto default_timeout = scalar(servers.postgres_dsn(db), "SHOW statement_timeout");
   const auto default_path = scalar(servers.postgres_dsn(db), "SHOW search_path");
   ASSERT_TRUE(default_timeout && default_path);
@@ -532,10 +591,21 @@ TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
         co_await a.start();
         co_await b.start();
         EXPECT_TRUE(co_await pool_full(a, 2, 5s));
+        // `a` goes through the proxy: its two connections were accepted there and their
+        // startup crossed it (a client connected directly would leave both at zero).
+        EXPECT_TRUE(co_await eventually(
+            [&] { return proxy.connections_accepted() == 2 && proxy.active_connections() == 2; },
+            2s))
+            << "accepted " << proxy.connections_accepted() << ", active "
+            << proxy.active_connections() << ": client a does not go through the proxy";
+        EXPECT_EQ(co_await a.query_value<std::int32_t>("SELECT 1"), 1);
         co_await pause_for(50ms);  // the proxy's counters settle
 
         const auto stats_before = a.stats();
         const auto bytes_before = proxy.bytes_client_to_server();
+        const auto bytes_back_before = proxy.bytes_server_to_client();
+        EXPECT_GT(bytes_before, 0u) << "nothing of client a crossed the proxy";
+        EXPECT_GT(bytes_back_before, 0u) << "nothing came back to client a through the proxy";
         for (const char* sql :
              {"SET search_path = x", "set search_path to x", "  SET\tstatement_timeout = 4321",
               "SET SESSION statement_timeout = 1", "SET\nwork_mem = '1MB'"}) {
@@ -565,34 +635,56 @@ TEST(PgFault, F12_session_set_refused_set_local_does_not_leak) {
             });
         EXPECT_EQ(inside.first, "4321ms");
         EXPECT_EQ(inside.second, "f12_private, public");
+        // The same counter that showed the refused SETs were not sent moves for a's traffic.
+        EXPECT_GT(proxy.bytes_client_to_server(), bytes_before)
+            << "client a's transaction did not cross the proxy";
+        EXPECT_EQ(proxy.connections_accepted(), 2u);
 
         // ... and nothing of it is left on any server connection: the other client (and this
         // one) see the defaults, from many concurrent callers spread over PgBouncer's pool.
-        int done = 0, leaked = 0, failed = 0;
-        for (PostgresClient* client : {&a, &b}) {
-          for (int c = 0; c < 20; ++c) {
-            asio::co_spawn(
-                io,
-                [&, client]() -> asio::awaitable<void> {
-                  for (int i = 0; i < 5; ++i) {
-                    auto row = co_await client->query_one(
-                        "SELECT current_setting('statement_timeout'), "
-                        "current_setting('search_path')");
-                    if (!row || row->get<std::string>(0) != *default_timeout ||
-                        row->get<std::string>(1) != *default_path) {
-                      ++leaked;
+        // The probe returns how many of its 200 reads saw anything but the defaults.
+        auto probe = [&]() -> asio::awaitable<int> {
+          int done = 0, leaked = 0, failed = 0;
+          for (PostgresClient* client : {&a, &b}) {
+            for (int c = 0; c < 20; ++c) {
+              asio::co_spawn(
+                  io,
+                  [&, client]() -> asio::awaitable<void> {
+                    for (int i = 0; i < 5; ++i) {
+                      auto row = co_await client->query_one(
+                          "SELECT current_setting('statement_timeout'), "
+                          "current_setting('search_path')");
+                      if (!row || row->get<std::string>(0) != *default_timeout ||
+                          row->get<std::string>(1) != *default_path) {
+                        ++leaked;
+                      }
                     }
-                  }
-                },
-                [&](std::exception_ptr e) {
-                  if (e) ++failed;
-                  ++done;
-                });
+                  },
+                  [&](std::exception_ptr e) {
+                    if (e) ++failed;
+                    ++done;
+                  });
+            }
           }
+          EXPECT_TRUE(co_await eventually([&] { return done == 40; }, 10s));
+          EXPECT_EQ(failed, 0);
+          co_return leaked;
+        };
+        EXPECT_EQ(co_await probe(), 0) << "SET LOCAL leaked to a server connection";
+
+        // Positive control: the probe can see a leak. A plain libpq connection through
+        // PgBouncer (not our client: it would refuse) leaves a session-level SET on the server
+        // connection it used; PgBouncer hands that connection to the probe's callers next.
+        {
+          PgConn raw(servers.pgbouncer_dsn(db));
+          EXPECT_TRUE(raw.ok()) << raw.error();
+          EXPECT_TRUE(raw.exec("SET statement_timeout = 4321").has_value()) << raw.last_error();
         }
-        EXPECT_TRUE(co_await eventually([&] { return done == 40; }, 10s));
-        EXPECT_EQ(leaked, 0);
-        EXPECT_EQ(failed, 0);
+        const int leaked_on_purpose = co_await probe();
+        EXPECT_GT(leaked_on_purpose, 0)
+            << "the probe did not see a session-level SET left on a PgBouncer server connection";
+        std::printf("[ F12 ] positive control: %d of 200 reads saw the leaked SET\n",
+                    leaked_on_purpose);
         co_await a.close();
         co_await b.close();
       },
@@ -646,7 +738,8 @@ TEST(PgFault, F13_pgbouncer_query_wait_timeout_is_transient) {
   const int sleepers_needed = std::stoi(*pool_size);
   std::vector<std::unique_ptr<PgConn>> sleepers;
   ScopeExit restore([&] {
-    sleepers.clear();  // their statements end on the server by themselves (3 s)
+    cancel_all(sleepers);  // normally done already
+    sleepers.clear();
     ensure_servers_running();
     const auto error = pgbouncer_admin("SET query_wait_timeout = " + *original);
     if (!error.empty()) ADD_FAILURE() << "cannot restore query_wait_timeout: " << error;
@@ -663,13 +756,12 @@ TEST(PgFault, F13_pgbouncer_query_wait_timeout_is_transient) {
         EXPECT_EQ(set_error, "");
         EXPECT_EQ(pgbouncer_setting("query_wait_timeout"), std::optional<std::string>("1"));
 
-        // Saturate the database's pool: every server connection busy for 3 s.
-        const auto sleep_start = Clock::now();
+        // Saturate the database's pool: every server connection busy until cancelled (60 s).
         for (int i = 0; i < sleepers_needed; ++i) {
           auto conn = std::make_unique<PgConn>(dsn);
           EXPECT_TRUE(conn->ok()) << conn->error();
           if (!conn->ok()) co_return;
-          EXPECT_EQ(PQsendQuery(conn->get(), "SELECT pg_sleep(3)"), 1);
+          EXPECT_EQ(PQsendQuery(conn->get(), "SELECT pg_sleep(60)"), 1);
           sleepers.push_back(std::move(conn));
         }
         const bool saturated = co_await eventually(
@@ -690,13 +782,22 @@ TEST(PgFault, F13_pgbouncer_query_wait_timeout_is_transient) {
               << describe(error);
         }
         EXPECT_GE(took, 800ms);
-        EXPECT_LT(took, 2500ms);
-        EXPECT_LT(Clock::now() - sleep_start, 3s) << "measured after the sleepers finished";
+        EXPECT_LT(took, 4s);
+        // Order, not wall time: the pool was still saturated when the error came back (every
+        // sleeper still busy), so the error is PgBouncer's wait timeout, not an accident of
+        // the sleepers ending.
+        int busy = 0;
+        for (auto& s : sleepers) {
+          PQconsumeInput(s->get());
+          if (PQisBusy(s->get()) != 0) ++busy;
+        }
+        EXPECT_EQ(busy, sleepers_needed) << "sleepers ended before the error came back";
         const auto after = client.stats();
         EXPECT_EQ(after.failures, before.failures + 1);
         EXPECT_EQ(after.timeouts, before.timeouts);  // PgBouncer's timeout, not ours
 
-        // The sleepers finish; then queries succeed again and the pool is back to full size.
+        // The sleepers are cancelled; then queries succeed again and the pool is back to full size.
+        cancel_all(sleepers);
         const bool sleepers_done = co_await eventually(
             [&] {
               for (auto& s : sleepers) {
@@ -793,28 +894,10 @@ TEST(PgFault, F14_pgbouncer_restart_reconnects_with_backoff) {
         policy.total_deadline = 10s;
         policy.backoff = {50ms, 500ms, 2.0};
 
-        // 1. Restart (blocks this thread, the client's loop with it): both connections die.
-        const auto before = client.stats();
-        servers.pgbouncer().restart();
-        int attempts = 0;
+        // Down for a while (part 1, a restart met by a running client, is
+        // F14_pgbouncer_restart_met_by_the_running_client): the caller retries, the pool
+        // reconnects with backoff, and the work succeeds soon after PgBouncer is back.
         auto start = Clock::now();
-        const auto value = co_await client.execute_resiliently(
-            [&](PostgresClient& c) {
-              ++attempts;
-              return c.query_value<std::int32_t>("SELECT 7");
-            },
-            ts::core::Idempotent::yes, policy);
-        EXPECT_EQ(value, 7);
-        EXPECT_LT(elapsed_ms(start), 3000ms);
-        EXPECT_GE(attempts, 1);
-        EXPECT_LE(attempts, 3);
-        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
-        EXPECT_GE(client.stats().discarded, before.discarded + 2);
-        std::printf("[ F14 ] after restart: %d attempt(s), %lld ms\n", attempts,
-                    static_cast<long long>(elapsed_ms(start).count()));
-
-        // 2. Down for a while: the caller retries, the pool reconnects with backoff, and the
-        // work succeeds soon after PgBouncer is back.
         servers.pgbouncer().stop();
         const auto failures_before = client.stats().connect_failures;
         bool done = false;
@@ -849,6 +932,110 @@ TEST(PgFault, F14_pgbouncer_restart_reconnects_with_backoff) {
       40s);
 }
 
+// PgBouncer restarted (stop, then start once the client saw a reconnect refused) while the
+// client runs on a loop of its own and keeps querying: the loop is shown to run during the
+// restart (a 2 ms ticker ticks at least once), the client sees the outage (both connections
+// discarded, at least one reconnect refused while PgBouncer is down), no query hangs (each ends
+// within 3 s, a failure is transient), and it recovers with backoff: the pool is full again,
+// reconnect failures stay few (no storm), and queries succeed within 3 s of PgBouncer being back.
+TEST(PgFault, F14_pgbouncer_restart_met_by_the_running_client) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f14");
+  const std::string dsn = servers.pgbouncer_dsn(db);  // starts PgBouncer from the main thread
+  ScopeExit restore([] { ensure_servers_running(); });
+  std::atomic<bool> ready{false}, restarting{false}, restarted{false}, saw_refusal{false};
+  std::atomic<Clock::rep> back_at{0};
+  ts::testing::fault::BackgroundLoop loop(40s, [&](asio::io_context& io) -> asio::awaitable<void> {
+    auto config = config_for(dsn, "ts_f14_running");
+    config.acquire_timeout = 1s;
+    PostgresClient client(io.get_executor(), config);
+    co_await ts::testing::fault::closing(client, [&]() -> asio::awaitable<void> {
+      co_await client.start();
+      EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+      const auto before = client.stats();
+      // The ticker: counts its ticks while the main thread is inside restart().
+      int ticks_during = 0;
+      bool stop_ticking = false;
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            while (!stop_ticking) {
+              co_await pause_for(2ms);
+              if (restarting && !restarted) {
+                ++ticks_during;
+                if (client.stats().connect_failures > before.connect_failures) saw_refusal = true;
+              }
+            }
+          },
+          asio::detached);
+      ready = true;
+      // Query until PgBouncer has been back for 10 successes.
+      int ok = 0, failed = 0, ok_after = 0, slow = 0;
+      std::vector<std::string> failures;
+      std::optional<Clock::time_point> first_ok_after;
+      const auto deadline = Clock::now() + 30s;
+      while (ok_after < 10 && Clock::now() < deadline) {
+        const bool was_back = restarted.load();
+        const auto o = co_await ts::testing::outcome(client.query_value<std::int32_t>("SELECT 7"));
+        if (o.elapsed > 3s) ++slow;
+        if (!o.failed) {
+          ++ok;
+          if (was_back) {
+            ++ok_after;
+            if (!first_ok_after) first_ok_after = Clock::now();
+          }
+        } else {
+          ++failed;
+          failures.push_back(describe(o));
+          EXPECT_NE(o.kind, ts::ErrorKind::permanent) << describe(o);
+          co_await pause_for(20ms);  // a caller's pause after a failure
+        }
+      }
+      stop_ticking = true;
+      const auto after = client.stats();
+      EXPECT_GE(ticks_during, 1) << "the client's loop did not run during the restart";
+      EXPECT_GE(after.discarded, before.discarded + 2)
+          << "the client did not see its connections die";
+      EXPECT_GE(after.connect_failures, before.connect_failures + 1)
+          << "the client never tried to reconnect while PgBouncer was down";
+      EXPECT_LT(after.connect_failures - before.connect_failures, 30u) << "reconnect storm";
+      EXPECT_EQ(slow, 0) << "a query hung for more than 3 s";
+      EXPECT_EQ(ok_after, 10) << failed
+                              << " failures, last: " << (failures.empty() ? "" : failures.back());
+      const Clock::time_point back{Clock::duration{back_at.load()}};
+      EXPECT_TRUE(first_ok_after && *first_ok_after - back < 3s)
+          << "no success within 3 s of PgBouncer being back";
+      EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+      std::printf(
+          "[ F14 ] restart met by the running client: %d ticks during it, %d ok, %d failed, "
+          "%llu discarded, %llu failed reconnects%s%s\n",
+          ticks_during, ok, failed,
+          static_cast<unsigned long long>(after.discarded - before.discarded),
+          static_cast<unsigned long long>(after.connect_failures - before.connect_failures),
+          failures.empty() ? "" : "; first failure: ",
+          failures.empty() ? "" : failures.front().c_str());
+      co_await pause_for(20ms);  // the ticker sees stop_ticking
+    }());
+  });
+  EXPECT_TRUE(ts::testing::poll_until([&] { return ready || loop.done(); }, 20s));
+  if (ready) {
+    restarting = true;
+    const auto start = Clock::now();
+    // stop() then start(), PgBouncer kept down until the client saw a reconnect refused (a
+    // condition, so that a loaded machine cannot hide the outage from the client).
+    servers.pgbouncer().stop();
+    EXPECT_TRUE(ts::testing::poll_until([&] { return saw_refusal || loop.done(); }, 10s))
+        << "the client saw no refused reconnect within 10 s of PgBouncer going down";
+    servers.pgbouncer().start();
+    back_at = Clock::now().time_since_epoch().count();
+    restarted = true;
+    std::printf("[ F14 ] PgBouncer restart took %lld ms\n",
+                static_cast<long long>(elapsed_ms(start).count()));
+  }
+  loop.join();
+}
+
 // ---- F15 idle-session timeout (57P05) -------------------------------------------------------
 
 TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
@@ -856,32 +1043,69 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
   auto& servers = Servers::instance();
   const std::string db = servers.create_database("ts_fault_f15");
   const std::string admin_dsn = servers.postgres_dsn("postgres");
-  ASSERT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " SET idle_session_timeout = '500ms'"), "");
+  const std::string server_log = servers.postgres().directory() + "/server.log";
+  ASSERT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " SET idle_session_timeout = '1s'"), "");
   ScopeExit restore([&] {
     EXPECT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " RESET idle_session_timeout"), "");
   });
   ts::testing::run_coroutine_test(
       [&](asio::io_context& io) -> asio::awaitable<void> {
-        PostgresClient client(io.get_executor(), config_for(servers.postgres_dsn(db), "ts_f15"));
+        // One connection: after a kill, the pool's only connection is the fresh replacement.
+        // (With two, their idle clocks drift apart as queries touch one of them, and a query
+        // right after one kill can land on the other just as its own second runs out: a race
+        // the test would lose now and then, seen under ASan.)
+        auto config = config_for(servers.postgres_dsn(db), "ts_f15");
+        config.min_size = 1;
+        config.max_size = 1;
+        PostgresClient client(io.get_executor(), config);
         co_await client.start();
-        EXPECT_EQ(co_await client.query_value<std::string>("SHOW idle_session_timeout"), "500ms");
+        EXPECT_EQ(co_await client.query_value<std::string>("SHOW idle_session_timeout"), "1s");
 
-        // Idle past the timeout: the server kills both connections, the client notices.
-        co_await pause_for(1200ms);
-        EXPECT_GE(client.stats().discarded, 2u);
+        // Idle past the timeout (1 s): the server ends the session with 57P05, and the client
+        // notices. Waited for, not slept: the backends the pool had are gone from
+        // pg_stat_activity and the client counted the discards. At the end, the server's log
+        // must name the idle-session timeout (57P05) as the cause for each of those backends
+        // (checked last, so that nothing delays the queries after a kill: the pool's fresh
+        // connections start idling at the kill, and a query must come well within 1 s).
+        std::vector<std::string> killed;
+        auto idle_kill = [&](const std::vector<std::string>& pids,
+                             std::uint64_t discarded_before) -> asio::awaitable<void> {
+          const bool gone = co_await eventually(
+              [&] {
+                return client.stats().discarded >= discarded_before + pids.size() &&
+                       std::none_of(pids.begin(), pids.end(),
+                                    [&](const std::string& pid) { return backend_alive(pid); });
+              },
+              5s, 10ms);
+          EXPECT_TRUE(gone) << "the client noticed no idle-session kill within 5 s: discarded "
+                            << client.stats().discarded - discarded_before << " of " << pids.size();
+          killed.insert(killed.end(), pids.begin(), pids.end());
+        };
+        auto pids = backend_pids("ts_f15");
+        EXPECT_EQ(pids.size(), 1u);
+        co_await idle_kill(pids, 0);
 
-        // The first plain query after the idle period normally finds fresh connections. The
-        // server keeps killing connections that idle 500 ms, so it may race a kill: then it
-        // fails as transient_not_sent (57P05: the session was idle, the query never ran),
-        // never as anything a caller could mistake for a lost write.
+        // The first plain query after the idle period. Decision: it MAY fail. The server
+        // keeps ending any session idle for 1 s and the pool keeps replacing them, so a
+        // query can always meet a connection whose 1 s ran out the instant it was sent;
+        // no client can rule that out without a round trip per query. It then fails as the
+        // server said: 57P05, transient_not_sent (the query never ran), never as anything a
+        // caller could mistake for a lost write, even when the client read the FATAL before
+        // it sent the query and found the connection closed only afterwards (made
+        // deterministic in F15_fatal_read_while_idle_reported_as_57P05). A plain query is
+        // not retried; execute_resiliently() (below) hides it for idempotent work.
         const auto first = co_await error_of(client.query_value<std::int32_t>("SELECT 1"));
         if (first) {
+          EXPECT_EQ(sqlstate(first), "57P05") << describe(first);
           EXPECT_EQ(first->kind(), ts::ErrorKind::transient_not_sent) << describe(first);
+          std::printf("[ F15 ] the first query raced an idle kill: %s\n", describe(first).c_str());
         }
 
         // Same again through execute_resiliently: it succeeds, normally at the first attempt;
         // a second one only when the first raced the server's next idle kill, as above.
-        co_await pause_for(1200ms);
+        pids = backend_pids("ts_f15");
+        EXPECT_GE(pids.size(), 1u);
+        co_await idle_kill(pids, client.stats().discarded);
         int attempts = 0;
         const auto value = co_await client.execute_resiliently(
             [&](PostgresClient& c) {
@@ -894,7 +1118,9 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         EXPECT_LE(attempts, 2);
 
         // And many callers at once after an idle period.
-        co_await pause_for(1200ms);
+        pids = backend_pids("ts_f15");
+        EXPECT_GE(pids.size(), 1u);
+        co_await idle_kill(pids, client.stats().discarded);
         int done = 0, failed = 0;
         for (int c = 0; c < 20; ++c) {
           asio::co_spawn(
@@ -912,10 +1138,15 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         EXPECT_TRUE(co_await eventually([&] { return done == 20; }, 5s));
         EXPECT_EQ(failed, 0);
         const auto s = client.stats();
-        EXPECT_GE(s.discarded, 4u);
-        EXPECT_GE(s.connects, 6u);
+        EXPECT_GE(s.discarded, 3u);
+        EXPECT_GE(s.connects, 4u);
         EXPECT_EQ(s.breaker, ts::core::CircuitState::closed);
-        EXPECT_TRUE(co_await pool_full(client, 2, 5s));
+        EXPECT_TRUE(co_await pool_full(client, 1, 5s));
+        for (const auto& pid : killed) {
+          EXPECT_TRUE(
+              co_await eventually([&] { return idle_timeout_logged(server_log, pid); }, 2s, 20ms))
+              << "backend " << pid << " did not end by the idle-session timeout (57P05)";
+        }
         std::printf("[ F15 ] discarded %llu, connects %llu, failures %llu\n",
                     static_cast<unsigned long long>(s.discarded),
                     static_cast<unsigned long long>(s.connects),
@@ -923,6 +1154,82 @@ TEST(PgFault, F15_idle_session_timeout_connections_replaced) {
         co_await client.close();
       },
       30s);
+}
+
+// The race F15's first query can lose, made deterministic: the server's FATAL (57P05) reaches
+// the client while its connection is idle, the close that follows is held back by a proxy, the
+// client sends a query on the connection, then the close arrives. The query never ran, and the
+// client holds the server's word for why: it must fail as 57P05 (transient_not_sent), not as a
+// connection lost after sending (outcome_unknown), which a caller would have to treat as a
+// possibly-lost write.
+TEST(PgFault, F15_fatal_read_while_idle_reported_as_57P05) {
+  TS_SKIP_IF_EXTERNAL();
+  auto& servers = Servers::instance();
+  const std::string db = servers.create_database("ts_fault_f15f");
+  const std::string admin_dsn = servers.postgres_dsn("postgres");
+  ASSERT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " SET idle_session_timeout = '1s'"), "");
+  ts::testing::FaultProxy proxy("127.0.0.1", servers.postgres().port());
+  proxy.start();
+  ScopeExit restore([&] {
+    proxy.clear_faults();
+    EXPECT_EQ(run_sql(admin_dsn, "ALTER DATABASE " + db + " RESET idle_session_timeout"), "");
+  });
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        const std::string dsn = ts::testing::fault::pg_dsn_for_port(proxy.port(), db);
+        // 1. The size of the server's FATAL: the bytes it sends through the proxy to an idle
+        // session of a plain libpq connection when it ends it.
+        std::uint64_t fatal_size = 0;
+        {
+          PgConn raw(dsn);
+          EXPECT_TRUE(raw.ok()) << raw.error();
+          const std::string raw_pid = std::to_string(PQbackendPID(raw.get()));
+          co_await pause_for(100ms);  // the proxy counts after its write: let the count settle
+          const auto s2c_before = proxy.bytes_server_to_client();
+          EXPECT_TRUE(co_await eventually([&] { return !backend_alive(raw_pid); }, 5s, 10ms));
+          co_await pause_for(100ms);
+          fatal_size = proxy.bytes_server_to_client() - s2c_before;
+        }
+        EXPECT_GT(fatal_size, 20u);
+        EXPECT_LT(fatal_size, 300u);
+        auto config = config_for(dsn, "ts_f15f");
+        config.min_size = 1;
+        config.max_size = 1;
+        PostgresClient client(io.get_executor(), config);
+        co_await client.start();
+        EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 2"), 2);
+        co_await pause_for(100ms);
+        // 2. The next FATAL is let through, the close that follows it held back.
+        proxy.hold_after_bytes(fatal_size, ts::testing::Direction::server_to_client, true);
+        const auto pid = backend_pids("ts_f15f");
+        EXPECT_EQ(pid.size(), 1u);
+        if (pid.size() != 1) co_return;
+        EXPECT_TRUE(co_await eventually([&] { return !backend_alive(pid.front()); }, 5s, 10ms));
+        co_await pause_for(100ms);  // the FATAL reaches the client
+        EXPECT_EQ(client.stats().discarded, 0u) << "the client saw the close: nothing held back";
+        const auto c2s_before = proxy.bytes_client_to_server();
+        std::optional<ts::Error> error;
+        bool done = false;
+        asio::co_spawn(io, error_of(client.query_value<std::int32_t>("SELECT 3")),
+                       [&](std::exception_ptr, std::optional<ts::Error> e) {
+                         error = std::move(e);
+                         done = true;
+                       });
+        EXPECT_TRUE(co_await eventually(
+            [&] { return proxy.bytes_client_to_server() > c2s_before || done; }, 2s));
+        proxy.release_hold();
+        EXPECT_TRUE(co_await eventually([&] { return done; }, 10s));
+        EXPECT_TRUE(error.has_value()) << "the query succeeded on a connection the server ended";
+        if (error) {
+          EXPECT_EQ(sqlstate(error), "57P05") << describe(error);
+          EXPECT_EQ(error->kind(), ts::ErrorKind::transient_not_sent) << describe(error);
+        }
+        std::printf("[ F15 ] FATAL %llu bytes; the query after it: %s\n",
+                    static_cast<unsigned long long>(fatal_size), describe(error).c_str());
+        co_await client.close();
+      },
+      30s);
+  proxy.stop();
 }
 
 // ---- F16 permanent errors --------------------------------------------------------------------

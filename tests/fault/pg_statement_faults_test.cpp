@@ -212,19 +212,27 @@ TEST(PgFault, F52_copy_error_drained_without_blocking_the_loop) {
     }());
   });
 
-  // The proxy's count of bytes sent to the client once it stopped moving (all delivered).
+  // The proxy's count of bytes sent to the client once it stopped moving (all delivered). The
+  // proxy adds to its count after its write returns, so the client can have read bytes (and
+  // the loop moved on) that are not counted yet: the count must stay unchanged for 100 ms, not
+  // merely between two reads in a row. (A count read before the copier's last reply was
+  // counted made `reply` too large; the hold then fell after the second COPY's ReadyForQuery,
+  // that COPY ended at once and the hold caught the next query instead: the flake "the other
+  // client completed 0 queries in 2000 ms", "the COPY ended while the server stalled".)
   auto settled_bytes = [&] {
     std::uint64_t last = proxy.bytes_server_to_client();
-    std::uint64_t now = last;
+    auto quiet_since = Clock::now();
     poll_until(
         [&] {
-          now = proxy.bytes_server_to_client();
-          const bool stable = now == last;
-          last = now;
-          return stable;
+          const std::uint64_t now = proxy.bytes_server_to_client();
+          if (now != last) {
+            last = now;
+            quiet_since = Clock::now();
+          }
+          return Clock::now() - quiet_since >= 100ms;
         },
-        2000ms);
-    return now;
+        5000ms);
+    return last;
   };
   ASSERT_TRUE(poll_until([&] { return shared->phase >= 1 || loop.done(); }, 10s));
   const std::uint64_t before = settled_bytes();
@@ -236,9 +244,11 @@ TEST(PgFault, F52_copy_error_drained_without_blocking_the_loop) {
   ASSERT_GT(reply, kReadyForQuery);
   proxy.hold_after_bytes(reply - kReadyForQuery, ts::testing::Direction::server_to_client);
   shared->phase = 4;
-  // The stall is in effect once the ReadyForQuery has reached the proxy and is held back.
+  // The stall is in effect once the ReadyForQuery has reached the proxy and is held back:
+  // exactly its 6 bytes (more would be a later reply, i.e. a hold at the wrong offset).
   const bool stalled = poll_until([&] { return proxy.held_bytes() >= kReadyForQuery; }, 5s);
   EXPECT_TRUE(stalled) << "the second COPY's ReadyForQuery never reached the proxy";
+  EXPECT_EQ(proxy.held_bytes(), kReadyForQuery) << "the hold is not at the ReadyForQuery";
   const std::uint64_t at_stall = shared->other_queries;
   const auto stall_start = Clock::now();
   const bool progressed =

@@ -110,6 +110,8 @@ struct FaultProxy::Pipe {
   std::optional<std::uint64_t> cut_at;
   /// hold_after_bytes(): nothing past this offset of `read_total` is delivered while set.
   std::optional<std::uint64_t> hold_at;
+  /// hold_after_bytes(..., including_close): the peer's close (FIN) is held back too.
+  bool hold_close = false;
   /// Bytes taken off the queue by the writer (delivered or being delivered).
   std::uint64_t taken_total = 0;
   bool reader_done = false;
@@ -250,15 +252,19 @@ struct FaultProxy::Connection : std::enable_shared_from_this<Connection> {
   }
 
   /// Hold back everything after n more bytes in `dir` (counted from what has been read).
-  void hold(std::size_t n, Direction dir) {
+  void hold(std::size_t n, Direction dir, bool including_close) {
     for (Pipe* pipe : {&c2s, &s2c}) {
-      if (applies(dir, pipe->dir)) pipe->hold_at = pipe->read_total + n;
+      if (applies(dir, pipe->dir)) {
+        pipe->hold_at = pipe->read_total + n;
+        pipe->hold_close = including_close;
+      }
     }
   }
 
   void release_hold() {
     for (Pipe* pipe : {&c2s, &s2c}) {
       pipe->hold_at.reset();
+      pipe->hold_close = false;
       pipe->data_signal.cancel();  // the writer may wait at the hold point
     }
   }
@@ -388,7 +394,8 @@ asio::awaitable<void> FaultProxy::Connection::write_loop(Pipe& pipe) {
     while (!closed && pipe.queue.empty() && !pipe.reader_done)
       co_await wait_signal(pipe.data_signal);
     if (closed || pipe.queue.empty()) co_return;
-    if (pipe.hold_at && pipe.taken_total >= *pipe.hold_at && !pipe.queue.front().eof) {
+    if (pipe.hold_at && pipe.taken_total >= *pipe.hold_at &&
+        (pipe.hold_close || !pipe.queue.front().eof)) {
       co_await wait_signal(pipe.data_signal);  // release_hold() or a reset wakes us
       continue;
     }
@@ -641,9 +648,12 @@ void FaultProxy::cut_after_bytes(std::size_t n, Direction dir) {
   });
 }
 
-void FaultProxy::hold_after_bytes(std::size_t n, Direction dir) {
-  run_on_proxy([n, dir](Impl* impl) {
-    if (impl) impl->for_each_connection([n, dir](Connection& conn) { conn.hold(n, dir); });
+void FaultProxy::hold_after_bytes(std::size_t n, Direction dir, bool including_close) {
+  run_on_proxy([n, dir, including_close](Impl* impl) {
+    if (impl) {
+      impl->for_each_connection(
+          [n, dir, including_close](Connection& conn) { conn.hold(n, dir, including_close); });
+    }
   });
 }
 

@@ -158,7 +158,10 @@ class FaultProxy {
   /// that stalls at a byte-exact point, e.g. between two messages of one protocol exchange
   /// (a server frozen between an error and its ReadyForQuery). New connections are not
   /// affected. With Direction::both, each direction is held after its own n bytes.
-  void hold_after_bytes(std::size_t n, Direction dir);
+  /// A close (FIN) reaching the hold point is delivered unless `including_close`: then it is
+  /// held back too, until release_hold() or clear_faults() (a peer whose last message arrived
+  /// but whose close has not yet).
+  void hold_after_bytes(std::size_t n, Direction dir, bool including_close = false);
   /// Delivers what hold_after_bytes() held back and forwards normally again.
   void release_hold();
   /// Bytes read and held back by hold_after_bytes(), over all connections.

@@ -418,11 +418,29 @@ asio::awaitable<void> Connection::reader() {
     }
     if (broken_) co_return;
     if (PQconsumeInput(conn_) == 0) {
+      // libpq keeps what it read before the failure: a server error buffered there (e.g. the
+      // FATAL 57P05 an idle session got just before the close, read while nothing was in
+      // flight) is the answer to the request now at the front, and says more than
+      // "connection lost" (the statement never ran). Only a real server error (it has a
+      // SQLSTATE) is kept; libpq's own "connection lost" result has none.
+      keep_buffered_server_error();
       fail(make_error_code(errc::connection_lost), RequestState::sent,
            trim_message(PQerrorMessage(conn_)));
       co_return;
     }
   }
+}
+
+void Connection::keep_buffered_server_error() noexcept {
+  if (inflight_.empty() || copying_) return;
+  Request* front = inflight_.front();
+  if (front == nullptr || front->error) return;
+  PQisBusy(conn_);  // parses what is buffered; returns at once on a broken connection
+  Result result(PQgetResult(conn_));
+  if (result.native() == nullptr || PQresultStatus(result.native()) != PGRES_FATAL_ERROR) return;
+  const char* state = PQresultErrorField(result.native(), PG_DIAG_SQLSTATE);
+  if (state == nullptr || *state == '\0') return;
+  front->error = server_error(result.native(), RequestState::sent);
 }
 
 bool Connection::readable_now() const noexcept {

@@ -158,6 +158,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::size_t in_flight() const noexcept { return inflight_.size(); }
   /// A cancel request was sent and has not completed (nor been given up) yet.
   bool cancel_in_progress() const noexcept { return cancel_ && !cancel_->done.load(); }
+  /// A COPY is under way (between copy_start and the end of copy_end).
+  bool copying() const noexcept { return copying_; }
   /// Backend PID (for pg_terminate_backend in tests and cancel requests).
   int backend_pid() const noexcept { return backend_pid_; }
   const std::string& description() const noexcept { return description_; }
@@ -183,6 +185,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void wake_writer() noexcept;
   /// Reads every result available without blocking; false when the connection broke.
   bool drain_results() noexcept;
+  /// After the connection failed: gives the request at the front a server error libpq had
+  /// already read (buffered) but not parsed, if there is one.
+  void keep_buffered_server_error() noexcept;
   void complete_front() noexcept;
   /// When every request in flight was abandoned, the server is running one of them: cancel
   /// it (once), so that it does not run to its end for nobody (F09).
