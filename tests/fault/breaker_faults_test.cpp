@@ -78,6 +78,7 @@ using ts::testing::Servers;
 using ts::testing::fault::BackgroundLoop;
 using ts::testing::fault::closing;
 using ts::testing::fault::eventually;
+using ts::testing::fault::expect_reconnects_capped_and_spread;
 using ts::testing::fault::RedisAdmin;
 using ts::testing::fault::run_with_client;
 using ts::testing::fault::ScopeExit;
@@ -1575,26 +1576,10 @@ asio::awaitable<void> f34_body(std::vector<std::unique_ptr<RedisClient>>& client
   for (const auto& t : reconnected) {
     if (t) times.push_back(std::chrono::duration<double, std::milli>(*t - back).count());
   }
-  if (!times.empty()) {
-    std::sort(times.begin(), times.end());
-    const double lo = times.front();
-    const double hi = times.back();
-    double mean = 0;
-    for (double t : times) mean += t;
-    mean /= static_cast<double>(times.size());
-    double var = 0;
-    for (double t : times) var += (t - mean) * (t - mean);
-    const double sd = std::sqrt(var / static_cast<double>(times.size()));
-    std::printf(
-        "[ F34 ] %zu clients reconnected %.0f .. %.0f ms after the server was back "
-        "(span %.0f ms, mean %.0f ms, sd %.0f ms, median %.0f ms)\n",
-        times.size(), lo, hi, hi - lo, mean, sd, times[times.size() / 2]);
-    const double cap_ms = static_cast<double>(kCap.count());
-    EXPECT_LE(hi, cap_ms + static_cast<double>(kMargin.count()))
-        << "a client reconnected later than the backoff cap + margin";
-    EXPECT_GE(hi - lo, cap_ms / 4) << "reconnects bunched together: no jitter?";
-    EXPECT_GE(sd, cap_ms / 16) << "reconnects bunched together: no jitter?";
-  }
+  EXPECT_EQ(times.size(), clients.size());
+  expect_reconnects_capped_and_spread(std::move(times), static_cast<double>(kCap.count()),
+                                      static_cast<double>((kCap + kMargin).count()),
+                                      "RedisClients");
   // Every client serves again.
   for (auto& c : clients) {
     const Ended e = co_await ended(c->command("ECHO", "f34"));

@@ -17,8 +17,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -165,5 +168,33 @@ class BackgroundLoop {
   std::atomic<bool> done_{false};
   std::thread thread_;
 };
+
+/// F34's verdict on a reconnect storm: `times_ms` are the clients' reconnect times after the
+/// server came back. The last one no later than `bound_ms` (a missing cap fails it), and
+/// spread over at least a quarter of `cap_ms` with a standard deviation of at least a
+/// sixteenth of it (reconnects bunched together: no jitter). Prints the distribution.
+inline void expect_reconnects_capped_and_spread(std::vector<double> times_ms, double cap_ms,
+                                                double bound_ms, const char* clients) {
+  if (times_ms.empty()) {
+    ADD_FAILURE() << "no " << clients << " reconnected";
+    return;
+  }
+  std::sort(times_ms.begin(), times_ms.end());
+  const double lo = times_ms.front();
+  const double hi = times_ms.back();
+  double mean = 0;
+  for (double t : times_ms) mean += t;
+  mean /= static_cast<double>(times_ms.size());
+  double var = 0;
+  for (double t : times_ms) var += (t - mean) * (t - mean);
+  const double sd = std::sqrt(var / static_cast<double>(times_ms.size()));
+  std::printf(
+      "[ F34 ] %zu %s reconnected %.0f .. %.0f ms after the server was back "
+      "(span %.0f ms, mean %.0f ms, sd %.0f ms, median %.0f ms)\n",
+      times_ms.size(), clients, lo, hi, hi - lo, mean, sd, times_ms[times_ms.size() / 2]);
+  EXPECT_LE(hi, bound_ms) << "a client reconnected later than the backoff cap + margin: no cap?";
+  EXPECT_GE(hi - lo, cap_ms / 4) << "reconnects bunched together: no jitter?";
+  EXPECT_GE(sd, cap_ms / 16) << "reconnects bunched together: no jitter?";
+}
 
 }  // namespace trading_shared::testing::fault

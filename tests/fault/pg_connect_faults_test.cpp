@@ -42,6 +42,7 @@ using ts::testing::Outcome;
 using ts::testing::outcome;
 using ts::testing::Servers;
 using ts::testing::fault::closing;
+using ts::testing::fault::expect_reconnects_capped_and_spread;
 using ts::testing::fault::ScopeExit;
 
 ts::pg::PostgresConfig connect_config(std::string dsn, std::string app) {
@@ -260,26 +261,8 @@ asio::awaitable<void> f34_body(std::vector<std::unique_ptr<PostgresClient>>& cli
     if (t) times.push_back(std::chrono::duration<double, std::milli>(*t - back).count());
   }
   EXPECT_EQ(times.size(), clients.size());
-  if (!times.empty()) {
-    std::sort(times.begin(), times.end());
-    const double lo = times.front();
-    const double hi = times.back();
-    double mean = 0;
-    for (double t : times) mean += t;
-    mean /= static_cast<double>(times.size());
-    double var = 0;
-    for (double t : times) var += (t - mean) * (t - mean);
-    const double sd = std::sqrt(var / static_cast<double>(times.size()));
-    std::printf(
-        "[ F34 ] %zu PostgresClients reconnected %.0f .. %.0f ms after the server was back "
-        "(span %.0f ms, mean %.0f ms, sd %.0f ms, median %.0f ms)\n",
-        times.size(), lo, hi, hi - lo, mean, sd, times[times.size() / 2]);
-    const double cap_ms = static_cast<double>(kF34Cap.count());
-    EXPECT_LE(hi, static_cast<double>(kF34Bound.count()))
-        << "a client reconnected later than the backoff cap + margin: no cap?";
-    EXPECT_GE(hi - lo, cap_ms / 4) << "reconnects bunched together: no jitter?";
-    EXPECT_GE(sd, cap_ms / 16) << "reconnects bunched together: no jitter?";
-  }
+  expect_reconnects_capped_and_spread(std::move(times), static_cast<double>(kF34Cap.count()),
+                                      static_cast<double>(kF34Bound.count()), "PostgresClients");
   // Every client serves again.
   for (auto& c : clients) {
     const Outcome o = co_await outcome(c->query_value<std::int32_t>("SELECT 2"));
