@@ -127,11 +127,13 @@ Match match_password(std::string_view text, std::size_t pos) noexcept {
     m.add(k, quoted_end(text, k));
     return m;
   }
+  // libpq's unquoted value: up to white space, a backslash escaping the next character (white
+  // space included: "password=\\ x" is the password " x"; found by fuzz/fuzz_url).
   std::size_t end = k;
   while (end < n && !is_space(text[end])) {
-    ++end;
+    end += (text[end] == '\\' && end + 1 < n) ? 2 : 1;
   }
-  m.add(k, end);
+  m.add(k, std::min(end, n));
   return m;
 }
 

@@ -315,6 +315,11 @@ TEST(RedactTest, LibpqKeywordPasswords) {
             R"({"user":"app","password": ***})");
   // libpq reads the value after blanks: "password= x" means the password is "x".
   EXPECT_EQ(redact_secrets("password= hunter2 host=db"), "password= *** host=db");
+  // A backslash escapes the next character of an unquoted value, white space included:
+  // libpq reads "password=\\ hunter2" as the password " hunter2" (found by fuzz/fuzz_url).
+  EXPECT_EQ(redact_secrets("password=\\ hunter2 host=db"), "password=*** host=db");
+  EXPECT_EQ(redact_secrets("password=\\\fhunter2 host=db"), "password=*** host=db");
+  EXPECT_EQ(redact_secrets("password=a\\ b\\\\ c"), "password=*** c");
 }
 
 TEST(RedactTest, UriPasswords) {
