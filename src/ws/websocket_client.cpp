@@ -847,11 +847,8 @@ asio::awaitable<std::optional<std::size_t>> WebSocketClient::receive_batch_for(
   }
   const std::size_t n = std::min(max, self->count);
   if (out.size() < n) out.resize(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::swap(out[i], self->ring[self->head]);
-    self->head = (self->head + 1) % self->ring.size();
-  }
-  self->count -= n;
+  // Through take(), as receive_batch: the queue's byte count goes down with each message.
+  for (std::size_t i = 0; i < n; ++i) self->take(out[i]);
   co_return n;
 }
 

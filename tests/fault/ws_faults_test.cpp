@@ -594,6 +594,43 @@ TEST(WsFaults, F55_ByteBoundAppliesTheOverflowPolicy) {
   EXPECT_THROW(ws::validate(c), Error);
 }
 
+// F55: receive_batch_for hands messages out through the same bookkeeping as receive_batch:
+// the queue's byte count goes down as messages leave. 400 messages of 1 000 bytes through a
+// 16 KiB queue, read 4 at a time: at the end nothing is queued, every message was read or
+// counted as dropped. (receive_batch_for used to swap messages out without lowering
+// queued_bytes: once the bound's worth had passed, every new message was an overflow.)
+TEST(WsFaults, F55_ReceiveBatchForReleasesTheQueuesBytes) {
+  constexpr int kSent = 400;
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      const std::string payload(1000, 'p');
+      for (int i = 0; i < kSent; ++i) {
+        if (!co_await WsTestServer::write_text(s, payload)) co_return;
+      }
+      (void)co_await WsTestServer::read_text(s);
+    });
+    auto cfg = config_for(server);
+    cfg.max_message_size = 16 * 1024;
+    cfg.queue_max_bytes = 16 * 1024;  // 16 messages' worth
+    ws::WebSocketClient client(io.get_executor(), cfg);
+    co_await client.start();
+    int received = 0;
+    std::vector<ws::Message> batch;
+    while (received + static_cast<int>(client.stats().dropped) < kSent) {
+      const auto n = co_await client.receive_batch_for(batch, 4, 5s);
+      if (!n || *n == 0) break;
+      received += static_cast<int>(*n);
+    }
+    const auto st = client.stats();
+    EXPECT_EQ(st.queued_bytes, 0U);
+    EXPECT_EQ(st.queued, 0U);
+    EXPECT_EQ(received + static_cast<int>(st.dropped), kSent);
+    EXPECT_LE(st.max_queued_bytes, cfg.queue_max_bytes);
+    co_await client.close();
+    server.stop();
+  });
+}
+
 // F38: the server stops reading and writing without closing. The client detects it within
 // the idle timeout (pings unanswered), reconnects, subscribes again, and the consumer sees
 // the gap in the sequence numbers.
