@@ -38,7 +38,7 @@ constexpr std::string_view kHistoricalTrades = "/api/v3/historicalTrades";
 constexpr std::uint64_t kDefaultLimit = 500;
 constexpr std::uint64_t kMaxLimit = 1000;
 /// A REST request carries no body worth the name; a WebSocket upgrade none at all.
-constexpr std::uint64_t kBodyLimit = 64 * 1024;
+constexpr std::uint64_t kBodyLimit = std::uint64_t{64} * 1024;
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 /// The first request of a connection (as Beast's suggested WebSocket handshake timeout).
 constexpr std::chrono::seconds kFirstRequestTimeout{30};
@@ -504,7 +504,8 @@ void add_rest_settings(core::ConfigLoader& loader, FeedSimConfig& config) {
       .add(config.rest_fault_partial_every,
            {"rest.fault_partial_every",
             "REST: every Nth page of 2 or more trades has only its first half (0 = off)"})
-      .add(config.rest_fault_slow, {"rest.fault_slow", "REST: every answer is delayed by this"});
+      .add(config.rest_fault_slow,
+           {"rest.fault_slow", "REST: every answer is delayed by this (0 = off)"});
 }
 
 void check_rest_config(const FeedSimConfig& config) {

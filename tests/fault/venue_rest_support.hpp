@@ -107,7 +107,7 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 /// One keep-alive HTTP/1.1 connection.
 class HttpClient {
  public:
-  explicit HttpClient(asio::any_io_executor executor) : socket_(std::move(executor)) {}
+  explicit HttpClient(const asio::any_io_executor& executor) : socket_(executor) {}
 
   asio::awaitable<void> connect(std::uint16_t port) {
     co_await socket_.async_connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port),
@@ -244,7 +244,7 @@ inline asio::awaitable<std::vector<SeenTrade>> read_all_pages(HttpClient& client
 /// A raw Beast WebSocket client subscribed to `streams`.
 class WsClient {
  public:
-  explicit WsClient(asio::any_io_executor executor) : ws_(std::move(executor)) {}
+  explicit WsClient(const asio::any_io_executor& executor) : ws_(executor) {}
 
   /// `streams`: comma-separated (a braced list in a co_await trips GCC 12's coroutines).
   asio::awaitable<void> subscribe(std::uint16_t port, std::string streams) {

@@ -17,12 +17,14 @@ namespace feed = trading_shared::services::feed_sim;
 std::vector<feed::Trade> generate(std::size_t n) {
   feed::SymbolGenerator generator("BTCUSDT", 7);
   std::vector<feed::Trade> out;
+  out.reserve(n);
   for (std::size_t i = 0; i < n; ++i) out.push_back(generator.next());
   return out;
 }
 
 std::vector<std::uint64_t> ids(const std::vector<feed::HistoryTrade>& trades) {
   std::vector<std::uint64_t> out;
+  out.reserve(trades.size());
   for (const auto& t : trades) out.push_back(t.trade.id);
   return out;
 }
