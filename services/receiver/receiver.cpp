@@ -467,8 +467,10 @@ class Writer {
 asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const ReceiverConfig& config) {
   auto executor = ctx.executor();
   auto* redis = co_await ctx.scope().open<redis::RedisClient>("redis", executor, config.redis);
-  auto* feed = co_await ctx.scope().open<FeedSet>(
-      "feed", executor, FeedSetConfig{config.feed, config.symbols, config.feed_limits});
+  // A named local, not a temporary in the co_await expression (GCC 12 frees such a temporary's
+  // buffers twice).
+  const FeedSetConfig feed_config{config.feed, config.symbols, config.feed_limits};
+  auto* feed = co_await ctx.scope().open<FeedSet>("feed", executor, feed_config);
 
   // Counters live in shared state: the summary runs when the scope closes, after this
   // coroutine's frame is gone (and before the clients close: reverse order).

@@ -371,10 +371,7 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
         }
         ++self->stats.sends;
       }
-      if (failure.empty() && self->connection == c) {
-        c->ready = true;
-        if (self->config.on_ready) self->config.on_ready(c->number);
-      }
+      if (failure.empty() && self->connection == c) c->ready = true;
     } catch (const Error& e) {
       failure = e.what();
     }
@@ -392,6 +389,10 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
       self->first_ready = true;
       if (self->state == State::starting) self->state = State::running;
       wake_all(self->start_waiters);
+    }
+    // After the state is running: the hook may send at once.
+    if (c->ready && self->connection == c && self->config.on_ready) {
+      self->config.on_ready(c->number);
     }
   }
 
