@@ -296,8 +296,10 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
     }
   }
 
+  /// The subscription round of `connection` is over: the set closes, the link reconnected, or
+  /// it is being closed (rotated away or given up).
   bool stale(const Link& link, std::uint64_t connection) const {
-    return closing || link.round != connection;
+    return closing || link.round != connection || link.retiring;
   }
 
   static asio::awaitable<void> subscribe(std::shared_ptr<Core> self, std::shared_ptr<Link> link,
@@ -377,9 +379,9 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
     const auto due = link->ready_at + limits.connection_lifetime - limits.rotate_before;
     while (Clock::now() < due) {
       co_await self->changed.wait_until(due);
-      if (self->stale(*link, connection) || link->retiring) co_return;
+      if (self->stale(*link, connection)) co_return;
     }
-    if (self->stale(*link, connection) || link->retiring) co_return;
+    if (self->stale(*link, connection)) co_return;
     if (self->shards[link->shard].current != link) co_return;  // a candidate given up
     co_await rotate(self, link);
   }
