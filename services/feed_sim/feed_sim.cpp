@@ -4,6 +4,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -195,6 +196,7 @@ void add_feed_sim_settings(core::ConfigLoader& loader, FeedSimConfig& config) {
       .add(config.fault_outlier_id,
            {"fault.outlier_id", "the trade id of --fault-outlier-after (a bogus venue id)"});
   add_rest_settings(loader, config);
+  add_limits_settings(loader, config.limits);
 }
 
 ListenAddress parse_listen(std::string_view text) {
@@ -256,6 +258,7 @@ void check_config(FeedSimConfig& config) {
   check_after(config.fault_oversized_after, "--fault-oversized-after");
   check_after(config.fault_outlier_after, "--fault-outlier-after");
   check_rest_config(config);
+  check_limits(config.limits);
 }
 
 // ---- the simulator -------------------------------------------------------------------------
@@ -264,13 +267,16 @@ namespace {
 
 struct Connection {
   Connection(tcp::socket socket, std::uint64_t number, std::string remote, bool with_faults,
-             std::size_t symbols)
+             std::size_t symbols, const VenueLimits& limits)
       : ws(std::move(socket)),
         wake(ws.get_executor()),
         id(number),
         peer(std::move(remote)),
         faulty(with_faults),
-        subscribed(symbols, false) {}
+        subscribed(symbols, false),
+        rate(limits.max_control_messages_per_second),
+        clock(limits, Clock::now()),
+        keeper(ws.get_executor()) {}
 
   websocket::stream<tcp::socket> ws;
   asio::steady_timer wake;  // the writer waits on it for the queue
@@ -290,6 +296,12 @@ struct Connection {
   std::uint64_t bad_messages = 0;
   bool oversized_sent = false;
   bool outlier_sent = false;
+  // venue limits (limits.hpp)
+  MessageRate rate;
+  ConnectionClock clock;
+  asio::steady_timer keeper;  // keep_limits waits on it
+  bool ping_due = false;      // the writer sends a ping
+  std::string close_text = "server stopping";
 };
 
 }  // namespace
@@ -473,6 +485,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
         .add("generation_skipped", pacer_.skipped())
         .add("max_messages_reached", config_.max_messages > 0 && total_ >= config_.max_messages);
     rest_->add_summary(out);
+    limit_counts_.add_to(out);
     return out;
   }
 
@@ -561,7 +574,8 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     const std::string peer = ec ? std::string("unknown peer") : describe(remote);
     socket.set_option(tcp::no_delay(true), ec);
     if (ec) log()->debug("connection #{}: TCP_NODELAY: {}", id, ec.message());
-    auto c = std::make_shared<Connection>(std::move(socket), id, peer, false, symbols_.size());
+    auto c = std::make_shared<Connection>(std::move(socket), id, peer, false, symbols_.size(),
+                                          config_.limits);
     connections_.push_back(c);
     spawn(session(c), c, "session");
   }
@@ -604,6 +618,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     log()->info("connection #{} from {} open{}", c->id, c->peer,
                 c->faulty ? " (fault switches apply)" : "");
     spawn(writer(c), c, "writer");
+    watch_limits(c);
     co_await read_loop(c);
   }
 
@@ -632,6 +647,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       }
       const auto data = buffer.cdata();
       const std::string_view text(static_cast<const char*>(data.data()), data.size());
+      if (!admit_incoming(*c)) co_return;
       if (c->ws.got_text()) {
         handle_client_message(c, text);
       } else {
@@ -661,6 +677,10 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       if (c->state == ConnState::closing) {
         co_await close_gracefully(c);
         co_return;
+      }
+      if (c->ping_due) {
+        if (!co_await send_ping(c)) co_return;
+        continue;
       }
       if (c->queue.empty()) {
         if (c->corked) set_cork(*c, false);
@@ -796,10 +816,61 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     if (c->corked) set_cork(*c, false);
     boost::system::error_code ec;
     co_await c->ws.async_close(
-        websocket::close_reason(websocket::close_code::going_away, "server stopping"),
+        websocket::close_reason(websocket::close_code::going_away, c->close_text),
         asio::redirect_error(asio::use_awaitable, ec));
-    end(*c, ec ? "server stopping: close handshake failed: " + ec.message()
-               : std::string("server stopping: closed with a close frame"));
+    end(*c, ec ? c->close_text + ": close handshake failed: " + ec.message()
+               : c->close_text + ": closed with a close frame");
+  }
+
+  // ---- venue limits (the rest in limits_impl.inc; coroutines here: GCC's subobject-linkage
+  // check refuses coroutine frames of this file's anonymous types defined in another file) ----
+
+  /// Server pings every --ping-interval; no pong within --pong-timeout, or the connection's
+  /// age at --max-connection-lifetime: it is closed.
+  asio::awaitable<void> keep_limits(std::shared_ptr<Connection> c) {
+    while (c->state == ConnState::open) {
+      const auto now = Clock::now();
+      switch (c->clock.due(now)) {
+        case ConnectionClock::Due::lifetime:
+          ++limit_counts_.lifetime_closes;
+          log()->info("connection #{}: --max-connection-lifetime ({} ms) reached: closing it",
+                      c->id, config_.limits.max_connection_lifetime.count());
+          c->close_text = "connection lifetime reached";
+          c->state = ConnState::closing;  // the writer sends the close frame (going away)
+          if (c->writer_waiting) c->wake.cancel();
+          co_return;
+        case ConnectionClock::Due::pong_timeout:
+          ++limit_counts_.pong_timeouts;
+          log()->warn("connection #{}: no pong within --pong-timeout ({} ms): closing it", c->id,
+                      config_.limits.pong_timeout.count());
+          end(*c, "no pong within --pong-timeout");
+          co_return;
+        case ConnectionClock::Due::ping:
+          c->clock.pinged(now);
+          c->ping_due = true;
+          if (c->writer_waiting) c->wake.cancel();
+          continue;
+        case ConnectionClock::Due::nothing:
+          break;
+      }
+      c->keeper.expires_at(c->clock.next(now));
+      boost::system::error_code ec;  // aborted: the connection ended
+      co_await c->keeper.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  /// The writer's ping (writes are the writer's alone); false once the connection ended.
+  asio::awaitable<bool> send_ping(std::shared_ptr<Connection> c) {
+    c->ping_due = false;
+    if (c->corked) set_cork(*c, false);
+    boost::system::error_code ec;
+    co_await c->ws.async_ping({}, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      end(*c, "ping failed: " + ec.message());
+      co_return false;
+    }
+    ++limit_counts_.pings_sent;
+    co_return c->state == ConnState::open || c->state == ConnState::closing;
   }
 
   /// Ends a connection at once: closes its socket (pending operations complete with errors),
@@ -815,6 +886,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       }
     }
     c.queue.clear();
+    c.keeper.cancel();
     boost::system::error_code ignored;  // already closed or never connected: nothing to do
     c.ws.next_layer().close(ignored);
     if (c.writer_waiting) c.wake.cancel();
@@ -861,6 +933,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
         reply_error(*c, 2, problem, id);
         return;
       }
+      if (method == "SUBSCRIBE" && over_stream_limit(*c, indices, id)) return;
       reply(*c, "{\"result\":null,\"id\":" + json::serialize(id) + "}");
       if (method == "SUBSCRIBE") {
         subscribe(c, indices);
@@ -1115,6 +1188,9 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   std::uint64_t accept_errors_ = 0;
   std::uint64_t internal_errors_ = 0;
   std::uint64_t summary_errors_ = 0;
+  LimitCounters limit_counts_;
+
+#include "feed_sim/limits_impl.inc"
 };
 
 // ---- FeedSimulator -------------------------------------------------------------------------

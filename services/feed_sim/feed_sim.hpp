@@ -12,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "common/summary.hpp"
+#include "feed_sim/limits.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -41,6 +42,8 @@ struct FeedSimConfig {
   /// are closed.
   std::chrono::milliseconds close_timeout{2000};
   std::string summary_file;
+  /// The venue's WebSocket limits (limits.hpp).
+  VenueLimits limits;
 
   // Fault switches, for the first `fault_connections` connections (0 = all), in accept order.
   std::uint64_t fault_connections = 1;

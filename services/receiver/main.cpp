@@ -48,6 +48,22 @@ int main(int argc, char** argv) {
            {"stall_buffer",
             "trades kept per trade stream while its writes fail (beyond: oldest dropped, "
             "counted)"})
+      .add(config.feed_limits.max_streams_per_connection,
+           {"max_streams_per_connection",
+            "the venue's limit of streams per WebSocket connection: symbols are sharded over "
+            "connections so that none carries more"})
+      .add(config.feed_limits.max_control_messages_per_second,
+           {"max_control_messages_per_second",
+            "the venue's limit of incoming messages per second per connection: SUBSCRIBE "
+            "messages are paced below it"})
+      .add(config.feed_limits.subscribe_timeout,
+           {"subscribe_timeout", "a SUBSCRIBE not confirmed within this is an error (counted)"})
+      .add(config.feed_limits.connection_lifetime,
+           {"connection_lifetime",
+            "the venue's maximum connection age: each connection is replaced (make before "
+            "break) at lifetime - rotate_before (0: off)"})
+      .add(config.feed_limits.rotate_before,
+           {"rotate_before", "how long before --connection-lifetime a connection is replaced"})
       .add(config.summary_file, {"summary_file", "JSON summary written on exit"})
       .add(drain_timeout, {"drain_timeout",
                            "after SIGTERM, time to write what was already received before the "
@@ -67,6 +83,7 @@ int main(int argc, char** argv) {
     if (config.batch == 0) throw core::ConfigError("--batch must be > 0");
     if (config.stall_buffer == 0) throw core::ConfigError("--stall-buffer must be > 0");
     services::check_redis_settings(config.redis);
+    services::check_feed_limits(config.feed_limits);
     try {
       ws::validate(config.feed);
     } catch (const Error& e) {

@@ -121,17 +121,6 @@ struct Counters {
 
 }  // namespace
 
-std::string subscribe_message(const std::vector<std::string>& symbols) {
-  std::string params;
-  for (const auto& symbol : symbols) {
-    std::string lower = symbol;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (!params.empty()) params += ",";
-    params += json_quote(lower + "@trade");
-  }
-  return R"({"method":"SUBSCRIBE","params":[)" + params + R"(],"id":1})";
-}
-
 namespace {
 
 /// The receiver's state across batches: symbols, streams, readiness (F45), trimming (F53).
@@ -477,10 +466,11 @@ class Writer {
 
 asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const ReceiverConfig& config) {
   auto executor = ctx.executor();
-  ws::WebSocketConfig feed_config = config.feed;
-  feed_config.on_connect.push_back(subscribe_message(config.symbols));
   auto* redis = co_await ctx.scope().open<redis::RedisClient>("redis", executor, config.redis);
-  auto* feed = co_await ctx.scope().open<ws::WebSocketClient>("feed", executor, feed_config);
+  // A named local, not a temporary in the co_await expression (GCC 12 frees such a temporary's
+  // buffers twice).
+  const FeedSetConfig feed_config{config.feed, config.symbols, config.feed_limits};
+  auto* feed = co_await ctx.scope().open<FeedSet>("feed", executor, feed_config);
 
   // Counters live in shared state: the summary runs when the scope closes, after this
   // coroutine's frame is gone (and before the clients close: reverse order).
@@ -499,6 +489,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
         const Counters& c = state->n;
         const ws::SequenceTracker& seq = state->sequence;
         const auto fs = feed->stats();
+        const auto fl = feed->limits();
         const auto rs = redis->stats();
         Summary s;
         s.add("received", c.received)
@@ -527,7 +518,14 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("idle_timeouts", fs.reasons.idle_timeout)
             .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
             .add("redis_reconnects", rs.disconnects)
-            .add("redis_breaker_trips", rs.breaker_trips);
+            .add("redis_breaker_trips", rs.breaker_trips)
+            .add("connections", fl.connections)
+            .add("subscriptions_confirmed", fl.subscriptions_confirmed)
+            .add("subscriptions_refused", fl.subscriptions_refused)
+            .add("subscribe_timeouts", fl.subscribe_timeouts)
+            .add("unconfirmed_symbols", fl.unconfirmed_symbols)
+            .add("rotations", fl.rotations)
+            .add("rotation_failures", fl.rotation_failures);
         log()->info("summary: {}", s.json());
         if (!summary_file.empty()) s.write_file(summary_file);
         co_return;
@@ -583,7 +581,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
     const std::int64_t now_us = unix_micros();
     for (std::size_t i = 0; i < count; ++i) {
       ws::Message& m = messages[i];
-      if (m.connection != last_connection) {
+      if (m.connection > last_connection) {  // FeedSet: each new connection a higher number
         if (last_connection != 0)
           log()->info("feed connection {} started: trade ids may have a gap", m.connection);
         last_connection = m.connection;

@@ -10,6 +10,8 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "receiver/feed_set.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -19,6 +21,8 @@ namespace trading_shared::services {
 
 struct ReceiverConfig {
   ws::WebSocketConfig feed;
+  /// The venue's WebSocket limits: sharding, subscription pacing, rotation (feed_set.hpp).
+  FeedLimits feed_limits;
   redis::RedisConfig redis;
   std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
   /// Most messages taken from the feed per Redis round trip.
@@ -35,9 +39,6 @@ struct ReceiverConfig {
                                     2.0};
   std::string summary_file;
 };
-
-/// Builds the feed's SUBSCRIBE message for `symbols` (`<symbol lower-case>@trade`).
-std::string subscribe_message(const std::vector<std::string>& symbols);
 
 /// The service body (run under lifecycle::run_daemon).
 boost::asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx,

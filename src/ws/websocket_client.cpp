@@ -241,6 +241,7 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     stats.max_queued = std::max(stats.max_queued, count);
     stats.max_queued_bytes = std::max(stats.max_queued_bytes, queued_bytes);
     if (consumer != nullptr) consumer->wake();
+    if (config.on_readable) config.on_readable();
     return true;
   }
 
@@ -389,6 +390,10 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
       if (self->state == State::starting) self->state = State::running;
       wake_all(self->start_waiters);
     }
+    // After the state is running: the hook may send at once.
+    if (c->ready && self->connection == c && self->config.on_ready) {
+      self->config.on_ready(c->number);
+    }
   }
 
   enum class Ending : std::uint8_t {
@@ -434,6 +439,14 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
       if (ec) co_return ec;
       ++stats.messages;
       stats.bytes += n;
+      if (config.intercept && c->ws.got_text()) {
+        const auto data = buffer.cdata();
+        if (config.intercept(std::string_view(static_cast<const char*>(data.data()), data.size()),
+                             c->number)) {
+          buffer.consume(buffer.size());
+          continue;
+        }
+      }
       if (!deliver(buffer, c->ws.got_binary(), c->number)) {
         c->slow_consumer = true;
         beast::close_socket(beast::get_lowest_layer(c->ws));
@@ -562,6 +575,7 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     wake_all(self->stop_waiters);
     wake_all(self->start_waiters);
     if (self->consumer != nullptr) self->consumer->wake();
+    if (self->config.on_readable) self->config.on_readable();
   }
 
   /// Stops everything at once (destruction without close, close overrun).
@@ -646,6 +660,7 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     }
     state = State::closed;
     if (consumer != nullptr) consumer->wake();
+    if (config.on_readable) config.on_readable();
   }
 
   /// Waits for at least one queued message; false once closed and drained. Throws cancelled.
@@ -850,6 +865,20 @@ asio::awaitable<std::optional<std::size_t>> WebSocketClient::receive_batch_for(
   // Through take(), as receive_batch: the queue's byte count goes down with each message.
   for (std::size_t i = 0; i < n; ++i) self->take(out[i]);
   co_return n;
+}
+
+std::optional<std::size_t> WebSocketClient::try_receive_batch(std::vector<Message>& out,
+                                                              std::size_t first, std::size_t max) {
+  auto& self = *core_;
+  if (self.consumer_active) throw std::logic_error("WebSocketClient: concurrent receive");
+  if (self.count == 0) {
+    if (self.ended()) return std::nullopt;
+    return std::size_t{0};
+  }
+  const std::size_t n = std::min(max, self.count);
+  if (out.size() < first + n) out.resize(first + n);
+  for (std::size_t i = 0; i < n; ++i) self.take(out[first + i]);
+  return n;
 }
 
 WebSocketStats WebSocketClient::stats() const noexcept {

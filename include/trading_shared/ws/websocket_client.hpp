@@ -44,6 +44,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -99,6 +100,24 @@ struct WebSocketConfig {
   /// Messages sent after every connect, in order, before anything else (subscriptions);
   /// `add_on_connect` appends to them.
   std::vector<std::string> on_connect;
+
+  // Hooks for a consumer that manages subscriptions itself or reads several clients (e.g.
+  // ts-receiver's FeedSet). They run on the client's executor, must be quick and must not
+  // throw; none may destroy the client.
+
+  /// Called once per connection when it is up and its on_connect messages are written
+  /// (`send()` may go now), with the connection's number: send subscriptions from here,
+  /// e.g. paced, in a coroutine it spawns.
+  std::function<void(std::uint64_t connection)> on_ready;
+  /// Called by the read loop for every text message before it is queued, with the number of
+  /// the connection it arrived on; returning true takes it out of the stream (not queued,
+  /// not counted as dropped). For replies to the consumer's own requests (subscription
+  /// confirmations), which are then seen at once even while the consumer is stalled.
+  std::function<bool(std::string_view text, std::uint64_t connection)> intercept;
+  /// Called when a message was queued, and when the client has ended (closed, supervisor
+  /// done): `try_receive_batch` has something to report. For a consumer waiting on several
+  /// clients.
+  std::function<void()> on_readable;
 };
 
 /// Checks a configuration; throws `Error(errc::invalid_argument)` naming the bad field.
@@ -184,6 +203,12 @@ class WebSocketClient {
   /// has other work due at a known time (ts-receiver retrying a stalled key).
   boost::asio::awaitable<std::optional<std::size_t>> receive_batch_for(
       std::vector<Message>& out, std::size_t max, std::chrono::milliseconds max_wait);
+
+  /// Takes up to `max` queued messages without waiting, into `out[first]`, `out[first + 1]`,
+  /// ... (`out` is grown as needed). Returns how many (0: none queued now), or nullopt once
+  /// the client is closed and its queue is empty. Not while a `receive*` waits (logic_error).
+  std::optional<std::size_t> try_receive_batch(std::vector<Message>& out, std::size_t first,
+                                               std::size_t max);
 
   WebSocketStats stats() const noexcept;
   const WebSocketConfig& config() const noexcept;
