@@ -17,6 +17,7 @@
 
 #include "common/settings.hpp"
 #include "feed_sim/generator.hpp"
+#include "feed_sim/rest.hpp"
 
 #include <fmt/format.h>
 #include <netinet/in.h>
@@ -143,6 +144,7 @@ enum class ConnState : std::uint8_t {
   open,
   closing,  ///< the server is stopping: the writer sends a close frame.
   stalled,  ///< fault: neither reads nor writes any more (until the client goes away).
+  rest,     ///< a REST connection (rest.hpp): no WebSocket.
   ended,    ///< socket closed; the coroutines are finishing.
 };
 
@@ -192,6 +194,7 @@ void add_feed_sim_settings(core::ConfigLoader& loader, FeedSimConfig& config) {
             "after N trades, send one extra trade with id --fault-outlier-id (-1 = off)"})
       .add(config.fault_outlier_id,
            {"fault.outlier_id", "the trade id of --fault-outlier-after (a bogus venue id)"});
+  add_rest_settings(loader, config);
 }
 
 ListenAddress parse_listen(std::string_view text) {
@@ -252,6 +255,7 @@ void check_config(FeedSimConfig& config) {
   check_after(config.fault_drop_after, "--fault-drop-after");
   check_after(config.fault_oversized_after, "--fault-oversized-after");
   check_after(config.fault_outlier_after, "--fault-outlier-after");
+  check_rest_config(config);
 }
 
 // ---- the simulator -------------------------------------------------------------------------
@@ -309,8 +313,9 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       }
       stream += "@trade";
       symbols_.push_back(SymbolState{
-          name, std::move(stream), SymbolGenerator(name, config_.seed), {}, 0, 0, 0, 0, {}});
+          name, std::move(stream), SymbolGenerator(name, config_.seed), {}, 0, false, 0, 0, 0, {}});
     }
+    rest_ = std::make_unique<RestVenue>(executor_, config_, config_.symbols);
     faults_enabled_ = config_.fault_stall_after >= 0 || config_.fault_drop_after >= 0 ||
                       config_.fault_malformed_every > 0 || config_.fault_oversized_after >= 0 ||
                       config_.fault_outlier_after >= 0;
@@ -390,6 +395,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     stopping_ = true;
     stop_generating();
     stop_accepting();
+    rest_->stop();
     if (!shutdown_started_) {
       shutdown_started_ = true;
       if (!connections_.empty()) {
@@ -437,6 +443,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     stopping_ = true;
     stop_generating();
     stop_accepting();
+    rest_->stop();
     for (const auto& c : connections_) end(*c, "simulator destroyed");
   }
 
@@ -465,6 +472,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
         .add("bad_client_messages", bad_client_messages_)
         .add("generation_skipped", pacer_.skipped())
         .add("max_messages_reached", config_.max_messages > 0 && total_ >= config_.max_messages);
+    rest_->add_summary(out);
     return out;
   }
 
@@ -481,7 +489,8 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     std::string stream;  // btcusdt@trade
     SymbolGenerator generator;
     std::vector<std::shared_ptr<Connection>> subscribers;  // ended ones removed at finalize
-    std::uint64_t active = 0;  // subscribers not ended: generation runs while > 0
+    std::uint64_t active = 0;      // subscribers not ended: generation runs while > 0
+    bool subscribed_once = false;  // with --keep-trading, generation runs from then on
     std::uint64_t count = 0;
     std::uint64_t first_id = 0;
     std::uint64_t last_id = 0;
@@ -552,9 +561,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
     const std::string peer = ec ? std::string("unknown peer") : describe(remote);
     socket.set_option(tcp::no_delay(true), ec);
     if (ec) log()->debug("connection #{}: TCP_NODELAY: {}", id, ec.message());
-    const bool faulty =
-        faults_enabled_ && (config_.fault_connections == 0 || id <= config_.fault_connections);
-    auto c = std::make_shared<Connection>(std::move(socket), id, peer, faulty, symbols_.size());
+    auto c = std::make_shared<Connection>(std::move(socket), id, peer, false, symbols_.size());
     connections_.push_back(c);
     spawn(session(c), c, "session");
   }
@@ -568,9 +575,25 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       response.set(beast::http::field::server, "ts-feed-sim");
     }));
     ws.read_message_max(kMaxClientMessage);
-    ws.auto_fragment(false);  // the oversized fault must be one frame
+    ws.auto_fragment(false);    // the oversized fault must be one frame
+    beast::flat_buffer buffer;  // a plain GET (no Upgrade) is REST (rest.hpp)
+    std::string error;
+    auto request = co_await rest_->read_first(ws.next_layer(), buffer, c, error);
+    if (c->state != ConnState::handshake) co_return;  // ended meanwhile (server stopping)
+    if (!request) {
+      end(*c, std::move(error));
+      co_return;
+    }
+    if (!websocket::is_upgrade(*request)) {
+      c->state = ConnState::rest;
+      end(*c, co_await rest_->serve(ws.next_layer(), buffer, std::move(*request), c));
+      co_return;
+    }
+    const std::uint64_t n = ++ws_connections_;  // fault switches count WebSocket connections
+    c->faulty =
+        faults_enabled_ && (config_.fault_connections == 0 || n <= config_.fault_connections);
     boost::system::error_code ec;
-    co_await ws.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    co_await ws.async_accept(*request, asio::redirect_error(asio::use_awaitable, ec));
     if (c->state != ConnState::handshake) co_return;  // ended meanwhile (server stopping)
     if (ec) {
       end(*c, "WebSocket handshake failed: " + ec.message());
@@ -897,6 +920,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       if (std::find(s.subscribers.begin(), s.subscribers.end(), c) == s.subscribers.end()) {
         s.subscribers.push_back(c);
       }
+      s.subscribed_once = true;
       if (s.active++ == 0) woke = true;
       log()->info("connection #{}: subscribed to {}", c->id, s.stream);
     }
@@ -946,6 +970,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
         if (message.kind == MsgKind::trade) ++dropped_for_stalled_;
         return;
       case ConnState::handshake:
+      case ConnState::rest:
       case ConnState::closing:
       case ConnState::ended:
         return;
@@ -965,7 +990,10 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
 
   bool any_active() const noexcept {
     return std::any_of(symbols_.begin(), symbols_.end(),
-                       [](const SymbolState& s) { return s.active > 0; });
+                       [this](const SymbolState& s) { return trading(s); });
+  }
+  bool trading(const SymbolState& s) const noexcept {
+    return s.active > 0 || (config_.keep_trading && s.subscribed_once);
   }
 
   asio::awaitable<void> generate_loop() {
@@ -992,7 +1020,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   std::size_t pick_symbol() noexcept {
     for (std::size_t k = 0; k < symbols_.size(); ++k) {
       const std::size_t i = (next_symbol_ + k) % symbols_.size();
-      if (symbols_[i].active > 0) {
+      if (trading(symbols_[i])) {
         next_symbol_ = (i + 1) % symbols_.size();
         return i;
       }
@@ -1018,6 +1046,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
       const std::size_t begin = batch->size();
       append_trade_json(*batch, s.name, trade, now_ms, now_ms);
       s.digest.add(trade, now_ms, now_ms);
+      rest_->record(i, trade, now_ms);
       slices_.push_back(Slice{i, begin, batch->size() - begin});
     }
     const std::shared_ptr<const std::string> shared = std::move(batch);
@@ -1058,6 +1087,8 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   std::vector<std::shared_ptr<Connection>> connections_;
   std::vector<Slice> slices_;
   std::shared_ptr<const std::string> oversized_;
+  std::unique_ptr<RestVenue> rest_;
+  std::uint64_t ws_connections_ = 0;  // fault switches: the first --fault-connections of them
   std::size_t next_symbol_ = 0;
   std::uint16_t port_ = 0;
   bool faults_enabled_ = false;

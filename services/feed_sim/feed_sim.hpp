@@ -52,6 +52,19 @@ struct FeedSimConfig {
   /// `fault_outlier_id` (a venue's bogus id); the generated ids then go on as before.
   std::int64_t fault_outlier_after = -1;  ///< -1 = off.
   std::uint64_t fault_outlier_id = 9'000'000'000'000'000'000ULL;
+
+  /// Once subscribed, a symbol keeps trading while no connection subscribes to it.
+  bool keep_trading = false;
+  // REST endpoint (rest.hpp): GET /api/v3/historicalTrades on the same port.
+  std::uint64_t rest_history = 1'000'000;  ///< trades kept per symbol.
+  std::string rest_api_key;                ///< required X-MBX-APIKEY; empty = none.
+  std::uint64_t rest_weight_per_call = 25;
+  std::uint64_t rest_weight_limit = 6000;  ///< per rest_weight_window, over all clients.
+  std::chrono::milliseconds rest_weight_window{60000};
+  std::chrono::milliseconds rest_ban{120000};  ///< 418 for a request during a 429's Retry-After.
+  std::uint64_t rest_fault_5xx_every = 0;      ///< 0 = off; else >= 2.
+  std::uint64_t rest_fault_partial_every = 0;  ///< 0 = off.
+  std::chrono::milliseconds rest_fault_slow{0};
 };
 
 /// Registers every setting of `config` (flag, `TS_*` variable, TOML key).
