@@ -201,18 +201,21 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
     throw fail(errc::invalid_argument, "the target must start with /", RequestState::not_sent);
   }
 
-  // The caller's cancellation closes the connection in use: every operation on it ends.
+  // The caller's cancellation closes the connection in use: every operation on it ends. Asio
+  // clears the coroutine's cancellation slot whenever an operation of it completes, so the
+  // handler is installed again before each operation (arm()).
   InFlight request;
   c.in_flight.push_back(&request);
   auto cs = co_await asio::this_coro::cancellation_state;
   asio::cancellation_slot slot = cs.slot();
-  if (slot.is_connected()) {
+  auto arm = [&] {
+    if (!slot.is_connected()) return;
     slot.assign([r = &request](asio::cancellation_type type) {
       if (type == asio::cancellation_type::none) return;
       r->cancelled = true;
       r->cut();
     });
-  }
+  };
   struct Cleanup {
     Core* core;
     InFlight* request;
@@ -224,7 +227,9 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
   } cleanup{&c, &request, slot};
   auto interrupted = [&](RequestState state) -> std::optional<Error> {
     if (request.closed) return fail(errc::client_closed, "the client was closed", state);
-    if (request.cancelled) return fail(errc::cancelled, "cancelled", state);
+    if (request.cancelled || cs.cancelled() != asio::cancellation_type::none) {
+      return fail(errc::cancelled, "cancelled", state);
+    }
     return std::nullopt;
   };
 
@@ -241,6 +246,7 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
     if (!conn) {
       if (!c.endpoints) {
         tcp::resolver resolver(c.ex);
+        arm();
         auto results = co_await resolver.async_resolve(c.url.host, c.url.port, op_token(ec));
         if (auto e = interrupted(RequestState::not_sent)) throw *e;
         if (ec) {
@@ -253,6 +259,8 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
       conn->transport = std::make_unique<PlainTransport>(c.ex);
       request.connection = conn.get();
       const auto connect_deadline = std::min(deadline, Clock::now() + c.config.connect_timeout);
+      if (auto e = interrupted(RequestState::not_sent)) throw *e;
+      arm();
       co_await conn->transport->connect(*c.endpoints, connect_deadline, ec);
       if (auto e = interrupted(RequestState::not_sent)) throw *e;
       if (ec) {
@@ -271,6 +279,8 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
       request.connection = conn.get();
     }
 
+    if (auto e = interrupted(RequestState::not_sent)) throw *e;
+    arm();
     co_await conn->transport->write(req, deadline, ec);
     if (auto e = interrupted(RequestState::sent)) throw *e;
     bool stale = false;
@@ -289,6 +299,7 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
       bhttp::response_parser<bhttp::string_body> parser;
       parser.body_limit(c.config.max_body_size);
       parser.header_limit(static_cast<std::uint32_t>(c.config.max_header_size));
+      arm();
       co_await conn->transport->read(conn->buffer, parser, deadline, ec);
       if (auto e = interrupted(RequestState::sent)) throw *e;
       if (!ec) {
