@@ -60,14 +60,14 @@ int main(int argc, char** argv) {
            {"backfill",
             "repair trade id gaps (restart, reconnect, rotation) from the REST endpoint; false: "
             "every live trade is written as received, gaps only logged"})
-      .add(config.backfill.fetch.page, {"backfill.page", "trades per REST call (1..1000)"})
+      .add(config.backfill.fetch.page, {"backfill_page", "trades per REST call (1..1000)"})
       .add(config.backfill.concurrency,
-           {"backfill.concurrency", "missing ranges fetched at once"})
+           {"backfill_concurrency", "missing ranges fetched at once"})
       .add(config.backfill.fetch.weight_limit,
-           {"backfill.weight_limit",
+           {"backfill_weight_limit",
             "REST weight spent at most per --backfill-weight-window (25 per call)"})
       .add(config.backfill.fetch.weight_window,
-           {"backfill.weight_window", "window of --backfill-weight-limit"})
+           {"backfill_weight_window", "window of --backfill-weight-limit"})
       .add(config.summary_file, {"summary_file", "JSON summary written on exit"})
       .add(drain_timeout, {"drain_timeout",
                            "after SIGTERM, time to write what was already received before the "

@@ -540,10 +540,10 @@ TEST(BackfillFault, F56_AReceiverKilledAndRestartedLeavesNoIdMissing) {
   Venue v("f56", {"FSA", "FSB"});
   constexpr long long kTrades = 16000;  // 2000/s over both symbols: 8 s of trading
   Service sim = v.sim({"--rate", "2000", "--max-messages", std::to_string(kTrades)});
-  std::optional<Service> first(v.receiver("receiver1"));
-  ASSERT_TRUE(complete_through(v, 500, 20s)) << tsd::read_text_file(first->log);
-  first->signal(SIGKILL);
-  ASSERT_EQ(first->wait(10s), -SIGKILL);
+  Service first = v.receiver("receiver1");
+  ASSERT_TRUE(complete_through(v, 500, 20s)) << tsd::read_text_file(first.log);
+  first.signal(SIGKILL);
+  ASSERT_EQ(first.wait(10s), -SIGKILL);
   const long long before = tape_of(v.symbols[0]).last;
   // The venue keeps trading while the receiver is down (3 s: about 3000 trades per symbol).
   std::this_thread::sleep_for(3s);  // the outage itself, not a wait for a condition
@@ -611,10 +611,10 @@ TEST(BackfillFault, F58_TheVenuesLimitsAndFaultsStillCloseTheGap) {
 TEST(BackfillFault, F58_IdsTheVenueNoLongerHasAreReportedUnrecoverable) {
   Venue v("f58u", {"FUA"});
   Service sim = v.sim({"--rate", "1000", "--max-messages", "8000", "--rest-history", "300"});
-  std::optional<Service> first(v.receiver("receiver1"));
-  ASSERT_TRUE(complete_through(v, 300, 20s)) << tsd::read_text_file(first->log);
-  first->signal(SIGKILL);
-  ASSERT_EQ(first->wait(10s), -SIGKILL);
+  Service first = v.receiver("receiver1");
+  ASSERT_TRUE(complete_through(v, 300, 20s)) << tsd::read_text_file(first.log);
+  first.signal(SIGKILL);
+  ASSERT_EQ(first.wait(10s), -SIGKILL);
   std::this_thread::sleep_for(2s);  // the outage: ~2000 trades, the venue keeps 300
   Service second = v.receiver("receiver2");
   ASSERT_TRUE(wait_for(
