@@ -558,6 +558,8 @@ TEST(BackfillFault, F56_AReceiverKilledAndRestartedLeavesNoIdMissing) {
         return distinct >= kTrades;
       },
       40s))
+      << v.symbols[0] << ": " << describe(tape_of(v.symbols[0])) << "; " << v.symbols[1] << ": "
+      << describe(tape_of(v.symbols[1])) << "\n"
       << tsd::read_text_file(second.log);
   check_tapes(v, second, sim, "receiver2");
   const std::string summary = v.summary("receiver2");
