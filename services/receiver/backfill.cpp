@@ -40,6 +40,7 @@ struct Tape {
   explicit Tape(std::string name) : symbol(std::move(name)) {}
   std::string symbol;
   std::int64_t hwm = -1;  // highest id taken; -1: none yet
+  std::uint64_t hwm_connection = 0;  // the feed connection that delivered it
   std::optional<std::int64_t> stored;
   std::int64_t persisted = -1;
   std::map<std::int64_t, std::int64_t> missing;  // lo -> hi: not written yet
@@ -219,6 +220,7 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
   if (t.pending) s.confirm(t, it->second, seen.kind == Verdict::after_outlier);
   if (seen.kind == Verdict::after_outlier) {
     t.hwm = id;
+    t.hwm_connection = connection;
     return true;
   }
   if (t.hwm < 0) {
@@ -231,6 +233,7 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
       } else if (id <= stored) {
         if (static_cast<std::uint64_t>(stored - id) <= ws::SequenceTracker::kDefaultReorderWindow) {
           t.hwm = stored;  // already written: dropped until the feed passes it
+          t.hwm_connection = connection;
           ++s.n->duplicates_dropped;
           return false;
         }
@@ -240,10 +243,12 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
       }
     }
     t.hwm = id;
+    t.hwm_connection = connection;
     return true;
   }
   if (id == t.hwm + 1) {
     t.hwm = id;
+    t.hwm_connection = connection;
     return true;
   }
   if (id > t.hwm + 1) {
@@ -251,9 +256,14 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
                 t.hwm + 1, id - 1, id, connection);
     s.add_missing(t, t.hwm + 1, id - 1);
     t.hwm = id;
+    t.hwm_connection = connection;
     return true;
   }
-  if (seen.kind == Verdict::reset && seen.behind > ws::SequenceTracker::kDefaultReorderWindow) {
+  // An id reset (a restarted venue numbering) comes on a newer connection than the high-water
+  // mark's, far below it. Far below on the same or an older connection is a lagging or replayed
+  // feed (an old connection during a rotation): already taken, dropped.
+  if (seen.kind == Verdict::reset && seen.behind > ws::SequenceTracker::kDefaultReorderWindow &&
+      connection > t.hwm_connection) {
     std::uint64_t lost = 0;
     for (const auto& [lo, hi] : t.missing) lost += static_cast<std::uint64_t>(hi - lo) + 1;
     if (lost > 0) {
@@ -263,8 +273,10 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
       s.n->unrecoverable += lost;
     }
     t.missing.clear();
+    t.pending.reset();
     ++t.epoch;
     t.hwm = id;
+    t.hwm_connection = connection;
     return true;
   }
   ++s.n->duplicates_dropped;  // rotation overlap, a replay: already taken

@@ -13,7 +13,9 @@
 ///
 /// A live trade: `hwm + 1` is taken; above it, taken and [hwm + 1, id - 1] becomes missing; at
 /// or below it, dropped (`duplicates_dropped`) unless the tracker calls it an id reset (more
-/// than its reorder window below: a restarted venue numbering) or the end of an outlier. A
+/// than its reorder window below) on a newer feed connection than the high-water mark's (a
+/// restarted venue numbering), or the end of an outlier. Far below on the same or an older
+/// connection (a lagging connection during a rotation, a replay) is dropped too. A
 /// jump is fetched once the symbol's next live trade confirms it (a lone outlier id such as
 /// 9e18 is taken back by the tracker on that next trade: nothing is fetched for it).
 
