@@ -2,6 +2,7 @@
 
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -9,8 +10,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <trading_shared/redis/redis_client.hpp>
 
 #include "common/keys.hpp"
 
@@ -39,11 +38,11 @@ constexpr std::size_t kMaxReady = 8;
 struct Tape {
   explicit Tape(std::string name) : symbol(std::move(name)) {}
   std::string symbol;
-  std::int64_t hwm = -1;  // highest id taken; -1: none yet
+  std::int64_t hwm = -1;             // highest id taken; -1: none yet
   std::uint64_t hwm_connection = 0;  // the feed connection that delivered it
   std::optional<std::int64_t> stored;
   std::int64_t persisted = -1;
-  std::map<std::int64_t, std::int64_t> missing;  // lo -> hi: not written yet
+  std::map<std::int64_t, std::int64_t> missing;                  // lo -> hi: not written yet
   std::optional<std::pair<std::int64_t, std::int64_t>> pending;  // the last jump, unconfirmed
   std::uint64_t epoch = 0;  // +1 per id reset: older ranges and chunks are void
   std::int64_t complete_through() const noexcept {
@@ -99,9 +98,10 @@ struct Backfill::State {
   void unrecoverable(const Tape& t, std::int64_t lo, std::int64_t hi, const std::string& why) {
     const auto ids = static_cast<std::uint64_t>(hi - lo) + 1;
     n->unrecoverable += ids;
-    log()->error("{}: trade ids {}..{} ({} trade(s)) cannot be backfilled: {}; reported as "
-                 "unrecoverable ({} id(s) in all)",
-                 t.symbol, lo, hi, ids, why, n->unrecoverable);
+    log()->error(
+        "{}: trade ids {}..{} ({} trade(s)) cannot be backfilled: {}; reported as "
+        "unrecoverable ({} id(s) in all)",
+        t.symbol, lo, hi, ids, why, n->unrecoverable);
   }
 
   asio::awaitable<void> pause(std::chrono::milliseconds d) {
@@ -175,8 +175,8 @@ struct Backfill::State {
     }
     ++n->ranges;
     queue.push_back({i, t.epoch, lo, hi});
-    log()->info("{}: backfilling trade ids {}..{} ({} trade(s)) from the REST endpoint",
-                t.symbol, lo, hi, hi - lo + 1);
+    log()->info("{}: backfilling trade ids {}..{} ({} trade(s)) from the REST endpoint", t.symbol,
+                lo, hi, hi - lo + 1);
   }
 };
 
@@ -237,9 +237,10 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
           ++s.n->duplicates_dropped;
           return false;
         }
-        log()->warn("{}: the feed starts at {}, far below {} written before: an id reset; the "
-                    "tape starts again here",
-                    t.symbol, id, stored);
+        log()->warn(
+            "{}: the feed starts at {}, far below {} written before: an id reset; the "
+            "tape starts again here",
+            t.symbol, id, stored);
       }
     }
     t.hwm = id;
@@ -252,8 +253,8 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
     return true;
   }
   if (id > t.hwm + 1) {
-    log()->info("{}: trade ids {}..{} missing before {} (feed connection {})", t.symbol,
-                t.hwm + 1, id - 1, id, connection);
+    log()->info("{}: trade ids {}..{} missing before {} (feed connection {})", t.symbol, t.hwm + 1,
+                id - 1, id, connection);
     s.add_missing(t, t.hwm + 1, id - 1);
     t.hwm = id;
     t.hwm_connection = connection;
@@ -267,9 +268,10 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
     std::uint64_t lost = 0;
     for (const auto& [lo, hi] : t.missing) lost += static_cast<std::uint64_t>(hi - lo) + 1;
     if (lost > 0) {
-      log()->error("{}: trade ids reset from {} to {}: {} id(s) of the old numbering still "
-                   "missing are no longer fetched",
-                   t.symbol, t.hwm, id, lost);
+      log()->error(
+          "{}: trade ids reset from {} to {}: {} id(s) of the old numbering still "
+          "missing are no longer fetched",
+          t.symbol, t.hwm, id, lost);
       s.n->unrecoverable += lost;
     }
     t.missing.clear();
@@ -384,9 +386,10 @@ asio::awaitable<void> Backfill::stop() {
     for (const auto& [lo, hi] : t.missing) ids += static_cast<std::uint64_t>(hi - lo) + 1;
     if (ids == 0) continue;
     s.n->not_backfilled += ids;
-    log()->warn("{}: {} trade id(s) from {} not backfilled when the service stopped: the next "
-                "start fetches them from the stored complete-through id",
-                t.symbol, ids, t.missing.begin()->first);
+    log()->warn(
+        "{}: {} trade id(s) from {} not backfilled when the service stopped: the next "
+        "start fetches them from the stored complete-through id",
+        t.symbol, ids, t.missing.begin()->first);
   }
 }
 
@@ -397,8 +400,7 @@ void report_sequence(const ws::SequenceTracker& tracker, const Verdict& seen,
   switch (seen.kind) {
     case Verdict::gap:
       receiver_log->warn("{}: trade id gap: {} trade(s) missing before {} (feed connection {}){}",
-                         symbol, seen.missing, id, connection,
-                         dropping ? "; backfilled" : "");
+                         symbol, seen.missing, id, connection, dropping ? "; backfilled" : "");
       break;
     case Verdict::reset:
     case Verdict::after_outlier: {
@@ -474,9 +476,10 @@ asio::awaitable<void> persist_tape(redis::RedisClient& redis, Backfill& backfill
     backfill.tape_failed(updates);
     ++counters.tape_write_failures;
     if (counters.tape_write_failures <= 10 || counters.tape_write_failures % 100 == 0) {
-      log()->warn("writing the complete-through ids failed (#{}; tried again after the next "
-                  "batch): {}",
-                  counters.tape_write_failures, e.what());
+      log()->warn(
+          "writing the complete-through ids failed (#{}; tried again after the next "
+          "batch): {}",
+          counters.tape_write_failures, e.what());
     }
   }
 }

@@ -22,10 +22,10 @@
 #include <trading_shared/http/http_client.hpp>
 #include <trading_shared/ws/sequence_tracker.hpp>
 
-#include "receiver/historical_trades.hpp"
-
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+
+#include "receiver/historical_trades.hpp"
 
 #include <chrono>
 #include <cstdint>

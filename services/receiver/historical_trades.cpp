@@ -28,8 +28,7 @@ std::shared_ptr<spdlog::logger> log() {
 }  // namespace
 
 bool parse_historical_trades(simdjson::ondemand::parser& parser, std::string& body,
-                             std::string_view symbol, std::vector<Trade>& out,
-                             std::string& error) {
+                             std::string_view symbol, std::vector<Trade>& out, std::string& error) {
   out.clear();
   if (body.capacity() < body.size() + simdjson::SIMDJSON_PADDING) {
     body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
@@ -161,8 +160,7 @@ asio::awaitable<TradePage> HistoricalTrades::page(const std::string& symbol, std
   const auto span = static_cast<std::uint64_t>(to - from) + 1;
   const std::uint64_t limit = std::min<std::uint64_t>(config_.page, span);
   const std::string target = "/api/v3/historicalTrades?symbol=" + symbol +
-                             "&fromId=" + std::to_string(from) +
-                             "&limit=" + std::to_string(limit);
+                             "&fromId=" + std::to_string(from) + "&limit=" + std::to_string(limit);
   http::HttpRequestOptions options;
   if (!config_.api_key.empty()) options.headers.push_back({"X-MBX-APIKEY", config_.api_key});
   core::Backoff backoff(config_.retry_backoff, random_);
@@ -224,9 +222,8 @@ asio::awaitable<TradePage> HistoricalTrades::page(const std::string& symbol, std
       std::string error;
       if (parse_historical_trades(parser_, answer.body, symbol, page.trades, error)) {
         if (!page.trades.empty()) page.first_returned = page.trades.front().trade_id;
-        std::erase_if(page.trades, [&](const Trade& t) {
-          return t.trade_id < from || t.trade_id > to;
-        });
+        std::erase_if(page.trades,
+                      [&](const Trade& t) { return t.trade_id < from || t.trade_id > to; });
         co_return page;
       }
       failure = "unusable answer (" + error + "): " + answer.body.substr(0, 200);

@@ -10,10 +10,10 @@
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/http/http_client.hpp>
 
-#include "receiver/trade_parser.hpp"
-
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+
+#include "receiver/trade_parser.hpp"
 
 #include <simdjson.h>
 
@@ -41,9 +41,9 @@ struct HistoricalTradesConfig {
 
 /// What the fetching did (the receiver's summary fields backfill_*).
 struct FetchCounters {
-  std::uint64_t requests = 0;   ///< REST calls sent.
-  std::uint64_t retries = 0;    ///< calls sent again after a 5xx, timeout, lost connection.
-  std::uint64_t throttled = 0;  ///< 429/418 answers.
+  std::uint64_t requests = 0;      ///< REST calls sent.
+  std::uint64_t retries = 0;       ///< calls sent again after a 5xx, timeout, lost connection.
+  std::uint64_t throttled = 0;     ///< 429/418 answers.
   std::uint64_t budget_waits = 0;  ///< calls held back by the client-side weight budget.
 };
 

@@ -61,8 +61,7 @@ int main(int argc, char** argv) {
             "repair trade id gaps (restart, reconnect, rotation) from the REST endpoint; false: "
             "every live trade is written as received, gaps only logged"})
       .add(config.backfill.fetch.page, {"backfill_page", "trades per REST call (1..1000)"})
-      .add(config.backfill.concurrency,
-           {"backfill_concurrency", "missing ranges fetched at once"})
+      .add(config.backfill.concurrency, {"backfill_concurrency", "missing ranges fetched at once"})
       .add(config.backfill.fetch.weight_limit,
            {"backfill_weight_limit",
             "REST weight spent at most per --backfill-weight-window (25 per call)"})

@@ -541,10 +541,14 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
             .add("redis_reconnects", rs.disconnects)
             .add("redis_breaker_trips", rs.breaker_trips)
-            .add("backfilled", b.backfilled).add("backfill_requests", b.requests)
-            .add("backfill_ranges", b.ranges).add("backfill_unrecoverable", b.unrecoverable)
-            .add("backfill_retries", b.retries).add("backfill_throttled", b.throttled)
-            .add("backfill_not_done", b.not_backfilled).add("duplicates_dropped", b.duplicates_dropped);
+            .add("backfilled", b.backfilled)
+            .add("backfill_requests", b.requests)
+            .add("backfill_ranges", b.ranges)
+            .add("backfill_unrecoverable", b.unrecoverable)
+            .add("backfill_retries", b.retries)
+            .add("backfill_throttled", b.throttled)
+            .add("backfill_not_done", b.not_backfilled)
+            .add("duplicates_dropped", b.duplicates_dropped);
         log()->info("summary: {}", s.json());
         if (!summary_file.empty()) s.write_file(summary_file);
         co_return;

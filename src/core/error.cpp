@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cctype>
+#include <charconv>
 #include <utility>
 
 namespace trading_shared {
@@ -320,8 +320,8 @@ unsigned http_status(const Error& error) noexcept {
   const auto& server = error.server();
   if (!server || server->server != ServerKind::http) return 0;
   unsigned status = 0;
-  const auto r = std::from_chars(server->code.data(), server->code.data() + server->code.size(),
-                                 status);
+  const auto r =
+      std::from_chars(server->code.data(), server->code.data() + server->code.size(), status);
   return r.ec == std::errc() ? status : 0;
 }
 
@@ -333,8 +333,8 @@ ErrorKind classify(const ServerError& error, RequestState state) noexcept {
       return classify_redis_error(error.code);
     case ServerKind::http: {
       unsigned status = 0;
-      const auto r = std::from_chars(error.code.data(), error.code.data() + error.code.size(),
-                                     status);
+      const auto r =
+          std::from_chars(error.code.data(), error.code.data() + error.code.size(), status);
       return r.ec == std::errc() ? classify_http_status(status) : ErrorKind::permanent;
     }
   }

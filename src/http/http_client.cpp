@@ -53,8 +53,7 @@ class Transport {
                                       boost::system::error_code& ec) = 0;
   virtual asio::awaitable<void> read(beast::flat_buffer& buffer,
                                      bhttp::response_parser<bhttp::string_body>& parser,
-                                     Clock::time_point deadline,
-                                     boost::system::error_code& ec) = 0;
+                                     Clock::time_point deadline, boost::system::error_code& ec) = 0;
   /// Closes the socket: every operation on it ends (operation_aborted). Never throws.
   virtual void close() noexcept = 0;
   virtual bool is_open() const noexcept = 0;
@@ -70,8 +69,7 @@ class PlainTransport final : public Transport {
     co_await stream_.async_connect(endpoints, op_token(ec));
   }
   asio::awaitable<void> write(bhttp::request<bhttp::empty_body>& request,
-                              Clock::time_point deadline,
-                              boost::system::error_code& ec) override {
+                              Clock::time_point deadline, boost::system::error_code& ec) override {
     stream_.expires_at(deadline);
     co_await bhttp::async_write(stream_, request, op_token(ec));
   }
@@ -132,8 +130,7 @@ struct HttpClient::Core {
   HttpStats stats;
 
   std::string what(std::string_view target, std::string_view text) const {
-    return "HTTP GET " + url.host + ":" + url.port + std::string(target) + ": " +
-           std::string(text);
+    return "HTTP GET " + url.host + ":" + url.port + std::string(target) + ": " + std::string(text);
   }
 
   /// A kept-alive connection still worth using, or null.
@@ -165,7 +162,9 @@ HttpClient::~HttpClient() {
   for (auto& c : core_->idle) c->transport->close();
 }
 
-asio::awaitable<void> HttpClient::start() { co_return; }
+asio::awaitable<void> HttpClient::start() {
+  co_return;
+}
 
 asio::awaitable<void> HttpClient::close() {
   core_->closed = true;
@@ -178,8 +177,12 @@ asio::awaitable<void> HttpClient::close() {
   co_return;
 }
 
-HttpStats HttpClient::stats() const noexcept { return core_->stats; }
-const HttpClientConfig& HttpClient::config() const noexcept { return core_->config; }
+HttpStats HttpClient::stats() const noexcept {
+  return core_->stats;
+}
+const HttpClientConfig& HttpClient::config() const noexcept {
+  return core_->config;
+}
 
 asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
                                               const HttpRequestOptions& options) {
@@ -187,9 +190,9 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
   auto keep = core_;  // the state outlives a client destroyed while this frame unwinds
   ++c.stats.requests;
   const std::string target = c.url.target + std::string(target_in);
-  const auto deadline =
-      Clock::now() + (options.timeout > std::chrono::milliseconds::zero() ? options.timeout
-                                                                           : c.config.request_timeout);
+  const auto deadline = Clock::now() + (options.timeout > std::chrono::milliseconds::zero()
+                                            ? options.timeout
+                                            : c.config.request_timeout);
   auto fail = [&](errc code, std::string_view text, RequestState state) -> Error {
     ++c.stats.failures;
     if (code == errc::request_timeout || code == errc::connect_timeout) ++c.stats.timeouts;
@@ -270,8 +273,7 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
           throw fail(Clock::now() >= deadline ? errc::request_timeout : errc::connect_timeout,
                      "connect timed out", RequestState::not_sent);
         }
-        throw fail(errc::connect_failed, "connect failed: " + ec.message(),
-                   RequestState::not_sent);
+        throw fail(errc::connect_failed, "connect failed: " + ec.message(), RequestState::not_sent);
       }
       ++c.stats.connects;
     } else {
@@ -308,7 +310,8 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
         response.status = message.result_int();
         response.reason = std::string(message.reason());
         for (const auto& field : message) {
-          response.headers.push_back({std::string(field.name_string()), std::string(field.value())});
+          response.headers.push_back(
+              {std::string(field.name_string()), std::string(field.value())});
         }
         response.body = std::move(message.body());
         ++c.stats.responses;
@@ -350,8 +353,7 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
         }
         if (ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() ||
             ec == bhttp::error::bad_version) {
-          throw fail(errc::protocol_error, "malformed answer: " + ec.message(),
-                     RequestState::sent);
+          throw fail(errc::protocol_error, "malformed answer: " + ec.message(), RequestState::sent);
         }
         throw fail(errc::connection_lost, "reading the answer failed: " + ec.message(),
                    RequestState::sent);

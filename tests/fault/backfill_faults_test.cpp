@@ -21,7 +21,6 @@
 #include "support/test_helpers.hpp"
 
 #include <gtest/gtest.h>
-#include <iostream>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -31,6 +30,7 @@
 #include <charconv>
 #include <chrono>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -50,12 +50,11 @@ using ts::testing::HttpTestServer;
 using Clock = std::chrono::steady_clock;
 using Verdict = ts::ws::SequenceTracker::Result;
 
-
 /// ASSERT_* for coroutine bodies (gtest's ASSERT returns void): records the failure, ends the body.
-#define CO_ASSERT(condition)                  \
-  if (!(condition)) {                         \
-    ADD_FAILURE() << "failed: " #condition;   \
-    co_return;                                \
+#define CO_ASSERT(condition)                \
+  if (!(condition)) {                       \
+    ADD_FAILURE() << "failed: " #condition; \
+    co_return;                              \
   }
 
 namespace {
@@ -70,8 +69,8 @@ std::string trades_json(std::int64_t from, std::int64_t count, std::int64_t olde
   for (std::int64_t id = first; id < first + count && id <= newest; ++id) {
     if (body.size() > 1) body += ',';
     body += R"({"id":)" + std::to_string(id) + R"(,"price":"100.5","qty":"0.1","quoteQty":"10",)" +
-            R"("time":)" + std::to_string(1700000000000 + id) +
-            R"(,"isBuyerMaker":)" + (id % 2 == 0 ? "true" : "false") + R"(,"isBestMatch":true})";
+            R"("time":)" + std::to_string(1700000000000 + id) + R"(,"isBuyerMaker":)" +
+            (id % 2 == 0 ? "true" : "false") + R"(,"isBestMatch":true})";
   }
   return body + "]";
 }
@@ -212,7 +211,8 @@ TEST(BackfillFetch, F58_PagesResumeAfterShortPagesAndRetryA5xxAndHonourRetryAfte
       from = page.trades.back().trade_id + 1;
     }
     CO_ASSERT(ids.size() == 100u);
-    for (std::size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(ids[i], 1001 + static_cast<std::int64_t>(i));
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      EXPECT_EQ(ids[i], 1001 + static_cast<std::int64_t>(i));
     EXPECT_EQ(n.retries, 1u) << "the 503";
     EXPECT_EQ(n.throttled, 1u) << "the 429";
     CO_ASSERT(at.size() >= 4u);
@@ -227,15 +227,15 @@ TEST(BackfillFetch, F58_TheClientSideWeightBudgetSpacesCalls) {
   ts::testing::run_coroutine_test([](asio::io_context& io) -> asio::awaitable<void> {
     HttpTestServer server(io, [&](const HttpSeen& r, int) {
       HttpAnswer a;
-      a.body = trades_json(query_number(r.target, "fromId"), query_number(r.target, "limit"), 1,
-                           100000);
+      a.body =
+          trades_json(query_number(r.target, "fromId"), query_number(r.target, "limit"), 1, 100000);
       return a;
     });
     ts::http::HttpClient client(io.get_executor(), {.base_url = server.url()});
     svc::FetchCounters n;
     svc::HistoricalTradesConfig config;
     config.page = 10;
-    config.weight_limit = 50;  // two calls ...
+    config.weight_limit = 50;      // two calls ...
     config.weight_window = 700ms;  // ... per 700 ms
     svc::HistoricalTrades fetch(io.get_executor(), client, config, n);
     const auto t0 = Clock::now();
@@ -259,8 +259,8 @@ TEST(BackfillFetch, F58_TimeoutsAreRetriedAndAPermanentAnswerEndsTheRange) {
         return a;
       }
       if (index == 0) a.delay = 2s;  // slower than the client's deadline
-      a.body = trades_json(query_number(r.target, "fromId"), query_number(r.target, "limit"), 1,
-                           100000);
+      a.body =
+          trades_json(query_number(r.target, "fromId"), query_number(r.target, "limit"), 1, 100000);
       return a;
     });
     ts::http::HttpClient client(io.get_executor(),
@@ -313,7 +313,8 @@ TEST(BackfillFetch, RangesAreFetchedByTheWorkersAndIdsTheVenueLostAreReported) {
     co_await b.stop();
     EXPECT_EQ(ids.size(), 151u);  // 150..300
     CO_ASSERT(ids.size() == 151u);
-    for (std::size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(ids[i], 150 + static_cast<std::int64_t>(i));
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      EXPECT_EQ(ids[i], 150 + static_cast<std::int64_t>(i));
     EXPECT_EQ(n.unrecoverable, 49u) << "101..149";
     EXPECT_EQ(n.backfilled, 151u);
     EXPECT_EQ(n.not_backfilled, 0u);
@@ -480,16 +481,21 @@ class Venue {
   }
   std::string dir() const { return dir_.string(); }
   Service sim(std::vector<std::string> extra) {
-    std::vector<std::string> argv{TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port_,
-                                  "--symbols", list(), "--keep-trading", "--summary-file",
-                                  dir() + "/sim.json"};
+    std::vector<std::string> argv{
+        TS_FEED_SIM_BIN, "--listen",       "127.0.0.1:" + port_, "--symbols",
+        list(),          "--keep-trading", "--summary-file",     dir() + "/sim.json"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return Service::spawn(dir(), "sim", std::move(argv));
   }
   Service receiver(const std::string& name, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port_ + "/ws",
-                                  "--symbols", list(), "--redis-url",
-                                  ts::testing::Servers::instance().redis_url(), "--summary-file",
+    std::vector<std::string> argv{TS_RECEIVER_BIN,
+                                  "--feed-url",
+                                  "ws://127.0.0.1:" + port_ + "/ws",
+                                  "--symbols",
+                                  list(),
+                                  "--redis-url",
+                                  ts::testing::Servers::instance().redis_url(),
+                                  "--summary-file",
                                   dir() + "/" + name + ".json"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return Service::spawn(dir(), name, std::move(argv));
@@ -627,7 +633,9 @@ TEST(BackfillFault, F58_IdsTheVenueNoLongerHasAreReportedUnrecoverable) {
   std::this_thread::sleep_for(2s);  // the outage: ~2000 trades, the venue keeps 300
   Service second = v.receiver("receiver2");
   ASSERT_TRUE(wait_for(
-      [&] { return tsd::read_text_file(second.log).find("cannot be backfilled") != std::string::npos; },
+      [&] {
+        return tsd::read_text_file(second.log).find("cannot be backfilled") != std::string::npos;
+      },
       20s))
       << tsd::read_text_file(second.log);
   second.signal(SIGTERM);

@@ -29,12 +29,11 @@ using ts::testing::HttpSeen;
 using ts::testing::HttpTestServer;
 using Clock = std::chrono::steady_clock;
 
-
 /// ASSERT_* for coroutine bodies (gtest's ASSERT returns void): records the failure, ends the body.
-#define CO_ASSERT(condition)                  \
-  if (!(condition)) {                         \
-    ADD_FAILURE() << "failed: " #condition;   \
-    co_return;                                \
+#define CO_ASSERT(condition)                \
+  if (!(condition)) {                       \
+    ADD_FAILURE() << "failed: " #condition; \
+    co_return;                              \
   }
 
 namespace {
@@ -98,7 +97,8 @@ TEST(HttpFaults, F58_ASlowAnswerHitsTheRequestDeadline) {
     config.request_timeout = 300ms;
     ts::http::HttpClient client(io.get_executor(), config);
     const auto t0 = Clock::now();
-    const auto e = co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/slow"); });
+    const auto e =
+        co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/slow"); });
     const auto took = Clock::now() - t0;
     EXPECT_GE(took, 250ms);
     EXPECT_LT(took, 2s) << "the deadline (300 ms) must end the request, not the answer (3 s)";
@@ -128,12 +128,14 @@ TEST(HttpFaults, F58_ATruncatedBodyIsATransientLostConnection) {
       return a;
     });
     ts::http::HttpClient client(io.get_executor(), config_for(server));
-    const auto e = co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/t"); });
+    const auto e =
+        co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/t"); });
     CO_ASSERT(e);
     EXPECT_EQ(e->code(), ts::make_error_code(ts::errc::connection_lost)) << e->what();
     EXPECT_EQ(e->kind(), ts::ErrorKind::outcome_unknown);
     EXPECT_NE(std::string(e->what()).find("middle of the answer"), std::string::npos) << e->what();
-    EXPECT_EQ(server.requests().size(), 1u) << "an answer cut short is not sent again by the client";
+    EXPECT_EQ(server.requests().size(), 1u)
+        << "an answer cut short is not sent again by the client";
   });
 }
 
@@ -147,7 +149,8 @@ TEST(HttpFaults, AnOversizedBodyIsRefused) {
     auto config = config_for(server);
     config.max_body_size = 1000;
     ts::http::HttpClient client(io.get_executor(), config);
-    const auto e = co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/big"); });
+    const auto e =
+        co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/big"); });
     CO_ASSERT(e);
     EXPECT_EQ(e->code(), ts::make_error_code(ts::errc::response_too_large)) << e->what();
     EXPECT_EQ(e->kind(), ts::ErrorKind::permanent);
@@ -184,7 +187,8 @@ TEST(HttpFaults, AFreshConnectionClosedWithoutAnAnswerIsNotSentAgain) {
       return a;
     });
     ts::http::HttpClient client(io.get_executor(), config_for(server));
-    const auto e = co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/x"); });
+    const auto e =
+        co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/x"); });
     CO_ASSERT(e);
     EXPECT_EQ(e->code(), ts::make_error_code(ts::errc::connection_lost)) << e->what();
     EXPECT_EQ(e->kind(), ts::ErrorKind::outcome_unknown);
@@ -205,15 +209,15 @@ TEST(HttpFaults, CancellationEndsARequestPromptly) {
     std::optional<ts::Error> error;
     bool done = false;
     asio::co_spawn(io, client.get("/never"),
-                   asio::bind_cancellation_slot(
-                       signal.slot(), [&](std::exception_ptr e, ts::http::HttpResponse) {
-                         done = true;
-                         try {
-                           if (e) std::rethrow_exception(e);
-                         } catch (const ts::Error& x) {
-                           error = x;
-                         }
-                       }));
+                   asio::bind_cancellation_slot(signal.slot(),
+                                                [&](std::exception_ptr e, ts::http::HttpResponse) {
+                                                  done = true;
+                                                  try {
+                                                    if (e) std::rethrow_exception(e);
+                                                  } catch (const ts::Error& x) {
+                                                    error = x;
+                                                  }
+                                                }));
     asio::steady_timer timer(io, 200ms);
     co_await timer.async_wait(asio::use_awaitable);
     EXPECT_FALSE(done);
@@ -249,7 +253,8 @@ TEST(HttpFaults, CancellationEndsARequestPromptly) {
     }
     CO_ASSERT(error);
     EXPECT_EQ(error->code(), ts::make_error_code(ts::errc::client_closed)) << error->what();
-    const auto e3 = co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/after"); });
+    const auto e3 =
+        co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/after"); });
     CO_ASSERT(e3);
     EXPECT_EQ(e3->code(), ts::make_error_code(ts::errc::client_closed));
     server.stop();
@@ -261,7 +266,8 @@ TEST(HttpFaults, ARefusedConnectionIsTransientNotSent) {
     ts::http::HttpClientConfig config;
     config.base_url = "http://127.0.0.1:" + std::to_string(ts::testing::free_loopback_port());
     ts::http::HttpClient client(io.get_executor(), config);
-    const auto e = co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/"); });
+    const auto e =
+        co_await error_of([&]() -> asio::awaitable<void> { (void)co_await client.get("/"); });
     CO_ASSERT(e);
     EXPECT_EQ(e->code(), ts::make_error_code(ts::errc::connect_failed)) << e->what();
     EXPECT_EQ(e->kind(), ts::ErrorKind::transient_not_sent);
@@ -299,8 +305,7 @@ TEST(HttpFaults, StatusAnswersAreClassifiedWithTheirRetryAfter) {
         EXPECT_EQ(e.kind(), c.kind) << c.status << ": " << e.what();
         EXPECT_EQ(ts::http_status(e), c.status);
         EXPECT_EQ(e.retry_after(), c.retry_after) << c.status;
-        EXPECT_NE(std::string(e.what()).find("HTTP " + std::to_string(c.status)),
-                  std::string::npos)
+        EXPECT_NE(std::string(e.what()).find("HTTP " + std::to_string(c.status)), std::string::npos)
             << e.what();
       }
     }

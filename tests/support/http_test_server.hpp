@@ -94,8 +94,7 @@ class HttpTestServer {
     }
   }
 
-  boost::asio::awaitable<void> serve(std::shared_ptr<boost::beast::tcp_stream> stream,
-                                     int number) {
+  boost::asio::awaitable<void> serve(std::shared_ptr<boost::beast::tcp_stream> stream, int number) {
     namespace http = boost::beast::http;
     using boost::asio::redirect_error;
     using boost::asio::use_awaitable;

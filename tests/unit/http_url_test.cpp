@@ -64,8 +64,7 @@ TEST(HttpStatus, ClassifiesAsTheLibraryContractSays) {
   EXPECT_TRUE(ts::is_throttle_status(429));
   EXPECT_TRUE(ts::is_throttle_status(418));
   EXPECT_FALSE(ts::is_throttle_status(503));
-  EXPECT_EQ(ts::classify(ts::make_error_code(ts::errc::response_too_large),
-                         ts::RequestState::sent),
+  EXPECT_EQ(ts::classify(ts::make_error_code(ts::errc::response_too_large), ts::RequestState::sent),
             K::permanent);
 }
 

@@ -100,14 +100,14 @@ struct HttpRequestOptions {
 };
 
 struct HttpStats {
-  std::uint64_t requests = 0;          ///< get() calls.
-  std::uint64_t responses = 0;         ///< answers read (any status).
-  std::uint64_t connects = 0;          ///< connections opened.
+  std::uint64_t requests = 0;   ///< get() calls.
+  std::uint64_t responses = 0;  ///< answers read (any status).
+  std::uint64_t connects = 0;   ///< connections opened.
   std::uint64_t connect_failures = 0;
-  std::uint64_t reused = 0;            ///< requests sent on a kept-alive connection.
-  std::uint64_t stale_retries = 0;     ///< sent again: the kept-alive connection was closed.
+  std::uint64_t reused = 0;         ///< requests sent on a kept-alive connection.
+  std::uint64_t stale_retries = 0;  ///< sent again: the kept-alive connection was closed.
   std::uint64_t timeouts = 0;
-  std::uint64_t failures = 0;          ///< requests that ended with an error (any).
+  std::uint64_t failures = 0;  ///< requests that ended with an error (any).
   std::uint64_t too_large = 0;
 };
 
