@@ -111,11 +111,13 @@ std::string program_help(const std::string& program, const std::string& director
 }
 
 bool help_has_flag(std::string_view help, std::string_view flag) {
-  // "--keep-trading" followed by a blank or the end of a line, not "--keep-trading-x".
+  // "--keep-trading" followed by a blank, the end of a line or "[=BOOL]" (the help of a
+  // boolean), not "--keep-trading-x".
   for (std::size_t at = help.find(flag); at != std::string_view::npos;
        at = help.find(flag, at + 1)) {
     const std::size_t end = at + flag.size();
-    if (end == help.size() || help[end] == ' ' || help[end] == '\n' || help[end] == '=') {
+    if (end == help.size() || help[end] == ' ' || help[end] == '\n' || help[end] == '=' ||
+        help[end] == '[') {
       return true;
     }
   }
