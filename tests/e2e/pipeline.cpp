@@ -1854,6 +1854,8 @@ class Pipeline {
       std::string text = fmt::format("  {:<26}", "received (ts-receiver)");
       if (columns) text += std::string(12 * results_.symbols.size(), ' ');
       text += fmt::format("{:>12}", opt(e2e::receiver_total(summaries_, tape_.runs(), "trades")));
+      const auto unsummed = tape_.runs().size() - e2e::receiver_summaries(summaries_, tape_.runs());
+      if (unsummed > 0) text += fmt::format("   live; {} killed run(s) not counted", unsummed);
       line(text);
     }
     row("persisted, unique", &SymbolResult::distinct, total(&SymbolResult::distinct));
