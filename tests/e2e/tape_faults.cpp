@@ -318,7 +318,7 @@ void TapeFaults::prepare(const std::string& feed_sim, const std::string& receive
   const std::string feed_help = program_help(feed_sim, run_dir, run_dir + "/ts-feed-sim.help");
   keep_trading_ = help_has_flag(feed_help, "--keep-trading");
   if (*keep_trading_) {
-    feed_args.push_back("--keep-trading");
+    feed_args.emplace_back("--keep-trading");
   } else {
     hooks_.note("ts-feed-sim has no --keep-trading: it pauses while no connection is subscribed");
     if (options_.kills() || options_.drops()) {
