@@ -85,6 +85,18 @@ inline std::string last_trade_key(std::string_view symbol) {
   return bucket_last_key(trade_bucket(symbol));
 }
 
+/// Hash of the "complete through" trade ids of bucket `bucket`'s symbols, written by ts-receiver:
+/// `md:{tNN}:tape`, one field per symbol (its name), valued by the highest id N such that every
+/// trade id <= N of the symbol has been written to its stream (or reported unrecoverable). Set
+/// after the trades it covers are written; read on start to backfill what came meanwhile.
+inline std::string bucket_tape_key(std::size_t bucket) {
+  return bucket_key(bucket, "tape");
+}
+/// The hash holding `symbol`'s "complete through" id (field: the symbol).
+inline std::string tape_key(std::string_view symbol) {
+  return bucket_tape_key(trade_bucket(symbol));
+}
+
 /// A symbol's last trade as stored in its bucket's `md:{tNN}:last` hash.
 struct LastTrade {
   std::string_view price;  ///< the decimal string as the venue sent it

@@ -2,6 +2,7 @@
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/http/http_client.hpp>
 
 #include "common/settings.hpp"
 #include "receiver/receiver.hpp"
@@ -64,6 +65,24 @@ int main(int argc, char** argv) {
             "break) at lifetime - rotate_before (0: off)"})
       .add(config.feed_limits.rotate_before,
            {"rotate_before", "how long before --connection-lifetime a connection is replaced"})
+      .add(config.backfill.rest_url,
+           {"rest.url",
+            "http:// URL of the venue's REST endpoint for backfill (empty: http://host:port of "
+            "--feed-url)"})
+      .add(config.backfill.fetch.api_key,
+           {"rest.api_key", "sent as X-MBX-APIKEY with every REST call (empty: none)"})
+      .add(config.backfill.rest_timeout, {"rest.timeout", "deadline of one REST call"})
+      .add(config.backfill.enabled,
+           {"backfill",
+            "repair trade id gaps (restart, reconnect, rotation) from the REST endpoint; false: "
+            "every live trade is written as received, gaps only logged"})
+      .add(config.backfill.fetch.page, {"backfill_page", "trades per REST call (1..1000)"})
+      .add(config.backfill.concurrency, {"backfill_concurrency", "missing ranges fetched at once"})
+      .add(config.backfill.fetch.weight_limit,
+           {"backfill_weight_limit",
+            "REST weight spent at most per --backfill-weight-window (25 per call)"})
+      .add(config.backfill.fetch.weight_window,
+           {"backfill_weight_window", "window of --backfill-weight-limit"})
       .add(config.summary_file, {"summary_file", "JSON summary written on exit"})
       .add(drain_timeout, {"drain_timeout",
                            "after SIGTERM, time to write what was already received before the "
@@ -84,6 +103,35 @@ int main(int argc, char** argv) {
     if (config.stall_buffer == 0) throw core::ConfigError("--stall-buffer must be > 0");
     services::check_redis_settings(config.redis);
     services::check_feed_limits(config.feed_limits);
+    if (config.backfill.enabled) {
+      if (config.backfill.rest_url.empty()) {
+        try {
+          config.backfill.rest_url = services::rest_url_from_feed(config.feed.url);
+        } catch (const Error& e) {
+          throw core::ConfigError(std::string("cannot derive --rest-url from --feed-url: ") +
+                                  e.what());
+        }
+      }
+      try {
+        (void)http::parse_http_url(config.backfill.rest_url);
+      } catch (const Error& e) {
+        throw core::ConfigError(std::string("invalid --rest-url: ") + e.what());
+      }
+      const auto& f = config.backfill.fetch;
+      if (f.page == 0 || f.page > 1000) throw core::ConfigError("--backfill-page must be 1..1000");
+      if (config.backfill.concurrency == 0 || config.backfill.concurrency > 64) {
+        throw core::ConfigError("--backfill-concurrency must be 1..64");
+      }
+      if (f.weight_limit < f.weight_per_call) {
+        throw core::ConfigError("--backfill-weight-limit must be >= 25 (the weight of one call)");
+      }
+      if (f.weight_window <= std::chrono::milliseconds::zero()) {
+        throw core::ConfigError("--backfill-weight-window must be > 0");
+      }
+      if (config.backfill.rest_timeout <= std::chrono::milliseconds::zero()) {
+        throw core::ConfigError("--rest-timeout must be > 0");
+      }
+    }
     try {
       ws::validate(config.feed);
     } catch (const Error& e) {

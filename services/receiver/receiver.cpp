@@ -4,6 +4,7 @@
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/http/http_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -58,6 +59,8 @@ struct Row {
 };
 
 using Clock = std::chrono::steady_clock;
+/// How long the loop waits for the feed while backfilled trades may be coming.
+constexpr std::chrono::milliseconds kBackfillPoll{20};
 
 /// Whether writes to one Redis key succeed. While its commands fail with an error reply
 /// (WRONGTYPE, OOM, READONLY, NOPERM), its work is kept, in order, and retried with backoff;
@@ -128,7 +131,7 @@ class Writer {
  public:
   Writer(lifecycle::ServiceContext& ctx, const ReceiverConfig& config, redis::RedisClient& redis,
          Counters& n)
-      : ctx_(&ctx), config_(&config), redis_(&redis), n_(&n), rows_(config.batch) {
+      : ctx_(&ctx), config_(&config), redis_(&redis), n_(&n), rows_(2 * config.batch) {
     buckets_.reserve(kTradeBuckets);
     for (std::size_t b = 0; b < kTradeBuckets; ++b) {
       buckets_.emplace_back(b, config.write_backoff, random_);
@@ -160,6 +163,8 @@ class Writer {
     }
     ++used_;
   }
+  /// Takes next_row(), a backfilled trade: older than the symbol's last, whose price stays.
+  void take_backfilled(SymbolState& symbol) { buckets_[symbol.bucket].rows.push_back(used_++); }
   std::size_t taken() const noexcept { return used_; }
   /// Work left from earlier batches (a failing key's trades or last price).
   bool holding() const noexcept { return failing_ > 0; }
@@ -471,11 +476,18 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   // buffers twice).
   const FeedSetConfig feed_config{config.feed, config.symbols, config.feed_limits};
   auto* feed = co_await ctx.scope().open<FeedSet>("feed", executor, feed_config);
+  http::HttpClient* rest = nullptr;
+  if (config.backfill.enabled) {
+    http::HttpClientConfig rest_config{.base_url = config.backfill.rest_url,
+                                       .request_timeout = config.backfill.rest_timeout};
+    rest = co_await ctx.scope().open<http::HttpClient>("rest", executor, rest_config);
+  }
 
   // Counters live in shared state: the summary runs when the scope closes, after this
   // coroutine's frame is gone (and before the clients close: reverse order).
   struct State {
     Counters n;
+    BackfillCounters b;
     ws::SequenceTracker sequence;
   };
   auto state = std::make_shared<State>();
@@ -487,6 +499,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       "summary",
       [state, feed, redis, summary_file = config.summary_file]() -> asio::awaitable<void> {
         const Counters& c = state->n;
+        const BackfillCounters& b = state->b;
         const ws::SequenceTracker& seq = state->sequence;
         const auto fs = feed->stats();
         const auto fl = feed->limits();
@@ -525,7 +538,15 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("subscribe_timeouts", fl.subscribe_timeouts)
             .add("unconfirmed_symbols", fl.unconfirmed_symbols)
             .add("rotations", fl.rotations)
-            .add("rotation_failures", fl.rotation_failures);
+            .add("rotation_failures", fl.rotation_failures)
+            .add("backfilled", b.backfilled)
+            .add("backfill_requests", b.requests)
+            .add("backfill_ranges", b.ranges)
+            .add("backfill_unrecoverable", b.unrecoverable)
+            .add("backfill_retries", b.retries)
+            .add("backfill_throttled", b.throttled)
+            .add("backfill_not_done", b.not_backfilled)
+            .add("duplicates_dropped", b.duplicates_dropped);
         log()->info("summary: {}", s.json());
         if (!summary_file.empty()) s.write_file(summary_file);
         co_return;
@@ -543,6 +564,9 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   simdjson::ondemand::parser parser;
   std::vector<ws::Message> messages;
   Writer writer(ctx, config, *redis, n);
+  Backfill backfill(executor, config.backfill, config.symbols, rest, state->b);
+  if (backfill.enabled()) co_await load_tape(*redis, backfill, config.symbols);
+  backfill.start();
   // Trades still held for a failing key when the service stops are counted and logged.
   struct Unwritten {
     Writer* writer;
@@ -560,7 +584,8 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   asio::steady_timer wait(executor);
   while (feed_open || writer.holding()) {
     std::size_t count = 0;
-    const auto bound = writer.wait_bound(Clock::now());
+    auto bound = writer.wait_bound(Clock::now());
+    if (backfill.busy()) bound = std::min(bound.value_or(kBackfillPoll), kBackfillPoll);
     if (!feed_open) {
       // The feed is closed; a failing key still holds trades: retry them when due, until
       // they are written or the stop's drain budget runs out.
@@ -614,55 +639,35 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
         if (n.unknown_symbol <= 10) log()->warn("trade for unsubscribed symbol {} skipped", symbol);
         continue;
       }
-      // The tracker reports; it does not decide what is written: every trade goes to the
-      // stream (the recorder's primary key absorbs a repeated one), the verdict is logged and
-      // counted by the tracker (gaps, duplicates, out_of_order, id_resets, outliers).
+      // The tracker reports (logged, counted: gaps, duplicates, out_of_order, id_resets,
+      // outliers); the backfill's merge decides what is taken (receiver/backfill.hpp).
       const auto seen = sequence.observe(symbol, row.trade.trade_id, m.connection);
-      switch (seen.kind) {
-        case ws::SequenceTracker::Result::gap:
-          log()->warn("{}: trade id gap: {} trade(s) missing before {} (feed connection {})",
-                      symbol, seen.missing, row.trade.trade_id, m.connection);
-          break;
-        case ws::SequenceTracker::Result::reset:
-        case ws::SequenceTracker::Result::after_outlier: {
-          const std::uint64_t jumps = ++n.id_jumps;  // rare; a feed flapping is limited
-          if (jumps > 100 && jumps % 1000 != 0) break;
-          if (seen.kind == ws::SequenceTracker::Result::reset) {
-            log()->warn(
-                "{}: trade ids went back from {} to {} on feed connection {} (id reset #{}: a "
-                "restarted feed or venue); the trade is written, ids are tracked from here",
-                symbol, seen.previous, row.trade.trade_id, m.connection, jumps);
-          } else {
-            log()->warn("{}: trade id {} was an outlier: ids go on at {} (feed connection {})",
-                        symbol, seen.previous, row.trade.trade_id, m.connection);
-          }
-          break;
-        }
-        case ws::SequenceTracker::Result::duplicate:
-        case ws::SequenceTracker::Result::out_of_order: {
-          const std::uint64_t late = sequence.duplicates() + sequence.out_of_order();
-          if (late <= 10 || late % 1000 == 0) {
-            log()->warn(
-                "{}: trade id {} {} {} (feed connection {}; #{}); written", symbol,
-                row.trade.trade_id,
-                seen.kind == ws::SequenceTracker::Result::duplicate ? "repeats" : "comes after",
-                seen.previous, m.connection, late);
-          }
-          break;
-        }
-        case ws::SequenceTracker::Result::first:
-        case ws::SequenceTracker::Result::in_order:
-          break;
-      }
+      report_sequence(sequence, seen, symbol, row.trade.trade_id, m.connection, n.id_jumps,
+                      backfill.enabled());
       ++n.trades;
+      if (!backfill.on_live(symbol, row.trade.trade_id, seen, m.connection)) continue;
       row.id.set(row.trade.trade_id);
       row.trade_time.set(row.trade.trade_time);
       row.event_time.set(row.trade.event_time);
       row.received.set(now_us);
       writer.take(*target);
     }
+    // Backfilled trades: the same rows, streams and fields (event time = trade time).
+    backfill.take(config.batch, [&](const Trade& trade) {
+      Row& row = writer.next_row();
+      row.trade = trade;
+      row.id.set(trade.trade_id);
+      row.trade_time.set(trade.trade_time);
+      row.event_time.set(trade.event_time);
+      row.received.set(now_us);
+      writer.take_backfilled(*writer.find(trade.symbol.view()));
+    });
     co_await writer.write();
+    backfill.written();
+    // "Complete through" only once nothing is held back for a failing key (F45).
+    if (!writer.holding()) co_await persist_tape(*redis, backfill, state->b);
   }
+  co_await backfill.stop();
   ctx.health().ready = false;
   log()->info("feed closed; {} trade(s) written", n.written);
 }

@@ -11,6 +11,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "receiver/feed_set.hpp"
+#include "receiver/backfill.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -37,6 +38,8 @@ struct ReceiverConfig {
   /// Pause between attempts to write a batch while Redis is unavailable (capped backoff).
   core::BackoffConfig write_backoff{std::chrono::milliseconds{20}, std::chrono::milliseconds{1000},
                                     2.0};
+  /// Gaps in the live stream repaired from the venue's REST endpoint (receiver/backfill.hpp).
+  BackfillConfig backfill;
   std::string summary_file;
 };
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <utility>
 
 namespace trading_shared {
@@ -52,6 +53,8 @@ class ClientCategory final : public std::error_category {
         return "timed out";
       case errc::type_mismatch:
         return "type mismatch";
+      case errc::response_too_large:
+        return "response too large";
     }
     return "unknown trading_shared error";
   }
@@ -60,6 +63,15 @@ class ClientCategory final : public std::error_category {
 std::string what_of(std::string_view context, const ServerError& server) {
   std::string text(context);
   if (!text.empty()) text += ": ";
+  if (server.server == ServerKind::http) {
+    text += "HTTP ";
+    text += server.code;
+    if (!server.message.empty()) {
+      text += ": ";
+      text += server.message;
+    }
+    return text;
+  }
   text += server.server == ServerKind::postgres ? "PostgreSQL error " : "Redis error ";
   if (server.server == ServerKind::postgres) {
     text += server.code;
@@ -178,6 +190,7 @@ ErrorKind classify(std::error_code ec, RequestState state) noexcept {
       case errc::not_started:
       case errc::invalid_argument:
       case errc::type_mismatch:
+      case errc::response_too_large:  // the same request gets the same answer
         return ErrorKind::permanent;
     }
     return ErrorKind::permanent;
@@ -297,9 +310,35 @@ ErrorKind classify_redis_error(std::string_view prefix) noexcept {
   return ErrorKind::permanent;
 }
 
+ErrorKind classify_http_status(unsigned status) noexcept {
+  if (status == 408 || is_throttle_status(status)) return ErrorKind::transient_unavailable;
+  if (status >= 500 && status <= 599) return ErrorKind::transient_unavailable;
+  return ErrorKind::permanent;
+}
+
+unsigned http_status(const Error& error) noexcept {
+  const auto& server = error.server();
+  if (!server || server->server != ServerKind::http) return 0;
+  unsigned status = 0;
+  const auto r =
+      std::from_chars(server->code.data(), server->code.data() + server->code.size(), status);
+  return r.ec == std::errc() ? status : 0;
+}
+
 ErrorKind classify(const ServerError& error, RequestState state) noexcept {
-  return error.server == ServerKind::postgres ? classify_sqlstate(error.code, error.message, state)
-                                              : classify_redis_error(error.code);
+  switch (error.server) {
+    case ServerKind::postgres:
+      return classify_sqlstate(error.code, error.message, state);
+    case ServerKind::redis:
+      return classify_redis_error(error.code);
+    case ServerKind::http: {
+      unsigned status = 0;
+      const auto r =
+          std::from_chars(error.code.data(), error.code.data() + error.code.size(), status);
+      return r.ec == std::errc() ? classify_http_status(status) : ErrorKind::permanent;
+    }
+  }
+  return ErrorKind::permanent;
 }
 
 ErrorKind classify(const std::exception_ptr& error) noexcept {

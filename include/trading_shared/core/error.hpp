@@ -39,6 +39,7 @@ enum class errc : int {
   invalid_argument,        ///< the request itself is malformed (caller's bug).
   timeout,                 ///< a generic deadline passed (see the context for which one).
   type_mismatch,           ///< a value cannot be converted to or from the requested type.
+  response_too_large,      ///< a reply (HTTP body) above the client's size limit; refused.
 };
 
 /// The category of `errc` codes.
@@ -68,7 +69,9 @@ enum class RequestState : std::uint8_t {
 };
 
 /// Which server produced a server error.
-enum class ServerKind : std::uint8_t { postgres, redis };
+/// `http`: an HTTP answer with a status that is not 2xx (ts_http); `code` is the status as
+/// decimal text ("429"), `message` the start of the body.
+enum class ServerKind : std::uint8_t { postgres, redis, http };
 
 /// A server's error reply, kept as data.
 struct ServerError {
@@ -93,7 +96,8 @@ class Error : public std::system_error {
   RequestState request_state() const noexcept { return state_; }
   /// The classification of this error (see `classify`).
   ErrorKind kind() const noexcept { return kind_; }
-  /// For `circuit_open`: how long until the breaker admits a probe.
+  /// For `circuit_open`: how long until the breaker admits a probe. For an HTTP 429/418
+  /// answer: its Retry-After.
   std::optional<std::chrono::milliseconds> retry_after() const noexcept { return retry_after_; }
   Error& with_retry_after(std::chrono::milliseconds d) {
     retry_after_ = d;
@@ -119,6 +123,20 @@ ErrorKind classify_sqlstate(std::string_view sqlstate, std::string_view message,
 
 /// Classifies a Redis error reply by its prefix (the first word of the error line).
 ErrorKind classify_redis_error(std::string_view prefix) noexcept;
+
+/// Classifies an HTTP status of an answer: 2xx/3xx `permanent` (not an error to retry: the
+/// caller's business), 408 `transient_unavailable`, 429 and 418 (throttled / banned: wait for
+/// Retry-After) `transient_unavailable`, any other 4xx `permanent`, 5xx `transient_unavailable`.
+ErrorKind classify_http_status(unsigned status) noexcept;
+
+/// 429 (too many requests) and 418 (Binance's "banned after ignoring 429"): the server throttles;
+/// its Retry-After says how long to wait before sending again.
+constexpr bool is_throttle_status(unsigned status) noexcept {
+  return status == 429 || status == 418;
+}
+
+/// The HTTP status of an error (an `Error` of a `ServerKind::http` server error), or 0.
+unsigned http_status(const class Error& error) noexcept;
 
 /// Classifies a server error.
 ErrorKind classify(const ServerError& error, RequestState state) noexcept;
