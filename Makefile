@@ -44,12 +44,16 @@ fuzz: deps
 bench: build
 	/usr/bin/python3 bench/run-bench --build-dir $(BUILD_DIR) --only "$(ONLY)"
 
-# The whole pipeline on throwaway servers for 30 s, with a Redis restart in the middle: prints
-# the report (trades sent / persisted / lost / duplicated, orders, latency, outage) and exits 0
-# only when nothing was lost or duplicated. Extra flags: make demo DEMO_ARGS="--keep-dir".
+# The whole pipeline on throwaway servers for 40 s with three faults: Redis restarted at 10 s,
+# ts-receiver killed (SIGKILL) at 18 s and started again 10 s later, the venue dropping the
+# receiver's connection at 32 s; the venue keeps trading meanwhile and the receiver repairs the
+# tape from its REST endpoint. Prints the report (trades sent / persisted / lost / duplicated,
+# backfilled, orders, latency, faults) and exits 0 only when every id from first to last is in
+# ticks once with every field as sent. Extra flags: make demo DEMO_ARGS="--keep-dir".
 demo: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target ts-pipeline
-	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 30s --restart-redis-at 15s \
+	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 40s --restart-redis-at 10s \
+	  --kill-receiver-at 18s --receiver-down 10s --drop-feed-at 32s \
 	  --report-file $(BUILD_DIR)/demo-report.json $(DEMO_ARGS)
 
 # The pipeline of `make demo` for 20 minutes at 2000 trades/s under random faults (server

@@ -111,6 +111,7 @@ std::string Child::describe() const {
   if (killed_ && kill_after_) {
     text += fmt::format(", killed: SIGTERM not obeyed within {} ms", kill_after_->count());
   }
+  if (killed_on_purpose_) text += ", killed on purpose (a fault)";
   return text;
 }
 
@@ -147,6 +148,20 @@ void Children::stop(Child& child, std::chrono::milliseconds timeout) {
   child.kill_after_ = timeout;
   ::kill(-child.pid(), SIGKILL);  // its own process group (spawn_process made it a leader)
   ::kill(child.pid(), SIGKILL);
+  child.status_ = detail::wait_child(child.pid(), Clock::now() + std::chrono::seconds(10));
+  if (!child.status_) {
+    throw std::runtime_error(
+        fmt::format("{} (pid {}) survived SIGKILL for 10 s", child.name(), child.pid()));
+  }
+}
+
+void Children::kill(Child& child) {
+  if (!child.running()) {
+    throw std::runtime_error(fmt::format("{} (pid {}) was to be killed but had already ended ({})",
+                                         child.name(), child.pid(), child.describe()));
+  }
+  child.killed_on_purpose_ = true;
+  ::kill(child.pid(), SIGKILL);  // not reaped yet, so the PID is still ours
   child.status_ = detail::wait_child(child.pid(), Clock::now() + std::chrono::seconds(10));
   if (!child.status_) {
     throw std::runtime_error(

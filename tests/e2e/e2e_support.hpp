@@ -90,6 +90,8 @@ class Child {
   std::string describe() const;
   /// Set by Children::stop when SIGTERM was not obeyed in time and SIGKILL followed.
   bool killed() const { return killed_; }
+  /// Set by Children::kill: ended by a fault on purpose (its signal is not a failure).
+  bool killed_on_purpose() const { return killed_on_purpose_; }
   /// How long it took to exit after SIGTERM (when Children::stop sent one).
   std::optional<std::chrono::milliseconds> stop_time() const { return stop_time_; }
 
@@ -99,6 +101,7 @@ class Child {
   pid_t pid_;
   std::optional<int> status_;
   bool killed_ = false;
+  bool killed_on_purpose_ = false;
   std::optional<std::chrono::milliseconds> kill_after_;
   std::optional<std::chrono::milliseconds> stop_time_;
 };
@@ -121,6 +124,9 @@ class Children {
   /// SIGTERM, then waits up to `timeout`; SIGKILL to its process group after that. Returns
   /// once it is reaped. Never throws for a child that already exited.
   void stop(Child& child, std::chrono::milliseconds timeout);
+  /// A fault: SIGKILL to the child's PID (not its group), then reaps it. Throws when it is
+  /// not running (it ended by itself first) or survives SIGKILL for 10 s.
+  void kill(Child& child);
   /// stop() for every running child, in reverse order of start; never throws.
   void stop_all(std::chrono::milliseconds timeout) noexcept;
 

@@ -22,8 +22,17 @@
 // and, at the end, judges that memory and descriptors did not grow after the warm-up;
 // --stream-maxlen caps the trade streams. The same verification runs as without it.
 //
+// Faults of the tape (issue 16, tape_faults.hpp): --kill-receiver-at kills ts-receiver with
+// SIGKILL and starts it again --receiver-down later; --drop-feed-at resets the receiver's
+// connections to the venue (the receiver reaches ts-feed-sim through a FaultProxy then);
+// --rotate-every sets the venue's connection lifetime and the receiver's rotation. ts-feed-sim
+// keeps trading while nobody listens (--keep-trading, when it has it). The verdict stays the
+// same: every id from first to last once in ticks, every field as sent; the report adds the
+// receiver's tape repair (summed over its runs) and the faults with their times.
+//
 // Every child is stopped and reaped on every path (errors, SIGINT/SIGTERM of ts-pipeline);
-// children and servers also carry PR_SET_PDEATHSIG. Everything runs on the main thread.
+// children and servers also carry PR_SET_PDEATHSIG. Everything runs on the main thread (but
+// the FaultProxy of --drop-feed-at, which forwards on a thread of its own and forks nothing).
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
 
@@ -34,6 +43,7 @@
 #include "feed_sim/generator.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
+#include "tape_faults.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -187,6 +197,7 @@ struct Options {
   std::int64_t symbol_count = 0;
   /// Fail when ts-recorder ever holds more Redis connections than this (0: not checked).
   std::int64_t max_recorder_connections = 0;
+  e2e::TapeFaultOptions tape;
 
   bool injects_faults() const {
     return restart_redis_at.count() > 0 || restart_postgres_at.count() > 0 ||
@@ -272,6 +283,7 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
            {"database",
             "the PostgreSQL database the pipeline creates and uses (must not exist yet; with "
             "external servers, make bench's E1, each run needs its own)"});
+  e2e::add_tape_fault_flags(loader, options.tape);
   if (auto code = core::load_or_exit_code(loader, argc, argv)) {
     exit_code = *code;
     return std::nullopt;
@@ -329,6 +341,14 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
     }
   }
   if (options.stream_maxlen < 0) return bad("--stream-maxlen must not be negative");
+  if (auto problem = e2e::check_tape_fault_options(options.tape, options.duration)) {
+    return bad(*problem);
+  }
+  if (options.tape.kills() && options.monitor_every.count() > 0) {
+    return bad(
+        "--kill-receiver-at cannot be combined with --monitor-every (the growth verdict "
+        "follows one process per service)");
+  }
   if (options.database.empty() ||
       !std::all_of(options.database.begin(), options.database.end(), [](unsigned char c) {
         return std::islower(c) != 0 || std::isdigit(c) != 0 || c == '_';
@@ -362,6 +382,7 @@ struct SymbolResult {
   /// are in ticks (e2e::TradeDigest over the rows in trade id order).
   std::string digest_sent, digest_ticks;
   std::int64_t digest_mismatch = 0;  ///< 1 when the two differ
+  e2e::MissingRanges missing_ids;    ///< when missing > 0
 };
 
 /// A restart or fault of a server, for the checks that it happened mid-stream (every symbol
@@ -647,12 +668,16 @@ class Pipeline {
     const std::string port_file = path("feed-sim.port");
     note("starting ts-feed-sim on 127.0.0.1:{} ({} trades at {}/s)", port, options_.max_messages(),
          options_.rate);
-    feed_ = &spawn(
-        "ts-feed-sim", binaries.feed_sim,
-        {"--listen", fmt::format("127.0.0.1:{}", port), "--symbols", symbols, "--seed",
-         std::to_string(options_.seed), "--rate", std::to_string(options_.rate), "--max-messages",
-         std::to_string(options_.max_messages()), "--port-file", port_file},
-        "ts-feed-sim.summary.json");
+    std::vector<std::string> feed_args = {"--listen",       fmt::format("127.0.0.1:{}", port),
+                                          "--symbols",      symbols,
+                                          "--seed",         std::to_string(options_.seed),
+                                          "--rate",         std::to_string(options_.rate),
+                                          "--max-messages", std::to_string(options_.max_messages()),
+                                          "--port-file",    port_file};
+    std::vector<std::string> receiver_args = {"--symbols", symbols};
+    tape_.prepare(binaries.feed_sim, binaries.receiver, run_dir_, feed_args, receiver_args);
+    feed_ =
+        &spawn("ts-feed-sim", binaries.feed_sim, std::move(feed_args), "ts-feed-sim.summary.json");
     daemons_.push_back(feed_);
     const bool listening = e2e::poll_until(
         [&] {
@@ -665,14 +690,15 @@ class Pipeline {
     }
 
     note("starting ts-receiver, ts-recorder, ts-executor");
-    std::vector<std::string> receiver_args = {"--feed-url", fmt::format("ws://127.0.0.1:{}", port),
-                                              "--symbols", symbols};
+    receiver_args.insert(
+        receiver_args.begin(),
+        {"--feed-url", fmt::format("ws://127.0.0.1:{}", tape_.receiver_port(port))});
     if (options_.stream_maxlen > 0) {
       receiver_args.push_back("--stream-maxlen");
       receiver_args.push_back(std::to_string(options_.stream_maxlen));
     }
-    daemons_.push_back(&spawn("ts-receiver", binaries.receiver, std::move(receiver_args),
-                              "ts-receiver.summary.json"));
+    receiver_slot_ = daemons_.size();
+    tape_.start_receiver(binaries.receiver, std::move(receiver_args));
     // The recorder records every trade stream (every bucket), whatever the symbols.
     daemons_.push_back(&spawn("ts-recorder", binaries.recorder, {}, "ts-recorder.summary.json"));
     daemons_.push_back(&spawn("ts-executor", binaries.executor, {"--symbols", symbols},
@@ -722,6 +748,30 @@ class Pipeline {
     outage.total_s = std::chrono::duration<double>(end - begin).count();
     note("{} is back: outage {:.2f} s (stop {:.2f} s, start {:.2f} s)", what, *outage.total_s,
          *outage.stop_s, *outage.start_s);
+    tape_.record(
+        {*outage.started_at_s, what == "Redis" ? "redis-restart" : "postgres-restart",
+         *outage.total_s,
+         fmt::format("graceful stop {:.2f} s, start {:.2f} s", *outage.stop_s, *outage.start_s)});
+  }
+
+  /// What e2e::TapeFaults does through ts-pipeline: receiver runs in the first receiver's place
+  /// among the daemons, kills, messages.
+  e2e::TapeHooks tape_hooks() {
+    e2e::TapeHooks hooks;
+    hooks.spawn_receiver = [this](std::string name, const std::string& program,
+                                  std::vector<std::string> args,
+                                  std::string summary) -> e2e::Child& {
+      e2e::Child& child = spawn(std::move(name), program, std::move(args), std::move(summary));
+      daemons_.insert(daemons_.begin() + static_cast<std::ptrdiff_t>(receiver_slot_), &child);
+      return child;
+    };
+    hooks.receiver_gone = [this](e2e::Child& child) { std::erase(daemons_, &child); };
+    hooks.kill = [this](e2e::Child& child) { children_->kill(child); };
+    hooks.note = [this](const std::string& text) { note("{}", text); };
+    hooks.fail = [this](std::string text) { fail(std::move(text)); };
+    hooks.since_start = [this] { return since_start(); };
+    hooks.orders_flowing = [this] { return load_ != nullptr && load_->running(); };
+    return hooks;
   }
 
   // -- soak: random faults ---------------------------------------------------------------------
@@ -1058,6 +1108,7 @@ class Pipeline {
         restart(servers.postgres(), results_.postgres, "PostgreSQL");
         continue;
       }
+      if (tape_.step(std::chrono::duration_cast<std::chrono::milliseconds>(elapsed))) continue;
       // Soak: samples and faults while the simulator sends (the last sample is taken once
       // the pipeline drained).
       if (monitoring() && !feed_summary) {
@@ -1083,7 +1134,7 @@ class Pipeline {
         }
       }
       check_recorder_connections();
-      if (feed_summary && !redis_due && !postgres_due) break;
+      if (feed_summary && !redis_due && !postgres_due && tape_.done()) break;
       if (Clock::now() >= deadline) {
         const auto partial = e2e::read_json_file(feed_->spec().summary_file);
         throw std::runtime_error(
@@ -1244,7 +1295,7 @@ class Pipeline {
   void collect_exits() {
     if (!children_) return;
     for (auto& child : children_->all()) {
-      if (child.exit_code() != 0) {
+      if (child.exit_code() != 0 && !child.killed_on_purpose()) {
         // Unless a failure already says how it ended ("ts-receiver exited during the run (...)").
         const bool told = std::any_of(
             results_.failures.begin(), results_.failures.end(), [&](const std::string& f) {
@@ -1329,8 +1380,10 @@ class Pipeline {
                          s.symbol, s.sent, first, last));
       }
       if (s.missing > 0) {
-        fail(fmt::format("{}: {} of the {} trades sent are missing from ticks (ids {}..{})",
-                         s.symbol, s.missing, s.sent, first, last));
+        s.missing_ids =
+            e2e::missing_ranges(pg, s.symbol, s.first_id.value_or(1), s.last_id.value_or(0));
+        fail(fmt::format("{}: {} of the {} trades sent are missing from ticks (ids {}..{}): {}",
+                         s.symbol, s.missing, s.sent, first, last, s.missing_ids.text()));
       }
       if (s.duplicates > 0) {
         fail(fmt::format("{}: {} duplicate rows in ticks", s.symbol, s.duplicates));
@@ -1487,6 +1540,15 @@ class Pipeline {
     };
     const std::int64_t last_trade_ms =
         pg.query_int("SELECT (extract(epoch FROM max(trade_time)) * 1000)::bigint FROM ticks");
+    for (const auto& window : tape_.windows()) {  // the receiver's: judged mid-stream only
+      Disruption d;
+      d.label = window.label;
+      d.server = "venue";
+      d.begin_ms = window.begin_ms;
+      d.end_ms = window.end_ms;
+      d.orders_flowing = window.orders_flowing;
+      disruptions_.push_back(std::move(d));
+    }
     for (const auto& d : disruptions_) {
       if (!d.scheduled && d.end_ms >= last_trade_ms) {
         note("{}: ended after the last trade: not judged mid-stream", d.label);
@@ -1530,7 +1592,26 @@ class Pipeline {
         labels.push_back(d.label);
       }
       if (labels.empty()) return;
-      const auto value = summary_int(service, counter);
+      auto value = summary_int(service, counter);
+      if (service == "ts-receiver") {  // the runs up during one of them that wrote a summary
+        std::vector<e2e::ReceiverRun> runs;
+        for (const auto& run : tape_.runs()) {
+          if (std::any_of(disruptions_.begin(), disruptions_.end(), [&](const Disruption& d) {
+                return d.server == server && d.closes_connections &&
+                       run.alive_during(d.begin_ms, d.end_ms);
+              })) {
+            runs.push_back(run);
+          }
+        }
+        value = e2e::receiver_total(summaries_, runs, counter);
+        const bool all_killed = std::all_of(
+            runs.begin(), runs.end(), [](const auto& run) { return run.killed_at_s.has_value(); });
+        if (!value && !runs.empty() && all_killed) {
+          note("{}: not judged for ts-receiver: the run up during it was killed (no summary)",
+               join(labels, ", "));
+          return;
+        }
+      }
       if (!value || *value < 1) {
         fail(
             fmt::format("{}: {}'s summary shows {} {} (at least 1 expected): it did not see {} "
@@ -1545,6 +1626,7 @@ class Pipeline {
     require("PostgreSQL", "ts-recorder", "pg_discarded", false);
     // ts-executor uses PostgreSQL only for an order: it meets a restart when orders follow it.
     require("PostgreSQL", "ts-executor", "pg_discarded", true);
+    tape_.verify(summaries_);
   }
 
   void verify_orders(e2e::PgConnection& pg) {
@@ -1771,7 +1853,9 @@ class Pipeline {
     {
       std::string text = fmt::format("  {:<26}", "received (ts-receiver)");
       if (columns) text += std::string(12 * results_.symbols.size(), ' ');
-      text += fmt::format("{:>12}", opt(summary_int("ts-receiver", "trades")));
+      text += fmt::format("{:>12}", opt(e2e::receiver_total(summaries_, tape_.runs(), "trades")));
+      const auto unsummed = tape_.runs().size() - e2e::receiver_summaries(summaries_, tape_.runs());
+      if (unsummed > 0) text += fmt::format("   live; {} killed run(s) not counted", unsummed);
       line(text);
     }
     row("persisted, unique", &SymbolResult::distinct, total(&SymbolResult::distinct));
@@ -1782,6 +1866,9 @@ class Pipeline {
         total(&SymbolResult::digest_mismatch));
     if (results_.unknown_symbol_rows > 0) {
       line(fmt::format("  {:<26}{:>12}", "rows of unknown symbols", results_.unknown_symbol_rows));
+    }
+    for (const auto& s : results_.symbols) {
+      if (s.missing > 0) line(fmt::format("  missing ids {}: {}", s.symbol, s.missing_ids.text()));
     }
 
     line("");
@@ -1853,6 +1940,7 @@ class Pipeline {
       line(fmt::format("  {:<26}{}", service, join(parts, ", ")));
     }
 
+    tape_.print_report(line, summaries_);
     print_soak(line);
 
     line("");
@@ -2106,7 +2194,7 @@ class Pipeline {
       return checked ? json::value(total_of(results_.symbols, field)) : json::value(nullptr);
     };
     trades["sent"] = optional_json(results_.sent);
-    trades["received"] = optional_json(summary_int("ts-receiver", "trades"));
+    trades["received"] = optional_json(e2e::receiver_total(summaries_, tape_.runs(), "trades"));
     trades["persisted_unique"] = total(&SymbolResult::distinct);
     trades["rows"] = total(&SymbolResult::rows);
     trades["missing"] = total(&SymbolResult::missing);
@@ -2126,6 +2214,10 @@ class Pipeline {
       o["missing"] = s.missing;
       o["duplicates"] = s.duplicates;
       o["outside_range"] = s.outside;
+      json::array ranges;
+      for (const auto& [low, high] : s.missing_ids.ranges) ranges.push_back({low, high});
+      o["missing_ranges"] = std::move(ranges);
+      o["missing_range_count"] = s.missing_ids.count;
       o["digest_sent"] = s.digest_sent;
       o["digest_ticks"] = s.digest_ticks;
       per_symbol[s.symbol] = std::move(o);
@@ -2191,6 +2283,7 @@ class Pipeline {
     }
     report["services"] = std::move(services);
     report["soak"] = soak_json();
+    tape_.add_json(report, summaries_);
     return report;
   }
 
@@ -2233,6 +2326,9 @@ class Pipeline {
   std::map<std::string, json::value> summaries_;
   Results results_;
   std::vector<Disruption> disruptions_;
+  // The tape faults (issue 16): the receiver's runs, at receiver_slot_ among the daemons.
+  std::size_t receiver_slot_ = 0;
+  e2e::TapeFaults tape_{options_.tape, tape_hooks()};
   // Soak mode.
   std::mt19937_64 fault_rng_;
   std::vector<std::string> fault_bag_;
