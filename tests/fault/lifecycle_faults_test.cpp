@@ -13,6 +13,7 @@
 #include "common/keys.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
+#include "support/service_process.hpp"
 #include "support/test_helpers.hpp"
 
 #include <gtest/gtest.h>
@@ -168,39 +169,7 @@ TEST(LifecycleFault, F54_APostgresCloseThatOverrunsTheScopeBoundIsNotFreedUntilI
 namespace tsd = trading_shared::testing::detail;
 using Clock = std::chrono::steady_clock;
 
-/// A service process of this test: its own process group, log in a temporary directory.
-struct Service {
-  pid_t pid = -1;
-  std::string log;
-  std::optional<int> status;
-
-  static Service spawn(const std::string& dir, const std::string& name,
-                       std::vector<std::string> argv) {
-    Service s;
-    s.log = dir + "/" + name + ".log";
-    tsd::SpawnRequest request;
-    request.argv = std::move(argv);
-    request.directory = dir;
-    request.log_file = s.log;
-    request.extra_env = {"TS_LOG_LEVEL=info"};
-    s.pid = tsd::spawn_process(request);
-    return s;
-  }
-  /// Waits for the exit; returns the exit code, or -signal.
-  int wait(std::chrono::milliseconds bound) {
-    if (!status) status = tsd::wait_child(pid, Clock::now() + bound);
-    if (!status) return -1000;
-    if (WIFEXITED(*status)) return WEXITSTATUS(*status);
-    return -WTERMSIG(*status);
-  }
-  void signal(int sig) const { ::kill(pid, sig); }
-  ~Service() {
-    if (pid > 0 && !status) {
-      ::kill(pid, SIGKILL);
-      status = tsd::wait_child(pid, Clock::now() + 10s);
-    }
-  }
-};
+using Service = trading_shared::testing::ServiceProcess;
 
 std::string temp_dir(const std::string& name) {
   const auto dir = std::filesystem::temp_directory_path() /

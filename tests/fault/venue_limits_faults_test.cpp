@@ -12,6 +12,7 @@
 #include "common/keys.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
+#include "support/service_process.hpp"
 #include "support/test_helpers.hpp"
 
 #include <gtest/gtest.h>
@@ -40,47 +41,7 @@ namespace beast = boost::beast;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-/// A service process of this test: its own process group, log in the test's directory.
-struct Service {
-  pid_t pid = -1;
-  std::string log;
-  std::optional<int> status;
-
-  static Service spawn(const std::string& dir, const std::string& name,
-                       std::vector<std::string> argv) {
-    Service s;
-    s.log = dir + "/" + name + ".log";
-    tsd::SpawnRequest request;
-    request.argv = std::move(argv);
-    request.directory = dir;
-    request.log_file = s.log;
-    request.extra_env = {"TS_LOG_LEVEL=info"};
-    s.pid = tsd::spawn_process(request);
-    return s;
-  }
-  /// SIGTERM, then the exit code (or -signal, -1000 when it did not exit within `bound`).
-  int stop(std::chrono::milliseconds bound = 15s) {
-    if (!status) ::kill(pid, SIGTERM);
-    if (!status) status = tsd::wait_child(pid, Clock::now() + bound);
-    if (!status) return -1000;
-    if (WIFEXITED(*status)) return WEXITSTATUS(*status);
-    return -WTERMSIG(*status);
-  }
-  /// The exit code once it exits by itself (or -signal, -1000 when not within `bound`).
-  int wait(std::chrono::milliseconds bound) {
-    if (!status) status = tsd::wait_child(pid, Clock::now() + bound);
-    if (!status) return -1000;
-    if (WIFEXITED(*status)) return WEXITSTATUS(*status);
-    return -WTERMSIG(*status);
-  }
-  std::string text() const { return tsd::read_text_file(log); }
-  ~Service() {
-    if (pid > 0 && !status) {
-      ::kill(pid, SIGKILL);
-      status = tsd::wait_child(pid, Clock::now() + 10s);
-    }
-  }
-};
+using Service = trading_shared::testing::ServiceProcess;
 
 struct TestDir {
   std::string path;
