@@ -1,6 +1,7 @@
 // The pure parts of the HTTP client: URL parsing, Retry-After, status errors, validation.
 // Apart from http_client.cpp (Beast, coroutines) so that unit tests and fuzzers compile little.
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/url.hpp>
 #include <trading_shared/http/http_client.hpp>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <charconv>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace trading_shared::http {
 
@@ -40,36 +42,9 @@ HttpUrl parse_http_url(std::string_view url) {
   if (authority.find('@') != std::string_view::npos) {
     throw invalid("HTTP URL: credentials in the URL are not supported");
   }
-  std::string_view port;
-  if (authority.starts_with('[')) {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) throw invalid("HTTP URL: unterminated [IPv6] host");
-    out.host = std::string(authority.substr(1, close - 1));
-    const std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') throw invalid("HTTP URL: junk after the [IPv6] host");
-      port = after.substr(1);
-      if (port.empty()) throw invalid("HTTP URL: empty port");
-    }
-  } else {
-    const auto colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      port = authority.substr(colon + 1);
-      if (port.empty()) throw invalid("HTTP URL: empty port");
-    }
-  }
-  if (out.host.empty()) throw invalid("HTTP URL: empty host");
-  if (port.empty()) {
-    out.port = "80";
-  } else {
-    unsigned value = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
-      throw invalid("HTTP URL: bad port \"" + std::string(port) + "\"");
-    }
-    out.port = std::string(port);
-  }
+  auto [host, port] = core::parse_url_authority(authority, "HTTP URL", "80");
+  out.host = std::move(host);
+  out.port = std::move(port);
   return out;
 }
 

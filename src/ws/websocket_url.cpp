@@ -2,12 +2,13 @@
 // names, validation. Apart from websocket_client.cpp (Beast, coroutines) so that the fuzz
 // target of URL parsing (fuzz/fuzz_url.cpp) compiles only this.
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/url.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
-#include <charconv>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace trading_shared::ws {
 
@@ -53,32 +54,9 @@ WebSocketUrl parse_websocket_url(std::string_view url) {
   if (authority.find('@') != std::string_view::npos) {
     throw invalid("WebSocket URL: credentials in the URL are not supported");
   }
-  std::string_view port;
-  if (authority.starts_with('[')) {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) throw invalid("WebSocket URL: unterminated [IPv6] host");
-    out.host = std::string(authority.substr(1, close - 1));
-    const std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') throw invalid("WebSocket URL: junk after the [IPv6] host");
-      port = after.substr(1);
-    }
-  } else {
-    const auto colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-  }
-  if (out.host.empty()) throw invalid("WebSocket URL: empty host");
-  if (port.empty()) {
-    out.port = "80";
-  } else {
-    unsigned value = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535) {
-      throw invalid("WebSocket URL: bad port \"" + std::string(port) + "\"");
-    }
-    out.port = std::string(port);
-  }
+  auto [host, port] = core::parse_url_authority(authority, "WebSocket URL", "80");
+  out.host = std::move(host);
+  out.port = std::move(port);
   return out;
 }
 
