@@ -16,6 +16,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "common/event.hpp"
 #include "common/settings.hpp"
 #include "feed_sim/generator.hpp"
 #include "feed_sim/rest.hpp"
@@ -89,28 +90,6 @@ void write_file_atomically(const std::string& path, std::string_view contents) {
         fmt::format("cannot rename {} to {}: {}", tmp, path, std::strerror(errno)));
   }
 }
-
-/// Wakes every coroutine waiting on it; each waiter has its own timer, so that waiters never
-/// cancel each other's waits.
-class Event {
- public:
-  explicit Event(asio::any_io_executor executor) : executor_(std::move(executor)) {}
-
-  asio::awaitable<void> wait_until(Clock::time_point deadline) {
-    asio::steady_timer timer(executor_, deadline);
-    waiters_.push_back(&timer);
-    boost::system::error_code ec;  // aborted = notified, success = deadline: both mean "look"
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    std::erase(waiters_, &timer);
-  }
-  void notify() {
-    for (auto* timer : waiters_) timer->cancel();
-  }
-
- private:
-  asio::any_io_executor executor_;
-  std::vector<asio::steady_timer*> waiters_;
-};
 
 /// TCP_CORK as an Asio socket option. While a burst of queued messages is written the
 /// socket is corked, so that the kernel sends full segments instead of one per frame (most

@@ -12,6 +12,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/event.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -36,26 +38,6 @@ std::shared_ptr<spdlog::logger> log() {
 long long ms_of(Clock::duration d) {
   return std::chrono::duration_cast<milliseconds>(d).count();
 }
-
-/// Wakes every coroutine waiting on it (each waits on a timer of its own).
-class Signal {
- public:
-  explicit Signal(asio::any_io_executor executor) : executor_(std::move(executor)) {}
-  asio::awaitable<void> wait_until(Clock::time_point deadline) {
-    asio::steady_timer timer(executor_, deadline);
-    waiters_.push_back(&timer);
-    boost::system::error_code ec;  // aborted = notified, success = deadline: both mean "look"
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    std::erase(waiters_, &timer);
-  }
-  void notify() {
-    for (auto* timer : waiters_) timer->cancel();
-  }
-
- private:
-  asio::any_io_executor executor_;
-  std::vector<asio::steady_timer*> waiters_;
-};
 
 void rethrow_if(const std::exception_ptr& e) {
   if (e) std::rethrow_exception(e);  // the coroutines catch every error they can meet
@@ -239,9 +221,9 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
   FeedSetConfig config;
   std::vector<Shard> shards;
   std::vector<std::shared_ptr<Link>> links;  // every client still to be read: shards' + retiring
-  Signal changed;                            // replies, rounds done, closing
-  Signal readable;                           // a client has something for the consumer
-  Signal ended;                              // a client's close ended
+  Event changed;                            // replies, rounds done, closing
+  Event readable;                           // a client has something for the consumer
+  Event ended;                              // a client's close ended
   FeedSetStats stats;
   ws::WebSocketStats retired;  // of the links already dropped
   std::uint64_t next_id = 1;
