@@ -10,6 +10,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 
+#include "support/async_test.hpp"
 #include "support/test_helpers.hpp"
 #include "support/ws_test_server.hpp"
 
@@ -48,20 +49,7 @@ using Clock = std::chrono::steady_clock;
 /// fails the test after `timeout`.
 void run_ws_test(std::function<asio::awaitable<void>(asio::io_context&)> body,
                  std::chrono::seconds timeout = 30s) {
-  asio::io_context io;
-  std::exception_ptr error;
-  bool done = false;
-  asio::co_spawn(io, body(io), [&](std::exception_ptr e) {
-    error = e;
-    done = true;
-    io.stop();
-  });
-  io.run_for(timeout);
-  if (!done) {
-    ADD_FAILURE() << "ws test did not finish within " << timeout.count() << " s";
-    return;
-  }
-  if (error) std::rethrow_exception(error);
+  trading_shared::testing::run_coroutine_test(std::move(body), timeout, /*stop_when_done=*/true);
 }
 
 ws::WebSocketConfig config_for(const WsTestServer& server) {
