@@ -474,7 +474,7 @@ void Backfill::start() {
     ++s.running;
     asio::co_spawn(s.executor, s.worker(),
                    asio::bind_cancellation_slot(
-                       s.signals.back()->slot(), [state = state_](std::exception_ptr e) {
+                       s.signals.back()->slot(), [state = state_](const std::exception_ptr& e) {
                          --state->running;
                          if (!e) return;
                          const ErrorKind kind = classify(e);

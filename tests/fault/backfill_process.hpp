@@ -168,7 +168,7 @@ inline bool wait_for(Condition condition, std::chrono::milliseconds bound) {
 /// A test's processes, directory and symbols (unique per run: the streams are shared buckets).
 class Venue {
  public:
-  Venue(const std::string& name, std::vector<std::string> symbol_names)
+  Venue(const std::string& name, const std::vector<std::string>& symbol_names)
       : dir_(std::filesystem::temp_directory_path() /
              ("ts-backfill-" + name + "-" + std::to_string(::getpid()))),
         port_(std::to_string(ts::testing::free_loopback_port())) {
