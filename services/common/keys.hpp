@@ -96,6 +96,12 @@ inline std::string bucket_tape_key(std::size_t bucket) {
 inline std::string tape_key(std::string_view symbol) {
   return bucket_tape_key(trade_bucket(symbol));
 }
+/// The field of `tape_key(symbol)` holding the symbol's gaps, written with its "complete
+/// through" id: `<highest id written> <lo>-<hi> ...`, the ranges below it not written yet (a
+/// restart fetches those ranges and what came after the highest id, nothing it already wrote).
+inline std::string tape_gaps_field(std::string_view symbol) {
+  return std::string(symbol) + ":gaps";
+}
 
 /// A symbol's last trade as stored in its bucket's `md:{tNN}:last` hash.
 struct LastTrade {

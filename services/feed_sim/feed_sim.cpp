@@ -160,7 +160,7 @@ void add_feed_sim_settings(core::ConfigLoader& loader, FeedSimConfig& config) {
            {"summary_file", "JSON summary, written at --max-messages and on exit"})
       .add(config.fault_connections,
            {"fault.connections",
-            "fault switches apply to the first N connections in accept order; 0 = all"})
+            "fault switches apply to the first N WebSocket connections; 0 = all"})
       .add(config.fault_stall_after,
            {"fault.stall_after", "after N trades, stop reading and writing (-1 = off)"})
       .add(config.fault_drop_after,
@@ -361,7 +361,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
                 faults_enabled_ ? fmt::format(", fault switches on for {}",
                                               config_.fault_connections == 0
                                                   ? std::string("every connection")
-                                                  : fmt::format("the first {} connection(s)",
+                                                  : fmt::format("the first {} ws connection(s)",
                                                                 config_.fault_connections))
                                 : std::string());
     if (!config_.port_file.empty()) {

@@ -45,7 +45,8 @@ struct FeedSimConfig {
   /// The venue's WebSocket limits (limits.hpp).
   VenueLimits limits;
 
-  // Fault switches, for the first `fault_connections` connections (0 = all), in accept order.
+  // Fault switches, for the first `fault_connections` WebSocket connections (0 = all), in the
+  // order of their upgrade requests; REST requests are not counted.
   std::uint64_t fault_connections = 1;
   std::int64_t fault_stall_after = -1;      ///< -1 = off.
   std::int64_t fault_drop_after = -1;       ///< -1 = off.

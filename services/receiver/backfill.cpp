@@ -34,6 +34,9 @@ std::shared_ptr<spdlog::logger> log() {
 /// Fetched chunks held for the writer before the workers wait (bounds memory: ~1000 trades
 /// each).
 constexpr std::size_t kMaxReady = 8;
+/// Ranges stored in a symbol's gaps field at most (beyond them it claims a lower high-water
+/// mark: a restart fetches a few written ids again rather than skip any).
+constexpr std::size_t kMaxStoredGaps = 1000;
 
 struct Tape {
   explicit Tape(std::string name) : symbol(std::move(name)) {}
@@ -41,8 +44,12 @@ struct Tape {
   std::int64_t hwm = -1;             // highest id taken; -1: none yet
   std::uint64_t hwm_connection = 0;  // the feed connection that delivered it
   std::optional<std::int64_t> stored;
+  std::optional<std::int64_t> stored_through;  // the stored gaps: highest id written
+  std::vector<std::pair<std::int64_t, std::int64_t>> stored_missing;  // and ranges not written
   std::int64_t persisted = -1;
-  std::map<std::int64_t, std::int64_t> missing;                  // lo -> hi: not written yet
+  std::int64_t persisted_hwm = -1;
+  bool gaps_changed = false;                     // `missing` changed since the last tape update
+  std::map<std::int64_t, std::int64_t> missing;  // lo -> hi: not written yet
   std::optional<std::pair<std::int64_t, std::int64_t>> pending;  // the last jump, unconfirmed
   std::uint64_t epoch = 0;  // +1 per id reset: older ranges and chunks are void
   std::int64_t complete_through() const noexcept {
@@ -104,6 +111,18 @@ struct Backfill::State {
         t.symbol, lo, hi, ids, why, n->unrecoverable);
   }
 
+  // The venue refused the request (a 401, another permanent 4xx), or answered nothing for ids it
+  // sent live: the ids are not unrecoverable. The range stays missing ("complete through" stays
+  // below it) and the next start fetches it.
+  void refused(const Tape& t, std::int64_t lo, std::int64_t hi, const std::string& why) {
+    const auto ids = static_cast<std::uint64_t>(hi - lo) + 1;
+    n->failed += ids;
+    log()->error(
+        "{}: trade ids {}..{} ({} trade(s)) not backfilled: {}; left missing (the next start "
+        "fetches them; {} id(s) in all)",
+        t.symbol, lo, hi, ids, why, n->failed);
+  }
+
   asio::awaitable<void> pause(std::chrono::milliseconds d) {
     asio::steady_timer timer(executor, d);
     co_await timer.async_wait(asio::use_awaitable);
@@ -127,6 +146,7 @@ struct Backfill::State {
       while (lo <= r.hi && tapes[r.tape].epoch == r.epoch && !stopping) {
         while (ready.size() >= kMaxReady) co_await pause(std::chrono::milliseconds(10));
         Chunk c{r.tape, r.epoch, lo, r.hi, {}, 0, 0};
+        bool left_missing = false;
         try {
           TradePage page = co_await fetch->page(symbol, lo, r.hi);
           c.trades = std::move(page.trades);
@@ -140,20 +160,27 @@ struct Backfill::State {
             }
             expect = t.trade_id + 1;
           }
-          if (c.trades.empty()) {
-            unrecoverable(tapes[r.tape], lo, r.hi,
-                          page.first_returned < 0
-                              ? std::string("the venue returned no trade from this id on")
-                              : "the oldest trade the venue still has is " +
-                                    std::to_string(page.first_returned));
-          } else {
+          if (!c.trades.empty()) {
             c.through = c.trades.back().trade_id;
+          } else if (page.first_returned > r.hi) {
+            unrecoverable(
+                tapes[r.tape], lo, r.hi,
+                "the oldest trade the venue still has is " + std::to_string(page.first_returned));
+          } else {
+            refused(tapes[r.tape], lo, r.hi,
+                    "the venue returned no trade from this id on (ids it sent live)");
+            left_missing = true;
           }
         } catch (const Error& e) {
           if (e.kind() == ErrorKind::cancelled) throw;
-          unrecoverable(tapes[r.tape], lo, r.hi, e.what());  // a permanent failure (4xx)
-          c.trades.clear();
+          // what(): the context, "HTTP <status>: <the venue's answer>" for a refusal.
+          refused(tapes[r.tape], lo, r.hi,
+                  std::string(http_status(e) != 0 ? "the venue refused the request: "
+                                                  : "the request failed for good: ") +
+                      e.what());
+          left_missing = true;
         }
+        if (left_missing) break;
         lo = c.through + 1;
         ready.push_back(std::move(c));
       }
@@ -162,6 +189,7 @@ struct Backfill::State {
 
   void add_missing(Tape& t, std::int64_t lo, std::int64_t hi) {
     t.missing.emplace(lo, hi);
+    t.gaps_changed = true;
     t.pending = std::make_pair(lo, hi);
   }
 
@@ -170,6 +198,7 @@ struct Backfill::State {
     t.pending.reset();
     if (outlier) {
       t.missing.erase(lo);
+      t.gaps_changed = true;
       log()->info("{}: the jump to {} was an outlier id: nothing to backfill", t.symbol, hi + 1);
       return;
     }
@@ -190,6 +219,45 @@ Backfill::Backfill(asio::any_io_executor executor, const BackfillConfig& config,
   for (std::size_t i = 0; i < state_->tapes.size(); ++i) {
     state_->index.emplace(state_->tapes[i].symbol, i);
   }
+}
+
+namespace {
+
+bool parse_id(std::string_view text, std::int64_t& id) {
+  const auto r = std::from_chars(text.data(), text.data() + text.size(), id);
+  return r.ec == std::errc() && r.ptr == text.data() + text.size() && id >= 0;
+}
+
+}  // namespace
+
+bool Backfill::set_stored_gaps(std::string_view symbol, std::string_view value) {
+  const auto it = state_->index.find(symbol);
+  if (it == state_->index.end()) return true;
+  Tape& t = state_->tapes[it->second];
+  std::int64_t through = -1;
+  std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
+  std::size_t at = 0;
+  while (at <= value.size()) {
+    const std::size_t end = std::min(value.find(' ', at), value.size());
+    const std::string_view word = value.substr(at, end - at);
+    at = end + 1;
+    if (through < 0) {
+      if (!parse_id(word, through)) return false;
+      continue;
+    }
+    const std::size_t dash = word.find('-');
+    std::int64_t lo = -1;
+    std::int64_t hi = -1;
+    if (dash == std::string_view::npos || !parse_id(word.substr(0, dash), lo) ||
+        !parse_id(word.substr(dash + 1), hi) || lo > hi || hi >= through ||
+        (!ranges.empty() && lo <= ranges.back().second + 1)) {
+      return false;
+    }
+    ranges.emplace_back(lo, hi);
+  }
+  t.stored_through = through;
+  t.stored_missing = std::move(ranges);
+  return true;
 }
 
 Backfill::~Backfill() {
@@ -225,7 +293,27 @@ bool Backfill::on_live(std::string_view symbol, std::int64_t id, const Verdict& 
   }
   if (t.hwm < 0) {
     if (t.stored) {
-      const std::int64_t stored = *t.stored;
+      // The highest id written before: the stored gaps' (their ranges are fetched first) or
+      // "complete through".
+      std::int64_t stored = *t.stored;
+      const bool agree = t.stored_through &&
+                         stored == (t.stored_missing.empty() ? *t.stored_through
+                                                             : t.stored_missing.front().first - 1);
+      if (t.stored_through && !agree) {
+        log()->warn("{}: stored gaps (through {}) do not match complete-through {}; ignored",
+                    t.symbol, *t.stored_through, stored);
+      }
+      if (agree) stored = *t.stored_through;
+      if (agree && (id > stored || static_cast<std::uint64_t>(stored - id) <=
+                                       ws::SequenceTracker::kDefaultReorderWindow)) {
+        for (const auto& [lo, hi] : t.stored_missing) {
+          t.missing.emplace(lo, hi);
+          ++s.n->ranges;
+          s.queue.push_back({it->second, t.epoch, lo, hi});
+          log()->info("{}: backfilling trade ids {}..{} ({} trade(s)) left missing before",
+                      t.symbol, lo, hi, hi - lo + 1);
+        }
+      }
       if (id > stored + 1) {
         log()->info("{}: written through {} before; the feed starts at {} (connection {})",
                     t.symbol, stored, id, connection);
@@ -313,6 +401,7 @@ void Backfill::written() {
     const std::int64_t next = all ? c.through + 1 : c.trades[c.taken - 1].trade_id + 1;
     s.n->backfilled += c.taken - c.committed;
     if (const auto it = t.missing.find(c.from); it != t.missing.end()) {
+      t.gaps_changed = true;
       const std::int64_t hi = it->second;
       t.missing.erase(it);
       if (next <= hi) t.missing.emplace(next, hi);
@@ -331,17 +420,45 @@ std::vector<std::pair<std::string, std::int64_t>> Backfill::tape_updates() {
   if (!enabled()) return out;
   for (Tape& t : state_->tapes) {
     const std::int64_t ct = t.complete_through();
-    if (ct < 0 || ct == t.persisted) continue;
+    // Ids written above a range still missing: their gaps are stored again, so that a restart
+    // does not fetch them a second time.
+    if (ct < 0 ||
+        (ct == t.persisted && (ct == t.hwm || (t.hwm == t.persisted_hwm && !t.gaps_changed)))) {
+      continue;
+    }
     t.persisted = ct;
+    t.persisted_hwm = t.hwm;
+    t.gaps_changed = false;
     out.emplace_back(t.symbol, ct);
   }
   return out;
 }
 
+std::string Backfill::tape_gaps(std::string_view symbol) const {
+  const auto it = state_->index.find(symbol);
+  if (it == state_->index.end()) return {};
+  const Tape& t = state_->tapes[it->second];
+  std::int64_t through = t.hwm;
+  std::string ranges;
+  std::size_t count = 0;
+  for (const auto& [lo, hi] : t.missing) {
+    if (lo > t.hwm) break;
+    if (count++ == kMaxStoredGaps) {
+      through = lo - 1;  // claims less than was written: never skips an id
+      break;
+    }
+    ranges += " " + std::to_string(lo) + "-" + std::to_string(std::min(hi, t.hwm - 1));
+  }
+  return std::to_string(through) + ranges;
+}
+
 void Backfill::tape_failed(const std::vector<std::pair<std::string, std::int64_t>>& updates) {
   for (const auto& [symbol, ct] : updates) {
     const auto it = state_->index.find(symbol);
-    if (it != state_->index.end()) state_->tapes[it->second].persisted = -2;
+    if (it != state_->index.end()) {
+      state_->tapes[it->second].persisted = -2;
+      state_->tapes[it->second].persisted_hwm = -2;
+    }
   }
 }
 
@@ -357,7 +474,7 @@ void Backfill::start() {
     ++s.running;
     asio::co_spawn(s.executor, s.worker(),
                    asio::bind_cancellation_slot(
-                       s.signals.back()->slot(), [state = state_](std::exception_ptr e) {
+                       s.signals.back()->slot(), [state = state_](const std::exception_ptr& e) {
                          --state->running;
                          if (!e) return;
                          const ErrorKind kind = classify(e);
@@ -444,9 +561,17 @@ asio::awaitable<void> load_tape(redis::RedisClient& redis, Backfill& backfill,
     read[bucket] = true;
     const auto fields = co_await redis.hgetall(bucket_tape_key(bucket));
     for (const auto& [name, value] : fields) {
+      if (name.ends_with(":gaps")) {
+        if (!backfill.set_stored_gaps(std::string_view(name).substr(0, name.size() - 5), value)) {
+          log()->warn(
+              "{} {}: stored gaps \"{:.200}\" not understood; ignored (fetched from "
+              "the complete-through id)",
+              bucket_tape_key(bucket), name, value);
+        }
+        continue;
+      }
       std::int64_t id = -1;
-      const auto r = std::from_chars(value.data(), value.data() + value.size(), id);
-      if (r.ec != std::errc() || r.ptr != value.data() + value.size() || id < 0) {
+      if (!parse_id(value, id)) {
         log()->warn("{} {}: stored complete-through id \"{}\" is not an id; ignored",
                     bucket_tape_key(bucket), name, value);
         continue;
@@ -463,6 +588,7 @@ asio::awaitable<void> persist_tape(redis::RedisClient& redis, Backfill& backfill
   std::vector<std::vector<std::pair<std::string, std::string>>> buckets(kTradeBuckets);
   for (const auto& [symbol, id] : updates) {
     buckets[trade_bucket(symbol)].emplace_back(symbol, std::to_string(id));
+    buckets[trade_bucket(symbol)].emplace_back(tape_gaps_field(symbol), backfill.tape_gaps(symbol));
   }
   try {
     for (std::size_t b = 0; b < kTradeBuckets; ++b) {

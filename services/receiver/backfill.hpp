@@ -58,9 +58,12 @@ struct BackfillConfig {
 std::string rest_url_from_feed(std::string_view feed_url);
 
 struct BackfillCounters : FetchCounters {
-  std::uint64_t backfilled = 0;          ///< trades written from REST.
-  std::uint64_t ranges = 0;              ///< missing ranges fetched.
-  std::uint64_t unrecoverable = 0;       ///< ids the venue no longer has (reported).
+  std::uint64_t backfilled = 0;     ///< trades written from REST.
+  std::uint64_t ranges = 0;         ///< missing ranges fetched.
+  std::uint64_t unrecoverable = 0;  ///< ids the venue no longer has (reported).
+  /// ids left missing because the venue refused the request (a 401, another permanent 4xx):
+  /// "complete through" stays below them; the next start fetches them.
+  std::uint64_t failed = 0;
   std::uint64_t duplicates_dropped = 0;  ///< live trades at or below the high-water mark.
   std::uint64_t not_backfilled = 0;      ///< ids still missing when the service stopped.
   std::uint64_t tape_write_failures = 0;
@@ -79,6 +82,10 @@ class Backfill {
   bool enabled() const noexcept { return client_ != nullptr; }
   /// A symbol's "complete through" id read from Redis on start.
   void set_stored(std::string_view symbol, std::int64_t complete_through);
+  /// A symbol's stored gaps (field `<symbol>:gaps`, `tape_gaps()`): the highest id written and
+  /// the ranges below it still missing. Used when it agrees with the stored "complete through";
+  /// false (nothing kept) when `value` is not in that format.
+  bool set_stored_gaps(std::string_view symbol, std::string_view value);
 
   /// Decides about a live trade of `symbol` (after the tracker's verdict `seen`): true = take.
   bool on_live(std::string_view symbol, std::int64_t id, const ws::SequenceTracker::Result& seen,
@@ -88,8 +95,12 @@ class Backfill {
   std::size_t take(std::size_t max, const std::function<void(const Trade&)>& take);
   /// The loop's write of everything taken succeeded: the missing ranges move on.
   void written();
-  /// Symbols whose "complete through" changed since the last call, with that value.
+  /// Symbols whose "complete through" changed since the last call, with that value (also
+  /// when ids above a range still missing were written: their gaps are persisted too).
   std::vector<std::pair<std::string, std::int64_t>> tape_updates();
+  /// `<highest id taken>[ <lo>-<hi>]...`: the ids below the high-water mark not written yet
+  /// (at most kMaxStoredGaps ranges; beyond them the value claims less, never more).
+  std::string tape_gaps(std::string_view symbol) const;
   /// Their write failed: they are offered again by the next `tape_updates()`.
   void tape_failed(const std::vector<std::pair<std::string, std::int64_t>>& updates);
   /// Fetching or holding fetched trades (the loop should not wait long for the feed).

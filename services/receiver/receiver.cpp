@@ -543,6 +543,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
             .add("backfill_requests", b.requests)
             .add("backfill_ranges", b.ranges)
             .add("backfill_unrecoverable", b.unrecoverable)
+            .add("backfill_failed", b.failed)
             .add("backfill_retries", b.retries)
             .add("backfill_throttled", b.throttled)
             .add("backfill_not_done", b.not_backfilled)

@@ -11,6 +11,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "backfill_process.hpp"
 #include "common/keys.hpp"
 #include "receiver/backfill.hpp"
 #include "receiver/historical_trades.hpp"
@@ -106,7 +107,10 @@ TEST(BackfillMerge, LiveTradesAboveTheHighWaterMarkAreTakenAndJumpsBecomeRanges)
   EXPECT_EQ(updates[0].second, 101);
   EXPECT_TRUE(live(105, 2));  // a reconnect: 102..104 missing
   EXPECT_FALSE(b.busy()) << "a jump waits for the next trade (it could be an outlier)";
-  EXPECT_TRUE(b.tape_updates().empty()) << "complete through stays at 101";
+  updates = b.tape_updates();
+  ASSERT_EQ(updates.size(), 1u) << "ids written above a gap: the gaps are stored again";
+  EXPECT_EQ(updates[0].second, 101) << "complete through stays at 101";
+  EXPECT_EQ(b.tape_gaps("AAA"), "105 102-104");
   EXPECT_FALSE(live(105, 2)) << "a repeated id is dropped";
   EXPECT_TRUE(b.busy()) << "the next trade confirmed the jump: 102..104 queued";
   EXPECT_TRUE(live(106, 2));
@@ -116,7 +120,11 @@ TEST(BackfillMerge, LiveTradesAboveTheHighWaterMarkAreTakenAndJumpsBecomeRanges)
   EXPECT_FALSE(live(200, 2)) << "ids far below on an older connection are not an id reset";
   EXPECT_EQ(n.duplicates_dropped, 3u);
   EXPECT_EQ(n.ranges, 1u);
-  EXPECT_TRUE(b.tape_updates().empty()) << "still missing 102..104";
+  updates = b.tape_updates();
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].second, 101) << "still missing 102..104";
+  EXPECT_EQ(b.tape_gaps("AAA"), "400 102-104");
+  EXPECT_TRUE(b.tape_updates().empty()) << "nothing changed since";
 }
 
 TEST(BackfillMerge, AnOutlierIsNotFetchedAndAnIdResetStartsTheTapeAgain) {
@@ -156,7 +164,11 @@ TEST(BackfillMerge, ARestartBackfillsFromTheStoredCompleteThroughId) {
   EXPECT_TRUE(b.on_live("AAA", 700, verdict(Verdict::first), 1));
   EXPECT_TRUE(b.on_live("AAA", 701, verdict(Verdict::in_order), 1));
   EXPECT_EQ(n.ranges, 1u) << "501..699 queued";
-  EXPECT_TRUE(b.tape_updates().empty()) << "AAA complete through stays 500 until 501..699 are in";
+  auto first = b.tape_updates();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0], std::make_pair(std::string("AAA"), std::int64_t{500}))
+      << "AAA complete through stays 500 until 501..699 are in";
+  EXPECT_EQ(b.tape_gaps("AAA"), "701 501-699");
   // BBB's first live trade was already written before the restart (a replay): dropped.
   EXPECT_FALSE(b.on_live("BBB", 799, verdict(Verdict::first), 1));
   EXPECT_FALSE(b.on_live("BBB", 800, verdict(Verdict::in_order), 1));
@@ -165,6 +177,33 @@ TEST(BackfillMerge, ARestartBackfillsFromTheStoredCompleteThroughId) {
   const auto updates = b.tape_updates();
   ASSERT_EQ(updates.size(), 1u);
   EXPECT_EQ(updates[0], std::make_pair(std::string("BBB"), std::int64_t{801}));
+}
+
+TEST(BackfillMerge, ARestartFetchesTheStoredGapsAndWhatCameAfterNothingWrittenAgain) {
+  asio::io_context io;
+  ts::http::HttpClient client(io.get_executor(), {.base_url = "http://127.0.0.1:9"});
+  svc::BackfillCounters n;
+  svc::Backfill b(io.get_executor(), svc::BackfillConfig{}, {"AAA", "BBB"}, &client, n);
+  EXPECT_FALSE(b.set_stored_gaps("AAA", "x"));
+  EXPECT_FALSE(b.set_stored_gaps("AAA", "500 200-101"));
+  EXPECT_FALSE(b.set_stored_gaps("AAA", "500 101-500")) << "a range must end below 500";
+  EXPECT_FALSE(b.set_stored_gaps("AAA", "500 101-200 150-160")) << "overlapping";
+  b.set_stored("AAA", 100);
+  ASSERT_TRUE(b.set_stored_gaps("AAA", "500 101-200 301-350"));
+  b.set_stored("BBB", 90);  // does not match its gaps (first range at 101): they are ignored
+  ASSERT_TRUE(b.set_stored_gaps("BBB", "500 101-200"));
+  EXPECT_TRUE(b.on_live("AAA", 600, verdict(Verdict::first), 1));
+  EXPECT_TRUE(b.on_live("AAA", 601, verdict(Verdict::in_order), 1));
+  EXPECT_EQ(n.ranges, 3u) << "101..200, 301..350 stored, 501..599 the outage";
+  EXPECT_FALSE(b.on_live("AAA", 601, verdict(Verdict::duplicate), 1));
+  const auto updates = b.tape_updates();
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].second, 100);
+  EXPECT_EQ(b.tape_gaps("AAA"), "601 101-200 301-350 501-599");
+  EXPECT_TRUE(b.on_live("BBB", 700, verdict(Verdict::first), 1));
+  EXPECT_TRUE(b.on_live("BBB", 701, verdict(Verdict::in_order), 1));
+  EXPECT_EQ(n.ranges, 4u) << "BBB: 91..699 from its complete-through id";
+  EXPECT_EQ(b.tape_gaps("BBB"), "701 91-699");
 }
 
 // ---- the fetcher against the scripted venue -----------------------------------------------
@@ -325,226 +364,43 @@ TEST(BackfillFetch, RangesAreFetchedByTheWorkersAndIdsTheVenueLostAreReported) {
   });
 }
 
-// ---- ts-receiver and ts-feed-sim -----------------------------------------------------------
-
-struct Service {
-  pid_t pid = -1;
-  std::string log;
-  std::optional<int> status;
-  static Service spawn(const std::string& dir, const std::string& name,
-                       std::vector<std::string> argv) {
-    Service s;
-    s.log = dir + "/" + name + ".log";
-    tsd::SpawnRequest request;
-    request.argv = std::move(argv);
-    request.directory = dir;
-    request.log_file = s.log;
-    request.extra_env = {"TS_LOG_LEVEL=info"};
-    s.pid = tsd::spawn_process(request);
-    return s;
-  }
-  int wait(std::chrono::milliseconds bound) {
-    if (!status) status = tsd::wait_child(pid, Clock::now() + bound);
-    if (!status) return -1000;
-    if (WIFEXITED(*status)) return WEXITSTATUS(*status);
-    return -WTERMSIG(*status);
-  }
-  void signal(int sig) const { ::kill(pid, sig); }
-  ~Service() {
-    if (pid > 0 && !status) {
-      ::kill(pid, SIGKILL);
-      status = tsd::wait_child(pid, Clock::now() + 10s);
+TEST(BackfillFetch, ARefusedRequestLeavesTheRangeMissingNotUnrecoverable) {
+  ts::testing::run_coroutine_test([](asio::io_context& io) -> asio::awaitable<void> {
+    HttpTestServer server(io, [&](const HttpSeen&, int) {
+      HttpAnswer a;
+      a.status = 401;
+      a.body = R"({"code":-2014,"msg":"API-key format invalid."})";
+      return a;
+    });
+    ts::http::HttpClient client(io.get_executor(), {.base_url = server.url()});
+    svc::BackfillCounters n;
+    svc::Backfill b(io.get_executor(), svc::BackfillConfig{}, {"AAA"}, &client, n);
+    b.set_stored("AAA", 100);
+    EXPECT_TRUE(b.on_live("AAA", 301, verdict(Verdict::first), 1));
+    EXPECT_TRUE(b.on_live("AAA", 302, verdict(Verdict::in_order), 1));
+    b.start();
+    const auto t0 = Clock::now();
+    asio::steady_timer timer(io);
+    while (b.busy() && Clock::now() - t0 < 10s) {
+      timer.expires_after(5ms);
+      co_await timer.async_wait(asio::use_awaitable);
     }
-  }
-};
-
-using RedisReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
-
-RedisReplyPtr redis_command(const std::vector<std::string>& args) {
-  auto& servers = ts::testing::Servers::instance();
-  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
-  if (c == nullptr || c->err != 0) {
-    if (c != nullptr) redisFree(c);
-    return {nullptr, &freeReplyObject};
-  }
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lengths;
-  for (const auto& a : args) {
-    argv.push_back(a.data());
-    lengths.push_back(a.size());
-  }
-  RedisReplyPtr reply(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()),
-                                                                argv.data(), lengths.data())),
-                      &freeReplyObject);
-  redisFree(c);
-  return reply;
+    EXPECT_EQ(n.failed, 200u) << "101..300";
+    EXPECT_EQ(n.unrecoverable, 0u);
+    EXPECT_EQ(n.requests, 1u) << "a refusal is not retried";
+    const auto updates = b.tape_updates();
+    CO_ASSERT(updates.size() == 1u);
+    EXPECT_EQ(updates[0].second, 100) << "complete through stays below the refused ids";
+    EXPECT_EQ(b.tape_gaps("AAA"), "302 101-300");
+    co_await b.stop();
+    EXPECT_EQ(n.not_backfilled, 200u);
+    co_await client.close();
+  });
 }
 
-/// The trade ids of `symbol` in its stream, in stream order (empty when unreadable).
-std::vector<long long> ids_in_redis(const std::string& symbol) {
-  const auto reply = redis_command({"XRANGE", svc::trade_stream(symbol), "-", "+"});
-  std::vector<long long> ids;
-  if (!reply || reply->type != REDIS_REPLY_ARRAY) return ids;
-  for (std::size_t i = 0; i < reply->elements; ++i) {
-    const redisReply* fields = reply->element[i]->element[1];
-    std::string_view s;
-    long long t = -1;
-    for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
-      const std::string_view name(fields->element[f]->str, fields->element[f]->len);
-      const std::string_view value(fields->element[f + 1]->str, fields->element[f + 1]->len);
-      if (name == "s") s = value;
-      if (name == "t") std::from_chars(value.data(), value.data() + value.size(), t);
-    }
-    if (s == symbol) ids.push_back(t);
-  }
-  return ids;
-}
+// ---- ts-receiver and ts-feed-sim (backfill_process.hpp) ---------------------------------
 
-/// What the stream holds of a symbol: distinct ids, repeats, ids missing between the lowest and
-/// the highest.
-struct Tape {
-  long long first = -1;
-  long long last = -1;
-  long long distinct = 0;
-  long long repeated = 0;
-  long long missing = 0;
-  std::string first_missing;
-};
-Tape tape_of(const std::string& symbol) {
-  auto ids = ids_in_redis(symbol);
-  Tape t;
-  if (ids.empty()) return t;
-  std::sort(ids.begin(), ids.end());
-  t.first = ids.front();
-  t.last = ids.back();
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (i > 0 && ids[i] == ids[i - 1]) {
-      ++t.repeated;
-      continue;
-    }
-    ++t.distinct;
-    if (i > 0 && ids[i] > ids[i - 1] + 1) {
-      if (t.first_missing.empty()) t.first_missing = std::to_string(ids[i - 1] + 1);
-      t.missing += ids[i] - ids[i - 1] - 1;
-    }
-  }
-  return t;
-}
-std::string describe(const Tape& t) {
-  return "ids " + std::to_string(t.first) + ".." + std::to_string(t.last) + ": " +
-         std::to_string(t.distinct) + " distinct, " + std::to_string(t.missing) +
-         " missing (first " + (t.first_missing.empty() ? "-" : t.first_missing) + "), " +
-         std::to_string(t.repeated) + " repeated";
-}
-
-long long json_number(const std::string& json, const std::string& key) {
-  const auto at = json.find("\"" + key + "\":");
-  return at == std::string::npos ? -1LL : std::atoll(json.c_str() + at + key.size() + 3);
-}
-/// How many trades of `symbol` ts-feed-sim generated (its summary's "symbols" object), or -1.
-long long sim_count(const std::string& summary, const std::string& symbol) {
-  const auto at = summary.find("\"" + symbol + "\":{");
-  if (at == std::string::npos) return -1;
-  return json_number(summary.substr(at), "count");
-}
-
-template <typename Condition>
-bool wait_for(Condition condition, std::chrono::milliseconds bound) {
-  const auto deadline = Clock::now() + bound;
-  while (!condition()) {
-    if (Clock::now() >= deadline) return false;
-    tsd::poll_pause(20);
-  }
-  return true;
-}
-
-/// A test's processes, directory and symbols (unique per run: the streams are shared buckets).
-class Venue {
- public:
-  Venue(const std::string& name, std::vector<std::string> symbol_names)
-      : dir_(std::filesystem::temp_directory_path() /
-             ("ts-backfill-" + name + "-" + std::to_string(::getpid()))),
-        port_(std::to_string(ts::testing::free_loopback_port())) {
-    std::filesystem::create_directories(dir_);
-    const std::string suffix = std::to_string(::getpid() % 100000);
-    for (auto& s : symbol_names) symbols.push_back(s + suffix);
-    for (const auto& s : symbols) (void)redis_command({"HDEL", svc::tape_key(s), s});
-  }
-  ~Venue() {
-    for (const auto& s : symbols) (void)redis_command({"HDEL", svc::tape_key(s), s});
-    if (!::testing::Test::HasFailure()) std::filesystem::remove_all(dir_);
-  }
-  std::string list() const {
-    std::string out;
-    for (const auto& s : symbols) out += (out.empty() ? "" : ",") + s;
-    return out;
-  }
-  std::string dir() const { return dir_.string(); }
-  Service sim(std::vector<std::string> extra) {
-    std::vector<std::string> argv{
-        TS_FEED_SIM_BIN, "--listen",       "127.0.0.1:" + port_, "--symbols",
-        list(),          "--keep-trading", "--summary-file",     dir() + "/sim.json"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return Service::spawn(dir(), "sim", std::move(argv));
-  }
-  Service receiver(const std::string& name, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{TS_RECEIVER_BIN,
-                                  "--feed-url",
-                                  "ws://127.0.0.1:" + port_ + "/ws",
-                                  "--symbols",
-                                  list(),
-                                  "--redis-url",
-                                  ts::testing::Servers::instance().redis_url(),
-                                  "--summary-file",
-                                  dir() + "/" + name + ".json"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return Service::spawn(dir(), name, std::move(argv));
-  }
-  std::string summary(const std::string& name) const {
-    return tsd::file_size_or_zero(dir() + "/" + name + ".json") > 0
-               ? tsd::read_text_file(dir() + "/" + name + ".json")
-               : std::string();
-  }
-  std::vector<std::string> symbols;
-
- private:
-  std::filesystem::path dir_;
-  std::string port_;
-};
-
-/// Waits until every symbol's stream holds ids first..`until` without a hole.
-bool complete_through(const Venue& v, long long until, std::chrono::milliseconds bound) {
-  return wait_for(
-      [&] {
-        for (const auto& s : v.symbols) {
-          const Tape t = tape_of(s);
-          if (t.last < until || t.missing > 0) return false;
-        }
-        return true;
-      },
-      bound);
-}
-
-/// Stops the receiver and the simulator; checks every symbol's tape against the simulator's
-/// count: every id from 1 to the last generated is in the stream, none repeated.
-void check_tapes(Venue& v, Service& receiver, Service& sim, const std::string& receiver_name) {
-  receiver.signal(SIGTERM);
-  EXPECT_EQ(receiver.wait(20s), 0) << tsd::read_text_file(receiver.log);
-  sim.signal(SIGTERM);
-  EXPECT_EQ(sim.wait(20s), 0) << tsd::read_text_file(sim.log);
-  const std::string sim_summary = v.summary("sim");
-  for (const auto& s : v.symbols) {
-    const Tape t = tape_of(s);
-    const long long generated = sim_count(sim_summary, s);
-    EXPECT_EQ(t.first, 1) << s << ": " << describe(t);
-    EXPECT_EQ(t.last, generated) << s << ": " << describe(t) << "; the venue generated "
-                                 << generated;
-    EXPECT_EQ(t.missing, 0) << s << ": " << describe(t) << "\n"
-                            << tsd::read_text_file(receiver.log);
-    EXPECT_EQ(t.repeated, 0) << s << ": " << describe(t);
-  }
-  (void)receiver_name;
-}
+using namespace ts_backfill_test;
 
 TEST(BackfillFault, F56_AReceiverKilledAndRestartedLeavesNoIdMissing) {
   Venue v("f56", {"FSA", "FSB"});
@@ -601,12 +457,20 @@ TEST(BackfillFault, F58_TheVenuesLimitsAndFaultsStillCloseTheGap) {
   constexpr long long kTrades = 4000;
   // The venue allows 4 calls a second; every 3rd REST answer is a 503, every 2nd a short page.
   Service sim = v.sim({"--rate", "1000", "--max-messages", std::to_string(kTrades),
-                       "--fault-drop-after", "800", "--fault-connections", "1",
                        "--rest-weight-limit", "100", "--rest-weight-window", "1s",
                        "--rest-fault-5xx-every", "3", "--rest-fault-partial-every", "2"});
   // Small pages and a client budget above the venue's: the venue's 429s must be honoured.
-  Service receiver = v.receiver("receiver", {"--backfill-page", "20", "--backfill-weight-limit",
-                                             "100000", "--backfill-concurrency", "2"});
+  const std::vector<std::string> flags{
+      "--backfill-page", "100", "--backfill-weight-limit", "100000", "--backfill-concurrency", "2"};
+  // A gap of about 1000 ids (the receiver stopped for 1 s while the venue trades): 10 pages and
+  // more, so that the venue's 429, 503 and short pages all show (a reconnect after a drop is
+  // too quick for that: a gap of ~20 ids, 1-2 calls).
+  Service first = v.receiver("receiver1", flags);
+  ASSERT_TRUE(complete_through(v, 500, 20s)) << tsd::read_text_file(first.log);
+  first.signal(SIGTERM);
+  ASSERT_EQ(first.wait(20s), 0) << tsd::read_text_file(first.log);
+  std::this_thread::sleep_for(1s);  // the outage itself, not a wait for a condition
+  Service receiver = v.receiver("receiver", flags);
   ASSERT_TRUE(wait_for([&] { return tape_of(v.symbols[0]).distinct >= kTrades; }, 50s))
       << describe(tape_of(v.symbols[0])) << "\n"
       << tsd::read_text_file(receiver.log);
@@ -614,8 +478,9 @@ TEST(BackfillFault, F58_TheVenuesLimitsAndFaultsStillCloseTheGap) {
   const std::string summary = v.summary("receiver");
   const std::string sim_summary = v.summary("sim");
   std::cout << "F58 receiver: " << summary << "\nF58 venue: " << sim_summary << "\n";
-  EXPECT_GT(json_number(summary, "backfilled"), 0) << summary;
+  EXPECT_GT(json_number(summary, "backfilled"), 500) << summary;
   EXPECT_GT(json_number(summary, "backfill_retries"), 0) << summary;
+  EXPECT_GT(json_number(summary, "backfill_throttled"), 0) << summary;
   EXPECT_GT(json_number(sim_summary, "rest_5xx"), 0) << sim_summary;
   EXPECT_GT(json_number(sim_summary, "rest_partial"), 0) << sim_summary;
   EXPECT_GT(json_number(sim_summary, "rest_429"), 0) << sim_summary;
@@ -648,6 +513,52 @@ TEST(BackfillFault, F58_IdsTheVenueNoLongerHasAreReportedUnrecoverable) {
   EXPECT_NE(log.find(v.symbols[0] + ": trade ids "), std::string::npos) << log;
   sim.signal(SIGTERM);
   EXPECT_EQ(sim.wait(20s), 0);
+}
+
+TEST(BackfillFault, F58_ARefusedRequestLeavesTheIdsMissingForTheNextStart) {
+  Venue v("f58k", {"FKA"});
+  constexpr long long kTrades = 8000;  // 8 s of trading: the third run still sees live trades
+  Service sim =
+      v.sim({"--rate", "1000", "--max-messages", std::to_string(kTrades), "--rest-api-key", "K"});
+  // A first run stores its "complete through" id; the venue trades on while none runs.
+  Service first = v.receiver("receiver1", {"--rest-api-key", "K"});
+  ASSERT_TRUE(complete_through(v, 300, 20s)) << tsd::read_text_file(first.log);
+  first.signal(SIGTERM);
+  ASSERT_EQ(first.wait(20s), 0) << tsd::read_text_file(first.log);
+  std::this_thread::sleep_for(500ms);  // the outage itself, not a wait for a condition
+  // The second run has a wrong key: the venue refuses (401) the backfill of the outage's ids.
+  Service second = v.receiver("receiver2", {"--rest-api-key", "WRONG"});
+  ASSERT_TRUE(wait_for(
+      [&] { return tsd::read_text_file(second.log).find("backfilled: ") != std::string::npos; },
+      20s))
+      << tsd::read_text_file(second.log);
+  const long long before = tape_of(v.symbols[0]).last;
+  ASSERT_TRUE(wait_for([&] { return tape_of(v.symbols[0]).last > before + 300; }, 20s))
+      << "live trades go on above the refused range\n"
+      << tsd::read_text_file(second.log);
+  second.signal(SIGTERM);
+  ASSERT_EQ(second.wait(20s), 0) << tsd::read_text_file(second.log);
+  const std::string refused = v.summary("receiver2");
+  std::cout << "F58 refused: " << refused << "\n";
+  EXPECT_GT(json_number(refused, "backfill_failed"), 0) << refused;
+  EXPECT_EQ(json_number(refused, "backfill_unrecoverable"), 0) << refused;
+  EXPECT_GE(json_number(refused, "backfill_not_done"), json_number(refused, "backfill_failed"))
+      << refused;
+  const std::string log = tsd::read_text_file(second.log);
+  EXPECT_NE(log.find("HTTP 401"), std::string::npos) << log;
+  EXPECT_EQ(log.find("reported as unrecoverable"), std::string::npos) << log;
+  // The key fixed, the next start fetches the refused ids (and the outages'): every id once.
+  Service third = v.receiver("receiver3", {"--rest-api-key", "K"});
+  ASSERT_TRUE(wait_for([&] { return tape_of(v.symbols[0]).distinct >= kTrades; }, 40s))
+      << describe(tape_of(v.symbols[0])) << "\n"
+      << tsd::read_text_file(third.log);
+  check_tapes(v, third, sim, "receiver3");
+  const std::string fixed = v.summary("receiver3");
+  std::cout << "F58 key fixed: " << fixed << "\n";
+  EXPECT_GT(json_number(v.summary("sim"), "rest_401"), 0) << v.summary("sim");
+  EXPECT_GE(json_number(fixed, "backfilled"), json_number(refused, "backfill_failed")) << fixed;
+  EXPECT_EQ(json_number(fixed, "backfill_failed"), 0) << fixed;
+  EXPECT_EQ(json_number(fixed, "backfill_unrecoverable"), 0) << fixed;
 }
 
 }  // namespace
