@@ -427,7 +427,9 @@ TEST(BackfillFault, F56_AReceiverKilledAndRestartedLeavesNoIdMissing) {
       << v.symbols[0] << ": " << describe(tape_of(v.symbols[0])) << "; " << v.symbols[1] << ": "
       << describe(tape_of(v.symbols[1])) << "\n"
       << tsd::read_text_file(second.log);
-  check_tapes(v, second, sim, "receiver2");
+  // The kill may fall between a batch's XADD and the HSET of the tape that covers it, and a
+  // loaded machine may time out a write that Redis applied: up to two batches (512) again.
+  check_tapes(v, second, sim, "receiver2", /*max_repeated=*/1024);
   const std::string summary = v.summary("receiver2");
   std::cout << "F56 restarted receiver: " << summary << "\n";
   EXPECT_GT(json_number(summary, "backfilled"), 2000) << summary;

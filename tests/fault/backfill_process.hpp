@@ -8,6 +8,7 @@
 #include "common/keys.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
+#include "support/service_process.hpp"
 #include "support/test_helpers.hpp"
 
 #include <gtest/gtest.h>
@@ -34,36 +35,7 @@ namespace tsd = trading_shared::testing::detail;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-struct Service {
-  pid_t pid = -1;
-  std::string log;
-  std::optional<int> status;
-  static Service spawn(const std::string& dir, const std::string& name,
-                       std::vector<std::string> argv) {
-    Service s;
-    s.log = dir + "/" + name + ".log";
-    tsd::SpawnRequest request;
-    request.argv = std::move(argv);
-    request.directory = dir;
-    request.log_file = s.log;
-    request.extra_env = {"TS_LOG_LEVEL=info"};
-    s.pid = tsd::spawn_process(request);
-    return s;
-  }
-  int wait(std::chrono::milliseconds bound) {
-    if (!status) status = tsd::wait_child(pid, Clock::now() + bound);
-    if (!status) return -1000;
-    if (WIFEXITED(*status)) return WEXITSTATUS(*status);
-    return -WTERMSIG(*status);
-  }
-  void signal(int sig) const { ::kill(pid, sig); }
-  ~Service() {
-    if (pid > 0 && !status) {
-      ::kill(pid, SIGKILL);
-      status = tsd::wait_child(pid, Clock::now() + 10s);
-    }
-  }
-};
+using Service = trading_shared::testing::ServiceProcess;
 
 using RedisReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
 
@@ -237,9 +209,13 @@ inline bool complete_through(const Venue& v, long long until, std::chrono::milli
 }
 
 /// Stops the receiver and the simulator; checks every symbol's tape against the simulator's
-/// count: every id from 1 to the last generated is in the stream, none repeated.
+/// count: every id from 1 to the last generated is in the stream, at most `max_repeated` of
+/// them twice. A receiver killed between writing a batch and storing the tape that covers it,
+/// or a write retried after a timeout whose first attempt Redis had applied, writes up to a
+/// batch again (the recorder's primary key absorbs the repeats; the e2e F56 test checks
+/// `ticks`); without a kill or a timeout, no id is repeated.
 inline void check_tapes(Venue& v, Service& receiver, Service& sim,
-                        const std::string& receiver_name) {
+                        const std::string& receiver_name, long long max_repeated = 0) {
   receiver.signal(SIGTERM);
   EXPECT_EQ(receiver.wait(20s), 0) << tsd::read_text_file(receiver.log);
   sim.signal(SIGTERM);
@@ -253,7 +229,7 @@ inline void check_tapes(Venue& v, Service& receiver, Service& sim,
                                  << generated;
     EXPECT_EQ(t.missing, 0) << s << ": " << describe(t) << "\n"
                             << tsd::read_text_file(receiver.log);
-    EXPECT_EQ(t.repeated, 0) << s << ": " << describe(t);
+    EXPECT_LE(t.repeated, max_repeated) << s << ": " << describe(t);
   }
   (void)receiver_name;
 }
