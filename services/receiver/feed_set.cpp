@@ -10,9 +10,9 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include <spdlog/spdlog.h>
-
 #include "common/event.hpp"
+
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
@@ -221,9 +221,9 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
   FeedSetConfig config;
   std::vector<Shard> shards;
   std::vector<std::shared_ptr<Link>> links;  // every client still to be read: shards' + retiring
-  Event changed;                            // replies, rounds done, closing
-  Event readable;                           // a client has something for the consumer
-  Event ended;                              // a client's close ended
+  Event changed;                             // replies, rounds done, closing
+  Event readable;                            // a client has something for the consumer
+  Event ended;                               // a client's close ended
   FeedSetStats stats;
   ws::WebSocketStats retired;  // of the links already dropped
   std::uint64_t next_id = 1;

@@ -10,8 +10,8 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "receiver/feed_set.hpp"
 #include "receiver/backfill.hpp"
+#include "receiver/feed_set.hpp"
 
 #include <chrono>
 #include <cstdint>

@@ -214,8 +214,8 @@ inline bool complete_through(const Venue& v, long long until, std::chrono::milli
 /// or a write retried after a timeout whose first attempt Redis had applied, writes up to a
 /// batch again (the recorder's primary key absorbs the repeats; the e2e F56 test checks
 /// `ticks`); without a kill or a timeout, no id is repeated.
-inline void check_tapes(Venue& v, Service& receiver, Service& sim,
-                        const std::string& receiver_name, long long max_repeated = 0) {
+inline void check_tapes(Venue& v, Service& receiver, Service& sim, const std::string& receiver_name,
+                        long long max_repeated = 0) {
   receiver.signal(SIGTERM);
   EXPECT_EQ(receiver.wait(20s), 0) << tsd::read_text_file(receiver.log);
   sim.signal(SIGTERM);

@@ -20,7 +20,7 @@ namespace trading_shared::testing {
 
 struct ServiceProcess {
   pid_t pid = -1;
-  std::string log;  ///< the log file's path
+  std::string log;            ///< the log file's path
   std::optional<int> status;  ///< the waitpid status, once reaped
 
   ServiceProcess() = default;
