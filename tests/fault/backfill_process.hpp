@@ -6,6 +6,7 @@
 #include <trading_shared/core/error.hpp>
 
 #include "common/keys.hpp"
+#include "support/redis_command.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 #include "support/service_process.hpp"
@@ -37,27 +38,8 @@ using Clock = std::chrono::steady_clock;
 
 using Service = trading_shared::testing::ServiceProcess;
 
-using RedisReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
-
-inline RedisReplyPtr redis_command(const std::vector<std::string>& args) {
-  auto& servers = ts::testing::Servers::instance();
-  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
-  if (c == nullptr || c->err != 0) {
-    if (c != nullptr) redisFree(c);
-    return {nullptr, &freeReplyObject};
-  }
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lengths;
-  for (const auto& a : args) {
-    argv.push_back(a.data());
-    lengths.push_back(a.size());
-  }
-  RedisReplyPtr reply(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()),
-                                                                argv.data(), lengths.data())),
-                      &freeReplyObject);
-  redisFree(c);
-  return reply;
-}
+using trading_shared::testing::redis_command;
+using trading_shared::testing::RedisReplyPtr;
 
 /// The trade ids of `symbol` in its stream, in stream order (empty when unreadable).
 inline std::vector<long long> ids_in_redis(const std::string& symbol) {

@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/keys.hpp"
+#include "support/redis_command.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 #include "support/service_process.hpp"
@@ -221,29 +222,8 @@ long long failed_hsets() {
   return value;
 }
 
-using RedisReplyPtr = std::unique_ptr<redisReply, decltype(&freeReplyObject)>;
-
-/// One command (arguments as given: no quoting issues) on a new connection to db 0; null
-/// when Redis cannot be reached. Error replies are returned as such.
-RedisReplyPtr redis_command(const std::vector<std::string>& args) {
-  auto& servers = ts::testing::Servers::instance();
-  redisContext* c = redisConnect(servers.redis_host().c_str(), servers.redis_port());
-  if (c == nullptr || c->err != 0) {
-    if (c != nullptr) redisFree(c);
-    return {nullptr, &freeReplyObject};
-  }
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lengths;
-  for (const auto& a : args) {
-    argv.push_back(a.data());
-    lengths.push_back(a.size());
-  }
-  RedisReplyPtr reply(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()),
-                                                                argv.data(), lengths.data())),
-                      &freeReplyObject);
-  redisFree(c);
-  return reply;
-}
+using trading_shared::testing::redis_command;
+using trading_shared::testing::RedisReplyPtr;
 
 /// Entries of `symbol` in its trade stream (field `s`; a stream may hold other symbols too).
 long long trades_in_redis(const std::string& symbol) {
