@@ -1,4 +1,5 @@
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
 
 #include <boost/asio/redirect_error.hpp>
@@ -346,7 +347,7 @@ asio::awaitable<void> StreamConsumer::run() {
         co_return;
       }
       ++stats_.read_errors;
-      no_group = is_server_error(e, "NOGROUP");
+      no_group = is_server_error(e, error_prefix::no_group);
       failed = true;
       log()->warn("stream {}: consumer {}: {}{}", what, config_.consumer, e.what(),
                   no_group ? " (the group is gone: re-creating it)" : "");

@@ -20,6 +20,8 @@
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/pg/sql_state.hpp>
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -1288,9 +1290,9 @@ asio::awaitable<void> f33_pg_body(PostgresClient& client) {
     const Ended bad = co_await ended(client.execute("SELEC 1"));
     for (const auto* e : {&dup, &bad}) {
       EXPECT_EQ(e->kind, ErrorKind::permanent) << describe(*e);
-      if (e->server_code == "23505") {
+      if (e->server_code == ts::pg::sqlstate::unique_violation) {
         ++unique;
-      } else if (e->server_code == "42601") {
+      } else if (e->server_code == ts::pg::sqlstate::syntax_error) {
         ++syntax;
       } else {
         ++other;
@@ -1304,7 +1306,7 @@ asio::awaitable<void> f33_pg_body(PostgresClient& client) {
           ++bodies;
           co_await t.execute("INSERT INTO f33 VALUES (1)");
         }));
-    EXPECT_EQ(tx.server_code, "23505") << describe(tx);
+    EXPECT_EQ(tx.server_code, ts::pg::sqlstate::unique_violation) << describe(tx);
     EXPECT_EQ(tx.kind, ErrorKind::permanent) << describe(tx);
     EXPECT_EQ(bodies, 1);
   }
@@ -1368,7 +1370,7 @@ TEST(BreakerFault, F33_RedisWrongTypeNeverCounts) {
           for (const auto* e : {&a, &b, &c}) {
             EXPECT_EQ(e->kind, ErrorKind::permanent) << describe(*e);
             EXPECT_LT(e->elapsed, 300ms) << describe(*e);
-            if (e->server_code == "WRONGTYPE") ++wrong_type;
+            if (e->server_code == ts::redis::error_prefix::wrong_type) ++wrong_type;
           }
         }
         EXPECT_EQ(wrong_type, 60);
@@ -1406,7 +1408,7 @@ asio::awaitable<void> f49_pg_body(PostgresClient& client) {
       const Ended e =
           co_await ended(client.query("SELECT id FROM f49 WHERE id = 1 FOR UPDATE NOWAIT"));
       EXPECT_EQ(e.kind, ErrorKind::transient_conflict) << describe(e);
-      if (e.server_code == "55P03") ++lock_conflicts;
+      if (e.server_code == ts::pg::sqlstate::lock_not_available) ++lock_conflicts;
     }
     holder.value("ROLLBACK");
   }
@@ -1432,7 +1434,7 @@ asio::awaitable<void> f49_pg_body(PostgresClient& client) {
         },
         once));
     EXPECT_EQ(tx.kind, ErrorKind::transient_conflict) << describe(tx);
-    if (tx.server_code == "40001") ++serialization;
+    if (tx.server_code == ts::pg::sqlstate::serialization_failure) ++serialization;
     EXPECT_EQ(bodies, 1);
   }
   // 40P01 as the server reports it (raised by a function: a deadlock needs two sessions
@@ -1442,7 +1444,7 @@ asio::awaitable<void> f49_pg_body(PostgresClient& client) {
     const Ended e = co_await ended(
         client.execute("DO $$ BEGIN RAISE EXCEPTION 'f49' USING ERRCODE = '40P01'; END $$"));
     EXPECT_EQ(e.kind, ErrorKind::transient_conflict) << describe(e);
-    if (e.server_code == "40P01") ++deadlocks;
+    if (e.server_code == ts::pg::sqlstate::deadlock_detected) ++deadlocks;
   }
   EXPECT_EQ(lock_conflicts, 20);
   EXPECT_EQ(serialization, 5);
@@ -1499,7 +1501,7 @@ TEST(BreakerFault, F49_RedisTryAgainNeverCounts) {
               "0"));
           EXPECT_EQ(e.kind, ErrorKind::transient_conflict) << describe(e);
           EXPECT_LT(e.elapsed, 300ms) << describe(e);
-          if (e.server_code == "TRYAGAIN") ++try_again;
+          if (e.server_code == ts::redis::error_prefix::try_again) ++try_again;
         }
         EXPECT_EQ(try_again, 20);
         expect_errors_not_counted(client.stats(), "TRYAGAIN");

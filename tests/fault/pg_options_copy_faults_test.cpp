@@ -6,6 +6,7 @@
 // it back) until the deadline. Against the harness's PostgreSQL 15, directly or through a
 // FaultProxy.
 #include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/pg/sql_state.hpp>
 
 #include <boost/asio/io_context.hpp>
 
@@ -79,7 +80,8 @@ TEST(PgOptions, ReadOnlyTransactionRefusesWritesWith25006) {
             ro));
         EXPECT_EQ(mode, "on");
         EXPECT_TRUE(write.failed) << "a write inside a read-only transaction succeeded";
-        EXPECT_EQ(write.server_code, "25006") << describe(write);
+        EXPECT_EQ(write.server_code, ts::pg::sqlstate::read_only_sql_transaction)
+            << describe(write);
         EXPECT_EQ(write.kind, ErrorKind::permanent) << describe(write);
         EXPECT_EQ(bodies, 1);
         const auto read = co_await client.transaction(
@@ -124,7 +126,7 @@ TEST(PgOptions, PerTransactionStatementTimeoutEnforcedByTheServer) {
         EXPECT_EQ(inside, "300ms");
         EXPECT_EQ(bodies, 1);
         EXPECT_TRUE(slow.failed);
-        EXPECT_EQ(slow.server_code, "57014") << describe(slow);
+        EXPECT_EQ(slow.server_code, ts::pg::sqlstate::query_canceled) << describe(slow);
         EXPECT_EQ(slow.kind, ErrorKind::transient_unavailable) << describe(slow);
         EXPECT_GE(slow.elapsed, 280ms) << describe(slow);
         EXPECT_LT(slow.elapsed, 1300ms) << "not the server's 300 ms: " << describe(slow);

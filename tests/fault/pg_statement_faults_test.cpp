@@ -3,6 +3,7 @@
 // stalls while the client drains a COPY's error (F52).
 #include <trading_shared/core/retry.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/pg/sql_state.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -240,7 +241,8 @@ TEST(PgFault, F52_copy_error_drained_without_blocking_the_loop) {
   ASSERT_TRUE(poll_until([&] { return shared->phase >= 3 || loop.done(); }, 10s));
   const std::uint64_t reply = settled_bytes() - before;  // ErrorResponse + ReadyForQuery
   constexpr std::uint64_t kReadyForQuery = 6;            // 'Z', int32 length 5, status byte
-  EXPECT_EQ(shared->first.server_code, "42P01") << describe(shared->first);
+  EXPECT_EQ(shared->first.server_code, ts::pg::sqlstate::undefined_table)
+      << describe(shared->first);
   ASSERT_GT(reply, kReadyForQuery);
   proxy.hold_after_bytes(reply - kReadyForQuery, ts::testing::Direction::server_to_client);
   shared->phase = 4;
@@ -260,7 +262,8 @@ TEST(PgFault, F52_copy_error_drained_without_blocking_the_loop) {
   proxy.release_hold();
   loop.join();
   EXPECT_TRUE(shared->second.failed);
-  EXPECT_EQ(shared->second.server_code, "42P01") << describe(shared->second);
+  EXPECT_EQ(shared->second.server_code, ts::pg::sqlstate::undefined_table)
+      << describe(shared->second);
   EXPECT_TRUE(shared->usable_after) << "the copier's connection is not usable after the error";
   EXPECT_EQ(shared->other_failures, 0u);
 }

@@ -1,6 +1,7 @@
 // PostgresClient against a real PostgreSQL 15, directly and through PgBouncer in transaction
 // pooling mode (every test runs on both).
 #include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/pg/sql_state.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -181,7 +182,7 @@ TEST_P(PostgresClientTest, ErrorsArePermanentAndCarryServerData) {
       ADD_FAILURE() << "expected a syntax error";
     } catch (const ts::Error& e) {
       EXPECT_EQ(e.kind(), ts::ErrorKind::permanent);
-      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42601");
+      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, ts::pg::sqlstate::syntax_error);
     }
     // The connection is still usable afterwards.
     EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 7"), 7);
@@ -403,7 +404,7 @@ TEST_P(PostgresClientTest, CopyInManyRowsWithEveryType) {
       ADD_FAILURE() << "expected an error";
     } catch (const ts::Error& e) {
       EXPECT_EQ(e.kind(), ts::ErrorKind::permanent);
-      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42P01");
+      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, ts::pg::sqlstate::undefined_table);
     }
     EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 5"), 5);
     co_await client.close();
@@ -443,7 +444,7 @@ TEST_P(PostgresClientTest, CopyIntoStagingTableInsideTransaction) {
       });
       ADD_FAILURE() << "expected 42P01";
     } catch (const ts::Error& e) {
-      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "42P01");
+      EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, ts::pg::sqlstate::undefined_table);
     }
     EXPECT_EQ(co_await client.query_value<std::int64_t>(count), 1000);
     EXPECT_EQ(client.stats().exclusive, 0u);
@@ -542,7 +543,7 @@ TEST(PostgresStatementCache, StatementsArePreparedOnceAndErrorsStayTheirs) {
         co_await client.query("SELEC 1");
         ADD_FAILURE() << "expected a syntax error";
       } catch (const ts::Error& e) {
-        EXPECT_EQ(server_code(e), "42601");
+        EXPECT_EQ(server_code(e), ts::pg::sqlstate::syntax_error);
       }
     }
     EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT 7"), 7);
@@ -622,7 +623,7 @@ TEST(PostgresStatementCache, ResultTypeChangeFailsOnceThenPreparesAnew) {
       co_await client.query(select, std::int32_t{1});
       ADD_FAILURE() << "expected 0A000 (cached plan must not change result type)";
     } catch (const ts::Error& e) {
-      EXPECT_EQ(server_code(e), "0A000");
+      EXPECT_EQ(server_code(e), ts::pg::sqlstate::feature_not_supported);
     }
     EXPECT_EQ((co_await client.query(select, std::int32_t{1})).columns(), 2u);
     EXPECT_EQ(client.stats().discarded, 0u);
@@ -648,7 +649,7 @@ TEST(PostgresStatementCache, DroppedNamesArePreparedAnewUnrelatedErrorsKeepTheCa
                             std::int32_t{0});
       ADD_FAILURE() << "expected 0A000 (FOR UPDATE with an aggregate)";
     } catch (const ts::Error& e) {
-      EXPECT_EQ(server_code(e), "0A000");
+      EXPECT_EQ(server_code(e), ts::pg::sqlstate::feature_not_supported);
     }
     EXPECT_EQ(co_await client.query_value<std::int32_t>(select, std::int32_t{2}), 3);
     EXPECT_EQ(co_await client.query_value<std::int64_t>(count), prepared)
@@ -658,7 +659,7 @@ TEST(PostgresStatementCache, DroppedNamesArePreparedAnewUnrelatedErrorsKeepTheCa
       co_await client.query_value<std::int32_t>(select, std::int32_t{3});
       ADD_FAILURE() << "expected 26000 (prepared statement does not exist)";
     } catch (const ts::Error& e) {
-      EXPECT_EQ(server_code(e), "26000");
+      EXPECT_EQ(server_code(e), ts::pg::sqlstate::invalid_sql_statement_name);
     }
     EXPECT_EQ(co_await client.query_value<std::int32_t>(select, std::int32_t{4}), 5);
     EXPECT_EQ(client.stats().discarded, 0u);
