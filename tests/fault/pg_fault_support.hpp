@@ -1,4 +1,4 @@
-// Helpers shared by the PostgresClient fault tests (pg_faults_*_test.cpp, one binary, and the
+// Helpers shared by the PostgresClient fault tests (pg_*_faults_test.cpp, one binary, and the
 // PostgreSQL side of breaker_faults_test.cpp): a blocking libpq connection for inspection and
 // fault injection, DSNs, and the client type of run_with_client() for a PostgresConfig. What
 // the fault tests of both clients use (scope-exit guard, polling step, closing a client, running

@@ -1,4 +1,4 @@
-// Helpers shared by the RedisClient fault tests (redis_faults_*_test.cpp, one binary): a
+// Helpers shared by the RedisClient fault tests (redis_*_faults_test.cpp, one binary): a
 // blocking hiredis connection of the test's own for inspection and fault injection (CLIENT
 // LIST / KILL / PAUSE, CONFIG GET / SET, ACL, REPLICAOF), the client type of run_with_client()
 // for a RedisConfig, the client configuration used by the tests, and quieting the client's log.
