@@ -1,5 +1,7 @@
 #include "support/server_harness.hpp"
 
+#include <trading_shared/pg/sql_state.hpp>
+
 #include "support/server_guardian.hpp"
 #include "support/server_process.hpp"
 
@@ -922,7 +924,7 @@ std::string Servers::create_database(const std::string& name) {
   if (!created || PQresultStatus(created.get()) != PGRES_COMMAND_OK) {
     const char* state = created ? PQresultErrorField(created.get(), PG_DIAG_SQLSTATE) : nullptr;
     // Created concurrently since our check: fine.
-    if (state && std::string(state) == "42P04") {
+    if (state && state == trading_shared::pg::sqlstate::duplicate_database) {
       return name;
     }
     throw std::runtime_error("server_harness: " + sql + ": " +
