@@ -45,17 +45,19 @@ struct ConnectMessage {
 constexpr std::array kConnectMessages = {
     ConnectMessage{"password authentication failed", sqlstate::invalid_password},
     ConnectMessage{"no pg_hba.conf entry", sqlstate::invalid_authorization_specification},
-    ConnectMessage{"role \"",
-                   sqlstate::invalid_authorization_specification},  // role "x" does not exist
+    // role "x" does not exist
+    ConnectMessage{"role \"", sqlstate::invalid_authorization_specification},
     ConnectMessage{"SCRAM authentication", sqlstate::invalid_password},
     // PgBouncer authenticating the client itself (auth_type scram-sha-256 / md5 / hba) sends
     // its own FATAL (SQLSTATE 08P01 on the wire, only the text reaches us): a wrong password
     // is as permanent as PostgreSQL's 28P01.
     ConnectMessage{"SASL authentication failed", sqlstate::invalid_password},
-    ConnectMessage{"login rejected",
-                   sqlstate::invalid_authorization_specification},  // PgBouncer: hba `reject`
-    ConnectMessage{"database \"", sqlstate::invalid_catalog_name},  // database "x" does not exist
-    ConnectMessage{"no such database", sqlstate::invalid_catalog_name},  // PgBouncer
+    // PgBouncer: hba `reject`
+    ConnectMessage{"login rejected", sqlstate::invalid_authorization_specification},
+    // database "x" does not exist
+    ConnectMessage{"database \"", sqlstate::invalid_catalog_name},
+    // PgBouncer
+    ConnectMessage{"no such database", sqlstate::invalid_catalog_name},
     ConnectMessage{"the database system is starting up", sqlstate::cannot_connect_now},
     ConnectMessage{"the database system is shutting down", sqlstate::cannot_connect_now},
     ConnectMessage{"the database system is in recovery mode", sqlstate::cannot_connect_now},
