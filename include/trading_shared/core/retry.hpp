@@ -177,7 +177,8 @@ auto retry(F fn, Idempotent idempotent, RetryPolicy policy, RandomSource& random
 
 /// How `retry_until_stopped` retries: no attempt limit, no total deadline.
 struct UntilStopped {
-  /// Required: a stop ends the retrying (the last error is rethrown).
+  /// A stop ends the retrying (the last error is rethrown). Null: only the caller's
+  /// cancellation ends it.
   StopSignal* stop = nullptr;
   BackoffConfig backoff{std::chrono::milliseconds(100), std::chrono::milliseconds(5000), 2.0};
   /// Required: the jitter of the backoff.
@@ -251,7 +252,7 @@ auto retry_until_stopped(Make make, Idempotent idempotent, const UntilStopped& p
       std::rethrow_exception(failure);
     }
     const std::string reason = detail::describe(failure);
-    if (policy.stop->stop_requested()) {
+    if (policy.stop != nullptr && policy.stop->stop_requested()) {
       detail::record_until_stopped_stop(policy, what, kind, reason, false);
       std::rethrow_exception(failure);
     }
@@ -262,7 +263,13 @@ auto retry_until_stopped(Make make, Idempotent idempotent, const UntilStopped& p
     }
     if (policy.retries != nullptr) ++*policy.retries;
     detail::record_until_stopped_retry(policy, what, backoff.attempts(), kind, reason, delay);
-    const bool go_on = co_await policy.stop->sleep_for(delay);
+    bool go_on = true;
+    if (policy.stop != nullptr) {
+      go_on = co_await policy.stop->sleep_for(delay);
+    } else {
+      boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, delay);
+      co_await timer.async_wait(boost::asio::use_awaitable);
+    }
     if (!go_on) {
       detail::record_until_stopped_stop(policy, what, kind, reason, true);
       std::rethrow_exception(failure);
