@@ -449,6 +449,7 @@ class Writer {
                                   .random = &random_,
                                   .retries = &n_->write_retries,
                                   .log = log(),
+                                  .warn_first = 10,
                                   .retry_permanent = true};
   std::optional<Trimmer> trim_;
 };

@@ -110,14 +110,14 @@ std::shared_ptr<spdlog::logger> log_of(const UntilStopped& policy) {
 void record_until_stopped_retry(const UntilStopped& policy, std::string_view what,
                                 std::uint32_t retry, ErrorKind kind, std::string_view reason,
                                 std::chrono::milliseconds delay) {
-  if (retry == 1) {
-    log_of(policy)->warn(
-        "{}: {} failure ({}); retrying with backoff until it succeeds or the service stops", what,
-        to_string(kind), reason);
-  } else {
-    log_of(policy)->debug("{}: retry {} failed ({}: {}); next in {} ms", what, retry - 1,
-                          to_string(kind), reason, delay.count());
+  auto level = spdlog::level::debug;
+  if (retry <= policy.warn_first || retry % 100 == 0) {
+    level = kind == ErrorKind::permanent ? spdlog::level::err : spdlog::level::warn;
   }
+  log_of(policy)->log(level,
+                      "{} failed (retry #{} in {} ms; {}): {}; retrying with backoff until it "
+                      "succeeds or the service stops",
+                      what, retry, delay.count(), to_string(kind), reason);
 }
 
 void record_until_stopped_recovery(const UntilStopped& policy, std::string_view what,

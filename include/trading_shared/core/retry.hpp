@@ -187,6 +187,9 @@ struct UntilStopped {
   std::uint64_t* retries = nullptr;
   /// Where the failures are logged; null: `logger("retry")`.
   std::shared_ptr<spdlog::logger> log{};
+  /// Retries logged as warnings (errors when permanent): the first `warn_first` of a series
+  /// and every 100th; the others at debug level.
+  std::uint32_t warn_first = 1;
   /// Retry permanent errors too (a service that must keep what it received until an operator
   /// fixes the server). A cancellation is never retried.
   bool retry_permanent = false;
@@ -196,7 +199,8 @@ namespace detail {
 /// The until-stopped decision: `decide_retry` without attempt limit or deadline.
 bool retry_until_stopped_decision(ErrorKind kind, Idempotent idempotent,
                                   bool retry_permanent) noexcept;
-/// The first failure of a series: a warning; later ones: debug.
+/// One line per retry: "<what> failed (retry #n in d ms; kind): reason; retrying with backoff
+/// until it succeeds or the service stops" (see `UntilStopped::warn_first` for its level).
 void record_until_stopped_retry(const UntilStopped& policy, std::string_view what,
                                 std::uint32_t retry, ErrorKind kind, std::string_view reason,
                                 std::chrono::milliseconds delay);
@@ -212,8 +216,8 @@ std::optional<std::chrono::milliseconds> retry_after(const std::exception_ptr& e
 /// outcome_unknown of a non-idempotent operation; see `UntilStopped::retry_permanent`), and any
 /// error once a stop was requested (before or during the backoff). An `Error` with a
 /// `retry_after()` (an open circuit breaker) waits at least that long (up to the backoff cap).
-/// The first failure of a series is logged as a warning, later ones at debug level, the
-/// recovery at info level; every retry is counted.
+/// Each retry is logged (the first `warn_first` of a series and every 100th as warnings, the
+/// others at debug level), the recovery at info level; every retry is counted.
 ///
 /// @code
 ///   core::UntilStopped policy{&stop, backoff, &random, &counters.retries, log()};
