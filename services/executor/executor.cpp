@@ -1,6 +1,8 @@
 #include "executor/executor.hpp"
 
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/retry.hpp>
+#include <trading_shared/core/stop_signal.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
@@ -12,7 +14,6 @@
 #include "common/settings.hpp"
 #include "common/summary.hpp"
 #include "common/text.hpp"
-#include "common/transient_retry.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -109,7 +110,7 @@ struct Counters {
 class Venue {
  public:
   Venue(pg::PostgresClient& pg, redis::RedisClient& redis, const ExecutorSettings& settings,
-        Counters& counters, TransientRetry db_retry, TransientRetry redis_retry)
+        Counters& counters, core::UntilStopped db_retry, core::UntilStopped redis_retry)
       : pg_(&pg),
         redis_(&redis),
         settings_(&settings),
@@ -235,8 +236,8 @@ class Venue {
     std::string what = "record order " + request.id;
     std::string refused;
     try {
-      outcome =
-          co_await retry_transient(db_retry_, core::Idempotent::yes, std::move(what), attempt);
+      outcome = co_await core::retry_until_stopped(attempt, core::Idempotent::yes, db_retry_,
+                                                   std::move(what));
     } catch (const std::exception& e) {
       if (classify(std::current_exception()) != ErrorKind::permanent) throw;
       refused = e.what();
@@ -274,8 +275,8 @@ class Venue {
     const std::string key = last_trade_key(r.symbol);
     auto read = [&]() { return last_price(key, r.symbol); };
     std::string what = "HGET " + key + " " + r.symbol;
-    const std::optional<std::string> last =
-        co_await retry_transient(redis_retry_, core::Idempotent::yes, std::move(what), read);
+    const std::optional<std::string> last = co_await core::retry_until_stopped(
+        read, core::Idempotent::yes, redis_retry_, std::move(what));
     if (!last || !is_positive_decimal(*last)) {
       if (last) log()->warn("{}: unusable last price '{}'", key, *last);
       co_return rejected("no market price");
@@ -305,7 +306,7 @@ class Venue {
 
   /// One statement: the order (once per client order id) and its fill; or, when the order
   /// exists already (a redelivery, a reused id, or an earlier attempt of ours whose reply was
-  /// lost), its stored outcome. Not run under the client's retry: retry_transient is the one
+  /// lost), its stored outcome. Not run under the client's retry: retry_until_stopped is the one
   /// retry layer here.
   asio::awaitable<Outcome> record(const Request& r, const Outcome& decision) {
     const std::optional<std::string> qty =
@@ -358,7 +359,8 @@ class Venue {
     // At-least-once: a retry after a lost reply may add the event twice (keyed by id).
     auto add = [&]() { return redis_->xadd(kOrderEvents, fields); };
     std::string what = "XADD " + std::string(kOrderEvents);
-    (void)co_await retry_transient(redis_retry_, core::Idempotent::yes, std::move(what), add);
+    (void)co_await core::retry_until_stopped(add, core::Idempotent::yes, redis_retry_,
+                                             std::move(what));
     ++counters_->events;
   }
 
@@ -366,8 +368,8 @@ class Venue {
   redis::RedisClient* redis_;
   const ExecutorSettings* settings_;
   Counters* counters_;
-  TransientRetry db_retry_;
-  TransientRetry redis_retry_;
+  core::UntilStopped db_retry_;
+  core::UntilStopped redis_retry_;
 };
 
 struct ClientSnapshot {
@@ -467,7 +469,7 @@ void finish_settings(ExecutorSettings& s) {
 int run_executor(const ExecutorSettings& settings) {
   Counters counters;
   ClientSnapshot clients;
-  StopFlag stop;
+  std::optional<core::StopSignal> stop;  // on the service's executor
   core::DefaultRandom random;
   std::optional<Venue> venue;
   std::unique_ptr<redis::StreamConsumer> consumer;
@@ -475,8 +477,9 @@ int run_executor(const ExecutorSettings& settings) {
   const lifecycle::ServiceOptions options = service_options(settings);
   const int code =
       lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
+        stop.emplace(ctx.executor());
         ctx.on_stop([&] {
-          stop.stop();
+          stop->request_stop();
           if (consumer) consumer->stop();
         });
         auto* pg =
@@ -497,12 +500,12 @@ int run_executor(const ExecutorSettings& settings) {
               "the database has no orders or fills table: apply the schema first (tsctl "
               "migrate)");
         }
-        TransientRetry db_retry;
-        db_retry.stop = &stop;
+        core::UntilStopped db_retry;
+        db_retry.stop = &*stop;
         db_retry.random = &random;
         db_retry.retries = &counters.db_retries;
         db_retry.log = log();
-        TransientRetry redis_retry = db_retry;
+        core::UntilStopped redis_retry = db_retry;
         redis_retry.retries = &counters.redis_retries;
         venue.emplace(*pg, *redis, settings, counters, db_retry, redis_retry);
 
@@ -518,7 +521,7 @@ int run_executor(const ExecutorSettings& settings) {
             *redis, config,
             redis::StreamConsumer::Handler(
                 [&venue](const redis::StreamEntry& entry) { return venue->handle(entry); }));
-        if (stop.stopped()) co_return;
+        if (stop->stop_requested()) co_return;
         ctx.health().ready = true;
         log()->info("executing {} as consumer {} of group {}", kOrderRequests, settings.consumer,
                     kExecutorGroup);

@@ -1,5 +1,6 @@
 #include "receiver/feed_set.hpp"
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
@@ -9,8 +10,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include "common/event.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -221,9 +220,9 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
   FeedSetConfig config;
   std::vector<Shard> shards;
   std::vector<std::shared_ptr<Link>> links;  // every client still to be read: shards' + retiring
-  Event changed;                             // replies, rounds done, closing
-  Event readable;                            // a client has something for the consumer
-  Event ended;                               // a client's close ended
+  core::AsyncEvent changed;                  // replies, rounds done, closing
+  core::AsyncEvent readable;                 // a client has something for the consumer
+  core::AsyncEvent ended;                    // a client's close ended
   FeedSetStats stats;
   ws::WebSocketStats retired;  // of the links already dropped
   std::uint64_t next_id = 1;
@@ -254,7 +253,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
     cfg.on_readable = [weak] {
       const auto l = weak.lock();
       const auto c = l ? l->core.lock() : nullptr;
-      if (c) c->readable.notify();
+      if (c) c->readable.notify_all();
     };
     link->client = std::make_unique<ws::WebSocketClient>(ex, std::move(cfg));
     links.push_back(link);
@@ -293,7 +292,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
     ControlPacer pacer(self->config.limits.max_control_messages_per_second);
     for (auto& request : requests) {
       for (auto at = pacer.next(Clock::now()); at > Clock::now(); at = pacer.next(Clock::now())) {
-        co_await self->changed.wait_until(at);
+        (void)co_await self->changed.wait_until(at);
         if (self->stale(*link, connection)) co_return;
       }
       if (self->stale(*link, connection)) co_return;
@@ -311,7 +310,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
     }
     const auto deadline = Clock::now() + self->config.limits.subscribe_timeout;
     while (!link->pending.empty() && !self->stale(*link, connection) && Clock::now() < deadline) {
-      co_await self->changed.wait_until(deadline);
+      (void)co_await self->changed.wait_until(deadline);
     }
     if (self->stale(*link, connection)) co_return;
     for (const auto& [id, count] : link->pending) {
@@ -328,7 +327,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
       log()->info("shard {}: {} stream(s) confirmed on connection {} ({} request(s))", link->shard,
                   link->confirmed, connection, requests.size());
     }
-    self->changed.notify();
+    self->changed.notify_all();
   }
 
   bool on_reply(Link& link, std::string_view text, std::uint64_t connection) {
@@ -348,7 +347,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
       ++stats.subscriptions_confirmed;
       link.confirmed += count;
     }
-    changed.notify();
+    changed.notify_all();
     return true;
   }
 
@@ -360,7 +359,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
     const auto& limits = self->config.limits;
     const auto due = link->ready_at + limits.connection_lifetime - limits.rotate_before;
     while (Clock::now() < due) {
-      co_await self->changed.wait_until(due);
+      (void)co_await self->changed.wait_until(due);
       if (self->stale(*link, connection)) co_return;
     }
     if (self->stale(*link, connection)) co_return;
@@ -390,7 +389,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
       const auto deadline = Clock::now() + limits.subscribe_timeout + milliseconds(500) +
                             ControlPacer::kWindow * (requests / pacer.budget() + 1);
       while (!fresh->round_done && !self->closing && Clock::now() < deadline) {
-        co_await self->changed.wait_until(deadline);
+        (void)co_await self->changed.wait_until(deadline);
       }
       if (!fresh->round_done) {
         failure = "its subscriptions were not all answered in time";
@@ -428,7 +427,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
         ex,
         [](std::shared_ptr<Core> self, std::shared_ptr<Link> l) -> asio::awaitable<void> {
           co_await l->client->close();
-          self->readable.notify();
+          self->readable.notify_all();
         }(shared_from_this(), link),
         rethrow_if);
   }
@@ -476,7 +475,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
       if (n > 0) co_return n;
       if (!open && (closing || links.empty())) co_return std::nullopt;
       if (deadline && Clock::now() >= *deadline) co_return std::size_t{0};
-      co_await readable.wait_until(deadline.value_or(Clock::time_point::max()));
+      (void)co_await readable.wait_until(deadline.value_or(Clock::time_point::max()));
     }
   }
 
@@ -504,7 +503,7 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
     auto self = shared_from_this();
     if (closed) co_return;
     closing = true;
-    changed.notify();
+    changed.notify_all();
     auto remaining = std::make_shared<std::size_t>(links.size());
     for (const auto& link : links) {
       asio::co_spawn(
@@ -512,13 +511,13 @@ struct FeedSet::Core : std::enable_shared_from_this<FeedSet::Core> {
           [](std::shared_ptr<Core> s, std::shared_ptr<Link> l,
              std::shared_ptr<std::size_t> left) -> asio::awaitable<void> {
             co_await l->client->close();
-            if (--*left == 0) s->ended.notify();
+            if (--*left == 0) s->ended.notify_all();
           }(self, link, remaining),
           rethrow_if);
     }
-    while (*remaining > 0) co_await ended.wait_until(Clock::time_point::max());
+    while (*remaining > 0) co_await ended.wait();
     closed = true;
-    readable.notify();
+    readable.notify_all();
   }
 };
 
@@ -530,7 +529,7 @@ FeedSet::FeedSet(asio::any_io_executor executor, FeedSetConfig config)
 FeedSet::~FeedSet() {
   if (core_ && !core_->closed) {
     core_->closing = true;  // the background coroutines end; the clients cut their connections
-    core_->changed.notify();
+    core_->changed.notify_all();
   }
 }
 

@@ -4,6 +4,7 @@
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/retry.hpp>
 #include <trading_shared/http/http_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
@@ -200,34 +201,20 @@ class Writer {
       for (const std::size_t index : b.rows) hold(b, rows_[index]);
       b.rows.clear();
     }
-    core::Backoff backoff(config_->write_backoff, random_);
     bool sent = false;
-    for (;;) {
+    // Each attempt rebuilds the request from what is still unwritten.
+    auto attempt = [&]() -> asio::awaitable<void> {
       build_request(now);
-      if (request_.empty()) break;
+      if (request_.empty()) co_return;
       sent = true;
-      std::string failure;
-      bool permanent = false;
-      try {
-        const std::vector<redis::Reply> replies = co_await redis_->pipeline(request_);
-        take_replies(replies);
-      } catch (const Error& e) {
-        if (e.kind() == ErrorKind::cancelled) throw;
-        // Every other transport error is retried: what was received is never dropped.
-        permanent = e.kind() == ErrorKind::permanent;
-        failure = e.what();
-      }
-      if (failure.empty()) break;
-      ++n_->write_retries;
-      const auto delay = backoff.next();
-      if (n_->write_retries <= 10 || n_->write_retries % 100 == 0) {
-        log()->log(permanent ? spdlog::level::err : spdlog::level::warn,
-                   "writing {} trade(s) failed (retry #{} in {} ms): {}", pending_trades(),
-                   n_->write_retries, delay.count(), failure);
-      }
-      pause_.expires_after(delay);
-      co_await pause_.async_wait(asio::use_awaitable);
-    }
+      const std::vector<redis::Reply> replies = co_await redis_->pipeline(request_);
+      take_replies(replies);
+    };
+    // Every transport error is retried, permanent ones too: what was received is never
+    // dropped; only the drain's cancellation ends it.
+    std::string what = "writing trades";
+    co_await core::retry_until_stopped(attempt, core::Idempotent::yes, write_retry_,
+                                       std::move(what));
     used_ = 0;
     if (sent) ++n_->batches;
     if (trim_) co_await trim_->maybe_trim(buckets_, *n_);
@@ -248,12 +235,6 @@ class Writer {
       }
     }
     b.backlog.push_back(row);
-  }
-
-  std::size_t pending_trades() const noexcept {
-    std::size_t n = 0;
-    for (const auto& b : buckets_) n += b.sent_backlog + b.sent_rows;
-    return n;
   }
 
   static void push_xadd(redis::Request& request, const std::string& stream,
@@ -463,7 +444,13 @@ class Writer {
   std::deque<Row> kept_;                  // a failing bucket's rows, rebuilt per reply (reused)
   std::size_t failing_ = 0;               // keys failing now
   redis::Request request_;
-  asio::steady_timer pause_{ctx_->executor()};
+  core::UntilStopped write_retry_{.stop = nullptr,
+                                  .backoff = config_->write_backoff,
+                                  .random = &random_,
+                                  .retries = &n_->write_retries,
+                                  .log = log(),
+                                  .warn_first = 10,
+                                  .retry_permanent = true};
   std::optional<Trimmer> trim_;
 };
 

@@ -1,6 +1,8 @@
 #include "recorder/recorder.hpp"
 
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/retry.hpp>
+#include <trading_shared/core/stop_signal.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 #include <trading_shared/pg/sql_state.hpp>
@@ -15,7 +17,6 @@
 #include "common/settings.hpp"
 #include "common/summary.hpp"
 #include "common/text.hpp"
-#include "common/transient_retry.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -175,7 +176,7 @@ struct Counters {
 class TickWriter {
  public:
   TickWriter(pg::PostgresClient& pg, const RecorderSettings& settings, Counters& counters,
-             TransientRetry retry)
+             core::UntilStopped retry)
       : pg_(&pg), settings_(&settings), counters_(&counters), retry_(std::move(retry)) {}
 
   asio::awaitable<void> write(std::span<const redis::StreamEntry> entries) {
@@ -211,8 +212,8 @@ class TickWriter {
       // Locals, not temporaries, inside the co_await (GCC 12 coroutine bugs).
       std::string what = "insert into ticks (" + std::to_string(trades.size()) + " trades)";
       auto attempt = [&]() { return insert(trades, columns); };
-      const std::int64_t inserted =
-          co_await retry_transient(retry_, core::Idempotent::yes, std::move(what), attempt);
+      const std::int64_t inserted = co_await core::retry_until_stopped(
+          attempt, core::Idempotent::yes, retry_, std::move(what));
       const auto rows = static_cast<std::uint64_t>(inserted < 0 ? 0 : inserted);
       counters_->inserted += rows;
       counters_->duplicates += trades.size() - std::min<std::uint64_t>(rows, trades.size());
@@ -306,7 +307,7 @@ class TickWriter {
   pg::PostgresClient* pg_;
   const RecorderSettings* settings_;
   Counters* counters_;
-  TransientRetry retry_;
+  core::UntilStopped retry_;
   std::vector<std::pair<std::int64_t, std::int64_t>> covered_;  // [from, to) ms
 };
 
@@ -464,7 +465,7 @@ void finish_settings(RecorderSettings& s) {
 int run_recorder(const RecorderSettings& settings) {
   Counters counters;
   ClientSnapshot clients;
-  StopFlag stop;
+  std::optional<core::StopSignal> stop;  // on the service's executor
   core::DefaultRandom random;
   std::optional<TickWriter> writer;
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
@@ -473,8 +474,9 @@ int run_recorder(const RecorderSettings& settings) {
   const lifecycle::ServiceOptions options = service_options(settings);
   const int code =
       lifecycle::run_daemon(options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
+        stop.emplace(ctx.executor());
         ctx.on_stop([&] {
-          stop.stop();
+          stop->request_stop();
           for (auto& consumer : consumers) consumer->stop();
         });
         auto* pg =
@@ -497,8 +499,8 @@ int run_recorder(const RecorderSettings& settings) {
               "schema first (tsctl migrate)");
         }
 
-        TransientRetry retry;
-        retry.stop = &stop;
+        core::UntilStopped retry;
+        retry.stop = &*stop;
         retry.random = &random;
         retry.retries = &counters.db_retries;
         retry.log = log();
@@ -522,7 +524,7 @@ int run_recorder(const RecorderSettings& settings) {
                     return writer->write(entries);
                   })));
         }
-        if (stop.stopped()) co_return;
+        if (stop->stop_requested()) co_return;
         ctx.health().ready = true;
         log()->info(
             "recording {} trade stream(s) with {} reader(s) as consumer {} of group {} "

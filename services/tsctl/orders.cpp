@@ -1,5 +1,7 @@
 // tsctl submit-order and load-orders: order requests on orders:requests (common/keys.hpp).
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/retry.hpp>
+#include <trading_shared/core/stop_signal.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/steady_timer.hpp>
@@ -8,7 +10,6 @@
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
-#include "common/transient_retry.hpp"
 #include "tsctl/tsctl.hpp"
 
 #include <fmt/format.h>
@@ -170,10 +171,10 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
   // Transient Redis failures (a restart, a lost connection, an open breaker) are waited out
   // with capped backoff until the batch goes through or the deadline or a signal stops the
   // run; only permanent failures end it at once.
-  StopFlag stop;
-  ctx.on_stop([&stop] { stop.stop(); });
+  core::StopSignal stop(ctx.executor());
+  ctx.on_stop([&stop] { stop.request_stop(); });
   core::DefaultRandom random;
-  TransientRetry retry;
+  core::UntilStopped retry;
   retry.stop = &stop;
   retry.backoff =
       core::BackoffConfig{std::chrono::milliseconds(50), std::chrono::milliseconds(1000), 2.0};
@@ -191,7 +192,7 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
     auto read = [&]() { return redis->command("HGET", key, symbol); };
     std::string what = "HGET " + key + " " + symbol;
     const redis::Reply last =
-        co_await retry_transient(retry, core::Idempotent::yes, std::move(what), read);
+        co_await core::retry_until_stopped(read, core::Idempotent::yes, retry, std::move(what));
     if (const auto text = last.as_optional_string()) {
       if (const auto trade = LastTrade::parse(*text)) {
         if (const auto value = parse_price(trade->price)) last_prices.emplace(symbol, *value);
@@ -225,7 +226,7 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
   std::vector<Planned> pending;  // the batch's orders not yet added (in order)
   std::vector<Planned> failed;
   // Sends what is pending; records each order that was added; keeps the ones whose XADD
-  // failed and throws the first failure (retry_transient decides whether to try again).
+  // failed and throws the first failure (retry_until_stopped decides whether to try again).
   auto send = [&]() -> asio::awaitable<void> {
     request.clear();
     const std::string submitted_at = std::to_string(unix_millis());
@@ -275,7 +276,7 @@ asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx, const Sett
       // "retries".
       std::string what = fmt::format("XADD {} (orders {} to {})", kOrderRequests, pending.front().n,
                                      pending.back().n);
-      co_await retry_transient(retry, core::Idempotent::yes, std::move(what), send);
+      co_await core::retry_until_stopped(send, core::Idempotent::yes, retry, std::move(what));
     }
     // The schedule goes on from now: after a slow batch or an outage the next tick is in the
     // future, not a run of ticks that passed meanwhile (each would send max_batch at once).

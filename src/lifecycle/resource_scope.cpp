@@ -1,3 +1,4 @@
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/timeout.hpp>
@@ -6,8 +7,6 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -50,8 +49,9 @@ std::string describe(const std::exception_ptr& error, bool& timed_out) {
 }  // namespace
 
 struct ResourceScope::Overruns {
+  explicit Overruns(asio::any_io_executor executor) : none_left(std::move(executor)) {}
   std::size_t running = 0;
-  std::vector<asio::steady_timer*> waiters;  ///< of wait_overrunning, while they wait
+  core::AsyncEvent none_left;  ///< notified when `running` drops to zero (wait_overrunning)
 };
 
 /// The close of one owned resource. The coroutine that runs it holds this (and so the
@@ -71,7 +71,7 @@ struct ResourceScope::OwnedClose {
   }
   Entry entry;
   std::shared_ptr<Overruns> overruns;
-  asio::steady_timer wake;  ///< the scope waits on it; cancelled when the close ends
+  core::AsyncEvent wake;  ///< the scope waits on it; notified when the close ends
   bool ended = false;
   bool overran = false;  ///< the scope stopped waiting: the close counts in `overruns`
   std::exception_ptr error;
@@ -81,7 +81,7 @@ ResourceScope::ResourceScope(asio::any_io_executor executor,
                              std::chrono::milliseconds close_timeout)
     : executor_(std::move(executor)),
       close_timeout_(close_timeout),
-      overruns_(std::make_shared<Overruns>()) {
+      overruns_(std::make_shared<Overruns>(executor_)) {
   if (close_timeout_ <= std::chrono::milliseconds::zero()) {
     throw Error(make_error_code(errc::invalid_argument),
                 "ResourceScope: close_timeout must be > 0");
@@ -141,13 +141,7 @@ asio::awaitable<void> ResourceScope::wait_overrunning() {
 asio::awaitable<void> ResourceScope::wait_overrunning_inner() {
   // The Overruns are shared: this scope may be gone by the time a close ends.
   const std::shared_ptr<Overruns> overruns = overruns_;
-  while (overruns->running > 0) {
-    asio::steady_timer timer(executor_, asio::steady_timer::time_point::max());
-    overruns->waiters.push_back(&timer);
-    boost::system::error_code ec;
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    std::erase(overruns->waiters, &timer);
-  }
+  while (overruns->running > 0) co_await overruns->none_left.wait();
 }
 
 asio::awaitable<void> ResourceScope::run_owned_close(std::shared_ptr<OwnedClose> state) {
@@ -159,7 +153,7 @@ asio::awaitable<void> ResourceScope::run_owned_close(std::shared_ptr<OwnedClose>
   // The close has ended: only now may the resource go (the cleanup owns it).
   state->entry.cleanup = nullptr;
   state->ended = true;
-  state->wake.cancel();
+  state->wake.notify_all();
   if (state->overran) {
     if (state->error) {
       bool timed_out = false;
@@ -169,9 +163,7 @@ asio::awaitable<void> ResourceScope::run_owned_close(std::shared_ptr<OwnedClose>
       log()->warn("{}: its close, which overran its bound, has ended; the resource is freed",
                   state->entry.name);
     }
-    if (--state->overruns->running == 0) {
-      for (auto* waiter : state->overruns->waiters) waiter->cancel();
-    }
+    if (--state->overruns->running == 0) state->overruns->none_left.notify_all();
   }
 }
 
@@ -180,11 +172,7 @@ asio::awaitable<void> ResourceScope::close_owned(Entry entry, CleanupFailure& fa
   // Its own coroutine, with no cancellation slot: the close is never cut short by the scope
   // (a cancelled close may leave work behind that still refers to the resource).
   asio::co_spawn(executor_, run_owned_close(state), asio::detached);
-  if (!state->ended) {
-    state->wake.expires_after(close_timeout_);
-    boost::system::error_code ec;
-    co_await state->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  if (!state->ended) (void)co_await state->wake.wait_for(close_timeout_);
   if (state->ended) {
     if (state->error) failure.error = describe(state->error, failure.timed_out);
     co_return;

@@ -7,7 +7,6 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -41,18 +40,7 @@ void ServiceContext::on_stop(std::function<void()> callback) {
 }
 
 asio::awaitable<void> ServiceContext::until_stopped() {
-  if (stopping_) co_return;
-  asio::steady_timer timer(executor_, asio::steady_timer::time_point::max());
-  stop_waiters_.emplace_back([&timer] { timer.cancel(); });
-  const std::size_t index = stop_waiters_.size() - 1;
-  boost::system::error_code ec;
-  try {
-    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  } catch (...) {
-    if (index < stop_waiters_.size()) stop_waiters_[index] = [] {};
-    throw;
-  }
-  if (index < stop_waiters_.size()) stop_waiters_[index] = [] {};
+  while (!stopping_) co_await stopped_.wait();
 }
 
 void ServiceContext::begin_stop() {
@@ -61,9 +49,7 @@ void ServiceContext::begin_stop() {
   auto callbacks = std::move(stop_callbacks_);
   stop_callbacks_.clear();
   for (auto& callback : callbacks) callback();
-  auto waiters = std::move(stop_waiters_);
-  stop_waiters_.clear();
-  for (auto& waiter : waiters) waiter();
+  stopped_.notify_all();
 }
 
 void check_budgets(const ServiceOptions& options) {

@@ -2,10 +2,9 @@
 #include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
 
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -33,13 +32,19 @@ bool is_server_error(const Error& e, std::string_view code) {
 }  // namespace
 
 StreamConsumer::StreamConsumer(RedisClient& client, StreamConsumerConfig config, Handler handler)
-    : client_(&client), config_(std::move(config)), handler_(std::move(handler)) {
+    : client_(&client),
+      config_(std::move(config)),
+      handler_(std::move(handler)),
+      stop_(client.get_executor()) {
   validate_config(static_cast<bool>(handler_));
 }
 
 StreamConsumer::StreamConsumer(RedisClient& client, StreamConsumerConfig config,
                                BatchHandler handler)
-    : client_(&client), config_(std::move(config)), batch_handler_(std::move(handler)) {
+    : client_(&client),
+      config_(std::move(config)),
+      batch_handler_(std::move(handler)),
+      stop_(client.get_executor()) {
   validate_config(static_cast<bool>(batch_handler_));
 }
 
@@ -133,7 +138,7 @@ asio::awaitable<void> StreamConsumer::run_batch_handler(std::span<const StreamEn
     std::fill(ok.begin(), ok.end(), char{1});
     co_return;
   }
-  if (permanent && entries.size() > 1 && !stopping_) {
+  if (permanent && entries.size() > 1 && !stop_.stop_requested()) {
     // A permanent failure is about what the batch holds (one entry the sink refuses), not
     // about the sink's health: find the entries at fault, let the others through (F44). The
     // halves are delivered again within this read, so `delivered` counts them again.
@@ -212,7 +217,7 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
         deliverable.push_back(std::move(entry));
         continue;
       }
-      if (stopping_) continue;  // left pending: delivered again after a restart
+      if (stop_.stop_requested()) continue;  // left pending: delivered again after a restart
       ++stats_.delivered;
       ++handled;
       std::string failure;
@@ -269,7 +274,7 @@ asio::awaitable<std::size_t> StreamConsumer::process_own_pending() {
   std::size_t handled = 0;
   for (const auto& stream : streams_) {
     std::string cursor = "0";
-    while (!stopping_) {
+    while (!stop_.stop_requested()) {
       ReadGroupOptions options;
       options.count = config_.batch;
       auto entries =
@@ -307,13 +312,12 @@ asio::awaitable<std::size_t> StreamConsumer::reclaim_stale() {
       reads.push_back(StreamRead{stream, std::move(result.entries)});
       handled += co_await handle_reads(std::move(reads), true);
       cursor = std::move(result.next_id);
-    } while (cursor != "0-0" && !stopping_);
+    } while (cursor != "0-0" && !stop_.stop_requested());
   }
   co_return handled;
 }
 
 asio::awaitable<void> StreamConsumer::run() {
-  asio::steady_timer pause(co_await asio::this_coro::executor);
   bool need_group = true;
   bool need_pending = true;
   auto last_claim = Clock::now();
@@ -321,7 +325,7 @@ asio::awaitable<void> StreamConsumer::run() {
   // What the log names: the stream, or how many.
   const std::string what =
       streams_.size() == 1 ? streams_.front() : std::to_string(streams_.size()) + " streams";
-  while (!stopping_) {
+  while (!stop_.stop_requested()) {
     bool failed = false;
     bool no_group = false;
     try {
@@ -365,10 +369,17 @@ asio::awaitable<void> StreamConsumer::run() {
       continue;
     }
     if (failed) {
-      pause.expires_after(config_.error_backoff);
-      boost::system::error_code ec;
-      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return;  // cancelled during the pause
+      // The error pause: ends early on stop(); a cancellation ends run() like a cancelled read.
+      bool go_on = false;
+      try {
+        go_on = co_await stop_.sleep_for(config_.error_backoff);
+      } catch (const boost::system::system_error& e) {
+        if (e.code() != asio::error::operation_aborted) throw;
+        log()->info("stream {}: consumer {} stopping (cancelled during the error pause)", what,
+                    config_.consumer);
+        co_return;
+      }
+      if (!go_on) break;
     }
   }
 }

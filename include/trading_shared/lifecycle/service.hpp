@@ -19,6 +19,7 @@
 /// An immediate stop abandons what is still running: by default the process exits at once
 /// (`ServiceOptions::exit_process_on_immediate_stop`).
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/lifecycle/resource_scope.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -84,7 +85,7 @@ struct HealthState {
 class ServiceContext {
  public:
   ServiceContext(boost::asio::any_io_executor executor, ResourceScope& scope)
-      : executor_(std::move(executor)), scope_(&scope) {}
+      : executor_(std::move(executor)), scope_(&scope), stopped_(executor_) {}
   const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
   /// Start resources here: `co_await ctx.scope().enter(client, "redis")`.
   ResourceScope& scope() noexcept { return *scope_; }
@@ -105,7 +106,7 @@ class ServiceContext {
   bool stopping_ = false;
   HealthState health_;
   std::vector<std::function<void()>> stop_callbacks_;
-  std::vector<std::function<void()>> stop_waiters_;
+  core::AsyncEvent stopped_;  ///< notified when the stop begins (until_stopped)
 };
 
 using ServiceBody = std::function<boost::asio::awaitable<void>(ServiceContext&)>;

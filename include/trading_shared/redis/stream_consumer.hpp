@@ -36,6 +36,7 @@
 ///   the dead-letter stream after `max_deliveries`); their batch-mates are acknowledged (F44). Each
 ///   entry's `stream` names the stream it came from.
 
+#include <trading_shared/core/stop_signal.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -106,8 +107,9 @@ class StreamConsumer {
   /// consumer before closing the client: a handler finishing during `close()` cannot XACK
   /// (its entries are delivered again later: at-least-once).
   boost::asio::awaitable<void> run();
-  /// Asks `run()` to return after the current step (at most one read's `block` later).
-  void stop() noexcept { stopping_ = true; }
+  /// Asks `run()` to return after the current step (at most one read's `block` later; at
+  /// once from the pause after a failed read).
+  void stop() noexcept { stop_.request_stop(); }
 
   /// One pass over this consumer's own pending entries (what `run()` does first and every
   /// `claim_interval`); returns how many entries were handled. Public for tests and tools.
@@ -143,7 +145,7 @@ class StreamConsumer {
   Handler handler_;
   BatchHandler batch_handler_;
   StreamConsumerStats stats_;
-  bool stopping_ = false;
+  core::StopSignal stop_;  // stop(); ends the error pause at once
 };
 
 }  // namespace trading_shared::redis
