@@ -408,27 +408,15 @@ int compare_decimal(std::string_view a, std::string_view b) noexcept {
 }
 
 void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
-  add_postgres_settings(loader, s.pg);
-  add_redis_settings(loader, s.redis);
-  core::add_log_settings(loader, s.log);
-  loader.add(s.symbols, {"symbols", "symbols this venue trades (others are rejected)"})
-      .add(s.consumer, {"consumer",
-                        "consumer name in the group 'executor' (default: "
-                        "executor-<host>-<pid>)"})
-      .add(s.batch, {"batch", "requests per read"})
-      .add(s.claim_min_idle,
-           {"claim_min_idle", "requests pending this long in another consumer are taken over"})
-      .add(s.claim_interval, {"claim_interval",
-                              "how often stale and own pending requests are "
-                              "looked at again"})
-      .add(s.max_deliveries, {"max_deliveries",
-                              "deliveries of a request before it goes to "
-                              "orders:requests:dead"})
-      .add(s.drain_timeout, {"drain_timeout",
-                             "after SIGTERM, time to finish the current "
-                             "requests before they are cancelled"})
-      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
-  add_shutdown_setting(loader, s.shutdown_timeout);
+  add_consumer_service_settings(
+      loader, s,
+      {.consumer = "consumer name in the group 'executor' (default: executor-<host>-<pid>)",
+       .batch = "requests per read",
+       .items = "requests",
+       .max_deliveries = "deliveries of a request before it goes to orders:requests:dead",
+       .drain_timeout = "after SIGTERM, time to finish the current requests before they are "
+                        "cancelled"});
+  loader.add(s.symbols, {"symbols", "symbols this venue trades (others are rejected)"});
 #if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
   loader.add(s.fault_crash_after_commit, {"fault_crash_after_commit",
                                           "TEST ONLY: exit 137 after the Nth new order is "
@@ -437,31 +425,17 @@ void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
 }
 
 lifecycle::ServiceOptions service_options(const ExecutorSettings& s) {
-  return services::service_options(
-      "ts-executor", s.drain_timeout, s.shutdown_timeout,
-      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
-      "--drain-timeout, --shutdown-timeout");
+  return consumer_service_options(s, "ts-executor");
 }
 
 void finish_settings(ExecutorSettings& s) {
-  auto bad = [](const std::string& why) { throw core::ConfigError(why); };
   check_symbols(s.symbols);
-  if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
-  if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
-  if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
-  if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
-  if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
-  (void)service_options(s);  // the stop budget adds up (F54)
 #if TS_TEST_FAULTS
-  if (s.fault_crash_after_commit < 0) bad("--fault-crash-after-commit must be >= 0");
-#endif
-  if (s.consumer.empty()) s.consumer = default_consumer_name("executor");
-  if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
-    s.pg.application_name = "ts-executor";
+  if (s.fault_crash_after_commit < 0) {
+    throw core::ConfigError("--fault-crash-after-commit must be >= 0");
   }
-  if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-executor";
-  check_postgres_settings(s.pg);
-  check_redis_settings(s.redis);
+#endif
+  finish_consumer_service_settings(s, "executor", "ts-executor");
 }
 
 int run_executor(const ExecutorSettings& settings) {
