@@ -8,6 +8,7 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/consumer_service.hpp"
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
@@ -370,14 +371,6 @@ class Venue {
   TransientRetry redis_retry_;
 };
 
-struct ClientSnapshot {
-  std::uint64_t redis_reconnects = 0;
-  std::uint64_t redis_breaker_trips = 0;
-  std::uint64_t pg_breaker_trips = 0;
-  std::uint64_t pg_connects = 0;   // connections opened since start
-  std::uint64_t pg_discarded = 0;  // connections discarded as broken (a server restart)
-};
-
 }  // namespace
 
 bool is_positive_decimal(std::string_view text) noexcept {
@@ -453,18 +446,9 @@ int run_executor(const ExecutorSettings& settings) {
           stop.stop();
           if (consumer) consumer->stop();
         });
-        auto* pg =
-            co_await ctx.scope().open<pg::PostgresClient>("postgres", ctx.executor(), settings.pg);
-        auto* redis =
-            co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
-        ctx.scope().defer("client statistics", [&clients, pg, redis]() -> asio::awaitable<void> {
-          clients.redis_reconnects = redis->stats().disconnects;
-          clients.redis_breaker_trips = redis->stats().breaker_trips;
-          clients.pg_breaker_trips = pg->stats().breaker_trips;
-          clients.pg_connects = pg->stats().connects;
-          clients.pg_discarded = pg->stats().discarded;
-          co_return;
-        });
+        const ServiceClients opened = co_await open_clients(ctx, settings, clients);
+        auto* pg = opened.pg;
+        auto* redis = opened.redis;
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
           throw std::runtime_error(
@@ -524,13 +508,9 @@ int run_executor(const ExecutorSettings& settings) {
       .add("deleted", stats.deleted)
       .add("read_errors", stats.read_errors)
       .add("db_retries", counters.db_retries)
-      .add("redis_retries", counters.redis_retries)
-      .add("redis_reconnects", clients.redis_reconnects)
-      .add("pg_breaker_trips", clients.pg_breaker_trips)
-      .add("pg_connects", clients.pg_connects)
-      .add("pg_discarded", clients.pg_discarded)
-      .add("redis_breaker_trips", clients.redis_breaker_trips)
-      .add("exit_code", code);
+      .add("redis_retries", counters.redis_retries);
+  clients.add_to(summary);
+  summary.add("exit_code", code);
   try {
     summary.write_file(settings.summary_file);
   } catch (const std::exception& e) {

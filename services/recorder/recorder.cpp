@@ -10,6 +10,7 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/consumer_service.hpp"
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
@@ -309,15 +310,6 @@ class TickWriter {
   std::vector<std::pair<std::int64_t, std::int64_t>> covered_;  // [from, to) ms
 };
 
-/// What the summary needs from the clients, taken before they close.
-struct ClientSnapshot {
-  std::uint64_t redis_reconnects = 0;
-  std::uint64_t redis_breaker_trips = 0;
-  std::uint64_t pg_breaker_trips = 0;
-  std::uint64_t pg_connects = 0;   // connections opened since start
-  std::uint64_t pg_discarded = 0;  // connections discarded as broken (a server restart)
-};
-
 }  // namespace
 
 std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string& why) {
@@ -448,19 +440,9 @@ int run_recorder(const RecorderSettings& settings) {
           stop.stop();
           for (auto& consumer : consumers) consumer->stop();
         });
-        auto* pg =
-            co_await ctx.scope().open<pg::PostgresClient>("postgres", ctx.executor(), settings.pg);
-        auto* redis =
-            co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
-        // Runs first when the scope closes (reverse order), while both clients still exist.
-        ctx.scope().defer("client statistics", [&clients, pg, redis]() -> asio::awaitable<void> {
-          clients.redis_reconnects = redis->stats().disconnects;
-          clients.redis_breaker_trips = redis->stats().breaker_trips;
-          clients.pg_breaker_trips = pg->stats().breaker_trips;
-          clients.pg_connects = pg->stats().connects;
-          clients.pg_discarded = pg->stats().discarded;
-          co_return;
-        });
+        const ServiceClients opened = co_await open_clients(ctx, settings, clients);
+        auto* pg = opened.pg;
+        auto* redis = opened.redis;
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
           throw std::runtime_error(
@@ -549,13 +531,9 @@ int run_recorder(const RecorderSettings& settings) {
       .add("splits", total.splits)
       .add("db_retries", counters.db_retries)
       .add("partitions_created", counters.partitions_created)
-      .add("redelivered_batches", counters.redelivered_batches)
-      .add("redis_reconnects", clients.redis_reconnects)
-      .add("pg_breaker_trips", clients.pg_breaker_trips)
-      .add("pg_connects", clients.pg_connects)
-      .add("pg_discarded", clients.pg_discarded)
-      .add("redis_breaker_trips", clients.redis_breaker_trips)
-      .add("exit_code", code);
+      .add("redelivered_batches", counters.redelivered_batches);
+  clients.add_to(summary);
+  summary.add("exit_code", code);
   try {
     summary.write_file(settings.summary_file);
   } catch (const std::exception& e) {
