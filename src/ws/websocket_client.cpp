@@ -9,20 +9,7 @@
 
 namespace trading_shared::ws {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-using tcp = asio::ip::tcp;
-using trading_shared::errc;
-using trading_shared::Error;
-using trading_shared::RequestState;
-using Clock = std::chrono::steady_clock;
-using detail::Connection;
-using detail::log;
-using detail::shielded_wait;
-using detail::State;
-using detail::Waiter;
-using detail::wake_all;
+using namespace detail;  // the client's connection state, waiters, aliases
 
 /// Stops everything at once (destruction without close, close overrun).
 void WebSocketClient::Core::cut() {

@@ -9,20 +9,7 @@
 
 namespace trading_shared::ws {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-using tcp = asio::ip::tcp;
-using trading_shared::errc;
-using trading_shared::Error;
-using trading_shared::RequestState;
-using Clock = std::chrono::steady_clock;
-using detail::Connection;
-using detail::log;
-using detail::shielded_wait;
-using detail::State;
-using detail::Waiter;
-using detail::wake_all;
+using namespace detail;  // the client's connection state, waiters, aliases
 
 asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection> c) {
   // Boost 1.81's resolver runs in a background thread; cancelling it completes our wait at

@@ -9,20 +9,7 @@
 
 namespace trading_shared::ws {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-using tcp = asio::ip::tcp;
-using trading_shared::errc;
-using trading_shared::Error;
-using trading_shared::RequestState;
-using Clock = std::chrono::steady_clock;
-using detail::Connection;
-using detail::log;
-using detail::shielded_wait;
-using detail::State;
-using detail::Waiter;
-using detail::wake_all;
+using namespace detail;  // the client's connection state, waiters, aliases
 
 /// Heap bytes a string holds (none while its text fits in the string object itself).
 std::size_t WebSocketClient::Core::heap_of(const std::string& s) noexcept {
