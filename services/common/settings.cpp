@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <string>
+#include <utility>
 
 namespace trading_shared::services {
 
@@ -37,6 +38,50 @@ void add_shutdown_setting(core::ConfigLoader& loader, std::chrono::milliseconds&
              {"shutdown_timeout",
               "after SIGTERM, the whole graceful stop: the drain and then closing the clients; "
               "when it passes the stop is immediate (exit 1)"});
+}
+
+void add_consumer_service_settings(core::ConfigLoader& loader, ConsumerServiceSettings& s,
+                                   const ConsumerServiceHelp& help) {
+  add_postgres_settings(loader, s.pg);
+  add_redis_settings(loader, s.redis);
+  core::add_log_settings(loader, s.log);
+  const std::string claim_min_idle =
+      fmt::format("{} pending this long in another consumer are taken over", help.items);
+  const std::string claim_interval =
+      fmt::format("how often stale and own pending {} are looked at again", help.items);
+  loader.add(s.consumer, {"consumer", std::string(help.consumer)})
+      .add(s.batch, {"batch", std::string(help.batch)})
+      .add(s.claim_min_idle, {"claim_min_idle", claim_min_idle})
+      .add(s.claim_interval, {"claim_interval", claim_interval})
+      .add(s.max_deliveries, {"max_deliveries", std::string(help.max_deliveries)})
+      .add(s.drain_timeout, {"drain_timeout", std::string(help.drain_timeout)})
+      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
+  add_shutdown_setting(loader, s.shutdown_timeout);
+}
+
+lifecycle::ServiceOptions consumer_service_options(const ConsumerServiceSettings& s,
+                                                   std::string service) {
+  return service_options(std::move(service), s.drain_timeout, s.shutdown_timeout,
+                         {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
+                         "--drain-timeout, --shutdown-timeout");
+}
+
+void finish_consumer_service_settings(ConsumerServiceSettings& s, std::string_view group,
+                                      const std::string& service) {
+  auto bad = [](const std::string& why) { throw core::ConfigError(why); };
+  if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
+  if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
+  if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
+  if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
+  if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
+  (void)consumer_service_options(s, service);  // the stop budget adds up (F54)
+  if (s.consumer.empty()) s.consumer = default_consumer_name(group);
+  if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
+    s.pg.application_name = service;
+  }
+  if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = service;
+  check_postgres_settings(s.pg);
+  check_redis_settings(s.redis);
 }
 
 std::string default_consumer_name(std::string_view service) {

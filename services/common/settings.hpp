@@ -3,11 +3,13 @@
 /// The settings every service shares, declared once (flag, `TS_*` variable, TOML key).
 
 #include <trading_shared/core/config.hpp>
+#include <trading_shared/core/logging.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/redis/config.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,5 +65,51 @@ std::string default_consumer_name(std::string_view service);
 /// Milliseconds / microseconds since the Unix epoch (system clock).
 std::int64_t unix_millis();
 std::int64_t unix_micros();
+
+// ---- services that consume a Redis stream in a consumer group into PostgreSQL ----------------
+
+/// The settings ts-recorder and ts-executor share: both clients, logging, the group consumer
+/// (its name, batch, claiming of stale entries, dead-lettering), the drain and the stop
+/// budget. Each service's settings derive from it and add their own.
+struct ConsumerServiceSettings {
+  pg::PostgresConfig pg;
+  redis::RedisConfig redis;
+  core::LogConfig log;
+  /// Consumer name in the group; empty: "<group>-<host>-<pid>".
+  std::string consumer;
+  /// Entries read at a time (1-10000).
+  std::int64_t batch = 100;
+  std::chrono::milliseconds claim_min_idle{10000};
+  std::chrono::milliseconds claim_interval{2000};
+  std::uint32_t max_deliveries = 5;
+  std::chrono::milliseconds drain_timeout{5000};
+  /// The whole graceful stop: the drain, then closing the clients (F54: checked at start).
+  std::chrono::milliseconds shutdown_timeout{kDefaultShutdownTimeout};
+  std::string summary_file;
+};
+
+/// What a consumer service's settings say in --help (the shared wording is in settings.cpp).
+struct ConsumerServiceHelp {
+  std::string_view consumer;        ///< `--consumer`.
+  std::string_view batch;           ///< `--batch`.
+  std::string_view items;           ///< what it consumes, plural: "entries", "requests".
+  std::string_view max_deliveries;  ///< `--max-deliveries`.
+  std::string_view drain_timeout;   ///< `--drain-timeout`.
+};
+
+/// Registers the shared settings: PostgreSQL, Redis, logging, `--consumer`, `--batch`,
+/// `--claim-min-idle`, `--claim-interval`, `--max-deliveries`, `--drain-timeout`,
+/// `--summary-file`, `--shutdown-timeout`. The service registers its own after them.
+void add_consumer_service_settings(core::ConfigLoader& loader, ConsumerServiceSettings& settings,
+                                   const ConsumerServiceHelp& help);
+/// The run_daemon options of consumer service `service` ("ts-recorder"): drain, shutdown
+/// budget and the clients' close bounds, checked (F54). @throws core::ConfigError.
+lifecycle::ServiceOptions consumer_service_options(const ConsumerServiceSettings& settings,
+                                                   std::string service);
+/// Checks the shared settings (after the service's own checks) and fills derived defaults:
+/// the consumer name "<group>-<host>-<pid>", application_name and client_name `service`.
+/// @throws core::ConfigError naming the flag.
+void finish_consumer_service_settings(ConsumerServiceSettings& settings, std::string_view group,
+                                      const std::string& service);
 
 }  // namespace trading_shared::services

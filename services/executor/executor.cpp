@@ -10,6 +10,7 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/consumer_service.hpp"
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
@@ -372,14 +373,6 @@ class Venue {
   core::UntilStopped redis_retry_;
 };
 
-struct ClientSnapshot {
-  std::uint64_t redis_reconnects = 0;
-  std::uint64_t redis_breaker_trips = 0;
-  std::uint64_t pg_breaker_trips = 0;
-  std::uint64_t pg_connects = 0;   // connections opened since start
-  std::uint64_t pg_discarded = 0;  // connections discarded as broken (a server restart)
-};
-
 }  // namespace
 
 bool is_positive_decimal(std::string_view text) noexcept {
@@ -410,27 +403,15 @@ int compare_decimal(std::string_view a, std::string_view b) noexcept {
 }
 
 void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
-  add_postgres_settings(loader, s.pg);
-  add_redis_settings(loader, s.redis);
-  core::add_log_settings(loader, s.log);
-  loader.add(s.symbols, {"symbols", "symbols this venue trades (others are rejected)"})
-      .add(s.consumer, {"consumer",
-                        "consumer name in the group 'executor' (default: "
-                        "executor-<host>-<pid>)"})
-      .add(s.batch, {"batch", "requests per read"})
-      .add(s.claim_min_idle,
-           {"claim_min_idle", "requests pending this long in another consumer are taken over"})
-      .add(s.claim_interval, {"claim_interval",
-                              "how often stale and own pending requests are "
-                              "looked at again"})
-      .add(s.max_deliveries, {"max_deliveries",
-                              "deliveries of a request before it goes to "
-                              "orders:requests:dead"})
-      .add(s.drain_timeout, {"drain_timeout",
-                             "after SIGTERM, time to finish the current "
-                             "requests before they are cancelled"})
-      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
-  add_shutdown_setting(loader, s.shutdown_timeout);
+  add_consumer_service_settings(
+      loader, s,
+      {.consumer = "consumer name in the group 'executor' (default: executor-<host>-<pid>)",
+       .batch = "requests per read",
+       .items = "requests",
+       .max_deliveries = "deliveries of a request before it goes to orders:requests:dead",
+       .drain_timeout = "after SIGTERM, time to finish the current requests before they are "
+                        "cancelled"});
+  loader.add(s.symbols, {"symbols", "symbols this venue trades (others are rejected)"});
 #if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
   loader.add(s.fault_crash_after_commit, {"fault_crash_after_commit",
                                           "TEST ONLY: exit 137 after the Nth new order is "
@@ -439,31 +420,17 @@ void add_executor_settings(core::ConfigLoader& loader, ExecutorSettings& s) {
 }
 
 lifecycle::ServiceOptions service_options(const ExecutorSettings& s) {
-  return services::service_options(
-      "ts-executor", s.drain_timeout, s.shutdown_timeout,
-      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
-      "--drain-timeout, --shutdown-timeout");
+  return consumer_service_options(s, "ts-executor");
 }
 
 void finish_settings(ExecutorSettings& s) {
-  auto bad = [](const std::string& why) { throw core::ConfigError(why); };
   check_symbols(s.symbols);
-  if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
-  if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
-  if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
-  if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
-  if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
-  (void)service_options(s);  // the stop budget adds up (F54)
 #if TS_TEST_FAULTS
-  if (s.fault_crash_after_commit < 0) bad("--fault-crash-after-commit must be >= 0");
-#endif
-  if (s.consumer.empty()) s.consumer = default_consumer_name("executor");
-  if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
-    s.pg.application_name = "ts-executor";
+  if (s.fault_crash_after_commit < 0) {
+    throw core::ConfigError("--fault-crash-after-commit must be >= 0");
   }
-  if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-executor";
-  check_postgres_settings(s.pg);
-  check_redis_settings(s.redis);
+#endif
+  finish_consumer_service_settings(s, "executor", "ts-executor");
 }
 
 int run_executor(const ExecutorSettings& settings) {
@@ -482,18 +449,9 @@ int run_executor(const ExecutorSettings& settings) {
           stop->request_stop();
           if (consumer) consumer->stop();
         });
-        auto* pg =
-            co_await ctx.scope().open<pg::PostgresClient>("postgres", ctx.executor(), settings.pg);
-        auto* redis =
-            co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
-        ctx.scope().defer("client statistics", [&clients, pg, redis]() -> asio::awaitable<void> {
-          clients.redis_reconnects = redis->stats().disconnects;
-          clients.redis_breaker_trips = redis->stats().breaker_trips;
-          clients.pg_breaker_trips = pg->stats().breaker_trips;
-          clients.pg_connects = pg->stats().connects;
-          clients.pg_discarded = pg->stats().discarded;
-          co_return;
-        });
+        const ServiceClients opened = co_await open_clients(ctx, settings, clients);
+        auto* pg = opened.pg;
+        auto* redis = opened.redis;
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
           throw std::runtime_error(
@@ -553,13 +511,9 @@ int run_executor(const ExecutorSettings& settings) {
       .add("deleted", stats.deleted)
       .add("read_errors", stats.read_errors)
       .add("db_retries", counters.db_retries)
-      .add("redis_retries", counters.redis_retries)
-      .add("redis_reconnects", clients.redis_reconnects)
-      .add("pg_breaker_trips", clients.pg_breaker_trips)
-      .add("pg_connects", clients.pg_connects)
-      .add("pg_discarded", clients.pg_discarded)
-      .add("redis_breaker_trips", clients.redis_breaker_trips)
-      .add("exit_code", code);
+      .add("redis_retries", counters.redis_retries);
+  clients.add_to(summary);
+  summary.add("exit_code", code);
   try {
     summary.write_file(settings.summary_file);
   } catch (const std::exception& e) {

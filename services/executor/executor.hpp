@@ -10,6 +10,8 @@
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/redis/config.hpp>
 
+#include "common/settings.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -19,22 +21,10 @@
 
 namespace trading_shared::services::executor {
 
-struct ExecutorSettings {
-  pg::PostgresConfig pg;
-  redis::RedisConfig redis;
-  core::LogConfig log;
+/// The shared settings of a consumer service (common/settings.hpp) and the executor's own.
+struct ExecutorSettings : ConsumerServiceSettings {
   /// Symbols this venue trades; any other is rejected ("unknown symbol").
   std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
-  /// Consumer name in the group; empty: "executor-<host>-<pid>".
-  std::string consumer;
-  std::int64_t batch = 100;
-  std::chrono::milliseconds claim_min_idle{10000};
-  std::chrono::milliseconds claim_interval{2000};
-  std::uint32_t max_deliveries = 5;
-  std::chrono::milliseconds drain_timeout{5000};
-  /// The whole graceful stop: the drain, then closing the clients (F54: checked at start).
-  std::chrono::milliseconds shutdown_timeout{20000};
-  std::string summary_file;
   /// Test-only fault switch (0 = off): `_Exit(137)` after the Nth new order committed,
   /// before its event and its XACK. Settable (and acted on) only in a build with the CMake
   /// option TS_TEST_FAULTS; a release build has no such flag.

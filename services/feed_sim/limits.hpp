@@ -3,7 +3,7 @@
 /// ts-feed-sim: the venue's WebSocket limits (docs/services.md, docs/failure-modes.md F59,
 /// F60): streams per connection, incoming messages per second, the server's ping/pong
 /// contract and the maximum connection lifetime. The pure pieces live here (testable with a
-/// fake clock); feed_sim.cpp applies them to its connections.
+/// fake clock); feed_sim_limits.cpp applies them to its connections.
 
 #include <trading_shared/core/config.hpp>
 

@@ -13,6 +13,7 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/consumer_service.hpp"
 #include "common/keys.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
@@ -311,15 +312,6 @@ class TickWriter {
   std::vector<std::pair<std::int64_t, std::int64_t>> covered_;  // [from, to) ms
 };
 
-/// What the summary needs from the clients, taken before they close.
-struct ClientSnapshot {
-  std::uint64_t redis_reconnects = 0;
-  std::uint64_t redis_breaker_trips = 0;
-  std::uint64_t pg_breaker_trips = 0;
-  std::uint64_t pg_connects = 0;   // connections opened since start
-  std::uint64_t pg_discarded = 0;  // connections discarded as broken (a server restart)
-};
-
 }  // namespace
 
 std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string& why) {
@@ -397,30 +389,18 @@ std::optional<Trade> parse_trade(const redis::StreamEntry& entry, std::string& w
 }
 
 void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
-  add_postgres_settings(loader, s.pg);
-  add_redis_settings(loader, s.redis);
-  core::add_log_settings(loader, s.log);
-  loader
-      .add(s.consumer, {"consumer",
-                        "consumer name in the group 'recorder' (default: "
-                        "recorder-<host>-<pid>); reader i > 0 adds '-<i>'"})
-      .add(s.readers, {"readers",
-                       "readers, each reading every trade stream on one blocking Redis "
-                       "connection (1-8)"})
-      .add(s.batch, {"batch", "entries per stream and read; a read (every stream) is one insert"})
-      .add(s.claim_min_idle,
-           {"claim_min_idle", "entries pending this long in another consumer are taken over"})
-      .add(s.claim_interval, {"claim_interval",
-                              "how often stale and own pending entries are "
-                              "looked at again"})
-      .add(s.max_deliveries, {"max_deliveries",
-                              "deliveries of an entry before it goes to its stream's "
-                              "dead-letter stream (<stream>:dead)"})
-      .add(s.drain_timeout, {"drain_timeout",
-                             "after SIGTERM, time to finish the current batch "
-                             "before it is cancelled"})
-      .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
-  add_shutdown_setting(loader, s.shutdown_timeout);
+  add_consumer_service_settings(
+      loader, s,
+      {.consumer = "consumer name in the group 'recorder' (default: recorder-<host>-<pid>); "
+                   "reader i > 0 adds '-<i>'",
+       .batch = "entries per stream and read; a read (every stream) is one insert",
+       .items = "entries",
+       .max_deliveries = "deliveries of an entry before it goes to its stream's dead-letter "
+                         "stream (<stream>:dead)",
+       .drain_timeout = "after SIGTERM, time to finish the current batch before it is cancelled"});
+  loader.add(s.readers, {"readers",
+                         "readers, each reading every trade stream on one blocking Redis "
+                         "connection (1-8)"});
 #if TS_TEST_FAULTS  // test builds only (CMake option TS_TEST_FAULTS): absent from a release
   loader
       .add(s.fault_crash_after_commit, {"fault_crash_after_commit",
@@ -433,33 +413,17 @@ void add_recorder_settings(core::ConfigLoader& loader, RecorderSettings& s) {
 }
 
 lifecycle::ServiceOptions service_options(const RecorderSettings& s) {
-  return services::service_options(
-      "ts-recorder", s.drain_timeout, s.shutdown_timeout,
-      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
-      "--drain-timeout, --shutdown-timeout");
+  return consumer_service_options(s, "ts-recorder");
 }
 
 void finish_settings(RecorderSettings& s) {
-  auto bad = [](const std::string& why) { throw core::ConfigError(why); };
-  if (s.readers < 1 || s.readers > 8) bad("--readers must be between 1 and 8");
-  if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
-  if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
-  if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
-  if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
-  if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
-  (void)service_options(s);  // the stop budget adds up (F54)
+  if (s.readers < 1 || s.readers > 8) throw core::ConfigError("--readers must be between 1 and 8");
 #if TS_TEST_FAULTS
   if (s.fault_crash_after_commit < 0 || s.fault_crash_before_commit < 0) {
-    bad("--fault-crash-* must be >= 0");
+    throw core::ConfigError("--fault-crash-* must be >= 0");
   }
 #endif
-  if (s.consumer.empty()) s.consumer = default_consumer_name("recorder");
-  if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
-    s.pg.application_name = "ts-recorder";
-  }
-  if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = "ts-recorder";
-  check_postgres_settings(s.pg);
-  check_redis_settings(s.redis);
+  finish_consumer_service_settings(s, "recorder", "ts-recorder");
 }
 
 int run_recorder(const RecorderSettings& settings) {
@@ -479,19 +443,9 @@ int run_recorder(const RecorderSettings& settings) {
           stop->request_stop();
           for (auto& consumer : consumers) consumer->stop();
         });
-        auto* pg =
-            co_await ctx.scope().open<pg::PostgresClient>("postgres", ctx.executor(), settings.pg);
-        auto* redis =
-            co_await ctx.scope().open<redis::RedisClient>("redis", ctx.executor(), settings.redis);
-        // Runs first when the scope closes (reverse order), while both clients still exist.
-        ctx.scope().defer("client statistics", [&clients, pg, redis]() -> asio::awaitable<void> {
-          clients.redis_reconnects = redis->stats().disconnects;
-          clients.redis_breaker_trips = redis->stats().breaker_trips;
-          clients.pg_breaker_trips = pg->stats().breaker_trips;
-          clients.pg_connects = pg->stats().connects;
-          clients.pg_discarded = pg->stats().discarded;
-          co_return;
-        });
+        const ServiceClients opened = co_await open_clients(ctx, settings, clients);
+        auto* pg = opened.pg;
+        auto* redis = opened.redis;
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
           throw std::runtime_error(
@@ -580,13 +534,9 @@ int run_recorder(const RecorderSettings& settings) {
       .add("splits", total.splits)
       .add("db_retries", counters.db_retries)
       .add("partitions_created", counters.partitions_created)
-      .add("redelivered_batches", counters.redelivered_batches)
-      .add("redis_reconnects", clients.redis_reconnects)
-      .add("pg_breaker_trips", clients.pg_breaker_trips)
-      .add("pg_connects", clients.pg_connects)
-      .add("pg_discarded", clients.pg_discarded)
-      .add("redis_breaker_trips", clients.redis_breaker_trips)
-      .add("exit_code", code);
+      .add("redelivered_batches", counters.redelivered_batches);
+  clients.add_to(summary);
+  summary.add("exit_code", code);
   try {
     summary.write_file(settings.summary_file);
   } catch (const std::exception& e) {

@@ -10,6 +10,8 @@
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
+#include "common/settings.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -19,25 +21,15 @@
 
 namespace trading_shared::services::recorder {
 
-struct RecorderSettings {
-  pg::PostgresConfig pg;
-  redis::RedisConfig redis;
-  core::LogConfig log;
-  /// Consumer name in the group; empty: "recorder-<host>-<pid>". Reader i > 0 is
-  /// "<consumer>-<i>".
-  std::string consumer;
+/// The shared settings of a consumer service (common/settings.hpp) and the recorder's own.
+struct RecorderSettings : ConsumerServiceSettings {
+  RecorderSettings() { batch = 500; }
+  // consumer: reader i > 0 is "<consumer>-<i>". batch: entries per stream and read; a read
+  // covers every stream, its entries go into one insert.
+
   /// Readers: each reads every trade stream on its own blocking Redis connection (entries are
   /// shared out by the group), so that one reader's insert overlaps another's read.
   std::int64_t readers = 2;
-  /// Entries per stream and read; a read covers every stream, its entries go into one insert.
-  std::int64_t batch = 500;
-  std::chrono::milliseconds claim_min_idle{10000};
-  std::chrono::milliseconds claim_interval{2000};
-  std::uint32_t max_deliveries = 5;
-  std::chrono::milliseconds drain_timeout{5000};
-  /// The whole graceful stop: the drain, then closing the clients (F54: checked at start).
-  std::chrono::milliseconds shutdown_timeout{20000};
-  std::string summary_file;
   /// Test-only fault switches (0 = off): `_Exit(137)` after the Nth commit, before its XACK;
   /// `_Exit(137)` in the Nth batch, before its insert. Settable (and acted on) only in a build
   /// with the CMake option TS_TEST_FAULTS; a release build has no such flags.

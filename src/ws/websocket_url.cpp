@@ -1,6 +1,6 @@
 // The pure parts of the WebSocket client's configuration: URL parsing, the overflow policy's
-// names, validation. Apart from websocket_client.cpp (Beast, coroutines) so that the fuzz
-// target of URL parsing (fuzz/fuzz_url.cpp) compiles only this.
+// names, validation. Apart from the client itself (Beast, coroutines: client_core.hpp) so that the
+// fuzz target of URL parsing (fuzz/fuzz_url.cpp) compiles only this.
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/url.hpp>
 #include <trading_shared/ws/websocket_client.hpp>

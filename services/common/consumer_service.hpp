@@ -1,0 +1,45 @@
+#pragma once
+/// @file
+/// What ts-recorder and ts-executor share at run time (their shared settings are
+/// `ConsumerServiceSettings`, settings.hpp): opening both clients in the service's scope, and
+/// the clients' figures for the summary, taken before the clients close.
+
+#include <trading_shared/lifecycle/service.hpp>
+#include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/redis/redis_client.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "common/settings.hpp"
+#include "common/summary.hpp"
+
+#include <cstdint>
+
+namespace trading_shared::services {
+
+/// What the summary needs from the clients, taken before they close.
+struct ClientSnapshot {
+  std::uint64_t redis_reconnects = 0;
+  std::uint64_t redis_breaker_trips = 0;
+  std::uint64_t pg_breaker_trips = 0;
+  std::uint64_t pg_connects = 0;   // connections opened since start
+  std::uint64_t pg_discarded = 0;  // connections discarded as broken (a server restart)
+
+  /// Adds `redis_reconnects`, `pg_breaker_trips`, `pg_connects`, `pg_discarded` and
+  /// `redis_breaker_trips` to `summary`, in that order.
+  void add_to(Summary& summary) const;
+};
+
+struct ServiceClients {
+  pg::PostgresClient* pg = nullptr;
+  redis::RedisClient* redis = nullptr;
+};
+
+/// Opens (starts) the PostgreSQL client ("postgres") and then the Redis client ("redis") of
+/// `settings` in the scope of `ctx`, and registers taking `snapshot` from them: it runs first
+/// when the scope closes (reverse order), while both clients still exist.
+boost::asio::awaitable<ServiceClients> open_clients(lifecycle::ServiceContext& ctx,
+                                                    const ConsumerServiceSettings& settings,
+                                                    ClientSnapshot& snapshot);
+
+}  // namespace trading_shared::services

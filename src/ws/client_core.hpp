@@ -1,0 +1,222 @@
+#pragma once
+// The state of one WebSocketClient (private to src/ws). The client is one object, `Core`,
+// shared by the public handle and the coroutines it spawns; its parts live in one file each:
+// - websocket_client.cpp: lifecycle (construction, start, close, cut, stats);
+// - websocket_connection.cpp: connecting (TCP + handshake), the supervisor (reconnect with
+// backoff),
+//   the on_connect messages of a new connection, the read loop and why a connection ended;
+// - websocket_send.cpp: the write turn (one write at a time, FIFO) and send / add_on_connect;
+// - websocket_receive_queue.cpp: the bounded hand-off queue (ring of messages whose strings'
+// capacity
+//   circulates), the overflow policy and the receive* calls of the single consumer.
+// Everything runs on the client's executor (single-threaded): no locks.
+
+#include <trading_shared/core/backoff.hpp>
+#include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/ws/websocket_client.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trading_shared::ws {
+
+namespace detail {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using Stream = websocket::stream<beast::tcp_stream>;
+
+inline std::shared_ptr<spdlog::logger> log() {
+  static const auto logger = core::logger("ws");
+  return logger;
+}
+
+/// Awaits `timer` without the caller's cancellation slot (for waits that must not be cut
+/// short: close()). Returns the wait's error code.
+inline asio::awaitable<boost::system::error_code> shielded_wait(asio::steady_timer& timer) {
+  boost::system::error_code ec;
+  co_await timer.async_wait(asio::bind_cancellation_slot(
+      asio::cancellation_slot(), asio::redirect_error(asio::use_awaitable, ec)));
+  co_return ec;
+}
+
+struct Connection {
+  explicit Connection(const asio::any_io_executor& executor) : ws(executor), resolver(executor) {}
+  Stream ws;
+  tcp::resolver resolver;
+  std::uint64_t number = 0;
+  Clock::time_point opened{};
+  bool ready = false;          // its on_connect messages are written: sends may go
+  bool slow_consumer = false;  // ended by the overflow policy
+  bool send_failed = false;    // ended because an on_connect message could not be written
+  bool write_overrun = false;  // ended because a write did not complete within idle_timeout
+};
+
+enum class State : std::uint8_t { idle, starting, running, closing, closed };
+
+/// A wake-up for one waiting coroutine (single-threaded executor). It registers itself in a
+/// list (or a slot) and removes itself when destroyed, so that no list ever holds a pointer
+/// to a frame that is gone (also when frames are destroyed without resuming, at shutdown).
+struct Waiter {
+  Waiter(const asio::any_io_executor& executor, std::deque<Waiter*>& list, bool front = false)
+      : timer(executor, asio::steady_timer::time_point::max()), list_(&list) {
+    if (front) {
+      list.push_front(this);
+    } else {
+      list.push_back(this);
+    }
+  }
+  Waiter(const asio::any_io_executor& executor, Waiter*& slot)
+      : timer(executor, asio::steady_timer::time_point::max()), slot_(&slot) {
+    slot = this;
+  }
+  ~Waiter() {
+    if (list_ != nullptr) std::erase(*list_, this);
+    if (slot_ != nullptr && *slot_ == this) *slot_ = nullptr;
+  }
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  asio::steady_timer timer;
+  bool woken = false;
+  bool granted = false;  // the write turn was handed to it
+  void wake() {
+    woken = true;
+    timer.cancel();
+  }
+
+ private:
+  std::deque<Waiter*>* list_ = nullptr;
+  Waiter** slot_ = nullptr;
+};
+
+/// Wakes and forgets every waiter of a list.
+inline void wake_all(std::deque<Waiter*>& list) {
+  auto waiters = std::move(list);
+  list.clear();
+  for (auto* w : waiters) w->wake();
+}
+
+}  // namespace detail
+
+struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Core> {
+  using Connection = detail::Connection;
+  using State = detail::State;
+  using Waiter = detail::Waiter;
+
+  Core(boost::asio::any_io_executor executor, WebSocketConfig cfg)
+      : ex(std::move(executor)), config(std::move(cfg)), url(parse_websocket_url(config.url)) {
+    ring.resize(config.queue_capacity);
+    on_connect = config.on_connect;
+  }
+
+  boost::asio::any_io_executor ex;
+  WebSocketConfig config;
+  WebSocketUrl url;
+  std::vector<std::string> on_connect;
+  State state = State::idle;
+  std::shared_ptr<Connection> connection;  // up and handshaken
+  std::shared_ptr<Connection> connecting;  // being connected (close() cuts it)
+  std::uint64_t next_number = 1;
+  core::DefaultRandom random;
+  WebSocketStats stats;
+  std::string last_failure = "no attempt yet";
+
+  // hand-off queue (websocket_receive_queue.cpp)
+  std::vector<Message> ring;
+  std::size_t head = 0;
+  std::size_t count = 0;
+  std::size_t queued_bytes = 0;  // payload of the `count` queued messages
+  std::size_t held_bytes = 0;    // heap capacity of every slot's string, queued or spare
+  Waiter* consumer = nullptr;
+  bool consumer_active = false;
+  std::uint64_t dropped_logged = 0;
+
+  // sends (websocket_send.cpp): `writing` is the write turn; waiters get it in FIFO order
+  bool writing = false;
+  std::deque<Waiter*> send_waiters;
+
+  // supervisor (websocket_connection.cpp)
+  bool supervisor_running = false;
+  bool first_ready = false;
+  boost::asio::steady_timer* backoff_timer = nullptr;
+  std::deque<Waiter*> start_waiters;
+  std::deque<Waiter*> stop_waiters;  // woken when the supervisor has ended
+
+  bool open_for_work() const { return state == State::starting || state == State::running; }
+  bool ended() const {
+    return state == State::closed || (state == State::closing && !supervisor_running);
+  }
+  std::string what(const char* text) const { return "WebSocket " + config.url + ": " + text; }
+
+  // ---- queue (websocket_receive_queue.cpp)
+  // ----------------------------------------------------------
+  static std::size_t heap_of(const std::string& s) noexcept;
+  void spare(Message& slot) noexcept;
+  void take(Message& out) noexcept;
+  bool deliver(const boost::beast::flat_buffer& buffer, bool binary, std::uint64_t number);
+  boost::asio::awaitable<bool> wait_for_messages(
+      std::optional<boost::asio::steady_timer::time_point> deadline = std::nullopt,
+      bool* timed_out = nullptr);
+
+  // ---- the write turn (websocket_send.cpp)
+  // ----------------------------------------------------------
+  boost::asio::awaitable<boost::system::error_code> write_frame(std::shared_ptr<Connection> c,
+                                                                std::string_view text);
+  boost::asio::awaitable<void> acquire_write();
+  void release_write();
+  /// Holds the write turn until destroyed.
+  struct Turn {
+    Core* core;
+    ~Turn() { core->release_write(); }
+  };
+
+  // ---- connections and the supervisor (websocket_connection.cpp)
+  // ------------------------------------
+  enum class Ending : std::uint8_t {
+    closed_by_peer,
+    eof,
+    idle_timeout,
+    oversized,
+    protocol_error,
+    slow_consumer,
+    send_failed,
+    other
+  };
+  boost::asio::awaitable<void> connect(std::shared_ptr<Connection> c);
+  static boost::asio::awaitable<void> subscribe(std::shared_ptr<Core> self,
+                                                std::shared_ptr<Connection> c);
+  static Ending ending_of(const Connection& c, const boost::system::error_code& ec);
+  boost::asio::awaitable<boost::system::error_code> read_loop(std::shared_ptr<Connection> c);
+  void count_ending(Ending ending);
+  static const char* describe(Ending ending);
+  static boost::asio::awaitable<void> supervise(std::shared_ptr<Core> self);
+
+  // ---- lifecycle (websocket_client.cpp) ------------------------------------------------------
+  void cut();
+  void begin_closing();
+  boost::asio::awaitable<void> close();
+};
+
+}  // namespace trading_shared::ws

@@ -1,0 +1,262 @@
+// WebSocketClient: connecting (TCP connect and handshake), the on_connect messages of a new
+// connection, the read loop, why a connection ended, and the supervisor that reconnects with
+// backoff. The parts of the client: client_core.hpp.
+#include <trading_shared/core/error.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+
+#include "client_core.hpp"
+
+namespace trading_shared::ws {
+
+using namespace detail;  // the client's connection state, waiters, aliases
+
+asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection> c) {
+  // Boost 1.81's resolver runs in a background thread; cancelling it completes our wait at
+  // once (the lookup itself may go on). The connect deadline covers it.
+  asio::steady_timer deadline(ex);
+  deadline.expires_after(config.connect_timeout);
+  deadline.async_wait([c](boost::system::error_code ec) {
+    if (!ec) c->resolver.cancel();
+  });
+  const auto endpoints =
+      co_await c->resolver.async_resolve(url.host, url.port, asio::use_awaitable);
+  deadline.cancel();
+  if (!open_for_work())
+    throw Error(make_error_code(errc::client_closed), what("closed while connecting"));
+  auto& socket = beast::get_lowest_layer(c->ws);
+  socket.expires_after(config.connect_timeout);
+  co_await socket.async_connect(endpoints, asio::use_awaitable);
+  socket.socket().set_option(tcp::no_delay(true));
+  websocket::stream_base::timeout timeouts{};
+  timeouts.handshake_timeout = config.connect_timeout;
+  timeouts.idle_timeout = config.idle_timeout;
+  timeouts.keep_alive_pings = true;
+  socket.expires_never();  // the websocket timeouts replace the tcp_stream's
+  c->ws.set_option(timeouts);
+  c->ws.read_message_max(config.max_message_size);
+  c->ws.auto_fragment(false);
+  c->ws.set_option(websocket::stream_base::decorator([](websocket::request_type& request) {
+    request.set(beast::http::field::user_agent, "trading_shared-ws");
+  }));
+  const bool v6 = url.host.find(':') != std::string::npos;
+  const std::string host_header = (v6 ? "[" + url.host + "]" : url.host) + ":" + url.port;
+  co_await c->ws.async_handshake(host_header, url.target, asio::use_awaitable);
+}
+
+/// Sends the on_connect messages on a new connection (taking the write turn like any send,
+/// so never during another write); then sends may use it, and start() completes.
+asio::awaitable<void> WebSocketClient::Core::subscribe(std::shared_ptr<Core> self,
+                                                       std::shared_ptr<Connection> c) {
+  std::string failure;
+  try {
+    co_await self->acquire_write();
+    Turn turn{self.get()};
+    // By index, copying each message: add_on_connect may append while we write.
+    for (std::size_t i = 0; i < self->on_connect.size() && self->connection == c; ++i) {
+      const std::string message = self->on_connect[i];
+      const auto ec = co_await self->write_frame(c, message);
+      if (ec) {
+        failure = ec.message();
+        break;
+      }
+      ++self->stats.sends;
+    }
+    if (failure.empty() && self->connection == c) c->ready = true;
+  } catch (const Error& e) {
+    failure = e.what();
+  }
+  if (!failure.empty()) {
+    if (self->connection == c && self->open_for_work()) {
+      ++self->stats.send_failures;
+      log()->warn("{}: connection {}: sending the on_connect messages failed ({}): reconnecting",
+                  self->config.url, c->number, failure);
+      c->send_failed = true;
+      beast::close_socket(beast::get_lowest_layer(c->ws));
+    }
+    co_return;
+  }
+  if (c->ready && !self->first_ready) {
+    self->first_ready = true;
+    if (self->state == State::starting) self->state = State::running;
+    wake_all(self->start_waiters);
+  }
+  // After the state is running: the hook may send at once.
+  if (c->ready && self->connection == c && self->config.on_ready) {
+    self->config.on_ready(c->number);
+  }
+}
+
+WebSocketClient::Core::Ending WebSocketClient::Core::ending_of(
+    const Connection& c, const boost::system::error_code& ec) {
+  if (c.slow_consumer) return Ending::slow_consumer;
+  if (c.send_failed) return Ending::send_failed;
+  if (c.write_overrun) return Ending::idle_timeout;  // the peer stopped reading
+  if (ec == websocket::error::closed) return Ending::closed_by_peer;
+  if (ec == beast::error::timeout) return Ending::idle_timeout;
+  if (ec == websocket::error::message_too_big || ec == websocket::error::buffer_overflow) {
+    return Ending::oversized;
+  }
+  if (ec == asio::error::eof || ec == asio::error::connection_reset ||
+      ec == asio::error::broken_pipe || ec == asio::error::connection_aborted) {
+    return Ending::eof;
+  }
+  if (ec == websocket::condition::protocol_violation) return Ending::protocol_error;
+  // Beast fails a connection on a protocol violation by sending a close frame and waiting
+  // (up to the handshake timeout) for the peer to close; when the misbehaving peer does not,
+  // Beast closes the socket and reports the teardown's error instead of the violation. We
+  // close sockets ourselves only when closing, on a slow consumer or a failed on_connect
+  // send, or on a write that overran (all flagged above).
+  if (ec == asio::error::bad_descriptor) return Ending::protocol_error;
+  return Ending::other;
+}
+
+asio::awaitable<boost::system::error_code> WebSocketClient::Core::read_loop(
+    std::shared_ptr<Connection> c) {
+  beast::flat_buffer buffer;
+  for (;;) {
+    boost::system::error_code ec;
+    const std::size_t n =
+        co_await c->ws.async_read(buffer, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return ec;
+    ++stats.messages;
+    stats.bytes += n;
+    if (config.intercept && c->ws.got_text()) {
+      const auto data = buffer.cdata();
+      if (config.intercept(std::string_view(static_cast<const char*>(data.data()), data.size()),
+                           c->number)) {
+        buffer.consume(buffer.size());
+        continue;
+      }
+    }
+    if (!deliver(buffer, c->ws.got_binary(), c->number)) {
+      c->slow_consumer = true;
+      beast::close_socket(beast::get_lowest_layer(c->ws));
+      co_return asio::error::operation_aborted;
+    }
+    buffer.consume(buffer.size());
+  }
+}
+
+void WebSocketClient::Core::count_ending(Ending ending) {
+  auto& r = stats.reasons;
+  switch (ending) {
+    case Ending::closed_by_peer:
+      ++r.closed_by_peer;
+      break;
+    case Ending::eof:
+      ++r.eof;
+      break;
+    case Ending::idle_timeout:
+      ++r.idle_timeout;
+      break;
+    case Ending::oversized:
+      ++r.oversized;
+      break;
+    case Ending::protocol_error:
+      ++r.protocol_error;
+      break;
+    case Ending::slow_consumer:
+      ++r.slow_consumer;
+      break;
+    case Ending::send_failed:
+      ++r.send_failed;
+      break;
+    case Ending::other:
+      ++r.other;
+      break;
+  }
+}
+
+const char* WebSocketClient::Core::describe(Ending ending) {
+  switch (ending) {
+    case Ending::closed_by_peer:
+      return "closed by the server";
+    case Ending::eof:
+      return "TCP connection closed without a close frame";
+    case Ending::idle_timeout:
+      return "nothing received within the idle timeout (silent peer)";
+    case Ending::oversized:
+      return "message above max_message_size";
+    case Ending::protocol_error:
+      return "WebSocket protocol violation";
+    case Ending::slow_consumer:
+      return "consumer too slow (overflow policy disconnect)";
+    case Ending::send_failed:
+      return "on_connect message could not be sent";
+    case Ending::other:
+      return "connection error";
+  }
+  return "?";
+}
+
+asio::awaitable<void> WebSocketClient::Core::supervise(std::shared_ptr<Core> self) {
+  core::Backoff backoff(self->config.reconnect_backoff, self->random);
+  asio::steady_timer pause(self->ex);
+  struct ForgetTimer {
+    Core* core;
+    ~ForgetTimer() { core->backoff_timer = nullptr; }
+  } forget{self.get()};
+  while (self->open_for_work()) {
+    auto c = std::make_shared<Connection>(self->ex);
+    self->connecting = c;
+    std::string failure;
+    try {
+      co_await self->connect(c);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    self->connecting.reset();
+    if (!self->open_for_work()) break;
+    if (failure.empty()) {
+      c->number = self->next_number++;
+      c->opened = Clock::now();
+      self->connection = c;
+      ++self->stats.connects;
+      self->stats.connection = c->number;
+      self->stats.connected = true;
+      log()->info("{}: connection {} up", self->config.url, c->number);
+      asio::co_spawn(self->ex, subscribe(self, c), [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);  // subscribe catches every error it can meet
+      });
+      const auto ec = co_await self->read_loop(c);
+      self->connection.reset();
+      self->stats.connected = false;
+      if (!self->open_for_work()) break;
+      const Ending ending = ending_of(*c, ec);
+      ++self->stats.disconnects;
+      self->count_ending(ending);
+      std::string detail = ec.message();
+      if (ending == Ending::closed_by_peer) {
+        const auto& reason = c->ws.reason();
+        detail = "close code " + std::to_string(reason.code) +
+                 (reason.reason.empty() ? std::string()
+                                        : " \"" + std::string(reason.reason.c_str()) + "\"");
+      }
+      log()->warn(
+          "{}: connection {} lost after {} ms: {} ({}); reconnecting", self->config.url, c->number,
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - c->opened).count(),
+          describe(ending), detail);
+      self->last_failure = describe(ending);
+      if (Clock::now() - c->opened >= self->config.idle_timeout) backoff.reset();
+    } else {
+      ++self->stats.connect_failures;
+      self->last_failure = failure;
+      if (self->stats.connect_failures == 1 || backoff.attempts() % 10 == 0) {
+        log()->warn("{}: connect failed (attempt {}): {}", self->config.url, backoff.attempts() + 1,
+                    failure);
+      }
+    }
+    pause.expires_after(backoff.next());
+    self->backoff_timer = &pause;
+    (void)co_await shielded_wait(pause);
+    self->backoff_timer = nullptr;
+  }
+  self->supervisor_running = false;
+  wake_all(self->stop_waiters);
+  wake_all(self->start_waiters);
+  if (self->consumer != nullptr) self->consumer->wake();
+  if (self->config.on_readable) self->config.on_readable();
+}
+
+}  // namespace trading_shared::ws
