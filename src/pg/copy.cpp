@@ -12,6 +12,7 @@
 namespace trading_shared::pg {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+using detail::ClientAccess;
 using detail::ClientCore;
 using detail::Slot;
 
@@ -83,30 +84,30 @@ void ClientCore::finish_copy(Slot* slot, const std::exception_ptr& failure) noex
 
 }  // namespace detail
 
-// ---- PostgresClient: COPY through the core --------------------------------------------------
+// ---- ClientAccess: COPY for the inline templates -------------------------------------------
 
-asio::awaitable<Slot*> PostgresClient::begin_copy(const CorePtr& core, std::string sql,
-                                                  QueryOptions options) {
+asio::awaitable<Slot*> ClientAccess::begin_copy(const ClientAccess::CorePtr& core, std::string sql,
+                                                QueryOptions options) {
   return core->begin_copy(core, std::move(sql), options);
 }
 
-asio::awaitable<void> PostgresClient::copy_chunk(const CorePtr& core, Slot* slot,
-                                                 const CopyBuffer& buffer, QueryOptions options) {
+asio::awaitable<void> ClientAccess::copy_chunk(const ClientAccess::CorePtr& core, Slot* slot,
+                                               const CopyBuffer& buffer, QueryOptions options) {
   return core->copy_chunk(core, slot, buffer, options);
 }
 
-asio::awaitable<std::int64_t> PostgresClient::end_copy(const CorePtr& core, Slot* slot,
-                                                       QueryOptions options) {
+asio::awaitable<std::int64_t> ClientAccess::end_copy(const ClientAccess::CorePtr& core, Slot* slot,
+                                                     QueryOptions options) {
   return core->end_copy(core, slot, options);
 }
 
-void PostgresClient::finish_copy(Core& core, Slot* slot,
-                                 const std::exception_ptr& failure) noexcept {
+void ClientAccess::finish_copy(ClientCore& core, Slot* slot,
+                               const std::exception_ptr& failure) noexcept {
   core.finish_copy(slot, failure);
 }
 
-std::string PostgresClient::copy_statement(std::string_view table,
-                                           const std::vector<std::string_view>& columns) {
+std::string ClientAccess::copy_statement(std::string_view table,
+                                         const std::vector<std::string_view>& columns) {
   auto quote = [](std::string_view name) {
     std::string out = "\"";
     for (char c : name) {

@@ -18,6 +18,7 @@
 namespace trading_shared::pg {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+using detail::ClientAccess;
 using detail::ClientCore;
 using detail::Connection;
 using detail::Slot;
@@ -491,7 +492,7 @@ void ClientCore::leave() noexcept {
 // ---- PostgresClient: the handle on the core ------------------------------------------------
 
 PostgresClient::PostgresClient(executor_type executor, PostgresConfig config)
-    : core_(std::make_shared<Core>(std::move(executor), std::move(config))) {
+    : core_(std::make_shared<ClientCore>(std::move(executor), std::move(config))) {
   // The connections' callbacks reach the pool while the core lives (a weak pointer).
   core_->pool_.set_owner(core_);
 }
@@ -535,33 +536,33 @@ std::vector<int> PostgresClient::backend_pids() const {
   return core_->pool_.backend_pids();
 }
 
-core::RandomSource& PostgresClient::random(Core& core) noexcept {
+core::RandomSource& ClientAccess::random(ClientCore& core) noexcept {
   return core.random_;
 }
 
-const PostgresConfig& PostgresClient::config_of(const Core& core) noexcept {
+const PostgresConfig& ClientAccess::config_of(const ClientCore& core) noexcept {
   return core.config_;
 }
 
-PostgresClient::executor_type PostgresClient::executor_of(const Core& core) noexcept {
+boost::asio::any_io_executor ClientAccess::executor_of(const ClientCore& core) noexcept {
   return core.executor_;
 }
 
-core::RetryPolicy PostgresClient::retry_policy(const Core& core,
-                                               const std::optional<core::RetryPolicy>& given,
-                                               std::chrono::milliseconds statement_timeout) {
+core::RetryPolicy ClientAccess::retry_policy(const ClientCore& core,
+                                             const std::optional<core::RetryPolicy>& given,
+                                             std::chrono::milliseconds statement_timeout) {
   return core.retry_policy(given, statement_timeout);
 }
 
-core::CircuitBreakerPermit PostgresClient::begin_operation(Core& core) {
+core::CircuitBreakerPermit ClientAccess::begin_operation(ClientCore& core) {
   core.check_running();
   core::CircuitBreakerPermit permit = core.breaker_.acquire_or_throw();
   core.enter();
   return permit;
 }
 
-void PostgresClient::end_operation(Core& core, core::CircuitBreakerPermit& permit,
-                                   const std::exception_ptr& failure) noexcept {
+void ClientAccess::end_operation(ClientCore& core, core::CircuitBreakerPermit& permit,
+                                 const std::exception_ptr& failure) noexcept {
   core.record(permit, failure);
   core.leave();
 }

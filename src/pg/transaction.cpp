@@ -12,6 +12,7 @@
 namespace trading_shared::pg {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+using detail::ClientAccess;
 using detail::ClientCore;
 using detail::Slot;
 
@@ -141,48 +142,50 @@ asio::awaitable<Result> Transaction::run(Sql sql, ParamBuffer params) {
   co_return std::move(request.result(0));
 }
 
-// ---- PostgresClient: transactions through the core ------------------------------------------
+// ---- ClientAccess: transactions for the inline templates -----------------------------------
 
-asio::awaitable<Slot*> PostgresClient::begin_transaction(const CorePtr& core,
-                                                         const TransactionOptions& options) {
+asio::awaitable<Slot*> ClientAccess::begin_transaction(const ClientAccess::CorePtr& core,
+                                                       const TransactionOptions& options) {
   return core->begin_transaction(core, options);
 }
 
-asio::awaitable<void> PostgresClient::commit_transaction(const CorePtr& core, Slot* slot,
-                                                         const TransactionOptions& options) {
+asio::awaitable<void> ClientAccess::commit_transaction(const ClientAccess::CorePtr& core,
+                                                       Slot* slot,
+                                                       const TransactionOptions& options) {
   return core->commit_transaction(core, slot, options);
 }
 
-asio::awaitable<void> PostgresClient::rollback_transaction(const CorePtr& core, Slot* slot) {
+asio::awaitable<void> ClientAccess::rollback_transaction(const ClientAccess::CorePtr& core,
+                                                         Slot* slot) {
   return core->rollback_transaction(core, slot);
 }
 
-void PostgresClient::discard(Core& core, Slot* slot, std::string_view why) noexcept {
+void ClientAccess::discard(ClientCore& core, Slot* slot, std::string_view why) noexcept {
   core.pool_.discard(slot, why);
 }
 
-void PostgresClient::release_exclusive(Core& core, Slot* slot) noexcept {
+void ClientAccess::release_exclusive(ClientCore& core, Slot* slot) noexcept {
   core.pool_.release_exclusive(slot);
 }
 
-detail::Connection& PostgresClient::slot_connection(Slot* slot) noexcept {
+detail::Connection& ClientAccess::slot_connection(Slot* slot) noexcept {
   return *slot->connection;
 }
 
-std::chrono::milliseconds PostgresClient::statement_timeout(
-    const Core& core, std::chrono::milliseconds requested) noexcept {
+std::chrono::milliseconds ClientAccess::statement_timeout(
+    const ClientCore& core, std::chrono::milliseconds requested) noexcept {
   return core.statement_timeout(requested);
 }
 
-asio::steady_timer& PostgresClient::hard_stop(Core& core) noexcept {
+asio::steady_timer& ClientAccess::hard_stop(ClientCore& core) noexcept {
   return core.hard_stop_;
 }
 
-bool PostgresClient::closing(const Core& core) noexcept {
-  return core.state_ == Core::State::closing || core.state_ == Core::State::closed;
+bool ClientAccess::closing(const ClientCore& core) noexcept {
+  return core.state_ == ClientCore::State::closing || core.state_ == ClientCore::State::closed;
 }
 
-void PostgresClient::throw_closed_during_body(const Core& core) {
+void ClientAccess::throw_closed_during_body(const ClientCore& core) {
   core.throw_closed_during_body();
 }
 
