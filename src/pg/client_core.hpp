@@ -16,16 +16,17 @@
 /// waiters, maintenance, opening) in the pool (detail/pool.hpp), one libpq connection in
 /// detail/connection.hpp.
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/retry.hpp>
+#include <trading_shared/core/run_state.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "detail/connection.hpp"
 #include "detail/pool.hpp"
@@ -47,7 +48,6 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   /// Every coroutine of the core takes one as a parameter: its frame keeps the core alive
   /// from the call until it ends, whatever happens to the PostgresClient.
   using Keep = std::shared_ptr<ClientCore>;
-  enum class State : std::uint8_t { created, starting, running, closing, closed };
 
   ClientCore(boost::asio::any_io_executor executor, PostgresConfig config);
   ~ClientCore();
@@ -108,13 +108,13 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   core::DefaultRandom random_;
   /// `mutable`: reading the state may move it from open to half-open (lazily, by time).
   mutable core::CircuitBreaker breaker_;
-  State state_ = State::created;
-  std::exception_ptr start_error_;
-  boost::asio::steady_timer state_changed_;  // cancelled on every state change
-  /// Cancelled by close() when close_timeout has passed (or by abandon()): ends transaction
+  /// idle -> starting -> running -> closing -> closed; its event is also notified when the
+  /// maintenance ends.
+  core::RunState state_;
+  /// Notified by close() when close_timeout has passed (or by abandon()): ends transaction
   /// bodies that are still running (they may wait on anything, not only on the database).
-  boost::asio::steady_timer hard_stop_;
-  boost::asio::steady_timer idle_changed_;  // cancelled when active work drops
+  core::AsyncEvent hard_stop_;
+  core::AsyncEvent idle_changed_;  // notified when active work drops to none
   bool maintain_running_ = false;
   std::size_t active_ = 0;  // operations inside the client (close waits for them)
   /// The client's counters (the pool keeps its own: connections, connects, discarded).

@@ -1,5 +1,7 @@
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/run_state.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -29,22 +31,16 @@ std::shared_ptr<spdlog::logger> log() {
   return core::logger("pg");
 }
 
-/// Counts an operation inside the client, so that close() can wait for it.
+/// An operation inside the client for its lifetime (enter/leave), so that close() waits for it.
 class ActiveGuard {
  public:
-  ActiveGuard(std::size_t& active, asio::steady_timer& idle_changed) noexcept
-      : active_(active), idle_changed_(idle_changed) {
-    ++active_;
-  }
-  ~ActiveGuard() {
-    if (--active_ == 0) idle_changed_.cancel();
-  }
+  explicit ActiveGuard(ClientCore& core) noexcept : core_(core) { core_.enter(); }
+  ~ActiveGuard() { core_.leave(); }
   ActiveGuard(const ActiveGuard&) = delete;
   ActiveGuard& operator=(const ActiveGuard&) = delete;
 
  private:
-  std::size_t& active_;
-  asio::steady_timer& idle_changed_;
+  ClientCore& core_;
 };
 
 }  // namespace
@@ -66,9 +62,9 @@ ClientCore::ClientCore(asio::any_io_executor executor, PostgresConfig config)
             return b;
           }(),
           core::SteadyClock::instance(), random_),
-      state_changed_(executor_, Clock::time_point::max()),
-      hard_stop_(executor_, Clock::time_point::max()),
-      idle_changed_(executor_, Clock::time_point::max()),
+      state_(executor_),
+      hard_stop_(executor_),
+      idle_changed_(executor_),
       pool_(executor_, config_, random_, description_, [this](std::chrono::milliseconds timeout) {
         return open_connection(executor_, config_, description_, timeout);
       }) {
@@ -89,8 +85,8 @@ ClientCore::ClientCore(asio::any_io_executor executor, PostgresConfig config)
 ClientCore::~ClientCore() = default;  // the pool closes what is still open
 
 void ClientCore::abandon() noexcept {
-  if (state_ == State::created || state_ == State::closed) {
-    state_ = State::closed;
+  if (state_.is(core::RunPhase::idle) || state_.is(core::RunPhase::closed)) {
+    state_.set(core::RunPhase::closed);
     pool_.close_all_connections();
     return;
   }
@@ -110,15 +106,15 @@ PostgresStats ClientCore::stats() const {
 }
 
 void ClientCore::check_running() const {
-  switch (state_) {
-    case State::running:
+  switch (state_.phase()) {
+    case core::RunPhase::running:
       return;
-    case State::created:
-    case State::starting:
+    case core::RunPhase::idle:
+    case core::RunPhase::starting:
       throw Error(make_error_code(errc::not_started), "PostgresClient " + description_,
                   RequestState::not_sent);
-    case State::closing:
-    case State::closed:
+    case core::RunPhase::closing:
+    case core::RunPhase::closed:
       throw Error(make_error_code(errc::client_closed), "PostgresClient " + description_,
                   RequestState::not_sent);
   }
@@ -182,35 +178,24 @@ void ClientCore::record(core::CircuitBreakerPermit& permit,
 // ---- lifecycle -------------------------------------------------------------------------------
 
 asio::awaitable<void> ClientCore::start(Keep) {
-  for (;;) {
-    switch (state_) {
-      case State::running:
-        co_return;
-      case State::closing:
-      case State::closed:
-        throw Error(make_error_code(errc::client_closed), "PostgresClient " + description_,
-                    RequestState::not_sent);
-      case State::starting: {
-        // Single flight: wait for the start-up in progress and share its outcome.
-        boost::system::error_code ec;
-        co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-        if (state_ == State::created && start_error_) std::rethrow_exception(start_error_);
-        continue;
-      }
-      case State::created:
-        break;
-    }
-    break;
+  // Single flight: a start-up in progress is waited for and its outcome shared.
+  switch (co_await state_.start_turn()) {
+    case core::StartTurn::running:
+      co_return;
+    case core::StartTurn::closed:
+      throw Error(make_error_code(errc::client_closed), "PostgresClient " + description_,
+                  RequestState::not_sent);
+    case core::StartTurn::run:
+    case core::StartTurn::in_progress:  // not returned by start_turn()
+      break;
   }
-  state_ = State::starting;
-  start_error_ = nullptr;
   std::exception_ptr failure;
   try {
     co_await start_once();
   } catch (...) {
     failure = std::current_exception();
   }
-  if (!failure && state_ != State::starting) {
+  if (!failure && !state_.start_succeeded()) {
     // The client was destroyed while it started (abandon()).
     failure =
         std::make_exception_ptr(Error(make_error_code(errc::client_closed),
@@ -219,14 +204,10 @@ asio::awaitable<void> ClientCore::start(Keep) {
   if (failure) {
     pool_.close_all_connections();
     pool_.clear();
-    if (state_ == State::starting) state_ = State::created;  // a later start() may try again
-    start_error_ = failure;
-    state_changed_.cancel();
+    state_.start_failed(failure);  // a later start() may try again
     std::rethrow_exception(failure);
   }
-  state_ = State::running;
   pool_.set_running(true);
-  state_changed_.cancel();
   maintain_running_ = true;
   // The handler holds the core (and so the pool) until the maintenance has ended.
   asio::co_spawn(
@@ -239,7 +220,7 @@ asio::awaitable<void> ClientCore::start(Keep) {
           }
         }
         self->maintain_running_ = false;
-        self->state_changed_.cancel();
+        self->state_.changed().notify_all();
       });
 }
 
@@ -252,7 +233,7 @@ asio::awaitable<void> ClientCore::start_once() {
     std::exception_ptr failure;
     try {
       while (pool_.size() < wanted) {
-        if (state_ != State::starting) co_return;  // abandoned: start() reports it
+        if (!state_.is(core::RunPhase::starting)) co_return;  // abandoned: start() reports it
         // One attempt never runs past the start-up deadline (a hanging server, F01).
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -273,7 +254,7 @@ asio::awaitable<void> ClientCore::start_once() {
     } catch (const std::exception& e) {
       last_cause = e.what();
     }
-    if (state_ != State::starting) co_return;
+    if (!state_.is(core::RunPhase::starting)) co_return;
     const auto now = Clock::now();
     if (now >= deadline) {
       throw Error(make_error_code(errc::startup_timeout),
@@ -292,31 +273,23 @@ asio::awaitable<void> ClientCore::start_once() {
 }
 
 asio::awaitable<void> ClientCore::close(Keep) {
-  if (state_ == State::closed || state_ == State::created) {
-    state_ = State::closed;
-    pool_.close_all_connections();
-    co_return;
-  }
-  if (state_ == State::starting) {
-    boost::system::error_code ec;
-    while (state_ == State::starting) {
-      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  for (;;) {
+    switch (state_.close_turn()) {
+      case core::CloseTurn::nothing:  // never started, or closed already
+        pool_.close_all_connections();
+        co_return;
+      case core::CloseTurn::starting:  // the start-up ends first; then close what it left
+        co_await state_.wait_while(core::RunPhase::starting);
+        continue;
+      case core::CloseTurn::other:
+        co_await state_.wait_until_closed();
+        co_return;
+      case core::CloseTurn::run:
+        break;
     }
-    if (state_ != State::running) {
-      state_ = State::closed;
-      co_return;
-    }
+    break;
   }
-  if (state_ == State::closing) {
-    boost::system::error_code ec;
-    while (state_ != State::closed) {
-      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-    co_return;
-  }
-  state_ = State::closing;
   pool_.set_running(false);
-  state_changed_.cancel();
   // Waiters fail at once: the client takes no new work.
   pool_.fail_all_waiters_closed();
   std::exception_ptr cut;
@@ -337,27 +310,23 @@ asio::awaitable<void> ClientCore::close(Keep) {
 }
 
 void ClientCore::shut_down_now() noexcept {
-  state_ = State::closed;
+  state_.set(core::RunPhase::closed);
   pool_.set_running(false);
   pool_.fail_all_waiters_closed();
-  hard_stop_.cancel();  // transaction bodies still running end
+  hard_stop_.notify_all();  // transaction bodies still running end
   pool_.stop_maintenance();
   // Work still running on the server is cancelled there, not left to run to its end.
   for (const auto& slot : pool_.slots()) {
     if (slot->connection->in_flight() > 0) slot->connection->send_cancel_request();
   }
   pool_.close_all_connections();  // what is in flight fails with client_closed
-  idle_changed_.cancel();
-  state_changed_.cancel();
+  idle_changed_.notify_all();
 }
 
 asio::awaitable<void> ClientCore::close_in_order() {
   // In-flight work may finish within close_timeout.
   const auto deadline = Clock::now() + config_.close_timeout;
-  boost::system::error_code ec;
-  while (active_ > 0 && Clock::now() < deadline) {
-    idle_changed_.expires_at(deadline);
-    co_await idle_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  while (active_ > 0 && co_await idle_changed_.wait_until(deadline)) {
   }
   if (active_ > 0) {
     log()->warn("{}: close: {} operation(s) still running after {} ms; cancelling them",
@@ -365,7 +334,7 @@ asio::awaitable<void> ClientCore::close_in_order() {
   }
   // Close every socket; what is left in flight fails with client_closed.
   const std::vector<std::shared_ptr<Connection>> all = pool_.all_connections();
-  hard_stop_.cancel();  // transaction bodies still running are cancelled
+  hard_stop_.notify_all();  // transaction bodies still running are cancelled
   pool_.stop_maintenance();
   for (const auto& c : all) {
     // Work still running on the server is cancelled there, not left to run to its end.
@@ -377,21 +346,16 @@ asio::awaitable<void> ClientCore::close_in_order() {
   // a bounded time to finish, so that no socket to the server outlives close().
   const auto cancel_deadline =
       Clock::now() + std::min<Clock::duration>(config_.close_timeout, std::chrono::seconds(1));
+  boost::system::error_code ec;
   while (detail::CancelSender::instance().pending() > 0 && Clock::now() < cancel_deadline) {
     asio::steady_timer poll(executor_, std::chrono::milliseconds(5));
     co_await poll.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-  while (maintain_running_) {
-    co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  while (maintain_running_) co_await state_.changed().wait();
   // Operations that were still running have now failed; let them leave the client.
-  while (active_ > 0) {
-    idle_changed_.expires_at(Clock::time_point::max());
-    co_await idle_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  while (active_ > 0) co_await idle_changed_.wait();
   pool_.clear();
-  state_ = State::closed;
-  state_changed_.cancel();
+  state_.set(core::RunPhase::closed);
 }
 
 // ---- statements --------------------------------------------------------------------------
@@ -400,7 +364,7 @@ asio::awaitable<Result> ClientCore::run_single(Keep, QueryOptions options, Sql s
                                                ParamBuffer params) {
   check_running();
   check_session_state(sql);
-  ActiveGuard guard(active_, idle_changed_);
+  ActiveGuard guard(*this);
   core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
   const auto deadline = deadline_for(options.timeout);
   detail::Statement statement{sql.c_str(), &params};
@@ -429,7 +393,7 @@ asio::awaitable<std::vector<PipelineResult>> ClientCore::pipeline(Keep, const Pi
   for (const auto& [sql, params] : batch.entries_) check_session_state(sql);
   std::vector<PipelineResult> out(batch.size());
   if (batch.empty()) co_return out;
-  ActiveGuard guard(active_, idle_changed_);
+  ActiveGuard guard(*this);
   core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
   const auto deadline = deadline_for(options.timeout);
   std::vector<detail::Statement> statements;
@@ -484,7 +448,7 @@ void ClientCore::enter() noexcept {
 }
 
 void ClientCore::leave() noexcept {
-  if (--active_ == 0) idle_changed_.cancel();
+  if (--active_ == 0) idle_changed_.notify_all();
 }
 
 }  // namespace detail

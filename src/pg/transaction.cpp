@@ -177,12 +177,12 @@ std::chrono::milliseconds ClientAccess::statement_timeout(
   return core.statement_timeout(requested);
 }
 
-asio::steady_timer& ClientAccess::hard_stop(ClientCore& core) noexcept {
+core::AsyncEvent& ClientAccess::hard_stop(ClientCore& core) noexcept {
   return core.hard_stop_;
 }
 
 bool ClientAccess::closing(const ClientCore& core) noexcept {
-  return core.state_ == ClientCore::State::closing || core.state_ == ClientCore::State::closed;
+  return core.state_.closing_or_closed();
 }
 
 void ClientAccess::throw_closed_during_body(const ClientCore& core) {

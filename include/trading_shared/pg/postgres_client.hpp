@@ -12,6 +12,7 @@
 /// in-flight work finish within `close_timeout`, then cancels it and closes every socket).
 /// Services do not call them directly: `lifecycle::ResourceScope` does.
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
@@ -27,7 +28,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
@@ -278,7 +278,7 @@ struct ClientAccess {
   static detail::Connection& slot_connection(Slot* slot) noexcept;
   static std::chrono::milliseconds statement_timeout(const Core& core,
                                                      std::chrono::milliseconds requested) noexcept;
-  static boost::asio::steady_timer& hard_stop(Core& core) noexcept;
+  static core::AsyncEvent& hard_stop(Core& core) noexcept;
   static bool closing(const Core& core) noexcept;
   [[noreturn]] static void throw_closed_during_body(const Core& core);
   static boost::asio::awaitable<Slot*> begin_copy(const CorePtr& core, std::string sql,
@@ -301,7 +301,7 @@ struct ClientAccess {
     namespace asio = boost::asio;
     auto group = asio::experimental::make_parallel_group(
         asio::co_spawn(executor_of(*core), std::move(op), asio::deferred),
-        hard_stop(*core).async_wait(asio::deferred));
+        asio::co_spawn(executor_of(*core), hard_stop(*core).wait(), asio::deferred));
     if constexpr (std::is_void_v<T>) {
       auto [order, error, stop_error] =
           co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);

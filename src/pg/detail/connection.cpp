@@ -1,5 +1,6 @@
 #include "detail/connection.hpp"
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/timeout.hpp>
 
@@ -99,9 +100,9 @@ std::exception_ptr server_error(const PGresult* result, RequestState state) {
 
 Connection::Connection(Executor executor)
     : executor_(std::move(executor)),
-      writer_wake_(executor_, Clock::time_point::max()),
-      watchdog_timer_(executor_, Clock::time_point::max()),
-      io_done_(executor_, Clock::time_point::max()) {}
+      writer_wake_(executor_),
+      broken_event_(executor_),
+      io_done_(executor_) {}
 
 Connection::~Connection() {
   if (conn_ != nullptr) {
@@ -184,7 +185,7 @@ void Connection::start_io() {
       }
       self->fail(make_error_code(errc::connection_lost), RequestState::sent, "I/O failure");
     }
-    if (--self->io_running_ == 0) self->io_done_.cancel();
+    if (--self->io_running_ == 0) self->io_done_.notify_all();
   };
   io_running_ = 3;
   asio::co_spawn(executor_, reader(), finished);
@@ -194,7 +195,7 @@ void Connection::start_io() {
 
 void Connection::wake_writer() noexcept {
   flush_needed_ = true;
-  writer_wake_.cancel();
+  writer_wake_.notify_all();
 }
 
 asio::awaitable<void> Connection::writer() {
@@ -202,8 +203,8 @@ asio::awaitable<void> Connection::writer() {
   boost::system::error_code ec;
   while (!broken_) {
     if (!flush_needed_) {
-      co_await writer_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      continue;  // woken (operation_aborted) or closing: re-check state
+      co_await writer_wake_.wait();
+      continue;  // woken, or closing: re-check state
     }
     flush_needed_ = false;
     for (;;) {
@@ -229,8 +230,7 @@ asio::awaitable<void> Connection::watchdog() {
   auto self = shared_from_this();
   boost::system::error_code ec;
   while (!broken_) {
-    watchdog_timer_.expires_after(kWatchdogPeriod);
-    co_await watchdog_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await broken_event_.wait_for(kWatchdogPeriod);
     if (broken_) co_return;
     check_cancel();
     if (broken_) co_return;
@@ -409,8 +409,8 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
     boost::system::error_code ignored;
     socket_->cancel(ignored);
   }
-  writer_wake_.cancel();
-  watchdog_timer_.cancel();
+  writer_wake_.notify_all();
+  broken_event_.notify_all();
   on_ready_ = nullptr;
   if (on_broken_) {
     auto callback = std::move(on_broken_);
@@ -488,10 +488,7 @@ void Connection::close(std::error_code error) noexcept {
 }
 
 asio::awaitable<void> Connection::wait_closed() {
-  boost::system::error_code ec;
-  while (io_running_ > 0) {
-    co_await io_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  while (io_running_ > 0) co_await io_done_.wait();
 }
 
 void Connection::send(Request& request) {

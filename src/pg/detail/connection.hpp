@@ -14,6 +14,7 @@
 /// other request in flight fails with `connection_lost` (`outcome_unknown`), and the pool
 /// replaces it. A connection with a result still pending is never reused.
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/pg/params.hpp>
 #include <trading_shared/pg/result.hpp>
@@ -207,12 +208,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Executor executor_;
   PGconn* conn_ = nullptr;
   std::optional<boost::asio::posix::stream_descriptor> socket_;
-  boost::asio::steady_timer writer_wake_;
-  boost::asio::steady_timer watchdog_timer_;
+  core::AsyncEvent writer_wake_;
+  /// Notified when the connection fails: ends the watchdog's period at once.
+  core::AsyncEvent broken_event_;
   static constexpr std::chrono::milliseconds kWatchdogPeriod{100};
   bool reader_waiting_ = false;
   std::uint64_t watchdog_wakeups_ = 0;
-  boost::asio::steady_timer io_done_;
+  core::AsyncEvent io_done_;  // notified when the last I/O coroutine ends
   int io_running_ = 0;
   bool flush_needed_ = false;
   std::size_t abandoned_ = 0;             // null entries in inflight_

@@ -19,6 +19,7 @@
 /// exclusive caller waits, one connection is kept free of new shared statements so that it
 /// drains (F47).
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/pg/config.hpp>
@@ -157,8 +158,10 @@ class BasicPool {
   Connector connector_;
   std::weak_ptr<void> owner_;
   bool running_ = false;
-  boost::asio::steady_timer maintain_wake_;
-  boost::asio::steady_timer maintain_backoff_;
+  /// Notified when the maintenance may have work: a connection retired, a caller waits.
+  core::AsyncEvent maintain_wake_;
+  /// Notified by stop_maintenance(): ends the reconnect backoff, which nothing else cuts (F34).
+  core::AsyncEvent maintain_stop_;
   std::size_t opening_ = 0;
   std::vector<std::unique_ptr<SlotT>> slots_;
   std::vector<std::shared_ptr<Conn>> retired_;

@@ -45,8 +45,8 @@ BasicPool<SlotT>::BasicPool(boost::asio::any_io_executor executor, const Postgre
       random_(random),
       description_(std::move(description)),
       connector_(std::move(connector)),
-      maintain_wake_(executor_, Clock::time_point::max()),
-      maintain_backoff_(executor_, Clock::time_point::max()) {}
+      maintain_wake_(executor_),
+      maintain_stop_(executor_) {}
 
 template <class SlotT>
 BasicPool<SlotT>::~BasicPool() {
@@ -95,7 +95,6 @@ void BasicPool<SlotT>::adopt(std::shared_ptr<Conn> connection) {
 
 template <class SlotT>
 boost::asio::awaitable<void> BasicPool<SlotT>::maintain() {
-  namespace asio = boost::asio;
   core::Backoff backoff(config_.reconnect_backoff, random_);
   while (running_) {
     // Retired connections: close them and wait for their I/O to end.
@@ -139,21 +138,18 @@ boost::asio::awaitable<void> BasicPool<SlotT>::maintain() {
         }
         // Only close() cuts this wait short: waiters arriving during an outage must not
         // turn the backoff into a reconnect storm (F34).
-        maintain_backoff_.expires_after(delay);
-        boost::system::error_code ec;
-        co_await maintain_backoff_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        co_await maintain_stop_.wait_for(delay);
       }
       continue;
     }
-    boost::system::error_code ec;
-    co_await maintain_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await maintain_wake_.wait();
   }
 }
 
 template <class SlotT>
 void BasicPool<SlotT>::stop_maintenance() noexcept {
-  maintain_backoff_.cancel();
-  maintain_wake_.cancel();
+  maintain_stop_.notify_all();
+  maintain_wake_.notify_all();
 }
 
 template <class SlotT>
@@ -180,7 +176,7 @@ void BasicPool<SlotT>::retire(SlotT* slot) noexcept {
   retired_.push_back(slot->connection);
   slots_.erase(it);
   if (was_reserved) reserve_for_next();  // its waiter keeps another connection draining
-  maintain_wake_.cancel();
+  maintain_wake_.notify_all();
 }
 
 template <class SlotT>
@@ -326,7 +322,7 @@ boost::asio::awaitable<SlotT*> BasicPool<SlotT>::acquire(bool exclusive,
   ++(exclusive ? exclusive_waiting_ : shared_waiting_);
   // Keep shared statements off one connection so that it drains for the transactions.
   if (exclusive) reserve_for_next();
-  maintain_wake_.cancel();  // the pool may grow for us
+  maintain_wake_.notify_all();  // the pool may grow for us
   boost::system::error_code ec;
   co_await notifier.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   waiter.notifier = nullptr;
