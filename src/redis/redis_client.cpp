@@ -17,6 +17,7 @@
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/timeout.hpp>
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -570,7 +571,7 @@ void ClientCore::finish_ok(Slot* slot, Resume resume) noexcept {
     error_reply = &slot->reply;
   }
   if (error_reply != nullptr) {
-    slot->permit.record(classify_redis_error(error_reply->error_prefix()));
+    slot->permit.record(classify_error_prefix(error_reply->error_prefix()));
   } else {
     slot->permit.success();
   }
@@ -715,8 +716,9 @@ asio::awaitable<void> ClientCore::connect_socket(tcp::socket& socket, ReplyBuild
     while (got < expected && builder.next(reply)) {
       ++got;
       if (reply.is_error()) {
-        throw Error(server_error_of(reply.error_message()),
-                    "Redis " + description_ + ": connection handshake", RequestState::sent);
+        throw make_server_error(reply.error_message(),
+                                "Redis " + description_ + ": connection handshake",
+                                RequestState::sent);
       }
     }
   }
@@ -1349,8 +1351,8 @@ asio::awaitable<Reply> ClientCore::blocking(std::string encoded, milliseconds bl
   }
   ++stats_.replies;
   if (reply.is_error()) {
-    permit.record(classify_redis_error(reply.error_prefix()));
-    throw Error(server_error_of(reply.error_message()), what, RequestState::sent);
+    permit.record(classify_error_prefix(reply.error_prefix()));
+    throw make_server_error(reply.error_message(), what, RequestState::sent);
   }
   permit.success();
   co_return reply;
@@ -1594,10 +1596,11 @@ asio::awaitable<std::size_t> await_count(SlotHandle handle) {
   if (!slot->completed) co_await handle.core()->wait(slot);
   if (slot->error) std::rethrow_exception(slot->error);
   if (slot->first_error != Slot::kNoError) {
-    throw Error(server_error_of(slot->reply.error_message()),
-                "Redis XADD (xadd_bulk_count, entry " + std::to_string(slot->first_error) + " of " +
-                    std::to_string(slot->expected) + ")",
-                RequestState::sent);
+    throw make_server_error(slot->reply.error_message(),
+                            "Redis XADD (xadd_bulk_count, entry " +
+                                std::to_string(slot->first_error) + " of " +
+                                std::to_string(slot->expected) + ")",
+                            RequestState::sent);
   }
   co_return slot->added;
 }
@@ -1607,8 +1610,8 @@ asio::awaitable<Reply> await_single(SlotHandle handle) {
   if (!slot->completed) co_await handle.core()->wait(slot);
   if (slot->error) std::rethrow_exception(slot->error);
   if (slot->reply.is_error()) {
-    throw Error(server_error_of(slot->reply.error_message()),
-                "Redis " + std::string(slot->command_name()), RequestState::sent);
+    throw make_server_error(slot->reply.error_message(),
+                            "Redis " + std::string(slot->command_name()), RequestState::sent);
   }
   co_return std::move(slot->reply);
 }
@@ -1620,8 +1623,8 @@ asio::awaitable<std::optional<std::string>> await_optional_string(SlotHandle han
   if (slot->error) std::rethrow_exception(slot->error);
   const Reply& reply = slot->reply;
   if (reply.is_error()) {
-    throw Error(server_error_of(reply.error_message()),
-                "Redis " + std::string(slot->command_name()), RequestState::sent);
+    throw make_server_error(reply.error_message(), "Redis " + std::string(slot->command_name()),
+                            RequestState::sent);
   }
   if (reply.is_nil()) co_return std::nullopt;
   co_return std::string(reply.as_string());
@@ -1643,10 +1646,10 @@ asio::awaitable<std::vector<std::string>> await_ids(SlotHandle handle) {
   ids.reserve(slot->replies.size());
   for (auto& reply : slot->replies) {
     if (reply.is_error()) {
-      throw Error(server_error_of(reply.error_message()),
-                  "Redis XADD (xadd_bulk, entry " + std::to_string(ids.size()) + " of " +
-                      std::to_string(slot->replies.size()) + ")",
-                  RequestState::sent);
+      throw make_server_error(reply.error_message(),
+                              "Redis XADD (xadd_bulk, entry " + std::to_string(ids.size()) +
+                                  " of " + std::to_string(slot->replies.size()) + ")",
+                              RequestState::sent);
     }
     ids.push_back(reply.is_nil() ? std::string() : std::move(reply).take_string());
   }

@@ -1,5 +1,7 @@
 #include "detail/statement_cache.hpp"
 
+#include <trading_shared/pg/sql_state.hpp>
+
 #include <cstring>
 #include <functional>
 #include <string>
@@ -104,10 +106,10 @@ void StatementCache::on_statement_error(const PGresult* result) noexcept {
   const char* message = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
   const std::string_view code = state != nullptr ? state : "";
   const bool plan_changed =
-      code == "0A000" && message != nullptr &&
+      code == sqlstate::feature_not_supported && message != nullptr &&
       std::string_view(message).find("cached plan must not change result type") !=
           std::string_view::npos;
-  if (!plan_changed && code != "26000") return;
+  if (!plan_changed && code != sqlstate::invalid_sql_statement_name) return;
   for (auto& entry : statements_) {
     if (entry.second.state == Prepared::State::ready) {
       entry.second.state = Prepared::State::unprepared;
