@@ -10,23 +10,29 @@
 /// close cut short by its caller's timeout) leaves nothing that touches freed memory:
 /// `~PostgresClient` calls `abandon()`, which fails what waits, cancels what runs, closes every
 /// socket, and the core goes when the last of that work has ended (F42).
+///
+/// Where the work lives: lifecycle, single statements and pipelines in postgres_client.cpp,
+/// COPY in copy.cpp, transactions in transaction.cpp; the connections themselves (acquire,
+/// waiters, maintenance, opening) in the pool (detail/pool.hpp), one libpq connection in
+/// detail/connection.hpp.
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/retry.hpp>
+#include <trading_shared/core/run_state.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "detail/connection.hpp"
+#include "detail/pool.hpp"
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -36,36 +42,12 @@
 
 namespace trading_shared::pg::detail {
 
-/// One connection of the pool.
-struct Slot {
-  std::shared_ptr<Connection> connection;
-  /// Leased to a transaction or COPY.
-  bool exclusive = false;
-  /// Reserved by one waiting transaction or COPY (its `Waiter::reserved`): no new shared
-  /// statements, so that it drains. Ends when that waiter stops waiting, however it stops.
-  bool draining = false;
-  std::optional<core::CircuitBreakerPermit> copy_permit;  // held while a COPY runs
-};
-
-/// A caller waiting for a connection (on its own coroutine frame).
-struct Waiter {
-  bool exclusive = false;
-  Slot* granted = nullptr;
-  /// The connection this (exclusive) waiter keeps free of new shared statements, if any.
-  Slot* reserved = nullptr;
-  bool closed = false;
-  /// Set when the waiter is failed before its deadline (the server is unreachable).
-  std::exception_ptr failure;
-  boost::asio::steady_timer* notifier = nullptr;
-};
-
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
   using Clock = std::chrono::steady_clock;
   /// Every coroutine of the core takes one as a parameter: its frame keeps the core alive
   /// from the call until it ends, whatever happens to the PostgresClient.
   using Keep = std::shared_ptr<ClientCore>;
-  enum class State : std::uint8_t { created, starting, running, closing, closed };
 
   ClientCore(boost::asio::any_io_executor executor, PostgresConfig config);
   ~ClientCore();
@@ -100,8 +82,6 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   boost::asio::awaitable<void> commit_transaction(Keep keep, Slot* slot,
                                                   const TransactionOptions& options);
   boost::asio::awaitable<void> rollback_transaction(Keep keep, Slot* slot);
-  void discard(Slot* slot, std::string_view why) noexcept;
-  void release_exclusive(Slot* slot) noexcept;
 
   // ---- accounting
   void check_running() const;
@@ -120,63 +100,31 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                                  std::chrono::milliseconds statement_timeout) const;
 
   PostgresStats stats() const;
-  std::vector<int> backend_pids() const;
 
   // ---- state (the core is internal: PostgresClient and Transaction use it directly)
   boost::asio::any_io_executor executor_;
   PostgresConfig config_;
+  std::string description_;
   core::DefaultRandom random_;
   /// `mutable`: reading the state may move it from open to half-open (lazily, by time).
   mutable core::CircuitBreaker breaker_;
-  State state_ = State::created;
-  std::exception_ptr start_error_;
-  boost::asio::steady_timer state_changed_;  // cancelled on every state change
-  boost::asio::steady_timer maintain_wake_;
-  boost::asio::steady_timer maintain_backoff_;
-  /// Cancelled by close() when close_timeout has passed (or by abandon()): ends transaction
+  /// idle -> starting -> running -> closing -> closed; its event is also notified when the
+  /// maintenance ends.
+  core::RunState state_;
+  /// Notified by close() when close_timeout has passed (or by abandon()): ends transaction
   /// bodies that are still running (they may wait on anything, not only on the database).
-  boost::asio::steady_timer hard_stop_;
-  boost::asio::steady_timer idle_changed_;  // cancelled when active work drops
+  core::AsyncEvent hard_stop_;
+  core::AsyncEvent idle_changed_;  // notified when active work drops to none
   bool maintain_running_ = false;
-  std::size_t opening_ = 0;
   std::size_t active_ = 0;  // operations inside the client (close waits for them)
-  std::vector<std::unique_ptr<Slot>> slots_;
-  std::vector<std::shared_ptr<Connection>> retired_;
-  std::deque<Waiter*> waiters_;
-  std::size_t exclusive_waiting_ = 0;  // exclusive waiters in waiters_
-  std::size_t shared_waiting_ = 0;     // shared waiters in waiters_
-  /// The maintenance's last failed connect attempt; null after a successful one.
-  std::exception_ptr last_connect_failure_;
+  /// The client's counters (the pool keeps its own: connections, connects, discarded).
   PostgresStats counters_;
-  std::string description_;
+  Pool pool_;
 
  private:
   boost::asio::awaitable<void> start_once();
-  boost::asio::awaitable<void> maintain(Keep keep);
   /// close() after it refused new work: waits for in-flight work, then closes in order.
   boost::asio::awaitable<void> close_in_order();
-  /// Opens one connection, trying every address of the DSN within `timeout` (F51).
-  boost::asio::awaitable<std::shared_ptr<Connection>> open_connection(
-      std::chrono::milliseconds timeout);
-  void adopt(std::shared_ptr<Connection> connection);
-  boost::asio::awaitable<Slot*> acquire(bool exclusive, Clock::time_point deadline);
-  Slot* pick(bool exclusive) noexcept;
-  void dispatch() noexcept;
-  /// Removes `waiter` from the queue (if there) and ends its reservation.
-  void forget(Waiter& waiter) noexcept;
-  /// Gives a reservation to the first exclusive waiter when none holds one.
-  void reserve_for_next() noexcept;
-  /// Ends the reservation of `slot` (it leaves the pool or is granted to another waiter).
-  void unreserve(Slot* slot) noexcept;
-  void retire(Slot* slot) noexcept;
-  bool has_open_connection() const noexcept;
-  std::exception_ptr unreachable_error() const;
-  void fail_waiters_if_unreachable() noexcept;
-  void fail_all_waiters_closed() noexcept;
-  void on_broken(Connection* connection) noexcept;
-  /// Closes every connection now (a copy of the list: closing one calls on_broken, which
-  /// removes it from slots_).
-  void close_all_connections() noexcept;
 };
 
 }  // namespace trading_shared::pg::detail

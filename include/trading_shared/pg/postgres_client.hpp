@@ -12,6 +12,7 @@
 /// in-flight work finish within `close_timeout`, then cancels it and closes every socket).
 /// Services do not call them directly: `lifecycle::ResourceScope` does.
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
@@ -27,7 +28,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
@@ -55,8 +55,10 @@ struct Request;
 struct Statement;
 /// The client's state, shared with the work it runs (src/pg/client_core.hpp).
 class ClientCore;
-/// One connection of the pool.
+/// One connection of the pool (src/pg/detail/pool.hpp).
 struct Slot;
+/// How the inline templates of this header reach the core (below; not for users).
+struct ClientAccess;
 }  // namespace detail
 
 /// Per-call overrides.
@@ -163,8 +165,6 @@ struct PostgresStats {
   std::uint64_t breaker_trips = 0;  ///< times the breaker opened since start.
 };
 
-class PostgresClient;
-
 namespace detail {
 inline boost::asio::awaitable<std::int64_t> affected_rows_of(boost::asio::awaitable<Result> q) {
   const Result result = co_await std::move(q);
@@ -228,7 +228,7 @@ class Transaction {
                                                const Range& rows);
 
  private:
-  friend class PostgresClient;
+  friend struct detail::ClientAccess;
   template <class Range>
   boost::asio::awaitable<std::int64_t> copy_rows(std::string sql, const Range& rows);
   boost::asio::awaitable<void> copy_start(std::string sql);
@@ -245,6 +245,116 @@ class Transaction {
   detail::Connection* connection_;
   std::chrono::milliseconds timeout_;
 };
+
+namespace detail {
+
+/// What the inline templates of `PostgresClient` and `Transaction` (transaction, copy_in,
+/// execute_resiliently) need of the client's core; defined in src/pg, where the core is
+/// complete. The templates run on a copy of the client's `core_` taken when the call is made
+/// and reach the core only through these functions: an operation never touches the
+/// `PostgresClient` after its first suspension (F42).
+struct ClientAccess {
+  using Core = ClientCore;
+  using CorePtr = std::shared_ptr<Core>;
+
+  static core::RandomSource& random(Core& core) noexcept;
+  static const PostgresConfig& config_of(const Core& core) noexcept;
+  static boost::asio::any_io_executor executor_of(const Core& core) noexcept;
+  static core::RetryPolicy retry_policy(const Core& core,
+                                        const std::optional<core::RetryPolicy>& given,
+                                        std::chrono::milliseconds statement_timeout = {});
+  /// check_running(), a breaker permit (or circuit_open), and the operation enters the client.
+  static core::CircuitBreakerPermit begin_operation(Core& core);
+  /// Records the outcome with the breaker and leaves the client.
+  static void end_operation(Core& core, core::CircuitBreakerPermit& permit,
+                            const std::exception_ptr& failure) noexcept;
+  static boost::asio::awaitable<Slot*> begin_transaction(const CorePtr& core,
+                                                         const TransactionOptions& options);
+  static boost::asio::awaitable<void> commit_transaction(const CorePtr& core, Slot* slot,
+                                                         const TransactionOptions& options);
+  static boost::asio::awaitable<void> rollback_transaction(const CorePtr& core, Slot* slot);
+  static void discard(Core& core, Slot* slot, std::string_view why) noexcept;
+  static void release_exclusive(Core& core, Slot* slot) noexcept;
+  static detail::Connection& slot_connection(Slot* slot) noexcept;
+  static std::chrono::milliseconds statement_timeout(const Core& core,
+                                                     std::chrono::milliseconds requested) noexcept;
+  static core::AsyncEvent& hard_stop(Core& core) noexcept;
+  static bool closing(const Core& core) noexcept;
+  [[noreturn]] static void throw_closed_during_body(const Core& core);
+  static boost::asio::awaitable<Slot*> begin_copy(const CorePtr& core, std::string sql,
+                                                  QueryOptions options);
+  static boost::asio::awaitable<void> copy_chunk(const CorePtr& core, Slot* slot,
+                                                 const CopyBuffer& buffer, QueryOptions options);
+  static boost::asio::awaitable<std::int64_t> end_copy(const CorePtr& core, Slot* slot,
+                                                       QueryOptions options);
+  static void finish_copy(Core& core, Slot* slot, const std::exception_ptr& failure) noexcept;
+
+  static constexpr std::size_t kCopyChunkBytes = 1 << 20;
+  static std::string copy_statement(std::string_view table,
+                                    const std::vector<std::string_view>& columns);
+
+  /// Awaits `op`, cancelling it when close() gives up waiting (close_timeout passed) or the
+  /// client is destroyed.
+  template <class T>
+  static boost::asio::awaitable<T> until_hard_stop(const CorePtr& core,
+                                                   boost::asio::awaitable<T> op) {
+    namespace asio = boost::asio;
+    auto group = asio::experimental::make_parallel_group(
+        asio::co_spawn(executor_of(*core), std::move(op), asio::deferred),
+        asio::co_spawn(executor_of(*core), hard_stop(*core).wait(), asio::deferred));
+    if constexpr (std::is_void_v<T>) {
+      auto [order, error, stop_error] =
+          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      if (order[0] == 1 && closing(*core)) throw_closed_during_body(*core);
+      (void)stop_error;
+      if (error) std::rethrow_exception(error);
+    } else {
+      auto [order, error, value, stop_error] =
+          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+      if (order[0] == 1 && closing(*core)) throw_closed_during_body(*core);
+      (void)stop_error;
+      if (error) std::rethrow_exception(error);
+      co_return std::move(value);
+    }
+  }
+
+  template <class F>
+  static auto run_transaction(CorePtr core, F fn, TransactionOptions options)
+      -> std::invoke_result_t<F, Transaction&>;
+  /// One transaction attempt.
+  template <class F>
+  static auto transaction_attempt(const CorePtr& core, F& fn, const TransactionOptions& options)
+      -> std::invoke_result_t<F, Transaction&>;
+
+  template <class Range>
+  static boost::asio::awaitable<std::int64_t> copy_rows(CorePtr core, std::string sql,
+                                                        const Range& rows, QueryOptions options) {
+    Slot* slot = co_await begin_copy(core, std::move(sql), options);
+    std::exception_ptr failure;
+    std::int64_t copied = 0;
+    try {
+      CopyBuffer buffer;
+      buffer.append_header();
+      for (const auto& row : rows) {
+        buffer.append_row(row);
+        if (buffer.size() >= kCopyChunkBytes) {
+          co_await copy_chunk(core, slot, buffer, options);
+          buffer.clear();
+        }
+      }
+      buffer.append_trailer();
+      co_await copy_chunk(core, slot, buffer, options);
+      copied = co_await end_copy(core, slot, options);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    finish_copy(*core, slot, failure);
+    if (failure) std::rethrow_exception(failure);
+    co_return copied;
+  }
+};
+
+}  // namespace detail
 
 class PostgresClient {
  public:
@@ -319,7 +429,7 @@ class PostgresClient {
   template <class F>
   auto transaction(F fn, TransactionOptions options = {}) -> std::invoke_result_t<F, Transaction&> {
     // Not a coroutine: the core is taken when the call is made.
-    return run_transaction(core_, std::move(fn), std::move(options));
+    return detail::ClientAccess::run_transaction(core_, std::move(fn), std::move(options));
   }
 
   /// Runs `fn(PostgresClient&)` under the retry policy: the only place (with `transaction`)
@@ -332,9 +442,10 @@ class PostgresClient {
   auto execute_resiliently(F fn, core::Idempotent idempotent,
                            std::optional<core::RetryPolicy> policy = std::nullopt)
       -> std::invoke_result_t<F, PostgresClient&> {
+    using Access = detail::ClientAccess;
     co_return co_await core::retry([&](const core::AttemptContext&) { return fn(*this); },
-                                   idempotent, retry_policy(*core_, policy), random(*core_),
-                                   {"pg.execute_resiliently"});
+                                   idempotent, Access::retry_policy(*core_, policy),
+                                   Access::random(*core_), {"pg.execute_resiliently"});
   }
 
   /// Bulk load with COPY ... FROM STDIN (BINARY) on a connection of its own; works through
@@ -352,7 +463,8 @@ class PostgresClient {
   boost::asio::awaitable<std::int64_t> copy_in(std::string_view table,
                                                const std::vector<std::string_view>& columns,
                                                const Range& rows, QueryOptions options = {}) {
-    return copy_rows(core_, copy_statement(table, columns), rows, options);
+    return detail::ClientAccess::copy_rows(
+        core_, detail::ClientAccess::copy_statement(table, columns), rows, options);
   }
 
   /// Sends every statement of `pipeline` in one round trip on one connection.
@@ -368,113 +480,9 @@ class PostgresClient {
   std::vector<int> backend_pids() const;
 
  private:
-  friend class Transaction;
-  using Slot = detail::Slot;
-  using Core = detail::ClientCore;
-  using CorePtr = std::shared_ptr<Core>;
-
-  // The templates below run on a copy of `core_` taken when the call is made, and reach the
-  // core only through these functions (defined where the core is complete): an operation
-  // never touches this object after its first suspension.
-  static core::RandomSource& random(Core& core) noexcept;
-  static const PostgresConfig& config_of(const Core& core) noexcept;
-  static executor_type executor_of(const Core& core) noexcept;
-  static core::RetryPolicy retry_policy(const Core& core,
-                                        const std::optional<core::RetryPolicy>& given,
-                                        std::chrono::milliseconds statement_timeout = {});
-  /// check_running(), a breaker permit (or circuit_open), and the operation enters the client.
-  static core::CircuitBreakerPermit begin_operation(Core& core);
-  /// Records the outcome with the breaker and leaves the client.
-  static void end_operation(Core& core, core::CircuitBreakerPermit& permit,
-                            const std::exception_ptr& failure) noexcept;
-  static boost::asio::awaitable<Slot*> begin_transaction(const CorePtr& core,
-                                                         const TransactionOptions& options);
-  static boost::asio::awaitable<void> commit_transaction(const CorePtr& core, Slot* slot,
-                                                         const TransactionOptions& options);
-  static boost::asio::awaitable<void> rollback_transaction(const CorePtr& core, Slot* slot);
-  static void discard(Core& core, Slot* slot, std::string_view why) noexcept;
-  static void release_exclusive(Core& core, Slot* slot) noexcept;
-  static detail::Connection& slot_connection(Slot* slot) noexcept;
-  static std::chrono::milliseconds statement_timeout(const Core& core,
-                                                     std::chrono::milliseconds requested) noexcept;
-  static boost::asio::steady_timer& hard_stop(Core& core) noexcept;
-  static bool closing(const Core& core) noexcept;
-  [[noreturn]] static void throw_closed_during_body(const Core& core);
-  static boost::asio::awaitable<Slot*> begin_copy(const CorePtr& core, std::string sql,
-                                                  QueryOptions options);
-  static boost::asio::awaitable<void> copy_chunk(const CorePtr& core, Slot* slot,
-                                                 const CopyBuffer& buffer, QueryOptions options);
-  static boost::asio::awaitable<std::int64_t> end_copy(const CorePtr& core, Slot* slot,
-                                                       QueryOptions options);
-  static void finish_copy(Core& core, Slot* slot, const std::exception_ptr& failure) noexcept;
-
-  static constexpr std::size_t kCopyChunkBytes = 1 << 20;
-  static std::string copy_statement(std::string_view table,
-                                    const std::vector<std::string_view>& columns);
-
   boost::asio::awaitable<Result> run_single(QueryOptions options, Sql sql, ParamBuffer params);
 
-  /// Awaits `op`, cancelling it when close() gives up waiting (close_timeout passed) or the
-  /// client is destroyed.
-  template <class T>
-  static boost::asio::awaitable<T> until_hard_stop(const CorePtr& core,
-                                                   boost::asio::awaitable<T> op) {
-    namespace asio = boost::asio;
-    auto group = asio::experimental::make_parallel_group(
-        asio::co_spawn(executor_of(*core), std::move(op), asio::deferred),
-        hard_stop(*core).async_wait(asio::deferred));
-    if constexpr (std::is_void_v<T>) {
-      auto [order, error, stop_error] =
-          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-      if (order[0] == 1 && closing(*core)) throw_closed_during_body(*core);
-      (void)stop_error;
-      if (error) std::rethrow_exception(error);
-    } else {
-      auto [order, error, value, stop_error] =
-          co_await group.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-      if (order[0] == 1 && closing(*core)) throw_closed_during_body(*core);
-      (void)stop_error;
-      if (error) std::rethrow_exception(error);
-      co_return std::move(value);
-    }
-  }
-
-  template <class F>
-  static auto run_transaction(CorePtr core, F fn, TransactionOptions options)
-      -> std::invoke_result_t<F, Transaction&>;
-  /// One transaction attempt.
-  template <class F>
-  static auto transaction_attempt(const CorePtr& core, F& fn, const TransactionOptions& options)
-      -> std::invoke_result_t<F, Transaction&>;
-
-  template <class Range>
-  static boost::asio::awaitable<std::int64_t> copy_rows(CorePtr core, std::string sql,
-                                                        const Range& rows, QueryOptions options) {
-    Slot* slot = co_await begin_copy(core, std::move(sql), options);
-    std::exception_ptr failure;
-    std::int64_t copied = 0;
-    try {
-      CopyBuffer buffer;
-      buffer.append_header();
-      for (const auto& row : rows) {
-        buffer.append_row(row);
-        if (buffer.size() >= kCopyChunkBytes) {
-          co_await copy_chunk(core, slot, buffer, options);
-          buffer.clear();
-        }
-      }
-      buffer.append_trailer();
-      co_await copy_chunk(core, slot, buffer, options);
-      copied = co_await end_copy(core, slot, options);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    finish_copy(*core, slot, failure);
-    if (failure) std::rethrow_exception(failure);
-    co_return copied;
-  }
-
-  CorePtr core_;
+  std::shared_ptr<detail::ClientCore> core_;
 };
 
 // ---- templates -----------------------------------------------------------------------------
@@ -483,7 +491,7 @@ template <class Range>
 boost::asio::awaitable<std::int64_t> Transaction::copy_in(
     std::string_view table, const std::vector<std::string_view>& columns, const Range& rows) {
   // Not a coroutine: the statement is built before the first suspension (see copy_in above).
-  return copy_rows(PostgresClient::copy_statement(table, columns), rows);
+  return copy_rows(detail::ClientAccess::copy_statement(table, columns), rows);
 }
 
 template <class Range>
@@ -496,7 +504,7 @@ boost::asio::awaitable<std::int64_t> Transaction::copy_rows(std::string sql, con
     buffer.append_header();
     for (const auto& row : rows) {
       buffer.append_row(row);
-      if (buffer.size() >= PostgresClient::kCopyChunkBytes) {
+      if (buffer.size() >= detail::ClientAccess::kCopyChunkBytes) {
         co_await copy_chunk(buffer);
         buffer.clear();
       }
@@ -515,7 +523,7 @@ boost::asio::awaitable<std::int64_t> Transaction::copy_rows(std::string sql, con
 }
 
 template <class F>
-auto PostgresClient::run_transaction(CorePtr core, F fn, TransactionOptions options)
+auto detail::ClientAccess::run_transaction(CorePtr core, F fn, TransactionOptions options)
     -> std::invoke_result_t<F, Transaction&> {
   co_return co_await core::retry(
       [&](const core::AttemptContext&) { return transaction_attempt(core, fn, options); },
@@ -524,8 +532,8 @@ auto PostgresClient::run_transaction(CorePtr core, F fn, TransactionOptions opti
 }
 
 template <class F>
-auto PostgresClient::transaction_attempt(const CorePtr& core, F& fn,
-                                         const TransactionOptions& options)
+auto detail::ClientAccess::transaction_attempt(const CorePtr& core, F& fn,
+                                               const TransactionOptions& options)
     -> std::invoke_result_t<F, Transaction&> {
   using R = typename std::invoke_result_t<F, Transaction&>::value_type;
   core::CircuitBreakerPermit permit = begin_operation(*core);

@@ -1,5 +1,6 @@
 #include "detail/connection.hpp"
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/timeout.hpp>
 #include <trading_shared/pg/sql_state.hpp>
@@ -30,15 +31,6 @@ using wait_type = asio::posix::stream_descriptor::wait_type;
 
 namespace {
 
-std::string trim_message(const char* message) {
-  std::string text = message != nullptr ? message : "";
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (auto& c : text) {
-    if (c == '\n') c = ' ';
-  }
-  return text;
-}
-
 [[noreturn]] void throw_connect_error(const std::string& message, const std::string& what) {
   if (const auto code = sqlstate_of_connect_message(message); !code.empty()) {
     throw make_server_error(ServerError{ServerKind::postgres, std::string(code), message, {}, {}},
@@ -52,6 +44,17 @@ void notice_processor(void* arg, const char* message) {
   core::logger("pg")->info("{}: server notice: {}", self->description(), trim_message(message));
 }
 
+}  // namespace
+
+std::string trim_message(const char* message) {
+  std::string text = message != nullptr ? message : "";
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (auto& c : text) {
+    if (c == '\n') c = ' ';
+  }
+  return text;
+}
+
 std::exception_ptr server_error(const PGresult* result, RequestState state) {
   auto field = [&](int code) {
     const char* v = PQresultErrorField(result, code);
@@ -63,164 +66,11 @@ std::exception_ptr server_error(const PGresult* result, RequestState state) {
   return std::make_exception_ptr(make_server_error(std::move(error), "query", state));
 }
 
-/// libpq's DSN parse message with every quoted token withheld: libpq quotes the offending
-/// text (a token after the password, a whole URI, a bad percent-encoding in the password), and
-/// no part of a DSN may reach an error or a log line (F50). Single punctuation ("=", "]")
-/// says what was expected and stays.
-std::string parse_message_without_tokens(const char* message) {
-  const std::string text = trim_message(message);
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] != '"') {
-      out += text[i];
-      continue;
-    }
-    const auto end = text.find('"', i + 1);
-    if (end == std::string::npos) {
-      out += "\"...\"";
-      break;
-    }
-    const std::string_view token(text.data() + i + 1, end - i - 1);
-    const bool punctuation =
-        token.size() == 1 && std::ispunct(static_cast<unsigned char>(token[0])) != 0;
-    out += punctuation ? "\"" + std::string(token) + "\"" : std::string("\"...\"");
-    i = end;
-  }
-  return out;
-}
-
-std::vector<std::string> split_list(const std::string& value) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  for (;;) {
-    const auto comma = value.find(',', start);
-    out.push_back(
-        value.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) return out;
-    start = comma + 1;
-  }
-}
-
-}  // namespace
-
-asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
-                                           const std::string& application_name,
-                                           std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  char* err = nullptr;
-  std::unique_ptr<PQconninfoOption, ConninfoDeleter> options(PQconninfoParse(dsn.c_str(), &err));
-  if (!options) {
-    std::string message = parse_message_without_tokens(err);
-    if (err != nullptr) PQfreemem(err);
-    throw Error(make_error_code(errc::invalid_argument), "invalid PostgreSQL DSN: " + message,
-                RequestState::not_sent);
-  }
-  ConnectParams params;
-  params.description = describe_dsn(dsn);
-  std::string host, hostaddr, port, dbname, user;
-  bool has_app_name = false;
-  for (auto* o = options.get(); o->keyword != nullptr; ++o) {
-    if (o->val == nullptr) continue;
-    const std::string_view key = o->keyword;
-    if (key == "host") {
-      host = o->val;
-      continue;  // per target, after resolution
-    }
-    if (key == "hostaddr") {
-      hostaddr = o->val;
-      continue;
-    }
-    if (key == "port") {
-      port = o->val;
-      continue;
-    }
-    if (key == "dbname") dbname = o->val;
-    if (key == "user") user = o->val;
-    if (key == "application_name") has_app_name = true;
-    params.keywords.emplace_back(o->keyword);
-    params.values.emplace_back(o->val);
-  }
-  if (!has_app_name && !application_name.empty()) {
-    params.keywords.emplace_back("application_name");
-    params.values.push_back(application_name);
-  }
-  // libpq's lists: hosts (and/or addresses) separated by commas, one port for all or one per
-  // host (F51: every address is tried in turn).
-  const std::vector<std::string> hosts = split_list(host);
-  const std::vector<std::string> addresses = split_list(hostaddr);
-  const std::vector<std::string> ports = split_list(port);
-  const std::size_t count = std::max(hosts.size(), addresses.size());
-  if (!host.empty() && !hostaddr.empty() && hosts.size() != addresses.size()) {
-    throw Error(make_error_code(errc::invalid_argument),
-                "invalid PostgreSQL DSN: " + std::to_string(hosts.size()) + " host(s) but " +
-                    std::to_string(addresses.size()) + " hostaddr(s): " + params.description,
-                RequestState::not_sent);
-  }
-  if (ports.size() != 1 && ports.size() != count) {
-    throw Error(make_error_code(errc::invalid_argument),
-                "invalid PostgreSQL DSN: " + std::to_string(ports.size()) + " ports for " +
-                    std::to_string(count) + " host(s): " + params.description,
-                RequestState::not_sent);
-  }
-  const std::string tail = "/" + dbname + (user.empty() ? "" : " as " + user);
-  auto target_of = [&](std::string name, std::string address, const std::string& target_port) {
-    ConnectTarget t;
-    t.description =
-        (name.empty() ? address : name) +
-        (!name.empty() && !address.empty() && address != name ? " (" + address + ")" : "") + ":" +
-        target_port + tail;
-    t.host = std::move(name);
-    t.hostaddr = std::move(address);
-    t.port = target_port;
-    return t;
-  };
-  std::exception_ptr resolve_failure;
-  for (std::size_t i = 0; i < count; ++i) {
-    std::string name = host.empty() ? std::string() : hosts[i];
-    std::string address = hostaddr.empty() ? std::string() : addresses[i];
-    std::string target_port = ports.size() == 1 ? ports[0] : ports[i];
-    if (target_port.empty()) target_port = "5432";
-    if (!name.empty() && name.front() == '/') {
-      params.targets.push_back(target_of(std::move(name), {}, target_port));  // a Unix socket
-      continue;
-    }
-    if (!address.empty()) {
-      params.targets.push_back(target_of(std::move(name), std::move(address), target_port));
-      continue;
-    }
-    if (name.empty()) name = "localhost";
-    try {
-      asio::ip::tcp::resolver resolver(co_await asio::this_coro::executor);
-      const auto left =
-          std::max(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()),
-                   std::chrono::milliseconds(1));
-      auto results = co_await core::with_timeout(
-          resolver.async_resolve(name, target_port, asio::use_awaitable), left,
-          errc::connect_timeout, "resolving " + name, RequestState::not_sent);
-      // Every address of the name (localhost: ::1 and 127.0.0.1), in the resolver's order.
-      for (const auto& entry : results) {
-        params.targets.push_back(
-            target_of(name, entry.endpoint().address().to_string(), target_port));
-      }
-    } catch (...) {
-      // A host that does not resolve does not stop the others.
-      resolve_failure = std::current_exception();
-    }
-  }
-  if (params.targets.empty()) {
-    if (resolve_failure) std::rethrow_exception(resolve_failure);
-    throw Error(make_error_code(errc::connect_failed), "cannot resolve " + params.description,
-                RequestState::not_sent);
-  }
-  co_return params;
-}
-
 Connection::Connection(Executor executor)
     : executor_(std::move(executor)),
-      writer_wake_(executor_, Clock::time_point::max()),
-      watchdog_timer_(executor_, Clock::time_point::max()),
-      io_done_(executor_, Clock::time_point::max()) {}
+      writer_wake_(executor_),
+      broken_event_(executor_),
+      io_done_(executor_) {}
 
 Connection::~Connection() {
   if (conn_ != nullptr) {
@@ -303,7 +153,7 @@ void Connection::start_io() {
       }
       self->fail(make_error_code(errc::connection_lost), RequestState::sent, "I/O failure");
     }
-    if (--self->io_running_ == 0) self->io_done_.cancel();
+    if (--self->io_running_ == 0) self->io_done_.notify_all();
   };
   io_running_ = 3;
   asio::co_spawn(executor_, reader(), finished);
@@ -313,7 +163,7 @@ void Connection::start_io() {
 
 void Connection::wake_writer() noexcept {
   flush_needed_ = true;
-  writer_wake_.cancel();
+  writer_wake_.notify_all();
 }
 
 asio::awaitable<void> Connection::writer() {
@@ -321,8 +171,8 @@ asio::awaitable<void> Connection::writer() {
   boost::system::error_code ec;
   while (!broken_) {
     if (!flush_needed_) {
-      co_await writer_wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      continue;  // woken (operation_aborted) or closing: re-check state
+      co_await writer_wake_.wait();
+      continue;  // woken, or closing: re-check state
     }
     flush_needed_ = false;
     for (;;) {
@@ -348,8 +198,7 @@ asio::awaitable<void> Connection::watchdog() {
   auto self = shared_from_this();
   boost::system::error_code ec;
   while (!broken_) {
-    watchdog_timer_.expires_after(kWatchdogPeriod);
-    co_await watchdog_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await broken_event_.wait_for(kWatchdogPeriod);
     if (broken_) co_return;
     check_cancel();
     if (broken_) co_return;
@@ -434,19 +283,14 @@ bool Connection::drain_results() noexcept {
     Result result(raw);
     Request* front = inflight_.front();
     const ExecStatusType status = PQresultStatus(raw);
-    if (status != PGRES_PIPELINE_SYNC && status != PGRES_NONFATAL_ERROR) {
-      // One result per statement or Parse queued: a Parse's is the cache's, no statement's.
-      const bool prepare_result = !prepare_marks_.empty() &&
-                                  prepare_marks_.front().position == results_read_ &&
-                                  take_prepare_result(status);
-      ++results_read_;
-      if (prepare_result) {
-        if (status == PGRES_FATAL_ERROR && front != nullptr && !front->error) {
-          // The statement's own text failed to parse: its error, as without the cache.
-          front->error = server_error(raw, RequestState::sent);
-        }
-        continue;
+    // One result per statement or Parse queued: a Parse's is the cache's, no statement's.
+    if (status != PGRES_PIPELINE_SYNC && status != PGRES_NONFATAL_ERROR &&
+        statements_.take_result(status)) {
+      if (status == PGRES_FATAL_ERROR && front != nullptr && !front->error) {
+        // The statement's own text failed to parse: its error, as without the cache.
+        front->error = server_error(raw, RequestState::sent);
       }
+      continue;
     }
     switch (status) {
       case PGRES_PIPELINE_SYNC:
@@ -456,26 +300,7 @@ bool Connection::drain_results() noexcept {
         if (front != nullptr) ++front->received;
         break;
       case PGRES_FATAL_ERROR:
-        if (!statements_.empty()) {
-          // DDL changed what a prepared statement returns (0A000 "cached plan must not
-          // change result type"; other 0A000 errors are unrelated), or the application's
-          // DISCARD ALL / DEALLOCATE dropped our names (26000): prepare every statement anew,
-          // under new names, from now on. The old names stay in the session until it ends.
-          const char* state = PQresultErrorField(raw, PG_DIAG_SQLSTATE);
-          const char* message = PQresultErrorField(raw, PG_DIAG_MESSAGE_PRIMARY);
-          const std::string_view code = state != nullptr ? state : "";
-          const bool plan_changed =
-              code == "0A000" && message != nullptr &&
-              std::string_view(message).find("cached plan must not change result type") !=
-                  std::string_view::npos;
-          if (plan_changed || code == "26000") {
-            for (auto& entry : statements_) {
-              if (entry.second.state == Prepared::State::ready) {
-                entry.second.state = Prepared::State::unprepared;
-              }
-            }
-          }
-        }
+        statements_.on_statement_error(raw);
         if (front != nullptr) {
           if (!front->error) front->error = server_error(raw, RequestState::sent);
           ++front->received;
@@ -552,8 +377,8 @@ void Connection::fail(std::error_code error, RequestState state, std::string_vie
     boost::system::error_code ignored;
     socket_->cancel(ignored);
   }
-  writer_wake_.cancel();
-  watchdog_timer_.cancel();
+  writer_wake_.notify_all();
+  broken_event_.notify_all();
   on_ready_ = nullptr;
   if (on_broken_) {
     auto callback = std::move(on_broken_);
@@ -631,10 +456,7 @@ void Connection::close(std::error_code error) noexcept {
 }
 
 asio::awaitable<void> Connection::wait_closed() {
-  boost::system::error_code ec;
-  while (io_running_ > 0) {
-    co_await io_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  while (io_running_ > 0) co_await io_done_.wait();
 }
 
 void Connection::send(Request& request) {
@@ -651,7 +473,7 @@ void Connection::send(Request& request) {
   request.done = false;
   request.error = nullptr;
   for (std::size_t i = 0; i < request.count; ++i) {
-    if (!send_statement(request.statements[i])) {
+    if (!statements_.send(conn_, request.statements[i])) {
       // Statements before this one may be queued in libpq without their Sync: the pipeline
       // is no longer in a known state, so the connection goes.
       const std::string message = trim_message(PQerrorMessage(conn_));
@@ -671,92 +493,6 @@ void Connection::send(Request& request) {
   // some is left (a full socket buffer), or when the flush fails (it reports the failure).
   // Waking it for nothing would cost a timer cancellation and two event-loop hops per query.
   if (PQflush(conn_) != 0) wake_writer();
-}
-
-std::size_t Connection::StatementHash::operator()(const StatementKey& key) const noexcept {
-  std::size_t h = std::hash<std::string_view>{}(key.sql);
-  for (int i = 0; i < key.count; ++i) h = h * 31 + key.types[i];
-  return h;
-}
-
-std::size_t Connection::StatementHash::operator()(const std::string& key) const noexcept {
-  // `sql '\0' types` (the text holds no NUL: it is a C string); the same hash as above.
-  const auto nul = key.find('\0');
-  const std::size_t sql_size = nul == std::string::npos ? key.size() : nul;
-  std::size_t h = std::hash<std::string_view>{}(std::string_view(key.data(), sql_size));
-  for (std::size_t at = sql_size + 1; at + sizeof(Oid) <= key.size(); at += sizeof(Oid)) {
-    Oid type = 0;
-    std::memcpy(&type, key.data() + at, sizeof(Oid));
-    h = h * 31 + type;
-  }
-  return h;
-}
-
-bool Connection::StatementEqual::operator()(const StatementKey& a,
-                                            const std::string& b) const noexcept {
-  const std::size_t types_size = static_cast<std::size_t>(a.count) * sizeof(Oid);
-  return b.size() == a.sql.size() + 1 + types_size && b.compare(0, a.sql.size(), a.sql) == 0 &&
-         b[a.sql.size()] == '\0' &&
-         (types_size == 0 || std::memcmp(b.data() + a.sql.size() + 1, a.types, types_size) == 0);
-}
-
-bool Connection::send_statement(const Statement& statement) {
-  const ParamBuffer* p = statement.params;
-  const int count = p != nullptr ? p->count() : 0;
-  const Oid* types = p != nullptr ? p->types() : nullptr;
-  // Statements of the client's own (BEGIN, COMMIT, SET LOCAL ...) carry no ParamBuffer and
-  // stay unnamed; so does everything when the cache is off or full.
-  if (statement_cache_size_ > 0 && p != nullptr) {
-    const StatementKey key{statement.sql, types, count};
-    auto it = statements_.find(key);
-    if (it == statements_.end() && statements_.size() < statement_cache_size_) {
-      std::string stored(key.sql);
-      stored.push_back('\0');
-      stored.append(reinterpret_cast<const char*>(types),
-                    static_cast<std::size_t>(count) * sizeof(Oid));
-      it = statements_.emplace(std::move(stored), Prepared{}).first;
-    }
-    if (it != statements_.end()) {
-      Prepared& entry = it->second;
-      bool named = entry.state == Prepared::State::ready;
-      if (entry.state == Prepared::State::unprepared) {
-        // A new name each time: an invalidated statement still exists under its old one.
-        entry.name = "ts_" + std::to_string(++statement_names_);
-        if (PQsendPrepare(conn_, entry.name.c_str(), statement.sql, count, types) != 1) {
-          return false;
-        }
-        entry.state = Prepared::State::preparing;
-        prepare_marks_.push_back({results_queued_++, &entry});
-        named = true;  // right behind its Parse, in the same pipeline segment
-      }
-      // While another request's Parse is still on its way, the name may not exist yet (that
-      // Parse may fail): unnamed until it is known to exist.
-      if (named) {
-        if (PQsendQueryPrepared(conn_, entry.name.c_str(), count, p->values(), p->lengths(),
-                                p->formats(), 1) != 1) {
-          return false;
-        }
-        ++results_queued_;
-        return true;
-      }
-    }
-  }
-  if (PQsendQueryParams(conn_, statement.sql, count, types, p != nullptr ? p->values() : nullptr,
-                        p != nullptr ? p->lengths() : nullptr,
-                        p != nullptr ? p->formats() : nullptr, 1) != 1) {
-    return false;
-  }
-  ++results_queued_;
-  return true;
-}
-
-bool Connection::take_prepare_result(ExecStatusType status) noexcept {
-  Prepared* entry = prepare_marks_.front().statement;
-  prepare_marks_.pop_front();
-  // COMMAND_OK: the name exists from now on. FATAL_ERROR (the text does not parse) or
-  // PIPELINE_ABORTED (an earlier statement of the segment failed): it does not.
-  entry->state = status == PGRES_COMMAND_OK ? Prepared::State::ready : Prepared::State::unprepared;
-  return true;
 }
 
 void Connection::abandon(Request& request) noexcept {
@@ -795,146 +531,6 @@ asio::awaitable<void> Connection::await(Request& request, Clock::time_point dead
   close(make_error_code(errc::connection_lost));
   throw Error(make_error_code(errc::request_timeout), description_ + ": query timed out",
               RequestState::sent);
-}
-
-// ---- COPY ---------------------------------------------------------------------------------
-
-asio::awaitable<void> Connection::wait_io(wait_type type, Clock::time_point deadline) {
-  const auto left = deadline - Clock::now();
-  if (left <= Clock::duration::zero()) {
-    throw Error(make_error_code(errc::request_timeout), description_ + ": COPY timed out",
-                RequestState::sent);
-  }
-  co_await core::with_timeout(socket_->async_wait(type, asio::use_awaitable), left,
-                              errc::request_timeout, description_ + ": COPY", RequestState::sent);
-  if (broken_) {
-    throw Error(make_error_code(errc::connection_lost), description_ + ": connection lost",
-                RequestState::sent);
-  }
-}
-
-asio::awaitable<void> Connection::flush_all(Clock::time_point deadline) {
-  for (;;) {
-    const int r = PQflush(conn_);
-    if (r == 0) co_return;
-    if (r < 0) {
-      throw Error(make_error_code(errc::connection_lost),
-                  description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
-    }
-    co_await wait_io(wait_type::wait_write, deadline);
-  }
-}
-
-asio::awaitable<void> Connection::drain_command(Clock::time_point deadline) {
-  for (;;) {
-    while (PQisBusy(conn_) == 0) {
-      PGresult* rest = PQgetResult(conn_);  // does not block: libpq has it buffered
-      if (rest == nullptr) co_return;
-      PQclear(rest);
-    }
-    co_await wait_io(wait_type::wait_read, deadline);
-    if (PQconsumeInput(conn_) == 0) {
-      throw Error(make_error_code(errc::connection_lost),
-                  description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
-    }
-  }
-}
-
-asio::awaitable<void> Connection::copy_start(const char* copy_sql, Clock::time_point deadline) {
-  if (!open() || !inflight_.empty()) {
-    throw Error(make_error_code(errc::invalid_argument),
-                description_ + ": COPY needs an idle connection", RequestState::not_sent);
-  }
-  copying_ = true;
-  if (PQexitPipelineMode(conn_) != 1 || PQsendQuery(conn_, copy_sql) != 1) {
-    const std::string message = trim_message(PQerrorMessage(conn_));
-    close(make_error_code(errc::connection_lost));
-    throw Error(make_error_code(errc::connection_lost), description_ + ": COPY: " + message,
-                RequestState::not_sent);
-  }
-  co_await flush_all(deadline);
-  for (;;) {
-    while (PQisBusy(conn_) == 0) {
-      Result result(PQgetResult(conn_));
-      if (result.native() == nullptr) {
-        throw Error(make_error_code(errc::protocol_error), description_ + ": COPY not started",
-                    RequestState::sent);
-      }
-      const auto status = PQresultStatus(result.native());
-      if (status == PGRES_COPY_IN) co_return;
-      if (status == PGRES_FATAL_ERROR) {
-        // Read to the end of this command so that the connection stays usable, waiting for
-        // the socket rather than in PQgetResult, which blocks until the server's
-        // ReadyForQuery arrives (a stalled server would freeze the loop, F52).
-        std::exception_ptr error = server_error(result.native(), RequestState::sent);
-        co_await drain_command(deadline);
-        copying_ = false;
-        if (PQenterPipelineMode(conn_) != 1) close(make_error_code(errc::connection_lost));
-        std::rethrow_exception(error);
-      }
-    }
-    co_await wait_io(wait_type::wait_read, deadline);
-    if (PQconsumeInput(conn_) == 0) {
-      throw Error(make_error_code(errc::connection_lost),
-                  description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
-    }
-  }
-}
-
-asio::awaitable<void> Connection::copy_send(std::string_view data, Clock::time_point deadline) {
-  while (!data.empty()) {
-    const auto n = std::min<std::size_t>(data.size(), 1 << 20);
-    const int r = PQputCopyData(conn_, data.data(), static_cast<int>(n));
-    if (r < 0) {
-      throw Error(make_error_code(errc::connection_lost),
-                  description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
-    }
-    if (r == 0) {  // libpq's buffer is full: let the socket drain
-      co_await wait_io(wait_type::wait_write, deadline);
-      if (PQflush(conn_) < 0) {
-        throw Error(make_error_code(errc::connection_lost),
-                    description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
-      }
-      continue;
-    }
-    data.remove_prefix(n);
-  }
-  // Keep the output buffer bounded: push what libpq holds before the caller encodes more.
-  co_await flush_all(deadline);
-}
-
-asio::awaitable<std::int64_t> Connection::copy_end(Clock::time_point deadline) {
-  if (PQputCopyEnd(conn_, nullptr) != 1) {
-    throw Error(make_error_code(errc::connection_lost),
-                description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
-  }
-  co_await flush_all(deadline);
-  std::int64_t rows = -1;
-  std::exception_ptr error;
-  for (;;) {
-    while (PQisBusy(conn_) == 0) {
-      Result result(PQgetResult(conn_));
-      if (result.native() == nullptr) {
-        copying_ = false;
-        if (PQenterPipelineMode(conn_) != 1) {
-          close(make_error_code(errc::connection_lost));
-        }
-        if (error) std::rethrow_exception(error);
-        co_return rows;
-      }
-      const auto status = PQresultStatus(result.native());
-      if (status == PGRES_COMMAND_OK) {
-        rows = result.affected_rows();
-      } else if (status == PGRES_FATAL_ERROR && !error) {
-        error = server_error(result.native(), RequestState::sent);
-      }
-    }
-    co_await wait_io(wait_type::wait_read, deadline);
-    if (PQconsumeInput(conn_) == 0) {
-      throw Error(make_error_code(errc::connection_lost),
-                  description_ + ": " + trim_message(PQerrorMessage(conn_)), RequestState::sent);
-    }
-  }
 }
 
 }  // namespace trading_shared::pg::detail

@@ -14,6 +14,7 @@
 /// other request in flight fails with `connection_lost` (`outcome_unknown`), and the pool
 /// replaces it. A connection with a result still pending is never reused.
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/pg/params.hpp>
 #include <trading_shared/pg/result.hpp>
@@ -26,6 +27,7 @@
 
 #include "detail/cancel_sender.hpp"
 #include "detail/dsn.hpp"
+#include "detail/statement_cache.hpp"
 
 #include <libpq-fe.h>
 
@@ -39,7 +41,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace trading_shared::pg::detail {
@@ -77,12 +78,6 @@ boost::asio::awaitable<ConnectParams> resolve_dsn(const std::string& dsn,
                                                   const std::string& application_name,
                                                   std::chrono::milliseconds timeout);
 
-/// One statement of a request.
-struct Statement {
-  const char* sql = nullptr;
-  const ParamBuffer* params = nullptr;  // null: no parameters
-};
-
 /// A request waiting for its results. Lives on the caller's coroutine frame.
 struct Request {
   const Statement* statements = nullptr;
@@ -99,6 +94,11 @@ struct Request {
   bool done = false;
   boost::asio::steady_timer* notifier = nullptr;
 };
+
+/// libpq's message without trailing line breaks, on one line (for errors and logs).
+std::string trim_message(const char* message);
+/// The `Error` of a failed result: its SQLSTATE, message, detail and hint.
+std::exception_ptr server_error(const PGresult* result, RequestState state);
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
@@ -145,7 +145,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// Keeps up to `size` statements (with parameters) prepared under a name on this
   /// connection, so that the server parses and plans each of them once (0: off, every
   /// statement unnamed). See `PostgresConfig::statement_cache_size`.
-  void set_statement_cache(std::size_t size) noexcept { statement_cache_size_ = size; }
+  void set_statement_cache(std::size_t size) noexcept { statements_.set_capacity(size); }
 
   /// Closes the socket at once: fails every request in flight with `error`, stops the reader
   /// and writer. Idempotent.
@@ -201,58 +201,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::exception_ptr connection_error(std::error_code code, RequestState state,
                                       std::string_view what) const;
 
-  /// A statement prepared (or being prepared) under a name on this connection.
-  struct Prepared {
-    std::string name;
-    enum class State : std::uint8_t { unprepared, preparing, ready } state = State::unprepared;
-  };
-  /// Key of the statement cache: the text and the parameter types.
-  struct StatementKey {
-    std::string_view sql;
-    const Oid* types;
-    int count;
-  };
-  struct StatementHash {
-    using is_transparent = void;
-    std::size_t operator()(const StatementKey& key) const noexcept;
-    std::size_t operator()(const std::string& key) const noexcept;
-  };
-  struct StatementEqual {
-    using is_transparent = void;
-    bool operator()(const std::string& a, const std::string& b) const noexcept { return a == b; }
-    bool operator()(const StatementKey& a, const std::string& b) const noexcept;
-    bool operator()(const std::string& a, const StatementKey& b) const noexcept {
-      return (*this)(b, a);
-    }
-  };
-  /// Queues one statement: named (prepared before when it is new to the cache) or unnamed.
-  bool send_statement(const Statement& statement);
-  /// The result of the Parse at the front of `prepare_marks_`: updates the cache; true.
-  bool take_prepare_result(ExecStatusType status) noexcept;
-
-  std::size_t statement_cache_size_ = 0;
-  /// Keyed by `sql '\0' types`; nodes are stable, so `prepare_marks_` may point into it.
-  std::unordered_map<std::string, Prepared, StatementHash, StatementEqual> statements_;
-  std::uint64_t statement_names_ = 0;
-  /// Results queued (statements and Parses, not Syncs) and results read, counted so that the
-  /// result of each Parse in `prepare_marks_` is recognised when it comes.
-  std::uint64_t results_queued_ = 0;
-  std::uint64_t results_read_ = 0;
-  struct PrepareMark {
-    std::uint64_t position;
-    Prepared* statement;
-  };
-  std::deque<PrepareMark> prepare_marks_;
+  /// Sends the statements (named through the cache, or unnamed) and recognises the cache's
+  /// Parse results among the results read.
+  StatementCache statements_;
 
   Executor executor_;
   PGconn* conn_ = nullptr;
   std::optional<boost::asio::posix::stream_descriptor> socket_;
-  boost::asio::steady_timer writer_wake_;
-  boost::asio::steady_timer watchdog_timer_;
+  core::AsyncEvent writer_wake_;
+  /// Notified when the connection fails: ends the watchdog's period at once.
+  core::AsyncEvent broken_event_;
   static constexpr std::chrono::milliseconds kWatchdogPeriod{100};
   bool reader_waiting_ = false;
   std::uint64_t watchdog_wakeups_ = 0;
-  boost::asio::steady_timer io_done_;
+  core::AsyncEvent io_done_;  // notified when the last I/O coroutine ends
   int io_running_ = 0;
   bool flush_needed_ = false;
   std::size_t abandoned_ = 0;             // null entries in inflight_
