@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <limits>
+
 namespace trading_shared::core {
 
 std::string_view to_string(RetryReason reason) noexcept {
@@ -85,6 +87,61 @@ void record_give_up(const RetryObserver& observer, std::uint32_t attempt, ErrorK
         ->counter(fmt::format("ts_retry_give_ups_total{{op=\"{}\",reason=\"{}\"}}",
                               observer.operation, to_string(reason)))
         .add();
+  }
+}
+
+bool retry_until_stopped_decision(ErrorKind kind, Idempotent idempotent,
+                                  bool retry_permanent) noexcept {
+  if (retry_permanent && kind == ErrorKind::permanent) return true;
+  RetryPolicy unbounded;
+  unbounded.max_attempts = std::numeric_limits<std::uint32_t>::max();
+  unbounded.total_deadline = std::chrono::milliseconds::zero();
+  return decide_retry(kind, idempotent, 1, unbounded, std::chrono::milliseconds::max(),
+                      std::chrono::milliseconds::zero())
+      .retry;
+}
+
+namespace {
+std::shared_ptr<spdlog::logger> log_of(const UntilStopped& policy) {
+  return policy.log ? policy.log : logger("retry");
+}
+}  // namespace
+
+void record_until_stopped_retry(const UntilStopped& policy, std::string_view what,
+                                std::uint32_t retry, ErrorKind kind, std::string_view reason,
+                                std::chrono::milliseconds delay) {
+  if (retry == 1) {
+    log_of(policy)->warn(
+        "{}: {} failure ({}); retrying with backoff until it succeeds or the service stops", what,
+        to_string(kind), reason);
+  } else {
+    log_of(policy)->debug("{}: retry {} failed ({}: {}); next in {} ms", what, retry - 1,
+                          to_string(kind), reason, delay.count());
+  }
+}
+
+void record_until_stopped_recovery(const UntilStopped& policy, std::string_view what,
+                                   std::uint32_t retries) {
+  log_of(policy)->info("{}: succeeded after {} retries", what, retries);
+}
+
+void record_until_stopped_stop(const UntilStopped& policy, std::string_view what, ErrorKind kind,
+                               std::string_view reason, bool during_backoff) {
+  if (during_backoff) {
+    log_of(policy)->warn("{}: stopping during the backoff: giving up ({})", what, reason);
+  } else {
+    log_of(policy)->warn("{}: failed ({}: {}) while stopping: not retried", what, to_string(kind),
+                         reason);
+  }
+}
+
+std::optional<std::chrono::milliseconds> retry_after(const std::exception_ptr& error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    return e.retry_after();
+  } catch (...) {  // not an Error: no hint; the caller rethrows `error` itself
+    return std::nullopt;
   }
 }
 

@@ -1,15 +1,21 @@
 #pragma once
 /// @file
-/// Retry policy and the one retry helper of the library (docs/core.md).
+/// Retry policy and the one retry helper of the library (docs/core.md), in two modes:
 ///
-/// Retries happen in exactly one layer: the clients' resilient entry points call `retry()`.
-/// The decision is a pure function (`decide_retry`) of the error kind, the caller's stated
-/// idempotency, the attempts made and the time left, so that every row is unit-tested.
+/// - bounded, `retry()`: the clients' resilient entry points (attempts, total deadline);
+/// - until stopped, `retry_until_stopped()`: a service's work that must not be dropped
+///   (a sink's write in a stream handler), retried with backoff until it succeeds, a stop
+///   comes or the error is one that retrying cannot fix.
+///
+/// Both decide through one pure function (`decide_retry`) of the error kind, the caller's
+/// stated idempotency, the attempts made and the time left, so that every row is unit-tested.
+/// Reconnect loops use `core::reconnect` (core/reconnect.hpp), on the same backoff.
 
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/metrics.hpp>
+#include <trading_shared/core/stop_signal.hpp>
 #include <trading_shared/core/timeout.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -17,10 +23,14 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <spdlog/logger.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -160,6 +170,103 @@ auto retry(F fn, Idempotent idempotent, RetryPolicy policy, RandomSource& random
     detail::record_retry(observer, attempt, kind, decision.delay, detail::describe(failure));
     boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, decision.delay);
     co_await timer.async_wait(boost::asio::use_awaitable);
+  }
+}
+
+// ---- until stopped ---------------------------------------------------------------------
+
+/// How `retry_until_stopped` retries: no attempt limit, no total deadline.
+struct UntilStopped {
+  /// Required: a stop ends the retrying (the last error is rethrown).
+  StopSignal* stop = nullptr;
+  BackoffConfig backoff{std::chrono::milliseconds(100), std::chrono::milliseconds(5000), 2.0};
+  /// Required: the jitter of the backoff.
+  RandomSource* random = nullptr;
+  /// Incremented once per retry (optional).
+  std::uint64_t* retries = nullptr;
+  /// Where the failures are logged; null: `logger("retry")`.
+  std::shared_ptr<spdlog::logger> log{};
+  /// Retry permanent errors too (a service that must keep what it received until an operator
+  /// fixes the server). A cancellation is never retried.
+  bool retry_permanent = false;
+};
+
+namespace detail {
+/// The until-stopped decision: `decide_retry` without attempt limit or deadline.
+bool retry_until_stopped_decision(ErrorKind kind, Idempotent idempotent,
+                                  bool retry_permanent) noexcept;
+/// The first failure of a series: a warning; later ones: debug.
+void record_until_stopped_retry(const UntilStopped& policy, std::string_view what,
+                                std::uint32_t retry, ErrorKind kind, std::string_view reason,
+                                std::chrono::milliseconds delay);
+void record_until_stopped_recovery(const UntilStopped& policy, std::string_view what,
+                                   std::uint32_t retries);
+void record_until_stopped_stop(const UntilStopped& policy, std::string_view what, ErrorKind kind,
+                               std::string_view reason, bool during_backoff);
+std::optional<std::chrono::milliseconds> retry_after(const std::exception_ptr& error) noexcept;
+}  // namespace detail
+
+/// Until-stopped mode: runs `make()` (returning `awaitable<T>`) until it succeeds. Rethrows,
+/// unchanged: a cancellation, an error `decide_retry` does not retry (permanent,
+/// outcome_unknown of a non-idempotent operation; see `UntilStopped::retry_permanent`), and any
+/// error once a stop was requested (before or during the backoff). An `Error` with a
+/// `retry_after()` (an open circuit breaker) waits at least that long (up to the backoff cap).
+/// The first failure of a series is logged as a warning, later ones at debug level, the
+/// recovery at info level; every retry is counted.
+///
+/// @code
+///   core::UntilStopped policy{&stop, backoff, &random, &counters.retries, log()};
+///   co_await core::retry_until_stopped([&] { return pg.execute(sql); }, core::Idempotent::yes,
+///                                      policy, "insert batch");
+/// @endcode
+///
+/// @par Per-operation cancellation
+/// terminal: the running attempt or the backoff wait is cancelled; nothing is retried.
+template <class Make>
+auto retry_until_stopped(Make make, Idempotent idempotent, const UntilStopped& policy,
+                         std::string what) -> std::invoke_result_t<Make&> {
+  using T = typename std::invoke_result_t<Make&>::value_type;
+  Backoff backoff(policy.backoff, *policy.random);
+  for (;;) {
+    std::exception_ptr failure;
+    try {
+      if constexpr (std::is_void_v<T>) {
+        co_await make();
+        if (backoff.attempts() > 0) {
+          detail::record_until_stopped_recovery(policy, what, backoff.attempts());
+        }
+        co_return;
+      } else {
+        T value = co_await make();
+        if (backoff.attempts() > 0) {
+          detail::record_until_stopped_recovery(policy, what, backoff.attempts());
+        }
+        co_return value;
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    const ErrorKind kind = classify(failure);
+    if (!detail::retry_until_stopped_decision(kind, idempotent, policy.retry_permanent)) {
+      std::rethrow_exception(failure);
+    }
+    const std::string reason = detail::describe(failure);
+    if (policy.stop->stop_requested()) {
+      detail::record_until_stopped_stop(policy, what, kind, reason, false);
+      std::rethrow_exception(failure);
+    }
+    std::chrono::milliseconds delay = backoff.next();
+    // An open breaker says when it admits a probe.
+    if (const auto after = detail::retry_after(failure)) {
+      delay = std::max(delay, std::min(*after, policy.backoff.cap));
+    }
+    if (policy.retries != nullptr) ++*policy.retries;
+    detail::record_until_stopped_retry(policy, what, backoff.attempts(), kind, reason, delay);
+    const bool go_on = co_await policy.stop->sleep_for(delay);
+    if (!go_on) {
+      detail::record_until_stopped_stop(policy, what, kind, reason, true);
+      std::rethrow_exception(failure);
+    }
   }
 }
 
