@@ -15,6 +15,7 @@
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -158,10 +159,9 @@ class ClientCore final : public std::enable_shared_from_this<ClientCore>,
         mux_(context_.description, context_.stats, *this),
         connection_(context_, mux_),
         blocking_(context_, *this),
-        state_changed_(context_.executor, kNoDeadline),
         sweep_timer_(context_.executor, kNoDeadline),
-        idle_event_(context_.executor, kNoDeadline),
-        tasks_done_(context_.executor, kNoDeadline) {}
+        idle_(context_.executor),
+        tasks_done_(context_.executor) {}
 
   asio::awaitable<void> start();
   asio::awaitable<void> close();
@@ -202,24 +202,22 @@ class ClientCore final : public std::enable_shared_from_this<ClientCore>,
   Multiplexer mux_;
   Connection connection_;
   BlockingConnections blocking_;
-  std::exception_ptr start_error_;
-  asio::steady_timer state_changed_;  // cancelled on start/close transitions
+  bool start_running_ = false;  // a start() runs its start-up (close() waits for its end)
+  bool closed_fully_ = false;   // the running close() is done (other close() calls wait)
   asio::steady_timer sweep_timer_;
-  asio::steady_timer idle_event_;  // close(): woken when a request finishes
+  core::AsyncEvent idle_;  // close(): notified when a request or blocking command finishes
   std::size_t tasks_ = 0;
-  asio::steady_timer tasks_done_;
+  core::AsyncEvent tasks_done_;
 };
 
 // ---- submission ----------------------------------------------------------------------------
 
 std::optional<core::CircuitBreakerPermit> ClientCore::admit(std::exception_ptr& error) {
   auto& stats = context_.stats;
-  const auto state = context_.state;
-  if (state != ClientState::running) {
+  const auto& state = context_.state;
+  if (!state.is(core::RunPhase::running)) {
     ++stats.rejected;
-    error = make_error(state == ClientState::closing || state == ClientState::closed
-                           ? errc::client_closed
-                           : errc::not_started,
+    error = make_error(state.closing_or_closed() ? errc::client_closed : errc::not_started,
                        "RedisClient " + context_.description, RequestState::not_sent);
     return std::nullopt;
   }
@@ -289,7 +287,9 @@ void ClientCore::resume(Slot& slot, Resume how) noexcept {
 }
 
 void ClientCore::request_finished() noexcept {
-  if (context_.state == ClientState::closing) idle_event_.cancel();
+  // close() waits: for the requests in its grace period (closing), then for the blocking
+  // commands whose sockets it closed (closed).
+  if (context_.state.closing_or_closed()) idle_.notify_all();
 }
 
 // ---- deadlines -----------------------------------------------------------------------------
@@ -299,10 +299,10 @@ void ClientCore::arm_sweeper(Clock::time_point deadline) noexcept {
 }
 
 asio::awaitable<void> ClientCore::sweep_loop() {
-  while (context_.state != ClientState::closed) {
+  while (!context_.state.is(core::RunPhase::closed)) {
     boost::system::error_code ec;
     co_await sweep_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (context_.state == ClientState::closed) break;
+    if (context_.state.is(core::RunPhase::closed)) break;
     const auto now = Clock::now();
     const auto next = mux_.sweep(now);
     // At most one sweep per millisecond, however the deadlines are spread.
@@ -324,8 +324,17 @@ void ClientCore::spawn_task(asio::awaitable<void> task, const char* name) {
                                     context_.description, name, e.what());
                      }
                    }
-                   if (--tasks_ == 0) tasks_done_.cancel();
+                   if (--tasks_ == 0) tasks_done_.notify_all();
                  });
+}
+
+/// Awaits `op` without the caller's cancellation reaching it (close() is never cut short
+/// while it waits for the client's tasks or for another close()).
+template <class T>
+asio::awaitable<T> shielded(asio::awaitable<T> op) {
+  co_return co_await asio::co_spawn(co_await asio::this_coro::executor, std::move(op),
+                                    asio::bind_cancellation_slot(asio::cancellation_slot(),
+                                                                 asio::use_awaitable));
 }
 
 asio::awaitable<void> ClientCore::start() {
@@ -334,31 +343,25 @@ asio::awaitable<void> ClientCore::start() {
   // A cancelled start() must still leave the state machine consistent: waits below report
   // cancellation as an error code, and the loop checks for it.
   co_await asio::this_coro::throw_if_cancelled(false);
-  for (;;) {
-    switch (state) {
-      case ClientState::running:
-        co_return;
-      case ClientState::closing:
-      case ClientState::closed:
-        throw Error(make_error_code(errc::client_closed), "RedisClient " + description,
-                    RequestState::not_sent);
-      case ClientState::starting: {
-        boost::system::error_code ec;
-        co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-        if (state == ClientState::created && start_error_) std::rethrow_exception(start_error_);
-        if (co_await caller_cancelled()) {
-          throw Error(make_error_code(errc::cancelled),
-                      "RedisClient " + description + ": start() cancelled", RequestState::not_sent);
-        }
-        continue;
-      }
-      case ClientState::created:
-        break;
-    }
-    break;
+  core::StartTurn turn = core::StartTurn::run;
+  try {
+    turn = co_await state.start_turn();  // waits for a start-up in progress, shares its end
+  } catch (const boost::system::system_error& e) {
+    if (e.code() != asio::error::operation_aborted) throw;
+    throw Error(make_error_code(errc::cancelled),
+                "RedisClient " + description + ": start() cancelled", RequestState::not_sent);
   }
-  state = ClientState::starting;
-  start_error_ = nullptr;
+  switch (turn) {
+    case core::StartTurn::running:
+      co_return;
+    case core::StartTurn::closed:
+      throw Error(make_error_code(errc::client_closed), "RedisClient " + description,
+                  RequestState::not_sent);
+    case core::StartTurn::run:
+    case core::StartTurn::in_progress:  // not returned by start_turn()
+      break;
+  }
+  start_running_ = true;
   connection_.set_owner(weak_from_this());
   const auto& config = context_.config;
   const auto deadline = Clock::now() + config.startup_timeout;
@@ -371,7 +374,7 @@ asio::awaitable<void> ClientCore::start() {
                            RequestState::not_sent);
       break;
     }
-    if (state != ClientState::starting) {
+    if (!state.is(core::RunPhase::starting)) {
       failure = closed_error(": closed during start()");
       break;
     }
@@ -382,7 +385,7 @@ asio::awaitable<void> ClientCore::start() {
       break;
     } catch (const std::exception& e) {
       ++context_.stats.connect_failures;
-      if (state != ClientState::starting) {
+      if (!state.is(core::RunPhase::starting)) {
         failure = closed_error(": closed during start()");
         break;
       }
@@ -406,20 +409,18 @@ asio::awaitable<void> ClientCore::start() {
     }
     co_await connection_.pause(pause);
   }
+  start_running_ = false;
   if (failure) {
     connection_.discard();
-    state = state == ClientState::starting ? ClientState::created : state;
-    start_error_ = failure;
-    state_changed_.cancel();
+    state.start_failed(failure);  // back to idle (unless close() came): a later start() retries
+    state.changed().notify_all();
     std::rethrow_exception(failure);
   }
-  if (state != ClientState::starting) {  // close() was called while the last attempt succeeded
+  if (!state.start_succeeded()) {  // close() was called while the last attempt succeeded
     connection_.discard();
-    state_changed_.cancel();
+    state.changed().notify_all();
     std::rethrow_exception(closed_error(": closed during start()"));
   }
-  state = ClientState::running;
-  state_changed_.cancel();
   spawn_task(connection_.supervise(), "supervisor");
   spawn_task(sweep_loop(), "deadline sweeper");
   log()->info("Redis {}: started (client name {})", description, config.client_name);
@@ -429,83 +430,71 @@ asio::awaitable<void> ClientCore::close() {
   auto& state = context_.state;
   // A cancelled close() skips the grace period but still tears everything down.
   co_await asio::this_coro::throw_if_cancelled(false);
-  for (;;) {
-    if (state == ClientState::created || state == ClientState::closed) {
-      state = ClientState::closed;
+  switch (state.close_turn()) {
+    case core::CloseTurn::nothing:  // never started, or closed already
       co_return;
-    }
-    if (state == ClientState::starting) {
+    case core::CloseTurn::other:  // another close() is running: wait for it
+      while (!closed_fully_) co_await shielded(state.changed().wait());
+      co_return;
+    case core::CloseTurn::starting:
       // start() sees this after its current attempt (cut short here) and gives up.
-      state = ClientState::closing;
+      state.abort_start();
       connection_.interrupt();
-      boost::system::error_code ec;
-      state_changed_.expires_at(kNoDeadline);
-      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      state = ClientState::closed;
-      state_changed_.cancel();
+      while (start_running_) co_await shielded(state.changed().wait());
+      closed_fully_ = true;
+      state.set(core::RunPhase::closed);
       co_return;
-    }
-    if (state == ClientState::closing) {  // another close() is running: wait for it
-      boost::system::error_code ec;
-      state_changed_.expires_at(kNoDeadline);
-      co_await state_changed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      continue;
-    }
-    break;  // running
+    case core::CloseTurn::run:
+      break;
   }
-  state = ClientState::closing;
   // Blocking commands (XREADGROUP BLOCK) are cut short rather than waited for: what they
   // would have read stays pending in the group and is read again later.
   blocking_.close_sockets();
   const auto deadline = Clock::now() + context_.config.close_timeout;
-  while (active() > 0 && Clock::now() < deadline) {
-    idle_event_.expires_at(deadline);
-    boost::system::error_code ec;
-    co_await idle_event_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (co_await caller_cancelled()) break;
+  try {
+    while (active() > 0 && co_await idle_.wait_until(deadline)) {
+    }
+  } catch (const boost::system::system_error& e) {
+    // close() was cancelled: the grace period ends now, the rest goes on.
+    if (e.code() != asio::error::operation_aborted) throw;
   }
   if (const auto left = active(); left > 0) {
     log()->warn("Redis {}: close: {} request(s) still running after {} ms; failing them",
                 context_.description, left, context_.config.close_timeout.count());
   }
-  state = ClientState::closed;
+  state.set(core::RunPhase::closed);
   connection_.interrupt();
   mux_.fail_all(errc::client_closed, "client closed");
   connection_.shut_down();
   blocking_.close_sockets();
   sweep_timer_.cancel();
-  while (tasks_ > 0) {
-    tasks_done_.expires_at(kNoDeadline);
-    boost::system::error_code ec;
-    co_await tasks_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-  while (blocking_.active() > 0) {  // their sockets are closed: they end at once
-    tasks_done_.expires_after(milliseconds(1));
-    boost::system::error_code ec;
-    co_await tasks_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
+  // The background tasks, and the blocking commands (their sockets are closed: they end at
+  // once and notify `idle_`).
+  while (tasks_ > 0) co_await shielded(tasks_done_.wait());
+  while (blocking_.active() > 0) co_await shielded(idle_.wait());
   blocking_.clear();
-  state_changed_.cancel();
+  closed_fully_ = true;
+  state.changed().notify_all();
   log()->info("Redis {}: closed", context_.description);
 }
 
 void ClientCore::abandon() noexcept {
   auto& state = context_.state;
-  if (state == ClientState::created || state == ClientState::closed) {
-    state = ClientState::closed;
+  if (state.is(core::RunPhase::idle) || state.is(core::RunPhase::closed)) {
+    state.set(core::RunPhase::closed);
     return;
   }
   log()->warn(
       "RedisClient {} destroyed without close(): failing its requests and closing its "
       "sockets now",
       context_.description);
-  state = ClientState::closed;
+  closed_fully_ = true;
+  state.set(core::RunPhase::closed);
   connection_.interrupt();
   mux_.fail_all(errc::client_closed, "client destroyed without close()");
   connection_.shut_down();
   blocking_.close_sockets();
   sweep_timer_.cancel();
-  state_changed_.cancel();
 }
 
 RedisStats ClientCore::stats() noexcept {

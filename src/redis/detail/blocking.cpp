@@ -59,12 +59,11 @@ asio::awaitable<Reply> BlockingConnections::run(std::string encoded, millisecond
   copy_command_name(encoded, name);
   const std::string what = "Redis " + std::string(name.data()) + " " + context_.description;
   auto& stats = context_.stats;
-  const auto state = context_.state;
-  if (state != ClientState::running) {
+  const auto& state = context_.state;
+  if (!state.is(core::RunPhase::running)) {
     ++stats.rejected;
-    throw Error(make_error_code(state == ClientState::created || state == ClientState::starting
-                                    ? errc::not_started
-                                    : errc::client_closed),
+    throw Error(make_error_code(state.closing_or_closed() ? errc::client_closed
+                                                          : errc::not_started),
                 what, RequestState::not_sent);
   }
   if (block < milliseconds::zero()) {
@@ -126,7 +125,7 @@ asio::awaitable<Reply> BlockingConnections::run(std::string encoded, millisecond
     connection->socket.close(ignored);
     connection->parser.reset();
     ErrorKind kind = classify(failure);
-    if (context_.state == ClientState::closed || context_.state == ClientState::closing) {
+    if (state.closing_or_closed()) {
       failure = make_error(errc::client_closed, what + ": client closed", RequestState::sent);
       kind = ErrorKind::cancelled;
     }

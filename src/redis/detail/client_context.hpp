@@ -7,6 +7,7 @@
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/run_state.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
@@ -23,10 +24,6 @@
 
 namespace trading_shared::redis::detail {
 
-/// The client's lifecycle: created -> starting -> running -> closing -> closed (a failed
-/// start-up goes back to created).
-enum class ClientState : std::uint8_t { created, starting, running, closing, closed };
-
 struct ClientContext {
   ClientContext(boost::asio::any_io_executor ex, RedisConfig cfg)
       : executor(std::move(ex)),
@@ -39,7 +36,8 @@ struct ClientContext {
               if (b.name.empty()) b.name = "redis " + description;
               return b;
             }(),
-            core::SteadyClock::instance(), random) {}
+            core::SteadyClock::instance(), random),
+        state(executor) {}
 
   boost::asio::any_io_executor executor;
   RedisConfig config;
@@ -48,9 +46,8 @@ struct ClientContext {
   core::DefaultRandom random;
   core::CircuitBreaker breaker;
   RedisStats stats;
-  ClientState state = ClientState::created;
-
-  bool running() const noexcept { return state == ClientState::running; }
+  /// idle -> starting -> running -> closing -> closed (a failed start-up goes back to idle).
+  core::RunState state;
 };
 
 inline std::shared_ptr<spdlog::logger> log() {

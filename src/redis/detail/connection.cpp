@@ -81,7 +81,7 @@ Connection::Connection(ClientContext& context, Multiplexer& mux)
     : context_(context),
       mux_(mux),
       socket_(context.executor),
-      reader_done_(context.executor, kNoDeadline),
+      reader_done_(context.executor),
       health_timer_(context.executor),
       reconnect_timer_(context.executor),
       read_buffer_(std::size_t{64} * 1024) {}
@@ -98,7 +98,7 @@ asio::awaitable<void> Connection::connect() {
   co_await core::with_timeout(
       open_connection(context_, socket, mux_.parser()), context_.config.connect_timeout,
       errc::connect_timeout, "Redis " + context_.description + ": connect", RequestState::not_sent);
-  if (context_.state == ClientState::closed) {
+  if (context_.state.is(core::RunPhase::closed)) {
     throw Error(make_error_code(errc::client_closed), "Redis " + context_.description + ": closed",
                 RequestState::not_sent);
   }
@@ -145,7 +145,7 @@ void Connection::drop(std::error_code ec, std::string_view what) {
   socket_.close(ignored);
   write_in_progress_ = false;  // an async write of the old socket ends with an error, ignored
   health_timer_.cancel();
-  if (context_.state == ClientState::running) {
+  if (context_.state.is(core::RunPhase::running)) {
     log()->warn(
         "Redis {}: connection lost ({}: {}); {} request(s) in flight fail as "
         "outcome unknown, {} queued wait for the reconnect",
@@ -242,7 +242,7 @@ void Connection::start_read(std::uint64_t generation) {
 void Connection::reader_stopped() noexcept {
   in_delivery_ = false;
   reading_ = false;
-  reader_done_.cancel();
+  reader_done_.notify_all();
 }
 
 void Connection::on_read(std::uint64_t generation, boost::system::error_code ec,
@@ -302,7 +302,7 @@ asio::awaitable<void> Connection::health_loop(std::uint64_t generation) {
     health_timer_.expires_after(tick);
     boost::system::error_code ec;
     co_await health_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (generation != generation_ || context_.state == ClientState::closed) co_return;
+    if (generation != generation_ || context_.state.is(core::RunPhase::closed)) co_return;
     const auto now = Clock::now();
     const auto quiet_since = std::max(mux_.waiting_since(), mux_.last_read());
     if (mux_.outstanding() > 0 && now - quiet_since > config.health_check_timeout) {
@@ -324,7 +324,7 @@ asio::awaitable<void> Connection::health_loop(std::uint64_t generation) {
 asio::awaitable<void> Connection::supervise() {
   core::Backoff backoff(context_.config.reconnect_backoff, context_.random);
   const auto& state = context_.state;
-  while (state == ClientState::running || state == ClientState::closing) {
+  while (state.is(core::RunPhase::running) || state.is(core::RunPhase::closing)) {
     if (connected_) {
       const auto generation = generation_;
       const auto connected_at = Clock::now();
@@ -340,23 +340,20 @@ asio::awaitable<void> Connection::supervise() {
         log()->error("Redis {}: health check failed: {}", context_.description, failure);
         drop(make_error_code(errc::protocol_error), "internal error");
       }
-      while (reading_) {  // the reader's last handler (its socket is closed: it comes soon)
-        reader_done_.expires_at(kNoDeadline);
-        boost::system::error_code ec;
-        co_await reader_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      }
+      // The reader's last handler (its socket is closed: it comes soon).
+      while (reading_) co_await reader_done_.wait();
       // The backoff starts over only after a connection that lasted: a server that accepts
       // and kills every connection at once is retried ever more slowly, not at the base rate.
       if (Clock::now() - connected_at >= context_.config.health_check_interval) backoff.reset();
       continue;
     }
-    if (state != ClientState::running) break;
+    if (!state.is(core::RunPhase::running)) break;
     // Reconnect after a jittered pause (never in lockstep with other clients, F21).
     co_await pause(backoff.next());
-    if (state != ClientState::running) break;
+    if (!state.is(core::RunPhase::running)) break;
     try {
       co_await connect_interruptible(Clock::duration::zero());
-      if (state != ClientState::running) break;
+      if (!state.is(core::RunPhase::running)) break;
       log()->info("Redis {}: reconnected after {} attempt(s)", context_.description,
                   backoff.attempts());
     } catch (const std::exception& e) {

@@ -6,6 +6,8 @@
 // the socket. A transport other than plain TCP (TLS) changes `open_connection` and the socket
 // type here; one connection per cluster node is one Connection (and Multiplexer) per node.
 
+#include <trading_shared/core/async_event.hpp>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -81,7 +83,7 @@ class Connection {
   bool flush_scheduled_ = false;           // a posted flush() is pending
   bool in_delivery_ = false;               // the reader is delivering replies (it flushes after)
   bool reading_ = false;                   // a read of the connection is outstanding
-  boost::asio::steady_timer reader_done_;  // supervise(): woken when the reader stops
+  core::AsyncEvent reader_done_;  // supervise(): notified when the reader stops
   boost::asio::steady_timer health_timer_;
   boost::asio::steady_timer reconnect_timer_;
   boost::asio::cancellation_signal connect_cancel_;
