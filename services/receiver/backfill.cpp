@@ -2,6 +2,7 @@
 
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/http/http_status.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
@@ -175,8 +176,8 @@ struct Backfill::State {
           if (e.kind() == ErrorKind::cancelled) throw;
           // what(): the context, "HTTP <status>: <the venue's answer>" for a refusal.
           refused(tapes[r.tape], lo, r.hi,
-                  std::string(http_status(e) != 0 ? "the venue refused the request: "
-                                                  : "the request failed for good: ") +
+                  std::string(http::http_status(e) != 0 ? "the venue refused the request: "
+                                                        : "the request failed for good: ") +
                       e.what());
           left_missing = true;
         }

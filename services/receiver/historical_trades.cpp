@@ -2,6 +2,7 @@
 
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/http/http_status.hpp>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -199,7 +200,7 @@ asio::awaitable<TradePage> HistoricalTrades::page(const std::string& symbol, std
         const auto r = std::from_chars(used->data(), used->data() + used->size(), value);
         if (r.ec == std::errc()) budget_.reported(value, Clock::now());
       }
-      if (is_throttle_status(answer.status)) {
+      if (http::is_throttle_status(answer.status)) {
         ++n_->throttled;
         std::chrono::milliseconds delay = config_.default_retry_after;
         if (const auto header = answer.header("Retry-After")) {
@@ -211,7 +212,7 @@ asio::awaitable<TradePage> HistoricalTrades::page(const std::string& symbol, std
         continue;
       }
       if (!answer.ok()) {
-        if (classify_http_status(answer.status) == ErrorKind::permanent) {
+        if (http::classify_http_status(answer.status) == ErrorKind::permanent) {
           http::throw_for_status(answer, "historicalTrades " + symbol);
         }
         failure = "HTTP " + std::to_string(answer.status) + ": " + answer.body.substr(0, 200);

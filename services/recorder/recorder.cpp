@@ -3,6 +3,7 @@
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/pg/sql_state.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -148,14 +149,14 @@ constexpr const char* kCheckSchema =
     "SELECT to_regclass('ticks') IS NOT NULL AND "
     "to_regproc('ts_ensure_tick_partition') IS NOT NULL";
 
-/// SQLSTATE 23514 on a partitioned table: "no partition of relation found for row".
-/// SQLSTATE 23505: unique violation (a trade already in `ticks`).
+/// A unique violation: a trade already in `ticks`.
 bool is_duplicate(const Error& e) {
-  return e.server() && e.server()->code == "23505";
+  return e.server() && e.server()->code == pg::sqlstate::unique_violation;
 }
 
+/// A check violation on a partitioned table: "no partition of relation found for row".
 bool is_missing_partition(const Error& e) {
-  return e.server() && e.server()->code == "23514";
+  return e.server() && e.server()->code == pg::sqlstate::check_violation;
 }
 
 struct Counters {

@@ -3,10 +3,6 @@
 #include <boost/asio/error.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <algorithm>
-#include <array>
-#include <cctype>
-#include <charconv>
 #include <utility>
 
 namespace trading_shared {
@@ -102,31 +98,6 @@ std::error_code asio_code(E value) {
   return std::error_code(boost::system::error_code(value));
 }
 
-bool contains(std::string_view haystack, std::string_view needle) noexcept {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
-// PgBouncer reports its own conditions with SQLSTATE 08P01 and a distinctive message.
-struct PgBouncerMessage {
-  std::string_view text;
-  ErrorKind kind;
-  bool by_state;  // the kind depends on whether our request had been sent
-};
-constexpr std::array kPgBouncerMessages = {
-    // The query waited in PgBouncer's queue and was never sent to a server (F13).
-    PgBouncerMessage{"query_wait_timeout", ErrorKind::transient_unavailable, false},
-    PgBouncerMessage{"no more connections allowed", ErrorKind::transient_unavailable, false},
-    PgBouncerMessage{"pgbouncer cannot connect to server", ErrorKind::transient_unavailable, false},
-    PgBouncerMessage{"server login has been failing", ErrorKind::transient_unavailable, false},
-    PgBouncerMessage{"pgbouncer is shutting down", ErrorKind::transient_unavailable, false},
-    PgBouncerMessage{"database shutting down", ErrorKind::transient_unavailable, false},
-    PgBouncerMessage{"client_idle_timeout", ErrorKind::transient_not_sent, true},
-    PgBouncerMessage{"client_login_timeout", ErrorKind::transient_not_sent, false},
-    // The query reached a server and then PgBouncer gave up on it.
-    PgBouncerMessage{"query_timeout", ErrorKind::outcome_unknown, false},
-    PgBouncerMessage{"server conn crashed", ErrorKind::outcome_unknown, true},
-};
-
 }  // namespace
 
 const std::error_category& client_category() noexcept {
@@ -155,13 +126,14 @@ std::string_view to_string(ErrorKind kind) noexcept {
 Error::Error(std::error_code ec, const std::string& context, RequestState state)
     : std::system_error(ec, context), state_(state), kind_(classify(ec, state)) {}
 
-Error::Error(ServerError server, const std::string& context, RequestState state)
+Error::Error(ServerError server, ErrorKind kind, const std::string& context, RequestState state)
     : std::system_error(make_error_code(errc::server_error), what_of(context, server)),
       server_(std::move(server)),
       state_(state),
-      kind_(classify(*server_, state)) {}
+      kind_(kind) {}
 
-// ---- classification tables -------------------------------------------------------------
+// ---- classification of error codes and exceptions
+// -------------------------------------------------------------
 
 ErrorKind classify(std::error_code ec, RequestState state) noexcept {
   if (!ec) return ErrorKind::permanent;  // "no error" thrown is a bug, never retried.
@@ -211,132 +183,6 @@ ErrorKind classify(std::error_code ec, RequestState state) noexcept {
       ec == std::errc::not_connected || ec == asio_code(boost::asio::error::eof) ||
       ec == std::errc::network_down || ec == std::errc::network_reset) {
     return by_state(state);
-  }
-  return ErrorKind::permanent;
-}
-
-ErrorKind classify_sqlstate(std::string_view sqlstate, std::string_view message,
-                            RequestState state) noexcept {
-  if (sqlstate.size() != 5) return by_state(state);  // no SQLSTATE: a connection-level failure
-  const std::string_view cls = sqlstate.substr(0, 2);
-
-  if (cls == "08") {  // connection exception
-    if (sqlstate == "08001" || sqlstate == "08004") return ErrorKind::transient_not_sent;
-    if (sqlstate == "08007") return ErrorKind::outcome_unknown;  // transaction resolution unknown
-    if (sqlstate == "08P01") {  // protocol violation, also PgBouncer's own errors
-      for (const auto& entry : kPgBouncerMessages) {
-        if (contains(message, entry.text)) return entry.by_state ? by_state(state) : entry.kind;
-      }
-      return ErrorKind::permanent;
-    }
-    return by_state(state);  // 08000, 08003, 08006 and others
-  }
-  if (cls == "23") return ErrorKind::permanent;  // integrity constraint violation
-  if (cls == "25") {                             // invalid transaction state
-    // The server timed out the idle transaction and rolled it back: nothing was kept.
-    if (sqlstate == "25P03") return ErrorKind::transient_conflict;
-    return ErrorKind::permanent;
-  }
-  if (cls == "28") return ErrorKind::permanent;                  // invalid authorization
-  if (cls == "40") {                                             // transaction rollback
-    if (sqlstate == "40003") return ErrorKind::outcome_unknown;  // statement completion unknown
-    if (sqlstate == "40002") return ErrorKind::permanent;        // integrity violation at commit
-    return ErrorKind::transient_conflict;                        // 40000, 40001, 40P01
-  }
-  if (cls == "42") return ErrorKind::permanent;            // syntax error or access rule violation
-  if (cls == "53") {                                       // insufficient resources
-    if (sqlstate == "53400") return ErrorKind::permanent;  // configuration limit exceeded
-    return ErrorKind::transient_unavailable;  // 53000, 53100 disk full, 53200 OOM, 53300
-  }
-  if (cls == "55") {  // object not in prerequisite state
-    if (sqlstate == "55P03") return ErrorKind::transient_conflict;     // lock not available
-    if (sqlstate == "55006") return ErrorKind::transient_unavailable;  // object in use
-    return ErrorKind::permanent;                                       // 55000, 55P02, 55P04
-  }
-  if (cls == "57") {  // operator intervention
-    // statement_timeout or cancel request: the statement was rolled back, nothing kept.
-    if (sqlstate == "57014") return ErrorKind::transient_unavailable;
-    if (sqlstate == "57P03") return ErrorKind::transient_unavailable;  // cannot connect now
-    if (sqlstate == "57P04") return ErrorKind::permanent;              // database dropped
-    // The server ended a session that was idle: nothing of ours was running on it.
-    if (sqlstate == "57P05") return ErrorKind::transient_not_sent;
-    // 57P01 admin shutdown, 57P02 crash shutdown, 57000: the connection is gone; whether
-    // our request ran depends on when it was sent.
-    return by_state(state);
-  }
-  if (cls == "58") {  // system error (external to PostgreSQL)
-    if (sqlstate == "58000" || sqlstate == "58030") return ErrorKind::transient_unavailable;
-    return ErrorKind::permanent;  // 58P01 undefined file, 58P02 duplicate file
-  }
-  // Every other class (0A feature not supported, 22 data exception, 3D, 3F, 44, P0, XX, ...):
-  // retrying the same request cannot help.
-  return ErrorKind::permanent;
-}
-
-RedisErrorClass redis_error_class(std::string_view prefix) noexcept {
-  if (prefix == "WRONGTYPE") return RedisErrorClass::wrong_type;
-  if (prefix == "NOAUTH" || prefix == "WRONGPASS" || prefix == "NOPERM") {
-    return RedisErrorClass::auth;
-  }
-  if (prefix == "OOM") return RedisErrorClass::out_of_memory;
-  if (prefix == "READONLY") return RedisErrorClass::read_only;
-  if (prefix == "LOADING") return RedisErrorClass::loading;
-  if (prefix == "BUSY") return RedisErrorClass::busy;
-  if (prefix == "MOVED" || prefix == "ASK") return RedisErrorClass::redirect;
-  if (prefix == "TRYAGAIN") return RedisErrorClass::try_again;
-  if (prefix == "MASTERDOWN" || prefix == "CLUSTERDOWN" || prefix == "NOREPLICAS") {
-    return RedisErrorClass::unavailable;
-  }
-  return RedisErrorClass::generic;
-}
-
-ErrorKind classify_redis_error(std::string_view prefix) noexcept {
-  switch (redis_error_class(prefix)) {
-    case RedisErrorClass::loading:
-    case RedisErrorClass::busy:
-    case RedisErrorClass::unavailable:
-      return ErrorKind::transient_unavailable;
-    case RedisErrorClass::try_again:
-      return ErrorKind::transient_conflict;
-    // Redirects need cluster routing (a later issue); until then a redirect cannot succeed.
-    case RedisErrorClass::redirect:
-    case RedisErrorClass::generic:
-    case RedisErrorClass::wrong_type:
-    case RedisErrorClass::auth:
-    case RedisErrorClass::out_of_memory:
-    case RedisErrorClass::read_only:
-      return ErrorKind::permanent;
-  }
-  return ErrorKind::permanent;
-}
-
-ErrorKind classify_http_status(unsigned status) noexcept {
-  if (status == 408 || is_throttle_status(status)) return ErrorKind::transient_unavailable;
-  if (status >= 500 && status <= 599) return ErrorKind::transient_unavailable;
-  return ErrorKind::permanent;
-}
-
-unsigned http_status(const Error& error) noexcept {
-  const auto& server = error.server();
-  if (!server || server->server != ServerKind::http) return 0;
-  unsigned status = 0;
-  const auto r =
-      std::from_chars(server->code.data(), server->code.data() + server->code.size(), status);
-  return r.ec == std::errc() ? status : 0;
-}
-
-ErrorKind classify(const ServerError& error, RequestState state) noexcept {
-  switch (error.server) {
-    case ServerKind::postgres:
-      return classify_sqlstate(error.code, error.message, state);
-    case ServerKind::redis:
-      return classify_redis_error(error.code);
-    case ServerKind::http: {
-      unsigned status = 0;
-      const auto r =
-          std::from_chars(error.code.data(), error.code.data() + error.code.size(), status);
-      return r.ec == std::errc() ? classify_http_status(status) : ErrorKind::permanent;
-    }
   }
   return ErrorKind::permanent;
 }

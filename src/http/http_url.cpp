@@ -3,6 +3,7 @@
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/url.hpp>
 #include <trading_shared/http/http_client.hpp>
+#include <trading_shared/http/http_status.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -95,7 +96,8 @@ void throw_for_status(const HttpResponse& response, const std::string& context) 
   server.server = ServerKind::http;
   server.code = std::to_string(response.status);
   server.message = response.body.substr(0, 200);
-  Error error(std::move(server), context, RequestState::sent);
+  Error error(std::move(server), classify_http_status(response.status), context,
+              RequestState::sent);
   if (const auto header = response.header("Retry-After")) {
     if (const auto delay = parse_retry_after(*header)) error.with_retry_after(*delay);
   }

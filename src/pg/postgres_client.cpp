@@ -1,6 +1,7 @@
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/pg/sql_state.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -869,7 +870,8 @@ std::exception_ptr ClientCore::unreachable_error() const {
     what += opening_ > 0 ? "a connect attempt is in progress and has not succeeded"
                          : "no connect attempt has succeeded yet";
   }
-  if (server) return std::make_exception_ptr(Error(*server, what, RequestState::not_sent));
+  if (server)
+    return std::make_exception_ptr(make_server_error(*server, what, RequestState::not_sent));
   return std::make_exception_ptr(Error(code, what, RequestState::not_sent));
 }
 

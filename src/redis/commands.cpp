@@ -1,6 +1,7 @@
 // Typed helpers of RedisClient. Each encodes its command when called (through command(),
 // so arguments may be temporaries) and converts the reply in a small coroutine.
 
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/use_awaitable.hpp>
@@ -167,7 +168,8 @@ asio::awaitable<bool> to_group_created(asio::awaitable<Reply> op) {
   try {
     (void)co_await std::move(op);
   } catch (const Error& e) {
-    if (e.server() && e.server()->code == "BUSYGROUP") co_return false;  // exists: fine
+    if (e.server() && e.server()->code == error_prefix::busy_group)
+      co_return false;  // exists: fine
     throw;
   }
   co_return true;

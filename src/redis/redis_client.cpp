@@ -100,10 +100,11 @@ template <class Result>
 Result take_result(Slot& slot) {
   if constexpr (std::is_same_v<Result, std::size_t>) {
     if (slot.first_error != Slot::kNoError) {
-      throw Error(server_error_of(slot.reply.error_message()),
-                  "Redis XADD (xadd_bulk_count, entry " + std::to_string(slot.first_error) +
-                      " of " + std::to_string(slot.expected) + ")",
-                  RequestState::sent);
+      throw make_server_error(slot.reply.error_message(),
+                              "Redis XADD (xadd_bulk_count, entry " +
+                                  std::to_string(slot.first_error) + " of " +
+                                  std::to_string(slot.expected) + ")",
+                              RequestState::sent);
     }
     return slot.added;
   } else if constexpr (std::is_same_v<Result, std::vector<Reply>>) {
@@ -113,18 +114,18 @@ Result take_result(Slot& slot) {
     ids.reserve(slot.replies.size());
     for (auto& reply : slot.replies) {
       if (reply.is_error()) {
-        throw Error(server_error_of(reply.error_message()),
-                    "Redis XADD (xadd_bulk, entry " + std::to_string(ids.size()) + " of " +
-                        std::to_string(slot.replies.size()) + ")",
-                    RequestState::sent);
+        throw make_server_error(reply.error_message(),
+                                "Redis XADD (xadd_bulk, entry " + std::to_string(ids.size()) +
+                                    " of " + std::to_string(slot.replies.size()) + ")",
+                                RequestState::sent);
       }
       ids.push_back(reply.is_nil() ? std::string() : std::move(reply).take_string());
     }
     return ids;
   } else {
     if (slot.reply.is_error()) {
-      throw Error(server_error_of(slot.reply.error_message()),
-                  "Redis " + std::string(slot.command_name()), RequestState::sent);
+      throw make_server_error(slot.reply.error_message(),
+                              "Redis " + std::string(slot.command_name()), RequestState::sent);
     }
     if constexpr (std::is_same_v<Result, std::optional<std::string>>) {
       // `get()`'s path in one coroutine frame instead of two (a Reply + a converter).
@@ -332,9 +333,9 @@ void ClientCore::spawn_task(asio::awaitable<void> task, const char* name) {
 /// while it waits for the client's tasks or for another close()).
 template <class T>
 asio::awaitable<T> shielded(asio::awaitable<T> op) {
-  co_return co_await asio::co_spawn(co_await asio::this_coro::executor, std::move(op),
-                                    asio::bind_cancellation_slot(asio::cancellation_slot(),
-                                                                 asio::use_awaitable));
+  co_return co_await asio::co_spawn(
+      co_await asio::this_coro::executor, std::move(op),
+      asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
 }
 
 asio::awaitable<void> ClientCore::start() {

@@ -1,3 +1,4 @@
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/reply.hpp>
 
 #include "detail/reply_builder.hpp"
@@ -133,7 +134,7 @@ ReplyView::iterator ReplyView::end() const {
 
 const ReplyView& ReplyView::throw_if_error(std::string_view context) const {
   if (is_error()) {
-    throw Error(server_error_of(bytes()), std::string(context), RequestState::sent);
+    throw make_server_error(bytes(), std::string(context), RequestState::sent);
   }
   return *this;
 }
@@ -193,14 +194,6 @@ std::string Reply::take_string() && {
   }
   reset_nil();
   return out;
-}
-
-ServerError server_error_of(std::string_view error_line) {
-  ServerError error;
-  error.server = ServerKind::redis;
-  error.code = std::string(error_line.substr(0, error_line.find(' ')));
-  error.message = std::string(error_line);
-  return error;
 }
 
 // ---- ReplyBuilder: hiredis reader object functions ---------------------------------------

@@ -7,6 +7,7 @@
 //   faults, and a gap the venue no longer has (reported as unrecoverable).
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/http/http_client.hpp>
+#include <trading_shared/http/http_status.hpp>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -316,7 +317,7 @@ TEST(BackfillFetch, F58_TimeoutsAreRetriedAndAPermanentAnswerEndsTheRange) {
       ADD_FAILURE() << "a 400 must not be retried";
     } catch (const ts::Error& e) {
       EXPECT_EQ(e.kind(), ts::ErrorKind::permanent) << e.what();
-      EXPECT_EQ(ts::http_status(e), 400u);
+      EXPECT_EQ(ts::http::http_status(e), 400u);
     }
     server.stop();
   });

@@ -4,6 +4,7 @@
 // (docs/http.md; F58's transport half).
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/http/http_client.hpp>
+#include <trading_shared/http/http_status.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -303,7 +304,7 @@ TEST(HttpFaults, StatusAnswersAreClassifiedWithTheirRetryAfter) {
         ADD_FAILURE() << c.status << " did not throw";
       } catch (const ts::Error& e) {
         EXPECT_EQ(e.kind(), c.kind) << c.status << ": " << e.what();
-        EXPECT_EQ(ts::http_status(e), c.status);
+        EXPECT_EQ(ts::http::http_status(e), c.status);
         EXPECT_EQ(e.retry_after(), c.retry_after) << c.status;
         EXPECT_NE(std::string(e.what()).find("HTTP " + std::to_string(c.status)), std::string::npos)
             << e.what();

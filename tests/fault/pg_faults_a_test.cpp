@@ -11,6 +11,7 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/retry.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
+#include <trading_shared/pg/sql_state.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -246,7 +247,10 @@ TEST(PgFault, F02_server_recovering_is_transient) {
        {"the database system is starting up", "the database system is in recovery mode",
         "the database system is shutting down",
         "the database system is not yet accepting connections"}) {
-    EXPECT_EQ(ts::classify_sqlstate("57P03", message, ts::RequestState::not_sent),
+    EXPECT_EQ(ts::pg::sqlstate_of_connect_message(message), ts::pg::sqlstate::cannot_connect_now)
+        << message;
+    EXPECT_EQ(ts::pg::classify_sqlstate(ts::pg::sqlstate::cannot_connect_now, message,
+                                        ts::RequestState::not_sent),
               ErrorKind::transient_unavailable)
         << message;
   }

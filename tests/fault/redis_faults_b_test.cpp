@@ -10,6 +10,7 @@
 // every setting back even when an expectation fails or the body throws.
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
 
@@ -47,7 +48,7 @@ using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
 using ts::errc;
 using ts::ErrorKind;
-using ts::RedisErrorClass;
+using RedisErrorClass = ts::redis::ErrorClass;
 using ts::core::CircuitState;
 using ts::redis::FieldView;
 using ts::redis::ReadGroupOptions;
@@ -445,7 +446,7 @@ void expect_permanent(const Outcome& o, const std::string& prefix, RedisErrorCla
   EXPECT_EQ(o.code, ts::make_error_code(errc::server_error)) << describe(o);
   EXPECT_EQ(o.server_code, prefix) << describe(o);
   EXPECT_EQ(o.kind, ErrorKind::permanent) << describe(o);
-  EXPECT_EQ(ts::redis_error_class(o.server_code), cls) << describe(o);
+  EXPECT_EQ(ts::redis::error_class(o.server_code), cls) << describe(o);
   EXPECT_LE(o.elapsed, bound) << "not fast: " << describe(o);
 }
 
@@ -581,7 +582,7 @@ TEST(RedisFault, F25_ReadOnlyReplicaFailsFastDistinctly) {
                       const auto s0 = client.stats();
                       const Outcome o = co_await outcome([&] { return client.set("f25:ro", "w"); });
                       expect_permanent(o, "READONLY", RedisErrorClass::read_only);
-                      EXPECT_NE(ts::redis_error_class(o.server_code),
+                      EXPECT_NE(ts::redis::error_class(o.server_code),
                                 RedisErrorClass::out_of_memory);
                       EXPECT_EQ(client.stats().commands, s0.commands + 1) << "retried";
                       EXPECT_EQ(command_stat(admin, "set", "rejected_calls") - rejected0, 1);

@@ -3,6 +3,7 @@
 // (CLIENT LIST and descriptors back to baseline after close).
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/timeout.hpp>
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
 
@@ -142,7 +143,7 @@ TEST_F(RedisClientTest, ErrorRepliesThrowWithPrefixAndLeaveTheConnectionUsable) 
       EXPECT_TRUE(e.server().has_value());
       EXPECT_EQ(e.server().value_or(ts::ServerError{}).code, "WRONGTYPE");
       EXPECT_EQ(e.kind(), ts::ErrorKind::permanent);
-      EXPECT_EQ(ts::redis_error_class(e.server()->code), ts::RedisErrorClass::wrong_type);
+      EXPECT_EQ(ts::redis::error_class(e.server()->code), ts::redis::ErrorClass::wrong_type);
       EXPECT_NE(std::string(e.what()).find("LPUSH"), std::string::npos) << e.what();
     }
     try {

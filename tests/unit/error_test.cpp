@@ -17,181 +17,12 @@ using ts::RequestState;
 
 namespace {
 
-struct SqlStateRow {
-  const char* sqlstate;
-  const char* message;
-  ErrorKind not_sent;  // kind when the request had not been sent
-  ErrorKind sent;      // kind when it had
-};
-
-// Every SQLSTATE the tables name explicitly, one row each (classes 08, 23, 25, 28, 40, 42,
-// 53, 55, 57, 58), plus representatives of the "everything else is permanent" rule.
-const SqlStateRow kSqlStateRows[] = {
-    // 08 connection exception
-    {"08000", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"08003", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"08006", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"08001", "", ErrorKind::transient_not_sent, ErrorKind::transient_not_sent},
-    {"08004", "", ErrorKind::transient_not_sent, ErrorKind::transient_not_sent},
-    {"08007", "", ErrorKind::outcome_unknown, ErrorKind::outcome_unknown},
-    {"08P01", "invalid message format", ErrorKind::permanent, ErrorKind::permanent},
-    // PgBouncer's own errors, all SQLSTATE 08P01
-    {"08P01", "query_wait_timeout", ErrorKind::transient_unavailable,
-     ErrorKind::transient_unavailable},
-    {"08P01", "no more connections allowed (max_client_conn)", ErrorKind::transient_unavailable,
-     ErrorKind::transient_unavailable},
-    {"08P01", "pgbouncer cannot connect to server", ErrorKind::transient_unavailable,
-     ErrorKind::transient_unavailable},
-    {"08P01", "server login has been failing, try again later (server_login_retry)",
-     ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"08P01", "pgbouncer is shutting down", ErrorKind::transient_unavailable,
-     ErrorKind::transient_unavailable},
-    {"08P01", "database shutting down", ErrorKind::transient_unavailable,
-     ErrorKind::transient_unavailable},
-    {"08P01", "client_idle_timeout", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"08P01", "client_login_timeout", ErrorKind::transient_not_sent, ErrorKind::transient_not_sent},
-    {"08P01", "query_timeout", ErrorKind::outcome_unknown, ErrorKind::outcome_unknown},
-    {"08P01", "server conn crashed?", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    // 23 integrity constraint violation
-    {"23000", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"23502", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"23503", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"23505", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"23514", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"23P01", "", ErrorKind::permanent, ErrorKind::permanent},
-    // 25 invalid transaction state
-    {"25000", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"25001", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"25006", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"25P02", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"25P03", "", ErrorKind::transient_conflict, ErrorKind::transient_conflict},
-    // 28 invalid authorization specification
-    {"28000", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"28P01", "", ErrorKind::permanent, ErrorKind::permanent},
-    // 40 transaction rollback
-    {"40000", "", ErrorKind::transient_conflict, ErrorKind::transient_conflict},
-    {"40001", "", ErrorKind::transient_conflict, ErrorKind::transient_conflict},
-    {"40P01", "", ErrorKind::transient_conflict, ErrorKind::transient_conflict},
-    {"40002", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"40003", "", ErrorKind::outcome_unknown, ErrorKind::outcome_unknown},
-    // 42 syntax error or access rule violation
-    {"42000", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"42601", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"42501", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"42P01", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"42703", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"42P05", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"42P07", "", ErrorKind::permanent, ErrorKind::permanent},
-    // 53 insufficient resources
-    {"53000", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"53100", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"53200", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"53300", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"53400", "", ErrorKind::permanent, ErrorKind::permanent},
-    // 55 object not in prerequisite state
-    {"55000", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"55006", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"55P02", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"55P03", "", ErrorKind::transient_conflict, ErrorKind::transient_conflict},
-    {"55P04", "", ErrorKind::permanent, ErrorKind::permanent},
-    // 57 operator intervention
-    {"57000", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"57014", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"57P01", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"57P02", "", ErrorKind::transient_not_sent, ErrorKind::outcome_unknown},
-    {"57P03", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"57P04", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"57P05", "", ErrorKind::transient_not_sent, ErrorKind::transient_not_sent},
-    // 58 system error
-    {"58000", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"58030", "", ErrorKind::transient_unavailable, ErrorKind::transient_unavailable},
-    {"58P01", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"58P02", "", ErrorKind::permanent, ErrorKind::permanent},
-    // every other class is permanent
-    {"0A000", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"22001", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"22P02", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"3D000", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"P0001", "", ErrorKind::permanent, ErrorKind::permanent},
-    {"XX000", "", ErrorKind::permanent, ErrorKind::permanent},
-    // no SQLSTATE at all: a connection-level failure
-    {"", "server closed the connection unexpectedly", ErrorKind::transient_not_sent,
-     ErrorKind::outcome_unknown},
-};
-
-class SqlStateTable : public ::testing::TestWithParam<SqlStateRow> {};
-
-TEST_P(SqlStateTable, ClassifiesBeforeAndAfterSending) {
-  const auto& row = GetParam();
-  EXPECT_EQ(ts::classify_sqlstate(row.sqlstate, row.message, RequestState::not_sent), row.not_sent)
-      << row.sqlstate << " " << row.message;
-  EXPECT_EQ(ts::classify_sqlstate(row.sqlstate, row.message, RequestState::sent), row.sent)
-      << row.sqlstate << " " << row.message;
-  // The same through a server error and through Error::kind().
-  ts::ServerError server{ts::ServerKind::postgres, row.sqlstate, row.message, "", ""};
-  EXPECT_EQ(ts::Error(server, "query", RequestState::sent).kind(), row.sent);
-}
-
 std::string sanitize_name(std::string text) {
   for (auto& c : text) {
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
   }
   return text;
 }
-
-INSTANTIATE_TEST_SUITE_P(AllRows, SqlStateTable, ::testing::ValuesIn(kSqlStateRows),
-                         [](const auto& p) {
-                           return sanitize_name(
-                               std::to_string(p.index) + "_" +
-                               (p.param.sqlstate[0] != '\0' ? p.param.sqlstate : "none") + "_" +
-                               std::string(p.param.message).substr(0, 20));
-                         });
-
-struct RedisRow {
-  const char* prefix;
-  ErrorKind kind;
-  ts::RedisErrorClass error_class;
-};
-
-const RedisRow kRedisRows[] = {
-    {"ERR", ErrorKind::permanent, ts::RedisErrorClass::generic},
-    {"WRONGTYPE", ErrorKind::permanent, ts::RedisErrorClass::wrong_type},
-    {"NOAUTH", ErrorKind::permanent, ts::RedisErrorClass::auth},
-    {"WRONGPASS", ErrorKind::permanent, ts::RedisErrorClass::auth},
-    {"NOPERM", ErrorKind::permanent, ts::RedisErrorClass::auth},
-    {"OOM", ErrorKind::permanent, ts::RedisErrorClass::out_of_memory},
-    {"READONLY", ErrorKind::permanent, ts::RedisErrorClass::read_only},
-    {"LOADING", ErrorKind::transient_unavailable, ts::RedisErrorClass::loading},
-    {"BUSY", ErrorKind::transient_unavailable, ts::RedisErrorClass::busy},
-    {"MASTERDOWN", ErrorKind::transient_unavailable, ts::RedisErrorClass::unavailable},
-    {"CLUSTERDOWN", ErrorKind::transient_unavailable, ts::RedisErrorClass::unavailable},
-    {"NOREPLICAS", ErrorKind::transient_unavailable, ts::RedisErrorClass::unavailable},
-    {"TRYAGAIN", ErrorKind::transient_conflict, ts::RedisErrorClass::try_again},
-    {"MOVED", ErrorKind::permanent, ts::RedisErrorClass::redirect},
-    {"ASK", ErrorKind::permanent, ts::RedisErrorClass::redirect},
-    {"NOSCRIPT", ErrorKind::permanent, ts::RedisErrorClass::generic},
-    {"EXECABORT", ErrorKind::permanent, ts::RedisErrorClass::generic},
-    {"NOGROUP", ErrorKind::permanent, ts::RedisErrorClass::generic},
-    {"BUSYGROUP", ErrorKind::permanent, ts::RedisErrorClass::generic},
-    {"BUSYKEY", ErrorKind::permanent, ts::RedisErrorClass::generic},
-    {"CROSSSLOT", ErrorKind::permanent, ts::RedisErrorClass::generic},
-    {"SOMETHINGNEW", ErrorKind::permanent, ts::RedisErrorClass::generic},
-};
-
-class RedisTable : public ::testing::TestWithParam<RedisRow> {};
-
-TEST_P(RedisTable, ClassifiesPrefix) {
-  const auto& row = GetParam();
-  EXPECT_EQ(ts::classify_redis_error(row.prefix), row.kind) << row.prefix;
-  EXPECT_EQ(ts::redis_error_class(row.prefix), row.error_class) << row.prefix;
-  ts::ServerError server{ts::ServerKind::redis, row.prefix, std::string(row.prefix) + " x", "", ""};
-  // A Redis error reply is the same kind whether or not "sent" (it is always a reply).
-  EXPECT_EQ(ts::classify(server, RequestState::sent), row.kind);
-  EXPECT_EQ(ts::classify(server, RequestState::not_sent), row.kind);
-}
-
-INSTANTIATE_TEST_SUITE_P(AllRows, RedisTable, ::testing::ValuesIn(kRedisRows),
-                         [](const auto& p) { return std::string(p.param.prefix); });
 
 struct ClientRow {
   ts::errc code;
@@ -290,20 +121,26 @@ TEST(Classify, Exceptions) {
             ErrorKind::outcome_unknown);
 }
 
-TEST(ErrorType, CarriesServerDataAndContext) {
+TEST(ErrorType, ServerErrorCarriesItsDataAndTheKindItsLayerGave) {
   ts::ServerError server{ts::ServerKind::postgres, "23505", "duplicate key value",
                          "Key (id)=(1) already exists.", "use ON CONFLICT"};
-  const ts::Error error(server, "insert into orders");
+  const ts::Error error(server, ErrorKind::transient_conflict, "insert into orders");
   EXPECT_EQ(error.code(), ts::errc::server_error);
   ASSERT_TRUE(error.server().has_value());
   EXPECT_EQ(error.server()->code, "23505");
-  EXPECT_EQ(error.kind(), ErrorKind::permanent);
+  EXPECT_EQ(error.kind(), ErrorKind::transient_conflict);  // as given: core judges no server
   EXPECT_EQ(error.request_state(), RequestState::sent);
+  EXPECT_EQ(ts::classify(std::make_exception_ptr(error)), ErrorKind::transient_conflict);
   const std::string what = error.what();
   EXPECT_NE(what.find("insert into orders"), std::string::npos) << what;
-  EXPECT_NE(what.find("23505"), std::string::npos) << what;
+  EXPECT_NE(what.find("PostgreSQL error 23505"), std::string::npos) << what;
   EXPECT_NE(what.find("already exists"), std::string::npos) << what;
   EXPECT_NE(what.find("ON CONFLICT"), std::string::npos) << what;
+  const ts::Error not_sent(ts::ServerError{ts::ServerKind::redis, "ERR", "ERR x", "", ""},
+                           ErrorKind::permanent, "cmd", RequestState::not_sent);
+  EXPECT_EQ(not_sent.request_state(), RequestState::not_sent);
+  EXPECT_NE(std::string(not_sent.what()).find("cmd: Redis error ERR x"), std::string::npos)
+      << not_sent.what();
 }
 
 TEST(ErrorType, RetryAfter) {

@@ -1,6 +1,7 @@
 // ts_http's pure parts: URL parsing, Retry-After, HTTP status classification (docs/http.md).
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/http/http_client.hpp>
+#include <trading_shared/http/http_status.hpp>
 
 #include <gtest/gtest.h>
 
@@ -52,18 +53,18 @@ TEST(HttpUrl, RefusesWithAClearReason) {
 
 TEST(HttpStatus, ClassifiesAsTheLibraryContractSays) {
   using K = ts::ErrorKind;
-  EXPECT_EQ(ts::classify_http_status(400), K::permanent);
-  EXPECT_EQ(ts::classify_http_status(401), K::permanent);
-  EXPECT_EQ(ts::classify_http_status(404), K::permanent);
-  EXPECT_EQ(ts::classify_http_status(408), K::transient_unavailable);
-  EXPECT_EQ(ts::classify_http_status(429), K::transient_unavailable);
-  EXPECT_EQ(ts::classify_http_status(418), K::transient_unavailable);
-  EXPECT_EQ(ts::classify_http_status(500), K::transient_unavailable);
-  EXPECT_EQ(ts::classify_http_status(503), K::transient_unavailable);
-  EXPECT_EQ(ts::classify_http_status(599), K::transient_unavailable);
-  EXPECT_TRUE(ts::is_throttle_status(429));
-  EXPECT_TRUE(ts::is_throttle_status(418));
-  EXPECT_FALSE(ts::is_throttle_status(503));
+  EXPECT_EQ(ts::http::classify_http_status(400), K::permanent);
+  EXPECT_EQ(ts::http::classify_http_status(401), K::permanent);
+  EXPECT_EQ(ts::http::classify_http_status(404), K::permanent);
+  EXPECT_EQ(ts::http::classify_http_status(408), K::transient_unavailable);
+  EXPECT_EQ(ts::http::classify_http_status(429), K::transient_unavailable);
+  EXPECT_EQ(ts::http::classify_http_status(418), K::transient_unavailable);
+  EXPECT_EQ(ts::http::classify_http_status(500), K::transient_unavailable);
+  EXPECT_EQ(ts::http::classify_http_status(503), K::transient_unavailable);
+  EXPECT_EQ(ts::http::classify_http_status(599), K::transient_unavailable);
+  EXPECT_TRUE(ts::http::is_throttle_status(429));
+  EXPECT_TRUE(ts::http::is_throttle_status(418));
+  EXPECT_FALSE(ts::http::is_throttle_status(503));
   EXPECT_EQ(ts::classify(ts::make_error_code(ts::errc::response_too_large), ts::RequestState::sent),
             K::permanent);
 }
@@ -88,7 +89,7 @@ TEST(HttpStatus, ThrowForStatusCarriesTheStatusAndRetryAfter) {
     ts::http::throw_for_status(r, "historicalTrades");
     ADD_FAILURE();
   } catch (const ts::Error& e) {
-    EXPECT_EQ(ts::http_status(e), 429u);
+    EXPECT_EQ(ts::http::http_status(e), 429u);
     EXPECT_EQ(e.retry_after(), 7000ms);
     EXPECT_EQ(e.kind(), ts::ErrorKind::transient_unavailable);
     EXPECT_TRUE(std::string(e.what()).starts_with("historicalTrades: HTTP 429: slow down"))

@@ -137,7 +137,7 @@ TEST(RetryHelper, PermanentErrorIsTriedExactlyOnce) {
             ++calls;
             throw ts::Error(
                 ts::ServerError{ts::ServerKind::postgres, "42601", "syntax error", "", ""},
-                "query");
+                ErrorKind::permanent, "query");
             co_return;
           },
           Idempotent::yes, policy(5), random, {"test.permanent", &metrics});

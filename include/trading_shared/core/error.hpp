@@ -4,8 +4,11 @@
 ///
 /// Failures are `std::error_code` values of our own categories, thrown as
 /// `trading_shared::Error` (a `std::system_error`) from awaitables. Server errors carry their
-/// data (SQLSTATE or Redis prefix, message, detail, hint). `classify()` maps any failure to
-/// one `ErrorKind`, which alone decides whether a retry may help.
+/// data (SQLSTATE or Redis prefix, message, detail, hint) and the `ErrorKind` the layer that
+/// built them computed: core knows no server. The servers' knowledge lives in their layer:
+/// pg/sql_state.hpp (SQLSTATEs, PgBouncer), redis/error_class.hpp (Redis error prefixes),
+/// http/http_status.hpp (HTTP statuses). `classify()` maps any failure to one `ErrorKind`,
+/// which alone decides whether a retry may help.
 
 #include <chrono>
 #include <cstdint>
@@ -89,8 +92,10 @@ class Error : public std::system_error {
   /// A client-side failure. `context` says what was being done (no secrets).
   Error(std::error_code ec, const std::string& context,
         RequestState state = RequestState::not_sent);
-  /// A server's error reply.
-  Error(ServerError server, const std::string& context, RequestState state = RequestState::sent);
+  /// A server's error reply, of the kind its layer classified it as (`pg::make_server_error`,
+  /// `redis::make_server_error` and `http::throw_for_status` build these).
+  Error(ServerError server, ErrorKind kind, const std::string& context,
+        RequestState state = RequestState::sent);
 
   const std::optional<ServerError>& server() const noexcept { return server_; }
   RequestState request_state() const noexcept { return state_; }
@@ -116,31 +121,6 @@ class Error : public std::system_error {
 /// Classifies an error code (ours, Asio/system, or generic) given whether the request was sent.
 ErrorKind classify(std::error_code ec, RequestState state) noexcept;
 
-/// Classifies a PostgreSQL SQLSTATE (5 characters). PgBouncer's errors reuse a few SQLSTATEs
-/// (08P01) with distinctive messages, so the message is consulted for those.
-ErrorKind classify_sqlstate(std::string_view sqlstate, std::string_view message,
-                            RequestState state) noexcept;
-
-/// Classifies a Redis error reply by its prefix (the first word of the error line).
-ErrorKind classify_redis_error(std::string_view prefix) noexcept;
-
-/// Classifies an HTTP status of an answer: 2xx/3xx `permanent` (not an error to retry: the
-/// caller's business), 408 `transient_unavailable`, 429 and 418 (throttled / banned: wait for
-/// Retry-After) `transient_unavailable`, any other 4xx `permanent`, 5xx `transient_unavailable`.
-ErrorKind classify_http_status(unsigned status) noexcept;
-
-/// 429 (too many requests) and 418 (Binance's "banned after ignoring 429"): the server throttles;
-/// its Retry-After says how long to wait before sending again.
-constexpr bool is_throttle_status(unsigned status) noexcept {
-  return status == 429 || status == 418;
-}
-
-/// The HTTP status of an error (an `Error` of a `ServerKind::http` server error), or 0.
-unsigned http_status(const class Error& error) noexcept;
-
-/// Classifies a server error.
-ErrorKind classify(const ServerError& error, RequestState state) noexcept;
-
 /// Classifies any exception: `Error` by its kind, Asio/system errors by their code
 /// (operation_aborted = cancelled), anything else as `permanent` (never retried blindly).
 ErrorKind classify(const std::exception_ptr& error) noexcept;
@@ -155,21 +135,6 @@ constexpr bool counts_as_endpoint_failure(ErrorKind kind) noexcept {
   return kind == ErrorKind::transient_not_sent || kind == ErrorKind::transient_unavailable ||
          kind == ErrorKind::outcome_unknown;
 }
-
-/// Redis errors that callers must be able to tell apart although they are all `permanent`.
-enum class RedisErrorClass : std::uint8_t {
-  generic,        ///< ERR and other prefixes.
-  wrong_type,     ///< WRONGTYPE.
-  auth,           ///< NOAUTH, WRONGPASS, NOPERM.
-  out_of_memory,  ///< OOM (maxmemory with noeviction).
-  read_only,      ///< READONLY (a replica).
-  loading,        ///< LOADING.
-  busy,           ///< BUSY (a script or function is running).
-  redirect,       ///< MOVED, ASK (cluster).
-  try_again,      ///< TRYAGAIN.
-  unavailable,    ///< MASTERDOWN, CLUSTERDOWN, NOREPLICAS.
-};
-RedisErrorClass redis_error_class(std::string_view prefix) noexcept;
 
 }  // namespace trading_shared
 

@@ -9,8 +9,9 @@
 ///   `errc::cancelled`; `close()` fails every request in flight with `errc::client_closed`.
 /// - **Classified errors** (core/error.hpp): connection refused / reset / timeout are transient;
 ///   a non-2xx answer is returned as is, and `throw_for_status()` turns it into an `Error` of a
-///   `ServerKind::http` server error classified by `classify_http_status()` (4xx permanent
-///   except 408/429/418; 429/418 carry Retry-After in `Error::retry_after()`; 5xx transient).
+///   `ServerKind::http` server error classified by `classify_http_status()` (http_status.hpp:
+///   4xx permanent except 408/429/418; 429/418 carry Retry-After in `Error::retry_after()`;
+///   5xx transient).
 ///   A body above `max_body_size` is refused (`errc::response_too_large`, permanent); a body
 ///   cut short (the peer closed mid-answer) is `errc::connection_lost` after sending
 ///   (`outcome_unknown`: a GET may be retried).

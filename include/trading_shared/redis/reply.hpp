@@ -194,7 +194,4 @@ inline ReplyView ReplyView::iterator::operator*() const {
   return ReplyView(reply_, reply_->children_[index_]);
 }
 
-/// The server error of an error reply (prefix = first word).
-ServerError server_error_of(std::string_view error_line);
-
 }  // namespace trading_shared::redis

@@ -2,6 +2,7 @@
 
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/timeout.hpp>
+#include <trading_shared/pg/sql_state.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -14,7 +15,6 @@
 #include <poll.h>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
@@ -39,42 +39,10 @@ std::string trim_message(const char* message) {
   return text;
 }
 
-// libpq reports connection-time server errors only as text; map the ones whose kind matters
-// (authentication must be permanent, "starting up" transient) to their SQLSTATE.
-struct ConnectMessage {
-  std::string_view text;
-  std::string_view sqlstate;
-};
-constexpr std::array kConnectMessages = {
-    ConnectMessage{"password authentication failed", "28P01"},
-    ConnectMessage{"no pg_hba.conf entry", "28000"},
-    ConnectMessage{"role \"", "28000"},  // role "x" does not exist
-    ConnectMessage{"SCRAM authentication", "28P01"},
-    // PgBouncer authenticating the client itself (auth_type scram-sha-256 / md5 / hba) sends
-    // its own FATAL (SQLSTATE 08P01 on the wire, only the text reaches us): a wrong password
-    // is as permanent as PostgreSQL's 28P01.
-    ConnectMessage{"SASL authentication failed", "28P01"},
-    ConnectMessage{"login rejected", "28000"},    // PgBouncer: hba `reject`
-    ConnectMessage{"database \"", "3D000"},       // database "x" does not exist
-    ConnectMessage{"no such database", "3D000"},  // PgBouncer
-    ConnectMessage{"the database system is starting up", "57P03"},
-    ConnectMessage{"the database system is shutting down", "57P03"},
-    ConnectMessage{"the database system is in recovery mode", "57P03"},
-    ConnectMessage{"the database system is not yet accepting connections", "57P03"},
-    ConnectMessage{"too many clients already", "53300"},
-    ConnectMessage{"remaining connection slots are reserved", "53300"},
-    ConnectMessage{"pgbouncer cannot connect to server", "08P01"},
-    ConnectMessage{"server login has been failing", "08P01"},
-    ConnectMessage{"no more connections allowed", "08P01"},
-};
-
 [[noreturn]] void throw_connect_error(const std::string& message, const std::string& what) {
-  for (const auto& entry : kConnectMessages) {
-    if (message.find(entry.text) != std::string::npos &&
-        (entry.text.back() != '"' || message.find("does not exist") != std::string::npos)) {
-      throw Error(ServerError{ServerKind::postgres, std::string(entry.sqlstate), message, {}, {}},
-                  what, RequestState::not_sent);
-    }
+  if (const auto code = sqlstate_of_connect_message(message); !code.empty()) {
+    throw make_server_error(ServerError{ServerKind::postgres, std::string(code), message, {}, {}},
+                            what, RequestState::not_sent);
   }
   throw Error(make_error_code(errc::connect_failed), what + ": " + message, RequestState::not_sent);
 }
@@ -92,7 +60,7 @@ std::exception_ptr server_error(const PGresult* result, RequestState state) {
   ServerError error{ServerKind::postgres, field(PG_DIAG_SQLSTATE), field(PG_DIAG_MESSAGE_PRIMARY),
                     field(PG_DIAG_MESSAGE_DETAIL), field(PG_DIAG_MESSAGE_HINT)};
   if (error.message.empty()) error.message = trim_message(PQresultErrorMessage(result));
-  return std::make_exception_ptr(Error(std::move(error), "query", state));
+  return std::make_exception_ptr(make_server_error(std::move(error), "query", state));
 }
 
 /// libpq's DSN parse message with every quoted token withheld: libpq quotes the offending

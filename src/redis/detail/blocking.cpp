@@ -62,9 +62,9 @@ asio::awaitable<Reply> BlockingConnections::run(std::string encoded, millisecond
   const auto& state = context_.state;
   if (!state.is(core::RunPhase::running)) {
     ++stats.rejected;
-    throw Error(make_error_code(state.closing_or_closed() ? errc::client_closed
-                                                          : errc::not_started),
-                what, RequestState::not_sent);
+    throw Error(
+        make_error_code(state.closing_or_closed() ? errc::client_closed : errc::not_started), what,
+        RequestState::not_sent);
   }
   if (block < milliseconds::zero()) {
     throw Error(make_error_code(errc::invalid_argument), what + ": negative block time");
@@ -141,8 +141,8 @@ asio::awaitable<Reply> BlockingConnections::run(std::string encoded, millisecond
   }
   ++stats.replies;
   if (reply.is_error()) {
-    permit.record(classify_redis_error(reply.error_prefix()));
-    throw Error(server_error_of(reply.error_message()), what, RequestState::sent);
+    permit.record(classify_error_prefix(reply.error_prefix()));
+    throw make_server_error(reply.error_message(), what, RequestState::sent);
   }
   permit.success();
   co_return reply;

@@ -9,6 +9,7 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/run_state.hpp>
 #include <trading_shared/redis/config.hpp>
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
 #include <boost/asio/any_io_executor.hpp>

@@ -69,8 +69,9 @@ asio::awaitable<void> open_connection(const ClientContext& context, tcp::socket&
     while (got < expected && parser.next(reply)) {
       ++got;
       if (reply.is_error()) {
-        throw Error(server_error_of(reply.error_message()),
-                    "Redis " + context.description + ": connection handshake", RequestState::sent);
+        throw make_server_error(reply.error_message(),
+                                "Redis " + context.description + ": connection handshake",
+                                RequestState::sent);
       }
     }
   }

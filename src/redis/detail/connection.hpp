@@ -78,12 +78,12 @@ class Connection {
   std::weak_ptr<void> owner_;
   boost::asio::ip::tcp::socket socket_;
   bool connected_ = false;
-  std::uint64_t generation_ = 0;           // incremented on every connect and drop
-  bool write_in_progress_ = false;         // an async write of the multiplexer's write buffer runs
-  bool flush_scheduled_ = false;           // a posted flush() is pending
-  bool in_delivery_ = false;               // the reader is delivering replies (it flushes after)
-  bool reading_ = false;                   // a read of the connection is outstanding
-  core::AsyncEvent reader_done_;  // supervise(): notified when the reader stops
+  std::uint64_t generation_ = 0;    // incremented on every connect and drop
+  bool write_in_progress_ = false;  // an async write of the multiplexer's write buffer runs
+  bool flush_scheduled_ = false;    // a posted flush() is pending
+  bool in_delivery_ = false;        // the reader is delivering replies (it flushes after)
+  bool reading_ = false;            // a read of the connection is outstanding
+  core::AsyncEvent reader_done_;    // supervise(): notified when the reader stops
   boost::asio::steady_timer health_timer_;
   boost::asio::steady_timer reconnect_timer_;
   boost::asio::cancellation_signal connect_cancel_;

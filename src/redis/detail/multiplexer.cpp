@@ -199,7 +199,7 @@ void Multiplexer::finish_ok(Slot* slot, Resume resume) noexcept {
     error_reply = &slot->reply;
   }
   if (error_reply != nullptr) {
-    slot->permit.record(classify_redis_error(error_reply->error_prefix()));
+    slot->permit.record(classify_error_prefix(error_reply->error_prefix()));
   } else {
     slot->permit.success();
   }

@@ -21,6 +21,7 @@
 
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/redis/reply.hpp>
 
