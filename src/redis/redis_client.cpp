@@ -15,7 +15,6 @@
 
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -329,13 +328,15 @@ void ClientCore::spawn_task(asio::awaitable<void> task, const char* name) {
                  });
 }
 
-/// Awaits `op` without the caller's cancellation reaching it (close() is never cut short
-/// while it waits for the client's tasks or for another close()).
-template <class T>
-asio::awaitable<T> shielded(asio::awaitable<T> op) {
-  co_return co_await asio::co_spawn(
-      co_await asio::this_coro::executor, std::move(op),
-      asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
+/// Waits for `event` in close(), which the caller's cancellation never cuts short (it only
+/// skips the grace period): a cancellation ends this wait only, and the caller re-checks what
+/// it waits for. Needs `throw_if_cancelled(false)`, as close() sets.
+asio::awaitable<void> wait_in_close(core::AsyncEvent& event) {
+  try {
+    co_await event.wait();
+  } catch (const boost::system::system_error& e) {
+    if (e.code() != asio::error::operation_aborted) throw;
+  }
 }
 
 asio::awaitable<void> ClientCore::start() {
@@ -435,13 +436,13 @@ asio::awaitable<void> ClientCore::close() {
     case core::CloseTurn::nothing:  // never started, or closed already
       co_return;
     case core::CloseTurn::other:  // another close() is running: wait for it
-      while (!closed_fully_) co_await shielded(state.changed().wait());
+      while (!closed_fully_) co_await wait_in_close(state.changed());
       co_return;
     case core::CloseTurn::starting:
       // start() sees this after its current attempt (cut short here) and gives up.
       state.abort_start();
       connection_.interrupt();
-      while (start_running_) co_await shielded(state.changed().wait());
+      while (start_running_) co_await wait_in_close(state.changed());
       closed_fully_ = true;
       state.set(core::RunPhase::closed);
       co_return;
@@ -471,8 +472,8 @@ asio::awaitable<void> ClientCore::close() {
   sweep_timer_.cancel();
   // The background tasks, and the blocking commands (their sockets are closed: they end at
   // once and notify `idle_`).
-  while (tasks_ > 0) co_await shielded(tasks_done_.wait());
-  while (blocking_.active() > 0) co_await shielded(idle_.wait());
+  while (tasks_ > 0) co_await wait_in_close(tasks_done_);
+  while (blocking_.active() > 0) co_await wait_in_close(idle_);
   blocking_.clear();
   closed_fully_ = true;
   state.changed().notify_all();
