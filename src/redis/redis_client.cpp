@@ -43,10 +43,6 @@ namespace detail {
 
 namespace {
 
-std::exception_ptr make_error(errc code, const std::string& context, RequestState state) {
-  return std::make_exception_ptr(Error(make_error_code(code), context, state));
-}
-
 /// Whether the calling coroutine was cancelled (with `throw_if_cancelled(false)` in effect).
 asio::awaitable<bool> caller_cancelled() {
   const auto state = co_await asio::this_coro::cancellation_state;
@@ -454,7 +450,10 @@ asio::awaitable<void> ClientCore::close() {
   blocking_.close_sockets();
   const auto deadline = Clock::now() + context_.config.close_timeout;
   try {
-    while (active() > 0 && co_await idle_.wait_until(deadline)) {
+    // Not `active() > 0 && co_await ...` in one condition: GCC 12 evaluates a co_await of a
+    // short-circuited operand anyway.
+    while (active() > 0) {
+      if (!co_await idle_.wait_until(deadline)) break;  // the grace period is over
     }
   } catch (const boost::system::system_error& e) {
     // close() was cancelled: the grace period ends now, the rest goes on.

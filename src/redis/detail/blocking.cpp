@@ -9,19 +9,12 @@
 #include <boost/system/system_error.hpp>
 
 #include "connection.hpp"
+#include "failed.hpp"
 
 namespace trading_shared::redis::detail {
 
 namespace asio = boost::asio;
 using std::chrono::milliseconds;
-
-namespace {
-
-std::exception_ptr make_error(errc code, const std::string& context, RequestState state) {
-  return std::make_exception_ptr(Error(make_error_code(code), context, state));
-}
-
-}  // namespace
 
 BlockingConnections::BlockingConnections(ClientContext& context, MultiplexerEvents& events)
     : context_(context), events_(events) {}

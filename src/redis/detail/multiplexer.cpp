@@ -2,17 +2,11 @@
 
 #include "multiplexer.hpp"
 
+#include "failed.hpp"
+
 #include <algorithm>
 
 namespace trading_shared::redis::detail {
-
-namespace {
-
-std::exception_ptr make_error(errc code, const std::string& context, RequestState state) {
-  return std::make_exception_ptr(Error(make_error_code(code), context, state));
-}
-
-}  // namespace
 
 void copy_command_name(std::string_view encoded, std::array<char, 24>& name) noexcept {
   // Skip "*N\r\n", then read L of "$L\r\n".
