@@ -250,56 +250,6 @@ struct RedisStats {
 
 namespace detail {
 class ClientCore;
-struct Slot;
-
-/// The caller's claim on a submitted request. Releasing it without taking the result
-/// abandons the request (its reply, if it comes, is dropped).
-class SlotHandle {
- public:
-  SlotHandle() = default;
-  SlotHandle(ClientCore* core, Slot* slot) noexcept : core_(core), slot_(slot) {}
-  SlotHandle(SlotHandle&& other) noexcept
-      : core_(std::exchange(other.core_, nullptr)), slot_(std::exchange(other.slot_, nullptr)) {}
-  SlotHandle& operator=(SlotHandle&& other) noexcept {
-    if (this != &other) {
-      reset();
-      core_ = std::exchange(other.core_, nullptr);
-      slot_ = std::exchange(other.slot_, nullptr);
-    }
-    return *this;
-  }
-  SlotHandle(const SlotHandle&) = delete;
-  SlotHandle& operator=(const SlotHandle&) = delete;
-  ~SlotHandle() { reset(); }
-  void reset() noexcept;
-  ClientCore* core() const noexcept { return core_; }
-  Slot* slot() const noexcept { return slot_; }
-
- private:
-  ClientCore* core_ = nullptr;
-  Slot* slot_ = nullptr;
-};
-
-/// A request being encoded: write the commands into `*buffer`, then `commit`.
-struct Submission {
-  std::string* buffer = nullptr;
-  Slot* slot = nullptr;
-  std::size_t start = 0;
-  std::exception_ptr error;  ///< set when the request was refused (nothing to encode).
-  /// The command's name when the caller knows it (a string literal: it must outlive the
-  /// request), so that `commit` need not read it back from the encoded bytes.
-  const char* command_name = nullptr;
-};
-
-boost::asio::awaitable<Reply> failed_reply(std::exception_ptr error);
-boost::asio::awaitable<std::vector<Reply>> failed_replies(std::exception_ptr error);
-boost::asio::awaitable<Reply> await_single(SlotHandle handle);
-boost::asio::awaitable<std::vector<Reply>> await_multi(SlotHandle handle);
-boost::asio::awaitable<std::optional<std::string>> await_optional_string(SlotHandle handle);
-boost::asio::awaitable<std::vector<std::string>> await_ids(SlotHandle handle);
-boost::asio::awaitable<std::vector<std::string>> await_ids_failed(std::exception_ptr error);
-boost::asio::awaitable<std::size_t> await_count(SlotHandle handle);
-boost::asio::awaitable<std::size_t> await_count_failed(std::exception_ptr error);
 
 template <class T>
 concept FieldPair = requires(const T& pair) {
@@ -375,19 +325,14 @@ class RedisClient {
   }
   template <RespArg... Args>
   boost::asio::awaitable<Reply> command(const CommandOptions& options, const Args&... args) {
-    detail::Submission s = begin_submit(options, 1);
-    if (s.error) return detail::failed_reply(std::move(s.error));
-    try {
-      encode_command(*s.buffer, args...);
-      s.error = detail::check_shared_command(std::string_view(*s.buffer).substr(s.start));
-    } catch (...) {
-      s.error = std::current_exception();
-    }
-    if (s.error) {
-      abort_submit(s);  // no half-encoded command may stay in the send buffer
-      return detail::failed_reply(std::move(s.error));
-    }
-    return detail::await_single(commit(s));
+    auto encode = [&](std::string& out) {
+      const std::size_t start = out.size();
+      encode_command(out, args...);
+      if (auto error = detail::check_shared_command(std::string_view(out).substr(start))) {
+        std::rethrow_exception(error);
+      }
+    };
+    return submit<Reply>(options, 1, nullptr, Encoder(encode));
   }
 
   /// An explicit batch: written in one go, one reply per command, in order. Error replies
@@ -453,18 +398,12 @@ class RedisClient {
           boost::asio::awaitable<std::vector<std::string>> xadd_bulk(std::string_view stream,
                                                                      const Entries& entries,
                                                                      const XAddOptions& options) {
-    const auto n = static_cast<std::size_t>(std::ranges::distance(entries));
-    if (n == 0) return detail::await_ids(detail::SlotHandle{});
-    detail::Submission s = begin_submit(options.command, n, true);
-    if (s.error) return detail::await_ids_failed(std::move(s.error));
-    s.command_name = "XADD";
-    try {
-      detail::encode_xadd_bulk(*s.buffer, stream, entries, options);
-    } catch (...) {
-      abort_submit(s);  // no half-encoded command may stay in the send buffer
-      return detail::await_ids_failed(std::current_exception());
-    }
-    return detail::await_ids(commit(s));
+    auto encode = [&](std::string& out) {
+      detail::encode_xadd_bulk(out, stream, entries, options);
+    };
+    return submit<std::vector<std::string>>(
+        options.command, static_cast<std::size_t>(std::ranges::distance(entries)), "XADD",
+        Encoder(encode));
   }
   /// `xadd_bulk` for callers that do not need the IDs: the same commands, but the replies are
   /// only counted, not kept (much less work per entry). Returns the number of entries added
@@ -483,18 +422,12 @@ class RedisClient {
           boost::asio::awaitable<std::size_t> xadd_bulk_count(std::string_view stream,
                                                               const Entries& entries,
                                                               const XAddOptions& options) {
-    const auto n = static_cast<std::size_t>(std::ranges::distance(entries));
-    if (n == 0) return detail::await_count(detail::SlotHandle{});
-    detail::Submission s = begin_submit(options.command, n, true, true);
-    if (s.error) return detail::await_count_failed(std::move(s.error));
-    s.command_name = "XADD";
-    try {
-      detail::encode_xadd_bulk(*s.buffer, stream, entries, options);
-    } catch (...) {
-      abort_submit(s);  // no half-encoded command may stay in the send buffer
-      return detail::await_count_failed(std::current_exception());
-    }
-    return detail::await_count(commit(s));
+    auto encode = [&](std::string& out) {
+      detail::encode_xadd_bulk(out, stream, entries, options);
+    };
+    return submit<std::size_t>(options.command,
+                               static_cast<std::size_t>(std::ranges::distance(entries)), "XADD",
+                               Encoder(encode));
   }
   boost::asio::awaitable<std::vector<StreamEntry>> xrange(std::string_view stream,
                                                           std::string_view start = "-",
@@ -558,16 +491,50 @@ class RedisClient {
   boost::asio::any_io_executor get_executor() const noexcept;
 
  private:
-  /// `multi`: the replies go to a vector (pipelines); `count_only` (with `multi`): they are
-  /// only counted, the first error reply kept (`xadd_bulk_count`).
-  detail::Submission begin_submit(const CommandOptions& options, std::size_t replies,
-                                  bool multi = false, bool count_only = false);
-  detail::SlotHandle commit(const detail::Submission& submission) noexcept;
-  /// Takes back a submission whose encoding failed: its bytes, slot and breaker permit.
-  void abort_submit(const detail::Submission& submission) noexcept;
+  /// A non-owning reference to the callable that encodes a request (`void(std::string&)`,
+  /// appending to the send buffer); valid for the duration of the call that takes it.
+  class Encoder {
+   public:
+    template <class F>
+    explicit Encoder(F& encode) noexcept
+        : object_(&encode),
+          call_([](void* object, std::string& out) { (*static_cast<F*>(object))(out); }) {}
+    void operator()(std::string& out) const { call_(object_, out); }
+
+   private:
+    void* object_;
+    void (*call_)(void*, std::string&);
+  };
+
+  /// The one submission path of the shared connection: admits the request (state, queue
+  /// bound, breaker), lets `encode` append it to the send buffer (what it throws fails the
+  /// call and takes its bytes back), queues it and returns the awaitable of its result. A
+  /// refused call fails when awaited, not when made. `Result` says how the `replies` replies
+  /// are kept: `Reply` (one), `std::vector<Reply>` (all, in order; error replies included),
+  /// `std::vector<std::string>` (XADD IDs), `std::size_t` (counted; the first error reply
+  /// thrown), `std::optional<std::string>` (one string or nil). Zero replies: an empty batch,
+  /// done at once. `name`: the command's name when the caller knows it (a string literal).
+  template <class Result>
+  boost::asio::awaitable<Result> submit(const CommandOptions& options, std::size_t replies,
+                                        const char* name, Encoder encode);
   boost::asio::awaitable<Reply> blocking(std::string encoded, std::chrono::milliseconds block);
 
   std::shared_ptr<detail::ClientCore> core_;
 };
+
+// Instantiated in redis_client.cpp, for the results `submit` documents.
+extern template boost::asio::awaitable<Reply> RedisClient::submit<Reply>(const CommandOptions&,
+                                                                         std::size_t, const char*,
+                                                                         Encoder);
+extern template boost::asio::awaitable<std::vector<Reply>> RedisClient::submit<std::vector<Reply>>(
+    const CommandOptions&, std::size_t, const char*, Encoder);
+extern template boost::asio::awaitable<std::vector<std::string>>
+RedisClient::submit<std::vector<std::string>>(const CommandOptions&, std::size_t, const char*,
+                                              Encoder);
+extern template boost::asio::awaitable<std::size_t> RedisClient::submit<std::size_t>(
+    const CommandOptions&, std::size_t, const char*, Encoder);
+extern template boost::asio::awaitable<std::optional<std::string>>
+RedisClient::submit<std::optional<std::string>>(const CommandOptions&, std::size_t, const char*,
+                                                Encoder);
 
 }  // namespace trading_shared::redis

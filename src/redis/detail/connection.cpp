@@ -1,0 +1,373 @@
+// The shared connection of a RedisClient (connection.hpp).
+
+#include "connection.hpp"
+
+#include <trading_shared/core/timeout.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <algorithm>
+#include <array>
+#include <string>
+
+namespace trading_shared::redis::detail {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+
+asio::awaitable<void> open_connection(const ClientContext& context, tcp::socket& socket,
+                                      ReplyBuilder& parser) {
+  const auto& endpoint = context.endpoint;
+  const auto executor = socket.get_executor();
+  tcp::resolver resolver(executor);
+  const auto endpoints = co_await resolver.async_resolve(
+      endpoint.host, std::to_string(endpoint.port), asio::use_awaitable);
+  socket = tcp::socket(executor);
+  co_await asio::async_connect(socket, endpoints, asio::use_awaitable);
+  socket.set_option(tcp::no_delay(true));
+  socket.set_option(asio::socket_base::keep_alive(true));
+
+  // Handshake: [AUTH] [SELECT] CLIENT SETNAME, then PING (answers LOADING while the server
+  // loads its data: such a connection is not used yet).
+  std::string hello;
+  std::size_t expected = 0;
+  if (!endpoint.password.empty()) {
+    if (endpoint.user.empty()) {
+      encode_command(hello, "AUTH", endpoint.password);
+    } else {
+      encode_command(hello, "AUTH", endpoint.user, endpoint.password);
+    }
+    ++expected;
+  }
+  if (endpoint.db != 0) {
+    encode_command(hello, "SELECT", endpoint.db);
+    ++expected;
+  }
+  if (!context.config.client_name.empty()) {
+    encode_command(hello, "CLIENT", "SETNAME", context.config.client_name);
+    ++expected;
+  }
+  encode_command(hello, "PING");
+  ++expected;
+  co_await asio::async_write(socket, asio::buffer(hello), asio::use_awaitable);
+
+  parser.reset();
+  std::array<char, 4096> buffer{};
+  Reply reply;
+  std::size_t got = 0;
+  while (got < expected) {
+    const std::size_t n =
+        co_await socket.async_read_some(asio::buffer(buffer), asio::use_awaitable);
+    parser.feed(buffer.data(), n);
+    while (got < expected && parser.next(reply)) {
+      ++got;
+      if (reply.is_error()) {
+        throw make_server_error(reply.error_message(),
+                                "Redis " + context.description + ": connection handshake",
+                                RequestState::sent);
+      }
+    }
+  }
+  parser.keep_rest();  // `buffer` is about to go: nothing may stay borrowed from it
+}
+
+Connection::Connection(ClientContext& context, Multiplexer& mux)
+    : context_(context),
+      mux_(mux),
+      socket_(context.executor),
+      reader_done_(context.executor),
+      health_timer_(context.executor),
+      reconnect_timer_(context.executor),
+      read_buffer_(std::size_t{64} * 1024) {}
+
+Connection::~Connection() {
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+// ---- connecting ----------------------------------------------------------------------------
+
+asio::awaitable<void> Connection::connect() {
+  tcp::socket socket(context_.executor);
+  co_await core::with_timeout(
+      open_connection(context_, socket, mux_.parser()), context_.config.connect_timeout,
+      errc::connect_timeout, "Redis " + context_.description + ": connect", RequestState::not_sent);
+  if (context_.state.is(core::RunPhase::closed)) {
+    throw Error(make_error_code(errc::client_closed), "Redis " + context_.description + ": closed",
+                RequestState::not_sent);
+  }
+  socket_ = std::move(socket);
+  connected_ = true;
+  ++generation_;
+  ++context_.stats.connects;
+  const auto now = Clock::now();
+  last_write_ = now;
+  mux_.connected(now);
+  socket_.non_blocking(true);  // flush() writes synchronously and must never block
+  write_in_progress_ = false;
+  flush();  // requests that waited for this connection
+}
+
+asio::awaitable<void> Connection::connect_interruptible(Clock::duration budget) {
+  auto attempt = budget > Clock::duration::zero()
+                     ? core::with_timeout(connect(), budget, errc::connect_timeout,
+                                          "Redis " + context_.description + ": connect",
+                                          RequestState::not_sent)
+                     : connect();
+  co_await asio::co_spawn(
+      context_.executor, std::move(attempt),
+      asio::bind_cancellation_slot(connect_cancel_.slot(), asio::use_awaitable));
+}
+
+asio::awaitable<void> Connection::pause(Clock::duration pause) {
+  reconnect_timer_.expires_after(pause);
+  boost::system::error_code ec;
+  co_await reconnect_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+void Connection::interrupt() noexcept {
+  connect_cancel_.emit(asio::cancellation_type::terminal);
+  reconnect_timer_.cancel();
+}
+
+void Connection::drop(std::error_code ec, std::string_view what) {
+  if (!connected_) return;
+  connected_ = false;
+  ++generation_;
+  ++context_.stats.disconnects;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  write_in_progress_ = false;  // an async write of the old socket ends with an error, ignored
+  health_timer_.cancel();
+  if (context_.state.is(core::RunPhase::running)) {
+    log()->warn(
+        "Redis {}: connection lost ({}: {}); {} request(s) in flight fail as "
+        "outcome unknown, {} queued wait for the reconnect",
+        context_.description, what, ec.message(), mux_.outstanding(), mux_.queued());
+  }
+  const auto lost = mux_.fail_in_flight("Redis " + context_.description + ": connection lost (" +
+                                        std::string(what) + ": " + ec.message() + ")");
+  if (!lost.reported && lost.in_flight > 0) {
+    // Only abandoned requests or a health-check PING were in flight: the loss still counts.
+    if (auto admission = context_.breaker.try_acquire()) admission.permit().failure();
+  }
+  reconnect_timer_.cancel();
+}
+
+void Connection::shut_down() noexcept {
+  if (connected_) drop(make_error_code(errc::client_closed), "close");
+  connected_ = false;
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  reconnect_timer_.cancel();
+  health_timer_.cancel();
+}
+
+void Connection::discard() noexcept {
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+  connected_ = false;
+}
+
+// ---- writing -------------------------------------------------------------------------------
+
+// Automatic pipelining: a request is not written when it is submitted but when the current
+// handler is done, together with everything submitted meanwhile. Inside the reader's delivery
+// loop (callers resumed inline by their replies) the reader flushes after the loop; elsewhere
+// one posted flush serves every request submitted before it runs.
+void Connection::schedule_flush() noexcept {
+  if (!connected_ || write_in_progress_ || flush_scheduled_ || in_delivery_) return;
+  flush_scheduled_ = true;
+  asio::post(context_.executor, [this, owner = owner_.lock()] {
+    flush_scheduled_ = false;
+    flush();
+  });
+}
+
+// Writes the queued requests: first synchronously (non-blocking socket: no handler, no wake-up
+// when the kernel takes it all, the common case), the rest, if any, with an async write.
+void Connection::flush(Clock::time_point now) noexcept {
+  if (!connected_ || write_in_progress_ || !mux_.has_queued_bytes()) return;
+  // One clock read per flush (the reader passes the time of its read, taken just before).
+  if (now == Clock::time_point{}) now = Clock::now();
+  const std::string_view bytes = mux_.prepare_write(now);
+  boost::system::error_code ec;
+  const std::size_t n = socket_.write_some(asio::buffer(bytes), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
+  if (ec || n == bytes.size()) {
+    write_done(generation_, ec, now);
+    return;
+  }
+  write_in_progress_ = true;
+  asio::async_write(socket_, asio::buffer(bytes.data() + n, bytes.size() - n),
+                    [this, owner = owner_.lock(), generation = generation_](
+                        boost::system::error_code e, std::size_t) {
+                      // A write of an older connection leaves the current one's flag alone.
+                      if (generation == generation_) write_in_progress_ = false;
+                      write_done(generation, e, Clock::now());
+                    });
+}
+
+void Connection::write_done(std::uint64_t generation, boost::system::error_code ec,
+                            Clock::time_point now) noexcept {
+  if (generation != generation_) return;  // that connection is gone; its slots failed already
+  if (ec) {
+    drop(ec, "write");
+    return;
+  }
+  ++context_.stats.writes;
+  last_write_ = now;
+  mux_.write_done();
+  if (mux_.has_queued_bytes()) schedule_flush();
+}
+
+// ---- reading -------------------------------------------------------------------------------
+
+// The reader is a plain completion handler, not a coroutine: it runs once per read of the
+// shared connection, and an awaitable frame, its cancellation slot and its pump cost about a
+// sixth of a GET's instructions (callgrind). supervise() waits for it to stop.
+void Connection::start_read(std::uint64_t generation) {
+  socket_.async_read_some(asio::buffer(read_buffer_),
+                          [this, generation](boost::system::error_code ec, std::size_t n) {
+                            on_read(generation, ec, n);
+                          });
+}
+
+void Connection::reader_stopped() noexcept {
+  in_delivery_ = false;
+  reading_ = false;
+  reader_done_.notify_all();
+}
+
+void Connection::on_read(std::uint64_t generation, boost::system::error_code ec,
+                         std::size_t n) noexcept {
+  if (generation != generation_) {
+    reader_stopped();
+    return;
+  }
+  if (ec) {
+    drop(ec, "read");
+    reader_stopped();
+    return;
+  }
+  const auto now = Clock::now();
+  try {
+    mux_.feed(read_buffer_.data(), n, now);
+    in_delivery_ = true;
+    for (;;) {
+      const auto delivery = mux_.deliver_next();
+      if (delivery == Multiplexer::Delivery::none) break;
+      if (generation != generation_) {  // a caller resumed inline closed the client
+        reader_stopped();
+        return;
+      }
+      if (delivery == Multiplexer::Delivery::unexpected) {
+        log()->error(
+            "Redis {}: a reply arrived with no request waiting for it ({}); the "
+            "connection is out of sync and is closed",
+            context_.description, mux_.unexpected_reply().debug_string());
+        drop(make_error_code(errc::protocol_error), "unexpected reply");
+        reader_stopped();
+        return;
+      }
+    }
+    in_delivery_ = false;
+    flush(now);
+  } catch (const std::exception& e) {
+    log()->error("Redis {}: {}; closing the connection", context_.description, e.what());
+    drop(make_error_code(errc::protocol_error), "bad reply");
+    reader_stopped();
+    return;
+  }
+  if (generation != generation_) {  // the flush failed and dropped the connection
+    reader_stopped();
+    return;
+  }
+  start_read(generation);
+}
+
+// ---- health and supervision ----------------------------------------------------------------
+
+asio::awaitable<void> Connection::health_loop(std::uint64_t generation) {
+  const auto& config = context_.config;
+  const auto tick = std::max<Clock::duration>(
+      milliseconds(5), std::min(config.health_check_interval, config.health_check_timeout) / 4);
+  for (;;) {
+    health_timer_.expires_after(tick);
+    boost::system::error_code ec;
+    co_await health_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (generation != generation_ || context_.state.is(core::RunPhase::closed)) co_return;
+    const auto now = Clock::now();
+    const auto quiet_since = std::max(mux_.waiting_since(), mux_.last_read());
+    if (mux_.outstanding() > 0 && now - quiet_since > config.health_check_timeout) {
+      log()->warn(
+          "Redis {}: no reply for {} ms with {} request(s) outstanding; the server is "
+          "frozen or the connection half-open: reconnecting",
+          context_.description, ms_count(now - quiet_since), mux_.outstanding());
+      drop(make_error_code(errc::request_timeout), "health check");
+      co_return;
+    }
+    if (mux_.empty() &&
+        now - std::max(mux_.last_read(), last_write_) >= config.health_check_interval) {
+      mux_.push_ping();
+      schedule_flush();
+    }
+  }
+}
+
+asio::awaitable<void> Connection::supervise() {
+  core::Backoff backoff(context_.config.reconnect_backoff, context_.random);
+  const auto& state = context_.state;
+  while (state.is(core::RunPhase::running) || state.is(core::RunPhase::closing)) {
+    if (connected_) {
+      const auto generation = generation_;
+      const auto connected_at = Clock::now();
+      reading_ = true;
+      start_read(generation);
+      std::string failure;
+      try {
+        co_await health_loop(generation);  // returns once this connection is gone
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      if (!failure.empty()) {
+        log()->error("Redis {}: health check failed: {}", context_.description, failure);
+        drop(make_error_code(errc::protocol_error), "internal error");
+      }
+      // The reader's last handler (its socket is closed: it comes soon).
+      while (reading_) co_await reader_done_.wait();
+      // The backoff starts over only after a connection that lasted: a server that accepts
+      // and kills every connection at once is retried ever more slowly, not at the base rate.
+      if (Clock::now() - connected_at >= context_.config.health_check_interval) backoff.reset();
+      continue;
+    }
+    if (!state.is(core::RunPhase::running)) break;
+    // Reconnect after a jittered pause (never in lockstep with other clients, F21).
+    co_await pause(backoff.next());
+    if (!state.is(core::RunPhase::running)) break;
+    try {
+      co_await connect_interruptible(Clock::duration::zero());
+      if (!state.is(core::RunPhase::running)) break;
+      log()->info("Redis {}: reconnected after {} attempt(s)", context_.description,
+                  backoff.attempts());
+    } catch (const std::exception& e) {
+      ++context_.stats.connect_failures;
+      log()->warn("Redis {}: reconnect attempt {} failed: {}", context_.description,
+                  backoff.attempts(), describe(e));
+      if (classify(std::current_exception()) == ErrorKind::permanent) {
+        // Wrong password after a rotation, unknown database: waiting cannot help the queued
+        // requests; they fail now with the reason. Later ones keep waiting for a fix.
+        mux_.fail_queued(std::current_exception());
+      }
+    }
+  }
+}
+
+}  // namespace trading_shared::redis::detail
