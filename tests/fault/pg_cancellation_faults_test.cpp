@@ -123,7 +123,7 @@ TEST(PgFault, F08_pool_exhausted_waiters) {
 
 // A caller cancels (terminal) a long query: it returns at once with `cancelled`; many other
 // callers then each get their own result, never the cancelled query's (-1); and the cancelled
-// statement must not keep running on the server (FAILURE_MODES F09: a server-side cancel is
+// statement must not keep running on the server (F09 in docs/failure-modes.md: a server-side cancel is
 // sent or the connection discarded), else every statement pipelined behind it waits for it.
 TEST(PgFault, F09_cancelled_query_no_stale_result) {
   TS_SKIP_IF_EXTERNAL();
@@ -192,7 +192,7 @@ TEST(PgFault, F09_cancelled_query_no_stale_result) {
                 ++done;
               });
         }
-        // FAILURE_MODES F09: the cancelled statement is cancelled on the server (or its
+        // F09 in docs/failure-modes.md: the cancelled statement is cancelled on the server (or its
         // connection closed), well before its 2 s would be up.
         const bool stopped_on_server =
             co_await eventually([&] { return backends(app, "pg_sleep(2)") == 0; }, 1s, 20ms);
