@@ -123,8 +123,8 @@ TEST(PgFault, F08_pool_exhausted_waiters) {
 
 // A caller cancels (terminal) a long query: it returns at once with `cancelled`; many other
 // callers then each get their own result, never the cancelled query's (-1); and the cancelled
-// statement must not keep running on the server (F09 in docs/failure-modes.md: a server-side cancel is
-// sent or the connection discarded), else every statement pipelined behind it waits for it.
+// statement must not keep running on the server (F09 in docs/failure-modes.md: a server-side cancel
+// is sent or the connection discarded), else every statement pipelined behind it waits for it.
 TEST(PgFault, F09_cancelled_query_no_stale_result) {
   TS_SKIP_IF_EXTERNAL();
   auto& servers = Servers::instance();
