@@ -6,6 +6,8 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
+#include "detail/failed.hpp"
+
 #include <string>
 
 namespace trading_shared::redis {
@@ -53,12 +55,6 @@ std::vector<StreamEntry> to_entries(const ReplyView& list) {
 
 asio::awaitable<void> expect_ok(asio::awaitable<Reply> op) {
   (void)co_await std::move(op);
-}
-
-asio::awaitable<std::optional<std::string>> to_optional_string(asio::awaitable<Reply> op) {
-  const Reply reply = co_await std::move(op);
-  if (reply.is_nil()) co_return std::nullopt;
-  co_return std::string(reply.as_string());
 }
 
 asio::awaitable<std::string> to_string_reply(asio::awaitable<Reply> op) {
@@ -172,8 +168,8 @@ asio::awaitable<bool> to_group_created(asio::awaitable<Reply> op) {
   try {
     (void)co_await std::move(op);
   } catch (const Error& e) {
-    // The group exists: fine.
-    if (e.server() && e.server()->code == error_prefix::busy_group) co_return false;
+    if (e.server() && e.server()->code == error_prefix::busy_group)
+      co_return false;  // exists: fine
     throw;
   }
   co_return true;
@@ -256,14 +252,13 @@ asio::awaitable<void> RedisClient::ping(const CommandOptions& options) {
 
 asio::awaitable<std::optional<std::string>> RedisClient::get(std::string_view key,
                                                              const CommandOptions& options) {
-  detail::Submission s = begin_submit(options, 1);
-  if (s.error) return to_optional_string(detail::failed_reply(std::move(s.error)));
-  s.command_name = "GET";
-  // encode_command(*s.buffer, "GET", key), with the constant part precomputed.
-  constexpr std::string_view kGetHeader = "*2\r\n$3\r\nGET\r\n";
-  s.buffer->append(kGetHeader);
-  detail::append_bulk(*s.buffer, key);
-  return detail::await_optional_string(commit(s));
+  auto encode = [&](std::string& out) {
+    // encode_command(out, "GET", key), with the constant part precomputed.
+    constexpr std::string_view kGetHeader = "*2\r\n$3\r\nGET\r\n";
+    out.append(kGetHeader);
+    detail::append_bulk(out, key);
+  };
+  return submit<std::optional<std::string>>(options, 1, "GET", Encoder(encode));
 }
 
 asio::awaitable<bool> RedisClient::set(std::string_view key, std::string_view value,
@@ -297,16 +292,15 @@ asio::awaitable<std::int64_t> RedisClient::hset(std::string_view key,
                                                 std::span<const FieldView> fields,
                                                 const CommandOptions& options) {
   if (fields.empty()) {
-    return to_int(detail::failed_reply(std::make_exception_ptr(
+    return to_int(detail::failed<Reply>(std::make_exception_ptr(
         Error(make_error_code(errc::invalid_argument), "Redis HSET: no fields"))));
   }
-  detail::Submission s = begin_submit(options, 1);
-  if (s.error) return to_int(detail::failed_reply(std::move(s.error)));
-  CommandWriter writer(*s.buffer, 2 + 2 * fields.size());
-  s.command_name = "HSET";
-  writer.arg(std::string_view("HSET")).arg(key);
-  for (const auto& [name, value] : fields) writer.arg(name).arg(value);
-  return to_int(detail::await_single(commit(s)));
+  auto encode = [&](std::string& out) {
+    CommandWriter writer(out, 2 + 2 * fields.size());
+    writer.arg(std::string_view("HSET")).arg(key);
+    for (const auto& [name, value] : fields) writer.arg(name).arg(value);
+  };
+  return to_int(submit<Reply>(options, 1, "HSET", Encoder(encode)));
 }
 
 asio::awaitable<std::vector<std::pair<std::string, std::string>>> RedisClient::hgetall(
@@ -323,21 +317,19 @@ asio::awaitable<std::string> RedisClient::xadd(std::string_view stream,
                                                std::span<const FieldView> fields,
                                                const XAddOptions& options) {
   if (fields.empty()) {
-    return to_string_reply(detail::failed_reply(std::make_exception_ptr(
+    return to_string_reply(detail::failed<Reply>(std::make_exception_ptr(
         Error(make_error_code(errc::invalid_argument), "Redis XADD: no fields"))));
   }
-  detail::Submission s = begin_submit(options.command, 1);
-  if (s.error) return to_string_reply(detail::failed_reply(std::move(s.error)));
-  CommandWriter writer(*s.buffer, 3 + (options.no_mkstream ? 1 : 0) +
-                                      detail::trim_argument_count(options.trim) +
-                                      2 * fields.size());
-  s.command_name = "XADD";
-  writer.arg(std::string_view("XADD")).arg(stream);
-  if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
-  detail::append_trim(writer, options.trim);
-  writer.arg(std::string_view("*"));
-  for (const auto& [name, value] : fields) writer.arg(name).arg(value);
-  return to_string_reply(detail::await_single(commit(s)));
+  auto encode = [&](std::string& out) {
+    CommandWriter writer(out, 3 + (options.no_mkstream ? 1 : 0) +
+                                  detail::trim_argument_count(options.trim) + 2 * fields.size());
+    writer.arg(std::string_view("XADD")).arg(stream);
+    if (options.no_mkstream) writer.arg(std::string_view("NOMKSTREAM"));
+    detail::append_trim(writer, options.trim);
+    writer.arg(std::string_view("*"));
+    for (const auto& [name, value] : fields) writer.arg(name).arg(value);
+  };
+  return to_string_reply(submit<Reply>(options.command, 1, "XADD", Encoder(encode)));
 }
 
 asio::awaitable<std::vector<StreamEntry>> RedisClient::xrange(std::string_view stream,
@@ -358,23 +350,22 @@ asio::awaitable<std::int64_t> RedisClient::xlen(std::string_view stream,
 asio::awaitable<std::int64_t> RedisClient::xtrim(std::string_view stream, const TrimOptions& trim,
                                                  const CommandOptions& options) {
   if (trim.strategy == TrimOptions::Strategy::none) {
-    return to_int(detail::failed_reply(std::make_exception_ptr(
+    return to_int(detail::failed<Reply>(std::make_exception_ptr(
         Error(make_error_code(errc::invalid_argument), "Redis XTRIM: no trim strategy"))));
   }
-  detail::Submission s = begin_submit(options, 1);
-  if (s.error) return to_int(detail::failed_reply(std::move(s.error)));
-  CommandWriter writer(*s.buffer, 2 + detail::trim_argument_count(trim));
-  s.command_name = "XTRIM";
-  writer.arg(std::string_view("XTRIM")).arg(stream);
-  detail::append_trim(writer, trim);
-  return to_int(detail::await_single(commit(s)));
+  auto encode = [&](std::string& out) {
+    CommandWriter writer(out, 2 + detail::trim_argument_count(trim));
+    writer.arg(std::string_view("XTRIM")).arg(stream);
+    detail::append_trim(writer, trim);
+  };
+  return to_int(submit<Reply>(options, 1, "XTRIM", Encoder(encode)));
 }
 
 asio::awaitable<std::int64_t> RedisClient::xack(std::string_view stream, std::string_view group,
                                                 std::span<const std::string> ids,
                                                 const CommandOptions& options) {
   if (ids.empty()) {
-    return to_int(detail::failed_reply(std::make_exception_ptr(
+    return to_int(detail::failed<Reply>(std::make_exception_ptr(
         Error(make_error_code(errc::invalid_argument), "Redis XACK: no IDs"))));
   }
   return to_int(command(options, "XACK", stream, group, ids));
@@ -470,7 +461,7 @@ asio::awaitable<std::vector<StreamRead>> RedisClient::xreadgroup(
     std::string_view group, std::string_view consumer, std::span<const std::string> streams,
     std::span<const std::string> ids, const ReadGroupOptions& options) {
   auto refuse = [](const char* why) {
-    return to_stream_reads(detail::failed_reply(std::make_exception_ptr(
+    return to_stream_reads(detail::failed<Reply>(std::make_exception_ptr(
         Error(make_error_code(errc::invalid_argument), std::string("Redis XREADGROUP: ") + why))));
   };
   if (streams.empty()) return refuse("no streams");
