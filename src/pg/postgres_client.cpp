@@ -318,7 +318,10 @@ void ClientCore::shut_down_now() noexcept {
 asio::awaitable<void> ClientCore::close_in_order() {
   // In-flight work may finish within close_timeout.
   const auto deadline = Clock::now() + config_.close_timeout;
-  while (active_ > 0 && co_await idle_changed_.wait_until(deadline)) {
+  while (active_ > 0) {
+    // (Not `active_ > 0 && co_await ...` in the condition: GCC 12 awaits the right-hand side
+    // even when the left one is false.)
+    if (!co_await idle_changed_.wait_until(deadline)) break;
   }
   if (active_ > 0) {
     log()->warn("{}: close: {} operation(s) still running after {} ms; cancelling them",
