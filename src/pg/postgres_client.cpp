@@ -1,6 +1,7 @@
 #include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/reconnect.hpp>
 #include <trading_shared/core/run_state.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 
@@ -226,49 +227,40 @@ asio::awaitable<void> ClientCore::start(Keep) {
 
 asio::awaitable<void> ClientCore::start_once() {
   const auto deadline = Clock::now() + config_.startup_timeout;
-  core::Backoff backoff(config_.reconnect_backoff, random_);
-  std::string last_cause;
   const std::size_t wanted = std::max<std::size_t>(config_.min_size, 1);
-  for (std::uint32_t attempt = 1;; ++attempt) {
-    std::exception_ptr failure;
-    try {
-      while (pool_.size() < wanted) {
-        if (!state_.is(core::RunPhase::starting)) co_return;  // abandoned: start() reports it
-        // One attempt never runs past the start-up deadline (a hanging server, F01).
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        auto connection = co_await pool_.open(
-            std::max(std::min(config_.connect_timeout, left), std::chrono::milliseconds(1)));
-        pool_.adopt(std::move(connection));
-      }
-      co_return;
-    } catch (...) {
-      failure = std::current_exception();
+  core::Backoff backoff(config_.reconnect_backoff, random_);
+  // One attempt opens the connections still missing; bad credentials or a missing database
+  // end the start-up at once (permanent, F16); the backoff's last wait is cut to the time
+  // left, and one more attempt is made at the deadline.
+  // Policy, observer and the attempt as locals, not braced temporaries inside the co_await:
+  // GCC 12 destroys such temporaries twice (the observer's logger would be released twice).
+  const core::ReconnectPolicy policy{.deadline = config_.startup_timeout,
+                                     .attempt_timeout = config_.connect_timeout};
+  const std::string what = description_ + ": start-up";
+  core::ReconnectObserver observer{.what = what, .log = log()};
+  auto attempt = [&](std::chrono::milliseconds) -> asio::awaitable<void> {
+    while (pool_.size() < wanted) {
+      if (!state_.is(core::RunPhase::starting)) co_return;  // abandoned: start() reports it
+      // Each connection gets connect_timeout, never past the start-up deadline (a hanging
+      // server, F01).
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const std::chrono::milliseconds timeout =
+          std::max(std::min(config_.connect_timeout, left), std::chrono::milliseconds(1));
+      auto connection = co_await pool_.open(timeout);
+      pool_.adopt(std::move(connection));
     }
-    const ErrorKind kind = classify(failure);
-    if (kind == ErrorKind::permanent || kind == ErrorKind::cancelled) {
-      std::rethrow_exception(failure);  // bad credentials, missing database: no retry (F16)
-    }
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      last_cause = e.what();
-    }
-    if (!state_.is(core::RunPhase::starting)) co_return;
-    const auto now = Clock::now();
-    if (now >= deadline) {
-      throw Error(make_error_code(errc::startup_timeout),
-                  "PostgreSQL " + description_ + " not reachable within " +
-                      std::to_string(config_.startup_timeout.count()) + " ms after " +
-                      std::to_string(attempt) + " attempt(s); last error: " + last_cause,
-                  RequestState::not_sent);
-    }
-    // The last wait is cut to the time left, and one more attempt is made at the deadline.
-    const auto delay = std::min<Clock::duration>(backoff.next(), deadline - now);
-    log()->warn("{}: start-up attempt {} failed ({}); retrying in {} ms", description_, attempt,
-                last_cause, std::chrono::duration_cast<std::chrono::milliseconds>(delay).count());
-    asio::steady_timer timer(executor_, delay);
-    co_await timer.async_wait(asio::use_awaitable);
+  };
+  auto stopped = [&] { return !state_.is(core::RunPhase::starting); };
+  const auto result =
+      co_await core::reconnect(attempt, backoff, policy, observer, stopped, state_.changed());
+  if (result.end == core::ReconnectEnd::deadline) {
+    throw Error(make_error_code(errc::startup_timeout),
+                "PostgreSQL " + description_ + " not reachable within " +
+                    std::to_string(config_.startup_timeout.count()) + " ms after " +
+                    std::to_string(result.attempts) +
+                    " attempt(s); last error: " + result.last_cause,
+                RequestState::not_sent);
   }
 }
 
@@ -326,7 +318,10 @@ void ClientCore::shut_down_now() noexcept {
 asio::awaitable<void> ClientCore::close_in_order() {
   // In-flight work may finish within close_timeout.
   const auto deadline = Clock::now() + config_.close_timeout;
-  while (active_ > 0 && co_await idle_changed_.wait_until(deadline)) {
+  while (active_ > 0) {
+    // (Not `active_ > 0 && co_await ...` in the condition: GCC 12 awaits the right-hand side
+    // even when the left one is false.)
+    if (!co_await idle_changed_.wait_until(deadline)) break;
   }
   if (active_ > 0) {
     log()->warn("{}: close: {} operation(s) still running after {} ms; cancelling them",
