@@ -87,13 +87,21 @@ std::shared_ptr<spdlog::logger> reconnect_logger();
 ///
 /// @code
 ///   core::Backoff backoff(config_.reconnect_backoff, random_);
+///   const core::ReconnectPolicy policy{.deadline = config_.startup_timeout,
+///                                      .attempt_timeout = config_.connect_timeout};
+///   const core::ReconnectObserver observer{.what = what, .log = log(),
+///                                          .failures = &stats_.connect_failures};
 ///   const auto r = co_await core::reconnect(
 ///       [&](std::chrono::milliseconds budget) { return connect_once(budget); }, backoff,
-///       {.deadline = config_.startup_timeout, .attempt_timeout = config_.connect_timeout},
-///       {.what = what, .log = log(), .failures = &stats_.connect_failures},
-///       [&] { return !state_.is(core::RunPhase::starting); }, state_.changed());
+///       policy, observer, [&] { return !state_.is(core::RunPhase::starting); },
+///       state_.changed());
 ///   if (r.end == core::ReconnectEnd::deadline) throw Error(errc::startup_timeout, ...);
 /// @endcode
+///
+/// The policy and the observer are named locals on purpose: GCC 12 destroys brace-initialised
+/// temporaries of a `co_await` expression twice (the PostgreSQL client's start-up crashed so).
+/// Likewise never write `cond && co_await ...`: GCC 12 evaluates the awaited operand even when
+/// `cond` is false; put the `co_await` in a statement of its own.
 ///
 /// @par Per-operation cancellation
 /// terminal: the attempt or the wait is cancelled and its error (cancelled /
