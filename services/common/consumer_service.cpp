@@ -10,6 +10,29 @@ void ClientSnapshot::add_to(Summary& summary) const {
       .add("redis_breaker_trips", redis_breaker_trips);
 }
 
+void add_consumer_stats(Summary& summary, const redis::StreamConsumerStats& stats) {
+  summary.add("delivered", stats.delivered)
+      .add("acked", stats.acked)
+      .add("handler_errors", stats.handler_errors)
+      .add("claimed", stats.claimed)
+      .add("dead_lettered", stats.dead_lettered)
+      .add("deleted", stats.deleted)
+      .add("read_errors", stats.read_errors);
+}
+
+int write_summary(Summary& summary, const ClientSnapshot& snapshot, int code,
+                  const std::string& path, spdlog::logger& log) {
+  snapshot.add_to(summary);
+  summary.add("exit_code", code);
+  try {
+    summary.write_file(path);
+  } catch (const std::exception& e) {
+    log.error("{}", e.what());
+    return code == 0 ? 1 : code;
+  }
+  return code;
+}
+
 boost::asio::awaitable<ServiceClients> open_clients(lifecycle::ServiceContext& ctx,
                                                     const ConsumerServiceSettings& settings,
                                                     ClientSnapshot& snapshot) {

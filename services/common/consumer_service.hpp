@@ -7,13 +7,17 @@
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 #include <trading_shared/redis/redis_client.hpp>
+#include <trading_shared/redis/stream_consumer.hpp>
 
 #include <boost/asio/awaitable.hpp>
 
 #include "common/settings.hpp"
 #include "common/summary.hpp"
 
+#include <spdlog/logger.h>
+
 #include <cstdint>
+#include <string>
 
 namespace trading_shared::services {
 
@@ -34,6 +38,16 @@ struct ServiceClients {
   pg::PostgresClient* pg = nullptr;
   redis::RedisClient* redis = nullptr;
 };
+
+/// Adds a StreamConsumer's figures to `summary`: `delivered`, `acked`, `handler_errors`,
+/// `claimed`, `dead_lettered`, `deleted`, `read_errors`, in that order.
+void add_consumer_stats(Summary& summary, const redis::StreamConsumerStats& stats);
+
+/// Adds the clients' figures (`snapshot`) and `exit_code`, then writes `summary` to `path`.
+/// Returns the process exit code: `code`, or 1 when the service succeeded but the summary
+/// could not be written (logged on `log`).
+int write_summary(Summary& summary, const ClientSnapshot& snapshot, int code,
+                  const std::string& path, spdlog::logger& log);
 
 /// Opens (starts) the PostgreSQL client ("postgres") and then the Redis client ("redis") of
 /// `settings` in the scope of `ctx`, and registers taking `snapshot` from them: it runs first

@@ -502,25 +502,10 @@ int run_executor(const ExecutorSettings& settings) {
       .add("events", counters.events)
       .add("malformed", counters.malformed)
       .add("unprocessable", counters.unprocessable)
-      .add("unrecorded", counters.unrecorded)
-      .add("delivered", stats.delivered)
-      .add("acked", stats.acked)
-      .add("handler_errors", stats.handler_errors)
-      .add("claimed", stats.claimed)
-      .add("dead_lettered", stats.dead_lettered)
-      .add("deleted", stats.deleted)
-      .add("read_errors", stats.read_errors)
-      .add("db_retries", counters.db_retries)
-      .add("redis_retries", counters.redis_retries);
-  clients.add_to(summary);
-  summary.add("exit_code", code);
-  try {
-    summary.write_file(settings.summary_file);
-  } catch (const std::exception& e) {
-    log()->error("{}", e.what());
-    return code == 0 ? 1 : code;
-  }
-  return code;
+      .add("unrecorded", counters.unrecorded);
+  add_consumer_stats(summary, stats);
+  summary.add("db_retries", counters.db_retries).add("redis_retries", counters.redis_retries);
+  return write_summary(summary, clients, code, settings.summary_file, *log());
 }
 
 }  // namespace trading_shared::services::executor

@@ -112,7 +112,7 @@ FeedSimulator::Impl::Impl(asio::any_io_executor executor, FeedSimConfig config)
     : executor_(std::move(executor)),
       config_(std::move(config)),
       acceptor_(executor_),
-      generator_timer_(executor_),
+      generator_wake_(executor_),
       pacer_(config_.rate),
       connections_changed_(executor_),
       tasks_changed_(executor_) {
@@ -192,7 +192,7 @@ asio::awaitable<void> FeedSimulator::Impl::start() {
 void FeedSimulator::Impl::stop_generating() {
   if (!generating_) return;
   generating_ = false;
-  generator_timer_.cancel();
+  generator_wake_.notify_all();
   log()->info("generation stopped after {} trade(s)", total_);
 }
 
@@ -211,23 +211,22 @@ asio::awaitable<void> FeedSimulator::Impl::shutdown() {
     for (const auto& c : connections_) {
       if (c->state == ConnState::open) {
         c->state = ConnState::closing;
-        if (c->writer_waiting) c->wake.cancel();
+        c->wake.notify_all();
       } else if (c->state != ConnState::closing) {  // handshake or stalled: no close frame
         end(*c, "server stopping");
       }
     }
   }
   const auto deadline = Clock::now() + config_.close_timeout;
-  while (!connections_.empty() && Clock::now() < deadline) {
-    co_await connections_changed_.wait_until(deadline);
-  }
+  co_await wait_shielded(connections_changed_, deadline, [this] { return connections_.empty(); });
   if (!connections_.empty()) {
     log()->warn("{} connection(s) did not finish the close handshake within {} ms: closing them",
                 connections_.size(), config_.close_timeout.count());
     const auto left = connections_;  // end() does not erase, but be safe against it
     for (const auto& c : left) end(*c, "server stopping: close handshake timed out");
   }
-  while (!connections_.empty()) co_await connections_changed_.wait_until(Clock::time_point::max());
+  co_await wait_shielded(connections_changed_, Clock::time_point::max(),
+                         [this] { return connections_.empty(); });
   co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
 }
 
@@ -236,7 +235,7 @@ asio::awaitable<void> FeedSimulator::Impl::close() {
   const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
   co_await shutdown();
-  while (tasks_ > 0) co_await tasks_changed_.wait_until(Clock::time_point::max());
+  co_await wait_shielded(tasks_changed_, Clock::time_point::max(), [this] { return tasks_ == 0; });
   closed_ = true;
   log()->info("closed: {} trade(s) generated, {} sent, {} connection(s) served", total_,
               trades_sent_, accepted_);
@@ -315,7 +314,7 @@ void FeedSimulator::Impl::task_done(const std::exception_ptr& error,
     if (c) end(*c, fmt::format("internal error in {}", name));
   }
   if (c && --c->tasks == 0) finalize(c);
-  if (--tasks_ == 0) tasks_changed_.notify();
+  if (--tasks_ == 0) tasks_changed_.notify_all();
 }
 
 // ---- FeedSimulator -------------------------------------------------------------------------

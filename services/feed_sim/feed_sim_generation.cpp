@@ -27,14 +27,10 @@ asio::awaitable<void> FeedSimulator::Impl::generate_loop() {
     was_active = active;
     if (active) generate(pacer_.take_due(now));
     if (!generating_) break;
-    if (active) {
-      generator_timer_.expires_at(std::max(pacer_.next_due(), now + kTick));
-    } else {
-      generator_timer_.expires_at(Clock::time_point::max());  // subscribe() wakes it
-    }
+    // Idle: until subscribe() or stop_generating() notifies.
+    const auto next = active ? std::max(pacer_.next_due(), now + kTick) : Clock::time_point::max();
     generator_idle_ = !active;
-    boost::system::error_code ec;  // aborted = woken
-    co_await generator_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    (void)co_await generator_wake_.wait_until(next);  // false: the next tick is due
     generator_idle_ = false;
   }
 }

@@ -10,8 +10,10 @@
 // - feed_sim_generation.cpp: paced trade generation and its fan-out to subscribers.
 // Not thread-safe: everything runs on the simulator's executor (one thread).
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/logging.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -26,7 +28,6 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
-#include "common/event.hpp"
 #include "common/settings.hpp"
 #include "feed_sim/feed_sim.hpp"
 #include "feed_sim/generator.hpp"
@@ -165,8 +166,7 @@ struct Connection {
         keeper(ws.get_executor()) {}
 
   websocket::stream<tcp::socket> ws;
-  boost::asio::steady_timer wake;  // the writer waits on it for the queue
-  bool writer_waiting = false;
+  core::AsyncEvent wake;  // the writer waits on it for the queue (or a ping, or the end)
   bool corked = false;
   std::uint64_t id;
   std::string peer;
@@ -185,10 +185,29 @@ struct Connection {
   // venue limits (limits.hpp)
   MessageRate rate;
   ConnectionClock clock;
-  boost::asio::steady_timer keeper;  // keep_limits waits on it
-  bool ping_due = false;             // the writer sends a ping
+  core::AsyncEvent keeper;  // keep_limits waits on it; end() notifies it
+  bool ping_due = false;    // the writer sends a ping
   std::string close_text = "server stopping";
 };
+
+/// Waits until `done()` holds or `deadline` passes, looking again each time `event` is
+/// notified. Not cut short by the caller's cancellation (shutdown() and close() finish their
+/// bounded work whatever their caller does): the wait runs in a coroutine of its own, without
+/// the caller's cancellation slot.
+template <class Done>
+boost::asio::awaitable<void> wait_shielded(core::AsyncEvent& event, Clock::time_point deadline,
+                                           Done done) {
+  co_await boost::asio::co_spawn(
+      event.get_executor(),
+      [&event, deadline, done]() -> boost::asio::awaitable<void> {
+        while (!done()) {  // no co_await inside a condition: GCC 12 miscompiles some
+          const bool notified = co_await event.wait_until(deadline);
+          if (!notified) break;
+        }
+      },
+      boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(),
+                                          boost::asio::use_awaitable));
+}
 
 }  // namespace detail
 
@@ -270,10 +289,10 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   boost::asio::any_io_executor executor_;
   FeedSimConfig config_;
   tcp::acceptor acceptor_;
-  boost::asio::steady_timer generator_timer_;
+  core::AsyncEvent generator_wake_;  // stop_generating() and a first subscriber notify it
   Pacer pacer_;
-  Event connections_changed_;
-  Event tasks_changed_;
+  core::AsyncEvent connections_changed_;
+  core::AsyncEvent tasks_changed_;
   std::vector<SymbolState> symbols_;
   std::vector<std::shared_ptr<Connection>> connections_;
   std::vector<Slice> slices_;

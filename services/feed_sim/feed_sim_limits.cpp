@@ -70,7 +70,7 @@ asio::awaitable<void> FeedSimulator::Impl::keep_limits(std::shared_ptr<Connectio
                     config_.limits.max_connection_lifetime.count());
         c->close_text = "connection lifetime reached";
         c->state = ConnState::closing;  // the writer sends the close frame (going away)
-        if (c->writer_waiting) c->wake.cancel();
+        c->wake.notify_all();
         co_return;
       case ConnectionClock::Due::pong_timeout:
         ++limit_counts_.pong_timeouts;
@@ -81,14 +81,12 @@ asio::awaitable<void> FeedSimulator::Impl::keep_limits(std::shared_ptr<Connectio
       case ConnectionClock::Due::ping:
         c->clock.pinged(now);
         c->ping_due = true;
-        if (c->writer_waiting) c->wake.cancel();
+        c->wake.notify_all();
         continue;
       case ConnectionClock::Due::nothing:
         break;
     }
-    c->keeper.expires_at(c->clock.next(now));
-    boost::system::error_code ec;  // aborted: the connection ended
-    co_await c->keeper.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    (void)co_await c->keeper.wait_until(c->clock.next(now));  // notified: the connection ended
   }
 }
 

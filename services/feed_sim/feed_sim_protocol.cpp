@@ -103,7 +103,7 @@ void FeedSimulator::Impl::subscribe(const std::shared_ptr<Connection>& c,
     if (s.active++ == 0) woke = true;
     log()->info("connection #{}: subscribed to {}", c->id, s.stream);
   }
-  if (woke && generator_idle_) generator_timer_.cancel();
+  if (woke && generator_idle_) generator_wake_.notify_all();
 }
 
 void FeedSimulator::Impl::unsubscribe(const std::shared_ptr<Connection>& c,
@@ -165,7 +165,7 @@ void FeedSimulator::Impl::push(Connection& c, Outgoing&& message) {
     return;
   }
   c.queue.push_back(std::move(message));
-  if (c.writer_waiting) c.wake.cancel();
+  c.wake.notify_all();
 }
 
 }  // namespace trading_shared::services::feed_sim

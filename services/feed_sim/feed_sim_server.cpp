@@ -140,11 +140,7 @@ asio::awaitable<void> FeedSimulator::Impl::writer(std::shared_ptr<Connection> c)
     }
     if (c->queue.empty()) {
       if (c->corked) set_cork(*c, false);
-      c->writer_waiting = true;
-      c->wake.expires_at(Clock::time_point::max());
-      boost::system::error_code ec;  // aborted = woken
-      co_await c->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      c->writer_waiting = false;
+      co_await c->wake.wait();  // push(), a ping due, closing or the end notify it
       continue;
     }
     if (!c->corked && c->queue.size() > 1) set_cork(*c, true);
@@ -225,10 +221,10 @@ void FeedSimulator::Impl::end(Connection& c, std::string reason) {
     }
   }
   c.queue.clear();
-  c.keeper.cancel();
+  c.keeper.notify_all();
   boost::system::error_code ignored;  // already closed or never connected: nothing to do
   c.ws.next_layer().close(ignored);
-  if (c.writer_waiting) c.wake.cancel();
+  c.wake.notify_all();
 }
 
 /// The connection's last coroutine finished.
@@ -240,7 +236,7 @@ void FeedSimulator::Impl::finalize(const std::shared_ptr<Connection>& c) {
               c->trades_sent,
               c->garbage_sent > 0 ? fmt::format(", {} garbage message(s)", c->garbage_sent)
                                   : std::string());
-  connections_changed_.notify();
+  connections_changed_.notify_all();
 }
 
 }  // namespace trading_shared::services::feed_sim

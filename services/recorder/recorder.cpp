@@ -523,27 +523,13 @@ int run_recorder(const RecorderSettings& settings) {
   summary.add("inserted", counters.inserted)
       .add("duplicates", counters.duplicates)
       .add("batches", counters.batches)
-      .add("malformed", counters.malformed)
-      .add("delivered", total.delivered)
-      .add("acked", total.acked)
-      .add("handler_errors", total.handler_errors)
-      .add("claimed", total.claimed)
-      .add("dead_lettered", total.dead_lettered)
-      .add("deleted", total.deleted)
-      .add("read_errors", total.read_errors)
-      .add("splits", total.splits)
+      .add("malformed", counters.malformed);
+  add_consumer_stats(summary, total);
+  summary.add("splits", total.splits)
       .add("db_retries", counters.db_retries)
       .add("partitions_created", counters.partitions_created)
       .add("redelivered_batches", counters.redelivered_batches);
-  clients.add_to(summary);
-  summary.add("exit_code", code);
-  try {
-    summary.write_file(settings.summary_file);
-  } catch (const std::exception& e) {
-    log()->error("{}", e.what());
-    return code == 0 ? 1 : code;
-  }
-  return code;
+  return write_summary(summary, clients, code, settings.summary_file, *log());
 }
 
 }  // namespace trading_shared::services::recorder

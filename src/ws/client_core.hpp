@@ -11,12 +11,14 @@
 //   circulates), the overflow policy and the receive* calls of the single consumer.
 // Everything runs on the client's executor (single-threaded): no locks.
 
+#include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -52,13 +54,40 @@ inline std::shared_ptr<spdlog::logger> log() {
   return logger;
 }
 
-/// Awaits `timer` without the caller's cancellation slot (for waits that must not be cut
-/// short: close()). Returns the wait's error code.
-inline asio::awaitable<boost::system::error_code> shielded_wait(asio::steady_timer& timer) {
-  boost::system::error_code ec;
-  co_await timer.async_wait(asio::bind_cancellation_slot(
-      asio::cancellation_slot(), asio::redirect_error(asio::use_awaitable, ec)));
-  co_return ec;
+enum class WaitEnd : std::uint8_t { notified, deadline, cancelled };
+
+/// One wait on `event` until `deadline`. The caller's cancellation ends it as `cancelled`
+/// (returned, not thrown: the caller turns it into its own error).
+inline asio::awaitable<WaitEnd> wait_on(core::AsyncEvent& event, Clock::time_point deadline) {
+  // No co_await inside a condition or a co_return expression: GCC 12 miscompiles some.
+  bool notified = false;
+  bool cancelled = false;
+  try {
+    notified = co_await event.wait_until(deadline);
+  } catch (const boost::system::system_error& e) {
+    if (e.code() != asio::error::operation_aborted) throw;
+    cancelled = true;
+  }
+  if (cancelled) co_return WaitEnd::cancelled;
+  co_return notified ? WaitEnd::notified : WaitEnd::deadline;
+}
+
+/// Waits until `done()` holds (true) or `deadline` passes (false), looking again each time
+/// `event` is notified. Not cut short by the caller's cancellation (close() finishes its
+/// bounded work): the wait runs in a coroutine of its own, without the caller's slot.
+template <class Done>
+asio::awaitable<bool> shielded_wait_until(core::AsyncEvent& event, Clock::time_point deadline,
+                                          Done done) {
+  co_return co_await asio::co_spawn(
+      event.get_executor(),
+      [&event, deadline, done]() -> asio::awaitable<bool> {
+        while (!done()) {
+          const bool notified = co_await event.wait_until(deadline);
+          if (!notified) break;
+        }
+        co_return done();
+      },
+      asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
 }
 
 struct Connection {
@@ -75,40 +104,33 @@ struct Connection {
 
 enum class State : std::uint8_t { idle, starting, running, closing, closed };
 
-/// A wake-up for one waiting coroutine (single-threaded executor). It registers itself in a
-/// list (or a slot) and removes itself when destroyed, so that no list ever holds a pointer
-/// to a frame that is gone (also when frames are destroyed without resuming, at shutdown).
+/// A send waiting for the write turn (single-threaded executor), woken on its own (the turn
+/// goes to one waiter, in FIFO order). It registers itself in a list and removes itself when
+/// destroyed, so that no list ever holds a pointer to a frame that is gone (also when frames
+/// are destroyed without resuming, at shutdown).
 struct Waiter {
   Waiter(const asio::any_io_executor& executor, std::deque<Waiter*>& list, bool front = false)
-      : timer(executor, asio::steady_timer::time_point::max()), list_(&list) {
+      : event(executor), list_(&list) {
     if (front) {
       list.push_front(this);
     } else {
       list.push_back(this);
     }
   }
-  Waiter(const asio::any_io_executor& executor, Waiter*& slot)
-      : timer(executor, asio::steady_timer::time_point::max()), slot_(&slot) {
-    slot = this;
-  }
-  ~Waiter() {
-    if (list_ != nullptr) std::erase(*list_, this);
-    if (slot_ != nullptr && *slot_ == this) *slot_ = nullptr;
-  }
+  ~Waiter() { std::erase(*list_, this); }
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
-  asio::steady_timer timer;
+  core::AsyncEvent event;
   bool woken = false;
   bool granted = false;  // the write turn was handed to it
   void wake() {
     woken = true;
-    timer.cancel();
+    event.notify_all();
   }
 
  private:
-  std::deque<Waiter*>* list_ = nullptr;
-  Waiter** slot_ = nullptr;
+  std::deque<Waiter*>* list_;
 };
 
 /// Wakes and forgets every waiter of a list.
@@ -147,9 +169,9 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   std::vector<Message> ring;
   std::size_t head = 0;
   std::size_t count = 0;
-  std::size_t queued_bytes = 0;  // payload of the `count` queued messages
-  std::size_t held_bytes = 0;    // heap capacity of every slot's string, queued or spare
-  Waiter* consumer = nullptr;
+  std::size_t queued_bytes = 0;   // payload of the `count` queued messages
+  std::size_t held_bytes = 0;     // heap capacity of every slot's string, queued or spare
+  core::AsyncEvent readable{ex};  // notified when a message is queued and when the client ends
   bool consumer_active = false;
   std::uint64_t dropped_logged = 0;
 
@@ -160,9 +182,10 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   // supervisor (websocket_connection.cpp)
   bool supervisor_running = false;
   bool first_ready = false;
-  boost::asio::steady_timer* backoff_timer = nullptr;
-  std::deque<Waiter*> start_waiters;
-  std::deque<Waiter*> stop_waiters;  // woken when the supervisor has ended
+  /// Notified when the first connection is ready, when closing begins, when the connection
+  /// is cut and when the supervisor has ended: start(), close() and the supervisor's pause
+  /// look again.
+  core::AsyncEvent changed{ex};
 
   bool open_for_work() const { return state == State::starting || state == State::running; }
   bool ended() const {

@@ -18,19 +18,18 @@ void WebSocketClient::Core::cut() {
     beast::close_socket(beast::get_lowest_layer(connecting->ws));
   }
   if (connection) beast::close_socket(beast::get_lowest_layer(connection->ws));
-  if (backoff_timer != nullptr) backoff_timer->cancel();
+  changed.notify_all();  // the supervisor's pause
 }
 
 void WebSocketClient::Core::begin_closing() {
   state = State::closing;
-  if (backoff_timer != nullptr) backoff_timer->cancel();
+  changed.notify_all();  // start() and the supervisor's pause
   if (connecting) {
     connecting->resolver.cancel();
     beast::close_socket(beast::get_lowest_layer(connecting->ws));
   }
   wake_all(send_waiters);  // not granted: they throw client_closed
-  wake_all(start_waiters);
-  if (!supervisor_running && consumer != nullptr) consumer->wake();
+  if (!supervisor_running) readable.notify_all();
 }
 
 asio::awaitable<void> WebSocketClient::Core::close() {
@@ -51,8 +50,8 @@ asio::awaitable<void> WebSocketClient::Core::close() {
         writing = true;
       } else {
         Waiter waiter(ex, send_waiters, true);
-        waiter.timer.expires_at(deadline);
-        (void)co_await shielded_wait(waiter.timer);
+        (void)co_await shielded_wait_until(waiter.event, deadline,
+                                           [&waiter] { return waiter.woken; });
         have_turn = waiter.granted;
       }
       if (have_turn && connection == c) {
@@ -78,21 +77,18 @@ asio::awaitable<void> WebSocketClient::Core::close() {
       }
     }
   }
-  if (supervisor_running) {
-    Waiter waiter(ex, stop_waiters);
-    waiter.timer.expires_at(deadline);
-    (void)co_await shielded_wait(waiter.timer);
-    if (!waiter.woken) {
-      log()->warn("{}: close did not finish within {} ms: cutting the connection", config.url,
-                  config.close_timeout.count());
-      cut();
-      Waiter last(ex, stop_waiters);
-      last.timer.expires_after(std::chrono::milliseconds(500));
-      (void)co_await shielded_wait(last.timer);
-    }
+  const auto supervisor_ended = [this] { return !supervisor_running; };
+  bool ended = !supervisor_running;
+  if (!ended) ended = co_await shielded_wait_until(changed, deadline, supervisor_ended);
+  if (!ended) {
+    log()->warn("{}: close did not finish within {} ms: cutting the connection", config.url,
+                config.close_timeout.count());
+    cut();
+    (void)co_await shielded_wait_until(changed, Clock::now() + std::chrono::milliseconds(500),
+                                       supervisor_ended);
   }
   state = State::closed;
-  if (consumer != nullptr) consumer->wake();
+  readable.notify_all();
   if (config.on_readable) config.on_readable();
 }
 
@@ -127,11 +123,9 @@ asio::awaitable<void> WebSocketClient::start() {
       if (e) std::rethrow_exception(e);  // the supervisor handles every error it can meet
     });
   }
-  {
-    Waiter waiter(self->ex, self->start_waiters);
-    waiter.timer.expires_after(self->config.startup_timeout);
-    boost::system::error_code ec;
-    co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  const auto deadline = Clock::now() + self->config.startup_timeout;
+  for (auto end = WaitEnd::notified; self->state == State::starting && end == WaitEnd::notified;) {
+    end = co_await wait_on(self->changed, deadline);  // cancelled: looked at below
   }
   if (self->state == State::running) co_return;
   if (self->state == State::closing || self->state == State::closed) {

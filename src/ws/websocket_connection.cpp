@@ -79,7 +79,7 @@ asio::awaitable<void> WebSocketClient::Core::subscribe(std::shared_ptr<Core> sel
   if (c->ready && !self->first_ready) {
     self->first_ready = true;
     if (self->state == State::starting) self->state = State::running;
-    wake_all(self->start_waiters);
+    self->changed.notify_all();  // start() completes
   }
   // After the state is running: the hook may send at once.
   if (c->ready && self->connection == c && self->config.on_ready) {
@@ -192,11 +192,6 @@ const char* WebSocketClient::Core::describe(Ending ending) {
 
 asio::awaitable<void> WebSocketClient::Core::supervise(std::shared_ptr<Core> self) {
   core::Backoff backoff(self->config.reconnect_backoff, self->random);
-  asio::steady_timer pause(self->ex);
-  struct ForgetTimer {
-    Core* core;
-    ~ForgetTimer() { core->backoff_timer = nullptr; }
-  } forget{self.get()};
   while (self->open_for_work()) {
     auto c = std::make_shared<Connection>(self->ex);
     self->connecting = c;
@@ -247,15 +242,16 @@ asio::awaitable<void> WebSocketClient::Core::supervise(std::shared_ptr<Core> sel
                     failure);
       }
     }
-    pause.expires_after(backoff.next());
-    self->backoff_timer = &pause;
-    (void)co_await shielded_wait(pause);
-    self->backoff_timer = nullptr;
+    // The pause before the next attempt; closing (begin_closing(), cut()) ends it.
+    const auto resume_at = Clock::now() + backoff.next();
+    while (self->open_for_work()) {
+      const bool notified = co_await self->changed.wait_until(resume_at);
+      if (!notified) break;
+    }
   }
   self->supervisor_running = false;
-  wake_all(self->stop_waiters);
-  wake_all(self->start_waiters);
-  if (self->consumer != nullptr) self->consumer->wake();
+  self->changed.notify_all();   // close() and start() look again
+  self->readable.notify_all();  // the consumer sees the end
   if (self->config.on_readable) self->config.on_readable();
 }
 

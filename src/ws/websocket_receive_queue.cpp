@@ -89,7 +89,7 @@ bool WebSocketClient::Core::deliver(const beast::flat_buffer& buffer, bool binar
   queued_bytes += size;
   stats.max_queued = std::max(stats.max_queued, count);
   stats.max_queued_bytes = std::max(stats.max_queued_bytes, queued_bytes);
-  if (consumer != nullptr) consumer->wake();
+  readable.notify_all();
   if (config.on_readable) config.on_readable();
   return true;
 }
@@ -101,14 +101,15 @@ asio::awaitable<bool> WebSocketClient::Core::wait_for_messages(
     std::optional<asio::steady_timer::time_point> deadline, bool* timed_out) {
   while (count == 0) {
     if (ended() || state == State::idle) co_return false;
-    Waiter waiter(ex, consumer);
-    if (deadline) waiter.timer.expires_at(*deadline);
-    boost::system::error_code ec;
-    co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (waiter.woken) continue;
-    if (deadline && !ec) {  // the deadline passed: nothing was taken
-      if (timed_out != nullptr) *timed_out = true;
-      co_return false;
+    const WaitEnd end = co_await wait_on(readable, deadline.value_or(Clock::time_point::max()));
+    switch (end) {
+      case WaitEnd::notified:
+        continue;
+      case WaitEnd::deadline:  // nothing was taken
+        if (timed_out != nullptr) *timed_out = true;
+        co_return false;
+      case WaitEnd::cancelled:
+        break;
     }
     throw Error(make_error_code(errc::cancelled), what("receive cancelled"));
   }

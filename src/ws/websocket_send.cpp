@@ -49,8 +49,7 @@ asio::awaitable<void> WebSocketClient::Core::acquire_write() {
                 what("too many sends waiting") + " (" + std::to_string(send_waiters.size()) + ")");
   }
   Waiter waiter(ex, send_waiters);
-  boost::system::error_code ec;
-  co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  (void)co_await wait_on(waiter.event, Clock::time_point::max());  // woken, granted or cancelled
   const auto cancelled = (co_await asio::this_coro::cancellation_state).cancelled();
   if (waiter.granted) {
     if (!open_for_work() || cancelled != asio::cancellation_type::none) {
