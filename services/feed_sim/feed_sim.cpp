@@ -218,15 +218,16 @@ asio::awaitable<void> FeedSimulator::Impl::shutdown() {
     }
   }
   const auto deadline = Clock::now() + config_.close_timeout;
-  co_await wait_shielded(connections_changed_, deadline, [this] { return connections_.empty(); });
+  (void)co_await core::wait_until_shielded(connections_changed_, deadline,
+                                           [this] { return connections_.empty(); });
   if (!connections_.empty()) {
     log()->warn("{} connection(s) did not finish the close handshake within {} ms: closing them",
                 connections_.size(), config_.close_timeout.count());
     const auto left = connections_;  // end() does not erase, but be safe against it
     for (const auto& c : left) end(*c, "server stopping: close handshake timed out");
   }
-  co_await wait_shielded(connections_changed_, Clock::time_point::max(),
-                         [this] { return connections_.empty(); });
+  (void)co_await core::wait_until_shielded(connections_changed_, Clock::time_point::max(),
+                                           [this] { return connections_.empty(); });
   co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
 }
 
@@ -235,7 +236,8 @@ asio::awaitable<void> FeedSimulator::Impl::close() {
   const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
   co_await shutdown();
-  co_await wait_shielded(tasks_changed_, Clock::time_point::max(), [this] { return tasks_ == 0; });
+  (void)co_await core::wait_until_shielded(tasks_changed_, Clock::time_point::max(),
+                                           [this] { return tasks_ == 0; });
   closed_ = true;
   log()->info("closed: {} trade(s) generated, {} sent, {} connection(s) served", total_,
               trades_sent_, accepted_);

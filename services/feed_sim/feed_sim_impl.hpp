@@ -190,25 +190,6 @@ struct Connection {
   std::string close_text = "server stopping";
 };
 
-/// Waits until `done()` holds or `deadline` passes, looking again each time `event` is
-/// notified. Not cut short by the caller's cancellation (shutdown() and close() finish their
-/// bounded work whatever their caller does): the wait runs in a coroutine of its own, without
-/// the caller's cancellation slot.
-template <class Done>
-boost::asio::awaitable<void> wait_shielded(core::AsyncEvent& event, Clock::time_point deadline,
-                                           Done done) {
-  co_await boost::asio::co_spawn(
-      event.get_executor(),
-      [&event, deadline, done]() -> boost::asio::awaitable<void> {
-        while (!done()) {  // no co_await inside a condition: GCC 12 miscompiles some
-          const bool notified = co_await event.wait_until(deadline);
-          if (!notified) break;
-        }
-      },
-      boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(),
-                                          boost::asio::use_awaitable));
-}
-
 }  // namespace detail
 
 class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::Impl> {

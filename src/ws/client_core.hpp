@@ -72,24 +72,6 @@ inline asio::awaitable<WaitEnd> wait_on(core::AsyncEvent& event, Clock::time_poi
   co_return notified ? WaitEnd::notified : WaitEnd::deadline;
 }
 
-/// Waits until `done()` holds (true) or `deadline` passes (false), looking again each time
-/// `event` is notified. Not cut short by the caller's cancellation (close() finishes its
-/// bounded work): the wait runs in a coroutine of its own, without the caller's slot.
-template <class Done>
-asio::awaitable<bool> shielded_wait_until(core::AsyncEvent& event, Clock::time_point deadline,
-                                          Done done) {
-  co_return co_await asio::co_spawn(
-      event.get_executor(),
-      [&event, deadline, done]() -> asio::awaitable<bool> {
-        while (!done()) {
-          const bool notified = co_await event.wait_until(deadline);
-          if (!notified) break;
-        }
-        co_return done();
-      },
-      asio::bind_cancellation_slot(asio::cancellation_slot(), asio::use_awaitable));
-}
-
 struct Connection {
   explicit Connection(const asio::any_io_executor& executor) : ws(executor), resolver(executor) {}
   Stream ws;

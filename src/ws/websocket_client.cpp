@@ -50,8 +50,8 @@ asio::awaitable<void> WebSocketClient::Core::close() {
         writing = true;
       } else {
         Waiter waiter(ex, send_waiters, true);
-        (void)co_await shielded_wait_until(waiter.event, deadline,
-                                           [&waiter] { return waiter.woken; });
+        (void)co_await core::wait_until_shielded(waiter.event, deadline,
+                                                 [&waiter] { return waiter.woken; });
         have_turn = waiter.granted;
       }
       if (have_turn && connection == c) {
@@ -79,13 +79,13 @@ asio::awaitable<void> WebSocketClient::Core::close() {
   }
   const auto supervisor_ended = [this] { return !supervisor_running; };
   bool ended = !supervisor_running;
-  if (!ended) ended = co_await shielded_wait_until(changed, deadline, supervisor_ended);
+  if (!ended) ended = co_await core::wait_until_shielded(changed, deadline, supervisor_ended);
   if (!ended) {
     log()->warn("{}: close did not finish within {} ms: cutting the connection", config.url,
                 config.close_timeout.count());
     cut();
-    (void)co_await shielded_wait_until(changed, Clock::now() + std::chrono::milliseconds(500),
-                                       supervisor_ended);
+    (void)co_await core::wait_until_shielded(changed, Clock::now() + std::chrono::milliseconds(500),
+                                             supervisor_ended);
   }
   state = State::closed;
   readable.notify_all();

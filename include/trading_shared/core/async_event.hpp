@@ -6,6 +6,10 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -59,5 +63,26 @@ class AsyncEvent {
   boost::asio::any_io_executor executor_;
   std::vector<Waiter*> waiters_;
 };
+
+/// Waits on `event` until `done()` is true or `deadline` passes, and returns `done()`; the
+/// caller's cancellation does not cut the wait short (it runs in a coroutine of its own,
+/// without the caller's cancellation slot). For waits that must end by themselves, such as a
+/// `close()` waiting for its background tasks within a bounded time.
+template <class Done>
+boost::asio::awaitable<bool> wait_until_shielded(AsyncEvent& event,
+                                                 AsyncEvent::clock::time_point deadline,
+                                                 Done done) {
+  co_return co_await boost::asio::co_spawn(
+      event.get_executor(),
+      [&event, deadline, done]() -> boost::asio::awaitable<bool> {
+        while (!done()) {  // no co_await inside a condition: GCC 12 miscompiles it
+          const bool notified = co_await event.wait_until(deadline);
+          if (!notified) break;
+        }
+        co_return done();
+      },
+      boost::asio::bind_cancellation_slot(boost::asio::cancellation_slot(),
+                                          boost::asio::use_awaitable));
+}
 
 }  // namespace trading_shared::core
