@@ -59,31 +59,6 @@ void add_consumer_service_settings(core::ConfigLoader& loader, ConsumerServiceSe
   add_shutdown_setting(loader, s.shutdown_timeout);
 }
 
-lifecycle::ServiceOptions consumer_service_options(const ConsumerServiceSettings& s,
-                                                   std::string service) {
-  return service_options(std::move(service), s.drain_timeout, s.shutdown_timeout,
-                         {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
-                         "--drain-timeout, --shutdown-timeout");
-}
-
-void finish_consumer_service_settings(ConsumerServiceSettings& s, std::string_view group,
-                                      const std::string& service) {
-  auto bad = [](const std::string& why) { throw core::ConfigError(why); };
-  if (s.batch < 1 || s.batch > 10000) bad("--batch must be between 1 and 10000");
-  if (s.claim_min_idle <= std::chrono::milliseconds::zero()) bad("--claim-min-idle must be > 0");
-  if (s.claim_interval <= std::chrono::milliseconds::zero()) bad("--claim-interval must be > 0");
-  if (s.max_deliveries < 1) bad("--max-deliveries must be >= 1");
-  if (s.drain_timeout < std::chrono::milliseconds::zero()) bad("--drain-timeout must be >= 0");
-  (void)consumer_service_options(s, service);  // the stop budget adds up (F54)
-  if (s.consumer.empty()) s.consumer = default_consumer_name(group);
-  if (s.pg.application_name == pg::PostgresConfig{}.application_name) {
-    s.pg.application_name = service;
-  }
-  if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = service;
-  check_postgres_settings(s.pg);
-  check_redis_settings(s.redis);
-}
-
 std::string default_consumer_name(std::string_view service) {
   std::array<char, 256> host{};
   if (::gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
