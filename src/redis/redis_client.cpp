@@ -7,9 +7,11 @@
 //   writer, health check and reconnect.
 // - detail::BlockingConnections (detail/blocking.hpp): the dedicated connections of blocking
 //   commands.
-// Here: start/close, admission of requests (the one submission path `submit`), waiting
-// callers (their cancellation and resumption), the deadline sweeper's timer, statistics.
+// Here: start/close (the start-up's connect loop is core::reconnect), admission of requests (the
+// one submission path `submit`), waiting callers (their cancellation and resumption), the deadline
+// sweeper's timer, statistics.
 
+#include <trading_shared/core/reconnect.hpp>
 #include <trading_shared/core/timeout.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
@@ -42,12 +44,6 @@ using std::chrono::milliseconds;
 namespace detail {
 
 namespace {
-
-/// Whether the calling coroutine was cancelled (with `throw_if_cancelled(false)` in effect).
-asio::awaitable<bool> caller_cancelled() {
-  const auto state = co_await asio::this_coro::cancellation_state;
-  co_return state.cancelled() != asio::cancellation_type::none;
-}
 
 /// The cancellation handler installed in a waiting caller's cancellation slot.
 struct Canceller {
@@ -185,6 +181,9 @@ class ClientCore final : public std::enable_shared_from_this<ClientCore>,
   /// Admits one request: the state, the queue bound, the breaker. Null with the error set
   /// when refused.
   std::optional<core::CircuitBreakerPermit> admit(std::exception_ptr& error);
+  /// start(): connects until connected (null), out of time, a permanent error, the caller's
+  /// cancellation or close() (the error start() reports).
+  asio::awaitable<std::exception_ptr> start_up();
   void arm_sweeper(Clock::time_point deadline) noexcept;
   asio::awaitable<void> sweep_loop();
   std::size_t active() const noexcept { return mux_.active() + blocking_.active(); }
@@ -339,7 +338,7 @@ asio::awaitable<void> ClientCore::start() {
   auto& state = context_.state;
   const std::string& description = context_.description;
   // A cancelled start() must still leave the state machine consistent: waits below report
-  // cancellation as an error code, and the loop checks for it.
+  // cancellation as an error, and start_up() checks for it between attempts.
   co_await asio::this_coro::throw_if_cancelled(false);
   core::StartTurn turn = core::StartTurn::run;
   try {
@@ -361,52 +360,7 @@ asio::awaitable<void> ClientCore::start() {
   }
   start_running_ = true;
   connection_.set_owner(weak_from_this());
-  const auto& config = context_.config;
-  const auto deadline = Clock::now() + config.startup_timeout;
-  core::Backoff backoff(config.reconnect_backoff, context_.random);
-  std::exception_ptr failure;
-  for (std::uint32_t attempt = 1;; ++attempt) {
-    Clock::duration pause{};
-    if (co_await caller_cancelled()) {
-      failure = make_error(errc::cancelled, "RedisClient " + description + ": start() cancelled",
-                           RequestState::not_sent);
-      break;
-    }
-    if (!state.is(core::RunPhase::starting)) {
-      failure = closed_error(": closed during start()");
-      break;
-    }
-    try {
-      co_await connection_.connect_interruptible(std::max<Clock::duration>(
-          milliseconds(1),
-          std::min<Clock::duration>(config.connect_timeout, deadline - Clock::now())));
-      break;
-    } catch (const std::exception& e) {
-      ++context_.stats.connect_failures;
-      if (!state.is(core::RunPhase::starting)) {
-        failure = closed_error(": closed during start()");
-        break;
-      }
-      if (classify(std::current_exception()) == ErrorKind::permanent) {
-        failure = std::current_exception();  // wrong password, unknown database: no retry
-        break;
-      }
-      const auto now = Clock::now();
-      if (now >= deadline) {
-        failure =
-            make_error(errc::startup_timeout,
-                       "RedisClient " + description + ": not connected " +
-                           std::to_string(config.startup_timeout.count()) + " ms after " +
-                           std::to_string(attempt) + " attempt(s); last error: " + describe(e),
-                       RequestState::not_sent);
-        break;
-      }
-      pause = std::min<Clock::duration>(backoff.next(), deadline - now);
-      log()->warn("Redis {}: start-up attempt {} failed ({}); retrying in {} ms", description,
-                  attempt, describe(e), ms_count(pause));
-    }
-    co_await connection_.pause(pause);
-  }
+  std::exception_ptr failure = co_await start_up();
   start_running_ = false;
   if (failure) {
     connection_.discard();
@@ -421,7 +375,55 @@ asio::awaitable<void> ClientCore::start() {
   }
   spawn_task(connection_.supervise(), "supervisor");
   spawn_task(sweep_loop(), "deadline sweeper");
-  log()->info("Redis {}: started (client name {})", description, config.client_name);
+  log()->info("Redis {}: started (client name {})", description, context_.config.client_name);
+}
+
+asio::awaitable<std::exception_ptr> ClientCore::start_up() {
+  const auto& state = context_.state;
+  const auto& config = context_.config;
+  const std::string& description = context_.description;
+  // The caller's cancellation is seen between attempts: an attempt runs on the connection's
+  // own cancellation slot, which close() alone cuts (Connection::interrupt()).
+  const auto cancellation = co_await asio::this_coro::cancellation_state;
+  auto cancelled = [&cancellation] {
+    return cancellation.cancelled() != asio::cancellation_type::none;
+  };
+  core::Backoff backoff(config.reconnect_backoff, context_.random);
+  // Each attempt gets connect_timeout, cut to the time left before startup_timeout; a
+  // permanent error (wrong password, unknown database) ends the start-up at once. Policy,
+  // observer and the attempt as named locals: GCC 12 destroys braced temporaries of a
+  // co_await expression twice.
+  const core::ReconnectPolicy policy{.deadline = config.startup_timeout,
+                                     .attempt_timeout = config.connect_timeout};
+  const std::string what = "Redis " + description + ": start-up";
+  const core::ReconnectObserver observer{
+      .what = what,
+      .log = log(),
+      .failures = &context_.stats.connect_failures,
+      .describe = [](const std::exception_ptr& e) { return describe(e); }};
+  auto attempt = [this](milliseconds budget) { return connection_.connect_interruptible(budget); };
+  auto stopped = [&] { return cancelled() || !state.is(core::RunPhase::starting); };
+  core::ReconnectResult result;
+  std::exception_ptr failure;
+  try {
+    result = co_await core::reconnect(attempt, backoff, policy, observer, stopped,
+                                      context_.state.changed());
+  } catch (...) {
+    failure = std::current_exception();  // permanent, or the caller's cancellation of a wait
+  }
+  if (!failure && result.end == core::ReconnectEnd::connected) co_return nullptr;
+  if (!state.is(core::RunPhase::starting)) co_return closed_error(": closed during start()");
+  if (cancelled() || (failure && classify(failure) == ErrorKind::cancelled)) {
+    co_return make_error(errc::cancelled, "RedisClient " + description + ": start() cancelled",
+                         RequestState::not_sent);
+  }
+  if (failure) co_return failure;
+  co_return make_error(errc::startup_timeout,
+                       "RedisClient " + description + ": not connected " +
+                           std::to_string(config.startup_timeout.count()) + " ms after " +
+                           std::to_string(result.attempts) +
+                           " attempt(s); last error: " + result.last_cause,
+                       RequestState::not_sent);
 }
 
 asio::awaitable<void> ClientCore::close() {

@@ -532,6 +532,53 @@ TEST_F(RedisClientTest, LifecycleIsIdempotentAndCloseLeavesNothingBehind) {
   });
 }
 
+// close() of a client with nothing in flight returns at once, not after its grace period
+// (close_timeout): a GCC 12 miscompilation of `active() > 0 && co_await ...` once made every
+// close() wait its whole close_timeout. The same for a client never started and one whose
+// start() failed.
+TEST_F(RedisClientTest, IdleCloseReturnsPromptly) {
+  ts::testing::run_coroutine_test([](asio::io_context& io) -> asio::awaitable<void> {
+    using Clock = std::chrono::steady_clock;
+    auto elapsed_ms = [](Clock::time_point since) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
+    };
+    auto config = config_for(test_name());
+    config.close_timeout = 5s;
+    {
+      RedisClient client(io.get_executor(), config);
+      co_await client.start();
+      EXPECT_EQ((co_await client.command("PING")).as_string(), "PONG");
+      const auto t0 = Clock::now();
+      co_await client.close();
+      const auto took = elapsed_ms(t0);
+      EXPECT_LT(took, 1000) << "an idle close() took " << took << " ms (close_timeout 5000 ms)";
+    }
+    {
+      RedisClient never_started(io.get_executor(), config);
+      const auto t0 = Clock::now();
+      co_await never_started.close();
+      const auto took = elapsed_ms(t0);
+      EXPECT_LT(took, 1000) << "close() of a client never started took " << took << " ms";
+    }
+    {
+      auto refused = config;
+      refused.url = "redis://127.0.0.1:1";  // nothing listens: start() fails
+      refused.startup_timeout = 300ms;
+      RedisClient failed(io.get_executor(), refused);
+      try {
+        co_await failed.start();
+        ADD_FAILURE() << "start() succeeded";
+      } catch (const ts::Error& e) {
+        EXPECT_EQ(e.code(), ts::make_error_code(ts::errc::startup_timeout)) << e.what();
+      }
+      const auto t0 = Clock::now();
+      co_await failed.close();
+      const auto took = elapsed_ms(t0);
+      EXPECT_LT(took, 1000) << "close() after a failed start() took " << took << " ms";
+    }
+  });
+}
+
 TEST_F(RedisClientTest, RefusesCommandsThatWouldBreakFifoMatching) {
   with_client([](RedisClient& c) -> asio::awaitable<void> {
     auto expect_refused = [&](asio::awaitable<Reply> op,

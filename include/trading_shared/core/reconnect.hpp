@@ -56,6 +56,9 @@ struct ReconnectObserver {
   /// Called after each failed attempt (not for a cancellation), before the decision, e.g. to
   /// fail the queued requests on a permanent error. Optional.
   std::function<void(const std::exception_ptr&, ErrorKind)> on_failure{};
+  /// The text of a failure for the log and `ReconnectResult::last_cause` (e.g. without a
+  /// system error's source location). Optional; null: the exception's `what()`.
+  std::function<std::string(const std::exception_ptr&)> describe{};
 };
 
 enum class ReconnectEnd : std::uint8_t {
@@ -149,7 +152,7 @@ boost::asio::awaitable<ReconnectResult> reconnect(Connect connect, Backoff& back
     if (kind == ErrorKind::cancelled) std::rethrow_exception(failure);
     if (observer.failures != nullptr) ++*observer.failures;
     result.last_error = failure;
-    result.last_cause = detail::describe(failure);
+    result.last_cause = observer.describe ? observer.describe(failure) : detail::describe(failure);
     if (observer.on_failure) observer.on_failure(failure, kind);
     if (stopped()) {
       result.end = ReconnectEnd::stopped;

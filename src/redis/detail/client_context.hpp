@@ -65,6 +65,18 @@ inline std::string describe(const std::exception& e) {
   return e.what();
 }
 
+/// `describe` of a failure (core::ReconnectObserver::describe).
+inline std::string describe(const std::exception_ptr& error) {
+  if (!error) return "no error";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return describe(e);
+  } catch (...) {
+    return "non-standard exception";
+  }
+}
+
 inline long long ms_count(std::chrono::steady_clock::duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }

@@ -2,6 +2,7 @@
 
 #include "connection.hpp"
 
+#include <trading_shared/core/reconnect.hpp>
 #include <trading_shared/core/timeout.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -84,7 +85,6 @@ Connection::Connection(ClientContext& context, Multiplexer& mux)
       socket_(context.executor),
       reader_done_(context.executor),
       health_timer_(context.executor),
-      reconnect_timer_(context.executor),
       read_buffer_(std::size_t{64} * 1024) {}
 
 Connection::~Connection() {
@@ -126,15 +126,8 @@ asio::awaitable<void> Connection::connect_interruptible(Clock::duration budget) 
       asio::bind_cancellation_slot(connect_cancel_.slot(), asio::use_awaitable));
 }
 
-asio::awaitable<void> Connection::pause(Clock::duration pause) {
-  reconnect_timer_.expires_after(pause);
-  boost::system::error_code ec;
-  co_await reconnect_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-}
-
 void Connection::interrupt() noexcept {
   connect_cancel_.emit(asio::cancellation_type::terminal);
-  reconnect_timer_.cancel();
 }
 
 void Connection::drop(std::error_code ec, std::string_view what) {
@@ -158,7 +151,6 @@ void Connection::drop(std::error_code ec, std::string_view what) {
     // Only abandoned requests or a health-check PING were in flight: the loss still counts.
     if (auto admission = context_.breaker.try_acquire()) admission.permit().failure();
   }
-  reconnect_timer_.cancel();
 }
 
 void Connection::shut_down() noexcept {
@@ -166,7 +158,6 @@ void Connection::shut_down() noexcept {
   connected_ = false;
   boost::system::error_code ignored;
   socket_.close(ignored);
-  reconnect_timer_.cancel();
   health_timer_.cancel();
 }
 
@@ -325,6 +316,25 @@ asio::awaitable<void> Connection::health_loop(std::uint64_t generation) {
 asio::awaitable<void> Connection::supervise() {
   core::Backoff backoff(context_.config.reconnect_backoff, context_.random);
   const auto& state = context_.state;
+  // A lost connection is reconnected after a jittered pause (never in lockstep with other
+  // clients, F21), until connected or the client is no longer running: close() notifies the
+  // run state's event (the pause ends) and interrupts the attempt. A permanent error (wrong
+  // password after a rotation, unknown database) does not end it: waiting cannot help the
+  // queued requests, they fail now with the reason; later ones keep waiting for a fix.
+  // Policy, observer and the attempt as named locals (GCC 12, see core::reconnect).
+  const core::ReconnectPolicy policy{.pause_first = true, .permanent_ends = false};
+  const std::string what = "Redis " + context_.description + ": reconnect";
+  const core::ReconnectObserver observer{
+      .what = what,
+      .log = log(),
+      .failures = &context_.stats.connect_failures,
+      .on_failure =
+          [this](const std::exception_ptr& error, ErrorKind kind) {
+            if (kind == ErrorKind::permanent) mux_.fail_queued(error);
+          },
+      .describe = [](const std::exception_ptr& error) { return describe(error); }};
+  auto attempt = [this](milliseconds) { return connect_interruptible(Clock::duration::zero()); };
+  auto stopped = [&state] { return !state.is(core::RunPhase::running); };
   while (state.is(core::RunPhase::running) || state.is(core::RunPhase::closing)) {
     if (connected_) {
       const auto generation = generation_;
@@ -349,24 +359,19 @@ asio::awaitable<void> Connection::supervise() {
       continue;
     }
     if (!state.is(core::RunPhase::running)) break;
-    // Reconnect after a jittered pause (never in lockstep with other clients, F21).
-    co_await pause(backoff.next());
-    if (!state.is(core::RunPhase::running)) break;
+    core::ReconnectResult result;
     try {
-      co_await connect_interruptible(Clock::duration::zero());
-      if (!state.is(core::RunPhase::running)) break;
-      log()->info("Redis {}: reconnected after {} attempt(s)", context_.description,
-                  backoff.attempts());
-    } catch (const std::exception& e) {
-      ++context_.stats.connect_failures;
-      log()->warn("Redis {}: reconnect attempt {} failed: {}", context_.description,
-                  backoff.attempts(), describe(e));
-      if (classify(std::current_exception()) == ErrorKind::permanent) {
-        // Wrong password after a rotation, unknown database: waiting cannot help the queued
-        // requests; they fail now with the reason. Later ones keep waiting for a fix.
-        mux_.fail_queued(std::current_exception());
-      }
+      result = co_await core::reconnect(attempt, backoff, policy, observer, stopped,
+                                        context_.state.changed());
+    } catch (...) {
+      // The attempt was cut short by close() or the client's destruction (interrupt()): the
+      // expected end of a reconnect, not a failure. Anything else is the task's error.
+      if (state.is(core::RunPhase::running)) throw;
+      break;
     }
+    if (result.end != core::ReconnectEnd::connected || !state.is(core::RunPhase::running)) break;
+    log()->info("Redis {}: reconnected after {} attempt(s)", context_.description,
+                backoff.attempts());
   }
 }
 

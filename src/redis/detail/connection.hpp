@@ -1,7 +1,7 @@
 #pragma once
 // The shared connection of a RedisClient (docs/redis.md): connect and handshake, the reader
 // (bytes -> Multiplexer::feed/deliver_next), the writer (Multiplexer::prepare_write -> socket,
-// automatic pipelining), the health check and the supervisor that reconnects with backoff.
+// automatic pipelining), the health check and the supervisor that reconnects (core::reconnect).
 // What is matched to what lives in the Multiplexer; this file only moves bytes and reacts to
 // the socket. A transport other than plain TCP (TLS) changes `open_connection` and the socket
 // type here; one connection per cluster node is one Connection (and Multiplexer) per node.
@@ -46,12 +46,11 @@ class Connection {
   boost::asio::awaitable<void> connect();
   /// `connect()` spawned with the connect cancellation slot: `interrupt()` cuts it short.
   boost::asio::awaitable<void> connect_interruptible(std::chrono::steady_clock::duration budget);
-  /// Waits `pause` (cut short by `interrupt()`).
-  boost::asio::awaitable<void> pause(std::chrono::steady_clock::duration pause);
-  /// Cuts a connect attempt or a pause short (close()).
+  /// Cuts a connect attempt short (close()).
   void interrupt() noexcept;
-  /// Reads, health-checks and reconnects until the client is no longer running (closing: until
-  /// the connection is gone). Spawned once by start().
+  /// Reads, health-checks and reconnects (core::reconnect, after a jittered pause) until the
+  /// client is no longer running (closing: until the connection is gone). Spawned once by
+  /// start().
   boost::asio::awaitable<void> supervise();
 
   /// Writes the queued requests once the current handler is done (automatic pipelining).
@@ -85,7 +84,6 @@ class Connection {
   bool reading_ = false;            // a read of the connection is outstanding
   core::AsyncEvent reader_done_;    // supervise(): notified when the reader stops
   boost::asio::steady_timer health_timer_;
-  boost::asio::steady_timer reconnect_timer_;
   boost::asio::cancellation_signal connect_cancel_;
   std::vector<char> read_buffer_;
   Clock::time_point last_write_{};
