@@ -367,6 +367,8 @@ asio::awaitable<void> Connection::supervise() {
       // The attempt was cut short by close() or the client's destruction (interrupt()): the
       // expected end of a reconnect, not a failure. Anything else is the task's error.
       if (state.is(core::RunPhase::running)) throw;
+      log()->debug("Redis {}: reconnect attempt cut short by close ({})", context_.description,
+                   describe(std::current_exception()));
       break;
     }
     if (result.end != core::ReconnectEnd::connected || !state.is(core::RunPhase::running)) break;
