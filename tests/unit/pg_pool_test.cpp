@@ -3,6 +3,7 @@
 // sets (open, accepting, in flight) and whose breakage it triggers. A real io_context runs
 // the pool's coroutines; deadlines are short and every wait is for a condition.
 
+#include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/pg/config.hpp>
@@ -121,9 +122,7 @@ class PgPoolTest : public ::testing::Test {
   }
   ~PgPoolTest() override {
     if (pool_) {
-      pool_->set_running(false);
-      pool_->fail_all_waiters_closed();
-      pool_->stop_maintenance();
+      stop();
       pool_->close_all_connections();
       run_until([&] { return !maintaining_; });
       io_.restart();
@@ -131,11 +130,13 @@ class PgPoolTest : public ::testing::Test {
     }
   }
 
-  void make_pool() {
+  /// `random` (the backoff's jitter): the fixture's seeded one unless a test fixes it.
+  void make_pool(ts::core::RandomSource* random = nullptr) {
     pool_ = std::make_shared<FakePool>(
-        io_.get_executor(), config_, random_, "fake:5432/db",
+        io_.get_executor(), config_, random != nullptr ? *random : random_, "fake:5432/db",
         [this](std::chrono::milliseconds) -> asio::awaitable<std::shared_ptr<FakeConnection>> {
           ++connect_attempts_;
+          attempt_times_.push_back(Clock::now());
           if (connect_error_) std::rethrow_exception(connect_error_);
           auto connection = std::make_shared<FakeConnection>(next_pid_++);
           opened_.push_back(connection);
@@ -165,6 +166,34 @@ class PgPoolTest : public ::testing::Test {
       EXPECT_FALSE(e);
       maintaining_ = false;
     });
+  }
+
+  /// Stops the pool as the client's close() does: no more service, waiters fail, the
+  /// maintenance ends.
+  void stop() {
+    pool_->set_running(false);
+    pool_->fail_all_waiters_closed();
+    pool_->stop_maintenance();
+  }
+
+  /// From now on every connect attempt fails with "connection refused".
+  void refuse_connects() {
+    connect_error_ =
+        std::make_exception_ptr(ts::Error(ts::make_error_code(ts::errc::connect_failed),
+                                          "connection refused", ts::RequestState::not_sent));
+  }
+
+  /// A maintained pool of one connection, with `backoff` at its longest delays
+  /// (`longest_`), loses that connection while connects are refused: returns after the
+  /// first attempt to replace it failed.
+  void lose_the_only_connection(ts::core::BackoffConfig backoff) {
+    config_.reconnect_backoff = backoff;
+    make_pool(&longest_);
+    fill(1);
+    start_maintenance();
+    refuse_connects();
+    opened_[0]->close();
+    run_until([&] { return connect_attempts_ == 2; });
   }
 
   std::shared_ptr<Acquired> acquire(bool exclusive, Clock::duration timeout,
@@ -204,10 +233,12 @@ class PgPoolTest : public ::testing::Test {
   asio::io_context io_;
   ts::pg::PostgresConfig config_;
   ts::core::DefaultRandom random_{1};
+  ts::core::FixedRandom longest_{0.999};  // the longest jittered delays (make_pool's choice)
   std::shared_ptr<FakePool> pool_;
   std::vector<std::shared_ptr<FakeConnection>> opened_;
   std::exception_ptr connect_error_;
   int connect_attempts_ = 0;
+  std::vector<Clock::time_point> attempt_times_;  // of every connect attempt
   int next_pid_ = 100;
   int ended_ = 0;
   bool maintaining_ = false;
@@ -409,6 +440,55 @@ TEST_F(PgPoolTest, WaitersFailWithTheConnectErrorWhenTheServerIsUnreachable) {
   EXPECT_EQ(code_of(waiter->error),
             ts::make_error_code(ts::errc::connect_failed));  // not acquire_timeout
   EXPECT_GE(connect_attempts_, 2);
+}
+
+TEST_F(PgPoolTest, FailedConnectIsRetriedAfterTheBackoffThatWaitersDoNotCut_F34) {
+  lose_the_only_connection({300ms, 300ms, 2.0});  // every delay just below 300 ms
+  // Callers arriving during the backoff wake the maintenance, which does not try again
+  // before the delay is over (F34): they get the next attempt's error.
+  auto first = acquire(false, 5s);
+  auto second = acquire(true, 5s);
+  run_until([&] { return first->done && second->done; });
+  EXPECT_EQ(connect_attempts_, 3);
+  ASSERT_EQ(attempt_times_.size(), 3U);
+  ts::core::FixedRandom same(0.999);
+  const auto delay = ts::core::backoff_delay(config_.reconnect_backoff, 0, same);
+  EXPECT_GE(delay, 250ms);
+  EXPECT_GE(attempt_times_[2] - attempt_times_[1], delay);
+  EXPECT_EQ(code_of(first->error), ts::make_error_code(ts::errc::connect_failed));
+  EXPECT_EQ(code_of(second->error), ts::make_error_code(ts::errc::connect_failed));
+  ts::pg::PostgresStats stats;
+  pool_->add_stats(stats);
+  EXPECT_EQ(stats.connect_failures, 2U);
+}
+
+TEST_F(PgPoolTest, BackoffGrowsWithEachFailureAndStartsAgainAfterASuccess) {
+  lose_the_only_connection({40ms, 10s, 10.0});        // about 40 ms, 400 ms, 4 s
+  run_until([&] { return connect_attempts_ == 3; });  // failed twice: waits the 400 ms one
+  connect_error_ = nullptr;
+  run_until([&] { return pool_->size() == 1U; });
+  EXPECT_EQ(connect_attempts_, 4);
+  ASSERT_EQ(attempt_times_.size(), 4U);
+  EXPECT_GE(attempt_times_[2] - attempt_times_[1], 39ms);
+  EXPECT_GE(attempt_times_[3] - attempt_times_[2], 399ms);
+  // After the success the next failure waits the first delay again, not the third (4 s).
+  refuse_connects();
+  opened_[1]->close();
+  run_until([&] { return connect_attempts_ == 6; });
+  EXPECT_GE(attempt_times_[5] - attempt_times_[4], 39ms);
+  EXPECT_LT(attempt_times_[5] - attempt_times_[4], 2s);
+}
+
+TEST_F(PgPoolTest, StopEndsTheBackoffWaitAtOnce) {
+  lose_the_only_connection({30s, 30s, 2.0});
+  io_.restart();
+  io_.poll();  // the maintenance reaches its backoff wait (30 s)
+  ASSERT_TRUE(maintaining_);
+  const auto stopping = Clock::now();
+  stop();
+  run_until([&] { return !maintaining_; });
+  EXPECT_LT(Clock::now() - stopping, 5s);  // run_until fails first if it waits out the 30 s
+  EXPECT_EQ(connect_attempts_, 2);
 }
 
 TEST_F(PgPoolTest, AWaitingTransactionKeepsOneConnectionDraining) {

@@ -20,6 +20,7 @@
 /// drains (F47).
 
 #include <trading_shared/core/async_event.hpp>
+#include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/pg/config.hpp>
@@ -89,8 +90,9 @@ class BasicPool {
   void set_running(bool running) noexcept { running_ = running; }
   bool running() const noexcept { return running_; }
   /// Keeps `min_size` connections open, opens more (up to `max_size`) while callers wait,
-  /// closes retired connections; backs off after a failed connect (F34). Returns when the
-  /// pool stops running and it is woken (`stop_maintenance`).
+  /// closes retired connections. Opens through `core::reconnect`: a failed connect is
+  /// followed by a backoff delay that only `stop_maintenance` cuts short (F34). Returns when
+  /// the pool stops running and it is woken (`stop_maintenance`).
   boost::asio::awaitable<void> maintain();
   /// Cuts the maintenance's waits short (it ends when the pool no longer runs).
   void stop_maintenance() noexcept;
@@ -147,8 +149,20 @@ class BasicPool {
   /// Ends the reservation of `slot` (it leaves the pool or is granted to another waiter).
   void unreserve(SlotT* slot) noexcept;
   void retire(SlotT* slot) noexcept;
+  /// Whether the maintenance should open a connection: fewer than `min_size` (at least one),
+  /// or callers wait and the pool is below `max_size` (counting the connection being opened).
+  bool connection_needed() const noexcept;
+  /// Closes the retired connections and waits for their I/O to end.
+  boost::asio::awaitable<void> close_retired();
+  /// One attempt of the maintenance's `core::reconnect`: opens connections (`timeout` each)
+  /// while they are needed; throws the first connect error. Resets `backoff` after each
+  /// connection opened.
+  boost::asio::awaitable<void> open_needed(std::chrono::milliseconds timeout,
+                                           core::Backoff& backoff);
   std::exception_ptr unreachable_error() const;
   void fail_waiters_if_unreachable() noexcept;
+  /// Ends every wait: with `failure`, or with `client_closed` when it is null.
+  void fail_waiters(const std::exception_ptr& failure) noexcept;
   void on_broken(Conn* connection) noexcept;
 
   boost::asio::any_io_executor executor_;
@@ -160,7 +174,8 @@ class BasicPool {
   bool running_ = false;
   /// Notified when the maintenance may have work: a connection retired, a caller waits.
   core::AsyncEvent maintain_wake_;
-  /// Notified by stop_maintenance(): ends the reconnect backoff, which nothing else cuts (F34).
+  /// Notified by stop_maintenance(): `core::reconnect`'s wake, so that it ends the reconnect
+  /// backoff, which nothing else cuts (F34).
   core::AsyncEvent maintain_stop_;
   std::size_t opening_ = 0;
   std::vector<std::unique_ptr<SlotT>> slots_;

@@ -6,6 +6,7 @@
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/reconnect.hpp>
 #include <trading_shared/pg/sql_state.hpp>
 
 #include <boost/asio/redirect_error.hpp>
@@ -96,54 +97,78 @@ void BasicPool<SlotT>::adopt(std::shared_ptr<Conn> connection) {
 
 template <class SlotT>
 boost::asio::awaitable<void> BasicPool<SlotT>::maintain() {
+  // Kept across the reconnect loops: reset only after a connection opened.
   core::Backoff backoff(config_.reconnect_backoff, random_);
-  while (running_) {
-    // Retired connections: close them and wait for their I/O to end.
-    while (!retired_.empty()) {
-      auto connection = std::move(retired_.back());
-      retired_.pop_back();
-      connection->close();
-      co_await connection->wait_closed();
-    }
-    if (!running_) break;
-    const std::size_t live = slots_.size();
-    const bool below_min = live + opening_ < std::max<std::size_t>(config_.min_size, 1);
-    const bool wanted = !waiters_.empty() && live + opening_ < config_.max_size;
-    if (below_min || wanted) {
-      ++opening_;
-      std::exception_ptr failure;
-      try {
-        auto connection = co_await open(config_.connect_timeout);
-        if (!running_) {
-          connection->close();
-          co_await connection->wait_closed();
-        } else {
-          adopt(std::move(connection));
-          backoff.reset();
-          last_connect_failure_ = nullptr;
-        }
-      } catch (...) {
-        failure = std::current_exception();
-      }
-      --opening_;
-      dispatch();
-      if (failure && running_) {
+  // Until the pool stops: a permanent error (bad credentials) is waited out too, the server
+  // may be fixed. Only close() cuts the backoff (`maintain_stop_` is the wake): callers
+  // arriving during an outage must not turn it into a reconnect storm (F34). An attempt
+  // opens what is needed when it runs, nothing when the need went away meanwhile.
+  // (Named locals, not temporaries in the co_await: see core::reconnect.)
+  const core::ReconnectPolicy policy{.attempt_timeout = config_.connect_timeout,
+                                     .permanent_ends = false};
+  const std::string what = description_ + ": reconnect";
+  core::ReconnectObserver observer{
+      .what = what,
+      .log = pool_detail::log(),
+      .on_failure = [this](const std::exception_ptr& failure, ErrorKind) {
+        if (!running_) return;
         last_connect_failure_ = failure;
         fail_waiters_if_unreachable();
-        const auto delay = backoff.next();
-        try {
-          std::rethrow_exception(failure);
-        } catch (const std::exception& e) {
-          pool_detail::log()->warn("{}: reconnect failed ({}); next attempt in {} ms", description_,
-                                   e.what(), delay.count());
-        }
-        // Only close() cuts this wait short: waiters arriving during an outage must not
-        // turn the backoff into a reconnect storm (F34).
-        co_await maintain_stop_.wait_for(delay);
-      }
+      }};
+  auto attempt = [&](std::chrono::milliseconds timeout) { return open_needed(timeout, backoff); };
+  auto stopped = [this] { return !running_; };
+  while (running_) {
+    co_await close_retired();
+    if (!running_) break;
+    if (!connection_needed()) {
+      co_await maintain_wake_.wait();  // a connection retired, a caller waits, or stop
       continue;
     }
-    co_await maintain_wake_.wait();
+    (void)co_await core::reconnect(attempt, backoff, policy, observer, stopped, maintain_stop_);
+  }
+}
+
+template <class SlotT>
+bool BasicPool<SlotT>::connection_needed() const noexcept {
+  const std::size_t count = slots_.size() + opening_;
+  return count < std::max<std::size_t>(config_.min_size, 1) ||
+         (!waiters_.empty() && count < config_.max_size);
+}
+
+template <class SlotT>
+boost::asio::awaitable<void> BasicPool<SlotT>::close_retired() {
+  while (!retired_.empty()) {
+    auto connection = std::move(retired_.back());
+    retired_.pop_back();
+    connection->close();
+    co_await connection->wait_closed();
+  }
+}
+
+template <class SlotT>
+boost::asio::awaitable<void> BasicPool<SlotT>::open_needed(std::chrono::milliseconds timeout,
+                                                           core::Backoff& backoff) {
+  while (running_) {
+    co_await close_retired();
+    if (!running_ || !connection_needed()) co_return;
+    ++opening_;
+    std::exception_ptr failure;
+    try {
+      auto connection = co_await open(timeout);
+      if (!running_) {
+        connection->close();
+        co_await connection->wait_closed();
+      } else {
+        adopt(std::move(connection));
+        backoff.reset();
+        last_connect_failure_ = nullptr;
+      }
+    } catch (...) {
+      failure = std::current_exception();  // rethrown below, for core::reconnect
+    }
+    --opening_;
+    dispatch();
+    if (failure) std::rethrow_exception(failure);
   }
 }
 
@@ -414,21 +439,23 @@ void BasicPool<SlotT>::fail_waiters_if_unreachable() noexcept {
   }
   pool_detail::log()->warn("{}: server unreachable: failing {} waiting caller(s)", description_,
                            waiters_.size());
-  for (Waiter* w : waiters_) {
-    w->failure = error;
-    if (w->reserved != nullptr) w->reserved->draining = false;
-    w->reserved = nullptr;
-    if (w->notifier != nullptr) w->notifier->cancel();
-  }
-  waiters_.clear();
-  exclusive_waiting_ = 0;
-  shared_waiting_ = 0;
+  fail_waiters(error);
 }
 
 template <class SlotT>
 void BasicPool<SlotT>::fail_all_waiters_closed() noexcept {
+  fail_waiters(nullptr);
+}
+
+template <class SlotT>
+void BasicPool<SlotT>::fail_waiters(const std::exception_ptr& failure) noexcept {
   for (Waiter* w : waiters_) {
-    w->closed = true;
+    if (failure) {
+      w->failure = failure;
+    } else {
+      w->closed = true;
+    }
+    // Their reservations end with their waits (F47).
     if (w->reserved != nullptr) w->reserved->draining = false;
     w->reserved = nullptr;
     if (w->notifier != nullptr) w->notifier->cancel();
