@@ -2,6 +2,7 @@
 
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/retry.hpp>
 #include <trading_shared/http/http_status.hpp>
 
 #include <boost/asio/steady_timer.hpp>
@@ -156,16 +157,8 @@ asio::awaitable<void> HistoricalTrades::pause(Clock::duration d) {
   co_await timer.async_wait(asio::use_awaitable);
 }
 
-asio::awaitable<TradePage> HistoricalTrades::page(const std::string& symbol, std::int64_t from,
-                                                  std::int64_t to) {
-  const auto span = static_cast<std::uint64_t>(to - from) + 1;
-  const std::uint64_t limit = std::min<std::uint64_t>(config_.page, span);
-  const std::string target = "/api/v3/historicalTrades?symbol=" + symbol +
-                             "&fromId=" + std::to_string(from) + "&limit=" + std::to_string(limit);
-  http::HttpRequestOptions options;
-  if (!config_.api_key.empty()) options.headers.push_back({"X-MBX-APIKEY", config_.api_key});
-  core::Backoff backoff(config_.retry_backoff, random_);
-  std::string failure;
+asio::awaitable<http::HttpResponse> HistoricalTrades::admitted_get(
+    const std::string& symbol, const std::string& target, const http::HttpRequestOptions& options) {
   for (;;) {
     // Never send during a Retry-After, nor beyond the weight budget; both are re-checked after
     // every wait (another worker may have been throttled meanwhile).
@@ -187,57 +180,68 @@ asio::awaitable<TradePage> HistoricalTrades::page(const std::string& symbol, std
     }
     budget_.spend(Clock::now());
     ++n_->requests;
-    http::HttpResponse answer;
-    try {
-      answer = co_await client_->get(target, options);
-    } catch (const Error& e) {
-      if (e.kind() == ErrorKind::cancelled || e.kind() == ErrorKind::permanent) throw;
-      failure = e.what();
+    http::HttpResponse answer = co_await client_->get(target, options);
+    if (const auto used = answer.header("X-MBX-USED-WEIGHT-1M")) {
+      std::uint64_t value = 0;
+      const auto r = std::from_chars(used->data(), used->data() + used->size(), value);
+      if (r.ec == std::errc()) budget_.reported(value, Clock::now());
     }
-    if (failure.empty()) {
-      if (const auto used = answer.header("X-MBX-USED-WEIGHT-1M")) {
-        std::uint64_t value = 0;
-        const auto r = std::from_chars(used->data(), used->data() + used->size(), value);
-        if (r.ec == std::errc()) budget_.reported(value, Clock::now());
-      }
-      if (http::is_throttle_status(answer.status)) {
-        ++n_->throttled;
-        std::chrono::milliseconds delay = config_.default_retry_after;
-        if (const auto header = answer.header("Retry-After")) {
-          if (const auto d = http::parse_retry_after(*header)) delay = *d;
-        }
-        not_before_ = std::max(not_before_, Clock::now() + delay);
-        log()->warn("{}: the venue throttles (HTTP {}): nothing sent for {} ms (Retry-After)",
-                    symbol, answer.status, delay.count());
-        continue;
-      }
-      if (!answer.ok()) {
-        if (http::classify_http_status(answer.status) == ErrorKind::permanent) {
-          http::throw_for_status(answer, "historicalTrades " + symbol);
-        }
-        failure = "HTTP " + std::to_string(answer.status) + ": " + answer.body.substr(0, 200);
-      }
+    if (!http::is_throttle_status(answer.status)) co_return answer;
+    // Throttled: not a failure of the call; nothing is sent until the Retry-After has passed.
+    ++n_->throttled;
+    std::chrono::milliseconds delay = config_.default_retry_after;
+    if (const auto header = answer.header("Retry-After")) {
+      if (const auto d = http::parse_retry_after(*header)) delay = *d;
     }
-    if (failure.empty()) {
-      TradePage page;
-      std::string error;
-      if (parse_historical_trades(parser_, answer.body, symbol, page.trades, error)) {
-        if (!page.trades.empty()) page.first_returned = page.trades.front().trade_id;
-        std::erase_if(page.trades,
-                      [&](const Trade& t) { return t.trade_id < from || t.trade_id > to; });
-        co_return page;
-      }
-      failure = "unusable answer (" + error + "): " + answer.body.substr(0, 200);
-    }
-    ++n_->retries;
-    const auto delay = backoff.next();
-    if (n_->retries <= 10 || n_->retries % 100 == 0) {
-      log()->warn("{}: historicalTrades fromId={} failed (retry #{} in {} ms): {}", symbol, from,
-                  n_->retries, delay.count(), failure);
-    }
-    failure.clear();
-    co_await pause(delay);
+    not_before_ = std::max(not_before_, Clock::now() + delay);
+    log()->warn("{}: the venue throttles (HTTP {}): nothing sent for {} ms (Retry-After)", symbol,
+                answer.status, delay.count());
   }
+}
+
+asio::awaitable<TradePage> HistoricalTrades::fetch(const std::string& symbol,
+                                                   const std::string& target,
+                                                   const http::HttpRequestOptions& options,
+                                                   std::int64_t from, std::int64_t to) {
+  http::HttpResponse answer = co_await admitted_get(symbol, target, options);
+  // A 4xx is permanent (unknown symbol, bad key), a 5xx transient: see classify_http_status.
+  http::throw_for_status(answer, "historicalTrades " + symbol);
+  TradePage page;
+  std::string error;
+  if (!parse_historical_trades(parser_, answer.body, symbol, page.trades, error)) {
+    throw Error(make_error_code(errc::protocol_error),
+                "historicalTrades " + symbol + ": unusable answer (" + error +
+                    "): " + answer.body.substr(0, 200),
+                RequestState::sent);
+  }
+  if (!page.trades.empty()) page.first_returned = page.trades.front().trade_id;
+  std::erase_if(page.trades, [&](const Trade& t) { return t.trade_id < from || t.trade_id > to; });
+  co_return page;
+}
+
+asio::awaitable<TradePage> HistoricalTrades::page(const std::string& symbol, std::int64_t from,
+                                                  std::int64_t to) {
+  const auto span = static_cast<std::uint64_t>(to - from) + 1;
+  const std::uint64_t limit = std::min<std::uint64_t>(config_.page, span);
+  const std::string target = "/api/v3/historicalTrades?symbol=" + symbol +
+                             "&fromId=" + std::to_string(from) + "&limit=" + std::to_string(limit);
+  http::HttpRequestOptions options;
+  if (!config_.api_key.empty()) options.headers.push_back({"X-MBX-APIKEY", config_.api_key});
+  // A 5xx, a timeout, a lost connection or an unusable answer is retried (a GET is idempotent)
+  // until it succeeds; a cancellation or a permanent error (a 4xx) ends it. The retries of all
+  // pages are numbered together: the first 10 and every 100th are logged as warnings.
+  const core::UntilStopped policy{.stop = nullptr,
+                                  .backoff = config_.retry_backoff,
+                                  .random = &random_,
+                                  .retries = &n_->retries,
+                                  .log = log(),
+                                  .warn_first = 10,
+                                  .retry_permanent = false,
+                                  .number_by_total = true};
+  auto attempt = [&] { return fetch(symbol, target, options, from, to); };
+  co_return co_await core::retry_until_stopped(
+      attempt, core::Idempotent::yes, policy,
+      "historicalTrades " + symbol + " fromId=" + std::to_string(from));
 }
 
 }  // namespace trading_shared::services

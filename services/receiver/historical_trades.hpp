@@ -5,7 +5,8 @@
 /// venue's limits: a client-side weight budget (each call costs `weight_per_call` against
 /// `weight_limit` per `weight_window`, and the venue's own count from `X-MBX-USED-WEIGHT-1M`),
 /// 429/418 answers honoured (nothing is sent until their Retry-After has passed), 5xx and
-/// timeouts retried with capped backoff. docs/services.md (ts-receiver, backfill).
+/// timeouts retried with capped backoff (core::retry_until_stopped). docs/services.md
+/// (ts-receiver, backfill).
 
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/http/http_client.hpp>
@@ -98,6 +99,15 @@ class HistoricalTrades {
                                          std::int64_t to);
 
  private:
+  /// One attempt of `page`: the GET once admitted; a transient failure is thrown as an `Error`.
+  boost::asio::awaitable<TradePage> fetch(const std::string& symbol, const std::string& target,
+                                          const http::HttpRequestOptions& options,
+                                          std::int64_t from, std::int64_t to);
+  /// Sends the GET when the budget and any Retry-After allow, again after each 429/418 (a
+  /// throttle is a wait, not a failure); returns the first answer that is not one.
+  boost::asio::awaitable<http::HttpResponse> admitted_get(const std::string& symbol,
+                                                          const std::string& target,
+                                                          const http::HttpRequestOptions& options);
   boost::asio::awaitable<void> pause(std::chrono::steady_clock::duration d);
   boost::asio::any_io_executor executor_;
   http::HttpClient* client_;

@@ -108,7 +108,7 @@ std::shared_ptr<spdlog::logger> log_of(const UntilStopped& policy) {
 }  // namespace
 
 void record_until_stopped_retry(const UntilStopped& policy, std::string_view what,
-                                std::uint32_t retry, ErrorKind kind, std::string_view reason,
+                                std::uint64_t retry, ErrorKind kind, std::string_view reason,
                                 std::chrono::milliseconds delay) {
   auto level = spdlog::level::debug;
   if (retry <= policy.warn_first || retry % 100 == 0) {
@@ -122,7 +122,8 @@ void record_until_stopped_retry(const UntilStopped& policy, std::string_view wha
 
 void record_until_stopped_recovery(const UntilStopped& policy, std::string_view what,
                                    std::uint32_t retries) {
-  log_of(policy)->info("{}: succeeded after {} retries", what, retries);
+  log_of(policy)->log(policy.number_by_total ? spdlog::level::debug : spdlog::level::info,
+                      "{}: succeeded after {} retries", what, retries);
 }
 
 void record_until_stopped_stop(const UntilStopped& policy, std::string_view what, ErrorKind kind,

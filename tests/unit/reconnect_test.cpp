@@ -17,9 +17,13 @@
 #include "support/async_test.hpp"
 
 #include <gtest/gtest.h>
+#include <spdlog/logger.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -65,6 +69,36 @@ TEST(RetryUntilStopped, RetriesTransientErrorsUntilSuccessAndCountsThem) {
     EXPECT_EQ(value, 42);
     EXPECT_EQ(calls, 6);  // more than the bounded mode's default of 3
     EXPECT_EQ(retries, 5u);
+  });
+}
+
+TEST(RetryUntilStopped, NumberByTotalNumbersTheRetriesOfAllCallsTogether) {
+  ts::testing::run_coroutine_test([](asio::io_context&) -> asio::awaitable<void> {
+    std::ostringstream out;
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_st>(out);
+    sink->set_pattern("%l %v");
+    auto log = std::make_shared<spdlog::logger>("test.until.total", sink);
+    log->set_level(spdlog::level::trace);
+    ts::core::FixedRandom random(0.0);
+    std::uint64_t retries = 7;  // earlier calls' retries
+    const ts::core::UntilStopped policy{.backoff = {1ms, 4ms, 2.0},
+                                        .random = &random,
+                                        .retries = &retries,
+                                        .log = log,
+                                        .warn_first = 8,
+                                        .number_by_total = true};
+    int calls = 0;
+    co_await ts::core::retry_until_stopped(
+        [&]() -> asio::awaitable<void> {
+          if (++calls < 3) throw transient();
+          co_return;
+        },
+        Idempotent::yes, policy, "page");
+    EXPECT_EQ(retries, 9u);
+    const std::string text = out.str();
+    EXPECT_NE(text.find("warning page failed (retry #8 in"), std::string::npos) << text;
+    EXPECT_NE(text.find("debug page failed (retry #9 in"), std::string::npos) << text;
+    EXPECT_NE(text.find("debug page: succeeded after 2 retries"), std::string::npos) << text;
   });
 }
 

@@ -193,6 +193,10 @@ struct UntilStopped {
   /// Retry permanent errors too (a service that must keep what it received until an operator
   /// fixes the server). A cancellation is never retried.
   bool retry_permanent = false;
+  /// Number the retries by the total in `*retries` (a counter shared by many calls: every page
+  /// of a backfill) rather than within each call: "retry #n" and the `warn_first` / every-100th
+  /// cadence then run over the total, and a recovery is logged at debug level only.
+  bool number_by_total = false;
 };
 
 namespace detail {
@@ -202,7 +206,7 @@ bool retry_until_stopped_decision(ErrorKind kind, Idempotent idempotent,
 /// One line per retry: "<what> failed (retry #n in d ms; kind): reason; retrying with backoff
 /// until it succeeds or the service stops" (see `UntilStopped::warn_first` for its level).
 void record_until_stopped_retry(const UntilStopped& policy, std::string_view what,
-                                std::uint32_t retry, ErrorKind kind, std::string_view reason,
+                                std::uint64_t retry, ErrorKind kind, std::string_view reason,
                                 std::chrono::milliseconds delay);
 void record_until_stopped_recovery(const UntilStopped& policy, std::string_view what,
                                    std::uint32_t retries);
@@ -266,7 +270,9 @@ auto retry_until_stopped(Make make, Idempotent idempotent, const UntilStopped& p
       delay = std::max(delay, std::min(*after, policy.backoff.cap));
     }
     if (policy.retries != nullptr) ++*policy.retries;
-    detail::record_until_stopped_retry(policy, what, backoff.attempts(), kind, reason, delay);
+    const std::uint64_t number =
+        policy.number_by_total && policy.retries != nullptr ? *policy.retries : backoff.attempts();
+    detail::record_until_stopped_retry(policy, what, number, kind, reason, delay);
     bool go_on = true;
     if (policy.stop != nullptr) {
       go_on = co_await policy.stop->sleep_for(delay);
