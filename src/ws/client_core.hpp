@@ -2,19 +2,20 @@
 // The state of one WebSocketClient (private to src/ws). The client is one object, `Core`,
 // shared by the public handle and the coroutines it spawns; its parts live in one file each:
 // - websocket_client.cpp: lifecycle (construction, start, close, cut, stats);
-// - websocket_connection.cpp: connecting (TCP + handshake), the supervisor (reconnect with
-// backoff),
-//   the on_connect messages of a new connection, the read loop and why a connection ended;
+// - websocket_connection.cpp: connecting (TCP + handshake), the supervisor (core::reconnect
+//   with backoff), the on_connect messages of a new connection, the read loop and why a
+//   connection ended;
 // - websocket_send.cpp: the write turn (one write at a time, FIFO) and send / add_on_connect;
 // - websocket_receive_queue.cpp: the bounded hand-off queue (ring of messages whose strings'
-// capacity
-//   circulates), the overflow policy and the receive* calls of the single consumer.
-// Everything runs on the client's executor (single-threaded): no locks.
+//   capacity circulates), the overflow policy and the receive* calls of the single consumer.
+// The start/close state is a core::RunState; the start-up is the supervisor's first
+// connection. Everything runs on the client's executor (single-threaded): no locks.
 
 #include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/run_state.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -84,8 +85,6 @@ struct Connection {
   bool write_overrun = false;  // ended because a write did not complete within idle_timeout
 };
 
-enum class State : std::uint8_t { idle, starting, running, closing, closed };
-
 /// A send waiting for the write turn (single-threaded executor), woken on its own (the turn
 /// goes to one waiter, in FIFO order). It registers itself in a list and removes itself when
 /// destroyed, so that no list ever holds a pointer to a frame that is gone (also when frames
@@ -126,7 +125,6 @@ inline void wake_all(std::deque<Waiter*>& list) {
 
 struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Core> {
   using Connection = detail::Connection;
-  using State = detail::State;
   using Waiter = detail::Waiter;
 
   Core(boost::asio::any_io_executor executor, WebSocketConfig cfg)
@@ -139,7 +137,11 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   WebSocketConfig config;
   WebSocketUrl url;
   std::vector<std::string> on_connect;
-  State state = State::idle;
+  /// idle -> starting (start() spawned the supervisor) -> running (its first connection is
+  /// ready) -> closing -> closed. A start() that fails closes the client: no idle again.
+  /// `state.changed()` is also notified when the connection is cut and when the supervisor
+  /// has ended: start(), close() and the supervisor's backoff wait look again.
+  core::RunState state{ex};
   std::shared_ptr<Connection> connection;  // up and handshaken
   std::shared_ptr<Connection> connecting;  // being connected (close() cuts it)
   std::uint64_t next_number = 1;
@@ -163,15 +165,11 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
 
   // supervisor (websocket_connection.cpp)
   bool supervisor_running = false;
-  bool first_ready = false;
-  /// Notified when the first connection is ready, when closing begins, when the connection
-  /// is cut and when the supervisor has ended: start(), close() and the supervisor's pause
-  /// look again.
-  core::AsyncEvent changed{ex};
 
-  bool open_for_work() const { return state == State::starting || state == State::running; }
+  /// Closed, or closing with the supervisor gone: no message will come any more.
   bool ended() const {
-    return state == State::closed || (state == State::closing && !supervisor_running);
+    return state.is(core::RunPhase::closed) ||
+           (state.is(core::RunPhase::closing) && !supervisor_running);
   }
   std::string what(const char* text) const { return "WebSocket " + config.url + ": " + text; }
 
@@ -209,7 +207,8 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
     send_failed,
     other
   };
-  boost::asio::awaitable<void> connect(std::shared_ptr<Connection> c);
+  boost::asio::awaitable<void> connect(std::shared_ptr<Connection> c,
+                                       std::chrono::milliseconds budget);
   static boost::asio::awaitable<void> subscribe(std::shared_ptr<Core> self,
                                                 std::shared_ptr<Connection> c);
   static Ending ending_of(const Connection& c, const boost::system::error_code& ec);

@@ -1,7 +1,8 @@
 // WebSocketClient: connecting (TCP connect and handshake), the on_connect messages of a new
 // connection, the read loop, why a connection ended, and the supervisor that reconnects with
-// backoff. The parts of the client: client_core.hpp.
+// backoff (core::reconnect). The parts of the client: client_core.hpp.
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/reconnect.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 
@@ -11,25 +12,36 @@ namespace trading_shared::ws {
 
 using namespace detail;  // the client's connection state, waiters, aliases
 
-asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection> c) {
+/// One connect (resolve, TCP connect, handshake), each step bounded by `budget` (the
+/// connect_timeout).
+asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection> c,
+                                                     std::chrono::milliseconds budget) {
   // Boost 1.81's resolver runs in a background thread; cancelling it completes our wait at
   // once (the lookup itself may go on). The connect deadline covers it.
   asio::steady_timer deadline(ex);
-  deadline.expires_after(config.connect_timeout);
+  deadline.expires_after(budget);
   deadline.async_wait([c](boost::system::error_code ec) {
     if (!ec) c->resolver.cancel();
   });
-  const auto endpoints =
-      co_await c->resolver.async_resolve(url.host, url.port, asio::use_awaitable);
+  boost::system::error_code resolved;
+  const auto endpoints = co_await c->resolver.async_resolve(
+      url.host, url.port, asio::redirect_error(asio::use_awaitable, resolved));
   deadline.cancel();
-  if (!open_for_work())
+  if (state.closing_or_closed()) {
     throw Error(make_error_code(errc::client_closed), what("closed while connecting"));
+  }
+  // Not closing: the cancellation was the deadline's (a timeout, not the caller's cancel).
+  if (resolved == asio::error::operation_aborted) {
+    throw Error(make_error_code(errc::connect_timeout),
+                what("resolving ") + url.host + ": " + resolved.message());
+  }
+  if (resolved) throw boost::system::system_error(resolved);
   auto& socket = beast::get_lowest_layer(c->ws);
-  socket.expires_after(config.connect_timeout);
+  socket.expires_after(budget);
   co_await socket.async_connect(endpoints, asio::use_awaitable);
   socket.socket().set_option(tcp::no_delay(true));
   websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = config.connect_timeout;
+  timeouts.handshake_timeout = budget;
   timeouts.idle_timeout = config.idle_timeout;
   timeouts.keep_alive_pings = true;
   socket.expires_never();  // the websocket timeouts replace the tcp_stream's
@@ -67,7 +79,7 @@ asio::awaitable<void> WebSocketClient::Core::subscribe(std::shared_ptr<Core> sel
     failure = e.what();
   }
   if (!failure.empty()) {
-    if (self->connection == c && self->open_for_work()) {
+    if (self->connection == c && !self->state.closing_or_closed()) {
       ++self->stats.send_failures;
       log()->warn("{}: connection {}: sending the on_connect messages failed ({}): reconnecting",
                   self->config.url, c->number, failure);
@@ -76,11 +88,8 @@ asio::awaitable<void> WebSocketClient::Core::subscribe(std::shared_ptr<Core> sel
     }
     co_return;
   }
-  if (c->ready && !self->first_ready) {
-    self->first_ready = true;
-    if (self->state == State::starting) self->state = State::running;
-    self->changed.notify_all();  // start() completes
-  }
+  // The first ready connection ends the start-up: start() completes.
+  if (c->ready) (void)self->state.start_succeeded();
   // After the state is running: the hook may send at once.
   if (c->ready && self->connection == c && self->config.on_ready) {
     self->config.on_ready(c->number);
@@ -190,68 +199,85 @@ const char* WebSocketClient::Core::describe(Ending ending) {
   return "?";
 }
 
+/// Connects (core::reconnect: capped jittered backoff, failures counted and logged on the
+/// first and every 10th attempt), runs the connection until it ends, and again, until the
+/// client closes; closing cuts an attempt or a backoff wait at once (`state.changed()`).
 asio::awaitable<void> WebSocketClient::Core::supervise(std::shared_ptr<Core> self) {
   core::Backoff backoff(self->config.reconnect_backoff, self->random);
-  while (self->open_for_work()) {
+  const std::string what = self->config.url + ": connect";
+  // Named locals, not braced temporaries in the co_await (GCC 12, see core::reconnect).
+  core::ReconnectPolicy policy{.attempt_timeout = self->config.connect_timeout,
+                               .permanent_ends = false};  // the server may be fixed
+  const core::ReconnectObserver observer{
+      .what = what, .log = log(), .failures = &self->stats.connect_failures, .log_every = 10};
+  const auto stopped = [&self] { return self->state.closing_or_closed(); };
+  std::shared_ptr<Connection> fresh;
+  const auto attempt = [&self, &fresh](std::chrono::milliseconds budget) -> asio::awaitable<void> {
     auto c = std::make_shared<Connection>(self->ex);
     self->connecting = c;
-    std::string failure;
+    std::exception_ptr failure;
+    std::string cause;
     try {
-      co_await self->connect(c);
+      co_await self->connect(c, budget);
     } catch (const std::exception& e) {
-      failure = e.what();
+      failure = std::current_exception();
+      cause = e.what();
     }
     self->connecting.reset();
-    if (!self->open_for_work()) break;
-    if (failure.empty()) {
-      c->number = self->next_number++;
-      c->opened = Clock::now();
-      self->connection = c;
-      ++self->stats.connects;
-      self->stats.connection = c->number;
-      self->stats.connected = true;
-      log()->info("{}: connection {} up", self->config.url, c->number);
-      asio::co_spawn(self->ex, subscribe(self, c), [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);  // subscribe catches every error it can meet
-      });
-      const auto ec = co_await self->read_loop(c);
-      self->connection.reset();
-      self->stats.connected = false;
-      if (!self->open_for_work()) break;
-      const Ending ending = ending_of(*c, ec);
-      ++self->stats.disconnects;
-      self->count_ending(ending);
-      std::string detail = ec.message();
-      if (ending == Ending::closed_by_peer) {
-        const auto& reason = c->ws.reason();
-        detail = "close code " + std::to_string(reason.code) +
-                 (reason.reason.empty() ? std::string()
-                                        : " \"" + std::string(reason.reason.c_str()) + "\"");
-      }
-      log()->warn(
-          "{}: connection {} lost after {} ms: {} ({}); reconnecting", self->config.url, c->number,
-          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - c->opened).count(),
-          describe(ending), detail);
-      self->last_failure = describe(ending);
-      if (Clock::now() - c->opened >= self->config.idle_timeout) backoff.reset();
-    } else {
-      ++self->stats.connect_failures;
-      self->last_failure = failure;
-      if (self->stats.connect_failures == 1 || backoff.attempts() % 10 == 0) {
-        log()->warn("{}: connect failed (attempt {}): {}", self->config.url, backoff.attempts() + 1,
-                    failure);
-      }
+    if (!failure) {
+      fresh = std::move(c);
+      co_return;
     }
-    // The pause before the next attempt; closing (begin_closing(), cut()) ends it.
-    const auto resume_at = Clock::now() + backoff.next();
-    while (self->open_for_work()) {
-      const bool notified = co_await self->changed.wait_until(resume_at);
-      if (!notified) break;
+    // Closing cut the attempt short: not a failure (neither counted nor logged); the
+    // supervisor sees the phase and ends.
+    if (self->state.closing_or_closed()) co_return;
+    self->last_failure = std::move(cause);
+    std::rethrow_exception(failure);
+  };
+  for (;;) {
+    fresh.reset();
+    (void)co_await core::reconnect(attempt, backoff, policy, observer, stopped,
+                                   self->state.changed());
+    if (stopped()) break;  // a connection made as closing began is dropped
+    auto c = std::move(fresh);
+    c->number = self->next_number++;
+    c->opened = Clock::now();
+    self->connection = c;
+    ++self->stats.connects;
+    self->stats.connection = c->number;
+    self->stats.connected = true;
+    log()->info("{}: connection {} up", self->config.url, c->number);
+    asio::co_spawn(self->ex, subscribe(self, c), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);  // subscribe catches every error it can meet
+    });
+    const auto ec = co_await self->read_loop(c);
+    self->connection.reset();
+    self->stats.connected = false;
+    if (stopped()) break;
+    const Ending ending = ending_of(*c, ec);
+    ++self->stats.disconnects;
+    self->count_ending(ending);
+    std::string detail = ec.message();
+    if (ending == Ending::closed_by_peer) {
+      const auto& reason = c->ws.reason();
+      detail = "close code " + std::to_string(reason.code) +
+               (reason.reason.empty() ? std::string()
+                                      : " \"" + std::string(reason.reason.c_str()) + "\"");
     }
+    log()->warn(
+        "{}: connection {} lost after {} ms: {} ({}); reconnecting", self->config.url, c->number,
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - c->opened).count(),
+        describe(ending), detail);
+    self->last_failure = describe(ending);
+    // A connection that lasted starts the backoff afresh; either way the reconnect waits one
+    // delay first (never in lockstep with the other clients).
+    if (Clock::now() - c->opened >= self->config.idle_timeout) backoff.reset();
+    policy.pause_first = true;
   }
+  fresh.reset();
   self->supervisor_running = false;
-  self->changed.notify_all();   // close() and start() look again
-  self->readable.notify_all();  // the consumer sees the end
+  self->state.changed().notify_all();  // close() and start() look again
+  self->readable.notify_all();         // the consumer sees the end
   if (self->config.on_readable) self->config.on_readable();
 }
 

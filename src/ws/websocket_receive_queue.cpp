@@ -100,7 +100,7 @@ bool WebSocketClient::Core::deliver(const beast::flat_buffer& buffer, bool binar
 asio::awaitable<bool> WebSocketClient::Core::wait_for_messages(
     std::optional<asio::steady_timer::time_point> deadline, bool* timed_out) {
   while (count == 0) {
-    if (ended() || state == State::idle) co_return false;
+    if (ended() || state.is(core::RunPhase::idle)) co_return false;
     const WaitEnd end = co_await wait_on(readable, deadline.value_or(Clock::time_point::max()));
     switch (end) {
       case WaitEnd::notified:

@@ -39,7 +39,9 @@ asio::awaitable<boost::system::error_code> WebSocketClient::Core::write_frame(
 /// a turn granted to a cancelled caller is passed on).
 asio::awaitable<void> WebSocketClient::Core::acquire_write() {
   auto self = shared_from_this();
-  if (!open_for_work()) throw Error(make_error_code(errc::client_closed), what("closed"));
+  if (state.closing_or_closed()) {
+    throw Error(make_error_code(errc::client_closed), what("closed"));
+  }
   if (!writing && send_waiters.empty()) {
     writing = true;
     co_return;
@@ -52,9 +54,10 @@ asio::awaitable<void> WebSocketClient::Core::acquire_write() {
   (void)co_await wait_on(waiter.event, Clock::time_point::max());  // woken, granted or cancelled
   const auto cancelled = (co_await asio::this_coro::cancellation_state).cancelled();
   if (waiter.granted) {
-    if (!open_for_work() || cancelled != asio::cancellation_type::none) {
+    if (state.closing_or_closed() || cancelled != asio::cancellation_type::none) {
       release_write();
-      if (!open_for_work()) throw Error(make_error_code(errc::client_closed), what("closed"));
+      if (state.closing_or_closed())
+        throw Error(make_error_code(errc::client_closed), what("closed"));
       throw Error(make_error_code(errc::cancelled), what("send cancelled"));
     }
     co_return;
@@ -113,7 +116,7 @@ void WebSocketClient::add_on_connect(std::string message) {
 
 asio::awaitable<void> WebSocketClient::send(std::string_view text) {
   auto self = core_;
-  if (self->state == State::idle || self->state == State::starting) {
+  if (self->state.is(core::RunPhase::idle) || self->state.is(core::RunPhase::starting)) {
     throw Error(make_error_code(errc::not_started), self->what("send before start()"));
   }
   co_await self->acquire_write();

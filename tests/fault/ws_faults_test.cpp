@@ -63,6 +63,16 @@ ws::WebSocketConfig config_for(const WsTestServer& server) {
   return c;
 }
 
+/// A configuration whose URL names a loopback port nothing listens on (a listener's, closed).
+ws::WebSocketConfig config_nothing_listening(asio::io_context& io) {
+  asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
+  const auto port = probe.local_endpoint().port();
+  probe.close();
+  ws::WebSocketConfig c;
+  c.url = "ws://127.0.0.1:" + std::to_string(port) + "/";
+  return c;
+}
+
 /// Bytes of heap memory in use by the whole process (the allocator's own count: glibc's, or
 /// AddressSanitizer's in the sanitizer build).
 std::size_t heap_in_use() {
@@ -135,11 +145,7 @@ TEST(WsClient, SubscribesReceivesAndClosesCleanly) {
 
 TEST(WsClient, StartFailsWithinStartupTimeoutWhenNothingListens) {
   run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
-    asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
-    const auto port = probe.local_endpoint().port();
-    probe.close();
-    ws::WebSocketConfig c;
-    c.url = "ws://127.0.0.1:" + std::to_string(port) + "/";
+    ws::WebSocketConfig c = config_nothing_listening(io);
     c.startup_timeout = 300ms;
     c.reconnect_backoff = {10ms, 50ms, 2.0};
     ws::WebSocketClient client(io.get_executor(), c);
@@ -152,6 +158,60 @@ TEST(WsClient, StartFailsWithinStartupTimeoutWhenNothingListens) {
     }
     EXPECT_LT(Clock::now() - t0, 2s);
     EXPECT_GE(client.stats().connect_failures, 1U);
+  });
+}
+
+/// start() must fail with `code`.
+asio::awaitable<void> expect_start_error(ws::WebSocketClient& client, errc code) {
+  try {
+    co_await client.start();
+    ADD_FAILURE() << "start() succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), make_error_code(code)) << e.what();
+  }
+}
+
+// A start() that failed closes the client (it does not return to idle): a later start() is
+// refused with client_closed, the consumer sees the end, close() returns.
+TEST(WsClient, AFailedStartClosesTheClient) {
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    ws::WebSocketConfig c = config_nothing_listening(io);
+    c.startup_timeout = 200ms;
+    ws::WebSocketClient client(io.get_executor(), c);
+    co_await expect_start_error(client, errc::startup_timeout);
+    co_await expect_start_error(client, errc::client_closed);  // not idle again
+    ws::Message m;
+    const bool any = co_await client.receive(m);
+    EXPECT_FALSE(any);
+    co_await client.close();
+  });
+}
+
+// Two close() calls at once: both return once the client is closed.
+TEST(WsClient, ConcurrentClosesBothEnd) {
+  run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    WsTestServer server(io, [&](WsTestServer::Stream& s, int) -> asio::awaitable<void> {
+      for (;;) {
+        const std::string text = co_await WsTestServer::read_text(s);
+        if (text.empty()) co_return;
+      }
+    });
+    ws::WebSocketClient client(io.get_executor(), config_for(server));
+    co_await client.start();
+    int closed = 0;
+    for (int i = 0; i < 2; ++i) {
+      asio::co_spawn(io, client.close(), [&](std::exception_ptr e) {
+        EXPECT_FALSE(e);
+        ++closed;
+      });
+    }
+    const bool both = co_await eventually([&] { return closed == 2; }, 5s, 2ms);
+    EXPECT_TRUE(both);
+    EXPECT_FALSE(client.stats().connected);
+    ws::Message m;
+    const bool any = co_await client.receive(m);
+    EXPECT_FALSE(any);
+    server.stop();
   });
 }
 
@@ -843,11 +903,7 @@ TEST(WsClient, CancelledSendsAndStartLeaveTheClientUsable) {
     server.stop();
   });
   run_ws_test([&](asio::io_context& io) -> asio::awaitable<void> {
-    asio::ip::tcp::acceptor probe(io, {asio::ip::make_address("127.0.0.1"), 0});
-    const auto port = probe.local_endpoint().port();
-    probe.close();
-    ws::WebSocketConfig c;
-    c.url = "ws://127.0.0.1:" + std::to_string(port) + "/";
+    ws::WebSocketConfig c = config_nothing_listening(io);
     c.reconnect_backoff = {10ms, 20ms, 2.0};
     ws::WebSocketClient client(io.get_executor(), c);
     asio::cancellation_signal stop;
