@@ -391,3 +391,29 @@ TEST(Reconnect, CancellationOfTheWaitIsRethrown) {
   ASSERT_TRUE(result);
   EXPECT_EQ(ts::classify(result), ErrorKind::cancelled);
 }
+
+TEST(Reconnect, TheObserversDescribeNamesTheCause) {
+  ts::testing::run_coroutine_test([](asio::io_context& io) -> asio::awaitable<void> {
+    ts::core::FixedRandom random(0.0);
+    ts::core::Backoff backoff({1ms, 1ms, 1.0}, random);
+    ts::core::AsyncEvent wake(io.get_executor());
+    ts::core::ReconnectPolicy policy;
+    policy.deadline = 5ms;
+    ts::core::ReconnectObserver observer;
+    int described = 0;
+    observer.describe = [&](const std::exception_ptr& e) {
+      ++described;
+      EXPECT_TRUE(e);
+      return std::string("refused");
+    };
+    const auto r = co_await ts::core::reconnect(
+        [&](std::chrono::milliseconds) -> asio::awaitable<void> {
+          throw transient();
+          co_return;
+        },
+        backoff, policy, observer, [] { return false; }, wake);
+    EXPECT_EQ(r.end, ReconnectEnd::deadline);
+    EXPECT_EQ(r.last_cause, "refused");  // not the exception's what()
+    EXPECT_EQ(described, static_cast<int>(r.attempts));
+  });
+}
