@@ -1,6 +1,8 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/retry.hpp>
 
+#include <boost/system/system_error.hpp>
+
 #include <fmt/format.h>
 
 #include <limits>
@@ -53,12 +55,19 @@ RetryDecision decide_retry(ErrorKind kind, Idempotent idempotent, std::uint32_t 
 
 namespace detail {
 
+std::string describe(const std::exception& error) {
+  if (const auto* system = dynamic_cast<const boost::system::system_error*>(&error)) {
+    return system->code().message();
+  }
+  return error.what();
+}
+
 std::string describe(const std::exception_ptr& error) {
   if (!error) return "no error";
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
-    return e.what();
+    return describe(e);
   } catch (...) {
     return "non-standard exception";
   }

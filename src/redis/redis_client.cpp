@@ -397,10 +397,7 @@ asio::awaitable<std::exception_ptr> ClientCore::start_up() {
                                      .attempt_timeout = config.connect_timeout};
   const std::string what = "Redis " + description + ": start-up";
   const core::ReconnectObserver observer{
-      .what = what,
-      .log = log(),
-      .failures = &context_.stats.connect_failures,
-      .describe = [](const std::exception_ptr& e) { return describe(e); }};
+      .what = what, .log = log(), .failures = &context_.stats.connect_failures};
   auto attempt = [this](milliseconds budget) { return connection_.connect_interruptible(budget); };
   auto stopped = [&] { return cancelled() || !state.is(core::RunPhase::starting); };
   core::ReconnectResult result;

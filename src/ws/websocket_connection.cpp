@@ -208,31 +208,30 @@ asio::awaitable<void> WebSocketClient::Core::supervise(std::shared_ptr<Core> sel
   // Named locals, not braced temporaries in the co_await (GCC 12, see core::reconnect).
   core::ReconnectPolicy policy{.attempt_timeout = self->config.connect_timeout,
                                .permanent_ends = false};  // the server may be fixed
+  // A failure once closing began (closing cut the attempt short) is neither counted nor
+  // logged: core::reconnect ends with `stopped`.
   const core::ReconnectObserver observer{
-      .what = what, .log = log(), .failures = &self->stats.connect_failures, .log_every = 10};
+      .what = what,
+      .log = log(),
+      .failures = &self->stats.connect_failures,
+      .log_every = 10,
+      .on_failure = [&self](const std::exception_ptr& failure, ErrorKind) {
+        self->last_failure = core::detail::describe(failure);
+      }};
   const auto stopped = [&self] { return self->state.closing_or_closed(); };
   std::shared_ptr<Connection> fresh;
   const auto attempt = [&self, &fresh](std::chrono::milliseconds budget) -> asio::awaitable<void> {
     auto c = std::make_shared<Connection>(self->ex);
     self->connecting = c;
     std::exception_ptr failure;
-    std::string cause;
     try {
       co_await self->connect(c, budget);
-    } catch (const std::exception& e) {
+    } catch (...) {
       failure = std::current_exception();
-      cause = e.what();
     }
     self->connecting.reset();
-    if (!failure) {
-      fresh = std::move(c);
-      co_return;
-    }
-    // Closing cut the attempt short: not a failure (neither counted nor logged); the
-    // supervisor sees the phase and ends.
-    if (self->state.closing_or_closed()) co_return;
-    self->last_failure = std::move(cause);
-    std::rethrow_exception(failure);
+    if (failure) std::rethrow_exception(failure);
+    fresh = std::move(c);
   };
   for (;;) {
     fresh.reset();

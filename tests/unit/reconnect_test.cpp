@@ -9,10 +9,12 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 
 #include "support/async_test.hpp"
 
@@ -392,28 +394,60 @@ TEST(Reconnect, CancellationOfTheWaitIsRethrown) {
   EXPECT_EQ(ts::classify(result), ErrorKind::cancelled);
 }
 
-TEST(Reconnect, TheObserversDescribeNamesTheCause) {
+TEST(Reconnect, AFailureOnceStoppedEndsItUncounted) {
   ts::testing::run_coroutine_test([](asio::io_context& io) -> asio::awaitable<void> {
     ts::core::FixedRandom random(0.0);
     ts::core::Backoff backoff({1ms, 1ms, 1.0}, random);
     ts::core::AsyncEvent wake(io.get_executor());
-    ts::core::ReconnectPolicy policy;
-    policy.deadline = 5ms;
+    bool stopped = false;
+    std::uint64_t failures = 0;
+    int reported = 0;
     ts::core::ReconnectObserver observer;
-    int described = 0;
-    observer.describe = [&](const std::exception_ptr& e) {
-      ++described;
-      EXPECT_TRUE(e);
-      return std::string("refused");
-    };
+    observer.failures = &failures;
+    observer.on_failure = [&](const std::exception_ptr&, ErrorKind) { ++reported; };
+    ts::core::ReconnectPolicy running;
+    running.permanent_ends = false;
+    // close() cuts the attempt short: the attempt fails with an operation_aborted.
     const auto r = co_await ts::core::reconnect(
         [&](std::chrono::milliseconds) -> asio::awaitable<void> {
-          throw transient();
+          stopped = true;
+          throw boost::system::system_error(asio::error::operation_aborted);
           co_return;
         },
-        backoff, policy, observer, [] { return false; }, wake);
-    EXPECT_EQ(r.end, ReconnectEnd::deadline);
-    EXPECT_EQ(r.last_cause, "refused");  // not the exception's what()
-    EXPECT_EQ(described, static_cast<int>(r.attempts));
+        backoff, running, observer, [&] { return stopped; }, wake);
+    EXPECT_EQ(r.end, ReconnectEnd::stopped);
+    EXPECT_EQ(r.attempts, 1u);
+    EXPECT_EQ(failures, 0u);
+    EXPECT_EQ(reported, 0);
   });
+}
+
+TEST(Reconnect, ACancelledClassErrorOfTheAttemptAloneIsRetried) {
+  ts::testing::run_coroutine_test([](asio::io_context& io) -> asio::awaitable<void> {
+    ts::core::FixedRandom random(0.0);
+    ts::core::Backoff backoff({1ms, 1ms, 1.0}, random);
+    ts::core::AsyncEvent wake(io.get_executor());
+    std::uint64_t failures = 0;
+    int calls = 0;
+    ts::core::ReconnectObserver observer;
+    observer.failures = &failures;
+    // Neither the loop was cancelled nor the owner stopped: an ordinary failure, retried.
+    const auto r = co_await ts::core::reconnect(
+        [&](std::chrono::milliseconds) -> asio::awaitable<void> {
+          if (++calls < 3) throw boost::system::system_error(asio::error::operation_aborted);
+          co_return;
+        },
+        backoff, {}, observer, [] { return false; }, wake);
+    EXPECT_EQ(r.end, ReconnectEnd::connected);
+    EXPECT_EQ(calls, 3);
+    EXPECT_EQ(failures, 2u);
+  });
+}
+
+TEST(Reconnect, TheCauseOfASystemErrorHasNoSourceLocation) {
+  const auto error = std::make_exception_ptr(
+      boost::system::system_error(asio::error::connection_refused, "connect"));
+  EXPECT_EQ(ts::core::detail::describe(error), "Connection refused");
+  EXPECT_EQ(ts::core::detail::describe(std::make_exception_ptr(transient())),
+            "connect: connect failed");
 }

@@ -9,6 +9,8 @@
 #include <trading_shared/core/retry.hpp>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include <spdlog/logger.h>
 
@@ -53,12 +55,9 @@ struct ReconnectObserver {
   std::uint64_t* failures = nullptr;
   /// Log the first failure of the loop and every `log_every`-th (1 = each).
   std::uint32_t log_every = 1;
-  /// Called after each failed attempt (not for a cancellation), before the decision, e.g. to
+  /// Called after each failed attempt (not for a cancellation, not once stopped), e.g. to
   /// fail the queued requests on a permanent error. Optional.
   std::function<void(const std::exception_ptr&, ErrorKind)> on_failure{};
-  /// The text of a failure for the log and `ReconnectResult::last_cause` (e.g. without a
-  /// system error's source location). Optional; null: the exception's `what()`.
-  std::function<std::string(const std::exception_ptr&)> describe{};
 };
 
 enum class ReconnectEnd : std::uint8_t {
@@ -106,6 +105,9 @@ std::shared_ptr<spdlog::logger> reconnect_logger();
 /// Likewise never write `cond && co_await ...`: GCC 12 evaluates the awaited operand even when
 /// `cond` is false; put the `co_await` in a statement of its own.
 ///
+/// An attempt that fails once `stopped()` holds (close() cut it short) ends the loop with
+/// `ReconnectEnd::stopped`; it is neither counted nor reported to `on_failure`.
+///
 /// @par Per-operation cancellation
 /// terminal: the attempt or the wait is cancelled and its error (cancelled /
 /// `operation_aborted`) rethrown; nothing is retried.
@@ -149,15 +151,22 @@ boost::asio::awaitable<ReconnectResult> reconnect(Connect connect, Backoff& back
       failure = std::current_exception();
     }
     const ErrorKind kind = classify(failure);
-    if (kind == ErrorKind::cancelled) std::rethrow_exception(failure);
-    if (observer.failures != nullptr) ++*observer.failures;
+    // The loop's own cancellation ends it (rethrown). A cancelled-class error of the attempt
+    // alone (an operation_aborted, a client_closed from below) is not one: it is the owner's
+    // close cutting the attempt short when `stopped()` holds, an ordinary failure otherwise.
+    const auto cancellation = co_await boost::asio::this_coro::cancellation_state;
+    if (kind == ErrorKind::cancelled &&
+        cancellation.cancelled() != boost::asio::cancellation_type::none) {
+      std::rethrow_exception(failure);
+    }
     result.last_error = failure;
-    result.last_cause = observer.describe ? observer.describe(failure) : detail::describe(failure);
-    if (observer.on_failure) observer.on_failure(failure, kind);
-    if (stopped()) {
+    result.last_cause = detail::describe(failure);
+    if (stopped()) {  // the close's doing: neither counted nor reported
       result.end = ReconnectEnd::stopped;
       co_return result;
     }
+    if (observer.failures != nullptr) ++*observer.failures;
+    if (observer.on_failure) observer.on_failure(failure, kind);
     if (kind == ErrorKind::permanent && policy.permanent_ends) std::rethrow_exception(failure);
     if (has_deadline && left() <= milliseconds::zero()) {
       result.end = ReconnectEnd::deadline;

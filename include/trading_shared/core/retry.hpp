@@ -109,6 +109,9 @@ void record_retry(const RetryObserver& observer, std::uint32_t attempt, ErrorKin
                   std::chrono::milliseconds delay, std::string_view what);
 void record_give_up(const RetryObserver& observer, std::uint32_t attempt, ErrorKind kind,
                     RetryReason reason, std::string_view what);
+/// An error's text for a log line or a cause: `what()`, but a Boost system error without its
+/// source location ("Connection refused", not "Connection refused [system:111 at ...]").
+std::string describe(const std::exception& error);
 std::string describe(const std::exception_ptr& error);
 }  // namespace detail
 

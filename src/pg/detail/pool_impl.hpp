@@ -111,7 +111,6 @@ boost::asio::awaitable<void> BasicPool<SlotT>::maintain() {
       .what = what,
       .log = pool_detail::log(),
       .on_failure = [this](const std::exception_ptr& failure, ErrorKind) {
-        if (!running_) return;
         last_connect_failure_ = failure;
         fail_waiters_if_unreachable();
       }};

@@ -7,6 +7,7 @@
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/retry.hpp>
 #include <trading_shared/core/run_state.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/error_class.hpp>
@@ -56,26 +57,8 @@ inline std::shared_ptr<spdlog::logger> log() {
   return logger;
 }
 
-/// An exception's text for a log line: Boost's system errors without their source location
-/// ("Connection refused", not "Connection refused [system:111 at /usr/include/...]").
-inline std::string describe(const std::exception& e) {
-  if (const auto* system = dynamic_cast<const boost::system::system_error*>(&e)) {
-    return system->code().message();
-  }
-  return e.what();
-}
-
-/// `describe` of a failure (core::ReconnectObserver::describe).
-inline std::string describe(const std::exception_ptr& error) {
-  if (!error) return "no error";
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return describe(e);
-  } catch (...) {
-    return "non-standard exception";
-  }
-}
+/// An exception's text for a log line (Boost's system errors without their source location).
+using core::detail::describe;
 
 inline long long ms_count(std::chrono::steady_clock::duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();

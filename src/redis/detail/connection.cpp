@@ -328,11 +328,9 @@ asio::awaitable<void> Connection::supervise() {
       .what = what,
       .log = log(),
       .failures = &context_.stats.connect_failures,
-      .on_failure =
-          [this](const std::exception_ptr& error, ErrorKind kind) {
-            if (kind == ErrorKind::permanent) mux_.fail_queued(error);
-          },
-      .describe = [](const std::exception_ptr& error) { return describe(error); }};
+      .on_failure = [this](const std::exception_ptr& error, ErrorKind kind) {
+        if (kind == ErrorKind::permanent) mux_.fail_queued(error);
+      }};
   auto attempt = [this](milliseconds) { return connect_interruptible(Clock::duration::zero()); };
   auto stopped = [&state] { return !state.is(core::RunPhase::running); };
   while (state.is(core::RunPhase::running) || state.is(core::RunPhase::closing)) {
@@ -359,21 +357,12 @@ asio::awaitable<void> Connection::supervise() {
       continue;
     }
     if (!state.is(core::RunPhase::running)) break;
-    core::ReconnectResult result;
-    try {
-      result = co_await core::reconnect(attempt, backoff, policy, observer, stopped,
-                                        context_.state.changed());
-    } catch (...) {
-      // The attempt was cut short by close() or the client's destruction (interrupt()): the
-      // expected end of a reconnect, not a failure. Anything else is the task's error.
-      if (state.is(core::RunPhase::running)) throw;
-      log()->debug("Redis {}: reconnect attempt cut short by close ({})", context_.description,
-                   describe(std::current_exception()));
-      break;
-    }
+    // An attempt cut short by close() or the client's destruction (interrupt()) ends it as
+    // `stopped` (core::reconnect); any other error is the task's.
+    const auto result = co_await core::reconnect(attempt, backoff, policy, observer, stopped,
+                                                 context_.state.changed());
     if (result.end != core::ReconnectEnd::connected || !state.is(core::RunPhase::running)) break;
-    log()->info("Redis {}: reconnected after {} attempt(s)", context_.description,
-                backoff.attempts());
+    log()->info("Redis {}: reconnected after {} attempt(s)", context_.description, result.attempts);
   }
 }
 
