@@ -86,7 +86,15 @@ constexpr ReplyMode mode_of() noexcept {
   }
 }
 
-/// The result of a completed request, taken from its slot.
+/// The failure of a single-reply request answered by an error reply (out of line: the hot
+/// path only tests `is_error()`).
+[[noreturn, gnu::cold, gnu::noinline]] void throw_error_reply(const Slot& slot) {
+  throw make_server_error(slot.reply.error_message(), "Redis " + std::string(slot.command_name()),
+                          RequestState::sent);
+}
+
+/// The result of a completed request, taken from its slot (`std::optional<std::string>`:
+/// await_result).
 template <class Result>
 Result take_result(Slot& slot) {
   if constexpr (std::is_same_v<Result, std::size_t>) {
@@ -114,17 +122,9 @@ Result take_result(Slot& slot) {
     }
     return ids;
   } else {
-    if (slot.reply.is_error()) {
-      throw make_server_error(slot.reply.error_message(),
-                              "Redis " + std::string(slot.command_name()), RequestState::sent);
-    }
-    if constexpr (std::is_same_v<Result, std::optional<std::string>>) {
-      // `get()`'s path in one coroutine frame instead of two (a Reply + a converter).
-      if (slot.reply.is_nil()) return std::nullopt;
-      return std::string(slot.reply.as_string());
-    } else {
-      return std::move(slot.reply);
-    }
+    static_assert(std::is_same_v<Result, Reply>);
+    if (slot.reply.is_error()) throw_error_reply(slot);
+    return std::move(slot.reply);
   }
 }
 
@@ -133,7 +133,15 @@ asio::awaitable<Result> await_result(SlotHandle handle) {
   Slot* slot = handle.slot();
   if (!slot->completed) co_await wait(*handle.multiplexer(), slot);
   if (slot->error) std::rethrow_exception(slot->error);
-  co_return take_result<Result>(*slot);
+  if constexpr (std::is_same_v<Result, std::optional<std::string>>) {
+    // `get()`'s path: the string is built in the coroutine's result from the reply's bytes
+    // (no Reply, no intermediate std::string moved around).
+    if (slot->reply.is_error()) throw_error_reply(*slot);
+    if (slot->reply.is_nil()) co_return std::nullopt;
+    co_return slot->reply.as_string();
+  } else {
+    co_return take_result<Result>(*slot);
+  }
 }
 
 template <class Result>
@@ -178,9 +186,9 @@ class ClientCore final : public std::enable_shared_from_this<ClientCore>,
   void resume(Slot& slot, Resume how) noexcept override;
   void request_finished() noexcept override;
 
-  /// Admits one request: the state, the queue bound, the breaker. Null with the error set
-  /// when refused.
-  std::optional<core::CircuitBreakerPermit> admit(std::exception_ptr& error);
+  /// Admits one request (the state, the queue bound, the breaker) and begins its slot, which
+  /// holds the breaker's permit. Null with the error set when refused.
+  Slot* admit(std::size_t replies, ReplyMode mode, milliseconds timeout, std::exception_ptr& error);
   /// start(): connects until connected (null), out of time, a permanent error, the caller's
   /// cancellation or close() (the error start() reports).
   asio::awaitable<std::exception_ptr> start_up();
@@ -207,14 +215,15 @@ class ClientCore final : public std::enable_shared_from_this<ClientCore>,
 
 // ---- submission ----------------------------------------------------------------------------
 
-std::optional<core::CircuitBreakerPermit> ClientCore::admit(std::exception_ptr& error) {
+Slot* ClientCore::admit(std::size_t replies, ReplyMode mode, milliseconds timeout,
+                        std::exception_ptr& error) {
   auto& stats = context_.stats;
   const auto& state = context_.state;
   if (!state.is(core::RunPhase::running)) {
     ++stats.rejected;
     error = make_error(state.closing_or_closed() ? errc::client_closed : errc::not_started,
                        "RedisClient " + context_.description, RequestState::not_sent);
-    return std::nullopt;
+    return nullptr;
   }
   if (mux_.size() >= context_.config.max_queued) {
     ++stats.rejected;
@@ -222,15 +231,17 @@ std::optional<core::CircuitBreakerPermit> ClientCore::admit(std::exception_ptr& 
                        "RedisClient " + context_.description + ": " + std::to_string(mux_.size()) +
                            " requests queued or in flight (max_queued)",
                        RequestState::not_sent);
-    return std::nullopt;
+    return nullptr;
   }
   auto admission = context_.breaker.try_acquire();
   if (!admission) {
     ++stats.rejected;
     error = std::make_exception_ptr(context_.breaker.make_error(*admission.rejection()));
-    return std::nullopt;
+    return nullptr;
   }
-  return std::move(admission).permit();
+  Slot* slot = mux_.begin(replies, mode, Clock::now() + timeout);
+  slot->permit = std::move(admission).permit();
+  return slot;
 }
 
 template <class Result, class Encode>
@@ -238,12 +249,11 @@ asio::awaitable<Result> ClientCore::submit(const CommandOptions& options, std::s
                                            const char* name, const Encode& encode) {
   if (replies == 0) return empty_result<Result>();  // an empty batch
   std::exception_ptr error;
-  auto permit = admit(error);
-  if (!permit) return failed<Result>(std::move(error));
-  const auto timeout =
-      options.timeout > milliseconds::zero() ? options.timeout : context_.config.command_timeout;
-  Slot* slot = mux_.begin(replies, mode_of<Result>(), Clock::now() + timeout);
-  slot->permit = std::move(*permit);
+  Slot* slot = admit(
+      replies, mode_of<Result>(),
+      options.timeout > milliseconds::zero() ? options.timeout : context_.config.command_timeout,
+      error);
+  if (slot == nullptr) return failed<Result>(std::move(error));
   std::string& buffer = mux_.send_buffer();
   const std::size_t start = buffer.size();
   try {

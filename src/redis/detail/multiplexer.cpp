@@ -229,22 +229,6 @@ void Multiplexer::feed(const char* data, std::size_t size, Clock::time_point now
   parser_.feed(data, size);
 }
 
-// Where the next reply is parsed: straight into the slot of the live single request it
-// answers (no move afterwards), else into `read_reply_` (pipelines, dropped replies).
-Reply& Multiplexer::reply_target() noexcept {
-  if (outstanding() > 0) {
-    Slot* slot = fifo_.front();
-    if (slot->mode == ReplyMode::single && !slot->completed) return slot->reply;
-  }
-  return read_reply_;
-}
-
-Multiplexer::Delivery Multiplexer::deliver_next() {
-  Reply& reply = reply_target();
-  if (!parser_.next(reply)) return Delivery::none;
-  return deliver(reply) ? Delivery::delivered : Delivery::unexpected;
-}
-
 bool Multiplexer::deliver(Reply& reply) {
   if (outstanding() == 0) return false;  // a reply nobody is waiting for: out of sync
   Slot* slot = fifo_.front();
