@@ -39,6 +39,14 @@ void ServiceContext::on_stop(std::function<void()> callback) {
   stop_callbacks_.push_back(std::move(callback));
 }
 
+void ServiceContext::add_sampler(std::function<void()> sample) {
+  samplers_.push_back(std::move(sample));
+}
+
+void ServiceContext::add_readiness_check(std::string name, std::function<std::string()> check) {
+  readiness_checks_.emplace_back(std::move(name), std::move(check));
+}
+
 asio::awaitable<void> ServiceContext::until_stopped() {
   while (!stopping_) co_await stopped_.wait();
 }
@@ -170,7 +178,7 @@ class ServiceRunner {
       const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
       std::exception_ptr failure;
       try {
-        ServiceContext context(io.get_executor(), scope);
+        ServiceContext context(io.get_executor(), scope, options_.metrics);
         context_seen = &context;
         if (stopping_) context.begin_stop();
         try {

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -43,8 +45,8 @@ TEST(Metrics, AGaugeIsOnePerNameAndGoesUpAndDown) {
   EXPECT_EQ(&registry.gauge("ts_in_flight{client=\"redis\"}"), &in_flight);
   in_flight.set(-7);
   EXPECT_EQ(registry.gauge("ts_in_flight{client=\"redis\"}").value(), -7);
-  // A gauge and a counter are separate metrics, even under one name.
-  registry.counter("ts_in_flight{client=\"redis\"}").add(1);
+  // A family has one type: the same name as a counter is a programming error.
+  EXPECT_THROW(registry.counter("ts_in_flight{client=\"redis\"}"), std::logic_error);
   EXPECT_EQ(in_flight.value(), -7);
 }
 
@@ -121,6 +123,58 @@ TEST(Metrics, TheGlobalRegistryIsOneInstance) {
   c.add();
   EXPECT_EQ(core::MetricsRegistry::global().counter("ts_metrics_test_global_total").value(),
             before + 1);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Metrics, ThePrometheusTextHasHelpTypeAndEverySeries) {
+  core::MetricsRegistry registry;
+  registry.counter(core::metric_name("ts_x_total", {{"client", "a\"b\\c"}}), "Things done.").add(3);
+  registry.gauge("ts_depth", "Queue depth.\nSecond line.").set(-2);
+  core::Histogram& h = registry.histogram("ts_rtt_seconds{client=\"main\"}", "Round trips.",
+                                          std::vector<double>{0.001, 0.01});
+  h.observe(0.0005);
+  h.observe(std::chrono::milliseconds(5));
+  h.observe(2.0);
+  const std::string text = registry.prometheus_text();
+  EXPECT_EQ(text,
+            "# HELP ts_depth Queue depth.\\nSecond line.\n"
+            "# TYPE ts_depth gauge\n"
+            "ts_depth -2\n"
+            "# HELP ts_rtt_seconds Round trips.\n"
+            "# TYPE ts_rtt_seconds histogram\n"
+            "ts_rtt_seconds_bucket{client=\"main\",le=\"0.001\"} 1\n"
+            "ts_rtt_seconds_bucket{client=\"main\",le=\"0.01\"} 2\n"
+            "ts_rtt_seconds_bucket{client=\"main\",le=\"+Inf\"} 3\n"
+            "ts_rtt_seconds_sum{client=\"main\"} 2.0055\n"
+            "ts_rtt_seconds_count{client=\"main\"} 3\n"
+            "# HELP ts_x_total Things done.\n"
+            "# TYPE ts_x_total counter\n"
+            "ts_x_total{client=\"a\\\"b\\\\c\"} 3\n");
+}
+
+TEST(Metrics, AFamilyBeyondItsBoundOfLabelSetsFoldsIntoOneOverflowSeries) {
+  core::MetricsRegistry registry(3);
+  for (int i = 0; i < 10; ++i)
+    registry.counter("ts_per_symbol_total{symbol=\"S" + std::to_string(i) + "\"}").add();
+  const auto s = registry.snapshot();
+  // 3 series: S0, S1, then the overflow series takes the rest (8 increments); 8 refusals.
+  const std::vector<std::pair<std::string, std::int64_t>> expected{
+      {"ts_metrics_series_refused_total", 8},
+      {"ts_per_symbol_total{overflow=\"true\"}", 8},
+      {"ts_per_symbol_total{symbol=\"S0\"}", 1},
+      {"ts_per_symbol_total{symbol=\"S1\"}", 1}};
+  EXPECT_EQ(s, expected);
+}
+
+TEST(Metrics, BadNamesAndBoundsAreRefused) {
+  core::MetricsRegistry registry;
+  EXPECT_THROW(registry.counter("1abc"), std::logic_error);
+  EXPECT_THROW(registry.counter("a-b"), std::logic_error);
+  EXPECT_THROW(registry.gauge("ts_x{a=\"b\""), std::logic_error);
+  EXPECT_THROW(core::Histogram(std::vector<double>{1.0, 1.0}), std::invalid_argument);
 }
 
 }  // namespace

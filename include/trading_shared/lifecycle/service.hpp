@@ -20,6 +20,7 @@
 /// (`ServiceOptions::exit_process_on_immediate_stop`).
 
 #include <trading_shared/core/async_event.hpp>
+#include <trading_shared/core/metrics.hpp>
 #include <trading_shared/lifecycle/resource_scope.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -27,6 +28,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -41,8 +43,31 @@ struct CloseBudget {
   std::chrono::milliseconds bound{0};
 };
 
+/// The admin HTTP endpoint of a service (docs/operations.md): `/metrics` (Prometheus text
+/// format), `/healthz` (the event loop answers), `/readyz` (dependencies confirmed, no write
+/// path stalled, not stopping). It runs on a thread of its own, so a slow scraper never stalls
+/// the service's loop; what it serves comes from atomics the loop updates.
+struct AdminOptions {
+  /// "host:port" to listen on ("127.0.0.1:9101", "[::1]:9101"); port 0 picks a free port
+  /// (`ServiceContext::admin_port()`). Empty: no endpoint.
+  std::string listen;
+  /// How often the loop runs the samplers and readiness checks and beats its heartbeat:
+  /// `/readyz` follows a dependency within one interval.
+  std::chrono::milliseconds check_interval{500};
+  /// `/healthz` fails (503) when the loop's heartbeat is older than this.
+  std::chrono::milliseconds stuck_after{3000};
+  /// Bound of one admin request (reading it and writing the answer).
+  std::chrono::milliseconds request_timeout{2000};
+  /// Admin connections served at once; more are closed at accept.
+  std::size_t max_connections = 16;
+};
+
 struct ServiceOptions {
   std::string name;  ///< for logs.
+  /// The admin endpoint (off unless `admin.listen` is set).
+  AdminOptions admin;
+  /// Where the service's metrics live; null: `core::MetricsRegistry::global()`.
+  core::MetricsRegistry* metrics = nullptr;
   /// Bound of each resource's close (ResourceScope). Default 5 s. A close that passes it is
   /// no longer waited for, but its resource is freed only when the close has ended.
   std::chrono::milliseconds close_timeout{5000};
@@ -84,14 +109,28 @@ struct HealthState {
 
 class ServiceContext {
  public:
-  ServiceContext(boost::asio::any_io_executor executor, ResourceScope& scope)
-      : executor_(std::move(executor)), scope_(&scope), stopped_(executor_) {}
+  ServiceContext(boost::asio::any_io_executor executor, ResourceScope& scope,
+                 core::MetricsRegistry* metrics = nullptr)
+      : executor_(std::move(executor)),
+        scope_(&scope),
+        metrics_(metrics != nullptr ? metrics : &core::MetricsRegistry::global()),
+        stopped_(executor_) {}
   const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
   /// Start resources here: `co_await ctx.scope().enter(client, "redis")`.
   ResourceScope& scope() noexcept { return *scope_; }
   /// A stop was requested (signal or deadline): finish or abandon the current step.
   bool stopping() const noexcept { return stopping_; }
   HealthState& health() noexcept { return health_; }
+  /// The registry `/metrics` renders.
+  core::MetricsRegistry& metrics() noexcept { return *metrics_; }
+  /// Runs `sample` on the loop every `AdminOptions::check_interval` while the admin endpoint
+  /// is on (copying a client's stats into the registry, for instance). It must not block.
+  void add_sampler(std::function<void()> sample);
+  /// A dependency of `/readyz`, checked on the loop every check interval: `check` returns an
+  /// empty string when the dependency is fine, else why not ("breaker open"). Must not block.
+  void add_readiness_check(std::string name, std::function<std::string()> check);
+  /// The admin endpoint's bound port; 0 when it is off.
+  std::uint16_t admin_port() const noexcept { return admin_port_; }
   /// Registers a callback run once when a stop begins (e.g. `consumer.stop()`), before the
   /// drain phase. Runs at once when the stop has already begun.
   void on_stop(std::function<void()> callback);
@@ -105,6 +144,10 @@ class ServiceContext {
   ResourceScope* scope_;
   bool stopping_ = false;
   HealthState health_;
+  core::MetricsRegistry* metrics_;
+  std::uint16_t admin_port_ = 0;
+  std::vector<std::function<void()>> samplers_;
+  std::vector<std::pair<std::string, std::function<std::string()>>> readiness_checks_;
   std::vector<std::function<void()>> stop_callbacks_;
   core::AsyncEvent stopped_;  ///< notified when the stop begins (until_stopped)
 };
