@@ -77,10 +77,9 @@ class Service {
     o.admin.request_timeout = 2s;
     thread_ = std::thread([this, o, setup = std::move(setup)] {
       exit_code_ = lc::run_daemon(o, [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
-        // Outlives the body: the runner's scope closes it after the body returned.
-        auto& redis = redis_.emplace(ctx.executor(),
-                                     ts::testing::fault::fast_config(redis_url_, "admin-fault"));
-        co_await ctx.scope().enter(redis, "redis");
+        // Owned by the runner's scope: closed after the body, freed before the loop's io_context.
+        auto& redis = *co_await ctx.scope().open<ts::redis::RedisClient>(
+            "redis", ctx.executor(), ts::testing::fault::fast_config(redis_url_, "admin-fault"));
         co_await setup(ctx, redis, *this);
         ctx.health().ready = true;
         port_ = ctx.admin_port();
@@ -122,7 +121,6 @@ class Service {
 
  private:
   std::string redis_url_;
-  std::optional<ts::redis::RedisClient> redis_;
   std::atomic<std::uint16_t> port_{0};
   std::atomic<bool> stop_{false};
   std::atomic<bool> block_{false};
