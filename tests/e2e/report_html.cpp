@@ -117,8 +117,10 @@ std::string svg_chart(const Chart& chart, const std::vector<Fault>& faults) {
   const double plot_h = kHeight - kTop - kBottom;
   double y_min = std::numeric_limits<double>::max();
   double y_max = 0;
+  double y_lowest = 0;  // linear scale: below 0 when a value is (the lag may be)
   for (const auto& line : chart.lines) {
     for (const auto& [x, y] : line.points) {
+      if (y) y_lowest = std::min(y_lowest, *y);
       if (!y || (chart.log_y && *y <= 0)) continue;
       y_min = std::min(y_min, *y);
       y_max = std::max(y_max, *y);
@@ -134,9 +136,10 @@ std::string svg_chart(const Chart& chart, const std::vector<Fault>& faults) {
     for (double t = low; t <= high * 1.0001; t *= 10) ticks.push_back(t);
   } else {
     high = y_max > 0 ? y_max * 1.08 : 1;
-    const double step = nice_step(high, 5);
+    const double step = nice_step(high - y_lowest, 5);
     high = std::ceil(high / step) * step;
-    for (double t = 0; t <= high * 1.0001; t += step) ticks.push_back(t);
+    low = std::floor(y_lowest / step) * step;
+    for (int i = 0; low + i * step <= high + step * 1e-4; ++i) ticks.push_back(low + i * step);
   }
   const double x_span = std::max(chart.x_max - chart.x_min, 1.0);
   const auto px = [&](double x) { return kLeft + (x - chart.x_min) / x_span * plot_w; };
@@ -145,7 +148,7 @@ std::string svg_chart(const Chart& chart, const std::vector<Fault>& faults) {
     if (chart.log_y) {
       f = (std::log10(std::max(y, low)) - std::log10(low)) / (std::log10(high) - std::log10(low));
     } else {
-      f = y / high;
+      f = (y - low) / (high - low);
     }
     return kTop + (1.0 - std::clamp(f, 0.0, 1.0)) * plot_h;
   };

@@ -145,21 +145,8 @@ ProgressSample ProgressProbe::take(double t_s, std::int64_t now_unix_ms, std::in
   sample.faults = faults;
   sample.last_fault = std::move(last_fault);
   std::vector<std::string> errors;
-  try {
-    RedisConnection redis(redis_host_, redis_port_, 2s);
-    std::int64_t received = 0;
-    for (std::size_t bucket = 0; bucket < services::kTradeBuckets; ++bucket) {
-      const auto reply = redis.command({"HGETALL", services::bucket_last_key(bucket)});
-      for (std::size_t i = 1; i < reply.items.size(); i += 2) {
-        if (const auto last = services::LastTrade::parse(reply.items[i].text)) {
-          received += last->trade_id;
-        }
-      }
-    }
-    sample.received = received;
-  } catch (const std::runtime_error& e) {
-    errors.push_back(fmt::format("Redis ({})", e.what()));
-  }
+  // PostgreSQL first, then Redis: rows are counted before the trades written, so that the
+  // lag (written - rows) is never below the true one.
   try {
     PgConnection pg(dsn_);
     // One pass: every row, and the latency of those recorded since the previous sample.
@@ -178,6 +165,21 @@ ProgressSample ProgressProbe::take(double t_s, std::int64_t now_unix_ms, std::in
     sample.p99_ms = cell_double(rows.at(0).at(2));
   } catch (const std::runtime_error& e) {
     errors.push_back(fmt::format("PostgreSQL ({})", e.what()));
+  }
+  try {
+    RedisConnection redis(redis_host_, redis_port_, 2s);
+    std::int64_t received = 0;
+    for (std::size_t bucket = 0; bucket < services::kTradeBuckets; ++bucket) {
+      const auto reply = redis.command({"HGETALL", services::bucket_last_key(bucket)});
+      for (std::size_t i = 1; i < reply.items.size(); i += 2) {
+        if (const auto last = services::LastTrade::parse(reply.items[i].text)) {
+          received += last->trade_id;
+        }
+      }
+    }
+    sample.received = received;
+  } catch (const std::runtime_error& e) {
+    errors.push_back(fmt::format("Redis ({})", e.what()));
   }
   for (const auto& error : errors) sample.error += (sample.error.empty() ? "" : "; ") + error;
   if (!samples_.empty()) {
