@@ -55,7 +55,7 @@ bench: build
 demo: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target ts-pipeline
 	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 40s --restart-redis-at 10s \
-	  --kill-receiver-at 18s --receiver-down 10s --drop-feed-at 32s \
+	  --kill-receiver-at 18s --receiver-down 10s --drop-feed-at 32s --progress-every 5s \
 	  --report-file $(BUILD_DIR)/demo-report.json --report-html $(BUILD_DIR)/demo-report.html \
 	  $(DEMO_ARGS)
 
@@ -69,7 +69,7 @@ SOAK_ARGS ?=
 soak: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target ts-pipeline
 	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 20m --rate 2000 --faults-every 30s \
-	  --monitor-every 60s --stream-maxlen 100000 --seed 1 \
+	  --monitor-every 60s --stream-maxlen 100000 --seed 1 --progress-every 5s \
 	  --report-file $(BUILD_DIR)/soak-report.json --report-html $(BUILD_DIR)/soak-report.html \
 	  $(SOAK_ARGS)
 

@@ -378,6 +378,7 @@ std::string render_report_html(const json::object& report) {
       lag.lines[0].points.emplace_back(t, number(member(&p, "lag")));
     }
   }
+  if (lag.lines[0].points.empty()) lag.title += " (none: ts-pipeline ran with --progress-every 0)";
   for (const auto& f : faults) x_max = std::max(x_max, f.end_s);
   for (Chart* chart : {&throughput, &latency, &lag}) {
     chart->x_min = x_min;
