@@ -2,7 +2,9 @@
 
 #include <boost/json.hpp>
 
+#include "report_html.hpp"
 #include "support/server_harness.hpp"
+#include "tape_faults.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -10,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -140,19 +143,76 @@ std::string AdminEndpoints::file_json(std::uint16_t status_port) const {
   return boost::json::serialize(file) + "\n";
 }
 
-std::vector<AdminEndpoints::Scrape> AdminEndpoints::scrape_metrics() const {
-  std::vector<Scrape> scrapes;
-  for (const auto service : kAdminServices) {
-    Scrape scrape;
-    scrape.service = service;
-    try {
-      scrape.response = http_get(port(service), "/metrics", 5s);
-    } catch (const std::runtime_error& e) {
-      scrape.error = e.what();
-    }
-    scrapes.push_back(std::move(scrape));
+void AdminEndpoints::wait_until_answering(const std::function<void()>& alive) const {
+  std::vector<std::string> waiting;
+  const bool up = poll_until(
+      [&] {
+        alive();
+        waiting = not_answering();
+        return waiting.empty();
+      },
+      Clock::now() + 15s, 100ms);
+  if (!up) {
+    std::string names;
+    for (const auto& name : waiting) names += (names.empty() ? "" : ", ") + name;
+    throw std::runtime_error("--admin: no 200 from GET /healthz within 15 s: " + names);
   }
-  return scrapes;
+}
+
+std::vector<AdminEndpoints::Metrics> AdminEndpoints::check_metrics(
+    const std::string& run_dir) const {
+  std::vector<Metrics> results;
+  for (const auto service : kAdminServices) {
+    Metrics result;
+    result.service = service;
+    try {
+      const auto response = http_get(port(service), "/metrics", 5s);
+      const bool typed = response.body.find("# TYPE ") != std::string::npos;
+      if (response.status != 200 || !typed) {
+        result.problem = fmt::format("--admin: GET /metrics of {}: status {}, {} bytes{}", service,
+                                     response.status, response.body.size(),
+                                     typed ? "" : " without a # TYPE line");
+      } else {
+        result.lines = std::count(response.body.begin(), response.body.end(), '\n');
+        write_text_file(fmt::format("{}/{}.metrics.txt", run_dir, service), response.body);
+      }
+    } catch (const std::runtime_error& e) {
+      result.problem = fmt::format("--admin: GET /metrics of {}: {}", service, e.what());
+    }
+    results.push_back(std::move(result));
+  }
+  return results;
+}
+
+void require_admin_flag(std::string_view service, const std::string& program,
+                        const std::string& run_dir) {
+  const auto help = program_help(program, run_dir, fmt::format("{}/{}.help.log", run_dir, service));
+  if (!help_has_flag(help, "--admin-listen")) {
+    throw std::runtime_error(fmt::format(
+        "--admin: {} has no --admin-listen flag ({} --help does not list it)", service, program));
+  }
+}
+
+void wait_for_status_page(std::uint16_t port, const std::function<void()>& alive) {
+  std::string last;
+  const bool serving = poll_until(
+      [&] {
+        alive();
+        try {
+          const auto response = http_get(port, "/", 2s);
+          last = fmt::format("status {}", response.status);
+          return response.status == 200;
+        } catch (const std::runtime_error& e) {
+          last = e.what();
+          return false;
+        }
+      },
+      Clock::now() + 15s, 100ms);
+  if (!serving) {
+    throw std::runtime_error(fmt::format(
+        "--status-page: tsctl status-page did not answer GET / with 200 within 15 s (last: {})",
+        last));
+  }
 }
 
 }  // namespace trading_shared::e2e

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -29,6 +30,14 @@ struct HttpResponse {
 /// `timeout`. Throws std::runtime_error when it cannot connect or the answer is not HTTP.
 HttpResponse http_get(std::uint16_t port, std::string_view target,
                       std::chrono::milliseconds timeout);
+
+/// Throws unless `program --help` (its output in `<run_dir>/<service>.help.log`) lists
+/// --admin-listen.
+void require_admin_flag(std::string_view service, const std::string& program,
+                        const std::string& run_dir);
+/// Polls until `tsctl status-page` on `port` answers GET / with 200, calling `alive` at each
+/// step; throws after 15 s with the last answer or error.
+void wait_for_status_page(std::uint16_t port, const std::function<void()>& alive);
 
 /// The services that get an admin endpoint, in order of start.
 inline constexpr std::string_view kAdminServices[] = {"ts-receiver", "ts-recorder", "ts-executor"};
@@ -49,17 +58,21 @@ class AdminEndpoints {
 
   /// The services whose GET /healthz does not answer 200 yet (empty: every one does).
   std::vector<std::string> not_answering() const;
+  /// Polls until every service answers GET /healthz with 200, calling `alive` (which throws
+  /// when a daemon died) at each step; throws after 15 s naming those that did not.
+  void wait_until_answering(const std::function<void()>& alive) const;
 
   /// {"ts-receiver": "127.0.0.1:p", ..., "status_page": "127.0.0.1:q" when `status_port`}.
   std::string file_json(std::uint16_t status_port) const;
 
-  /// GET /metrics of every service: (service, response or the error).
-  struct Scrape {
+  /// GET /metrics of every service: 200 with a `# TYPE` line, else `problem` says what came;
+  /// the text is kept as `<run_dir>/<service>.metrics.txt`.
+  struct Metrics {
     std::string service;
-    std::optional<HttpResponse> response;
-    std::string error;
+    std::int64_t lines = 0;
+    std::string problem;  ///< "" when fine
   };
-  std::vector<Scrape> scrape_metrics() const;
+  std::vector<Metrics> check_metrics(const std::string& run_dir) const;
 
  private:
   std::map<std::string, std::uint16_t, std::less<>> ports_;

@@ -783,33 +783,16 @@ class Pipeline {
 
   /// The daemons must have --admin-listen (their --help says so): a clear error otherwise.
   void check_admin_flag(const Binaries& binaries) {
-    for (const auto& [name, program] :
-         {std::pair<std::string, std::string>{"ts-receiver", binaries.receiver},
-          {"ts-recorder", binaries.recorder},
-          {"ts-executor", binaries.executor}}) {
-      const auto help = e2e::program_help(program, run_dir_, path(name + ".help.log"));
-      if (!e2e::help_has_flag(help, "--admin-listen")) {
-        throw std::runtime_error(fmt::format(
-            "--admin: {} has no --admin-listen flag ({} --help does not list it)", name, program));
-      }
-    }
+    e2e::require_admin_flag("ts-receiver", binaries.receiver, run_dir_);
+    e2e::require_admin_flag("ts-recorder", binaries.recorder, run_dir_);
+    e2e::require_admin_flag("ts-executor", binaries.executor, run_dir_);
   }
 
-  /// Waits until every admin endpoint answers /healthz (15 s), prints the ADMIN lines, starts
-  /// tsctl status-page (--status-page) and waits until it answers /, then writes --admin-file.
+  /// Waits until every admin endpoint answers /healthz, prints the ADMIN lines, starts tsctl
+  /// status-page (--status-page) and waits until it answers /, then writes --admin-file.
   void announce_admin(const Binaries& binaries) {
-    std::vector<std::string> waiting;
-    const bool up = e2e::poll_until(
-        [&] {
-          check_daemons_alive("at start");
-          waiting = admin_->not_answering();
-          return waiting.empty();
-        },
-        Clock::now() + 15s, 100ms);
-    if (!up) {
-      throw std::runtime_error(
-          fmt::format("--admin: no 200 from GET /healthz within 15 s: {}", join(waiting, ", ")));
-    }
+    const auto alive = [this] { check_daemons_alive("at start"); };
+    admin_->wait_until_answering(alive);
     for (const auto service : e2e::kAdminServices) {
       fmt::print("ADMIN {} http://{}\n", service, admin_->address(service));
     }
@@ -819,26 +802,7 @@ class Pipeline {
       e2e::Child& page =
           spawn("tsctl status-page", binaries.tsctl, admin_->status_page_args(status_port), "");
       daemons_.push_back(&page);  // watched, sampled and stopped (first) with the daemons
-      std::string last;
-      const bool serving = e2e::poll_until(
-          [&] {
-            check_daemons_alive("at start");
-            try {
-              const auto response = e2e::http_get(status_port, "/", 2s);
-              last = fmt::format("status {}", response.status);
-              return response.status == 200;
-            } catch (const std::runtime_error& e) {
-              last = e.what();
-              return false;
-            }
-          },
-          Clock::now() + 15s, 100ms);
-      if (!serving) {
-        throw std::runtime_error(
-            fmt::format("--status-page: tsctl status-page did not answer GET / with 200 within "
-                        "15 s (last: {})",
-                        last));
-      }
+      e2e::wait_for_status_page(status_port, alive);
       fmt::print("STATUS_PAGE http://127.0.0.1:{}/\n", status_port);
     }
     std::fflush(stdout);
@@ -848,27 +812,17 @@ class Pipeline {
     }
   }
 
-  /// GET /metrics of every daemon once (before they stop): 200 with the text format, kept in
-  /// the run directory.
+  /// GET /metrics of every daemon once (before they stop), kept in the run directory.
   void scrape_admin() {
     if (!admin_) return;
-    for (auto& scrape : admin_->scrape_metrics()) {
-      if (!scrape.response) {
-        fail(fmt::format("--admin: GET /metrics of {}: {}", scrape.service, scrape.error));
+    for (const auto& result : admin_->check_metrics(run_dir_)) {
+      if (!result.problem.empty()) {
+        fail(result.problem);
         continue;
       }
-      const auto& body = scrape.response->body;
-      if (scrape.response->status != 200 || body.find("# TYPE ") == std::string::npos) {
-        fail(
-            fmt::format("--admin: GET /metrics of {}: status {}, {} bytes{}", scrape.service,
-                        scrape.response->status, body.size(),
-                        body.find("# TYPE ") == std::string::npos ? " without a # TYPE line" : ""));
-        continue;
-      }
-      const auto lines = std::count_if(body.begin(), body.end(), [](char c) { return c == '\n'; });
-      admin_lines_[scrape.service] = lines;
-      e2e::write_text_file(path(scrape.service + ".metrics.txt"), body);
-      note("{} /metrics: {} lines (kept as {}.metrics.txt)", scrape.service, lines, scrape.service);
+      admin_lines_[result.service] = result.lines;
+      note("{} /metrics: {} lines (kept as {}.metrics.txt)", result.service, result.lines,
+           result.service);
     }
   }
 
