@@ -30,6 +30,12 @@
 // same: every id from first to last once in ticks, every field as sent; the report adds the
 // receiver's tape repair (summed over its runs) and the faults with their times.
 //
+// Reports (docs/operations.md, "Reports"): --progress-every prints a progress line (received,
+// persisted, rates, lag, latency, faults so far; report_series.hpp); the JSON report has
+// per-second series read from ticks at the end; --report-html writes the HTML report with
+// the charts (report_html.hpp). --admin / --admin-file / --status-page give the daemons admin
+// endpoints and run tsctl status-page against them (admin_wiring.hpp).
+//
 // Every child is stopped and reaped on every path (errors, SIGINT/SIGTERM of ts-pipeline);
 // children and servers also carry PR_SET_PDEATHSIG. Everything runs on the main thread (but
 // the FaultProxy of --drop-feed-at, which forwards on a thread of its own and forks nothing).
