@@ -116,15 +116,15 @@ class Child {
   pid_t pid_ = -1;
 };
 
-struct Run {
+struct ToolRun {
   int code = -1;
   std::string output;
 };
 
-Run run(const std::string& program, const std::vector<std::string>& args,
-        const std::vector<std::string>& env = {}, std::chrono::milliseconds timeout = 20s) {
+ToolRun run(const std::string& program, const std::vector<std::string>& args,
+            const std::vector<std::string>& env = {}, std::chrono::milliseconds timeout = 20s) {
   Child child(program, args, env);
-  Run r;
+  ToolRun r;
   r.code = child.wait(timeout);
   r.output = child.output();
   return r;
@@ -139,7 +139,7 @@ std::vector<std::string> with(std::vector<std::string> env, const std::vector<st
   return env;
 }
 
-void expect_config_error(const Run& r, const std::string& mentions, const std::string& what) {
+void expect_config_error(const ToolRun& r, const std::string& mentions, const std::string& what) {
   EXPECT_EQ(r.code, 2) << what << ": " << r.output;
   EXPECT_THAT(r.output, HasSubstr("configuration error")) << what;
   EXPECT_THAT(r.output, HasSubstr(mentions)) << what << ": " << r.output;
@@ -149,7 +149,7 @@ void expect_config_error(const Run& r, const std::string& mentions, const std::s
 TEST(ServicesConfigCli, EveryBinaryPrintsItsVersion) {
   for (const Program& p : kPrograms) {
     // Neither the environment nor a broken file is read for --version.
-    const Run r =
+    const ToolRun r =
         run(p.path, {"--version", "--config=/nonexistent.toml"}, {"TS_POSTGRES_POOL_SIZE=broken"});
     EXPECT_EQ(r.code, 0) << p.name << ": " << r.output;
     EXPECT_EQ(r.output, std::string(p.name) + " " + std::string(trading_shared::kVersion) + "\n");
@@ -178,7 +178,7 @@ TEST(ServicesConfigCli, AServicesOwnSettingsAreNamespacedTheSharedOnesAreNot) {
   expect_config_error(run(TS_RECORDER, {}, with(kNowhere, {"TS_RECORDER_CONFIG=" + toml})),
                       "--batch", "TS_RECORDER_CONFIG");
   for (const Program& p : kPrograms) {
-    const Run help = run(p.path, {"--help"});
+    const ToolRun help = run(p.path, {"--help"});
     EXPECT_EQ(help.code, 0) << p.name;
     const std::string name = p.name;
     if (name == "ts-feed-sim") continue;  // no client of its own
@@ -193,17 +193,17 @@ TEST(ServicesConfigCli, SecretsAreReadFromFiles) {
   auto& servers = tt::Servers::instance();
   const std::string dsn = servers.postgres_dsn(servers.create_database("config_cli_secret"));
   const std::string dsn_file = write_file(dsn + "\n");
-  const Run migrated = run(TS_TSCTL, {"migrate"}, {"TS_POSTGRES_DSN_FILE=" + dsn_file}, 60s);
+  const ToolRun migrated = run(TS_TSCTL, {"migrate"}, {"TS_POSTGRES_DSN_FILE=" + dsn_file}, 60s);
   EXPECT_EQ(migrated.code, 0) << migrated.output;
   EXPECT_THAT(migrated.output, HasSubstr("schema at version"));
-  const Run by_flag = run(TS_TSCTL, {"migrate", "--postgres-dsn-file", dsn_file}, {}, 60s);
+  const ToolRun by_flag = run(TS_TSCTL, {"migrate", "--postgres-dsn-file", dsn_file}, {}, 60s);
   EXPECT_EQ(by_flag.code, 0) << by_flag.output;
 
   expect_config_error(run(TS_RECORDER, {}, {"TS_POSTGRES_DSN_FILE=/nonexistent/dsn"}),
                       "secret file /nonexistent/dsn (from environment variable "
                       "TS_POSTGRES_DSN_FILE): cannot open",
                       "missing secret file");
-  const Run both =
+  const ToolRun both =
       run(TS_RECORDER, {"--postgres-dsn-file", dsn_file},
           {"TS_POSTGRES_DSN=host=x password=hunter2", "TS_POSTGRES_DSN_FILE=" + dsn_file});
   expect_config_error(both, "give either TS_POSTGRES_DSN or TS_POSTGRES_DSN_FILE", "both");
@@ -239,7 +239,7 @@ TEST(ServicesConfigCli, DaemonsTakeAnAdminEndpointAndCheckIt) {
       {TS_RECORDER, "TS_RECORDER_ADMIN_LISTEN"},
       {TS_EXECUTOR, "TS_EXECUTOR_ADMIN_LISTEN"}};
   for (const auto& [path, var] : daemons) {
-    const Run help = run(path, {"--help"});
+    const ToolRun help = run(path, {"--help"});
     EXPECT_THAT(help.output, HasSubstr("--admin-listen TEXT")) << path;
     EXPECT_THAT(help.output, HasSubstr(std::string("env: ") + var + " | file: admin.listen"));
     EXPECT_THAT(help.output, HasSubstr("--admin-check-interval DURATION")) << path;
