@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -83,8 +84,13 @@ class Child {
     request.log_file = log_;
     request.user = tt::detail::ServerUser{};
     // Only what the test says: a stray TS_* of the caller must not change the runs.
-    request.extra_env = {"TS_LOG_LEVEL=info", "TS_POSTGRES_DSN=", "TS_REDIS_URL="};
-    request.extra_env.insert(request.extra_env.end(), env.begin(), env.end());
+    // (The first of two entries of one name wins: a default only where the test sets none.)
+    request.extra_env = env;
+    for (const std::string name : {"TS_LOG_LEVEL=", "TS_POSTGRES_DSN=", "TS_REDIS_URL="}) {
+      const bool given = std::any_of(env.begin(), env.end(),
+                                     [&](const std::string& e) { return e.starts_with(name); });
+      if (!given) request.extra_env.push_back(name == "TS_LOG_LEVEL=" ? name + "info" : name);
+    }
     pid_ = tt::detail::spawn_process(request);
   }
   Child(const Child&) = delete;
