@@ -2,8 +2,9 @@
 // release is started beside the old one (a consumer of its own name in the same group), the old
 // one is stopped (SIGTERM) once the new one is ready, while work keeps arriving. Nothing may be
 // processed twice (no duplicate seen by either process, every effect exactly once) and no entry
-// may stay pending longer than a claim takes (claim_min_idle + claim_interval, plus a slack for
-// a loaded test machine).
+// may stay pending longer than the claim interval (plus a slack for a loaded machine): the old
+// release leaves nothing pending in its name, since a claim by the new one would have to wait
+// claim_min_idle (3 s here, 10 s by default) first.
 //
 // The real binaries against the harness's PostgreSQL and Redis; the database "rolling_restart"
 // gets the services' schema (services/common/migrations.cpp).
@@ -65,10 +66,10 @@ namespace {
 
 constexpr const char* kDatabase = "rolling_restart";
 // The claim settings both releases run with, and the bound on an entry's time pending.
-constexpr std::chrono::milliseconds kClaimMinIdle{1000};
-constexpr std::chrono::milliseconds kClaimInterval{250};
-constexpr std::chrono::milliseconds kSlack{1000};
-constexpr std::chrono::milliseconds kPendingBound = kClaimMinIdle + kClaimInterval + kSlack;
+constexpr std::chrono::milliseconds kClaimMinIdle{3000};
+constexpr std::chrono::milliseconds kClaimInterval{500};
+constexpr std::chrono::milliseconds kSlack{750};
+constexpr std::chrono::milliseconds kPendingBound = kClaimInterval + kSlack;
 
 void apply_schema(const std::string& dsn) {
   PGconn* conn = PQconnectdb(dsn.c_str());
@@ -276,6 +277,7 @@ struct Rollout {
   std::string stream;
   std::string group;
   std::string ready_line;
+  std::string old_consumer;
   std::chrono::milliseconds max_pending{0};
   std::chrono::milliseconds handover{0};  ///< SIGTERM of old → its exit
 
@@ -320,6 +322,14 @@ struct Rollout {
       co_await round();
     }
     handover = ts::testing::elapsed_ms(t0);
+    // Stopped gracefully: nothing left pending in the old release's name.
+    const auto summary = co_await redis->xpending(stream, group);
+    for (const auto& [consumer, count] : summary.consumers) {
+      if (consumer.rfind(old_consumer, 0) == 0) {
+        ADD_FAILURE() << "the old release left " << count << " entries pending as " << consumer
+                      << " after a graceful stop (a claim waits claim_min_idle for them)";
+      }
+    }
     // Work keeps arriving for the new release alone for longer than a claim takes.
     const auto after = std::chrono::steady_clock::now();
     while (ts::testing::elapsed_ms(after) < kPendingBound + 500ms) co_await round();
@@ -380,6 +390,7 @@ TEST_F(RollingRestart, F80_RecorderReleaseHandsOverWithNothingTwiceAndNothingStu
     rollout.stream = stream;
     rollout.group = "recorder";
     rollout.ready_line = "recording ";
+    rollout.old_consumer = "f80-old";
     rollout.produce = [&]() -> asio::awaitable<void> {
       co_await add_trades(redis, symbol, total + 1, 100, base);
       total += 100;
@@ -478,6 +489,7 @@ TEST_F(RollingRestart, F80_ExecutorReleaseHandsOverWithNothingTwiceAndNothingStu
     rollout.stream = "orders:requests";
     rollout.group = "executor";
     rollout.ready_line = "executing orders:requests";
+    rollout.old_consumer = "f80-old";
     rollout.produce = [&]() -> asio::awaitable<void> {
       co_await submit_orders(redis, total + 1, 20);
       total += 20;
