@@ -217,7 +217,10 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
         deliverable.push_back(std::move(entry));
         continue;
       }
-      if (stop_.stop_requested()) continue;  // left pending: delivered again after a restart
+      // After stop() the entries already read are still handled (and acknowledged): a graceful
+      // stop leaves nothing pending in this consumer's name, which under a rolling restart
+      // (a new consumer name) no one would take over before claim_min_idle (F80). How long
+      // that may take is the caller's drain bound (a cancellation leaves the rest pending).
       ++stats_.delivered;
       ++handled;
       std::string failure;
