@@ -36,6 +36,7 @@
 ///   the dead-letter stream after `max_deliveries`); their batch-mates are acknowledged (F44). Each
 ///   entry's `stream` names the stream it came from.
 
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
 #include <trading_shared/core/stop_signal.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
