@@ -67,6 +67,14 @@ if(TS_PACKAGE_STATIC)
 else()
   set(ts_pc_requires_private "hiredis tomlplusplus")
 endif()
+# Relocatable: the prefix is found from the .pc file's own place (pkg-config's ${pcfiledir}),
+# so `cmake --install --prefix <anywhere>` gives a working module.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(ts_pc_prefix "${CMAKE_INSTALL_PREFIX}")
+else()
+  string(REGEX REPLACE "[^/]+" ".." ts_pc_up "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+  set(ts_pc_prefix "\${pcfiledir}/${ts_pc_up}")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/trading_shared.pc.in
   ${PROJECT_BINARY_DIR}/package/trading_shared.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/package/trading_shared.pc

@@ -48,7 +48,10 @@ int main(int argc, char** argv) {
   loader.add(pg_config.dsn, {"postgres.dsn", "libpq connection string", true})
       .add(redis_config.url, {"redis.url", "redis://host:port/db", true});
   if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;  // 2
-  lifecycle::ServiceOptions options{.name = "lifecycle-after"};
+  // (docs/lifecycle.md writes `ServiceOptions options{.name = ...}`; assigned here, since
+  // GCC 12's -Wextra warns about the members a designated initializer leaves out.)
+  lifecycle::ServiceOptions options;
+  options.name = "lifecycle-after";
   return lifecycle::run_daemon(
       options, [&](lifecycle::ServiceContext& ctx) -> asio::awaitable<void> {
         auto* pg = co_await ctx.scope().open<pg::PostgresClient>("pg", ctx.executor(),

@@ -53,14 +53,19 @@ asio::awaitable<void> usage(asio::io_context& io, std::string dsn) {
   std::cout << n << " ticks, order " << id << (one ? " found" : " not found") << ", " << changed
             << " updated\n";
 
-  // A transaction: BEGIN ... COMMIT on a connection of its own.
+  // A transaction: BEGIN ... COMMIT on a connection of its own. (docs/postgres.md passes the
+  // options as `{.isolation = ..., .idempotent = ...}`; a local here: GCC 12 cannot keep a braced
+  // temporary inside a co_await expression, and -Wextra warns about the members left out.)
+  pg::TransactionOptions serializable;
+  serializable.isolation = pg::IsolationLevel::serializable;
+  serializable.idempotent = core::Idempotent::yes;
   co_await client.transaction(
       [&](pg::Transaction& tx) -> asio::awaitable<void> {
         co_await tx.execute(
             "INSERT INTO example_orders VALUES ($1, 'BTCUSDT') ON CONFLICT DO NOTHING", id);
         co_await tx.execute("INSERT INTO example_fills VALUES ($1, 0.5)", id);
       },
-      {.isolation = pg::IsolationLevel::serializable, .idempotent = core::Idempotent::yes});
+      serializable);
 
   // Retries in exactly one place, with the idempotency the caller states.
   auto v = co_await client.execute_resiliently(
