@@ -12,6 +12,12 @@ foreach(target IN LISTS ts_install_targets)
   endif()
 endforeach()
 
+# Shared libraries find each other (libts_core.so needs libts_asio.so) in their own directory,
+# wherever the prefix is.
+if(BUILD_SHARED_LIBS)
+  set_target_properties(${ts_existing_targets} PROPERTIES INSTALL_RPATH "$ORIGIN")
+endif()
+
 # The umbrella: every library of the package.
 add_library(ts_all INTERFACE)
 add_library(trading_shared::trading_shared ALIAS ts_all)

@@ -78,8 +78,12 @@ run("pkg-config --modversion" pkg-config --modversion trading_shared)
 if(NOT last_output MATCHES "^${VERSION}")
   message(FATAL_ERROR "pkg-config --modversion trading_shared: ${last_output}")
 endif()
+set(rpath)
+if(SHARED)
+  set(rpath -Wl,-rpath,${prefix}/lib)  # shared libraries outside the loader's default paths
+endif()
 run("build lifecycle_after (pkg-config)" ${LAUNCHER} ${CXX} ${extra_flags} -Wall -Wextra -Werror
-    ${SOURCE_DIR}/examples/lifecycle_after.cpp ${pc_flags} -o ${WORK_DIR}/lifecycle_after_pc)
+    ${SOURCE_DIR}/examples/lifecycle_after.cpp ${pc_flags} ${rpath} -o ${WORK_DIR}/lifecycle_after_pc)
 run("run lifecycle_after --help (pkg-config)" ${WORK_DIR}/lifecycle_after_pc --help)
 
 # 3. The ODR guard: the installed headers without the definitions do not compile, and say why.
