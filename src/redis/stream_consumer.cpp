@@ -171,6 +171,7 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
   std::vector<std::vector<std::string>> to_ack(streams_.size());
   std::size_t handled = 0;
   std::uint64_t succeeded = 0;
+  bool stopping_failed = false;  // a handler failed after stop(): the rest stays pending
   // Batch mode: the deliverable entries of every stream, handed over together.
   std::vector<StreamEntry> deliverable;
   for (auto& read : reads) {
@@ -217,7 +218,13 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
         deliverable.push_back(std::move(entry));
         continue;
       }
-      if (stop_.stop_requested()) continue;  // left pending: delivered again after a restart
+      // After stop() the entries already read are still handled (and acknowledged): a graceful
+      // stop leaves nothing pending in this consumer's name, which under a rolling restart
+      // (a new consumer name) no one would take over before claim_min_idle (F80). How long
+      // that may take is the caller's drain bound (a cancellation leaves the rest pending).
+      // Once a handler has failed after stop(), the rest is left pending as it is: the sink is
+      // failing, and retrying each entry would only delay the stop.
+      if (stopping_failed) continue;
       ++stats_.delivered;
       ++handled;
       std::string failure;
@@ -232,10 +239,12 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
         ++succeeded;
       } else {
         ++stats_.handler_errors;
+        stopping_failed = stop_.stop_requested();
         log()->warn(
             "stream {}: handler failed on entry {} (it stays pending and is delivered "
-            "again): {}",
-            stream, entry.id, failure);
+            "again{}): {}",
+            stream, entry.id,
+            stopping_failed ? "; stopping: the rest of this read stays pending too" : "", failure);
       }
     }
   }

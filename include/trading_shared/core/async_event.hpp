@@ -4,6 +4,8 @@
 /// It replaces the idiom "a steady_timer at time_point::max() used as an event, cancel() to
 /// wake" (docs/core.md).
 
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>

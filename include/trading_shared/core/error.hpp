@@ -10,6 +10,8 @@
 /// http/http_status.hpp (HTTP statuses). `classify()` maps any failure to one `ErrorKind`,
 /// which alone decides whether a retry may help.
 
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
+
 #include <chrono>
 #include <cstdint>
 #include <exception>

@@ -18,6 +18,8 @@
 /// Redaction is a safety net, not a licence to log secrets: code must still avoid passing
 /// them, and DSNs should be shown through `redact_dsn`.
 
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
+
 #include <spdlog/common.h>
 #include <spdlog/formatter.h>
 #include <spdlog/logger.h>

@@ -5,6 +5,7 @@
 /// start-up and an idempotent close. For the clients' implementations; users never need it.
 
 #include <trading_shared/core/async_event.hpp>
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>

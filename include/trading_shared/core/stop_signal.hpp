@@ -4,6 +4,7 @@
 /// end their backoff waits at once when a stop comes (core::retry_until_stopped).
 
 #include <trading_shared/core/async_event.hpp>
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>

@@ -36,6 +36,7 @@
 ///   the dead-letter stream after `max_deliveries`); their batch-mates are acknowledged (F44). Each
 ///   entry's `stream` names the stream it came from.
 
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
 #include <trading_shared/core/stop_signal.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 
@@ -108,7 +109,9 @@ class StreamConsumer {
   /// (its entries are delivered again later: at-least-once).
   boost::asio::awaitable<void> run();
   /// Asks `run()` to return after the current step (at most one read's `block` later; at
-  /// once from the pause after a failed read).
+  /// once from the pause after a failed read). The entries of a read already returned are
+  /// still handled and acknowledged first, in both modes: a graceful stop leaves nothing
+  /// pending in this consumer's name (a rolling restart, F80). To bound that, cancel `run()`.
   void stop() noexcept { stop_.request_stop(); }
 
   /// One pass over this consumer's own pending entries (what `run()` does first and every

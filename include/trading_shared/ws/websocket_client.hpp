@@ -36,6 +36,7 @@
 /// @endcode
 
 #include <trading_shared/core/backoff.hpp>
+#include <trading_shared/core/build_config.hpp>    // the ODR guard
 #include <trading_shared/ws/sequence_tracker.hpp>  // continuity checks of what is received
 
 #include <boost/asio/any_io_executor.hpp>
