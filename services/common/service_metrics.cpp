@@ -60,23 +60,29 @@ void watch_clients(BodyHooks& hooks, pg::PostgresClient* pg, redis::RedisClient*
 
 boost::asio::awaitable<GroupState> group_state(redis::RedisClient& redis,
                                                std::span<const std::string> streams,
-                                               const std::string& group) {
+                                               const std::string& group,
+                                               redis::CommandOptions options) {
+  // One round trip for every stream (one deadline for the whole probe).
+  redis::Request request;
+  for (const std::string& stream : streams) request.push("XINFO", "GROUPS", stream);
+  const std::vector<redis::Reply> replies = co_await redis.pipeline(request, options);
   GroupState state;
   bool lag_known = true;
   std::int64_t lag = 0;
-  for (const std::string& stream : streams) {
-    const redis::Reply groups = co_await redis.command("XINFO", "GROUPS", stream);
+  for (const redis::Reply& groups : replies) {
     bool found = false;
-    for (const redis::ReplyView entry : groups) {
-      const auto name = field_of(entry, "name");
-      if (!name || name->as_string() != group) continue;
-      found = true;
-      if (const auto pending = field_of(entry, "pending")) state.pending += pending->as_int();
-      const auto entry_lag = field_of(entry, "lag");
-      if (entry_lag && !entry_lag->is_nil()) {
-        lag += entry_lag->as_int();
-      } else {
-        lag_known = false;
+    if (!groups.is_error()) {  // an error: no such stream yet (so no group either)
+      for (const redis::ReplyView entry : groups) {
+        const auto name = field_of(entry, "name");
+        if (!name || name->as_string() != group) continue;
+        found = true;
+        if (const auto pending = field_of(entry, "pending")) state.pending += pending->as_int();
+        const auto entry_lag = field_of(entry, "lag");
+        if (entry_lag && !entry_lag->is_nil()) {
+          lag += entry_lag->as_int();
+        } else {
+          lag_known = false;
+        }
       }
     }
     if (!found) lag_known = false;
@@ -93,9 +99,11 @@ boost::asio::awaitable<void> probe_group(redis::RedisClient& redis,
   core::Counter& failures = registry.counter(
       core::metric_name("ts_stream_consumer_probe_failures_total", {{"group", group}}),
       "Failed XINFO GROUPS probes of the group's pending and lag gauges.");
+  redis::CommandOptions options;
+  options.timeout = interval;
   do {
     try {
-      const GroupState state = co_await group_state(redis, streams, group);
+      const GroupState state = co_await group_state(redis, streams, group, options);
       metrics.set_group_state(state.pending, state.lag);
     } catch (const Error& e) {
       // The client is closing (a stop): not a failure, and nothing more to probe.

@@ -52,7 +52,7 @@ class BodyHooks {
 /// "redis". Either client may be null.
 void watch_clients(BodyHooks& hooks, pg::PostgresClient* pg, redis::RedisClient* redis);
 
-/// A consumer group's state summed over its streams, from XINFO GROUPS.
+/// A consumer group's state summed over its streams, from XINFO GROUPS (one pipeline).
 struct GroupState {
   std::int64_t pending = 0;
   /// nullopt when the server cannot tell for one of the streams (or the group is missing).
@@ -60,12 +60,14 @@ struct GroupState {
 };
 boost::asio::awaitable<GroupState> group_state(redis::RedisClient& redis,
                                                std::span<const std::string> streams,
-                                               const std::string& group);
+                                               const std::string& group,
+                                               redis::CommandOptions options = {});
 
 /// How often the consumer services probe their group's pending and lag.
 inline constexpr std::chrono::milliseconds kGroupProbeInterval{1000};
 
-/// Until `stop` (or the client is closed): every `interval`, `group_state` into
+/// Until `stop` (or the client is closed): every `interval` (also the probe's timeout, so that
+/// it never holds a stop up for longer), `group_state` into
 /// `metrics.set_group_state`. A failed probe is counted in
 /// `ts_stream_consumer_probe_failures_total{group}` and logged at debug level (the consumer logs
 /// the server's troubles itself); it never ends the service.

@@ -556,14 +556,26 @@ int run_executor(const ExecutorSettings& settings) {
         ctx.health().ready = true;
         log()->info("executing {} as consumer {} of group {}", kOrderRequests, settings.consumer,
                     kExecutorGroup);
-        // With the probe of ts_stream_consumer_pending / _lag, once a second (ends with the stop).
+        // Beside the probe of ts_stream_consumer_pending / _lag (once a second), which ends
+        // when the consumer does, however it ends.
+        core::StopSignal probe_stop(ctx.executor());
+        auto consume = [&]() -> asio::awaitable<void> {
+          std::exception_ptr failure;
+          try {
+            co_await consumer->run();
+          } catch (...) {
+            failure = std::current_exception();
+          }
+          probe_stop.request_stop();
+          if (failure) std::rethrow_exception(failure);
+        };
         std::vector<std::string> probed{std::string(kOrderRequests)};
         auto probe = asio::co_spawn(
             ctx.executor(),
             probe_group(*redis, std::move(probed), std::string(kExecutorGroup), *consumer_metrics,
-                        ctx.metrics(), *stop, kGroupProbeInterval),
+                        ctx.metrics(), probe_stop, kGroupProbeInterval),
             asio::deferred);
-        auto run = asio::co_spawn(ctx.executor(), consumer->run(), asio::deferred);
+        auto run = asio::co_spawn(ctx.executor(), consume(), asio::deferred);
         auto [order, run_error, probe_error] =
             co_await asio::experimental::make_parallel_group(std::move(run), std::move(probe))
                 .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);

@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/service_metrics.hpp"
 #include "support/async_test.hpp"
 #include "support/server_harness.hpp"
 
@@ -20,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace ts = trading_shared;
 namespace asio = boost::asio;
@@ -117,6 +119,43 @@ TEST(ClientMetricsIntegration, PostgresStatementsAreTimedAndErrorsCountedByKind)
     EXPECT_EQ(v.at("ts_pg_errors_total{client=\"main\",kind=\"outcome_unknown\"}"), 0);
     EXPECT_GE(v.at("ts_pg_connections{client=\"main\"}"), 1);
     EXPECT_EQ(v.at("ts_pg_breaker_state{client=\"main\"}"), 0);
+    co_await client.close();
+  });
+}
+
+// The services' probe of ts_stream_consumer_pending / _lag (services/common/service_metrics):
+// XINFO GROUPS of every stream in one pipeline, summed; unknown lag when a stream or the group
+// is missing.
+TEST(ClientMetricsIntegration, GroupStateSumsPendingAndLagOverStreams) {
+  ts::testing::run_coroutine_test([&](asio::io_context& io) -> asio::awaitable<void> {
+    ts::redis::RedisConfig config;
+    config.url = ts::testing::Servers::instance().redis_url();
+    ts::redis::RedisClient client(io.get_executor(), config);
+    co_await client.start();
+    const std::vector<std::string> streams{"client_metrics_test:s1", "client_metrics_test:s2"};
+    const std::string group = "probe";
+    for (const auto& stream : streams) {
+      co_await client.command("DEL", stream);
+      for (int i = 0; i < 3; ++i) co_await client.command("XADD", stream, "*", "f", i);
+      co_await client.command("XGROUP", "CREATE", stream, group, "0");
+    }
+    // Two entries of s1 read (pending), none of s2.
+    co_await client.command("XREADGROUP", "GROUP", group, "c", "COUNT", 2, "STREAMS", streams[0],
+                            ">");
+    auto state = co_await ts::services::group_state(client, streams, group);
+    EXPECT_EQ(state.pending, 2);
+    EXPECT_EQ(state.lag.value_or(-1), 1 + 3);
+    // A stream that does not exist: the lag is unknown, the pending entries still summed.
+    const std::vector<std::string> with_missing{streams[0], "client_metrics_test:none"};
+    state = co_await ts::services::group_state(client, with_missing, group);
+    EXPECT_EQ(state.pending, 2);
+    EXPECT_FALSE(state.lag.has_value());
+    // The gauges.
+    ts::core::MetricsRegistry registry;
+    ts::redis::StreamConsumerMetrics metrics(registry, group);
+    metrics.set_group_state(state.pending, state.lag);
+    EXPECT_EQ(values(registry).at("ts_stream_consumer_lag{group=\"probe\"}"), -1);
+    for (const auto& stream : streams) co_await client.command("DEL", stream);
     co_await client.close();
   });
 }
