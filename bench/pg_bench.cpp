@@ -9,6 +9,8 @@
 //               [--variant unnest|unnest_binary|copy_staging|values|pipeline|pipeline_all]
 //                                                                                        (P4)
 //   ts_pg_bench --figure seq --dsn DSN [--queries 20000] [--warmup-queries 200]  (P5, callgrind)
+// Every figure takes [--metrics 1|0]: the client's round-trip and acquire-wait histograms
+// attached (default, as the services run it: ts_pg_round_trip_seconds) or not.
 //
 // Each prints `BENCH <name> <value> <unit>` (name: --name, or the figure's default) and, for
 // repeated figures, a `DETAIL` line with every run. Exit status: 0 ok, 1 failure, 3 the figure
@@ -39,6 +41,7 @@
 #include <vector>
 
 namespace asio = boost::asio;
+namespace core = trading_shared::core;
 namespace pg = trading_shared::pg;
 using namespace std::chrono_literals;
 using bench::Clock;
@@ -65,6 +68,7 @@ struct Options {
   long queries = 20000;
   long warmup_queries = 200;
   double timeout = 300.0;  // whole program, seconds
+  int metrics = 1;         // 1: the round-trip and acquire-wait histograms attached
   /// PostgresConfig::statement_cache_size (0: unnamed statements, the library's default).
   long statement_cache = 0;
 };
@@ -87,6 +91,7 @@ Options parse(int argc, char** argv) {
   args.take("queries", o.queries);
   args.take("warmup-queries", o.warmup_queries);
   args.take("timeout", o.timeout);
+  args.take("metrics", o.metrics);
   args.take("statement-cache", o.statement_cache);
   args.finish();
   if (o.figure.empty() || o.dsn.empty()) {
@@ -158,6 +163,9 @@ struct SplitMix {
 asio::awaitable<void> run_select(const Options& o) {
   auto executor = co_await asio::this_coro::executor;
   pg::PostgresClient client(executor, make_config(o, static_cast<std::size_t>(o.pool)));
+  core::Histogram round_trip(core::Histogram::kLatencyBounds);
+  core::Histogram acquire_wait(core::Histogram::kLatencyBounds);
+  if (o.metrics != 0) client.set_histograms(&round_trip, &acquire_wait);
   co_await client.start();
   const std::int32_t accounts = 100000 * o.scale;
   const bench::ClosedLoopResult run = co_await bench::run_closed_loop(
@@ -503,6 +511,9 @@ asio::awaitable<void> run_figure(const Options& o) {
     co_return;
   }
   pg::PostgresClient client(co_await asio::this_coro::executor, make_config(o, 1));
+  core::Histogram round_trip(core::Histogram::kLatencyBounds);
+  core::Histogram acquire_wait(core::Histogram::kLatencyBounds);
+  if (o.metrics != 0) client.set_histograms(&round_trip, &acquire_wait);
   co_await client.start();
   co_await bench::closing(client, run_on(o, client));
 }

@@ -7,6 +7,8 @@
 //   ts_redis_bench --figure get50  --url URL [--seconds 5] [--warmup 1] [--concurrency 50] (R2)
 //   ts_redis_bench --figure getseq --url URL [--seconds 5] [--warmup 1]                    (R3)
 //   ts_redis_bench --figure getseq --url URL --ops N [--warmup-ops 200]       (R3, callgrind)
+// Every figure takes [--metrics 1|0]: the client's round-trip histogram attached (default, as
+// the services run it: ts_redis_round_trip_seconds) or not.
 //   ts_redis_bench --figure request --url URL [--seconds 5] [--warmup 1] [--batch 1000]
 //   ts_redis_bench --figure request --url URL --ops N [--warmup-ops 2] [--batch 1000] (callgrind)
 //
@@ -51,6 +53,7 @@
 #include <vector>
 
 namespace asio = boost::asio;
+namespace core = trading_shared::core;
 namespace redis = trading_shared::redis;
 using namespace std::chrono_literals;
 using bench::Clock;
@@ -73,6 +76,7 @@ struct Options {
   long ops = 0;            // getseq, xadd: > 0 = fixed count (callgrind) instead of a timed run
   long warmup_ops = -1;    // default: 200 GETs, 2 batches
   double timeout = 120.0;  // whole program, seconds
+  int metrics = 1;         // 1: the round-trip histogram attached, as the services run it
 };
 
 Options parse(int argc, char** argv) {
@@ -90,6 +94,7 @@ Options parse(int argc, char** argv) {
   args.take("ops", o.ops);
   args.take("warmup-ops", o.warmup_ops);
   args.take("timeout", o.timeout);
+  args.take("metrics", o.metrics);
   args.finish();
   if (o.figure.empty() || o.url.empty()) {
     throw std::invalid_argument("--figure and --url are required");
@@ -349,6 +354,9 @@ asio::awaitable<void> run_on(const Options& o, redis::RedisClient& client) {
 
 asio::awaitable<void> run_figure(const Options& o) {
   redis::RedisClient client(co_await asio::this_coro::executor, make_config(o));
+  // As the services run it: every request's round trip observed (ts_redis_round_trip_seconds).
+  core::Histogram round_trip(core::Histogram::kLatencyBounds);
+  if (o.metrics != 0) client.set_round_trip_histogram(&round_trip);
   co_await client.start();
   co_await bench::closing(client, run_on(o, client));
 }

@@ -8,10 +8,14 @@
 #include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/consumer_service.hpp"
 #include "common/keys.hpp"
+#include "common/service_metrics.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
 #include "common/text.hpp"
@@ -108,6 +112,49 @@ struct Counters {
   std::uint64_t unrecorded = 0;     ///< not even that: rejected on orders:events only
 };
 
+/// The executor's own series (docs/operations.md, "Metrics"), resolved once.
+struct ExecutorMetrics {
+  explicit ExecutorMetrics(core::MetricsRegistry& r)
+      : filled(order(r, "filled")),
+        rejected(order(r, "rejected")),
+        duplicate(order(r, "duplicate")),
+        malformed(order(r, "malformed")),
+        reconciled(r.counter("ts_executor_reconciled_total",
+                             "Orders whose write had an unknown outcome, found recorded as "
+                             "decided (counted in filled or rejected too).")),
+        unprocessable(r.counter("ts_executor_unprocessable_total",
+                                "Orders the database refused, recorded as rejected instead.")),
+        events(r.counter("ts_executor_events_total", "Outcomes published on orders:events.")),
+        handle(r.histogram(core::metric_name("ts_executor_stage_seconds", {{"stage", "handle"}}),
+                           "Latency of a stage of the executor's path (handle: one order from "
+                           "its delivery to its outcome published, retries included).")) {}
+
+  static core::Counter& order(core::MetricsRegistry& r, std::string_view outcome) {
+    return r.counter(core::metric_name("ts_executor_orders_total", {{"outcome", outcome}}),
+                     "Order requests handled, by outcome (filled, rejected, duplicate: seen "
+                     "before, its stored outcome published again; malformed: skipped).");
+  }
+
+  void sample(const Counters& c) noexcept {
+    filled.set(c.filled);
+    rejected.set(c.rejected);
+    duplicate.set(c.duplicates);
+    malformed.set(c.malformed);
+    reconciled.set(c.reconciled);
+    unprocessable.set(c.unprocessable);
+    events.set(c.events);
+  }
+
+  core::Counter& filled;
+  core::Counter& rejected;
+  core::Counter& duplicate;
+  core::Counter& malformed;
+  core::Counter& reconciled;
+  core::Counter& unprocessable;
+  core::Counter& events;
+  core::Histogram& handle;
+};
+
 class Venue {
  public:
   Venue(pg::PostgresClient& pg, redis::RedisClient& redis, const ExecutorSettings& settings,
@@ -119,7 +166,17 @@ class Venue {
         db_retry_(std::move(db_retry)),
         redis_retry_(std::move(redis_retry)) {}
 
+  /// The handle stage's histogram (null: not timed).
+  void set_histogram(core::Histogram* handle) noexcept { handle_time_ = handle; }
+
   asio::awaitable<void> handle(const redis::StreamEntry& entry) {
+    const auto started = std::chrono::steady_clock::now();
+    co_await handle_entry(entry);
+    if (handle_time_ != nullptr) handle_time_->observe(std::chrono::steady_clock::now() - started);
+  }
+
+ private:
+  asio::awaitable<void> handle_entry(const redis::StreamEntry& entry) {
     std::string why;
     auto request = read_request(entry, why);
     if (!request) {
@@ -184,7 +241,6 @@ class Venue {
     co_await publish(request->id, outcome);
   }
 
- private:
   static std::optional<Request> read_request(const redis::StreamEntry& entry, std::string& why) {
     for (const auto& [name, value] : entry.fields) {
       if (value.find('\0') != std::string::npos) {
@@ -371,6 +427,7 @@ class Venue {
   Counters* counters_;
   core::UntilStopped db_retry_;
   core::UntilStopped redis_retry_;
+  core::Histogram* handle_time_ = nullptr;
 };
 
 }  // namespace
@@ -440,6 +497,8 @@ int run_executor(const ExecutorSettings& settings) {
   core::DefaultRandom random;
   std::optional<Venue> venue;
   std::unique_ptr<redis::StreamConsumer> consumer;
+  std::optional<ExecutorMetrics> metrics;
+  std::optional<redis::StreamConsumerMetrics> consumer_metrics;
 
   const lifecycle::ServiceOptions options = service_options(settings);
   const int code =
@@ -452,6 +511,19 @@ int run_executor(const ExecutorSettings& settings) {
         const ServiceClients opened = co_await open_clients(ctx, settings, clients);
         auto* pg = opened.pg;
         auto* redis = opened.redis;
+        // /metrics and /readyz (docs/operations.md): the clients, the consumer, our own.
+        BodyHooks hooks(ctx);
+        watch_clients(hooks, pg, redis);
+        metrics.emplace(ctx.metrics());
+        consumer_metrics.emplace(ctx.metrics(), kExecutorGroup);
+        hooks.add_sampler([&] {
+          metrics->sample(counters);
+          if (consumer) consumer_metrics->sample(consumer->stats());
+        });
+        auto consumer_readiness = std::make_shared<ConsumerReadiness>();
+        hooks.add_readiness_check("consumer", [&consumer, consumer_readiness]() -> std::string {
+          return consumer ? consumer_readiness->check(consumer->stats()) : std::string();
+        });
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
           throw std::runtime_error(
@@ -466,6 +538,7 @@ int run_executor(const ExecutorSettings& settings) {
         core::UntilStopped redis_retry = db_retry;
         redis_retry.retries = &counters.redis_retries;
         venue.emplace(*pg, *redis, settings, counters, db_retry, redis_retry);
+        venue->set_histogram(&metrics->handle);
 
         redis::StreamConsumerConfig config;
         config.stream = std::string(kOrderRequests);
@@ -483,7 +556,32 @@ int run_executor(const ExecutorSettings& settings) {
         ctx.health().ready = true;
         log()->info("executing {} as consumer {} of group {}", kOrderRequests, settings.consumer,
                     kExecutorGroup);
-        co_await consumer->run();
+        // Beside the probe of ts_stream_consumer_pending / _lag (once a second), which ends
+        // when the consumer does, however it ends.
+        core::StopSignal probe_stop(ctx.executor());
+        auto consume = [&]() -> asio::awaitable<void> {
+          std::exception_ptr failure;
+          try {
+            co_await consumer->run();
+          } catch (...) {
+            failure = std::current_exception();
+          }
+          probe_stop.request_stop();
+          if (failure) std::rethrow_exception(failure);
+        };
+        std::vector<std::string> probed{std::string(kOrderRequests)};
+        auto probe = asio::co_spawn(
+            ctx.executor(),
+            probe_group(*redis, std::move(probed), std::string(kExecutorGroup), *consumer_metrics,
+                        ctx.metrics(), probe_stop, kGroupProbeInterval),
+            asio::deferred);
+        auto run = asio::co_spawn(ctx.executor(), consume(), asio::deferred);
+        auto [order, run_error, probe_error] =
+            co_await asio::experimental::make_parallel_group(std::move(run), std::move(probe))
+                .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+        (void)order;
+        if (run_error) std::rethrow_exception(run_error);
+        if (probe_error) std::rethrow_exception(probe_error);
       });
 
   const redis::StreamConsumerStats stats =

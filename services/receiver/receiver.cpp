@@ -6,16 +6,21 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/retry.hpp>
 #include <trading_shared/http/http_client.hpp>
+#include <trading_shared/http/metrics.hpp>
+#include <trading_shared/redis/metrics.hpp>
 #include <trading_shared/redis/redis_client.hpp>
+#include <trading_shared/ws/metrics.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/keys.hpp"
+#include "common/service_metrics.hpp"
 #include "common/settings.hpp"
 #include "common/stream_trim.hpp"
 #include "common/summary.hpp"
+#include "receiver/receiver_metrics.hpp"
 #include "receiver/trade_parser.hpp"
 
 #include <fmt/format.h>
@@ -25,6 +30,7 @@
 #include <array>
 #include <charconv>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -57,6 +63,7 @@ struct Digits {
 struct Row {
   Trade trade;
   Digits id, trade_time, event_time, received;
+  std::size_t symbol = 0;  // index of its SymbolState (per-symbol counters)
 };
 
 using Clock = std::chrono::steady_clock;
@@ -97,31 +104,17 @@ struct BucketState {
 };
 
 struct SymbolState {
-  SymbolState(std::string symbol, std::size_t bucket_index)
-      : name(std::move(symbol)), bucket(bucket_index) {}
+  SymbolState(std::string symbol, std::size_t bucket_index, core::MetricsRegistry& registry)
+      : name(std::move(symbol)), bucket(bucket_index), metrics(registry, name) {}
   std::string name;
   std::size_t bucket;
+  SymbolMetrics metrics;
   Row last;                   // the newest trade: its price is the one to write
   bool last_pending = false;  // `last` not written yet (listed in its bucket's `priced`)
   std::string value;          // "<price> <id> <time>": its field's value, rebuilt in place
 };
 
-struct Counters {
-  std::uint64_t received = 0;
-  std::uint64_t trades = 0;
-  std::uint64_t control = 0;
-  std::uint64_t malformed = 0;
-  std::uint64_t unknown_symbol = 0;
-  std::uint64_t id_jumps = 0;  // resets and outliers seen (for the log's rate limit)
-  std::uint64_t written = 0;
-  std::uint64_t batches = 0;
-  std::uint64_t write_retries = 0;
-  std::uint64_t stalls = 0;           // a key started failing
-  std::uint64_t stalled_dropped = 0;  // trades dropped: a failing stream's backlog was full
-  std::uint64_t unwritten = 0;        // trades still held when the service stopped
-  std::uint64_t trimmed = 0;          // entries removed by --stream-maxlen
-  std::uint64_t trims_held_back = 0;  // a stream over --stream-maxlen kept for a lagging group
-};
+using Counters = ReceiverCounters;
 
 }  // namespace
 
@@ -138,7 +131,9 @@ class Writer {
       buckets_.emplace_back(b, config.write_backoff, random_);
     }
     symbols_.reserve(config.symbols.size());
-    for (const auto& name : config.symbols) symbols_.emplace_back(name, trade_bucket(name));
+    for (const auto& name : config.symbols) {
+      symbols_.emplace_back(name, trade_bucket(name), ctx.metrics());
+    }
     // Views of the names in symbols_, which never grows again: a lookup per trade allocates
     // nothing and does not depend on the number of symbols (F72).
     index_.reserve(symbols_.size());
@@ -156,6 +151,7 @@ class Writer {
   /// Takes next_row() (parsed, of `symbol`) into the batch.
   void take(SymbolState& symbol) {
     BucketState& b = buckets_[symbol.bucket];
+    rows_[used_].symbol = static_cast<std::size_t>(&symbol - symbols_.data());
     b.rows.push_back(used_);
     symbol.last = rows_[used_];
     if (!symbol.last_pending) {
@@ -165,7 +161,11 @@ class Writer {
     ++used_;
   }
   /// Takes next_row(), a backfilled trade: older than the symbol's last, whose price stays.
-  void take_backfilled(SymbolState& symbol) { buckets_[symbol.bucket].rows.push_back(used_++); }
+  void take_backfilled(SymbolState& symbol) {
+    rows_[used_].symbol = static_cast<std::size_t>(&symbol - symbols_.data());
+    symbol.metrics.backfilled.add();
+    buckets_[symbol.bucket].rows.push_back(used_++);
+  }
   std::size_t taken() const noexcept { return used_; }
   /// Work left from earlier batches (a failing key's trades or last price).
   bool holding() const noexcept { return failing_ > 0; }
@@ -182,6 +182,11 @@ class Writer {
     if (due <= now) return std::chrono::milliseconds{0};
     return std::chrono::ceil<std::chrono::milliseconds>(due - now);
   }
+  /// Keys whose writes fail now (their work held and retried).
+  std::size_t failing_keys() const noexcept { return failing_; }
+  /// Writes begun so far, and whether one is in progress (retried while Redis is away).
+  std::uint64_t writes_begun() const noexcept { return writes_begun_; }
+  bool writing() const noexcept { return writing_; }
   std::uint64_t held_trades() const noexcept {
     std::uint64_t held = 0;
     for (const auto& b : buckets_) held += b.backlog.size();
@@ -194,6 +199,12 @@ class Writer {
   /// error reply affects its key only: its trades are kept and retried with backoff while
   /// the others are written (F45).
   asio::awaitable<void> write() {
+    ++writes_begun_;
+    writing_ = true;
+    struct Done {
+      bool* writing;
+      ~Done() { *writing = false; }
+    } done{&writing_};
     const auto now = Clock::now();
     // A failing stream not due yet keeps the new rows behind the ones it holds.
     for (auto& b : buckets_) {
@@ -305,6 +316,7 @@ class Writer {
           kept_.push_back(row);
         } else {
           ++ok;
+          symbols_[row.symbol].metrics.written.add();
         }
       }
       n_->written += ok;
@@ -443,6 +455,8 @@ class Writer {
   std::vector<std::string_view> fields_;  // a bucket's HSET arguments, reused
   std::deque<Row> kept_;                  // a failing bucket's rows, rebuilt per reply (reused)
   std::size_t failing_ = 0;               // keys failing now
+  std::uint64_t writes_begun_ = 0;
+  bool writing_ = false;
   redis::Request request_;
   core::UntilStopped write_retry_{.stop = nullptr,
                                   .backoff = config_->write_backoff,
@@ -492,49 +506,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
         const auto fl = feed->limits();
         const auto rs = redis->stats();
         Summary s;
-        s.add("received", c.received)
-            .add("trades", c.trades)
-            .add("control", c.control)
-            .add("malformed", c.malformed)
-            .add("unknown_symbol", c.unknown_symbol)
-            .add("duplicates", seq.duplicates())
-            .add("out_of_order", seq.out_of_order())
-            .add("id_resets", seq.resets())
-            .add("outliers", seq.outliers())
-            .add("gaps", seq.gaps())
-            .add("missing_trades", seq.missing())
-            .add("written", c.written)
-            .add("batches", c.batches)
-            .add("write_retries", c.write_retries)
-            .add("stalls", c.stalls)
-            .add("stalled_dropped", c.stalled_dropped)
-            .add("unwritten", c.unwritten)
-            .add("trimmed", c.trimmed)
-            .add("trims_held_back", c.trims_held_back)
-            .add("reconnects", fs.disconnects)
-            .add("dropped", fs.dropped)
-            .add("max_queued", static_cast<std::uint64_t>(fs.max_queued))
-            .add("max_queued_bytes", static_cast<std::uint64_t>(fs.max_queued_bytes))
-            .add("idle_timeouts", fs.reasons.idle_timeout)
-            .add("protocol_errors", fs.reasons.protocol_error + fs.reasons.oversized)
-            .add("redis_reconnects", rs.disconnects)
-            .add("redis_breaker_trips", rs.breaker_trips)
-            .add("connections", fl.connections)
-            .add("subscriptions_confirmed", fl.subscriptions_confirmed)
-            .add("subscriptions_refused", fl.subscriptions_refused)
-            .add("subscribe_timeouts", fl.subscribe_timeouts)
-            .add("unconfirmed_symbols", fl.unconfirmed_symbols)
-            .add("rotations", fl.rotations)
-            .add("rotation_failures", fl.rotation_failures)
-            .add("backfilled", b.backfilled)
-            .add("backfill_requests", b.requests)
-            .add("backfill_ranges", b.ranges)
-            .add("backfill_unrecoverable", b.unrecoverable)
-            .add("backfill_failed", b.failed)
-            .add("backfill_retries", b.retries)
-            .add("backfill_throttled", b.throttled)
-            .add("backfill_not_done", b.not_backfilled)
-            .add("duplicates_dropped", b.duplicates_dropped);
+        add_receiver_summary(s, c, b, seq, fs, fl, rs);
         log()->info("summary: {}", s.json());
         if (!summary_file.empty()) s.write_file(summary_file);
         co_return;
@@ -552,6 +524,26 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   simdjson::ondemand::parser parser;
   std::vector<ws::Message> messages;
   Writer writer(ctx, config, *redis, n);
+  // /metrics and /readyz (docs/operations.md): the clients, the feed, the write path.
+  BodyHooks hooks(ctx);
+  watch_clients(hooks, nullptr, redis);
+  ReceiverMetrics metrics(ctx.metrics());
+  ws::WebSocketMetrics feed_metrics(ctx.metrics(), "feed");
+  std::optional<http::HttpMetrics> rest_metrics;
+  if (rest != nullptr) rest_metrics.emplace(ctx.metrics(), "rest");
+  hooks.add_sampler([&, feed, rest] {
+    metrics.sample(n, writer.held_trades(), sequence, feed->limits());
+    feed_metrics.sample(feed->stats());
+    if (rest != nullptr) rest_metrics->sample(rest->stats());
+  });
+  hooks.add_readiness_check("feed", [feed]() -> std::string {
+    return feed->stats().connected ? std::string() : std::string("feed not connected");
+  });
+  WritePathReadiness write_path;
+  hooks.add_readiness_check("write_path", [&] {
+    return write_path.check(writer.failing_keys(), writer.held_trades(), writer.writes_begun(),
+                            writer.writing());
+  });
   Backfill backfill(executor, config.backfill, config.symbols, rest, state->b);
   if (backfill.enabled()) co_await load_tape(*redis, backfill, config.symbols);
   backfill.start();
@@ -591,6 +583,8 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       if (count == 0) feed_open = false;  // closed (stop) and everything received is handled
     }
     n.received += count;
+    const auto batch_start = Clock::now();
+    std::int64_t oldest_event_ms = std::numeric_limits<std::int64_t>::max();
     const std::int64_t now_us = unix_micros();
     for (std::size_t i = 0; i < count; ++i) {
       ws::Message& m = messages[i];
@@ -633,7 +627,13 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       report_sequence(sequence, seen, symbol, row.trade.trade_id, m.connection, n.id_jumps,
                       backfill.enabled());
       ++n.trades;
+      target->metrics.trades.add();
+      if (seen.kind == ws::SequenceTracker::Result::gap) {
+        target->metrics.gaps.add();
+        target->metrics.missing.add(seen.missing);
+      }
       if (!backfill.on_live(symbol, row.trade.trade_id, seen, m.connection)) continue;
+      oldest_event_ms = std::min(oldest_event_ms, row.trade.event_time);
       row.id.set(row.trade.trade_id);
       row.trade_time.set(row.trade.trade_time);
       row.event_time.set(row.trade.event_time);
@@ -651,6 +651,14 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
       writer.take_backfilled(*writer.find(trade.symbol.view()));
     });
     co_await writer.write();
+    if (count > 0) {
+      metrics.batch_size.observe(static_cast<double>(count));
+      metrics.feed_to_redis.observe(Clock::now() - batch_start);
+      if (oldest_event_ms != std::numeric_limits<std::int64_t>::max()) {
+        metrics.event_to_redis.observe(static_cast<double>(unix_micros() - oldest_event_ms * 1000) /
+                                       1e6);
+      }
+    }
     backfill.written();
     // "Complete through" only once nothing is held back for a failing key (F45).
     if (!writer.holding()) co_await persist_tape(*redis, backfill, state->b);

@@ -15,6 +15,7 @@
 
 #include "common/consumer_service.hpp"
 #include "common/keys.hpp"
+#include "common/service_metrics.hpp"
 #include "common/settings.hpp"
 #include "common/summary.hpp"
 #include "common/text.hpp"
@@ -173,12 +174,55 @@ struct Counters {
   std::uint64_t redelivered_batches = 0;  ///< the optimistic insert met a recorded trade
 };
 
+/// The recorder's own series (docs/operations.md, "Metrics"), resolved once.
+struct RecorderMetrics {
+  explicit RecorderMetrics(core::MetricsRegistry& r)
+      : written(r.counter("ts_recorder_trades_written_total",
+                          "Trades inserted into ticks (rows committed).")),
+        duplicates(r.counter("ts_recorder_duplicates_total",
+                             "Trades delivered again and found recorded already (not inserted).")),
+        malformed(r.counter("ts_recorder_malformed_total",
+                            "Stream entries skipped as malformed (acknowledged).")),
+        batches(r.counter("ts_recorder_batches_total", "Batches handled (one insert each).")),
+        db_retries(r.counter("ts_recorder_db_retries_total",
+                             "Insert attempts retried after a database failure.")),
+        batch_size(r.histogram("ts_recorder_batch_size", "Trades per insert.",
+                               core::Histogram::kSizeBounds)),
+        insert(r.histogram(core::metric_name("ts_recorder_stage_seconds", {{"stage", "insert"}}),
+                           "Latency of a stage of the recorder's path, per batch (insert: its "
+                           "insert until committed, retries included) or per trade "
+                           "(trade_to_commit: from the receiver's receipt to the commit).")),
+        trade_to_commit(r.histogram(
+            core::metric_name("ts_recorder_stage_seconds", {{"stage", "trade_to_commit"}}))) {}
+
+  void sample(const Counters& c) noexcept {
+    written.set(c.inserted);
+    duplicates.set(c.duplicates);
+    malformed.set(c.malformed);
+    batches.set(c.batches);
+    db_retries.set(c.db_retries);
+  }
+
+  core::Counter& written;
+  core::Counter& duplicates;
+  core::Counter& malformed;
+  core::Counter& batches;
+  core::Counter& db_retries;
+  core::Histogram& batch_size;
+  core::Histogram& insert;
+  core::Histogram& trade_to_commit;
+};
+
 /// Writes the batches of every symbol: parsing, partitions (cached), the one insert.
 class TickWriter {
  public:
   TickWriter(pg::PostgresClient& pg, const RecorderSettings& settings, Counters& counters,
-             core::UntilStopped retry)
-      : pg_(&pg), settings_(&settings), counters_(&counters), retry_(std::move(retry)) {}
+             core::UntilStopped retry, RecorderMetrics& metrics)
+      : pg_(&pg),
+        settings_(&settings),
+        counters_(&counters),
+        retry_(std::move(retry)),
+        metrics_(&metrics) {}
 
   asio::awaitable<void> write(std::span<const redis::StreamEntry> entries) {
     const std::uint64_t call = ++counters_->handler_calls;
@@ -213,8 +257,18 @@ class TickWriter {
       // Locals, not temporaries, inside the co_await (GCC 12 coroutine bugs).
       std::string what = "insert into ticks (" + std::to_string(trades.size()) + " trades)";
       auto attempt = [&]() { return insert(trades, columns); };
+      metrics_->batch_size.observe(static_cast<double>(trades.size()));
+      const auto started = std::chrono::steady_clock::now();
       const std::int64_t inserted = co_await core::retry_until_stopped(
           attempt, core::Idempotent::yes, retry_, std::move(what));
+      metrics_->insert.observe(std::chrono::steady_clock::now() - started);
+      const std::int64_t committed_us = unix_micros();
+      for (const auto& t : trades) {
+        if (t.received_at_us) {
+          metrics_->trade_to_commit.observe(static_cast<double>(committed_us - *t.received_at_us) /
+                                            1e6);
+        }
+      }
       const auto rows = static_cast<std::uint64_t>(inserted < 0 ? 0 : inserted);
       counters_->inserted += rows;
       counters_->duplicates += trades.size() - std::min<std::uint64_t>(rows, trades.size());
@@ -309,6 +363,7 @@ class TickWriter {
   const RecorderSettings* settings_;
   Counters* counters_;
   core::UntilStopped retry_;
+  RecorderMetrics* metrics_;
   std::vector<std::pair<std::int64_t, std::int64_t>> covered_;  // [from, to) ms
 };
 
@@ -432,6 +487,8 @@ int run_recorder(const RecorderSettings& settings) {
   std::optional<core::StopSignal> stop;  // on the service's executor
   core::DefaultRandom random;
   std::optional<TickWriter> writer;
+  std::optional<RecorderMetrics> metrics;
+  std::optional<redis::StreamConsumerMetrics> consumer_metrics;
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
   const auto streams = all_trade_streams();
 
@@ -446,6 +503,19 @@ int run_recorder(const RecorderSettings& settings) {
         const ServiceClients opened = co_await open_clients(ctx, settings, clients);
         auto* pg = opened.pg;
         auto* redis = opened.redis;
+        // /metrics and /readyz (docs/operations.md): the clients, the consumers, our own.
+        BodyHooks hooks(ctx);
+        watch_clients(hooks, pg, redis);
+        metrics.emplace(ctx.metrics());
+        consumer_metrics.emplace(ctx.metrics(), kRecorderGroup);
+        hooks.add_sampler([&] {
+          metrics->sample(counters);
+          consumer_metrics->sample(total_stats(consumers));
+        });
+        auto consumer_readiness = std::make_shared<ConsumerReadiness>();
+        hooks.add_readiness_check("consumer", [&consumers, consumer_readiness] {
+          return consumer_readiness->check(total_stats(consumers));
+        });
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
           throw std::runtime_error(
@@ -458,7 +528,7 @@ int run_recorder(const RecorderSettings& settings) {
         retry.random = &random;
         retry.retries = &counters.db_retries;
         retry.log = log();
-        writer.emplace(*pg, settings, counters, retry);
+        writer.emplace(*pg, settings, counters, retry, *metrics);
         // Every reader reads every bucket stream: a fixed number of Redis connections
         // (1 + readers) whatever the number of symbols (F72).
         for (std::int64_t i = 0; i < settings.readers; ++i) {
@@ -492,6 +562,13 @@ int run_recorder(const RecorderSettings& settings) {
         for (auto& consumer : consumers) {
           runs.push_back(asio::co_spawn(ctx.executor(), consumer->run(), asio::deferred));
         }
+        // ts_stream_consumer_pending / _lag, once a second (ends with the stop).
+        std::vector<std::string> probed(streams.begin(), streams.end());
+        runs.push_back(asio::co_spawn(
+            ctx.executor(),
+            probe_group(*redis, std::move(probed), std::string(kRecorderGroup), *consumer_metrics,
+                        ctx.metrics(), *stop, kGroupProbeInterval),
+            asio::deferred));
         auto [order, errors] =
             co_await asio::experimental::make_parallel_group(std::move(runs))
                 .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
@@ -501,18 +578,7 @@ int run_recorder(const RecorderSettings& settings) {
         }
       });
 
-  redis::StreamConsumerStats total;
-  for (const auto& consumer : consumers) {
-    const auto& s = consumer->stats();
-    total.delivered += s.delivered;
-    total.acked += s.acked;
-    total.handler_errors += s.handler_errors;
-    total.claimed += s.claimed;
-    total.dead_lettered += s.dead_lettered;
-    total.deleted += s.deleted;
-    total.read_errors += s.read_errors;
-    total.splits += s.splits;
-  }
+  const redis::StreamConsumerStats total = total_stats(consumers);
   log()->info(
       "stopped (exit {}): {} inserted, {} duplicates, {} malformed, {} acked, {} handler "
       "errors, {} dead-lettered",

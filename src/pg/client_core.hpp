@@ -120,6 +120,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   /// The client's counters (the pool keeps its own: connections, connects, discarded).
   PostgresStats counters_;
   Pool pool_;
+  core::Histogram* round_trip_ = nullptr;  // PostgresClient::set_histograms
 
  private:
   boost::asio::awaitable<void> start_once();

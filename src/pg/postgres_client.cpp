@@ -158,6 +158,8 @@ void ClientCore::record(core::CircuitBreakerPermit& permit,
     ++counters_.cancellations;
   } else {
     ++counters_.failures;
+    const auto index = static_cast<std::size_t>(kind);
+    if (index < counters_.failures_by_kind.size()) ++counters_.failures_by_kind[index];
   }
   try {
     std::rethrow_exception(error);
@@ -361,20 +363,27 @@ asio::awaitable<Result> ClientCore::run_single(Keep, QueryOptions options, Sql s
   check_session_state(sql);
   ActiveGuard guard(*this);
   core::CircuitBreakerPermit permit = breaker_.acquire_or_throw();
-  const auto deadline = deadline_for(options.timeout);
+  // One clock read for both deadlines and the start of the round trip (a connection free at
+  // once leaves `started` as it is; a wait sets it to the grant).
+  Clock::time_point started = Clock::now();
+  const auto deadline =
+      started + statement_timeout(options.timeout) + config_.network_timeout_margin;
   detail::Statement statement{sql.c_str(), &params};
   detail::Request request;
   request.statements = &statement;
   request.count = 1;
   std::exception_ptr failure;
+  bool acquired = false;
   try {
-    Slot* slot =
-        co_await pool_.acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
+    Slot* slot = co_await pool_.acquire(
+        false, std::min(deadline, started + config_.acquire_timeout), &started);
+    acquired = true;
     std::shared_ptr<Connection> connection = slot->connection;  // may leave the pool meanwhile
     co_await connection->run(request, deadline);
   } catch (...) {
     failure = std::current_exception();
   }
+  if (acquired && round_trip_ != nullptr) round_trip_->observe(Clock::now() - started);
   record(permit, failure);
   pool_.dispatch();
   if (failure) std::rethrow_exception(failure);
@@ -402,9 +411,10 @@ asio::awaitable<std::vector<PipelineResult>> ClientCore::pipeline(Keep, const Pi
   }
   std::exception_ptr failure;
   std::shared_ptr<Connection> connection;
+  Clock::time_point started = Clock::now();
   try {
-    Slot* slot =
-        co_await pool_.acquire(false, std::min(deadline, Clock::now() + config_.acquire_timeout));
+    Slot* slot = co_await pool_.acquire(
+        false, std::min(deadline, started + config_.acquire_timeout), &started);
     connection = slot->connection;
     for (auto& r : requests) connection->send(r);
     for (auto& r : requests) {
@@ -420,6 +430,7 @@ asio::awaitable<std::vector<PipelineResult>> ClientCore::pipeline(Keep, const Pi
       if (!r.done && r.notifier == nullptr && connection) connection->abandon(r);
     }
   }
+  if (connection && round_trip_ != nullptr) round_trip_->observe(Clock::now() - started);
   record(permit, failure);
   pool_.dispatch();
   if (failure) std::rethrow_exception(failure);
@@ -481,6 +492,12 @@ asio::awaitable<std::vector<PipelineResult>> PostgresClient::pipeline(const Pipe
 
 PostgresStats PostgresClient::stats() const {
   return core_->stats();
+}
+
+void PostgresClient::set_histograms(core::Histogram* round_trip,
+                                    core::Histogram* acquire_wait) noexcept {
+  core_->round_trip_ = round_trip;
+  core_->pool_.set_acquire_wait(acquire_wait);
 }
 
 const PostgresConfig& PostgresClient::config() const noexcept {

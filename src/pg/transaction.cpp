@@ -127,10 +127,12 @@ asio::awaitable<Result> Transaction::run(Sql sql, ParamBuffer params) {
   detail::Request request;
   request.statements = &statement;
   request.count = 1;
+  const auto started = Clock::now();
   try {
-    co_await connection_->run(request,
-                              Clock::now() + timeout_ + core_->config_.network_timeout_margin);
+    co_await connection_->run(request, started + timeout_ + core_->config_.network_timeout_margin);
+    if (core_->round_trip_ != nullptr) core_->round_trip_->observe(Clock::now() - started);
   } catch (const Error& e) {
+    if (core_->round_trip_ != nullptr) core_->round_trip_->observe(Clock::now() - started);
     // BEGIN and earlier statements went out: whatever this statement's own state, the
     // transaction's outcome is unknown to a caller that may have side effects elsewhere
     // (F04: retried only when declared idempotent).

@@ -177,6 +177,9 @@ class ClientCore final : public std::enable_shared_from_this<ClientCore>,
     return blocking_.run(std::move(encoded), block);
   }
   RedisStats stats() noexcept;
+  void set_round_trip_histogram(core::Histogram* histogram) noexcept {
+    mux_.set_round_trip(histogram);
+  }
   const RedisConfig& config() const noexcept { return context_.config; }
   const std::string& description() const noexcept { return context_.description; }
   const asio::any_io_executor& executor() const noexcept { return context_.executor; }
@@ -582,6 +585,9 @@ asio::awaitable<Reply> RedisClient::blocking(std::string encoded, milliseconds b
 
 RedisStats RedisClient::stats() const noexcept {
   return core_->stats();
+}
+void RedisClient::set_round_trip_histogram(core::Histogram* histogram) noexcept {
+  core_->set_round_trip_histogram(histogram);
 }
 const RedisConfig& RedisClient::config() const noexcept {
   return core_->config();

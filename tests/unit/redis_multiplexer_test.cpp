@@ -477,3 +477,39 @@ TEST_F(MultiplexerTest, ActiveCountsOnlyRequestsACallerWaitsFor) {
 
 }  // namespace
 }  // namespace trading_shared::redis::detail
+
+// ---- round trip ----------------------------------------------------------------------------
+
+namespace trading_shared::redis::detail {
+namespace {
+
+// Each answered request's round trip goes to the histogram: from the write of its bytes to
+// the read of its (last) reply, by the times the connection passes (no clock of its own).
+// Cancelled requests and dropped replies are not timed.
+TEST_F(MultiplexerTest, RoundTripIsObservedFromWriteToReplyRead) {
+  core::Histogram round_trip(core::Histogram::kLatencyBounds);
+  mux.set_round_trip(&round_trip);
+  auto a = get("a");
+  write();  // written at `now`
+  now += 3ms;
+  auto b = batch(2, ReplyMode::multi);
+  auto c = get("c");
+  write();               // written 3 ms later
+  mux.cancel(c.slot());  // its reply is dropped: not timed
+  now += 3ms;
+  EXPECT_EQ(feed("$1\r\nA\r\n"), 1u);  // a: 6 ms
+  EXPECT_EQ(round_trip.count(), 1u);
+  now += 4ms;
+  EXPECT_EQ(feed("$2\r\nid\r\n$2\r\nid\r\n$1\r\nC\r\n"), 3u);  // b: 7 ms
+  EXPECT_EQ(round_trip.count(), 2u);
+  EXPECT_NEAR(round_trip.sum(), 0.013, 1e-9);
+  EXPECT_EQ(round_trip.bucket(7), 2u);  // (0.005, 0.01]
+  mux.set_round_trip(nullptr);
+  auto d = get("d");
+  write();
+  EXPECT_EQ(feed("$1\r\nD\r\n"), 1u);
+  EXPECT_EQ(round_trip.count(), 2u);  // not attached: not timed
+}
+
+}  // namespace
+}  // namespace trading_shared::redis::detail

@@ -16,6 +16,7 @@
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/metrics.hpp>
 #include <trading_shared/core/retry.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/pg/copy.hpp>
@@ -30,6 +31,7 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -161,6 +163,8 @@ struct PostgresStats {
   std::uint64_t failures = 0;       ///< requests that failed (any kind but cancelled).
   std::uint64_t timeouts = 0;       ///< requests that hit their client-side deadline.
   std::uint64_t cancellations = 0;  ///< requests cancelled by their caller.
+  /// `failures` by `ErrorKind` (indexed by its value; `cancelled` stays 0).
+  std::array<std::uint64_t, 6> failures_by_kind{};
   core::CircuitState breaker = core::CircuitState::closed;
   std::uint64_t breaker_trips = 0;  ///< times the breaker opened since start.
 };
@@ -474,6 +478,12 @@ class PostgresClient {
       QueryOptions options = {});
 
   PostgresStats stats() const;
+  /// Where the client's timings go, in seconds (e.g. `PostgresMetrics`); null: not timed.
+  /// `round_trip`: each statement, pipeline and transaction statement from the moment it has
+  /// a connection to its result (failed ones included, once they had a connection).
+  /// `acquire_wait`: each wait for a connection (0 when one was free at once). The histograms
+  /// must outlive the client or be unset first; call on the client's executor.
+  void set_histograms(core::Histogram* round_trip, core::Histogram* acquire_wait) noexcept;
   const PostgresConfig& config() const noexcept;
   executor_type get_executor() const noexcept;
   /// Backend PIDs of the pool's connections (tests use them with pg_terminate_backend).

@@ -27,6 +27,7 @@
 
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/metrics.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/reply.hpp>
 #include <trading_shared/redis/resp.hpp>
@@ -483,6 +484,11 @@ class RedisClient {
                                                              const ReadGroupOptions& options);
 
   RedisStats stats() const noexcept;
+  /// Where the round trip of each request of the shared connection goes, in seconds (from
+  /// its write to the read of its last reply; blocking commands are not timed), e.g.
+  /// `RedisMetrics::round_trip()`. Null (the default): not timed. The histogram must outlive
+  /// the client or be unset first; call on the client's executor.
+  void set_round_trip_histogram(core::Histogram* histogram) noexcept;
   const RedisConfig& config() const noexcept;
   /// "host:port/db" of the server (no credentials).
   const std::string& description() const noexcept;

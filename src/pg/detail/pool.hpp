@@ -23,6 +23,7 @@
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/metrics.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 
@@ -101,7 +102,13 @@ class BasicPool {
   /// A connection for one shared statement (`exclusive` false) or a lease (true), waiting
   /// until `deadline` at most. Throws `queue_full`, `acquire_timeout`, `client_closed`,
   /// `cancelled` or the connect error (no open connection: the server is unreachable).
-  boost::asio::awaitable<SlotT*> acquire(bool exclusive, Clock::time_point deadline);
+  /// `granted_at` (optional): set to the time of the grant when the caller had to wait (left
+  /// alone when a connection was free at once).
+  boost::asio::awaitable<SlotT*> acquire(bool exclusive, Clock::time_point deadline,
+                                         Clock::time_point* granted_at = nullptr);
+  /// Where each acquire's wait goes, in seconds (0 when a connection was free at once); null:
+  /// not timed.
+  void set_acquire_wait(core::Histogram* histogram) noexcept { acquire_wait_ = histogram; }
   /// Grants free capacity to the waiters, in order.
   void dispatch() noexcept;
   /// Ends a lease (a connection that broke meanwhile leaves the pool).
@@ -181,6 +188,7 @@ class BasicPool {
   std::vector<std::unique_ptr<SlotT>> slots_;
   std::vector<std::shared_ptr<Conn>> retired_;
   std::deque<Waiter*> waiters_;
+  core::Histogram* acquire_wait_ = nullptr;
   std::size_t exclusive_waiting_ = 0;  // exclusive waiters in waiters_
   std::size_t shared_waiting_ = 0;     // shared waiters in waiters_
   /// The maintenance's last failed connect attempt; null after a successful one.

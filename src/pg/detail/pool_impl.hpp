@@ -319,8 +319,8 @@ void BasicPool<SlotT>::forget(Waiter& waiter) noexcept {
 }
 
 template <class SlotT>
-boost::asio::awaitable<SlotT*> BasicPool<SlotT>::acquire(bool exclusive,
-                                                         Clock::time_point deadline) {
+boost::asio::awaitable<SlotT*> BasicPool<SlotT>::acquire(bool exclusive, Clock::time_point deadline,
+                                                         Clock::time_point* granted_at) {
   namespace asio = boost::asio;
   // A caller of either kind takes free capacity at once unless callers of its kind wait
   // before it (they are served in order): shared statements do not queue behind a waiting
@@ -331,6 +331,7 @@ boost::asio::awaitable<SlotT*> BasicPool<SlotT>::acquire(bool exclusive,
         if (slot->draining) unreserve(slot);
         slot->exclusive = true;
       }
+      if (acquire_wait_ != nullptr) acquire_wait_->observe(0.0);
       co_return slot;
     }
   }
@@ -348,10 +349,16 @@ boost::asio::awaitable<SlotT*> BasicPool<SlotT>::acquire(bool exclusive,
   // Keep shared statements off one connection so that it drains for the transactions.
   if (exclusive) reserve_for_next();
   maintain_wake_.notify_all();  // the pool may grow for us
+  const auto wait_start = Clock::now();
   boost::system::error_code ec;
   co_await notifier.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   waiter.notifier = nullptr;
-  if (waiter.granted != nullptr) co_return waiter.granted;  // granted wins over a late cancel
+  const auto wait_end = Clock::now();
+  if (acquire_wait_ != nullptr) acquire_wait_->observe(wait_end - wait_start);
+  if (waiter.granted != nullptr) {  // granted wins over a late cancel
+    if (granted_at != nullptr) *granted_at = wait_end;
+    co_return waiter.granted;
+  }
   // Not granted: leave the queue (a cancelled waiter leaks nothing, F08; nor does its
   // reservation, F47).
   forget(waiter);

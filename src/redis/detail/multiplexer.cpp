@@ -209,6 +209,7 @@ std::string_view Multiplexer::prepare_write(Clock::time_point now) noexcept {
   if (outstanding() == 0) waiting_since_ = now;
   for (std::size_t i = outstanding(); i < fifo_.size(); ++i) {
     fifo_[i]->phase = Slot::Phase::writing;
+    fifo_[i]->written_at = now;
   }
   writing_count_ += queued_count_;
   queued_count_ = 0;
@@ -265,6 +266,7 @@ bool Multiplexer::deliver(Reply& reply) {
     slot->permit.ignore();
     recycle(slot);
   } else {
+    if (round_trip_ != nullptr) round_trip_->observe(last_read_ - slot->written_at);
     finish_ok(slot, Resume::inline_);
   }
   return true;

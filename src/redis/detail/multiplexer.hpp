@@ -21,6 +21,7 @@
 
 #include <trading_shared/core/circuit_breaker.hpp>
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/metrics.hpp>
 #include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
 #include <trading_shared/redis/reply.hpp>
@@ -84,6 +85,7 @@ struct Slot {
   std::uint32_t first_error = kNoError;
   std::size_t bytes = 0;
   Clock::time_point deadline = kNoDeadline;
+  Clock::time_point written_at{};  ///< when its bytes went to the socket (round trip).
   Reply reply;
   std::vector<Reply> replies;
   std::exception_ptr error;
@@ -228,6 +230,9 @@ class Multiplexer {
   Clock::time_point waiting_since() const noexcept { return waiting_since_; }
   /// A new connection: the read and wait clocks start at `now`.
   void connected(Clock::time_point now) noexcept { last_read_ = waiting_since_ = now; }
+  /// Where each answered request's round trip goes (from its write to the read of its last
+  /// reply; both times the connection reads anyway, so no clock read is added). Null: none.
+  void set_round_trip(core::Histogram* histogram) noexcept { round_trip_ = histogram; }
 
  private:
   Slot* allocate();
@@ -253,6 +258,7 @@ class Multiplexer {
   std::vector<Slot*> expired_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> free_;
+  core::Histogram* round_trip_ = nullptr;
 };
 
 // The reader's per-reply loop calls these (inline: a call per reply is measurable in the
