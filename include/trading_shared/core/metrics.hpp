@@ -54,7 +54,7 @@ class Gauge {
 };
 
 /// Observations counted into fixed buckets (cumulative `le` buckets when rendered), with their
-/// sum and count. `observe` is lock-free: one relaxed increment per bucket hit, count and sum.
+/// sum and count. `observe` is lock-free: one relaxed increment of its bucket and of the sum.
 class Histogram {
  public:
   /// Latency buckets in seconds: 50 µs to 10 s.
@@ -76,13 +76,13 @@ class Histogram {
   std::span<const double> bounds() const noexcept { return {bounds_.data(), bounds_.size()}; }
   /// Observations in bucket `i` alone (not cumulative); `i == bounds().size()` is +Inf.
   std::uint64_t bucket(std::size_t i) const noexcept;
-  std::uint64_t count() const noexcept { return count_.load(std::memory_order_relaxed); }
+  /// Observations in all buckets.
+  std::uint64_t count() const noexcept;
   double sum() const noexcept { return sum_.load(std::memory_order_relaxed); }
 
  private:
   std::vector<double> bounds_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;  // bounds_.size() + 1
-  std::atomic<std::uint64_t> count_{0};
   std::atomic<double> sum_{0.0};
 };
 
