@@ -1,4 +1,5 @@
-// tsctl: migrate | status | submit-order | load-orders (docs/services.md).
+// tsctl: migrate | status | submit-order | load-orders | migrate-streams | status-page
+// (docs/services.md, docs/operations.md).
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/lifecycle/service.hpp>
@@ -26,7 +27,13 @@ int main(int argc, char** argv) {
   tsctl::add_settings(loader, settings);
   tsctl::Command command{};
   try {
-    const ts::core::LoadResult loaded = loader.load(argc, argv);
+    // `--service` may be repeated (each adds a service); the loader keeps a flag's last value,
+    // so the repeats are joined into one comma-separated value first.
+    std::vector<std::string> args = tsctl::join_repeated_flag(argc, argv, "--service");
+    std::vector<char*> arg_pointers;
+    for (std::string& arg : args) arg_pointers.push_back(arg.data());
+    const ts::core::LoadResult loaded =
+        loader.load(static_cast<int>(arg_pointers.size()), arg_pointers.data());
     if (loaded.help_requested) {
       std::cout << loaded.help_text << std::flush;
       return 0;
@@ -58,6 +65,9 @@ int main(int argc, char** argv) {
             break;
           case tsctl::Command::migrate_streams:
             co_await tsctl::run_migrate_streams(ctx, settings);
+            break;
+          case tsctl::Command::status_page:
+            co_await tsctl::run_status_page(ctx, settings.status_page);
             break;
         }
       });
