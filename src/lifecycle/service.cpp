@@ -1,6 +1,7 @@
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/lifecycle/admin_server.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -39,11 +40,23 @@ void ServiceContext::on_stop(std::function<void()> callback) {
   stop_callbacks_.push_back(std::move(callback));
 }
 
+ServiceContext::~ServiceContext() {
+  if (admin_ != nullptr) admin_->clear_checks();
+}
+
 void ServiceContext::add_sampler(std::function<void()> sample) {
-  samplers_.push_back(std::move(sample));
+  if (admin_ != nullptr) {
+    admin_->add_sampler(std::move(sample));
+    return;
+  }
+  samplers_.push_back(std::move(sample));  // no endpoint: kept, never run
 }
 
 void ServiceContext::add_readiness_check(std::string name, std::function<std::string()> check) {
+  if (admin_ != nullptr) {
+    admin_->add_readiness_check(std::move(name), std::move(check));
+    return;
+  }
   readiness_checks_.emplace_back(std::move(name), std::move(check));
 }
 
@@ -115,6 +128,25 @@ class ServiceRunner {
     // The scope outlives the body: closes that overran their bound are waited for after it.
     ResourceScope scope(io.get_executor(), options_.close_timeout);
     ServiceContext* context_seen = nullptr;
+    bool body_ended = false;
+    // The admin endpoint (after `io`: its timer lives on the loop). Closed when the run ends.
+    std::optional<AdminServer> admin;
+    auto* registry =
+        options_.metrics != nullptr ? options_.metrics : &core::MetricsRegistry::global();
+    if (!options_.admin.listen.empty()) {
+      try {
+        admin.emplace(options_.admin, *registry, io.get_executor());
+      } catch (const core::ConfigError& e) {
+        log()->error("{}: bad configuration: {}", options_.name, e.what());
+        return 2;
+      }
+      admin->set_state([&]() -> std::string {
+        if (stopping_ || body_ended) return "stopping";
+        if (context_seen == nullptr || !context_seen->health().ready) return "starting";
+        return {};
+      });
+      log()->info("{}: admin endpoint on {}", options_.name, admin->url());
+    }
 
     // The budget of the closes: from the first signal, or from the end of a body that
     // returned (or failed) by itself; when it passes, the stop becomes immediate.
@@ -135,6 +167,7 @@ class ServiceRunner {
       log()->info("{}: {}: stopping (graceful, up to {} ms)", options_.name, why,
                   options_.shutdown_timeout.count());
       if (context_seen != nullptr) context_seen->begin_stop();
+      if (admin) admin->check_now();  // /readyz says "stopping" at once
       if (options_.drain_timeout > std::chrono::milliseconds::zero() && context_seen != nullptr) {
         drain.expires_after(options_.drain_timeout);
         drain.async_wait([&](boost::system::error_code ec) {
@@ -178,7 +211,11 @@ class ServiceRunner {
       const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
       std::exception_ptr failure;
       try {
-        ServiceContext context(io.get_executor(), scope, options_.metrics);
+        ServiceContext context(io.get_executor(), scope, registry);
+        if (admin) {
+          context.admin_ = &*admin;
+          context.admin_port_ = admin->port();
+        }
         context_seen = &context;
         if (stopping_) context.begin_stop();
         try {
@@ -187,6 +224,7 @@ class ServiceRunner {
           failure = std::current_exception();
         }
         context_seen = nullptr;
+        body_ended = true;
       } catch (...) {
         failure = std::current_exception();
       }
@@ -206,6 +244,7 @@ class ServiceRunner {
     asio::co_spawn(io, main(), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) {
                      finished_ = true;
                      error_ = std::move(e);
+                     if (admin) admin->close();  // its timer would keep the loop running
                      boost::system::error_code ignored;
                      signals.cancel(ignored);
                      deadline.cancel();

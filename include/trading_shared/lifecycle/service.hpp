@@ -107,6 +107,8 @@ struct HealthState {
   std::atomic<bool> live{true};    ///< the loop is making progress.
 };
 
+class AdminServer;
+
 class ServiceContext {
  public:
   ServiceContext(boost::asio::any_io_executor executor, ResourceScope& scope,
@@ -115,6 +117,10 @@ class ServiceContext {
         scope_(&scope),
         metrics_(metrics != nullptr ? metrics : &core::MetricsRegistry::global()),
         stopped_(executor_) {}
+  ServiceContext(const ServiceContext&) = delete;
+  ServiceContext& operator=(const ServiceContext&) = delete;
+  /// Drops its samplers and readiness checks from the admin endpoint (they refer to the body).
+  ~ServiceContext();
   const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
   /// Start resources here: `co_await ctx.scope().enter(client, "redis")`.
   ResourceScope& scope() noexcept { return *scope_; }
@@ -129,7 +135,7 @@ class ServiceContext {
   /// A dependency of `/readyz`, checked on the loop every check interval: `check` returns an
   /// empty string when the dependency is fine, else why not ("breaker open"). Must not block.
   void add_readiness_check(std::string name, std::function<std::string()> check);
-  /// The admin endpoint's bound port; 0 when it is off.
+  /// The admin endpoint's bound port (set before the body starts); 0 when it is off.
   std::uint16_t admin_port() const noexcept { return admin_port_; }
   /// Registers a callback run once when a stop begins (e.g. `consumer.stop()`), before the
   /// drain phase. Runs at once when the stop has already begun.
@@ -146,6 +152,7 @@ class ServiceContext {
   HealthState health_;
   core::MetricsRegistry* metrics_;
   std::uint16_t admin_port_ = 0;
+  AdminServer* admin_ = nullptr;  ///< the runner's, when the endpoint is on
   std::vector<std::function<void()>> samplers_;
   std::vector<std::pair<std::string, std::function<std::string()>>> readiness_checks_;
   std::vector<std::function<void()>> stop_callbacks_;
