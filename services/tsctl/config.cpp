@@ -173,7 +173,8 @@ void add_settings(core::ConfigLoader& loader, Settings& settings) {
   loader
       .add(settings.deadline,
            {"deadline",
-            "overall deadline of the command (0: 60 s, plus count / rate for load-orders)"})
+            "overall deadline of the command (0: 60 s, plus count / rate for load-orders; "
+            "status-page: none, it serves until SIGINT/SIGTERM)"})
       .add(settings.symbols,
            {"symbols",
             "status (their trade streams; empty: every trade stream), load-orders: "
@@ -276,6 +277,11 @@ void validate(Command command, Settings& settings) {
     }
     case Command::status_page: {
       const StatusPageSettings& page = settings.status_page;
+      if (settings.deadline != std::chrono::milliseconds::zero()) {
+        throw core::ConfigError(
+            "--deadline does not apply to status-page (it serves until "
+            "SIGINT/SIGTERM)");
+      }
       (void)parse_listen(page.listen);
       if (page.services.empty()) {
         throw core::ConfigError("status-page needs --service NAME=HOST:PORT (at least one)");
@@ -324,7 +330,7 @@ lifecycle::ServiceOptions service_options(Command command, const Settings& setti
       lifecycle::ServiceOptions{}.shutdown_timeout, std::move(closes),
       "the clients' close timeouts");
   options.deadline = settings.deadline;
-  // The status page serves until stopped: no deadline unless one is given.
+  // The status page serves until stopped (run_daemon): no deadline.
   if (options.deadline == std::chrono::milliseconds::zero() && command != Command::status_page) {
     options.deadline = std::chrono::seconds(60);
     if (command == Command::load_orders) {

@@ -47,30 +47,33 @@ int main(int argc, char** argv) {
   ts::core::setup_logging(log_config);
 
   tsctl::LoadReport load_report;
-  const int code = ts::lifecycle::run_once(
-      tsctl::service_options(command, settings),
+  const ts::lifecycle::ServiceBody body =
       [&](ts::lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {
-        switch (command) {
-          case tsctl::Command::migrate:
-            co_await tsctl::run_migrate(ctx, settings);
-            break;
-          case tsctl::Command::status:
-            co_await tsctl::run_status(ctx, settings);
-            break;
-          case tsctl::Command::submit_order:
-            co_await tsctl::run_submit_order(ctx, settings);
-            break;
-          case tsctl::Command::load_orders:
-            co_await tsctl::run_load_orders(ctx, settings, load_report);
-            break;
-          case tsctl::Command::migrate_streams:
-            co_await tsctl::run_migrate_streams(ctx, settings);
-            break;
-          case tsctl::Command::status_page:
-            co_await tsctl::run_status_page(ctx, settings.status_page);
-            break;
-        }
-      });
+    switch (command) {
+      case tsctl::Command::migrate:
+        co_await tsctl::run_migrate(ctx, settings);
+        break;
+      case tsctl::Command::status:
+        co_await tsctl::run_status(ctx, settings);
+        break;
+      case tsctl::Command::submit_order:
+        co_await tsctl::run_submit_order(ctx, settings);
+        break;
+      case tsctl::Command::load_orders:
+        co_await tsctl::run_load_orders(ctx, settings, load_report);
+        break;
+      case tsctl::Command::migrate_streams:
+        co_await tsctl::run_migrate_streams(ctx, settings);
+        break;
+      case tsctl::Command::status_page:
+        co_await tsctl::run_status_page(ctx, settings.status_page);
+        break;
+    }
+  };
+  // status-page serves until stopped: a daemon (SIGTERM is a clean stop, exit 0).
+  const ts::lifecycle::ServiceOptions options = tsctl::service_options(command, settings);
+  const int code = command == tsctl::Command::status_page ? ts::lifecycle::run_daemon(options, body)
+                                                          : ts::lifecycle::run_once(options, body);
   // The summary says what was submitted, also when the run failed half-way.
   if (command == tsctl::Command::load_orders && !settings.summary_file.empty() &&
       !tsctl::write_load_summary(settings.summary_file, load_report)) {

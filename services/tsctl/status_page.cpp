@@ -3,6 +3,7 @@
 // asynchronous and bounded by --poll-timeout, every page request by a request timeout, so a
 // service that does not answer shows as down and never holds the page up.
 #include <trading_shared/core/async_event.hpp>
+#include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/http/http_client.hpp>
 #include <trading_shared/version.hpp>
@@ -85,7 +86,7 @@ class StatusPage {
     boost::system::error_code ec;
     acceptor_.bind(endpoint, ec);
     if (ec) {
-      throw std::runtime_error(
+      throw core::ConfigError(
           fmt::format("status page: cannot listen on {}: {}", settings_.listen, ec.message()));
     }
     acceptor_.listen(asio::socket_base::max_listen_connections);
