@@ -58,7 +58,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <table id="connections"><thead><tr><th>service</th><th>kind</th><th>client</th><th>connected</th>
 <th>reconnects</th><th>reconnects/s</th></tr></thead><tbody></tbody></table></div>
 </div>
-<h2>Service counters</h2>
+<h2>Service counters (those above zero)</h2>
 <table id="counters"><thead><tr><th>service</th><th>metric</th><th>labels</th><th>per second</th><th>total</th></tr></thead><tbody></tbody></table>
 <script>
 "use strict";
@@ -178,7 +178,8 @@ function render(s) {
     cell(tr, fmt(v.reconnect_rate, 2), "num");
     return tr;
   }, 6);
-  fill("counters", s.counters, (v) => {
+  // Counters still at zero (no malformed message, no retry...) are left out: the JSON has them.
+  fill("counters", s.counters.filter((v) => v.total > 0), (v) => {
     const tr = document.createElement("tr");
     tr.className = "counter";
     tr.dataset.metric = v.metric;
