@@ -34,6 +34,7 @@ constexpr double kMinRate = 0.001;
 constexpr double kMaxRate = 1e6;
 constexpr std::uint64_t kMaxCount = 100'000'000;
 constexpr std::chrono::milliseconds kMinRefresh{100};
+constexpr std::chrono::milliseconds kMaxPollTimeout{5000};
 
 /// A port number 0..65535 in decimal, or nullopt.
 std::optional<std::uint16_t> parse_port(std::string_view text) {
@@ -291,8 +292,11 @@ void validate(Command command, Settings& settings) {
         throw core::ConfigError(fmt::format("invalid --refresh {} ms: at least {} ms",
                                             page.refresh.count(), kMinRefresh.count()));
       }
-      if (page.poll_timeout <= std::chrono::milliseconds::zero()) {
-        throw core::ConfigError("--poll-timeout must be positive");
+      // A stop waits for the request in flight: within the stop budget (10 s).
+      if (page.poll_timeout <= std::chrono::milliseconds::zero() ||
+          page.poll_timeout > kMaxPollTimeout) {
+        throw core::ConfigError(fmt::format("invalid --poll-timeout {} ms: 1 ms to {} ms",
+                                            page.poll_timeout.count(), kMaxPollTimeout.count()));
       }
       if (page.window < page.refresh) {
         throw core::ConfigError("--window must be at least --refresh");
@@ -325,10 +329,17 @@ lifecycle::ServiceOptions service_options(Command command, const Settings& setti
   if (command != Command::migrate && command != Command::status_page) {
     closes.push_back({"redis", close_bound(settings.redis)});
   }
-  lifecycle::ServiceOptions options = services::service_options(
-      "tsctl " + std::string(to_string(command)), std::chrono::milliseconds::zero(),
-      lifecycle::ServiceOptions{}.shutdown_timeout, std::move(closes),
-      "the clients' close timeouts");
+  // status-page: a stop waits for the polls in flight (each within --poll-timeout) and the
+  // page requests in flight (2 s); the body returns by itself within this drain budget.
+  const std::chrono::milliseconds drain =
+      command == Command::status_page
+          ? std::max(settings.status_page.poll_timeout, std::chrono::milliseconds(2000)) +
+                std::chrono::milliseconds(1000)
+          : std::chrono::milliseconds::zero();
+  lifecycle::ServiceOptions options =
+      services::service_options("tsctl " + std::string(to_string(command)), drain,
+                                lifecycle::ServiceOptions{}.shutdown_timeout, std::move(closes),
+                                "the clients' close timeouts");
   options.deadline = settings.deadline;
   // The status page serves until stopped (run_daemon): no deadline.
   if (options.deadline == std::chrono::milliseconds::zero() && command != Command::status_page) {

@@ -69,7 +69,9 @@ struct Poller {
   asio::steady_timer timer;
 };
 
-class StatusPage {
+/// Shared by its tasks (each holds it until it ends): a body cancelled before its tasks ended
+/// (an immediate stop) cannot leave them with a dangling page.
+class StatusPage : public std::enable_shared_from_this<StatusPage> {
  public:
   StatusPage(asio::any_io_executor executor, const StatusPageSettings& settings)
       : executor_(executor), settings_(settings), acceptor_(executor), done_(executor) {
@@ -104,10 +106,9 @@ class StatusPage {
     co_await ctx.until_stopped();
     stopping_ = true;
     acceptor_.close(ec);
-    for (auto& poller : pollers_) {
-      poller->timer.cancel();
-      spawn(poller->client.close());
-    }
+    // A poll in flight ends within --poll-timeout; each poll loop then closes its client (a
+    // client is never closed under a request in flight).
+    for (auto& poller : pollers_) poller->timer.cancel();
     while (running_ > 0) co_await done_.wait();
   }
 
@@ -115,17 +116,18 @@ class StatusPage {
   template <class Awaitable>
   void spawn(Awaitable task) {
     ++running_;
-    asio::co_spawn(executor_, std::move(task), [this](std::exception_ptr error) {
-      --running_;
-      done_.notify_all();
-      if (error) {
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          log()->error("status page: a task failed: {}", e.what());
-        }
-      }
-    });
+    asio::co_spawn(executor_, std::move(task),
+                   [self = shared_from_this()](std::exception_ptr error) {
+                     --self->running_;
+                     self->done_.notify_all();
+                     if (error) {
+                       try {
+                         std::rethrow_exception(error);
+                       } catch (const std::exception& e) {
+                         log()->error("status page: a task failed: {}", e.what());
+                       }
+                     }
+                   });
   }
 
   asio::awaitable<void> poll_once(Poller& poller) {
@@ -147,6 +149,7 @@ class StatusPage {
       error = fmt::format("/metrics: {}", e.what());
     }
     status.metrics_ok = error.empty();
+    if (stopping_) co_return;  // the stop waits for one request at most
     try {
       const http::HttpResponse ready = co_await poller.client.get("/readyz");
       status.readyz_status = ready.status;
@@ -182,6 +185,7 @@ class StatusPage {
       boost::system::error_code ec;
       co_await poller.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
+    co_await poller.client.close();
   }
 
   asio::awaitable<void> accept_loop() {
@@ -262,7 +266,7 @@ class StatusPage {
   }
 
   asio::any_io_executor executor_;
-  const StatusPageSettings& settings_;
+  const StatusPageSettings settings_;
   tcp::acceptor acceptor_;
   std::vector<std::unique_ptr<Poller>> pollers_;
   bool stopping_ = false;
@@ -276,8 +280,8 @@ class StatusPage {
 
 asio::awaitable<void> run_status_page(lifecycle::ServiceContext& ctx,
                                       const StatusPageSettings& settings) {
-  StatusPage page(co_await asio::this_coro::executor, settings);
-  co_await page.run(ctx);
+  const auto page = std::make_shared<StatusPage>(co_await asio::this_coro::executor, settings);
+  co_await page->run(ctx);
 }
 
 }  // namespace trading_shared::services::tsctl
