@@ -27,6 +27,7 @@ import argparse
 import html.parser
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -346,6 +347,7 @@ def run_prometheus(args):
     port = free_port()
     config = os.path.join(args.work_dir, "prometheus.yml")
     storage = os.path.join(args.work_dir, "prometheus-data")
+    shutil.rmtree(storage, ignore_errors=True)  # a fresh TSDB: no series of an earlier run
     with open(config, "w") as f:
         f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
                 "scrape_configs:\n  - job_name: ts\n    static_configs:\n")
@@ -402,9 +404,12 @@ def run_prometheus(args):
 
         second = wait_until("every moving series grew between two queries", moved, timeout=20)
         log(f"second: {second}")
-        rate = query("sum(rate(ts_receiver_trades_total[5s]))")
-        check(rate and float(rate[0]["value"][1]) > 0, f"rate of trades received: {rate}")
-        log(f"sum(rate(ts_receiver_trades_total[5s])) = {rate[0]['value'][1]}")
+        def rate():
+            result = query("sum(rate(ts_receiver_trades_total[5s]))")
+            return result if result and float(result[0]["value"][1]) > 0 else None
+
+        result = wait_until("a rate of trades received in prometheus", rate, timeout=20)
+        log(f"sum(rate(ts_receiver_trades_total[5s])) = {result[0]['value'][1]}")
     finally:
         code = stop_process(prom, "prometheus", timeout=20)
         prom_log.close()
@@ -422,6 +427,7 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
     args.profile_dir = os.path.join(args.work_dir, "chromium-profile")
+    shutil.rmtree(args.profile_dir, ignore_errors=True)
 
     for tool in (["chromium"] if args.test == "chromium" else ["prometheus", "promtool"]):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
