@@ -425,6 +425,9 @@ def main():
     parser.add_argument("--work-dir", required=True)
     parser.add_argument("--screenshot")
     args = parser.parse_args()
+    for name in ("pipeline", "tsctl", "work_dir", "screenshot"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     os.makedirs(args.work_dir, exist_ok=True)
     args.profile_dir = os.path.join(args.work_dir, "chromium-profile")
     shutil.rmtree(args.profile_dir, ignore_errors=True)
