@@ -321,6 +321,17 @@ def run_chromium(args):
         check(rows.get("ts-ghost") == "down" and rows.get("ts-silent") == "down",
               f"DOM of the second page: {rows}")
         log(f"second page: {states}; slowest /api/status {slowest * 1000:.1f} ms")
+        # The server's own answers: 404 elsewhere, 405 for a POST, HEAD without a body.
+        for method, path, want in (("GET", "nope", 404), ("POST", "", 405), ("HEAD", "", 200)):
+            data = b"" if method == "POST" else None
+            request = urllib.request.Request(second + path, method=method, data=data)
+            try:
+                with urllib.request.urlopen(request, timeout=2) as answer:
+                    got, body = answer.status, answer.read()
+            except urllib.error.HTTPError as e:
+                got, body = e.code, b""
+            check(got == want, f"{method} /{path}: {got}, expected {want}")
+            check(method != "HEAD" or body == b"", "HEAD / answered with a body")
     finally:
         code = stop_process(page, "tsctl status-page", timeout=15)
         page_log.close()
