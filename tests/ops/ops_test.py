@@ -82,7 +82,8 @@ def wait_until(what, condition, timeout, interval=0.2):
         except (OSError, ValueError, KeyError, urllib.error.URLError) as e:
             last_error = e
         time.sleep(interval)
-    raise Failure(f"{what}: not within {timeout} s" + (f" (last: {last_error})" if last_error else ""))
+    suffix = f" (last: {last_error})" if last_error else ""
+    raise Failure(f"{what}: not within {timeout} s{suffix}")
 
 
 def http_get(url, timeout=2.0):
