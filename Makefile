@@ -49,24 +49,29 @@ bench: build
 # receiver's connection at 32 s; the venue keeps trading meanwhile and the receiver repairs the
 # tape from its REST endpoint. Prints the report (trades sent / persisted / lost / duplicated,
 # backfilled, orders, latency, faults) and exits 0 only when every id from first to last is in
-# ticks once with every field as sent. Extra flags: make demo DEMO_ARGS="--keep-dir".
+# ticks once with every field as sent. A progress line every 5 s; the JSON report (with the
+# per-second series) in $(BUILD_DIR)/demo-report.json, the HTML report with the charts in
+# $(BUILD_DIR)/demo-report.html. Extra flags: make demo DEMO_ARGS="--keep-dir".
 demo: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target ts-pipeline
 	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 40s --restart-redis-at 10s \
-	  --kill-receiver-at 18s --receiver-down 10s --drop-feed-at 32s \
-	  --report-file $(BUILD_DIR)/demo-report.json $(DEMO_ARGS)
+	  --kill-receiver-at 18s --receiver-down 10s --drop-feed-at 32s --progress-every 5s \
+	  --report-file $(BUILD_DIR)/demo-report.json --report-html $(BUILD_DIR)/demo-report.html \
+	  $(DEMO_ARGS)
 
 # The pipeline of `make demo` for 20 minutes at 2000 trades/s under random faults (server
 # restarts, SIGSTOP/SIGCONT, connection kills), a sample line every minute (rows, duplicates,
 # holes, each service's RSS and descriptors) and a verdict on growth after the warm-up; exit 0
-# only when nothing was lost or duplicated and nothing grew. Not part of CI (docs/testing.md).
+# only when nothing was lost or duplicated and nothing grew. A progress line every 5 s; reports
+# in $(BUILD_DIR)/soak-report.json and soak-report.html. Not part of CI (docs/testing.md).
 # Other seed or duration: make soak SOAK_ARGS="--seed 7 --duration 5m".
 SOAK_ARGS ?=
 soak: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target ts-pipeline
 	$(BUILD_DIR)/tests/e2e/ts-pipeline --duration 20m --rate 2000 --faults-every 30s \
-	  --monitor-every 60s --stream-maxlen 100000 --seed 1 \
-	  --report-file $(BUILD_DIR)/soak-report.json $(SOAK_ARGS)
+	  --monitor-every 60s --stream-maxlen 100000 --seed 1 --progress-every 5s \
+	  --report-file $(BUILD_DIR)/soak-report.json --report-html $(BUILD_DIR)/soak-report.html \
+	  $(SOAK_ARGS)
 
 # The same suites (unit, integration, fault, e2e) under AddressSanitizer + UndefinedBehaviorSanitizer
 # (LeakSanitizer included); CI runs it after `make test`. No benchmarks in this build.

@@ -75,6 +75,33 @@ void check_dsn(const std::string& dsn) {
   }
 }
 
+void check_backoff(const core::BackoffConfig& backoff, std::string_view flag) {
+  if (backoff.base < std::chrono::milliseconds(1)) bad(fmt::format("{}-base must be >= 1ms", flag));
+  if (backoff.cap < backoff.base) {
+    bad(fmt::format("{0}-cap must be at least {0}-base", flag));
+  }
+}
+
+/// The rules of core::CircuitBreakerConfig, named by the flags of `<flag>-*`.
+void check_breaker(const core::CircuitBreakerConfig& breaker, std::string_view flag) {
+  if (breaker.window_size < 1) bad(fmt::format("{}-window must be >= 1", flag));
+  if (breaker.min_calls < 1 || breaker.min_calls > breaker.window_size) {
+    bad(fmt::format("{0}-min-calls must be between 1 and {0}-window ({1})", flag,
+                    breaker.window_size));
+  }
+  if (!(breaker.failure_rate_threshold > 0.0 && breaker.failure_rate_threshold <= 1.0)) {
+    bad(fmt::format("{}-failure-rate must be in (0, 1]", flag));
+  }
+  if (breaker.open_backoff.base < std::chrono::milliseconds(1)) {
+    bad(fmt::format("{}-open-base must be >= 1ms", flag));
+  }
+  if (breaker.open_backoff.cap < breaker.open_backoff.base ||
+      breaker.open_backoff.cap > std::chrono::hours(24)) {
+    bad(fmt::format("{0}-open-cap must be between {0}-open-base and 24h", flag));
+  }
+  if (breaker.half_open_probes < 1) bad(fmt::format("{}-half-open-probes must be >= 1", flag));
+}
+
 }  // namespace
 
 void check_postgres_settings(const pg::PostgresConfig& config) {
@@ -91,6 +118,23 @@ void check_postgres_settings(const pg::PostgresConfig& config) {
   if (config.statement_timeout <= milliseconds::zero()) {
     bad("--postgres-statement-timeout must be > 0");
   }
+  if (config.min_size > config.max_size) {
+    bad(fmt::format("--postgres-min-size ({}) must be at most --postgres-pool-size ({})",
+                    config.min_size, config.max_size));
+  }
+  if (config.startup_timeout <= milliseconds::zero()) bad("--postgres-startup-timeout must be > 0");
+  if (config.acquire_timeout <= milliseconds::zero()) bad("--postgres-acquire-timeout must be > 0");
+  if (config.close_timeout <= milliseconds::zero()) bad("--postgres-close-timeout must be > 0");
+  if (config.retry.max_attempts < 1) bad("--postgres-retry-attempts must be at least 1");
+  if (config.retry.total_deadline < milliseconds::zero()) {
+    bad("--postgres-retry-budget must be >= 0");
+  }
+  check_backoff(config.reconnect_backoff, "--postgres-reconnect-backoff");
+  if (config.statement_cache_size > 0 && config.pgbouncer_transaction_mode) {
+    bad("--postgres-statement-cache-size needs --postgres-pgbouncer-transaction-mode=false "
+        "(named statements are session state: only on a direct connection)");
+  }
+  check_breaker(config.breaker, "--postgres-breaker");
 }
 
 void check_redis_settings(const redis::RedisConfig& config) {
@@ -105,10 +149,33 @@ void check_redis_settings(const redis::RedisConfig& config) {
   if (config.command_timeout <= std::chrono::milliseconds::zero()) {
     bad("--redis-command-timeout must be > 0");
   }
+  check_backoff(config.reconnect_backoff, "--redis-reconnect-backoff");
+  check_breaker(config.breaker, "--redis-breaker");
   try {
     redis::validate(config);
   } catch (const Error& e) {
     bad(message_of(e));
+  }
+}
+
+void check_admin_settings(const lifecycle::AdminOptions& admin) {
+  if (admin.check_interval <= std::chrono::milliseconds::zero()) {
+    bad("--admin-check-interval must be > 0");
+  }
+  if (admin.listen.empty()) return;
+  const auto colon = admin.listen.rfind(':');
+  const std::string_view host = std::string_view(admin.listen).substr(0, colon);
+  const std::string_view port = colon == std::string::npos
+                                    ? std::string_view()
+                                    : std::string_view(admin.listen).substr(colon + 1);
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (colon == std::string::npos || host.empty() || port.empty() || ec != std::errc{} ||
+      end != port.data() + port.size() || value > 65535) {
+    bad(
+        fmt::format("--admin-listen: \"{}\" is not host:port (e.g. 127.0.0.1:9101, [::1]:9101; "
+                    "port 0-65535)",
+                    admin.listen));
   }
 }
 
@@ -168,9 +235,13 @@ lifecycle::ServiceOptions service_options(std::string name, std::chrono::millise
 
 lifecycle::ServiceOptions consumer_service_options(const ConsumerServiceSettings& s,
                                                    std::string service) {
-  return service_options(std::move(service), s.drain_timeout, s.shutdown_timeout,
-                         {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
-                         "--drain-timeout, --shutdown-timeout");
+  lifecycle::ServiceOptions options = service_options(
+      std::move(service), s.drain_timeout, s.shutdown_timeout,
+      {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
+      "--drain-timeout, --shutdown-timeout, --postgres-close-timeout, --redis-close-timeout");
+  options.admin.listen = s.admin.listen;
+  options.admin.check_interval = s.admin.check_interval;
+  return options;
 }
 
 void finish_consumer_service_settings(ConsumerServiceSettings& s, std::string_view group,
@@ -189,6 +260,7 @@ void finish_consumer_service_settings(ConsumerServiceSettings& s, std::string_vi
   if (s.redis.client_name == redis::RedisConfig{}.client_name) s.redis.client_name = service;
   check_postgres_settings(s.pg);
   check_redis_settings(s.redis);
+  check_admin_settings(s.admin);
 }
 
 }  // namespace trading_shared::services

@@ -1,6 +1,8 @@
 #include "common/settings.hpp"
 
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/logging.hpp>
+#include <trading_shared/version.hpp>
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -12,25 +14,126 @@
 
 namespace trading_shared::services {
 
+namespace {
+
+/// `<table>.breaker.*`: the endpoint's circuit breaker (core::CircuitBreakerConfig).
+void add_breaker_settings(core::ConfigLoader& loader, const std::string& table,
+                          core::CircuitBreakerConfig& breaker) {
+  loader
+      .add(breaker.window_size,
+           {table + ".breaker.window", "calls in the breaker's sliding window"})
+      .add(breaker.min_calls,
+           {table + ".breaker.min_calls", "the breaker never opens on fewer calls in its window"})
+      .add(breaker.failure_rate_threshold,
+           {table + ".breaker.failure_rate",
+            "the breaker opens when this share of the window's calls failed (0 to 1]"})
+      .add(breaker.open_backoff.base,
+           {table + ".breaker.open_base", "first open period of the breaker (then doubled)"})
+      .add(breaker.open_backoff.cap,
+           {table + ".breaker.open_cap", "longest open period of the breaker"})
+      .add(breaker.half_open_probes,
+           {table + ".breaker.half_open_probes",
+            "probe calls let through when half open (and successes needed to close)"});
+}
+
+}  // namespace
+
 void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& config) {
   loader
       .add(config.dsn,
            {"postgres.dsn", "libpq connection string of PostgreSQL (or PgBouncer)", true})
       .add(config.max_size, {"postgres.pool_size", "connections in the pool"})
+      .add(config.min_size, {"postgres.min_size", "connections opened at start and kept"})
+      .add(config.max_waiters,
+           {"postgres.max_waiters", "calls waiting for a connection; more fail at once"})
       .add(config.connect_timeout, {"postgres.connect_timeout", "one connection attempt"})
+      .add(config.startup_timeout,
+           {"postgres.startup_timeout", "the first connection at start, retries included"})
+      .add(config.acquire_timeout,
+           {"postgres.acquire_timeout", "longest wait for a free connection of the pool"})
       .add(config.statement_timeout, {"postgres.statement_timeout", "default statement deadline"})
+      .add(config.close_timeout, {"postgres.close_timeout",
+                                  "on stop, time for the work in flight before it is cancelled"})
       .add(config.retry.max_attempts,
            {"postgres.retry_attempts",
             "attempts of a retried statement or transaction, the first included (1 = no retry)"})
       .add(config.retry.total_deadline,
            {"postgres.retry_budget",
             "time for all attempts of a retried statement or transaction (0 = no limit); each "
-            "attempt still gets at least the statement timeout"});
+            "attempt still gets at least the statement timeout"})
+      .add(config.reconnect_backoff.base,
+           {"postgres.reconnect_backoff_base", "first delay before reconnecting (then doubled)"})
+      .add(config.reconnect_backoff.cap,
+           {"postgres.reconnect_backoff_cap", "longest delay before reconnecting"})
+      .add(config.pgbouncer_transaction_mode,
+           {"postgres.pgbouncer_transaction_mode",
+            "safe behind PgBouncer in transaction mode: unnamed statements, no session state; "
+            "false only for a direct connection"})
+      .add(config.statement_cache_size,
+           {"postgres.statement_cache_size",
+            "statements prepared and kept per connection (0: none); needs "
+            "--postgres-pgbouncer-transaction-mode=false"});
+  add_breaker_settings(loader, "postgres", config.breaker);
 }
 
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) {
   loader.add(config.url, {"redis.url", "redis://[user[:password]@]host[:port][/db]", true})
-      .add(config.command_timeout, {"redis.command_timeout", "default command deadline"});
+      .add(config.connect_timeout, {"redis.connect_timeout", "one connection attempt"})
+      .add(config.startup_timeout,
+           {"redis.startup_timeout", "the first connection at start, retries included"})
+      .add(config.command_timeout, {"redis.command_timeout", "default command deadline"})
+      .add(config.close_timeout,
+           {"redis.close_timeout", "on stop, time for the requests in flight"})
+      .add(config.health_check_interval,
+           {"redis.health_check_interval", "PING on an idle connection this often"})
+      .add(config.health_check_timeout,
+           {"redis.health_check_timeout", "a PING unanswered this long drops the connection"})
+      .add(config.max_queued,
+           {"redis.max_queued", "commands queued while disconnected or busy; more fail at once"})
+      .add(config.max_blocking_connections,
+           {"redis.max_blocking_connections",
+            "dedicated connections for blocking commands (XREADGROUP BLOCK) at once"})
+      .add(config.reconnect_backoff.base,
+           {"redis.reconnect_backoff_base", "first delay before reconnecting (then doubled)"})
+      .add(config.reconnect_backoff.cap,
+           {"redis.reconnect_backoff_cap", "longest delay before reconnecting"});
+  add_breaker_settings(loader, "redis", config.breaker);
+}
+
+void add_admin_settings(core::ConfigLoader& loader, lifecycle::AdminOptions& admin) {
+  loader
+      .add(admin.listen, {"admin.listen",
+                          "host:port of the admin endpoint (/metrics, /healthz, /readyz), e.g. "
+                          "127.0.0.1:9101 (keep it on loopback; port 0 picks one); empty: off"})
+      .add(admin.check_interval,
+           {"admin.check_interval",
+            "how often readiness checks and metric samplers run (/readyz follows within it)"});
+}
+
+std::string env_namespace_of(std::string_view program) {
+  if (program.starts_with("ts-")) program.remove_prefix(3);
+  std::string out;
+  for (const char c : program) {
+    if (c >= 'a' && c <= 'z') {
+      out += static_cast<char>(c - 'a' + 'A');
+    } else if ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+      out += c;
+    } else {
+      out += '_';
+    }
+  }
+  return out;
+}
+
+core::ConfigLoader make_loader(const std::string& program, std::string description) {
+  core::ConfigLoader loader(program, std::move(description));
+  loader.env_namespace(env_namespace_of(program));
+  return loader;
+}
+
+void log_start(const core::ConfigLoader& loader) {
+  core::logger("")->info("{} {} starting: {}", loader.program(), kVersion,
+                         loader.effective_config_summary());
 }
 
 void add_shutdown_setting(core::ConfigLoader& loader, std::chrono::milliseconds& shutdown_timeout) {
@@ -57,6 +160,7 @@ void add_consumer_service_settings(core::ConfigLoader& loader, ConsumerServiceSe
       .add(s.drain_timeout, {"drain_timeout", std::string(help.drain_timeout)})
       .add(s.summary_file, {"summary_file", "JSON counters written on exit (empty: none)"});
   add_shutdown_setting(loader, s.shutdown_timeout);
+  add_admin_settings(loader, s.admin);
 }
 
 std::string default_consumer_name(std::string_view service) {

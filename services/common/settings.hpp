@@ -16,16 +16,38 @@
 
 namespace trading_shared::services {
 
-/// `postgres.dsn` (secret), `postgres.pool_size`, `postgres.connect_timeout`,
-/// `postgres.statement_timeout`, `postgres.retry_attempts` and `postgres.retry_budget` (the
-/// client's default retry policy: `PostgresConfig::retry`).
+/// Every `PostgresConfig` field an operator may need, under `postgres.*` (environment
+/// `TS_POSTGRES_*`, shared by every service): `dsn` (secret), `pool_size`, `min_size`,
+/// `max_waiters`, the timeouts (`connect`, `startup`, `acquire`, `statement`, `close`),
+/// `retry_attempts` and `retry_budget` (the client's default retry policy),
+/// `reconnect_backoff_base/cap`, `pgbouncer_transaction_mode`, `statement_cache_size` and the
+/// circuit breaker (`postgres.breaker.*`).
 void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& config);
-/// `redis.url` (secret: it may carry a password), `redis.command_timeout`.
+/// Every `RedisConfig` field an operator may need, under `redis.*`: `url` (secret: it may
+/// carry a password), the timeouts (`connect`, `startup`, `command`, `close`), the health
+/// check, `max_queued`, `max_blocking_connections`, `reconnect_backoff_base/cap` and the
+/// circuit breaker (`redis.breaker.*`).
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config);
+/// `admin.listen` (empty: no endpoint) and `admin.check_interval` of a daemon's admin
+/// endpoint (/metrics, /healthz, /readyz: docs/operations.md).
+void add_admin_settings(core::ConfigLoader& loader, lifecycle::AdminOptions& admin);
+/// `admin.listen` is empty or `host:port` (`[v6]:port`), port 0-65535; the interval > 0.
+/// @throws core::ConfigError naming the flag.
+void check_admin_settings(const lifecycle::AdminOptions& admin);
+/// The environment namespace of a program ("ts-recorder" -> "RECORDER", "tsctl" -> "TSCTL"):
+/// its own settings read `TS_RECORDER_*`, the shared `postgres.*`, `redis.*` and `log.*` keep
+/// `TS_*` (docs/services.md).
+std::string env_namespace_of(std::string_view program);
+/// A loader for `program` with its environment namespace (`env_namespace_of`).
+core::ConfigLoader make_loader(const std::string& program, std::string description);
+/// The first log line of a service: `<program> <version> starting: <effective settings>`.
+void log_start(const core::ConfigLoader& loader);
 /// Checks the PostgreSQL settings before anything connects (the settings step of every
 /// service that opens a PostgresClient): `--postgres-dsn` is set and is a libpq connection
 /// string libpq accepts (known keywords, ports 1-65535), `--postgres-pool-size` >= 1, the
-/// timeouts > 0. @throws core::ConfigError naming the flag (never the DSN's password).
+/// timeouts > 0, the breaker's figures, the statement cache only with
+/// `--postgres-pgbouncer-transaction-mode=false`. @throws core::ConfigError naming the flag
+/// (never the DSN's password).
 void check_postgres_settings(const pg::PostgresConfig& config);
 /// Checks the Redis settings before anything connects: `--redis-url` parses
 /// (`redis://host[:port][/db]`, port 1-65535), `--redis-command-timeout` > 0, and the rest of
@@ -86,6 +108,8 @@ struct ConsumerServiceSettings {
   /// The whole graceful stop: the drain, then closing the clients (F54: checked at start).
   std::chrono::milliseconds shutdown_timeout{kDefaultShutdownTimeout};
   std::string summary_file;
+  /// The admin endpoint (`--admin-listen`; off by default).
+  lifecycle::AdminOptions admin;
 };
 
 /// What a consumer service's settings say in --help (the shared wording is in settings.cpp).
@@ -99,7 +123,8 @@ struct ConsumerServiceHelp {
 
 /// Registers the shared settings: PostgreSQL, Redis, logging, `--consumer`, `--batch`,
 /// `--claim-min-idle`, `--claim-interval`, `--max-deliveries`, `--drain-timeout`,
-/// `--summary-file`, `--shutdown-timeout`. The service registers its own after them.
+/// `--summary-file`, `--shutdown-timeout`, `--admin-listen`, `--admin-check-interval`. The service
+/// registers its own after them.
 void add_consumer_service_settings(core::ConfigLoader& loader, ConsumerServiceSettings& settings,
                                    const ConsumerServiceHelp& help);
 /// The run_daemon options of consumer service `service` ("ts-recorder"): drain, shutdown

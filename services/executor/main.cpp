@@ -2,17 +2,20 @@
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
 
+#include "common/settings.hpp"
 #include "executor/executor.hpp"
 
 #include <iostream>
 
 namespace core = trading_shared::core;
+namespace services = trading_shared::services;
 namespace executor = trading_shared::services::executor;
 
 int main(int argc, char** argv) {
   executor::ExecutorSettings settings;
   settings.log.service_name = "ts-executor";
-  core::ConfigLoader loader("ts-executor",
+  core::ConfigLoader loader =
+      services::make_loader("ts-executor",
                             "Paper venue: executes the order requests of orders:requests at the "
                             "last trade price, records orders and fills, publishes outcomes on "
                             "orders:events.");
@@ -25,6 +28,6 @@ int main(int argc, char** argv) {
     return core::kExitBadConfig;
   }
   core::setup_logging(settings.log);
-  core::logger("")->info("starting: {}", loader.effective_config_summary());
+  services::log_start(loader);
   return executor::run_executor(settings);
 }

@@ -5,6 +5,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "common/settings.hpp"
 #include "feed_sim/feed_sim.hpp"
 
 #include <iostream>
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
   feed_sim::FeedSimConfig config;
   core::LogConfig log_config;
   log_config.service_name = "ts-feed-sim";
-  core::ConfigLoader loader(
+  core::ConfigLoader loader = trading_shared::services::make_loader(
       "ts-feed-sim",
       "Local exchange simulator: serves a deterministic Binance-style trade stream over "
       "WebSocket, with rate control, fault switches and a summary of what it generated.");
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     return core::kExitBadConfig;
   }
   core::setup_logging(log_config);
-  core::logger("")->info("configuration: {}", loader.effective_config_summary());
+  trading_shared::services::log_start(loader);
 
   lifecycle::ServiceOptions options;
   options.name = "ts-feed-sim";

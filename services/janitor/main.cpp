@@ -3,6 +3,7 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 
+#include "common/settings.hpp"
 #include "janitor/janitor.hpp"
 
 #include <fmt/format.h>
@@ -17,7 +18,7 @@ int main(int argc, char** argv) {
   janitor::Settings settings;
   ts::core::LogConfig log_config;
   log_config.service_name = "ts-janitor";
-  ts::core::ConfigLoader loader(
+  ts::core::ConfigLoader loader = ts::services::make_loader(
       "ts-janitor",
       "Retention: drops the partitions of ticks older than the window and deletes older rows in "
       "batches, trims the streams by MINID, removes idle consumers with nothing pending. Runs "
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
     return ts::core::kExitBadConfig;
   }
   ts::core::setup_logging(log_config);
+  ts::services::log_start(loader);
 
   janitor::Report report;
   const int code = ts::lifecycle::run_once(

@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   log_config.service_name = "ts-receiver";
   std::chrono::milliseconds drain_timeout{5000};
   std::chrono::milliseconds shutdown_timeout = services::kDefaultShutdownTimeout;
-  core::ConfigLoader loader(
+  lifecycle::AdminOptions admin;
+  core::ConfigLoader loader = services::make_loader(
       "ts-receiver",
       "Reads the trade feed (WebSocket) and writes every trade to its Redis trade stream "
       "md:{tNN}:trades (a bucket of symbols) and its last trade to md:{tNN}:last.");
@@ -70,7 +71,7 @@ int main(int argc, char** argv) {
             "http:// URL of the venue's REST endpoint for backfill (empty: http://host:port of "
             "--feed-url)"})
       .add(config.backfill.fetch.api_key,
-           {"rest.api_key", "sent as X-MBX-APIKEY with every REST call (empty: none)"})
+           {"rest.api_key", "sent as X-MBX-APIKEY with every REST call (empty: none)", true})
       .add(config.backfill.rest_timeout, {"rest.timeout", "deadline of one REST call"})
       .add(config.backfill.enabled,
            {"backfill",
@@ -88,6 +89,7 @@ int main(int argc, char** argv) {
                            "after SIGTERM, time to write what was already received before the "
                            "writer is cancelled"});
   services::add_shutdown_setting(loader, shutdown_timeout);
+  services::add_admin_settings(loader, admin);
   core::add_log_settings(loader, log_config);
   if (auto code = core::load_or_exit_code(loader, argc, argv)) return *code;
   lifecycle::ServiceOptions options;
@@ -102,6 +104,7 @@ int main(int argc, char** argv) {
     if (config.batch == 0) throw core::ConfigError("--batch must be > 0");
     if (config.stall_buffer == 0) throw core::ConfigError("--stall-buffer must be > 0");
     services::check_redis_settings(config.redis);
+    services::check_admin_settings(admin);
     services::check_feed_limits(config.feed_limits);
     if (config.backfill.enabled) {
       if (config.backfill.rest_url.empty()) {
@@ -146,12 +149,15 @@ int main(int argc, char** argv) {
     options = services::service_options(
         "ts-receiver", drain_timeout, shutdown_timeout,
         {{"feed", feed_close}, {"redis", services::close_bound(config.redis)}},
-        "--drain-timeout, --shutdown-timeout");
+        "--drain-timeout, --shutdown-timeout, --redis-close-timeout");
+    options.admin.listen = admin.listen;
+    options.admin.check_interval = admin.check_interval;
   } catch (const core::ConfigError& e) {
     std::cerr << "ts-receiver: configuration error: " << e.what() << std::endl;
     return core::kExitBadConfig;
   }
   core::setup_logging(log_config);
+  services::log_start(loader);
 
   return lifecycle::run_daemon(options,
                                [&](lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {

@@ -2,17 +2,19 @@
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
 
+#include "common/settings.hpp"
 #include "recorder/recorder.hpp"
 
 #include <iostream>
 
 namespace core = trading_shared::core;
+namespace services = trading_shared::services;
 namespace recorder = trading_shared::services::recorder;
 
 int main(int argc, char** argv) {
   recorder::RecorderSettings settings;
   settings.log.service_name = "ts-recorder";
-  core::ConfigLoader loader(
+  core::ConfigLoader loader = services::make_loader(
       "ts-recorder",
       "Records the trade streams (md:{tNN}:trades, every bucket) into the ticks table: "
       "batched, idempotent inserts, acknowledged after commit.");
@@ -25,6 +27,6 @@ int main(int argc, char** argv) {
     return core::kExitBadConfig;
   }
   core::setup_logging(settings.log);
-  core::logger("")->info("starting: {}", loader.effective_config_summary());
+  services::log_start(loader);
   return recorder::run_recorder(settings);
 }

@@ -4,6 +4,7 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 
+#include "common/settings.hpp"
 #include "tsctl/tsctl.hpp"
 
 #include <iostream>
@@ -16,7 +17,7 @@ int main(int argc, char** argv) {
   ts::core::LogConfig log_config;
   log_config.service_name = "tsctl";
   log_config.level = spdlog::level::warn;  // a CLI: its output is what it prints
-  ts::core::ConfigLoader loader(
+  ts::core::ConfigLoader loader = ts::services::make_loader(
       "tsctl",
       "Operator tool of the trading services. Commands: migrate (apply the schema), status "
       "(streams, lag, pending, table counts), submit-order (one order request), load-orders "

@@ -14,6 +14,7 @@
 
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/version.hpp>
 
 #include "config_values.hpp"
 
@@ -61,7 +62,28 @@ std::string_view to_string(ConfigSource source) noexcept {
 // ----------------------------------------------------------------------------------
 
 ConfigLoader::ConfigLoader(std::string program, std::string description)
-    : program_(std::move(program)), description_(std::move(description)) {}
+    : program_(std::move(program)),
+      description_(std::move(description)),
+      version_(std::string(kVersion)) {}
+
+ConfigLoader& ConfigLoader::env_namespace(std::string name,
+                                          std::vector<std::string> shared_tables) {
+  const bool valid = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  });
+  if (!valid) {
+    throw std::invalid_argument("invalid environment namespace \"" + name +
+                                "\" (upper-case letters, digits, '_')");
+  }
+  env_namespace_ = std::move(name);
+  shared_tables_ = std::move(shared_tables);
+  return *this;
+}
+
+ConfigLoader& ConfigLoader::version(std::string version) {
+  version_ = std::move(version);
+  return *this;
+}
 
 ConfigLoader& ConfigLoader::env_prefix(std::string prefix) {
   env_prefix_ = std::move(prefix);
@@ -87,7 +109,18 @@ std::string ConfigLoader::env_var_for(std::string_view key) const {
       c = static_cast<char>(c - 'a' + 'A');
     }
   }
-  return env_prefix_ + name;
+  if (env_namespace_.empty()) {
+    return env_prefix_ + name;
+  }
+  const std::string_view table = key.substr(0, key.find('.'));
+  const bool shared =
+      key.find('.') != std::string_view::npos &&
+      std::find(shared_tables_.begin(), shared_tables_.end(), table) != shared_tables_.end();
+  return shared ? env_prefix_ + name : env_prefix_ + env_namespace_ + "_" + name;
+}
+
+std::string ConfigLoader::config_env_var() const {
+  return env_namespace_.empty() ? env_prefix_ + "CONFIG" : env_prefix_ + env_namespace_ + "_CONFIG";
 }
 
 ConfigLoader& ConfigLoader::add_custom(SettingSpec spec, CustomSetting custom) {
@@ -103,11 +136,15 @@ ConfigLoader& ConfigLoader::add_target(Target target, SettingSpec spec) {
                                 "\" (lower-case letters, digits, '_', '-', dot-separated)");
   }
   const std::string normalized = normalized_key(spec.key);
-  if (normalized == "help" || normalized == "config") {
+  if (normalized == "help" || normalized == "config" || normalized == "version" ||
+      normalized == "help_markdown") {
     throw std::invalid_argument("setting key \"" + spec.key + "\" is reserved");
   }
   for (const auto& other : settings_) {
-    if (normalized_key(other.spec.key) == normalized) {
+    const bool file_flag_clash =
+        (other.spec.secret && normalized_key(other.spec.key) + "_file" == normalized) ||
+        (spec.secret && normalized + "_file" == normalized_key(other.spec.key));
+    if (normalized_key(other.spec.key) == normalized || file_flag_clash) {
       throw std::invalid_argument("setting key \"" + spec.key + "\" clashes with \"" +
                                   other.spec.key + "\" (same flag or environment variable)");
     }
@@ -211,20 +248,26 @@ std::string ConfigLoader::help_text() const {
   }
   out += fmt::format(
       "Each setting is taken from, in decreasing precedence: its command-line flag, its\n"
-      "environment variable, the TOML file named by --config (or {0}CONFIG), its default.\n"
+      "environment variable, the TOML file named by --config (or {0}), its default.\n"
       "An empty environment variable counts as unset. Durations take ms, s, m or h (a plain\n"
       "integer is milliseconds); lists are comma-separated (TOML: arrays of strings).\n\n"
+      "A secret can also be read from a file named by its --<flag>-file or <VAR>_FILE.\n\n"
       "Options:\n"
       "  -h, --help\n"
       "      Print this help and exit.\n"
+      "  --help-markdown\n"
+      "      Print the settings as a Markdown table and exit.\n"
+      "  --version\n"
+      "      Print \"{1} <version>\" and exit.\n"
       "  --config FILE\n"
       "      TOML configuration file. Unknown keys in it are errors.\n"
-      "      env: {0}CONFIG\n",
-      env_prefix_);
+      "      env: {0}\n",
+      config_env_var(), program_);
   for (const auto& setting : settings_) {
     const std::string_view type = type_name_of(setting.target);
     const bool bool_flag = type == "[=BOOL]";
-    out += fmt::format("  --{}{}{}\n", setting.flag, bool_flag ? "" : " ", type);
+    out += fmt::format("  --{}{}{}{}\n", setting.flag, bool_flag ? "" : " ", type,
+                       setting.spec.secret ? fmt::format(", --{}-file FILE", setting.flag) : "");
     std::string help = setting.spec.help;
     if (setting.spec.secret) {
       help += help.empty() ? "(secret)" : " (secret)";
@@ -232,8 +275,52 @@ std::string ConfigLoader::help_text() const {
     if (!help.empty()) {
       out += fmt::format("      {}\n", help);
     }
-    out += fmt::format("      env: {} | file: {} | default: {}\n", env_var_for(setting.spec.key),
-                       setting.spec.key, setting.default_text);
+    const std::string env = env_var_for(setting.spec.key);
+    out += fmt::format("      env: {}{} | file: {} | default: {}\n", env,
+                       setting.spec.secret ? fmt::format(" or {}_FILE", env) : "", setting.spec.key,
+                       setting.default_text);
+  }
+  return out;
+}
+
+namespace {
+/// A Markdown table cell: `|` escaped, no line breaks.
+std::string cell(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '|') {
+      out += "\\|";
+    } else if (c == '\n' || c == '\r') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::string ConfigLoader::help_markdown() const {
+  std::string out = fmt::format(
+      "| {} flag | environment | TOML key | default | meaning |\n"
+      "|---|---|---|---|---|\n"
+      "| `--config` | `{}` | | | TOML configuration file |\n",
+      program_, config_env_var());
+  for (const auto& setting : settings_) {
+    const std::string env = env_var_for(setting.spec.key);
+    std::string flag = fmt::format("`--{}`", setting.flag);
+    std::string env_cell = fmt::format("`{}`", env);
+    std::string help = setting.spec.help;
+    if (setting.spec.secret) {
+      flag += fmt::format(", `--{}-file`", setting.flag);
+      env_cell += fmt::format(", `{}_FILE`", env);
+      help += help.empty() ? "(secret)" : " (secret)";
+    }
+    const std::string default_cell = setting.default_text.empty() || setting.default_text == "\"\""
+                                         ? std::string()
+                                         : fmt::format("`{}`", cell(setting.default_text));
+    out += fmt::format("| {} | {} | `{}` |{} | {} |\n", flag, env_cell, setting.spec.key,
+                       default_cell.empty() ? "" : " " + default_cell, cell(help));
   }
   return out;
 }

@@ -22,6 +22,9 @@ using namespace config_detail;
 
 namespace {
 
+/// A secret file larger than this is not a secret (a wrong path, e.g. a log).
+constexpr std::size_t kMaxSecretFile = 64 * 1024;
+
 /// Reads a whole file, naming it in the error.
 std::string read_file(const std::string& path) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
@@ -39,6 +42,37 @@ std::string read_file(const std::string& path) {
   std::fclose(file);
   if (failed) {
     throw ConfigError(fmt::format("config file {}: cannot read: {}", path, std::strerror(error)));
+  }
+  return content;
+}
+
+/// The value of a secret read from the file `path` (named by `source`, e.g. "environment
+/// variable TS_POSTGRES_DSN_FILE"): the whole content without its trailing newlines.
+std::string read_secret_file(const std::string& path, const std::string& source) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    throw ConfigError(fmt::format("secret file {} (from {}): cannot open: {}", path, source,
+                                  std::strerror(errno)));
+  }
+  std::string content;
+  char buffer[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0 && content.size() <= kMaxSecretFile) {
+    content.append(buffer, n);
+  }
+  const bool failed = std::ferror(file) != 0;
+  const int error = errno;
+  std::fclose(file);
+  if (failed) {
+    throw ConfigError(fmt::format("secret file {} (from {}): cannot read: {}", path, source,
+                                  std::strerror(error)));
+  }
+  if (content.size() > kMaxSecretFile) {
+    throw ConfigError(fmt::format("secret file {} (from {}): larger than {} bytes", path, source,
+                                  kMaxSecretFile));
+  }
+  while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) {
+    content.pop_back();
   }
   return content;
 }
@@ -85,15 +119,23 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
 
   // ---- 1. command line -----------------------------------------------------------------------
   std::map<std::string, std::size_t, std::less<>> by_flag;
-  std::vector<std::string> flag_names{"help", "config"};
+  std::map<std::string, std::size_t, std::less<>> by_file_flag;  // --<secret>-file
+  std::vector<std::string> flag_names{"help", "config", "version", "help-markdown"};
   for (std::size_t i = 0; i < settings_.size(); ++i) {
     by_flag.emplace(settings_[i].flag, i);
     flag_names.push_back(settings_[i].flag);
+    if (settings_[i].spec.secret) {
+      by_file_flag.emplace(settings_[i].flag + "-file", i);
+      flag_names.push_back(settings_[i].flag + "-file");
+    }
   }
   std::vector<std::optional<std::string>> from_flags(settings_.size());
+  std::vector<std::optional<std::string>> from_flag_files(settings_.size());
   std::optional<std::string> config_flag;
   std::optional<std::string> first_error;
   bool help = false;
+  bool markdown = false;
+  bool version = false;
   bool options_ended = false;
   std::string previous_bare_bool;  // a bool flag given without '=', for a hint.
 
@@ -139,8 +181,17 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
       help = true;
       continue;
     }
+    if (name == "help-markdown") {
+      markdown = true;
+      continue;
+    }
+    if (name == "version") {
+      version = true;
+      continue;
+    }
     const auto setting_it = by_flag.find(name);
-    if (name != "config" && setting_it == by_flag.end()) {
+    const auto file_flag_it = by_file_flag.find(name);
+    if (name != "config" && setting_it == by_flag.end() && file_flag_it == by_file_flag.end()) {
       std::string message = fmt::format("unknown option --{}", name);
       if (auto hint = closest(name, flag_names)) {
         message += fmt::format("; did you mean --{}?", *hint);
@@ -165,15 +216,33 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
     }
     if (name == "config") {
       config_flag = std::move(value);
+    } else if (file_flag_it != by_file_flag.end()) {
+      from_flag_files[file_flag_it->second] = std::move(value);
     } else {
       from_flags[setting_it->second] = std::move(value);
     }
   }
-  if (help) {
+  if (help || markdown || version) {
     result.help_requested = true;
-    result.help_text = help_text();
+    result.help_text = help       ? help_text()
+                       : markdown ? help_markdown()
+                                  : fmt::format("{} {}\n", program_, version_);
     result.positional.clear();
     return result;
+  }
+  for (std::size_t i = 0; i < settings_.size(); ++i) {
+    if (!from_flag_files[i]) {
+      continue;
+    }
+    const std::string& flag = settings_[i].flag;
+    if (from_flags[i]) {
+      error(fmt::format("give either --{0} or --{0}-file, not both", flag));
+    } else if (from_flag_files[i]->empty()) {
+      error(fmt::format("option --{}-file requires a file name", flag));
+    } else if (!first_error) {
+      from_flags[i] =
+          read_secret_file(*from_flag_files[i], fmt::format("command line --{}-file", flag));
+    }
   }
   if (first_error) {
     throw ConfigError(*first_error);
@@ -189,13 +258,23 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
   };
   std::vector<std::optional<std::string>> from_env(settings_.size());
   for (std::size_t i = 0; i < settings_.size(); ++i) {
-    from_env[i] = lookup(env_var_for(settings_[i].spec.key));
+    const std::string var = env_var_for(settings_[i].spec.key);
+    from_env[i] = lookup(var);
+    if (!settings_[i].spec.secret) {
+      continue;
+    }
+    if (const auto path = lookup(var + "_FILE")) {
+      if (from_env[i]) {
+        throw ConfigError(fmt::format("give either {0} or {0}_FILE, not both", var));
+      }
+      from_env[i] = read_secret_file(*path, "environment variable " + var + "_FILE");
+    }
   }
 
   // ---- 3. file ----------------------------------------------------------------------------------
   toml::table file_table;  // owns the nodes referenced below
   std::map<std::string, const toml::node*> from_file;
-  result.config_file = config_flag ? config_flag : lookup(env_prefix_ + "CONFIG");
+  result.config_file = config_flag ? config_flag : lookup(config_env_var());
   if (result.config_file && result.config_file->empty()) {
     throw ConfigError("option --config requires a file name");
   }

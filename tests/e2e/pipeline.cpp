@@ -30,6 +30,12 @@
 // same: every id from first to last once in ticks, every field as sent; the report adds the
 // receiver's tape repair (summed over its runs) and the faults with their times.
 //
+// Reports (docs/operations.md, "Reports"): --progress-every prints a progress line (received,
+// persisted, rates, lag, latency, faults so far; report_series.hpp); the JSON report has
+// per-second series read from ticks at the end; --report-html writes the HTML report with
+// the charts (report_html.hpp). --admin / --admin-file / --status-page give the daemons admin
+// endpoints and run tsctl status-page against them (admin_wiring.hpp).
+//
 // Every child is stopped and reaped on every path (errors, SIGINT/SIGTERM of ts-pipeline);
 // children and servers also carry PR_SET_PDEATHSIG. Everything runs on the main thread (but
 // the FaultProxy of --drop-feed-at, which forwards on a thread of its own and forks nothing).
@@ -38,9 +44,12 @@
 
 #include <boost/json.hpp>
 
+#include "admin_wiring.hpp"
 #include "common/keys.hpp"
 #include "e2e_support.hpp"
 #include "feed_sim/generator.hpp"
+#include "report_html.hpp"
+#include "report_series.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 #include "tape_faults.hpp"
@@ -68,6 +77,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -183,6 +193,11 @@ struct Options {
   std::chrono::milliseconds drain_timeout{60s};
   std::chrono::milliseconds stop_timeout{15s};
   std::string report_file;
+  std::string report_html;
+  std::chrono::milliseconds progress_every{0};
+  bool admin = false;
+  std::string admin_file;
+  bool status_page = false;
   bool keep_dir = false;
   std::int64_t seed = 1;
   std::string bin_dir;
@@ -246,6 +261,28 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
       .add(options.stop_timeout,
            {"stop_timeout", "deadline for each service to exit after SIGTERM"})
       .add(options.report_file, {"report_file", "write the report as JSON to this file"})
+      .add(options.report_html,
+           {"report_html",
+            "write the report as an HTML page with charts (throughput and latency per second, "
+            "the faults marked; self-contained) to this file"})
+      .add(options.progress_every,
+           {"progress_every",
+            "print a progress line this often while the pipeline runs (received and persisted "
+            "trades, rates, lag, latency, faults so far; 0: off; make demo and make soak: 5s). "
+            "Off by default: its queries would add to what make bench's E1 measures"})
+      .add(options.admin,
+           {"admin",
+            "give ts-receiver, ts-recorder and ts-executor an admin endpoint (--admin-listen "
+            "127.0.0.1:<free port>); print \"ADMIN <service> http://127.0.0.1:<port>\" once each "
+            "answers /healthz, read each /metrics once before they stop"})
+      .add(options.admin_file,
+           {"admin_file",
+            "with --admin: write the endpoints as JSON to this file once they answer "
+            "({\"ts-receiver\": \"127.0.0.1:<port>\", ..., \"status_page\": ...})"})
+      .add(options.status_page,
+           {"status_page",
+            "with --admin: also run tsctl status-page on a free port against them and print "
+            "\"STATUS_PAGE http://127.0.0.1:<port>/\""})
       .add(options.keep_dir, {"keep_dir", "keep the run directory (logs, summaries)"})
       .add(options.seed, {"seed", "seed of the simulator and of the order ids"})
       .add(options.bin_dir, {"bin_dir",
@@ -341,6 +378,13 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
     }
   }
   if (options.stream_maxlen < 0) return bad("--stream-maxlen must not be negative");
+  if ((options.status_page || !options.admin_file.empty()) && !options.admin) {
+    return bad("--status-page and --admin-file need --admin");
+  }
+  if (options.progress_every.count() < 0 ||
+      (options.progress_every.count() > 0 && options.progress_every < 1s)) {
+    return bad("--progress-every must be at least 1s (or 0: off)");
+  }
   if (auto problem = e2e::check_tape_fault_options(options.tape, options.duration)) {
     return bad(*problem);
   }
@@ -389,6 +433,7 @@ struct SymbolResult {
 /// has trades in ticks from before it and from after it) and that the services saw it.
 struct Disruption {
   std::string label;               ///< "Redis restart at 6.0 s", "fault #3 redis-kill-clients"
+  std::string kind;                ///< "redis-restart", "postgres-pause", ... ("venue": tape)
   std::string server;              ///< "Redis" or "PostgreSQL"
   bool closes_connections = true;  ///< every client connection ends: each client reconnects
   bool orders_flowing = false;     ///< tsctl load-orders was still submitting when it ended
@@ -516,6 +561,7 @@ class Pipeline {
       run_feed();
       drain();
       measure_cpu();
+      scrape_admin();
       if (monitoring()) take_sample("end");
       run_janitor(binaries);
       stop_services();
@@ -536,6 +582,7 @@ class Pipeline {
       }
       if (monitoring()) judge_soak();
     }
+    collect_series(ran_to_the_end);
     if (!results_.failures.empty()) print_log_tails();
     shutdown_servers();
     print_report();
@@ -697,14 +744,25 @@ class Pipeline {
       receiver_args.push_back("--stream-maxlen");
       receiver_args.push_back(std::to_string(options_.stream_maxlen));
     }
+    std::vector<std::string> recorder_args;
+    std::vector<std::string> executor_args = {"--symbols", symbols};
+    if (admin_) {
+      check_admin_flag(binaries);
+      admin_->add_flag("ts-receiver", receiver_args);
+      admin_->add_flag("ts-recorder", recorder_args);
+      admin_->add_flag("ts-executor", executor_args);
+    }
     receiver_slot_ = daemons_.size();
     tape_.start_receiver(binaries.receiver, std::move(receiver_args));
     // The recorder records every trade stream (every bucket), whatever the symbols.
-    daemons_.push_back(&spawn("ts-recorder", binaries.recorder, {}, "ts-recorder.summary.json"));
-    daemons_.push_back(&spawn("ts-executor", binaries.executor, {"--symbols", symbols},
+    daemons_.push_back(&spawn("ts-recorder", binaries.recorder, std::move(recorder_args),
+                              "ts-recorder.summary.json"));
+    daemons_.push_back(&spawn("ts-executor", binaries.executor, std::move(executor_args),
                               "ts-executor.summary.json"));
 
     t0_ = Clock::now();
+    t0_unix_ms_ = unix_millis();
+    next_progress_at_ = t0_ + options_.progress_every;
     if (options_.order_count() > 0) {
       note("starting tsctl load-orders ({} orders at {}/s)", options_.order_count(),
            options_.order_rate);
@@ -724,6 +782,54 @@ class Pipeline {
       load_ = &spawn("tsctl load-orders", binaries.tsctl, std::move(args),
                      "tsctl-load-orders.summary.json");
     }
+    if (admin_) announce_admin(binaries);
+  }
+
+  // -- admin endpoints (admin_wiring.hpp) ---------------------------------------------------
+
+  /// The daemons must have --admin-listen (their --help says so): a clear error otherwise.
+  void check_admin_flag(const Binaries& binaries) {
+    e2e::require_admin_flag("ts-receiver", binaries.receiver, run_dir_);
+    e2e::require_admin_flag("ts-recorder", binaries.recorder, run_dir_);
+    e2e::require_admin_flag("ts-executor", binaries.executor, run_dir_);
+  }
+
+  /// Waits until every admin endpoint answers /healthz, prints the ADMIN lines, starts tsctl
+  /// status-page (--status-page) and waits until it answers /, then writes --admin-file.
+  void announce_admin(const Binaries& binaries) {
+    const auto alive = [this] { check_daemons_alive("at start"); };
+    admin_->wait_until_answering(alive);
+    for (const auto service : e2e::kAdminServices) {
+      fmt::print("ADMIN {} http://{}\n", service, admin_->address(service));
+    }
+    std::uint16_t status_port = 0;
+    if (options_.status_page) {
+      status_port = testing::free_loopback_port();
+      e2e::Child& page =
+          spawn("tsctl status-page", binaries.tsctl, admin_->status_page_args(status_port), "");
+      daemons_.push_back(&page);  // watched, sampled and stopped (first) with the daemons
+      e2e::wait_for_status_page(status_port, alive);
+      fmt::print("STATUS_PAGE http://127.0.0.1:{}/\n", status_port);
+    }
+    std::fflush(stdout);
+    if (!options_.admin_file.empty()) {
+      e2e::write_text_file(options_.admin_file, admin_->file_json(status_port));
+      note("admin endpoints written to {}", options_.admin_file);
+    }
+  }
+
+  /// GET /metrics of every daemon once (before they stop), kept in the run directory.
+  void scrape_admin() {
+    if (!admin_) return;
+    for (const auto& result : admin_->check_metrics(run_dir_)) {
+      if (!result.problem.empty()) {
+        fail(result.problem);
+        continue;
+      }
+      admin_lines_[result.service] = result.lines;
+      note("{} /metrics: {} lines (kept as {}.metrics.txt)", result.service, result.lines,
+           result.service);
+    }
   }
 
   // -- 3./4. the run, with its faults ---------------------------------------------------------
@@ -734,6 +840,7 @@ class Pipeline {
     Disruption disruption;
     disruption.label = fmt::format("{} restart at {:.1f} s", what, *outage.started_at_s);
     disruption.server = std::string(what);
+    disruption.kind = what == "Redis" ? "redis-restart" : "postgres-restart";
     disruption.begin_ms = unix_millis();
     const auto begin = Clock::now();
     server.stop();
@@ -772,6 +879,75 @@ class Pipeline {
     hooks.since_start = [this] { return since_start(); };
     hooks.orders_flowing = [this] { return load_ != nullptr && load_->running(); };
     return hooks;
+  }
+
+  // -- progress and series (report_series.hpp) --------------------------------------------------
+
+  /// The faults injected so far (restarts, tape faults, soak faults) and the latest one's kind.
+  std::pair<std::int64_t, std::string> faults_so_far() const {
+    std::int64_t count = 0;
+    std::string last;
+    double last_at = -1;
+    for (const auto& fault : tape_.faults()) {
+      if (fault.kind == "receiver-start") continue;
+      ++count;
+      if (fault.at_s >= last_at) std::tie(last_at, last) = std::pair(fault.at_s, fault.kind);
+    }
+    for (const auto& fault : soak_.faults) {
+      ++count;
+      if (fault.at_s >= last_at) std::tie(last_at, last) = std::pair(fault.at_s, fault.kind);
+    }
+    return {count, last};
+  }
+
+  /// Every --progress-every: a progress line (and its sample for the report).
+  void progress() {
+    if (options_.progress_every.count() == 0 || Clock::now() < next_progress_at_) return;
+    if (!probe_) {
+      auto& servers = testing::Servers::instance();
+      probe_.emplace(servers.redis_host(), servers.redis_port(), dsn_);
+    }
+    auto [faults, last] = faults_so_far();
+    const auto sample = probe_->take(since_start(), unix_millis(), faults, std::move(last));
+    note("{}", sample.line());
+    next_progress_at_ = Clock::now() + options_.progress_every;
+  }
+
+  /// The faults as the charts mark them, in seconds since the start.
+  std::vector<e2e::FaultSpan> fault_spans() const {
+    std::vector<e2e::FaultSpan> spans;
+    const auto since = [&](std::int64_t ms) {
+      return static_cast<double>(ms - t0_unix_ms_) / 1000.0;
+    };
+    for (const auto& d : disruptions_) {
+      if (d.kind == "venue") continue;  // the tape's windows, below
+      spans.push_back({since(d.begin_ms), since(d.end_ms), d.kind, d.label});
+    }
+    for (const auto& w : tape_.windows()) {
+      spans.push_back({since(w.begin_ms), since(w.end_ms),
+                       w.label.starts_with("ts-receiver kill") ? "receiver-kill" : "venue-drop",
+                       w.label});
+    }
+    std::sort(spans.begin(), spans.end(),
+              [](const auto& a, const auto& b) { return a.start_s < b.start_s; });
+    return spans;
+  }
+
+  /// The per-second series from ticks (after the run; PostgreSQL still up). A failure fails a
+  /// run that got to its end; after an earlier failure it is only noted.
+  void collect_series(bool ran_to_the_end) {
+    if (dsn_.empty() || t0_unix_ms_ == 0) return;
+    try {
+      e2e::PgConnection pg(dsn_);
+      seconds_ = e2e::query_seconds(pg, t0_unix_ms_);
+      e2e::mark_faults(seconds_, fault_spans());
+    } catch (const std::exception& e) {
+      if (ran_to_the_end) {
+        fail(std::string("per-second series: ") + e.what());
+      } else {
+        note("per-second series not read: {}", e.what());
+      }
+    }
   }
 
   // -- soak: random faults ---------------------------------------------------------------------
@@ -838,6 +1014,7 @@ class Pipeline {
     // A pause (SIGSTOP) need not close a connection: it is checked for mid-stream only.
     disruption.closes_connections = record.kind.find("pause") == std::string::npos;
     disruption.scheduled = false;
+    disruption.kind = record.kind;
     disruption.begin_ms = unix_millis();
     const auto begin = Clock::now();
     const std::string& kind = record.kind;
@@ -1134,6 +1311,7 @@ class Pipeline {
         }
       }
       check_recorder_connections();
+      progress();
       if (feed_summary && !redis_due && !postgres_due && tape_.done()) break;
       if (Clock::now() >= deadline) {
         const auto partial = e2e::read_json_file(feed_->spec().summary_file);
@@ -1208,6 +1386,7 @@ class Pipeline {
         [&] {
           check_daemons_alive("while draining");
           check_recorder_connections();
+          progress();
           try {
             e2e::PgConnection pg(dsn_);
             // Rows first (cheap); the distinct trades (a sort of every row: seconds at
@@ -1544,6 +1723,7 @@ class Pipeline {
       Disruption d;
       d.label = window.label;
       d.server = "venue";
+      d.kind = "venue";
       d.begin_ms = window.begin_ms;
       d.end_ms = window.end_ms;
       d.orders_flowing = window.orders_flowing;
@@ -2284,6 +2464,21 @@ class Pipeline {
     report["services"] = std::move(services);
     report["soak"] = soak_json();
     tape_.add_json(report, summaries_);
+    if (admin_) {
+      json::object admin;
+      for (const auto service : e2e::kAdminServices) {
+        json::object o;
+        o["address"] = admin_->address(service);
+        const auto it = admin_lines_.find(std::string(service));
+        o["metrics_lines"] =
+            it == admin_lines_.end() ? json::value(nullptr) : json::value(it->second);
+        admin[service] = std::move(o);
+      }
+      report["admin"] = std::move(admin);
+    }
+    report["series"] =
+        e2e::series_json(t0_unix_ms_, seconds_, fault_spans(),
+                         probe_ ? probe_->samples() : std::vector<e2e::ProgressSample>{});
     return report;
   }
 
@@ -2306,11 +2501,27 @@ class Pipeline {
         results_.failures.push_back("cannot write the report file " + options_.report_file);
       }
     }
+    if (!options_.report_html.empty()) {
+      try {
+        e2e::write_text_file(options_.report_html, e2e::render_report_html(report));
+        fmt::print("HTML report written to {}\n", options_.report_html);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "ts-pipeline: %s\n", e.what());
+        results_.failures.push_back("cannot write the HTML report " + options_.report_html);
+      }
+    }
   }
 
   Options options_;
   Clock::time_point program_start_ = Clock::now();
   Clock::time_point t0_ = Clock::now();
+  std::int64_t t0_unix_ms_ = 0;  ///< t0_ in Unix ms (0: the run did not start)
+  Clock::time_point next_progress_at_{};
+  std::optional<e2e::ProgressProbe> probe_;
+  std::optional<e2e::AdminEndpoints> admin_ =
+      options_.admin ? std::optional<e2e::AdminEndpoints>(std::in_place) : std::nullopt;
+  std::map<std::string, std::int64_t> admin_lines_;
+  std::vector<e2e::SecondPoint> seconds_;
   Clock::time_point next_connection_check_{};
   std::string run_dir_;
   std::string dsn_;

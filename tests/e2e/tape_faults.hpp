@@ -163,6 +163,8 @@ class TapeFaults {
 
   const std::vector<ReceiverRun>& runs() const { return runs_; }
   const std::vector<TapeWindow>& windows() const { return windows_; }
+  /// The faults so far (server restarts recorded here included; "receiver-start" ends a kill).
+  const std::vector<InjectedFault>& faults() const { return faults_; }
   std::optional<bool> keep_trading() const { return keep_trading_; }
 
   /// The faults happened and were seen; nothing unrecoverable (failures through the hook).

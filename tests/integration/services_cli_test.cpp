@@ -113,7 +113,18 @@ class Child {
     request.log_file = log_;
     request.user = tt::detail::ServerUser{};  // run as ourselves
     // A stray TS_* of the caller's environment must not change the runs ("" counts as unset).
-    request.extra_env = {"TS_SYMBOLS=", "TS_LOG_LEVEL=", "TS_CONFIG="};
+    request.extra_env = {"TS_LOG_LEVEL=",
+                         "TS_RECEIVER_SYMBOLS=",
+                         "TS_FEED_SIM_SYMBOLS=",
+                         "TS_RECEIVER_CONFIG=",
+                         "TS_RECORDER_CONFIG=",
+                         "TS_EXECUTOR_CONFIG=",
+                         "TS_JANITOR_CONFIG=",
+                         "TS_FEED_SIM_CONFIG=",
+                         "TS_TSCTL_CONFIG=",
+                         "TS_RECORDER_ADMIN_LISTEN=",
+                         "TS_RECEIVER_ADMIN_LISTEN=",
+                         "TS_EXECUTOR_ADMIN_LISTEN="};
     request.extra_env.insert(request.extra_env.end(), env.begin(), env.end());
     pid_ = tt::detail::spawn_process(request);
   }
@@ -566,7 +577,10 @@ TEST(ServicesCliConfig, FaultSwitchesExistOnlyInATestFaultsBuild) {
       EXPECT_THAT(help.output, ::testing::Not(HasSubstr("--fault-"))) << c.program;
       EXPECT_THAT(set.output, HasSubstr("unknown option")) << describe(set);
       // Nor is its environment variable read (a stray one is ignored like any unknown one).
-      const ToolRun env = run(c.program, {"--batch", "0"}, {"TS_FAULT_CRASH_AFTER_COMMIT=1"}, 15s);
+      const std::string var =
+          std::string(c.program == kRecorder ? "TS_RECORDER_" : "TS_EXECUTOR_") +
+          "FAULT_CRASH_AFTER_COMMIT=1";
+      const ToolRun env = run(c.program, {"--batch", "0"}, {var}, 15s);
       EXPECT_EQ(env.code, 2) << describe(env);
       EXPECT_THAT(env.output, HasSubstr("--batch")) << describe(env);
     }

@@ -615,8 +615,10 @@ TEST_F(ConfigHelpTest, HelpListsFlagEnvKeyAndDefault) {
   EXPECT_THAT(help, HasSubstr("  --config FILE\n"));
   EXPECT_THAT(help, HasSubstr("env: TS_CONFIG"));
   EXPECT_THAT(help,
-              HasSubstr("  --postgres-dsn TEXT\n      PostgreSQL connection string. (secret)\n"
-                        "      env: TS_POSTGRES_DSN | file: postgres.dsn | default: ***\n"));
+              HasSubstr("  --postgres-dsn TEXT, --postgres-dsn-file FILE\n"
+                        "      PostgreSQL connection string. (secret)\n"
+                        "      env: TS_POSTGRES_DSN or TS_POSTGRES_DSN_FILE | file: postgres.dsn | "
+                        "default: ***\n"));
   EXPECT_THAT(help, HasSubstr("--postgres-timeout DURATION\n"));
   EXPECT_THAT(help, HasSubstr("file: postgres.timeout | default: 2500ms\n"));
   EXPECT_THAT(help, HasSubstr("  --verbose[=BOOL]\n"));

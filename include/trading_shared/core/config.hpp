@@ -26,6 +26,17 @@
 /// - A repeated flag takes its last value.
 /// - `--help` wins over everything else on the command line and reads neither the
 ///   environment nor the file, so that help works even when the configuration is broken.
+///   `--version` prints `<program> <version>` (the library's `kVersion` unless `version()`
+///   says otherwise) the same way; `--help-markdown` prints the settings as a Markdown table
+///   (flag, environment variable, TOML key, default, meaning) for the documentation.
+/// - With `env_namespace("RECORDER")` a program's own settings read `TS_RECORDER_<KEY>` (and
+///   its file `TS_RECORDER_CONFIG`), while the shared tables (`postgres.*`, `redis.*`, `log.*`)
+///   keep `TS_<KEY>`: one environment file can serve every service without one service's
+///   `batch` leaking into another's.
+/// - A secret setting (`SettingSpec::secret`) can also be read from a file: the environment
+///   variable `<VAR>_FILE` or the flag `--<flag>-file` names it (systemd credentials, Docker
+///   and Kubernetes secrets); trailing newlines are dropped. Giving both the value and its file
+///   in one source is an error.
 ///
 /// @code
 /// PostgresConfig pg;  // defaults in the struct are the defaults of the flags
@@ -113,8 +124,8 @@ EnvLookup process_env();
 
 /// What `ConfigLoader::load` did.
 struct LoadResult {
-  /// `--help` was given: nothing was loaded, `help_text` should be printed to stdout and the
-  /// process should exit with 0.
+  /// `--help`, `--help-markdown` or `--version` was given: nothing was loaded, `help_text`
+  /// should be printed to stdout and the process should exit with 0.
   bool help_requested = false;
   std::string help_text;
   /// The TOML file that was read (from `--config` or `<prefix>CONFIG`), if any.
@@ -141,6 +152,17 @@ class ConfigLoader {
 
   /// Prefix of derived environment variables (default `TS_`), including of `<prefix>CONFIG`.
   ConfigLoader& env_prefix(std::string prefix);
+
+  /// Namespaces the environment variables of this program's own settings: with `name`
+  /// "RECORDER", key `batch` reads `TS_RECORDER_BATCH` and the file is named by
+  /// `TS_RECORDER_CONFIG`; keys whose first segment is one of `shared_tables` keep
+  /// `TS_<KEY>` (`postgres.dsn` -> `TS_POSTGRES_DSN`). Flags and TOML keys do not change.
+  /// `name`: upper-case letters, digits and `_`. @throws std::invalid_argument otherwise.
+  ConfigLoader& env_namespace(std::string name, std::vector<std::string> shared_tables = {
+                                                    "postgres", "redis", "log"});
+
+  /// What `--version` prints after the program name (default: the library's `kVersion`).
+  ConfigLoader& version(std::string version);
 
   /// Accept positional arguments (returned in `LoadResult::positional`), e.g. the sub-command
   /// of a CLI tool. Without this call they are errors. `name` is shown in the usage line.
@@ -186,6 +208,10 @@ class ConfigLoader {
   /// The `--help` text.
   std::string help_text() const;
 
+  /// The `--help-markdown` text: one Markdown table row per setting, `| flag | environment
+  /// variable | TOML key | default | meaning |`, after a header (`--config` included).
+  std::string help_markdown() const;
+
   /// Every setting with its current value (secrets as `***`) and where it came from.
   std::vector<EffectiveSetting> effective_config() const;
 
@@ -196,8 +222,10 @@ class ConfigLoader {
   const std::string& program() const noexcept { return program_; }
   /// The flag of a key (`postgres.dsn` -> `--postgres-dsn`).
   static std::string flag_for(std::string_view key);
-  /// The environment variable of a key under this loader's prefix.
+  /// The environment variable of a key under this loader's prefix (and namespace).
   std::string env_var_for(std::string_view key) const;
+  /// The environment variable naming the TOML file (`TS_CONFIG`, `TS_RECORDER_CONFIG`).
+  std::string config_env_var() const;
 
  private:
   using Target =
@@ -218,6 +246,9 @@ class ConfigLoader {
   std::string program_;
   std::string description_;
   std::string env_prefix_ = "TS_";
+  std::string env_namespace_;
+  std::vector<std::string> shared_tables_;
+  std::string version_;
   std::optional<std::string> positional_name_;
   std::vector<Setting> settings_;
 };
