@@ -457,6 +457,14 @@ def main():
     args.pipeline_obj = pipeline
     try:
         pipeline.start()
+        # Gate while the services' exporters (h-metrics) are not merged: the daemons then serve
+        # only ts_service_*. Skipped only when NO client or service series exists at all; one
+        # missing series among others still fails. To be removed once h-metrics is in int-18.
+        body = http_get(f"http://{pipeline.admin['ts-receiver']}/metrics")[1]
+        if "ts_receiver_trades_total" not in body and "ts_redis_" not in body:
+            print("ops_test: SKIPPED: the daemons export no client or service metrics (the "
+                  "exporters are not built in)", file=sys.stderr)
+            return SKIP
         (run_chromium if args.test == "chromium" else run_prometheus)(args)
     except (Failure, subprocess.TimeoutExpired) as e:
         print(f"ops_test {args.test}: FAILED: {e}", file=sys.stderr)
