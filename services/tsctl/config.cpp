@@ -1,5 +1,7 @@
 // tsctl's settings and their validation: every bad input is a core::ConfigError (exit 2,
 // one line) found before anything is connected.
+#include <boost/asio/ip/address.hpp>
+
 #include "common/settings.hpp"
 #include "tsctl/tsctl.hpp"
 
@@ -8,7 +10,10 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cmath>
+#include <optional>
+#include <set>
 
 namespace trading_shared::services::tsctl {
 
@@ -20,6 +25,7 @@ constexpr std::array kCommands{
     std::pair{std::string_view("submit-order"), Command::submit_order},
     std::pair{std::string_view("load-orders"), Command::load_orders},
     std::pair{std::string_view("migrate-streams"), Command::migrate_streams},
+    std::pair{std::string_view("status-page"), Command::status_page},
 };
 
 constexpr std::size_t kMaxDecimal = 32;
@@ -27,6 +33,18 @@ constexpr std::size_t kMaxClientOrderId = 64;
 constexpr double kMinRate = 0.001;
 constexpr double kMaxRate = 1e6;
 constexpr std::uint64_t kMaxCount = 100'000'000;
+constexpr std::chrono::milliseconds kMinRefresh{100};
+constexpr std::chrono::milliseconds kMaxPollTimeout{5000};
+
+/// A port number 0..65535 in decimal, or nullopt.
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value > 65535) {
+    return std::nullopt;
+  }
+  return static_cast<std::uint16_t>(value);
+}
 
 /// A positive decimal number as the exchange writes it: digits, at most one '.', no sign,
 /// no exponent. Kept as text: the order carries exactly what the operator typed.
@@ -69,6 +87,80 @@ void check_client_order_id(std::string_view id) {
 
 }  // namespace
 
+ListenAddress parse_listen(std::string_view text) {
+  const auto bad = [&](std::string_view why) {
+    return core::ConfigError(fmt::format(
+        "invalid address \"{}\": {} (expected HOST:PORT, e.g. 127.0.0.1:8090)", text, why));
+  };
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos) throw bad("no port");
+  std::string_view host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string_view::npos) {
+    throw bad("an IPv6 address goes in brackets");
+  }
+  const std::optional<std::uint16_t> port = parse_port(text.substr(colon + 1));
+  if (!port) throw bad("the port is not a number from 0 to 65535");
+  boost::system::error_code ec;
+  (void)boost::asio::ip::make_address(std::string(host), ec);
+  if (host.empty() || ec) throw bad("the host is not a numeric IP address");
+  return {std::string(host), *port};
+}
+
+std::vector<ServiceTarget> parse_service_targets(const std::vector<std::string>& specs) {
+  std::vector<ServiceTarget> targets;
+  std::set<std::string, std::less<>> names;
+  for (const std::string& spec : specs) {
+    const std::size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw core::ConfigError(
+          fmt::format("invalid --service \"{}\": expected NAME=HOST:PORT", spec));
+    }
+    ServiceTarget target{spec.substr(0, eq), spec.substr(eq + 1)};
+    const ListenAddress address = parse_listen(target.address);
+    if (address.port == 0) {
+      throw core::ConfigError(fmt::format("invalid --service \"{}\": port 0", spec));
+    }
+    if (!names.insert(target.name).second) {
+      throw core::ConfigError(fmt::format("--service \"{}\" given twice", target.name));
+    }
+    targets.push_back(std::move(target));
+  }
+  return targets;
+}
+
+std::vector<std::string> join_repeated_flag(int argc, char** argv, std::string_view flag) {
+  std::vector<std::string> args;
+  std::optional<std::size_t> first;  // index in args of the first value
+  const std::string prefix = std::string(flag) + "=";
+  for (int i = 0; i < argc; ++i) {
+    const std::string_view arg(argv[i]);
+    std::optional<std::string_view> value;
+    bool separate = false;
+    if (i > 0 && arg == flag && i + 1 < argc) {
+      value = argv[i + 1];
+      separate = true;
+    } else if (i > 0 && arg.substr(0, prefix.size()) == prefix) {
+      value = arg.substr(prefix.size());
+    }
+    if (!value) {
+      args.emplace_back(arg);
+      continue;
+    }
+    if (separate) ++i;
+    if (first) {
+      args[*first] += ',';
+      args[*first] += *value;
+      continue;
+    }
+    args.emplace_back(flag);
+    args.emplace_back(*value);
+    first = args.size() - 1;
+  }
+  return args;
+}
+
 std::string_view to_string(Command command) noexcept {
   for (const auto& [name, value] : kCommands) {
     if (value == command) return name;
@@ -82,7 +174,8 @@ void add_settings(core::ConfigLoader& loader, Settings& settings) {
   loader
       .add(settings.deadline,
            {"deadline",
-            "overall deadline of the command (0: 60 s, plus count / rate for load-orders)"})
+            "overall deadline of the command (0: 60 s, plus count / rate for load-orders; "
+            "status-page: none, it serves until SIGINT/SIGTERM)"})
       .add(settings.symbols,
            {"symbols",
             "status (their trade streams; empty: every trade stream), load-orders: "
@@ -103,7 +196,19 @@ void add_settings(core::ConfigLoader& loader, Settings& settings) {
       .add(settings.load.seed, {"seed", "load-orders: seed of the order mix (ids load-<seed>-<n>)"})
       .add(settings.load.reject_every,
            {"reject_every", "load-orders: every K-th order is invalid on purpose (0: none)"})
-      .add(settings.summary_file, {"summary_file", "load-orders: write a JSON summary here"});
+      .add(settings.summary_file, {"summary_file", "load-orders: write a JSON summary here"})
+      .add(settings.status_page.listen,
+           {"listen", "status-page: HOST:PORT to serve the page on (port 0: a free one)"})
+      .add(settings.status_page.services,
+           {"service",
+            "status-page: NAME=HOST:PORT of a service's admin endpoint (comma-separated, or the "
+            "flag repeated)"})
+      .add(settings.status_page.refresh,
+           {"refresh", "status-page: how often services are polled and the page refreshes"})
+      .add(settings.status_page.poll_timeout,
+           {"poll_timeout", "status-page: bound of each request to a service (no answer: down)"})
+      .add(settings.status_page.window,
+           {"window", "status-page: rates and latency percentiles are over this window"});
 }
 
 Command parse_command(const std::vector<std::string>& positional) {
@@ -171,6 +276,33 @@ void validate(Command command, Settings& settings) {
       check_redis_settings(settings.redis);
       break;
     }
+    case Command::status_page: {
+      const StatusPageSettings& page = settings.status_page;
+      if (settings.deadline != std::chrono::milliseconds::zero()) {
+        throw core::ConfigError(
+            "--deadline does not apply to status-page (it serves until "
+            "SIGINT/SIGTERM)");
+      }
+      (void)parse_listen(page.listen);
+      if (page.services.empty()) {
+        throw core::ConfigError("status-page needs --service NAME=HOST:PORT (at least one)");
+      }
+      (void)parse_service_targets(page.services);
+      if (page.refresh < kMinRefresh) {
+        throw core::ConfigError(fmt::format("invalid --refresh {} ms: at least {} ms",
+                                            page.refresh.count(), kMinRefresh.count()));
+      }
+      // A stop waits for the request in flight: within the stop budget (10 s).
+      if (page.poll_timeout <= std::chrono::milliseconds::zero() ||
+          page.poll_timeout > kMaxPollTimeout) {
+        throw core::ConfigError(fmt::format("invalid --poll-timeout {} ms: 1 ms to {} ms",
+                                            page.poll_timeout.count(), kMaxPollTimeout.count()));
+      }
+      if (page.window < page.refresh) {
+        throw core::ConfigError("--window must be at least --refresh");
+      }
+      break;
+    }
     case Command::load_orders:
       check_symbols(settings.symbols);
       if (!(settings.load.rate >= kMinRate) || settings.load.rate > kMaxRate) {
@@ -194,13 +326,23 @@ lifecycle::ServiceOptions service_options(Command command, const Settings& setti
   if (command == Command::migrate || command == Command::status) {
     closes.push_back({"postgres", close_bound(settings.postgres)});
   }
-  if (command != Command::migrate) closes.push_back({"redis", close_bound(settings.redis)});
-  lifecycle::ServiceOptions options = services::service_options(
-      "tsctl " + std::string(to_string(command)), std::chrono::milliseconds::zero(),
-      lifecycle::ServiceOptions{}.shutdown_timeout, std::move(closes),
-      "the clients' close timeouts");
+  if (command != Command::migrate && command != Command::status_page) {
+    closes.push_back({"redis", close_bound(settings.redis)});
+  }
+  // status-page: a stop waits for the polls in flight (each within --poll-timeout) and the
+  // page requests in flight (2 s); the body returns by itself within this drain budget.
+  const std::chrono::milliseconds drain =
+      command == Command::status_page
+          ? std::max(settings.status_page.poll_timeout, std::chrono::milliseconds(2000)) +
+                std::chrono::milliseconds(1000)
+          : std::chrono::milliseconds::zero();
+  lifecycle::ServiceOptions options =
+      services::service_options("tsctl " + std::string(to_string(command)), drain,
+                                lifecycle::ServiceOptions{}.shutdown_timeout, std::move(closes),
+                                "the clients' close timeouts");
   options.deadline = settings.deadline;
-  if (options.deadline == std::chrono::milliseconds::zero()) {
+  // The status page serves until stopped (run_daemon): no deadline.
+  if (options.deadline == std::chrono::milliseconds::zero() && command != Command::status_page) {
     options.deadline = std::chrono::seconds(60);
     if (command == Command::load_orders) {
       const double seconds = static_cast<double>(settings.load.count) / settings.load.rate;

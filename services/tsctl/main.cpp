@@ -1,4 +1,5 @@
-// tsctl: migrate | status | submit-order | load-orders (docs/services.md).
+// tsctl: migrate | status | submit-order | load-orders | migrate-streams | status-page
+// (docs/services.md, docs/operations.md).
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/lifecycle/service.hpp>
@@ -27,7 +28,13 @@ int main(int argc, char** argv) {
   tsctl::add_settings(loader, settings);
   tsctl::Command command{};
   try {
-    const ts::core::LoadResult loaded = loader.load(argc, argv);
+    // `--service` may be repeated (each adds a service); the loader keeps a flag's last value,
+    // so the repeats are joined into one comma-separated value first.
+    std::vector<std::string> args = tsctl::join_repeated_flag(argc, argv, "--service");
+    std::vector<char*> arg_pointers;
+    for (std::string& arg : args) arg_pointers.push_back(arg.data());
+    const ts::core::LoadResult loaded =
+        loader.load(static_cast<int>(arg_pointers.size()), arg_pointers.data());
     if (loaded.help_requested) {
       std::cout << loaded.help_text << std::flush;
       return 0;
@@ -41,27 +48,33 @@ int main(int argc, char** argv) {
   ts::core::setup_logging(log_config);
 
   tsctl::LoadReport load_report;
-  const int code = ts::lifecycle::run_once(
-      tsctl::service_options(command, settings),
+  const ts::lifecycle::ServiceBody body =
       [&](ts::lifecycle::ServiceContext& ctx) -> boost::asio::awaitable<void> {
-        switch (command) {
-          case tsctl::Command::migrate:
-            co_await tsctl::run_migrate(ctx, settings);
-            break;
-          case tsctl::Command::status:
-            co_await tsctl::run_status(ctx, settings);
-            break;
-          case tsctl::Command::submit_order:
-            co_await tsctl::run_submit_order(ctx, settings);
-            break;
-          case tsctl::Command::load_orders:
-            co_await tsctl::run_load_orders(ctx, settings, load_report);
-            break;
-          case tsctl::Command::migrate_streams:
-            co_await tsctl::run_migrate_streams(ctx, settings);
-            break;
-        }
-      });
+    switch (command) {
+      case tsctl::Command::migrate:
+        co_await tsctl::run_migrate(ctx, settings);
+        break;
+      case tsctl::Command::status:
+        co_await tsctl::run_status(ctx, settings);
+        break;
+      case tsctl::Command::submit_order:
+        co_await tsctl::run_submit_order(ctx, settings);
+        break;
+      case tsctl::Command::load_orders:
+        co_await tsctl::run_load_orders(ctx, settings, load_report);
+        break;
+      case tsctl::Command::migrate_streams:
+        co_await tsctl::run_migrate_streams(ctx, settings);
+        break;
+      case tsctl::Command::status_page:
+        co_await tsctl::run_status_page(ctx, settings.status_page);
+        break;
+    }
+  };
+  // status-page serves until stopped: a daemon (SIGTERM is a clean stop, exit 0).
+  const ts::lifecycle::ServiceOptions options = tsctl::service_options(command, settings);
+  const int code = command == tsctl::Command::status_page ? ts::lifecycle::run_daemon(options, body)
+                                                          : ts::lifecycle::run_once(options, body);
   // The summary says what was submitted, also when the run failed half-way.
   if (command == tsctl::Command::load_orders && !settings.summary_file.empty() &&
       !tsctl::write_load_summary(settings.summary_file, load_report)) {

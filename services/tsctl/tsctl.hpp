@@ -18,7 +18,14 @@
 
 namespace trading_shared::services::tsctl {
 
-enum class Command : std::uint8_t { migrate, status, submit_order, load_orders, migrate_streams };
+enum class Command : std::uint8_t {
+  migrate,
+  status,
+  submit_order,
+  load_orders,
+  migrate_streams,
+  status_page
+};
 
 std::string_view to_string(Command command) noexcept;
 
@@ -39,6 +46,39 @@ struct LoadSettings {
   std::uint64_t reject_every = 0;  ///< every K-th order is invalid on purpose; 0: none.
 };
 
+/// `status-page`: the live status page of the services' admin endpoints (docs/operations.md).
+struct StatusPageSettings {
+  /// HOST:PORT the page is served on (port 0: a free one, printed as `STATUS_PAGE <url>`).
+  std::string listen = "127.0.0.1:8090";
+  /// NAME=HOST:PORT of each service's admin endpoint.
+  std::vector<std::string> services;
+  /// How often each service is polled (and the page refreshes).
+  std::chrono::milliseconds refresh{1000};
+  /// Bound of each request to a service (/metrics, /readyz): no answer within it = down.
+  std::chrono::milliseconds poll_timeout{1000};
+  /// Rates and latency percentiles are over this window (at least two polls).
+  std::chrono::milliseconds window{10000};
+};
+
+/// A polled service: its name and the HOST:PORT of its admin endpoint.
+struct ServiceTarget {
+  std::string name;
+  std::string address;
+};
+/// Parses `NAME=HOST:PORT` items. @throws core::ConfigError (one line) on a bad or repeated one.
+std::vector<ServiceTarget> parse_service_targets(const std::vector<std::string>& specs);
+
+struct ListenAddress {
+  std::string host;  ///< an IP address (IPv6 without brackets)
+  std::uint16_t port = 0;
+};
+/// Parses `HOST:PORT` or `[V6]:PORT` with a numeric address. @throws core::ConfigError.
+ListenAddress parse_listen(std::string_view text);
+
+/// argv with every `flag VALUE` / `flag=VALUE` after the first joined into the first one's value
+/// (comma-separated): a flag given several times adds up instead of keeping its last value.
+std::vector<std::string> join_repeated_flag(int argc, char** argv, std::string_view flag);
+
 struct Settings {
   pg::PostgresConfig postgres;
   redis::RedisConfig redis;
@@ -52,6 +92,7 @@ struct Settings {
   /// Overall deadline of the command; zero: automatic (60 s, plus count / rate for
   /// load-orders).
   std::chrono::milliseconds deadline{0};
+  StatusPageSettings status_page;
 };
 
 /// What load-orders did, for its summary file (written by main, also after a failure).
@@ -91,6 +132,10 @@ boost::asio::awaitable<void> run_submit_order(lifecycle::ServiceContext& ctx,
                                               const Settings& settings);
 boost::asio::awaitable<void> run_load_orders(lifecycle::ServiceContext& ctx,
                                              const Settings& settings, LoadReport& report);
+
+/// Serves the status page until stopped (a signal, or --deadline when set).
+boost::asio::awaitable<void> run_status_page(lifecycle::ServiceContext& ctx,
+                                             const StatusPageSettings& settings);
 
 /// Writes load-orders' summary file; logs (and returns false) when it cannot.
 bool write_load_summary(const std::string& path, const LoadReport& report);
