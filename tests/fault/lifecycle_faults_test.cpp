@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/keys.hpp"
+#include "support/admin_client.hpp"
 #include "support/redis_command.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
@@ -569,8 +570,9 @@ TEST(LifecycleFault, ReceiverRetriesAFailedLastPriceWithoutAddingTradesTwice) {
 }
 
 // F45: one symbol's stream is a key of the wrong type (WRONGTYPE on every XADD). The other
-// symbols keep flowing meanwhile; the stalled one is reported and readiness drops; once an
-// operator fixes the key, its trades follow: nothing dropped.
+// symbols keep flowing meanwhile; the stalled one is reported and readiness drops (in the log and
+// on /readyz: F78 for a stalled write path); once an operator fixes the key, its trades follow:
+// nothing dropped, and /readyz is 200 again.
 TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
   const std::string dir = temp_dir("f45");
   ts::testing::ScopeExit remove_dir("remove " + dir, [&] { std::filesystem::remove_all(dir); });
@@ -587,7 +589,22 @@ TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
     sim.signal(SIGTERM);
     EXPECT_EQ(sim.wait(15s), 0);
   });
-  Service receiver = spawn_receiver(dir, port, "F45A,F45B");
+  // F78 with a real service: its /readyz says the write path is stalled within one check
+  // interval (200 ms here), and ready again once the key is fixed.
+  const std::string admin_port = closed_port();
+  Service receiver = spawn_receiver(
+      dir, port, "F45A,F45B",
+      {"--admin-listen", "127.0.0.1:" + admin_port, "--admin-check-interval", "200ms"});
+  const auto readyz = [&] {
+    return ts::testing::admin::http_request(static_cast<std::uint16_t>(std::stoi(admin_port)),
+                                            "/readyz", boost::beast::http::verb::get, 2s);
+  };
+  std::string last_readyz;
+  const auto readyz_is = [&](int status, std::string_view with) {
+    const auto reply = readyz();
+    last_readyz = std::to_string(reply.status) + " " + reply.body + reply.error;
+    return reply.status == status && reply.body.find(with) != std::string::npos;
+  };
   // The simulator sends everything (2 s at 3000/s), then its summary says what per symbol.
   ASSERT_TRUE(wait_for(
       [&] { return json_number(text_or_empty(dir + "/sim.json"), "total") == kTrades; }, 30s))
@@ -606,6 +623,8 @@ TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
   EXPECT_NE(log.find("WRONGTYPE"), std::string::npos) << log;
   EXPECT_NE(log.find("not ready"), std::string::npos) << log;
   EXPECT_EQ(trades_in_redis("F45A"), -1) << "the key is not a stream yet";
+  EXPECT_TRUE(wait_for([&] { return readyz_is(503, "write_path:"); }, 2s))
+      << "/readyz while F45A's writes fail: " << last_readyz;
   // The operator fixes the key: F45A's trades follow, every one of them.
   ASSERT_TRUE(redis_command({"DEL", bad_stream}));
   EXPECT_TRUE(wait_for([&] { return trades_in_redis("F45A") == bad_sent; }, 20s))
@@ -615,6 +634,8 @@ TEST(LifecycleFault, F45_AKeyOfTheWrongTypeStallsOnlyItsOwnTrades) {
       [&] { return tsd::read_text_file(receiver.log).find("ready again") != std::string::npos; },
       10s))
       << tsd::read_text_file(receiver.log);
+  EXPECT_TRUE(wait_for([&] { return readyz_is(200, "write_path: ok"); }, 2s))
+      << "/readyz once the key is fixed: " << last_readyz;
   receiver.signal(SIGTERM);
   EXPECT_EQ(receiver.wait(15s), 0) << tsd::read_text_file(receiver.log);
   const std::string summary = tsd::read_text_file(dir + "/receiver.json");
