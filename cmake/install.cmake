@@ -14,8 +14,11 @@ endforeach()
 
 # Shared libraries find each other (libts_core.so needs libts_asio.so) in their own directory,
 # wherever the prefix is.
+# A shared library carries the version in its file name and its SONAME (MAJOR.MINOR: a minor
+# release may change the ABI while the major version is 0), so two installs can coexist.
 if(BUILD_SHARED_LIBS)
-  set_target_properties(${ts_existing_targets} PROPERTIES INSTALL_RPATH "$ORIGIN")
+  set_target_properties(${ts_existing_targets} PROPERTIES INSTALL_RPATH "$ORIGIN"
+    VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR})
 endif()
 
 # The umbrella: every library of the package.

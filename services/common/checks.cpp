@@ -158,6 +158,12 @@ void check_redis_settings(const redis::RedisConfig& config) {
   }
 }
 
+lifecycle::AdminOptions admin_options(const lifecycle::AdminOptions& settings) {
+  lifecycle::AdminOptions options = settings;
+  options.stuck_after = std::max(lifecycle::AdminOptions{}.stuck_after, 3 * settings.check_interval);
+  return options;
+}
+
 void check_admin_settings(const lifecycle::AdminOptions& admin) {
   if (admin.check_interval <= std::chrono::milliseconds::zero()) {
     bad("--admin-check-interval must be > 0");
@@ -239,8 +245,7 @@ lifecycle::ServiceOptions consumer_service_options(const ConsumerServiceSettings
       std::move(service), s.drain_timeout, s.shutdown_timeout,
       {{"redis", close_bound(s.redis)}, {"postgres", close_bound(s.pg)}},
       "--drain-timeout, --shutdown-timeout, --postgres-close-timeout, --redis-close-timeout");
-  options.admin.listen = s.admin.listen;
-  options.admin.check_interval = s.admin.check_interval;
+  options.admin = admin_options(s.admin);
   return options;
 }
 

@@ -34,6 +34,10 @@ void add_admin_settings(core::ConfigLoader& loader, lifecycle::AdminOptions& adm
 /// `admin.listen` is empty or `host:port` (`[v6]:port`), port 0-65535; the interval > 0.
 /// @throws core::ConfigError naming the flag.
 void check_admin_settings(const lifecycle::AdminOptions& admin);
+/// The endpoint's options from the settings: `/healthz` reports the loop stuck after
+/// max(3 s, 3 check intervals) without a heartbeat, so a longer interval never makes a healthy
+/// loop look stuck.
+lifecycle::AdminOptions admin_options(const lifecycle::AdminOptions& settings);
 /// The environment namespace of a program ("ts-recorder" -> "RECORDER", "tsctl" -> "TSCTL"):
 /// its own settings read `TS_RECORDER_*`, the shared `postgres.*`, `redis.*` and `log.*` keep
 /// `TS_*` (docs/services.md).

@@ -150,8 +150,7 @@ int main(int argc, char** argv) {
         "ts-receiver", drain_timeout, shutdown_timeout,
         {{"feed", feed_close}, {"redis", services::close_bound(config.redis)}},
         "--drain-timeout, --shutdown-timeout, --redis-close-timeout");
-    options.admin.listen = admin.listen;
-    options.admin.check_interval = admin.check_interval;
+    options.admin = services::admin_options(admin);
   } catch (const core::ConfigError& e) {
     std::cerr << "ts-receiver: configuration error: " << e.what() << std::endl;
     return core::kExitBadConfig;

@@ -98,6 +98,7 @@ Histogram::Histogram(std::span<const double> bounds) : bounds_(bounds.begin(), b
 }
 
 void Histogram::observe(double value) noexcept {
+  if (std::isnan(value)) return;  // it would make the sum NaN for good
   // A linear scan: the buckets are few (at most 32) and most observations land in the first
   // ones; it cost fewer instructions than a binary search on a Redis GET's round trip.
   std::size_t i = 0;
@@ -229,9 +230,11 @@ Histogram& MetricsRegistry::histogram(std::string_view name, std::string_view he
   Family& family = family_locked(family_name, kHistogram, help);
   auto it = family.histograms.find(labels);
   if (it != family.histograms.end()) return *it->second;
+  // Built before anything is inserted: bad bounds throw and leave the registry as it was.
+  auto made = std::make_unique<Histogram>(bounds);
   auto key = series_key_locked(family, labels);
   auto& slot = family.histograms[key];
-  if (!slot) slot = std::make_unique<Histogram>(bounds);
+  if (!slot) slot = std::move(made);
   return *slot;
 }
 

@@ -20,6 +20,8 @@ namespace trading_shared::lifecycle {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+/// A readiness check that keeps failing is logged again at most this often.
+constexpr std::chrono::seconds kStillFailingLogInterval{60};
 
 namespace {
 std::shared_ptr<spdlog::logger> log() {
@@ -52,6 +54,10 @@ struct AdminServer::Loop {
     std::string name;
     std::function<std::string()> check;
     std::string reason;  ///< the last one; "" = fine
+    /// When its failure was last logged: a check that keeps failing is logged when it starts
+    /// failing and then at most once per kStillFailingLogInterval (its reason may carry
+    /// counts that change every check).
+    Clock::time_point logged{};
   };
   Loop(asio::any_io_executor executor, Clock::duration every) : timer(executor), interval(every) {}
 
@@ -186,14 +192,15 @@ void AdminServer::tick() {
     } catch (const std::exception& e) {
       reason = std::string("check failed: ") + e.what();
     }
-    if (reason != c.reason) {
-      if (reason.empty()) {
-        log()->info("readiness: {} ok again", c.name);
-      } else {
-        log()->warn("readiness: {}: {}", c.name, reason);
-      }
-      c.reason = std::move(reason);
+    const bool was_failing = !c.reason.empty();
+    const bool failing = !reason.empty();
+    if (was_failing && !failing) {
+      log()->info("readiness: {} ok again", c.name);
+    } else if (failing && (!was_failing || Clock::now() - c.logged >= kStillFailingLogInterval)) {
+      log()->warn("readiness: {}: {}{}", c.name, reason, was_failing ? " (still)" : "");
+      c.logged = Clock::now();
     }
+    c.reason = std::move(reason);
   }
   publish();
 }

@@ -252,6 +252,9 @@ class ServiceRunner {
                      drain.cancel();
                    }));
     io.run();
+    // After an immediate stop the body's frame is still suspended; it is destroyed with `io`,
+    // after `admin` (declared later): its ServiceContext must not reach the endpoint then.
+    if (context_seen != nullptr) context_seen->admin_ = nullptr;
     if (forced_ && options_.exit_process_on_immediate_stop) {
       log()->error("{}: exiting immediately (exit code 1)", options_.name);
       spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& logger) { logger->flush(); });

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -175,6 +176,14 @@ TEST(Metrics, BadNamesAndBoundsAreRefused) {
   EXPECT_THROW(registry.counter("a-b"), std::logic_error);
   EXPECT_THROW(registry.gauge("ts_x{a=\"b\""), std::logic_error);
   EXPECT_THROW(core::Histogram(std::vector<double>{1.0, 1.0}), std::invalid_argument);
+  // Refused bounds leave no series behind: the registry still renders.
+  EXPECT_THROW(registry.histogram("ts_bad_seconds", "", std::vector<double>{2.0, 1.0}),
+               std::invalid_argument);
+  EXPECT_EQ(registry.prometheus_text().find("ts_bad_seconds_bucket"), std::string::npos);
+  core::Histogram& h = registry.histogram("ts_good_seconds");
+  h.observe(std::nan(""));
+  EXPECT_EQ(h.count(), 0u);
+  EXPECT_EQ(h.sum(), 0.0);
 }
 
 }  // namespace

@@ -163,3 +163,31 @@ TEST(ServiceAdmin, APortInUseIsABadConfigurationExitTwo) {
   EXPECT_EQ(
       lc::run_daemon(options, [](lc::ServiceContext&) -> asio::awaitable<void> { co_return; }), 2);
 }
+
+// An immediate stop (the graceful one overran its budget) abandons the body's frame; it is
+// destroyed with the io_context after the endpoint has closed: its ServiceContext must not
+// reach the endpoint then (a review finding: ~ServiceContext cleared the checks of a destroyed
+// AdminServer; ASan in `make sanitize` would report it).
+TEST(ServiceAdmin, AnImmediateStopWithTheEndpointOnEndsCleanly) {
+  core::MetricsRegistry registry;
+  auto options = admin_options(registry);
+  options.drain_timeout = 50ms;
+  options.shutdown_timeout = 300ms;
+  bool cancelled = false;
+  const int code = lc::run_daemon(options, [&](lc::ServiceContext& ctx) -> asio::awaitable<void> {
+    ctx.add_sampler([] {});
+    ctx.add_readiness_check("dependency", [] { return std::string(); });
+    ctx.health().ready = true;
+    co_await pause(20ms);
+    std::raise(SIGTERM);
+    try {
+      co_await pause(1h);
+    } catch (...) {
+      cancelled = true;
+    }
+    co_await asio::this_coro::throw_if_cancelled(false);
+    co_await pause(1h);  // the stop is ignored: it becomes immediate at the budget
+  });
+  EXPECT_EQ(code, 1);
+  EXPECT_TRUE(cancelled);
+}

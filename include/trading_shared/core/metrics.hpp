@@ -67,6 +67,7 @@ class Histogram {
   /// `bounds`: the buckets' upper bounds, strictly increasing, at most 32.
   /// @throws std::invalid_argument otherwise.
   explicit Histogram(std::span<const double> bounds);
+  /// Counts `value` in the first bucket whose bound is >= it (+Inf beyond); NaN is ignored.
   void observe(double value) noexcept;
   /// A duration, in seconds.
   template <class Rep, class Period>
