@@ -235,6 +235,11 @@ asio::awaitable<void> AdminServer::Server::accept_loop() {
 }
 
 asio::awaitable<void> AdminServer::Server::serve(tcp::socket socket) {
+  // The connection's place is given back however serve() ends (an exception included).
+  struct Release {
+    std::size_t& count;
+    ~Release() { --count; }
+  } release{connections_};
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer(kHeaderLimit);
   for (;;) {
@@ -278,7 +283,6 @@ asio::awaitable<void> AdminServer::Server::serve(tcp::socket socket) {
   }
   boost::system::error_code ignored;  // the peer may be gone already
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  --connections_;
 }
 
 }  // namespace trading_shared::lifecycle
