@@ -152,6 +152,7 @@ int main(int argc, char** argv) {
         "--drain-timeout, --shutdown-timeout, --redis-close-timeout");
     options.admin.listen = admin.listen;
     options.admin.check_interval = admin.check_interval;
+    config.check_interval = admin.check_interval;
   } catch (const core::ConfigError& e) {
     std::cerr << "ts-receiver: configuration error: " << e.what() << std::endl;
     return core::kExitBadConfig;

@@ -5,8 +5,10 @@
 // The real binaries against the harness's PostgreSQL and Redis, with the admin endpoint on
 // (`--admin-check-interval 200ms`). Faults, all made on the server:
 // - a lock: the test holds `LOCK TABLE ... IN ACCESS EXCLUSIVE MODE`, so every insert waits and
-//   is cancelled by the client's short `--postgres-statement-timeout` (a transient failure, the
-//   handler call retried for ever: nothing read meanwhile, no read error);
+//   is cancelled by the server after the database's `lock_timeout` (100 ms here: 55P03, a
+//   transient failure, the handler call retried for ever: nothing read meanwhile, no read
+//   error). The client's own deadline would do too, but it is the statement timeout plus the
+//   network margin (5 s), longer than the test needs;
 // - a revoked privilege: the recorder runs under a role of its own and the test revokes its
 //   INSERT on ticks (42501, a permanent failure: the handler fails, its entries stay pending).
 #include <boost/beast/http/verb.hpp>
@@ -177,6 +179,8 @@ class Readiness : public ::testing::Test {
     sql.run(std::string("DO $$ BEGIN CREATE ROLE ") + kRole +
             " LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
     sql.run(std::string("GRANT SELECT, INSERT ON ticks TO ") + kRole);
+    // The services' sessions (opened later) give up a lock wait after 100 ms.
+    sql.run(std::string("ALTER DATABASE ") + kDatabase + " SET lock_timeout = '100ms'");
     sql.run(std::string("GRANT EXECUTE ON FUNCTION ts_ensure_tick_partition(date) TO ") + kRole);
   }
   void SetUp() override {
@@ -208,8 +212,6 @@ class Readiness : public ::testing::Test {
                                   "127.0.0.1:" + std::to_string(admin_port_),
                                   "--admin-check-interval",
                                   "200ms",
-                                  "--postgres-statement-timeout",
-                                  "150ms",
                                   "--claim-interval",
                                   "500ms",
                                   "--max-deliveries",
@@ -238,9 +240,15 @@ class Readiness : public ::testing::Test {
     EXPECT_TRUE(eventually([&] { return write_path_ok(); }, 30s))
         << when << ": /readyz was not 200 with 'write_path: ok'; last: " << last_readyz_;
   }
-  /// 503 with a write_path reason within kStallBound of `since` (waits up to 10 s to tell).
-  void expect_stalled(Clock::time_point since) {
-    const bool stalled = eventually([&] { return write_path_stalled(); }, 10s);
+  /// 503 with a write_path reason within kStallBound of `since` (waits up to 10 s to tell);
+  /// `between` runs before each poll (work that keeps arriving).
+  void expect_stalled(Clock::time_point since, const std::function<void()>& between = {}) {
+    const bool stalled = eventually(
+        [&] {
+          if (between) between();
+          return write_path_stalled();
+        },
+        10s);
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since);
     std::cout << "write_path stalled seen " << took.count() << " ms after the fault began\n"
               << last_readyz_ << std::endl;
@@ -269,6 +277,7 @@ TEST_F(Readiness, F78_RecorderInsertBlockedByALockIsNotReady) {
   ASSERT_TRUE(eventually([&] { return sql.count(count_sql) == 100; }, 30s));
 
   Sql lock(dsn);
+  lock.run("SET lock_timeout = 0");
   lock.run("BEGIN");
   lock.run("LOCK TABLE ticks IN ACCESS EXCLUSIVE MODE");
   const auto t0 = Clock::now();
@@ -305,8 +314,12 @@ TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
 
   sql.run(std::string("REVOKE INSERT ON ticks FROM ") + kRole);
   const auto t0 = Clock::now();
-  add_trades(symbol, 101, 100);
-  expect_stalled(t0);
+  // Trades keep arriving, a few per poll.
+  std::int64_t next = 101;
+  expect_stalled(t0, [&] {
+    add_trades(symbol, next, 5);
+    next += 5;
+  });
   EXPECT_TRUE(has("write_path: handler calls failing, nothing acknowledged")) << last_readyz_;
   // Still not ready a few checks later (no traffic meanwhile: the failure is remembered).
   const auto later = Clock::now() + 4 * kInterval;
@@ -317,11 +330,12 @@ TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
   sql.run(std::string("GRANT INSERT ON ticks TO ") + kRole);
 
   expect_ready("after INSERT was granted again");
-  EXPECT_TRUE(eventually([&] { return sql.count(count_sql) == 200; }, 30s))
-      << sql.count(count_sql) << " trade(s) recorded";
+  const std::int64_t total = next - 1;
+  EXPECT_TRUE(eventually([&] { return sql.count(count_sql) == total; }, 30s))
+      << sql.count(count_sql) << " trade(s) recorded of " << total;
   EXPECT_EQ(sql.count("SELECT count(DISTINCT trade_id) FROM ticks WHERE symbol = '" + symbol +
-                      "' AND trade_id BETWEEN 1 AND 200"),
-            200);
+                      "' AND trade_id BETWEEN 1 AND " + std::to_string(total)),
+            total);
   EXPECT_TRUE(eventually(
       [&] { return pending(ts::services::trade_stream(symbol), "recorder") == 0; }, 10s));
   EXPECT_EQ(service_.stop(), 0);
@@ -341,6 +355,7 @@ TEST_F(Readiness, F78_ExecutorInsertBlockedByALockIsNotReady) {
   ASSERT_TRUE(eventually([&] { return sql.count(count_sql) == 20; }, 30s));
 
   Sql lock(dsn);
+  lock.run("SET lock_timeout = 0");
   lock.run("BEGIN");
   lock.run("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
   const auto t0 = Clock::now();
