@@ -119,9 +119,26 @@ boost::asio::awaitable<void> probe_group(redis::RedisClient& redis,
 std::string ConsumerReadiness::check(const redis::StreamConsumerStats& stats) {
   const bool failing = stats.read_errors > last_.read_errors &&
                        stats.delivered == last_.delivered && stats.acked == last_.acked;
-  const std::uint64_t errors = stats.read_errors - last_.read_errors;
   last_ = stats;
-  if (failing) return "reads failing (" + std::to_string(errors) + " error(s) since last check)";
+  // A fixed text: the counts are in ts_stream_consumer_read_errors_total.
+  if (failing) return "reads failing, nothing delivered or acknowledged";
+  return {};
+}
+
+std::string ConsumerWritePath::check(std::span<const HandlerCalls> calls, std::uint64_t retries,
+                                     std::uint64_t commits, const redis::StreamConsumerStats& stats,
+                                     Clock::time_point now) {
+  bool stuck = false;
+  for (const HandlerCalls& c : calls) {
+    stuck = stuck || (c.active && now - c.started >= interval_ && retries > c.retries_at_start &&
+                      commits == c.commits_at_start);
+  }
+  if (stats.acked > acked_) failing_ = false;
+  if (stats.handler_errors > handler_errors_ && stats.acked == acked_) failing_ = true;
+  handler_errors_ = stats.handler_errors;
+  acked_ = stats.acked;
+  if (stuck) return "a handler call has been retried for over a check interval, nothing committed";
+  if (failing_) return "handler calls failing, nothing acknowledged";
   return {};
 }
 

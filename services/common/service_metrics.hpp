@@ -77,6 +77,65 @@ boost::asio::awaitable<void> probe_group(redis::RedisClient& redis,
                                          core::MetricsRegistry& registry, core::StopSignal& stop,
                                          std::chrono::milliseconds interval);
 
+/// The calls of one consumer's handler in progress, for the "write_path" readiness check: the
+/// handler opens a `Call` when it begins (one clock read per call) and the `Call` closes it
+/// when it ends (returned, threw, or its coroutine destroyed). One per consumer: a consumer
+/// runs one handler call at a time.
+struct HandlerCalls {
+  using Clock = std::chrono::steady_clock;
+  bool active = false;
+  Clock::time_point started{};
+  std::uint64_t retries_at_start = 0;  ///< the service's retry count when the call began
+  std::uint64_t commits_at_start = 0;  ///< its commit count when the call began
+
+  class Call {
+   public:
+    explicit Call(HandlerCalls& calls) noexcept : calls_(&calls) {}
+    ~Call() { calls_->active = false; }
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+
+   private:
+    HandlerCalls* calls_;
+  };
+  /// Marks a call begun at `now`, with the service's retry and commit counts then.
+  [[nodiscard]] Call begin(Clock::time_point now, std::uint64_t retries,
+                           std::uint64_t commits) noexcept {
+    active = true;
+    started = now;
+    retries_at_start = retries;
+    commits_at_start = commits;
+    return Call(*this);
+  }
+};
+
+/// The "write_path" readiness check of a consumer service (ts-recorder, ts-executor), run once
+/// per check interval on the loop. Not ready:
+/// - while a handler call has been in progress for at least one check interval with the
+///   service's retries grown and nothing committed since it began (a statement that keeps
+///   timing out, a sink that keeps failing transiently: retried for ever, nothing read
+///   meanwhile, so the "consumer" check sees no read error);
+/// - from a check that sees handler errors grown and nothing acknowledged since the previous
+///   check (a permanent error such as a revoked privilege: the entries stay pending) until an
+///   entry is acknowledged again.
+/// The reasons are fixed texts (the admin endpoint logs each change of a reason).
+class ConsumerWritePath {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit ConsumerWritePath(std::chrono::milliseconds interval) : interval_(interval) {}
+  /// `calls`: every consumer's; `retries`, `commits`: the service's counts now; `stats`: the
+  /// consumers' summed stats.
+  std::string check(std::span<const HandlerCalls> calls, std::uint64_t retries,
+                    std::uint64_t commits, const redis::StreamConsumerStats& stats,
+                    Clock::time_point now);
+
+ private:
+  std::chrono::milliseconds interval_;
+  std::uint64_t handler_errors_ = 0;
+  std::uint64_t acked_ = 0;
+  bool failing_ = false;
+};
+
 /// The "consumer" readiness check, run once per check interval on the consumers' summed
 /// stats: not ready while reads keep failing (read errors grew since the previous check and
 /// nothing was delivered or acknowledged meanwhile).

@@ -169,8 +169,17 @@ class Venue {
   /// The handle stage's histogram (null: not timed).
   void set_histogram(core::Histogram* handle) noexcept { handle_time_ = handle; }
 
+  /// The handler call in progress, for the "write_path" readiness check.
+  const HandlerCalls& calls() const noexcept { return calls_; }
+  /// Retries so far, of both clients.
+  std::uint64_t retries() const noexcept {
+    return counters_->db_retries + counters_->redis_retries;
+  }
+
   asio::awaitable<void> handle(const redis::StreamEntry& entry) {
     const auto started = std::chrono::steady_clock::now();
+    // An order's call ends with its event published: `events` counts the calls completed.
+    const auto in_progress = calls_.begin(started, retries(), counters_->events);
     co_await handle_entry(entry);
     if (handle_time_ != nullptr) handle_time_->observe(std::chrono::steady_clock::now() - started);
   }
@@ -428,6 +437,7 @@ class Venue {
   core::UntilStopped db_retry_;
   core::UntilStopped redis_retry_;
   core::Histogram* handle_time_ = nullptr;
+  HandlerCalls calls_;
 };
 
 }  // namespace
@@ -524,6 +534,14 @@ int run_executor(const ExecutorSettings& settings) {
         hooks.add_readiness_check("consumer", [&consumer, consumer_readiness]() -> std::string {
           return consumer ? consumer_readiness->check(consumer->stats()) : std::string();
         });
+        auto write_path = std::make_shared<ConsumerWritePath>(settings.admin.check_interval);
+        hooks.add_readiness_check(
+            "write_path", [&consumer, &venue, &counters, write_path]() -> std::string {
+              if (!consumer || !venue) return {};
+              return write_path->check(std::span<const HandlerCalls>(&venue->calls(), 1),
+                                       venue->retries(), counters.events, consumer->stats(),
+                                       std::chrono::steady_clock::now());
+            });
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
           throw std::runtime_error(

@@ -151,6 +151,7 @@ int main(int argc, char** argv) {
         {{"feed", feed_close}, {"redis", services::close_bound(config.redis)}},
         "--drain-timeout, --shutdown-timeout, --redis-close-timeout");
     options.admin = services::admin_options(admin);
+    config.check_interval = admin.check_interval;
   } catch (const core::ConfigError& e) {
     std::cerr << "ts-receiver: configuration error: " << e.what() << std::endl;
     return core::kExitBadConfig;

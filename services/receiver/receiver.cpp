@@ -184,9 +184,9 @@ class Writer {
   }
   /// Keys whose writes fail now (their work held and retried).
   std::size_t failing_keys() const noexcept { return failing_; }
-  /// Writes begun so far, and whether one is in progress (retried while Redis is away).
-  std::uint64_t writes_begun() const noexcept { return writes_begun_; }
+  /// Whether a write is in progress (retried while Redis is away), and since when.
   bool writing() const noexcept { return writing_; }
+  Clock::time_point write_started() const noexcept { return write_started_; }
   std::uint64_t held_trades() const noexcept {
     std::uint64_t held = 0;
     for (const auto& b : buckets_) held += b.backlog.size();
@@ -199,13 +199,13 @@ class Writer {
   /// error reply affects its key only: its trades are kept and retried with backoff while
   /// the others are written (F45).
   asio::awaitable<void> write() {
-    ++writes_begun_;
+    const auto now = Clock::now();
     writing_ = true;
+    write_started_ = now;
     struct Done {
       bool* writing;
       ~Done() { *writing = false; }
     } done{&writing_};
-    const auto now = Clock::now();
     // A failing stream not due yet keeps the new rows behind the ones it holds.
     for (auto& b : buckets_) {
       if (b.rows.empty() || b.health.due(now)) continue;
@@ -455,8 +455,8 @@ class Writer {
   std::vector<std::string_view> fields_;  // a bucket's HSET arguments, reused
   std::deque<Row> kept_;                  // a failing bucket's rows, rebuilt per reply (reused)
   std::size_t failing_ = 0;               // keys failing now
-  std::uint64_t writes_begun_ = 0;
   bool writing_ = false;
+  Clock::time_point write_started_{};
   redis::Request request_;
   core::UntilStopped write_retry_{.stop = nullptr,
                                   .backoff = config_->write_backoff,
@@ -539,10 +539,10 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   hooks.add_readiness_check("feed", [feed]() -> std::string {
     return feed->stats().connected ? std::string() : std::string("feed not connected");
   });
-  WritePathReadiness write_path;
+  WritePathReadiness write_path(config.check_interval);
   hooks.add_readiness_check("write_path", [&] {
-    return write_path.check(writer.failing_keys(), writer.held_trades(), writer.writes_begun(),
-                            writer.writing());
+    return write_path.check(writer.failing_keys(), writer.writing(), writer.write_started(),
+                            Clock::now());
   });
   Backfill backfill(executor, config.backfill, config.symbols, rest, state->b);
   if (backfill.enabled()) co_await load_tape(*redis, backfill, config.symbols);

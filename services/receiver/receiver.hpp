@@ -41,6 +41,9 @@ struct ReceiverConfig {
   /// Gaps in the live stream repaired from the venue's REST endpoint (receiver/backfill.hpp).
   BackfillConfig backfill;
   std::string summary_file;
+  /// The admin endpoint's check interval (`--admin-check-interval`): a batch write in
+  /// progress for longer makes the "write_path" readiness check fail.
+  std::chrono::milliseconds check_interval{500};
 };
 
 /// The service body (run under lifecycle::run_daemon).

@@ -1,7 +1,5 @@
 #include "receiver/receiver_metrics.hpp"
 
-#include <fmt/format.h>
-
 namespace trading_shared::services {
 
 namespace {
@@ -96,14 +94,13 @@ void ReceiverMetrics::sample(const ReceiverCounters& f, std::uint64_t held,
   rotations_.set(feed.rotations);
 }
 
-std::string WritePathReadiness::check(std::size_t failing_keys, std::uint64_t held,
-                                      std::uint64_t writes_begun, bool writing) {
-  const bool stuck = writing && writes_begun == writing_seen_;
-  writing_seen_ = writing ? writes_begun : 0;
-  if (failing_keys > 0) {
-    return fmt::format("{} Redis key(s) failing, {} trade(s) held", failing_keys, held);
+std::string WritePathReadiness::check(std::size_t failing_keys, bool writing,
+                                      Clock::time_point write_started,
+                                      Clock::time_point now) const {
+  if (failing_keys > 0) return "Redis keys failing, their trades held";
+  if (writing && now - write_started >= interval_) {
+    return "a batch write has been in progress for over a check interval";
   }
-  if (stuck) return "a batch write has been retried for over a check interval";
   return {};
 }
 

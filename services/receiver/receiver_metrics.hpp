@@ -90,16 +90,21 @@ class ReceiverMetrics {
 
 /// The "write_path" readiness check of the receiver, run once per check interval: not ready
 /// while keys fail (their trades held in the stall buffers), or while one write (retried
-/// while Redis is unavailable) has been in progress since the previous check.
+/// while Redis is unavailable) has been in progress for at least one check interval, so a
+/// stuck write shows at the first check one interval after it began. The reasons are fixed
+/// texts (the admin endpoint logs each change of a reason; the counts are in
+/// ts_receiver_held_trades and ts_receiver_write_retries_total).
 class WritePathReadiness {
  public:
-  /// `failing_keys`, `held`: the writer's now; `writes_begun`, `writing`: its write count and
-  /// whether one is in progress.
-  std::string check(std::size_t failing_keys, std::uint64_t held, std::uint64_t writes_begun,
-                    bool writing);
+  using Clock = std::chrono::steady_clock;
+  explicit WritePathReadiness(std::chrono::milliseconds interval) : interval_(interval) {}
+  /// `failing_keys`: the writer's now; `writing`, `write_started`: whether a write is in
+  /// progress and when it began.
+  std::string check(std::size_t failing_keys, bool writing, Clock::time_point write_started,
+                    Clock::time_point now) const;
 
  private:
-  std::uint64_t writing_seen_ = 0;  // the write in progress at the previous check (0: none)
+  std::chrono::milliseconds interval_;
 };
 
 /// The summary's figures (logged and written at exit), in their order.

@@ -224,7 +224,10 @@ class TickWriter {
         retry_(std::move(retry)),
         metrics_(&metrics) {}
 
-  asio::awaitable<void> write(std::span<const redis::StreamEntry> entries) {
+  /// `calls`: the reader's, marked for the "write_path" readiness check.
+  asio::awaitable<void> write(std::span<const redis::StreamEntry> entries, HandlerCalls& calls) {
+    const auto in_progress =
+        calls.begin(std::chrono::steady_clock::now(), counters_->db_retries, counters_->commits);
     const std::uint64_t call = ++counters_->handler_calls;
 #if TS_TEST_FAULTS
     if (settings_->fault_crash_before_commit > 0 &&
@@ -489,6 +492,8 @@ int run_recorder(const RecorderSettings& settings) {
   std::optional<TickWriter> writer;
   std::optional<RecorderMetrics> metrics;
   std::optional<redis::StreamConsumerMetrics> consumer_metrics;
+  // Each reader's handler call in progress (the "write_path" check); outlives the consumers.
+  std::vector<HandlerCalls> calls;
   std::vector<std::unique_ptr<redis::StreamConsumer>> consumers;
   const auto streams = all_trade_streams();
 
@@ -515,6 +520,13 @@ int run_recorder(const RecorderSettings& settings) {
         auto consumer_readiness = std::make_shared<ConsumerReadiness>();
         hooks.add_readiness_check("consumer", [&consumers, consumer_readiness] {
           return consumer_readiness->check(total_stats(consumers));
+        });
+        // One per reader, sized before any call begins (never reallocated).
+        calls.resize(static_cast<std::size_t>(settings.readers));
+        auto write_path = std::make_shared<ConsumerWritePath>(settings.admin.check_interval);
+        hooks.add_readiness_check("write_path", [&consumers, &counters, &calls, write_path] {
+          return write_path->check(calls, counters.db_retries, counters.commits,
+                                   total_stats(consumers), std::chrono::steady_clock::now());
         });
         const bool schema = co_await pg->query_value<bool>(kCheckSchema);
         if (!schema) {
@@ -544,8 +556,9 @@ int run_recorder(const RecorderSettings& settings) {
           consumers.push_back(std::make_unique<redis::StreamConsumer>(
               *redis, config,
               redis::StreamConsumer::BatchHandler(
-                  [&writer](std::span<const redis::StreamEntry> entries) {
-                    return writer->write(entries);
+                  [&writer, &reader = calls[static_cast<std::size_t>(i)]](
+                      std::span<const redis::StreamEntry> entries) {
+                    return writer->write(entries, reader);
                   })));
         }
         if (stop->stop_requested()) co_return;

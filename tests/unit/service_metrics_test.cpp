@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace core = trading_shared::core;
 namespace redis = trading_shared::redis;
@@ -77,18 +78,19 @@ TEST(ServiceMetrics, ReceiverSeriesPerSymbolAndMirrored) {
 }
 
 TEST(ServiceMetrics, WritePathReadiness) {
-  services::WritePathReadiness check;
-  EXPECT_EQ(check.check(0, 0, 1, false), "");
-  // A write in progress at one check: not yet (it may be a normal one).
-  EXPECT_EQ(check.check(0, 0, 2, true), "");
-  // The same write still in progress at the next check: retried for over an interval.
-  EXPECT_EQ(check.check(0, 0, 2, true), "a batch write has been retried for over a check interval");
-  // Another write in progress: a new one, fine.
-  EXPECT_EQ(check.check(0, 0, 3, true), "");
-  EXPECT_EQ(check.check(0, 0, 3, false), "");
-  // A key failing: its trades held.
-  EXPECT_EQ(check.check(1, 250, 4, false), "1 Redis key(s) failing, 250 trade(s) held");
-  EXPECT_EQ(check.check(0, 0, 5, false), "");
+  using namespace std::chrono_literals;
+  const services::WritePathReadiness check(200ms);
+  const auto t0 = services::WritePathReadiness::Clock::now();
+  EXPECT_EQ(check.check(0, false, t0, t0 + 1s), "");
+  // A write in progress for less than an interval: fine (it may be a normal one).
+  EXPECT_EQ(check.check(0, true, t0, t0 + 199ms), "");
+  // In progress for an interval: flagged at that check, not one later.
+  EXPECT_EQ(check.check(0, true, t0, t0 + 200ms),
+            "a batch write has been in progress for over a check interval");
+  // A key failing: its trades held (a fixed text, whatever the counts).
+  EXPECT_EQ(check.check(1, false, t0, t0 + 1s), "Redis keys failing, their trades held");
+  EXPECT_EQ(check.check(3, true, t0, t0 + 1s), "Redis keys failing, their trades held");
+  EXPECT_EQ(check.check(0, false, t0, t0 + 2s), "");
 }
 
 TEST(ServiceMetrics, ConsumerReadiness) {
@@ -98,15 +100,69 @@ TEST(ServiceMetrics, ConsumerReadiness) {
   stats.delivered = 10;
   stats.acked = 10;
   EXPECT_EQ(check.check(stats), "");
-  // Reads fail and nothing moves.
+  // Reads fail and nothing moves: a fixed text, whatever the count.
   stats.read_errors = 3;
-  EXPECT_EQ(check.check(stats), "reads failing (3 error(s) since last check)");
+  EXPECT_EQ(check.check(stats), "reads failing, nothing delivered or acknowledged");
+  stats.read_errors = 9;
+  EXPECT_EQ(check.check(stats), "reads failing, nothing delivered or acknowledged");
   // A failure, but entries were delivered meanwhile: it recovered.
-  stats.read_errors = 4;
+  stats.read_errors = 10;
   stats.delivered = 12;
   EXPECT_EQ(check.check(stats), "");
   // Idle (no new entries, no errors): ready.
   EXPECT_EQ(check.check(stats), "");
+}
+
+TEST(ServiceMetrics, ConsumerWritePathStuckCall) {
+  using namespace std::chrono_literals;
+  services::ConsumerWritePath check(200ms);
+  std::vector<services::HandlerCalls> calls(2);
+  redis::StreamConsumerStats stats;
+  const auto t0 = services::HandlerCalls::Clock::now();
+  EXPECT_EQ(check.check(calls, 0, 0, stats, t0), "");
+  {
+    const auto call = calls[1].begin(t0, 5, 7);
+    // In progress for an interval, but never retried (a slow statement): fine.
+    EXPECT_EQ(check.check(calls, 5, 7, stats, t0 + 300ms), "");
+    // Retried, but not yet for an interval: fine.
+    EXPECT_EQ(check.check(calls, 6, 7, stats, t0 + 150ms), "");
+    // Retried and in progress for an interval, nothing committed: stuck.
+    EXPECT_EQ(check.check(calls, 6, 7, stats, t0 + 200ms),
+              "a handler call has been retried for over a check interval, nothing committed");
+    EXPECT_EQ(check.check(calls, 9, 7, stats, t0 + 400ms),
+              "a handler call has been retried for over a check interval, nothing committed");
+    // Another reader committed meanwhile: the write path works.
+    EXPECT_EQ(check.check(calls, 9, 8, stats, t0 + 600ms), "");
+  }
+  // The call ended.
+  EXPECT_FALSE(calls[1].active);
+  EXPECT_EQ(check.check(calls, 9, 8, stats, t0 + 800ms), "");
+}
+
+TEST(ServiceMetrics, ConsumerWritePathHandlerErrors) {
+  using namespace std::chrono_literals;
+  services::ConsumerWritePath check(200ms);
+  std::vector<services::HandlerCalls> calls(1);
+  redis::StreamConsumerStats stats;
+  const auto now = services::HandlerCalls::Clock::now();
+  stats.delivered = 10;
+  stats.acked = 10;
+  EXPECT_EQ(check.check(calls, 0, 1, stats, now), "");
+  // Handler errors, nothing acknowledged: not ready, and it stays so while nothing moves
+  // (no traffic until the entries are delivered again).
+  stats.delivered = 15;
+  stats.handler_errors = 5;
+  EXPECT_EQ(check.check(calls, 0, 1, stats, now), "handler calls failing, nothing acknowledged");
+  EXPECT_EQ(check.check(calls, 0, 1, stats, now), "handler calls failing, nothing acknowledged");
+  stats.handler_errors = 10;
+  EXPECT_EQ(check.check(calls, 0, 1, stats, now), "handler calls failing, nothing acknowledged");
+  // An entry acknowledged: ready again.
+  stats.acked = 11;
+  EXPECT_EQ(check.check(calls, 0, 2, stats, now), "");
+  // Errors beside acknowledgements (a poison entry isolated, its batch-mates written): ready.
+  stats.handler_errors = 11;
+  stats.acked = 20;
+  EXPECT_EQ(check.check(calls, 0, 3, stats, now), "");
 }
 
 }  // namespace
