@@ -160,7 +160,8 @@ void check_redis_settings(const redis::RedisConfig& config) {
 
 lifecycle::AdminOptions admin_options(const lifecycle::AdminOptions& settings) {
   lifecycle::AdminOptions options = settings;
-  options.stuck_after = std::max(lifecycle::AdminOptions{}.stuck_after, 3 * settings.check_interval);
+  options.stuck_after =
+      std::max(lifecycle::AdminOptions{}.stuck_after, 3 * settings.check_interval);
   return options;
 }
 
