@@ -50,6 +50,18 @@ void validate(const CircuitBreakerConfig& config) {
 
 }  // namespace
 
+std::int64_t gauge_value(CircuitState state) noexcept {
+  switch (state) {
+    case CircuitState::closed:
+      return 0;
+    case CircuitState::half_open:
+      return 1;
+    case CircuitState::open:
+      return 2;
+  }
+  return 2;
+}
+
 std::string_view to_string(CircuitState state) noexcept {
   switch (state) {
     case CircuitState::closed:

@@ -16,18 +16,6 @@ std::int64_t as_gauge(std::size_t value) noexcept {
   return static_cast<std::int64_t>(value);
 }
 
-std::int64_t breaker_value(core::CircuitState state) noexcept {
-  switch (state) {
-    case core::CircuitState::closed:
-      return 0;
-    case core::CircuitState::half_open:
-      return 1;
-    case core::CircuitState::open:
-      return 2;
-  }
-  return 2;
-}
-
 }  // namespace
 
 PostgresMetrics::PostgresMetrics(core::MetricsRegistry& registry, std::string_view client)
@@ -86,7 +74,7 @@ void PostgresMetrics::sample(const PostgresStats& stats) noexcept {
   connects_.set(stats.connects);
   connect_failures_.set(stats.connect_failures);
   reconnects_.set(stats.discarded);
-  breaker_state_.set(breaker_value(stats.breaker));
+  breaker_state_.set(core::gauge_value(stats.breaker));
   breaker_trips_.set(stats.breaker_trips);
 }
 

@@ -21,18 +21,6 @@ std::int64_t as_gauge(std::size_t value) noexcept {
 
 }  // namespace
 
-std::int64_t breaker_gauge_value(core::CircuitState state) noexcept {
-  switch (state) {
-    case core::CircuitState::closed:
-      return 0;
-    case core::CircuitState::half_open:
-      return 1;
-    case core::CircuitState::open:
-      return 2;
-  }
-  return 2;
-}
-
 RedisMetrics::RedisMetrics(core::MetricsRegistry& registry, std::string_view client)
     : connected_(gauge(registry, "ts_redis_connected", "client", client,
                        "1 while the client's shared connection is up, else 0.")),
@@ -80,7 +68,7 @@ void RedisMetrics::sample(const RedisStats& stats) noexcept {
   dropped_replies_.set(stats.dropped_replies);
   reconnects_.set(stats.disconnects);
   connect_failures_.set(stats.connect_failures);
-  breaker_state_.set(breaker_gauge_value(stats.breaker));
+  breaker_state_.set(core::gauge_value(stats.breaker));
   breaker_trips_.set(stats.breaker_trips);
 }
 

@@ -112,9 +112,9 @@ TEST(ClientMetrics, TwoClientsAreTwoSeriesOfOneFamily) {
 }
 
 TEST(ClientMetrics, BreakerGaugeValues) {
-  EXPECT_EQ(redis::breaker_gauge_value(core::CircuitState::closed), 0);
-  EXPECT_EQ(redis::breaker_gauge_value(core::CircuitState::half_open), 1);
-  EXPECT_EQ(redis::breaker_gauge_value(core::CircuitState::open), 2);
+  EXPECT_EQ(core::gauge_value(core::CircuitState::closed), 0);
+  EXPECT_EQ(core::gauge_value(core::CircuitState::half_open), 1);
+  EXPECT_EQ(core::gauge_value(core::CircuitState::open), 2);
 }
 
 TEST(ClientMetrics, RedisReadiness) {

@@ -59,6 +59,9 @@ enum class CircuitState : std::uint8_t {
 
 /// "closed", "open" or "half_open" (for logs and metric labels).
 std::string_view to_string(CircuitState state) noexcept;
+/// The state as a metrics gauge shows it (`ts_redis_breaker_state`, `ts_pg_breaker_state`):
+/// 0 closed, 1 half-open, 2 open.
+std::int64_t gauge_value(CircuitState state) noexcept;
 
 /// How a call's result affects the breaker.
 enum class CallOutcome : std::uint8_t {

@@ -16,9 +16,6 @@
 
 namespace trading_shared::redis {
 
-/// The breaker's state as its gauges show it: 0 closed, 1 half-open, 2 open.
-std::int64_t breaker_gauge_value(core::CircuitState state) noexcept;
-
 /// `ts_redis_*{client="<client>"}`: connection, requests, failures, reconnects, breaker, and
 /// the round-trip histogram the client fills itself once `attach`ed.
 class RedisMetrics {
