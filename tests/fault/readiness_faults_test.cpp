@@ -15,6 +15,7 @@
 
 #include "common/keys.hpp"
 #include "common/migrations.hpp"
+#include "services_schema.hpp"
 #include "support/admin_client.hpp"
 #include "support/server_harness.hpp"
 #include "support/service_process.hpp"
@@ -89,13 +90,7 @@ class Sql {
   PGconn* conn_;
 };
 
-void apply_schema(const std::string& dsn) {
-  Sql sql(dsn);
-  if (sql.run("SELECT to_regclass('ticks') IS NULL") != "t") return;
-  for (const auto& migration : ts::services::migrations()) {
-    sql.run("BEGIN;\n" + std::string(migration.sql) + "\nCOMMIT;");
-  }
-}
+using ts::testing::apply_schema;
 
 /// One Redis command (hiredis, synchronous); throws on an error reply.
 redisReply* redis_command(const std::vector<std::string>& args) {

@@ -16,6 +16,7 @@
 #include "common/keys.hpp"
 #include "common/migrations.hpp"
 #include "common/settings.hpp"
+#include "services_schema.hpp"
 #include "support/async_test.hpp"
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
@@ -71,29 +72,7 @@ constexpr std::chrono::milliseconds kClaimInterval{500};
 constexpr std::chrono::milliseconds kSlack{750};
 constexpr std::chrono::milliseconds kPendingBound = kClaimInterval + kSlack;
 
-void apply_schema(const std::string& dsn) {
-  PGconn* conn = PQconnectdb(dsn.c_str());
-  auto fail = [&](const std::string& what) {
-    const std::string message = what + ": " + PQerrorMessage(conn);
-    PQfinish(conn);
-    throw std::runtime_error(message);
-  };
-  if (PQstatus(conn) != CONNECTION_OK) fail("connect");
-  PGresult* check = PQexec(conn, "SELECT to_regclass('ticks') IS NULL");
-  const bool missing =
-      PQresultStatus(check) == PGRES_TUPLES_OK && PQgetvalue(check, 0, 0)[0] == 't';
-  PQclear(check);
-  if (missing) {
-    for (const auto& migration : ts::services::migrations()) {
-      const std::string sql = "BEGIN;\n" + std::string(migration.sql) + "\nCOMMIT;";
-      PGresult* r = PQexec(conn, sql.c_str());
-      const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-      PQclear(r);
-      if (!ok) fail("migration " + std::to_string(migration.version));
-    }
-  }
-  PQfinish(conn);
-}
+using ts::testing::apply_schema;
 
 /// A service process of the test: killed and reaped if still running at the end; its log's
 /// tail printed when the test failed.
