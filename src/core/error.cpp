@@ -51,6 +51,8 @@ class ClientCategory final : public std::error_category {
         return "type mismatch";
       case errc::response_too_large:
         return "response too large";
+      case errc::tls_failed:
+        return "TLS failed";
     }
     return "unknown trading_shared error";
   }
@@ -163,6 +165,7 @@ ErrorKind classify(std::error_code ec, RequestState state) noexcept {
       case errc::invalid_argument:
       case errc::type_mismatch:
       case errc::response_too_large:  // the same request gets the same answer
+      case errc::tls_failed:          // a certificate or TLS setting to fix, not a network blip
         return ErrorKind::permanent;
     }
     return ErrorKind::permanent;

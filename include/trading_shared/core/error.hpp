@@ -45,6 +45,11 @@ enum class errc : int {
   timeout,                 ///< a generic deadline passed (see the context for which one).
   type_mismatch,           ///< a value cannot be converted to or from the requested type.
   response_too_large,      ///< a reply (HTTP body) above the client's size limit; refused.
+  /// TLS refused by configuration, not by the network: a certificate that fails verification
+  /// (unknown CA, wrong host name, expired), no common protocol version, or one side speaking
+  /// TLS to a plaintext peer. Permanent: retrying cannot help until the configuration or the
+  /// certificate is fixed (F61, F63); never counted by a circuit breaker.
+  tls_failed,
 };
 
 /// The category of `errc` codes.
