@@ -45,6 +45,11 @@ struct ConnectMessage {
 constexpr std::array kConnectMessages = {
     ConnectMessage{"password authentication failed", sqlstate::invalid_password},
     ConnectMessage{"no pg_hba.conf entry", sqlstate::invalid_authorization_specification},
+    // a `reject` line of pg_hba.conf (e.g. `hostnossl ... reject`: plaintext refused)
+    ConnectMessage{"pg_hba.conf rejects connection", sqlstate::invalid_authorization_specification},
+    // clientcert=verify-ca/verify-full without a client certificate
+    ConnectMessage{"requires a valid client certificate",
+                   sqlstate::invalid_authorization_specification},
     // role "x" does not exist
     ConnectMessage{"role \"", sqlstate::invalid_authorization_specification},
     ConnectMessage{"SCRAM authentication", sqlstate::invalid_password},
@@ -52,6 +57,9 @@ constexpr std::array kConnectMessages = {
     // its own FATAL (SQLSTATE 08P01 on the wire, only the text reaches us): a wrong password
     // is as permanent as PostgreSQL's 28P01.
     ConnectMessage{"SASL authentication failed", sqlstate::invalid_password},
+    // "trust" / "cert" authentication failed for user "x" (a client certificate whose CN is
+    // not the user); after the password entries above, which are 28P01.
+    ConnectMessage{"authentication failed for user", sqlstate::invalid_authorization_specification},
     // PgBouncer: hba `reject`
     ConnectMessage{"login rejected", sqlstate::invalid_authorization_specification},
     // database "x" does not exist

@@ -442,6 +442,29 @@ TEST_F(PgPoolTest, WaitersFailWithTheConnectErrorWhenTheServerIsUnreachable) {
   EXPECT_GE(connect_attempts_, 2);
 }
 
+TEST_F(PgPoolTest, WaitersGetAFailedTlsCheckAsPermanentNotAsAConnectFailure_F61) {
+  make_pool();
+  fill(1);
+  start_maintenance();
+  // The server's certificate was replaced by one the client's sslrootcert does not verify.
+  connect_error_ = std::make_exception_ptr(ts::Error(
+      ts::make_error_code(ts::errc::tls_failed),
+      "TLS certificate check failed: certificate has expired", ts::RequestState::not_sent));
+  opened_[0]->close();
+  auto waiter = acquire(false, 5s);
+  run_until([&] { return waiter->done; });
+  ASSERT_TRUE(waiter->error);
+  // Kept as tls_failed (permanent: the breaker does not count it), not turned into a
+  // transient connect_failed.
+  EXPECT_EQ(code_of(waiter->error), ts::make_error_code(ts::errc::tls_failed));
+  EXPECT_EQ(ts::classify(waiter->error), ts::ErrorKind::permanent);
+  try {
+    std::rethrow_exception(waiter->error);
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("certificate has expired"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(PgPoolTest, FailedConnectIsRetriedAfterTheBackoffThatWaitersDoNotCut_F34) {
   lose_the_only_connection({300ms, 300ms, 2.0});  // every delay just below 300 ms
   // Callers arriving during the backoff wake the maintenance, which does not try again

@@ -190,6 +190,17 @@ const ConnectRow kConnectRows[] = {
     {"FATAL:  the database system is starting up", "57P03"},
     {"FATAL:  sorry, too many clients already", "53300"},
     {"ERROR:  pgbouncer cannot connect to server", "08P01"},
+    // TLS-only servers (F63): a `hostnossl ... reject` line, or no hostnossl line at all.
+    {"FATAL:  pg_hba.conf rejects connection for host \"127.0.0.1\", user \"u\", database "
+     "\"d\", no encryption",
+     "28000"},
+    {"FATAL:  no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", no "
+     "encryption",
+     "28000"},
+    // clientcert=verify-full: no client certificate, or one for another user.
+    {"FATAL:  connection requires a valid client certificate", "28000"},
+    {"FATAL:  \"trust\" authentication failed for user \"u\"", "28000"},
+    {"FATAL:  certificate authentication failed for user \"u\"", "28000"},
     {"connection to server at \"127.0.0.1\", port 1 failed: Connection refused", ""},
     // A quoted name alone is not enough: only "... does not exist" says it is missing.
     {"FATAL:  database \"x\" is being accessed by other users", ""},

@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "detail/cancel_sender.hpp"
+#include "detail/connect_error.hpp"
 
 #include <poll.h>
 
@@ -31,12 +32,17 @@ using wait_type = asio::posix::stream_descriptor::wait_type;
 
 namespace {
 
-[[noreturn]] void throw_connect_error(const std::string& message, const std::string& what) {
-  if (const auto code = sqlstate_of_connect_message(message); !code.empty()) {
-    throw make_server_error(ServerError{ServerKind::postgres, std::string(code), message, {}, {}},
-                            what, RequestState::not_sent);
+/// The TLS settings of a connect attempt, for its error messages.
+ConnectTls connect_tls(const ConnectParams& params, const ConnectTarget& target) {
+  ConnectTls tls;
+  for (std::size_t i = 0; i < params.keywords.size(); ++i) {
+    const std::string_view key = params.keywords[i];
+    if (key == "sslmode") tls.sslmode = params.values[i];
+    if (key == "sslrootcert") tls.sslrootcert = params.values[i];
+    if (key == "sslcert") tls.sslcert = params.values[i];
   }
-  throw Error(make_error_code(errc::connect_failed), what + ": " + message, RequestState::not_sent);
+  tls.host = target.host.empty() ? target.hostaddr : target.host;
+  return tls;
 }
 
 void notice_processor(void* arg, const char* message) {
@@ -115,14 +121,15 @@ asio::awaitable<void> Connection::connect(const ConnectParams& params, const Con
   conn_ = PQconnectStartParams(keywords.data(), values.data(), 0);
   const std::string what = "connecting to " + description_;
   if (conn_ == nullptr) throw std::bad_alloc();
-  if (PQstatus(conn_) == CONNECTION_BAD)
-    throw_connect_error(trim_message(PQerrorMessage(conn_)), what);
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    throw connect_error(trim_message(PQerrorMessage(conn_)), connect_tls(params, target), what);
+  }
   PQsetNoticeProcessor(conn_, &notice_processor, this);
 
   PostgresPollingStatusType status = PGRES_POLLING_WRITING;
   while (status != PGRES_POLLING_OK) {
     if (status == PGRES_POLLING_FAILED) {
-      throw_connect_error(trim_message(PQerrorMessage(conn_)), what);
+      throw connect_error(trim_message(PQerrorMessage(conn_)), connect_tls(params, target), what);
     }
     // The socket may change between steps (another address, SSL retry): register anew.
     if (socket_) socket_->release();

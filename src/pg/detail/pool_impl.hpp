@@ -405,8 +405,11 @@ std::exception_ptr BasicPool<SlotT>::unreachable_error() const {
       std::rethrow_exception(last_connect_failure_);
     } catch (const Error& e) {
       // The connect error's code and server data are kept: a refused or hanging connect is
-      // transient (counted by the breaker, retried), bad credentials stay permanent.
-      code = e.code() == errc::connect_timeout ? e.code() : make_error_code(errc::connect_failed);
+      // transient (counted by the breaker, retried), bad credentials and a TLS check that
+      // failed (tls_failed, F61/F63) stay permanent.
+      code = e.code() == errc::connect_timeout || e.code() == errc::tls_failed
+                 ? e.code()
+                 : make_error_code(errc::connect_failed);
       server = e.server();
       // (A server error's text is appended by the Error built from it.)
       what += server ? std::string("last connect attempt failed")
