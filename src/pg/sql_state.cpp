@@ -47,6 +47,8 @@ constexpr std::array kConnectMessages = {
     ConnectMessage{"no pg_hba.conf entry", sqlstate::invalid_authorization_specification},
     // a `reject` line of pg_hba.conf (e.g. `hostnossl ... reject`: plaintext refused)
     ConnectMessage{"pg_hba.conf rejects connection", sqlstate::invalid_authorization_specification},
+    // PgBouncer with client_tls_sslmode = require (or verify-*), a plaintext client
+    ConnectMessage{"FATAL:  SSL required", sqlstate::invalid_authorization_specification},
     // clientcert=verify-ca/verify-full without a client certificate
     ConnectMessage{"requires a valid client certificate",
                    sqlstate::invalid_authorization_specification},

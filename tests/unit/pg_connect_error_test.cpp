@@ -92,6 +92,16 @@ TEST(PgConnectError, ServerRefusingPlaintextIsPermanentWithATlsHint_F63) {
   EXPECT_TRUE(has(e.what(), "sslmode=disable")) << e.what();
 }
 
+TEST(PgConnectError, PgBouncerRequiringTlsIsPermanentWithATlsHint_F63) {
+  const ts::Error e = connect_error(kPrefix + "FATAL:  SSL required",
+                                    ConnectTls{"disable", "", "", "127.0.0.1"}, kWhat);
+  ASSERT_TRUE(e.server().has_value());
+  EXPECT_EQ(e.server()->code, "28000");
+  EXPECT_EQ(e.kind(), ErrorKind::permanent);
+  EXPECT_TRUE(has(e.what(), "the server requires TLS: set sslmode=require or verify-full"))
+      << e.what();
+}
+
 TEST(PgConnectError, MissingClientCertificateIsPermanentWithAHint) {
   const ts::Error e = connect_error(kPrefix +
                                         "FATAL:  connection requires a valid client "

@@ -197,6 +197,8 @@ const ConnectRow kConnectRows[] = {
     {"FATAL:  no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", no "
      "encryption",
      "28000"},
+    // PgBouncer with client_tls_sslmode = require.
+    {"FATAL:  SSL required", "28000"},
     // clientcert=verify-full: no client certificate, or one for another user.
     {"FATAL:  connection requires a valid client certificate", "28000"},
     {"FATAL:  \"trust\" authentication failed for user \"u\"", "28000"},

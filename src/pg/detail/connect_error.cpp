@@ -65,8 +65,9 @@ Error tls_error(const std::string& what, const std::string& text) {
 
 /// The hint of a connect-time server error whose cure is a TLS setting; empty otherwise.
 std::string tls_hint(std::string_view message, const ConnectTls& tls) {
-  if (contains(message, "no encryption")) {
-    // The server's pg_hba.conf has only hostssl lines (or rejects hostnossl): plaintext refused.
+  if (contains(message, "no encryption") || contains(message, "FATAL:  SSL required")) {
+    // The server's pg_hba.conf has only hostssl lines (or rejects hostnossl), or PgBouncer
+    // requires TLS from its clients (client_tls_sslmode): plaintext refused.
     return "the server requires TLS: set sslmode=require or verify-full (the DSN has sslmode=" +
            or_default(tls.sslmode, "prefer") + ")";
   }
