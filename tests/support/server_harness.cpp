@@ -81,6 +81,18 @@ std::string conninfo_value(const std::string& value) {
   return quoted + "'";
 }
 
+/// A SQL string literal ('...' with quotes doubled).
+std::string sql_literal(const std::string& value) {
+  std::string quoted = "'";
+  for (const char c : value) {
+    quoted += c;
+    if (c == '\'') {
+      quoted += '\'';
+    }
+  }
+  return quoted + "'";
+}
+
 std::string keyword_dsn(std::uint16_t port, const std::string& user, const std::string& database,
                         int connect_timeout) {
   return std::string("host=") + kLoopback + " port=" + std::to_string(port) +
@@ -201,6 +213,34 @@ void write_owned_file(const std::string& path, const std::string& text, const Se
   detail::chown_to(user, path);
 }
 
+/// A copy of a certificate or key file at `target` that the server user owns and alone can
+/// read (PostgreSQL refuses a key file others can read or that another user owns). An
+/// existing copy is replaced.
+void server_file_copy(const std::string& source, const std::string& target,
+                      const ServerUser& user) {
+  std::error_code error;
+  fs::copy_file(source, target, fs::copy_options::overwrite_existing, error);
+  if (error) {
+    throw std::runtime_error("server_harness: copying " + source + " to " + target + ": " +
+                             error.message());
+  }
+  fs::permissions(target, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace,
+                  error);
+  if (error) {
+    throw std::runtime_error("server_harness: chmod " + target + ": " + error.message());
+  }
+  detail::chown_to(user, target);
+}
+
+/// What a libpq DSN needs to reach a TLS-only server of the harness: the server's certificate
+/// verified against the test CA, host name included (the certificate has IP SAN 127.0.0.1).
+std::string tls_dsn_suffix(const TestCertificates* certificates) {
+  if (certificates == nullptr) {
+    return {};
+  }
+  return " sslmode=verify-full sslrootcert=" + conninfo_value(certificates->ca_cert);
+}
+
 std::string postgres_bin_dir() {
   const std::string initdb = detail::find_program("initdb", {"/usr/lib/postgresql/15/bin/initdb"});
   return fs::path(initdb).parent_path().string();
@@ -300,9 +340,13 @@ bool harness_owner_alive(const std::string& directory) {
 
 class PostgresServer final : public detail::ManagedServer {
  public:
-  PostgresServer(std::string directory, ServerUser user, const ServerOptions& options)
+  /// `certificates`: TLS-only mode (ServerOptions::tls) with these certificates; null:
+  /// plaintext, as always.
+  PostgresServer(std::string directory, ServerUser user, const ServerOptions& options,
+                 const TestCertificates* certificates = nullptr)
       : ManagedServer("postgres", std::move(directory), std::move(user), options.start_timeout),
         options_(options),
+        certificates_(certificates),
         bin_dir_(postgres_bin_dir()) {}
   ~PostgresServer() override {
     stop_noexcept();
@@ -315,12 +359,81 @@ class PostgresServer final : public detail::ManagedServer {
 
   std::string data_directory() const { return directory() + "/data"; }
   std::string dsn(const std::string& database) const {
-    return keyword_dsn(port(), kSuperuser, database, kClientConnectTimeout);
+    return keyword_dsn(port(), kSuperuser, database, kClientConnectTimeout) +
+           tls_dsn_suffix(certificates_);
   }
   std::string dsn_for(const std::string& user, const std::string& password,
                       const std::string& database) const {
     return keyword_dsn(port(), user, database, kClientConnectTimeout) +
-           " password=" + conninfo_value(password);
+           " password=" + conninfo_value(password) + tls_dsn_suffix(certificates_);
+  }
+  /// The superuser through the Unix socket in directory() (trust, never TLS): reaches the
+  /// server whatever its TLS settings are (switching them in tests).
+  std::string socket_dsn(const std::string& database) const {
+    return "host=" + conninfo_value(directory()) + " port=" + std::to_string(port()) +
+           " user=" + kSuperuser + " dbname=" + conninfo_value(database) +
+           " connect_timeout=" + std::to_string(kClientConnectTimeout);
+  }
+  /// The directory of the server's TLS files (TLS mode).
+  std::string tls_directory() const { return directory() + "/tls"; }
+  /// A copy of `path` the server can use as ssl_cert_file / ssl_key_file (owned by the server
+  /// user, mode 0600), in tls_directory() under a name of its own ("copy-N-<name>": never the
+  /// server's own files); returns its path.
+  std::string tls_file_copy(const std::string& path) {
+    make_server_directory(tls_directory(), user());
+    const std::string target = tls_directory() + "/copy-" + std::to_string(++copies_) + "-" +
+                               fs::path(path).filename().string();
+    server_file_copy(path, target, user());
+    return target;
+  }
+
+  /// ALTER SYSTEM SET (empty value: RESET) each setting, reload, and wait until a new session
+  /// sees every value: the postmaster has reloaded (its TLS context included) by then.
+  void set_settings(const std::vector<std::pair<std::string, std::string>>& settings) {
+    const std::string socket = socket_dsn("postgres");
+    for (const auto& [name, value] : settings) {  // one by one: not in a transaction block
+      execute(socket,
+              value.empty() ? "ALTER SYSTEM RESET " + name
+                            : "ALTER SYSTEM SET " + name + " = " + sql_literal(value),
+              "ALTER SYSTEM");
+    }
+    // The value each must show once reloaded; a RESET one: the last line of the files for it
+    // (postgresql.auto.conf no longer has it), else the built-in default.
+    std::string check = "SELECT true";
+    for (const auto& [name, value] : settings) {
+      std::string wanted = value;
+      std::string error;
+      if (wanted.empty()) {
+        const auto from_file =
+            query_rows(socket,
+                       "SELECT setting FROM pg_file_settings WHERE name = " + sql_literal(name) +
+                           " AND error IS NULL ORDER BY seqno DESC LIMIT 1",
+                       error);
+        const auto built_in = query_value(
+            socket, "SELECT boot_val FROM pg_settings WHERE name = " + sql_literal(name), error);
+        if (!from_file || !built_in) {
+          throw std::runtime_error("server_harness: RESET " + name + ": " + error);
+        }
+        wanted = from_file->empty() ? *built_in : from_file->front().front();
+      }
+      check += " AND current_setting(" + sql_literal(name) + ") = " + sql_literal(wanted);
+    }
+    execute(socket, "SELECT pg_reload_conf()", "pg_reload_conf()");
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    for (int attempt = 0;; ++attempt) {
+      std::string error;
+      const auto applied = query_value(socket, check, error);
+      if (applied && *applied == "t") {
+        return;
+      }
+      if (Clock::now() > deadline) {
+        throw std::runtime_error(
+            "server_harness: PostgreSQL did not apply the new settings within 10 s (" +
+            (applied ? check : error) + "); log " + log_path() + ":\n" +
+            detail::log_tail(log_path()));
+      }
+      detail::poll_pause(attempt);
+    }
   }
 
  protected:
@@ -334,6 +447,10 @@ class PostgresServer final : public detail::ManagedServer {
     conf.close();
     if (!conf) {
       throw std::runtime_error("server_harness: cannot append to postgresql.conf");
+    }
+    if (certificates_ != nullptr) {
+      prepare_tls();
+      return;
     }
     write_owned_file(data_directory() + "/pg_hba.conf",
                      "# Written by the test harness (tests/support/server_harness.cpp).\n"
@@ -358,6 +475,14 @@ class PostgresServer final : public detail::ManagedServer {
     if (!options_.durable) {
       conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n";
     }
+    if (certificates_ != nullptr) {
+      // TLS-only (pg_hba.conf has hostssl lines and rejects hostnossl); the CA file lets
+      // the server verify client certificates (clientcert=verify-full for kCertRole).
+      conf += "ssl = on\n";
+      conf += "ssl_cert_file = " + sql_literal(tls_directory() + "/server.crt") + "\n";
+      conf += "ssl_key_file = " + sql_literal(tls_directory() + "/server.key") + "\n";
+      conf += "ssl_ca_file = " + sql_literal(tls_directory() + "/ca.crt") + "\n";
+    }
     conf += "# ServerOptions::postgres_conf\n";
     for (const auto& line : options_.postgres_conf) {
       conf += line + "\n";
@@ -371,7 +496,8 @@ class PostgresServer final : public detail::ManagedServer {
 
   bool probe_ready(std::string& error) override {
     const auto data_dir =
-        query_value(keyword_dsn(port(), kSuperuser, "postgres", kProbeConnectTimeout),
+        query_value(keyword_dsn(port(), kSuperuser, "postgres", kProbeConnectTimeout) +
+                        tls_dsn_suffix(certificates_),
                     "SELECT current_setting('data_directory')", error);
     if (!data_dir) {
       return false;
@@ -415,9 +541,55 @@ class PostgresServer final : public detail::ManagedServer {
                 "  END IF;"
                 "END $$;",
             "creating role " + std::string(kSecureRole));
+    if (certificates_ != nullptr) {
+      execute(dsn("postgres"),
+              "DO $$ BEGIN"
+              "  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" +
+                  std::string(kCertRole) +
+                  "') THEN"
+                  "    CREATE ROLE \"" +
+                  kCertRole +
+                  "\" LOGIN;"
+                  "  END IF;"
+                  "END $$;",
+              "creating role " + std::string(kCertRole));
+    }
   }
 
  private:
+  /// TLS mode: the server's certificate, key and CA copied where it can read them, and a
+  /// pg_hba.conf of hostssl lines only (plaintext TCP is rejected: F63).
+  void prepare_tls() {
+    make_server_directory(tls_directory(), user());
+    const auto copy_as = [&](const std::string& source, const std::string& name) {
+      server_file_copy(source, tls_directory() + "/" + name, user());
+    };
+    copy_as(certificates_->server_cert, "server.crt");
+    copy_as(certificates_->server_key, "server.key");
+    copy_as(certificates_->ca_cert, "ca.crt");
+    const std::string cert_role = std::string("\"") + kCertRole + "\"";
+    write_owned_file(
+        data_directory() + "/pg_hba.conf",
+        "# Written by the test harness (tests/support/server_harness.cpp), TLS-only mode.\n"
+        "# ts_secure must authenticate with SCRAM, the certificate role with a client\n"
+        "# certificate whose CN is its name; their lines come before the trust lines.\n"
+        "hostssl    all          ts_secure  127.0.0.1/32  scram-sha-256\n"
+        "hostssl    all          ts_secure  ::1/128       scram-sha-256\n"
+        "hostssl    all          " +
+            cert_role + "  127.0.0.1/32  trust  clientcert=verify-full\n" +
+            "hostssl    all          " + cert_role +
+            "  ::1/128       trust  clientcert=verify-full\n"
+            "local      all          all                      trust\n"
+            "hostssl    all          all        127.0.0.1/32  trust\n"
+            "hostssl    all          all        ::1/128       trust\n"
+            "local      replication  all                      trust\n"
+            "hostssl    replication  all        127.0.0.1/32  trust\n"
+            "# Plaintext over TCP: refused (\"... no encryption\").\n"
+            "hostnossl  all          all        0.0.0.0/0     reject\n"
+            "hostnossl  all          all        ::/0          reject\n",
+        user());
+  }
+
   void run_initdb() {
     std::vector<std::string> argv = {
         bin_dir_ + "/initdb", "-D", data_directory(), "-U",         kSuperuser,
@@ -446,6 +618,8 @@ class PostgresServer final : public detail::ManagedServer {
   }
 
   ServerOptions options_;
+  const TestCertificates* certificates_;
+  int copies_ = 0;  // tls_file_copy()
   std::string bin_dir_;
 };
 
@@ -584,23 +758,26 @@ class RedisServer final : public detail::ManagedServer {
 
 class PgBouncerServer final : public detail::ManagedServer {
  public:
+  /// `certificates`: TLS on both hops (ServerOptions::tls); null: plaintext, as always.
   PgBouncerServer(std::string directory, ServerUser user, const ServerOptions& options,
-                  const PostgresServer& postgres)
+                  const PostgresServer& postgres, const TestCertificates* certificates = nullptr)
       : ManagedServer("pgbouncer", std::move(directory), std::move(user), options.start_timeout),
         options_(options),
         postgres_(postgres),
+        certificates_(certificates),
         program_(detail::find_program("pgbouncer", {"/usr/sbin/pgbouncer"})) {}
   ~PgBouncerServer() override { stop_noexcept(); }
   PgBouncerServer(const PgBouncerServer&) = delete;
   PgBouncerServer& operator=(const PgBouncerServer&) = delete;
 
   std::string dsn(const std::string& database) const {
-    return keyword_dsn(port(), kSuperuser, database, kClientConnectTimeout);
+    return keyword_dsn(port(), kSuperuser, database, kClientConnectTimeout) +
+           tls_dsn_suffix(certificates_);
   }
   std::string dsn_for(const std::string& user, const std::string& password,
                       const std::string& database) const {
     return keyword_dsn(port(), user, database, kClientConnectTimeout) +
-           " password=" + conninfo_value(password);
+           " password=" + conninfo_value(password) + tls_dsn_suffix(certificates_);
   }
   std::string admin_dsn() const { return dsn("pgbouncer"); }
   std::string config_path() const { return directory() + "/pgbouncer.ini"; }
@@ -616,14 +793,18 @@ class PgBouncerServer final : public detail::ManagedServer {
         directory() + "/userlist.txt",
         "\"postgres\" \"\"\n\"" + std::string(kSecureRole) + "\" \"" + kSecurePassword + "\"\n",
         user());
-    write_owned_file(
-        directory() + "/pgbouncer_hba.conf",
-        std::string("# Written by the test harness (tests/support/server_harness.cpp).\n"
-                    "host  all  ") +
-            kSecureRole +
-            "  127.0.0.1/32  scram-sha-256\n"
-            "host  all  all  127.0.0.1/32  trust\n",
-        user());
+    // TLS mode: clients must come with TLS (client_tls_sslmode = require), so only hostssl.
+    const std::string host = certificates_ != nullptr ? "hostssl" : "host";
+    write_owned_file(directory() + "/pgbouncer_hba.conf",
+                     "# Written by the test harness (tests/support/server_harness.cpp).\n" + host +
+                         "  all  " + kSecureRole + "  127.0.0.1/32  scram-sha-256\n" + host +
+                         "  all  all  127.0.0.1/32  trust\n",
+                     user());
+    if (certificates_ != nullptr) {
+      server_file_copy(certificates_->server_cert, directory() + "/server.crt", user());
+      server_file_copy(certificates_->server_key, directory() + "/server.key", user());
+      server_file_copy(certificates_->ca_cert, directory() + "/ca.crt", user());
+    }
   }
 
   void write_config() override {
@@ -644,6 +825,16 @@ class PgBouncerServer final : public detail::ManagedServer {
     conf += "default_pool_size = 20\n";
     conf += "ignore_startup_parameters = extra_float_digits\n";
     conf += "logfile = " + logfile() + "\n";
+    if (certificates_ != nullptr) {
+      // Clients must speak TLS to PgBouncer; PgBouncer speaks TLS to PostgreSQL and verifies
+      // its certificate, host name included (host=127.0.0.1 above: the IP SAN).
+      conf += "client_tls_sslmode = require\n";
+      conf += "client_tls_cert_file = " + directory() + "/server.crt\n";
+      conf += "client_tls_key_file = " + directory() + "/server.key\n";
+      conf += "client_tls_ca_file = " + directory() + "/ca.crt\n";
+      conf += "server_tls_sslmode = verify-full\n";
+      conf += "server_tls_ca_file = " + directory() + "/ca.crt\n";
+    }
     conf += ";; ServerOptions::pgbouncer_conf\n";
     for (const auto& line : options_.pgbouncer_conf) {
       conf += line + "\n";
@@ -655,8 +846,10 @@ class PgBouncerServer final : public detail::ManagedServer {
 
   bool probe_ready(std::string& error) override {
     // Our PgBouncer (its logfile is ours) ...
-    const auto config = query_rows(
-        keyword_dsn(port(), kSuperuser, "pgbouncer", kProbeConnectTimeout), "SHOW CONFIG", error);
+    const auto config =
+        query_rows(keyword_dsn(port(), kSuperuser, "pgbouncer", kProbeConnectTimeout) +
+                       tls_dsn_suffix(certificates_),
+                   "SHOW CONFIG", error);
     if (!config) {
       return false;
     }
@@ -672,7 +865,8 @@ class PgBouncerServer final : public detail::ManagedServer {
       return true;
     }
     const auto data_dir =
-        query_value(keyword_dsn(port(), kSuperuser, "postgres", kProbeConnectTimeout),
+        query_value(keyword_dsn(port(), kSuperuser, "postgres", kProbeConnectTimeout) +
+                        tls_dsn_suffix(certificates_),
                     "SELECT current_setting('data_directory')", error);
     if (!data_dir) {
       return false;
@@ -687,6 +881,7 @@ class PgBouncerServer final : public detail::ManagedServer {
  private:
   ServerOptions options_;
   const PostgresServer& postgres_;
+  const TestCertificates* certificates_;
   std::string program_;
 };
 
@@ -794,8 +989,9 @@ struct Servers::Impl {
       throw std::runtime_error(std::string("server_harness: ") + kPostgresEnv +
                                " is set: the harness runs no PostgreSQL");
     }
+    const TestCertificates* tls = options.tls ? &ensure_certs() : nullptr;
     return ensure(postgres, postgres_failure, [&] {
-      return std::make_unique<PostgresServer>(ensure_root() + "/pg", server_user(), options);
+      return std::make_unique<PostgresServer>(ensure_root() + "/pg", server_user(), options, tls);
     });
   }
 
@@ -821,9 +1017,10 @@ struct Servers::Impl {
                                " is not: point the tests at an external PgBouncer too");
     }
     PostgresServer& pg = ensure_postgres();
+    const TestCertificates* tls = options.tls ? &ensure_certs() : nullptr;
     return ensure(pgbouncer, pgbouncer_failure, [&] {
       return std::make_unique<PgBouncerServer>(ensure_root() + "/pgbouncer", server_user(), options,
-                                               pg);
+                                               pg, tls);
     });
   }
 };
@@ -1010,6 +1207,22 @@ std::string Servers::create_database(const std::string& name) {
                              trimmed(PQerrorMessage(connection.get())));
   }
   return name;
+}
+
+std::string Servers::postgres_socket_dsn(const std::string& database) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->ensure_postgres().socket_dsn(database);
+}
+
+void Servers::set_postgres_settings(
+    const std::vector<std::pair<std::string, std::string>>& settings) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->ensure_postgres().set_settings(settings);
+}
+
+std::string Servers::postgres_tls_file(const std::string& path) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->ensure_postgres().tls_file_copy(path);
 }
 
 ServerProcess& Servers::postgres() {

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace trading_shared::testing {
@@ -123,6 +124,21 @@ class Servers {
   /// Creates a database (if it does not exist) for test isolation; returns its name.
   std::string create_database(const std::string& name);
 
+  /// libpq keyword DSN of PostgreSQL's Unix socket (superuser, trust, never TLS): reaches the
+  /// harness's PostgreSQL whatever its certificate or TLS settings are at the moment. Throws
+  /// when PostgreSQL is external.
+  std::string postgres_socket_dsn(const std::string& database = "postgres");
+  /// PostgreSQL's settings changed at run time: ALTER SYSTEM SET name = value (an empty value:
+  /// RESET), pg_reload_conf(), and back once a new session sees every value (the postmaster
+  /// has reloaded, its TLS context included). Works through the Unix socket, whatever the TLS
+  /// settings are (e.g. {"ssl", "off"} on a TLS-only server). ALTER SYSTEM outlives a
+  /// restart: reset what a test set. Throws when PostgreSQL is external.
+  void set_postgres_settings(const std::vector<std::pair<std::string, std::string>>& settings);
+  /// A copy of a certificate or key file that the harness's PostgreSQL can use as
+  /// ssl_cert_file / ssl_key_file (owned by the server user, mode 0600; PostgreSQL refuses a
+  /// key others can read), in its directory under a new name each time; returns its path.
+  std::string postgres_tls_file(const std::string& path);
+
   /// Process handles; each throws when its server is external (its variable is set).
   ServerProcess& postgres();
   ServerProcess& redis();
@@ -166,6 +182,10 @@ class Servers {
 /// harness's PostgreSQL; not in external servers unless created there).
 inline constexpr const char* kSecureRole = "ts_secure";
 inline constexpr const char* kSecurePassword = "ts_secure_pw";
+/// In TLS mode (ServerOptions::tls): a role whose pg_hba line (hostssl, trust,
+/// clientcert=verify-full) requires a client certificate issued by the test CA with its name
+/// as CN: the client certificate of Servers::tls_certificates() (CN=ts-client).
+inline constexpr const char* kCertRole = "ts-client";
 
 /// A free TCP port on 127.0.0.1 (checked by binding it, then released). Chosen below the
 /// kernel's ephemeral range (net.ipv4.ip_local_port_range) when there is room, so that a

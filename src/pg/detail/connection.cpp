@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "detail/cancel_sender.hpp"
+#include "detail/certificate_diagnosis.hpp"
 #include "detail/connect_error.hpp"
 
 #include <poll.h>
@@ -129,7 +130,15 @@ asio::awaitable<void> Connection::connect(const ConnectParams& params, const Con
   PostgresPollingStatusType status = PGRES_POLLING_WRITING;
   while (status != PGRES_POLLING_OK) {
     if (status == PGRES_POLLING_FAILED) {
-      throw connect_error(trim_message(PQerrorMessage(conn_)), connect_tls(params, target), what);
+      const std::string message = trim_message(PQerrorMessage(conn_));
+      const ConnectTls tls = connect_tls(params, target);
+      std::string reason;
+      // libpq says only "certificate verify failed": one handshake of our own learns why
+      // (expired, unknown CA), within what is left of the connect deadline (F61).
+      if (is_certificate_verify_failure(message)) {
+        reason = co_await certificate_failure_reason(target, tls, deadline);
+      }
+      throw connect_error(message, tls, what, reason);
     }
     // The socket may change between steps (another address, SSL retry): register anew.
     if (socket_) socket_->release();
