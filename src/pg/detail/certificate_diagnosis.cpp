@@ -11,6 +11,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/ssl/verify_context.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -44,16 +45,15 @@ std::string validity_of(X509* certificate) {
                                      : std::string();
 }
 
-/// OpenSSL's reason for a verification result, with what it means here.
-std::string describe_result(long result, X509* certificate) {
+/// OpenSSL's reason for a verification result, with what it means here; `validity`: that of
+/// the certificate that failed.
+std::string describe_result(long result, const std::string& validity) {
   std::string reason = X509_verify_cert_error_string(result);
   switch (result) {
     case X509_V_ERR_CERT_HAS_EXPIRED:
-    case X509_V_ERR_CERT_NOT_YET_VALID: {
-      const std::string validity = validity_of(certificate);
+    case X509_V_ERR_CERT_NOT_YET_VALID:
       if (!validity.empty()) reason += " (" + validity + ")";
       break;
-    }
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
@@ -92,6 +92,15 @@ asio::awaitable<std::string> probe(const ConnectTarget& target, const ConnectTls
   } else {
     context.load_verify_file(tls.sslrootcert.empty() ? default_root_file() : tls.sslrootcert);
   }
+  // The first certificate that fails, kept while OpenSSL still holds it (a failed handshake
+  // leaves no peer certificate to ask for afterwards).
+  std::string validity;
+  context.set_verify_callback([&validity](bool preverified, asio::ssl::verify_context& verify) {
+    if (!preverified && validity.empty()) {
+      validity = validity_of(X509_STORE_CTX_get_current_cert(verify.native_handle()));
+    }
+    return preverified;
+  });
   asio::ssl::stream<asio::ip::tcp::socket&> stream(socket, context);
   if (!tls.host.empty() && tls.host != target.hostaddr) {
     // As libpq's sslsni (SSL_set_tlsext_host_name, a macro with an old-style cast).
@@ -103,9 +112,7 @@ asio::awaitable<std::string> probe(const ConnectTarget& target, const ConnectTls
                                   asio::redirect_error(asio::use_awaitable, ec));
   const long result = SSL_get_verify_result(stream.native_handle());
   if (!ec || result == X509_V_OK) co_return std::string();
-  std::unique_ptr<X509, decltype(&X509_free)> certificate(
-      SSL_get1_peer_certificate(stream.native_handle()), &X509_free);
-  co_return describe_result(result, certificate.get());
+  co_return describe_result(result, validity);
 }
 
 }  // namespace
