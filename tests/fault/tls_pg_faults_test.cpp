@@ -23,15 +23,21 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
+#include <openssl/objects.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -577,6 +583,65 @@ TEST(TlsPg, F66_rotated_server_certificate_and_root_file_picked_up_on_reconnect)
       60s);
   // The harness's certificate is back (ServerCertificate): the harness's DSN works again.
   EXPECT_TRUE(PgConn(servers().postgres_dsn()).ok());
+}
+
+/// CN of the certificate the harness's PostgreSQL presents to a new connection (the test's own
+/// libpq connection; libpq's SSL* seen through PQsslStruct).
+std::string server_certificate_cn() {
+  PgConn conn(servers().postgres_dsn());
+  if (!conn.ok()) return "connect failed: " + conn.error();
+  auto* ssl = static_cast<SSL*>(PQsslStruct(conn.get(), "OpenSSL"));
+  if (ssl == nullptr) return "not TLS";
+  std::unique_ptr<X509, decltype(&X509_free)> certificate(SSL_get1_peer_certificate(ssl),
+                                                          &X509_free);
+  if (!certificate) return "no certificate";
+  std::array<char, 256> cn{};
+  X509_NAME_get_text_by_NID(X509_get_subject_name(certificate.get()), NID_commonName, cn.data(),
+                            static_cast<int>(cn.size()));
+  return cn.data();
+}
+
+// Certificate renewal by the same CA: the server switches to a newly issued certificate
+// (issue_server_certificate, reload). Must hold: new connections see the new certificate
+// (its CN), the client's open connection keeps working, and once it is ended the pool's next
+// connection verifies the new certificate with the unchanged sslrootcert: no restart.
+TEST(TlsPg, F66_renewed_server_certificate_picked_up_on_reconnect) {
+  TS_SKIP_IF_EXTERNAL();
+  const std::string dir = servers().directory() + "/tls-renewal";
+  fs::create_directories(dir);
+  ts::testing::issue_server_certificate(certs(), dir + "/renewed.crt", dir + "/renewed.key",
+                                        "ts-renewed-1");
+  const std::string app = "ts_tls_f66_renewal";
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        PostgresClient client(io.get_executor(), tls_config(servers().postgres_dsn(), app));
+        co_await closing(client, [&]() -> asio::awaitable<void> {
+          co_await client.start();
+          const auto first_pid =
+              co_await client.query_value<std::int32_t>("SELECT pg_backend_pid()");
+          EXPECT_NE(server_certificate_cn(), "ts-renewed-1");
+          ServerCertificate renewed(dir + "/renewed.crt", dir + "/renewed.key");
+          EXPECT_EQ(server_certificate_cn(), "ts-renewed-1");
+          EXPECT_EQ(co_await client.query_value<std::int32_t>("SELECT pg_backend_pid()"),
+                    first_pid);
+          ts::testing::fault::DirectPg(servers().postgres_socket_dsn())
+              .value("SELECT pg_terminate_backend(" + std::to_string(first_pid) + ", 5000)");
+          EXPECT_TRUE(co_await eventually(
+              [&] { return client.stats().connects >= 2 && client.stats().connections >= 1; }, 10s))
+              << "the pool did not reconnect";
+          // (A query sent before the client noticed the end gets that connection's error.)
+          Outcome pid;
+          for (int i = 0; i < 3; ++i) {
+            pid = co_await outcome(client.query_value<std::int32_t>("SELECT pg_backend_pid()"));
+            if (!pid.failed) break;
+          }
+          EXPECT_FALSE(pid.failed) << describe(pid);
+          EXPECT_EQ(client.stats().connect_failures, 0u);
+          EXPECT_TRUE(co_await session_is_tls(client));
+        }());
+      },
+      60s);
+  EXPECT_NE(server_certificate_cn(), "ts-renewed-1") << "the harness's certificate is not back";
 }
 
 }  // namespace

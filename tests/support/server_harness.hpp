@@ -103,6 +103,12 @@ class Servers {
   static void set_options(ServerOptions options);
 
   /// libpq keyword DSN of PostgreSQL, direct (superuser `postgres`, trust auth on loopback).
+  /// With ServerOptions::tls, PostgreSQL is TLS-only (ssl = on; pg_hba.conf: hostssl lines,
+  /// hostnossl rejected, kCertRole needs a client certificate) and this DSN and every other
+  /// PostgreSQL / PgBouncer DSN below end in `sslmode=verify-full sslrootcert=<test CA>`
+  /// (a keyword appended later wins: tests append their own). PgBouncer then requires TLS
+  /// from its clients (client_tls_sslmode = require) and verifies PostgreSQL's certificate
+  /// (server_tls_sslmode = verify-full).
   std::string postgres_dsn(const std::string& database = "postgres");
   /// Direct libpq keyword DSN for another role (e.g. kSecureRole, whose pg_hba line requires
   /// SCRAM on 127.0.0.1), for authentication tests.
