@@ -78,6 +78,10 @@ void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& confi
 
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) {
   loader.add(config.url, {"redis.url", "redis://[user[:password]@]host[:port][/db]", true})
+      .add(config.password_file,
+           {"redis.password_file",
+            "file holding the password of --redis-url's user, read at every connection (a "
+            "rotated password needs no restart); overrides the URL's password"})
       .add(config.connect_timeout, {"redis.connect_timeout", "one connection attempt"})
       .add(config.startup_timeout,
            {"redis.startup_timeout", "the first connection at start, retries included"})

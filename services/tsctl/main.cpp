@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
       "Operator tool of the trading services. Commands: migrate (apply the schema), status "
       "(streams, lag, pending, table counts), submit-order (one order request), load-orders "
       "(a deterministic stream of order requests at a given rate), migrate-streams (move the "
-      "trade streams of the first layout, md:trades:<SYMBOL>, into the bucket streams).");
+      "trade streams of the first layout, md:trades:<SYMBOL>, into the bucket streams), acl (the "
+      "services' Redis ACL users: print or --apply).");
   loader.allow_positional("command");
   ts::core::add_log_settings(loader, log_config);
   tsctl::add_settings(loader, settings);
@@ -65,6 +66,9 @@ int main(int argc, char** argv) {
         break;
       case tsctl::Command::migrate_streams:
         co_await tsctl::run_migrate_streams(ctx, settings);
+        break;
+      case tsctl::Command::acl:
+        co_await tsctl::run_acl(ctx, settings);
         break;
       case tsctl::Command::status_page:
         co_await tsctl::run_status_page(ctx, settings.status_page);

@@ -247,6 +247,15 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
   if (first_error) {
     throw ConfigError(*first_error);
   }
+  // A secret's value given on the command line (not through its --<flag>-file): visible to
+  // every local user in `ps` and /proc/PID/cmdline. Warned about once the load succeeded.
+  std::vector<std::size_t> secrets_in_argv;
+  for (std::size_t i = 0; i < settings_.size(); ++i) {
+    if (settings_[i].spec.secret && from_flags[i] && !from_flag_files[i] &&
+        !from_flags[i]->empty()) {
+      secrets_in_argv.push_back(i);
+    }
+  }
 
   // ---- 2. environment ---------------------------------------------------------------------------
   const auto lookup = [&env](const std::string& name) -> std::optional<std::string> {
@@ -379,6 +388,17 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
       setting.source = ConfigSource::command_line;
     }
   }
+  // One line per secret, to stderr (logging is not set up yet; systemd's journal and the
+  // services' supervisors keep stderr), naming the flag and never the value.
+  for (const std::size_t i : secrets_in_argv) {
+    const std::string& flag = settings_[i].flag;
+    std::fprintf(stderr,
+                 "%s: warning: --%s carries a secret on the command line, visible in ps: use "
+                 "--%s-file or %s_FILE\n",
+                 program_.c_str(), flag.c_str(), flag.c_str(),
+                 env_var_for(settings_[i].spec.key).c_str());
+  }
+  if (!secrets_in_argv.empty()) std::fflush(stderr);
   return result;
 }
 

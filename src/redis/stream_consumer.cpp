@@ -360,6 +360,16 @@ asio::awaitable<void> StreamConsumer::run() {
         co_return;
       }
       ++stats_.read_errors;
+      // The user lacks a command or a key (NOPERM; NOAUTH/WRONGPASS likewise): no pause makes
+      // it work, so it is never retried (F64): logged once, with the consumer's context, and
+      // run() ends with it.
+      if (e.server() && error_class(e.server()->code) == ErrorClass::auth) {
+        log()->error(
+            "stream {}: consumer {} of group {}: permission refused, not retried (fix the "
+            "user's ACL): {}",
+            what, config_.consumer, config_.group, e.what());
+        throw;
+      }
       no_group = is_server_error(e, error_prefix::no_group);
       failed = true;
       log()->warn("stream {}: consumer {}: {}{}", what, config_.consumer, e.what(),
