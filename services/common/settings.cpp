@@ -1,5 +1,6 @@
 #include "common/settings.hpp"
 
+#include <trading_shared/core/config_warnings.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/version.hpp>
@@ -138,6 +139,9 @@ core::ConfigLoader make_loader(const std::string& program, std::string descripti
 void log_start(const core::ConfigLoader& loader) {
   core::logger("")->info("{} {} starting: {}", loader.program(), kVersion,
                          loader.effective_config_summary());
+  // A secret given on the command line (F66): once, at start, the flag and never the value.
+  for (const std::string& warning : core::take_config_warnings())
+    core::logger("")->warn("{}", warning);
 }
 
 void add_shutdown_setting(core::ConfigLoader& loader, std::chrono::milliseconds& shutdown_timeout) {

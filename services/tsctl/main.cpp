@@ -1,6 +1,7 @@
 // tsctl: migrate | status | submit-order | load-orders | migrate-streams | status-page
 // (docs/services.md, docs/operations.md).
 #include <trading_shared/core/config.hpp>
+#include <trading_shared/core/config_warnings.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 
@@ -47,6 +48,10 @@ int main(int argc, char** argv) {
     return ts::core::kExitBadConfig;
   }
   ts::core::setup_logging(log_config);
+  // A secret given on the command line (F66): once, naming the flag, never the value.
+  for (const std::string& warning : ts::core::take_config_warnings()) {
+    ts::core::logger("tsctl")->warn("{}", warning);
+  }
 
   tsctl::LoadReport load_report;
   const ts::lifecycle::ServiceBody body =

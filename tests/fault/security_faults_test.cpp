@@ -640,6 +640,9 @@ TEST_F(SecurityFault, F66_APasswordFromAFileNeverLeaksAndRotatesWithoutARestart)
   EXPECT_TRUE(eventually([&] { return sql.count(count) == 40; }, 30s))
       << sql.count(count) << " of 40 recorded after the rotation:\n"
       << recorder.text();
+  // Connected again, as the user, with the new password (no restart: the same process).
+  EXPECT_NE(admin.call({"CLIENT", "LIST", "USER", user}), "") << "no connection of " << user;
+  EXPECT_EQ(::kill(recorder.pid, 0), 0);
   EXPECT_EQ(recorder.stop(), 0) << recorder.text();
   const std::string log = recorder.text();
   EXPECT_EQ(log.find("WRONGPASS"), std::string::npos) << log;
@@ -663,10 +666,25 @@ TEST_F(SecurityFault, F66_APasswordFromAFileNeverLeaksAndRotatesWithoutARestart)
       run_to_end(dir_, "argv", {TS_TSCTL_BIN, "acl", "--redis-url=" + url_with_password}, {});
   EXPECT_EQ(code, 0) << output;
   EXPECT_EQ(output.find(new_password), std::string::npos) << output;
-  EXPECT_NE(output.find("warning: --redis-url carries a secret on the command line, visible in "
-                        "ps: use --redis-url-file or TS_REDIS_URL_FILE"),
+  EXPECT_NE(output.find("--redis-url carries a secret on the command line, visible in ps: use "
+                        "--redis-url-file or TS_REDIS_URL_FILE"),
             std::string::npos)
       << output;
+  // A service warns once at start, in its log.
+  const std::string janitor_url = "redis://sf_janitor:" + password_of("sf_janitor") + "@" +
+                                  servers.redis_host() + ":" +
+                                  std::to_string(servers.redis_port()) + "/0";
+  const auto [janitor_code, janitor_output] =
+      run_to_end(dir_, "janitor-argv", {TS_JANITOR_BIN, "--redis-url=" + janitor_url},
+                 {"TS_POSTGRES_DSN=" + dsn_of("sf_janitor")});
+  EXPECT_EQ(janitor_code, 0) << janitor_output;
+  EXPECT_EQ(janitor_output.find(password_of("sf_janitor")), std::string::npos) << janitor_output;
+  std::size_t warnings = 0;
+  for (std::size_t at = janitor_output.find("--redis-url carries a secret");
+       at != std::string::npos; at = janitor_output.find("--redis-url carries a secret", at + 1)) {
+    ++warnings;
+  }
+  EXPECT_EQ(warnings, 1u) << janitor_output;
   admin.call({"ACL", "DELUSER", user});
 }
 
