@@ -360,10 +360,11 @@ asio::awaitable<void> StreamConsumer::run() {
         co_return;
       }
       ++stats_.read_errors;
-      // The user lacks a command or a key (NOPERM; NOAUTH/WRONGPASS likewise): no pause makes
-      // it work, so it is never retried (F64): logged once, with the consumer's context, and
-      // run() ends with it.
-      if (e.server() && error_class(e.server()->code) == ErrorClass::auth) {
+      // The user lacks a command or a key (NOPERM): no pause makes it work, so it is never
+      // retried (F64): logged once, with the consumer's context, and run() ends with it.
+      // (WRONGPASS in a new connection's handshake is left to the pause: a password being
+      // rotated, its file about to be rewritten.)
+      if (is_server_error(e, error_prefix::no_perm)) {
         log()->error(
             "stream {}: consumer {} of group {}: permission refused, not retried (fix the "
             "user's ACL): {}",
