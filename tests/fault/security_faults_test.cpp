@@ -453,6 +453,48 @@ TEST_F(SecurityFault, F64_F65_EachServiceRunsItsJobWithItsOwnIdentity) {
   for (const auto& user : acl_users()) EXPECT_EQ(admin.denials(user), 0) << user;
 }
 
+// ts-receiver writes trades (XADD, HSET of the last trades, the backfill tape, trimming with
+// --stream-maxlen) as its own Redis user, from ts-feed-sim, and nothing it does is refused.
+TEST_F(SecurityFault, F64_TheReceiverRunsWithItsOwnUser) {
+  const std::string symbol = "SFRCVUSDT";
+  const std::string stream = ts::services::trade_stream(symbol);
+  const std::string port = std::to_string(ts::testing::free_loopback_port());
+  auto sim = spawn(
+      dir_, "sim",
+      {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", symbol, "--rate", "500"}, {});
+  const std::uint16_t admin_port = ts::testing::free_loopback_port();
+  auto receiver =
+      spawn(dir_, "receiver",
+            {TS_RECEIVER_BIN, "--feed-url", "ws://127.0.0.1:" + port + "/ws", "--symbols", symbol,
+             "--stream-maxlen", "200", "--admin-listen", "127.0.0.1:" + std::to_string(admin_port)},
+            identity_env("receiver", false));
+  Redis admin;
+  EXPECT_TRUE(eventually(
+      [&] {
+        return std::stoll(admin.call({"XLEN", stream})) >= 300 &&
+               admin.call({"HGET", ts::services::last_trade_key(symbol), symbol}) != "(nil)";
+      },
+      30s))
+      << receiver.text();
+  // Its trimming (XLEN, XINFO GROUPS, XPENDING, XTRIM) ran too.
+  std::string metrics;
+  EXPECT_TRUE(eventually(
+      [&] {
+        metrics = ts::testing::admin::http_request(admin_port, "/metrics",
+                                                   boost::beast::http::verb::get, 2s)
+                      .body;
+        const std::size_t at = metrics.find("\nts_receiver_trimmed_total ");
+        return at != std::string::npos && std::strtoll(metrics.c_str() + at + 27, nullptr, 10) > 0;
+      },
+      15s))
+      << metrics << receiver.text();
+  EXPECT_EQ(receiver.stop(), 0) << receiver.text();
+  EXPECT_EQ(sim.stop(), 0) << sim.text();
+  EXPECT_EQ(receiver.text().find("NOPERM"), std::string::npos) << receiver.text();
+  EXPECT_EQ(admin.denials("sf_receiver"), 0);
+  admin.call({"DEL", stream, ts::services::last_trade_key(symbol), ts::services::tape_key(symbol)});
+}
+
 // F64: ts-recorder whose user lacks one command it needs (XGROUP CREATE): NOPERM is permanent,
 // logged once with its context, never retried, and the service ends with it.
 TEST_F(SecurityFault, F64_ARefusedCommandIsLoggedOnceAndNeverRetried) {
