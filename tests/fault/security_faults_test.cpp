@@ -459,6 +459,8 @@ TEST_F(SecurityFault, F64_TheReceiverRunsWithItsOwnUser) {
   const std::string symbol = "SFRCVUSDT";
   const std::string stream = ts::services::trade_stream(symbol);
   const std::string port = std::to_string(ts::testing::free_loopback_port());
+  // A fresh stream: no consumer group left by another test holds the trimming back (F53).
+  Redis().call({"DEL", stream});
   auto sim = spawn(
       dir_, "sim",
       {TS_FEED_SIM_BIN, "--listen", "127.0.0.1:" + port, "--symbols", symbol, "--rate", "500"}, {});
@@ -728,6 +730,57 @@ TEST_F(SecurityFault, F66_APasswordFromAFileNeverLeaksAndRotatesWithoutARestart)
   }
   EXPECT_EQ(warnings, 1u) << janitor_output;
   admin.call({"ACL", "DELUSER", user});
+}
+
+// F66 for PostgreSQL: a DSN with `passfile=` (and no password) makes libpq read the password
+// file at every new connection, so a rotated password (ALTER ROLE, then the file rewritten)
+// is used by the next connection of the same client, without a restart.
+TEST_F(SecurityFault, F66_APostgresPassfileRotatesWithoutARestart) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string passfile = dir_ + "/pgpass";
+  const std::string role = ts::testing::kSecureRole;  // SCRAM on 127.0.0.1 (the harness)
+  const std::string new_password = "New-pg-Pw-71c4aa";
+  write_file(passfile, "*:*:*:" + role + ":" + ts::testing::kSecurePassword);
+  Sql admin(servers.postgres_dsn());
+  bool rotated = false;
+  ts::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        ts::pg::PostgresConfig config;
+        config.dsn = servers.postgres_dsn_for(role, "", "postgres") + " passfile=" + passfile;
+        config.max_size = 1;
+        config.min_size = 1;
+        ts::pg::PostgresClient pg(io.get_executor(), config);
+        co_await pg.start();
+        const auto first = co_await pg.query_value<std::int32_t>("SELECT pg_backend_pid()");
+        admin.run("ALTER ROLE " + role + " PASSWORD '" + new_password + "'");
+        rotated = true;
+        write_file(passfile, "*:*:*:" + role + ":" + new_password);
+        admin.run("SELECT pg_terminate_backend(" + std::to_string(first) + ")");
+        // The client notices the closed connection and opens another, with the new password.
+        std::int32_t second = first;
+        const auto deadline = Clock::now() + 15s;
+        while (second == first && Clock::now() < deadline) {
+          bool failed = false;
+          try {
+            second = co_await pg.query_value<std::int32_t>("SELECT pg_backend_pid()");
+          } catch (const ts::Error& e) {
+            EXPECT_EQ(std::string(e.what()).find(new_password), std::string::npos) << e.what();
+            failed = true;
+          }
+          if (failed) co_await ts::testing::pause_for(50ms);
+        }
+        EXPECT_NE(second, first) << "no new connection within 15 s";
+        EXPECT_EQ(pg.stats().breaker_trips, 0u);
+        co_await pg.close();
+      },
+      60s);
+  if (rotated) {
+    // The old password is refused now (SCRAM on 127.0.0.1): the new connection above used the
+    // file's new one.
+    EXPECT_THROW(Sql(servers.postgres_dsn_for(role, ts::testing::kSecurePassword, "postgres")),
+                 std::runtime_error);
+    admin.run("ALTER ROLE " + role + " PASSWORD '" + ts::testing::kSecurePassword + "'");
+  }
 }
 
 }  // namespace
