@@ -408,6 +408,10 @@ TEST_F(SecurityFault, F64_F65_EachServiceRunsItsJobWithItsOwnIdentity) {
   auto& servers = ts::testing::Servers::instance();
   Sql sql(servers.postgres_dsn(kDatabase));
   const std::string symbol = "SFREC";
+  // What a previous run (--gtest_repeat) left.
+  sql.run("DELETE FROM ticks WHERE symbol = '" + symbol + "'");
+  sql.run("DELETE FROM fills WHERE client_order_id = 'sf-order-1'");
+  sql.run("DELETE FROM orders WHERE client_order_id = 'sf-order-1'");
   add_trades(symbol, 1, 50);
   add_trades(symbol, 51, 10, 10);  // ten days ago: a partition migrate did not create
   const std::string count = "SELECT count(*) FROM ticks WHERE symbol = '" + symbol + "'";
@@ -654,6 +658,7 @@ TEST_F(SecurityFault, F66_APasswordFromAFileNeverLeaksAndRotatesWithoutARestart)
       env);
   const std::string symbol = "SFROT";
   const std::string count = "SELECT count(*) FROM ticks WHERE symbol = '" + symbol + "'";
+  sql.run("DELETE FROM ticks WHERE symbol = '" + symbol + "'");
   add_trades(symbol, 1, 20);
   ASSERT_TRUE(eventually([&] { return sql.count(count) == 20; }, 30s)) << recorder.text();
 
