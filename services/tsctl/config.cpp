@@ -12,6 +12,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 #include <set>
 
@@ -279,6 +280,12 @@ void validate(Command command, Settings& settings) {
     case Command::migrate:
       check_postgres_settings(settings.postgres);
       check_identifier_prefix(settings.roles.prefix, "--roles-prefix");
+      // A mistyped directory would clear every role's password (no file: PASSWORD NULL).
+      if (!settings.roles.password_dir.empty() &&
+          !std::filesystem::is_directory(settings.roles.password_dir)) {
+        throw core::ConfigError(
+            fmt::format("--roles-password-dir {}: not a directory", settings.roles.password_dir));
+      }
       break;
     case Command::acl:
       if (settings.acl.apply && settings.acl.password_dir.empty()) {

@@ -55,6 +55,7 @@ namespace {
 
 constexpr const char* kDatabase = "security_faults";
 constexpr const char* kOwner = "sf_owner";
+constexpr const char* kRolePassword = "Role-pw-sf-status-4e1d";
 
 /// The distinctive password of a Redis user: searched for in every output of a run.
 std::string password_of(const std::string& user) {
@@ -289,13 +290,19 @@ class SecurityFault : public ::testing::Test {
     servers.create_database(kDatabase);
     Sql(servers.postgres_dsn())
         .run(std::string("ALTER DATABASE ") + kDatabase + " OWNER TO " + kOwner);
-    // The schema and the roles, by the owner; twice: idempotent.
+    // The schema and the roles, by the owner; twice: idempotent (the second run sets the
+    // status role's password from a file: the others have none, trust authentication).
+    const std::string role_passwords = suite_dir_ + "/role-passwords";
+    std::filesystem::create_directory(role_passwords);
+    write_file(role_passwords + "/sf_status", kRolePassword);
     for (int i = 0; i < 2; ++i) {
-      const auto [code, output] =
-          run_to_end(suite_dir_, "migrate-" + std::to_string(i),
-                     {TS_TSCTL_BIN, "migrate", "--roles-create", "--roles-prefix=sf_"},
-                     {"TS_POSTGRES_DSN=" + dsn_of(kOwner)});
+      std::vector<std::string> argv{TS_TSCTL_BIN, "migrate", "--roles-create",
+                                    "--roles-prefix=sf_"};
+      if (i == 1) argv.push_back("--roles-password-dir=" + role_passwords);
+      const auto [code, output] = run_to_end(suite_dir_, "migrate-" + std::to_string(i), argv,
+                                             {"TS_POSTGRES_DSN=" + dsn_of(kOwner)});
       if (code != 0) throw std::runtime_error("tsctl migrate --roles failed:\n" + output);
+      migrate_output_ += output;
     }
     // The Redis users, through the default user.
     const auto [code, output] = run_to_end(
@@ -335,6 +342,7 @@ class SecurityFault : public ::testing::Test {
   inline static std::string suite_dir_;
   inline static std::string secrets_;
   inline static std::string acl_output_;
+  inline static std::string migrate_output_;
   std::string dir_;
 };
 
@@ -609,6 +617,32 @@ TEST_F(SecurityFault, F64_F65_RefusalsArePermanentAndNeverTripTheBreaker) {
   Sql janitor(dsn_of("sf_janitor"));
   EXPECT_EQ(janitor.state_of("DROP TABLE " + partition), "");
   (void)servers;
+}
+
+// tsctl migrate --roles-create: the roles exist with exactly their rights, a password only
+// where a file gave one (set as a bound parameter: in no output), and it refuses a superuser.
+TEST_F(SecurityFault, F65_MigrateCreatesTheRolesAndRefusesASuperuser) {
+  auto& servers = ts::testing::Servers::instance();
+  Sql admin(servers.postgres_dsn(kDatabase));
+  EXPECT_EQ(admin.run("SELECT string_agg(rolname || '=' || (rolpassword IS NOT NULL)::text, ',' "
+                      "ORDER BY rolname) FROM pg_authid WHERE rolname IN ('sf_recorder', "
+                      "'sf_executor', 'sf_janitor', 'sf_status')"),
+            "sf_executor=false,sf_janitor=false,sf_recorder=false,sf_status=true");
+  EXPECT_EQ(migrate_output_.find(kRolePassword), std::string::npos) << migrate_output_;
+  EXPECT_EQ(admin.run("SELECT has_table_privilege('sf_recorder', 'ticks', 'INSERT') AND NOT "
+                      "has_table_privilege('sf_recorder', 'ticks', 'SELECT') AND "
+                      "has_table_privilege('sf_executor', 'orders', 'SELECT, INSERT') AND NOT "
+                      "has_table_privilege('sf_executor', 'orders', 'UPDATE, DELETE') AND "
+                      "has_table_privilege('sf_status', 'ticks', 'SELECT') AND NOT "
+                      "has_table_privilege('sf_status', 'orders', 'INSERT') AND "
+                      "pg_has_role('sf_janitor', 'sf_owner', 'USAGE') AND NOT "
+                      "pg_has_role('sf_recorder', 'sf_owner', 'MEMBER')"),
+            "t");
+  const auto [code, output] = run_to_end(
+      dir_, "migrate-superuser", {TS_TSCTL_BIN, "migrate", "--roles-create", "--roles-prefix=sf_"},
+      {"TS_POSTGRES_DSN=" + servers.postgres_dsn(kDatabase)});
+  EXPECT_NE(code, 0) << output;
+  EXPECT_NE(output.find("not as a superuser"), std::string::npos) << output;
 }
 
 // ---- F66: secrets ----------------------------------------------------------------------------
