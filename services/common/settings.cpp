@@ -1,5 +1,6 @@
 #include "common/settings.hpp"
 
+#include <trading_shared/core/config_warnings.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/version.hpp>
@@ -78,6 +79,10 @@ void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& confi
 
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) {
   loader.add(config.url, {"redis.url", "redis://[user[:password]@]host[:port][/db]", true})
+      .add(config.password_file,
+           {"redis.password_file",
+            "file holding the password of --redis-url's user, read at every connection (a "
+            "rotated password needs no restart); overrides the URL's password"})
       .add(config.connect_timeout, {"redis.connect_timeout", "one connection attempt"})
       .add(config.startup_timeout,
            {"redis.startup_timeout", "the first connection at start, retries included"})
@@ -134,6 +139,9 @@ core::ConfigLoader make_loader(const std::string& program, std::string descripti
 void log_start(const core::ConfigLoader& loader) {
   core::logger("")->info("{} {} starting: {}", loader.program(), kVersion,
                          loader.effective_config_summary());
+  // A secret given on the command line (F66): once, at start, the flag and never the value.
+  for (const std::string& warning : core::take_config_warnings())
+    core::logger("")->warn("{}", warning);
 }
 
 void add_shutdown_setting(core::ConfigLoader& loader, std::chrono::milliseconds& shutdown_timeout) {

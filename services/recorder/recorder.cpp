@@ -568,12 +568,27 @@ int run_recorder(const RecorderSettings& settings) {
             "(batch {} per stream)",
             streams.size(), consumers.size(), settings.consumer, kRecorderGroup, settings.batch);
 
+        // A consumer that fails (a permanent error such as NOPERM: F64) stops the others and
+        // the probe, so that the service ends with its error instead of idling without it.
+        auto consume = [&](redis::StreamConsumer& consumer) -> asio::awaitable<void> {
+          std::exception_ptr failure;
+          try {
+            co_await consumer.run();
+          } catch (...) {
+            failure = std::current_exception();
+          }
+          if (failure) {
+            stop->request_stop();
+            for (auto& other : consumers) other->stop();
+            std::rethrow_exception(failure);
+          }
+        };
         using Run =
-            decltype(asio::co_spawn(ctx.executor(), consumers.front()->run(), asio::deferred));
+            decltype(asio::co_spawn(ctx.executor(), consume(*consumers.front()), asio::deferred));
         std::vector<Run> runs;
         runs.reserve(consumers.size());
         for (auto& consumer : consumers) {
-          runs.push_back(asio::co_spawn(ctx.executor(), consumer->run(), asio::deferred));
+          runs.push_back(asio::co_spawn(ctx.executor(), consume(*consumer), asio::deferred));
         }
         // ts_stream_consumer_pending / _lag, once a second (ends with the stop).
         std::vector<std::string> probed(streams.begin(), streams.end());

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 #include <set>
 
@@ -26,6 +27,7 @@ constexpr std::array kCommands{
     std::pair{std::string_view("load-orders"), Command::load_orders},
     std::pair{std::string_view("migrate-streams"), Command::migrate_streams},
     std::pair{std::string_view("status-page"), Command::status_page},
+    std::pair{std::string_view("acl"), Command::acl},
 };
 
 constexpr std::size_t kMaxDecimal = 32;
@@ -69,6 +71,21 @@ void check_positive_decimal(std::string_view flag, std::string_view text) {
   }
   if (!nonzero) {
     throw core::ConfigError(fmt::format("invalid {} \"{}\": must be greater than 0", flag, text));
+  }
+}
+
+/// A user / role name prefix: 1-20 lower-case letters, digits or '_', a letter first (it is
+/// spliced into SQL identifiers and ACL rules).
+void check_identifier_prefix(std::string_view prefix, std::string_view flag) {
+  const bool ok = !prefix.empty() && prefix.size() <= 20 &&
+                  std::islower(static_cast<unsigned char>(prefix[0])) &&
+                  std::all_of(prefix.begin(), prefix.end(), [](char c) {
+                    return std::islower(static_cast<unsigned char>(c)) ||
+                           std::isdigit(static_cast<unsigned char>(c)) || c == '_';
+                  });
+  if (!ok) {
+    throw core::ConfigError(fmt::format(
+        "invalid {} \"{}\": 1-20 lower-case letters, digits or '_', a letter first", flag, prefix));
   }
 }
 
@@ -183,6 +200,28 @@ void add_settings(core::ConfigLoader& loader, Settings& settings) {
       .add(settings.keep,
            {"keep", "migrate-streams: keep the streams of the first layout after the copy"})
       .add(settings.json, {"json", "status: print one JSON object instead of tables"})
+      .add(settings.acl.password_dir,
+           {"acl.password_dir",
+            "acl: directory holding one file per user, named after it (ts_recorder, ...), with "
+            "its password (empty: print the template, placeholders for the hashes)"})
+      .add(settings.acl.format,
+           {"acl.format",
+            "acl: print ACL SETUSER commands (commands) or the lines of an aclfile (aclfile)"})
+      .add(settings.acl.user_prefix,
+           {"acl.user_prefix", "acl: the users are <prefix>receiver, <prefix>recorder, ..."})
+      .add(settings.acl.apply,
+           {"apply", "acl: send the ACL SETUSER commands through --redis-url (false: print)"})
+      .add(settings.roles.create,
+           {"roles.create",
+            "migrate: also create (or update) the services' PostgreSQL roles and their grants "
+            "(needs CREATEROLE; run as the schema's owner, not a superuser)"})
+      .add(settings.roles.prefix,
+           {"roles.prefix",
+            "migrate --roles: the roles are <prefix>recorder, <prefix>executor, ..."})
+      .add(settings.roles.password_dir,
+           {"roles.password_dir",
+            "migrate --roles: directory with one file per role, named after it, holding its "
+            "password (no file: no password)"})
       .add(settings.order.symbol, {"symbol", "submit-order: the symbol, e.g. BTCUSDT"})
       .add(settings.order.side, {"side", "submit-order: buy or sell"})
       .add(settings.order.type, {"type", "submit-order: market or limit"})
@@ -240,6 +279,25 @@ void validate(Command command, Settings& settings) {
   switch (command) {
     case Command::migrate:
       check_postgres_settings(settings.postgres);
+      check_identifier_prefix(settings.roles.prefix, "--roles-prefix");
+      // A mistyped directory would clear every role's password (no file: PASSWORD NULL).
+      if (!settings.roles.password_dir.empty() &&
+          !std::filesystem::is_directory(settings.roles.password_dir)) {
+        throw core::ConfigError(
+            fmt::format("--roles-password-dir {}: not a directory", settings.roles.password_dir));
+      }
+      break;
+    case Command::acl:
+      if (settings.acl.apply && settings.acl.password_dir.empty()) {
+        throw core::ConfigError(
+            "acl --apply needs --acl-password-dir (one password file per user)");
+      }
+      if (settings.acl.format != "commands" && settings.acl.format != "aclfile") {
+        throw core::ConfigError(fmt::format(
+            "invalid --acl-format \"{}\": expected commands or aclfile", settings.acl.format));
+      }
+      check_identifier_prefix(settings.acl.user_prefix, "--acl-user-prefix");
+      if (settings.acl.apply) check_redis_settings(settings.redis);
       break;
     case Command::migrate_streams:
       check_redis_settings(settings.redis);
@@ -326,7 +384,8 @@ lifecycle::ServiceOptions service_options(Command command, const Settings& setti
   if (command == Command::migrate || command == Command::status) {
     closes.push_back({"postgres", close_bound(settings.postgres)});
   }
-  if (command != Command::migrate && command != Command::status_page) {
+  if (command != Command::migrate && command != Command::status_page &&
+      (command != Command::acl || settings.acl.apply)) {
     closes.push_back({"redis", close_bound(settings.redis)});
   }
   // status-page: a stop waits for the polls in flight (each within --poll-timeout) and the

@@ -1,6 +1,7 @@
 // tsctl: migrate | status | submit-order | load-orders | migrate-streams | status-page
 // (docs/services.md, docs/operations.md).
 #include <trading_shared/core/config.hpp>
+#include <trading_shared/core/config_warnings.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 
@@ -22,7 +23,8 @@ int main(int argc, char** argv) {
       "Operator tool of the trading services. Commands: migrate (apply the schema), status "
       "(streams, lag, pending, table counts), submit-order (one order request), load-orders "
       "(a deterministic stream of order requests at a given rate), migrate-streams (move the "
-      "trade streams of the first layout, md:trades:<SYMBOL>, into the bucket streams).");
+      "trade streams of the first layout, md:trades:<SYMBOL>, into the bucket streams), acl (the "
+      "services' Redis ACL users: print or --apply).");
   loader.allow_positional("command");
   ts::core::add_log_settings(loader, log_config);
   tsctl::add_settings(loader, settings);
@@ -46,6 +48,10 @@ int main(int argc, char** argv) {
     return ts::core::kExitBadConfig;
   }
   ts::core::setup_logging(log_config);
+  // A secret given on the command line (F66): once, naming the flag, never the value.
+  for (const std::string& warning : ts::core::take_config_warnings()) {
+    ts::core::logger("tsctl")->warn("{}", warning);
+  }
 
   tsctl::LoadReport load_report;
   const ts::lifecycle::ServiceBody body =
@@ -65,6 +71,9 @@ int main(int argc, char** argv) {
         break;
       case tsctl::Command::migrate_streams:
         co_await tsctl::run_migrate_streams(ctx, settings);
+        break;
+      case tsctl::Command::acl:
+        co_await tsctl::run_acl(ctx, settings);
         break;
       case tsctl::Command::status_page:
         co_await tsctl::run_status_page(ctx, settings.status_page);

@@ -5,6 +5,7 @@
 #include <trading_shared/pg/postgres_client.hpp>
 
 #include "common/migrations.hpp"
+#include "tsctl/roles.hpp"
 #include "tsctl/sql_split.hpp"
 #include "tsctl/tsctl.hpp"
 
@@ -74,6 +75,7 @@ asio::awaitable<void> run_migrate(lifecycle::ServiceContext& ctx, const Settings
                 statements.size());
     }
   }
+  if (settings.roles.create) co_await create_roles(*pg, settings.roles, kMigrationLock);
   const auto version = co_await pg->query_value<std::optional<std::int32_t>>(
       "SELECT max(version) FROM schema_migrations");
   fmt::print("applied {} migration(s), schema at version {}\n", applied, version.value_or(0));

@@ -24,7 +24,8 @@ enum class Command : std::uint8_t {
   submit_order,
   load_orders,
   migrate_streams,
-  status_page
+  status_page,
+  acl
 };
 
 std::string_view to_string(Command command) noexcept;
@@ -79,7 +80,33 @@ ListenAddress parse_listen(std::string_view text);
 /// (comma-separated): a flag given several times adds up instead of keeping its last value.
 std::vector<std::string> join_repeated_flag(int argc, char** argv, std::string_view flag);
 
+/// `acl`: the services' Redis ACL users (acl.cpp, acl_rules.hpp).
+struct AclSettings {
+  /// A file per user, named after it (`ts_recorder`), holding its password (never argv).
+  std::string password_dir;
+  /// Users are `<prefix><service>`: ts_receiver, ts_recorder, ts_executor, ts_janitor.
+  std::string user_prefix = "ts_";
+  /// Send the ACL SETUSER commands through --redis-url (else: print them).
+  bool apply = false;
+  /// What is printed: `commands` (ACL SETUSER ...) or `aclfile` (user ... lines).
+  std::string format = "commands";
+};
+
+/// `migrate --roles`: the services' PostgreSQL roles (roles.cpp).
+struct RoleSettings {
+  /// Create (or update) the roles and their grants after the migrations.
+  bool create = false;
+  /// Roles are `<prefix><service>`: ts_recorder, ts_executor, ts_janitor, ts_status.
+  std::string prefix = "ts_";
+  /// A file per role, named after it, holding its password (set at every migrate: rotation);
+  /// empty, or no file for a role: the role gets no password (certificate, peer or trust
+  /// authentication).
+  std::string password_dir;
+};
+
 struct Settings {
+  AclSettings acl;
+  RoleSettings roles;
   pg::PostgresConfig postgres;
   redis::RedisConfig redis;
   std::vector<std::string> symbols{"BTCUSDT", "ETHUSDT"};
@@ -124,6 +151,8 @@ lifecycle::ServiceOptions service_options(Command command, const Settings& setti
 
 boost::asio::awaitable<void> run_migrate(lifecycle::ServiceContext& ctx, const Settings& settings);
 boost::asio::awaitable<void> run_status(lifecycle::ServiceContext& ctx, const Settings& settings);
+/// Prints (or with --apply sends) ACL SETUSER for every service's Redis user.
+boost::asio::awaitable<void> run_acl(lifecycle::ServiceContext& ctx, const Settings& settings);
 /// Moves what the streams of the first layout (md:trades:<SYMBOL>) still hold for the recorder
 /// into the trade streams of their buckets, then deletes them (unless --keep).
 boost::asio::awaitable<void> run_migrate_streams(lifecycle::ServiceContext& ctx,

@@ -4,6 +4,7 @@
 /// lowest precedence first, validating every source that is present.
 
 #include <trading_shared/core/config.hpp>
+#include <trading_shared/core/config_warnings.hpp>
 
 #include "config_values.hpp"
 
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <utility>
 
@@ -101,7 +103,23 @@ void collect_file_values(const toml::table& table, const std::string& prefix,
   }
 }
 
+std::mutex warnings_mutex;
+std::vector<std::string>& config_warnings() {
+  static std::vector<std::string> warnings;
+  return warnings;
+}
+
+void record_config_warning(std::string warning) {
+  const std::lock_guard lock(warnings_mutex);
+  config_warnings().push_back(std::move(warning));
+}
+
 }  // namespace
+
+std::vector<std::string> take_config_warnings() {
+  const std::lock_guard lock(warnings_mutex);
+  return std::exchange(config_warnings(), {});
+}
 
 EnvLookup process_env() {
   return [](const std::string& name) -> std::optional<std::string> {
@@ -247,6 +265,15 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
   if (first_error) {
     throw ConfigError(*first_error);
   }
+  // A secret's value given on the command line (not through its --<flag>-file): visible to
+  // every local user in `ps` and /proc/PID/cmdline. Warned about once the load succeeded.
+  std::vector<std::size_t> secrets_in_argv;
+  for (std::size_t i = 0; i < settings_.size(); ++i) {
+    if (settings_[i].spec.secret && from_flags[i] && !from_flag_files[i] &&
+        !from_flags[i]->empty()) {
+      secrets_in_argv.push_back(i);
+    }
+  }
 
   // ---- 2. environment ---------------------------------------------------------------------------
   const auto lookup = [&env](const std::string& name) -> std::optional<std::string> {
@@ -378,6 +405,14 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
       }
       setting.source = ConfigSource::command_line;
     }
+  }
+  // One warning per secret, logged at start by the program (take_config_warnings), naming the
+  // flag and never the value.
+  for (const std::size_t i : secrets_in_argv) {
+    const std::string& flag = settings_[i].flag;
+    record_config_warning(fmt::format(
+        "--{0} carries a secret on the command line, visible in ps: use --{0}-file or {1}_FILE",
+        flag, env_var_for(settings_[i].spec.key)));
   }
   return result;
 }

@@ -360,6 +360,17 @@ asio::awaitable<void> StreamConsumer::run() {
         co_return;
       }
       ++stats_.read_errors;
+      // The user lacks a command or a key (NOPERM): no pause makes it work, so it is never
+      // retried (F64): logged once, with the consumer's context, and run() ends with it.
+      // (WRONGPASS in a new connection's handshake is left to the pause: a password being
+      // rotated, its file about to be rewritten.)
+      if (is_server_error(e, error_prefix::no_perm)) {
+        log()->error(
+            "stream {}: consumer {} of group {}: permission refused, not retried (fix the "
+            "user's ACL): {}",
+            what, config_.consumer, config_.group, e.what());
+        throw;
+      }
       no_group = is_server_error(e, error_prefix::no_group);
       failed = true;
       log()->warn("stream {}: consumer {}: {}{}", what, config_.consumer, e.what(),

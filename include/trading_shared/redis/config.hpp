@@ -35,6 +35,10 @@ struct RedisConfig {
   std::string url = "redis://127.0.0.1:6379/0";
   /// `CLIENT SETNAME` on every connection (letters, digits, '-', '_', '.', ':'; no spaces).
   std::string client_name = "trading_shared";
+  /// A file holding the password (a trailing newline is dropped), read at every new
+  /// connection: a rotated password (ACL SETUSER, then the file rewritten) is used from the
+  /// next connection on, without a restart. Overrides the URL's password; empty: none.
+  std::string password_file;
 
   /// One TCP connect plus handshake (AUTH, SELECT, CLIENT SETNAME). Default 2 s.
   std::chrono::milliseconds connect_timeout{2000};

@@ -104,7 +104,9 @@ class StreamConsumer {
 
   /// Runs until `stop()`, cancellation or `close()` of the client, and then returns normally.
   /// Every other failure (server errors, lost connections, a handler's exception) is logged,
-  /// counted and retried after `error_backoff`; a missing group is re-created. Stop the
+  /// counted and retried after `error_backoff`; a missing group is re-created. A refused
+  /// permission (NOPERM: the user's ACL lacks a command or key) is logged once and thrown:
+  /// never retried (F64). Stop the
   /// consumer before closing the client: a handler finishing during `close()` cannot XACK
   /// (its entries are delivered again later: at-least-once).
   boost::asio::awaitable<void> run();

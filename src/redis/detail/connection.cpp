@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <array>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 namespace trading_shared::redis::detail {
@@ -23,9 +25,39 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
 
+namespace {
+
+/// RedisConfig::password_file's content, read for each connection (rotation without restart).
+/// Its content never appears in an error.
+std::string read_password_file(const std::string& path, const std::string& description) {
+  std::ifstream in(path, std::ios::binary);
+  std::string password;
+  if (in) password.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (!in && !in.eof()) {
+    throw Error(make_error_code(errc::invalid_argument),
+                "Redis " + description + ": cannot read the password file " + path,
+                RequestState::not_sent);
+  }
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+    password.pop_back();
+  }
+  if (password.empty()) {  // being rewritten: the next attempt reads it again
+    throw Error(make_error_code(errc::connect_failed),
+                "Redis " + description + ": the password file " + path + " is empty",
+                RequestState::not_sent);
+  }
+  return password;
+}
+
+}  // namespace
+
 asio::awaitable<void> open_connection(const ClientContext& context, tcp::socket& socket,
                                       ReplyBuilder& parser) {
   const auto& endpoint = context.endpoint;
+  const std::string password =
+      context.config.password_file.empty()
+          ? endpoint.password
+          : read_password_file(context.config.password_file, context.description);
   const auto executor = socket.get_executor();
   tcp::resolver resolver(executor);
   const auto endpoints = co_await resolver.async_resolve(
@@ -39,11 +71,11 @@ asio::awaitable<void> open_connection(const ClientContext& context, tcp::socket&
   // loads its data: such a connection is not used yet).
   std::string hello;
   std::size_t expected = 0;
-  if (!endpoint.password.empty()) {
+  if (!password.empty()) {
     if (endpoint.user.empty()) {
-      encode_command(hello, "AUTH", endpoint.password);
+      encode_command(hello, "AUTH", password);
     } else {
-      encode_command(hello, "AUTH", endpoint.user, endpoint.password);
+      encode_command(hello, "AUTH", endpoint.user, password);
     }
     ++expected;
   }
