@@ -69,7 +69,7 @@ foreach(definition IN LISTS ts_asio_definitions)
   string(APPEND ts_pc_cflags " -D${definition}")
 endforeach()
 # spdlog's own definitions (SPDLOG_COMPILED_LIB, SPDLOG_FMT_EXTERNAL, ...) come with spdlog.pc.
-set(ts_pc_requires "spdlog fmt libpq")
+set(ts_pc_requires "spdlog fmt libpq openssl")
 if(TS_PACKAGE_STATIC)
   string(APPEND ts_pc_requires " hiredis tomlplusplus")
   set(ts_pc_requires_private "")

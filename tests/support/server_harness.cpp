@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -465,9 +466,12 @@ using RedisReplyPtr = std::unique_ptr<redisReply, RedisReplyDeleter>;
 
 class RedisServer final : public detail::ManagedServer {
  public:
-  RedisServer(std::string directory, ServerUser user, const ServerOptions& options)
+  /// `certs`: TLS-only (port 0, tls-port), else plaintext.
+  RedisServer(std::string directory, ServerUser user, const ServerOptions& options,
+              const TestCertificates* certs)
       : ManagedServer("redis", std::move(directory), std::move(user), options.start_timeout),
         options_(options),
+        certs_(certs),
         program_(detail::find_program("redis-server", {"/usr/bin/redis-server"})) {}
   ~RedisServer() override { stop_noexcept(); }
   RedisServer(const RedisServer&) = delete;
@@ -481,7 +485,14 @@ class RedisServer final : public detail::ManagedServer {
   void write_config() override {
     std::string conf = "# Written by the test harness (tests/support/server_harness.cpp).\n";
     conf += "bind " + std::string(kLoopback) + "\n";
-    conf += "port " + std::to_string(port()) + "\n";
+    if (certs_ != nullptr) {
+      // TLS-only: no plaintext port; a client certificate is checked when one is sent.
+      conf += "port 0\ntls-port " + std::to_string(port()) + "\n";
+      conf += "tls-cert-file " + certs_->server_cert + "\ntls-key-file " + certs_->server_key +
+              "\ntls-ca-cert-file " + certs_->ca_cert + "\ntls-auth-clients optional\n";
+    } else {
+      conf += "port " + std::to_string(port()) + "\n";
+    }
     conf += "dir " + directory() + "\n";
     conf += "save \"\"\nappendonly no\ndaemonize no\nprotected-mode no\nlogfile \"\"\n";
     conf += "# ServerOptions::redis_conf\n";
@@ -494,6 +505,7 @@ class RedisServer final : public detail::ManagedServer {
   std::vector<std::string> command() const override { return {program_, config_path()}; }
 
   bool probe_ready(std::string& error) override {
+    if (certs_ != nullptr) return probe_ready_tls(error);
     const timeval timeout{1, 0};
     RedisContextPtr context(redisConnectWithTimeout(kLoopback, port(), timeout));
     if (!context || context->err) {
@@ -525,7 +537,46 @@ class RedisServer final : public detail::ManagedServer {
   }
 
  private:
+  // hiredis is built here without TLS: redis-cli --tls asks the same questions (bounded by
+  // timeout(1)).
+  bool probe_ready_tls(std::string& error) {
+    const std::string command = "timeout 3 redis-cli --tls --cacert '" + certs_->ca_cert + "' -h " +
+                                kLoopback + " -p " + std::to_string(port()) +
+                                " CONFIG GET dir </dev/null 2>&1";
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+      error = "popen redis-cli: " + std::string(std::strerror(errno));
+      return false;
+    }
+    std::string output;
+    char buffer[1024];
+    while (const std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) {
+      output.append(buffer, n);
+    }
+    const int status = ::pclose(pipe);
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      error = "redis-cli --tls CONFIG GET dir: " + output;
+      return false;
+    }
+    // "dir\n<path>\n"
+    std::istringstream lines(output);
+    std::string key;
+    std::string served;
+    std::getline(lines, key);
+    std::getline(lines, served);
+    if (key != "dir") {
+      error = "redis-cli --tls CONFIG GET dir: unexpected reply: " + output;
+      return false;
+    }
+    if (!same_path(served, directory())) {
+      error = "port " + std::to_string(port()) + " is served by another Redis (dir " + served + ")";
+      return false;
+    }
+    return true;
+  }
+
   ServerOptions options_;
+  const TestCertificates* certs_;
   std::string program_;
 };
 
@@ -667,6 +718,7 @@ struct Servers::Impl {
   std::unique_ptr<RedisServer> redis;
   std::unique_ptr<PostgresServer> postgres;
   std::unique_ptr<PgBouncerServer> pgbouncer;
+  std::optional<TestCertificates> certs;  // made on first use
   // A failed first start is not retried by every later test: they get the same error fast.
   std::string redis_failure;
   std::string postgres_failure;
@@ -703,6 +755,21 @@ struct Servers::Impl {
     return root;
   }
 
+  const TestCertificates& ensure_certs() {
+    if (certs) {
+      return *certs;
+    }
+    const std::string dir = ensure_root() + "/tls";
+    TestCertificates made = make_test_certificates(dir);
+    // The servers read them as their own user; the test (root or that user) still can.
+    detail::chown_to(server_user(), dir);
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      detail::chown_to(server_user(), entry.path().string());
+    }
+    certs = std::move(made);
+    return *certs;
+  }
+
   template <typename Server, typename Factory>
   Server& ensure(std::unique_ptr<Server>& server, std::string& failure, Factory factory) {
     if (server) {
@@ -737,8 +804,9 @@ struct Servers::Impl {
       throw std::runtime_error(std::string("server_harness: ") + kRedisEnv +
                                " is set: the harness runs no Redis");
     }
+    const TestCertificates* tls = options.tls ? &ensure_certs() : nullptr;
     return ensure(redis, redis_failure, [&] {
-      return std::make_unique<RedisServer>(ensure_root() + "/redis", server_user(), options);
+      return std::make_unique<RedisServer>(ensure_root() + "/redis", server_user(), options, tls);
     });
   }
 
@@ -842,7 +910,18 @@ std::string Servers::redis_url() {
   if (!impl_->external_redis.empty()) {
     return impl_->external_redis;
   }
-  return "redis://" + std::string(kLoopback) + ":" + std::to_string(impl_->ensure_redis().port());
+  const std::uint16_t port = impl_->ensure_redis().port();
+  return std::string(impl_->options.tls ? "rediss://" : "redis://") + kLoopback + ":" +
+         std::to_string(port);
+}
+
+const TestCertificates& Servers::tls_certificates() {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->ensure_certs();
+}
+
+bool Servers::tls() const {
+  return impl_->options.tls;
 }
 
 namespace {
@@ -985,6 +1064,7 @@ void Servers::shutdown() {
   if (!impl_->root.empty()) {
     const std::string root = impl_->root;
     impl_->root.clear();
+    impl_->certs.reset();  // they were in root
     std::string survivors;
     for (const pid_t pid : harness_server_processes()) {
       if (harness_directory_of(process_working_directory(pid)) == root) {

@@ -13,6 +13,8 @@
 ///   existing servers instead; then no process handle is available (`external() == true`)
 ///   and fault tests skip themselves.
 
+#include "support/tls_certs.hpp"
+
 #include <sys/types.h>
 
 #include <chrono>
@@ -76,6 +78,11 @@ struct ServerOptions {
   std::vector<std::string> redis_conf;
   std::vector<std::string> pgbouncer_conf;
   std::chrono::milliseconds start_timeout{30000};
+  /// Every server of the binary TLS-only, with the certificates of
+  /// Servers::tls_certificates(): Redis listens on a TLS port only (`tls-auth-clients
+  /// optional`) and redis_url() is rediss://127.0.0.1:PORT (the test sets the CA in
+  /// RedisConfig::tls).
+  bool tls = false;
 };
 
 class PostgresServer;
@@ -108,7 +115,7 @@ class Servers {
                                 const std::string& database = "postgres");
   /// DSN of PgBouncer's admin console (database `pgbouncer`), for PAUSE/RESUME/SHOW.
   std::string pgbouncer_admin_dsn();
-  /// redis://127.0.0.1:PORT
+  /// redis://127.0.0.1:PORT (rediss:// when ServerOptions::tls)
   std::string redis_url();
   std::string redis_host();
   std::uint16_t redis_port();
@@ -124,6 +131,13 @@ class Servers {
   /// The temporary directory of this binary's servers (temp_root()/ts-test-PID-XXXXXX),
   /// created on first use.
   std::string directory();
+
+  /// The throwaway certificates of this binary (tls_certs.hpp), made on first use in
+  /// directory()/tls and owned by the servers' user (a server copies a key it needs with
+  /// other owner or mode). The servers of a ServerOptions::tls binary use server_cert/key.
+  const TestCertificates& tls_certificates();
+  /// True when the binary's servers are TLS-only (ServerOptions::tls).
+  bool tls() const;
 
   /// True when the environment points the tests at existing servers.
   bool external() const;
