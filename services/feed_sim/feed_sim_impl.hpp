@@ -283,7 +283,7 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   std::vector<Slice> slices_;
   std::shared_ptr<const std::string> oversized_;
   std::unique_ptr<RestVenue> rest_;
-  std::optional<asio::ssl::context> tls_;  // --tls-cert-file: wss:// and https://
+  std::optional<boost::asio::ssl::context> tls_;  // --tls-cert-file: wss:// and https://
   std::uint64_t tls_handshake_failures_ = 0;
   std::uint64_t ws_connections_ = 0;  // fault switches: the first --fault-connections of them
   std::size_t next_symbol_ = 0;

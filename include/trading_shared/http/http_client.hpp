@@ -69,7 +69,7 @@ struct HttpClientConfig {
   /// store), client certificate and key, SNI / verified name (default: the URL's host).
   /// Certificate files are read again for the next connection when they change. Settings
   /// given with an `http://` URL are refused.
-  core::TlsConfig tls;
+  core::TlsConfig tls{};
   /// TCP connect plus the TLS handshake of https:// (part of the request's deadline too).
   /// Default 5 s.
   std::chrono::milliseconds connect_timeout{5000};

@@ -84,7 +84,7 @@ struct WebSocketConfig {
   /// store), client certificate and key, the name sent as SNI and verified (default: the
   /// URL's host). Certificate files are read again for the next connection when they change
   /// (rotation without a restart). Settings given with a `ws://` URL are refused.
-  core::TlsConfig tls;
+  core::TlsConfig tls{};
   /// Resolve + TCP connect + TLS handshake (wss://) + WebSocket handshake, all within it; and
   /// the closing handshake. Default 5 s.
   std::chrono::milliseconds connect_timeout{5000};
