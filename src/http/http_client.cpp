@@ -340,8 +340,9 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
           throw Error(e.code(), c.what(target, e.what()), RequestState::not_sent);
         }
         c.stats.tls_contexts = c.tls_source->builds();
-        auto transport = std::make_unique<TlsTransport>(
-            c.ex, std::move(context), c.tls_config, c.url.host, c.what(target, "TLS handshake"));
+        auto transport =
+            std::make_unique<TlsTransport>(c.ex, std::move(context), c.tls_config, c.url.host,
+                                           "HTTP GET " + c.url.host + ":" + c.url.port + target);
         tls = transport.get();
         conn->transport = std::move(transport);
       } else {

@@ -77,7 +77,7 @@ asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection>
                       std::to_string(budget.count()) +
                       " ms): the server accepted the connection but does not answer");
     }
-    if (ec) throw core::tls_handshake_error(ec, tls.native_handle(), what("TLS handshake"));
+    if (ec) throw core::tls_handshake_error(ec, tls.native_handle(), "WebSocket " + config.url);
   } else {
     layer.start_sniffing();  // a TLS server's answer to our plaintext upgrade is recognised
   }
