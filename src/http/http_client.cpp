@@ -59,6 +59,10 @@ class Transport {
                                      Clock::time_point deadline, boost::system::error_code& ec) = 0;
   /// Closes the socket: every operation on it ends (operation_aborted). Never throws.
   virtual void close() noexcept = 0;
+  /// TLS: the refusal of the peer (a failed verification, an alert such as TLS 1.3's
+  /// "certificate required", which comes after the client's handshake, with the first read)
+  /// as a tls_failed Error; null when none (always for plain TCP).
+  virtual const Error* tls_refusal() const noexcept { return nullptr; }
   virtual bool is_open() const noexcept = 0;
 };
 
@@ -118,16 +122,22 @@ class TlsTransport final : public Transport {
       refusal_ = core::tls_handshake_error(ec, stream_.native_handle(), what_);
     }
   }
+  const Error* tls_refusal() const noexcept override {
+    if (!refusal_ || refusal_->code() != make_error_code(errc::tls_failed)) return nullptr;
+    return &*refusal_;
+  }
   asio::awaitable<void> write(bhttp::request<bhttp::empty_body>& request,
                               Clock::time_point deadline, boost::system::error_code& ec) override {
     beast::get_lowest_layer(stream_).expires_at(deadline);
     co_await bhttp::async_write(stream_, request, op_token(ec));
+    note_refusal(ec);
   }
   asio::awaitable<void> read(beast::flat_buffer& buffer,
                              bhttp::response_parser<bhttp::string_body>& parser,
                              Clock::time_point deadline, boost::system::error_code& ec) override {
     beast::get_lowest_layer(stream_).expires_at(deadline);
     co_await bhttp::async_read(stream_, buffer, parser, op_token(ec));
+    note_refusal(ec);
   }
   void close() noexcept override {
     boost::system::error_code ignored;
@@ -142,6 +152,12 @@ class TlsTransport final : public Transport {
   const std::optional<Error>& refusal() const noexcept { return refusal_; }
 
  private:
+  void note_refusal(const boost::system::error_code& ec) {
+    if (ec && !refusal_ && core::is_tls_error(ec)) {
+      refusal_ = core::tls_handshake_error(ec, stream_.native_handle(), what_);
+    }
+  }
+
   std::shared_ptr<asio::ssl::context> context_;
   beast::ssl_stream<beast::tcp_stream> stream_;
   const core::TlsConfig* config_;
@@ -382,6 +398,10 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
     bool stale = false;
     if (ec) {
       conn->transport->close();
+      if (const Error* refused = conn->transport->tls_refusal()) {
+        ++c.stats.failures;
+        throw Error(*refused);  // e.g. the server requires a client certificate (TLS 1.3)
+      }
       if (ec == beast::error::timeout) {
         throw fail(errc::request_timeout, "timed out writing the request", RequestState::sent);
       }
@@ -417,6 +437,10 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
         co_return response;
       }
       conn->transport->close();
+      if (const Error* refused = conn->transport->tls_refusal()) {
+        ++c.stats.failures;
+        throw Error(*refused);  // e.g. the server requires a client certificate (TLS 1.3)
+      }
       if (ec == bhttp::error::body_limit) {
         throw fail(errc::response_too_large,
                    "the answer's body is larger than max_body_size (" +

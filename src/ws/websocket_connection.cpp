@@ -103,6 +103,11 @@ asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection>
   c->ws.set_option(timeouts);
   if (!ec) co_return;
   if (state.closing_or_closed()) throw closed_while_connecting();
+  if (layer.is_tls() && core::is_tls_error(ec)) {
+    // The server's refusal after our side of the TLS handshake completed (TLS 1.3: "certificate
+    // required" arrives with the first read): tls_failed like a refusal during the handshake.
+    throw core::tls_handshake_error(ec, layer.tls().native_handle(), "WebSocket " + config.url);
+  }
   throw handshake_error(ec, layer.sniffed(), answer);
 }
 

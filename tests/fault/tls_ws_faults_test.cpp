@@ -199,6 +199,46 @@ TEST(TlsWs, UrlSchemesAndValidation) {
   EXPECT_EQ(h.port, "443");
 }
 
+TEST(TlsWs, MutualTlsClientCertificateRequiredByTheServer) {
+  auto config = tls_sim();
+  config.tls_ca_file = certs().ca_cert;  // --tls-ca-file: client certificates required
+  run_sim_test(config, [](feed::FeedSimulator& sim) -> asio::awaitable<void> {
+    const auto f = co_await start_failure(wss_config(sim.port(), certs().ca_cert));
+    EXPECT_EQ(f.code, make_error_code(errc::tls_failed)) << "no client certificate: " << f.message;
+    EXPECT_LT(f.took, 4s);
+    auto c = wss_config(sim.port(), certs().ca_cert);
+    c.tls.cert_file = certs().client_cert;
+    c.tls.key_file = certs().client_key;
+    const auto ex = co_await asio::this_coro::executor;
+    ws::WebSocketClient client(ex, c);
+    co_await client.start();
+    (void)co_await receive_trades(client, 5);
+    co_await client.close();
+    // https:// likewise: refused without the client certificate, served with it.
+    http::HttpClientConfig rest_config{.base_url =
+                                           "https://127.0.0.1:" + std::to_string(sim.port())};
+    rest_config.tls.ca_file = certs().ca_cert;
+    const std::string target = "/api/v3/historicalTrades?symbol=BTCUSDT&limit=5";
+    std::error_code code;
+    {
+      http::HttpClient rest(ex, rest_config);
+      try {
+        (void)co_await rest.get(target);
+      } catch (const Error& e) {
+        code = e.code();
+      }
+      co_await rest.close();
+    }
+    EXPECT_EQ(code, make_error_code(errc::tls_failed));
+    rest_config.tls.cert_file = certs().client_cert;
+    rest_config.tls.key_file = certs().client_key;
+    http::HttpClient rest(ex, rest_config);
+    const auto answer = co_await rest.get(target);
+    EXPECT_EQ(answer.status, 200U) << answer.body;
+    co_await rest.close();
+  });
+}
+
 // ---- F61: refused certificates, permanent, start() fails at once ----------------------------
 
 TEST(TlsWs, F61_WrongCaIsRefusedAtOnceNamingTheCheck) {
