@@ -50,13 +50,19 @@ void require(bool condition, const std::string& what) {
   if (!condition) throw std::runtime_error("requirement failed: " + what);
 }
 
+/// The certificates of this run, in a directory of its own, removed at exit.
 const TestCertificates& certs() {
-  static const TestCertificates made = [] {
-    const auto dir =
+  struct Made {
+    std::filesystem::path dir =
         std::filesystem::temp_directory_path() / ("ts_tls_ws_test_" + std::to_string(::getpid()));
-    return trading_shared::testing::make_test_certificates(dir.string());
-  }();
-  return made;
+    TestCertificates certs = trading_shared::testing::make_test_certificates(dir.string());
+    ~Made() {
+      std::error_code ignored;  // best effort: a leftover directory in /tmp is harmless
+      std::filesystem::remove_all(dir, ignored);
+    }
+  };
+  static const Made made;
+  return made.certs;
 }
 
 std::string dir_of_test() {
