@@ -188,6 +188,26 @@ TEST(TlsWs, WssCarriesTheFeedVerifiedAndReconnects) {
   });
 }
 
+TEST(TlsWs, CloseIsBoundedWhenTheTlsPeerNeverAnswers) {
+  auto config = tls_sim();
+  config.fault_connections = 1;
+  config.fault_stall_after = 20;  // then it neither reads frames nor writes (no close, no TLS)
+  run_sim_test(config, [](feed::FeedSimulator& sim) -> asio::awaitable<void> {
+    auto c = wss_config(sim.port(), certs().ca_cert);
+    c.close_timeout = 800ms;
+    c.idle_timeout = 10s;  // the silence is not detected before the close
+    const auto ex = co_await asio::this_coro::executor;
+    ws::WebSocketClient client(ex, c);
+    co_await client.start();
+    (void)co_await receive_trades(client, 20);
+    const auto t0 = Clock::now();
+    co_await client.close();
+    const auto took = Clock::now() - t0;
+    EXPECT_GE(took, 700ms) << "the stalled server did not answer the close frame";
+    EXPECT_LT(took, 800ms + 1000ms) << "close() is bounded by close_timeout";
+  });
+}
+
 TEST(TlsWs, UrlSchemesAndValidation) {
   const auto u = ws::parse_websocket_url("wss://venue.example/ws");
   EXPECT_TRUE(u.tls);
