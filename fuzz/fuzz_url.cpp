@@ -1,6 +1,6 @@
 // Fuzzes the URL and DSN parsers of the configuration, selected by the first byte:
 //   'r' redis::parse_redis_url (+ RedisEndpoint::describe, redis::validate)
-//   'w' ws::parse_websocket_url (+ parse_overflow_policy)
+//   'w' ws::parse_websocket_url, ws:// and wss:// (+ parse_overflow_policy)
 //   'p' the PostgreSQL DSN: pg::detail::describe_dsn (libpq's PQconninfoParse underneath)
 //       and core::redact_dsn, which must hide the password
 //   's' core::redact_secrets and core::json_escape (every log line goes through them, and
@@ -70,6 +70,7 @@ void fuzz_ws(std::string_view text) {
     if (url.host.empty()) fail("ws: empty host accepted");
     if (url.port.empty()) fail("ws: empty port");
     if (url.target.empty() || url.target.front() != '/') fail("ws: target does not start with /");
+    if (url.tls != text.starts_with("wss://")) fail("ws: tls does not follow the scheme");
   } catch (const trading_shared::Error& e) {
     if (!is_invalid_argument(e)) fail("ws: not invalid_argument");
   }

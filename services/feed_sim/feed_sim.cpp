@@ -40,6 +40,14 @@ void add_feed_sim_settings(core::ConfigLoader& loader, FeedSimConfig& config) {
             "after N trades, send one extra trade with id --fault-outlier-id (-1 = off)"})
       .add(config.fault_outlier_id,
            {"fault.outlier_id", "the trade id of --fault-outlier-after (a bogus venue id)"});
+  loader
+      .add(config.tls_cert_file,
+           {"tls.cert_file",
+            "serve TLS (wss:// and https://) with this certificate chain (PEM); "
+            "plaintext when empty"})
+      .add(config.tls_key_file, {"tls.key_file", "private key (PEM) of --tls-cert-file"})
+      .add(config.tls_ca_file,
+           {"tls.ca_file", "require client certificates signed by these CAs (PEM; mutual TLS)"});
   add_rest_settings(loader, config);
   add_limits_settings(loader, config.limits);
 }
@@ -102,8 +110,42 @@ void check_config(FeedSimConfig& config) {
   check_after(config.fault_drop_after, "--fault-drop-after");
   check_after(config.fault_oversized_after, "--fault-oversized-after");
   check_after(config.fault_outlier_after, "--fault-outlier-after");
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    throw core::ConfigError("--tls-cert-file and --tls-key-file go together (TLS needs both)");
+  }
+  if (!config.tls_ca_file.empty() && config.tls_cert_file.empty()) {
+    throw core::ConfigError("--tls-ca-file needs --tls-cert-file and --tls-key-file");
+  }
   check_rest_config(config);
   check_limits(config.limits);
+}
+
+/// The server's TLS context (TLS 1.2 minimum) from --tls-cert-file / --tls-key-file (and
+/// --tls-ca-file: client certificates required). Errors name the file, never its content.
+void FeedSimulator::Impl::load_tls() {
+  if (config_.tls_cert_file.empty()) return;
+  tls_.emplace(asio::ssl::context::tls_server);
+  auto& context = *tls_;
+  const auto load = [](const char* flag, const std::string& path, auto&& action) {
+    boost::system::error_code ec;
+    action(ec);
+    if (ec) {
+      throw core::ConfigError(fmt::format("{} {}: cannot load: {}", flag, path, ec.message()));
+    }
+  };
+  context.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                      asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                      asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  load("--tls-cert-file", config_.tls_cert_file,
+       [&](auto& ec) { context.use_certificate_chain_file(config_.tls_cert_file, ec); });
+  load("--tls-key-file", config_.tls_key_file, [&](auto& ec) {
+    context.use_private_key_file(config_.tls_key_file, asio::ssl::context::pem, ec);
+  });
+  if (!config_.tls_ca_file.empty()) {
+    load("--tls-ca-file", config_.tls_ca_file,
+         [&](auto& ec) { context.load_verify_file(config_.tls_ca_file, ec); });
+    context.set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+  }
 }
 
 // ---- the simulator -------------------------------------------------------------------------
@@ -145,6 +187,7 @@ FeedSimulator::Impl::~Impl() {
 asio::awaitable<void> FeedSimulator::Impl::start() {
   if (started_) throw std::logic_error("FeedSimulator::start called twice");
   started_ = true;
+  load_tls();
   const ListenAddress address = parse_listen(config_.listen);
   tcp::resolver resolver(executor_);
   boost::system::error_code ec;
@@ -172,8 +215,9 @@ asio::awaitable<void> FeedSimulator::Impl::start() {
   const tcp::endpoint bound = acceptor_.local_endpoint(ec);
   if (ec) fail("getsockname");
   port_ = bound.port();
-  log()->info("listening on ws://{} ({} symbol(s), seed {}, {} trades/s, max {} trades{})",
-              describe(bound), symbols_.size(), config_.seed, config_.rate, config_.max_messages,
+  log()->info("listening on {}://{} ({} symbol(s), seed {}, {} trades/s, max {} trades{})",
+              tls_ ? "wss" : "ws", describe(bound), symbols_.size(), config_.seed, config_.rate,
+              config_.max_messages,
               faults_enabled_ ? fmt::format(", fault switches on for {}",
                                             config_.fault_connections == 0
                                                 ? std::string("every connection")

@@ -1,8 +1,9 @@
 #pragma once
 /// @file
 /// ts-feed-sim: a local exchange simulator serving a Binance-style trade stream over plain
-/// WebSocket (docs/services.md). `FeedSimulator` is a resource (start/close) entered in the
-/// service's ResourceScope; the generation logic lives in generator.hpp.
+/// WebSocket, or TLS (wss://, https://) with a certificate (docs/services.md). `FeedSimulator` is a
+/// resource (start/close) entered in the service's ResourceScope; the generation logic lives in
+/// generator.hpp.
 ///
 /// Not thread-safe: everything runs on the executor given to the constructor (one thread).
 
@@ -42,6 +43,11 @@ struct FeedSimConfig {
   /// are closed.
   std::chrono::milliseconds close_timeout{2000};
   std::string summary_file;
+  /// TLS (wss:// and https:// on the same port) when set: certificate chain and key (PEM);
+  /// `tls_ca_file` also requires client certificates signed by those CAs (mutual TLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_ca_file;
   /// The venue's WebSocket limits (limits.hpp).
   VenueLimits limits;
 

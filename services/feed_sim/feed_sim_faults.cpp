@@ -47,7 +47,7 @@ asio::awaitable<void> FeedSimulator::Impl::apply_faults(std::shared_ptr<Connecti
     ++dropped_connections_;
     if (c->corked) set_cork(*c, false);  // the reset discards what is still unsent
     boost::system::error_code ec;
-    c->ws.next_layer().set_option(asio::socket_base::linger(true, 0), ec);
+    beast::get_lowest_layer(c->ws).set_option(asio::socket_base::linger(true, 0), ec);
     if (ec) log()->warn("connection #{}: SO_LINGER: {}", c->id, ec.message());
     end(*c, fmt::format("fault: TCP connection reset after {} trade(s)", sent));
   }
@@ -68,7 +68,7 @@ void FeedSimulator::Impl::stall(Connection& c) {
   // The pending WebSocket read ends (operation_aborted); the reader then only watches for
   // the client going away.
   boost::system::error_code ec;
-  c.ws.next_layer().cancel(ec);
+  beast::get_lowest_layer(c.ws).cancel(ec);
   if (ec) log()->warn("connection #{}: cancel: {}", c.id, ec.message());
 }
 

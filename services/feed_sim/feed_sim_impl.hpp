@@ -18,6 +18,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -153,9 +154,10 @@ struct Outgoing {
 };
 
 struct Connection {
-  Connection(tcp::socket socket, std::uint64_t number, std::string remote, bool with_faults,
-             std::size_t symbols, const VenueLimits& limits)
-      : ws(std::move(socket)),
+  /// `tls`: the server's TLS context (--tls-cert-file), null for plaintext.
+  Connection(tcp::socket socket, asio::ssl::context* tls, std::uint64_t number, std::string remote,
+             bool with_faults, std::size_t symbols, const VenueLimits& limits)
+      : ws(std::move(socket), tls),
         wake(ws.get_executor()),
         id(number),
         peer(std::move(remote)),
@@ -165,8 +167,8 @@ struct Connection {
         clock(limits, Clock::now()),
         keeper(ws.get_executor()) {}
 
-  websocket::stream<tcp::socket> ws;
-  core::AsyncEvent wake;  // the writer waits on it for the queue (or a ping, or the end)
+  websocket::stream<SimStream> ws;  // next_layer(): TLS or not; get_lowest_layer(): the socket
+  core::AsyncEvent wake;            // the writer waits on it for the queue (or a ping, or the end)
   bool corked = false;
   std::uint64_t id;
   std::string peer;
@@ -233,6 +235,8 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   boost::asio::awaitable<void> accept_loop();
   void on_accept(tcp::socket socket);
   boost::asio::awaitable<void> session(std::shared_ptr<Connection> c);
+  boost::asio::awaitable<bool> tls_handshake(std::shared_ptr<Connection> c);
+  void load_tls();
   boost::asio::awaitable<void> read_loop(std::shared_ptr<Connection> c);
   boost::asio::awaitable<void> discard_while_stalled(std::shared_ptr<Connection> c);
   boost::asio::awaitable<void> writer(std::shared_ptr<Connection> c);
@@ -279,6 +283,8 @@ class FeedSimulator::Impl : public std::enable_shared_from_this<FeedSimulator::I
   std::vector<Slice> slices_;
   std::shared_ptr<const std::string> oversized_;
   std::unique_ptr<RestVenue> rest_;
+  std::optional<boost::asio::ssl::context> tls_;  // --tls-cert-file: wss:// and https://
+  std::uint64_t tls_handshake_failures_ = 0;
   std::uint64_t ws_connections_ = 0;  // fault switches: the first --fault-connections of them
   std::size_t next_symbol_ = 0;
   std::uint16_t port_ = 0;

@@ -44,8 +44,8 @@ void FeedSimulator::Impl::on_accept(tcp::socket socket) {
   const std::string peer = ec ? std::string("unknown peer") : describe(remote);
   socket.set_option(tcp::no_delay(true), ec);
   if (ec) log()->debug("connection #{}: TCP_NODELAY: {}", id, ec.message());
-  auto c = std::make_shared<Connection>(std::move(socket), id, peer, false, symbols_.size(),
-                                        config_.limits);
+  auto c = std::make_shared<Connection>(std::move(socket), tls_ ? &*tls_ : nullptr, id, peer, false,
+                                        symbols_.size(), config_.limits);
   connections_.push_back(c);
   spawn(session(c), c, "session");
 }
@@ -59,7 +59,11 @@ asio::awaitable<void> FeedSimulator::Impl::session(std::shared_ptr<Connection> c
     response.set(beast::http::field::server, "ts-feed-sim");
   }));
   ws.read_message_max(kMaxClientMessage);
-  ws.auto_fragment(false);    // the oversized fault must be one frame
+  ws.auto_fragment(false);  // the oversized fault must be one frame
+  if (ws.next_layer().is_tls()) {
+    const bool ok = co_await tls_handshake(c);
+    if (!ok) co_return;
+  }
   beast::flat_buffer buffer;  // a plain GET (no Upgrade) is REST (rest.hpp)
   std::string error;
   auto request = co_await rest_->read_first(ws.next_layer(), buffer, c, error);
@@ -89,6 +93,61 @@ asio::awaitable<void> FeedSimulator::Impl::session(std::shared_ptr<Connection> c
   spawn(writer(c), c, "writer");
   watch_limits(c);
   co_await read_loop(c);
+}
+
+/// The server side of a TLS connection's handshake, within the first request's time limit. A
+/// plaintext HTTP request on the TLS port is answered, in plaintext, with a 400 saying to use
+/// wss:// or https:// (as nginx does: the client's error then says which side wants what).
+asio::awaitable<bool> FeedSimulator::Impl::tls_handshake(std::shared_ptr<Connection> c) {
+  auto& tls = c->ws.next_layer().tls();
+  auto& socket = beast::get_lowest_layer(c->ws);
+  asio::steady_timer bound(executor_);
+  bound.expires_after(std::chrono::seconds(30));
+  bound.async_wait([c](boost::system::error_code ec) {
+    if (ec) return;
+    boost::system::error_code ignored;  // the handshake then fails: reported below
+    beast::get_lowest_layer(c->ws).close(ignored);
+  });
+  boost::system::error_code ec;
+  co_await tls.async_handshake(asio::ssl::stream_base::server,
+                               asio::redirect_error(asio::use_awaitable, ec));
+  bound.cancel();
+  if (c->state != ConnState::handshake) co_return false;  // ended meanwhile (server stopping)
+  if (!ec) co_return true;
+  ++tls_handshake_failures_;
+  const bool plain_http =
+      ec.category() == asio::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_HTTP_REQUEST;
+  if (plain_http && socket.is_open()) {
+    static constexpr std::string_view kAnswer =
+        "HTTP/1.1 400 Bad Request\r\nServer: ts-feed-sim\r\nContent-Type: text/plain\r\n"
+        "Connection: close\r\nContent-Length: 58\r\n\r\n"
+        "ts-feed-sim: this port speaks TLS: use wss:// or https://\n";
+    boost::system::error_code ignored;  // best effort: the connection ends either way
+    bound.expires_after(std::chrono::seconds(2));
+    bound.async_wait([c](boost::system::error_code e) {
+      if (e) return;
+      boost::system::error_code ignore;
+      beast::get_lowest_layer(c->ws).close(ignore);
+    });
+    co_await asio::async_write(socket, asio::buffer(kAnswer),
+                               asio::redirect_error(asio::use_awaitable, ignored));
+    socket.shutdown(tcp::socket::shutdown_send, ignored);
+    std::array<char, 1024> sink{};
+    while (!ignored && socket.is_open()) {  // the rest of the request, until the client closes
+      co_await socket.async_read_some(asio::buffer(sink),
+                                      asio::redirect_error(asio::use_awaitable, ignored));
+    }
+    bound.cancel();
+  }
+  if (tls_handshake_failures_ == 1 || tls_handshake_failures_ % 100 == 0) {
+    log()->warn("connection #{} from {}: TLS handshake failed: {} ({} so far)", c->id, c->peer,
+                plain_http ? "a plaintext HTTP request on the TLS port" : ec.message(),
+                tls_handshake_failures_);
+  }
+  end(*c, plain_http ? "TLS handshake failed: plaintext HTTP request (answered 400)"
+                     : "TLS handshake failed: " + ec.message());
+  co_return false;
 }
 
 asio::awaitable<void> FeedSimulator::Impl::read_loop(std::shared_ptr<Connection> c) {
@@ -180,7 +239,7 @@ asio::awaitable<void> FeedSimulator::Impl::writer(std::shared_ptr<Connection> c)
 void FeedSimulator::Impl::set_cork(Connection& c, bool on) {
   c.corked = on;
   boost::system::error_code ec;
-  c.ws.next_layer().set_option(TcpCork(on), ec);
+  beast::get_lowest_layer(c.ws).set_option(TcpCork(on), ec);
   if (ec) log()->debug("connection #{}: TCP_CORK: {}", c.id, ec.message());
 }
 
@@ -223,7 +282,7 @@ void FeedSimulator::Impl::end(Connection& c, std::string reason) {
   c.queue.clear();
   c.keeper.notify_all();
   boost::system::error_code ignored;  // already closed or never connected: nothing to do
-  c.ws.next_layer().close(ignored);
+  beast::get_lowest_layer(c.ws).close(ignored);
   c.wake.notify_all();
 }
 

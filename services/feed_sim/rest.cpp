@@ -56,8 +56,8 @@ constexpr std::array<std::uint64_t, 9> kPow10 = {1,      10,      100,      1000
 /// Closes the socket when it expires; `owner` keeps the socket alive for the handler.
 class Deadline {
  public:
-  Deadline(tcp::socket& socket, std::shared_ptr<void> owner)
-      : socket_(socket), owner_(std::move(owner)), timer_(socket.get_executor()) {}
+  Deadline(SimStream& stream, std::shared_ptr<void> owner)
+      : socket_(stream.next_layer()), owner_(std::move(owner)), timer_(socket_.get_executor()) {}
   Deadline(const Deadline&) = delete;
   Deadline& operator=(const Deadline&) = delete;
   ~Deadline() { timer_.cancel(); }
@@ -195,7 +195,7 @@ struct ReadResult {
 
 /// Reads one request within `timeout`; a malformed one is answered with a 400 (and the
 /// connection is to be closed).
-asio::awaitable<ReadResult> read_request(tcp::socket& socket, beast::flat_buffer& buffer,
+asio::awaitable<ReadResult> read_request(SimStream& socket, beast::flat_buffer& buffer,
                                          Deadline& deadline, Clock::duration timeout) {
   http::request_parser<http::string_body> parser;
   parser.body_limit(kBodyLimit);
@@ -246,7 +246,7 @@ RestVenue::RestVenue(asio::any_io_executor executor, const FeedSimConfig& config
   }
 }
 
-asio::awaitable<std::optional<RestRequest>> RestVenue::read_first(tcp::socket& socket,
+asio::awaitable<std::optional<RestRequest>> RestVenue::read_first(SimStream& socket,
                                                                   beast::flat_buffer& buffer,
                                                                   std::shared_ptr<void> owner,
                                                                   std::string& error) {
@@ -256,7 +256,7 @@ asio::awaitable<std::optional<RestRequest>> RestVenue::read_first(tcp::socket& s
   co_return std::move(result.request);
 }
 
-asio::awaitable<std::string> RestVenue::serve(tcp::socket& socket, beast::flat_buffer& buffer,
+asio::awaitable<std::string> RestVenue::serve(SimStream& socket, beast::flat_buffer& buffer,
                                               RestRequest first, std::shared_ptr<void> owner) {
   ++connections_;
   Deadline deadline(socket, std::move(owner));
@@ -266,7 +266,8 @@ asio::awaitable<std::string> RestVenue::serve(tcp::socket& socket, beast::flat_b
     Answer a = answer(request);
     if (config_.rest_fault_slow > std::chrono::milliseconds::zero()) {
       co_await delay(config_.rest_fault_slow);
-      if (stopped_ || !socket.is_open()) co_return "closed while an answer was delayed";
+      if (stopped_ || !socket.next_layer().is_open())
+        co_return "closed while an answer was delayed";
     }
     RestResponse response{a.status, request.version()};
     response.set(http::field::server, "ts-feed-sim");
@@ -288,7 +289,7 @@ asio::awaitable<std::string> RestVenue::serve(tcp::socket& socket, beast::flat_b
     ++answered;
     if (!response.keep_alive()) {
       boost::system::error_code ignored;  // the socket is closed next anyway
-      socket.shutdown(tcp::socket::shutdown_send, ignored);
+      socket.next_layer().shutdown(tcp::socket::shutdown_send, ignored);
       co_return fmt::format("REST: {} answer(s); closed as asked", answered);
     }
     auto next = co_await read_request(socket, buffer, deadline, kIdleTimeout);

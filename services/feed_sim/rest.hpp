@@ -8,6 +8,7 @@
 /// Not thread-safe: everything runs on the simulator's executor.
 
 #include <trading_shared/core/config.hpp>
+#include <trading_shared/ws/tls_stream.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -38,6 +39,8 @@ void check_rest_config(const FeedSimConfig& config);
 
 using RestRequest = boost::beast::http::request<boost::beast::http::string_body>;
 using RestResponse = boost::beast::http::response<boost::beast::http::string_body>;
+/// A connection's bytes: plain TCP, or TLS over it with --tls-cert-file (wss://, https://).
+using SimStream = ws::MaybeTlsStream<boost::asio::ip::tcp::socket>;
 
 /// Appends the Binance `historicalTrades` array of `trades` to `out` (8-decimal strings).
 void append_rest_trades_json(std::string& out, const std::vector<HistoryTrade>& trades,
@@ -57,16 +60,16 @@ class RestVenue {
   /// The first request of a new connection (WebSocket upgrade or REST), read within a fixed
   /// timeout. `owner` keeps `socket` alive (the timer's handler closes it on expiry).
   /// nullopt with `error` set on failure (a malformed request gets a 400 first).
-  boost::asio::awaitable<std::optional<RestRequest>> read_first(
-      boost::asio::ip::tcp::socket& socket, boost::beast::flat_buffer& buffer,
-      std::shared_ptr<void> owner, std::string& error);
+  boost::asio::awaitable<std::optional<RestRequest>> read_first(SimStream& socket,
+                                                                boost::beast::flat_buffer& buffer,
+                                                                std::shared_ptr<void> owner,
+                                                                std::string& error);
 
   /// Serves a REST connection whose first request is `first`, keep-alive, until the client
   /// closes, asks to close, stays idle too long, or the socket is closed under it (the
   /// simulator stopping). Returns why it ended.
-  boost::asio::awaitable<std::string> serve(boost::asio::ip::tcp::socket& socket,
-                                            boost::beast::flat_buffer& buffer, RestRequest first,
-                                            std::shared_ptr<void> owner);
+  boost::asio::awaitable<std::string> serve(SimStream& socket, boost::beast::flat_buffer& buffer,
+                                            RestRequest first, std::shared_ptr<void> owner);
 
   /// Ends the `--rest-fault-slow` delays at once (the simulator is stopping). Idempotent.
   void stop();

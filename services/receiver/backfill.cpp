@@ -81,7 +81,8 @@ struct Chunk {
 std::string rest_url_from_feed(std::string_view feed_url) {
   const ws::WebSocketUrl url = ws::parse_websocket_url(feed_url);
   const bool v6 = url.host.find(':') != std::string::npos;
-  return "http://" + (v6 ? "[" + url.host + "]" : url.host) + ":" + url.port;
+  return (url.tls ? "https://" : "http://") + (v6 ? "[" + url.host + "]" : url.host) + ":" +
+         url.port;
 }
 
 struct Backfill::State {

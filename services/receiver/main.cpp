@@ -28,7 +28,21 @@ int main(int argc, char** argv) {
       "Reads the trade feed (WebSocket) and writes every trade to its Redis trade stream "
       "md:{tNN}:trades (a bucket of symbols) and its last trade to md:{tNN}:last.");
   services::add_redis_settings(loader, config.redis);
-  loader.add(config.feed.url, {"feed.url", "ws:// URL of the trade feed"})
+  loader.add(config.feed.url, {"feed.url", "ws:// or wss:// (TLS) URL of the trade feed"})
+      .add(config.feed.tls.ca_file,
+           {"feed.tls_ca_file",
+            "wss:// and https:// (feed and REST): trusted CAs (PEM); empty: the system store"})
+      .add(config.feed.tls.cert_file,
+           {"feed.tls_cert_file", "client certificate (PEM) for the feed and REST (mutual TLS)"})
+      .add(config.feed.tls.key_file,
+           {"feed.tls_key_file", "private key (PEM) of --feed-tls-cert-file"})
+      .add(config.feed.tls.server_name,
+           {"feed.tls_server_name",
+            "name sent as SNI and verified in the feed's and REST's certificates (empty: the "
+            "URL's host)"})
+      .add(config.feed.tls.verify_peer,
+           {"feed.tls_verify",
+            "verify the feed's and REST's certificate chain and host name (false: tests only)"})
       .add(config.symbols, {"symbols", "symbols to subscribe to (comma-separated)"})
       .add(config.feed.idle_timeout,
            {"feed.idle_timeout", "silence after which the feed is declared dead"})
@@ -68,8 +82,8 @@ int main(int argc, char** argv) {
            {"rotate_before", "how long before --connection-lifetime a connection is replaced"})
       .add(config.backfill.rest_url,
            {"rest.url",
-            "http:// URL of the venue's REST endpoint for backfill (empty: http://host:port of "
-            "--feed-url)"})
+            "http:// or https:// URL of the venue's REST endpoint for backfill (empty: "
+            "http://host:port of a ws:// --feed-url, https://host:port of a wss:// one)"})
       .add(config.backfill.fetch.api_key,
            {"rest.api_key", "sent as X-MBX-APIKEY with every REST call (empty: none)", true})
       .add(config.backfill.rest_timeout, {"rest.timeout", "deadline of one REST call"})
@@ -116,7 +130,7 @@ int main(int argc, char** argv) {
         }
       }
       try {
-        (void)http::parse_http_url(config.backfill.rest_url);
+        http::validate(services::rest_client_config(config));
       } catch (const Error& e) {
         throw core::ConfigError(std::string("invalid --rest-url: ") + e.what());
       }

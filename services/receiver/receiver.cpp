@@ -470,6 +470,15 @@ class Writer {
 
 }  // namespace
 
+http::HttpClientConfig rest_client_config(const ReceiverConfig& config) {
+  http::HttpClientConfig rest{.base_url = config.backfill.rest_url,
+                              .request_timeout = config.backfill.rest_timeout};
+  // The feed's TLS settings serve the REST endpoint too (an https:// URL; none for http://).
+  if (config.backfill.rest_url.starts_with("https://")) rest.tls = config.feed.tls;
+  rest.tls.enabled = false;  // follows the scheme
+  return rest;
+}
+
 asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const ReceiverConfig& config) {
   auto executor = ctx.executor();
   auto* redis = co_await ctx.scope().open<redis::RedisClient>("redis", executor, config.redis);
@@ -479,8 +488,7 @@ asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx, const Receive
   auto* feed = co_await ctx.scope().open<FeedSet>("feed", executor, feed_config);
   http::HttpClient* rest = nullptr;
   if (config.backfill.enabled) {
-    http::HttpClientConfig rest_config{.base_url = config.backfill.rest_url,
-                                       .request_timeout = config.backfill.rest_timeout};
+    const http::HttpClientConfig rest_config = rest_client_config(config);
     rest = co_await ctx.scope().open<http::HttpClient>("rest", executor, rest_config);
   }
 

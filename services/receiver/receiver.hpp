@@ -4,6 +4,7 @@
 /// `md:{tNN}:trades` (one entry per trade, trade id included; a bucket of symbols per stream)
 /// and each symbol's last trade in its bucket's `md:{tNN}:last` hash.
 
+#include <trading_shared/http/http_client.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
@@ -45,6 +46,10 @@ struct ReceiverConfig {
   /// progress for longer makes the "write_path" readiness check fail.
   std::chrono::milliseconds check_interval{500};
 };
+
+/// The REST client's configuration: `--rest-url`, `--rest-timeout`, and the feed's TLS
+/// settings (`--feed-tls-*`) for an https:// URL.
+http::HttpClientConfig rest_client_config(const ReceiverConfig& config);
 
 /// The service body (run under lifecycle::run_daemon).
 boost::asio::awaitable<void> run_receiver(lifecycle::ServiceContext& ctx,

@@ -1,5 +1,7 @@
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/tls.hpp>
+#include <trading_shared/core/tls_context.hpp>
 #include <trading_shared/http/http_client.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -11,6 +13,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -40,8 +43,8 @@ auto op_token(boost::system::error_code& ec) {
                                       asio::redirect_error(asio::use_awaitable, ec));
 }
 
-/// The bytes of a connection: plain TCP today. A TLS transport (a later issue) wraps
-/// `beast::ssl_stream<beast::tcp_stream>` and adds its handshake to `connect`.
+/// The bytes of a connection: plain TCP (http://) or TLS over it (https://, whose handshake is
+/// part of `connect`).
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -56,6 +59,10 @@ class Transport {
                                      Clock::time_point deadline, boost::system::error_code& ec) = 0;
   /// Closes the socket: every operation on it ends (operation_aborted). Never throws.
   virtual void close() noexcept = 0;
+  /// TLS: the refusal of the peer (a failed verification, an alert such as TLS 1.3's
+  /// "certificate required", which comes after the client's handshake, with the first read)
+  /// as a tls_failed Error; null when none (always for plain TCP).
+  virtual const Error* tls_refusal() const noexcept { return nullptr; }
   virtual bool is_open() const noexcept = 0;
 };
 
@@ -90,6 +97,75 @@ class PlainTransport final : public Transport {
   beast::tcp_stream stream_;
 };
 
+/// https://: `beast::ssl_stream<beast::tcp_stream>`. The handshake (SNI, chain and host-name
+/// verification) is part of connect, under the connect deadline. close() closes the socket at
+/// once (no close_notify exchange: never waits on the peer; the answer was read in full).
+class TlsTransport final : public Transport {
+ public:
+  TlsTransport(const asio::any_io_executor& executor, std::shared_ptr<asio::ssl::context> context,
+               const core::TlsConfig& config, const std::string& host, std::string what)
+      : context_(std::move(context)),
+        stream_(executor, *context_),
+        config_(&config),
+        host_(&host),
+        what_(std::move(what)) {}
+  asio::awaitable<void> connect(const tcp::resolver::results_type& endpoints,
+                                Clock::time_point deadline,
+                                boost::system::error_code& ec) override {
+    auto& tcp_layer = beast::get_lowest_layer(stream_);
+    tcp_layer.expires_at(deadline);
+    co_await tcp_layer.async_connect(endpoints, op_token(ec));
+    if (ec) co_return;
+    core::prepare_client(stream_.native_handle(), *config_, *host_);
+    co_await stream_.async_handshake(asio::ssl::stream_base::client, op_token(ec));
+    if (ec && ec != beast::error::timeout && ec != asio::error::operation_aborted) {
+      refusal_ = core::tls_handshake_error(ec, stream_.native_handle(), what_);
+    }
+  }
+  const Error* tls_refusal() const noexcept override {
+    if (!refusal_ || refusal_->code() != make_error_code(errc::tls_failed)) return nullptr;
+    return &*refusal_;
+  }
+  asio::awaitable<void> write(bhttp::request<bhttp::empty_body>& request,
+                              Clock::time_point deadline, boost::system::error_code& ec) override {
+    beast::get_lowest_layer(stream_).expires_at(deadline);
+    co_await bhttp::async_write(stream_, request, op_token(ec));
+    note_refusal(ec);
+  }
+  asio::awaitable<void> read(beast::flat_buffer& buffer,
+                             bhttp::response_parser<bhttp::string_body>& parser,
+                             Clock::time_point deadline, boost::system::error_code& ec) override {
+    beast::get_lowest_layer(stream_).expires_at(deadline);
+    co_await bhttp::async_read(stream_, buffer, parser, op_token(ec));
+    note_refusal(ec);
+  }
+  void close() noexcept override {
+    boost::system::error_code ignored;
+    auto& socket = beast::get_lowest_layer(stream_).socket();
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+  }
+  bool is_open() const noexcept override {
+    return beast::get_lowest_layer(stream_).socket().is_open();
+  }
+  /// The handshake's failure as an Error (tls_failed: refused; connect_failed: cut), if any.
+  const std::optional<Error>& refusal() const noexcept { return refusal_; }
+
+ private:
+  void note_refusal(const boost::system::error_code& ec) {
+    if (ec && !refusal_ && core::is_tls_error(ec)) {
+      refusal_ = core::tls_handshake_error(ec, stream_.native_handle(), what_);
+    }
+  }
+
+  std::shared_ptr<asio::ssl::context> context_;
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  const core::TlsConfig* config_;
+  const std::string* host_;
+  std::string what_;
+  std::optional<Error> refusal_;
+};
+
 struct Connection {
   std::unique_ptr<Transport> transport;
   beast::flat_buffer buffer;  // bytes read past an answer stay with its connection
@@ -114,11 +190,21 @@ struct HttpClient::Core {
       : ex(std::move(executor)), config(std::move(cfg)), url(parse_http_url(config.base_url)) {
     validate(config);
     if (url.target == "/") url.target.clear();  // the prefix of every target
-    host_header = url.port == "80" ? url.host : url.host + ":" + url.port;
+    const bool default_port = url.port == (url.tls ? "443" : "80");
+    host_header = default_port ? url.host : url.host + ":" + url.port;
     if (url.host.find(':') != std::string::npos) {  // IPv6 literal
-      host_header = url.port == "80" ? "[" + url.host + "]" : "[" + url.host + "]:" + url.port;
+      host_header = default_port ? "[" + url.host + "]" : "[" + url.host + "]:" + url.port;
+    }
+    if (url.tls) {
+      tls_config = config.tls;
+      tls_config.enabled = true;
+      tls_source.emplace(tls_config, "HTTP client " + config.base_url);
     }
   }
+  /// https://: the TLS settings and the context of new connections (rebuilt when the
+  /// certificate files change).
+  core::TlsConfig tls_config;
+  std::optional<core::TlsContextSource> tls_source;
   asio::any_io_executor ex;
   HttpClientConfig config;
   HttpUrl url;
@@ -259,7 +345,25 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
         c.endpoints = std::move(results);
       }
       conn = std::make_unique<Connection>();
-      conn->transport = std::make_unique<PlainTransport>(c.ex);
+      TlsTransport* tls = nullptr;
+      if (c.tls_source) {
+        std::shared_ptr<asio::ssl::context> context;
+        try {
+          context = c.tls_source->get();  // a new one when the certificate files changed
+        } catch (const Error& e) {
+          ++c.stats.failures;
+          ++c.stats.connect_failures;
+          throw Error(e.code(), c.what(target, e.what()), RequestState::not_sent);
+        }
+        c.stats.tls_contexts = c.tls_source->builds();
+        auto transport =
+            std::make_unique<TlsTransport>(c.ex, std::move(context), c.tls_config, c.url.host,
+                                           "HTTP GET " + c.url.host + ":" + c.url.port + target);
+        tls = transport.get();
+        conn->transport = std::move(transport);
+      } else {
+        conn->transport = std::make_unique<PlainTransport>(c.ex);
+      }
       request.connection = conn.get();
       const auto connect_deadline = std::min(deadline, Clock::now() + c.config.connect_timeout);
       if (auto e = interrupted(RequestState::not_sent)) throw *e;
@@ -270,8 +374,14 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
         ++c.stats.connect_failures;
         conn->transport->close();
         if (ec == beast::error::timeout) {
-          throw fail(Clock::now() >= deadline ? errc::request_timeout : errc::connect_timeout,
-                     "connect timed out", RequestState::not_sent);
+          throw fail(
+              Clock::now() >= deadline ? errc::request_timeout : errc::connect_timeout,
+              tls != nullptr ? "connect (TCP + TLS handshake) timed out" : "connect timed out",
+              RequestState::not_sent);
+        }
+        if (tls != nullptr && tls->refusal()) {
+          ++c.stats.failures;
+          throw Error(*tls->refusal());  // names the check that failed (tls_failed), F61/F63
         }
         throw fail(errc::connect_failed, "connect failed: " + ec.message(), RequestState::not_sent);
       }
@@ -288,6 +398,10 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
     bool stale = false;
     if (ec) {
       conn->transport->close();
+      if (const Error* refused = conn->transport->tls_refusal()) {
+        ++c.stats.failures;
+        throw Error(*refused);  // e.g. the server requires a client certificate (TLS 1.3)
+      }
       if (ec == beast::error::timeout) {
         throw fail(errc::request_timeout, "timed out writing the request", RequestState::sent);
       }
@@ -323,6 +437,10 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
         co_return response;
       }
       conn->transport->close();
+      if (const Error* refused = conn->transport->tls_refusal()) {
+        ++c.stats.failures;
+        throw Error(*refused);  // e.g. the server requires a client certificate (TLS 1.3)
+      }
       if (ec == bhttp::error::body_limit) {
         throw fail(errc::response_too_large,
                    "the answer's body is larger than max_body_size (" +
@@ -342,6 +460,19 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
       const bool nothing_read = !parser.got_some();
       const bool closed_early = ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
                                 ec == asio::error::connection_reset;
+      if (!c.url.tls && !reused) {  // F63: a plaintext request to a TLS port
+        const auto data = conn->buffer.cdata();
+        if (core::looks_like_tls(
+                std::string_view(static_cast<const char*>(data.data()), data.size()))) {
+          throw fail(errc::tls_failed, "the server speaks TLS: use https://", RequestState::sent);
+        }
+        if (closed_early && nothing_read) {
+          throw fail(errc::connection_lost,
+                     "the connection closed before an answer (" + ec.message() +
+                         "); if it is a TLS port, use https://",
+                     RequestState::sent);
+        }
+      }
       stale = reused && nothing_read && closed_early;
       if (!stale || attempt > 0) {
         if (ec == bhttp::error::partial_message || ec == asio::error::eof ||

@@ -1,6 +1,7 @@
 // The pure parts of the HTTP client: URL parsing, Retry-After, status errors, validation.
 // Apart from http_client.cpp (Beast, coroutines) so that unit tests and fuzzers compile little.
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/tls.hpp>
 #include <trading_shared/core/url.hpp>
 #include <trading_shared/http/http_client.hpp>
 #include <trading_shared/http/http_status.hpp>
@@ -23,12 +24,16 @@ Error invalid(const std::string& what) {
 }  // namespace
 
 HttpUrl parse_http_url(std::string_view url) {
-  constexpr std::string_view kScheme = "http://";
+  HttpUrl out;
+  std::string_view rest;
   if (url.starts_with("https://")) {
-    throw invalid("HTTP URL: https:// (TLS) is not supported yet; use http://");
+    out.tls = true;
+    rest = url.substr(8);
+  } else if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else {
+    throw invalid("HTTP URL must start with http:// or https://");
   }
-  if (!url.starts_with(kScheme)) throw invalid("HTTP URL must start with http://");
-  std::string_view rest = url.substr(kScheme.size());
   if (rest.find('#') != std::string_view::npos) throw invalid("HTTP URL: a #fragment is not sent");
   for (const char c : rest) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
@@ -37,20 +42,26 @@ HttpUrl parse_http_url(std::string_view url) {
   }
   const auto slash = rest.find_first_of("/?");
   const std::string_view authority = rest.substr(0, slash);
-  HttpUrl out;
   out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   if (out.target.front() == '?') out.target.insert(out.target.begin(), '/');
   if (authority.find('@') != std::string_view::npos) {
     throw invalid("HTTP URL: credentials in the URL are not supported");
   }
-  auto [host, port] = core::parse_url_authority(authority, "HTTP URL", "80");
+  auto [host, port] = core::parse_url_authority(authority, "HTTP URL", out.tls ? "443" : "80");
   out.host = std::move(host);
   out.port = std::move(port);
   return out;
 }
 
 void validate(const HttpClientConfig& config) {
-  (void)parse_http_url(config.base_url);
+  const HttpUrl url = parse_http_url(config.base_url);
+  if (config.tls.enabled && !url.tls) {
+    throw invalid("HTTP client " + config.base_url +
+                  ": tls.enabled with an http:// URL; use https://");
+  }
+  core::TlsConfig tls = config.tls;
+  tls.enabled = url.tls;  // the scheme decides
+  core::validate(tls, "HTTP client " + config.base_url);
   if (config.connect_timeout <= std::chrono::milliseconds::zero()) {
     throw invalid("HTTP client: connect_timeout must be > 0");
   }

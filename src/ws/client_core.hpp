@@ -14,8 +14,11 @@
 #include <trading_shared/core/async_event.hpp>
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/clock.hpp>
+#include <trading_shared/core/error.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/run_state.hpp>
+#include <trading_shared/core/tls_context.hpp>
+#include <trading_shared/ws/tls_stream.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -48,7 +51,8 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
-using Stream = websocket::stream<beast::tcp_stream>;
+/// ws:// or wss:// (TLS chosen per connection: one predictable branch per read/write).
+using Stream = websocket::stream<MaybeTlsStream<beast::tcp_stream>>;
 
 inline std::shared_ptr<spdlog::logger> log() {
   static const auto logger = core::logger("ws");
@@ -74,7 +78,10 @@ inline asio::awaitable<WaitEnd> wait_on(core::AsyncEvent& event, Clock::time_poi
 }
 
 struct Connection {
-  explicit Connection(const asio::any_io_executor& executor) : ws(executor), resolver(executor) {}
+  /// `tls`: the context of a wss:// connection (null: ws://), kept for its lifetime.
+  Connection(const asio::any_io_executor& executor, std::shared_ptr<asio::ssl::context> tls)
+      : tls_context(std::move(tls)), ws(executor, tls_context.get()), resolver(executor) {}
+  std::shared_ptr<asio::ssl::context> tls_context;
   Stream ws;
   tcp::resolver resolver;
   std::uint64_t number = 0;
@@ -131,11 +138,18 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
       : ex(std::move(executor)), config(std::move(cfg)), url(parse_websocket_url(config.url)) {
     ring.resize(config.queue_capacity);
     on_connect = config.on_connect;
+    if (url.tls) {
+      core::TlsConfig tls = config.tls;
+      tls.enabled = true;
+      tls_source.emplace(std::move(tls), "WebSocket " + config.url);
+    }
   }
 
   boost::asio::any_io_executor ex;
   WebSocketConfig config;
   WebSocketUrl url;
+  /// wss://: the TLS context of new connections (rebuilt when certificate files change).
+  std::optional<core::TlsContextSource> tls_source;
   std::vector<std::string> on_connect;
   /// idle -> starting (start() spawned the supervisor) -> running (its first connection is
   /// ready) -> closing -> closed. A start() that fails closes the client: no idle again.
@@ -148,6 +162,9 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   core::DefaultRandom random;
   WebSocketStats stats;
   std::string last_failure = "no attempt yet";
+  /// A TLS refusal (errc::tls_failed) during the start-up: start() fails with it at once
+  /// instead of waiting out startup_timeout (the supervisor keeps retrying, for a daemon).
+  std::exception_ptr startup_refusal;
 
   // hand-off queue (websocket_receive_queue.cpp)
   std::vector<Message> ring;
@@ -209,6 +226,8 @@ struct WebSocketClient::Core : std::enable_shared_from_this<WebSocketClient::Cor
   };
   boost::asio::awaitable<void> connect(std::shared_ptr<Connection> c,
                                        std::chrono::milliseconds budget);
+  Error handshake_error(const boost::system::error_code& ec, std::string_view sniffed,
+                        const boost::beast::websocket::response_type& answer) const;
   static boost::asio::awaitable<void> subscribe(std::shared_ptr<Core> self,
                                                 std::shared_ptr<Connection> c);
   static Ending ending_of(const Connection& c, const boost::system::error_code& ec);

@@ -139,10 +139,18 @@ asio::awaitable<void> WebSocketClient::start() {
       break;
   }
   const auto deadline = Clock::now() + self->config.startup_timeout;
-  try {
-    (void)co_await self->state.wait_while_until(core::RunPhase::starting, deadline);
-  } catch (const boost::system::system_error& e) {
-    if (e.code() != asio::error::operation_aborted) throw;  // cancelled: looked at below
+  // Until started, closed, the deadline, or a TLS refusal (permanent: a certificate that
+  // fails verification will fail again; start() says so at once, F61).
+  while (self->state.is(core::RunPhase::starting) && !self->startup_refusal &&
+         Clock::now() < deadline) {
+    bool cancelled = false;
+    try {
+      (void)co_await self->state.changed().wait_until(deadline);
+    } catch (const boost::system::system_error& e) {
+      if (e.code() != asio::error::operation_aborted) throw;  // cancelled: looked at below
+      cancelled = true;
+    }
+    if (cancelled) break;
   }
   if (self->state.is(core::RunPhase::running)) co_return;
   if (self->state.closing_or_closed()) {
@@ -155,11 +163,13 @@ asio::awaitable<void> WebSocketClient::start() {
   const bool throw_if_cancelled = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
   const std::string failure = self->last_failure;
+  const std::exception_ptr refusal = self->startup_refusal;
   co_await self->close();
   co_await asio::this_coro::throw_if_cancelled(throw_if_cancelled);
   if (cancelled != asio::cancellation_type::none) {
     throw Error(make_error_code(errc::cancelled), self->what("start cancelled"));
   }
+  if (refusal) std::rethrow_exception(refusal);
   throw Error(make_error_code(errc::startup_timeout),
               self->what("not connected within the startup timeout") + " (" +
                   std::to_string(self->config.startup_timeout.count()) +

@@ -3,6 +3,7 @@
 // backoff (core::reconnect). The parts of the client: client_core.hpp.
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/reconnect.hpp>
+#include <trading_shared/core/tls.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 
@@ -12,14 +13,36 @@ namespace trading_shared::ws {
 
 using namespace detail;  // the client's connection state, waiters, aliases
 
-/// One connect (resolve, TCP connect, handshake), each step bounded by `budget` (the
-/// connect_timeout).
+namespace {
+
+bool is_tls_refusal(const std::exception_ptr& failure) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const Error& e) {
+    return e.code() == make_error_code(errc::tls_failed);
+  } catch (...) {
+    return false;  // any other failure: retried as before
+  }
+}
+
+}  // namespace
+
+/// One connect: resolve, TCP connect, TLS handshake (wss://), WebSocket handshake, all within
+/// `budget` (the connect_timeout, F62): each step gets the time left.
 asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection> c,
                                                      std::chrono::milliseconds budget) {
+  const auto end = Clock::now() + budget;
+  const auto left = [end] {
+    return std::max(std::chrono::ceil<std::chrono::milliseconds>(end - Clock::now()),
+                    std::chrono::milliseconds(1));
+  };
+  const auto closed_while_connecting = [this] {
+    return Error(make_error_code(errc::client_closed), what("closed while connecting"));
+  };
   // Boost 1.81's resolver runs in a background thread; cancelling it completes our wait at
   // once (the lookup itself may go on). The connect deadline covers it.
   asio::steady_timer deadline(ex);
-  deadline.expires_after(budget);
+  deadline.expires_at(end);
   deadline.async_wait([c](boost::system::error_code ec) {
     if (!ec) c->resolver.cancel();
   });
@@ -27,9 +50,7 @@ asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection>
   const auto endpoints = co_await c->resolver.async_resolve(
       url.host, url.port, asio::redirect_error(asio::use_awaitable, resolved));
   deadline.cancel();
-  if (state.closing_or_closed()) {
-    throw Error(make_error_code(errc::client_closed), what("closed while connecting"));
-  }
+  if (state.closing_or_closed()) throw closed_while_connecting();
   // Not closing: the cancellation was the deadline's (a timeout, not the caller's cancel).
   if (resolved == asio::error::operation_aborted) {
     throw Error(make_error_code(errc::connect_timeout),
@@ -37,11 +58,31 @@ asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection>
   }
   if (resolved) throw boost::system::system_error(resolved);
   auto& socket = beast::get_lowest_layer(c->ws);
-  socket.expires_after(budget);
+  socket.expires_at(end);
   co_await socket.async_connect(endpoints, asio::use_awaitable);
   socket.socket().set_option(tcp::no_delay(true));
+  auto& layer = c->ws.next_layer();
+  if (layer.is_tls()) [[unlikely]] {
+    // SNI and the host-name check, then the handshake under the same deadline (a server that
+    // accepts TCP and never answers the ClientHello ends here, F62).
+    auto& tls = layer.tls();
+    core::prepare_client(tls.native_handle(), tls_source->config(), url.host);
+    boost::system::error_code ec;
+    co_await tls.async_handshake(asio::ssl::stream_base::client,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    if (state.closing_or_closed()) throw closed_while_connecting();
+    if (ec == beast::error::timeout) {
+      throw Error(make_error_code(errc::connect_timeout),
+                  what("TLS handshake not completed within connect_timeout (") +
+                      std::to_string(budget.count()) +
+                      " ms): the server accepted the connection but does not answer");
+    }
+    if (ec) throw core::tls_handshake_error(ec, tls.native_handle(), "WebSocket " + config.url);
+  } else {
+    layer.start_sniffing();  // a TLS server's answer to our plaintext upgrade is recognised
+  }
   websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = budget;
+  timeouts.handshake_timeout = left();
   timeouts.idle_timeout = config.idle_timeout;
   timeouts.keep_alive_pings = true;
   socket.expires_never();  // the websocket timeouts replace the tcp_stream's
@@ -53,7 +94,52 @@ asio::awaitable<void> WebSocketClient::Core::connect(std::shared_ptr<Connection>
   }));
   const bool v6 = url.host.find(':') != std::string::npos;
   const std::string host_header = (v6 ? "[" + url.host + "]" : url.host) + ":" + url.port;
-  co_await c->ws.async_handshake(host_header, url.target, asio::use_awaitable);
+  websocket::response_type answer;
+  boost::system::error_code ec;
+  co_await c->ws.async_handshake(answer, host_header, url.target,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+  layer.stop_sniffing();
+  timeouts.handshake_timeout = config.connect_timeout;  // for the closing handshake
+  c->ws.set_option(timeouts);
+  if (!ec) co_return;
+  if (state.closing_or_closed()) throw closed_while_connecting();
+  if (layer.is_tls() && core::is_tls_error(ec)) {
+    // The server's refusal after our side of the TLS handshake completed (TLS 1.3: "certificate
+    // required" arrives with the first read): tls_failed like a refusal during the handshake.
+    throw core::tls_handshake_error(ec, layer.tls().native_handle(), "WebSocket " + config.url);
+  }
+  throw handshake_error(ec, layer.sniffed(), answer);
+}
+
+/// The error of a failed WebSocket handshake, saying which side wants TLS when it can tell (F63).
+Error WebSocketClient::Core::handshake_error(const boost::system::error_code& ec,
+                                             std::string_view sniffed,
+                                             const websocket::response_type& answer) const {
+  if (!url.tls && core::looks_like_tls(sniffed)) {
+    return Error(make_error_code(errc::tls_failed),
+                 what("WebSocket handshake: the server speaks TLS: use wss://"));
+  }
+  if (ec == websocket::error::upgrade_declined) {
+    std::string body = answer.body().substr(0, 200);
+    while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
+    return Error(make_error_code(errc::connect_failed),
+                 what("WebSocket upgrade declined: HTTP ") + std::to_string(answer.result_int()) +
+                     (body.empty() ? std::string() : ": " + body));
+  }
+  if (ec == beast::error::timeout) {
+    return Error(make_error_code(errc::connect_timeout),
+                 what("WebSocket handshake not completed within connect_timeout"));
+  }
+  const bool closed = ec == beast::http::error::end_of_stream || ec == asio::error::eof ||
+                      ec == asio::error::connection_reset;
+  if (!url.tls && closed && sniffed.empty()) {
+    return Error(make_error_code(errc::connect_failed),
+                 what("WebSocket handshake: the server closed the connection without answering "
+                      "the upgrade (") +
+                     ec.message() + "); if it is a TLS port, use wss://");
+  }
+  return Error(make_error_code(errc::connect_failed),
+               what("WebSocket handshake failed: ") + ec.message());
 }
 
 /// Sends the on_connect messages on a new connection (taking the write turn like any send,
@@ -217,11 +303,20 @@ asio::awaitable<void> WebSocketClient::Core::supervise(std::shared_ptr<Core> sel
       .log_every = 10,
       .on_failure = [&self](const std::exception_ptr& failure, ErrorKind) {
         self->last_failure = core::detail::describe(failure);
+        if (self->state.is(core::RunPhase::starting) && is_tls_refusal(failure)) {
+          self->startup_refusal = failure;  // start() fails with it now
+          self->state.changed().notify_all();
+        }
       }};
   const auto stopped = [&self] { return self->state.closing_or_closed(); };
   std::shared_ptr<Connection> fresh;
   const auto attempt = [&self, &fresh](std::chrono::milliseconds budget) -> asio::awaitable<void> {
-    auto c = std::make_shared<Connection>(self->ex);
+    std::shared_ptr<asio::ssl::context> tls;
+    if (self->tls_source) {
+      tls = self->tls_source->get();  // a new one when the certificate files changed
+      self->stats.tls_contexts = self->tls_source->builds();
+    }
+    auto c = std::make_shared<Connection>(self->ex, std::move(tls));
     self->connecting = c;
     std::exception_ptr failure;
     try {

@@ -2,6 +2,7 @@
 // names, validation. Apart from the client itself (Beast, coroutines: client_core.hpp) so that the
 // fuzz target of URL parsing (fuzz/fuzz_url.cpp) compiles only this.
 #include <trading_shared/core/error.hpp>
+#include <trading_shared/core/tls.hpp>
 #include <trading_shared/core/url.hpp>
 #include <trading_shared/ws/websocket_client.hpp>
 
@@ -40,28 +41,37 @@ OverflowPolicy parse_overflow_policy(std::string_view text) {
 }
 
 WebSocketUrl parse_websocket_url(std::string_view url) {
-  constexpr std::string_view kScheme = "ws://";
+  WebSocketUrl out;
+  std::string_view rest;
   if (url.starts_with("wss://")) {
-    throw invalid("WebSocket URL: wss:// (TLS) is not supported yet; use ws://");
+    out.tls = true;
+    rest = url.substr(6);
+  } else if (url.starts_with("ws://")) {
+    rest = url.substr(5);
+  } else {
+    throw invalid("WebSocket URL must start with ws:// or wss://");
   }
-  if (!url.starts_with(kScheme)) throw invalid("WebSocket URL must start with ws://");
-  std::string_view rest = url.substr(kScheme.size());
   const auto slash = rest.find_first_of("/?");
   std::string_view authority = rest.substr(0, slash);
-  WebSocketUrl out;
   out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   if (out.target.front() == '?') out.target.insert(out.target.begin(), '/');
   if (authority.find('@') != std::string_view::npos) {
     throw invalid("WebSocket URL: credentials in the URL are not supported");
   }
-  auto [host, port] = core::parse_url_authority(authority, "WebSocket URL", "80");
+  auto [host, port] = core::parse_url_authority(authority, "WebSocket URL", out.tls ? "443" : "80");
   out.host = std::move(host);
   out.port = std::move(port);
   return out;
 }
 
 void validate(const WebSocketConfig& config) {
-  (void)parse_websocket_url(config.url);
+  const WebSocketUrl url = parse_websocket_url(config.url);
+  if (config.tls.enabled && !url.tls) {
+    throw invalid("WebSocket " + config.url + ": tls.enabled with a ws:// URL; use wss://");
+  }
+  core::TlsConfig tls = config.tls;
+  tls.enabled = url.tls;  // the scheme decides
+  core::validate(tls, "WebSocket " + config.url);
   using std::chrono::milliseconds;
   if (config.connect_timeout <= milliseconds::zero()) throw invalid("connect_timeout must be > 0");
   if (config.startup_timeout <= milliseconds::zero()) throw invalid("startup_timeout must be > 0");

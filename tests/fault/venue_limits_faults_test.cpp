@@ -14,6 +14,7 @@
 #include "support/server_process.hpp"
 #include "support/service_process.hpp"
 #include "support/test_helpers.hpp"
+#include "support/tls_certs.hpp"
 
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
@@ -362,6 +363,48 @@ TEST(VenueLimits, BadLimitFlagsAreConfigurationErrors) {
     Service receiver = spawn_receiver(dir.path, free_port(), "LF000", flags);
     EXPECT_EQ(receiver.wait(10s), 2) << flags[0] << ": " << receiver.text();
   }
+}
+
+// wss:// and https:// end to end (issue 19): ts-feed-sim serving TLS, ts-receiver verifying it
+// with the test CA under the name "localhost" (SNI); a TCP reset after 300 trades while the
+// venue keeps trading leaves a gap that the receiver backfills over https:// (the feed's TLS
+// settings serve the REST client too). A receiver without the CA refuses the feed.
+TEST(VenueLimits, ReceiverOverWssBackfillsOverHttps) {
+  TestDir dir("tls");
+  const auto certs = ts::testing::make_test_certificates(dir.path + "/certs");
+  const std::vector<std::string> symbols{"LT000"};
+  delete_streams(symbols);
+  const std::string port = free_port();
+  Service sim = spawn_sim(dir.path, port, joined(symbols),
+                          {"--tls-cert-file", certs.server_cert, "--tls-key-file", certs.server_key,
+                           "--keep-trading", "--fault-drop-after", "300"});
+  const auto receiver_argv = [&](const std::string& ca) {
+    return std::vector<std::string>{TS_RECEIVER_BIN,
+                                    "--feed-url",
+                                    "wss://localhost:" + port + "/ws",
+                                    "--feed-tls-ca-file",
+                                    ca,
+                                    "--symbols",
+                                    joined(symbols),
+                                    "--redis-url",
+                                    ts::testing::Servers::instance().redis_url(),
+                                    "--summary-file",
+                                    dir.path + "/receiver.json"};
+  };
+  Service receiver = Service::spawn(dir.path, "receiver", receiver_argv(certs.ca_cert));
+  EXPECT_TRUE(wait_for([&] { return trades_in_redis("LT000") >= 1000; }, 30s)) << receiver.text();
+  EXPECT_EQ(receiver.stop(), 0) << receiver.text();
+  const std::string summary = tsd::read_text_file(dir.path + "/receiver.json");
+  EXPECT_EQ(json_number(summary, "reconnects"), 1) << summary;
+  EXPECT_GE(json_number(summary, "gaps"), 1) << summary;
+  EXPECT_GE(json_number(summary, "backfill_requests"), 1) << summary;
+  EXPECT_EQ(json_number(summary, "backfilled"), json_number(summary, "missing_trades")) << summary;
+  EXPECT_EQ(json_number(summary, "backfill_failed"), 0) << summary;
+  // Another CA: the feed is refused (tls_failed, naming the check); the service does not start.
+  Service refused = Service::spawn(dir.path, "refused", receiver_argv(certs.other_ca_cert));
+  EXPECT_NE(refused.wait(30s), 0) << refused.text();
+  EXPECT_NE(refused.text().find("certificate verify failed"), std::string::npos) << refused.text();
+  EXPECT_EQ(sim.stop(), 0) << sim.text();
 }
 
 }  // namespace

@@ -100,8 +100,11 @@ TEST(WsUrl, ParsesAndRefuses) {
   const auto d = ws::parse_websocket_url("ws://example.org");
   EXPECT_EQ(d.port, "80");
   EXPECT_EQ(d.target, "/");
-  for (const char* bad : {"wss://h/", "http://h/", "ws://", "ws://h:0/", "ws://h:70000",
-                          "ws://u:p@h/", "ws://[::1/"}) {
+  const auto tls = ws::parse_websocket_url("wss://example.org/ws");
+  EXPECT_TRUE(tls.tls);
+  EXPECT_EQ(tls.port, "443");
+  for (const char* bad :
+       {"wss://", "http://h/", "ws://", "ws://h:0/", "ws://h:70000", "ws://u:p@h/", "ws://[::1/"}) {
     EXPECT_THROW((void)ws::parse_websocket_url(bad), Error) << bad;
   }
   ws::WebSocketConfig c;

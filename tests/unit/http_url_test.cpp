@@ -37,9 +37,29 @@ TEST(HttpUrl, ParsesHostPortAndTarget) {
   EXPECT_EQ(u.target, "/?q");
 }
 
+TEST(HttpUrl, HttpsIsTlsOnPort443) {
+  auto u = ts::http::parse_http_url("https://api.binance.com");
+  EXPECT_TRUE(u.tls);
+  EXPECT_EQ(u.host, "api.binance.com");
+  EXPECT_EQ(u.port, "443");
+  EXPECT_EQ(u.target, "/");
+  u = ts::http::parse_http_url("https://[::1]:9443/api");
+  EXPECT_TRUE(u.tls);
+  EXPECT_EQ(u.port, "9443");
+  EXPECT_FALSE(ts::http::parse_http_url("http://h").tls);
+  ts::http::HttpClientConfig config;
+  config.base_url = "http://127.0.0.1:9443";
+  config.tls.ca_file = "/etc/ca.pem";
+  EXPECT_THROW(ts::http::validate(config), ts::Error) << "TLS settings with an http:// URL";
+  config.base_url = "https://127.0.0.1:9443";
+  EXPECT_NO_THROW(ts::http::validate(config));
+  config.tls.cert_file = "/etc/client.pem";  // without its key
+  EXPECT_THROW(ts::http::validate(config), ts::Error);
+}
+
 TEST(HttpUrl, RefusesWithAClearReason) {
-  EXPECT_NE(refusal("https://api.binance.com").find("not supported yet"), std::string::npos);
-  EXPECT_NE(refusal("ws://host").find("must start with http://"), std::string::npos);
+  EXPECT_NE(refusal("ws://host").find("must start with http:// or https://"), std::string::npos);
+  EXPECT_NE(refusal("https://user:pw@host").find("credentials"), std::string::npos);
   EXPECT_NE(refusal("http://user:pw@host").find("credentials"), std::string::npos);
   EXPECT_NE(refusal("http://:80/").find("empty host"), std::string::npos);
   EXPECT_NE(refusal("http://host:0").find("bad port"), std::string::npos);

@@ -20,8 +20,9 @@
 ///   before any byte of the answer) is replaced and the request sent once more on a new
 ///   connection: only GET is offered, and a GET is idempotent.
 /// - **No blocking call**: the host is resolved asynchronously (once, then cached).
-/// - **TLS-ready**: the bytes go through a `Transport` (plain TCP today); a TLS transport is a
-///   later issue, and `https://` URLs are refused with a clear error until then.
+/// - **TLS** (`https://`): the handshake (SNI, chain and host-name verification) is part of the
+///   connect, bounded by `connect_timeout`; kept-alive TLS connections are reused like plain
+///   ones. A refused certificate is `errc::tls_failed` (permanent) naming the check.
 ///
 /// Threading: the client and its awaitables run on one executor that is not used from other
 /// threads concurrently. Several requests may be in flight at once (each on its own
@@ -32,6 +33,8 @@
 /// auto answer = co_await rest.get("/api/v3/historicalTrades?symbol=BTCUSDT&limit=10");
 /// http::throw_for_status(answer, "historicalTrades");
 /// @endcode
+
+#include <trading_shared/core/tls.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -47,21 +50,28 @@
 
 namespace trading_shared::http {
 
-/// A parsed `http://host[:port][/path][?query]` URL.
+/// A parsed `http[s]://host[:port][/path][?query]` URL.
 struct HttpUrl {
   std::string host;    ///< without brackets for IPv6.
-  std::string port;    ///< default "80".
+  std::string port;    ///< default "80" (http://) or "443" (https://).
   std::string target;  ///< path and query; default "/".
+  bool tls = false;    ///< `https://`.
 };
-/// Parses an `http://` URL. `https://` (TLS, not supported yet), credentials in the URL, a
-/// fragment and malformed URLs are refused with `Error(errc::invalid_argument)` naming the
-/// problem.
+/// Parses an `http://` or `https://` URL. Credentials in the URL, a fragment and malformed
+/// URLs are refused with `Error(errc::invalid_argument)` naming the problem.
 HttpUrl parse_http_url(std::string_view url);
 
 struct HttpClientConfig {
-  /// `http://host[:port]` (a path, if any, is prefixed to every request's target).
+  /// `http://host[:port]` or `https://...` (a path, if any, is prefixed to every request's
+  /// target).
   std::string base_url;
-  /// TCP connect (part of the request's deadline too). Default 5 s.
+  /// TLS of an `https://` URL (`enabled` follows the scheme): CA file/dir (empty: the system
+  /// store), client certificate and key, SNI / verified name (default: the URL's host).
+  /// Certificate files are read again for the next connection when they change. Settings
+  /// given with an `http://` URL are refused.
+  core::TlsConfig tls{};
+  /// TCP connect plus the TLS handshake of https:// (part of the request's deadline too).
+  /// Default 5 s.
   std::chrono::milliseconds connect_timeout{5000};
   /// Default deadline of a request: connect (if needed), write, read. Default 10 s.
   std::chrono::milliseconds request_timeout{10000};
@@ -110,6 +120,7 @@ struct HttpStats {
   std::uint64_t timeouts = 0;
   std::uint64_t failures = 0;  ///< requests that ended with an error (any).
   std::uint64_t too_large = 0;
+  std::uint64_t tls_contexts = 0;  ///< https://: TLS contexts built (rotation adds one).
 };
 
 /// Delay of a `Retry-After` value in seconds ("120"); an HTTP date or junk: nullopt.

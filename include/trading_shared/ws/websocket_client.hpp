@@ -27,7 +27,8 @@
 /// returns; destroying it without `close()` abandons the connection (closed at once).
 ///
 /// @code
-/// ws::WebSocketClient feed(executor, {.url = "ws://127.0.0.1:9443/ws"});
+/// ws::WebSocketClient feed(executor, {.url = "wss://127.0.0.1:9443/ws",
+///                                     .tls = {.ca_file = "/etc/ts/ca.pem"}});
 /// feed.add_on_connect(R"({"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1})");
 /// co_await feed.start();
 /// std::vector<ws::Message> batch;
@@ -36,7 +37,8 @@
 /// @endcode
 
 #include <trading_shared/core/backoff.hpp>
-#include <trading_shared/core/build_config.hpp>    // the ODR guard
+#include <trading_shared/core/build_config.hpp>  // the ODR guard
+#include <trading_shared/core/tls.hpp>
 #include <trading_shared/ws/sequence_tracker.hpp>  // continuity checks of what is received
 
 #include <boost/asio/any_io_executor.hpp>
@@ -65,19 +67,26 @@ std::string_view to_string(OverflowPolicy policy) noexcept;
 /// `drop_oldest`, `drop_newest` or `disconnect`; throws std::invalid_argument otherwise.
 OverflowPolicy parse_overflow_policy(std::string_view text);
 
-/// A parsed `ws://host[:port][/path][?query]` URL.
+/// A parsed `ws[s]://host[:port][/path][?query]` URL.
 struct WebSocketUrl {
   std::string host;    ///< without brackets for IPv6.
-  std::string port;    ///< default "80".
+  std::string port;    ///< default "80" (ws://) or "443" (wss://).
   std::string target;  ///< path and query; default "/".
+  bool tls = false;    ///< `wss://`.
 };
-/// Parses a `ws://` URL. `wss://` (TLS, not supported yet) and malformed URLs are refused
-/// with `Error(errc::invalid_argument)` naming the problem.
+/// Parses a `ws://` or `wss://` URL. Malformed URLs are refused with
+/// `Error(errc::invalid_argument)` naming the problem.
 WebSocketUrl parse_websocket_url(std::string_view url);
 
 struct WebSocketConfig {
-  std::string url;  ///< `ws://host[:port][/path]`.
-  /// TCP connect plus WebSocket handshake, and the closing handshake. Default 5 s.
+  std::string url;  ///< `ws://host[:port][/path]` or `wss://...` (TLS, see `tls`).
+  /// TLS of a `wss://` URL (`enabled` follows the scheme): CA file/dir (empty: the system
+  /// store), client certificate and key, the name sent as SNI and verified (default: the
+  /// URL's host). Certificate files are read again for the next connection when they change
+  /// (rotation without a restart). Settings given with a `ws://` URL are refused.
+  core::TlsConfig tls{};
+  /// Resolve + TCP connect + TLS handshake (wss://) + WebSocket handshake, all within it; and
+  /// the closing handshake. Default 5 s.
   std::chrono::milliseconds connect_timeout{5000};
   /// How long `start()` keeps trying to connect. Default 10 s.
   std::chrono::milliseconds startup_timeout{10000};
@@ -164,6 +173,9 @@ struct WebSocketStats {
   std::size_t held_bytes = 0;
   std::uint64_t sends = 0;
   std::uint64_t send_failures = 0;
+  /// wss://: TLS contexts built (1 after the first connect; +1 for a connection after the
+  /// certificate files changed). 0 for ws://.
+  std::uint64_t tls_contexts = 0;
 };
 
 class WebSocketClient {
