@@ -324,8 +324,8 @@ Error tls_handshake_error(const boost::system::error_code& ec, SSL* ssl, const s
       case SSL_R_RECORD_LENGTH_MISMATCH:
       case SSL_R_HTTP_REQUEST:
         return tls_failed(
-            "the server does not speak TLS: is it a plaintext port? (use redis:// / ws:// / "
-            "http:// for it, or point the client at the server's TLS port)");
+            "the server does not speak TLS: is it a plaintext port? (the client wants TLS: use "
+            "redis:// / ws:// / http:// for a plaintext server, or the server's TLS port)");
       case SSL_R_UNSUPPORTED_PROTOCOL:
       case SSL_R_NO_PROTOCOLS_AVAILABLE:
         return tls_failed("no TLS version in common with the server (TLS 1.2 or later needed)");
@@ -352,7 +352,8 @@ Error tls_handshake_error(const boost::system::error_code& ec, SSL* ssl, const s
   // went away (transient).
   return Error(make_error_code(errc::connect_failed),
                what + ": TLS handshake failed: " + ec.message() +
-                   " (the connection closed during the handshake)",
+                   " (the server closed the connection during the handshake: a server going "
+                   "away, or a plaintext port?)",
                RequestState::not_sent);
 }
 
