@@ -141,6 +141,20 @@ std::string verify_failure(SSL* ssl, long result) {
   return text;
 }
 
+// OpenSSL 3.0 names TLS 1.3's alerts "unknown".
+std::string alert_name(int alert) {
+  switch (alert) {
+    case 116:  // SSL_AD_CERTIFICATE_REQUIRED
+      return "certificate required";
+    case 120:  // SSL_AD_NO_APPLICATION_PROTOCOL
+      return "no application protocol";
+    case 109:  // SSL_AD_MISSING_EXTENSION
+      return "missing extension";
+    default:
+      return SSL_alert_desc_string_long(alert);
+  }
+}
+
 }  // namespace
 
 // ---- tls.hpp -------------------------------------------------------------------------------
@@ -334,8 +348,8 @@ Error tls_handshake_error(const boost::system::error_code& ec, SSL* ssl, const s
     }
     if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
       const int alert = reason - SSL_AD_REASON_OFFSET;
-      std::string text = std::string("the server refused it with the alert \"") +
-                         SSL_alert_desc_string_long(alert) + "\"";
+      std::string text =
+          std::string("the server refused it with the alert \"") + alert_name(alert) + "\"";
       if (alert == SSL_AD_CERTIFICATE_REQUIRED || alert == SSL_AD_HANDSHAKE_FAILURE ||
           alert == SSL_AD_BAD_CERTIFICATE || alert == SSL_AD_UNKNOWN_CA ||
           alert == SSL_AD_CERTIFICATE_UNKNOWN || alert == SSL_AD_ACCESS_DENIED) {

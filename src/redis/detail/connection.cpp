@@ -11,6 +11,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -121,6 +122,18 @@ asio::awaitable<void> open_connection(ClientContext& context, RedisStream& strea
   }
   if (ec) {
     if (ec == asio::error::operation_aborted) throw boost::system::system_error(ec);
+    const bool truncated = ec == asio::ssl::error::stream_truncated;
+    if (ssl != nullptr && first_read && (truncated || closed_by_peer(ec))) {
+      // TLS 1.3: the server checks the client's certificate after the client's side of the
+      // handshake ended; its alert can be lost to the reset that our first write causes.
+      // Transient (a server going away looks the same); a later attempt usually reads the alert.
+      throw Error(make_error_code(errc::connect_failed),
+                  what + ": the server closed the TLS connection before its first reply (" +
+                      ec.message() +
+                      "): does it require a client certificate (tls-auth-clients)? set the "
+                      "client certificate and key files",
+                  RequestState::not_sent);
+    }
     if (ssl != nullptr && core::is_tls_error(ec)) throw core::tls_handshake_error(ec, ssl, what);
     if (ssl == nullptr && first_read && closed_by_peer(ec)) {
       throw Error(make_error_code(errc::connect_failed),
