@@ -9,10 +9,13 @@
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <set>
 #include <string>
@@ -137,6 +140,38 @@ void check_postgres_settings(const pg::PostgresConfig& config) {
   check_breaker(config.breaker, "--postgres-breaker");
 }
 
+namespace {
+
+/// The --redis-tls-* settings against the URL's scheme, and their files readable (a missing
+/// file is reported here, naming the flag, rather than at the first connection).
+void check_redis_tls_settings(const redis::RedisConfig& config) {
+  const bool tls = config.url.starts_with("rediss://");
+  const auto& t = config.tls;
+  const std::pair<const char*, const std::string*> files[] = {
+      {"--redis-tls-ca-file", &t.ca_file},
+      {"--redis-tls-ca-dir", &t.ca_dir},
+      {"--redis-tls-cert-file", &t.cert_file},
+      {"--redis-tls-key-file", &t.key_file}};
+  for (const auto& [flag, path] : files) {
+    if (path->empty()) continue;
+    if (!tls) {
+      bad(std::string(flag) +
+          " given but --redis-url is redis:// (plaintext): use rediss:// for TLS, or remove it");
+    }
+    if (::access(path->c_str(), R_OK) != 0) {
+      bad(std::string(flag) + " " + *path + ": cannot read it: " + std::strerror(errno));
+    }
+  }
+  if (!tls && !t.server_name.empty()) {
+    bad("--redis-tls-server-name given but --redis-url is redis:// (plaintext): use rediss://");
+  }
+  if (t.cert_file.empty() != t.key_file.empty()) {
+    bad("--redis-tls-cert-file and --redis-tls-key-file go together (mutual TLS needs both)");
+  }
+}
+
+}  // namespace
+
 void check_redis_settings(const redis::RedisConfig& config) {
   try {
     (void)redis::parse_redis_url(config.url);
@@ -144,13 +179,15 @@ void check_redis_settings(const redis::RedisConfig& config) {
     // parse_redis_url's messages name the part that is wrong, never the password.
     std::string why = message_of(e);
     if (why.starts_with("Redis URL: ")) why.erase(0, 11);
-    bad("invalid --redis-url: " + why + " (expected redis://[user[:password]@]host[:port][/db])");
+    bad("invalid --redis-url: " + why +
+        " (expected redis[s]://[user[:password]@]host[:port][/db])");
   }
   if (config.command_timeout <= std::chrono::milliseconds::zero()) {
     bad("--redis-command-timeout must be > 0");
   }
   check_backoff(config.reconnect_backoff, "--redis-reconnect-backoff");
   check_breaker(config.breaker, "--redis-breaker");
+  check_redis_tls_settings(config);
   try {
     redis::validate(config);
   } catch (const Error& e) {

@@ -78,7 +78,9 @@ void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& confi
 }
 
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) {
-  loader.add(config.url, {"redis.url", "redis://[user[:password]@]host[:port][/db]", true})
+  loader
+      .add(config.url,
+           {"redis.url", "redis[s]://[user[:password]@]host[:port][/db] (rediss://: TLS)", true})
       .add(config.password_file,
            {"redis.password_file",
             "file holding the password of --redis-url's user, read at every connection (a "
@@ -102,6 +104,26 @@ void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) 
            {"redis.reconnect_backoff_base", "first delay before reconnecting (then doubled)"})
       .add(config.reconnect_backoff.cap,
            {"redis.reconnect_backoff_cap", "longest delay before reconnecting"});
+  // TLS of a rediss:// URL (docs/redis.md, "TLS"): files are read again for a new connection
+  // when they change (rotation without a restart). The key is a file path, never its content.
+  loader
+      .add(config.tls.ca_file,
+           {"redis.tls.ca_file",
+            "rediss://: PEM file of the CAs to trust (empty with --redis-tls-ca-dir empty: the "
+            "system's store)"})
+      .add(config.tls.ca_dir, {"redis.tls.ca_dir", "rediss://: hashed directory of trusted CAs"})
+      .add(config.tls.cert_file, {"redis.tls.cert_file",
+                                  "rediss://: client certificate chain (PEM) for mutual TLS; needs "
+                                  "--redis-tls-key-file"})
+      .add(config.tls.key_file,
+           {"redis.tls.key_file", "rediss://: the client certificate's private key file (PEM)"})
+      .add(config.tls.server_name,
+           {"redis.tls.server_name",
+            "rediss://: the name sent as SNI and checked in the server's certificate (empty: "
+            "the URL's host)"})
+      .add(config.tls.verify_peer,
+           {"redis.tls.verify",
+            "rediss://: verify the server's certificate and name; false only for tests"});
   add_breaker_settings(loader, "redis", config.breaker);
 }
 

@@ -25,8 +25,9 @@ namespace trading_shared::services {
 void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& config);
 /// Every `RedisConfig` field an operator may need, under `redis.*`: `url` (secret: it may
 /// carry a password), the timeouts (`connect`, `startup`, `command`, `close`), the health
-/// check, `max_queued`, `max_blocking_connections`, `reconnect_backoff_base/cap` and the
-/// circuit breaker (`redis.breaker.*`).
+/// check, `max_queued`, `max_blocking_connections`, `reconnect_backoff_base/cap`, the
+/// circuit breaker (`redis.breaker.*`) and TLS of a rediss:// URL (`redis.tls.ca_file`,
+/// `ca_dir`, `cert_file`, `key_file`, `server_name`, `verify`).
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config);
 /// `admin.listen` (empty: no endpoint) and `admin.check_interval` of a daemon's admin
 /// endpoint (/metrics, /healthz, /readyz: docs/operations.md).
@@ -54,7 +55,8 @@ void log_start(const core::ConfigLoader& loader);
 /// (never the DSN's password).
 void check_postgres_settings(const pg::PostgresConfig& config);
 /// Checks the Redis settings before anything connects: `--redis-url` parses
-/// (`redis://host[:port][/db]`, port 1-65535), `--redis-command-timeout` > 0, and the rest of
+/// (`redis[s]://host[:port][/db]`, port 1-65535), `--redis-command-timeout` > 0, the
+/// `--redis-tls-*` settings only with `rediss://` and their files readable, and the rest of
 /// `redis::validate`. @throws core::ConfigError naming the flag (never the URL's password).
 void check_redis_settings(const redis::RedisConfig& config);
 /// Longest symbol accepted (`--symbols`, tsctl's `--symbol`).

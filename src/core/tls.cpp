@@ -141,6 +141,20 @@ std::string verify_failure(SSL* ssl, long result) {
   return text;
 }
 
+// OpenSSL 3.0 names TLS 1.3's alerts "unknown".
+std::string alert_name(int alert) {
+  switch (alert) {
+    case 116:  // SSL_AD_CERTIFICATE_REQUIRED
+      return "certificate required";
+    case 120:  // SSL_AD_NO_APPLICATION_PROTOCOL
+      return "no application protocol";
+    case 109:  // SSL_AD_MISSING_EXTENSION
+      return "missing extension";
+    default:
+      return SSL_alert_desc_string_long(alert);
+  }
+}
+
 }  // namespace
 
 // ---- tls.hpp -------------------------------------------------------------------------------
@@ -324,8 +338,8 @@ Error tls_handshake_error(const boost::system::error_code& ec, SSL* ssl, const s
       case SSL_R_RECORD_LENGTH_MISMATCH:
       case SSL_R_HTTP_REQUEST:
         return tls_failed(
-            "the server does not speak TLS: is it a plaintext port? (use redis:// / ws:// / "
-            "http:// for it, or point the client at the server's TLS port)");
+            "the server does not speak TLS: is it a plaintext port? (the client wants TLS: use "
+            "redis:// / ws:// / http:// for a plaintext server, or the server's TLS port)");
       case SSL_R_UNSUPPORTED_PROTOCOL:
       case SSL_R_NO_PROTOCOLS_AVAILABLE:
         return tls_failed("no TLS version in common with the server (TLS 1.2 or later needed)");
@@ -334,8 +348,8 @@ Error tls_handshake_error(const boost::system::error_code& ec, SSL* ssl, const s
     }
     if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
       const int alert = reason - SSL_AD_REASON_OFFSET;
-      std::string text = std::string("the server refused it with the alert \"") +
-                         SSL_alert_desc_string_long(alert) + "\"";
+      std::string text =
+          std::string("the server refused it with the alert \"") + alert_name(alert) + "\"";
       if (alert == SSL_AD_CERTIFICATE_REQUIRED || alert == SSL_AD_HANDSHAKE_FAILURE ||
           alert == SSL_AD_BAD_CERTIFICATE || alert == SSL_AD_UNKNOWN_CA ||
           alert == SSL_AD_CERTIFICATE_UNKNOWN || alert == SSL_AD_ACCESS_DENIED) {
@@ -352,7 +366,8 @@ Error tls_handshake_error(const boost::system::error_code& ec, SSL* ssl, const s
   // went away (transient).
   return Error(make_error_code(errc::connect_failed),
                what + ": TLS handshake failed: " + ec.message() +
-                   " (the connection closed during the handshake)",
+                   " (the server closed the connection during the handshake: a server going "
+                   "away, or a plaintext port?)",
                RequestState::not_sent);
 }
 

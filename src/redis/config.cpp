@@ -58,14 +58,16 @@ std::string RedisEndpoint::describe() const {
 
 RedisEndpoint parse_redis_url(std::string_view url) {
   constexpr std::string_view kScheme = "redis://";
-  if (url.starts_with("rediss://")) bad_url("TLS (rediss://) is not supported yet");
+  constexpr std::string_view kTlsScheme = "rediss://";
   if (url.starts_with("unix://")) bad_url("unix sockets are not supported yet");
-  if (!url.starts_with(kScheme)) bad_url("must start with redis://");
-  std::string_view rest = url.substr(kScheme.size());
+  const bool tls = url.starts_with(kTlsScheme);
+  if (!tls && !url.starts_with(kScheme)) bad_url("must start with redis:// or rediss:// (TLS)");
+  std::string_view rest = url.substr(tls ? kTlsScheme.size() : kScheme.size());
   if (const auto q = rest.find('?'); q != std::string_view::npos) {
     bad_url("query parameters are not supported");
   }
   RedisEndpoint endpoint;
+  endpoint.tls = tls;
   // Credentials: up to the last '@' (a password may contain '@' only percent-encoded,
   // but be lenient and split at the last one).
   if (const auto at = rest.rfind('@'); at != std::string_view::npos) {
@@ -113,7 +115,13 @@ void validate(const RedisConfig& config) {
   auto bad = [](const std::string& why) {
     throw Error(make_error_code(errc::invalid_argument), "RedisConfig: " + why);
   };
-  (void)parse_redis_url(config.url);
+  const RedisEndpoint endpoint = parse_redis_url(config.url);
+  if (config.tls.enabled && !endpoint.tls) {
+    bad("tls.enabled is set but the URL is redis:// (plaintext): use rediss:// for TLS");
+  }
+  core::TlsConfig tls = config.tls;
+  tls.enabled = endpoint.tls;
+  core::validate(tls, "RedisConfig");
   for (const char c : config.client_name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '-' || c == '_' || c == '.' || c == ':';

@@ -518,6 +518,7 @@ RedisStats ClientCore::stats() noexcept {
   s.blocking_connections = blocking_.size();
   s.breaker = context_.breaker.state();
   s.breaker_trips = context_.breaker.stats().trips;
+  s.tls_context_builds = context_.tls ? context_.tls->builds() : 0;
   return s;
 }
 

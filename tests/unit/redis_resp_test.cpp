@@ -188,10 +188,51 @@ TEST(RedisUrl, ParsesEveryPart) {
   EXPECT_EQ(e.password, "secret");
   EXPECT_EQ(e.user, "");
   EXPECT_EQ(e.port, 6379);
+  EXPECT_FALSE(e.tls);
+}
+
+TEST(RedisUrl, RedissIsTls) {
+  auto e = ts::redis::parse_redis_url("rediss://u:pw@cache.example:6380/2");
+  EXPECT_TRUE(e.tls);
+  EXPECT_EQ(e.host, "cache.example");
+  EXPECT_EQ(e.port, 6380);
+  EXPECT_EQ(e.user, "u");
+  EXPECT_EQ(e.password, "pw");
+  EXPECT_EQ(e.db, 2u);
+  EXPECT_EQ(e.describe(), "cache.example:6380/2");
+  e = ts::redis::parse_redis_url("rediss://[::1]");
+  EXPECT_TRUE(e.tls);
+  EXPECT_EQ(e.host, "::1");
+}
+
+// TLS settings must match the scheme: a CA file with a redis:// URL is a mistake (the
+// connection would be plaintext), as is tls.enabled with redis://; a certificate needs its key.
+TEST(RedisConfig, ValidateChecksTlsSettingsAgainstTheScheme) {
+  auto refused = [](const ts::redis::RedisConfig& config, const char* needle) {
+    try {
+      ts::redis::validate(config);
+      ADD_FAILURE() << "accepted; expected an error naming " << needle;
+    } catch (const ts::Error& e) {
+      EXPECT_EQ(e.code(), ts::make_error_code(ts::errc::invalid_argument));
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  ts::redis::RedisConfig config;
+  config.tls.ca_file = "/etc/ca.pem";
+  refused(config, "ca_file");
+  config.url = "rediss://127.0.0.1:6380";
+  EXPECT_NO_THROW(ts::redis::validate(config));
+  config.tls.cert_file = "client.crt";
+  refused(config, "key_file");
+  config = {};
+  config.tls.enabled = true;
+  refused(config, "rediss://");
+  config.url = "rediss://127.0.0.1";
+  EXPECT_NO_THROW(ts::redis::validate(config));
 }
 
 TEST(RedisUrl, RefusesWhatItCannotDo) {
-  for (const char* bad : {"rediss://h:1", "http://h", "redis://", "redis://h:0", "redis://h:x",
+  for (const char* bad : {"redis:/h:1", "http://h", "redis://", "redis://h:0", "redis://h:x",
                           "redis://h:1/x", "redis://h:1?timeout=1", "redis://[::1", "unix:///s"}) {
     try {
       (void)ts::redis::parse_redis_url(bad);

@@ -19,7 +19,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace ts = trading_shared;
 namespace core = trading_shared::core;
@@ -29,14 +32,26 @@ using ::testing::HasSubstr;
 
 namespace {
 
-// One set of certificates for the whole binary (openssl runs once).
+// One set of certificates for the whole binary (openssl runs once), removed at exit.
+struct UnitCertificates {
+  std::string root;
+  ts::testing::TestCertificates certs;
+  UnitCertificates() {
+    root = (fs::temp_directory_path() / "ts-tls-unit-XXXXXX").string();
+    if (::mkdtemp(root.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    certs = ts::testing::make_test_certificates(root + "/certs");
+  }
+  ~UnitCertificates() {
+    std::error_code ignored;  // a leftover temporary directory is harmless
+    fs::remove_all(root, ignored);
+  }
+  UnitCertificates(const UnitCertificates&) = delete;
+  UnitCertificates& operator=(const UnitCertificates&) = delete;
+};
+
 const ts::testing::TestCertificates& certs() {
-  static const auto made = [] {
-    std::string pattern = (fs::temp_directory_path() / "ts-tls-unit-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    return ts::testing::make_test_certificates(pattern + "/certs");
-  }();
-  return made;
+  static const UnitCertificates made;
+  return made.certs;
 }
 
 std::string work_dir() {

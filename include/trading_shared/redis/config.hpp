@@ -4,6 +4,7 @@
 
 #include <trading_shared/core/backoff.hpp>
 #include <trading_shared/core/circuit_breaker.hpp>
+#include <trading_shared/core/tls.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -13,8 +14,10 @@
 
 namespace trading_shared::redis {
 
-/// Where to connect and as whom; parsed from a `redis://user:pass@host:port/db` URL.
+/// Where to connect and as whom; parsed from a `redis://user:pass@host:port/db` URL
+/// (`rediss://`: TLS).
 struct RedisEndpoint {
+  bool tls = false;  ///< `rediss://`
   std::string host = "127.0.0.1";
   std::uint16_t port = 6379;
   std::string user;      ///< empty: `AUTH password` (or no AUTH when the password is empty too).
@@ -25,14 +28,21 @@ struct RedisEndpoint {
   std::string describe() const;
 };
 
-/// Parses `redis://[user[:password]@]host[:port][/db]`. IPv6 hosts go in brackets
-/// (`redis://[::1]:6379`); user and password may be percent-encoded. `rediss://` (TLS) and
-/// unix sockets are refused with `invalid_argument`, as is anything malformed.
+/// Parses `redis[s]://[user[:password]@]host[:port][/db]`. IPv6 hosts go in brackets
+/// (`redis://[::1]:6379`); user and password may be percent-encoded. `rediss://` is TLS
+/// (`RedisConfig::tls`). Unix sockets are refused with `invalid_argument`, as is anything
+/// malformed.
 RedisEndpoint parse_redis_url(std::string_view url);
 
 struct RedisConfig {
   /// The server. Default `redis://127.0.0.1:6379/0`.
   std::string url = "redis://127.0.0.1:6379/0";
+  /// TLS of a `rediss://` URL (docs/redis.md, "TLS"): CA file or directory (empty: the
+  /// system's store), client certificate and key (mutual TLS), the name to verify (empty: the
+  /// URL's host). `tls.enabled` follows the URL's scheme; a TLS setting with a `redis://` URL
+  /// is refused by validate(). Certificate files that change are picked up by the next
+  /// connection (rotation without restart).
+  core::TlsConfig tls;
   /// `CLIENT SETNAME` on every connection (letters, digits, '-', '_', '.', ':'; no spaces).
   std::string client_name = "trading_shared";
   /// A file holding the password (a trailing newline is dropped), read at every new

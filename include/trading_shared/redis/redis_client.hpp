@@ -247,6 +247,9 @@ struct RedisStats {
   std::uint64_t health_checks = 0;    ///< PINGs sent by the health check.
   core::CircuitState breaker = core::CircuitState::closed;
   std::uint64_t breaker_trips = 0;  ///< times the breaker opened since start.
+  /// rediss://: SSL contexts built (1 after the first connect; one more each time a
+  /// certificate, key or CA file changed before a new connection: rotation). 0 for redis://.
+  std::uint64_t tls_context_builds = 0;
 };
 
 namespace detail {

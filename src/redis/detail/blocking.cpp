@@ -25,22 +25,21 @@ BlockingConnections::~BlockingConnections() {
 
 void BlockingConnections::close_sockets() noexcept {
   boost::system::error_code ignored;
-  for (auto& d : connections_) d->socket.close(ignored);
+  for (auto& d : connections_) d->stream.close(ignored);
 }
 
 asio::awaitable<Reply> BlockingConnections::exchange(Dedicated& connection,
                                                      const std::string& encoded) {
-  if (!connection.socket.is_open()) {
-    co_await core::with_timeout(open_connection(context_, connection.socket, connection.parser),
-                                context_.config.connect_timeout, errc::connect_timeout,
-                                "Redis " + context_.description + ": connect (blocking connection)",
-                                RequestState::not_sent);
+  if (!connection.stream.is_open()) {
+    co_await open_connection_within(
+        context_, connection.stream, connection.parser,
+        "Redis " + context_.description + ": connect (blocking connection)");
   }
   connection.wrote = true;
-  co_await asio::async_write(connection.socket, asio::buffer(encoded), asio::use_awaitable);
+  co_await connection.stream.async_write(asio::buffer(encoded), asio::use_awaitable);
   Reply reply;
   while (!connection.parser.next(reply)) {
-    const std::size_t n = co_await connection.socket.async_read_some(
+    const std::size_t n = co_await connection.stream.async_read_some(
         asio::buffer(connection.buffer), asio::use_awaitable);
     connection.parser.feed(connection.buffer.data(), n);
   }
@@ -115,7 +114,7 @@ asio::awaitable<Reply> BlockingConnections::run(std::string encoded, millisecond
   if (failure) {
     // Whatever went wrong, the connection's state is unknown: discard it.
     boost::system::error_code ignored;
-    connection->socket.close(ignored);
+    connection->stream.close(ignored);
     connection->parser.reset();
     ErrorKind kind = classify(failure);
     if (state.closing_or_closed()) {

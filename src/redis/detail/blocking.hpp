@@ -10,6 +10,7 @@
 #include "client_context.hpp"
 #include "multiplexer.hpp"
 #include "reply_builder.hpp"
+#include "stream.hpp"
 
 #include <array>
 #include <chrono>
@@ -41,8 +42,8 @@ class BlockingConnections {
 
  private:
   struct Dedicated {
-    explicit Dedicated(const boost::asio::any_io_executor& ex) : socket(ex) {}
-    boost::asio::ip::tcp::socket socket;
+    explicit Dedicated(const boost::asio::any_io_executor& ex) : stream(ex) {}
+    RedisStream stream;  // TCP, or TLS over it (rediss://)
     ReplyBuilder parser;
     std::array<char, std::size_t{16} * 1024> buffer{};
     bool busy = false;

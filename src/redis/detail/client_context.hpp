@@ -9,6 +9,7 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/core/retry.hpp>
 #include <trading_shared/core/run_state.hpp>
+#include <trading_shared/core/tls_context.hpp>
 #include <trading_shared/redis/config.hpp>
 #include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/redis_client.hpp>
@@ -39,7 +40,12 @@ struct ClientContext {
               return b;
             }(),
             core::SteadyClock::instance(), random),
-        state(executor) {}
+        state(executor) {
+    config.tls.enabled = endpoint.tls;
+    if (endpoint.tls) {
+      tls = std::make_unique<core::TlsContextSource>(config.tls, "Redis " + description);
+    }
+  }
 
   boost::asio::any_io_executor executor;
   RedisConfig config;
@@ -50,6 +56,9 @@ struct ClientContext {
   RedisStats stats;
   /// idle -> starting -> running -> closing -> closed (a failed start-up goes back to idle).
   core::RunState state;
+  /// rediss://: the SSL context of new connections (rebuilt when its files change); null for
+  /// redis://.
+  std::unique_ptr<core::TlsContextSource> tls;
 };
 
 inline std::shared_ptr<spdlog::logger> log() {

@@ -4,19 +4,24 @@
 
 #include <trading_shared/core/reconnect.hpp>
 #include <trading_shared/core/timeout.hpp>
+#include <trading_shared/core/tls_context.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <algorithm>
 #include <array>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 
 namespace trading_shared::redis::detail {
@@ -49,23 +54,45 @@ std::string read_password_file(const std::string& path, const std::string& descr
   return password;
 }
 
+// A plaintext connection whose handshake got no reply but a closed connection: Redis 7 resets a
+// connection to its TLS port whose first bytes are not a ClientHello, without a byte of reply.
+bool closed_by_peer(const boost::system::error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe;
+}
+
 }  // namespace
 
-asio::awaitable<void> open_connection(const ClientContext& context, tcp::socket& socket,
+asio::awaitable<void> open_connection(ClientContext& context, RedisStream& stream,
                                       ReplyBuilder& parser) {
   const auto& endpoint = context.endpoint;
+  const std::string what = "Redis " + context.description;
   const std::string password =
       context.config.password_file.empty()
           ? endpoint.password
           : read_password_file(context.config.password_file, context.description);
-  const auto executor = socket.get_executor();
+  const auto executor = context.executor;
   tcp::resolver resolver(executor);
   const auto endpoints = co_await resolver.async_resolve(
       endpoint.host, std::to_string(endpoint.port), asio::use_awaitable);
-  socket = tcp::socket(executor);
-  co_await asio::async_connect(socket, endpoints, asio::use_awaitable);
-  socket.set_option(tcp::no_delay(true));
-  socket.set_option(asio::socket_base::keep_alive(true));
+  // TLS: the context of this connection (a new one when its files changed: rotation).
+  stream = context.tls ? RedisStream(executor, context.tls->get()) : RedisStream(executor);
+  co_await asio::async_connect(stream.socket(), endpoints, asio::use_awaitable);
+  stream.socket().set_option(tcp::no_delay(true));
+  stream.socket().set_option(asio::socket_base::keep_alive(true));
+  SSL* ssl = nullptr;
+  if (stream.tls()) {
+    ssl = stream.tls_layer().native_handle();
+    core::prepare_client(ssl, context.config.tls, endpoint.host);
+    boost::system::error_code ec;
+    stream.handshaking = true;
+    co_await stream.tls_layer().async_handshake(asio::ssl::stream_base::client,
+                                                asio::redirect_error(asio::use_awaitable, ec));
+    // Cut short by the connect deadline: `handshaking` stays set for open_connection_within.
+    if (ec == asio::error::operation_aborted) throw boost::system::system_error(ec);
+    stream.handshaking = false;
+    if (ec) throw core::tls_handshake_error(ec, ssl, what);
+  }
 
   // Handshake: [AUTH] [SELECT] CLIENT SETNAME, then PING (answers LOADING while the server
   // loads its data: such a connection is not used yet).
@@ -89,72 +116,130 @@ asio::awaitable<void> open_connection(const ClientContext& context, tcp::socket&
   }
   encode_command(hello, "PING");
   ++expected;
-  co_await asio::async_write(socket, asio::buffer(hello), asio::use_awaitable);
+  // Errors of the exchange as error codes: a TLS error here (TLS 1.3: the server's alert
+  // that it wanted a client certificate arrives after the client's side of the handshake)
+  // and a plaintext connection the server closed at once (F63) are explained.
+  boost::system::error_code ec;
+  co_await stream.async_write(asio::buffer(hello), asio::redirect_error(asio::use_awaitable, ec));
 
   parser.reset();
   std::array<char, 4096> buffer{};
   Reply reply;
   std::size_t got = 0;
-  while (got < expected) {
-    const std::size_t n =
-        co_await socket.async_read_some(asio::buffer(buffer), asio::use_awaitable);
+  bool first_read = true;
+  while (!ec && got < expected) {
+    const std::size_t n = co_await stream.async_read_some(
+        asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+    if (first_read && ssl == nullptr && core::looks_like_tls(std::string_view(buffer.data(), n))) {
+      throw Error(make_error_code(errc::tls_failed),
+                  what +
+                      ": connection handshake: the server answered with TLS: it requires TLS, "
+                      "the client is configured for plaintext (use rediss://)",
+                  RequestState::not_sent);
+    }
+    first_read = false;
     parser.feed(buffer.data(), n);
     while (got < expected && parser.next(reply)) {
       ++got;
       if (reply.is_error()) {
-        throw make_server_error(reply.error_message(),
-                                "Redis " + context.description + ": connection handshake",
+        throw make_server_error(reply.error_message(), what + ": connection handshake",
                                 RequestState::sent);
       }
     }
   }
+  if (ec) {
+    if (ec == asio::error::operation_aborted) throw boost::system::system_error(ec);
+    const bool truncated = ec == asio::ssl::error::stream_truncated;
+    if (ssl != nullptr && first_read && (truncated || closed_by_peer(ec))) {
+      // TLS 1.3: the server checks the client's certificate after the client's side of the
+      // handshake ended; its alert can be lost to the reset that our first write causes.
+      // Transient (a server going away looks the same); a later attempt usually reads the alert.
+      throw Error(make_error_code(errc::connect_failed),
+                  what + ": the server closed the TLS connection before its first reply (" +
+                      ec.message() +
+                      "): does it require a client certificate (tls-auth-clients)? set the "
+                      "client certificate and key files",
+                  RequestState::not_sent);
+    }
+    if (ssl != nullptr && core::is_tls_error(ec)) throw core::tls_handshake_error(ec, ssl, what);
+    if (ssl == nullptr && first_read && closed_by_peer(ec)) {
+      throw Error(make_error_code(errc::connect_failed),
+                  what + ": the server closed the connection during the handshake (" +
+                      ec.message() +
+                      "): does it require TLS? use rediss:// (a TLS-only Redis closes "
+                      "plaintext connections at once)",
+                  RequestState::not_sent);
+    }
+    throw boost::system::system_error(ec, what + ": connection handshake");
+  }
   parser.keep_rest();  // `buffer` is about to go: nothing may stay borrowed from it
+}
+
+asio::awaitable<void> open_connection_within(ClientContext& context, RedisStream& stream,
+                                             ReplyBuilder& parser, const std::string& what,
+                                             Clock::duration timeout) {
+  if (timeout <= Clock::duration::zero() || timeout > context.config.connect_timeout) {
+    timeout = context.config.connect_timeout;
+  }
+  std::optional<Error> handshake_timeout;
+  try {
+    co_await core::with_timeout(open_connection(context, stream, parser), timeout,
+                                errc::connect_timeout, what, RequestState::not_sent);
+  } catch (const Error& e) {
+    if (e.code() != make_error_code(errc::connect_timeout) || !stream.handshaking) throw;
+    handshake_timeout.emplace(
+        make_error_code(errc::connect_timeout),
+        what + ": the TLS handshake did not complete within " + std::to_string(ms_count(timeout)) +
+            " ms (connect timeout): the server does not answer TLS (a plaintext port?) or is "
+            "overloaded",
+        RequestState::not_sent);
+  }
+  stream.handshaking = false;
+  if (handshake_timeout) throw *handshake_timeout;
 }
 
 Connection::Connection(ClientContext& context, Multiplexer& mux)
     : context_(context),
       mux_(mux),
-      socket_(context.executor),
+      stream_(context.executor),
       reader_done_(context.executor),
       health_timer_(context.executor),
       read_buffer_(std::size_t{64} * 1024) {}
 
 Connection::~Connection() {
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  stream_.close(ignored);
 }
 
 // ---- connecting ----------------------------------------------------------------------------
 
-asio::awaitable<void> Connection::connect() {
-  tcp::socket socket(context_.executor);
-  co_await core::with_timeout(
-      open_connection(context_, socket, mux_.parser()), context_.config.connect_timeout,
-      errc::connect_timeout, "Redis " + context_.description + ": connect", RequestState::not_sent);
+asio::awaitable<void> Connection::connect(Clock::duration budget) {
+  RedisStream stream(context_.executor);
+  co_await open_connection_within(context_, stream, mux_.parser(),
+                                  "Redis " + context_.description + ": connect", budget);
   if (context_.state.is(core::RunPhase::closed)) {
     throw Error(make_error_code(errc::client_closed), "Redis " + context_.description + ": closed",
                 RequestState::not_sent);
   }
-  socket_ = std::move(socket);
+  stream_ = std::move(stream);
   connected_ = true;
   ++generation_;
   ++context_.stats.connects;
   const auto now = Clock::now();
   last_write_ = now;
   mux_.connected(now);
-  socket_.non_blocking(true);  // flush() writes synchronously and must never block
+  // flush() writes a plaintext socket synchronously and must never block (TLS: async only).
+  if (!stream_.tls()) stream_.plain_socket().non_blocking(true);
   write_in_progress_ = false;
   flush();  // requests that waited for this connection
 }
 
 asio::awaitable<void> Connection::connect_interruptible(Clock::duration budget) {
-  auto attempt = budget > Clock::duration::zero()
-                     ? core::with_timeout(connect(), budget, errc::connect_timeout,
-                                          "Redis " + context_.description + ": connect",
-                                          RequestState::not_sent)
-                     : connect();
+  // One deadline, the connect timeout or the budget when shorter: open_connection_within()
+  // names a TLS handshake that did not complete within it.
   co_await asio::co_spawn(
-      context_.executor, std::move(attempt),
+      context_.executor, connect(budget),
       asio::bind_cancellation_slot(connect_cancel_.slot(), asio::use_awaitable));
 }
 
@@ -168,7 +253,7 @@ void Connection::drop(std::error_code ec, std::string_view what) {
   ++generation_;
   ++context_.stats.disconnects;
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  stream_.close(ignored);
   write_in_progress_ = false;  // an async write of the old socket ends with an error, ignored
   health_timer_.cancel();
   if (context_.state.is(core::RunPhase::running)) {
@@ -189,13 +274,13 @@ void Connection::shut_down() noexcept {
   if (connected_) drop(make_error_code(errc::client_closed), "close");
   connected_ = false;
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  stream_.close(ignored);
   health_timer_.cancel();
 }
 
 void Connection::discard() noexcept {
   boost::system::error_code ignored;
-  socket_.close(ignored);
+  stream_.close(ignored);
   connected_ = false;
 }
 
@@ -216,20 +301,33 @@ void Connection::schedule_flush() noexcept {
 
 // Writes the queued requests: first synchronously (non-blocking socket: no handler, no wake-up
 // when the kernel takes it all, the common case), the rest, if any, with an async write.
+// Under TLS an async write only: OpenSSL's record layer is not written synchronously through
+// the Asio stream.
 void Connection::flush(Clock::time_point now) noexcept {
   if (!connected_ || write_in_progress_ || !mux_.has_queued_bytes()) return;
   // One clock read per flush (the reader passes the time of its read, taken just before).
   if (now == Clock::time_point{}) now = Clock::now();
   const std::string_view bytes = mux_.prepare_write(now);
+  if (stream_.tls()) {
+    write_in_progress_ = true;
+    asio::async_write(stream_.tls_layer(), asio::buffer(bytes),
+                      [this, owner = owner_.lock(), stream = stream_.tls_holder(),
+                       generation = generation_](boost::system::error_code e, std::size_t) {
+                        if (generation == generation_) write_in_progress_ = false;
+                        write_done(generation, e, Clock::now());
+                      });
+    return;
+  }
+  auto& socket = stream_.plain_socket();
   boost::system::error_code ec;
-  const std::size_t n = socket_.write_some(asio::buffer(bytes), ec);
+  const std::size_t n = socket.write_some(asio::buffer(bytes), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
   if (ec || n == bytes.size()) {
     write_done(generation_, ec, now);
     return;
   }
   write_in_progress_ = true;
-  asio::async_write(socket_, asio::buffer(bytes.data() + n, bytes.size() - n),
+  asio::async_write(socket, asio::buffer(bytes.data() + n, bytes.size() - n),
                     [this, owner = owner_.lock(), generation = generation_](
                         boost::system::error_code e, std::size_t) {
                       // A write of an older connection leaves the current one's flag alone.
@@ -257,10 +355,18 @@ void Connection::write_done(std::uint64_t generation, boost::system::error_code 
 // shared connection, and an awaitable frame, its cancellation slot and its pump cost about a
 // sixth of a GET's instructions (callgrind). supervise() waits for it to stop.
 void Connection::start_read(std::uint64_t generation) {
-  socket_.async_read_some(asio::buffer(read_buffer_),
-                          [this, generation](boost::system::error_code ec, std::size_t n) {
-                            on_read(generation, ec, n);
-                          });
+  if (stream_.tls()) {
+    // The stream stays alive until the read's handler ran (stream.hpp, tls_holder()).
+    stream_.tls_layer().async_read_some(
+        asio::buffer(read_buffer_),
+        [this, generation, stream = stream_.tls_holder()](
+            boost::system::error_code ec, std::size_t n) { on_read(generation, ec, n); });
+    return;
+  }
+  stream_.plain_socket().async_read_some(
+      asio::buffer(read_buffer_), [this, generation](boost::system::error_code ec, std::size_t n) {
+        on_read(generation, ec, n);
+      });
 }
 
 void Connection::reader_stopped() noexcept {

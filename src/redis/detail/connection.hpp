@@ -3,8 +3,9 @@
 // (bytes -> Multiplexer::feed/deliver_next), the writer (Multiplexer::prepare_write -> socket,
 // automatic pipelining), the health check and the supervisor that reconnects (core::reconnect).
 // What is matched to what lives in the Multiplexer; this file only moves bytes and reacts to
-// the socket. A transport other than plain TCP (TLS) changes `open_connection` and the socket
-// type here; one connection per cluster node is one Connection (and Multiplexer) per node.
+// the socket. TLS (rediss://) is the RedisStream's (stream.hpp): the handshake runs in
+// `open_connection`, within the connect timeout; one connection per cluster node is one
+// Connection (and Multiplexer) per node.
 
 #include <trading_shared/core/async_event.hpp>
 
@@ -16,6 +17,7 @@
 #include "client_context.hpp"
 #include "multiplexer.hpp"
 #include "reply_builder.hpp"
+#include "stream.hpp"
 
 #include <cstdint>
 #include <memory>
@@ -25,12 +27,21 @@
 
 namespace trading_shared::redis::detail {
 
-/// Connects `socket` to the context's endpoint and runs the handshake ([AUTH] [SELECT]
-/// CLIENT SETNAME PING) with `parser`. Throws the server's error (AUTH, SELECT) or the
-/// socket's. Shared by the shared connection and the blocking ones.
-boost::asio::awaitable<void> open_connection(const ClientContext& context,
-                                             boost::asio::ip::tcp::socket& socket,
+/// Makes `stream` a new connection to the context's endpoint (TLS for rediss://: handshake,
+/// SNI and host-name check, the context's current TlsContextSource context) and runs the
+/// handshake ([AUTH] [SELECT] CLIENT SETNAME PING) with `parser`. Throws the server's error
+/// (AUTH, SELECT), core::tls_handshake_error() for a refused TLS handshake (tls_failed), a
+/// tls_failed naming TLS when a plaintext connection gets TLS bytes back, or the socket's
+/// error. Shared by the shared connection and the blocking ones.
+boost::asio::awaitable<void> open_connection(ClientContext& context, RedisStream& stream,
                                              ReplyBuilder& parser);
+
+/// open_connection() bounded by the connect timeout (errc::connect_timeout, `what`; a TLS
+/// handshake that did not complete is named: F62, or a plaintext port behind rediss://).
+/// `timeout` zero: the connect timeout.
+boost::asio::awaitable<void> open_connection_within(
+    ClientContext& context, RedisStream& stream, ReplyBuilder& parser, const std::string& what,
+    std::chrono::steady_clock::duration timeout = {});
 
 class Connection {
  public:
@@ -42,8 +53,9 @@ class Connection {
   /// What the connection's handlers keep alive while they are pending (the client core).
   void set_owner(std::weak_ptr<void> owner) noexcept { owner_ = std::move(owner); }
 
-  /// Connects (bounded by `connect_timeout`) and writes the requests that waited for it.
-  boost::asio::awaitable<void> connect();
+  /// Connects (bounded by `connect_timeout`, or by `budget` when shorter and not zero) and
+  /// writes the requests that waited for it.
+  boost::asio::awaitable<void> connect(std::chrono::steady_clock::duration budget = {});
   /// `connect()` spawned with the connect cancellation slot: `interrupt()` cuts it short.
   boost::asio::awaitable<void> connect_interruptible(std::chrono::steady_clock::duration budget);
   /// Cuts a connect attempt short (close()).
@@ -75,7 +87,7 @@ class Connection {
   ClientContext& context_;
   Multiplexer& mux_;
   std::weak_ptr<void> owner_;
-  boost::asio::ip::tcp::socket socket_;
+  RedisStream stream_;
   bool connected_ = false;
   std::uint64_t generation_ = 0;    // incremented on every connect and drop
   bool write_in_progress_ = false;  // an async write of the multiplexer's write buffer runs
