@@ -86,7 +86,7 @@ void make_ca(const std::string& cert, const std::string& key, const std::string&
            "keyUsage=critical,keyCertSign,cRLSign"});
 }
 
-/// A certificate for `key` (made) signed by the CA, valid for `days` from now.
+/// A certificate for `key` (made) signed by the CA, valid for 825 days from now.
 void issue(const std::string& ca_cert, const std::string& ca_key, const std::string& cert,
            const std::string& key, const std::string& common_name, const std::string& san,
            const char* usage) {
