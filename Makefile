@@ -12,7 +12,8 @@ FUZZ_SECONDS ?= 600
 # make bench ONLY=pg (a group) or ONLY=P1,P3 (figures); empty: everything.
 ONLY ?=
 
-.PHONY: all deps configure build test bench sanitize fuzz soak format format-check tidy clean demo
+.PHONY: all deps configure build test bench sanitize fuzz soak format format-check tidy clean demo \
+  demo-tls
 
 all: build
 
@@ -58,6 +59,12 @@ demo: configure
 	  --kill-receiver-at 18s --receiver-down 10s --drop-feed-at 32s --progress-every 5s \
 	  --report-file $(BUILD_DIR)/demo-report.json --report-html $(BUILD_DIR)/demo-report.html \
 	  $(DEMO_ARGS)
+
+# `make demo` with TLS on every link (Redis rediss://, PostgreSQL sslmode=verify-full, the
+# feed wss:// and https://, a throwaway CA) and each service as its own Redis ACL user and
+# PostgreSQL role (ts-pipeline --tls).
+demo-tls:
+	$(MAKE) demo DEMO_ARGS="--tls $(DEMO_ARGS)"
 
 # The pipeline of `make demo` for 20 minutes at 2000 trades/s under random faults (server
 # restarts, SIGSTOP/SIGCONT, connection kills), a sample line every minute (rows, duplicates,

@@ -10,6 +10,9 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -264,6 +267,47 @@ std::optional<double> cell_double(const std::optional<std::string>& cell) {
 
 // ---- Redis ----------------------------------------------------------------------------------
 
+namespace {
+
+/// The context of RedisConnection::use_tls() (null: plaintext); lives until exit.
+SSL_CTX* g_redis_tls = nullptr;
+
+std::string openssl_reason() {
+  const unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code == 0) return "no OpenSSL reason";
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return text;
+}
+
+}  // namespace
+
+void RedisConnection::use_tls(const std::string& ca_file) {
+  SSL_CTX* context = SSL_CTX_new(TLS_client_method());
+  if (context == nullptr) throw std::runtime_error("SSL_CTX_new: " + openssl_reason());
+  SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
+  if (SSL_CTX_load_verify_locations(context, ca_file.c_str(), nullptr) != 1) {
+    const std::string reason = openssl_reason();
+    SSL_CTX_free(context);
+    throw std::runtime_error("Redis TLS: cannot load the CA file " + ca_file + ": " + reason);
+  }
+  SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nullptr);
+  if (g_redis_tls != nullptr) SSL_CTX_free(g_redis_tls);
+  g_redis_tls = context;
+}
+
+void RedisConnection::close_connection() {
+  if (ssl_ != nullptr) {
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
 RedisConnection::RedisConnection(const std::string& host, std::uint16_t port,
                                  std::chrono::milliseconds timeout) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -288,28 +332,53 @@ RedisConnection::RedisConnection(const std::string& host, std::uint16_t port,
     throw std::runtime_error(
         fmt::format("connecting to Redis {}:{}: {}", host, port, std::strerror(error)));
   }
+  if (g_redis_tls == nullptr) return;
+  // TLS: the handshake is bounded by the socket's timeouts (a blocking SSL_connect).
+  ssl_ = SSL_new(g_redis_tls);
+  if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1 ||
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str()) != 1) {
+    const std::string reason = openssl_reason();
+    close_connection();
+    throw std::runtime_error(fmt::format("Redis {}:{}: TLS setup: {}", host, port, reason));
+  }
+  if (SSL_connect(ssl_) != 1) {
+    const long verify = SSL_get_verify_result(ssl_);
+    std::string reason =
+        verify != X509_V_OK ? X509_verify_cert_error_string(verify) : openssl_reason();
+    close_connection();
+    throw std::runtime_error(fmt::format("Redis {}:{}: TLS handshake: {}", host, port, reason));
+  }
 }
 
 RedisConnection::~RedisConnection() {
-  if (fd_ >= 0) ::close(fd_);
+  close_connection();
+}
+
+void RedisConnection::send_all(const std::string& request) {
+  std::size_t sent = 0;
+  while (sent < request.size()) {
+    ssize_t n = 0;
+    if (ssl_ != nullptr) {
+      n = SSL_write(ssl_, request.data() + sent, static_cast<int>(request.size() - sent));
+    } else {
+      n = ::send(fd_, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+    }
+    if (n <= 0) {
+      const std::string reason = ssl_ != nullptr ? "TLS write failed: " + openssl_reason()
+                                                 : std::string(std::strerror(errno));
+      close_connection();
+      throw std::runtime_error("sending to Redis: " + reason);
+    }
+    sent += static_cast<std::size_t>(n);
+  }
 }
 
 RedisReply RedisConnection::command(const std::vector<std::string>& args) {
   if (fd_ < 0) throw std::runtime_error("Redis connection unusable after an earlier failure");
   std::string request = fmt::format("*{}\r\n", args.size());
   for (const auto& arg : args) request += fmt::format("${}\r\n{}\r\n", arg.size(), arg);
-  std::size_t sent = 0;
-  while (sent < request.size()) {
-    const ssize_t n = ::send(fd_, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = errno;
-      ::close(fd_);
-      fd_ = -1;
-      throw std::runtime_error(fmt::format("sending to Redis: {}", std::strerror(error)));
-    }
-    sent += static_cast<std::size_t>(n);
-  }
+  send_all(request);
   RedisReply reply = read_reply();
   if (reply.type == RedisReply::Type::error) {
     throw std::runtime_error(fmt::format("Redis {}: {}", args.empty() ? "" : args[0], reply.text));
@@ -324,6 +393,20 @@ void RedisConnection::fill() {
   }
   char chunk[16384];
   for (;;) {
+    if (ssl_ != nullptr) {
+      const int n = SSL_read(ssl_, chunk, static_cast<int>(sizeof chunk));
+      if (n <= 0) {
+        const int error = SSL_get_error(ssl_, n);
+        const std::string reason =
+            error == SSL_ERROR_ZERO_RETURN ? std::string("connection closed by the server")
+            : (errno == EAGAIN || errno == EWOULDBLOCK) ? std::string("timed out")
+                                                        : "TLS read failed: " + openssl_reason();
+        close_connection();
+        throw std::runtime_error("reading from Redis: " + reason);
+      }
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+      return;
+    }
     const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
@@ -331,8 +414,7 @@ void RedisConnection::fill() {
                                  : (errno == EAGAIN || errno == EWOULDBLOCK)
                                      ? std::string("timed out")
                                      : std::string(std::strerror(errno));
-      ::close(fd_);
-      fd_ = -1;
+      close_connection();
       throw std::runtime_error("reading from Redis: " + reason);
     }
     buffer_.append(chunk, static_cast<std::size_t>(n));
@@ -388,8 +470,7 @@ RedisReply RedisConnection::read_reply() {
       return reply;
     }
     default:
-      ::close(fd_);
-      fd_ = -1;
+      close_connection();
       throw std::runtime_error("Redis: unexpected reply line: " + line);
   }
 }

@@ -25,6 +25,7 @@
 #include <vector>
 
 struct pg_conn;
+struct ssl_st;
 
 namespace trading_shared::e2e {
 
@@ -178,8 +179,15 @@ struct RedisReply {
 /// INFO, HGET, XLEN). Every send and receive is bounded by `timeout` (a stopped server makes a
 /// command fail, never hang); any failure throws std::runtime_error and leaves the connection
 /// unusable (make a new one).
+///
+/// After use_tls(): every new connection speaks TLS (ts-pipeline --tls), the server's
+/// certificate verified against the CA file for the IP address connected to.
 class RedisConnection {
  public:
+  /// From now on, new connections speak TLS and trust `ca_file` (PEM). Main thread, before
+  /// the first connection. Throws when the file cannot be loaded.
+  static void use_tls(const std::string& ca_file);
+
   RedisConnection(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout);
   ~RedisConnection();
   RedisConnection(const RedisConnection&) = delete;
@@ -193,7 +201,11 @@ class RedisConnection {
   std::string read_line();
   void fill();
 
+  void close_connection();
+  void send_all(const std::string& request);
+
   int fd_ = -1;
+  ssl_st* ssl_ = nullptr;  ///< with use_tls()
   std::string buffer_;
   std::size_t position_ = 0;
 };

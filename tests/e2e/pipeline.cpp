@@ -53,6 +53,7 @@
 #include "support/server_harness.hpp"
 #include "support/server_process.hpp"
 #include "tape_faults.hpp"
+#include "tsctl/acl_rules.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -213,6 +214,8 @@ struct Options {
   /// Fail when ts-recorder ever holds more Redis connections than this (0: not checked).
   std::int64_t max_recorder_connections = 0;
   e2e::TapeFaultOptions tape;
+  /// TLS on every link and a least-privilege identity per service (--tls).
+  bool tls = false;
 
   bool injects_faults() const {
     return restart_redis_at.count() > 0 || restart_postgres_at.count() > 0 ||
@@ -316,6 +319,14 @@ std::optional<Options> load_options(int argc, char** argv, int& exit_code) {
            {"max_recorder_connections",
             "fail when ts-recorder is seen with more Redis connections than this (CLIENT LIST, "
             "sampled every second; 0: not checked)"})
+      .add(options.tls,
+           {"tls",
+            "every link over TLS with the harness's throwaway CA (Redis TLS-only: rediss://; "
+            "PostgreSQL hostssl only: sslmode=verify-full; the feed wss:// and its REST "
+            "https:// through any tape-fault relay), and each service as its own "
+            "least-privilege identity: a Redis ACL user (tsctl acl --apply, passwords in "
+            "files, kept across a Redis restart by an aclfile) and a PostgreSQL role (tsctl "
+            "migrate --roles-create, run by the database's owner ts_owner)"})
       .add(options.database,
            {"database",
             "the PostgreSQL database the pipeline creates and uses (must not exist yet; with "
@@ -613,8 +624,17 @@ class Pipeline {
     testing::ServerOptions server_options;
     // Redis keeps its data across a graceful restart: append-only file, flushed on SIGTERM.
     server_options.redis_conf = {"appendonly yes", "appendfsync everysec"};
+    // --tls: every server TLS-only; the ACL users made by tsctl acl --apply survive a Redis
+    // restart through the aclfile (ACL SAVE after the apply).
+    server_options.tls = options_.tls;
+    server_options.redis_aclfile = options_.tls;
     testing::Servers::set_options(server_options);
     auto& servers = testing::Servers::instance();
+    if (servers.external() && options_.tls) {
+      throw std::runtime_error(
+          "TS_TEST_POSTGRES_DSN / TS_TEST_REDIS_URL / TS_TEST_PGBOUNCER_DSN point at external "
+          "servers; --tls needs ts-pipeline's own servers (TLS-only, with its CA): unset them");
+    }
     // External servers (TS_TEST_POSTGRES_DSN and TS_TEST_REDIS_URL, e.g. make bench's E1 on the
     // benchmark's servers) only for a run without faults: a fault needs the server's process.
     // The run then uses its own --database and the Redis database of TS_TEST_REDIS_URL.
@@ -648,10 +668,87 @@ class Pipeline {
       note("external servers: PostgreSQL database {}, Redis {}", options_.database,
            core::redact_secrets(redis_url_));
     } else {
-      note("PostgreSQL on port {}, Redis on port {} (append-only file on)",
-           servers.postgres().port(), servers.redis_port());
+      note("PostgreSQL on port {}, Redis on port {} (append-only file on{})",
+           servers.postgres().port(), servers.redis_port(),
+           options_.tls ? "; both TLS-only, the harness's CA" : "");
     }
     common_env_ = {"TS_POSTGRES_DSN=" + dsn_, "TS_REDIS_URL=" + redis_url_};
+    if (options_.tls) {
+      ca_file_ = servers.tls_certificates().ca_cert;
+      // The orchestrator's own Redis commands (INFO, CLIENT LIST, ACL SAVE) over TLS too.
+      e2e::RedisConnection::use_tls(ca_file_);
+      // tsctl (migrate, load-orders, status-page): the database's owner (not a superuser)
+      // and Redis's default user (load-orders submits to orders:requests, which no service
+      // user may write).
+      common_env_ = {
+          "TS_POSTGRES_DSN=" + servers.postgres_dsn_for(kOwnerRole, "", options_.database),
+          "TS_REDIS_URL=" + redis_url_, "TS_REDIS_TLS_CA_FILE=" + ca_file_};
+    }
+  }
+
+  // -- 1a. identities (--tls) -----------------------------------------------------------------
+
+  static constexpr const char* kOwnerRole = "ts_owner";
+
+  /// The environment of a service running as its own identity: its Redis ACL user (password
+  /// from a file) over TLS and, when it uses PostgreSQL, its role (sslmode=verify-full).
+  std::vector<std::string> identity_env(const std::string& service, bool with_postgres) {
+    auto& servers = testing::Servers::instance();
+    const std::string user = "ts_" + service;
+    std::vector<std::string> env{fmt::format("TS_REDIS_URL=rediss://{}:@{}:{}/0", user,
+                                             servers.redis_host(), servers.redis_port()),
+                                 "TS_REDIS_PASSWORD_FILE=" + path("secrets/" + user),
+                                 "TS_REDIS_TLS_CA_FILE=" + ca_file_};
+    if (with_postgres) {
+      env.push_back("TS_POSTGRES_DSN=" + servers.postgres_dsn_for(user, "", options_.database));
+    }
+    identities_.push_back({"ts-" + service, user, with_postgres ? user : std::string()});
+    return env;
+  }
+
+  /// --tls: the owner role ts_owner (LOGIN CREATEROLE, owning the database) runs tsctl migrate
+  /// --roles-create (schema + ts_recorder, ts_executor, ts_janitor, ts_status); tsctl acl
+  /// --apply makes the Redis users (passwords: random, in files of the run directory, never
+  /// printed) and ACL SAVE writes them to Redis's aclfile, so a Redis restart keeps them.
+  void provision_identities(const Binaries& binaries) {
+    auto& servers = testing::Servers::instance();
+    {
+      e2e::PgConnection admin(dsn_);
+      admin.query(fmt::format("CREATE ROLE {} LOGIN CREATEROLE", kOwnerRole));
+      admin.query(fmt::format("ALTER DATABASE {} OWNER TO {}", options_.database, kOwnerRole));
+    }
+    note("tsctl migrate --roles-create (as {}, the database's owner)", kOwnerRole);
+    e2e::Child& migrated =
+        run_to_end("tsctl migrate", binaries.tsctl, {"migrate", "--roles-create"}, "", 60s);
+    if (migrated.exit_code() != 0) {
+      throw std::runtime_error(
+          fmt::format("tsctl migrate --roles-create failed ({})", migrated.describe()));
+    }
+    const std::string secrets = path("secrets");
+    fs::create_directories(secrets);
+    fs::permissions(secrets, fs::perms::owner_all, fs::perm_options::replace);
+    std::random_device random;
+    for (const auto& user : trading_shared::services::tsctl::acl_users()) {
+      std::string password;
+      for (int i = 0; i < 4; ++i) password += fmt::format("{:08x}", random());
+      const std::string file = secrets + "/ts_" + std::string(user.service);
+      e2e::write_text_file(file, password + "\n");
+      fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write,
+                      fs::perm_options::replace);
+    }
+    note("tsctl acl --apply (one Redis user per service), then ACL SAVE to Redis's aclfile");
+    e2e::Child& acl = run_to_end("tsctl acl", binaries.tsctl,
+                                 {"acl", "--apply", "--acl-password-dir", secrets}, "", 60s);
+    if (acl.exit_code() != 0) {
+      throw std::runtime_error(fmt::format("tsctl acl --apply failed ({})", acl.describe()));
+    }
+    e2e::RedisConnection(servers.redis_host(), servers.redis_port(), 5s).command({"ACL", "SAVE"});
+    service_env_[binaries.receiver] = identity_env("receiver", false);
+    service_env_[binaries.recorder] = identity_env("recorder", true);
+    service_env_[binaries.executor] = identity_env("executor", true);
+    service_env_[binaries.janitor] = identity_env("janitor", true);
+    service_env_[binaries.feed_sim] = {};
+    identities_.push_back({"tsctl", "default", kOwnerRole});
   }
 
   // -- children -------------------------------------------------------------------------------
@@ -664,7 +761,8 @@ class Pipeline {
     spec.name = std::move(name);
     spec.program = program;
     spec.args = std::move(args);
-    spec.env = common_env_;
+    const auto own = service_env_.find(program);
+    spec.env = own != service_env_.end() ? own->second : common_env_;
     spec.log_file = path(file_name + ".log");
     if (!summary_file.empty()) {
       spec.summary_file = path(summary_file);
@@ -700,6 +798,10 @@ class Pipeline {
   // -- 1b. schema -----------------------------------------------------------------------------
 
   void migrate(const Binaries& binaries) {
+    if (options_.tls) {
+      provision_identities(binaries);
+      return;
+    }
     note("tsctl migrate");
     e2e::Child& child = run_to_end("tsctl migrate", binaries.tsctl, {"migrate"}, "", 60s);
     if (child.exit_code() != 0) {
@@ -722,6 +824,14 @@ class Pipeline {
                                           "--max-messages", std::to_string(options_.max_messages()),
                                           "--port-file",    port_file};
     std::vector<std::string> receiver_args = {"--symbols", symbols};
+    if (options_.tls) {
+      // wss:// and https:// (REST derived from the feed URL) with the harness's server
+      // certificate (SAN IP 127.0.0.1); a tape-fault relay passes TLS through untouched.
+      const auto& certs = testing::Servers::instance().tls_certificates();
+      feed_args.insert(feed_args.end(),
+                       {"--tls-cert-file", certs.server_cert, "--tls-key-file", certs.server_key});
+      receiver_args.insert(receiver_args.end(), {"--feed-tls-ca-file", ca_file_});
+    }
     tape_.prepare(binaries.feed_sim, binaries.receiver, run_dir_, feed_args, receiver_args);
     feed_ =
         &spawn("ts-feed-sim", binaries.feed_sim, std::move(feed_args), "ts-feed-sim.summary.json");
@@ -739,7 +849,8 @@ class Pipeline {
     note("starting ts-receiver, ts-recorder, ts-executor");
     receiver_args.insert(
         receiver_args.begin(),
-        {"--feed-url", fmt::format("ws://127.0.0.1:{}", tape_.receiver_port(port))});
+        {"--feed-url",
+         fmt::format("{}://127.0.0.1:{}", options_.tls ? "wss" : "ws", tape_.receiver_port(port))});
     if (options_.stream_maxlen > 0) {
       receiver_args.push_back("--stream-maxlen");
       receiver_args.push_back(std::to_string(options_.stream_maxlen));
@@ -2005,6 +2116,7 @@ class Pipeline {
     }
     line(fmt::format("run directory: {}{}", run_dir_,
                      options_.keep_dir ? " (kept)" : " (removed; --keep-dir keeps it)"));
+    line(security_text());
 
     line("");
     // A column per symbol while they fit on a line; beyond that, the totals only.
@@ -2347,6 +2459,22 @@ class Pipeline {
     return o;
   }
 
+  /// "security: ..." of the printed report: TLS or not, and who ran as whom.
+  std::string security_text() const {
+    if (!options_.tls) {
+      return "security: plaintext links, every service as the servers' default identities "
+             "(--tls: TLS and an identity per service)";
+    }
+    std::string who;
+    for (const auto& id : identities_) {
+      who += fmt::format("{}{} as Redis {} / PostgreSQL {}", who.empty() ? "" : "; ", id.service,
+                         id.redis_user, id.postgres_role.empty() ? "-" : id.postgres_role);
+    }
+    return "security: TLS on every link (Redis rediss://, PostgreSQL sslmode=verify-full, feed "
+           "wss:// + REST https://); identities: " +
+           (who.empty() ? std::string("not provisioned (the run stopped before)") : who);
+  }
+
   json::object report_json() {
     json::object report;
     report["result"] = results_.failures.empty() ? "pass" : "fail";
@@ -2366,6 +2494,19 @@ class Pipeline {
     config["max_messages"] = options_.max_messages();
     report["config"] = std::move(config);
     report["run_directory"] = run_dir_;
+    json::object security;
+    security["tls"] = options_.tls;
+    json::array identities;
+    for (const auto& id : identities_) {
+      json::object o;
+      o["service"] = id.service;
+      o["redis_user"] = id.redis_user;
+      o["postgres_role"] =
+          id.postgres_role.empty() ? json::value(nullptr) : json::value(id.postgres_role);
+      identities.emplace_back(std::move(o));
+    }
+    security["identities"] = std::move(identities);
+    report["security"] = std::move(security);
     report["run_directory_kept"] = options_.keep_dir;
 
     json::object trades;
@@ -2527,6 +2668,13 @@ class Pipeline {
   std::string dsn_;
   std::string redis_url_;
   std::vector<std::string> common_env_;
+  /// --tls: the environment of a program (by path) running as its own identity.
+  std::map<std::string, std::vector<std::string>> service_env_;
+  struct Identity {
+    std::string service, redis_user, postgres_role;  ///< role empty: no PostgreSQL
+  };
+  std::vector<Identity> identities_;
+  std::string ca_file_;
   std::unique_ptr<e2e::Children> children_;
   std::vector<e2e::Child*> daemons_;  // in order of start
   e2e::Child* feed_ = nullptr;

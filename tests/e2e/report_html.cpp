@@ -406,6 +406,23 @@ std::string render_report_html(const json::object& report) {
       escape(text_of(member(config, "duration_s"))), escape(text_of(member(config, "rate"))),
       escape(symbols), escape(text_of(member(config, "order_rate"))),
       escape(text_of(member(config, "seed"))));
+  // ts-pipeline --tls: TLS on every link and who ran as whom (absent in older reports).
+  if (const auto* security = member(&root, "security"); security != nullptr) {
+    const auto* tls = member(security, "tls");
+    const bool on = tls != nullptr && tls->is_bool() && tls->get_bool();
+    std::string who;
+    if (const auto* ids = member(security, "identities"); ids != nullptr && ids->is_array()) {
+      for (const auto& id : ids->get_array()) {
+        const auto* role = member(&id, "postgres_role");
+        who += fmt::format("{}{} as Redis {} / PostgreSQL {}", who.empty() ? "" : "; ",
+                           text_of(member(&id, "service")), text_of(member(&id, "redis_user")),
+                           role == nullptr || role->is_null() ? "-" : text_of(role));
+      }
+    }
+    page += fmt::format("<div class=\"config\" id=\"security\">{}{}</div>\n",
+                        on ? "TLS on every link" : "plaintext links",
+                        who.empty() ? "" : escape("; identities: " + who));
+  }
 
   const auto count = [&](std::string_view key) { return text_of(member(trades, key)); };
   const auto nonzero = [&](std::string_view key) {

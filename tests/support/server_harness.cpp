@@ -669,6 +669,12 @@ class RedisServer final : public detail::ManagedServer {
     }
     conf += "dir " + directory() + "\n";
     conf += "save \"\"\nappendonly no\ndaemonize no\nprotected-mode no\nlogfile \"\"\n";
+    if (options_.redis_aclfile) {
+      // Empty at first (Redis refuses to start when the file is missing); ACL SAVE fills it.
+      const std::string acl_path = directory() + "/users.acl";
+      if (!fs::exists(acl_path)) write_owned_file(acl_path, "", user());
+      conf += "aclfile " + acl_path + "\n";
+    }
     conf += "# ServerOptions::redis_conf\n";
     for (const auto& line : options_.redis_conf) {
       conf += line + "\n";

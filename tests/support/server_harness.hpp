@@ -84,6 +84,10 @@ struct ServerOptions {
   /// optional`) and redis_url() is rediss://127.0.0.1:PORT (the test sets the CA in
   /// RedisConfig::tls).
   bool tls = false;
+  /// Redis keeps its ACL users in a file: an empty `users.acl` in its directory (made before
+  /// the first start) and `aclfile <path>` in redis.conf. Users made with ACL SETUSER then
+  /// survive a restart once saved with ACL SAVE (without a file they vanish with the process).
+  bool redis_aclfile = false;
 };
 
 class PostgresServer;
