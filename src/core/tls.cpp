@@ -306,7 +306,9 @@ void prepare_client(SSL* ssl, const TlsConfig& config, const std::string& host) 
   }
   if (!config.verify_peer) return;
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-  X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  // The name is checked against the subjectAltName only, never the subject's CN (RFC 6125).
+  X509_VERIFY_PARAM_set_hostflags(
+      param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
   if (is_ip) {
     X509_VERIFY_PARAM_set1_ip_asc(param, address.to_string().c_str());
   } else {

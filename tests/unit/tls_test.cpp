@@ -267,6 +267,27 @@ TEST(TlsHandshakeError, NamesTheCheckThatFailed) {
   EXPECT_THAT(expired->what(), HasSubstr("certificate has expired"));
 }
 
+// A certificate naming its host only in the subject's CN (no subjectAltName) is refused: RFC
+// 6125 and every browser ignore the CN when checking a name, and so does prepare_client.
+TEST(TlsHandshakeError, ANameOnlyInTheSubjectCnIsNotAccepted) {
+  const auto& c = certs();
+  const std::string dir = work_dir();
+  const std::string key = dir + "/cn-only.key";
+  const std::string csr = dir + "/cn-only.csr";
+  const std::string cert = dir + "/cn-only.crt";
+  const std::string command =
+      "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " + key +
+      " 2>/dev/null && openssl req -new -key " + key + " -subj /CN=localhost -out " + csr +
+      " && openssl x509 -req -in " + csr + " -CA " + c.ca_cert + " -CAkey " + c.ca_key +
+      " -set_serial 4242 -days 30 -sha256 -out " + cert + " 2>/dev/null";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const auto refused = client_handshake(cert, key, trusting(c.ca_cert));
+  ASSERT_TRUE(refused.has_value()) << "a certificate with CN=localhost and no SAN was accepted";
+  EXPECT_EQ(refused->code(), make_error_code(ts::errc::tls_failed));
+  EXPECT_THAT(refused->what(), HasSubstr("hostname mismatch"));
+  fs::remove_all(dir);
+}
+
 TEST(TlsHandshakeError, APlaintextServerDoesNotSpeakTls) {
   const auto& c = certs();
   const auto error =
