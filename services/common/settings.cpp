@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <string>
@@ -77,6 +78,29 @@ void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& confi
   add_breaker_settings(loader, "postgres", config.breaker);
 }
 
+void add_tls_settings(core::ConfigLoader& loader, const std::string& prefix,
+                      const std::string& scope, const std::string& whose, core::TlsConfig& tls) {
+  std::string flag_prefix = "--" + prefix + "-";
+  std::replace(flag_prefix.begin(), flag_prefix.end(), '.', '-');
+  loader
+      .add(tls.ca_file,
+           {prefix + ".ca_file", scope + ": PEM file of the CAs to trust (empty with " +
+                                     flag_prefix + "ca-dir empty: the system's store)"})
+      .add(tls.ca_dir, {prefix + ".ca_dir", scope + ": hashed directory of trusted CAs"})
+      .add(tls.cert_file, {prefix + ".cert_file", scope +
+                                                      ": client certificate chain (PEM) for "
+                                                      "mutual TLS; needs " +
+                                                      flag_prefix + "key-file"})
+      .add(tls.key_file,
+           {prefix + ".key_file", scope + ": the client certificate's private key file (PEM)"})
+      .add(tls.server_name,
+           {prefix + ".server_name", scope + ": the name sent as SNI and checked in " + whose +
+                                         " certificate (empty: the URL's host)"})
+      .add(tls.verify_peer, {prefix + ".verify", scope + ": verify " + whose +
+                                                     " certificate chain and name; false only "
+                                                     "for tests"});
+}
+
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) {
   loader
       .add(config.url,
@@ -106,24 +130,7 @@ void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config) 
            {"redis.reconnect_backoff_cap", "longest delay before reconnecting"});
   // TLS of a rediss:// URL (docs/redis.md, "TLS"): files are read again for a new connection
   // when they change (rotation without a restart). The key is a file path, never its content.
-  loader
-      .add(config.tls.ca_file,
-           {"redis.tls.ca_file",
-            "rediss://: PEM file of the CAs to trust (empty with --redis-tls-ca-dir empty: the "
-            "system's store)"})
-      .add(config.tls.ca_dir, {"redis.tls.ca_dir", "rediss://: hashed directory of trusted CAs"})
-      .add(config.tls.cert_file, {"redis.tls.cert_file",
-                                  "rediss://: client certificate chain (PEM) for mutual TLS; needs "
-                                  "--redis-tls-key-file"})
-      .add(config.tls.key_file,
-           {"redis.tls.key_file", "rediss://: the client certificate's private key file (PEM)"})
-      .add(config.tls.server_name,
-           {"redis.tls.server_name",
-            "rediss://: the name sent as SNI and checked in the server's certificate (empty: "
-            "the URL's host)"})
-      .add(config.tls.verify_peer,
-           {"redis.tls.verify",
-            "rediss://: verify the server's certificate and name; false only for tests"});
+  add_tls_settings(loader, "redis.tls", "rediss://", "the server's", config.tls);
   add_breaker_settings(loader, "redis", config.breaker);
 }
 

@@ -4,6 +4,7 @@
 
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/logging.hpp>
+#include <trading_shared/core/tls.hpp>
 #include <trading_shared/lifecycle/service.hpp>
 #include <trading_shared/pg/config.hpp>
 #include <trading_shared/redis/config.hpp>
@@ -29,6 +30,11 @@ void add_postgres_settings(core::ConfigLoader& loader, pg::PostgresConfig& confi
 /// circuit breaker (`redis.breaker.*`) and TLS of a rediss:// URL (`redis.tls.ca_file`,
 /// `ca_dir`, `cert_file`, `key_file`, `server_name`, `verify`).
 void add_redis_settings(core::ConfigLoader& loader, redis::RedisConfig& config);
+/// The TLS settings of one client under `prefix` (`redis.tls` -> `--redis-tls-ca-file`,
+/// `TS_REDIS_TLS_CA_FILE`): ca_file, ca_dir, cert_file, key_file, server_name, verify. `scope`
+/// opens each help text (e.g. "rediss://"), `whose` names the peer ("the server's").
+void add_tls_settings(core::ConfigLoader& loader, const std::string& prefix,
+                      const std::string& scope, const std::string& whose, core::TlsConfig& tls);
 /// `admin.listen` (empty: no endpoint) and `admin.check_interval` of a daemon's admin
 /// endpoint (/metrics, /healthz, /readyz: docs/operations.md).
 void add_admin_settings(core::ConfigLoader& loader, lifecycle::AdminOptions& admin);

@@ -28,22 +28,10 @@ int main(int argc, char** argv) {
       "Reads the trade feed (WebSocket) and writes every trade to its Redis trade stream "
       "md:{tNN}:trades (a bucket of symbols) and its last trade to md:{tNN}:last.");
   services::add_redis_settings(loader, config.redis);
-  loader.add(config.feed.url, {"feed.url", "ws:// or wss:// (TLS) URL of the trade feed"})
-      .add(config.feed.tls.ca_file,
-           {"feed.tls_ca_file",
-            "wss:// and https:// (feed and REST): trusted CAs (PEM); empty: the system store"})
-      .add(config.feed.tls.cert_file,
-           {"feed.tls_cert_file", "client certificate (PEM) for the feed and REST (mutual TLS)"})
-      .add(config.feed.tls.key_file,
-           {"feed.tls_key_file", "private key (PEM) of --feed-tls-cert-file"})
-      .add(config.feed.tls.server_name,
-           {"feed.tls_server_name",
-            "name sent as SNI and verified in the feed's and REST's certificates (empty: the "
-            "URL's host)"})
-      .add(config.feed.tls.verify_peer,
-           {"feed.tls_verify",
-            "verify the feed's and REST's certificate chain and host name (false: tests only)"})
-      .add(config.symbols, {"symbols", "symbols to subscribe to (comma-separated)"})
+  loader.add(config.feed.url, {"feed.url", "ws:// or wss:// (TLS) URL of the trade feed"});
+  services::add_tls_settings(loader, "feed.tls", "wss:// and https:// (feed and REST)",
+                             "the feed's and REST's", config.feed.tls);
+  loader.add(config.symbols, {"symbols", "symbols to subscribe to (comma-separated)"})
       .add(config.feed.idle_timeout,
            {"feed.idle_timeout", "silence after which the feed is declared dead"})
       .add(config.feed.queue_capacity,
