@@ -722,6 +722,13 @@ TEST_F(SecurityFault, F65_MigrateCreatesTheRolesAndRefusesASuperuser) {
   admin.run("DROP ROLE sf_scram_probe");
   EXPECT_TRUE(ts::services::scram_sha256_verifier_matches(by_server, "pencil")) << by_server;
   EXPECT_FALSE(ts::services::scram_sha256_verifier_matches(by_server, "pencil2")) << by_server;
+  // A janitor made a member of the owner by an earlier tsctl is removed from it.
+  admin.run(std::string("GRANT ") + kOwner + " TO sf_janitor");
+  const auto [again_code, again_output] = run_to_end(
+      dir_, "migrate-again", {TS_TSCTL_BIN, "migrate", "--roles-create", "--roles-prefix=sf_"},
+      {"TS_POSTGRES_DSN=" + dsn_of(kOwner)});
+  EXPECT_EQ(again_code, 0) << again_output;
+  EXPECT_EQ(admin.run("SELECT pg_has_role('sf_janitor', 'sf_owner', 'MEMBER')"), "f");
   const auto [code, output] = run_to_end(
       dir_, "migrate-superuser", {TS_TSCTL_BIN, "migrate", "--roles-create", "--roles-prefix=sf_"},
       {"TS_POSTGRES_DSN=" + servers.postgres_dsn(kDatabase)});
