@@ -28,7 +28,7 @@ std::string base64(const unsigned char* data, std::size_t size) {
   return out;
 }
 
-/// Decodes standard base64 with padding; nullopt-like empty + false on malformed input.
+/// Decodes standard base64 (with padding) into `out`; false when `text` is malformed.
 bool unbase64(std::string_view text, std::string& out) {
   if (text.empty() || text.size() % 4 != 0) return false;
   out.assign(3 * text.size() / 4, '\0');
