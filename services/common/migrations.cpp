@@ -92,9 +92,84 @@ END $$;
 REVOKE ALL ON FUNCTION ts_ensure_tick_partition(date) FROM PUBLIC;
 )sql";
 
+// Version 3: the janitor's work for a least-privilege janitor role (docs/services.md, "What to
+// provision"): dropping an old partition of ticks and deleting old rows from one, each through
+// a function that runs as its owner (SECURITY DEFINER, search_path pinned to the schema of
+// ticks, then pg_temp) and acts on a partition of ticks only: anything else is refused with
+// 42501, like a missing privilege. ts_drop_tick_partition drops only a range partition whose
+// upper bound is past (never a DEFAULT partition, never today's); it returns false when its
+// argument is NULL (the caller's to_regclass found no such table: DROP TABLE IF EXISTS).
+// ts_delete_old_ticks deletes at most max_rows rows older than `before` (never in the future)
+// by a ctid scan, the janitor's batched DELETE, and returns how many it deleted. EXECUTE is
+// revoked from PUBLIC: only the janitor's role (tsctl migrate --roles-create) and the owner.
+constexpr std::string_view kV3 = R"sql(
+CREATE FUNCTION ts_drop_tick_partition(p regclass) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+  upper_bound timestamptz;
+BEGIN
+  IF p IS NULL THEN
+    RETURN false;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = p AND inhparent = 'ticks'::regclass) THEN
+    RAISE EXCEPTION 'ts_drop_tick_partition: % is not a partition of ticks', p
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''([^'']+)''\)')::timestamptz
+    INTO upper_bound FROM pg_class c WHERE c.oid = p;
+  IF upper_bound IS NULL OR upper_bound > clock_timestamp() THEN
+    RAISE EXCEPTION 'ts_drop_tick_partition: partition % is not entirely in the past', p
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  EXECUTE format('DROP TABLE %s', p);
+  RETURN true;
+END $$;
+
+CREATE FUNCTION ts_delete_old_ticks(p regclass, before timestamptz, max_rows bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  deleted bigint;
+BEGIN
+  IF p IS NULL THEN
+    RETURN 0;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = p AND inhparent = 'ticks'::regclass) THEN
+    RAISE EXCEPTION 'ts_delete_old_ticks: % is not a partition of ticks', p
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  IF before IS NULL OR before > clock_timestamp() THEN
+    RAISE EXCEPTION 'ts_delete_old_ticks: the cut-off % is in the future', before
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  EXECUTE format('DELETE FROM %1$s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %1$s '
+                 'WHERE trade_time < $1 LIMIT $2))', p)
+    USING before, max_rows;
+  GET DIAGNOSTICS deleted = ROW_COUNT;
+  RETURN deleted;
+END $$;
+
+DO $$
+DECLARE
+  schema_name text;
+BEGIN
+  SELECT n.nspname INTO schema_name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid = 'ticks'::regclass;
+  EXECUTE format('ALTER FUNCTION ts_drop_tick_partition(regclass) SECURITY DEFINER '
+                 'SET search_path = %I, pg_temp', schema_name);
+  EXECUTE format('ALTER FUNCTION ts_delete_old_ticks(regclass, timestamptz, bigint) '
+                 'SECURITY DEFINER SET search_path = %I, pg_temp', schema_name);
+END $$;
+
+REVOKE ALL ON FUNCTION ts_drop_tick_partition(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ts_delete_old_ticks(regclass, timestamptz, bigint) FROM PUBLIC;
+)sql";
+
 constexpr std::array kMigrations{
     Migration{1, "ticks, orders, fills", kV1},
     Migration{2, "ts_ensure_tick_partition runs as its owner", kV2},
+    Migration{3, "the janitor's partition functions run as their owner", kV3},
 };
 
 }  // namespace

@@ -84,6 +84,13 @@ ORDER BY 1
 asio::awaitable<std::vector<Partition>> list_partitions(pg::PostgresClient& pg) {
   const auto ticks = co_await pg.query_value<bool>("SELECT to_regclass('ticks') IS NOT NULL");
   if (!ticks) throw std::runtime_error("table ticks does not exist (run tsctl migrate)");
+  const auto functions = co_await pg.query_value<bool>(
+      "SELECT to_regprocedure('ts_drop_tick_partition(regclass)') IS NOT NULL");
+  if (!functions) {
+    throw std::runtime_error(
+        "function ts_drop_tick_partition does not exist: the schema predates version 3 (run "
+        "tsctl migrate)");
+  }
   const pg::Result rows = co_await pg.query(kListPartitions);
   std::vector<Partition> partitions;
   for (const pg::Row row : rows) {
@@ -97,8 +104,12 @@ asio::awaitable<std::vector<Partition>> list_partitions(pg::PostgresClient& pg) 
   co_return partitions;
 }
 
+// The janitor's role owns nothing: it drops and deletes through the owner's functions of
+// migration 3 (SECURITY DEFINER), which act on a partition of ticks only. to_regclass resolves
+// the name in this session's search_path, like the statements they replace; NULL (the table is
+// gone) is a no-op, as DROP TABLE IF EXISTS was.
 asio::awaitable<void> drop_partition(pg::PostgresClient& pg, const std::string& name) {
-  const std::string drop = "DROP TABLE IF EXISTS " + name;
+  const std::string drop = "SELECT ts_drop_tick_partition(to_regclass($1))";
   pg::TransactionOptions options;
   options.idempotent = core::Idempotent::yes;
   // Dropping a partition locks ticks itself: wait for a lock a bounded time only, so that
@@ -106,7 +117,7 @@ asio::awaitable<void> drop_partition(pg::PostgresClient& pg, const std::string& 
   co_await pg.transaction(
       [&](pg::Transaction& tx) -> asio::awaitable<void> {
         co_await tx.execute("SET LOCAL lock_timeout = '10s'");
-        co_await tx.execute(drop);
+        co_await tx.execute(drop, name);
       },
       options);
 }
@@ -115,13 +126,12 @@ asio::awaitable<void> drop_partition(pg::PostgresClient& pg, const std::string& 
 /// scan: each statement is short and holds its row locks briefly), until none is left.
 asio::awaitable<std::int64_t> delete_old_rows(pg::PostgresClient& pg, const std::string& partition,
                                               Micros cutoff, std::int64_t batch, Report& report) {
-  const std::string sql = fmt::format(
-      "DELETE FROM {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {0} WHERE trade_time < $1 "
-      "LIMIT $2))",
-      partition);
+  // ts_delete_old_ticks runs DELETE FROM <partition> WHERE ctid = ANY (ARRAY(SELECT ctid
+  // FROM <partition> WHERE trade_time < $1 LIMIT $2)) and returns its row count.
+  const std::string sql = "SELECT ts_delete_old_ticks(to_regclass($1), $2, $3)";
   std::int64_t deleted = 0;
   for (;;) {
-    const std::int64_t n = co_await pg.execute(sql, cutoff, batch);
+    const std::int64_t n = co_await pg.query_value<std::int64_t>(sql, partition, cutoff, batch);
     deleted += n;
     report.rows_deleted += n;
     if (n < batch) break;

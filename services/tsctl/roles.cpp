@@ -5,6 +5,8 @@
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/pg/postgres_client.hpp>
 
+#include "common/scram.hpp"
+
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -42,19 +44,27 @@ std::vector<std::string> role_grants(const RoleNames& r) {
   // Unqualified names resolve in the search_path, like the migrations that created them; the
   // schema is the one ticks is in.
   return {
-      fmt::format("DO $$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I TO {}, {}, {}', "
+      fmt::format("DO $$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I TO {}, {}, {}, {}', "
                   "(SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                   "WHERE c.oid = 'ticks'::regclass)); END $$",
-                  r.recorder, r.executor, r.status),
+                  r.recorder, r.executor, r.janitor, r.status),
       fmt::format("GRANT INSERT ON ticks TO {}", r.recorder),
       fmt::format("GRANT EXECUTE ON FUNCTION ts_ensure_tick_partition(date) TO {}", r.recorder),
       fmt::format("GRANT SELECT, INSERT ON orders, fills TO {}", r.executor),
       fmt::format("GRANT USAGE ON SEQUENCE fills_fill_id_seq TO {}", r.executor),
       fmt::format("GRANT SELECT ON schema_migrations, ticks, orders, fills TO {}", r.status),
-      // Dropping a partition needs its ownership, and deleting old rows from a partition
-      // itself needs rights the partitions' owner alone has: the janitor is a member of the
-      // owner (the role running migrate).
-      fmt::format("DO $$ BEGIN EXECUTE format('GRANT %I TO {}', current_user); END $$", r.janitor),
+      // The janitor owns nothing and is a member of no role: it drops old partitions of ticks
+      // and deletes their old rows through the owner's functions (migration 3), which act on
+      // partitions of ticks only. A janitor made a member of the owner by an earlier tsctl is
+      // removed from it.
+      fmt::format("GRANT EXECUTE ON FUNCTION ts_drop_tick_partition(regclass), "
+                  "ts_delete_old_ticks(regclass, timestamptz, bigint) TO {}",
+                  r.janitor),
+      fmt::format("DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_auth_members m "
+                  "JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member "
+                  "WHERE g.rolname = current_user AND u.rolname = '{0}') THEN "
+                  "EXECUTE format('REVOKE %I FROM {0}', current_user); END IF; END $$",
+                  r.janitor),
   };
 }
 
@@ -79,8 +89,9 @@ asio::awaitable<void> create_roles(pg::PostgresClient& pg, const RoleSettings& s
         if (superuser) {
           throw std::runtime_error(
               "migrate --roles: run it as the schema's owner role (a role with CREATEROLE, "
-              "e.g. ts_owner), not as a superuser: the janitor's role becomes a member of the "
-              "owner, and a member of a superuser would own every object of the cluster");
+              "e.g. ts_owner), not as a superuser: the functions the recorder and the janitor "
+              "call run as their owner, and a superuser's would run with every right of the "
+              "cluster");
         }
         for (const auto& [role, password] : roles) {
           const std::string create = fmt::format(
@@ -89,17 +100,14 @@ asio::awaitable<void> create_roles(pg::PostgresClient& pg, const RoleSettings& s
               role);
           co_await tx.execute(create);
           if (settings.password_dir.empty()) continue;
-          // The password travels as a bound parameter (a transaction-local setting), never in
-          // a statement's text, which errors and the server's statement log may show.
-          const std::string value = password.value_or("");
-          co_await tx.execute("SELECT set_config('ts.role_password', $1, true)", value);
-          const std::string set_password = fmt::format(
-              "DO $$ BEGIN IF current_setting('ts.role_password') = '' THEN "
-              "ALTER ROLE {0} PASSWORD NULL; ELSE EXECUTE format('ALTER ROLE {0} PASSWORD %L', "
-              "current_setting('ts.role_password')); END IF; END $$",
-              role);
+          // The password never reaches the server: only its SCRAM-SHA-256 verifier, computed
+          // here (as psql's \password does), which the server stores as it is; tsctl logs
+          // neither.
+          const std::string set_password = password
+                                               ? fmt::format("ALTER ROLE {} PASSWORD '{}'", role,
+                                                             scram_sha256_verifier(*password))
+                                               : fmt::format("ALTER ROLE {} PASSWORD NULL", role);
           co_await tx.execute(set_password);
-          co_await tx.execute("SELECT set_config('ts.role_password', '', true)");
         }
         for (const std::string& grant : role_grants(names)) co_await tx.execute(grant);
       },

@@ -17,7 +17,7 @@ namespace trading_shared::services::tsctl {
 struct RoleNames {
   std::string recorder;  ///< INSERT on ticks, EXECUTE on ts_ensure_tick_partition(date).
   std::string executor;  ///< SELECT, INSERT on orders and fills; the fills sequence.
-  std::string janitor;   ///< a member of the schema's owner (drops partitions, deletes rows).
+  std::string janitor;   ///< EXECUTE on ts_drop_tick_partition, ts_delete_old_ticks (owns nothing).
   std::string status;    ///< SELECT on the tables (tsctl status).
 };
 

@@ -13,6 +13,7 @@
 #include <trading_shared/redis/redis_client.hpp>
 
 #include "common/keys.hpp"
+#include "common/scram.hpp"
 #include "support/admin_client.hpp"
 #include "support/async_test.hpp"
 #include "support/server_harness.hpp"
@@ -292,6 +293,12 @@ class SecurityFault : public ::testing::Test {
         .run(std::string("ALTER DATABASE ") + kDatabase + " OWNER TO " + kOwner);
     // The schema and the roles, by the owner; twice: idempotent (the second run sets the
     // status role's password from a file: the others have none, trust authentication).
+    // Every statement of the owner's sessions goes to the server's log while migrate runs:
+    // the role's password must not be in it (F66), neither in a statement nor a parameter.
+    Sql(servers.postgres_dsn())
+        .run(std::string("ALTER ROLE ") + kOwner + " SET log_statement = 'all'");
+    const std::string server_log = servers.postgres().directory() + "/server.log";
+    const std::size_t log_offset = read_file(server_log).size();
     const std::string role_passwords = suite_dir_ + "/role-passwords";
     std::filesystem::create_directory(role_passwords);
     write_file(role_passwords + "/sf_status", kRolePassword);
@@ -304,6 +311,8 @@ class SecurityFault : public ::testing::Test {
       if (code != 0) throw std::runtime_error("tsctl migrate --roles failed:\n" + output);
       migrate_output_ += output;
     }
+    Sql(servers.postgres_dsn()).run(std::string("ALTER ROLE ") + kOwner + " RESET log_statement");
+    migrate_server_log_ = read_file(server_log).substr(log_offset);
     // The Redis users, through the default user.
     const auto [code, output] = run_to_end(
         suite_dir_, "acl", {TS_TSCTL_BIN, "acl", "--apply", "--acl-user-prefix=sf_"},
@@ -343,6 +352,7 @@ class SecurityFault : public ::testing::Test {
   inline static std::string secrets_;
   inline static std::string acl_output_;
   inline static std::string migrate_output_;
+  inline static std::string migrate_server_log_;
   std::string dir_;
 };
 
@@ -614,9 +624,62 @@ TEST_F(SecurityFault, F64_F65_RefusalsArePermanentAndNeverTripTheBreaker) {
   EXPECT_EQ(executor.state_of("INSERT INTO ticks (symbol, trade_id, price, qty, trade_time, "
                               "buyer_is_maker) VALUES ('X', 1, 1, 1, now(), true)"),
             "42501");
+  // The janitor's role owns nothing: it drops an old partition through the owner's function.
   Sql janitor(dsn_of("sf_janitor"));
-  EXPECT_EQ(janitor.state_of("DROP TABLE " + partition), "");
+  EXPECT_EQ(janitor.state_of("DROP TABLE " + partition), "42501");
+  EXPECT_EQ(janitor.state_of("SELECT ts_drop_tick_partition('" + partition + "')"), "");
+  EXPECT_EQ(Sql(dsn_of(kOwner)).run("SELECT to_regclass('" + partition + "') IS NULL"), "t");
   (void)servers;
+}
+
+// F65, the janitor: its role drops old partitions of ticks and deletes old rows of them, through
+// the owner's functions, and nothing else: no table of its own, no membership in the owner (no
+// SET ROLE, no CREATE ROLE), no drop of ticks, orders or of a partition still in use.
+TEST_F(SecurityFault, F65_TheJanitorsRoleDropsOldPartitionsAndNothingElse) {
+  Sql owner(dsn_of(kOwner));
+  owner.run("SELECT ts_ensure_tick_partition(current_date - 30)");
+  const std::string old_partition = "ticks_" + day_name(30);
+  const std::string today = "ticks_" + day_name(0);
+  owner.run("SELECT ts_ensure_tick_partition(current_date)");
+  owner.run("DELETE FROM ticks WHERE symbol = 'SFJAN'");
+  owner.run(
+      "INSERT INTO ticks (symbol, trade_id, price, qty, trade_time, buyer_is_maker) "
+      "SELECT 'SFJAN', g, 1, 1, (current_date - 30)::timestamptz + g * interval '1 second', "
+      "true "
+      "FROM generate_series(1, 5) g");
+
+  Sql janitor(dsn_of("sf_janitor"));
+  EXPECT_EQ(janitor.state_of("DROP TABLE ticks"), "42501");
+  EXPECT_EQ(janitor.state_of("DROP TABLE orders"), "42501");
+  EXPECT_EQ(janitor.state_of("DROP TABLE fills"), "42501");
+  EXPECT_EQ(janitor.state_of("DROP TABLE " + old_partition), "42501");
+  EXPECT_EQ(janitor.state_of("DELETE FROM orders"), "42501");
+  EXPECT_EQ(janitor.state_of(std::string("SET ROLE ") + kOwner), "42501");
+  EXPECT_EQ(janitor.state_of("CREATE ROLE sf_janitor_intruder"), "42501");
+  // The functions refuse anything but a partition of ticks, and a partition in use.
+  EXPECT_EQ(janitor.state_of("SELECT ts_drop_tick_partition('orders')"), "42501");
+  EXPECT_EQ(janitor.state_of("SELECT ts_drop_tick_partition('ticks')"), "42501");
+  EXPECT_EQ(janitor.state_of("SELECT ts_drop_tick_partition('" + today + "')"), "42501");
+  EXPECT_EQ(janitor.state_of("SELECT ts_delete_old_ticks('orders', now(), 10)"), "42501");
+  EXPECT_EQ(
+      janitor.state_of("SELECT ts_delete_old_ticks('" + today + "', now() + interval '1 day', 10)"),
+      "42501");
+  EXPECT_EQ(owner.count("SELECT count(*) FROM ticks WHERE symbol = 'SFJAN'"), 5);
+  EXPECT_EQ(owner.run("SELECT to_regclass('orders') IS NOT NULL AND to_regclass('" + today +
+                      "') IS NOT NULL"),
+            "t");
+  // What it may do: delete old rows (in batches) and drop an old partition.
+  EXPECT_EQ(janitor.run("SELECT ts_delete_old_ticks('" + old_partition +
+                        "', (current_date - 30)::timestamptz + interval '3.5 seconds', 2)"),
+            "2");
+  EXPECT_EQ(owner.count("SELECT count(*) FROM ticks WHERE symbol = 'SFJAN'"), 3);
+  EXPECT_EQ(janitor.run("SELECT ts_drop_tick_partition('" + old_partition + "')"), "t");
+  EXPECT_EQ(owner.run("SELECT to_regclass('" + old_partition + "') IS NULL"), "t");
+  // Gone: the janitor's to_regclass gives NULL, a no-op (DROP TABLE IF EXISTS).
+  EXPECT_EQ(janitor.run("SELECT ts_drop_tick_partition(to_regclass('" + old_partition + "'))"),
+            "f");
+  EXPECT_EQ(owner.count("SELECT count(*) FROM pg_roles WHERE rolname = 'sf_janitor_intruder'"), 0);
+  owner.run("DELETE FROM ticks WHERE symbol = 'SFJAN'");
 }
 
 // tsctl migrate --roles-create: the roles exist with exactly their rights, a password only
@@ -635,9 +698,37 @@ TEST_F(SecurityFault, F65_MigrateCreatesTheRolesAndRefusesASuperuser) {
                       "has_table_privilege('sf_executor', 'orders', 'UPDATE, DELETE') AND "
                       "has_table_privilege('sf_status', 'ticks', 'SELECT') AND NOT "
                       "has_table_privilege('sf_status', 'orders', 'INSERT') AND "
-                      "pg_has_role('sf_janitor', 'sf_owner', 'USAGE') AND NOT "
+                      "NOT pg_has_role('sf_janitor', 'sf_owner', 'MEMBER') AND NOT "
                       "pg_has_role('sf_recorder', 'sf_owner', 'MEMBER')"),
             "t");
+  // The password went as a SCRAM-SHA-256 verifier computed by tsctl: it is in no statement
+  // nor parameter the server logged, and the stored verifier is the password's.
+  EXPECT_FALSE(migrate_server_log_.empty());
+  const std::size_t leak = migrate_server_log_.find(kRolePassword);
+  EXPECT_EQ(leak, std::string::npos)
+      << "the server logged the password: ..."
+      << migrate_server_log_.substr(leak < 160 ? 0 : leak - 160, 200);
+  const std::string verifier =
+      admin.run("SELECT rolpassword FROM pg_authid WHERE rolname = 'sf_status'");
+  EXPECT_EQ(verifier.rfind("SCRAM-SHA-256$4096:", 0), 0u);
+  EXPECT_TRUE(ts::services::scram_sha256_verifier_matches(verifier, kRolePassword));
+  EXPECT_FALSE(ts::services::scram_sha256_verifier_matches(verifier, "Role-pw-sf-status-4e1e"));
+  // The verifier is the one PostgreSQL computes itself (its salt and iterations, our code).
+  admin.run("DROP ROLE IF EXISTS sf_scram_probe");
+  admin.run("SET password_encryption = 'scram-sha-256'");
+  admin.run("CREATE ROLE sf_scram_probe PASSWORD 'pencil'");
+  const std::string by_server =
+      admin.run("SELECT rolpassword FROM pg_authid WHERE rolname = 'sf_scram_probe'");
+  admin.run("DROP ROLE sf_scram_probe");
+  EXPECT_TRUE(ts::services::scram_sha256_verifier_matches(by_server, "pencil")) << by_server;
+  EXPECT_FALSE(ts::services::scram_sha256_verifier_matches(by_server, "pencil2")) << by_server;
+  // A janitor made a member of the owner by an earlier tsctl is removed from it.
+  admin.run(std::string("GRANT ") + kOwner + " TO sf_janitor");
+  const auto [again_code, again_output] = run_to_end(
+      dir_, "migrate-again", {TS_TSCTL_BIN, "migrate", "--roles-create", "--roles-prefix=sf_"},
+      {"TS_POSTGRES_DSN=" + dsn_of(kOwner)});
+  EXPECT_EQ(again_code, 0) << again_output;
+  EXPECT_EQ(admin.run("SELECT pg_has_role('sf_janitor', 'sf_owner', 'MEMBER')"), "f");
   const auto [code, output] = run_to_end(
       dir_, "migrate-superuser", {TS_TSCTL_BIN, "migrate", "--roles-create", "--roles-prefix=sf_"},
       {"TS_POSTGRES_DSN=" + servers.postgres_dsn(kDatabase)});

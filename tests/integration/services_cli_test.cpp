@@ -293,15 +293,15 @@ TEST(TsctlMigrate, SecondRunAppliesNothing) {
   const auto env = env_for("cli_migrate", 0);
   const ToolRun first = run(kTsctl, {"migrate"}, env);
   ASSERT_EQ(first.code, 0) << describe(first);
-  EXPECT_THAT(first.output, HasSubstr("applied 2 migration(s), schema at version 2"));
+  EXPECT_THAT(first.output, HasSubstr("applied 3 migration(s), schema at version 3"));
   const ToolRun second = run(kTsctl, {"migrate"}, env);
   ASSERT_EQ(second.code, 0) << describe(second);
-  EXPECT_THAT(second.output, HasSubstr("applied 0 migration(s), schema at version 2"));
+  EXPECT_THAT(second.output, HasSubstr("applied 0 migration(s), schema at version 3"));
 
   Pg pg("cli_migrate");
   EXPECT_EQ(
       pg.value("SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
-      "1,2");
+      "1,2,3");
   EXPECT_EQ(pg.value("SELECT name FROM schema_migrations WHERE version = 1"),
             "ticks, orders, fills");
   // The whole script ran, the plpgsql function and the partitions it creates included.
@@ -315,6 +315,19 @@ TEST(TsctlMigrate, SecondRunAppliesNothing) {
   EXPECT_EQ(pg.value("SELECT has_function_privilege('public', "
                      "'ts_ensure_tick_partition(date)', 'EXECUTE')"),
             "f");
+  // Version 3: the janitor's functions, the same way.
+  for (const char* function :
+       {"ts_drop_tick_partition(regclass)", "ts_delete_old_ticks(regclass, timestamptz, bigint)"}) {
+    EXPECT_EQ(pg.value(std::string("SELECT prosecdef::text || ' ' || array_to_string(proconfig, "
+                                   "';') FROM pg_proc WHERE oid = '") +
+                       function + "'::regprocedure"),
+              "true search_path=public, pg_temp")
+        << function;
+    EXPECT_EQ(pg.value(std::string("SELECT has_function_privilege('public', '") + function +
+                       "', 'EXECUTE')"),
+              "f")
+        << function;
+  }
 }
 
 TEST(TsctlMigrate, ConcurrentMigratesOnAFreshDatabaseApplyTheSchemaOnce) {
@@ -331,12 +344,12 @@ TEST(TsctlMigrate, ConcurrentMigratesOnAFreshDatabaseApplyTheSchemaOnce) {
     const std::size_t at = output.find("applied ");
     return at == std::string::npos ? -1 : std::stoi(output.substr(at + 8));
   };
-  EXPECT_EQ(applied(ra.output) + applied(rb.output), 2) << ra.output << rb.output;
-  EXPECT_THAT(ra.output, HasSubstr("migration(s), schema at version 2")) << ra.output;
-  EXPECT_THAT(rb.output, HasSubstr("migration(s), schema at version 2")) << rb.output;
+  EXPECT_EQ(applied(ra.output) + applied(rb.output), 3) << ra.output << rb.output;
+  EXPECT_THAT(ra.output, HasSubstr("migration(s), schema at version 3")) << ra.output;
+  EXPECT_THAT(rb.output, HasSubstr("migration(s), schema at version 3")) << rb.output;
 
   Pg pg("cli_migrate_concurrent");
-  EXPECT_EQ(pg.value("SELECT count(*) FROM schema_migrations"), "2");
+  EXPECT_EQ(pg.value("SELECT count(*) FROM schema_migrations"), "3");
   EXPECT_EQ(pg.value("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ticks'::regclass"), "4");
 }
 
@@ -799,7 +812,7 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
                                   "\":{\"length\":0,\"group\":\"recorder\","
                                   "\"group_exists\":false}"));
   EXPECT_THAT(lines[0], HasSubstr("\"orders:events\":{\"length\":0}"));
-  EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":2"));
+  EXPECT_THAT(lines[0], HasSubstr("\"schema_version\":3"));
   EXPECT_THAT(lines[0],
               HasSubstr("\"tables\":{\"ticks\":0,\"orders\":{\"rejected\":1},\"fills\":0}"));
 
@@ -815,7 +828,7 @@ TEST(TsctlStatus, ReportsStreamsGroupsAndTables) {
     EXPECT_THAT(all.output, HasSubstr(stream));
   }
   EXPECT_THAT(text.output, HasSubstr("orders (rejected)"));
-  EXPECT_THAT(text.output, HasSubstr("schema version 2"));
+  EXPECT_THAT(text.output, HasSubstr("schema version 3"));
 }
 
 // The move from one stream per symbol to the buckets: what a group still needs of an old

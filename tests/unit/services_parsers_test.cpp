@@ -3,6 +3,7 @@
 // migration), and ts-feed-sim's deterministic generator, JSON rendering and pacer.
 #include "common/keys.hpp"
 #include "common/migrations.hpp"
+#include "common/scram.hpp"
 #include "common/stream_trim.hpp"
 #include "feed_sim/generator.hpp"
 #include "receiver/trade_parser.hpp"
@@ -413,6 +414,36 @@ TEST(SqlSplit, MigrationV1SplitsIntoItsStatementsWithTheFunctionWhole) {
     version = migration.version;
     EXPECT_FALSE(split_sql(migration.sql).empty()) << migration.name;
   }
+}
+
+// ---- tsctl migrate --roles-create: SCRAM-SHA-256 verifiers ----------------------------------
+
+// The verifier of "pencil" with RFC 7677's salt, computed independently (Python's hashlib
+// pbkdf2_hmac / hmac, PostgreSQL's algorithm); the security fault test also matches one the
+// server computed itself.
+TEST(ScramVerifier, MatchesAKnownVector) {
+  constexpr std::string_view kKnown =
+      "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
+      "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+  constexpr unsigned char kSalt[] = {0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e,
+                                     0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81};
+  const std::string salt(reinterpret_cast<const char*>(kSalt), sizeof kSalt);
+  EXPECT_EQ(svc::scram_sha256_verifier("pencil", salt, 4096), kKnown);
+  EXPECT_TRUE(svc::scram_sha256_verifier_matches(kKnown, "pencil"));
+  EXPECT_FALSE(svc::scram_sha256_verifier_matches(kKnown, "pencil "));
+  EXPECT_FALSE(svc::scram_sha256_verifier_matches("md5abc", "pencil"));
+}
+
+TEST(ScramVerifier, FreshSaltEachTimeAndOnlyPrintableAscii) {
+  const std::string a = svc::scram_sha256_verifier("s3cret-pw");
+  const std::string b = svc::scram_sha256_verifier("s3cret-pw");
+  EXPECT_NE(a, b);
+  EXPECT_THAT(a, ::testing::StartsWith("SCRAM-SHA-256$4096:"));
+  EXPECT_EQ(a.find("s3cret-pw"), std::string::npos);
+  EXPECT_TRUE(svc::scram_sha256_verifier_matches(a, "s3cret-pw"));
+  EXPECT_TRUE(svc::scram_sha256_verifier_matches(b, "s3cret-pw"));
+  EXPECT_THROW((void)svc::scram_sha256_verifier("caf\xc3\xa9"), std::invalid_argument);
+  EXPECT_THROW((void)svc::scram_sha256_verifier("tab\there"), std::invalid_argument);
 }
 
 // ---- ts-feed-sim: generator, JSON, pacer ------------------------------------------------------
