@@ -294,7 +294,8 @@ TEST_F(Readiness, F78_RecorderInsertBlockedByALockIsNotReady) {
 }
 
 // The recorder's role loses INSERT on ticks (42501, permanent): every batch fails and stays
-// pending, and no read error happens.
+// pending whole (not split: the refusal is about the sink, not the entries), and no read
+// error happens.
 TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
   auto& servers = ts::testing::Servers::instance();
   Sql sql(servers.postgres_dsn(kDatabase));
@@ -322,6 +323,23 @@ TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
     ASSERT_TRUE(write_path_stalled()) << "ready again while INSERT is revoked: " << last_readyz_;
     std::this_thread::sleep_for(20ms);
   }
+  // A refused privilege is about the sink, not the entries: the batch is not split to find
+  // "the entries at fault" (that would retry the same insert once per split); it stays pending
+  // whole, with one error line per failed call naming the stream and the privilege problem.
+  const std::string stream = ts::services::trade_stream(symbol);
+  EXPECT_TRUE(eventually(
+      [&] {
+        return service_.text().find("stream " + stream +
+                                    ": handler refused: the sink lacks a "
+                                    "privilege") != std::string::npos;
+      },
+      5s))
+      << "no line says the sink lacks a privilege:\n"
+      << detail::log_tail(service_.log, 0, 40);
+  const std::string revoked_log = service_.text();
+  EXPECT_EQ(revoked_log.find("splitting"), std::string::npos)
+      << "a batch refused for a privilege was split:\n"
+      << detail::log_tail(service_.log, 0, 40);
   sql.run(std::string("GRANT INSERT ON ticks TO ") + kRole);
 
   expect_ready("after INSERT was granted again");
@@ -331,9 +349,9 @@ TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
   EXPECT_EQ(sql.count("SELECT count(DISTINCT trade_id) FROM ticks WHERE symbol = '" + symbol +
                       "' AND trade_id BETWEEN 1 AND " + std::to_string(total)),
             total);
-  EXPECT_TRUE(eventually(
-      [&] { return pending(ts::services::trade_stream(symbol), "recorder") == 0; }, 10s));
+  EXPECT_TRUE(eventually([&] { return pending(stream, "recorder") == 0; }, 10s));
   EXPECT_EQ(service_.stop(), 0);
+  EXPECT_EQ(service_.text().find("splitting"), std::string::npos);
 }
 
 // The executor's order insert waits on a lock of orders and times out, again and again.
