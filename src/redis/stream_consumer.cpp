@@ -140,12 +140,15 @@ asio::awaitable<void> StreamConsumer::run_batch_handler(std::span<const StreamEn
     failure = e.what();
   }
   if (failure.empty()) {
+    sink_refused_ = false;
     std::fill(ok.begin(), ok.end(), char{1});
     co_return;
   }
+  sink_refused_ = access_denied;
   if (access_denied) {
     // Not split, not the entries' fault: the whole batch stays pending and is delivered again
-    // (claimed or re-read) once the privilege is granted. One line per failed call.
+    // (claimed or re-read) once the privilege is granted, however often (no dead letter while
+    // the sink refuses). One line per failed call.
     stats_.handler_errors += entries.size();
     log()->error(
         "stream {}: handler refused: the sink lacks a privilege; not split, the batch of {} "
@@ -224,7 +227,8 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
       if (check_deliveries) {
         const auto it = deliveries.find(entry.id);
         const std::int64_t count = it == deliveries.end() ? 1 : it->second;
-        if (count > static_cast<std::int64_t>(config_.max_deliveries)) {
+        // While the sink refuses our privilege, no entry is poison: it stays pending.
+        if (count > static_cast<std::int64_t>(config_.max_deliveries) && !sink_refused_) {
           co_await dead_letter(index, entry, count);
           to_ack[index].push_back(entry.id);
           continue;
@@ -249,8 +253,10 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
       } catch (const std::exception& e) {
         if (classify(std::current_exception()) == ErrorKind::cancelled) throw;
         failure = e.what();
+        sink_refused_ = core::is_access_denied(std::current_exception());
       }
       if (failure.empty()) {
+        sink_refused_ = false;
         to_ack[index].push_back(entry.id);
         ++succeeded;
       } else {

@@ -619,10 +619,11 @@ TEST_F(SecurityFault, F64_F65_RefusalsArePermanentAndNeverTripTheBreaker) {
   (void)servers;
 }
 
-/// The events on orders:events for `id`: each one's status ("filled", "rejected").
-std::vector<std::string> order_events(const std::string& id) {
+/// The entries of `stream` for order `id`: each one's status ("filled", "rejected"; "" when
+/// it has none, as a request or a dead letter).
+std::vector<std::string> order_entries(const std::string& stream, const std::string& id) {
   Redis redis;
-  redisReply* reply = redis.raw({"XRANGE", std::string(ts::services::kOrderEvents), "-", "+"});
+  redisReply* reply = redis.raw({"XRANGE", stream, "-", "+"});
   std::vector<std::string> statuses;
   for (std::size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; ++i) {
     const redisReply* fields = reply->element[i]->element[1];
@@ -640,6 +641,11 @@ std::vector<std::string> order_events(const std::string& id) {
   return statuses;
 }
 
+/// The events on orders:events for `id`: each one's status ("filled", "rejected").
+std::vector<std::string> order_events(const std::string& id) {
+  return order_entries(std::string(ts::services::kOrderEvents), id);
+}
+
 /// Occurrences of `needle` in `text`.
 std::size_t occurrences(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
@@ -652,8 +658,9 @@ std::size_t occurrences(const std::string& text, const std::string& needle) {
 
 // F65 at ts-executor: its role loses INSERT on orders (42501). The refusal is about the
 // executor's identity, not the order: the order is not published as rejected (nor recorded);
-// it stays pending and is delivered again, and once INSERT is granted back it is claimed again
-// and filled, exactly once.
+// it stays pending and is delivered again (also past --max-deliveries: a sink that refuses
+// everyone makes no entry poison, so nothing is dead-lettered), and once INSERT is granted
+// back it is claimed again and filled, exactly once.
 TEST_F(SecurityFault, F65_AnOrderRefusedForAPrivilegeStaysPendingAndIsFilledAfterTheGrant) {
   auto& servers = ts::testing::Servers::instance();
   const std::string superuser = servers.postgres_dsn(kDatabase);
@@ -685,21 +692,29 @@ TEST_F(SecurityFault, F65_AnOrderRefusedForAPrivilegeStaysPendingAndIsFilledAfte
 
   admin.call({"XADD", std::string(ts::services::kOrderRequests), "*", "client_order_id", id,
               "symbol", symbol, "side", "buy", "type", "market", "qty", "2"});
-  auto executor =
-      spawn(dir_, "executor-priv",
-            {TS_EXECUTOR_BIN, "--consumer=sf-priv", "--symbols=" + symbol, "--claim-min-idle=300ms",
-             "--claim-interval=200ms", "--max-deliveries=100000"},
-            identity_env("executor"));
+  auto executor = spawn(dir_, "executor-priv",
+                        {TS_EXECUTOR_BIN, "--consumer=sf-priv", "--symbols=" + symbol,
+                         "--claim-min-idle=300ms", "--claim-interval=200ms", "--max-deliveries=2"},
+                        identity_env("executor"));
   const std::string refused = "order " + id + ": refused: the executor's role lacks a privilege";
-  // Refused, then delivered again and refused again (or, the defect, published at once).
+  // Refused, then delivered again and refused again, more often than --max-deliveries (or, the
+  // defects, published at once or dead-lettered).
+  const std::string dead = std::string(ts::services::kOrderRequests) + ":dead";
   EXPECT_TRUE(eventually(
-      [&] { return occurrences(executor.text(), refused) >= 3 || !order_events(id).empty(); }, 20s))
+      [&] {
+        return occurrences(executor.text(), refused) >= 4 || !order_events(id).empty() ||
+               !order_entries(dead, id).empty();
+      },
+      20s))
+      << executor.text();
+  EXPECT_TRUE(order_entries(dead, id).empty())
+      << "an order refused for a privilege was dead-lettered:\n"
       << executor.text();
   EXPECT_TRUE(order_events(id).empty())
       << "an event was published for an order refused for a privilege: "
       << ::testing::PrintToString(order_events(id)) << "\n"
       << executor.text();
-  EXPECT_GE(occurrences(executor.text(), refused), 3u) << executor.text();
+  EXPECT_GE(occurrences(executor.text(), refused), 4u) << executor.text();
   EXPECT_EQ(sql.count("SELECT count(*) FROM orders WHERE client_order_id = '" + id + "'"), 0);
 
   sql.run("GRANT INSERT ON orders TO sf_executor");
