@@ -665,7 +665,9 @@ TEST_F(SecurityFault, F65_AnOrderRefusedForAPrivilegeStaysPendingAndIsFilledAfte
   auto& servers = ts::testing::Servers::instance();
   const std::string superuser = servers.postgres_dsn(kDatabase);
   Sql sql(superuser);
-  const std::string id = "sf-priv-" + std::to_string(::getpid());
+  // A new id per run: the events of an earlier run (--gtest_repeat) stay on the stream.
+  static int run = 0;
+  const std::string id = "sf-priv-" + std::to_string(::getpid()) + "-" + std::to_string(++run);
   const std::string symbol = "SFPRIVUSDT";
   sql.run("DELETE FROM fills WHERE client_order_id = '" + id + "'");
   sql.run("DELETE FROM orders WHERE client_order_id = '" + id + "'");
