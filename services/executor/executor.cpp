@@ -1,5 +1,6 @@
 #include "executor/executor.hpp"
 
+#include <trading_shared/core/access.hpp>
 #include <trading_shared/core/error.hpp>
 #include <trading_shared/core/retry.hpp>
 #include <trading_shared/core/stop_signal.hpp>
@@ -198,6 +199,8 @@ class Venue {
     // Every request gets exactly one terminal outcome on orders:events (F44): one the database
     // refuses for good (a value out of its range, a constraint) is recorded as rejected
     // without its optional values; if even that is refused, it is rejected on the stream only.
+    // A refused privilege (42501) is not the order's fault: try_record throws, the request
+    // stays pending and is delivered again once the role has its privilege back.
     // `maybe_recorded`: an attempt failed with an unknown outcome (the connection was lost
     // after the statement was sent), so finding the order recorded afterwards, as decided, is
     // our own write: reconciled, not a duplicate.
@@ -287,7 +290,8 @@ class Venue {
   }
 
   /// Records the order; returns the error text when the database refused it for good (empty
-  /// when recorded). Transient failures are retried inside; a stop rethrows. Sets
+  /// when recorded). Transient failures are retried inside; a stop rethrows, and so does a
+  /// refused privilege of the executor's role (not the order's fault: it stays pending). Sets
   /// `maybe_recorded` when an attempt's outcome was unknown.
   asio::awaitable<std::string> try_record(const Request& request, const Outcome& decision,
                                           Outcome& outcome, bool& maybe_recorded) {
@@ -306,6 +310,17 @@ class Venue {
                                                    std::move(what));
     } catch (const std::exception& e) {
       if (classify(std::current_exception()) != ErrorKind::permanent) throw;
+      // A refused privilege (42501, class 28) is about the executor's role, not the order: it
+      // is never rejected for it. Rethrown with the order's context (the consumer logs it once
+      // and counts it), the request stays pending and is delivered again after the grant.
+      const auto* error = dynamic_cast<const Error*>(&e);
+      if (error != nullptr && core::is_access_denied(*error)) {
+        throw Error(*error->server(), error->kind(),
+                    "order " + request.id +
+                        ": refused: the executor's role lacks a privilege; not rejected, it "
+                        "stays pending and is delivered again (grant the privilege)",
+                    error->request_state());
+      }
       refused = e.what();
       if (refused.empty()) refused = "unknown error";
     }

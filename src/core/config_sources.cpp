@@ -5,6 +5,7 @@
 
 #include <trading_shared/core/config.hpp>
 #include <trading_shared/core/config_warnings.hpp>
+#include <trading_shared/core/logging.hpp>
 
 #include "config_values.hpp"
 
@@ -16,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <string_view>
 #include <utility>
 
 namespace trading_shared::core {
@@ -23,6 +25,47 @@ namespace trading_shared::core {
 using namespace config_detail;
 
 namespace {
+
+/// A URL (`scheme://...`) or a libpq keyword/value DSN (`host=x dbname=y`): a value whose
+/// secret part, if it has one, `redact_secrets` finds (a URL's password, `password=...`). A
+/// DSN's `=` follows a lower-case keyword (at the start or after white space; spaces before
+/// the `=` allowed) and is followed by a value; base64 padding (a trailing `=` or `==`, as in
+/// an API key) is not one.
+bool is_connection_string(std::string_view value) {
+  if (value.find("://") != std::string_view::npos) {
+    return true;
+  }
+  const auto keyword_char = [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; };
+  const auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  for (std::size_t eq = value.find('='); eq != std::string_view::npos;
+       eq = value.find('=', eq + 1)) {
+    if (eq + 1 >= value.size() || value[eq + 1] == '=') {
+      continue;
+    }
+    std::size_t k = eq;
+    while (k > 0 && space(value[k - 1])) {
+      --k;
+    }
+    const std::size_t keyword_end = k;
+    while (k > 0 && keyword_char(value[k - 1])) {
+      --k;
+    }
+    if (k < keyword_end && (k == 0 || space(value[k - 1]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// Whether a secret setting's value given in argv gives a secret away: a URL or a DSN only
+/// when it holds a password (`--redis-url redis://127.0.0.1:6379` or `redis://user:@host`,
+/// the password from a file, does not); any other secret (an API key) always.
+bool gives_secret_away(std::string_view value) {
+  if (value.empty()) {
+    return false;
+  }
+  return !is_connection_string(value) || redact_secrets(value) != value;
+}
 
 /// A secret file larger than this is not a secret (a wrong path, e.g. a log).
 constexpr std::size_t kMaxSecretFile = 64 * 1024;
@@ -266,11 +309,12 @@ LoadResult ConfigLoader::load(int argc, const char* const* argv, const EnvLookup
     throw ConfigError(*first_error);
   }
   // A secret's value given on the command line (not through its --<flag>-file): visible to
-  // every local user in `ps` and /proc/PID/cmdline. Warned about once the load succeeded.
+  // every local user in `ps` and /proc/PID/cmdline. Warned about once the load succeeded; a
+  // URL or DSN only when it holds a password (gives_secret_away).
   std::vector<std::size_t> secrets_in_argv;
   for (std::size_t i = 0; i < settings_.size(); ++i) {
     if (settings_[i].spec.secret && from_flags[i] && !from_flag_files[i] &&
-        !from_flags[i]->empty()) {
+        gives_secret_away(*from_flags[i])) {
       secrets_in_argv.push_back(i);
     }
   }

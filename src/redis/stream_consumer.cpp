@@ -1,3 +1,4 @@
+#include <trading_shared/core/access.hpp>
 #include <trading_shared/core/logging.hpp>
 #include <trading_shared/redis/error_class.hpp>
 #include <trading_shared/redis/stream_consumer.hpp>
@@ -121,21 +122,39 @@ asio::awaitable<void> StreamConsumer::run_batch_handler(std::span<const StreamEn
   stats_.delivered += entries.size();
   std::string failure;
   bool permanent = false;
+  bool access_denied = false;
   try {
     co_await batch_handler_(entries);
   } catch (const Error& e) {
     // Our error model says what the sink's server said: a permanent error is about the data
-    // (a value it refuses), so the batch is split to find the entries at fault.
+    // (a value it refuses), so the batch is split to find the entries at fault. Unless it is
+    // a refused privilege or identity (42501, class 28, NOPERM, NOAUTH, WRONGPASS): that is
+    // about the sink's grants, every half would be refused the same (F64, F65).
     if (e.kind() == ErrorKind::cancelled) throw;
     failure = e.what();
     permanent = e.kind() == ErrorKind::permanent;
+    access_denied = core::is_access_denied(e);
   } catch (const std::exception& e) {
     // Any other exception says nothing about the entries: the batch stays pending whole.
     if (classify(std::current_exception()) == ErrorKind::cancelled) throw;
     failure = e.what();
   }
   if (failure.empty()) {
+    sink_refused_ = false;
     std::fill(ok.begin(), ok.end(), char{1});
+    co_return;
+  }
+  sink_refused_ = access_denied;
+  if (access_denied) {
+    // Not split, not the entries' fault: the whole batch stays pending and is delivered again
+    // (claimed or re-read) once the privilege is granted, however often (no dead letter while
+    // the sink refuses). One line per failed call.
+    stats_.handler_errors += entries.size();
+    log()->error(
+        "stream {}: handler refused: the sink lacks a privilege; not split, the batch of {} "
+        "entries {}..{} stays pending and is delivered again (grant the privilege or fix the "
+        "credentials): {}",
+        entries.front().stream, entries.size(), entries.front().id, entries.back().id, failure);
     co_return;
   }
   if (permanent && entries.size() > 1 && !stop_.stop_requested()) {
@@ -208,7 +227,8 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
       if (check_deliveries) {
         const auto it = deliveries.find(entry.id);
         const std::int64_t count = it == deliveries.end() ? 1 : it->second;
-        if (count > static_cast<std::int64_t>(config_.max_deliveries)) {
+        // While the sink refuses our privilege, no entry is poison: it stays pending.
+        if (count > static_cast<std::int64_t>(config_.max_deliveries) && !sink_refused_) {
           co_await dead_letter(index, entry, count);
           to_ack[index].push_back(entry.id);
           continue;
@@ -233,8 +253,10 @@ asio::awaitable<std::size_t> StreamConsumer::handle_reads(std::vector<StreamRead
       } catch (const std::exception& e) {
         if (classify(std::current_exception()) == ErrorKind::cancelled) throw;
         failure = e.what();
+        sink_refused_ = core::is_access_denied(std::current_exception());
       }
       if (failure.empty()) {
+        sink_refused_ = false;
         to_ack[index].push_back(entry.id);
         ++succeeded;
       } else {

@@ -26,6 +26,7 @@
 #include <libpq-fe.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -130,6 +131,25 @@ std::int64_t pending(const std::string& stream, const std::string& group) {
   return n;
 }
 
+/// The highest delivery count among the entries of `group` pending on `stream` (0: none).
+std::int64_t most_deliveries(const std::string& stream, const std::string& group) {
+  redisReply* reply = redis_command({"XPENDING", stream, group, "-", "+", "10000"});
+  std::int64_t most = 0;
+  for (std::size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; ++i) {
+    most = std::max<std::int64_t>(most, reply->element[i]->element[3]->integer);
+  }
+  freeReplyObject(reply);
+  return most;
+}
+
+/// Entries in `stream` (0: no such stream).
+std::int64_t stream_length(const std::string& stream) {
+  redisReply* reply = redis_command({"XLEN", stream});
+  const std::int64_t n = reply->integer;
+  freeReplyObject(reply);
+  return n;
+}
+
 /// Trades `first`..`first + count - 1` of `symbol`, as ts-receiver writes them.
 void add_trades(const std::string& symbol, std::int64_t first, std::int64_t count) {
   const std::int64_t base_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -196,7 +216,7 @@ class Readiness : public ::testing::Test {
   }
 
   void start(const char* binary, const std::string& name, const std::string& dsn,
-             std::vector<std::string> extra = {}) {
+             const std::string& max_deliveries = "100000") {
     auto& servers = ts::testing::Servers::instance();
     std::vector<std::string> argv{binary,
                                   "--postgres-dsn",
@@ -210,10 +230,9 @@ class Readiness : public ::testing::Test {
                                   "--claim-interval",
                                   "500ms",
                                   "--max-deliveries",
-                                  "100000",
+                                  max_deliveries,
                                   "--consumer",
                                   name};
-    for (auto& e : extra) argv.push_back(std::move(e));
     service_ = ts::testing::ServiceProcess::spawn(dir_, name, std::move(argv));
   }
 
@@ -294,7 +313,8 @@ TEST_F(Readiness, F78_RecorderInsertBlockedByALockIsNotReady) {
 }
 
 // The recorder's role loses INSERT on ticks (42501, permanent): every batch fails and stays
-// pending, and no read error happens.
+// pending whole (not split: the refusal is about the sink, not the entries), and no read
+// error happens.
 TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
   auto& servers = ts::testing::Servers::instance();
   Sql sql(servers.postgres_dsn(kDatabase));
@@ -302,7 +322,9 @@ TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
   sql.run("DELETE FROM ticks WHERE symbol = '" + symbol + "'");
   sql.run(std::string("GRANT SELECT, INSERT ON ticks TO ") + kRole);
   const std::string count_sql = "SELECT count(*) FROM ticks WHERE symbol = '" + symbol + "'";
-  start(TS_RECORDER_BIN, "recorder-priv", servers.postgres_dsn_for(kRole, "", kDatabase));
+  // --max-deliveries 2: a sink that refuses everyone makes no entry poison; the trades must
+  // not be dead-lettered however often they are delivered meanwhile.
+  start(TS_RECORDER_BIN, "recorder-priv", servers.postgres_dsn_for(kRole, "", kDatabase), "2");
   expect_ready("at start");
   add_trades(symbol, 1, 100);
   ASSERT_TRUE(eventually([&] { return sql.count(count_sql) == 100; }, 30s));
@@ -322,6 +344,28 @@ TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
     ASSERT_TRUE(write_path_stalled()) << "ready again while INSERT is revoked: " << last_readyz_;
     std::this_thread::sleep_for(20ms);
   }
+  // A refused privilege is about the sink, not the entries: the batch is not split to find
+  // "the entries at fault" (that would retry the same insert once per split); it stays pending
+  // whole, with one error line per failed call naming the stream and the privilege problem.
+  const std::string stream = ts::services::trade_stream(symbol);
+  EXPECT_TRUE(eventually(
+      [&] {
+        return service_.text().find("stream " + stream +
+                                    ": handler refused: the sink lacks a "
+                                    "privilege") != std::string::npos;
+      },
+      5s))
+      << "no line says the sink lacks a privilege:\n"
+      << detail::log_tail(service_.log, 0, 40);
+  // Delivered more often than --max-deliveries while refused, and not dead-lettered.
+  EXPECT_TRUE(eventually([&] { return most_deliveries(stream, "recorder") >= 4; }, 15s))
+      << "pending trades were not delivered again 4 times: " << most_deliveries(stream, "recorder");
+  EXPECT_EQ(stream_length(stream + ":dead"), 0) << "trades refused for a privilege were "
+                                                   "dead-lettered";
+  const std::string revoked_log = service_.text();
+  EXPECT_EQ(revoked_log.find("splitting"), std::string::npos)
+      << "a batch refused for a privilege was split:\n"
+      << detail::log_tail(service_.log, 0, 40);
   sql.run(std::string("GRANT INSERT ON ticks TO ") + kRole);
 
   expect_ready("after INSERT was granted again");
@@ -331,9 +375,9 @@ TEST_F(Readiness, F78_RecorderInsertRefusedByRevokedPrivilegeIsNotReady) {
   EXPECT_EQ(sql.count("SELECT count(DISTINCT trade_id) FROM ticks WHERE symbol = '" + symbol +
                       "' AND trade_id BETWEEN 1 AND " + std::to_string(total)),
             total);
-  EXPECT_TRUE(eventually(
-      [&] { return pending(ts::services::trade_stream(symbol), "recorder") == 0; }, 10s));
+  EXPECT_TRUE(eventually([&] { return pending(stream, "recorder") == 0; }, 10s));
   EXPECT_EQ(service_.stop(), 0);
+  EXPECT_EQ(service_.text().find("splitting"), std::string::npos);
 }
 
 // The executor's order insert waits on a lock of orders and times out, again and again.

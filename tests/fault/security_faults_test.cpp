@@ -680,6 +680,134 @@ TEST_F(SecurityFault, F65_TheJanitorsRoleDropsOldPartitionsAndNothingElse) {
             "f");
   EXPECT_EQ(owner.count("SELECT count(*) FROM pg_roles WHERE rolname = 'sf_janitor_intruder'"), 0);
   owner.run("DELETE FROM ticks WHERE symbol = 'SFJAN'");
+/// The entries of `stream` for order `id`: each one's status ("filled", "rejected"; "" when
+/// it has none, as a request or a dead letter).
+std::vector<std::string> order_entries(const std::string& stream, const std::string& id) {
+  Redis redis;
+  redisReply* reply = redis.raw({"XRANGE", stream, "-", "+"});
+  std::vector<std::string> statuses;
+  for (std::size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; ++i) {
+    const redisReply* fields = reply->element[i]->element[1];
+    std::string order;
+    std::string status;
+    for (std::size_t k = 0; k + 1 < fields->elements; k += 2) {
+      const std::string name(fields->element[k]->str, fields->element[k]->len);
+      const std::string value(fields->element[k + 1]->str, fields->element[k + 1]->len);
+      if (name == "client_order_id") order = value;
+      if (name == "status") status = value;
+    }
+    if (order == id) statuses.push_back(status);
+  }
+  freeReplyObject(reply);
+  return statuses;
+}
+
+/// The events on orders:events for `id`: each one's status ("filled", "rejected").
+std::vector<std::string> order_events(const std::string& id) {
+  return order_entries(std::string(ts::services::kOrderEvents), id);
+}
+
+/// Occurrences of `needle` in `text`.
+std::size_t occurrences(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos;
+       at = text.find(needle, at + needle.size())) {
+    ++n;
+  }
+  return n;
+}
+
+// F65 at ts-executor: its role loses INSERT on orders (42501). The refusal is about the
+// executor's identity, not the order: the order is not published as rejected (nor recorded);
+// it stays pending and is delivered again (also past --max-deliveries: a sink that refuses
+// everyone makes no entry poison, so nothing is dead-lettered), and once INSERT is granted
+// back it is claimed again and filled, exactly once.
+TEST_F(SecurityFault, F65_AnOrderRefusedForAPrivilegeStaysPendingAndIsFilledAfterTheGrant) {
+  auto& servers = ts::testing::Servers::instance();
+  const std::string superuser = servers.postgres_dsn(kDatabase);
+  Sql sql(superuser);
+  // A new id per run: the events of an earlier run (--gtest_repeat) stay on the stream.
+  static int run = 0;
+  const std::string id = "sf-priv-" + std::to_string(::getpid()) + "-" + std::to_string(++run);
+  const std::string symbol = "SFPRIVUSDT";
+  sql.run("DELETE FROM fills WHERE client_order_id = '" + id + "'");
+  sql.run("DELETE FROM orders WHERE client_order_id = '" + id + "'");
+  Redis admin;
+  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+  ASSERT_NE(admin.call({"HSET", ts::services::last_trade_key(symbol), symbol,
+                        "10.5 1 " + std::to_string(now_ms)}),
+            "ERR");
+  // INSERT on orders is given back whatever happens below.
+  struct Regrant {
+    std::string dsn;
+    ~Regrant() {
+      try {
+        Sql(dsn).run("GRANT INSERT ON orders TO sf_executor");
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "could not grant INSERT on orders back to sf_executor: " << e.what();
+      }
+    }
+  } regrant{superuser};
+  sql.run("REVOKE INSERT ON orders FROM sf_executor");
+  ASSERT_EQ(sql.run("SELECT has_table_privilege('sf_executor', 'orders', 'INSERT')"), "f");
+
+  admin.call({"XADD", std::string(ts::services::kOrderRequests), "*", "client_order_id", id,
+              "symbol", symbol, "side", "buy", "type", "market", "qty", "2"});
+  auto executor = spawn(dir_, "executor-priv",
+                        {TS_EXECUTOR_BIN, "--consumer=sf-priv", "--symbols=" + symbol,
+                         "--claim-min-idle=300ms", "--claim-interval=200ms", "--max-deliveries=2"},
+                        identity_env("executor"));
+  const std::string refused = "order " + id + ": refused: the executor's role lacks a privilege";
+  // Refused, then delivered again and refused again, more often than --max-deliveries (or, the
+  // defects, published at once or dead-lettered).
+  const std::string dead = std::string(ts::services::kOrderRequests) + ":dead";
+  EXPECT_TRUE(eventually(
+      [&] {
+        return occurrences(executor.text(), refused) >= 4 || !order_events(id).empty() ||
+               !order_entries(dead, id).empty();
+      },
+      20s))
+      << executor.text();
+  EXPECT_TRUE(order_entries(dead, id).empty())
+      << "an order refused for a privilege was dead-lettered:\n"
+      << executor.text();
+  EXPECT_TRUE(order_events(id).empty())
+      << "an event was published for an order refused for a privilege: "
+      << ::testing::PrintToString(order_events(id)) << "\n"
+      << executor.text();
+  EXPECT_GE(occurrences(executor.text(), refused), 4u) << executor.text();
+  EXPECT_EQ(sql.count("SELECT count(*) FROM orders WHERE client_order_id = '" + id + "'"), 0);
+
+  sql.run("GRANT INSERT ON orders TO sf_executor");
+  EXPECT_TRUE(eventually(
+      [&] {
+        return sql.run("SELECT coalesce(max(status), '') FROM orders WHERE client_order_id = '" +
+                       id + "'") == "filled";
+      },
+      20s))
+      << executor.text();
+  EXPECT_TRUE(eventually([&] { return !order_events(id).empty(); }, 10s)) << executor.text();
+  // Acknowledged: nothing pending in the executor's group.
+  EXPECT_TRUE(eventually(
+      [&] {
+        redisReply* reply =
+            admin.raw({"XPENDING", std::string(ts::services::kOrderRequests), "executor"});
+        const bool none = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                          reply->element[0]->integer == 0;
+        freeReplyObject(reply);
+        return none;
+      },
+      10s))
+      << executor.text();
+  EXPECT_EQ(executor.stop(), 0) << executor.text();
+  EXPECT_EQ(sql.count("SELECT count(*) FROM orders WHERE client_order_id = '" + id + "'"), 1);
+  EXPECT_EQ(sql.count("SELECT count(*) FROM fills WHERE client_order_id = '" + id + "'"), 1);
+  const std::vector<std::string> events = order_events(id);
+  EXPECT_EQ(events, std::vector<std::string>{"filled"}) << executor.text();
+  EXPECT_EQ(executor.text().find("recording it as rejected"), std::string::npos) << executor.text();
+  admin.call({"HDEL", ts::services::last_trade_key(symbol), symbol});
 }
 
 // tsctl migrate --roles-create: the roles exist with exactly their rights, a password only

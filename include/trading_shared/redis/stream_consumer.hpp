@@ -14,7 +14,10 @@
 ///   the group (a crashed one) are taken over with XAUTOCLAIM (F27).
 /// - An entry delivered more than `max_deliveries` times is copied to the dead-letter stream
 ///   (its fields plus `dlq_source`, `dlq_id`, `dlq_deliveries`, `dlq_group`) and
-///   acknowledged (F28).
+///   acknowledged (F28). Not while the sink refuses the handler's privilege or identity
+///   (`core::is_access_denied`: 42501, class 28, NOPERM, NOAUTH, WRONGPASS, until a handler
+///   call succeeds again): such a refusal makes no entry poison, so entries stay pending
+///   however often they are delivered, and go through once the privilege is granted (F64, F65).
 /// - Pending entries that were trimmed or deleted from the stream are acknowledged, logged
 ///   and counted (`deleted`), never passed to the handler (F29).
 ///
@@ -33,7 +36,9 @@
 ///   write a batch in one statement (ts-recorder). A batch whose handler throws an `Error` of
 ///   kind `permanent` (a poison entry the sink refuses) is split in halves and each half handed
 ///   over again, down to single entries, so that only the entries at fault stay pending (and reach
-///   the dead-letter stream after `max_deliveries`); their batch-mates are acknowledged (F44). Each
+///   the dead-letter stream after `max_deliveries`); their batch-mates are acknowledged (F44). A
+///   refused privilege or identity (`core::is_access_denied`) is about the sink, not the
+///   entries: that batch is not split but stays pending whole, logged once per call. Each
 ///   entry's `stream` names the stream it came from.
 
 #include <trading_shared/core/build_config.hpp>  // the ODR guard
@@ -150,6 +155,9 @@ class StreamConsumer {
   Handler handler_;
   BatchHandler batch_handler_;
   StreamConsumerStats stats_;
+  /// The last handler call failed with a refused privilege or identity (is_access_denied):
+  /// entries past max_deliveries are not dead-lettered meanwhile. Cleared by a success.
+  bool sink_refused_ = false;
   core::StopSignal stop_;  // stop(); ends the error pause at once
 };
 
