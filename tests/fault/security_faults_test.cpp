@@ -680,6 +680,8 @@ TEST_F(SecurityFault, F65_TheJanitorsRoleDropsOldPartitionsAndNothingElse) {
             "f");
   EXPECT_EQ(owner.count("SELECT count(*) FROM pg_roles WHERE rolname = 'sf_janitor_intruder'"), 0);
   owner.run("DELETE FROM ticks WHERE symbol = 'SFJAN'");
+}
+
 /// The entries of `stream` for order `id`: each one's status ("filled", "rejected"; "" when
 /// it has none, as a request or a dead letter).
 std::vector<std::string> order_entries(const std::string& stream, const std::string& id) {
