@@ -8,7 +8,8 @@
 //   ts_redis_bench --figure getseq --url URL [--seconds 5] [--warmup 1]                    (R3)
 //   ts_redis_bench --figure getseq --url URL --ops N [--warmup-ops 200]       (R3, callgrind)
 // Every figure takes [--metrics 1|0]: the client's round-trip histogram attached (default, as
-// the services run it: ts_redis_round_trip_seconds) or not.
+// the services run it: ts_redis_round_trip_seconds) or not, and [--tls-ca-file PEM]: the CA of a
+// rediss:// URL's server (RedisConfig::tls.ca_file; peer and host name verified, T1).
 //   ts_redis_bench --figure request --url URL [--seconds 5] [--warmup 1] [--batch 1000]
 //   ts_redis_bench --figure request --url URL --ops N [--warmup-ops 2] [--batch 1000] (callgrind)
 //
@@ -73,10 +74,11 @@ struct Options {
   double warmup = 1.0;
   int batch = 1000;
   int concurrency = 50;
-  long ops = 0;            // getseq, xadd: > 0 = fixed count (callgrind) instead of a timed run
-  long warmup_ops = -1;    // default: 200 GETs, 2 batches
-  double timeout = 120.0;  // whole program, seconds
-  int metrics = 1;         // 1: the round-trip histogram attached, as the services run it
+  long ops = 0;             // getseq, xadd: > 0 = fixed count (callgrind) instead of a timed run
+  long warmup_ops = -1;     // default: 200 GETs, 2 batches
+  double timeout = 120.0;   // whole program, seconds
+  int metrics = 1;          // 1: the round-trip histogram attached, as the services run it
+  std::string tls_ca_file;  // rediss://: RedisConfig::tls.ca_file (T1)
 };
 
 Options parse(int argc, char** argv) {
@@ -95,6 +97,7 @@ Options parse(int argc, char** argv) {
   args.take("warmup-ops", o.warmup_ops);
   args.take("timeout", o.timeout);
   args.take("metrics", o.metrics);
+  args.take("tls-ca-file", o.tls_ca_file);
   args.finish();
   if (o.figure.empty() || o.url.empty()) {
     throw std::invalid_argument("--figure and --url are required");
@@ -110,6 +113,7 @@ Options parse(int argc, char** argv) {
 redis::RedisConfig make_config(const Options& o) {
   redis::RedisConfig config;
   config.url = o.url;
+  config.tls.ca_file = o.tls_ca_file;  // rediss:// (the URL enables TLS); verify_peer stays on
   config.client_name = "ts_redis_bench";
   // Generous: a busy 2-core machine must not turn into spurious timeouts. Deadlines are not
   // on the measured path's cost (a timer per call either way).

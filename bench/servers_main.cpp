@@ -1,11 +1,13 @@
 // ts-bench-servers: starts the benchmark servers once for a whole `make bench` run, through
 // the test harness (tests/support/server_harness.hpp), with durable PostgreSQL (fsync on).
 //
-// Usage: ts-bench-servers [--postgres] [--pgbouncer] [--redis] [--database NAME]...
-// (no server flag: all three). Prints KEY=VALUE lines on stdout, then `READY`, then waits
-// until its stdin closes: the driver (bench/run-bench) owns its lifetime by holding the
-// pipe. The servers are stopped on EOF, on SIGTERM/SIGINT/SIGHUP, and by the harness's
-// guardian if this process dies in any other way.
+// Usage: ts-bench-servers [--postgres] [--pgbouncer] [--redis] [--database NAME]... [--tls]
+// (no server flag: all three). --tls: TLS beside plaintext on the same servers
+// (ServerOptions::tls_also: Redis's second port, PostgreSQL ssl = on), for T1; adds the
+// REDIS_TLS_PORT, REDIS_TLS_URL and TLS_CA (the test CA's PEM file) lines. Prints KEY=VALUE lines
+// on stdout, then `READY`, then waits until its stdin closes: the driver (bench/run-bench) owns its
+// lifetime by holding the pipe. The servers are stopped on EOF, on SIGTERM/SIGINT/SIGHUP, and by
+// the harness's guardian if this process dies in any other way.
 #include "support/server_harness.hpp"
 
 #include <poll.h>
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
   bool postgres = false;
   bool pgbouncer = false;
   bool redis = false;
+  bool tls = false;
   std::vector<std::string> databases;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -61,10 +64,14 @@ int main(int argc, char** argv) {
       pgbouncer = true;
     } else if (arg == "--redis") {
       redis = true;
+    } else if (arg == "--tls") {
+      tls = true;
     } else if (arg == "--database" && i + 1 < argc) {
       databases.emplace_back(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--postgres] [--pgbouncer] [--redis] [--database NAME]...\n",
+      std::fprintf(stderr,
+                   "usage: %s [--postgres] [--pgbouncer] [--redis] [--database NAME]... "
+                   "[--tls]\n",
                    argv[0]);
       return 2;
     }
@@ -84,6 +91,7 @@ int main(int argc, char** argv) {
   try {
     ServerOptions options;
     options.durable = true;  // benchmarks run with PostgreSQL's default durability
+    options.tls_also = tls;  // T1: TLS and plaintext on the same servers
     Servers::set_options(options);
     Servers& servers = Servers::instance();
     if (postgres) {
@@ -104,7 +112,12 @@ int main(int argc, char** argv) {
       print("REDIS_URL", servers.redis_url());
       print("REDIS_HOST", servers.redis_host());
       print("REDIS_PORT", std::to_string(servers.redis_port()));
+      if (tls) {
+        print("REDIS_TLS_PORT", std::to_string(servers.redis_tls_port()));
+        print("REDIS_TLS_URL", servers.redis_tls_url());
+      }
     }
+    if (tls) print("TLS_CA", servers.tls_certificates().ca_cert);
     print("DIRECTORY", servers.directory());
     std::printf("READY\n");
     std::fflush(stdout);

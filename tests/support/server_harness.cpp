@@ -342,11 +342,16 @@ class PostgresServer final : public detail::ManagedServer {
  public:
   /// `certificates`: TLS-only mode (ServerOptions::tls) with these certificates; null:
   /// plaintext, as always.
+  /// `also`: TLS beside plaintext (ServerOptions::tls_also) with these certificates: ssl = on,
+  /// plaintext `host` lines (they match TLS and plaintext connections alike); DSNs stay
+  /// plaintext.
   PostgresServer(std::string directory, ServerUser user, const ServerOptions& options,
-                 const TestCertificates* certificates = nullptr)
+                 const TestCertificates* certificates = nullptr,
+                 const TestCertificates* also = nullptr)
       : ManagedServer("postgres", std::move(directory), std::move(user), options.start_timeout),
         options_(options),
         certificates_(certificates),
+        also_certificates_(certificates == nullptr ? also : nullptr),
         bin_dir_(postgres_bin_dir()) {}
   ~PostgresServer() override {
     stop_noexcept();
@@ -452,6 +457,9 @@ class PostgresServer final : public detail::ManagedServer {
       prepare_tls();
       return;
     }
+    if (also_certificates_ != nullptr) {
+      copy_tls_files(*also_certificates_);
+    }
     write_owned_file(data_directory() + "/pg_hba.conf",
                      "# Written by the test harness (tests/support/server_harness.cpp).\n"
                      "# ts_secure must authenticate with SCRAM (bad-credential tests): its lines\n"
@@ -475,9 +483,10 @@ class PostgresServer final : public detail::ManagedServer {
     if (!options_.durable) {
       conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n";
     }
-    if (certificates_ != nullptr) {
-      // TLS-only (pg_hba.conf has hostssl lines and rejects hostnossl); the CA file lets
-      // the server verify client certificates (clientcert=verify-full for kCertRole).
+    if (certificates_ != nullptr || also_certificates_ != nullptr) {
+      // TLS-only (pg_hba.conf has hostssl lines and rejects hostnossl), or TLS beside
+      // plaintext (tls_also: `host` lines); the CA file lets the server verify client
+      // certificates (clientcert=verify-full for kCertRole).
       conf += "ssl = on\n";
       conf += "ssl_cert_file = " + sql_literal(tls_directory() + "/server.crt") + "\n";
       conf += "ssl_key_file = " + sql_literal(tls_directory() + "/server.key") + "\n";
@@ -560,13 +569,7 @@ class PostgresServer final : public detail::ManagedServer {
   /// TLS mode: the server's certificate, key and CA copied where it can read them, and a
   /// pg_hba.conf of hostssl lines only (plaintext TCP is rejected: F63).
   void prepare_tls() {
-    make_server_directory(tls_directory(), user());
-    const auto copy_as = [&](const std::string& source, const std::string& name) {
-      server_file_copy(source, tls_directory() + "/" + name, user());
-    };
-    copy_as(certificates_->server_cert, "server.crt");
-    copy_as(certificates_->server_key, "server.key");
-    copy_as(certificates_->ca_cert, "ca.crt");
+    copy_tls_files(*certificates_);
     const std::string cert_role = std::string("\"") + kCertRole + "\"";
     write_owned_file(
         data_directory() + "/pg_hba.conf",
@@ -588,6 +591,18 @@ class PostgresServer final : public detail::ManagedServer {
             "hostnossl  all          all        0.0.0.0/0     reject\n"
             "hostnossl  all          all        ::/0          reject\n",
         user());
+  }
+
+  /// The server's certificate, key and CA copied into tls_directory(), where the server can
+  /// read them (ssl_cert_file, ssl_key_file, ssl_ca_file).
+  void copy_tls_files(const TestCertificates& certificates) {
+    make_server_directory(tls_directory(), user());
+    const auto copy_as = [&](const std::string& source, const std::string& name) {
+      server_file_copy(source, tls_directory() + "/" + name, user());
+    };
+    copy_as(certificates.server_cert, "server.crt");
+    copy_as(certificates.server_key, "server.key");
+    copy_as(certificates.ca_cert, "ca.crt");
   }
 
   void run_initdb() {
@@ -619,7 +634,8 @@ class PostgresServer final : public detail::ManagedServer {
 
   ServerOptions options_;
   const TestCertificates* certificates_;
-  int copies_ = 0;  // tls_file_copy()
+  const TestCertificates* also_certificates_;  // tls_also
+  int copies_ = 0;                             // tls_file_copy()
   std::string bin_dir_;
 };
 
@@ -640,18 +656,22 @@ using RedisReplyPtr = std::unique_ptr<redisReply, RedisReplyDeleter>;
 
 class RedisServer final : public detail::ManagedServer {
  public:
-  /// `certs`: TLS-only (port 0, tls-port), else plaintext.
+  /// `certs`: TLS-only (port 0, tls-port), else plaintext; `also`: a TLS port beside the
+  /// plaintext one (ServerOptions::tls_also), with these certificates.
   RedisServer(std::string directory, ServerUser user, const ServerOptions& options,
-              const TestCertificates* certs)
+              const TestCertificates* certs, const TestCertificates* also = nullptr)
       : ManagedServer("redis", std::move(directory), std::move(user), options.start_timeout),
         options_(options),
         certs_(certs),
+        also_certs_(certs == nullptr ? also : nullptr),
         program_(detail::find_program("redis-server", {"/usr/bin/redis-server"})) {}
   ~RedisServer() override { stop_noexcept(); }
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
 
   std::string config_path() const { return directory() + "/redis.conf"; }
+  /// The TLS port beside the plaintext one (tls_also); 0 otherwise.
+  std::uint16_t tls_port() const { return tls_port_; }
 
  protected:
   void prepare() override { make_server_directory(directory(), user()); }
@@ -666,6 +686,15 @@ class RedisServer final : public detail::ManagedServer {
               "\ntls-ca-cert-file " + certs_->ca_cert + "\ntls-auth-clients optional\n";
     } else {
       conf += "port " + std::to_string(port()) + "\n";
+    }
+    if (also_certs_ != nullptr) {
+      // TLS beside plaintext (tls_also): a second port, on the same certificates; no client
+      // certificate asked for. Written on each first-start attempt, as the plain port is.
+      tls_port_ = free_loopback_port();
+      conf += "tls-port " + std::to_string(tls_port_) + "\n";
+      conf += "tls-cert-file " + also_certs_->server_cert + "\ntls-key-file " +
+              also_certs_->server_key + "\ntls-ca-cert-file " + also_certs_->ca_cert +
+              "\ntls-auth-clients no\n";
     }
     conf += "dir " + directory() + "\n";
     conf += "save \"\"\nappendonly no\ndaemonize no\nprotected-mode no\nlogfile \"\"\n";
@@ -757,6 +786,8 @@ class RedisServer final : public detail::ManagedServer {
 
   ServerOptions options_;
   const TestCertificates* certs_;
+  const TestCertificates* also_certs_;  // tls_also
+  std::uint16_t tls_port_ = 0;          // tls_also
   std::string program_;
 };
 
@@ -996,8 +1027,10 @@ struct Servers::Impl {
                                " is set: the harness runs no PostgreSQL");
     }
     const TestCertificates* tls = options.tls ? &ensure_certs() : nullptr;
+    const TestCertificates* also = options.tls_also ? &ensure_certs() : nullptr;
     return ensure(postgres, postgres_failure, [&] {
-      return std::make_unique<PostgresServer>(ensure_root() + "/pg", server_user(), options, tls);
+      return std::make_unique<PostgresServer>(ensure_root() + "/pg", server_user(), options, tls,
+                                              also);
     });
   }
 
@@ -1007,8 +1040,10 @@ struct Servers::Impl {
                                " is set: the harness runs no Redis");
     }
     const TestCertificates* tls = options.tls ? &ensure_certs() : nullptr;
+    const TestCertificates* also = options.tls_also ? &ensure_certs() : nullptr;
     return ensure(redis, redis_failure, [&] {
-      return std::make_unique<RedisServer>(ensure_root() + "/redis", server_user(), options, tls);
+      return std::make_unique<RedisServer>(ensure_root() + "/redis", server_user(), options, tls,
+                                           also);
     });
   }
 
@@ -1176,6 +1211,21 @@ std::uint16_t Servers::redis_port() {
     return parse_redis_url(impl_->external_redis).second;
   }
   return impl_->ensure_redis().port();
+}
+
+std::uint16_t Servers::redis_tls_port() {
+  std::lock_guard lock(impl_->mutex);
+  if (!impl_->options.tls_also || impl_->options.tls || !impl_->external_redis.empty()) {
+    throw std::logic_error(
+        "server_harness: redis_tls_port() needs ServerOptions::tls_also (without tls) and the "
+        "harness's own Redis");
+  }
+  return impl_->ensure_redis().tls_port();
+}
+
+std::string Servers::redis_tls_url() {
+  const std::uint16_t port = redis_tls_port();
+  return std::string("rediss://") + kLoopback + ":" + std::to_string(port);
 }
 
 std::string Servers::create_database(const std::string& name) {

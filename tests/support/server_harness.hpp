@@ -88,6 +88,12 @@ struct ServerOptions {
   /// the first start) and `aclfile <path>` in redis.conf. Users made with ACL SETUSER then
   /// survive a restart once saved with ACL SAVE (without a file they vanish with the process).
   bool redis_aclfile = false;
+  /// TLS beside plaintext (benchmarks: both on the same servers in one run), with the same
+  /// certificates: Redis also listens on a TLS port (redis_tls_port(), `tls-auth-clients
+  /// no`) beside its plain port; PostgreSQL has ssl = on with plaintext `host` lines, so
+  /// both sslmode=require (or verify-full with the test CA) and plaintext connect. The DSNs
+  /// and redis_url() stay plaintext. Ignored when `tls` is set.
+  bool tls_also = false;
 };
 
 class PostgresServer;
@@ -130,6 +136,10 @@ class Servers {
   std::string redis_url();
   std::string redis_host();
   std::uint16_t redis_port();
+  /// ServerOptions::tls_also: Redis's TLS port and rediss://127.0.0.1:TLSPORT. Throw
+  /// std::logic_error without tls_also (or with an external Redis).
+  std::uint16_t redis_tls_port();
+  std::string redis_tls_url();
 
   /// Creates a database (if it does not exist) for test isolation; returns its name.
   std::string create_database(const std::string& name);
