@@ -91,13 +91,11 @@ std::vector<std::string> acl_setuser_args(const AclUser& user, const std::string
   return args;
 }
 
-namespace {
-
-std::string read_password(const std::string& path) {
+std::string read_password_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    throw std::runtime_error(fmt::format(
-        "cannot read the password file {}: create it (one line, mode 0600) for this user", path));
+    throw std::runtime_error(
+        fmt::format("cannot read the password file {}: create it (one line, mode 0600)", path));
   }
   std::string password{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
@@ -107,8 +105,6 @@ std::string read_password(const std::string& path) {
     throw std::runtime_error(fmt::format("the password file {} is empty", path));
   return password;
 }
-
-}  // namespace
 
 asio::awaitable<void> run_acl(lifecycle::ServiceContext& ctx, const Settings& settings) {
   auto log = core::logger("tsctl");
@@ -120,7 +116,7 @@ asio::awaitable<void> run_acl(lifecycle::ServiceContext& ctx, const Settings& se
     const std::string hash =
         settings.acl.password_dir.empty()
             ? "@" + name + "_password_sha256@"
-            : sha256_hex(read_password(settings.acl.password_dir + "/" + name));
+            : sha256_hex(read_password_file(settings.acl.password_dir + "/" + name));
     commands.push_back(acl_setuser_args(user, name, hash));
   }
   redis::RedisClient* redis = nullptr;

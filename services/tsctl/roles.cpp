@@ -6,6 +6,7 @@
 #include <trading_shared/pg/postgres_client.hpp>
 
 #include "common/scram.hpp"
+#include "tsctl/tsctl.hpp"
 
 #include <fmt/format.h>
 
@@ -27,15 +28,7 @@ std::optional<std::string> role_password(const std::string& dir, const std::stri
   const std::string path = dir + "/" + role;
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return std::nullopt;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("cannot read the password file {}", path));
-  std::string password{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
-    password.pop_back();
-  }
-  if (password.empty())
-    throw std::runtime_error(fmt::format("the password file {} is empty", path));
-  return password;
+  return read_password_file(path);
 }
 
 }  // namespace

@@ -137,6 +137,10 @@ struct LoadReport {
 
 /// Binds every setting of every sub-command (postgres, redis, and the sub-commands' own).
 void add_settings(core::ConfigLoader& loader, Settings& settings);
+/// A password from a file of one line (trailing newlines dropped): `tsctl acl`'s users and
+/// `migrate --roles-create`'s roles. @throws std::runtime_error naming the file (never its
+/// content) when it cannot be read or is empty.
+std::string read_password_file(const std::string& path);
 
 /// The sub-command named by the positional arguments.
 /// @throws core::ConfigError (one line) when it is missing, unknown or not alone.
