@@ -352,17 +352,32 @@ Error tls_handshake_error(const boost::system::error_code& ec, SSL* ssl, const s
       const int alert = reason - SSL_AD_REASON_OFFSET;
       std::string text =
           std::string("the server refused it with the alert \"") + alert_name(alert) + "\"";
-      if (alert == SSL_AD_CERTIFICATE_REQUIRED || alert == SSL_AD_HANDSHAKE_FAILURE ||
+      const bool client_certificate =
+          alert == SSL_AD_CERTIFICATE_REQUIRED || alert == SSL_AD_HANDSHAKE_FAILURE ||
           alert == SSL_AD_BAD_CERTIFICATE || alert == SSL_AD_UNKNOWN_CA ||
-          alert == SSL_AD_CERTIFICATE_UNKNOWN || alert == SSL_AD_ACCESS_DENIED) {
+          alert == SSL_AD_CERTIFICATE_UNKNOWN || alert == SSL_AD_ACCESS_DENIED;
+      if (client_certificate) {
         text +=
             ": does the server require a client certificate? set the client certificate "
             "and key files (a certificate its CA trusts)";
       }
-      return tls_failed(text);
+      // Alerts that refuse this client's settings are permanent; the others (internal_error,
+      // decode_error, bad_record_mac, ...) say the peer or the path failed this once.
+      if (client_certificate || alert == SSL_AD_PROTOCOL_VERSION ||
+          alert == SSL_AD_INSUFFICIENT_SECURITY || alert == SSL_AD_UNSUPPORTED_CERTIFICATE ||
+          alert == SSL_AD_CERTIFICATE_REVOKED || alert == SSL_AD_CERTIFICATE_EXPIRED ||
+          alert == SSL_AD_UNRECOGNIZED_NAME || alert == SSL_AD_NO_APPLICATION_PROTOCOL) {
+        return tls_failed(text);
+      }
+      return Error(make_error_code(errc::connect_failed), what + ": TLS handshake failed: " + text,
+                   RequestState::not_sent);
     }
+    // Another OpenSSL reason: not known to be a refusal of our settings, so transient (a
+    // start-up retries it until its deadline, with this text in every log line).
     const char* text = ERR_reason_error_string(static_cast<unsigned long>(ec.value()));
-    return tls_failed(text != nullptr ? text : ec.message());
+    return Error(make_error_code(errc::connect_failed),
+                 what + ": TLS handshake failed: " + (text != nullptr ? text : ec.message()),
+                 RequestState::not_sent);
   }
   // EOF or reset mid-handshake, ssl::error::stream_truncated: the network or a server that
   // went away (transient).

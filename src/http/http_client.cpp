@@ -398,7 +398,9 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
     bool stale = false;
     if (ec) {
       conn->transport->close();
-      if (const Error* refused = conn->transport->tls_refusal()) {
+      // Only a new connection's handshake can be refused (a TLS 1.3 server's alert arrives
+      // with the first read); an error on a reused, verified connection is not a refusal.
+      if (const Error* refused = reused ? nullptr : conn->transport->tls_refusal()) {
         ++c.stats.failures;
         throw Error(*refused);  // e.g. the server requires a client certificate (TLS 1.3)
       }
@@ -437,7 +439,9 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
         co_return response;
       }
       conn->transport->close();
-      if (const Error* refused = conn->transport->tls_refusal()) {
+      // Only a new connection's handshake can be refused (a TLS 1.3 server's alert arrives
+      // with the first read); an error on a reused, verified connection is not a refusal.
+      if (const Error* refused = reused ? nullptr : conn->transport->tls_refusal()) {
         ++c.stats.failures;
         throw Error(*refused);  // e.g. the server requires a client certificate (TLS 1.3)
       }
@@ -458,8 +462,10 @@ asio::awaitable<HttpResponse> HttpClient::get(std::string_view target_in,
       // The server closed a kept-alive connection before answering anything (its idle
       // timeout): nothing was processed; a GET goes again once, on a new connection.
       const bool nothing_read = !parser.got_some();
+      // A TLS server closing an idle kept-alive connection without close_notify: truncated.
       const bool closed_early = ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
-                                ec == asio::error::connection_reset;
+                                ec == asio::error::connection_reset ||
+                                ec == asio::ssl::error::stream_truncated;
       if (!c.url.tls && !reused) {  // F63: a plaintext request to a TLS port
         const auto data = conn->buffer.cdata();
         if (core::looks_like_tls(

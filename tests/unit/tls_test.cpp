@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 
@@ -15,6 +16,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -286,6 +289,27 @@ TEST(TlsHandshakeError, ANameOnlyInTheSubjectCnIsNotAccepted) {
   EXPECT_EQ(refused->code(), make_error_code(ts::errc::tls_failed));
   EXPECT_THAT(refused->what(), HasSubstr("hostname mismatch"));
   fs::remove_all(dir);
+}
+
+// An alert that refuses the client (certificate required, unknown CA, protocol version) is a
+// refusal; one that says the peer failed (internal error, decode error) is the network's or the
+// server's trouble of the moment: transient, like an unknown OpenSSL reason.
+TEST(TlsHandshakeError, OnlyRefusingAlertsArePermanent) {
+  const auto alert = [](int code) {
+    return boost::system::error_code(
+        static_cast<int>(ERR_PACK(ERR_LIB_SSL, 0, SSL_AD_REASON_OFFSET + code)),
+        asio::error::get_ssl_category());
+  };
+  for (const int refusing : {SSL_AD_CERTIFICATE_REQUIRED, SSL_AD_UNKNOWN_CA,
+                             SSL_AD_PROTOCOL_VERSION, SSL_AD_HANDSHAKE_FAILURE}) {
+    const auto e = core::tls_handshake_error(alert(refusing), nullptr, "test");
+    EXPECT_EQ(e.code(), make_error_code(ts::errc::tls_failed)) << e.what();
+  }
+  for (const int passing : {SSL_AD_INTERNAL_ERROR, SSL_AD_DECODE_ERROR, SSL_AD_BAD_RECORD_MAC}) {
+    const auto e = core::tls_handshake_error(alert(passing), nullptr, "test");
+    EXPECT_EQ(e.code(), make_error_code(ts::errc::connect_failed)) << e.what();
+    EXPECT_EQ(e.kind(), ts::ErrorKind::transient_not_sent) << e.what();
+  }
 }
 
 TEST(TlsHandshakeError, APlaintextServerDoesNotSpeakTls) {
