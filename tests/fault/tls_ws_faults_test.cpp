@@ -9,6 +9,9 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -495,6 +498,65 @@ TEST(TlsHttp, HttpsAgainstAPlaintextServerSaysItDoesNotSpeakTls) {
     EXPECT_TRUE(contains(message, "does not speak TLS")) << message;
     co_await rest.close();
   });
+}
+
+// A TLS server that closes an idle kept-alive connection without close_notify (its socket
+// simply closed, as many do on their idle timeout): the client's next GET on that connection
+// reads "stream truncated" before any byte of an answer. Nothing was processed, so the GET goes
+// again once on a new connection, as it does over plaintext (a stale connection).
+TEST(TlsHttp, AKeptAliveConnectionClosedWithoutCloseNotifyIsRetriedOnANewOne) {
+  using SslStream = asio::ssl::stream<tcp::socket>;
+  auto server_context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  server_context->use_certificate_chain_file(certs().server_cert);
+  server_context->use_private_key_file(certs().server_key, asio::ssl::context::pem);
+  int accepted = 0;
+  trading_shared::testing::run_coroutine_test(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+        const auto port = acceptor.local_endpoint().port();
+        // Each connection: one request answered as keep-alive, then the socket closed at once
+        // (no TLS shutdown), while the client still holds the connection as reusable.
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+              for (;;) {
+                auto stream = std::make_shared<SslStream>(io, *server_context);
+                co_await acceptor.async_accept(stream->next_layer(), asio::use_awaitable);
+                ++accepted;
+                co_await stream->async_handshake(asio::ssl::stream_base::server,
+                                                 asio::use_awaitable);
+                std::array<char, 4096> request{};
+                boost::system::error_code ec;
+                (void)co_await stream->async_read_some(
+                    asio::buffer(request), asio::redirect_error(asio::use_awaitable, ec));
+                if (ec) continue;
+                const std::string answer =
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok";
+                co_await asio::async_write(*stream, asio::buffer(answer), asio::use_awaitable);
+                stream->next_layer().close();  // no close_notify
+              }
+            },
+            asio::detached);
+        http::HttpClientConfig config{.base_url = "https://127.0.0.1:" + std::to_string(port)};
+        config.tls.ca_file = certs().ca_cert;
+        http::HttpClient client(co_await asio::this_coro::executor, config);
+        const auto first = co_await client.get("/a");
+        EXPECT_EQ(first.status, 200U);
+        // The server closed that connection (whether its FIN has arrived yet or not, the next
+        // GET on it meets a closed TLS stream before any byte of an answer).
+        std::string failure;
+        try {
+          const auto second = co_await client.get("/b");
+          EXPECT_EQ(second.status, 200U);
+        } catch (const Error& e) {
+          failure = e.what();
+        }
+        EXPECT_TRUE(failure.empty()) << "the stale TLS connection failed the GET: " << failure;
+        EXPECT_EQ(accepted, 2) << "the GET went again on a new connection";
+        co_await client.close();
+        acceptor.close();
+      },
+      10s, true);
 }
 
 }  // namespace
