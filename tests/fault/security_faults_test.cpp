@@ -16,6 +16,7 @@
 #include "common/scram.hpp"
 #include "support/admin_client.hpp"
 #include "support/async_test.hpp"
+#include "support/fault_proxy.hpp"
 #include "support/server_harness.hpp"
 #include "support/service_process.hpp"
 #include "support/test_helpers.hpp"
@@ -51,6 +52,7 @@ namespace asio = boost::asio;
 namespace detail = ts::testing::detail;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using trading_shared::testing::poll_until;
 
 namespace {
 
@@ -61,16 +63,6 @@ constexpr const char* kRolePassword = "Role-pw-sf-status-4e1d";
 /// The distinctive password of a Redis user: searched for in every output of a run.
 std::string password_of(const std::string& user) {
   return "Pw-" + user + "-q7Zx93Lk";
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` passes (a deadline, not a sleep).
-bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    if (condition()) return true;
-    if (Clock::now() >= deadline) return condition();
-    std::this_thread::sleep_for(10ms);
-  }
 }
 
 std::string read_file(const std::string& path) {
@@ -436,7 +428,7 @@ TEST_F(SecurityFault, F64_F65_EachServiceRunsItsJobWithItsOwnIdentity) {
   {
     auto recorder = spawn(dir_, "recorder", {TS_RECORDER_BIN, "--consumer=sf-1", "--readers=1"},
                           identity_env("recorder"));
-    EXPECT_TRUE(eventually([&] { return sql.count(count) == 60; }, 30s))
+    EXPECT_TRUE(poll_until([&] { return sql.count(count) == 60; }, 30s))
         << sql.count(count) << " of 60 recorded:\n"
         << recorder.text();
     EXPECT_EQ(recorder.stop(), 0) << recorder.text();
@@ -451,13 +443,13 @@ TEST_F(SecurityFault, F64_F65_EachServiceRunsItsJobWithItsOwnIdentity) {
                   "sf-order-1", "symbol", "SFREC", "side", "buy", "type", "market", "qty", "1"});
     auto executor =
         spawn(dir_, "executor", {TS_EXECUTOR_BIN, "--consumer=sf-1"}, identity_env("executor"));
-    EXPECT_TRUE(eventually(
+    EXPECT_TRUE(poll_until(
         [&] {
           return sql.count("SELECT count(*) FROM orders WHERE client_order_id = 'sf-order-1'") == 1;
         },
         30s))
         << executor.text();
-    EXPECT_TRUE(eventually([&] { return Redis().call({"XLEN", "orders:events"}) != "0"; }, 10s));
+    EXPECT_TRUE(poll_until([&] { return Redis().call({"XLEN", "orders:events"}) != "0"; }, 10s));
     EXPECT_EQ(executor.stop(), 0) << executor.text();
     EXPECT_EQ(executor.text().find("NOPERM"), std::string::npos) << executor.text();
   }
@@ -493,7 +485,7 @@ TEST_F(SecurityFault, F64_TheReceiverRunsWithItsOwnUser) {
              "--stream-maxlen", "200", "--admin-listen", "127.0.0.1:" + std::to_string(admin_port)},
             identity_env("receiver", false));
   Redis admin;
-  EXPECT_TRUE(eventually(
+  EXPECT_TRUE(poll_until(
       [&] {
         return std::stoll(admin.call({"XLEN", stream})) >= 300 &&
                admin.call({"HGET", ts::services::last_trade_key(symbol), symbol}) != "(nil)";
@@ -502,7 +494,7 @@ TEST_F(SecurityFault, F64_TheReceiverRunsWithItsOwnUser) {
       << receiver.text();
   // Its trimming (XLEN, XINFO GROUPS, XPENDING, XTRIM) ran too.
   std::string metrics;
-  EXPECT_TRUE(eventually(
+  EXPECT_TRUE(poll_until(
       [&] {
         metrics = ts::testing::admin::http_request(admin_port, "/metrics",
                                                    boost::beast::http::verb::get, 2s)
@@ -765,7 +757,7 @@ TEST_F(SecurityFault, F65_AnOrderRefusedForAPrivilegeStaysPendingAndIsFilledAfte
   // Refused, then delivered again and refused again, more often than --max-deliveries (or, the
   // defects, published at once or dead-lettered).
   const std::string dead = std::string(ts::services::kOrderRequests) + ":dead";
-  EXPECT_TRUE(eventually(
+  EXPECT_TRUE(poll_until(
       [&] {
         return occurrences(executor.text(), refused) >= 4 || !order_events(id).empty() ||
                !order_entries(dead, id).empty();
@@ -783,16 +775,16 @@ TEST_F(SecurityFault, F65_AnOrderRefusedForAPrivilegeStaysPendingAndIsFilledAfte
   EXPECT_EQ(sql.count("SELECT count(*) FROM orders WHERE client_order_id = '" + id + "'"), 0);
 
   sql.run("GRANT INSERT ON orders TO sf_executor");
-  EXPECT_TRUE(eventually(
+  EXPECT_TRUE(poll_until(
       [&] {
         return sql.run("SELECT coalesce(max(status), '') FROM orders WHERE client_order_id = '" +
                        id + "'") == "filled";
       },
       20s))
       << executor.text();
-  EXPECT_TRUE(eventually([&] { return !order_events(id).empty(); }, 10s)) << executor.text();
+  EXPECT_TRUE(poll_until([&] { return !order_events(id).empty(); }, 10s)) << executor.text();
   // Acknowledged: nothing pending in the executor's group.
-  EXPECT_TRUE(eventually(
+  EXPECT_TRUE(poll_until(
       [&] {
         redisReply* reply =
             admin.raw({"XPENDING", std::string(ts::services::kOrderRequests), "executor"});
@@ -915,10 +907,10 @@ TEST_F(SecurityFault, F66_APasswordFromAFileNeverLeaksAndRotatesWithoutARestart)
   const std::string count = "SELECT count(*) FROM ticks WHERE symbol = '" + symbol + "'";
   sql.run("DELETE FROM ticks WHERE symbol = '" + symbol + "'");
   add_trades(symbol, 1, 20);
-  ASSERT_TRUE(eventually([&] { return sql.count(count) == 20; }, 30s)) << recorder.text();
+  ASSERT_TRUE(poll_until([&] { return sql.count(count) == 20; }, 30s)) << recorder.text();
 
   std::string metrics;
-  ASSERT_TRUE(eventually(
+  ASSERT_TRUE(poll_until(
       [&] {
         const auto reply = ts::testing::admin::http_request(admin_port, "/metrics",
                                                             boost::beast::http::verb::get, 2s);
@@ -941,7 +933,7 @@ TEST_F(SecurityFault, F66_APasswordFromAFileNeverLeaksAndRotatesWithoutARestart)
   const std::string killed = admin.call({"CLIENT", "KILL", "USER", user});
   EXPECT_NE(killed, "0") << "no connection of " << user << " to close";
   add_trades(symbol, 21, 20);
-  EXPECT_TRUE(eventually([&] { return sql.count(count) == 40; }, 30s))
+  EXPECT_TRUE(poll_until([&] { return sql.count(count) == 40; }, 30s))
       << sql.count(count) << " of 40 recorded after the rotation:\n"
       << recorder.text();
   // Connected again, as the user, with the new password (no restart: the same process).

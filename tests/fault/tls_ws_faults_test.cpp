@@ -20,6 +20,7 @@
 #include "support/async_test.hpp"
 #include "support/test_helpers.hpp"
 #include "support/tls_certs.hpp"
+#include "venue_rest_support.hpp"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -110,24 +111,13 @@ ws::WebSocketConfig wss_config(std::uint16_t port, const std::string& ca_file,
   return c;
 }
 
-/// Starts a simulator with `config`, runs `body`, closes the simulator (also on failure).
+/// The simulator's test runner of venue_rest_support.hpp, stopping the loop when the body ends
+/// (a silent TLS peer of a test would keep it busy).
 void run_sim_test(feed::FeedSimConfig config,
                   std::function<asio::awaitable<void>(feed::FeedSimulator&)> body,
                   Clock::duration timeout = 60s) {
-  trading_shared::testing::run_coroutine_test(
-      [&](asio::io_context& io) -> asio::awaitable<void> {
-        feed::FeedSimulator sim(io.get_executor(), config);
-        co_await sim.start();
-        std::exception_ptr error;
-        try {
-          co_await body(sim);
-        } catch (...) {
-          error = std::current_exception();  // rethrown below, once the simulator is closed
-        }
-        co_await sim.close();
-        if (error) std::rethrow_exception(error);
-      },
-      timeout, /*stop_when_done=*/true);
+  venue_rest_test::run_sim_test(std::move(config), std::move(body), timeout,
+                                /*stop_when_done=*/true);
 }
 
 /// Receives until `n` trades arrived; returns the connection number of the last one.

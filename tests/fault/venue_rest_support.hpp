@@ -69,9 +69,11 @@ inline feed::FeedSimConfig base_config() {
 }
 
 /// Starts the simulator, runs `body`, closes the simulator (also when `body` failed).
+/// `stop_when_done`: stop the loop when the body ends (run_coroutine_test), for tests whose
+/// peers would keep it busy.
 inline void run_sim_test(feed::FeedSimConfig config,
                          std::function<asio::awaitable<void>(feed::FeedSimulator&)> body,
-                         Clock::duration timeout = 45s) {
+                         Clock::duration timeout = 45s, bool stop_when_done = false) {
   run_coroutine_test(
       [&](asio::io_context& io) -> asio::awaitable<void> {
         feed::FeedSimulator sim(io.get_executor(), config);
@@ -85,7 +87,7 @@ inline void run_sim_test(feed::FeedSimConfig config,
         co_await sim.close();
         if (error) std::rethrow_exception(error);
       },
-      timeout);
+      timeout, stop_when_done);
 }
 
 inline json::value summary_of(const feed::FeedSimulator& sim) {
